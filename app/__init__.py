@@ -1,0 +1,1 @@
+"""Orchestration: configuration, training runs, evaluation, reports, the run-directory format."""

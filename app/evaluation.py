@@ -1,0 +1,143 @@
+"""Evaluate a saved run on a data folder: choose the files, predict, write eval/<name>/."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app import run_dir as rd
+from app.errors import UserError
+from app.metrics import classification_metrics
+from app.report import plot_confusion_matrix, render_report
+from data.pipeline import image_dataset
+from data.scan import scan_folder
+from models.task_model import load_task_model
+
+logger = logging.getLogger(__name__)
+WORST_EXAMPLES = 10
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    metadata: dict
+    model: object
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.metadata["class_names"]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.metadata["input_spec"]["image_size"])
+
+    def predict_files(self, paths: list[str], batch_size: int = 32) -> np.ndarray:
+        dataset = image_dataset(paths, None, self.image_size, batch_size)
+        return self.model.predict(dataset, verbose=0)
+
+
+def load_run(path: str | Path) -> LoadedRun:
+    run_path = rd.require_complete_run(path)
+    metadata = rd.read_json(run_path / rd.METADATA_FILE)
+    return LoadedRun(run_path, metadata, load_task_model(str(run_path / rd.MODEL_FILE)))
+
+
+@dataclass
+class EvaluationSet:
+    paths: list[str]
+    labels: list[int]
+    description: str
+    name_suffix: str
+
+
+def _same_folder(a: str | Path, b: str | Path) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool = False) -> EvaluationSet:
+    """Pick the files to evaluate on and map their labels to the run's class order.
+
+    Order of preference: the folder's test/ split; for the run's own training
+    folder without test/, the validation files held out at training time (from
+    the manifest; never training files); a val/ split; otherwise every file.
+    """
+    scan = scan_folder(data_dir)
+    if scan.modality != run.metadata["modality"]:
+        raise UserError(f"The run expects {run.metadata['modality']} data but {str(data_dir)!r} holds {scan.modality} files.")
+    run_classes = run.class_names
+    folder_classes = sorted({scan.class_names[e.label] for e in scan.examples})
+    unknown = sorted(set(folder_classes) - set(run_classes))
+    missing = sorted(set(run_classes) - set(folder_classes))
+    if unknown:
+        raise UserError(
+            f"The folder has classes the model was not trained on: {unknown} (the run knows {run_classes}). "
+            "Remove or rename those folders."
+        )
+    if missing and not allow_missing_classes:
+        raise UserError(
+            f"The folder lacks classes the model was trained on: {missing}. Add them, or pass "
+            "--allow-missing-classes to evaluate on the classes present."
+        )
+    to_run_index = {name: run_classes.index(name) for name in folder_classes}
+
+    def collect(split):
+        chosen = [e for e in scan.examples if e.split == split]
+        return [e.path for e in chosen], [to_run_index[scan.class_names[e.label]] for e in chosen]
+
+    if "test" in scan.splits_present():
+        paths, labels = collect("test")
+        return EvaluationSet(paths, labels, "test/ split of the folder", "test")
+    if _same_folder(scan.root, run.metadata["data_dir"]):
+        manifest = rd.read_json(run.path / rd.MANIFEST_FILE)
+        held_out = [f for f in manifest["files"] if f["split"] == "val"]
+        paths = [str(Path(scan.root) / f["path"]) for f in held_out]
+        absent = [p for p in paths if not Path(p).is_file()]
+        if absent:
+            raise UserError(f"{len(absent)} held-out files of the run's manifest are gone from {scan.root!r}, e.g. {absent[0]!r}.")
+        labels = [run_classes.index(f["label"]) for f in held_out]
+        return EvaluationSet(paths, labels, "validation files held out at training time (from the run manifest; "
+                             "also used for early stopping, so slightly optimistic)", "heldout")
+    if "val" in scan.splits_present():
+        paths, labels = collect("val")
+        return EvaluationSet(paths, labels, "val/ split of the folder", "val")
+    paths, labels = collect(None)
+    return EvaluationSet(paths, labels, "all files of the folder", "all")
+
+
+def _eval_name(data_dir: str | Path, suffix: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data_dir).expanduser().resolve().name) or "data"
+    return f"{base}-{suffix}"
+
+
+def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = None,
+                 batch_size: int = 32, top_k: int = 5, allow_missing_classes: bool = False) -> tuple[dict, Path]:
+    run = load_run(run_path)
+    chosen = choose_evaluation_set(run, data_dir, allow_missing_classes)
+    if not chosen.paths:
+        raise UserError(f"No files to evaluate in {str(data_dir)!r} ({chosen.description}).")
+    logger.info("Evaluating %s on %d files: %s", run.path, len(chosen.paths), chosen.description)
+    probabilities = run.predict_files(chosen.paths, batch_size)
+    metrics = classification_metrics(chosen.labels, probabilities, run.class_names, k=top_k)
+    metrics["split"] = chosen.description
+    metrics["data_dir"] = str(Path(data_dir).expanduser().resolve())
+
+    out_dir = run.path / "eval" / (name or _eval_name(data_dir, chosen.name_suffix))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predicted = probabilities.argmax(axis=1)
+    mistakes = [i for i in range(len(chosen.paths)) if predicted[i] != chosen.labels[i]]
+    mistakes.sort(key=lambda i: -probabilities[i, predicted[i]])
+    worst = [
+        {"file": chosen.paths[i], "true": run.class_names[chosen.labels[i]],
+         "predicted": run.class_names[predicted[i]], "confidence": float(probabilities[i, predicted[i]])}
+        for i in mistakes[:WORST_EXAMPLES]
+    ]
+    plot_confusion_matrix(metrics["confusion_matrix"], run.class_names, out_dir / "confusion_matrix.png")
+    report = render_report(metrics, {"run_dir": str(run.path), "data_dir": metrics["data_dir"],
+                                     "split_description": chosen.description}, worst)
+    (out_dir / "report.md").write_text(report, encoding="utf-8")
+    rd.write_json(out_dir / "metrics.json", metrics)  # last: its presence means the evaluation finished
+    return metrics, out_dir

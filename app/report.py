@@ -1,0 +1,78 @@
+"""Human-readable evaluation outputs: report.md and confusion_matrix.png."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from app.metrics import most_confused_pairs  # noqa: E402
+
+
+def plot_confusion_matrix(matrix, class_names: list[str], path: Path) -> None:
+    """Two panels: row-normalised (recall per true class) and raw counts."""
+    matrix = np.asarray(matrix)
+    n = len(class_names)
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=np.float64), where=rows > 0)
+    cell = 0.45 if n <= 20 else 0.28
+    side = max(4.0, 2.0 + cell * n)
+    font = 9 if n <= 15 else max(4, 9 - (n - 15) // 6)
+    figure, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side + 1.0), constrained_layout=True)
+    for axis, values, title, fmt in (
+        (axes[0], normalised, "Normalised by true class", "{:.2f}"),
+        (axes[1], matrix, "Counts", "{:d}"),
+    ):
+        image = axis.imshow(values, cmap="Blues", vmin=0, vmax=1 if values is normalised else max(1, values.max()))
+        axis.set_title(title)
+        axis.set_xlabel("Predicted")
+        axis.set_ylabel("True")
+        axis.set_xticks(range(n), class_names, rotation=90, fontsize=font)
+        axis.set_yticks(range(n), class_names, fontsize=font)
+        if n <= 20:
+            threshold = (1.0 if values is normalised else max(1, values.max())) / 2
+            for t in range(n):
+                for p in range(n):
+                    value = values[t, p]
+                    axis.text(p, t, fmt.format(value.item()), ha="center", va="center", fontsize=font - 1,
+                              color="white" if value > threshold else "black")
+        figure.colorbar(image, ax=axis, shrink=0.8)
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary, dpi=100)
+    plt.close(figure)
+    os.replace(temporary, path)
+
+
+def render_report(metrics: dict, context: dict, worst: list[dict]) -> str:
+    lines = [
+        f"# Evaluation: {context['run_dir']}",
+        "",
+        f"- Data: `{context['data_dir']}` ({context['split_description']})",
+        f"- Examples: {metrics['num_examples']}, classes: {len(metrics['class_names'])}",
+        f"- Accuracy: **{metrics['accuracy']:.4f}**, top-{metrics['k']} accuracy: {metrics['top_k_accuracy']:.4f}",
+        f"- Macro F1: {metrics['macro_f1']:.4f}, weighted F1: {metrics['weighted_f1']:.4f}",
+        f"- Expected calibration error (15 bins): {metrics['ece']:.4f}",
+        "",
+        "## Per class",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, scores in metrics["per_class"].items():
+        lines.append(f"| {name} | {scores['precision']:.3f} | {scores['recall']:.3f} | {scores['f1']:.3f} | {scores['support']} |")
+    lines += ["", "## Most confused pairs", ""]
+    pairs = most_confused_pairs(metrics["confusion_matrix"], metrics["class_names"])
+    lines += [f"- {true} predicted as {predicted}: {count}" for true, predicted, count in pairs] or ["- none"]
+    lines += ["", "## Most confident mistakes", ""]
+    if worst:
+        lines += ["| file | true | predicted | confidence |", "|---|---|---|---:|"]
+        lines += [f"| {w['file']} | {w['true']} | {w['predicted']} | {w['confidence']:.3f} |" for w in worst]
+    else:
+        lines.append("- none")
+    lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The input side of metatune: folder scanning and checks, splits, tf.data pipelines."""

@@ -1,0 +1,1 @@
+"""Keras objects only: backbone registry, weight loaders, task heads, the task model."""

@@ -1,0 +1,18 @@
+"""The task model: raw input -> backbone features -> head -> class probabilities."""
+
+from __future__ import annotations
+
+import keras
+
+from models.heads import ClassificationHead
+
+
+def build_task_model(feature_extractor: keras.Model, head: ClassificationHead, name: str = "metatune_classifier") -> keras.Model:
+    inputs = keras.Input(shape=feature_extractor.input_shape[1:], dtype=feature_extractor.inputs[0].dtype, name="pixels")
+    features = feature_extractor(inputs)
+    return keras.Model(inputs, head(features), name=name)
+
+
+def load_task_model(path: str) -> keras.Model:
+    """Load a saved classifier; `safe_mode=True` refuses any serialized Python code."""
+    return keras.saving.load_model(path, safe_mode=True, compile=False)

@@ -1,0 +1,53 @@
+"""Predict the class of images with a trained run.
+
+    python predict.py RUN_DIR FILE_OR_DIR... [--top-k 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from app.cli import prepare_environment, run_safely, setup_logging
+
+prepare_environment()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="predict.py", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("run_dir", help="Run directory written by train.py.")
+    parser.add_argument("inputs", nargs="+", help="Image files and/or folders (searched recursively).")
+    parser.add_argument("--top-k", type=int, default=3, help="How many classes to show per file.")
+    parser.add_argument("--batch-size", type=int, default=32, help="Batch size for prediction.")
+    parser.add_argument("--json", action="store_true", help="Print one JSON document instead of text.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+
+    def command() -> int:
+        from app.prediction import predict
+
+        predictions, skipped = predict(args.run_dir, args.inputs, args.top_k, args.batch_size)
+        if args.json:
+            print(json.dumps({
+                "predictions": [
+                    {"file": p.file, "top": [{"class": c, "probability": round(s, 6)} for c, s in p.top]}
+                    for p in predictions
+                ],
+                "skipped": [{"file": s.path, "reason": s.reason} for s in skipped],
+            }, indent=2))
+        else:
+            for p in predictions:
+                print(f"{p.file}: " + ", ".join(f"{c} {s:.3f}" for c, s in p.top))
+        return 0
+
+    return run_safely(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

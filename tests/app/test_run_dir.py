@@ -1,0 +1,38 @@
+import json
+
+import pytest
+
+from app import run_dir as rd
+from app.errors import UserError
+
+
+def test_new_run_is_incomplete_until_marked(tmp_path):
+    run = rd.create_run_dir(tmp_path / "run")
+    (run / rd.MODEL_FILE).write_text("x")
+    rd.write_json(run / rd.METADATA_FILE, {"a": 1})
+    with pytest.raises(UserError, match="unfinished run"):
+        rd.require_complete_run(run)
+    rd.mark_complete(run)
+    assert rd.require_complete_run(run) == run
+
+
+def test_existing_non_empty_output_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("user data")
+    with pytest.raises(UserError, match="not empty"):
+        rd.create_run_dir(tmp_path / "run")
+    assert (tmp_path / "run" / "keep.txt").read_text() == "user data"
+
+
+def test_write_json_is_atomic_and_leaves_no_temporary(tmp_path):
+    rd.write_json(tmp_path / "m.json", {"k": [1, 2]})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"k": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_missing_files_are_named(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        rd.require_complete_run(tmp_path / "nope")
+    (tmp_path / "r").mkdir()
+    with pytest.raises(UserError, match="model.keras"):
+        rd.require_complete_run(tmp_path / "r")

@@ -1,0 +1,100 @@
+"""Bad input gets one clear error line (exit status 2) or a reported skip, never a traceback."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import evaluate
+import predict
+import train
+from app import run_dir as rd
+
+FAST = ["--weights", "none", "--image-size", "32", "--epochs", "2"]
+
+
+def write_png(path, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((12, 12, 3), value, np.uint8)).save(path)
+
+
+def make_folder(root, classes=("cats", "dogs"), per_class=4):
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            write_png(root / name / f"{i}.png", 40 * c + i)
+    return root
+
+
+def assert_clean_error(capsys, *fragments):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_missing_folder(tmp_path, capsys):
+    assert train.main([str(tmp_path / "nope")]) == 2
+    assert_clean_error(capsys, "does not exist", "nope")
+
+
+def test_empty_folder(tmp_path, capsys):
+    assert train.main([str(tmp_path)]) == 2
+    assert_clean_error(capsys, "No files found")
+
+
+def test_single_class(tmp_path, capsys):
+    make_folder(tmp_path, classes=("only",))
+    assert train.main([str(tmp_path), *FAST, "--output", str(tmp_path / "out")]) == 2
+    assert_clean_error(capsys, "at least 2 classes", "only")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unusable_files_are_skipped_and_reported(tmp_path, capsys):
+    data = make_folder(tmp_path / "data")
+    (data / "cats" / "notes.txt").write_text("a note")
+    (data / "dogs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    run = tmp_path / "run"
+    assert train.main([str(data), *FAST, "--output", str(run)]) == 0
+    report = rd.read_json(run / rd.DATA_REPORT_FILE)
+    reasons = {s["path"].split("/")[-1]: s["reason"] for s in report["skipped"]}
+    assert set(reasons) == {"notes.txt", "broken.png"}
+    assert "not an image file" in reasons["notes.txt"]
+    assert "not a readable image" in reasons["broken.png"]
+    assert report["num_examples"] == 8
+    err = capsys.readouterr().err
+    assert "Skipped" in err and "broken.png" in err
+
+
+def test_evaluate_rejects_unknown_classes_and_unfinished_runs(tmp_path, capsys):
+    data = make_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    assert train.main([str(data), *FAST, "--output", str(run)]) == 0
+    other = make_folder(tmp_path / "other", classes=("cats", "horses"))
+    assert evaluate.main([str(run), str(other)]) == 2
+    assert_clean_error(capsys, "horses", "dogs")
+    (run / rd.INCOMPLETE_MARKER).write_text("")
+    assert evaluate.main([str(run), str(data)]) == 2
+    assert_clean_error(capsys, "unfinished run")
+    assert predict.main([str(tmp_path / "missing_run"), str(data)]) == 2
+    assert_clean_error(capsys, "Run directory not found")
+
+
+def test_evaluate_on_training_folder_uses_held_out_files_only(tmp_path, capsys):
+    data = make_folder(tmp_path / "data", per_class=5)
+    run = tmp_path / "run"
+    assert train.main([str(data), *FAST, "--output", str(run)]) == 0
+    assert evaluate.main([str(run), str(data), "--name", "own"]) == 0
+    metrics = json.loads((run / "eval" / "own" / "metrics.json").read_text())
+    manifest = rd.read_json(run / rd.MANIFEST_FILE)
+    assert metrics["num_examples"] == sum(f["split"] == "val" for f in manifest["files"]) == 2
+    assert "held out" in metrics["split"]
+
+
+def test_output_directory_with_files_is_not_overwritten(tmp_path, capsys):
+    data = make_folder(tmp_path / "data")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "precious.txt").write_text("keep")
+    assert train.main([str(data), *FAST, "--output", str(tmp_path / "run")]) == 2
+    assert_clean_error(capsys, "not empty")
+    assert (tmp_path / "run" / "precious.txt").read_text() == "keep"

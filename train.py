@@ -1,0 +1,35 @@
+"""Train a classifier on a folder of labelled examples.
+
+    python train.py DATA_DIR [--backbone efficientnet_lite0] [--strategy linear] [--output RUN_DIR]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from app.cli import prepare_environment, run_safely, setup_logging
+
+prepare_environment()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from app.config import config_from_args
+    from app.training import run_training
+
+    config = config_from_args(argv)
+    setup_logging()
+
+    def command() -> int:
+        result = run_training(config)
+        print(
+            f"Validation accuracy {result.val_accuracy:.3f} after {result.epochs_trained} epochs "
+            f"in {result.wall_time_s:.0f} s.\nRun directory: {result.run_dir}\n"
+            f"TensorBoard:   tensorboard --logdir {result.run_dir / 'logs'}"
+        )
+        return 0
+
+    return run_safely(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
