@@ -84,7 +84,7 @@ def _files_under(folder: Path, seen_dirs: set) -> list[Path]:
     files = []
     for current, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(current)
-        if real in seen_dirs:
+        if current != str(folder) and real in seen_dirs:
             dirnames[:] = []
             continue
         seen_dirs.add(real)
@@ -136,12 +136,17 @@ def scan_folder(root: str | Path, check_files: bool = True, workers: int | None 
     # class name -> files, per split
     found: list[tuple[str | None, str, Path]] = []
     skipped: list[SkippedFile] = []
+    class_dirs = [(split, d) for split, folder in split_dirs for d in _visible_subdirs(folder)]
+    # A symlink inside a class folder must never lead into the root, a split or
+    # another class folder (that would list files twice, under the wrong label).
+    seen_dirs = {os.path.realpath(p) for p in [root, *(f for _, f in split_dirs)]}
+    seen_dirs |= {os.path.realpath(d) for _, d in class_dirs}
     for split, folder in split_dirs:
         loose = [p for p in folder.iterdir() if p.is_file() and not _is_hidden(p.name)]
         skipped += [SkippedFile(str(p), "file outside any class folder") for p in sorted(loose)]
-        for class_dir in _visible_subdirs(folder):
-            for path in _files_under(class_dir, set()):
-                found.append((split, class_dir.name, path))
+    for split, class_dir in class_dirs:
+        for path in _files_under(class_dir, seen_dirs):
+            found.append((split, class_dir.name, path))
 
     if not found:
         raise DataError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +155,7 @@ def load_converted_weights(checkpoint: Path | None = None, use_cache: bool = Tru
     if use_cache and cached.is_file():
         try:
             return _load_npz(cached)
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
             logger.warning("Ignoring unreadable weight cache %s (%s); converting again.", cached, error)
     logger.info("Converting EfficientNet-Lite0 weights from %s (once; cached at %s)", checkpoint, cached)
     layers, _ = convert_state_dict(load_legacy_state_dict(checkpoint))

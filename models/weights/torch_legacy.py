@@ -69,6 +69,16 @@ class _TensorRef:
             raise WeightsFormatError(
                 f"Storage {self.storage.key!r} has no data in the file (truncated?)."
             )
+        # Bounds check before as_strided, which would otherwise read memory outside
+        # the storage for a malicious or corrupt offset/shape/stride.
+        if self.offset < 0 or any(n < 0 for n in self.shape) or any(s < 0 for s in self.stride):
+            raise WeightsFormatError(f"Tensor with negative offset, size or stride in storage {self.storage.key!r}.")
+        if 0 not in self.shape:
+            last = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride))
+            if last >= base.size:
+                raise WeightsFormatError(
+                    f"Tensor reaches element {last} of storage {self.storage.key!r}, which has {base.size} elements."
+                )
         itemsize = base.dtype.itemsize
         view = np.lib.stride_tricks.as_strided(
             base[self.offset :],
@@ -165,7 +175,12 @@ def load_legacy_state_dict(path: str | Path) -> "collections.OrderedDict[str, np
         storage = storages.get(key)
         if storage is None:
             raise WeightsFormatError(f"{path}: storage {key!r} listed but never used.")
-        count = int(np.frombuffer(file.read(8), dtype="<i8")[0])
+        header = file.read(8)
+        if len(header) != 8:
+            raise WeightsFormatError(f"{path} is truncated (size of storage {key!r}).")
+        count = int(np.frombuffer(header, dtype="<i8")[0])
+        if count < 0:
+            raise WeightsFormatError(f"{path}: negative size for storage {key!r}.")
         nbytes = count * storage.dtype.itemsize
         buffer = file.read(nbytes)
         if len(buffer) != nbytes:
