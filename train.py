@@ -1,6 +1,7 @@
 """Train a classifier on a folder of labelled examples.
 
     python train.py DATA_DIR [--backbone efficientnet_lite0] [--strategy linear] [--output RUN_DIR]
+    python train.py DATA_DIR --check      # the data doctor only: check every file, print the report
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ prepare_environment()
 
 def main(argv: list[str] | None = None) -> int:
     from app.config import config_from_args
-    from app.training import run_training
 
-    config = config_from_args(argv)
+    config, modes = config_from_args(argv)
     setup_logging()
 
     def command() -> int:
+        from app.training import check_data, run_training
+
+        if modes.check:
+            from app.data_report import format_data_report
+
+            _, _, report = check_data(config)
+            print(format_data_report(report))
+            return 0
         result = run_training(config)
         print(
             f"Validation accuracy {result.val_accuracy:.3f} after {result.epochs_trained} epochs "

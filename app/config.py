@@ -9,6 +9,11 @@ from dataclasses import dataclass, field, fields
 from app.errors import UserError
 
 STRATEGIES = ("linear",)
+CHOICES = {
+    "strategy": STRATEGIES,
+    "resize": ("stretch", "pad", "crop"),
+    "class_weight": ("none", "auto"),
+}
 
 
 def _help(text: str, **kwargs):
@@ -29,12 +34,20 @@ class TrainConfig:
     learning_rate: float = _help("Head learning rate (Adam).", default=1e-3)
     dropout: float = _help("Dropout before the classification layer.", default=0.2)
     val_fraction: float = _help("Fraction of each class held out for validation when there is no val/ folder.", default=0.2)
+    test_fraction: float = _help("Fraction of each class held out for testing when there is no test/ folder (0: none).", default=0.2)
+    resize: str = _help("How images reach the input size: stretch, pad (letterbox) or crop (centre).", default="stretch")
+    class_weight: str = _help("auto: weight the loss by inverse class frequency of the training split; none: unweighted.", default="none")
+    balanced_sampler: bool = _help("Draw training batches class-balanced (every class equally often).", default=False)
     seed: int = _help("Random seed (splits, initialisation, shuffling).", default=42)
 
     def validate(self) -> "TrainConfig":
         checks = [
             (bool(self.data_dir), "data_dir is required"),
             (self.strategy in STRATEGIES, f"strategy must be one of {list(STRATEGIES)}"),
+            (self.resize in CHOICES["resize"], f"resize must be one of {list(CHOICES['resize'])}"),
+            (self.class_weight in CHOICES["class_weight"], f"class_weight must be one of {list(CHOICES['class_weight'])}"),
+            (0.0 <= self.test_fraction < 1.0, "test_fraction must be in [0, 1)"),
+            (self.val_fraction + self.test_fraction < 1.0, "val_fraction + test_fraction must be below 1"),
             (self.image_size is None or 16 <= self.image_size <= 1024, "image_size must be between 16 and 1024"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.patience >= 1, "patience must be at least 1"),
@@ -43,13 +56,10 @@ class TrainConfig:
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (0.0 < self.val_fraction < 1.0, "val_fraction must be in (0, 1)"),
         ]
-        names = {"data_dir": self.data_dir, "strategy": self.strategy, "image_size": self.image_size,
-                 "epochs": self.epochs, "patience": self.patience, "batch_size": self.batch_size,
-                 "learning_rate": self.learning_rate, "dropout": self.dropout, "val_fraction": self.val_fraction}
         for ok, message in checks:
             if not ok:
                 key = message.split()[0]
-                raise UserError(f"Invalid configuration: {message}. Received: {key}={names[key]!r}")
+                raise UserError(f"Invalid configuration: {message}. Received: {key}={getattr(self, key)!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -75,14 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "data_dir":
             parser.add_argument("data_dir", help=f.metadata["help"])
             continue
-        kind = {"int | None": int, "str | None": str}.get(str(f.type), None) or {"int": int, "float": float, "str": str}[str(f.type)]
+        flag = "--" + f.name.replace("_", "-")
+        if str(f.type) == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=getattr(defaults, f.name), help=f.metadata["help"])
+            continue
+        kind = {"int | None": int, "str | None": str, "int": int, "float": float, "str": str}[str(f.type)]
         kwargs = {"type": kind, "default": getattr(defaults, f.name), "help": f.metadata["help"]}
-        if f.name == "strategy":
-            kwargs["choices"] = STRATEGIES
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
+        if f.name in CHOICES:
+            kwargs["choices"] = CHOICES[f.name]
+        parser.add_argument(flag, dest=f.name, **kwargs)
     return parser
 
 
-def config_from_args(argv: list[str] | None) -> TrainConfig:
-    args = build_parser().parse_args(argv)
-    return TrainConfig.from_dict(vars(args))
+def config_from_args(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]:
+    """The training config, plus the mode flags that are not part of a run's configuration."""
+    parser = build_parser()
+    parser.add_argument("--check", action="store_true",
+                        help="Only run the data doctor: check every file, print the report, train nothing.")
+    args = parser.parse_args(argv)
+    modes = argparse.Namespace(check=args.check)
+    values = {k: v for k, v in vars(args).items() if k != "check"}
+    return TrainConfig.from_dict(values), modes

@@ -35,8 +35,12 @@ class LoadedRun:
     def image_size(self) -> tuple[int, int]:
         return tuple(self.metadata["input_spec"]["image_size"])
 
+    @property
+    def resize(self) -> str:
+        return self.metadata["input_spec"].get("resize", "stretch")
+
     def predict_files(self, paths: list[str], batch_size: int = 32) -> np.ndarray:
-        dataset = image_dataset(paths, None, self.image_size, batch_size)
+        dataset = image_dataset(paths, None, self.image_size, batch_size, resize=self.resize)
         return self.model.predict(dataset, verbose=0)
 
 
@@ -63,7 +67,8 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
 
     Order of preference: the folder's test/ split; for the run's own training
     folder without test/, the validation files held out at training time (from
-    the manifest; never training files); a val/ split; otherwise every file.
+    the manifest: its test files, else its validation files; never training
+    files); a val/ split; otherwise every file.
     """
     scan = scan_folder(data_dir)
     if scan.modality != run.metadata["modality"]:
@@ -93,14 +98,19 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
         return EvaluationSet(paths, labels, "test/ split of the folder", "test")
     if _same_folder(scan.root, run.metadata["data_dir"]):
         manifest = rd.read_json(run.path / rd.MANIFEST_FILE)
-        held_out = [f for f in manifest["files"] if f["split"] == "val"]
+        held_out = [f for f in manifest["files"] if f["split"] == "test"]
+        description, suffix = "test files held out at training time (from the run manifest)", "heldout-test"
+        if not held_out:
+            held_out = [f for f in manifest["files"] if f["split"] == "val"]
+            description = ("validation files held out at training time (from the run manifest; the run had no "
+                           "test split and used these for early stopping, so this is optimistic)")
+            suffix = "heldout-val"
         paths = [str(Path(scan.root) / f["path"]) for f in held_out]
         absent = [p for p in paths if not Path(p).is_file()]
         if absent:
             raise UserError(f"{len(absent)} held-out files of the run's manifest are gone from {scan.root!r}, e.g. {absent[0]!r}.")
         labels = [run_classes.index(f["label"]) for f in held_out]
-        return EvaluationSet(paths, labels, "validation files held out at training time (from the run manifest; "
-                             "also used for early stopping, so slightly optimistic)", "heldout")
+        return EvaluationSet(paths, labels, description, suffix)
     if "val" in scan.splits_present():
         paths, labels = collect("val")
         return EvaluationSet(paths, labels, "val/ split of the folder", "val")

@@ -17,11 +17,13 @@ import tensorflow as tf
 
 from app import run_dir as rd
 from app.config import TrainConfig
+from app.data_report import build_data_report, build_manifest
 from app.errors import UserError
 from app.versions import package_versions
 from data.pipeline import image_dataset
-from data.scan import ScanResult, require_trainable, scan_folder
-from data.splits import assign_splits, select
+from data.pipeline import balanced_dataset
+from data.scan import require_trainable, scan_folder
+from data.splits import assign_splits, class_weights, select
 from models.backbones import get_backbone
 from models.heads import ClassificationHead
 from models.task_model import build_task_model
@@ -44,30 +46,32 @@ def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{stamp}-{dataset}-{config.backbone}-{config.strategy}"
 
 
-def _manifest(scan: ScanResult, examples) -> dict:
-    return {
-        "root": scan.root,
-        "class_names": scan.class_names,
-        "files": [
-            {"path": str(Path(e.path).relative_to(scan.root)), "label": scan.class_names[e.label], "split": e.split}
-            for e in examples
-        ],
-    }
+def extract_features(feature_extractor: keras.Model, paths, image_size, batch_size: int, resize: str) -> np.ndarray:
+    """Run the frozen backbone over `paths` once (the expensive pass; the head reuses it).
 
-
-def _data_report(scan: ScanResult, examples) -> dict:
-    report = scan.summary()
-    report["splits"] = {
-        split: {name: sum(1 for e in examples if e.split == split and e.label == i) for i, name in enumerate(scan.class_names)}
-        for split in ("train", "val", "test")
-    }
-    return report
-
-
-def extract_features(feature_extractor: keras.Model, paths, image_size, batch_size: int) -> np.ndarray:
-    """Run the frozen backbone over `paths` once (the expensive pass; the head reuses it)."""
-    dataset = image_dataset(paths, None, image_size, batch_size)
+    No augmentation here: features of augmented images would be computed once and
+    reused every epoch, which defeats augmentation.
+    """
+    dataset = image_dataset(paths, None, image_size, batch_size, resize=resize)
     return feature_extractor.predict(dataset, verbose=1)
+
+
+def check_data(config: TrainConfig):
+    """The data doctor: scan and check every file, assign splits, build the report.
+
+    Returns (scan, examples with splits, data report). Raises DataError when the
+    folder cannot be used for training.
+    """
+    scan = scan_folder(config.data_dir)
+    require_trainable(scan, min_per_class=2)
+    examples = assign_splits(scan, config.val_fraction, config.seed, config.test_fraction)
+    train_labels = [e.label for e in examples if e.split == "train"]
+    weights = class_weights(train_labels, len(scan.class_names)) if config.class_weight == "auto" else None
+    report = build_data_report(scan, examples, weights)
+    across = report["duplicates"]["across_splits"]["num_files"]
+    if across:
+        logger.warning("%d val/test files have an exact duplicate in train: evaluation on them is optimistic.", across)
+    return scan, examples, report
 
 
 def run_training(config: TrainConfig) -> TrainResult:
@@ -76,14 +80,12 @@ def run_training(config: TrainConfig) -> TrainResult:
     spec = get_backbone(config.backbone)
     image_size = (config.image_size or spec.default_image_size,) * 2
 
-    scan = scan_folder(config.data_dir)
+    scan, examples, report = check_data(config)
     if scan.modality != spec.modality:
         raise UserError(
             f"The folder holds {scan.modality} files but backbone {config.backbone!r} is an "
             f"{spec.modality} backbone. Received: --backbone {config.backbone}."
         )
-    require_trainable(scan, min_per_class=2)
-    examples = assign_splits(scan, config.val_fraction, config.seed)
     train_paths, train_labels = select(examples, "train")
     val_paths, val_labels = select(examples, "val")
     logger.info(
@@ -91,13 +93,15 @@ def run_training(config: TrainConfig) -> TrainResult:
         len(scan.class_names), len(train_paths), len(val_paths),
         sum(e.split == "test" for e in examples), len(scan.skipped),
     )
+    if not val_paths:
+        raise UserError("No validation files: every class needs at least 2 training files or a val/ folder.")
 
     run_dir = rd.create_run_dir(Path(config.output) if config.output else default_run_dir(config))
     logger.info("Run directory: %s", run_dir)
     resolved = config.to_dict() | {"output": str(run_dir), "image_size": image_size[0]}
     rd.write_json(run_dir / rd.CONFIG_FILE, resolved)
-    rd.write_json(run_dir / rd.DATA_REPORT_FILE, _data_report(scan, examples))
-    manifest = _manifest(scan, examples)
+    rd.write_json(run_dir / rd.DATA_REPORT_FILE, report)
+    manifest = build_manifest(scan, examples)
     rd.write_json(run_dir / rd.MANIFEST_FILE, manifest)
     manifest_hash = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
@@ -105,8 +109,8 @@ def run_training(config: TrainConfig) -> TrainResult:
     feature_extractor = spec.build_features(image_size, config.weights)
     feature_extractor.trainable = False
     logger.info("Computing %s features once for %d images", config.backbone, len(train_paths) + len(val_paths))
-    train_features = extract_features(feature_extractor, train_paths, image_size, config.batch_size)
-    val_features = extract_features(feature_extractor, val_paths, image_size, config.batch_size)
+    train_features = extract_features(feature_extractor, train_paths, image_size, config.batch_size, config.resize)
+    val_features = extract_features(feature_extractor, val_paths, image_size, config.batch_size, config.resize)
 
     head = ClassificationHead(len(scan.class_names), config.dropout, seed=config.seed)
     head_model = head.features_model(spec.feature_dim)
@@ -115,17 +119,24 @@ def run_training(config: TrainConfig) -> TrainResult:
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
     )
-    train_ds = (
-        tf.data.Dataset.from_tensor_slices((train_features, np.asarray(train_labels, np.int32)))
-        .shuffle(len(train_labels), seed=config.seed)
-        .batch(config.batch_size)
-    )
+    steps_per_epoch = None
+    if config.balanced_sampler:
+        train_ds = balanced_dataset(train_features, train_labels, len(scan.class_names), config.seed).batch(config.batch_size)
+        steps_per_epoch = -(-len(train_labels) // config.batch_size)
+    else:
+        train_ds = (
+            tf.data.Dataset.from_tensor_slices((train_features, np.asarray(train_labels, np.int32)))
+            .shuffle(len(train_labels), seed=config.seed)
+            .batch(config.batch_size)
+        )
+    weights = class_weights(train_labels, len(scan.class_names)) if config.class_weight == "auto" else None
     val_ds = tf.data.Dataset.from_tensor_slices((val_features, np.asarray(val_labels, np.int32))).batch(config.batch_size)
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / rd.LOGS_DIR)),
     ]
     history = head_model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+                             steps_per_epoch=steps_per_epoch, class_weight=weights,
                              shuffle=False, verbose=2)  # the dataset shuffles itself, seeded
     val_loss, val_accuracy = head_model.evaluate(val_ds, verbose=0)
 
@@ -145,7 +156,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         "class_names": scan.class_names,
         "modality": scan.modality,
         "input_spec": {"kind": "image", "image_size": list(image_size), "channels": 3, "dtype": "uint8",
-                       "resize": "bilinear, aspect ratio not kept"},
+                       "resize": config.resize},
         "backbone": config.backbone,
         "weights": config.weights,
         "strategy": config.strategy,

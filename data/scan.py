@@ -1,23 +1,25 @@
-"""Scan a data folder: layout, classes, usable files, and what was skipped and why.
+"""Scan a data folder: layout, classes, usable files, and what was skipped or converted and why.
 
 Layouts (DESIGN.md):  DATA_DIR/<class>/<files>   or   DATA_DIR/{train,val,test}/<class>/<files>
-Hidden entries (".DS_Store", ".ipynb_checkpoints", "__MACOSX") are ignored. Files in
-nested subfolders of a class folder are included (recursively, symlinks followed
-once). Every other file that is not usable is reported, never silently dropped.
+Hidden entries (".DS_Store", ".ipynb_checkpoints", "__MACOSX") are ignored.
+Extensions match in any case. Files in nested subfolders of a class folder belong
+to that class (symlinks are followed, never into a folder already walked). Every
+candidate file is checked by content (data/doctor.py); nothing is dropped
+without an entry in `skipped`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from data.doctor import check_files
+from data.duplicates import find_duplicates
 from data.errors import DataError
-from data.images import IMAGE_EXTENSIONS, check_image
+from data.images import IMAGE_EXTENSIONS
+from data.records import ConvertedFile, Example, SkippedFile
 
 logger = logging.getLogger(__name__)
 
@@ -25,18 +27,7 @@ SPLIT_NAMES = ("train", "val", "test")
 TEXT_EXTENSIONS = frozenset({".txt"})
 IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
 
-
-@dataclass(frozen=True)
-class Example:
-    path: str
-    label: int
-    split: str | None  # from the folder layout; None for the flat layout
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    path: str
-    reason: str
+__all__ = ["Example", "SkippedFile", "ScanResult", "scan_folder", "require_trainable", "SPLIT_NAMES"]
 
 
 @dataclass
@@ -47,6 +38,10 @@ class ScanResult:
     class_names: list[str]
     examples: list[Example]
     skipped: list[SkippedFile] = field(default_factory=list)
+    converted: list[ConvertedFile] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)
+    duplicates: dict = field(default_factory=dict)
+    num_files_found: int = 0
 
     def counts(self, split: str | None = None) -> dict[str, int]:
         counts = {name: 0 for name in self.class_names}
@@ -64,10 +59,14 @@ class ScanResult:
             "layout": self.layout,
             "modality": self.modality,
             "class_names": self.class_names,
+            "num_files_found": self.num_files_found,
             "num_examples": len(self.examples),
             "counts": self.counts(),
             "counts_by_folder_split": {s: self.counts(s) for s in self.splits_present()},
+            "empty_classes": self.empty_classes,
             "skipped": [asdict(s) for s in self.skipped],
+            "converted": [{"path": c.path, "notes": list(c.notes)} for c in self.converted],
+            "duplicates": self.duplicates,
         }
 
 
@@ -80,7 +79,7 @@ def _visible_subdirs(folder: Path) -> list[Path]:
 
 
 def _files_under(folder: Path, seen_dirs: set) -> list[Path]:
-    """All visible files below `folder`, following symlinks but never a directory twice."""
+    """All visible files below `folder`, following symlinks but never into a directory in `seen_dirs`."""
     files = []
     for current, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(current)
@@ -94,12 +93,10 @@ def _files_under(folder: Path, seen_dirs: set) -> list[Path]:
 
 
 def detect_layout(root: Path) -> str:
-    """'split' when the top level holds only train/val/test folders and has train/."""
+    """'split' when the top level holds only train/val/test folders (train/ or test/ among them)."""
     names = {p.name for p in _visible_subdirs(root)}
-    if "train" in names and names <= set(SPLIT_NAMES):
+    if names and names <= set(SPLIT_NAMES) and names & {"train", "test"}:
         return "split"
-    if "test" in names and names <= set(SPLIT_NAMES):
-        return "split"  # an evaluation-only folder: DATA_DIR/test/<class>/...
     return "flat"
 
 
@@ -111,17 +108,26 @@ def _modality_of(paths: list[Path]) -> str:
     return "image" if images >= texts else "text"
 
 
-def _check_images(paths: list[str], workers: int) -> list[tuple[bool, str]]:
-    """Decode every image once, in parallel (Pillow releases the GIL while decoding)."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(check_image, paths)
-        return list(
-            tqdm(results, total=len(paths), desc="Checking images", unit="file",
-                 disable=len(paths) < 200, leave=False)
-        )
+def _list_candidates(root: Path, layout: str):
+    """[(split, class name, path)], the skipped loose files, and every class folder seen."""
+    split_dirs = [(None, root)] if layout == "flat" else [
+        (split, root / split) for split in SPLIT_NAMES if (root / split).is_dir()
+    ]
+    class_dirs = [(split, d) for split, folder in split_dirs for d in _visible_subdirs(folder)]
+    # A symlink inside a class folder must never lead into the root, a split or
+    # another class folder (that would list files twice, under the wrong label).
+    seen_dirs = {os.path.realpath(p) for p in [root, *(f for _, f in split_dirs)]}
+    seen_dirs |= {os.path.realpath(d) for _, d in class_dirs}
+    skipped = []
+    for _, folder in split_dirs:
+        loose = sorted(p for p in folder.iterdir() if p.is_file() and not _is_hidden(p.name))
+        skipped += [SkippedFile(str(p), "file outside any class folder") for p in loose]
+    found = [(split, d.name, path) for split, d in class_dirs for path in _files_under(d, seen_dirs)]
+    return found, skipped, class_dirs
 
 
-def scan_folder(root: str | Path, check_files: bool = True, workers: int | None = None) -> ScanResult:
+def scan_folder(root: str | Path, check_files_content: bool = True, use_cache: bool = True,
+                workers: int | None = None) -> ScanResult:
     """Scan `root`; raise DataError with an actionable message when it cannot be used."""
     root = Path(root).expanduser()
     if not root.exists():
@@ -129,25 +135,8 @@ def scan_folder(root: str | Path, check_files: bool = True, workers: int | None 
     if not root.is_dir():
         raise DataError(f"Data path is not a folder. Received: {str(root)!r}. Pass the folder that contains one subfolder per class.")
     layout = detect_layout(root)
-    split_dirs = [(None, root)] if layout == "flat" else [
-        (split, root / split) for split in SPLIT_NAMES if (root / split).is_dir()
-    ]
-
-    # class name -> files, per split
-    found: list[tuple[str | None, str, Path]] = []
-    skipped: list[SkippedFile] = []
-    class_dirs = [(split, d) for split, folder in split_dirs for d in _visible_subdirs(folder)]
-    # A symlink inside a class folder must never lead into the root, a split or
-    # another class folder (that would list files twice, under the wrong label).
-    seen_dirs = {os.path.realpath(p) for p in [root, *(f for _, f in split_dirs)]}
-    seen_dirs |= {os.path.realpath(d) for _, d in class_dirs}
-    for split, folder in split_dirs:
-        loose = [p for p in folder.iterdir() if p.is_file() and not _is_hidden(p.name)]
-        skipped += [SkippedFile(str(p), "file outside any class folder") for p in sorted(loose)]
-    for split, class_dir in class_dirs:
-        for path in _files_under(class_dir, seen_dirs):
-            found.append((split, class_dir.name, path))
-
+    found, loose_skipped, class_dirs = _list_candidates(root, layout)
+    skipped = list(loose_skipped)
     if not found:
         raise DataError(
             f"No files found in {str(root)!r}. Expected one subfolder per class "
@@ -160,49 +149,59 @@ def scan_folder(root: str | Path, check_files: bool = True, workers: int | None 
             f"({', '.join(sorted(IMAGE_EXTENSIONS))}) or text (.txt, one example per file)."
         )
     wanted = IMAGE_EXTENSIONS if modality == "image" else TEXT_EXTENSIONS
-    kept = []
+    article = "an" if modality == "image" else "a"
+    candidates = []
     for split, class_name, path in found:
         if path.suffix.lower() in wanted:
-            kept.append((split, class_name, path))
+            candidates.append((split, class_name, path))
         else:
-            article = "an" if modality == "image" else "a"
             skipped.append(SkippedFile(str(path), f"not {article} {modality} file (extension {path.suffix or 'none'!r})"))
 
-    if check_files and modality == "image":
-        results = _check_images([str(p) for _, _, p in kept], workers or min(8, (os.cpu_count() or 2) * 2))
-        usable = []
-        for item, (ok, reason) in zip(kept, results):
-            if ok:
-                usable.append(item)
-            else:
-                skipped.append(SkippedFile(str(item[2]), reason))
-        kept = usable
-    elif modality == "text":
-        usable = []
-        for item in kept:
-            if item[2].stat().st_size == 0:
-                skipped.append(SkippedFile(str(item[2]), "empty text file"))
-            else:
-                usable.append(item)
-        kept = usable
+    if check_files_content:
+        checks = check_files([str(p) for _, _, p in candidates], modality, root, workers, use_cache)
+    else:
+        checks = [None] * len(candidates)
+    kept, converted = [], []
+    for (split, class_name, path), check in zip(candidates, checks):
+        if check is not None and not check.usable:
+            skipped.append(SkippedFile(str(path), check.reason))
+            continue
+        kept.append((split, class_name, path, check))
+        if check is not None and check.notes:
+            converted.append(ConvertedFile(str(path), check.notes))
 
-    if layout == "split" and any(split == "train" for split, _, _ in kept):
-        class_names = sorted({c for split, c, _ in kept if split == "train"})
-        extra = sorted({c for split, c, _ in kept if split != "train"} - set(class_names))
+    if layout == "split" and any(split == "train" for split, *_ in kept):
+        class_names = sorted({c for split, c, *_ in kept if split == "train"})
+        extra = sorted({c for split, c, *_ in kept if split != "train"} - set(class_names))
         if extra:
             raise DataError(
                 f"Classes in val/ or test/ that train/ does not have: {extra}. "
                 "Every class needs training examples; add them to train/ or remove those folders."
             )
     else:
-        class_names = sorted({c for _, c, _ in kept})
+        class_names = sorted({c for _, c, *_ in kept})
+    empty_classes = sorted({d.name for _, d in class_dirs} - {c for _, c, *_ in kept})
     index = {name: i for i, name in enumerate(class_names)}
-    examples = [Example(str(p), index[c], split) for split, c, p in kept]
+    examples = [
+        Example(str(p), index[c], split, check.sha256 if check else "", check.encoding if check else "")
+        for split, c, p, check in kept
+        if c in index
+    ]
     for item in skipped:
         logger.warning("Skipped %s: %s", item.path, item.reason)
+    if empty_classes:
+        logger.warning("Class folders with no usable files (ignored): %s", empty_classes)
     if not examples:
         raise DataError(f"No usable {modality} files in {str(root)!r}: all {len(skipped)} files were skipped (see the warnings above).")
-    return ScanResult(str(root), layout, modality, class_names, examples, skipped)
+    result = ScanResult(str(root), layout, modality, class_names, examples, skipped, converted, empty_classes,
+                        num_files_found=len(found) + len(loose_skipped))
+    result.duplicates = find_duplicates(examples, class_names)
+    if result.duplicates["num_conflicting_label_groups"]:
+        logger.warning("%d files have an exact duplicate under another class (conflicting labels); see data_report.json",
+                       sum(len(g["files"]) for g in result.duplicates["conflicting_labels"]))
+    if result.duplicates["num_within_class_groups"]:
+        logger.info("%d groups of identical files within a class", result.duplicates["num_within_class_groups"])
+    return result
 
 
 def require_trainable(scan: ScanResult, min_per_class: int) -> None:
@@ -212,10 +211,10 @@ def require_trainable(scan: ScanResult, min_per_class: int) -> None:
             f"Classification needs at least 2 classes; {scan.root!r} has {len(scan.class_names)}: "
             f"{scan.class_names}. Add one subfolder per class."
         )
-    pool = [e for e in scan.examples if e.split in (None, "train", "val")]
     counts = {name: 0 for name in scan.class_names}
-    for example in pool:
-        counts[scan.class_names[example.label]] += 1
+    for example in scan.examples:
+        if example.split in (None, "train", "val"):
+            counts[scan.class_names[example.label]] += 1
     short = {name: n for name, n in counts.items() if n < min_per_class}
     if short:
         raise DataError(

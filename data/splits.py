@@ -1,47 +1,126 @@
-"""Stratified train/validation splits with a fixed seed, recorded in a manifest."""
+"""Splits: stratified train/val/test with a fixed seed, class-disjoint meta splits, class weights."""
 
 from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 
 from data.errors import DataError
-from data.scan import Example, ScanResult
+from data.records import Example
+from data.scan import ScanResult
+
+logger = logging.getLogger(__name__)
+META_SPLITS = ("meta_train", "meta_val", "meta_test")
 
 
-def assign_splits(scan: ScanResult, val_fraction: float, seed: int) -> list[Example]:
+def _check_fraction(name: str, value: float, allow_zero: bool) -> None:
+    low_ok = value >= 0.0 if allow_zero else value > 0.0
+    if not (low_ok and value < 1.0):
+        bounds = "[0, 1)" if allow_zero else "(0, 1)"
+        raise DataError(f"{name} must be in {bounds}. Received: {name}={value}")
+
+
+def _duplicate_groups(members: list[Example]) -> list[list[Example]]:
+    """Identical files (same content hash) form one group, so they always land in the same split."""
+    groups: dict[str, list[Example]] = defaultdict(list)
+    for example in members:
+        groups[example.sha256 or example.path].append(example)
+    return sorted(groups.values(), key=lambda group: group[0].path)
+
+
+def assign_splits(scan: ScanResult, val_fraction: float, seed: int, test_fraction: float = 0.0) -> list[Example]:
     """Return every example with split set to train, val or test.
 
-    Folder splits (train/val/test) are kept as they are. Training examples
-    without a val/ folder are split per class: round(val_fraction * n) of each
-    class (at least 1) go to validation, chosen by a seeded shuffle of the
-    sorted file list, so the same folder and seed always give the same split.
+    Folder splits (val/, test/) are kept as they are. A split the folder does not
+    have is carved out of the training files per class: round(fraction * n) of
+    each class (val: at least 1; test: at least 1 once a class has 3 files, with
+    test_fraction > 0), chosen by a seeded shuffle of the sorted file list.
+    Exact duplicates move together, so the same picture is never in train and in
+    val/test through the automatic split. Same folder + seed -> same split.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"val_fraction must be between 0 and 1 (exclusive). Received: val_fraction={val_fraction}")
-    has_val_folder = any(e.split == "val" for e in scan.examples)
+    _check_fraction("val_fraction", val_fraction, allow_zero=False)
+    _check_fraction("test_fraction", test_fraction, allow_zero=True)
+    if val_fraction + test_fraction >= 1.0:
+        raise DataError(f"val_fraction + test_fraction must be below 1. Received: {val_fraction} + {test_fraction}")
+    present = {e.split for e in scan.examples}
+    need_val = "val" not in present
+    need_test = "test" not in present and test_fraction > 0
     fixed = [e for e in scan.examples if e.split in ("val", "test")]
     pool = [e for e in scan.examples if e.split in (None, "train")]
-    if has_val_folder:
-        return [Example(e.path, e.label, "train") for e in pool] + fixed
 
     rng = np.random.default_rng(seed)
     result = list(fixed)
     for label, name in enumerate(scan.class_names):
-        members = sorted((e for e in pool if e.label == label), key=lambda e: e.path)
-        if len(members) < 2:
+        members = [e for e in pool if e.label == label]
+        n = len(members)
+        n_val = min(n - 1, max(1, int(round(val_fraction * n)))) if need_val else 0
+        if need_val and n < 2:
             raise DataError(
-                f"Class {name!r} has {len(members)} training file(s); a validation split needs at "
+                f"Class {name!r} has {n} training file(s); a validation split needs at "
                 "least 2 per class. Add files or provide a val/ folder."
             )
-        n_val = min(len(members) - 1, max(1, int(round(val_fraction * len(members)))))
-        order = rng.permutation(len(members))
-        val_positions = set(order[:n_val].tolist())
-        for position, example in enumerate(members):
-            split = "val" if position in val_positions else "train"
-            result.append(Example(example.path, example.label, split))
+        n_test = 0
+        if need_test:
+            n_test = min(n - 1 - n_val, max(1 if n >= 3 else 0, int(round(test_fraction * n))))
+            if n_test <= 0:
+                logger.warning("Class %r has only %d files: none held out for testing.", name, n)
+                n_test = 0
+        groups = _duplicate_groups(members)
+        order = rng.permutation(len(groups))
+        taken = {"test": 0, "val": 0}
+        for position in order:
+            group = groups[position]
+            if taken["test"] < n_test:
+                split = "test"
+            elif taken["val"] < n_val:
+                split = "val"
+            else:
+                split = "train"
+            if split != "train":
+                taken[split] += len(group)
+            result += [replace(e, split=split) for e in group]
     return sorted(result, key=lambda e: (e.split, e.label, e.path))
 
 
 def select(examples: list[Example], split: str) -> tuple[list[str], list[int]]:
     chosen = [e for e in examples if e.split == split]
     return [e.path for e in chosen], [e.label for e in chosen]
+
+
+def class_disjoint_splits(class_names: list[str], fractions=(0.6, 0.2, 0.2), seed: int = 0) -> dict[str, str]:
+    """Assign whole classes to meta_train / meta_val / meta_test (for meta-learning).
+
+    Each split with a non-zero fraction gets at least one class; the rest follow
+    the fractions by a seeded shuffle of the sorted class list.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
+        raise DataError(f"Meta split fractions must be three non-negative numbers summing to 1. Received: {fractions}")
+    wanted = [i for i, f in enumerate(fractions) if f > 0]
+    names = sorted(class_names)
+    if len(names) < len(wanted):
+        raise DataError(
+            f"Class-disjoint meta splits need at least {len(wanted)} classes. Received: {len(names)} classes {names}"
+        )
+    counts = [int(round(f * len(names))) if f > 0 else 0 for f in fractions]
+    for i in wanted:
+        counts[i] = max(1, counts[i])
+    while sum(counts) > len(names):  # rounding overshoot: take from the largest split
+        counts[int(np.argmax(counts))] -= 1
+    counts[wanted[0]] += len(names) - sum(counts)
+    order = np.random.default_rng(seed).permutation(len(names))
+    assignment, start = {}, 0
+    for split, count in zip(META_SPLITS, counts):
+        for position in order[start:start + count]:
+            assignment[names[position]] = split
+        start += count
+    return assignment
+
+
+def class_weights(labels: list[int], num_classes: int) -> dict[int, float]:
+    """Inverse-frequency weights n / (num_classes * n_c): a balanced dataset gets 1.0 everywhere."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    total = counts.sum()
+    return {c: float(total / (num_classes * counts[c])) if counts[c] else 0.0 for c in range(num_classes)}

@@ -87,7 +87,9 @@ def test_evaluate_on_training_folder_uses_held_out_files_only(tmp_path, capsys):
     assert evaluate.main([str(run), str(data), "--name", "own"]) == 0
     metrics = json.loads((run / "eval" / "own" / "metrics.json").read_text())
     manifest = rd.read_json(run / rd.MANIFEST_FILE)
-    assert metrics["num_examples"] == sum(f["split"] == "val" for f in manifest["files"]) == 2
+    assert metrics["num_examples"] == sum(f["split"] == "test" for f in manifest["files"]) == 2
+    held_out = {f["path"] for f in manifest["files"] if f["split"] == "test"}
+    assert not held_out & {f["path"] for f in manifest["files"] if f["split"] == "train"}
     assert "held out" in metrics["split"]
 
 

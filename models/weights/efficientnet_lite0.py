@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.cache import cache_dir
 from models.backbones.efficientnet_lite import LITE0_STAGES
 from models.errors import ModelError
 from models.weights.torch_legacy import load_legacy_state_dict
@@ -45,14 +46,6 @@ def packaged_checkpoint_path() -> Path:
     if not path.is_file():
         raise WeightsNotFoundError(f"Packaged checkpoint missing: {path}. Reinstall the package.")
     return path
-
-
-def cache_dir() -> Path:
-    """Root of metatune's on-disk cache (override with METATUNE_CACHE_DIR)."""
-    root = os.environ.get("METATUNE_CACHE_DIR")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "metatune"
 
 
 def _bn(state, prefix):

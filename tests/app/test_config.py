@@ -5,7 +5,8 @@ from app.errors import UserError
 
 
 def test_cli_flags_map_to_config_and_round_trip_through_dict():
-    config = config_from_args(["data", "--epochs", "3", "--learning-rate", "0.01", "--image-size", "64"])
+    config, modes = config_from_args(["data", "--epochs", "3", "--learning-rate", "0.01", "--image-size", "64"])
+    assert modes.check is False
     assert (config.data_dir, config.epochs, config.learning_rate, config.image_size) == ("data", 3, 0.01, 64)
     assert TrainConfig.from_dict(config.to_dict()) == config
 

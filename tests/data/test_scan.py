@@ -234,7 +234,9 @@ def test_broken_images_are_skipped_with_reasons(tmp_path, make_image):
 
     skipped = _skipped(result)
     assert set(skipped) == {"cat/empty.png", "cat/truncated.png", "dog/renamed.jpg"}
-    assert all(reason.startswith("not a readable image") for reason in skipped.values())
+    assert skipped["cat/empty.png"] == "empty file (0 bytes)"
+    assert skipped["cat/truncated.png"].startswith("not a readable image")
+    assert skipped["dog/renamed.jpg"].startswith("not a readable image")
     assert "truncated" in skipped["cat/truncated.png"]
     assert _example_paths(result) == ["cat/good0.png", "cat/good1.png", "dog/good0.jpg", "dog/good1.jpg"]
     assert result.counts() == {"cat": 2, "dog": 2}

@@ -1,0 +1,91 @@
+"""The data report (data_report.json and `train.py --check`) and the split manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from data.duplicates import cross_split_duplicates
+from data.records import Example
+from data.scan import ScanResult
+
+SPLITS = ("train", "val", "test")
+MAX_LISTED = 20
+
+
+def build_manifest(scan: ScanResult, examples: list[Example]) -> dict:
+    """Every file with its content hash, label and split: evaluation uses exactly the held-out files."""
+    return {
+        "root": scan.root,
+        "class_names": scan.class_names,
+        "files": [
+            {"path": str(Path(e.path).relative_to(scan.root)), "sha256": e.sha256,
+             "label": scan.class_names[e.label], "split": e.split}
+            for e in examples
+        ],
+    }
+
+
+def build_data_report(scan: ScanResult, examples: list[Example] | None = None,
+                      class_weights: dict[int, float] | None = None) -> dict:
+    report = scan.summary()
+    if examples is not None:
+        report["splits"] = {
+            split: {name: sum(1 for e in examples if e.split == split and e.label == i)
+                    for i, name in enumerate(scan.class_names)}
+            for split in SPLITS
+        }
+        report["duplicates"]["across_splits"] = cross_split_duplicates(examples)
+    if class_weights is not None:
+        report["class_weights"] = {scan.class_names[c]: round(w, 4) for c, w in class_weights.items()}
+    return report
+
+
+def _listed(items: list[str]) -> list[str]:
+    lines = [f"    {item}" for item in items[:MAX_LISTED]]
+    if len(items) > MAX_LISTED:
+        lines.append(f"    ... and {len(items) - MAX_LISTED} more (all in data_report.json)")
+    return lines
+
+
+def format_data_report(report: dict) -> str:
+    """A readable summary of a data report for the terminal."""
+    lines = [
+        f"Data folder: {report['root']}",
+        f"  layout: {report['layout']}, modality: {report['modality']}, classes: {len(report['class_names'])}",
+        f"  files found: {report['num_files_found']}, usable: {report['num_examples']}, "
+        f"skipped: {len(report['skipped'])}, converted: {len(report['converted'])}",
+    ]
+    splits = report.get("splits") or report["counts_by_folder_split"] or {"all": report["counts"]}
+    names = report["class_names"]
+    width = max([len(n) for n in names] + [5])
+    header = "  " + "class".ljust(width) + "".join(f"{s:>8}" for s in splits)
+    lines += ["", header]
+    for name in names:
+        lines.append("  " + name.ljust(width) + "".join(f"{splits[s].get(name, 0):>8}" for s in splits))
+    if report["empty_classes"]:
+        lines += ["", f"Class folders without usable files (ignored): {report['empty_classes']}"]
+    if report["skipped"]:
+        lines += ["", "Skipped files:"] + _listed([f"{s['path']}: {s['reason']}" for s in report["skipped"]])
+    if report["converted"]:
+        by_note: dict[str, list[str]] = {}
+        for item in report["converted"]:
+            for note in item["notes"]:
+                by_note.setdefault(note, []).append(item["path"])
+        lines += ["", "Converted when loaded (every file is listed in data_report.json):"]
+        for note, paths in sorted(by_note.items(), key=lambda kv: -len(kv[1])):
+            examples = ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
+            lines.append(f"    {note}: {len(paths)} file(s), e.g. {examples}")
+    duplicates = report["duplicates"]
+    if duplicates["num_conflicting_label_groups"]:
+        lines += ["", f"WARNING: {duplicates['num_conflicting_label_groups']} groups of identical files under different classes:"]
+        lines += _listed([", ".join(f"{f['path']} ({f['label']})" for f in g["files"]) for g in duplicates["conflicting_labels"]])
+    if duplicates["num_within_class_groups"]:
+        lines += ["", f"{duplicates['num_within_class_groups']} groups of identical files within a class:"]
+        lines += _listed([", ".join(f["path"] for f in g["files"]) for g in duplicates["within_class"]])
+    across = duplicates.get("across_splits")
+    if across and across["num_files"]:
+        lines += ["", f"WARNING: {across['num_files']} val/test files have an exact duplicate in train (leakage):"]
+        lines += _listed(across["files"])
+    if "class_weights" in report:
+        lines += ["", "Class weights: " + ", ".join(f"{k} {v:.3f}" for k, v in report["class_weights"].items())]
+    return "\n".join(lines)

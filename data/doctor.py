@@ -1,0 +1,123 @@
+"""The data doctor's per-file check: read once, hash, decode, classify; cached by size + mtime.
+
+Every candidate file is read once: its SHA-256 (for duplicate detection and the
+manifest) and a full decode (images) or encoding check (text) come from the same
+bytes. Results are cached per folder keyed by (size, mtime), so a second scan of
+an unchanged 100k-file folder only stats the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from data.cache import cache_dir
+from data.images import inspect_image_bytes
+from data.text import inspect_text_bytes
+
+logger = logging.getLogger(__name__)
+CACHE_VERSION = 1
+PROGRESS_MIN_FILES = 200
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    usable: bool
+    sha256: str
+    notes: tuple[str, ...] = ()  # conversions applied when loading (images) or decoding notes (text)
+    reason: str = ""  # why unusable
+    encoding: str = ""  # text: the codec to read it with
+
+
+def inspect_file(path: str, modality: str) -> FileCheck:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as error:
+        return FileCheck(False, "", (), f"cannot read file ({error.strerror or error})")
+    digest = hashlib.sha256(raw).hexdigest()
+    if modality == "image":
+        ok, notes, reason = inspect_image_bytes(raw)
+        return FileCheck(ok, digest, tuple(notes), reason)
+    text = inspect_text_bytes(raw)
+    return FileCheck(text.usable, digest, text.notes, text.reason, text.encoding)
+
+
+class _DoctorCache:
+    """{path relative to root: [size, mtime_ns, FileCheck fields]} in one JSON file per folder."""
+
+    def __init__(self, root: Path, modality: str):
+        key = hashlib.sha256(f"{os.path.realpath(root)}|{modality}".encode()).hexdigest()[:20]
+        self.path = cache_dir() / "doctor" / f"{key}.json"
+        self.root = root
+        self.entries: dict[str, list] = {}
+        try:
+            payload = json.loads(self.path.read_text(encoding="utf-8"))
+            if payload.get("version") == CACHE_VERSION:
+                self.entries = payload["files"]
+        except (OSError, ValueError, KeyError):
+            self.entries = {}
+
+    def _key(self, path: str) -> str:
+        return os.path.relpath(path, self.root)
+
+    def get(self, path: str, stat: os.stat_result) -> FileCheck | None:
+        entry = self.entries.get(self._key(path))
+        if entry and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
+            fields = entry[2]
+            return FileCheck(fields["usable"], fields["sha256"], tuple(fields["notes"]), fields["reason"], fields["encoding"])
+        return None
+
+    def put(self, path: str, stat: os.stat_result, check: FileCheck) -> None:
+        self.entries[self._key(path)] = [stat.st_size, stat.st_mtime_ns, asdict(check)]
+
+    def save(self, keep: set[str]) -> None:
+        entries = {k: v for k, v in self.entries.items() if k in keep}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            temporary.write_text(json.dumps({"version": CACHE_VERSION, "files": entries}), encoding="utf-8")
+            os.replace(temporary, self.path)
+        except OSError as error:
+            logger.warning("Could not write the data-doctor cache %s: %s", self.path, error)
+
+
+def check_files(paths: list[str], modality: str, root: Path, workers: int | None = None,
+                use_cache: bool = True) -> list[FileCheck]:
+    """Check every file (in parallel; Pillow and hashlib release the GIL), reusing cached results."""
+    cache = _DoctorCache(root, modality) if use_cache else None
+    results: list[FileCheck | None] = [None] * len(paths)
+    stats: list[os.stat_result | None] = [None] * len(paths)
+    todo = []
+    for i, path in enumerate(paths):
+        try:
+            stats[i] = os.stat(path)
+        except OSError as error:
+            results[i] = FileCheck(False, "", (), f"cannot read file ({error.strerror or error})")
+            continue
+        cached = cache.get(path, stats[i]) if cache else None
+        if cached is None:
+            todo.append(i)
+        else:
+            results[i] = cached
+    if todo:
+        workers = workers or min(8, (os.cpu_count() or 2) * 2)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            checked = pool.map(lambda i: inspect_file(paths[i], modality), todo)
+            progress = tqdm(checked, total=len(todo), desc=f"Checking {modality} files", unit="file",
+                            disable=len(todo) < PROGRESS_MIN_FILES, leave=False)
+            for i, check in zip(todo, progress):
+                results[i] = check
+                if cache and stats[i] is not None:
+                    cache.put(paths[i], stats[i], check)
+    if cache and todo:
+        cache.save({cache._key(p) for p in paths})
+    logger.debug("Data doctor: %d files checked, %d from cache", len(todo), len(paths) - len(todo))
+    return results  # type: ignore[return-value]
