@@ -7,16 +7,24 @@ from pathlib import Path
 from data.duplicates import cross_split_duplicates
 from data.records import Example
 from data.scan import ScanResult
+from data.splits import class_disjoint_splits
 
 SPLITS = ("train", "val", "test")
 MAX_LISTED = 20
 
 
-def build_manifest(scan: ScanResult, examples: list[Example]) -> dict:
-    """Every file with its content hash, label and split: evaluation uses exactly the held-out files."""
+def build_manifest(scan: ScanResult, examples: list[Example], seed: int = 0) -> dict:
+    """Every file with its content hash, label and split: evaluation uses exactly the held-out files.
+
+    Also records a class-disjoint meta-train / meta-val / meta-test assignment of the
+    classes (seeded), which the meta-learning strategies use when they need
+    classes that the target task never sees; absent below 3 classes.
+    """
+    meta = class_disjoint_splits(scan.class_names, seed=seed) if len(scan.class_names) >= 3 else None
     return {
         "root": scan.root,
         "class_names": scan.class_names,
+        "class_splits": meta,
         "files": [
             {"path": str(Path(e.path).relative_to(scan.root)), "sha256": e.sha256,
              "label": scan.class_names[e.label], "split": e.split}

@@ -101,7 +101,7 @@ def run_training(config: TrainConfig) -> TrainResult:
     resolved = config.to_dict() | {"output": str(run_dir), "image_size": image_size[0]}
     rd.write_json(run_dir / rd.CONFIG_FILE, resolved)
     rd.write_json(run_dir / rd.DATA_REPORT_FILE, report)
-    manifest = build_manifest(scan, examples)
+    manifest = build_manifest(scan, examples, config.seed)
     rd.write_json(run_dir / rd.MANIFEST_FILE, manifest)
     manifest_hash = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 

@@ -95,6 +95,8 @@ def check_image(path: str) -> tuple[bool, str]:
 
 def fit_to_size(rgb: Image.Image, size: tuple[int, int], mode: str) -> Image.Image:
     """Resize to (height, width): stretch, pad (letterbox on black) or crop (centre)."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}. Received: {mode!r}")
     height, width = size
     if rgb.size == (width, height):
         return rgb
@@ -102,9 +104,7 @@ def fit_to_size(rgb: Image.Image, size: tuple[int, int], mode: str) -> Image.Ima
         return rgb.resize((width, height), Image.Resampling.BILINEAR)
     if mode == "pad":
         return ImageOps.pad(rgb, (width, height), Image.Resampling.BILINEAR, color=(0, 0, 0))
-    if mode == "crop":
-        return ImageOps.fit(rgb, (width, height), Image.Resampling.BILINEAR)
-    raise ValueError(f"resize mode must be one of {RESIZE_MODES}. Received: {mode!r}")
+    return ImageOps.fit(rgb, (width, height), Image.Resampling.BILINEAR)
 
 
 def load_image(path: str, image_size: tuple[int, int], resize: str = "stretch") -> np.ndarray:

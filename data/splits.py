@@ -73,15 +73,19 @@ def assign_splits(scan: ScanResult, val_fraction: float, seed: int, test_fractio
         taken = {"test": 0, "val": 0}
         for position in order:
             group = groups[position]
-            if taken["test"] < n_test:
+            # A group goes to test/val only while at least one training file is left over.
+            room = n - 1 - taken["test"] - taken["val"] >= len(group)
+            if room and taken["test"] < n_test:
                 split = "test"
-            elif taken["val"] < n_val:
+            elif room and taken["val"] < n_val:
                 split = "val"
             else:
                 split = "train"
             if split != "train":
                 taken[split] += len(group)
             result += [replace(e, split=split) for e in group]
+        if need_val and taken["val"] == 0:
+            logger.warning("Class %r: no validation file could be held out (its %d files are too few or identical).", name, n)
     return sorted(result, key=lambda e: (e.split, e.label, e.path))
 
 

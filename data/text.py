@@ -31,16 +31,38 @@ def inspect_text_bytes(raw: bytes) -> TextInspection:
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError:
-        from charset_normalizer import from_bytes
-
-        best = from_bytes(raw).best()
-        if best is None:
+        encoding = _legacy_encoding(raw)
+        if encoding is None:
             return TextInspection(False, "", (), "not valid UTF-8 and no text encoding could be detected (binary file?)")
-        encoding, notes = best.encoding, (f"not UTF-8: decoded as {best.encoding} (detected)",)
+        notes = (f"not UTF-8: decoded as {encoding} (detected)",)
         text = raw.decode(encoding)
     if not text.strip():
         return TextInspection(False, "", (), "empty text (whitespace only)")
     return TextInspection(True, encoding, notes)
+
+
+def _looks_like_western_text(text: str) -> bool:
+    """Real cp1252 text is mostly ASCII with isolated accented letters and no control characters;
+    other legacy encodings (CJK, Cyrillic) read as cp1252 give long runs of accented gibberish."""
+    if any(ord(ch) < 32 and ch not in "\t\n\r\f" for ch in text):
+        return False
+    letters = [ch for ch in text if ch.isalpha()]
+    non_ascii = sum(1 for ch in letters if ord(ch) > 127)
+    return bool(letters) and non_ascii / len(letters) < 0.3
+
+
+def _legacy_encoding(raw: bytes) -> str | None:
+    """cp1252 when the bytes read as plausible Western text (charset detectors often mistake
+    short cp1252 text for Central European or CJK codecs), else charset-normalizer's guess."""
+    try:
+        if _looks_like_western_text(raw.decode("cp1252")):
+            return "cp1252"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(raw).best()
+    return best.encoding if best is not None else None
 
 
 def read_text(path: str, encoding: str = UTF8) -> str:

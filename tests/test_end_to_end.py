@@ -45,6 +45,10 @@ def test_manifest_never_puts_test_files_in_training(trained_run):
     splits = {f["path"]: f["split"] for f in manifest["files"]}
     assert all(split == "test" for path, split in splits.items() if path.startswith("test/"))
     assert {"train", "val", "test"} == set(splits.values())
+    assert all(len(f["sha256"]) == 64 for f in manifest["files"])
+    meta = manifest["class_splits"]
+    assert set(meta) == set(manifest["class_names"])
+    assert set(meta.values()) == {"meta_train", "meta_val", "meta_test"}
 
 
 def test_saved_model_loads_safely_and_serves_raw_pixels(trained_run):

@@ -1,11 +1,17 @@
-"""tf.data pipelines from file lists (data/pipeline.py)."""
+"""tf.data pipelines (data/pipeline.py), resize modes (data/images.py) and augmentation (data/augment.py)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+import tensorflow as tf
+from PIL import Image
 
-from data.pipeline import image_dataset
+from data.augment import AugmentConfig, build_augmenter
+from data.images import fit_to_size, load_image
+from data.pipeline import balanced_dataset, image_dataset, should_cache, text_dataset
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (40, 80, 120)]
 
@@ -77,3 +83,225 @@ def test_non_ascii_paths_are_read(tmp_path, make_image):
     (images, labels), = _batches(image_dataset(paths, [0, 1], (8, 8), 2))
     assert (images[0] == (1, 2, 3)).all() and (images[1] == (4, 5, 6)).all()
     assert labels.tolist() == [0, 1]
+
+
+# --------------------------------------------------------------------------- resize modes
+
+BANDS = {"green": (0, 255, 0), "red": (255, 0, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0)}
+PALETTE = {**BANDS, "black": (0, 0, 0)}
+
+
+def _nearest(pixel) -> str:
+    return min(PALETTE, key=lambda name: sum((int(a) - b) ** 2 for a, b in zip(pixel, PALETTE[name])))
+
+
+@pytest.fixture
+def banded(tmp_path):
+    """40 wide x 20 high: four vertical bands, green | red || blue | yellow (left half red-ish, right blue-ish)."""
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    for i, colour in enumerate(BANDS.values()):
+        pixels[:, 10 * i:10 * (i + 1)] = colour
+    path = tmp_path / "banded.png"
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def test_resize_stretch_keeps_everything(banded):
+    image = load_image(banded, (16, 16), resize="stretch")
+    assert image.shape == (16, 16, 3) and image.dtype == np.uint8
+    names = [[_nearest(p) for p in row] for row in image]
+    assert all(row == names[0] for row in names)  # no bars: every row alike
+    assert "black" not in names[0]
+    assert names[0][:3] == ["green"] * 3 and names[0][-3:] == ["yellow"] * 3
+    assert names[0][5:7] == ["red"] * 2 and names[0][9:11] == ["blue"] * 2
+
+
+def test_resize_pad_letterboxes_on_black(banded):
+    image = load_image(banded, (16, 16), resize="pad")
+    assert image.shape == (16, 16, 3)
+    # 40x20 -> 16x8 content, centred: 4 black rows above and below
+    assert (image[:4] == 0).all() and (image[12:] == 0).all()
+    content = [[_nearest(p) for p in row] for row in image[4:12]]
+    assert all("black" not in row for row in content)
+    assert all(row[0] == "green" and row[-1] == "yellow" for row in content)
+    assert all(row[5] == "red" and row[10] == "blue" for row in content)
+
+
+def test_resize_crop_keeps_the_centre(banded):
+    image = load_image(banded, (16, 16), resize="crop")
+    assert image.shape == (16, 16, 3)
+    names = [[_nearest(p) for p in row] for row in image]
+    seen = {name for row in names for name in row}
+    assert seen == {"red", "blue"}  # the outer green / yellow quarters are cut away, no bars
+    assert all(row[1:7] == ["red"] * 6 and row[9:15] == ["blue"] * 6 for row in names)
+
+
+def test_resize_modes_agree_when_the_size_already_matches(tmp_path, make_image):
+    path = str(make_image(tmp_path / "exact.png", size=(12, 6)))
+    results = [load_image(path, (6, 12), resize=mode) for mode in ("stretch", "pad", "crop")]
+    for result in results[1:]:
+        np.testing.assert_array_equal(result, results[0])
+
+
+def test_unknown_resize_mode_is_an_error(banded):
+    with pytest.raises(ValueError, match="resize mode must be one of") as info:
+        load_image(banded, (16, 16), resize="zoom")
+    assert "'zoom'" in str(info.value)
+    with pytest.raises(ValueError, match="resize mode"):
+        fit_to_size(Image.new("RGB", (4, 2)), (3, 3), "squash")
+
+
+def test_image_dataset_resize_mode_matches_load_image(banded):
+    for mode in ("stretch", "pad", "crop"):
+        (batch,) = _batches(image_dataset([banded], None, (16, 16), 1, resize=mode))
+        np.testing.assert_array_equal(batch[0], load_image(banded, (16, 16), resize=mode))
+
+
+# --------------------------------------------------------------------------- augmentation
+
+FLIP_ONLY = AugmentConfig(flip=True, rotation=0, zoom=0, contrast=0)
+
+
+@pytest.fixture
+def halves(tmp_path):
+    pixels = np.zeros((16, 16, 3), np.uint8)
+    pixels[:, :8] = (255, 0, 0)
+    pixels[:, 8:] = (0, 0, 255)
+    path = tmp_path / "halves.png"
+    Image.fromarray(pixels).save(path)
+    return str(path), pixels
+
+
+def test_flip_augmentation_flips_some_images_and_keeps_uint8(halves):
+    path, original = halves
+    labels = list(range(16))
+    dataset = image_dataset([path] * 16, labels, (16, 16), batch_size=4, augment=FLIP_ONLY, seed=0)
+
+    flipped = unflipped = 0
+    seen_labels = []
+    for images, batch_labels in _batches(dataset):
+        assert images.dtype == np.uint8
+        assert images.min() >= 0 and images.max() <= 255
+        seen_labels += batch_labels.tolist()
+        for image in images:
+            if np.array_equal(image, original):
+                unflipped += 1
+            elif np.array_equal(image, original[:, ::-1]):
+                flipped += 1
+            else:
+                pytest.fail("a flip-only augmentation produced something other than the image or its mirror")
+    assert seen_labels == labels
+    assert flipped > 0 and unflipped > 0, (flipped, unflipped)
+
+
+def test_no_augmentation_gives_exactly_load_image(tmp_path, make_image):
+    paths = [str(make_image(tmp_path / f"{i}.png", size=(9 + i, 7))) for i in range(5)]
+    expected = np.stack([load_image(p, (8, 8), "pad") for p in paths])
+    for augment in (None, AugmentConfig(flip=False, rotation=0, zoom=0, contrast=0)):
+        images = np.concatenate(_batches(image_dataset(paths, None, (8, 8), 2, resize="pad", augment=augment)))
+        np.testing.assert_array_equal(images, expected)
+
+
+def test_invalid_augmentation_is_an_error():
+    with pytest.raises(ValueError, match="rotation"):
+        build_augmenter(AugmentConfig(rotation=1.0))
+
+
+# --------------------------------------------------------------------------- in-memory cache
+
+
+def test_memory_cache_serves_the_second_epoch_without_the_files(coloured_files):
+    labels = list(range(7))
+    dataset = image_dataset(coloured_files, labels, (8, 8), batch_size=3, cache="memory")
+    first = _batches(dataset)
+    for path in coloured_files:
+        os.remove(path)
+
+    second = _batches(dataset)
+
+    assert len(second) == len(first) == 3
+    for (images_a, labels_a), (images_b, labels_b) in zip(first, second):
+        np.testing.assert_array_equal(images_a, images_b)
+        np.testing.assert_array_equal(labels_a, labels_b)
+
+
+def test_without_cache_the_second_epoch_reads_the_files_again(coloured_files):
+    dataset = image_dataset(coloured_files, None, (8, 8), batch_size=3, cache="none")
+    _batches(dataset)
+    for path in coloured_files:
+        os.remove(path)
+    with pytest.raises(tf.errors.OpError):
+        _batches(dataset)
+
+
+def test_should_cache_auto_follows_the_budget():
+    needed = 10 * 8 * 8 * 3
+    assert should_cache(10, (8, 8), "auto", budget_bytes=needed)
+    assert not should_cache(10, (8, 8), "auto", budget_bytes=needed - 1)
+    assert should_cache(10, (8, 8), "auto")  # tiny data set, default budget
+    assert not should_cache(100_000, (224, 224), "auto")  # 15 GB > 2 GiB
+    assert should_cache(100_000, (224, 224), "memory", budget_bytes=1)
+    assert not should_cache(1, (8, 8), "none")
+    with pytest.raises(ValueError, match="cache must be one of"):
+        should_cache(1, (8, 8), "disk")
+
+
+# --------------------------------------------------------------------------- text
+
+
+def test_text_dataset_yields_strings_and_labels_non_ascii_preserved():
+    texts = ["héllo wörld", "猫が好き 🐈", "plain ascii", "Ça va?"]
+    labels = [0, 1, 0, 1]
+
+    batches = list(text_dataset(texts, labels, batch_size=3))
+
+    assert [int(b[0].shape[0]) for b in batches] == [3, 1]
+    for strings, batch_labels in batches:
+        assert strings.dtype == tf.string
+        assert batch_labels.dtype == tf.int32
+    decoded = [s.decode("utf-8") for strings, _ in batches for s in strings.numpy()]
+    assert decoded == texts
+    assert [int(y) for _, ys in batches for y in ys.numpy()] == labels
+
+    only_text = list(text_dataset(texts, None, batch_size=4))
+    assert len(only_text) == 1 and only_text[0].dtype == tf.string
+    assert [s.decode("utf-8") for s in only_text[0].numpy()] == texts
+
+
+def test_text_dataset_shuffle_keeps_text_label_pairs():
+    texts = [f"text number {i} é" for i in range(20)]
+    labels = list(range(20))
+    pairs = [(s.decode("utf-8"), int(y)) for strings, ys in text_dataset(texts, labels, 6, shuffle=True, seed=1)
+             for s, y in zip(strings.numpy(), ys.numpy())]
+    assert sorted(pairs, key=lambda p: p[1]) == list(zip(texts, labels))
+    assert [y for _, y in pairs] != labels
+
+
+# --------------------------------------------------------------------------- balanced sampler
+
+
+def test_balanced_dataset_draws_classes_equally():
+    labels = [0] * 90 + [1] * 10
+    inputs = np.arange(100)
+
+    xs, ys = next(balanced_dataset(inputs, labels, num_classes=2, seed=0).batch(2000).as_numpy_iterator())
+    drawn = list(zip(xs.tolist(), ys.tolist()))
+
+    ys = [y for _, y in drawn]
+    assert abs(ys.count(1) / len(ys) - 0.5) <= 0.05
+    assert all(labels[x] == y for x, y in drawn)  # inputs stay with their labels
+    assert {x for x, y in drawn if y == 1} == set(range(90, 100))  # every minority example is used
+
+
+def test_balanced_dataset_never_yields_an_absent_class():
+    labels = [0] * 90 + [2] * 10
+    paths = [f"/data/{i}.png" for i in range(100)]
+    label_of = dict(zip(paths, labels))
+
+    xs, ys = next(balanced_dataset(paths, labels, num_classes=3, seed=1).batch(2000).as_numpy_iterator())
+    drawn = [(x.decode("utf-8"), int(y)) for x, y in zip(xs, ys)]
+
+    ys = [y for _, y in drawn]
+    assert set(ys) == {0, 2}
+    assert abs(ys.count(2) / len(ys) - 0.5) <= 0.05
+    assert all(label_of[path] == y for path, y in drawn)
