@@ -1,6 +1,7 @@
-"""Predict the class of images with a trained run.
+"""Predict classes with a trained run: image or text files, folders, or strings.
 
     python predict.py RUN_DIR FILE_OR_DIR... [--top-k 3] [--json]
+    python predict.py RUN_DIR --text "a sentence to classify" [--text ...]   # text models
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="predict.py", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run_dir", help="Run directory written by train.py.")
-    parser.add_argument("inputs", nargs="+", help="Image files and/or folders (searched recursively).")
+    parser.add_argument("inputs", nargs="*", help="Files and/or folders (searched recursively): images for an image "
+                        "model, .txt files (one example each) for a text model.")
+    parser.add_argument("--text", action="append", default=[], metavar="STRING",
+                        help="A string to classify with a text model (repeatable).")
     parser.add_argument("--top-k", type=int, default=3, help="How many classes to show per file.")
     parser.add_argument("--batch-size", type=int, default=32, help="Batch size for prediction.")
     parser.add_argument("--json", action="store_true", help="Print one JSON document instead of text.")
@@ -32,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         from app.prediction import predict
 
-        predictions, skipped = predict(args.run_dir, args.inputs, args.top_k, args.batch_size)
+        predictions, skipped = predict(args.run_dir, args.inputs, args.top_k, args.batch_size, args.text)
         if args.json:
             print(json.dumps({
                 "predictions": [

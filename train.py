@@ -22,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         from app.training import check_data, run_training
 
+        if modes.list_backbones:
+            from app.backbone_list import backbone_table
+
+            print(backbone_table())
+            return 0
         if modes.check:
             from app.data_report import format_data_report
 

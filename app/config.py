@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from dataclasses import dataclass, field, fields
 
 from app.errors import UserError
@@ -13,6 +14,7 @@ CHOICES = {
     "strategy": STRATEGIES,
     "resize": ("stretch", "pad", "crop"),
     "class_weight": ("none", "auto"),
+    "pooling": ("auto", "mean", "cls"),
 }
 
 
@@ -23,11 +25,17 @@ def _help(text: str, **kwargs):
 @dataclass
 class TrainConfig:
     data_dir: str = _help("Data folder: DATA_DIR/<class>/<files> or DATA_DIR/{train,val,test}/<class>/<files>.", default="")
-    backbone: str = _help("Backbone name (see models/backbones/registry.py).", default="efficientnet_lite0")
+    backbone: str | None = _help("Backbone: a name from --list-backbones, a keras-hub BERT preset, or a local Hugging "
+                                 "Face BERT folder (default: efficientnet_lite0 for images, minilm for text).", default=None)
     strategy: str = _help("Training strategy.", default="linear")
-    weights: str = _help("Backbone weights: imagenet (pretrained) or none (random init).", default="imagenet")
+    weights: str | None = _help("Backbone weights: images imagenet|none|PATH (a Keras weights file), text "
+                                "pretrained|none (default: the backbone's pretrained weights).", default=None)
     output: str | None = _help("Run directory (default: runs/<time>-<dataset>-<backbone>-<strategy>).", default=None)
-    image_size: int | None = _help("Square input size in pixels (default: the backbone's).", default=None)
+    image_size: int | None = _help("Square input size in pixels for images (default: the backbone's).", default=None)
+    sequence_length: int | None = _help("Tokens per text example, longer ones truncated (default: 128).", default=None)
+    pooling: str = _help("Text features: mean over tokens, the [CLS] token, or auto (mean for sentence-transformer "
+                         "checkpoints, else CLS).", default="auto")
+    hidden_units: int = _help("Hidden ReLU layer in the head (0: none, a linear head).", default=0)
     epochs: int = _help("Maximum head-training epochs (early stopping on validation loss).", default=100)
     patience: int = _help("Early-stopping patience in epochs.", default=10)
     batch_size: int = _help("Batch size.", default=32)
@@ -49,6 +57,9 @@ class TrainConfig:
             (0.0 <= self.test_fraction < 1.0, "test_fraction must be in [0, 1)"),
             (self.val_fraction + self.test_fraction < 1.0, "val_fraction + test_fraction must be below 1"),
             (self.image_size is None or 16 <= self.image_size <= 1024, "image_size must be between 16 and 1024"),
+            (self.sequence_length is None or 8 <= self.sequence_length <= 512, "sequence_length must be between 8 and 512"),
+            (self.pooling in CHOICES["pooling"], f"pooling must be one of {list(CHOICES['pooling'])}"),
+            (self.hidden_units >= 0, "hidden_units must be >= 0"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.patience >= 1, "patience must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
@@ -103,7 +114,11 @@ def config_from_args(argv: list[str] | None) -> tuple[TrainConfig, argparse.Name
     parser = build_parser()
     parser.add_argument("--check", action="store_true",
                         help="Only run the data doctor: check every file, print the report, train nothing.")
+    parser.add_argument("--list-backbones", action="store_true",
+                        help="List the registered backbones (modality, parameters, default size, weights) and exit.")
+    if argv is not None and "--list-backbones" in argv or argv is None and "--list-backbones" in sys.argv[1:]:
+        return None, argparse.Namespace(check=False, list_backbones=True)
     args = parser.parse_args(argv)
-    modes = argparse.Namespace(check=args.check)
-    values = {k: v for k, v in vars(args).items() if k != "check"}
+    modes = argparse.Namespace(check=args.check, list_backbones=False)
+    values = {k: v for k, v in vars(args).items() if k not in ("check", "list_backbones")}
     return TrainConfig.from_dict(values), modes

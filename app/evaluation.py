@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,9 @@ from app import run_dir as rd
 from app.errors import UserError
 from app.metrics import classification_metrics
 from app.report import plot_confusion_matrix, render_report
-from data.pipeline import image_dataset
+from app.inputs import example_dataset
+from data.pipeline import text_dataset
+from data.records import Example
 from data.scan import scan_folder
 from models.task_model import load_task_model
 
@@ -32,30 +34,45 @@ class LoadedRun:
         return self.metadata["class_names"]
 
     @property
-    def image_size(self) -> tuple[int, int]:
-        return tuple(self.metadata["input_spec"]["image_size"])
+    def modality(self) -> str:
+        return self.metadata["modality"]
+
+    @property
+    def input_size(self) -> int:
+        spec = self.metadata["input_spec"]
+        return spec["image_size"][0] if self.modality == "image" else spec["sequence_length"]
 
     @property
     def resize(self) -> str:
         return self.metadata["input_spec"].get("resize", "stretch")
 
-    def predict_files(self, paths: list[str], batch_size: int = 32) -> np.ndarray:
-        dataset = image_dataset(paths, None, self.image_size, batch_size, resize=self.resize)
+    def predict_examples(self, examples: list[Example], batch_size: int = 32) -> np.ndarray:
+        dataset = example_dataset(examples, self.modality, self.input_size, batch_size, self.resize)
         return self.model.predict(dataset, verbose=0)
+
+    def predict_texts(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return self.model.predict(text_dataset(texts, None, batch_size), verbose=0)
 
 
 def load_run(path: str | Path) -> LoadedRun:
     run_path = rd.require_complete_run(path)
     metadata = rd.read_json(run_path / rd.METADATA_FILE)
-    return LoadedRun(run_path, metadata, load_task_model(str(run_path / rd.MODEL_FILE)))
+    return LoadedRun(run_path, metadata, load_task_model(str(run_path / rd.MODEL_FILE), metadata["modality"]))
 
 
 @dataclass
 class EvaluationSet:
-    paths: list[str]
-    labels: list[int]
+    examples: list[Example]  # labels in the run's class order
     description: str
     name_suffix: str
+
+    @property
+    def paths(self) -> list[str]:
+        return [e.path for e in self.examples]
+
+    @property
+    def labels(self) -> list[int]:
+        return [e.label for e in self.examples]
 
 
 def _same_folder(a: str | Path, b: str | Path) -> bool:
@@ -90,12 +107,10 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
     to_run_index = {name: run_classes.index(name) for name in folder_classes}
 
     def collect(split):
-        chosen = [e for e in scan.examples if e.split == split]
-        return [e.path for e in chosen], [to_run_index[scan.class_names[e.label]] for e in chosen]
+        return [replace(e, label=to_run_index[scan.class_names[e.label]]) for e in scan.examples if e.split == split]
 
     if "test" in scan.splits_present():
-        paths, labels = collect("test")
-        return EvaluationSet(paths, labels, "test/ split of the folder", "test")
+        return EvaluationSet(collect("test"), "test/ split of the folder", "test")
     if _same_folder(scan.root, run.metadata["data_dir"]):
         manifest = rd.read_json(run.path / rd.MANIFEST_FILE)
         held_out = [f for f in manifest["files"] if f["split"] == "test"]
@@ -105,17 +120,17 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
             description = ("validation files held out at training time (from the run manifest; the run had no "
                            "test split and used these for early stopping, so this is optimistic)")
             suffix = "heldout-val"
+        scanned = {e.path: e for e in scan.examples}
         paths = [str(Path(scan.root) / f["path"]) for f in held_out]
-        absent = [p for p in paths if not Path(p).is_file()]
+        absent = [p for p in paths if p not in scanned]
         if absent:
-            raise UserError(f"{len(absent)} held-out files of the run's manifest are gone from {scan.root!r}, e.g. {absent[0]!r}.")
-        labels = [run_classes.index(f["label"]) for f in held_out]
-        return EvaluationSet(paths, labels, description, suffix)
+            raise UserError(f"{len(absent)} held-out files of the run's manifest are missing or unreadable in "
+                            f"{scan.root!r}, e.g. {absent[0]!r}.")
+        examples = [replace(scanned[p], label=run_classes.index(f["label"])) for p, f in zip(paths, held_out)]
+        return EvaluationSet(examples, description, suffix)
     if "val" in scan.splits_present():
-        paths, labels = collect("val")
-        return EvaluationSet(paths, labels, "val/ split of the folder", "val")
-    paths, labels = collect(None)
-    return EvaluationSet(paths, labels, "all files of the folder", "all")
+        return EvaluationSet(collect("val"), "val/ split of the folder", "val")
+    return EvaluationSet(collect(None), "all files of the folder", "all")
 
 
 def _eval_name(data_dir: str | Path, suffix: str) -> str:
@@ -130,7 +145,7 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
     if not chosen.paths:
         raise UserError(f"No files to evaluate in {str(data_dir)!r} ({chosen.description}).")
     logger.info("Evaluating %s on %d files: %s", run.path, len(chosen.paths), chosen.description)
-    probabilities = run.predict_files(chosen.paths, batch_size)
+    probabilities = run.predict_examples(chosen.examples, batch_size)
     metrics = classification_metrics(chosen.labels, probabilities, run.class_names, k=top_k)
     metrics["split"] = chosen.description
     metrics["data_dir"] = str(Path(data_dir).expanduser().resolve())

@@ -10,8 +10,10 @@ import numpy as np
 
 from app.errors import UserError
 from app.evaluation import load_run
-from data.images import IMAGE_EXTENSIONS, check_image
-from data.scan import SkippedFile
+from data.doctor import inspect_file
+from data.images import IMAGE_EXTENSIONS
+from data.records import Example, SkippedFile
+from data.scan import TEXT_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +24,8 @@ class Prediction:
     top: list[tuple[str, float]]
 
 
-def collect_inputs(targets: list[str]) -> tuple[list[str], list[SkippedFile]]:
-    """Expand folders (recursively, sorted), keep readable images, report the rest."""
+def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], list[SkippedFile]]:
+    """Expand folders (recursively, sorted), keep files the doctor accepts, report the rest."""
     candidates: list[Path] = []
     skipped: list[SkippedFile] = []
     for target in targets:
@@ -34,33 +36,47 @@ def collect_inputs(targets: list[str]) -> tuple[list[str], list[SkippedFile]]:
             candidates.append(path)
         else:
             skipped.append(SkippedFile(str(path), "no such file or folder"))
-    usable = []
+    extensions = IMAGE_EXTENSIONS if modality == "image" else TEXT_EXTENSIONS
+    article = "an" if modality == "image" else "a"
+    usable: list[Example] = []
     for path in candidates:
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            skipped.append(SkippedFile(str(path), f"not an image file (extension {path.suffix or 'none'!r})"))
+        if path.suffix.lower() not in extensions:
+            skipped.append(SkippedFile(str(path), f"not {article} {modality} file (extension {path.suffix or 'none'!r})"))
             continue
-        ok, reason = check_image(str(path))
-        if ok:
-            usable.append(str(path))
+        check = inspect_file(str(path), modality)
+        if check.usable:
+            usable.append(Example(str(path), -1, None, check.sha256, check.encoding))
         else:
-            skipped.append(SkippedFile(str(path), reason))
+            skipped.append(SkippedFile(str(path), check.reason))
     for item in skipped:
         logger.warning("Skipped %s: %s", item.path, item.reason)
     return usable, skipped
 
 
-def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 32) -> tuple[list[Prediction], list[SkippedFile]]:
-    if not targets:
-        raise UserError("Give at least one image file or folder to predict.")
+def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 32,
+            texts: list[str] | None = None) -> tuple[list[Prediction], list[SkippedFile]]:
+    """Top-k classes for files/folders (and, for text runs, literal strings given as `texts`)."""
+    texts = texts or []
+    if not targets and not texts:
+        raise UserError("Give at least one file or folder to predict (or --text STRING for a text model).")
     run = load_run(run_dir)
-    files, skipped = collect_inputs(targets)
-    if not files:
-        raise UserError(f"No readable images among the inputs ({len(skipped)} skipped; see the warnings above).")
-    probabilities = run.predict_files(files, batch_size)
+    if texts and run.modality != "text":
+        raise UserError(f"--text needs a text model; this run is an {run.modality} model. Pass image files instead.")
+    examples, skipped = collect_inputs(targets, run.modality)
+    if not examples and not texts:
+        raise UserError(f"No readable {run.modality} files among the inputs ({len(skipped)} skipped; see the warnings above).")
+    parts, names = [], []
+    if examples:
+        parts.append(run.predict_examples(examples, batch_size))
+        names += [e.path for e in examples]
+    if texts:
+        parts.append(run.predict_texts(texts, batch_size))
+        names += [f"text: {t[:60]}" for t in texts]
+    probabilities = np.concatenate(parts, axis=0)
     k = max(1, min(top_k, len(run.class_names)))
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     predictions = [
-        Prediction(file, [(run.class_names[j], float(probabilities[i, j])) for j in order[i]])
-        for i, file in enumerate(files)
+        Prediction(name, [(run.class_names[j], float(probabilities[i, j])) for j in order[i]])
+        for i, name in enumerate(names)
     ]
     return predictions, skipped

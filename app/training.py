@@ -20,15 +20,26 @@ from app.config import TrainConfig
 from app.data_report import build_data_report, build_manifest
 from app.errors import UserError
 from app.versions import package_versions
-from data.pipeline import image_dataset
+from app.inputs import example_dataset
+from data.pipeline import read_texts
 from data.pipeline import balanced_dataset
 from data.scan import require_trainable, scan_folder
-from data.splits import assign_splits, class_weights, select
-from models.backbones import get_backbone
+from data.splits import assign_splits, class_weights
+from models.backbones import BackboneSpec, get_backbone
 from models.heads import ClassificationHead
 from models.task_model import build_task_model
 
 logger = logging.getLogger(__name__)
+
+
+DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm"}
+
+
+def input_spec(modality: str, size: int, resize: str) -> dict:
+    """What model.keras takes, recorded so evaluate/predict never ask for it."""
+    if modality == "image":
+        return {"kind": "image", "image_size": [size, size], "channels": 3, "dtype": "uint8", "resize": resize}
+    return {"kind": "text", "dtype": "string", "sequence_length": size}
 
 
 @dataclass
@@ -40,20 +51,65 @@ class TrainResult:
     wall_time_s: float
 
 
-def default_run_dir(config: TrainConfig) -> Path:
-    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(config.data_dir).expanduser().resolve().name) or "data"
+def default_run_dir(config: TrainConfig, backbone_name: str) -> Path:
+    dataset = _slug(Path(config.data_dir).expanduser().resolve().name) or "data"
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{dataset}-{config.backbone}-{config.strategy}"
+    return Path("runs") / f"{stamp}-{dataset}-{_slug(Path(backbone_name).name)}-{config.strategy}"
 
 
-def extract_features(feature_extractor: keras.Model, paths, image_size, batch_size: int, resize: str) -> np.ndarray:
-    """Run the frozen backbone over `paths` once (the expensive pass; the head reuses it).
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+@dataclass
+class ResolvedBackbone:
+    spec: BackboneSpec
+    name: str
+    weights: str
+    size: int  # image side or sequence length
+    pooling: str | None
+
+
+def resolve_backbone(config: TrainConfig, modality: str) -> ResolvedBackbone:
+    """The backbone for this data: the one asked for (checked against the modality) or the default."""
+    name = config.backbone or DEFAULT_BACKBONES[modality]
+    spec = get_backbone(name)
+    if spec.modality != modality:
+        raise UserError(
+            f"The folder holds {modality} files but backbone {name!r} is an {spec.modality} backbone. "
+            f"Received: --backbone {name}. Use a {modality} backbone (default: {DEFAULT_BACKBONES[modality]})."
+        )
+    if modality == "image" and (config.sequence_length or config.pooling != "auto"):
+        raise UserError("--sequence-length and --pooling apply to text backbones only. Received them for an image folder.")
+    if modality == "text" and (config.image_size or config.resize != "stretch"):
+        raise UserError("--image-size and --resize apply to image backbones only. Received them for a text folder.")
+    size = (config.image_size if modality == "image" else config.sequence_length) or spec.default_size
+    pooling = None if config.pooling == "auto" else config.pooling
+    return ResolvedBackbone(spec, name, config.weights or spec.default_weights, size, pooling)
+
+
+def extract_features(feature_extractor: keras.Model, examples, modality: str, size: int, batch_size: int,
+                     resize: str) -> np.ndarray:
+    """Run the frozen backbone over the examples once (the expensive pass; the head reuses it).
 
     No augmentation here: features of augmented images would be computed once and
     reused every epoch, which defeats augmentation.
     """
-    dataset = image_dataset(paths, None, image_size, batch_size, resize=resize)
-    return feature_extractor.predict(dataset, verbose=1)
+    if not examples:
+        return np.zeros((0, feature_extractor.output_shape[-1]), np.float32)
+    return feature_extractor.predict(example_dataset(examples, modality, size, batch_size, resize), verbose=1)
+
+
+def truncation_report(feature_extractor: keras.Model, texts: list[str], sequence_length: int) -> dict:
+    """How many examples are longer than the sequence length (their end is cut off)."""
+    tokenizer = feature_extractor.get_layer("tokenize").tokenizer
+    lengths = []
+    for start in range(0, len(texts), 256):  # keras-hub returns python lists for string batches
+        tokens = tokenizer(tf.constant(texts[start:start + 256]))
+        lengths += [len(row) for row in (tokens.to_list() if hasattr(tokens, "to_list") else tokens)]
+    cut = sum(n > sequence_length - 2 for n in lengths)  # [CLS] and [SEP] take two positions
+    return {"sequence_length": sequence_length, "num_truncated": cut, "num_examples": len(lengths),
+            "max_tokens": max(lengths, default=0), "median_tokens": float(np.median(lengths)) if lengths else 0.0}
 
 
 def check_data(config: TrainConfig):
@@ -77,43 +133,51 @@ def check_data(config: TrainConfig):
 def run_training(config: TrainConfig) -> TrainResult:
     started = time.perf_counter()
     config.validate()
-    spec = get_backbone(config.backbone)
-    image_size = (config.image_size or spec.default_image_size,) * 2
-
     scan, examples, report = check_data(config)
-    if scan.modality != spec.modality:
-        raise UserError(
-            f"The folder holds {scan.modality} files but backbone {config.backbone!r} is an "
-            f"{spec.modality} backbone. Received: --backbone {config.backbone}."
-        )
-    train_paths, train_labels = select(examples, "train")
-    val_paths, val_labels = select(examples, "val")
+    backbone = resolve_backbone(config, scan.modality)
+    train_examples = [e for e in examples if e.split == "train"]
+    val_examples = [e for e in examples if e.split == "val"]
+    train_labels = [e.label for e in train_examples]
+    val_labels = [e.label for e in val_examples]
     logger.info(
         "Data: %d classes, %d train / %d val / %d test files, %d skipped",
-        len(scan.class_names), len(train_paths), len(val_paths),
+        len(scan.class_names), len(train_examples), len(val_examples),
         sum(e.split == "test" for e in examples), len(scan.skipped),
     )
-    if not val_paths:
+    if not val_examples:
         raise UserError("No validation files: every class needs at least 2 training files or a val/ folder.")
 
-    run_dir = rd.create_run_dir(Path(config.output) if config.output else default_run_dir(config))
+    # Build the backbone before creating the run directory: missing weights (offline
+    # downloads, bad paths) fail here, within seconds, leaving nothing behind.
+    keras.utils.set_random_seed(config.seed)
+    feature_extractor = backbone.spec.build_features(backbone.size, backbone.weights, backbone.pooling)
+    feature_extractor.trainable = False
+
+    if scan.modality == "text":
+        texts = read_texts([e.path for e in examples], [e.encoding for e in examples])
+        report["truncation"] = truncation_report(feature_extractor, texts, backbone.size)
+        if report["truncation"]["num_truncated"]:
+            logger.info("%d of %d texts are longer than %d tokens and are truncated",
+                        report["truncation"]["num_truncated"], len(texts), backbone.size)
+
+    run_dir = rd.create_run_dir(Path(config.output) if config.output else default_run_dir(config, backbone.name))
     logger.info("Run directory: %s", run_dir)
-    resolved = config.to_dict() | {"output": str(run_dir), "image_size": image_size[0]}
+    resolved = config.to_dict() | {"output": str(run_dir), "backbone": backbone.name, "weights": backbone.weights}
+    resolved["image_size" if scan.modality == "image" else "sequence_length"] = backbone.size
     rd.write_json(run_dir / rd.CONFIG_FILE, resolved)
     rd.write_json(run_dir / rd.DATA_REPORT_FILE, report)
     manifest = build_manifest(scan, examples, config.seed)
     rd.write_json(run_dir / rd.MANIFEST_FILE, manifest)
     manifest_hash = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
-    keras.utils.set_random_seed(config.seed)
-    feature_extractor = spec.build_features(image_size, config.weights)
-    feature_extractor.trainable = False
-    logger.info("Computing %s features once for %d images", config.backbone, len(train_paths) + len(val_paths))
-    train_features = extract_features(feature_extractor, train_paths, image_size, config.batch_size, config.resize)
-    val_features = extract_features(feature_extractor, val_paths, image_size, config.batch_size, config.resize)
+    logger.info("Computing %s features once for %d examples", backbone.name, len(train_examples) + len(val_examples))
+    train_features = extract_features(feature_extractor, train_examples, scan.modality, backbone.size,
+                                      config.batch_size, config.resize)
+    val_features = extract_features(feature_extractor, val_examples, scan.modality, backbone.size,
+                                    config.batch_size, config.resize)
 
-    head = ClassificationHead(len(scan.class_names), config.dropout, seed=config.seed)
-    head_model = head.features_model(spec.feature_dim)
+    head = ClassificationHead(len(scan.class_names), config.dropout, seed=config.seed, hidden_units=config.hidden_units)
+    head_model = head.features_model(train_features.shape[-1])
     head_model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -155,10 +219,9 @@ def run_training(config: TrainConfig) -> TrainResult:
         "format_version": 1,
         "class_names": scan.class_names,
         "modality": scan.modality,
-        "input_spec": {"kind": "image", "image_size": list(image_size), "channels": 3, "dtype": "uint8",
-                       "resize": config.resize},
-        "backbone": config.backbone,
-        "weights": config.weights,
+        "input_spec": input_spec(scan.modality, backbone.size, config.resize),
+        "backbone": backbone.name,
+        "weights": backbone.weights,
         "strategy": config.strategy,
         "metrics": {"val_accuracy": float(val_accuracy), "val_loss": float(val_loss),
                     "epochs_trained": epochs_trained, "wall_time_s": round(wall_time, 2)},

