@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt | sha256sum | cut -c1-12)
+TEST_STAMP := $(VENV)/.installed-test-$(shell cat requirements-test.txt | sha256sum | cut -c1-12)
 DEMO_DATA := data/samples/fashion_mnist
 DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
@@ -18,7 +19,12 @@ $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --no-deps -r requirements.txt
-	rm -f $(VENV)/.installed-*
+	rm -f $(VENV)/.installed-[0-9a-f]*
+	touch $@
+
+$(TEST_STAMP): requirements-test.txt $(STAMP)
+	$(PY) -m pip install --quiet --no-deps -r requirements-test.txt
+	rm -f $(VENV)/.installed-test-*
 	touch $@
 
 demo: install
@@ -26,7 +32,7 @@ demo: install
 	$(PY) evaluate.py $(DEMO_RUN) $(DEMO_DATA)
 	@echo "Inspect the curves with: $(VENV)/bin/tensorboard --logdir $(DEMO_RUN)/logs"
 
-test: install
+test: install $(TEST_STAMP)
 	$(PY) -m pytest
 
 clean:

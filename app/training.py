@@ -20,26 +20,16 @@ from app.config import TrainConfig
 from app.data_report import build_data_report, build_manifest
 from app.errors import UserError
 from app.versions import package_versions
-from app.inputs import example_dataset
+from app.backbone_choice import input_spec, resolve_backbone
+from app.features import extract_features, truncation_report
 from data.pipeline import read_texts
 from data.pipeline import balanced_dataset
 from data.scan import require_trainable, scan_folder
 from data.splits import assign_splits, class_weights
-from models.backbones import BackboneSpec, get_backbone
 from models.heads import ClassificationHead
 from models.task_model import build_task_model
 
 logger = logging.getLogger(__name__)
-
-
-DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm"}
-
-
-def input_spec(modality: str, size: int, resize: str) -> dict:
-    """What model.keras takes, recorded so evaluate/predict never ask for it."""
-    if modality == "image":
-        return {"kind": "image", "image_size": [size, size], "channels": 3, "dtype": "uint8", "resize": resize}
-    return {"kind": "text", "dtype": "string", "sequence_length": size}
 
 
 @dataclass
@@ -59,57 +49,6 @@ def default_run_dir(config: TrainConfig, backbone_name: str) -> Path:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
-
-
-@dataclass
-class ResolvedBackbone:
-    spec: BackboneSpec
-    name: str
-    weights: str
-    size: int  # image side or sequence length
-    pooling: str | None
-
-
-def resolve_backbone(config: TrainConfig, modality: str) -> ResolvedBackbone:
-    """The backbone for this data: the one asked for (checked against the modality) or the default."""
-    name = config.backbone or DEFAULT_BACKBONES[modality]
-    spec = get_backbone(name)
-    if spec.modality != modality:
-        raise UserError(
-            f"The folder holds {modality} files but backbone {name!r} is an {spec.modality} backbone. "
-            f"Received: --backbone {name}. Use a {modality} backbone (default: {DEFAULT_BACKBONES[modality]})."
-        )
-    if modality == "image" and (config.sequence_length or config.pooling != "auto"):
-        raise UserError("--sequence-length and --pooling apply to text backbones only. Received them for an image folder.")
-    if modality == "text" and (config.image_size or config.resize != "stretch"):
-        raise UserError("--image-size and --resize apply to image backbones only. Received them for a text folder.")
-    size = (config.image_size if modality == "image" else config.sequence_length) or spec.default_size
-    pooling = None if config.pooling == "auto" else config.pooling
-    return ResolvedBackbone(spec, name, config.weights or spec.default_weights, size, pooling)
-
-
-def extract_features(feature_extractor: keras.Model, examples, modality: str, size: int, batch_size: int,
-                     resize: str) -> np.ndarray:
-    """Run the frozen backbone over the examples once (the expensive pass; the head reuses it).
-
-    No augmentation here: features of augmented images would be computed once and
-    reused every epoch, which defeats augmentation.
-    """
-    if not examples:
-        return np.zeros((0, feature_extractor.output_shape[-1]), np.float32)
-    return feature_extractor.predict(example_dataset(examples, modality, size, batch_size, resize), verbose=1)
-
-
-def truncation_report(feature_extractor: keras.Model, texts: list[str], sequence_length: int) -> dict:
-    """How many examples are longer than the sequence length (their end is cut off)."""
-    tokenizer = feature_extractor.get_layer("tokenize").tokenizer
-    lengths = []
-    for start in range(0, len(texts), 256):  # keras-hub returns python lists for string batches
-        tokens = tokenizer(tf.constant(texts[start:start + 256]))
-        lengths += [len(row) for row in (tokens.to_list() if hasattr(tokens, "to_list") else tokens)]
-    cut = sum(n > sequence_length - 2 for n in lengths)  # [CLS] and [SEP] take two positions
-    return {"sequence_length": sequence_length, "num_truncated": cut, "num_examples": len(lengths),
-            "max_tokens": max(lengths, default=0), "median_tokens": float(np.median(lengths)) if lengths else 0.0}
 
 
 def check_data(config: TrainConfig):

@@ -67,3 +67,7 @@ def make_image():
 def _from_bands(pixels: np.ndarray, mode: str) -> Image.Image:
     bands = [Image.fromarray(np.ascontiguousarray(pixels[..., i])) for i in range(pixels.shape[-1])]
     return Image.merge(mode, bands)
+
+
+# Tests-only tiny backbones ("tiny_image", "tiny_text") for fast unit and CLI tests.
+import tiny_backbones  # noqa: E402,F401

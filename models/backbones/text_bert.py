@@ -89,6 +89,13 @@ def _build_bert_features(source: str, sequence_length: int, weights: str, poolin
             "(the machine needs network access once); offline, use --backbone minilm (shipped with a Python "
             "package) or the path of a local Hugging Face BERT folder (config.json, vocab.txt, model.safetensors)."
         ) from error
+    return bert_feature_model(tokenizer, backbone, sequence_length, pooling, label)
+
+
+def bert_feature_model(tokenizer, backbone, sequence_length: int, pooling: str, label: str) -> keras.Model:
+    """strings -> tokenizer/packer -> BERT -> pooled vector, as one serializable model."""
+    import keras_hub
+
     if sequence_length > backbone.max_sequence_length:
         raise ModelError(
             f"{label} supports sequences up to {backbone.max_sequence_length} tokens. Received: {sequence_length}"
@@ -101,7 +108,11 @@ def _build_bert_features(source: str, sequence_length: int, weights: str, poolin
     tokens = preprocessor(text)
     sequence = backbone(tokens)["sequence_output"]
     features = SequencePooling(pooling, name=f"{pooling}_pooling")(sequence, tokens["padding_mask"])
-    return keras.Model(text, features, name=f"{label.replace('/', '_')}_features")
+    return keras.Model(text, features, name=f"{_slug(label)}_features")
+
+
+def _slug(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in label)
 
 
 def hf_folder_spec(path: str, name: str | None = None, source_note: str | None = None) -> BackboneSpec:
