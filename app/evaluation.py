@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import logging
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,8 +13,9 @@ import numpy as np
 
 from app import run_dir as rd
 from app.errors import UserError
-from app.metrics import classification_metrics
-from app.report import plot_confusion_matrix, render_report
+from app.calibration import apply_temperature
+from app.metrics import bootstrap_ci95, classification_metrics, reliability_bins
+from app.report import plot_confusion_matrix, plot_reliability, render_comparison, render_report
 from app.inputs import example_dataset
 from data.pipeline import text_dataset
 from data.records import Example
@@ -138,31 +141,76 @@ def _eval_name(data_dir: str | Path, suffix: str) -> str:
     return f"{base}-{suffix}"
 
 
+def _mistakes(chosen: EvaluationSet, probabilities: np.ndarray, class_names: list[str]) -> list[dict]:
+    """Every misclassified example, most confident first."""
+    predicted = probabilities.argmax(axis=1)
+    order = sorted((i for i in range(len(chosen.examples)) if predicted[i] != chosen.labels[i]),
+                   key=lambda i: -probabilities[i, predicted[i]])
+    return [
+        {"file": chosen.paths[i], "true": class_names[chosen.labels[i]],
+         "predicted": class_names[predicted[i]], "confidence": float(probabilities[i, predicted[i]])}
+        for i in order
+    ]
+
+
+def _write_mistakes_csv(mistakes: list[dict], path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["file", "true", "predicted", "confidence"])
+        writer.writeheader()
+        writer.writerows({**m, "confidence": f"{m['confidence']:.6f}"} for m in mistakes)
+    os.replace(temporary, path)
+
+
 def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = None,
-                 batch_size: int = 32, top_k: int = 5, allow_missing_classes: bool = False) -> tuple[dict, Path]:
+                 batch_size: int = 32, top_k: int = 5, allow_missing_classes: bool = False,
+                 apply_temperature_scaling: bool = False, bootstrap_resamples: int = 1000) -> tuple[dict, Path]:
     run = load_run(run_path)
     chosen = choose_evaluation_set(run, data_dir, allow_missing_classes)
     if not chosen.paths:
         raise UserError(f"No files to evaluate in {str(data_dir)!r} ({chosen.description}).")
     logger.info("Evaluating %s on %d files: %s", run.path, len(chosen.paths), chosen.description)
     probabilities = run.predict_examples(chosen.examples, batch_size)
+    temperature = run.metadata.get("calibration", {}).get("temperature")
+    if apply_temperature_scaling:
+        if temperature is None:
+            raise UserError(f"{str(run.path)!r} has no fitted temperature (trained by an older metatune); "
+                            "evaluate without --apply-temperature.")
+        probabilities = apply_temperature(probabilities, temperature)
     metrics = classification_metrics(chosen.labels, probabilities, run.class_names, k=top_k)
+    metrics["ci95"] = bootstrap_ci95(chosen.labels, probabilities.argmax(axis=1), len(run.class_names),
+                                     resamples=bootstrap_resamples)
+    metrics["calibration"] = {"fitted_temperature": temperature, "temperature_applied": apply_temperature_scaling,
+                              "reliability": reliability_bins(chosen.labels, probabilities)}
     metrics["split"] = chosen.description
     metrics["data_dir"] = str(Path(data_dir).expanduser().resolve())
 
     out_dir = run.path / "eval" / (name or _eval_name(data_dir, chosen.name_suffix))
     out_dir.mkdir(parents=True, exist_ok=True)
-    predicted = probabilities.argmax(axis=1)
-    mistakes = [i for i in range(len(chosen.paths)) if predicted[i] != chosen.labels[i]]
-    mistakes.sort(key=lambda i: -probabilities[i, predicted[i]])
-    worst = [
-        {"file": chosen.paths[i], "true": run.class_names[chosen.labels[i]],
-         "predicted": run.class_names[predicted[i]], "confidence": float(probabilities[i, predicted[i]])}
-        for i in mistakes[:WORST_EXAMPLES]
-    ]
+    mistakes = _mistakes(chosen, probabilities, run.class_names)
+    _write_mistakes_csv(mistakes, out_dir / "misclassified.csv")
     plot_confusion_matrix(metrics["confusion_matrix"], run.class_names, out_dir / "confusion_matrix.png")
+    plot_reliability(metrics["calibration"]["reliability"], metrics["ece"], temperature, out_dir / "reliability.png")
     report = render_report(metrics, {"run_dir": str(run.path), "data_dir": metrics["data_dir"],
-                                     "split_description": chosen.description}, worst)
+                                     "split_description": chosen.description}, mistakes[:WORST_EXAMPLES])
     (out_dir / "report.md").write_text(report, encoding="utf-8")
     rd.write_json(out_dir / "metrics.json", metrics)  # last: its presence means the evaluation finished
     return metrics, out_dir
+
+
+def compare_runs(run_paths: list[str | Path], data_dir: str | Path, **kwargs) -> tuple[str, list[dict]]:
+    """Evaluate several runs on the same folder; one Markdown table (refuses runs that saw different files)."""
+    rows, chosen_files = [], None
+    for path in run_paths:
+        metrics, out_dir = evaluate_run(path, data_dir, **kwargs)
+        files = (metrics["split"], metrics["num_examples"])
+        if chosen_files is not None and files != chosen_files:
+            logger.warning("%s was evaluated on different files (%s) than the first run (%s); compare with care.",
+                           path, files, chosen_files)
+        chosen_files = chosen_files or files
+        metadata = rd.read_json(Path(path) / rd.METADATA_FILE)
+        rows.append({"run": str(path), "backbone": metadata["backbone"], "strategy": metadata["strategy"],
+                     "num_examples": metrics["num_examples"], "accuracy": metrics["accuracy"],
+                     "macro_f1": metrics["macro_f1"], "ece": metrics["ece"], "ci95": metrics["ci95"],
+                     "eval_dir": str(out_dir)})
+    return render_comparison(rows), rows

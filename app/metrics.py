@@ -37,16 +37,9 @@ def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int) -> flo
 
 def expected_calibration_error(y_true: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS) -> float:
     """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == y_true
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    bin_index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        members = bin_index == b
-        if members.any():
-            ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(ece)
+    table = reliability_bins(y_true, probabilities, bins)
+    total = sum(row["count"] for row in table)
+    return float(sum(row["count"] / total * abs(row["accuracy"] - row["confidence"]) for row in table if row["count"]))
 
 
 def classification_metrics(y_true, probabilities, class_names: list[str], k: int = 5) -> dict:
@@ -89,3 +82,45 @@ def most_confused_pairs(matrix, class_names: list[str], limit: int = 5) -> list[
         if t != p and matrix[t, p] > 0
     ]
     return sorted(off_diagonal, key=lambda item: -item[2])[:limit]
+
+
+def macro_f1_score(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
+    _, _, f1, support = per_class_scores(confusion_matrix(y_true, y_pred, num_classes))
+    present = support > 0
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def bootstrap_ci95(y_true, y_pred, num_classes: int, resamples: int = 1000, seed: int = 0) -> dict:
+    """Percentile bootstrap 95% intervals for accuracy and macro F1 (examples resampled with replacement)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    accuracies, f1s = np.empty(resamples), np.empty(resamples)
+    for r in range(resamples):
+        index = rng.integers(0, len(y_true), len(y_true))
+        accuracies[r] = np.mean(y_true[index] == y_pred[index])
+        f1s[r] = macro_f1_score(y_true[index], y_pred[index], num_classes)
+    return {
+        "accuracy": [float(np.percentile(accuracies, 2.5)), float(np.percentile(accuracies, 97.5))],
+        "macro_f1": [float(np.percentile(f1s, 2.5)), float(np.percentile(f1s, 97.5))],
+        "resamples": resamples,
+    }
+
+
+def reliability_bins(y_true, probabilities, bins: int = ECE_BINS) -> list[dict]:
+    """Per confidence bin: range, count, mean confidence, accuracy (for the reliability diagram)."""
+    y_true = np.asarray(y_true)
+    probabilities = np.asarray(probabilities)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    bin_index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    result = []
+    for b in range(bins):
+        members = bin_index == b
+        result.append({
+            "low": float(edges[b]), "high": float(edges[b + 1]), "count": int(members.sum()),
+            "confidence": float(confidence[members].mean()) if members.any() else None,
+            "accuracy": float(correct[members].mean()) if members.any() else None,
+        })
+    return result

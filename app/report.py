@@ -49,14 +49,22 @@ def plot_confusion_matrix(matrix, class_names: list[str], path: Path) -> None:
 
 
 def render_report(metrics: dict, context: dict, worst: list[dict]) -> str:
+    ci = metrics["ci95"]
+    temperature = metrics["calibration"]["fitted_temperature"]
+    calibration = ""
+    if temperature is not None:
+        applied = "applied" if metrics["calibration"]["temperature_applied"] else "not applied; --apply-temperature"
+        calibration = f" (temperature fitted on validation: {temperature:.3f}, {applied})"
     lines = [
         f"# Evaluation: {context['run_dir']}",
         "",
         f"- Data: `{context['data_dir']}` ({context['split_description']})",
         f"- Examples: {metrics['num_examples']}, classes: {len(metrics['class_names'])}",
-        f"- Accuracy: **{metrics['accuracy']:.4f}**, top-{metrics['k']} accuracy: {metrics['top_k_accuracy']:.4f}",
-        f"- Macro F1: {metrics['macro_f1']:.4f}, weighted F1: {metrics['weighted_f1']:.4f}",
-        f"- Expected calibration error (15 bins): {metrics['ece']:.4f}",
+        f"- Accuracy: **{metrics['accuracy']:.4f}** (bootstrap 95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}), "
+        f"top-{metrics['k']} accuracy: {metrics['top_k_accuracy']:.4f}",
+        f"- Macro F1: {metrics['macro_f1']:.4f} (95% CI {ci['macro_f1'][0]:.3f}-{ci['macro_f1'][1]:.3f}), "
+        f"weighted F1: {metrics['weighted_f1']:.4f}",
+        f"- Expected calibration error (15 bins): {metrics['ece']:.4f}{calibration}",
         "",
         "## Per class",
         "",
@@ -74,5 +82,50 @@ def render_report(metrics: dict, context: dict, worst: list[dict]) -> str:
         lines += [f"| {w['file']} | {w['true']} | {w['predicted']} | {w['confidence']:.3f} |" for w in worst]
     else:
         lines.append("- none")
-    lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
+    lines += ["", "All mistakes: misclassified.csv", "", "![confusion matrix](confusion_matrix.png)", "",
+              "![reliability diagram](reliability.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_reliability(bins: list[dict], ece: float, temperature: float | None, path: Path) -> None:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, with bin counts below."""
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), height_ratios=[3, 1], sharex=True,
+                                         constrained_layout=True)
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    width = bins[0]["high"] - bins[0]["low"]
+    accuracy = [b["accuracy"] if b["accuracy"] is not None else 0.0 for b in bins]
+    top.bar(centres, accuracy, width=width * 0.95, color="#4c72b0", edgecolor="black", label="accuracy")
+    gaps = [(c, b["confidence"] - b["accuracy"]) for c, b in zip(centres, bins) if b["count"]]
+    top.bar([c for c, _ in gaps], [g for _, g in gaps], bottom=[b["accuracy"] for b in bins if b["count"]],
+            width=width * 0.95, color="#dd8452", alpha=0.6, label="gap to confidence")
+    top.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    top.set_ylim(0, 1)
+    top.set_ylabel("Accuracy")
+    title = f"Reliability (ECE {ece:.3f})"
+    if temperature is not None:
+        title += f", fitted temperature {temperature:.2f}"
+    top.set_title(title)
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(centres, [b["count"] for b in bins], width=width * 0.95, color="grey")
+    bottom.set_xlabel("Confidence (max probability)")
+    bottom.set_ylabel("Examples")
+    bottom.set_xlim(0, 1)
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary, dpi=100)
+    plt.close(figure)
+    os.replace(temporary, path)
+
+
+def render_comparison(rows: list[dict]) -> str:
+    """One Markdown table of several runs evaluated on the same files."""
+    lines = [
+        "| run | backbone | strategy | examples | accuracy (95% CI) | macro F1 | ECE |",
+        "|---|---|---|---:|---|---:|---:|",
+    ]
+    for row in rows:
+        low, high = row["ci95"]["accuracy"]
+        lines.append(
+            f"| {row['run']} | {row['backbone']} | {row['strategy']} | {row['num_examples']} | "
+            f"{row['accuracy']:.4f} ({low:.3f}-{high:.3f}) | {row['macro_f1']:.4f} | {row['ece']:.4f} |"
+        )
     return "\n".join(lines)

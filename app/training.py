@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from app import run_dir as rd
+from app.calibration import fit_temperature
 from app.config import TrainConfig
 from app.data_report import build_data_report, build_manifest
 from app.errors import UserError
@@ -142,6 +143,7 @@ def run_training(config: TrainConfig) -> TrainResult:
                              steps_per_epoch=steps_per_epoch, class_weight=weights,
                              shuffle=False, verbose=2)  # the dataset shuffles itself, seeded
     val_loss, val_accuracy = head_model.evaluate(val_ds, verbose=0)
+    temperature = fit_temperature(head_model.predict(val_ds, verbose=0), val_labels)
 
     task_model = build_task_model(feature_extractor, head)
     rd.save_model(task_model, run_dir)
@@ -164,6 +166,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         "strategy": config.strategy,
         "metrics": {"val_accuracy": float(val_accuracy), "val_loss": float(val_loss),
                     "epochs_trained": epochs_trained, "wall_time_s": round(wall_time, 2)},
+        "calibration": {"temperature": temperature, "fitted_on": "validation split"},
         "data_dir": scan.root,
         "manifest_sha256": manifest_hash,
         "seed": config.seed,
