@@ -47,6 +47,8 @@ class TrainConfig:
     class_weight: str = _help("auto: weight the loss by inverse class frequency of the training split; none: unweighted.", default="none")
     balanced_sampler: bool = _help("Draw training batches class-balanced (every class equally often).", default=False)
     seed: int = _help("Random seed (splits, initialisation, shuffling).", default=42)
+    profile: bool = _help("Record a TensorFlow profiler trace of a few batches of the backbone pass (TensorBoard's "
+                          "Profile tab; needs the tensorboard-plugin-profile package to view).", default=False)
 
     def validate(self) -> "TrainConfig":
         checks = [

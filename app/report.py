@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from app.metrics import most_confused_pairs  # noqa: E402
 
 
-def plot_confusion_matrix(matrix, class_names: list[str], path: Path) -> None:
+def confusion_figure(matrix, class_names: list[str]):
     """Two panels: row-normalised (recall per true class) and raw counts."""
     matrix = np.asarray(matrix)
     n = len(class_names)
@@ -42,10 +42,19 @@ def plot_confusion_matrix(matrix, class_names: list[str], path: Path) -> None:
                     axis.text(p, t, fmt.format(value.item()), ha="center", va="center", fontsize=font - 1,
                               color="white" if value > threshold else "black")
         figure.colorbar(image, ax=axis, shrink=0.8)
+    return figure
+
+
+def save_figure(figure, path: Path, dpi: int = 100) -> None:
+    """Write a figure atomically and close it."""
     temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=100)
+    figure.savefig(temporary, dpi=dpi)
     plt.close(figure)
     os.replace(temporary, path)
+
+
+def plot_confusion_matrix(matrix, class_names: list[str], path: Path) -> None:
+    save_figure(confusion_figure(matrix, class_names), path)
 
 
 def render_report(metrics: dict, context: dict, worst: list[dict]) -> str:
@@ -110,10 +119,7 @@ def plot_reliability(bins: list[dict], ece: float, temperature: float | None, pa
     bottom.set_xlabel("Confidence (max probability)")
     bottom.set_ylabel("Examples")
     bottom.set_xlim(0, 1)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-    os.replace(temporary, path)
+    save_figure(figure, path)
 
 
 def render_comparison(rows: list[dict]) -> str:

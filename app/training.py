@@ -18,7 +18,8 @@ import tensorflow as tf
 from app import run_dir as rd
 from app.calibration import fit_temperature
 from app.config import TrainConfig
-from app.data_report import build_data_report, build_manifest
+from app import tensorboard_logging as tb
+from app.data_report import build_data_report, build_manifest, format_data_report
 from app.errors import UserError
 from app.versions import package_versions
 from app.backbone_choice import input_spec, resolve_backbone
@@ -31,6 +32,9 @@ from models.heads import ClassificationHead
 from models.task_model import build_task_model
 
 logger = logging.getLogger(__name__)
+
+
+PROFILE_BATCHES = 3
 
 
 @dataclass
@@ -50,6 +54,29 @@ def default_run_dir(config: TrainConfig, backbone_name: str) -> Path:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def profile_feature_pass(feature_extractor, examples, modality, size, config, log_dir: Path) -> None:
+    """TensorFlow profiler trace of a few batches of the backbone pass (the Profile tab in TensorBoard)."""
+    from app.inputs import example_dataset
+
+    batches = example_dataset(examples, modality, size, config.batch_size, config.resize).take(PROFILE_BATCHES)
+    logger.info("Profiling %d batches of the feature pass into %s", PROFILE_BATCHES, log_dir)
+    with tf.profiler.experimental.Profile(str(log_dir)):
+        feature_extractor.predict(batches, verbose=0)
+
+
+def _write_tensorboard_extras(log_dir, resolved, report, head_model, val_features, val_probabilities,
+                              val_examples, scan, backbone, config, final_metrics) -> None:
+    texts = read_texts([e.path for e in val_examples], [e.encoding for e in val_examples]) if scan.modality == "text" else None
+    tb.log_worst_mistakes(log_dir, val_examples, val_probabilities, scan.class_names, scan.modality,
+                          backbone.size, config.resize, texts)
+    tb.log_text_summaries(log_dir, resolved, format_data_report(report))
+    tb.log_hparams(log_dir, resolved, final_metrics)
+    embeddings = val_features
+    if config.hidden_units:  # the penultimate layer is then the hidden layer
+        embeddings = keras.Model(head_model.inputs, head_model.get_layer("head_hidden").output).predict(val_features, verbose=0)
+    tb.write_projector(log_dir, embeddings, val_examples, scan.class_names, scan.modality, backbone.size, config.resize)
 
 
 def check_data(config: TrainConfig):
@@ -110,6 +137,8 @@ def run_training(config: TrainConfig) -> TrainResult:
     rd.write_json(run_dir / rd.MANIFEST_FILE, manifest)
     manifest_hash = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
+    if config.profile:
+        profile_feature_pass(feature_extractor, train_examples, scan.modality, backbone.size, config, run_dir / rd.LOGS_DIR)
     logger.info("Computing %s features once for %d examples", backbone.name, len(train_examples) + len(val_examples))
     train_features = extract_features(feature_extractor, train_examples, scan.modality, backbone.size,
                                       config.batch_size, config.resize)
@@ -135,15 +164,28 @@ def run_training(config: TrainConfig) -> TrainResult:
         )
     weights = class_weights(train_labels, len(scan.class_names)) if config.class_weight == "auto" else None
     val_ds = tf.data.Dataset.from_tensor_slices((val_features, np.asarray(val_labels, np.int32))).batch(config.batch_size)
+    log_dir = run_dir / rd.LOGS_DIR
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / rd.LOGS_DIR)),
+        keras.callbacks.TensorBoard(log_dir=str(log_dir)),
+        tb.StepLearningRate(log_dir),
+        tb.ConfusionMatrixPerEpoch(log_dir, val_features, val_labels, scan.class_names),
     ]
+    if scan.modality == "image":
+        first = train_examples[:config.batch_size]
+        tb.log_sample_inputs(log_dir, [e.path for e in first], [e.label for e in first], scan.class_names,
+                             (backbone.size, backbone.size), config.resize,
+                             note="Training inputs after decode and resize. The linear strategy uses no "
+                                  "augmentation: features are computed once from these.")
     history = head_model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
                              steps_per_epoch=steps_per_epoch, class_weight=weights,
                              shuffle=False, verbose=2)  # the dataset shuffles itself, seeded
     val_loss, val_accuracy = head_model.evaluate(val_ds, verbose=0)
-    temperature = fit_temperature(head_model.predict(val_ds, verbose=0), val_labels)
+    val_probabilities = head_model.predict(val_ds, verbose=0)
+    temperature = fit_temperature(val_probabilities, val_labels)
+    _write_tensorboard_extras(log_dir, resolved, report, head_model, val_features, val_probabilities,
+                              val_examples, scan, backbone, config,
+                              {"val_accuracy": float(val_accuracy), "val_loss": float(val_loss)})
 
     task_model = build_task_model(feature_extractor, head)
     rd.save_model(task_model, run_dir)

@@ -1,0 +1,211 @@
+"""Everything metatune writes for TensorBoard beyond Keras' own callback.
+
+Tag scheme (stable; documented in the README):
+  logs/train/       epoch_loss, epoch_accuracy, epoch_learning_rate   (Keras, per epoch)
+                    learning_rate                                     (per optimizer step)
+                    sample_inputs                                     (image, once: a training batch)
+  logs/validation/  epoch_loss, epoch_accuracy                        (Keras, per epoch)
+                    confusion_matrix                                  (image, per epoch)
+                    worst_mistakes                                    (image or text, after training)
+  logs/             hparams (the run's config + final metrics), text: config, data_report,
+                    projector (validation embeddings with labels; sprite for images)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageDraw
+
+from app.metrics import confusion_matrix
+from data.images import load_image
+
+logger = logging.getLogger(__name__)
+
+TRAIN, VALIDATION = "train", "validation"
+GRID_COLUMNS = 4
+GRID_TILE = 128
+SPRITE_TILE = 32
+MAX_PROJECTOR_POINTS = 2000
+MAX_WORST = 16
+
+
+def _writer(log_dir: Path, run: str | None = None):
+    return tf.summary.create_file_writer(str(log_dir / run) if run else str(log_dir))
+
+
+class StepLearningRate(keras.callbacks.Callback):
+    """Writes the optimizer's learning rate at every step (schedules change it within an epoch)."""
+
+    def __init__(self, log_dir: Path):
+        super().__init__()
+        self.writer = _writer(log_dir, TRAIN)
+
+    def on_train_batch_end(self, batch, logs=None):
+        optimizer = self.model.optimizer
+        step = int(optimizer.iterations.numpy())
+        with self.writer.as_default():
+            tf.summary.scalar("learning_rate", float(keras.ops.convert_to_numpy(optimizer.learning_rate)), step=step)
+
+    def on_train_end(self, logs=None):
+        self.writer.flush()
+
+
+class ConfusionMatrixPerEpoch(keras.callbacks.Callback):
+    """Confusion matrix of the validation set as an image, once per epoch."""
+
+    def __init__(self, log_dir: Path, inputs, labels, class_names: list[str]):
+        super().__init__()
+        self.writer = _writer(log_dir, VALIDATION)
+        self.inputs, self.labels, self.class_names = inputs, np.asarray(labels), class_names
+
+    def on_epoch_end(self, epoch, logs=None):
+        predicted = self.model.predict(self.inputs, verbose=0).argmax(axis=1)
+        matrix = confusion_matrix(self.labels, predicted, len(self.class_names))
+        with self.writer.as_default():
+            tf.summary.image("confusion_matrix", confusion_image(matrix, self.class_names)[None], step=epoch)
+
+    def on_train_end(self, logs=None):
+        self.writer.flush()
+
+
+def confusion_image(matrix, class_names: list[str], cell: int = 28) -> np.ndarray:
+    """Row-normalised confusion matrix with counts, drawn with Pillow.
+
+    Why not the matplotlib figure of report.md: it takes ~0.5 s to render, which
+    every epoch would dwarf a head epoch on cached features (milliseconds).
+    """
+    matrix = np.asarray(matrix)
+    n = len(class_names)
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+    label_width = 7 * min(24, max(len(name) for name in class_names)) + 8
+    top = 28
+    width, height = max(label_width + n * cell, 380), top + n * cell + 16
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((2, height - 14), "rows: true class, columns: predicted (row-normalised, counts)", fill="black")
+    for i, name in enumerate(class_names):
+        draw.text((2, top + i * cell + cell // 3), name[:24], fill="black")
+        draw.text((label_width + i * cell + 2, 2 + (i % 2) * 12), name[:4], fill="black")
+    for t in range(n):
+        for p in range(n):
+            level = int(255 * (1 - share[t, p]))
+            x0, y0 = label_width + p * cell, top + t * cell
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(level, level, 255), outline=(220, 220, 220))
+            if matrix[t, p]:
+                draw.text((x0 + 3, y0 + cell // 3), str(int(matrix[t, p])), fill="white" if share[t, p] > 0.5 else "black")
+    return np.asarray(image)
+
+
+def _labelled_tile(path: str, caption: str, size: tuple[int, int], resize: str) -> Image.Image:
+    pixels = load_image(path, size, resize)
+    tile = Image.fromarray(pixels).resize((GRID_TILE, GRID_TILE), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (GRID_TILE, GRID_TILE + 24), "white")
+    canvas.paste(tile, (0, 0))
+    ImageDraw.Draw(canvas).text((2, GRID_TILE + 2), caption[:40], fill="black")
+    return canvas
+
+
+def image_grid(paths: list[str], captions: list[str], size: tuple[int, int], resize: str) -> np.ndarray:
+    """A captioned grid (uint8 HxWx3) of up to MAX_WORST images."""
+    tiles = [_labelled_tile(p, c, size, resize) for p, c in zip(paths[:MAX_WORST], captions[:MAX_WORST])]
+    rows = max(1, -(-len(tiles) // GRID_COLUMNS))
+    width, height = GRID_TILE, GRID_TILE + 24
+    grid = Image.new("RGB", (GRID_COLUMNS * width, rows * height), "white")
+    for i, tile in enumerate(tiles):
+        grid.paste(tile, ((i % GRID_COLUMNS) * width, (i // GRID_COLUMNS) * height))
+    return np.asarray(grid)
+
+
+def log_sample_inputs(log_dir: Path, paths: list[str], labels: list[int], class_names: list[str],
+                      size: tuple[int, int], resize: str, note: str) -> None:
+    """One batch of training inputs exactly as the model sees them (after decode and resize)."""
+    grid = image_grid(paths, [class_names[y] for y in labels], size, resize)
+    with _writer(log_dir, TRAIN).as_default():
+        tf.summary.image("sample_inputs", grid[None], step=0, description=note)
+
+
+def log_worst_mistakes(log_dir: Path, examples, probabilities: np.ndarray, class_names: list[str],
+                       modality: str, size: int, resize: str, texts: list[str] | None = None) -> int:
+    """The most confident validation mistakes: an image grid (images) or a table (text)."""
+    labels = np.asarray([e.label for e in examples])
+    predicted = probabilities.argmax(axis=1)
+    wrong = [i for i in np.argsort(-probabilities.max(axis=1)) if predicted[i] != labels[i]][:MAX_WORST]
+    captions = [f"true {class_names[labels[i]]} / pred {class_names[predicted[i]]} {probabilities[i].max():.2f}"
+                for i in wrong]
+    with _writer(log_dir, VALIDATION).as_default():
+        if not wrong:
+            tf.summary.text("worst_mistakes", "No validation mistakes.", step=0)
+        elif modality == "image":
+            grid = image_grid([examples[i].path for i in wrong], captions, (size, size), resize)
+            tf.summary.image("worst_mistakes", grid[None], step=0)
+        else:
+            rows = ["| true / predicted | text |", "|---|---|"]
+            rows += [f"| {c} | {(texts or [''] * len(examples))[i][:200].replace('|', ' ')} |" for c, i in zip(captions, wrong)]
+            tf.summary.text("worst_mistakes", "\n".join(rows), step=0)
+    return len(wrong)
+
+
+def log_text_summaries(log_dir: Path, config: dict, data_report_text: str) -> None:
+    with _writer(log_dir).as_default():
+        tf.summary.text("config", "```\n" + json.dumps(config, indent=2, default=str) + "\n```", step=0)
+        tf.summary.text("data_report", "```\n" + data_report_text + "\n```", step=0)
+
+
+def _hparam_value(value):
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return "none" if value is None else str(value)
+
+
+def log_hparams(log_dir: Path, config: dict, final_metrics: dict[str, float]) -> None:
+    """The config as hyperparameters plus final metrics, so runs line up in the HParams tab."""
+    from tensorboard.plugins.hparams import api as hp
+
+    hparams = {key: _hparam_value(value) for key, value in config.items() if key not in ("output", "data_dir")}
+    metrics = [hp.Metric("epoch_accuracy", group=VALIDATION, display_name="validation accuracy (per epoch)"),
+               hp.Metric("epoch_loss", group=VALIDATION, display_name="validation loss (per epoch)")]
+    metrics += [hp.Metric(f"final/{name}", display_name=name) for name in final_metrics]
+    with _writer(log_dir).as_default():
+        hp.hparams_config(hparams=[hp.HParam(key) for key in hparams], metrics=metrics)
+        hp.hparams(hparams, trial_id=Path(config.get("output") or log_dir).name)
+        for name, value in final_metrics.items():
+            tf.summary.scalar(f"final/{name}", value, step=0)
+
+
+def _sprite(paths: list[str], size: tuple[int, int], resize: str) -> Image.Image:
+    side = int(np.ceil(np.sqrt(len(paths))))
+    sprite = Image.new("RGB", (side * SPRITE_TILE, side * SPRITE_TILE), "white")
+    for i, path in enumerate(paths):
+        tile = Image.fromarray(load_image(path, size, resize)).resize((SPRITE_TILE, SPRITE_TILE))
+        sprite.paste(tile, ((i % side) * SPRITE_TILE, (i // side) * SPRITE_TILE))
+    return sprite
+
+
+def write_projector(log_dir: Path, embeddings: np.ndarray, examples, class_names: list[str], modality: str,
+                    size: int, resize: str) -> None:
+    """Validation embeddings (the head's input) with their labels, and a sprite for images."""
+    from tensorboard.plugins import projector
+
+    count = min(len(examples), MAX_PROJECTOR_POINTS)
+    embedding = tf.Variable(np.asarray(embeddings[:count], np.float32), name="embedding")
+    tf.train.Checkpoint(embedding=embedding).save(str(log_dir / "embedding.ckpt"))
+    with (log_dir / "metadata.tsv").open("w", encoding="utf-8") as handle:
+        handle.write("label\tfile\n")
+        for example in examples[:count]:
+            handle.write(f"{class_names[example.label]}\t{Path(example.path).name}\n")
+    config = projector.ProjectorConfig()
+    entry = config.embeddings.add()
+    entry.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
+    entry.metadata_path = "metadata.tsv"
+    if modality == "image":
+        _sprite([e.path for e in examples[:count]], (size, size), resize).save(log_dir / "sprite.png")
+        entry.sprite.image_path = "sprite.png"
+        entry.sprite.single_image_dim.extend([SPRITE_TILE, SPRITE_TILE])
+    projector.visualize_embeddings(str(log_dir), config)
