@@ -22,7 +22,7 @@ def confusion_figure(matrix, class_names: list[str]):
     normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=np.float64), where=rows > 0)
     cell = 0.45 if n <= 20 else 0.28
     side = max(4.0, 2.0 + cell * n)
-    font = 9 if n <= 15 else max(4, 9 - (n - 15) // 6)
+    font = 9 if n <= 15 else 7 if n <= 30 else 6  # points; a 0.28 in cell holds a 6 pt label
     figure, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side + 1.0), constrained_layout=True)
     for axis, values, title, fmt in (
         (axes[0], normalised, "Normalised by true class", "{:.2f}"),

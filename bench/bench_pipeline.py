@@ -48,8 +48,8 @@ RESULT_PREFIX = "BENCH_RESULT "
 TARGET_RATIO = 3.0
 DATA_VERSION = 1
 
-FULL = {"jpegs": 20_000, "tiny": 100_000, "train_warm": 3, "train_steps": 8, "infer_warm": 2, "infer_steps": 8,
-        "ceiling_files": 2_000, "noop_files": 20_000}
+FULL = {"jpegs": 20_000, "tiny": 100_000, "train_warm": 3, "train_steps": 6, "infer_warm": 2, "infer_steps": 6,
+        "ceiling_files": 1_000, "noop_files": 10_000}
 QUICK = {"jpegs": 1_000, "tiny": 10_000, "train_warm": 1, "train_steps": 2, "infer_warm": 1, "infer_steps": 3,
          "ceiling_files": 300, "noop_files": 3_000}
 
@@ -516,7 +516,7 @@ def run_benchmark(args) -> tuple[dict, dict]:
                                     "files": sizes["ceiling_files"], "noop_files": sizes["noop_files"]}),
         ]
     runs: list[dict] = []
-    wait_budget = 30.0 if args.quick else 120.0  # total seconds we may spend waiting for a quiet machine
+    wait_budget = 30.0 if args.quick else 60.0  # total seconds we may spend waiting for a quiet machine
     for r in range(args.runs):
         results = {}
         for name, kind, params in plan:
@@ -746,7 +746,7 @@ def render_markdown(meta: dict, data: dict) -> str:
         f"/proc/stat, minus the benchmark's own CPU): median over all measurements "
         f"{statistics.median(v for vals in loads.values() for v in vals):.2f} cores, worst "
         f"{max(worst[1]):.2f} cores (`{worst[0]}`). Before each measurement the benchmark waits up to "
-        f"{5 if meta['quick'] else 20} s (at most {30 if meta['quick'] else 120} s in all) for other processes "
+        f"{5 if meta['quick'] else 20} s (at most {30 if meta['quick'] else 60} s in all) for other processes "
         f"to go below 0.25 cores; it waited "
         f"{sum(r[name].get('waited_for_quiet_s', 0.0) for r in runs for name in r):.0f} s in total.")
     add("")

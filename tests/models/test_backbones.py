@@ -77,7 +77,9 @@ def features():
         if name not in cache:
             spec = get_backbone(name)
             keras.utils.set_random_seed(0)
-            cache[name] = spec.build_features(_size(spec), "none")
+            with warnings.catch_warnings():  # MobileNetV3 warns that 32 px is not one of its ImageNet sizes
+                warnings.simplefilter("ignore", UserWarning)
+                cache[name] = spec.build_features(_size(spec), "none")
         return cache[name]
 
     return get
@@ -259,6 +261,7 @@ def offline_keras(monkeypatch):
     return calls
 
 
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined:UserWarning")
 @pytest.mark.parametrize("name", ["resnet50", "mobilenet_v3_small", "efficientnet_v2_b0"])
 def test_imagenet_weights_offline_give_a_clear_error_fast(name, offline_keras):
     started = time.perf_counter()
@@ -300,6 +303,23 @@ def test_weights_file_error_is_short(wrong_architecture_error):
     assert len(message) < 2000 and "value=[[" not in message
 
 
+def test_legacy_h5_weights_file_is_loaded(tmp_path):
+    """The format of Keras' own download cache (~/.keras/models/*_notop.h5), copied from another machine."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(5)
+    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    path = tmp_path / "resnet50_notop.h5"
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, reference)
+    keras.utils.set_random_seed(6)
+    model = get_backbone("resnet50").build_features(IMAGE_SIZE, str(path))
+    for name in ("conv1_conv", "conv5_block3_3_conv"):
+        np.testing.assert_array_equal(np.asarray(model.get_layer("resnet50").get_layer(name).kernel),
+                                      np.asarray(reference.get_layer(name).kernel))
+
+
 def test_text_backbone_rejects_image_weights():
     with pytest.raises(ModelError, match="pretrained.*none") as info:
         get_backbone("minilm").build_features(SEQUENCE_LENGTH, "imagenet")
@@ -312,7 +332,8 @@ def test_keras_hub_preset_offline_names_minilm_and_local_folders(monkeypatch):
     def fail(*args, **kwargs):
         raise ConnectionError("Failed to resolve 'api.kaggle.com' ([Errno -2] Name or service not known)")
 
-    monkeypatch.setattr(preset_utils.kagglehub, "model_download", fail)
+    if preset_utils.kagglehub is not None:  # without kagglehub, keras-hub fails with an ImportError instead
+        monkeypatch.setattr(preset_utils.kagglehub, "model_download", fail)
     spec = get_backbone("bert_tiny_en_uncased")
     assert spec.modality == "text" and spec.default_weights == "pretrained"
     started = time.perf_counter()
@@ -321,7 +342,8 @@ def test_keras_hub_preset_offline_names_minilm_and_local_folders(monkeypatch):
     assert time.perf_counter() - started < 15
     message = str(info.value)
     assert "bert_tiny_en_uncased" in message and "--backbone minilm" in message
-    assert "local Hugging Face BERT folder" in message and "api.kaggle.com" in message
+    assert "local Hugging Face BERT folder" in message
+    assert "api.kaggle.com" in message or preset_utils.kagglehub is None
 
 
 def test_unknown_backbone_lists_the_choices_without_tests_only_ones():
@@ -340,6 +362,17 @@ def test_folder_with_a_non_bert_model_is_rejected(tmp_path):
     with pytest.raises(ModelError, match="'gpt2'") as info:
         get_backbone(str(folder))
     assert "model_type 'bert'" in str(info.value)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG models/backbones/text_bert.py:49,126: a malformed config.json in a "
+                                       "folder with vocab.txt escapes as JSONDecodeError/AttributeError (a traceback "
+                                       "from train.py --backbone FOLDER) instead of a ModelError")
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+def test_folder_with_a_malformed_config_is_a_model_error(tmp_path, content):
+    (tmp_path / "config.json").write_text(content)
+    (tmp_path / "vocab.txt").write_text("\n".join(TINY_VOCABULARY))
+    with pytest.raises(ModelError, match="config.json"):
+        get_backbone(str(tmp_path))
 
 
 @pytest.fixture
