@@ -8,7 +8,9 @@ from models.heads import ClassificationHead
 
 
 def build_task_model(feature_extractor: keras.Model, head: ClassificationHead, name: str = "metatune_classifier") -> keras.Model:
-    inputs = keras.Input(shape=feature_extractor.input_shape[1:], dtype=feature_extractor.inputs[0].dtype, name="pixels")
+    source = feature_extractor.inputs[0]
+    name = "text" if "string" in str(source.dtype) else "pixels"
+    inputs = keras.Input(shape=feature_extractor.input_shape[1:], dtype=source.dtype, name=name)
     features = feature_extractor(inputs)
     return keras.Model(inputs, head(features), name=name)
 

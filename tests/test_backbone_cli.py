@@ -61,15 +61,31 @@ def image_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def resnet_run(image_folder, tmp_path_factory):
+def resnet_weights(tmp_path_factory):
+    """A ResNet50 weights file (include_top=False) with a recognisable stem kernel, and that kernel."""
+    keras.utils.set_random_seed(7)
+    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    conv1 = reference.get_layer("conv1_conv")
+    conv1.kernel.assign(conv1.kernel * 3.0)  # no initialiser draws these values
+    path = tmp_path_factory.mktemp("weights") / "r50.weights.h5"
+    reference.save_weights(str(path))
+    return path, {name: np.asarray(reference.get_layer(name).kernel) for name in ("conv1_conv", "conv5_block3_3_conv")}
+
+
+@pytest.fixture(scope="module")
+def resnet_run(image_folder, resnet_weights, tmp_path_factory):
+    # One resnet50 run serves all image tests: `--weights FILE` takes the same CLI path as
+    # `--weights none` (random initialisation, then the file); `none` itself is covered by
+    # tests/models/test_backbones.py and, through the CLI, by tests/test_cli_errors.py.
     run = tmp_path_factory.mktemp("r50") / "run"
-    assert train.main([str(image_folder), *R50_FAST, "--weights", "none", "--output", str(run)]) == 0
+    argv = [str(image_folder), *R50_FAST, "--weights", str(resnet_weights[0]), "--output", str(run)]
+    assert train.main(argv) == 0
     return run
 
 
-def test_resnet50_random_weights_train_evaluate_predict(resnet_run, image_folder, capsys):
+def test_resnet50_trains_evaluates_and_predicts(resnet_run, resnet_weights, image_folder, capsys):
     metadata = rd.read_json(resnet_run / rd.METADATA_FILE)
-    assert metadata["backbone"] == "resnet50" and metadata["weights"] == "none"
+    assert metadata["backbone"] == "resnet50" and metadata["weights"] == str(resnet_weights[0])
     assert metadata["input_spec"]["image_size"] == [32, 32] and metadata["class_names"] == ["dark", "light"]
     assert metadata["metrics"]["epochs_trained"] == 2
     config = rd.read_json(resnet_run / rd.CONFIG_FILE)
@@ -91,24 +107,12 @@ def test_resnet50_random_weights_train_evaluate_predict(resnet_run, image_folder
     assert top[0]["probability"] >= top[1]["probability"]
 
 
-def test_resnet50_weights_file_is_used(image_folder, tmp_path):
-    keras.utils.set_random_seed(7)
-    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
-    conv1 = reference.get_layer("conv1_conv")
-    conv1.kernel.assign(conv1.kernel * 3.0)  # recognisable: no initialiser draws these values
-    weights_file = tmp_path / "r50.weights.h5"
-    reference.save_weights(str(weights_file))
-    expected = np.asarray(conv1.kernel)
-
-    run = tmp_path / "run"
-    assert train.main([str(image_folder), *R50_FAST, "--weights", str(weights_file), "--output", str(run)]) == 0
-    assert rd.read_json(run / rd.METADATA_FILE)["weights"] == str(weights_file)
-    model = load_task_model(str(run / rd.MODEL_FILE))
+def test_resnet50_weights_file_is_used(resnet_run, resnet_weights):
+    model = load_task_model(str(resnet_run / rd.MODEL_FILE))
     assert model.input_shape == (None, 32, 32, 3)
     assert find_layer(model, "caffe_normalize").reverse_channels is True
-    np.testing.assert_array_equal(np.asarray(find_layer(model, "conv1_conv").kernel), expected)
-    last = reference.get_layer("conv5_block3_3_conv").kernel
-    np.testing.assert_array_equal(np.asarray(find_layer(model, "conv5_block3_3_conv").kernel), np.asarray(last))
+    for name, kernel in resnet_weights[1].items():
+        np.testing.assert_array_equal(np.asarray(find_layer(model, name).kernel), kernel)
 
 
 def test_resnet50_imagenet_offline_fails_cleanly(image_folder, tmp_path, monkeypatch, capsys):

@@ -47,10 +47,12 @@ def _load_weights_file(core: keras.Model, name: str, path: Path) -> None:
     try:
         core.load_weights(str(path))
     except Exception as error:  # Keras raises ValueError/KeyError/OSError for mismatched files
+        # Keras' message can list every mismatched tensor (thousands of lines): keep its first line.
+        first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
         raise ModelError(
-            f"Could not load {str(path)!r} into {name}: {error}. The file must be a Keras weights file "
+            f"Could not load {str(path)!r} into {name} ({first_line}). The file must be a Keras weights file "
             f"(.weights.h5 or legacy .h5) of {name} without its classification top (include_top=False)."
-        ) from error
+        ) from None
 
 
 def _build_efficientnet_lite0(image_size: int, weights: str, pooling: str | None = None) -> keras.Model:

@@ -44,21 +44,22 @@ def is_hf_bert_dir(name: str) -> bool:
     return (path / "config.json").is_file() and (path / "vocab.txt").is_file()
 
 
-def _hf_model_type(path: Path) -> str:
+def _read_json_object(path: Path) -> dict:
+    """A JSON object from a model folder; anything else is a ModelError naming the file."""
     try:
-        return json.loads((path / "config.json").read_text()).get("model_type", "")
-    except (OSError, ValueError):
-        return ""
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelError(f"Cannot read {str(path)!r} as JSON ({error}). Is this a Hugging Face model folder?") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"{str(path)!r} must hold a JSON object. Received: {type(value).__name__}")
+    return value
 
 
 def default_pooling(path: Path) -> str:
     """Mean for sentence-transformer folders (their pooling config says so), else CLS."""
     pooling_config = path / "1_Pooling" / "config.json"
     if pooling_config.is_file():
-        try:
-            config = json.loads(pooling_config.read_text())
-        except (OSError, ValueError):
-            return "mean"
+        config = _read_json_object(pooling_config)
         return "cls" if config.get("pooling_mode_cls_token") and not config.get("pooling_mode_mean_tokens") else "mean"
     if (path / "sentence_bert_config.json").is_file() or (path / "modules.json").is_file():
         return "mean"
@@ -117,13 +118,14 @@ def _slug(label: str) -> str:
 
 def hf_folder_spec(path: str, name: str | None = None, source_note: str | None = None) -> BackboneSpec:
     folder = Path(path).expanduser().resolve()
-    model_type = _hf_model_type(folder)
+    config = _read_json_object(folder / "config.json")
+    model_type = config.get("model_type", "")
     if model_type and model_type not in BERT_MODEL_TYPES:
         raise ModelError(
             f"{str(folder)!r} holds a {model_type!r} model; only BERT-family folders (model_type 'bert') are "
             "supported as text backbones."
         )
-    hidden = json.loads((folder / "config.json").read_text()).get("hidden_size", 0)
+    hidden = config.get("hidden_size", 0)
     pooling = default_pooling(folder)
     label = name or str(folder)
 

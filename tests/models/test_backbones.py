@@ -4,6 +4,7 @@ names its blocks, wraps its preprocessing in serializable layers, and fails clea
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 import warnings
@@ -14,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import train
-from models.backbones import keras_apps, text_bert  # noqa: F401  (registers the built-in backbones)
+from models.backbones import text_bert
 from models.backbones.blocks import _flat_layers
 from models.backbones.registry import BACKBONES, get_backbone, list_backbones
 from models.errors import ModelError
@@ -85,10 +86,11 @@ def features():
     return get
 
 
-def test_registry_lists_the_built_in_backbones_only():
-    assert set(REGISTERED) == {"efficientnet_lite0", "resnet50", "mobilenet_v3_small", "efficientnet_v2_b0", "minilm"}
+def test_registry_lists_the_built_in_backbones_but_not_the_tests_only_ones():
+    assert {"efficientnet_lite0", "resnet50", "mobilenet_v3_small", "efficientnet_v2_b0", "minilm"} <= set(REGISTERED)
     assert BACKBONES["tiny_image"].tests_only and BACKBONES["tiny_text"].tests_only
-    assert set(EXPECTED_BLOCKS) == set(ALL_BACKBONES) == set(STEMS)
+    assert "tiny_image" not in REGISTERED and "tiny_text" not in REGISTERED
+    assert all(spec.modality in ("image", "text") for spec in list_backbones())
 
 
 def _round_trip(feature_extractor, modality, tmp_path):
@@ -160,12 +162,12 @@ def test_blocks_and_top_blocks(name, features):
     spec = get_backbone(name)
     model = features(name)
     groups = spec.blocks(model)
-    assert len(groups) == EXPECTED_BLOCKS[name] >= 2
+    assert len(groups) >= 2
+    if name in EXPECTED_BLOCKS:  # a backbone registered later gets the generic checks only
+        assert len(groups) == EXPECTED_BLOCKS[name]
     block_layers = [layer for group in groups for layer in group]
     assert len({id(layer) for layer in block_layers}) == len(block_layers), "a layer is in two blocks"
     # Every group starts with a layer of its own block key; keys are distinct and in network order.
-    import re
-
     keys = [re.match(spec.block_pattern, group[0].name).group(1) for group in groups]
     assert len(set(keys)) == len(keys)
     flat = _flat_layers(model)
@@ -179,12 +181,15 @@ def test_blocks_and_top_blocks(name, features):
     with pytest.raises(ValueError, match=">= 0"):
         spec.top_blocks(model, -1)
 
-    stem = next(layer for layer in flat if layer.name == STEMS[name])
-    assert id(stem) not in {id(layer) for layer in block_layers}
-    assert flat.index(stem) < positions[0]
-    if spec.modality == "image" and name != "tiny_image":
+    block_ids = {id(layer) for layer in block_layers}
+    if spec.modality == "image" and name != "tiny_image":  # tiny_image has no stem: block0 starts at its 1st conv
         first_conv = next(layer for layer in flat if isinstance(layer, keras.layers.Conv2D))
-        assert first_conv is stem
+        assert id(first_conv) not in block_ids and flat.index(first_conv) < positions[0]
+    if name in STEMS:
+        stem = next(layer for layer in flat if layer.name == STEMS[name])
+        assert id(stem) not in block_ids and flat.index(stem) < positions[0]
+        if spec.modality == "image" and name != "tiny_image":
+            assert stem is first_conv
 
 
 # --- preprocessing layers -------------------------------------------------------------------
@@ -296,8 +301,6 @@ def test_weights_file_of_another_architecture(wrong_architecture_error):
     assert str(path) in message and "resnet50" in message and "include_top=False" in message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG models/backbones/keras_apps.py:_load_weights_file embeds Keras' whole "
-                                       "load error, with every mismatched tensor printed in full (18,017 chars, 275 lines for tiny_image -> resnet50)")
 def test_weights_file_error_is_short(wrong_architecture_error):
     _, message = wrong_architecture_error
     assert len(message) < 2000 and "value=[[" not in message
@@ -364,9 +367,6 @@ def test_folder_with_a_non_bert_model_is_rejected(tmp_path):
     assert "model_type 'bert'" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG models/backbones/text_bert.py:49,126: a malformed config.json in a "
-                                       "folder with vocab.txt escapes as JSONDecodeError/AttributeError (a traceback "
-                                       "from train.py --backbone FOLDER) instead of a ModelError")
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
 def test_folder_with_a_malformed_config_is_a_model_error(tmp_path, content):
     (tmp_path / "config.json").write_text(content)
