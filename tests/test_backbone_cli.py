@@ -227,3 +227,15 @@ def test_pooling_and_hidden_units_are_honoured(text_run):
     assert isinstance(hidden, keras.layers.Dense) and hidden.units == 8
     assert hidden.kernel.shape == (16, 8)  # tiny_text features (16) -> 8 hidden units
     assert find_layer(model, "head_dense").kernel.shape == (8, 2)
+
+
+def test_resnet50_random_weights_trains_and_evaluates_end_to_end(image_folder, tmp_path, capsys):
+    run = tmp_path / "r50-none"
+    assert train.main([str(image_folder), "--backbone", "resnet50", "--weights", "none", "--image-size", "32",
+                       "--epochs", "2", "--output", str(run)]) == 0
+    metadata = json.loads((run / "metadata.json").read_text())
+    assert (metadata["backbone"], metadata["weights"]) == ("resnet50", "none")
+    assert evaluate.main([str(run), str(image_folder), "--name", "none"]) == 0
+    metrics = json.loads((run / "eval" / "none" / "metrics.json").read_text())
+    assert metrics["num_examples"] > 0 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert "Traceback" not in capsys.readouterr().err
