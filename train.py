@@ -1,6 +1,9 @@
 """Train a classifier on a folder of labelled examples.
 
     python train.py DATA_DIR [--backbone efficientnet_lite0] [--strategy linear] [--output RUN_DIR]
+    python train.py DATA_DIR --strategy finetune --unfreeze 2
+    python train.py --config run.yaml [--epochs 5 ...]   # file values, overridden by the flags given
+    python train.py --resume RUN_DIR      # continue an interrupted run from its last completed epoch
     python train.py DATA_DIR --check      # the data doctor only: check every file, print the report
 """
 
@@ -14,12 +17,12 @@ prepare_environment()
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app.config import config_from_args
-
-    config, modes = config_from_args(argv)
     setup_logging()
 
     def command() -> int:
+        from app.config import config_from_args
+
+        config, modes = config_from_args(argv)
         from app.training import check_data, run_training
 
         if modes.list_backbones:
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             _, _, report = check_data(config)
             print(format_data_report(report))
             return 0
-        result = run_training(config)
+        result = run_training(config, resume_dir=getattr(modes, "resume", None))
         print(
             f"Validation accuracy {result.val_accuracy:.3f} after {result.epochs_trained} epochs "
             f"in {result.wall_time_s:.0f} s.\nRun directory: {result.run_dir}\n"

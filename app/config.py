@@ -1,25 +1,40 @@
-"""Training configuration: one typed dataclass, its CLI, validation and JSON round trip."""
+"""Training configuration: one typed dataclass, its CLI, config files, validation and JSON round trip.
+
+Precedence: TrainConfig defaults < the --config file < the flags the user actually typed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import json
+import math
+import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
 
 from app.errors import UserError
+from app.run_dir import CONFIG_FILE
 
-STRATEGIES = ("linear",)
+STRATEGIES = ("linear", "finetune")
 CHOICES = {
     "strategy": STRATEGIES,
     "resize": ("stretch", "pad", "crop"),
     "class_weight": ("none", "auto"),
     "pooling": ("auto", "mean", "cls"),
+    "lr_schedule": ("cosine", "constant", "plateau"),
+    "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+    "image_cache": ("auto", "memory", "none"),
 }
 
 
-def _help(text: str, **kwargs):
-    return field(metadata={"help": text}, **kwargs)
+def _help(text: str, accept_int: bool = False, **kwargs):
+    return field(metadata={"help": text, "accept_int": accept_int}, **kwargs)
 
 
 @dataclass
@@ -27,7 +42,8 @@ class TrainConfig:
     data_dir: str = _help("Data folder: DATA_DIR/<class>/<files> or DATA_DIR/{train,val,test}/<class>/<files>.", default="")
     backbone: str | None = _help("Backbone: a name from --list-backbones, a keras-hub BERT preset, or a local Hugging "
                                  "Face BERT folder (default: efficientnet_lite0 for images, minilm for text).", default=None)
-    strategy: str = _help("Training strategy.", default="linear")
+    strategy: str = _help("Training strategy: linear (frozen backbone, head on cached features) or finetune "
+                          "(head first, then the top backbone blocks at a lower learning rate).", default="linear")
     weights: str | None = _help("Backbone weights: images imagenet|none|PATH (a Keras weights file), text "
                                 "pretrained|none (default: the backbone's pretrained weights).", default=None)
     output: str | None = _help("Run directory (default: runs/<time>-<dataset>-<backbone>-<strategy>).", default=None)
@@ -37,6 +53,26 @@ class TrainConfig:
                          "checkpoints, else CLS).", default="auto")
     hidden_units: int = _help("Hidden ReLU layer in the head (0: none, a linear head).", default=0)
     epochs: int = _help("Maximum head-training epochs (early stopping on validation loss).", default=100)
+    finetune_epochs: int = _help("finetune: maximum epochs of phase 2 (backbone top unfrozen).", default=20)
+    # A config file naturally says `unfreeze: 2`; from_dict turns that int into the string the CLI gives.
+    unfreeze: str = _help("finetune: how many top backbone blocks to train in phase 2, N or all.", default="2",
+                          accept_int=True)
+    finetune_learning_rate: float = _help("finetune: phase-2 learning rate of the head and the top block.", default=1e-4)
+    lr_decay: float = _help("finetune: learning-rate multiplier from one unfrozen block group to the next one "
+                            "down (discriminative learning rates; 1 = the same rate everywhere).", default=0.5)
+    lr_schedule: str = _help("finetune phase 2: cosine (with linear warm-up), constant, or plateau (constant, "
+                             "divided by 5 when validation loss stalls).", default="cosine")
+    warmup_fraction: float = _help("finetune phase 2: fraction of the steps spent warming the learning rate up.", default=0.1)
+    label_smoothing: float = _help("Label smoothing of the cross-entropy loss (0: none).", default=0.0)
+    augment: bool = _help("finetune phase 2, images: random flip, rotation, zoom and contrast on training batches "
+                          "(never on cached features or evaluation).", default=True)
+    image_cache: str = _help("finetune phase 2: keep decoded training images in memory (auto: when they fit in a "
+                             "quarter of RAM).", default="auto")
+    precision: str = _help("Compute precision: auto (mixed_float16 on a GPU that supports it, float32 on CPU), "
+                           "float32, mixed_float16 or mixed_bfloat16. The head always computes in float32.", default="auto")
+    cache_features: bool = _help("Keep the frozen backbone's features on disk under the cache folder and reuse them "
+                                 "across runs (invalidated when the backbone, its weights, the input size, the "
+                                 "preprocessing or a file's content change).", default=True)
     patience: int = _help("Early-stopping patience in epochs.", default=10)
     batch_size: int = _help("Batch size.", default=32)
     learning_rate: float = _help("Head learning rate (Adam).", default=1e-3)
@@ -50,7 +86,8 @@ class TrainConfig:
     profile: bool = _help("Record a TensorFlow profiler trace of a few batches of the backbone pass (TensorBoard's "
                           "Profile tab; needs the tensorboard-plugin-profile package to view).", default=False)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self, where: Mapping[str, str] | None = None) -> "TrainConfig":
+        where = where or {}
         checks = [
             (bool(self.data_dir), "data_dir is required"),
             (self.strategy in STRATEGIES, f"strategy must be one of {list(STRATEGIES)}"),
@@ -68,59 +105,237 @@ class TrainConfig:
             (self.learning_rate > 0, "learning_rate must be positive"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (0.0 < self.val_fraction < 1.0, "val_fraction must be in (0, 1)"),
+            (self.finetune_epochs >= 1, "finetune_epochs must be at least 1"),
+            (self.unfreeze == "all" or self.unfreeze.isdigit() and int(self.unfreeze) >= 1,
+             "unfreeze must be a positive number of blocks or 'all'"),
+            (self.finetune_learning_rate > 0, "finetune_learning_rate must be positive"),
+            (0.0 < self.lr_decay <= 1.0, "lr_decay must be in (0, 1]"),
+            (self.lr_schedule in CHOICES["lr_schedule"], f"lr_schedule must be one of {list(CHOICES['lr_schedule'])}"),
+            (0.0 <= self.warmup_fraction < 1.0, "warmup_fraction must be in [0, 1)"),
+            (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
+            (self.image_cache in CHOICES["image_cache"], f"image_cache must be one of {list(CHOICES['image_cache'])}"),
+            (self.precision in CHOICES["precision"], f"precision must be one of {list(CHOICES['precision'])}"),
         ]
         for ok, message in checks:
             if not ok:
                 key = message.split()[0]
-                raise UserError(f"Invalid configuration: {message}. Received: {key}={getattr(self, key)!r}")
+                raise UserError(f"{_invalid(key, where)}: {message}. Received: {key}={getattr(self, key)!r}")
         return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"Unknown configuration keys: {unknown}. Valid keys: {sorted(known)}")
-        return cls(**values).validate()
+    def from_dict(cls, values: Mapping, where: Mapping[str, str] | None = None) -> "TrainConfig":
+        """A validated config from plain values (a config file, config.json, parsed flags).
+
+        `where` maps a key to where its value came from (e.g. "config file 'run.yaml'"), so
+        an error names the file to fix; keys not in it get the plain message.
+        """
+        where = where or {}
+        _reject_unknown_keys(values, where)
+        typed = {key: _checked_value(key, value, where) for key, value in values.items()}
+        return cls(**typed).validate(where)
 
 
-def build_parser() -> argparse.ArgumentParser:
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # bool is an int subclass: `epochs: true` is a slip
+
+
+# The field annotation (a string, thanks to `from __future__ import annotations`) -> (accepts, what is valid).
+# Config files arrive untyped, so a value of the wrong type must fail here with its key, not deep in training.
+_TYPE_RULES = {
+    "int": (_is_int, "an integer"),
+    # Finite: YAML's .inf / .nan would pass some range checks (learning_rate > 0) and wreck training.
+    "float": (lambda v: _is_int(v) or isinstance(v, float) and math.isfinite(v), "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "int | None": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "str | None": (lambda v: v is None or isinstance(v, str), "a string or null"),
+}
+
+
+def _invalid(key: str, where: Mapping[str, str]) -> str:
+    source = where.get(key)
+    return f"Invalid configuration in {source}" if source else "Invalid configuration"
+
+
+def _reject_unknown_keys(values: Mapping, where: Mapping[str, str]) -> None:
+    unknown = [key for key in values if key not in _FIELDS]
+    if not unknown:
+        return
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), list(_FIELDS), n=1)
+        named.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    sources = sorted({where[key] for key in unknown if key in where})
+    place = f" in {', '.join(sources)}" if sources else ""
+    raise UserError(f"Unknown configuration key{'s' if len(unknown) > 1 else ''}{place}: {', '.join(named)}. "
+                    f"Valid keys: {', '.join(_FIELDS)}")
+
+
+def _checked_value(key: str, value, where: Mapping[str, str]):
+    f = _FIELDS[key]
+    if f.metadata.get("accept_int") and _is_int(value):
+        value = str(value)
+    accepts, expected = _TYPE_RULES[str(f.type)]
+    if not accepts(value):
+        raise UserError(f"{_invalid(key, where)}: {key} must be {expected}. Received: {key}={value!r}")
+    # Store float fields as floats, so `learning_rate: 1` writes back as 1.0 in config.json.
+    return float(value) if str(f.type) == "float" else value
+
+
+# ---------------------------------------------------------------- config files
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, plus floats without a dot or exponent sign (1e-3, 2.5e4).
+
+    PyYAML follows YAML 1.1, which reads `learning_rate: 1e-3` as the string '1e-3': the
+    way everyone writes a learning rate would then fail the type check.
+    """
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def load_config_file(path: str | Path) -> dict:
+    """The mapping in a YAML or JSON config file; a clear UserError naming the file otherwise."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in CONFIG_SUFFIXES:
+        raise UserError(f"Config file {str(path)!r} must be YAML (.yaml, .yml) or JSON (.json). "
+                        f"Received the extension {suffix or '(none)'!r}")
+    if not path.is_file():
+        raise UserError(f"Config file not found: {str(path)!r}")
+    kind = "JSON" if suffix == ".json" else "YAML"
+    try:
+        with path.open(encoding="utf-8") as stream:  # a stream, so YAML errors show the file name and line
+            values = json.load(stream) if kind == "JSON" else yaml.load(stream, Loader=_YamlLoader)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
+        raise UserError(f"Config file {str(path)!r} could not be read as {kind}: {error}") from None
+    if values is None:  # an empty YAML file (or only comments): nothing to set
+        return {}
+    if not isinstance(values, dict):
+        raise UserError(f"Config file {str(path)!r} must hold a mapping of option names to values "
+                        f"(like `epochs: 5`). Received: {values!r:.100} ({type(values).__name__})")
+    return values
+
+
+def _file_label(path: str | Path) -> str:
+    return f"config file {str(path)!r}"
+
+
+# ---------------------------------------------------------------- command line
+
+def build_parser(explicit_only: bool = False) -> argparse.ArgumentParser:
+    """The train.py parser. explicit_only: every default is SUPPRESS, so parsing yields only
+    the options the user typed (a flag left at its default must not override a config file)."""
     parser = argparse.ArgumentParser(
         prog="train.py",
         description="Train a classifier on a folder of labelled examples (one subfolder per class).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+
+    def default(value):
+        return argparse.SUPPRESS if explicit_only else value
+
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         if f.name == "data_dir":
-            parser.add_argument("data_dir", help=f.metadata["help"])
+            parser.add_argument("data_dir", nargs="?", default=default(None),
+                                help=f.metadata["help"] + " May come from --config instead; not used with --resume.")
             continue
         flag = "--" + f.name.replace("_", "-")
         if str(f.type) == "bool":
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=getattr(defaults, f.name), help=f.metadata["help"])
+                                default=default(getattr(defaults, f.name)), help=f.metadata["help"])
             continue
         kind = {"int | None": int, "str | None": str, "int": int, "float": float, "str": str}[str(f.type)]
-        kwargs = {"type": kind, "default": getattr(defaults, f.name), "help": f.metadata["help"]}
+        kwargs = {"type": kind, "default": default(getattr(defaults, f.name)), "help": f.metadata["help"]}
         if f.name in CHOICES:
             kwargs["choices"] = CHOICES[f.name]
         parser.add_argument(flag, dest=f.name, **kwargs)
+    _add_mode_arguments(parser, default)
     return parser
 
 
-def config_from_args(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]:
-    """The training config, plus the mode flags that are not part of a run's configuration."""
-    parser = build_parser()
-    parser.add_argument("--check", action="store_true",
+def _add_mode_arguments(parser: argparse.ArgumentParser, default) -> None:
+    """Flags that choose what train.py does; they are not part of a run's configuration."""
+    parser.add_argument("--config", metavar="FILE", default=default(None),
+                        help="YAML (.yaml, .yml) or JSON (.json) file of options, keys as in a run's config.json "
+                             "(so `--config RUN_DIR/config.json --output NEW_DIR` repeats a run). Flags given on "
+                             "the command line override it.")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=default(None),
+                        help="Continue an interrupted run from its last completed epoch, with the run's own "
+                             "config.json (takes no other options).")
+    parser.add_argument("--check", action="store_true", default=default(False),
                         help="Only run the data doctor: check every file, print the report, train nothing.")
-    parser.add_argument("--list-backbones", action="store_true",
+    parser.add_argument("--list-backbones", action="store_true", default=default(False),
                         help="List the registered backbones (modality, parameters, default size, weights) and exit.")
-    if argv is not None and "--list-backbones" in argv or argv is None and "--list-backbones" in sys.argv[1:]:
-        return None, argparse.Namespace(check=False, list_backbones=True)
-    args = parser.parse_args(argv)
-    modes = argparse.Namespace(check=args.check, list_backbones=False)
-    values = {k: v for k, v in vars(args).items() if k not in ("check", "list_backbones")}
-    return TrainConfig.from_dict(values), modes
+
+
+def config_from_args(argv: list[str] | None) -> tuple[TrainConfig | None, argparse.Namespace]:
+    """The training config, plus the mode flags (check, list_backbones, resume) that are not part of it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--list-backbones" in argv:
+        return None, argparse.Namespace(check=False, list_backbones=True, resume=None)
+    build_parser().parse_args(argv)  # the full parse first: --help, usage errors, types and choices
+    explicit = vars(build_parser(explicit_only=True).parse_args(argv))
+    if "resume" in explicit:
+        run_dir = explicit.pop("resume")
+        return _resume_config(run_dir, explicit), argparse.Namespace(check=False, list_backbones=False, resume=run_dir)
+    check = explicit.pop("check", False)
+    config = _merged_config(explicit.pop("config", None), explicit)
+    return config, argparse.Namespace(check=check, list_backbones=False, resume=None)
+
+
+def _merged_config(config_file: str | None, flags: dict) -> TrainConfig:
+    """Defaults < the config file < the flags the user typed."""
+    file_values = load_config_file(config_file) if config_file else {}
+    where = {key: _file_label(config_file) for key in file_values if key not in flags}
+    values = file_values | flags
+    _reject_unknown_keys(values, where)  # first: a misspelt `data-dir:` deserves "did you mean", not "missing"
+    if "data_dir" not in values:
+        source = f" and {_file_label(config_file)} sets no data_dir" if config_file else ""
+        raise UserError(f"No data folder: pass DATA_DIR (python train.py DATA_DIR ...) or set data_dir in a "
+                        f"--config file. Received no DATA_DIR argument{source}")
+    return TrainConfig.from_dict(values, where)
+
+
+def _resume_config(run_dir: str, others: dict) -> TrainConfig:
+    """The config a run was started with, read back from RUN_DIR/config.json."""
+    if others:
+        raise UserError("--resume continues a run with its own config.json; it takes no other options. "
+                        f"Received: {_format_options(others)}")
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"Run directory not found: {run_dir!r}. Received: --resume {run_dir}")
+    config_path = path / CONFIG_FILE  # training writes it before the first epoch
+    if not config_path.is_file():
+        raise UserError(f"{run_dir!r} has no config.json, so it is not a metatune run directory (or its training "
+                        f"stopped before starting; start a new run). Received: --resume {run_dir}")
+    values = load_config_file(config_path)
+    return TrainConfig.from_dict(values, {key: _file_label(config_path) for key in values})
+
+
+def _format_options(values: dict) -> str:
+    """Parsed options back in command-line form, for error messages."""
+    parts = []
+    for key, value in values.items():
+        flag = "--" + key.replace("_", "-")
+        if key == "data_dir":
+            parts.append(str(value))
+        elif value is True:
+            parts.append(flag)
+        elif value is False:
+            parts.append("--no-" + key.replace("_", "-"))
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)

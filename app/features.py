@@ -1,12 +1,22 @@
-"""The frozen backbone's single pass over the data, and what text truncation it implies."""
+"""The frozen backbone's single pass over the data (cached on disk), and what text truncation it implies."""
 
 from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from app.inputs import example_dataset
+from data.feature_cache import FeatureStore
+from models.fingerprint import weights_fingerprint
+
+logger = logging.getLogger(__name__)
+FEATURE_CACHE_FORMAT = 1
 
 
 def extract_features(feature_extractor: keras.Model, examples, modality: str, size: int, batch_size: int,
@@ -19,6 +29,39 @@ def extract_features(feature_extractor: keras.Model, examples, modality: str, si
     if not examples:
         return np.zeros((0, feature_extractor.output_shape[-1]), np.float32)
     return feature_extractor.predict(example_dataset(examples, modality, size, batch_size, resize), verbose=1)
+
+
+def feature_store_key(feature_extractor: keras.Model, backbone_name: str, weights: str, modality: str, size: int,
+                      resize: str, pooling: str | None) -> str:
+    """Everything a frozen feature depends on besides the file: any change gives a new store."""
+    identity = {
+        "format": FEATURE_CACHE_FORMAT, "backbone": backbone_name, "weights": weights, "modality": modality,
+        "size": size, "resize": resize if modality == "image" else None, "pooling": pooling,
+        "weights_sha256": weights_fingerprint(feature_extractor),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def content_key(example) -> str:
+    return f"{example.sha256}:{example.encoding}" if example.encoding else example.sha256
+
+
+def cached_features(feature_extractor: keras.Model, examples, modality: str, size: int, batch_size: int,
+                    resize: str, store_key: str | None) -> np.ndarray:
+    """`extract_features` through the on-disk cache (`store_key` None: no cache)."""
+    if store_key is None or any(not e.sha256 for e in examples):
+        return extract_features(feature_extractor, examples, modality, size, batch_size, resize)
+    started = time.perf_counter()
+    features, computed = FeatureStore(store_key).get_or_compute(
+        [content_key(e) for e in examples],
+        lambda indices: extract_features(feature_extractor, [examples[i] for i in indices], modality, size,
+                                         batch_size, resize),
+    )
+    logger.info("Features for %d examples: %d from the cache, %d computed (%.1f s)", len(examples),
+                len(examples) - computed, computed, time.perf_counter() - started)
+    if not len(examples):
+        return np.zeros((0, feature_extractor.output_shape[-1]), np.float32)
+    return features
 
 
 def truncation_report(feature_extractor: keras.Model, texts: list[str], sequence_length: int) -> dict:

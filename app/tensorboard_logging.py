@@ -2,8 +2,12 @@
 
 Tag scheme (stable; documented in the README):
   logs/train/       epoch_loss, epoch_accuracy, epoch_learning_rate   (Keras, per epoch)
-                    learning_rate                                     (per optimizer step)
+                    learning_rate                                     (per optimizer step, counted across
+                                                                       phases; finetune: the head's rate,
+                                                                       lower blocks use lr_decay**depth of it)
+                    phase                                             (per epoch: 1 head, 2 backbone top)
                     sample_inputs                                     (image, once: a training batch)
+                    sample_augmented_inputs                           (image, once: finetune phase 2 batch)
   logs/validation/  epoch_loss, epoch_accuracy                        (Keras, per epoch)
                     confusion_matrix                                  (image, per epoch)
                     worst_mistakes                                    (image or text, after training)
@@ -42,15 +46,37 @@ def _writer(log_dir: Path, run: str | None = None):
 class StepLearningRate(keras.callbacks.Callback):
     """Writes the optimizer's learning rate at every step (schedules change it within an epoch)."""
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, step_offset: int = 0):
         super().__init__()
         self.writer = _writer(log_dir, TRAIN)
+        self.step_offset = step_offset  # optimizer steps of earlier phases (each phase has its own optimizer)
 
     def on_train_batch_end(self, batch, logs=None):
         optimizer = self.model.optimizer
-        step = int(optimizer.iterations.numpy())
+        step = self.step_offset + int(optimizer.iterations.numpy())
         with self.writer.as_default():
             tf.summary.scalar("learning_rate", float(keras.ops.convert_to_numpy(optimizer.learning_rate)), step=step)
+
+    def on_train_end(self, logs=None):
+        self.writer.flush()
+
+
+class PhaseMarker(keras.callbacks.Callback):
+    """Scalar `phase` per epoch (1 = head on cached features, 2 = backbone top unfrozen)."""
+
+    def __init__(self, log_dir: Path, phase_number: int, description: str):
+        super().__init__()
+        self.writer = _writer(log_dir, TRAIN)
+        self.phase_number, self.description = phase_number, description
+
+    def on_train_begin(self, logs=None):
+        with self.writer.as_default():
+            tf.summary.text("phases", f"phase {self.phase_number}: {self.description}", step=self.phase_number)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self.writer.as_default():
+            tf.summary.scalar("phase", self.phase_number, step=epoch,
+                              description="1: head on cached features; 2: top backbone blocks unfrozen")
 
     def on_train_end(self, logs=None):
         self.writer.flush()
@@ -103,18 +129,14 @@ def confusion_image(matrix, class_names: list[str], cell: int = 28) -> np.ndarra
     return np.asarray(image)
 
 
-def _labelled_tile(path: str, caption: str, size: tuple[int, int], resize: str) -> Image.Image:
-    pixels = load_image(path, size, resize)
-    tile = Image.fromarray(pixels).resize((GRID_TILE, GRID_TILE), Image.Resampling.BILINEAR)
+def _captioned_tile(image: Image.Image, caption: str) -> Image.Image:
     canvas = Image.new("RGB", (GRID_TILE, GRID_TILE + 24), "white")
-    canvas.paste(tile, (0, 0))
+    canvas.paste(image.resize((GRID_TILE, GRID_TILE), Image.Resampling.BILINEAR), (0, 0))
     ImageDraw.Draw(canvas).text((2, GRID_TILE + 2), caption[:40], fill="black")
     return canvas
 
 
-def image_grid(paths: list[str], captions: list[str], size: tuple[int, int], resize: str) -> np.ndarray:
-    """A captioned grid (uint8 HxWx3) of up to MAX_WORST images."""
-    tiles = [_labelled_tile(p, c, size, resize) for p, c in zip(paths[:MAX_WORST], captions[:MAX_WORST])]
+def _grid(tiles: list[Image.Image]) -> np.ndarray:
     rows = max(1, -(-len(tiles) // GRID_COLUMNS))
     width, height = GRID_TILE, GRID_TILE + 24
     grid = Image.new("RGB", (GRID_COLUMNS * width, rows * height), "white")
@@ -123,12 +145,28 @@ def image_grid(paths: list[str], captions: list[str], size: tuple[int, int], res
     return np.asarray(grid)
 
 
+def image_grid(paths: list[str], captions: list[str], size: tuple[int, int], resize: str) -> np.ndarray:
+    """A captioned grid (uint8 HxWx3) of up to MAX_WORST images."""
+    return _grid([_captioned_tile(Image.fromarray(load_image(p, size, resize)), c)
+                  for p, c in zip(paths[:MAX_WORST], captions[:MAX_WORST])])
+
+
 def log_sample_inputs(log_dir: Path, paths: list[str], labels: list[int], class_names: list[str],
                       size: tuple[int, int], resize: str, note: str) -> None:
     """One batch of training inputs exactly as the model sees them (after decode and resize)."""
     grid = image_grid(paths, [class_names[y] for y in labels], size, resize)
     with _writer(log_dir, TRAIN).as_default():
         tf.summary.image("sample_inputs", grid[None], step=0, description=note)
+
+
+def log_augmented_batch(log_dir: Path, images: np.ndarray, labels: list[int], class_names: list[str]) -> None:
+    """One training batch after augmentation, as the fine-tuned model receives it."""
+    grid = _grid([_captioned_tile(Image.fromarray(np.asarray(image, np.uint8)), class_names[label])
+                  for image, label in zip(images[:MAX_WORST], labels)])
+    with _writer(log_dir, TRAIN).as_default():
+        tf.summary.image("sample_augmented_inputs", grid[None], step=0,
+                         description="A finetune phase-2 training batch after augmentation (flip, rotation, "
+                                     "zoom, contrast).")
 
 
 def log_worst_mistakes(log_dir: Path, examples, probabilities: np.ndarray, class_names: list[str],

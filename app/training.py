@@ -23,9 +23,11 @@ from app.data_report import build_data_report, build_manifest, format_data_repor
 from app.errors import UserError
 from app.versions import package_versions
 from app.backbone_choice import input_spec, resolve_backbone
-from app.features import extract_features, truncation_report
+from app.checkpoints import Checkpoints
+from app.features import cached_features, extract_features, feature_store_key, truncation_report
+from app.phases import FINETUNE, HEAD, PhaseContext, finetune_backbone, finetune_inputs, train_head
+from app.precision import apply_precision
 from data.pipeline import read_texts
-from data.pipeline import balanced_dataset
 from data.scan import require_trainable, scan_folder
 from data.splits import assign_splits, class_weights
 from models.heads import ClassificationHead
@@ -66,16 +68,13 @@ def profile_feature_pass(feature_extractor, examples, modality, size, config, lo
         feature_extractor.predict(batches, verbose=0)
 
 
-def _write_tensorboard_extras(log_dir, resolved, report, head_model, val_features, val_probabilities,
+def _write_tensorboard_extras(log_dir, resolved, report, embeddings, val_probabilities,
                               val_examples, scan, backbone, config, final_metrics) -> None:
     texts = read_texts([e.path for e in val_examples], [e.encoding for e in val_examples]) if scan.modality == "text" else None
     tb.log_worst_mistakes(log_dir, val_examples, val_probabilities, scan.class_names, scan.modality,
                           backbone.size, config.resize, texts)
     tb.log_text_summaries(log_dir, resolved, format_data_report(report))
     tb.log_hparams(log_dir, resolved, final_metrics)
-    embeddings = val_features
-    if config.hidden_units:  # the penultimate layer is then the hidden layer
-        embeddings = keras.Model(head_model.inputs, head_model.get_layer("head_hidden").output).predict(val_features, verbose=0)
     tb.write_projector(log_dir, embeddings, val_examples, scan.class_names, scan.modality, backbone.size, config.resize)
 
 
@@ -97,9 +96,40 @@ def check_data(config: TrainConfig):
     return scan, examples, report
 
 
-def run_training(config: TrainConfig) -> TrainResult:
+def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manifest_hash: str):
+    """The run directory and the checkpoint to continue from (None: start at the beginning)."""
+    if resume_dir is None:
+        run_dir = rd.create_run_dir(Path(config.output) if config.output else default_run_dir(config, backbone_name))
+        return run_dir, None
+    run_dir = Path(resume_dir)
+    if not (run_dir / rd.INCOMPLETE_MARKER).exists():
+        raise UserError(f"{str(run_dir)!r} is a finished run; there is nothing to resume. Received: --resume {run_dir}")
+    saved = run_dir / rd.MANIFEST_FILE
+    if saved.is_file() and _manifest_sha256(rd.read_json(saved)) != manifest_hash:
+        raise UserError(f"The data in {config.data_dir!r} changed since {str(run_dir)!r} started (files added, removed "
+                        "or edited), so its split cannot be continued. Start a new run on the current data.")
+    resume = Checkpoints(run_dir).latest()
+    if resume is None:
+        logger.info("No completed epoch in %s yet: starting its training from the beginning.", run_dir)
+    return run_dir, resume
+
+
+def _manifest_sha256(manifest: dict) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def _penultimate(head_model: keras.Model, features: np.ndarray, hidden_units: int) -> np.ndarray:
+    """What the projector shows: the head's input, or its hidden layer when there is one."""
+    if not hidden_units:
+        return features
+    return keras.Model(head_model.inputs, head_model.get_layer("head_hidden").output).predict(features, verbose=0)
+
+
+def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> TrainResult:
+    """Train (or, with `resume_dir`, continue training) one run and write its run directory."""
     started = time.perf_counter()
     config.validate()
+    precision = apply_precision(config.precision)
     scan, examples, report = check_data(config)
     backbone = resolve_backbone(config, scan.modality)
     train_examples = [e for e in examples if e.split == "train"]
@@ -127,77 +157,77 @@ def run_training(config: TrainConfig) -> TrainResult:
             logger.info("%d of %d texts are longer than %d tokens and are truncated",
                         report["truncation"]["num_truncated"], len(texts), backbone.size)
 
-    run_dir = rd.create_run_dir(Path(config.output) if config.output else default_run_dir(config, backbone.name))
+    manifest = build_manifest(scan, examples, config.seed)
+    manifest_hash = _manifest_sha256(manifest)
+    run_dir, resume = _start_or_resume(config, resume_dir, backbone.name, manifest_hash)
     logger.info("Run directory: %s", run_dir)
     resolved = config.to_dict() | {"output": str(run_dir), "backbone": backbone.name, "weights": backbone.weights}
     resolved["image_size" if scan.modality == "image" else "sequence_length"] = backbone.size
-    rd.write_json(run_dir / rd.CONFIG_FILE, resolved)
-    rd.write_json(run_dir / rd.DATA_REPORT_FILE, report)
-    manifest = build_manifest(scan, examples, config.seed)
-    rd.write_json(run_dir / rd.MANIFEST_FILE, manifest)
-    manifest_hash = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    if resume is None:
+        rd.write_json(run_dir / rd.CONFIG_FILE, resolved)
+        rd.write_json(run_dir / rd.DATA_REPORT_FILE, report)
+        rd.write_json(run_dir / rd.MANIFEST_FILE, manifest)
+    log_dir = run_dir / rd.LOGS_DIR
 
-    if config.profile:
-        profile_feature_pass(feature_extractor, train_examples, scan.modality, backbone.size, config, run_dir / rd.LOGS_DIR)
-    logger.info("Computing %s features once for %d examples", backbone.name, len(train_examples) + len(val_examples))
-    train_features = extract_features(feature_extractor, train_examples, scan.modality, backbone.size,
-                                      config.batch_size, config.resize)
-    val_features = extract_features(feature_extractor, val_examples, scan.modality, backbone.size,
-                                    config.batch_size, config.resize)
+    if config.profile and resume is None:
+        profile_feature_pass(feature_extractor, train_examples, scan.modality, backbone.size, config, log_dir)
+    store_key = (feature_store_key(feature_extractor, backbone.name, backbone.weights, scan.modality, backbone.size,
+                                   config.resize, backbone.pooling) if config.cache_features else None)
+    train_features = cached_features(feature_extractor, train_examples, scan.modality, backbone.size,
+                                     config.batch_size, config.resize, store_key)
+    val_features = cached_features(feature_extractor, val_examples, scan.modality, backbone.size,
+                                   config.batch_size, config.resize, store_key)
 
     head = ClassificationHead(len(scan.class_names), config.dropout, seed=config.seed, hidden_units=config.hidden_units)
     head_model = head.features_model(train_features.shape[-1])
-    head_model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
-    )
-    steps_per_epoch = None
-    if config.balanced_sampler:
-        train_ds = balanced_dataset(train_features, train_labels, len(scan.class_names), config.seed).batch(config.batch_size)
-        steps_per_epoch = -(-len(train_labels) // config.batch_size)
-    else:
-        train_ds = (
-            tf.data.Dataset.from_tensor_slices((train_features, np.asarray(train_labels, np.int32)))
-            .shuffle(len(train_labels), seed=config.seed)
-            .batch(config.batch_size)
-        )
-    weights = class_weights(train_labels, len(scan.class_names)) if config.class_weight == "auto" else None
-    val_ds = tf.data.Dataset.from_tensor_slices((val_features, np.asarray(val_labels, np.int32))).batch(config.batch_size)
-    log_dir = run_dir / rd.LOGS_DIR
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
-        keras.callbacks.TensorBoard(log_dir=str(log_dir)),
-        tb.StepLearningRate(log_dir),
-        tb.ConfusionMatrixPerEpoch(log_dir, val_features, val_labels, scan.class_names),
-    ]
-    if scan.modality == "image":
+    context = PhaseContext(config, log_dir, Checkpoints(run_dir), scan.class_names,
+                           list(resume[0]["history"]) if resume else [], resume)
+    if scan.modality == "image" and resume is None:
         first = train_examples[:config.batch_size]
         tb.log_sample_inputs(log_dir, [e.path for e in first], [e.label for e in first], scan.class_names,
                              (backbone.size, backbone.size), config.resize,
-                             note="Training inputs after decode and resize. The linear strategy uses no "
-                                  "augmentation: features are computed once from these.")
-    history = head_model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                             steps_per_epoch=steps_per_epoch, class_weight=weights,
-                             shuffle=False, verbose=2)  # the dataset shuffles itself, seeded
-    val_loss, val_accuracy = head_model.evaluate(val_ds, verbose=0)
-    val_probabilities = head_model.predict(val_ds, verbose=0)
-    temperature = fit_temperature(val_probabilities, val_labels)
-    _write_tensorboard_extras(log_dir, resolved, report, head_model, val_features, val_probabilities,
-                              val_examples, scan, backbone, config,
-                              {"val_accuracy": float(val_accuracy), "val_loss": float(val_loss)})
-
+                             note="Training inputs after decode and resize, before any augmentation: the head "
+                                  "phase trains on features computed once from these.")
+    resumed_in_finetune = resume is not None and resume[0]["phase"] == FINETUNE
+    if not resumed_in_finetune:
+        head_result = train_head(context, head_model, train_features, train_labels, val_features, val_labels,
+                                 phase_number=1)
+        head_epochs, head_steps = head_result.epochs, head_result.epochs * head_result.steps_per_epoch
+    else:
+        head_epochs, head_steps = resume[0]["epoch_offset"], resume[0]["step_offset"]
     task_model = build_task_model(feature_extractor, head)
+    final_val_features = val_features
+    if config.strategy == "finetune":
+        train_ds, val_ds, confusion_inputs = finetune_inputs(config, scan.modality, backbone.size, train_examples,
+                                                             val_examples, len(scan.class_names))
+        if scan.modality == "image" and config.augment and not resumed_in_finetune:
+            images, labels = (t.numpy() for t in next(iter(train_ds.take(1))))
+            tb.log_augmented_batch(log_dir, images, (labels.argmax(axis=1) if labels.ndim == 2 else labels).tolist(),
+                                   scan.class_names)
+        finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, train_ds, val_ds,
+                          confusion_inputs, val_labels, epoch_offset=head_epochs, step_offset=head_steps)
+        # The backbone changed: the head now sees new features (never cached: they belong to this run only).
+        final_val_features = extract_features(feature_extractor, val_examples, scan.modality, backbone.size,
+                                              config.batch_size, config.resize)
+
+    val_probabilities = head_model.predict(final_val_features, verbose=0)
+    val_accuracy = float(np.mean(val_probabilities.argmax(axis=1) == np.asarray(val_labels)))
+    picked = val_probabilities[np.arange(len(val_labels)), np.asarray(val_labels)]
+    val_loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+    temperature = fit_temperature(val_probabilities, val_labels)
+    _write_tensorboard_extras(log_dir, resolved, report, _penultimate(head_model, final_val_features, config.hidden_units),
+                              val_probabilities, val_examples, scan, backbone, config,
+                              {"val_accuracy": val_accuracy, "val_loss": val_loss})
+
     rd.save_model(task_model, run_dir)
-    epochs_trained = len(history.history["loss"])
+    history = context.history
+    phase_names = [HEAD] + ([FINETUNE] if config.strategy == "finetune" else [])
     rd.write_json(run_dir / rd.HISTORY_FILE, {
-        "phases": [{"name": "head", "epochs": epochs_trained}],
-        "epochs": [
-            {"epoch": i + 1, **{k: float(v[i]) for k, v in history.history.items()}}
-            for i in range(epochs_trained)
-        ],
+        "phases": [{"name": name, "epochs": sum(e["phase"] == name for e in history)} for name in phase_names],
+        "epochs": history,
     })
     wall_time = time.perf_counter() - started
+    epochs_trained = len(history)
     rd.write_json(run_dir / rd.METADATA_FILE, {
         "format_version": 1,
         "class_names": scan.class_names,
@@ -206,14 +236,19 @@ def run_training(config: TrainConfig) -> TrainResult:
         "backbone": backbone.name,
         "weights": backbone.weights,
         "strategy": config.strategy,
-        "metrics": {"val_accuracy": float(val_accuracy), "val_loss": float(val_loss),
+        "metrics": {"val_accuracy": val_accuracy, "val_loss": val_loss,
                     "epochs_trained": epochs_trained, "wall_time_s": round(wall_time, 2)},
         "calibration": {"temperature": temperature, "fitted_on": "validation split"},
+        "precision": precision,
+        "resumed": resume_dir is not None,
         "data_dir": scan.root,
         "manifest_sha256": manifest_hash,
         "seed": config.seed,
         "versions": package_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
+    context.checkpoints.remove()  # only needed to resume; the run is complete now
     rd.mark_complete(run_dir)
-    return TrainResult(run_dir, float(val_accuracy), float(val_loss), epochs_trained, wall_time)
+    logger.info("Done: best validation accuracy %.4f (loss %.4f) after %d epochs in %.1f s. Run directory: %s",
+                val_accuracy, val_loss, epochs_trained, wall_time, run_dir)
+    return TrainResult(run_dir, val_accuracy, val_loss, epochs_trained, wall_time)

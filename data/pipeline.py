@@ -4,6 +4,7 @@ in-memory cache, prefetch), text as strings, and a class-balanced sampler."""
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -13,21 +14,32 @@ from data.images import load_image
 from data.text import read_text
 
 logger = logging.getLogger(__name__)
-DEFAULT_CACHE_BUDGET_BYTES = 2 << 30  # decoded images kept in memory up to 2 GiB ("auto")
 CACHE_CHOICES = ("auto", "memory", "none")
+# Cached images (already in a seeded random order) are reshuffled every epoch through a
+# bounded buffer: memory stays at the cache plus this many images (150 MB at 224 px), and
+# the first epoch's first batch waits for this many decodes (about 1 s on 2 cores), once.
+CACHED_SHUFFLE_BUFFER = 1024
+
+
+def default_cache_budget_bytes() -> int:
+    """"auto" caches decoded images when they take at most a quarter of physical memory."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):  # not POSIX: keep a conservative 2 GiB
+        return 2 << 30
 
 
 def should_cache(num_images: int, image_size: tuple[int, int], cache: str,
-                 budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES) -> bool:
+                 budget_bytes: int | None = None) -> bool:
     if cache not in CACHE_CHOICES:
         raise ValueError(f"cache must be one of {CACHE_CHOICES}. Received: cache={cache!r}")
     if cache == "auto":
-        return num_images * image_size[0] * image_size[1] * 3 <= budget_bytes
+        budget = default_cache_budget_bytes() if budget_bytes is None else budget_bytes
+        return num_images * image_size[0] * image_size[1] * 3 <= budget
     return cache == "memory"
 
 
-def decoded_images(paths: list[str], image_size: tuple[int, int], resize: str = "stretch") -> tf.data.Dataset:
-    """Unbatched uint8 images in file order; Pillow decodes in parallel (see data/images.py for why)."""
+def _decode_fn(image_size: tuple[int, int], resize: str):
     height, width = image_size
 
     def decode(path):
@@ -38,8 +50,7 @@ def decoded_images(paths: list[str], image_size: tuple[int, int], resize: str = 
         image.set_shape((height, width, 3))
         return image
 
-    paths_ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str))
-    return paths_ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return load
 
 
 def image_dataset(
@@ -55,18 +66,35 @@ def image_dataset(
 ) -> tf.data.Dataset:
     """Batches of uint8 images (and int32 labels when given).
 
-    Order is the file order unless `shuffle`. With `cache`, decoded images are kept
-    in memory after the first pass (before shuffling and augmentation, so every
-    epoch still sees fresh shuffles and fresh random augmentations). `augment` is
-    for training batches only.
+    Order is the file order unless `shuffle`. Shuffling happens on the file paths,
+    before decoding, so the first batch arrives after decoding one batch rather than
+    the whole shuffle buffer. With `cache`, the paths are put in one seeded random
+    order, decoded once into memory, and every later epoch reshuffles the cached
+    images through a bounded buffer (their base order is already random, so this
+    mixes classes well) before augmentation, so every epoch still sees fresh
+    shuffles and fresh random augmentations. `augment` is for training batches only.
     """
-    dataset = decoded_images(paths, image_size, resize)
-    if labels is not None:
-        dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.int32)))
-    if should_cache(len(paths), image_size, cache):
+    path_array = np.asarray(paths, dtype=str)
+    label_array = None if labels is None else np.asarray(labels, np.int32)
+    cached = should_cache(len(paths), image_size, cache)
+    if shuffle and cached:
+        order = np.random.default_rng(seed).permutation(len(paths))
+        path_array = path_array[order]
+        label_array = None if label_array is None else label_array[order]
+    items = tf.data.Dataset.from_tensor_slices(path_array if label_array is None else (path_array, label_array))
+    if shuffle and not cached:
+        items = items.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
+    load = _decode_fn(image_size, resize)
+    if label_array is None:
+        dataset = items.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        dataset = items.map(lambda path, label: (load(path), label), num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=True)
+    if cached:
         dataset = dataset.cache()
-    if shuffle:
-        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        if shuffle:
+            dataset = dataset.shuffle(min(max(1, len(paths)), CACHED_SHUFFLE_BUFFER), seed=seed,
+                                      reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if augment is not None and not augment.is_identity:
         augmenter = build_augmenter(augment, seed=seed)

@@ -11,6 +11,11 @@ class ClassificationHead:
     The same layer objects are used in the features-only head model (trained on
     cached features) and in the full task model, so training the first trains the
     second: no weight copying.
+
+    Every head layer computes in float32 whatever the global policy: under mixed
+    precision the softmax output (and so the loss) must stay float32, as the Keras mixed
+    precision guide advises for the last layer; float16 softmax can overflow or round
+    small probabilities to zero. The head is tiny, so this costs nothing measurable.
     """
 
     def __init__(self, num_classes: int, dropout: float = 0.2, seed: int | None = None, hidden_units: int = 0):
@@ -18,16 +23,23 @@ class ClassificationHead:
         if hidden_units:
             self.hidden = keras.layers.Dense(
                 hidden_units, activation="relu", kernel_initializer=keras.initializers.HeNormal(seed=seed),
-                name="head_hidden",
+                name="head_hidden", dtype="float32",
             )
-            self.hidden_dropout = keras.layers.Dropout(dropout, seed=seed, name="head_hidden_dropout")
-        self.dropout = keras.layers.Dropout(dropout, seed=seed, name="head_dropout")
+            # float32 too, or it would cast the hidden activations down to float16 between two float32 layers.
+            self.hidden_dropout = keras.layers.Dropout(dropout, seed=seed, name="head_hidden_dropout", dtype="float32")
+        self.dropout = keras.layers.Dropout(dropout, seed=seed, name="head_dropout", dtype="float32")
         self.dense = keras.layers.Dense(
             num_classes,
             activation="softmax",
             kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
             name="head_dense",
+            dtype="float32",
         )
+
+    @property
+    def layers(self) -> list:
+        """The layers with weights, input side first."""
+        return [layer for layer in (self.hidden, self.dense) if layer is not None]
 
     def __call__(self, features):
         x = features

@@ -65,3 +65,28 @@ class SequencePooling(keras.layers.Layer):
 
     def get_config(self):
         return super().get_config() | {"mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="metatune")
+class RGBToGrayscale(keras.layers.Layer):
+    """RGB (..., 3) -> one luma channel (..., 1), ITU-R 601 weights as Pillow's "L" and tf.image use.
+
+    Why a layer: Omniglot-like data is black on white; one channel cuts the first
+    convolution's weights by three and the model still takes the RGB pixels every
+    other stage produces (data/images.py always decodes to RGB).
+    """
+
+    LUMA = (0.299, 0.587, 0.114)
+
+    def build(self, input_shape):
+        if input_shape[-1] != 3:
+            raise ValueError(f"RGBToGrayscale needs 3 input channels. Received: input_shape={tuple(input_shape)}")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        weights = ops.convert_to_tensor(self.LUMA, self.compute_dtype)
+        return ops.sum(x * weights, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 1)

@@ -51,6 +51,7 @@ def _ensure_builtin_backbones() -> None:
     # Imported lazily: the modules register themselves, and keeping them out of
     # module import time keeps `train.py --help` fast.
     from models.backbones import keras_apps, text_bert  # noqa: F401
+    from models.backbones import conv4  # noqa: F401  (after the pretrained ones, so listings show those first)
 
 
 def get_backbone(name: str) -> BackboneSpec:

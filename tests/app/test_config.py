@@ -1,3 +1,7 @@
+import dataclasses
+import json
+import re
+
 import pytest
 
 from app.config import TrainConfig, build_parser, config_from_args
@@ -27,3 +31,179 @@ def test_invalid_values_name_the_key_and_value(key, value):
 def test_unknown_keys_are_rejected():
     with pytest.raises(UserError, match="epoch_count"):
         TrainConfig.from_dict({"data_dir": "d", "epoch_count": 3})
+
+
+# ---------------------------------------------------------------- value types (config files arrive untyped)
+
+@pytest.mark.parametrize("key,value", [("epochs", 2.5), ("epochs", "ten"), ("epochs", True), ("augment", "yes"),
+                                       ("augment", 1), ("learning_rate", True), ("learning_rate", "0.1"),
+                                       ("learning_rate", float("nan")), ("image_size", "64"), ("backbone", 3),
+                                       ("data_dir", None), ("unfreeze", 2.0)])
+def test_values_of_the_wrong_type_are_rejected_with_key_value_and_expected_type(key, value):
+    with pytest.raises(UserError, match=rf"{key} must be .*Received: {key}={re.escape(repr(value))}"):
+        TrainConfig.from_dict({"data_dir": "d", key: value})
+
+
+def test_accepted_types_are_normalised():
+    config = TrainConfig.from_dict({"data_dir": "d", "learning_rate": 1, "image_size": None, "backbone": None,
+                                    "unfreeze": 3, "augment": False})
+    assert isinstance(config.learning_rate, float) and config.learning_rate == 1.0
+    assert (config.image_size, config.backbone, config.unfreeze, config.augment) == (None, None, "3", False)
+
+
+# ---------------------------------------------------------------- --config FILE
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_yaml_file_sets_values_and_typed_flags_override_it(tmp_path):
+    path = write(tmp_path / "run.yaml", "data_dir: from_file\nepochs: 5\nbatch_size: 8\nlearning_rate: 1e-3\n"
+                                        "augment: false\nunfreeze: 3\n")
+    config, modes = config_from_args(["--config", path, "--epochs", "7"])
+    assert (config.data_dir, config.epochs, config.batch_size) == ("from_file", 7, 8)
+    # PyYAML alone reads 1e-3 as a string; the loader reads it as the float everyone means.
+    assert (config.learning_rate, config.augment, config.unfreeze) == (0.001, False, "3")
+    assert (modes.check, modes.resume) == (False, None)
+
+
+def test_a_flag_typed_at_its_default_value_still_overrides_the_file(tmp_path):
+    path = write(tmp_path / "run.yml", "data_dir: d\nbatch_size: 8\naugment: false\n")
+    config, _ = config_from_args(["--config", path, "--batch-size", "32", "--augment"])
+    assert (config.batch_size, config.augment) == (32, True)
+
+
+def test_positional_data_dir_overrides_the_file(tmp_path):
+    path = write(tmp_path / "run.json", json.dumps({"data_dir": "from_file", "seed": 1}))
+    config, _ = config_from_args(["from_cli", "--config", path])
+    assert (config.data_dir, config.seed) == ("from_cli", 1)
+
+
+def test_missing_data_dir_everywhere_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="DATA_DIR"):
+        config_from_args([])
+    path = write(tmp_path / "run.yaml", "epochs: 3\n")
+    with pytest.raises(UserError, match=r"DATA_DIR.*run\.yaml.*sets no data_dir"):
+        config_from_args(["--config", path])
+
+
+def test_resolved_config_json_reruns_the_same_configuration(tmp_path):
+    original = TrainConfig.from_dict({
+        "data_dir": "some/data", "backbone": "tiny_image", "strategy": "finetune", "weights": "none",
+        "output": "runs/old", "image_size": 32, "hidden_units": 8, "epochs": 3, "unfreeze": "all",
+        "learning_rate": 0.01, "augment": False, "cache_features": False, "precision": "float32",
+        "balanced_sampler": True, "seed": 7,
+    })
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(original.to_dict(), indent=2))
+    config, _ = config_from_args(["--config", str(path), "--output", "x"])
+    assert config == dataclasses.replace(original, output="x")
+
+
+@pytest.mark.parametrize("text,received", [
+    ("epochs: ten", "epochs='ten'"),
+    ("epochs: 2.5", "epochs=2.5"),
+    ('augment: "yes"', "augment='yes'"),
+    ("learning_rate: -1", "learning_rate=-1"),
+    ("strategy: bogus", "strategy='bogus'"),
+    ("image_size: .inf", "image_size=inf"),
+])
+def test_invalid_file_values_name_the_file_key_value_and_what_is_valid(tmp_path, text, received):
+    path = write(tmp_path / "bad.yaml", f"data_dir: d\n{text}\n")
+    with pytest.raises(UserError) as error:
+        config_from_args(["--config", path])
+    message = str(error.value)
+    assert "bad.yaml" in message and f"Received: {received}" in message
+    assert "must be" in message
+
+
+def test_an_invalid_flag_value_is_not_blamed_on_the_file(tmp_path):
+    path = write(tmp_path / "ok.yaml", "data_dir: d\nepochs: 5\n")
+    with pytest.raises(UserError, match=r"^Invalid configuration: epochs must be at least 1\. Received: epochs=0$"):
+        config_from_args(["--config", path, "--epochs", "0"])
+
+
+def test_unknown_file_key_suggests_the_closest_valid_one(tmp_path):
+    path = write(tmp_path / "typo.yaml", "data-dir: d\nepoch: 3\n")
+    with pytest.raises(UserError) as error:
+        config_from_args(["--config", path])
+    message = str(error.value)
+    assert "typo.yaml" in message
+    assert "'epoch' (did you mean 'epochs'?)" in message and "'data-dir' (did you mean 'data_dir'?)" in message
+    assert "Valid keys: data_dir, backbone" in message
+
+
+@pytest.mark.parametrize("name,text,expected", [
+    ("list.yaml", "- epochs\n- 3\n", r"must hold a mapping.*Received: \['epochs', 3\] \(list\)"),
+    ("scalar.json", "3", r"must hold a mapping.*Received: 3 \(int\)"),
+    ("broken.yaml", "epochs: [1, 2\n", r"could not be read as YAML"),
+    ("broken.json", '{"epochs": 3,}', r"could not be read as JSON"),
+    ("run.toml", "epochs = 3", r"must be YAML \(\.yaml, \.yml\) or JSON \(\.json\)\. Received the extension '\.toml'"),
+])
+def test_unreadable_files_are_clear_errors_naming_the_path(tmp_path, name, text, expected):
+    path = write(tmp_path / name, text)
+    with pytest.raises(UserError, match=expected) as error:
+        config_from_args(["d", "--config", path])
+    assert name in str(error.value)
+
+
+def test_missing_config_file_names_the_path(tmp_path):
+    with pytest.raises(UserError, match=r"Config file not found: .*nope\.yaml"):
+        config_from_args(["d", "--config", str(tmp_path / "nope.yaml")])
+
+
+def test_an_empty_yaml_file_sets_nothing(tmp_path):
+    path = write(tmp_path / "empty.yaml", "# nothing yet\n")
+    config, _ = config_from_args(["d", "--config", path])
+    assert config == TrainConfig(data_dir="d")
+
+
+# ---------------------------------------------------------------- --resume RUN_DIR
+
+@pytest.fixture
+def run_dir(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    config = TrainConfig(data_dir="data", output=str(run), epochs=4, augment=False)
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    return run, config
+
+
+def test_resume_reads_the_runs_own_config(run_dir):
+    run, saved = run_dir
+    config, modes = config_from_args(["--resume", str(run)])
+    assert config == saved
+    assert (modes.resume, modes.check, modes.list_backbones) == (str(run), False, False)
+
+
+@pytest.mark.parametrize("extra,received", [
+    (["--epochs", "3"], "Received: --epochs 3"),
+    (["data"], "Received: data"),
+    (["--config", "x.yaml"], "Received: --config x.yaml"),
+    (["--no-augment", "--check"], "Received: --no-augment --check"),
+])
+def test_resume_takes_no_other_options(run_dir, extra, received):
+    run, _ = run_dir
+    with pytest.raises(UserError, match="it takes no other options") as error:
+        config_from_args(["--resume", str(run), *extra])
+    assert str(error.value).endswith(received)
+
+
+def test_resume_of_a_missing_run_or_config_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match=r"Run directory not found: .*missing"):
+        config_from_args(["--resume", str(tmp_path / "missing")])
+    with pytest.raises(UserError, match=r"has no config\.json"):
+        config_from_args(["--resume", str(tmp_path)])
+
+
+def test_resume_validates_the_saved_config(run_dir):
+    run, saved = run_dir
+    (run / "config.json").write_text(json.dumps(saved.to_dict() | {"epochs": "four"}))
+    with pytest.raises(UserError, match=r"config\.json.*Received: epochs='four'"):
+        config_from_args(["--resume", str(run)])
+
+
+def test_list_backbones_needs_nothing_else():
+    config, modes = config_from_args(["--list-backbones"])
+    assert config is None and modes.list_backbones and modes.resume is None

@@ -1,0 +1,234 @@
+"""The training phases: the head on cached features (linear, and finetune phase 1), then the
+top backbone blocks with the head (finetune phase 2). Each phase checkpoints every epoch
+and can start again from its last completed epoch (see app/checkpoints.py)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from app import tensorboard_logging as tb
+from app.checkpoints import Checkpoints, EpochCheckpoint, ResumableEarlyStopping, StopOnNaN
+from app.config import TrainConfig
+from app.errors import UserError
+from data.augment import AugmentConfig
+from data.pipeline import balanced_dataset, image_dataset, read_texts, text_dataset
+from data.splits import class_weights
+from models.finetuning import learning_rate_multipliers, unfreeze_top_blocks
+from models.optimizers import DiscriminativeAdam
+
+logger = logging.getLogger(__name__)
+HEAD, FINETUNE = "head", "finetune"
+PLATEAU_FACTOR = 0.2
+
+
+@dataclass
+class PhaseContext:
+    config: TrainConfig
+    log_dir: Path
+    checkpoints: Checkpoints
+    class_names: list[str]
+    history: list[dict] = field(default_factory=list)  # every completed epoch of the run, all phases
+    resume: tuple[dict, Path] | None = None  # (state, folder) of the checkpoint to continue from
+
+    def resume_of(self, phase: str) -> tuple[dict, Path] | None:
+        return self.resume if self.resume and self.resume[0]["phase"] == phase else None
+
+
+@dataclass
+class PhaseResult:
+    epochs: int  # completed in this phase
+    best_epoch: int  # 1-based within the phase
+    steps_per_epoch: int
+    wall_time_s: float
+
+
+def _verbosity() -> int:
+    return 1 if sys.stdout.isatty() else 2  # live progress bars on a terminal, one line per epoch in logs
+
+
+def _targets(config: TrainConfig, num_classes: int):
+    """Loss, and how labels must look for it (label smoothing needs one-hot targets in Keras)."""
+    if config.label_smoothing:
+        return (keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                lambda x, y: (x, tf.one_hot(y, num_classes)))
+    return keras.losses.SparseCategoricalCrossentropy(), None
+
+
+class EpochSummary(keras.callbacks.Callback):
+    """One log line per epoch: phase, epoch, train and validation metrics, learning rate, time."""
+
+    def __init__(self, phase: str, epoch_offset: int, max_epochs: int):
+        super().__init__()
+        self.phase, self.epoch_offset, self.max_epochs = phase, epoch_offset, max_epochs
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logger.info("%s epoch %d/%d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | lr %.2e | %.1f s",
+                    self.phase, epoch + 1 - self.epoch_offset, self.max_epochs, logs.get("loss", math.nan),
+                    logs.get("accuracy", math.nan), logs.get("val_loss", math.nan),
+                    logs.get("val_accuracy", math.nan), rate, time.perf_counter() - self.started)
+
+
+def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: keras.Model, train_ds, val_ds,
+               max_epochs: int, epoch_offset: int, step_offset: int, steps_per_epoch: int | None,
+               confusion_inputs, val_labels, extra_callbacks=(), class_weight=None,
+               description: str = "", extra_state: dict | None = None) -> PhaseResult:
+    """fit() one phase with early stopping, NaN guard, checkpoints, TensorBoard; resume-aware."""
+    config = context.config
+    started = time.perf_counter()
+    resume = context.resume_of(phase)
+    completed = 0
+    resume_best = None
+    if resume:
+        state, folder = resume
+        Checkpoints.restore(folder, model, model.optimizer)
+        completed = state["epoch"]
+        resume_best = context.checkpoints.best_weights(model)
+        logger.info("Resuming %s at epoch %d/%d from %s", phase, completed + 1, max_epochs, folder)
+        if state.get("done"):
+            return PhaseResult(completed, state["early_stopping"]["best_epoch"] + 1 - epoch_offset,
+                               state.get("steps_per_epoch", 0), 0.0)
+    early_stopping = ResumableEarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True,
+                                            resume_state=resume[0]["early_stopping"] if resume else None,
+                                            resume_best_weights=resume_best)
+    nan_guard = StopOnNaN()
+    steps = steps_per_epoch or int(train_ds.cardinality().numpy())
+    extra_state = {"steps_per_epoch": steps, **(extra_state or {})}
+    callbacks = [
+        nan_guard,
+        early_stopping,
+        EpochCheckpoint(context.checkpoints, phase, context.history, early_stopping,
+                        extra_state, epoch_offset),
+        keras.callbacks.TensorBoard(log_dir=str(context.log_dir)),
+        tb.StepLearningRate(context.log_dir, step_offset),
+        tb.PhaseMarker(context.log_dir, phase_number, description),
+        tb.ConfusionMatrixPerEpoch(context.log_dir, confusion_inputs, val_labels, context.class_names),
+        EpochSummary(phase, epoch_offset, max_epochs),
+        *extra_callbacks,
+    ]
+    if completed < max_epochs and not (resume and early_stopping_exhausted(resume[0], config.patience)):
+        model.fit(train_ds, validation_data=val_ds, epochs=epoch_offset + max_epochs,
+                  initial_epoch=epoch_offset + completed, callbacks=callbacks, steps_per_epoch=steps_per_epoch,
+                  class_weight=class_weight, shuffle=False, verbose=_verbosity())  # datasets shuffle themselves, seeded
+    elif resume_best is not None:
+        model.set_weights(resume_best)
+    if nan_guard.stopped_at:
+        epoch, batch = nan_guard.stopped_at
+        last = context.checkpoints.latest()
+        kept = f"the last good checkpoint ({last[1].name}) is kept in {context.checkpoints.root}" if last else \
+            "no epoch had completed, so there is no checkpoint"
+        raise UserError(
+            f"Training diverged: the {phase} loss became NaN/inf at epoch {epoch - epoch_offset}, batch {batch}. "
+            f"{kept}. Lower --learning-rate (head) or --finetune-learning-rate (finetune) and start a new run; "
+            "the run directory stays marked INCOMPLETE."
+        )
+    phase_epochs = sum(1 for entry in context.history if entry["phase"] == phase)
+    best_epoch = early_stopping.best_epoch + 1 - epoch_offset
+    state = {"phase": phase, "epoch": phase_epochs, "done": True, "history": context.history,
+             "early_stopping": early_stopping.state(), **extra_state}
+    context.checkpoints.save(state, model)  # best weights restored: what the next phase starts from
+    return PhaseResult(phase_epochs, best_epoch, steps, time.perf_counter() - started)
+
+
+def early_stopping_exhausted(state: dict, patience: int) -> bool:
+    """The interrupted phase had already decided to stop (it died while wrapping up)."""
+    return state["early_stopping"]["wait"] >= patience
+
+
+def train_head(context: PhaseContext, head_model: keras.Model, train_features, train_labels, val_features,
+               val_labels, phase_number: int) -> PhaseResult:
+    """The head on cached features: epochs cost milliseconds, so early stopping can be patient."""
+    config = context.config
+    num_classes = len(context.class_names)
+    loss, to_targets = _targets(config, num_classes)
+    head_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
+    steps_per_epoch = None
+    if config.balanced_sampler:
+        train_ds = balanced_dataset(train_features, train_labels, num_classes, config.seed).batch(config.batch_size)
+        steps_per_epoch = -(-len(train_labels) // config.batch_size)
+    else:
+        train_ds = (tf.data.Dataset.from_tensor_slices((train_features, np.asarray(train_labels, np.int32)))
+                    .shuffle(len(train_labels), seed=config.seed).batch(config.batch_size))
+    val_ds = tf.data.Dataset.from_tensor_slices((val_features, np.asarray(val_labels, np.int32))).batch(config.batch_size)
+    if to_targets:
+        train_ds, val_ds = train_ds.map(to_targets), val_ds.map(to_targets)
+    weights = class_weights(train_labels, num_classes) if config.class_weight == "auto" else None
+    return _run_phase(context, HEAD, phase_number, head_model, train_ds, val_ds, config.epochs, 0, 0,
+                      steps_per_epoch, val_features, val_labels, class_weight=weights,
+                      description="head on cached backbone features")
+
+
+def finetune_inputs(config: TrainConfig, modality: str, size: int, train_examples, val_examples, num_classes: int):
+    """Phase-2 datasets of raw inputs: shuffled (and augmented, for images) training batches."""
+    train_paths = [e.path for e in train_examples]
+    train_labels = [e.label for e in train_examples]
+    val_labels = [e.label for e in val_examples]
+    if modality == "image":
+        augment = AugmentConfig() if config.augment else None
+        train_ds = image_dataset(train_paths, train_labels, (size, size), config.batch_size, shuffle=True,
+                                 seed=config.seed, resize=config.resize, augment=augment, cache=config.image_cache)
+        val_ds = image_dataset([e.path for e in val_examples], val_labels, (size, size), config.batch_size,
+                               resize=config.resize, cache=config.image_cache)
+    else:
+        texts = read_texts(train_paths, [e.encoding for e in train_examples])
+        train_ds = text_dataset(texts, train_labels, config.batch_size, shuffle=True, seed=config.seed)
+        val_ds = text_dataset(read_texts([e.path for e in val_examples], [e.encoding for e in val_examples]),
+                              val_labels, config.batch_size)
+    _, to_targets = _targets(config, num_classes)
+    confusion_inputs = val_ds.map(lambda x, y: x)
+    if to_targets:
+        train_ds, val_ds = train_ds.map(to_targets), val_ds.map(to_targets)
+    return train_ds, val_ds, confusion_inputs
+
+
+def phase2_learning_rate(config: TrainConfig, steps_per_epoch: int):
+    """Warm-up + cosine decay over the whole phase (default), or a constant rate."""
+    if config.lr_schedule != "cosine":
+        return config.finetune_learning_rate
+    total = max(1, steps_per_epoch * config.finetune_epochs)
+    warmup = int(total * config.warmup_fraction)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else config.finetune_learning_rate, decay_steps=max(1, total - warmup),
+        warmup_target=config.finetune_learning_rate if warmup else None, warmup_steps=warmup, alpha=0.0,
+    )
+
+
+def finetune_backbone(context: PhaseContext, spec, feature_extractor: keras.Model, task_model: keras.Model,
+                      head_layers, train_ds, val_ds, confusion_inputs, val_labels, epoch_offset: int,
+                      step_offset: int) -> PhaseResult:
+    """Unfreeze the top blocks (BatchNorm stays frozen), recompile, train at lower, per-depth rates."""
+    config = context.config
+    groups = unfreeze_top_blocks(spec, feature_extractor, config.unfreeze)
+    multipliers = learning_rate_multipliers(head_layers, groups, config.lr_decay)
+    trainable = sum(int(np.prod(v.shape)) for v in task_model.trainable_variables)
+    logger.info("Phase 2: %d backbone block group(s) unfrozen (%s), %s trainable parameters, BatchNorm frozen, "
+                "learning rate %.1e with x%.2g per group down", len(groups), config.unfreeze, f"{trainable:,}",
+                config.finetune_learning_rate, config.lr_decay)
+    steps = int(train_ds.cardinality().numpy())
+    loss, _ = _targets(config, len(context.class_names))
+    task_model.compile(  # recompile: `trainable` changed
+        optimizer=DiscriminativeAdam(multipliers, learning_rate=phase2_learning_rate(config, steps)),
+        loss=loss, metrics=["accuracy"],
+    )
+    extra = []
+    if config.lr_schedule == "plateau":
+        extra.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=PLATEAU_FACTOR,
+                                                       patience=max(1, config.patience // 2), verbose=1))
+    return _run_phase(context, FINETUNE, 2, task_model, train_ds, val_ds, config.finetune_epochs, epoch_offset,
+                      step_offset, None, confusion_inputs, val_labels, extra,
+                      description=f"top {config.unfreeze} backbone block(s) unfrozen, BatchNorm frozen",
+                      extra_state={"epoch_offset": epoch_offset, "step_offset": step_offset})

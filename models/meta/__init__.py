@@ -1,0 +1,35 @@
+"""Meta-learning wrappers (learn2learn style: one small class per algorithm).
+
+    protonet  ProtoNet   squared-Euclidean prototypes, no inner loop
+    reptile   Reptile    inner SGD, θ ← θ + ε·mean(φ − θ)
+    fomaml    FOMAML     first-order MAML
+    maml      MAML       second-order MAML (check its memory first)
+
+All are `keras.Model`s trained with compile() + fit() on episode batches
+((support_x, support_y, query_x), query_y); see models/meta/base.py.
+"""
+
+from models.meta.base import GradientMetaLearner, MetaLearner, cross_entropy, flat_layers
+from models.meta.maml import FOMAML, MAML
+from models.meta.memory import available_memory_bytes, check_maml_fits, maml_memory_estimate
+from models.meta.protonet import ProtoNet, prototype_head_weights
+from models.meta.reptile import Reptile
+
+ALGORITHMS = {"protonet": ProtoNet, "reptile": Reptile, "fomaml": FOMAML, "maml": MAML}
+
+
+def build_meta_learner(algorithm: str, embedding, ways: int, **kwargs) -> MetaLearner:
+    """`ALGORITHMS[algorithm](embedding, ways, **kwargs)` with a clear error for unknown names."""
+    try:
+        cls = ALGORITHMS[algorithm]
+    except KeyError:
+        raise ValueError(f"Unknown meta-learning algorithm. Expected one of {sorted(ALGORITHMS)}. "
+                         f"Received: algorithm={algorithm!r}") from None
+    return cls(embedding, ways, **kwargs)
+
+
+__all__ = [
+    "ALGORITHMS", "FOMAML", "GradientMetaLearner", "MAML", "MetaLearner", "ProtoNet", "Reptile",
+    "available_memory_bytes", "build_meta_learner", "check_maml_fits", "cross_entropy", "flat_layers",
+    "maml_memory_estimate", "prototype_head_weights",
+]

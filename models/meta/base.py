@@ -1,0 +1,394 @@
+"""The meta-learning wrapper: one `keras.Model` that owns the episodic train/test steps.
+
+Input contract (data/episodes.py produces it): every element `fit()` / `evaluate()`
+receive is `((support_x, support_y, query_x), query_y)` with a leading task axis T
+(tasks per meta step):
+
+    support_x [T, N*K, ...]   support_y [T, N*K] int labels in 0..N-1
+    query_x   [T, N*Q, ...]   query_y   [T, N*Q]
+
+T may be static or unknown (a final short meta batch): the tasks are visited by a
+`tf.while_loop`, one task at a time, and their outer gradients averaged. One task at a
+time keeps the memory of second-order MAML to that of a single task, and the step has
+no Python-side state, so `strategy.run` can execute it on every replica.
+
+A subclass (learn2learn style) implements one method,
+
+    task_loss_and_logits(params, support_x, support_y, query_x, query_y, training)
+        -> (query_loss, query_logits)
+
+where `params` is the list of current values of `meta_variables` (tensors, watched by
+the outer tape). Everything is computed functionally from `params` with
+`keras.Layer.stateless_call`, so an algorithm can replace some of them by fast weights
+and differentiate through (or around) the replacement. Reptile, whose meta update is not
+a loss gradient, overrides `task_gradients` instead.
+
+BatchNormalization (inductive by default): support passes run with `training=training`
+(batch statistics of the support; in `train_step` the moving statistics are then
+updated from the support and written back), query passes run with `training=False`, so
+query examples are classified one by one with the moving statistics and never see each
+other. `transductive=True` runs the query in training mode (batch statistics of the
+whole query set, the original MAML setting); its statistics are never written back.
+`self.transductive` is public so reports can label the numbers. Pitfall (DESIGN.md):
+an inductive network trained from scratch for a few hundred meta steps needs BN
+momentum ~0.9, not Keras' 0.99, or its moving statistics lag and queries look random.
+Pretrained backbones should keep BN layers frozen (`layer.trainable = False`).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+def cross_entropy(labels, logits):
+    """Mean sparse categorical cross-entropy from logits, in float32."""
+    logits = ops.cast(logits, "float32")
+    return ops.mean(ops.sparse_categorical_crossentropy(labels, logits, from_logits=True), axis=0)
+
+
+def _sublayers(layer) -> list:
+    layers = getattr(layer, "layers", None)
+    return list(layers) if isinstance(layers, (list, tuple)) else []
+
+
+def flat_layers(model) -> list[keras.layers.Layer]:
+    """Leaf layers of `model` in order, descending into nested models."""
+    out = []
+    for layer in _sublayers(model):
+        children = _sublayers(layer)
+        out.extend(flat_layers(layer) if children else [layer])
+    return out
+
+
+@keras.saving.register_keras_serializable(package="metatune")
+class MetaLearner(keras.Model):
+    """Base wrapper: episodic `train_step` / `test_step` around an `embedding` model.
+
+    Args:
+        embedding: built `keras.Model`, input -> feature vector [batch, D]. For cached
+            features a small Dense stack; for raw inputs a backbone (trainable top,
+            frozen BatchNorm) plus pooling.
+        ways: N, classes per episode.
+        transductive: query BatchNorm uses the query batch statistics (see module doc).
+
+    Metrics: `loss` (query cross-entropy averaged over tasks) and `accuracy` (query,
+    after adaptation for the gradient-based learners). Compile with an optimizer only:
+    `learner.compile(optimizer=keras.optimizers.Adam(1e-3))`; it is the meta (outer)
+    optimizer.
+    """
+
+    def __init__(self, embedding: keras.Model, ways: int, *, transductive: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(embedding, keras.Model):
+            raise ValueError(f"embedding must be a keras.Model. Received: embedding={type(embedding).__name__}")
+        if not embedding.built:
+            raise ValueError(f"embedding must be built (give it a keras.Input). Received: {embedding.name!r}, unbuilt")
+        if int(ways) < 2:
+            raise ValueError(f"ways must be at least 2. Received: ways={ways!r}")
+        self.embedding = embedding
+        self.ways = int(ways)
+        self.transductive = bool(transductive)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    # ----------------------------------------------------------------- variables
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy_metric]
+
+    @property
+    def meta_variables(self) -> list:
+        """The meta-learned variables, in the order of `params`: embedding, then head."""
+        return list(self.embedding.trainable_variables)
+
+    @property
+    def outer_variables(self) -> list:
+        """The variables the outer (meta) optimizer updates; a subset of `meta_variables`."""
+        return self.meta_variables
+
+    def read_params(self) -> list:
+        """Current values of `meta_variables` as tensors (start of a task's computation)."""
+        return [tf.identity(v.value) for v in self.meta_variables]
+
+    # ----------------------------------------------------------- functional calls
+    @staticmethod
+    def _stateless(layer, values, x, training, update_state):
+        """`layer(x)` with its trainable variables replaced by `values`.
+
+        update_state: write the new non-trainable values (BN moving statistics, RNG
+        seeds) back to the variables; otherwise the call has no side effect.
+        """
+        non_trainable = list(layer.non_trainable_variables)
+        outputs, new_state = layer.stateless_call(
+            list(values), [v.value for v in non_trainable], x, training=training
+        )
+        if update_state:
+            for variable, value in zip(non_trainable, new_state):
+                variable.assign(value)
+        return outputs
+
+    def features(self, params, x, training=False, update_state=False):
+        """Embedding of `x` computed with `params` (the first len(embedding vars) entries)."""
+        count = len(self.embedding.trainable_variables)
+        return self._stateless(self.embedding, params[:count], x, training, update_state)
+
+    # ------------------------------------------------------------ the algorithm
+    def task_loss_and_logits(self, params, support_x, support_y, query_x, query_y, training):
+        """One task: query loss and query logits as a differentiable function of `params`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement task_loss_and_logits")
+
+    def task_gradients(self, support_x, support_y, query_x, query_y, training=True):
+        """One task -> (query loss, query logits, gradient list aligned with meta_variables)."""
+        params = self.read_params()
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(params)
+            loss, logits = self.task_loss_and_logits(params, support_x, support_y, query_x, query_y, training)
+        grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return loss, logits, grads
+
+    def apply_meta_gradients(self, grads):
+        """Outer step: `grads` (aligned with meta_variables, already averaged) -> optimizer."""
+        chosen = {id(v) for v in self.outer_variables}
+        pairs = [(g, v) for g, v in zip(grads, self.meta_variables) if id(v) in chosen]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+
+    # --------------------------------------------------------- keras plumbing
+    def call(self, inputs, training=False):
+        """Inference on a plain batch: the embedding (ProtoNet) or the head logits."""
+        return self.embedding(inputs, training=training)
+
+    @staticmethod
+    def _unpack(data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if not isinstance(x, (list, tuple)) or len(x) != 3 or y is None:
+            raise ValueError(
+                "A meta-learning batch must be ((support_x, support_y, query_x), query_y), "
+                f"each with a leading task axis. Received x of type {type(x).__name__}, y={'None' if y is None else 'given'}"
+            )
+        support_x, support_y, query_x = x
+        return support_x, support_y, query_x, y
+
+    def _over_tasks(self, data, with_gradients: bool):
+        """Visit the T tasks one at a time; returns (mean loss, mean gradients or None)."""
+        support_x, support_y, query_x, query_y = self._unpack(data)
+        num_tasks = tf.shape(query_y)[0]
+        variables = self.meta_variables
+
+        def body(i, loss_sum, *grad_sums):
+            args = (support_x[i], support_y[i], query_x[i], query_y[i])
+            if with_gradients:
+                loss, logits, grads = self.task_gradients(*args, training=True)
+            else:
+                loss, logits = self.task_loss_and_logits(self.read_params(), *args, training=False)
+                grads = []
+            self.accuracy_metric.update_state(query_y[i], logits)
+            new_sums = [s + ops.cast(g, s.dtype) for s, g in zip(grad_sums, grads)]
+            return (i + 1, loss_sum + ops.cast(loss, "float32"), *new_sums)
+
+        init = [tf.zeros(v.shape, v.dtype) for v in variables] if with_gradients else []
+        # parallel_iterations=1: one task's graph alive at a time (second-order memory).
+        _, loss_sum, *grad_sums = tf.while_loop(
+            lambda i, *_: i < num_tasks, body, (tf.constant(0), tf.constant(0.0), *init), parallel_iterations=1
+        )
+        count = tf.cast(num_tasks, "float32")
+        if not with_gradients:
+            return loss_sum / count, None
+        # Like Keras' own losses under tf.distribute: each replica contributes 1/replicas
+        # of the mean, the optimizer sums across replicas.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        grads = [g / ops.cast(count * replicas, g.dtype) for g in grad_sums]
+        return loss_sum / count, grads
+
+    def train_step(self, data):
+        loss, grads = self._over_tasks(data, with_gradients=True)
+        self.apply_meta_gradients(grads)
+        self.loss_tracker.update_state(loss)
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        loss, _ = self._over_tasks(data, with_gradients=False)
+        self.loss_tracker.update_state(loss)
+        return {m.name: m.result() for m in self.metrics}
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self(x, training=False)
+
+    # ------------------------------------------------------------ serialization
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "embedding": keras.saving.serialize_keras_object(self.embedding),
+            "ways": self.ways,
+            "transductive": self.transductive,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("embedding", "head"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="metatune")
+class GradientMetaLearner(MetaLearner):
+    """Base of the inner-loop learners (MAML, FOMAML, Reptile): embedding + Dense(ways) head.
+
+    The head's weights are part of the meta-learned initialisation.
+
+    Args:
+        head: a `keras.layers.Dense(ways)` (logits, no activation); default: a new one.
+        adapt: which variables change in the inner loop. "head" (= 0): the head only
+            (ANIL); an int N: the head and the top N embedding layers that have
+            trainable weights; "all": every trainable variable; a list of layers (or
+            their names) of the embedding: those plus the head (e.g. the layers of the
+            top blocks of a backbone). The other trainable variables are only
+            meta-updated (MAML, FOMAML) or stay as they are (Reptile).
+        inner_learning_rate: SGD step of the inner loop.
+        inner_steps: inner SGD steps per task (static).
+    """
+
+    def __init__(self, embedding, ways, *, head=None, adapt="head", inner_learning_rate: float = 0.01,
+                 inner_steps: int = 1, **kwargs):
+        super().__init__(embedding, ways, **kwargs)
+        if int(inner_steps) < 1:
+            raise ValueError(f"inner_steps must be at least 1. Received: inner_steps={inner_steps!r}")
+        if float(inner_learning_rate) <= 0:
+            raise ValueError(f"inner_learning_rate must be positive. Received: inner_learning_rate={inner_learning_rate!r}")
+        self.inner_learning_rate = float(inner_learning_rate)
+        self.inner_steps = int(inner_steps)
+        if head is None:
+            # float32 whatever the global policy: logits feed a softmax.
+            head = keras.layers.Dense(self.ways, name="meta_head", dtype="float32")
+        if getattr(head, "units", self.ways) != self.ways:
+            raise ValueError(f"head must have {self.ways} outputs (ways). Received: units={head.units}")
+        self.head = head
+        if not head.built:
+            output = embedding.outputs[0] if getattr(embedding, "outputs", None) else None
+            if output is None:
+                raise ValueError(f"Cannot infer the feature size of embedding {embedding.name!r}; pass a built head.")
+            head.build(tuple(output.shape))
+        # Kept as plain data (layer names, not layers) so get_config can return it;
+        # adapted_layers resolves it on demand.
+        self._adapt_spec = self._normalise_adapt(adapt)
+        self.adapted_layers  # noqa: B018  (fail now on a bad name, not at fit time)
+        self.built = True
+
+    # ------------------------------------------------------- adapted variables
+    @staticmethod
+    def _normalise_adapt(adapt):
+        if adapt == "head":
+            return 0
+        if adapt == "all":
+            return "all"
+        if isinstance(adapt, bool):
+            raise ValueError(f"adapt must be 'head', 'all', a number of layers or a list of layers. Received: adapt={adapt!r}")
+        if isinstance(adapt, int):
+            if adapt < 0:
+                raise ValueError(f"adapt must be >= 0 layers. Received: adapt={adapt!r}")
+            return adapt
+        if isinstance(adapt, (list, tuple)):
+            return tuple(item if isinstance(item, str) else item.name for item in adapt)
+        raise ValueError(f"adapt must be 'head', 'all', a number of layers or a list of layers. Received: adapt={adapt!r}")
+
+    @property
+    def adapted_layers(self) -> list:
+        """The layers whose trainable variables change in the inner loop (the head last)."""
+        adapt = self._adapt_spec
+        leaves = flat_layers(self.embedding)
+        with_weights = [layer for layer in leaves if layer.trainable_variables]
+        if adapt == "all":
+            chosen = with_weights
+        elif isinstance(adapt, int):
+            chosen = with_weights[len(with_weights) - adapt:] if adapt else []
+        else:
+            by_name = {}
+            for layer in leaves:
+                by_name.setdefault(layer.name, []).append(layer)
+            chosen = []
+            for name in adapt:
+                found = by_name.get(name, [])
+                if len(found) != 1:
+                    raise ValueError(
+                        f"adapt names a layer that is {'missing from' if not found else 'ambiguous in'} the "
+                        f"embedding. Received: {name!r}; layers with weights: {[l.name for l in with_weights]}"
+                    )
+                chosen.append(found[0])
+        return chosen + [self.head]
+
+    @property
+    def meta_variables(self) -> list:
+        return list(self.embedding.trainable_variables) + list(self.head.trainable_variables)
+
+    @property
+    def adapted_variables(self) -> list:
+        ids = {id(v) for layer in self.adapted_layers for v in layer.trainable_variables}
+        return [v for v in self.meta_variables if id(v) in ids]
+
+    @property
+    def adapted_indices(self) -> list[int]:
+        """Positions of the adapted variables in `meta_variables` / `params`."""
+        ids = {id(v) for v in self.adapted_variables}
+        return [i for i, v in enumerate(self.meta_variables) if id(v) in ids]
+
+    # ----------------------------------------------------------------- calls
+    def logits(self, params, x, training=False, update_state=False):
+        count = len(self.embedding.trainable_variables)
+        feats = self.features(params, x, training, update_state)
+        return self._stateless(self.head, params[count:], feats, training, False)
+
+    def call(self, inputs, training=False):
+        return self.head(self.embedding(inputs, training=training))
+
+    def inner_batches(self, support_x, support_y, steps):
+        """The (x, y) of each inner step: the whole support set (Reptile may use minibatches)."""
+        return [(support_x, support_y)] * steps
+
+    def adapt_params(self, params, support_x, support_y, training=False, first_order=True, steps=None):
+        """Inner loop: `steps` SGD steps on the support loss, on the adapted params only.
+
+        Returns (fast params, support losses before each step). `first_order`: the
+        inner gradients are constants for the outer tape, and fast = params + a
+        constant, so d(query loss)/d(params) is the gradient at the adapted weights
+        (FOMAML); otherwise gradients flow through every inner update (MAML).
+        In training mode the support passes update BN moving statistics.
+        """
+        steps = self.inner_steps if steps is None else int(steps)
+        indices = self.adapted_indices
+        start = [tf.stop_gradient(p) for p in params] if first_order else list(params)
+        fast = list(start)
+        losses = []
+        for x, y in self.inner_batches(support_x, support_y, steps):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                watched = [fast[i] for i in indices]
+                tape.watch(watched)
+                loss = cross_entropy(y, self.logits(fast, x, training=training, update_state=training))
+            grads = tape.gradient(loss, watched, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            for i, g in zip(indices, grads):
+                if first_order:
+                    g = tf.stop_gradient(g)
+                fast[i] = fast[i] - ops.cast(self.inner_learning_rate, g.dtype) * g
+            losses.append(loss)
+        if first_order:
+            # Straight-through: the value of the adapted weights, the gradient path of params.
+            fast = [p + tf.stop_gradient(f - s) for p, f, s in zip(params, fast, start)]
+        return fast, losses
+
+    def adapted_query(self, params, support_x, support_y, query_x, query_y, training, first_order):
+        """Adapt on the support, then (query loss, query logits) at the adapted weights."""
+        fast, _ = self.adapt_params(params, support_x, support_y, training=training, first_order=first_order)
+        logits = self.logits(fast, query_x, training=self.transductive, update_state=False)
+        return cross_entropy(query_y, logits), logits
+
+    def get_config(self):
+        return super().get_config() | {
+            "head": keras.saving.serialize_keras_object(self.head),
+            "adapt": list(self._adapt_spec) if isinstance(self._adapt_spec, (list, tuple)) else self._adapt_spec,
+            "inner_learning_rate": self.inner_learning_rate,
+            "inner_steps": self.inner_steps,
+        }

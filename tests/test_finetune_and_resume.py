@@ -1,0 +1,244 @@
+"""The finetune strategy, the feature cache, NaN handling and resume after kill -9, through train.main."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import train
+from app import run_dir as rd
+from app.checkpoints import CHECKPOINTS_DIR, Checkpoints
+from models.task_model import load_task_model
+
+ROOT = Path(__file__).resolve().parents[1]
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+@pytest.fixture
+def colour_folder(tmp_path):
+    """Three classes of noisy solid-colour PNGs (12 each): learnable in a few epochs."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "colours"
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(np.asarray(colour) + rng.normal(0, 25, (20, 20, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def _train(folder, run, *extra):
+    return train.main([str(folder), "--backbone", "tiny_image", "--output", str(run), "--seed", "3", *extra])
+
+
+def _tags(run: Path, subdir: str) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in (run / "logs" / subdir).glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events), size_guidance={"tensors": 0})
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["tensors"])
+    return tags
+
+
+def test_finetune_trains_both_phases_and_saves_a_plain_classifier(colour_folder, tmp_path):
+    run = tmp_path / "run"
+    assert _train(colour_folder, run, "--strategy", "finetune", "--epochs", "4", "--finetune-epochs", "3",
+                  "--unfreeze", "all", "--label-smoothing", "0.1") == 0
+    assert not (run / rd.INCOMPLETE_MARKER).exists()
+    assert not (run / CHECKPOINTS_DIR).exists()  # only needed to resume
+    history = rd.read_json(run / rd.HISTORY_FILE)
+    assert [p["name"] for p in history["phases"]] == ["head", "finetune"]
+    head_epochs = history["phases"][0]["epochs"]
+    assert [e["epoch"] for e in history["epochs"]] == list(range(1, len(history["epochs"]) + 1))
+    assert [e["phase_epoch"] for e in history["epochs"] if e["phase"] == "finetune"] == [1, 2, 3][:history["phases"][1]["epochs"]]
+    assert history["epochs"][head_epochs]["phase"] == "finetune"
+    metadata = rd.read_json(run / rd.METADATA_FILE)
+    assert metadata["strategy"] == "finetune" and metadata["precision"] == "float32"
+    model = load_task_model(str(run / rd.MODEL_FILE))
+    probabilities = model.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0)
+    assert probabilities.shape == (2, 3) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert {"phase", "learning_rate", "sample_augmented_inputs", "sample_inputs"} <= _tags(run, "train")
+
+
+def _cache_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if "from the cache" in line]
+
+
+def test_features_are_cached_across_runs_and_invalidated_by_changes(colour_folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("METATUNE_CACHE_DIR", str(tmp_path / "cache"))
+    assert _train(colour_folder, tmp_path / "a", "--epochs", "1") == 0
+    first = _cache_lines(capsys)
+    assert len(first) == 2 and all(" 0 from the cache" in m for m in first)
+    assert _train(colour_folder, tmp_path / "b", "--epochs", "1") == 0
+    second = _cache_lines(capsys)
+    assert len(second) == 2 and all(", 0 computed" in m for m in second)
+    edited = next((colour_folder / "red").iterdir())  # one file changes: only it is recomputed
+    Image.fromarray(np.full((20, 20, 3), 250, np.uint8)).save(edited)
+    assert _train(colour_folder, tmp_path / "c", "--epochs", "1") == 0
+    assert sum(int(m.split(", ")[-1].split()[0]) for m in _cache_lines(capsys)) == 1
+    assert _train(colour_folder, tmp_path / "d", "--epochs", "1", "--image-size", "24") == 0
+    third = _cache_lines(capsys)
+    assert len(third) == 2 and all(" 0 from the cache" in m for m in third)  # another input size, another store
+    assert _train(colour_folder, tmp_path / "e", "--epochs", "1", "--resize", "crop") == 0
+    assert all(" 0 from the cache" in m for m in _cache_lines(capsys))  # other preprocessing, another store
+    assert _train(colour_folder, tmp_path / "f", "--epochs", "1", "--no-cache-features") == 0
+    assert _cache_lines(capsys) == []
+
+
+def test_nan_loss_stops_with_a_clear_message_and_an_incomplete_run(colour_folder, tmp_path, capsys, monkeypatch):
+    import app.training as training
+
+    real = training.cached_features
+
+    def poisoned(*args, **kwargs):
+        features = real(*args, **kwargs)
+        return np.full_like(features, np.nan)
+
+    monkeypatch.setattr(training, "cached_features", poisoned)
+    run = tmp_path / "run"
+    assert _train(colour_folder, run, "--epochs", "3") == 2
+    message = capsys.readouterr().err
+    assert "diverged" in message and "--learning-rate" in message
+    assert (run / rd.INCOMPLETE_MARKER).exists() and not (run / rd.MODEL_FILE).exists()
+
+
+def test_checkpoint_pointer_survives_a_crash_while_saving(tmp_path, monkeypatch):
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    checkpoints = Checkpoints(tmp_path)
+    checkpoints.save({"phase": "head", "epoch": 1, "history": []}, model)
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "rename", crash)
+    with pytest.raises(OSError):
+        checkpoints.save({"phase": "head", "epoch": 2, "history": []}, model)
+    state, folder = checkpoints.latest()
+    assert state["epoch"] == 1 and folder.name == "head-epoch-0001"
+    Checkpoints.restore(folder, model)
+
+
+SLOW_TRAIN = """
+import sys, time
+sys.path.insert(0, {root!r})
+import tests.tiny_backbones
+import app.phases as phases
+# Slow every batch down so that kill -9 lands in the middle of an epoch.
+phases.EpochSummary.on_train_batch_end = lambda self, batch, logs=None: time.sleep(0.15)
+import train
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("kill_in_phase", ["head", "finetune"])
+def test_resume_after_kill_9_mid_epoch_continues_the_history(colour_folder, tmp_path, kill_in_phase):
+    run = tmp_path / "run"
+    args = [str(colour_folder), "--backbone", "tiny_image", "--output", str(run), "--strategy", "finetune",
+            "--epochs", "4", "--patience", "10", "--finetune-epochs", "3", "--batch-size", "8", "--seed", "3"]
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    process = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN.format(root=str(ROOT)), *args], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pointer = run / CHECKPOINTS_DIR / "latest.json"
+    wanted = "head-epoch-0002" if kill_in_phase == "head" else "finetune-epoch-0001"
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:
+        if pointer.is_file() and rd.read_json(pointer)["checkpoint"] == wanted:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "training ended before it could be killed"
+    time.sleep(0.2)  # inside the next epoch
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (run / rd.INCOMPLETE_MARKER).exists()
+    state, _ = Checkpoints(run).latest()
+    done_before = len(state["history"])
+
+    assert train.main(["--resume", str(run)]) == 0
+    assert not (run / rd.INCOMPLETE_MARKER).exists()
+    history = rd.read_json(run / rd.HISTORY_FILE)["epochs"]
+    assert [e["epoch"] for e in history] == list(range(1, len(history) + 1))  # continuous, no repeats
+    assert history[:done_before] == state["history"]
+    phases = [e["phase"] for e in history]
+    assert phases == sorted(phases, key=["head", "finetune"].index) and phases[-1] == "finetune"
+    assert rd.read_json(run / rd.METADATA_FILE)["resumed"] is True
+    load_task_model(str(run / rd.MODEL_FILE))
+
+
+def test_resume_refuses_a_finished_run_and_changed_data(colour_folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(colour_folder, run, "--epochs", "1") == 0
+    assert train.main(["--resume", str(run)]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    (run / rd.INCOMPLETE_MARKER).write_text("pretend it crashed")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(colour_folder / "red" / "new.png")
+    assert train.main(["--resume", str(run)]) == 2
+    assert "changed since" in capsys.readouterr().err
+
+
+def test_finetune_on_text(tmp_path):
+    words = {"pos": ["good great fine love", "great film love it", "good food and service"],
+             "neg": ["bad awful hate", "awful movie not good", "bad service hate it"]}
+    for label, texts in words.items():
+        for i in range(8):
+            path = tmp_path / "texts" / label / f"{i}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{texts[i % 3]} {i}", encoding="utf-8")
+    run = tmp_path / "run"
+    assert train.main([str(tmp_path / "texts"), "--backbone", "tiny_text", "--strategy", "finetune", "--output",
+                       str(run), "--epochs", "2", "--finetune-epochs", "2", "--unfreeze", "1",
+                       "--lr-schedule", "plateau"]) == 0
+    history = rd.read_json(run / rd.HISTORY_FILE)
+    assert [p["name"] for p in history["phases"]] == ["head", "finetune"]
+    model = load_task_model(str(run / rd.MODEL_FILE), modality="text")
+    assert model.predict(tf.constant(["good film", "awful food"]), verbose=0).shape == (2, 2)
+
+
+def test_checkpoint_restores_weights_and_optimizer_state_exactly(tmp_path):
+    import keras
+
+    from models.optimizers import DiscriminativeAdam
+
+    def build():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="low"), keras.layers.Dense(2, name="top")])
+        model.compile(optimizer=DiscriminativeAdam({"low/kernel": 0.5}, learning_rate=0.01), loss="mse")
+        return model
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 3)), rng.random((16, 2))
+    trained = build()
+    trained.fit(x, y, epochs=3, batch_size=4, verbose=0)
+    checkpoints = Checkpoints(tmp_path)
+    folder = checkpoints.save({"phase": "head", "epoch": 3, "history": []}, trained, trained.optimizer)
+    fresh = build()
+    Checkpoints.restore(folder, fresh, fresh.optimizer)
+    for a, b in zip(trained.optimizer.variables, fresh.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    assert int(fresh.optimizer.iterations.numpy()) == 12
+    # One more identical step from both gives identical weights: the state really is the same.
+    trained.train_on_batch(x[:4], y[:4])
+    fresh.train_on_batch(x[:4], y[:4])
+    for a, b in zip(trained.get_weights(), fresh.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_config_json_re_runs_the_same_run(colour_folder, tmp_path):
+    first = tmp_path / "first"
+    assert _train(colour_folder, first, "--epochs", "3", "--hidden-units", "4") == 0
+    second = tmp_path / "second"
+    assert train.main(["--config", str(first / rd.CONFIG_FILE), "--output", str(second)]) == 0
+    old, new = rd.read_json(first / rd.CONFIG_FILE), rd.read_json(second / rd.CONFIG_FILE)
+    assert {k: v for k, v in old.items() if k != "output"} == {k: v for k, v in new.items() if k != "output"}
+    assert rd.read_json(first / rd.MANIFEST_FILE) == rd.read_json(second / rd.MANIFEST_FILE)
+    assert rd.read_json(first / rd.METADATA_FILE)["metrics"]["val_accuracy"] == \
+        rd.read_json(second / rd.METADATA_FILE)["metrics"]["val_accuracy"]
