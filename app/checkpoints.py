@@ -92,7 +92,8 @@ class Checkpoints:
     @staticmethod
     def restore(folder: Path, model: keras.Model, optimizer=None) -> None:
         if optimizer is not None and not optimizer.built:
-            optimizer.build(model.trainable_variables)  # its slots must exist before values can be assigned
+            # Its slots must exist before values can be assigned; meta learners update a subset.
+            optimizer.build(getattr(model, "outer_variables", model.trainable_variables))
         model.load_weights(folder / MODEL_WEIGHTS)
         if optimizer is None or not (folder / OPTIMIZER_STATE).is_file():
             return

@@ -21,7 +21,9 @@ import yaml
 from app.errors import UserError
 from app.run_dir import CONFIG_FILE
 
-STRATEGIES = ("linear", "finetune")
+TRANSFER_STRATEGIES = ("linear", "finetune")
+META_STRATEGIES = ("protonet", "reptile", "fomaml", "maml")
+STRATEGIES = TRANSFER_STRATEGIES + META_STRATEGIES
 CHOICES = {
     "strategy": STRATEGIES,
     "resize": ("stretch", "pad", "crop"),
@@ -30,6 +32,7 @@ CHOICES = {
     "lr_schedule": ("cosine", "constant", "plateau"),
     "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
     "image_cache": ("auto", "memory", "none"),
+    "meta_input": ("auto", "features", "raw"),
 }
 
 
@@ -55,7 +58,8 @@ class TrainConfig:
     epochs: int = _help("Maximum head-training epochs (early stopping on validation loss).", default=100)
     finetune_epochs: int = _help("finetune: maximum epochs of phase 2 (backbone top unfrozen).", default=20)
     # A config file naturally says `unfreeze: 2`; from_dict turns that int into the string the CLI gives.
-    unfreeze: str = _help("finetune: how many top backbone blocks to train in phase 2, N or all.", default="2",
+    unfreeze: str = _help("finetune (and meta strategies on raw inputs): how many top backbone blocks train, N "
+                          "or all.", default="2",
                           accept_int=True)
     finetune_learning_rate: float = _help("finetune: phase-2 learning rate of the head and the top block.", default=1e-4)
     lr_decay: float = _help("finetune: learning-rate multiplier from one unfrozen block group to the next one "
@@ -70,6 +74,36 @@ class TrainConfig:
                              "quarter of RAM).", default="auto")
     precision: str = _help("Compute precision: auto (mixed_float16 on a GPU that supports it, float32 on CPU), "
                            "float32, mixed_float16 or mixed_bfloat16. The head always computes in float32.", default="auto")
+    ways: int = _help("Meta strategies: classes per training episode (N-way).", default=5)
+    shots: int = _help("Meta strategies: support examples per class in an episode (K-shot).", default=5)
+    queries: int = _help("Meta strategies: query examples per class in an episode.", default=10)
+    meta_batch_size: int = _help("Meta strategies: episodes (tasks) per meta step.", default=4)
+    meta_steps: int = _help("Meta strategies: meta steps per epoch.", default=100)
+    meta_epochs: int = _help("Meta strategies: maximum epochs of meta-training (early stopping on meta-validation "
+                             "episode loss).", default=20)
+    meta_learning_rate: float = _help("Meta strategies: outer (meta) learning rate, Adam; protonet, fomaml, maml.",
+                                      default=1e-3)
+    meta_step_size: float = _help("reptile: step from the initial weights towards the adapted ones (SGD on "
+                                  "theta - phi).", default=0.25)
+    inner_learning_rate: float = _help("reptile, fomaml, maml: inner-loop SGD learning rate.", default=0.01)
+    inner_steps: int = _help("reptile, fomaml, maml: inner-loop steps on the support set.", default=5)
+    adapt: str = _help("reptile, fomaml, maml: what adapts in the inner loop: head, N (the top N layers with weights "
+                       "of the embedding, plus the head), all, or auto (all for reptile, which only meta-learns "
+                       "what adapts; head for fomaml/maml, whose outer step still trains the embedding).",
+                       default="auto", accept_int=True)
+    embedding_units: int = _help("Meta strategies on frozen features: units of the trainable embedding layer "
+                                 "(Dense + ReLU) meta-trained over the cached backbone features.", default=256)
+    meta_input: str = _help("Meta strategies: features (frozen backbone, episodes on cached features: fast), raw "
+                            "(episodes on raw inputs, the backbone trains: top --unfreeze blocks of a pretrained "
+                            "backbone, everything for --weights none) or auto (raw when the backbone has no "
+                            "pretrained weights, else features).", default="auto")
+    transductive: bool = _help("Meta strategies: BatchNorm uses the query set's own statistics (transductive; "
+                               "labelled as such in every report). Default: inductive.", default=False)
+    meta_data: str | None = _help("Meta strategies: a separate folder of classes to meta-train on; its classes must "
+                                  "not overlap the target's (default: episodes from the target's training split).",
+                                  default=None)
+    init: str | None = _help("Meta strategies: start from the meta-learned initialisation of an earlier run "
+                             "(its RUN_DIR; same strategy, backbone and embedding).", default=None)
     cache_features: bool = _help("Keep the frozen backbone's features on disk under the cache folder and reuse them "
                                  "across runs (invalidated when the backbone, its weights, the input size, the "
                                  "preprocessing or a file's content change).", default=True)
@@ -106,6 +140,19 @@ class TrainConfig:
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (0.0 < self.val_fraction < 1.0, "val_fraction must be in (0, 1)"),
             (self.finetune_epochs >= 1, "finetune_epochs must be at least 1"),
+            (self.ways >= 2, "ways must be at least 2"),
+            (self.shots >= 1, "shots must be at least 1"),
+            (self.queries >= 1, "queries must be at least 1"),
+            (self.meta_batch_size >= 1, "meta_batch_size must be at least 1"),
+            (self.meta_steps >= 1, "meta_steps must be at least 1"),
+            (self.meta_epochs >= 1, "meta_epochs must be at least 1"),
+            (self.meta_learning_rate > 0, "meta_learning_rate must be positive"),
+            (0.0 < self.meta_step_size <= 1.0, "meta_step_size must be in (0, 1]"),
+            (self.inner_learning_rate > 0, "inner_learning_rate must be positive"),
+            (self.inner_steps >= 1, "inner_steps must be at least 1"),
+            (self.adapt in ("auto", "head", "all") or self.adapt.isdigit(), "adapt must be auto, head, all or a number of layers"),
+            (self.embedding_units >= 1, "embedding_units must be at least 1"),
+            (self.meta_input in CHOICES["meta_input"], f"meta_input must be one of {list(CHOICES['meta_input'])}"),
             (self.unfreeze == "all" or self.unfreeze.isdigit() and int(self.unfreeze) >= 1,
              "unfreeze must be a positive number of blocks or 'all'"),
             (self.finetune_learning_rate > 0, "finetune_learning_rate must be positive"),

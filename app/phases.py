@@ -26,7 +26,7 @@ from models.finetuning import learning_rate_multipliers, unfreeze_top_blocks
 from models.optimizers import DiscriminativeAdam
 
 logger = logging.getLogger(__name__)
-HEAD, FINETUNE = "head", "finetune"
+HEAD, FINETUNE, META = "head", "finetune", "meta"
 PLATEAU_FACTOR = 0.2
 
 
@@ -86,7 +86,7 @@ class EpochSummary(keras.callbacks.Callback):
 def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: keras.Model, train_ds, val_ds,
                max_epochs: int, epoch_offset: int, step_offset: int, steps_per_epoch: int | None,
                confusion_inputs, val_labels, extra_callbacks=(), class_weight=None,
-               description: str = "", extra_state: dict | None = None) -> PhaseResult:
+               description: str = "", extra_state: dict | None = None, monitor: str = "val_loss") -> PhaseResult:
     """fit() one phase with early stopping, NaN guard, checkpoints, TensorBoard; resume-aware."""
     config = context.config
     started = time.perf_counter()
@@ -102,7 +102,7 @@ def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: kera
         if state.get("done"):
             return PhaseResult(completed, state["early_stopping"]["best_epoch"] + 1 - epoch_offset,
                                state.get("steps_per_epoch", 0), 0.0)
-    early_stopping = ResumableEarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True,
+    early_stopping = ResumableEarlyStopping(monitor=monitor, patience=config.patience, restore_best_weights=True,
                                             resume_state=resume[0]["early_stopping"] if resume else None,
                                             resume_best_weights=resume_best)
     nan_guard = StopOnNaN()
@@ -116,10 +116,11 @@ def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: kera
         keras.callbacks.TensorBoard(log_dir=str(context.log_dir)),
         tb.StepLearningRate(context.log_dir, step_offset),
         tb.PhaseMarker(context.log_dir, phase_number, description),
-        tb.ConfusionMatrixPerEpoch(context.log_dir, confusion_inputs, val_labels, context.class_names),
         EpochSummary(phase, epoch_offset, max_epochs),
         *extra_callbacks,
     ]
+    if confusion_inputs is not None:  # episodes have no fixed classes: no confusion matrix for meta phases
+        callbacks.append(tb.ConfusionMatrixPerEpoch(context.log_dir, confusion_inputs, val_labels, context.class_names))
     if completed < max_epochs and not (resume and early_stopping_exhausted(resume[0], config.patience)):
         model.fit(train_ds, validation_data=val_ds, epochs=epoch_offset + max_epochs,
                   initial_epoch=epoch_offset + completed, callbacks=callbacks, steps_per_epoch=steps_per_epoch,
@@ -150,7 +151,7 @@ def early_stopping_exhausted(state: dict, patience: int) -> bool:
 
 
 def train_head(context: PhaseContext, head_model: keras.Model, train_features, train_labels, val_features,
-               val_labels, phase_number: int) -> PhaseResult:
+               val_labels, phase_number: int, epoch_offset: int = 0, step_offset: int = 0) -> PhaseResult:
     """The head on cached features: epochs cost milliseconds, so early stopping can be patient."""
     config = context.config
     num_classes = len(context.class_names)
@@ -167,9 +168,10 @@ def train_head(context: PhaseContext, head_model: keras.Model, train_features, t
     if to_targets:
         train_ds, val_ds = train_ds.map(to_targets), val_ds.map(to_targets)
     weights = class_weights(train_labels, num_classes) if config.class_weight == "auto" else None
-    return _run_phase(context, HEAD, phase_number, head_model, train_ds, val_ds, config.epochs, 0, 0,
-                      steps_per_epoch, val_features, val_labels, class_weight=weights,
-                      description="head on cached backbone features")
+    return _run_phase(context, HEAD, phase_number, head_model, train_ds, val_ds, config.epochs, epoch_offset,
+                      step_offset, steps_per_epoch, val_features, val_labels, class_weight=weights,
+                      description="head on cached backbone features",
+                      extra_state={"epoch_offset": epoch_offset, "step_offset": step_offset})
 
 
 def finetune_inputs(config: TrainConfig, modality: str, size: int, train_examples, val_examples, num_classes: int):

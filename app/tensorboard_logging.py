@@ -13,6 +13,8 @@ Tag scheme (stable; documented in the README):
                     worst_mistakes                                    (image or text, after training)
   logs/             hparams (the run's config + final metrics), text: config, data_report,
                     projector (validation embeddings with labels; sprite for images)
+  logs/eval_<name>/ fewshot/<learner>_episode_accuracy                (histogram, step 0: per-episode query
+                                                                       accuracies of evaluate.py --episodes)
 """
 
 from __future__ import annotations
@@ -247,3 +249,20 @@ def write_projector(log_dir: Path, embeddings: np.ndarray, examples, class_names
         entry.sprite.image_path = "sprite.png"
         entry.sprite.single_image_dim.extend([SPRITE_TILE, SPRITE_TILE])
     projector.visualize_embeddings(str(log_dir), config)
+
+
+def log_episode_accuracies(log_dir: Path, name: str, accuracies: dict[str, np.ndarray],
+                           descriptions: dict[str, str] | None = None) -> Path:
+    """Few-shot evaluation: one histogram of per-episode query accuracies per learner.
+
+    Written to `log_dir/eval_<name>/` with tags `fewshot/<learner>_episode_accuracy`
+    (learner: run, nearest_centroid, logistic_regression), step 0. Returns the folder.
+    """
+    folder = Path(log_dir) / f"eval_{name}"
+    writer = _writer(folder)
+    with writer.as_default():
+        for learner, values in accuracies.items():
+            tf.summary.histogram(f"fewshot/{learner}_episode_accuracy", np.asarray(values, np.float32), step=0,
+                                 buckets=20, description=(descriptions or {}).get(learner))
+    writer.close()
+    return folder

@@ -26,6 +26,8 @@ from app.backbone_choice import input_spec, resolve_backbone
 from app.checkpoints import Checkpoints
 from app.features import cached_features, extract_features, feature_store_key, truncation_report
 from app.phases import FINETUNE, HEAD, PhaseContext, finetune_backbone, finetune_inputs, train_head
+from app.config import META_STRATEGIES
+from app.meta_training import run_meta_training
 from app.precision import apply_precision
 from data.pipeline import read_texts
 from data.scan import require_trainable, scan_folder
@@ -125,6 +127,39 @@ def _penultimate(head_model: keras.Model, features: np.ndarray, hidden_units: in
     return keras.Model(head_model.inputs, head_model.get_layer("head_hidden").output).predict(features, verbose=0)
 
 
+def _train_transfer(context, config, scan, backbone, feature_extractor, train_examples, val_examples,
+                    train_features, val_features, log_dir):
+    """linear (head on cached features) and finetune (then the backbone top): (task model, head model,
+    final validation features, phase names)."""
+    train_labels = [e.label for e in train_examples]
+    val_labels = [e.label for e in val_examples]
+    resume = context.resume
+    head = ClassificationHead(len(scan.class_names), config.dropout, seed=config.seed, hidden_units=config.hidden_units)
+    head_model = head.features_model(train_features.shape[-1])
+    resumed_in_finetune = resume is not None and resume[0]["phase"] == FINETUNE
+    if not resumed_in_finetune:
+        head_result = train_head(context, head_model, train_features, train_labels, val_features, val_labels,
+                                 phase_number=1)
+        head_epochs, head_steps = head_result.epochs, head_result.epochs * head_result.steps_per_epoch
+    else:
+        head_epochs, head_steps = resume[0]["epoch_offset"], resume[0]["step_offset"]
+    task_model = build_task_model(feature_extractor, head)
+    if config.strategy != "finetune":
+        return task_model, head_model, val_features, [HEAD]
+    train_ds, val_ds, confusion_inputs = finetune_inputs(config, scan.modality, backbone.size, train_examples,
+                                                         val_examples, len(scan.class_names))
+    if scan.modality == "image" and config.augment and not resumed_in_finetune:
+        images, labels = (t.numpy() for t in next(iter(train_ds.take(1))))
+        tb.log_augmented_batch(log_dir, images, (labels.argmax(axis=1) if labels.ndim == 2 else labels).tolist(),
+                               scan.class_names)
+    finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, train_ds, val_ds,
+                      confusion_inputs, val_labels, epoch_offset=head_epochs, step_offset=head_steps)
+    # The backbone changed: the head now sees new features (never cached: they belong to this run only).
+    final_val_features = extract_features(feature_extractor, val_examples, scan.modality, backbone.size,
+                                          config.batch_size, config.resize)
+    return task_model, head_model, final_val_features, [HEAD, FINETUNE]
+
+
 def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> TrainResult:
     """Train (or, with `resume_dir`, continue training) one run and write its run directory."""
     started = time.perf_counter()
@@ -178,8 +213,6 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
     val_features = cached_features(feature_extractor, val_examples, scan.modality, backbone.size,
                                    config.batch_size, config.resize, store_key)
 
-    head = ClassificationHead(len(scan.class_names), config.dropout, seed=config.seed, hidden_units=config.hidden_units)
-    head_model = head.features_model(train_features.shape[-1])
     context = PhaseContext(config, log_dir, Checkpoints(run_dir), scan.class_names,
                            list(resume[0]["history"]) if resume else [], resume)
     if scan.modality == "image" and resume is None:
@@ -188,40 +221,31 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
                              (backbone.size, backbone.size), config.resize,
                              note="Training inputs after decode and resize, before any augmentation: the head "
                                   "phase trains on features computed once from these.")
-    resumed_in_finetune = resume is not None and resume[0]["phase"] == FINETUNE
-    if not resumed_in_finetune:
-        head_result = train_head(context, head_model, train_features, train_labels, val_features, val_labels,
-                                 phase_number=1)
-        head_epochs, head_steps = head_result.epochs, head_result.epochs * head_result.steps_per_epoch
+    extra_metadata = {}
+    if config.strategy in META_STRATEGIES:
+        outcome = run_meta_training(context, config, scan, backbone, feature_extractor, train_examples, val_examples,
+                                    train_features, val_features, run_dir, store_key)
+        head, head_model, final_val_features, phase_names = (outcome.head, outcome.head_model,
+                                                             outcome.val_embeddings, outcome.phases)
+        task_model = build_task_model(feature_extractor, head, outcome.embedding)
+        extra_metadata["meta"] = outcome.metadata
     else:
-        head_epochs, head_steps = resume[0]["epoch_offset"], resume[0]["step_offset"]
-    task_model = build_task_model(feature_extractor, head)
-    final_val_features = val_features
-    if config.strategy == "finetune":
-        train_ds, val_ds, confusion_inputs = finetune_inputs(config, scan.modality, backbone.size, train_examples,
-                                                             val_examples, len(scan.class_names))
-        if scan.modality == "image" and config.augment and not resumed_in_finetune:
-            images, labels = (t.numpy() for t in next(iter(train_ds.take(1))))
-            tb.log_augmented_batch(log_dir, images, (labels.argmax(axis=1) if labels.ndim == 2 else labels).tolist(),
-                                   scan.class_names)
-        finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, train_ds, val_ds,
-                          confusion_inputs, val_labels, epoch_offset=head_epochs, step_offset=head_steps)
-        # The backbone changed: the head now sees new features (never cached: they belong to this run only).
-        final_val_features = extract_features(feature_extractor, val_examples, scan.modality, backbone.size,
-                                              config.batch_size, config.resize)
+        task_model, head_model, final_val_features, phase_names = _train_transfer(
+            context, config, scan, backbone, feature_extractor, train_examples, val_examples, train_features,
+            val_features, log_dir)
 
     val_probabilities = head_model.predict(final_val_features, verbose=0)
     val_accuracy = float(np.mean(val_probabilities.argmax(axis=1) == np.asarray(val_labels)))
     picked = val_probabilities[np.arange(len(val_labels)), np.asarray(val_labels)]
     val_loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
     temperature = fit_temperature(val_probabilities, val_labels)
-    _write_tensorboard_extras(log_dir, resolved, report, _penultimate(head_model, final_val_features, config.hidden_units),
+    hidden_units = 0 if config.strategy in META_STRATEGIES else config.hidden_units
+    _write_tensorboard_extras(log_dir, resolved, report, _penultimate(head_model, final_val_features, hidden_units),
                               val_probabilities, val_examples, scan, backbone, config,
                               {"val_accuracy": val_accuracy, "val_loss": val_loss})
 
     rd.save_model(task_model, run_dir)
     history = context.history
-    phase_names = [HEAD] + ([FINETUNE] if config.strategy == "finetune" else [])
     rd.write_json(run_dir / rd.HISTORY_FILE, {
         "phases": [{"name": name, "epochs": sum(e["phase"] == name for e in history)} for name in phase_names],
         "epochs": history,
@@ -240,6 +264,7 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
                     "epochs_trained": epochs_trained, "wall_time_s": round(wall_time, 2)},
         "calibration": {"temperature": temperature, "fitted_on": "validation split"},
         "precision": precision,
+        **extra_metadata,
         "resumed": resume_dir is not None,
         "data_dir": scan.root,
         "manifest_sha256": manifest_hash,

@@ -505,14 +505,9 @@ def _version(package: str) -> str:
 
 
 def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from machine import cpu_model
+
+    cpu = cpu_model()
     ram_gib = float("nan")
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

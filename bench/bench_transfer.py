@@ -210,8 +210,7 @@ def render(results: dict) -> str:
     add("## Transfer learning (issue 5)\n")
     add(f"- **Command**: `{results['command']}`; wall time {results['wall_min']:.1f} min on {results['machine']}.")
     add(f"- Data: Fashion-MNIST from Debian `dataset-fashion-mnist`: {p['per_class']} training images per class "
-        f"from its train set (the run splits 20% off for validation and 20% for its own test split, which these "
-        f"rows do not use), tested on {p['test_per_class'] * 10} images from its t10k set; images {p['image_size']}x"
+        f"from its train set (20% of them held out for validation), tested on {p['test_per_class'] * 10} images from its t10k set; images {p['image_size']}x"
         f"{p['image_size']}, EfficientNet-Lite0, batch 32, seed 42.\n")
     c = results["cache_vs_guide"]
     ratios = [g / o for g, o in zip(c["guide_epoch_s"], c["ours_epoch_s"])]

@@ -7,11 +7,19 @@ import keras
 from models.heads import ClassificationHead
 
 
-def build_task_model(feature_extractor: keras.Model, head: ClassificationHead, name: str = "metatune_classifier") -> keras.Model:
+def build_task_model(feature_extractor: keras.Model, head: ClassificationHead, embedding: keras.Model | None = None,
+                     name: str = "metatune_classifier") -> keras.Model:
+    """Raw input -> backbone features -> [meta-learned embedding] -> head -> probabilities.
+
+    The feature extractor stays the first nested model (evaluation reads frozen
+    features from it); the head's input is the penultimate representation.
+    """
     source = feature_extractor.inputs[0]
     name = "text" if "string" in str(source.dtype) else "pixels"
     inputs = keras.Input(shape=feature_extractor.input_shape[1:], dtype=source.dtype, name=name)
     features = feature_extractor(inputs)
+    if embedding is not None:
+        features = embedding(features)
     return keras.Model(inputs, head(features), name=name)
 
 

@@ -23,19 +23,23 @@ the outer tape). Everything is computed functionally from `params` with
 and differentiate through (or around) the replacement. Reptile, whose meta update is not
 a loss gradient, overrides `task_gradients` instead.
 
-BatchNormalization (inductive by default): support passes run with `training=training`
-(batch statistics of the support; in `train_step` the moving statistics are then
-updated from the support and written back), query passes run with `training=False`, so
-query examples are classified one by one with the moving statistics and never see each
-other. `transductive=True` runs the query in training mode (batch statistics of the
-whole query set, the original MAML setting); its statistics are never written back.
-`self.transductive` is public so reports can label the numbers. Pitfall (DESIGN.md):
-an inductive network trained from scratch for a few hundred meta steps needs BN
-momentum ~0.9, not Keras' 0.99, or its moving statistics lag and queries look random.
+BatchNormalization (inductive by default): support passes normalise with the support's
+batch statistics (ProtoNet's at meta-training only; the inner loop of the gradient
+learners always, since it trains on the support at evaluation too); `train_step` then
+writes the support's statistics back to the moving statistics, evaluation never does.
+Query passes run with `training=False`, so query examples are classified one by one with
+the moving statistics and never see each other. `transductive=True` runs the query in
+training mode (batch statistics of the whole query set, the original MAML setting); its
+statistics are never written back. `self.transductive` is public so reports can label
+the numbers. Pitfall (DESIGN.md): an inductive network trained from scratch for a few
+hundred meta steps needs BN momentum ~0.9, not Keras' 0.99, or its moving statistics
+lag and queries look random.
 Pretrained backbones should keep BN layers frozen (`layer.trainable = False`).
 """
 
 from __future__ import annotations
+
+import copy
 
 import keras
 import tensorflow as tf
@@ -92,6 +96,9 @@ class MetaLearner(keras.Model):
         self.transductive = bool(transductive)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        # Every sublayer is built already; marking the wrapper built keeps fit() from
+        # calling it symbolically on an episode tuple it cannot take.
+        self.built = True
 
     # ----------------------------------------------------------------- variables
     @property
@@ -121,12 +128,14 @@ class MetaLearner(keras.Model):
         seeds) back to the variables; otherwise the call has no side effect.
         """
         non_trainable = list(layer.non_trainable_variables)
-        outputs, new_state = layer.stateless_call(
-            list(values), [v.value for v in non_trainable], x, training=training
-        )
+        old_state = [v.value for v in non_trainable]
+        outputs, new_state = layer.stateless_call(list(values), old_state, x, training=training)
         if update_state:
-            for variable, value in zip(non_trainable, new_state):
-                variable.assign(value)
+            for variable, old, new in zip(non_trainable, old_state, new_state):
+                # Unchanged state comes back as the very object passed in: skip it, so a
+                # large frozen backbone is not rewritten on every inner step.
+                if new is not old:
+                    variable.assign(new)
         return outputs
 
     def features(self, params, x, training=False, update_state=False):
@@ -152,7 +161,11 @@ class MetaLearner(keras.Model):
         """Outer step: `grads` (aligned with meta_variables, already averaged) -> optimizer."""
         chosen = {id(v) for v in self.outer_variables}
         pairs = [(g, v) for g, v in zip(grads, self.meta_variables) if id(v) in chosen]
-        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        # The optimizer divides by its loss scale (LossScaleOptimizer under mixed precision,
+        # or loss_scale_factor); our gradients are unscaled, so scale them to match.
+        scale = self.optimizer.scale_loss(1.0)
+        grads = [g if isinstance(scale, (int, float)) and scale == 1.0 else g * ops.cast(scale, g.dtype) for g, _ in pairs]
+        self.optimizer.apply(grads, [v for _, v in pairs])
 
     # --------------------------------------------------------- keras plumbing
     def call(self, inputs, training=False):
@@ -192,7 +205,7 @@ class MetaLearner(keras.Model):
         _, loss_sum, *grad_sums = tf.while_loop(
             lambda i, *_: i < num_tasks, body, (tf.constant(0), tf.constant(0.0), *init), parallel_iterations=1
         )
-        count = tf.cast(num_tasks, "float32")
+        count = tf.maximum(tf.cast(num_tasks, "float32"), 1.0)  # a replica may get no task
         if not with_gradients:
             return loss_sum / count, None
         # Like Keras' own losses under tf.distribute: each replica contributes 1/replicas
@@ -216,6 +229,32 @@ class MetaLearner(keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self(x, training=False)
 
+    def episode_logits(self, support_x, support_y, query_x, ways: int | None = None):
+        """Query logits [N*Q, ways] of ONE episode after adapting on its support (few-shot evaluation).
+
+        No task axis: support_x [N*K, ...], support_y [N*K] in 0..ways-1, query_x [N*Q, ...].
+        Inference: nothing is written back (BN moving statistics included), the query
+        runs in training mode only if `self.transductive`, and no variable changes (the
+        inner loop works on copies; see the module doc for the support's BatchNorm). `ways` (default
+        `self.ways`): N of the episode. Learners with a fixed N-way head (MAML, FOMAML,
+        Reptile) take only their own N; ProtoNet forms as many prototypes as asked.
+        Wrap it in a new `tf.function` per evaluation: the Python `ways` is fixed per trace.
+        """
+        ways = self.ways if ways is None else int(ways)
+        if ways != self.ways and getattr(self, "head", None) is not None:
+            raise ValueError(f"{type(self).__name__} has a {self.ways}-way head and cannot classify a {ways}-way "
+                             f"episode. Received: ways={ways}")
+        # Query labels only feed the loss, which is discarded here.
+        query_y = tf.zeros(tf.shape(query_x)[:1], "int32")
+        trained_ways = self.ways
+        self.ways = ways  # the prototype count (ProtoNet); restored below
+        try:
+            _, logits = self.task_loss_and_logits(self.read_params(), support_x, ops.cast(support_y, "int32"),
+                                                  query_x, query_y, training=False)
+        finally:
+            self.ways = trained_ways
+        return logits
+
     # ------------------------------------------------------------ serialization
     def get_config(self):
         return {
@@ -228,7 +267,7 @@ class MetaLearner(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = copy.deepcopy(config)  # Keras' deserializer consumes the nested dicts
         for key in ("embedding", "head"):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
@@ -277,7 +316,6 @@ class GradientMetaLearner(MetaLearner):
         # adapted_layers resolves it on demand.
         self._adapt_spec = self._normalise_adapt(adapt)
         self.adapted_layers  # noqa: B018  (fail now on a bad name, not at fit time)
-        self.built = True
 
     # ------------------------------------------------------- adapted variables
     @staticmethod
@@ -346,7 +384,10 @@ class GradientMetaLearner(MetaLearner):
         return self.head(self.embedding(inputs, training=training))
 
     def inner_batches(self, support_x, support_y, steps):
-        """The (x, y) of each inner step: the whole support set (Reptile may use minibatches)."""
+        """The (x, y) of each inner step: the whole support set (Reptile may use minibatches).
+
+        support_x may be support features (head-only adaptation embeds them once).
+        """
         return [(support_x, support_y)] * steps
 
     def adapt_params(self, params, support_x, support_y, training=False, first_order=True, steps=None):
@@ -356,18 +397,38 @@ class GradientMetaLearner(MetaLearner):
         inner gradients are constants for the outer tape, and fast = params + a
         constant, so d(query loss)/d(params) is the gradient at the adapted weights
         (FOMAML); otherwise gradients flow through every inner update (MAML).
-        In training mode the support passes update BN moving statistics.
+        Support passes always run in training mode (BN batch statistics of the support);
+        `training` only decides whether they update BN's moving statistics.
         """
         steps = self.inner_steps if steps is None else int(steps)
         indices = self.adapted_indices
         start = [tf.stop_gradient(p) for p in params] if first_order else list(params)
         fast = list(start)
+        count = len(self.embedding.trainable_variables)
+        # The inner loop is training on the support set, at meta-training and at
+        # evaluation alike: BatchNorm normalises with the support's own batch statistics
+        # (still inductive: the query is never in that batch). Only meta-training writes
+        # them back to the moving statistics. Running the support in inference mode at
+        # evaluation instead changes the activations the inner learning rate was
+        # meta-learned for; a conv4 meta-trained with adapt="all" then diverges to chance.
+        if all(i >= count for i in indices):
+            # Head only: the embedding is the same at every inner step, embed the support once.
+            inputs = self.features(start, support_x, training=True, update_state=training)
+
+            def forward(values, x):
+                return self._stateless(self.head, values[count:], x, True, False)
+        else:
+            inputs = support_x
+
+            def forward(values, x):
+                return self.logits(values, x, training=True, update_state=training)
+
         losses = []
-        for x, y in self.inner_batches(support_x, support_y, steps):
+        for x, y in self.inner_batches(inputs, support_y, steps):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 watched = [fast[i] for i in indices]
                 tape.watch(watched)
-                loss = cross_entropy(y, self.logits(fast, x, training=training, update_state=training))
+                loss = cross_entropy(y, forward(fast, x))
             grads = tape.gradient(loss, watched, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             for i, g in zip(indices, grads):
                 if first_order:

@@ -13,6 +13,9 @@ from keras import ops
 from models.errors import ModelError
 from models.meta.base import MetaLearner, cross_entropy
 
+# Finite (not -inf) so softmax cross-entropy and its gradient stay finite; exp() of it is 0.
+ABSENT_CLASS_LOGIT = -1e9
+
 
 def prototypes(embeddings, labels, num_classes):
     """[num_classes, D] mean embedding per class (keras ops, differentiable)."""
@@ -41,6 +44,10 @@ class ProtoNet(MetaLearner):
         support = ops.cast(self.features(params, support_x, training=training, update_state=training), "float32")
         query = ops.cast(self.features(params, query_x, training=self.transductive, update_state=False), "float32")
         logits = -squared_distances(query, prototypes(support, support_y, self.ways))
+        # A class with no support example (a 5-way validation episode scored by a learner
+        # meta-trained 20-way) has no prototype: its zero vector must not win queries.
+        present = ops.sum(ops.one_hot(ops.cast(support_y, "int32"), self.ways, dtype="float32"), axis=0) > 0
+        logits = ops.where(ops.expand_dims(present, 0), logits, ABSENT_CLASS_LOGIT)
         return cross_entropy(query_y, logits), logits
 
 

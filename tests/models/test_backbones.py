@@ -35,14 +35,16 @@ TEXTS = ["the movie was great", "awful food and very bad service", "", "the film
 # its 11 bottlenecks, MiniLM-L6 its 6 transformer layers, the tiny test backbones 2.
 EXPECTED_BLOCKS = {
     "efficientnet_lite0": 16, "resnet50": 16, "mobilenet_v3_small": 11, "efficientnet_v2_b0": 21,
-    "minilm": 6, "tiny_image": 2, "tiny_text": 2,
+    "minilm": 6, "tiny_image": 2, "tiny_text": 2, "conv4": 4, "conv4_gray": 4,
 }
 # The layer before the first block (the stem, only unfrozen with "all").
 STEMS = {
     "efficientnet_lite0": "stem_conv", "resnet50": "conv1_conv", "mobilenet_v3_small": "conv",
     "efficientnet_v2_b0": "stem_conv", "minilm": "token_embedding", "tiny_text": "token_embedding",
     "tiny_image": "scale",  # no stem convolution: its first conv starts block0
+    "conv4": "scale", "conv4_gray": "scale",  # the classic 4-conv net has no stem either
 }
+NO_STEM = {"tiny_image", "conv4", "conv4_gray"}
 
 
 def _size(spec) -> int:
@@ -182,13 +184,13 @@ def test_blocks_and_top_blocks(name, features):
         spec.top_blocks(model, -1)
 
     block_ids = {id(layer) for layer in block_layers}
-    if spec.modality == "image" and name != "tiny_image":  # tiny_image has no stem: block0 starts at its 1st conv
+    if spec.modality == "image" and name not in NO_STEM:  # their first conv starts the first block
         first_conv = next(layer for layer in flat if isinstance(layer, keras.layers.Conv2D))
         assert id(first_conv) not in block_ids and flat.index(first_conv) < positions[0]
     if name in STEMS:
         stem = next(layer for layer in flat if layer.name == STEMS[name])
         assert id(stem) not in block_ids and flat.index(stem) < positions[0]
-        if spec.modality == "image" and name != "tiny_image":
+        if spec.modality == "image" and name not in NO_STEM:
             assert stem is first_conv
 
 

@@ -1,0 +1,457 @@
+"""Few-shot (episodic) evaluation of a run: `evaluate.py RUN_DIR DATA_DIR --episodes N`.
+
+The standard protocol: N-way K-shot episodes with Q queries per class drawn from the
+evaluation files of a folder (their classes may be new to the run: that is the point),
+mean query accuracy over the episodes with its 95% interval 1.96 * std / sqrt(episodes),
+and two baselines on the same episodes (nearest centroid and logistic regression on the
+frozen pretrained features of the run's backbone), so a learner that does not beat a
+plain classifier on pretrained features is seen not to.
+
+The run's learner:
+- linear / finetune runs: nearest centroid (squared Euclidean, like ProtoNet) on the
+  run's penultimate embedding, the input of its final `head_dense` layer;
+- meta runs (protonet, reptile, fomaml, maml): the saved meta-learner
+  (`meta_learner.keras`), which adapts on each episode's support and classifies its
+  query (`MetaLearner.episode_logits`), on frozen features or raw inputs as recorded
+  in metadata.json["meta"]["input"].
+
+Inputs are computed once per file (backbone features through the feature cache that
+training also uses); every episode then runs on in-memory arrays. Episode n is a pure
+function of (seed, n) (data/episodes.py), so `--seed S --episodes N` replays them.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from app import run_dir as rd
+from app import tensorboard_logging as tb
+from app.errors import UserError
+from app.evaluation import LoadedRun, choose_evaluation_set, load_run
+from app.features import cached_features, extract_features, feature_store_key
+from app.fewshot_baselines import BASELINES, mean_and_ci95, nearest_centroid_predict
+from app.inputs import example_dataset
+from data.episodes import EpisodeSampler
+from data.errors import DataError
+from data.records import Example
+from data.scan import scan_folder
+from models.errors import ModelError
+from models.fingerprint import weights_fingerprint
+
+logger = logging.getLogger(__name__)
+
+META_STRATEGIES = ("protonet", "reptile", "fomaml", "maml")
+META_LEARNER_FILE = "meta_learner.keras"
+RUN_LEARNER = "run"
+HEAD_LAYER = "head_dense"
+EPISODES_FILE = "episodes.csv"
+# Predictor: (support inputs, support labels, query inputs, ways) -> predicted query labels.
+Predict = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
+
+
+# --------------------------------------------------------------------------- the pool
+
+@dataclass
+class FewShotPool:
+    """The evaluation files episodes are drawn from; labels index `class_names` (the pool's own)."""
+
+    examples: list[Example]
+    class_names: list[str]
+    description: str
+    name_suffix: str
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray([e.label for e in self.examples], dtype=np.int64)
+
+
+def choose_pool(run: LoadedRun, data_dir: str | Path) -> FewShotPool:
+    """The same files as classification evaluation (`choose_evaluation_set`), any classes.
+
+    The folder's test/ split; for the run's own training folder, the files held out at
+    training time (manifest); a val/ split; else every file. Unlike classification,
+    classes the run never saw are welcome, so the run's class list is widened to the
+    folder's classes before asking `choose_evaluation_set`.
+    """
+    scan_logger = logging.getLogger("data.scan")
+    level = scan_logger.level
+    scan_logger.setLevel(logging.ERROR)  # a listing only; the real scan below reports skipped files
+    try:
+        listing = scan_folder(data_dir, check_files_content=False)
+    finally:
+        scan_logger.setLevel(level)
+    if listing.modality != run.modality:
+        raise UserError(f"The run expects {run.modality} data but {str(data_dir)!r} holds {listing.modality} files.")
+    known = sorted(set(run.class_names) | set(listing.class_names))
+    widened = replace(run, metadata={**run.metadata, "class_names": known})
+    chosen = choose_evaluation_set(widened, data_dir, allow_missing_classes=True)
+    present = sorted({known[e.label] for e in chosen.examples})
+    index = {name: i for i, name in enumerate(present)}
+    examples = [replace(e, label=index[known[e.label]]) for e in chosen.examples]
+    return FewShotPool(examples, present, chosen.description, chosen.name_suffix)
+
+
+# ------------------------------------------------------------------ the run's models
+
+def feature_extractor_of(task_model: keras.Model) -> keras.Model:
+    """The frozen backbone inside model.keras: its first nested keras.Model (DESIGN: raw input -> features -> head)."""
+    for layer in task_model.layers:
+        if isinstance(layer, keras.Model):
+            return layer
+    raise UserError(f"model.keras ({task_model.name!r}) has no nested feature extractor; was it written by train.py?")
+
+
+def penultimate_model(task_model: keras.Model) -> keras.Model:
+    """Raw input -> the input of the final `head_dense` layer (the run's embedding)."""
+    try:
+        head = task_model.get_layer(HEAD_LAYER)
+    except ValueError:
+        raise UserError(f"model.keras has no {HEAD_LAYER!r} layer, so its embedding is unknown. "
+                        f"Received layers: {[layer.name for layer in task_model.layers]}") from None
+    return keras.Model(task_model.inputs, head.input, name="penultimate")
+
+
+def _layers_between(task_model: keras.Model, extractor: keras.Model) -> list:
+    names = [layer.name for layer in task_model.layers]
+    start, end = names.index(extractor.name) + 1, names.index(HEAD_LAYER)
+    return task_model.layers[start:end]
+
+
+def _apply_chain(layers: list, features: np.ndarray, batch_size: int) -> np.ndarray:
+    """Apply the layers between the extractor and the head, in inference mode, to cached features."""
+    outputs = []
+    for start in range(0, len(features), batch_size):
+        x = tf.convert_to_tensor(features[start:start + batch_size])
+        for layer in layers:
+            x = layer(x, training=False)
+        outputs.append(keras.ops.convert_to_numpy(x))
+    return np.concatenate(outputs, axis=0) if outputs else np.zeros((0, 0), np.float32)
+
+
+# ------------------------------------------------------------------------ learners
+
+@dataclass
+class Learner:
+    key: str  # metrics / TensorBoard name
+    label: str  # what it is, for the report
+    inputs: np.ndarray  # one row per pool example
+    predict: Predict
+
+
+def load_meta_learner(run: LoadedRun):
+    """The saved MetaLearner of a meta run (safe mode: no serialized Python code)."""
+    import models.layers  # noqa: F401  (registers metatune's layers)
+    import models.meta  # noqa: F401  (registers the meta-learners)
+
+    if run.modality == "text":
+        import models.text_layers  # noqa: F401
+    path = run.path / META_LEARNER_FILE
+    if not path.is_file():
+        raise UserError(f"{str(run.path)!r} is a {run.metadata['strategy']} run without {META_LEARNER_FILE}, so its "
+                        "meta-learner cannot be evaluated episodically (trained by an older metatune?).")
+    return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+
+
+def meta_learner_predict(learner, ways: int) -> Predict:
+    """Adapt on the support, classify the query: one traced `episode_logits` for the evaluation."""
+    from models.meta import GradientMetaLearner
+
+    if isinstance(learner, GradientMetaLearner) and learner.ways != ways:
+        raise UserError(
+            f"The run's {type(learner).__name__} meta-learner has a fixed {learner.ways}-way head, so it cannot "
+            f"classify {ways}-way episodes. Received: --ways {ways}. Evaluate with --ways {learner.ways}."
+        )
+    step = tf.function(lambda s, y, q: learner.episode_logits(s, y, q, ways=ways))
+
+    def predict(support, support_labels, query, episode_ways):
+        logits = step(tf.convert_to_tensor(support), tf.convert_to_tensor(support_labels, tf.int32),
+                      tf.convert_to_tensor(query))
+        return np.argmax(keras.ops.convert_to_numpy(logits), axis=-1)
+
+    return predict
+
+
+def raw_inputs(run: LoadedRun, examples: list[Example], batch_size: int) -> np.ndarray:
+    """What model.keras takes, decoded once: uint8 images at the run's size, or UTF-8 strings."""
+    dataset = example_dataset(examples, run.modality, run.input_size, batch_size, run.resize)
+    batches = [keras.ops.convert_to_numpy(batch) if run.modality == "image" else batch.numpy() for batch in dataset]
+    return np.concatenate(batches, axis=0)
+
+
+class _Features:
+    """The run's extractor features and the pretrained baseline features, each computed at most once."""
+
+    def __init__(self, run: LoadedRun, examples: list[Example], batch_size: int):
+        self.run, self.examples, self.batch_size = run, examples, batch_size
+        self.extractor = feature_extractor_of(run.model)
+        self.pooling = self._pooling()
+        self._run_features = None
+
+    def _pooling(self) -> str | None:
+        config_path = self.run.path / rd.CONFIG_FILE
+        pooling = rd.read_json(config_path).get("pooling") if config_path.is_file() else None
+        return None if pooling in (None, "auto") else pooling
+
+    def cached(self, extractor: keras.Model, weights: str) -> np.ndarray:
+        run = self.run
+        key = feature_store_key(extractor, run.metadata["backbone"], weights, run.modality, run.input_size,
+                                run.resize, self.pooling)
+        return np.asarray(cached_features(extractor, self.examples, run.modality, run.input_size, self.batch_size,
+                                          run.resize, key))
+
+    @property
+    def run_features(self) -> np.ndarray:
+        """Output of the run's own feature extractor (for linear runs: the frozen pretrained backbone)."""
+        if self._run_features is None:
+            logger.info("Features of the run's feature extractor for %d files", len(self.examples))
+            self._run_features = self.cached(self.extractor, str(self.run.metadata.get("weights")))
+        return self._run_features
+
+    def baseline_features(self) -> tuple[np.ndarray, str]:
+        """(features, description): frozen pretrained backbone, or the run's own when there are none."""
+        from models.backbones import get_backbone
+
+        name = self.run.metadata["backbone"]
+        spec = get_backbone(name)
+        if spec.default_weights == "none":
+            note = (f"the run's own {name} backbone features: {name} has no pretrained weights "
+                    "(trained from scratch), so there are no pretrained features to compare with")
+            logger.warning("Baselines use %s.", note)
+            return self.run_features, note
+        try:
+            pretrained = spec.build_features(self.run.input_size, spec.default_weights, self.pooling)
+        except ModelError as error:
+            note = (f"the run's own {name} backbone features: the pretrained ({spec.default_weights}) weights "
+                    f"could not be loaded ({error})")
+            logger.warning("Baselines use %s.", note)
+            return self.run_features, note
+        description = f"frozen pretrained {name} features ({spec.default_weights} weights)"
+        if weights_fingerprint(pretrained) == weights_fingerprint(self.extractor):
+            return self.run_features, description  # a frozen-backbone run: the same features, computed once
+        logger.info("Pretrained %s features for %d files", name, len(self.examples))
+        return self.cached(pretrained, spec.default_weights), description
+
+
+def penultimate_embeddings(run: LoadedRun, features: _Features, batch_size: int) -> np.ndarray:
+    """The run's embedding of every pool example (input of head_dense), from the cached extractor features.
+
+    The layers between extractor and head are replayed on the features; checked against
+    the sub-model of model.keras on a few files (else that sub-model is run on every file).
+    """
+    reference_model = penultimate_model(run.model)
+    layers = _layers_between(run.model, features.extractor)
+    embeddings = _apply_chain(layers, features.run_features, batch_size)
+    few = features.examples[:4]
+    reference = extract_features(reference_model, few, run.modality, run.input_size, batch_size, run.resize)
+    if embeddings.shape[1:] == reference.shape[1:] and np.allclose(embeddings[:len(few)], reference,
+                                                                  rtol=1e-4, atol=1e-4):
+        return embeddings
+    logger.info("The head is not a plain chain of layers; computing the penultimate embedding from raw inputs.")
+    return extract_features(reference_model, features.examples, run.modality, run.input_size, batch_size, run.resize)
+
+
+def run_learner(run: LoadedRun, features: _Features, ways: int, shots: int, batch_size: int) -> tuple[Learner, dict]:
+    """The run's own few-shot learner and what the metrics say about it."""
+    strategy = run.metadata.get("strategy")
+    if strategy not in META_STRATEGIES:
+        embeddings = penultimate_embeddings(run, features, batch_size)
+        label = f"nearest centroid on the run's penultimate embedding ({strategy} run, {embeddings.shape[1]} dims)"
+        return Learner(RUN_LEARNER, label, embeddings, nearest_centroid_predict), {
+            "kind": "nearest_centroid_on_penultimate", "strategy": strategy, "transductive": False}
+    learner = load_meta_learner(run)
+    meta = run.metadata.get("meta") or {}
+    source = meta.get("input", "features")
+    if source not in ("features", "raw"):
+        raise UserError(f"metadata.json meta.input must be 'features' or 'raw'. Received: {source!r}")
+    predict = meta_learner_predict(learner, ways)  # refuses a fixed-head ways mismatch before any feature pass
+    if meta.get("shots") not in (None, shots):
+        logger.info("The meta-learner was trained %s-shot and is evaluated %d-shot.", meta.get("shots"), shots)
+    inputs = features.run_features if source == "features" else raw_inputs(run, features.examples, batch_size)
+    expected = learner.embedding.input_shape[1:]
+    if tuple(inputs.shape[1:]) != tuple(expected) and not any(d is None for d in expected):
+        raise UserError(f"The meta-learner takes inputs of shape {tuple(expected)} but the run's {source} inputs "
+                        f"have shape {tuple(inputs.shape[1:])}; metadata.json meta.input may be wrong.")
+    transductive = bool(getattr(learner, "transductive", meta.get("transductive", False)))
+    algorithm = meta.get("algorithm", strategy)
+    label = (f"{algorithm} meta-learner ({type(learner).__name__}, {learner.ways}-way trained, on {source} inputs"
+             f"{', transductive BatchNorm' if transductive else ''})")
+    return Learner(RUN_LEARNER, label, inputs, predict), {
+        "kind": "meta_learner", "strategy": strategy, "algorithm": algorithm, "input": source,
+        "trained_ways": learner.ways, "trained_shots": meta.get("shots"), "transductive": transductive}
+
+
+# ------------------------------------------------------------------------ the loop
+
+def run_episodes(sampler: EpisodeSampler, numbers: list[int], learners: list[Learner]) -> dict[str, np.ndarray]:
+    """Per-episode query accuracy of every learner, all on the same episodes."""
+    accuracies = {learner.key: np.zeros(len(numbers)) for learner in learners}
+    # A live bar on a terminal; in a log file one line at the end instead of a line every 50 ms.
+    progress = keras.utils.Progbar(len(numbers), unit_name="episode", verbose=1 if sys.stdout.isatty() else 2,
+                                   stateful_metrics=[f"{learner.key}_acc" for learner in learners])
+    for i, number in enumerate(numbers):
+        episode = sampler.episode(number)
+        for learner in learners:
+            predicted = learner.predict(learner.inputs[episode.support_index], episode.support_labels,
+                                        learner.inputs[episode.query_index], sampler.ways)
+            accuracies[learner.key][i] = float(np.mean(np.asarray(predicted) == episode.query_labels, axis=0))
+        progress.update(i + 1, [(f"{k}_acc", float(np.mean(v[:i + 1], axis=0))) for k, v in accuracies.items()])
+    return accuracies
+
+
+def _verdict(metrics: dict) -> tuple[bool, str]:
+    mine, baselines = metrics["mean_accuracy"], metrics["baselines"]
+    shown = ", ".join(f"{n.replace('_', ' ')} {100 * b['mean_accuracy']:.2f}%" for n, b in baselines.items())
+    not_beaten = [n.replace("_", " ") for n, b in baselines.items() if mine <= b["mean_accuracy"]]
+    if not_beaten:
+        return False, (f"The run's learner does NOT beat both baselines: {100 * mine:.2f}% vs {shown}; "
+                       f"it is not above {' or '.join(not_beaten)}.")
+    best = max(baselines.values(), key=lambda b: b["mean_accuracy"])
+    caveat = ("; the margin over the best baseline is within the 95% intervals, so it is not clearly significant"
+              if mine - metrics["ci95"] <= best["mean_accuracy"] + best["ci95"] else "")
+    return True, f"The run's learner beats both baselines: {100 * mine:.2f}% vs {shown}{caveat}."
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def render_fewshot_report(metrics: dict) -> str:
+    learner = metrics["learner"]
+    transductive = ("yes (query batch statistics; not comparable with inductive results)" if metrics["transductive"]
+                    else "no (inductive)")
+    numbers = metrics["episode_numbers"]
+    lines = [
+        f"# Few-shot evaluation: {metrics['ways']}-way {metrics['shots']}-shot, {metrics['queries']} queries per class",
+        "",
+        f"- Run: `{metrics['run_dir']}` (strategy {learner['strategy']}, backbone {metrics['backbone']})",
+        f"- Data: `{metrics['data_dir']}` ({metrics['split']}): {len(metrics['class_names'])} classes "
+        f"({len(metrics['novel_classes'])} new to the run), {metrics['num_examples']} examples",
+        f"- Episodes: {metrics['episodes']} (seed {metrics['episode_seed']}, numbers {numbers[0]}..{numbers[-1]}); "
+        f"replay with `--seed {metrics['episode_seed']} --episodes {metrics['episodes']}`",
+        f"- Transductive BatchNorm: {transductive}",
+        f"- Baseline features: {metrics['baseline_features']}",
+        "",
+        "| learner | mean accuracy | 95% CI |",
+        "|---|---:|---:|",
+        f"| **run: {learner['label']}** | **{_percent(metrics['mean_accuracy'])}** | ± {_percent(metrics['ci95'])} |",
+    ]
+    for name, result in metrics["baselines"].items():
+        lines.append(f"| baseline: {name.replace('_', ' ')} | {_percent(result['mean_accuracy'])} | "
+                     f"± {_percent(result['ci95'])} |")
+    lines += [
+        "",
+        f"**Verdict:** {metrics['verdict']}",
+        "",
+        *[f"Note: {note}\n" for note in metrics.get("notes", [])],
+        "95% CI = 1.96 · std / √episodes over the per-episode query accuracies (all learners on the same "
+        f"episodes; per-episode values in {EPISODES_FILE}).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _write_episodes_csv(path: Path, sampler: EpisodeSampler, numbers: list[int], class_names: list[str],
+                        accuracies: dict[str, np.ndarray]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["episode", "classes", *accuracies])
+        for i, number in enumerate(numbers):
+            classes = " ".join(class_names[c] for c in sampler.episode(number).classes)
+            writer.writerow([number, classes, *(f"{values[i]:.6f}" for values in accuracies.values())])
+    os.replace(temporary, path)
+
+
+def _check_count(flag: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise UserError(f"{flag} must be an integer >= {minimum}. Received: {flag} {value!r}")
+    return int(value)
+
+
+def _default_name(data_dir, suffix: str, ways: int, shots: int) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data_dir).expanduser().resolve().name) or "data"
+    return f"{base}-{suffix}-{ways}way-{shots}shot"
+
+
+def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int, ways: int = 5, shots: int = 1,
+                      queries: int = 15, seed: int = 0, name: str | None = None,
+                      batch_size: int = 32) -> tuple[dict, Path]:
+    """Few-shot evaluation of a run; writes eval/<name>/{metrics.json, report.md, episodes.csv}.
+
+    Returns (metrics, output folder). Raises UserError / DataError with a clear
+    message for bad counts or a folder with too few classes or examples.
+    """
+    episodes = _check_count("--episodes", episodes, 1)
+    batch_size = _check_count("--batch-size", batch_size, 1)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise UserError(f"--seed must be an integer. Received: --seed {seed!r}")
+    run = load_run(run_path)
+    pool = choose_pool(run, data_dir)
+    if not pool.examples:
+        raise UserError(f"No files to evaluate in {str(data_dir)!r} ({pool.description}).")
+    # The sampler checks ways / shots / queries against the pool before any expensive pass.
+    try:
+        sampler = EpisodeSampler(pool.labels, ways, shots, queries, seed=seed, class_names=pool.class_names)
+    except DataError as error:
+        raise DataError(f"Episodes are drawn from {str(data_dir)!r} ({pool.description}, {len(pool.examples)} "
+                        f"files): {error}") from None
+    numbers = list(range(episodes))
+    logger.info("Few-shot evaluation of %s: %d episodes, %d-way %d-shot, %d queries per class, from %d files (%s)",
+                run.path, episodes, ways, shots, queries, len(pool.examples), pool.description)
+
+    features = _Features(run, pool.examples, batch_size)
+    mine, learner_info = run_learner(run, features, ways, shots, batch_size)
+    baseline_inputs, baseline_note = features.baseline_features()
+    learners = [mine] + [Learner(key, f"{key.replace('_', ' ')} on {baseline_note}", baseline_inputs, predict)
+                         for key, predict in BASELINES.items()]
+    accuracies = run_episodes(sampler, numbers, learners)
+
+    mean, ci = mean_and_ci95(accuracies[RUN_LEARNER])
+    metrics = {
+        "mode": "episodic",
+        "episodes": episodes, "ways": ways, "shots": shots, "queries": queries,
+        "mean_accuracy": mean, "ci95": ci,
+        "learner": {"label": mine.label, **learner_info},
+        "baselines": {},
+        "baseline_features": baseline_note,
+        "transductive": learner_info["transductive"],
+        "episode_seed": int(seed),
+        "episode_numbers": numbers,
+        "data_dir": str(Path(data_dir).expanduser().resolve()),
+        "split": pool.description,
+        "class_names": pool.class_names,
+        "novel_classes": sorted(set(pool.class_names) - set(run.class_names)),
+        "num_examples": len(pool.examples),
+        "run_dir": str(run.path),
+        "backbone": run.metadata.get("backbone"),
+    }
+    for key in BASELINES:
+        b_mean, b_ci = mean_and_ci95(accuracies[key])
+        metrics["baselines"][key] = {"mean_accuracy": b_mean, "ci95": b_ci}
+    metrics["beats_baselines"], metrics["verdict"] = _verdict(metrics)
+    metrics["notes"] = []
+    if mine.predict is nearest_centroid_predict and np.array_equal(mine.inputs, baseline_inputs):
+        metrics["notes"].append("The run's penultimate embedding is the baseline feature itself (a linear head on "
+                                "frozen features), so its learner is the nearest-centroid baseline.")
+    (logger.info if metrics["beats_baselines"] else logger.warning)("%s", metrics["verdict"])
+
+    name = name or _default_name(data_dir, pool.name_suffix, ways, shots)
+    out_dir = run.path / "eval" / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_episodes_csv(out_dir / EPISODES_FILE, sampler, numbers, pool.class_names, accuracies)
+    metrics["tensorboard"] = str(tb.log_episode_accuracies(run.path / rd.LOGS_DIR, name, accuracies,
+                                                           {learner.key: learner.label for learner in learners}))
+    (out_dir / "report.md").write_text(render_fewshot_report(metrics), encoding="utf-8")
+    rd.write_json(out_dir / "metrics.json", metrics)  # last: its presence means the evaluation finished
+    return metrics, out_dir
