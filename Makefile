@@ -1,7 +1,7 @@
 # Two commands on a fresh machine (each does its own set-up):
 #   make demo   train on the bundled sample, evaluate on its test split
 #   make test   run the test suite
-# Benchmark data (Debian packages, needs root): make bench-data
+# Benchmarks (installs their data; needs root): make bench
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +10,7 @@ TEST_STAMP := $(VENV)/.installed-test-$(shell cat requirements-test.txt | sha256
 DEMO_DATA := data/samples/fashion_mnist
 DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install demo test clean bench-data
+.PHONY: install demo test clean bench-data bench bench-quick
 
 install: $(STAMP)
 
@@ -42,6 +42,14 @@ test: install $(TEST_STAMP)
 BENCH_DEBS := dataset-fashion-mnist fonts-noto-core
 bench-data: $(TEST_STAMP)
 	@dpkg -s $(BENCH_DEBS) >/dev/null 2>&1 || { apt-get update && apt-get install -y $(BENCH_DEBS); }
+
+# Every benchmark, one after another, then BENCHMARKS.md rewritten from their output
+# (about 45 min on 2 cores); bench-quick: reduced sizes, into bench/results-quick/.
+bench: bench-data
+	$(PY) bench/run_all.py
+
+bench-quick: bench-data
+	$(PY) bench/run_all.py --quick
 
 clean:
 	rm -rf runs .pytest_cache

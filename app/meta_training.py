@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from app import run_dir as rd
 from app import tensorboard_logging as tb
 from app.checkpoints import CHECKPOINTS_DIR
 from app.config import TrainConfig
@@ -38,12 +39,15 @@ from data.episodes import EpisodeSampler, array_meta_batches, check_disjoint_met
 from data.episodes import text_meta_batches
 from data.pipeline import image_dataset, read_texts
 from data.scan import require_trainable, scan_folder
+from data.splits import class_disjoint_splits
 from models.finetuning import unfreeze_top_blocks
 from models.heads import ClassificationHead
 from models.meta import ALGORITHMS, MAML, build_meta_learner, prototype_head_weights
 
 logger = logging.getLogger(__name__)
 META_LEARNER_FILE = "meta_learner.keras"
+META_MANIFEST_FILE = "meta_manifest.json"  # --meta-data runs: its files, classes and their meta split
+META_DATA_FRACTIONS = (0.8, 0.2, 0.0)  # --meta-data classes: meta-train / meta-val / (no meta-test)
 META_DONE_WEIGHTS = "meta_done.weights.h5"
 VALIDATION_META_STEPS = 10
 META_VAL_SEED_OFFSET = 1_000_003
@@ -72,10 +76,11 @@ def _adapt_setting(config: TrainConfig):
 
 
 def _pools(config: TrainConfig, scan, train_examples, val_examples):
-    """(meta-train examples, their labels, meta-val examples, their labels, class names, where they come from)."""
+    """(meta-train examples, their labels, meta-val examples, their labels, class names, where they come from,
+    the --meta-data folder's manifest or None)."""
     if not config.meta_data:
         return (train_examples, [e.label for e in train_examples], val_examples, [e.label for e in val_examples],
-                scan.class_names, "the target's training split (meta-validation: its validation split)")
+                scan.class_names, "the target's training split (meta-validation: its validation split)", None)
     meta_scan = scan_folder(config.meta_data)
     require_trainable(meta_scan, min_per_class=2)
     if meta_scan.modality != scan.modality:
@@ -84,12 +89,18 @@ def _pools(config: TrainConfig, scan, train_examples, val_examples):
     check_disjoint_meta_classes(meta_scan.class_names, scan.class_names)
     examples = list(meta_scan.examples)
     labels = [e.label for e in examples]
-    split = meta_split_indices(labels, meta_scan.class_names, fractions=(0.8, 0.2, 0.0), seed=config.seed)
+    split = meta_split_indices(labels, meta_scan.class_names, fractions=META_DATA_FRACTIONS, seed=config.seed)
     train = [examples[i] for i in split["meta_train"]]
     val = [examples[i] for i in split["meta_val"]]
+    # Which files and classes meta-trained the run, as the target's manifest.json does for its split.
+    class_splits = class_disjoint_splits(meta_scan.class_names, META_DATA_FRACTIONS, config.seed)
+    manifest = {"root": meta_scan.root, "class_names": meta_scan.class_names, "class_splits": class_splits,
+                "files": [{"path": str(Path(e.path).relative_to(meta_scan.root)), "sha256": e.sha256,
+                           "label": meta_scan.class_names[e.label],
+                           "split": class_splits[meta_scan.class_names[e.label]]} for e in examples]}
     return (train, [e.label for e in train], val, [e.label for e in val], meta_scan.class_names,
             f"{config.meta_data} ({len(set(e.label for e in train))} meta-train classes, "
-            f"{len(set(e.label for e in val))} class-disjoint meta-validation classes)")
+            f"{len(set(e.label for e in val))} class-disjoint meta-validation classes)", manifest)
 
 
 def _validation_shots(labels, ways: int, shots: int, queries: int) -> tuple[int, int] | None:
@@ -192,8 +203,10 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
                       store_key: str | None) -> MetaOutcome:
     modality = scan.modality
     mode = meta_input_mode(config, backbone.weights)
-    pool_train, pool_train_labels, pool_val, pool_val_labels, pool_names, source = _pools(
+    pool_train, pool_train_labels, pool_val, pool_val_labels, pool_names, source, meta_manifest = _pools(
         config, scan, train_examples, val_examples)
+    if meta_manifest is not None:
+        rd.write_json(run_dir / META_MANIFEST_FILE, meta_manifest)
     logger.info("Meta-training %s on %d-way %d-shot episodes (%d queries per class, %d tasks per meta step) from %s; "
                 "inputs: %s", config.strategy, config.ways, config.shots, config.queries, config.meta_batch_size,
                 source, "cached frozen features" if mode == "features" else "raw inputs, backbone training")

@@ -17,7 +17,7 @@ disjoint meta-test alphabets, 5-way 1-shot and 5-way 5-shot, 15 queries per clas
 
 Every training/evaluation runs in its own subprocess (peak RSS = its VmHWM).
 
-    .venv/bin/python bench/bench_fewshot.py                   # full: 600 test episodes (about 40 min on 2 cores)
+    .venv/bin/python bench/bench_fewshot.py                   # full: 600 test episodes (about 22 min on 2 cores)
     .venv/bin/python bench/bench_fewshot.py --quick           # 100 test episodes, fewer steps (under 10 min)
     .venv/bin/python bench/bench_fewshot.py --output section.md --json raw.json
     .venv/bin/python bench/bench_fewshot.py --from-json raw.json --output section.md   # re-render only
@@ -142,8 +142,9 @@ def make_predictor(learner, eval_steps: int | None = None, support_statistics: b
     with BatchNorm's moving statistics. `support_statistics=True`: the support passes
     normalise with the support's own batch statistics, as they do in meta-training
     (`train_step`), and write nothing back; still inductive (every query is classified on
-    its own). False: the library's test_step behaviour (support passes with the moving
-    statistics), which diverges after meta-training with adapt="all" (see bench/README.md).
+    its own). False: `adapt_params` of the library, which does the same BatchNorm-wise
+    (it used to adapt with the moving statistics and diverged, see bench/README.md) but
+    takes Reptile's minibatches instead of the whole support.
     """
     import tensorflow as tf
 
@@ -781,9 +782,13 @@ def render(data: dict) -> str:
                 ours = subset(test_of(run, shots), lib["episodes"])
                 library.append(f"{algorithm} {shots}-shot {100 * lib['accuracy']:.1f} (bench: {100 * ours['accuracy']:.1f})")
     if library:
-        lines += ["", "The library's own `evaluate()` (its test_step adapts with BatchNorm's moving statistics on the "
-                  "support) on the first " + str(min(cfg["library_eval_episodes"], cfg["test_episodes"])) + " of these episodes: "
-                  + "; ".join(library) + ". It diverges after meta-training with all layers adapted (reported as a bug)."]
+        lines += ["", "Check of the library's own evaluation path: `evaluate()` (its test_step adapts with the "
+                  "learner's training-time inner loop, `inner_steps` steps, Reptile on minibatches, BatchNorm on the "
+                  "support's batch statistics, nothing written back) on the first "
+                  + str(min(cfg["library_eval_episodes"], cfg["test_episodes"])) + " of these episodes: "
+                  + "; ".join(library) + ". Where the bench adapts with more steps at test than the learner's "
+                  "`inner_steps` (see Settings) the numbers differ by that; with the same steps (MAML) they are the "
+                  "same."]
 
     base = res.get("baselines")
     if base:
@@ -923,7 +928,7 @@ def render(data: dict) -> str:
 
 
 def machine_line() -> str:
-    from machine import cpu_model
+    from common import cpu_model
 
     cpu = cpu_model(platform.processor() or platform.machine())
     try:

@@ -505,7 +505,7 @@ def _version(package: str) -> str:
 
 
 def machine_info() -> dict:
-    from machine import cpu_model
+    from common import cpu_model
 
     cpu = cpu_model()
     ram_gib = float("nan")

@@ -99,6 +99,12 @@ def test_meta_data_folder_and_init_from_an_earlier_run(colour_folder, tmp_path):
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "fomaml", "--meta-data",
                        str(meta), "--output", str(first), *EPISODES, *FEATURES]) == 0
     assert str(meta) in rd.read_json(first / rd.METADATA_FILE)["meta"]["episodes_from"]
+    # The meta-data folder's files and class-disjoint split are recorded, like the target's manifest.
+    meta_manifest = rd.read_json(first / "meta_manifest.json")
+    assert len(meta_manifest["files"]) == 6 * 8 and all(len(f["sha256"]) == 64 for f in meta_manifest["files"])
+    splits = meta_manifest["class_splits"]
+    assert set(splits) == {f"c{i}" for i in range(6)} and set(splits.values()) == {"meta_train", "meta_val"}
+    assert all(f["split"] == splits[f["label"]] for f in meta_manifest["files"])
     second = tmp_path / "second"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "fomaml", "--init", str(first),
                        "--output", str(second), *EPISODES, *FEATURES]) == 0
