@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from app import run_dir as rd
 from app import tensorboard_logging as tb
+from app.config import META_STRATEGIES
 from app.errors import UserError
 from app.evaluation import LoadedRun, choose_evaluation_set, load_run
 from app.features import cached_features, extract_features, feature_store_key
@@ -45,14 +46,12 @@ from app.inputs import example_dataset
 from data.episodes import EpisodeSampler
 from data.errors import DataError
 from data.records import Example
-from data.scan import scan_folder
 from models.errors import ModelError
 from models.fingerprint import weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
-META_STRATEGIES = ("protonet", "reptile", "fomaml", "maml")
-META_LEARNER_FILE = "meta_learner.keras"
+META_LEARNER_FILE = rd.META_LEARNER_FILE
 RUN_LEARNER = "run"
 HEAD_LAYER = "head_dense"
 EPISODES_FILE = "episodes.csv"
@@ -81,21 +80,10 @@ def choose_pool(run: LoadedRun, data_dir: str | Path) -> FewShotPool:
 
     The folder's test/ split; for the run's own training folder, the files held out at
     training time (manifest); a val/ split; else every file. Unlike classification,
-    classes the run never saw are welcome, so the run's class list is widened to the
-    folder's classes before asking `choose_evaluation_set`.
+    classes the run never saw are welcome. Labels are remapped to the classes present.
     """
-    scan_logger = logging.getLogger("data.scan")
-    level = scan_logger.level
-    scan_logger.setLevel(logging.ERROR)  # a listing only; the real scan below reports skipped files
-    try:
-        listing = scan_folder(data_dir, check_files_content=False)
-    finally:
-        scan_logger.setLevel(level)
-    if listing.modality != run.modality:
-        raise UserError(f"The run expects {run.modality} data but {str(data_dir)!r} holds {listing.modality} files.")
-    known = sorted(set(run.class_names) | set(listing.class_names))
-    widened = replace(run, metadata={**run.metadata, "class_names": known})
-    chosen = choose_evaluation_set(widened, data_dir, allow_missing_classes=True)
+    chosen = choose_evaluation_set(run, data_dir, any_classes=True)
+    known = chosen.class_names
     present = sorted({known[e.label] for e in chosen.examples})
     index = {name: i for i, name in enumerate(present)}
     examples = [replace(e, label=index[known[e.label]]) for e in chosen.examples]

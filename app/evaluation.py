@@ -65,9 +65,10 @@ def load_run(path: str | Path) -> LoadedRun:
 
 @dataclass
 class EvaluationSet:
-    examples: list[Example]  # labels in the run's class order
+    examples: list[Example]  # labels index class_names
     description: str
     name_suffix: str
+    class_names: list[str]  # the run's classes (with any_classes: and the folder's)
 
     @property
     def paths(self) -> list[str]:
@@ -82,19 +83,24 @@ def _same_folder(a: str | Path, b: str | Path) -> bool:
     return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
-def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool = False) -> EvaluationSet:
+def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool = False,
+                          any_classes: bool = False) -> EvaluationSet:
     """Pick the files to evaluate on and map their labels to the run's class order.
 
     Order of preference: the folder's test/ split; for the run's own training
     folder without test/, the validation files held out at training time (from
     the manifest: its test files, else its validation files; never training
-    files); a val/ split; otherwise every file.
+    files); a val/ split; otherwise every file. `any_classes` (few-shot
+    evaluation): classes the run never saw are welcome, and labels index the sorted
+    union of the run's and the folder's classes.
     """
     scan = scan_folder(data_dir)
     if scan.modality != run.metadata["modality"]:
         raise UserError(f"The run expects {run.metadata['modality']} data but {str(data_dir)!r} holds {scan.modality} files.")
     run_classes = run.class_names
     folder_classes = sorted({scan.class_names[e.label] for e in scan.examples})
+    if any_classes:
+        run_classes = sorted(set(run_classes) | set(folder_classes))
     unknown = sorted(set(folder_classes) - set(run_classes))
     missing = sorted(set(run_classes) - set(folder_classes))
     if unknown:
@@ -102,7 +108,7 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
             f"The folder has classes the model was not trained on: {unknown} (the run knows {run_classes}). "
             "Remove or rename those folders."
         )
-    if missing and not allow_missing_classes:
+    if missing and not (allow_missing_classes or any_classes):
         raise UserError(
             f"The folder lacks classes the model was trained on: {missing}. Add them, or pass "
             "--allow-missing-classes to evaluate on the classes present."
@@ -113,7 +119,7 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
         return [replace(e, label=to_run_index[scan.class_names[e.label]]) for e in scan.examples if e.split == split]
 
     if "test" in scan.splits_present():
-        return EvaluationSet(collect("test"), "test/ split of the folder", "test")
+        return EvaluationSet(collect("test"), "test/ split of the folder", "test", run_classes)
     if _same_folder(scan.root, run.metadata["data_dir"]):
         manifest = rd.read_json(run.path / rd.MANIFEST_FILE)
         held_out = [f for f in manifest["files"] if f["split"] == "test"]
@@ -130,10 +136,10 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
             raise UserError(f"{len(absent)} held-out files of the run's manifest are missing or unreadable in "
                             f"{scan.root!r}, e.g. {absent[0]!r}.")
         examples = [replace(scanned[p], label=run_classes.index(f["label"])) for p, f in zip(paths, held_out)]
-        return EvaluationSet(examples, description, suffix)
+        return EvaluationSet(examples, description, suffix, run_classes)
     if "val" in scan.splits_present():
-        return EvaluationSet(collect("val"), "val/ split of the folder", "val")
-    return EvaluationSet(collect(None), "all files of the folder", "all")
+        return EvaluationSet(collect("val"), "val/ split of the folder", "val", run_classes)
+    return EvaluationSet(collect(None), "all files of the folder", "all", run_classes)
 
 
 def _eval_name(data_dir: str | Path, suffix: str) -> str:

@@ -45,8 +45,7 @@ from models.heads import ClassificationHead
 from models.meta import ALGORITHMS, MAML, build_meta_learner, prototype_head_weights
 
 logger = logging.getLogger(__name__)
-META_LEARNER_FILE = "meta_learner.keras"
-META_MANIFEST_FILE = "meta_manifest.json"  # --meta-data runs: its files, classes and their meta split
+META_LEARNER_FILE, META_MANIFEST_FILE = rd.META_LEARNER_FILE, rd.META_MANIFEST_FILE
 META_DATA_FRACTIONS = (0.8, 0.2, 0.0)  # --meta-data classes: meta-train / meta-val / (no meta-test)
 META_DONE_WEIGHTS = "meta_done.weights.h5"
 VALIDATION_META_STEPS = 10

@@ -19,6 +19,8 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 DATA_REPORT_FILE = "data_report.json"
 MANIFEST_FILE = "manifest.json"
+META_LEARNER_FILE = "meta_learner.keras"  # meta strategies: the learner (evaluate --episodes, --init)
+META_MANIFEST_FILE = "meta_manifest.json"  # --meta-data runs: its files, classes and their meta split
 LOGS_DIR = "logs"
 
 

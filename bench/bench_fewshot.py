@@ -39,6 +39,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from app.fewshot_baselines import mean_and_ci95 as ci95  # noqa: E402  (the protocol's interval, as evaluate.py)
+from app.fewshot_baselines import nearest_centroid_predict  # noqa: E402
+from common import peak_rss_mib  # noqa: E402
+
 RESULT_PREFIX = "BENCH_RESULT "
 WAYS, QUERIES = 5, 15
 SHOTS = (1, 5)
@@ -86,20 +90,6 @@ RECIPE = {"learning_rate": 0.003, "meta_step_size": 0.25, "inner_batch_size": 25
 
 
 # ------------------------------------------------------------------------------ helpers
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def ci95(values) -> tuple[float, float]:
-    import numpy as np
-
-    values = np.asarray(values, dtype=np.float64)
-    return float(values.mean()), float(1.96 * values.std() / np.sqrt(len(values)))
-
-
 def load_pools(folder: str, size: int = 28) -> dict:
     """split -> (uint8 RGB images [n, s, s, 3], int32 class ids [n]); plus class names."""
     import numpy as np
@@ -382,9 +372,7 @@ def baseline_accuracies(features, labels, episodes, method: str, c: float = 1.0)
     for episode in episodes:
         support, query = features[episode.support_index], features[episode.query_index]
         if method == "centroid":
-            centroids = np.stack([support[episode.support_labels == k].mean(axis=0) for k in range(WAYS)])
-            distances = ((query[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=-1)
-            predictions = distances.argmin(axis=1)
+            predictions = nearest_centroid_predict(support, episode.support_labels, query, WAYS)
         else:
             weights, bias = logistic_regression(support, episode.support_labels, WAYS, c)
             predictions = (query @ weights + bias).argmax(axis=1)

@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import peak_rss_mib
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO / "data" / "samples" / "fashion_mnist"
 DEFAULT_WORK_DIR = Path("/tmp/metatune-bench")
@@ -199,21 +201,6 @@ class PageCachePin:
 
 
 # --------------------------------------------------------------------------- worker side
-
-def _peak_rss_mib() -> float:
-    """This process's peak RSS: VmHWM (high-water mark of its own address space), else getrusage.
-
-    `getrusage().ru_maxrss` is kept in the results too, but on Linux it also counts the
-    parent's RSS at fork time (it survives the exec), which inflates small workers.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
 
 def _current_rss_mib() -> float:
     try:
@@ -429,7 +416,7 @@ def worker_main(kind: str, params: dict) -> None:
     sys.path.insert(0, str(REPO))
     os.chdir(REPO)
     result = WORKERS[kind](params)
-    result["peak_rss_mib"] = _peak_rss_mib()
+    result["peak_rss_mib"] = peak_rss_mib()
     result["ru_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import emit
+from common import emit, peak_rss_mib
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = Path("/tmp/metatune-bench/transfer")
@@ -38,13 +38,6 @@ FULL = {"image_size": 224, "per_class": 100, "test_per_class": 100, "guide_epoch
         "finetune_epochs": 20, "scratch_epochs": 12}
 QUICK = {"image_size": 96, "per_class": 30, "test_per_class": 30, "guide_epochs": 3, "head_epochs": 3,
          "finetune_epochs": 3, "scratch_epochs": 4}
-
-
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def make_data(per_class: int, test_per_class: int) -> Path:
