@@ -1,7 +1,7 @@
 # Two commands on a fresh machine (each does its own set-up):
 #   make demo   train on the bundled sample, evaluate on its test split
 #   make test   run the test suite
-# Benchmarks (installs their data; needs root): make bench
+# Benchmarks (installs their data and peers; needs root): make bench
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +10,7 @@ TEST_STAMP := $(VENV)/.installed-test-$(shell cat requirements-test.txt | sha256
 DEMO_DATA := data/samples/fashion_mnist
 DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install demo test clean bench-data bench bench-quick
+.PHONY: install demo test clean bench-data bench-peers bench bench-quick
 
 install: $(STAMP)
 
@@ -43,12 +43,27 @@ BENCH_DEBS := dataset-fashion-mnist fonts-noto-core
 bench-data: $(TEST_STAMP)
 	@dpkg -s $(BENCH_DEBS) >/dev/null 2>&1 || { apt-get update && apt-get install -y $(BENCH_DEBS); }
 
+# The peers the benchmarks compare against, each in its own virtual environment (idempotent):
+# SetFit for bench/bench_text.py. --no-deps: bench/requirements-setfit.txt is a complete lock
+# (its header says why: torch's CUDA packages must not be pulled in).
+PEER_VENV := bench/.venv-setfit
+PEER_STAMP := $(PEER_VENV)/.installed-$(shell cat bench/requirements-setfit.txt | sha256sum | cut -c1-12)
+bench-peers: $(PEER_STAMP)
+
+$(PEER_STAMP): bench/requirements-setfit.txt
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEER_VENV)/bin/python -m pip install --quiet --no-deps -r bench/requirements-setfit.txt
+	$(PEER_VENV)/bin/python -c "import torch, setfit; assert float(torch.ones(2) @ torch.ones(2)) == 2.0"
+	rm -f $(PEER_VENV)/.installed-[0-9a-f]*
+	touch $@
+
 # Every benchmark, one after another, then BENCHMARKS.md rewritten from their output
 # (about 45 min on 2 cores); bench-quick: reduced sizes, into bench/results-quick/.
-bench: bench-data
+bench: bench-data bench-peers
 	$(PY) bench/run_all.py
 
-bench-quick: bench-data
+bench-quick: bench-data bench-peers
 	$(PY) bench/run_all.py --quick
 
 clean:

@@ -34,14 +34,21 @@ SECTIONS = [
     ("pipeline", "bench_pipeline.py", "input pipeline vs EfficientNet-Lite0 training and image_dataset_from_directory; "
                                       "listing and the data doctor"),
     ("photos", "bench_photos.py", "input pipeline on photo-sized JPEGs"),
-    ("transfer", "bench_transfer.py", "feature cache vs the Keras guide; linear vs finetune vs from scratch"),
+    ("compute", "bench_compute.py", "finetune on real files vs synthetic tensors; inference images/s per backbone"),
+    ("transfer", "bench_transfer.py", "feature cache vs the Keras guide; linear vs finetune vs from scratch at "
+                                      "10/30/100 images per class"),
     ("fewshot", "bench_fewshot.py", "ProtoNet, Reptile, FOMAML, MAML vs baselines and the Keras Reptile example"),
+    ("text", "bench_text.py", "few-shot text: linear, finetune, protonet vs SetFit"),
 ]
 PACKAGES = ["tensorflow", "keras", "keras-hub", "numpy", "pillow", "scikit-learn", "tensorboard"]
 # What each benchmark reads from Debian packages (`make bench-data` installs them).
 PREREQUISITES = {
     "transfer": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
     "fewshot": (Path("/usr/share/fonts/truetype/noto"), "fonts-noto-core"),
+}
+# The peers' own virtual environments (`make bench-peers` builds them).
+PEER_PREREQUISITES = {
+    "text": (BENCH / ".venv-setfit" / "bin" / "python", "SetFit's virtual environment bench/.venv-setfit"),
 }
 logger = logging.getLogger("bench")
 
@@ -51,6 +58,9 @@ def check_prerequisites(names: list[str]) -> None:
     if missing:
         raise SystemExit(f"Benchmark data missing: Debian package(s) {', '.join(missing)} not installed. "
                          "Run `make bench-data` (as root) first.")
+    peers = [what for name, (path, what) in PEER_PREREQUISITES.items() if name in names and not path.exists()]
+    if peers:
+        raise SystemExit(f"Benchmark peer missing: {', '.join(peers)} does not exist. Run `make bench-peers` first.")
 
 
 def run_section(name: str, script: str, results: Path, quick: bool) -> float:

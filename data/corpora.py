@@ -41,20 +41,29 @@ def read_orange_tab(path: Path) -> list[tuple[str, str]]:
 
 
 def build_text_folder(destination: Path, corpus: str, classes: list[str], train_per_class: int,
-                      test_per_class: int, seed: int = 0) -> Path:
-    """Write destination/{train,test}/<class>/<n>.txt with a seeded sample per class."""
+                      test_per_class: int, seed: int = 0, *, test_seed: int | None = None,
+                      cap_test: bool = False) -> Path:
+    """Write destination/{train,test}/<class>/<n>.txt with a seeded sample per class.
+
+    `test_seed` draws the test sample from its own generator, so folders built with different
+    `seed`s share one test set (default: the test draw continues `seed`'s generator).
+    `cap_test` takes every test text of a class that has fewer than `test_per_class` (Reuters R8's
+    'grain' has 10) instead of failing; the training count is never capped.
+    """
     if corpus not in CORPUS_FILES:
         raise DataError(f"Unknown corpus. Received: {corpus!r}. Available: {sorted(CORPUS_FILES)}")
     rng = np.random.default_rng(seed)
-    for split, filename, count in (("train", CORPUS_FILES[corpus][0], train_per_class),
-                                   ("test", CORPUS_FILES[corpus][1], test_per_class)):
+    test_rng = rng if test_seed is None else np.random.default_rng(test_seed)
+    for split, filename, requested, split_rng in (("train", CORPUS_FILES[corpus][0], train_per_class, rng),
+                                                  ("test", CORPUS_FILES[corpus][1], test_per_class, test_rng)):
         rows = read_orange_tab(orange_datasets_dir() / filename)
         for name in classes:
             texts = [text for label, text in rows if label == name]
-            if len(texts) < count:
-                raise DataError(f"{corpus} {split} has {len(texts)} texts of class {name!r}; {count} requested.")
+            count = min(requested, len(texts)) if split == "test" and cap_test else requested
+            if len(texts) < count or count < 1:
+                raise DataError(f"{corpus} {split} has {len(texts)} texts of class {name!r}; {requested} requested.")
             folder = destination / split / name.replace("/", "_")
             folder.mkdir(parents=True, exist_ok=True)
-            for i, index in enumerate(sorted(rng.choice(len(texts), size=count, replace=False))):
+            for i, index in enumerate(sorted(split_rng.choice(len(texts), size=count, replace=False))):
                 (folder / f"{i:04d}.txt").write_text(texts[index], encoding="utf-8")
     return destination

@@ -1,0 +1,266 @@
+"""Compute efficiency (issue 8, row 2): does `finetune` train as fast on real files as the
+same model fed synthetic in-memory tensors, and how fast does each image backbone infer?
+
+1. Training: the product's phase-2 model and optimizer (`efficientnet_lite0` at 224 px,
+   default `--unfreeze`, BatchNorm frozen, `DiscriminativeAdam` with warm-up + cosine,
+   the trainer's own `finetune_inputs`: Pillow decode, augmentation, `image_cache`
+   auto) on real JPEGs, against the same compiled model fed one fixed batch of random
+   uint8 images from memory (`Dataset.from_tensors(...).repeat()`): no decoding, no
+   augmentation, no I/O, so its rate is what the model's compute allows on this machine.
+   Each run builds a fresh dataset (so its first epoch decodes and fills the image cache,
+   later epochs hit the cache) and times, side by side: one decoding epoch, one cached
+   epoch and one synthetic epoch of the same number of steps. Ratios per run, then the
+   median over the runs (target: real / synthetic >= 0.9).
+2. Inference: images/s of every registered image backbone's feature extractor at its
+   default size, batch 32, on in-memory uint8 batches (warm-up batches excluded), weights
+   `none` where pretrained weights would need a network (the weights' values do not
+   change the compute).
+
+Every measurement group runs in its own subprocess with its peak RSS (VmHWM).
+
+    .venv/bin/python bench/bench_compute.py            # full: 640 JPEGs, 3 runs (about 8 min on 2 cores)
+    .venv/bin/python bench/bench_compute.py --quick    # 128 JPEGs at 160 px, 2 runs, fewer batches (about 2 min)
+    .venv/bin/python bench/bench_compute.py --output section.md --json raw.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import bench_pipeline as pipeline_bench
+import common
+from common import REPO, cpu_model, emit
+
+WORK = pipeline_bench.DEFAULT_WORK_DIR
+TARGET_RATIO = 0.9
+WARMUP_STEPS = 2
+FULL = {"images": 640, "image_size": 224, "runs": 3, "infer_warm": 2, "infer_batches": 6}
+QUICK = {"images": 128, "image_size": 160, "runs": 2, "infer_warm": 1, "infer_batches": 2}
+
+
+class _Example:
+    """What `finetune_inputs` reads from a scanned example."""
+
+    def __init__(self, path: str, label: int):
+        self.path, self.label, self.encoding = path, label, None
+
+
+def _pick_files(folder: Path, count: int) -> tuple[list[str], list[int]]:
+    """`count` JPEGs of the pipeline bench's folder, the same number from each class folder."""
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    per_class = -(-count // len(classes))
+    paths, labels = [], []
+    for label, class_dir in enumerate(classes):
+        files = sorted(class_dir.iterdir())[:per_class]
+        paths += [str(f) for f in files]
+        labels += [label] * len(files)
+    return paths[:count], labels[:count]
+
+
+# --------------------------------------------------------------------------- workers (own process each)
+
+class StepTimes:
+    """Wall time of every training batch (Keras callback), to drop warm-up steps."""
+
+    def __new__(cls):
+        import keras
+
+        class _StepTimes(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.times = []
+
+            def on_train_batch_begin(self, batch, logs=None):
+                self.started = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.times.append(time.perf_counter() - self.started)
+
+        return _StepTimes()
+
+
+def worker_train(params: dict) -> dict:
+    """Runs of (decoding epoch, cached epoch, synthetic epoch) on the product's phase-2 model."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from app.config import TrainConfig
+    from app.phases import finetune_inputs, phase2_learning_rate
+    from models.backbones import get_backbone
+    from models.finetuning import learning_rate_multipliers, unfreeze_top_blocks
+    from models.heads import ClassificationHead
+    from models.optimizers import DiscriminativeAdam
+    from models.task_model import build_task_model
+
+    size = params["image_size"]
+    config = TrainConfig(data_dir="unused", strategy="finetune").validate()
+    examples = [_Example(p, l) for p, l in zip(params["paths"], params["labels"])]
+    num_classes = max(params["labels"]) + 1
+    keras.utils.set_random_seed(config.seed)
+    spec = get_backbone("efficientnet_lite0")
+    features = spec.build_features(size, "imagenet")
+    head = ClassificationHead(num_classes, config.dropout, seed=config.seed)
+    model = build_task_model(features, head)
+    groups = unfreeze_top_blocks(spec, features, config.unfreeze)
+    steps = -(-len(examples) // config.batch_size)
+    model.compile(optimizer=DiscriminativeAdam(learning_rate_multipliers(head.layers, groups, config.lr_decay),
+                                               learning_rate=phase2_learning_rate(config, steps)),
+                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    batch = (tf.constant(rng.integers(0, 256, (config.batch_size, size, size, 3), dtype=np.uint8)),
+             tf.constant(rng.integers(0, num_classes, config.batch_size, dtype=np.int32)))
+    model.fit(tf.data.Dataset.from_tensors(batch).repeat(WARMUP_STEPS + 1), verbose=0)  # trace + first steps
+
+    def images_per_s(step_times: list[float]) -> float:
+        timed = step_times[WARMUP_STEPS:]  # the first steps of an epoch also start the tf.data threads
+        return config.batch_size * len(timed) / sum(timed)
+
+    runs = []
+    for _ in range(params["runs"]):
+        run = {}
+        train_ds, _, _ = finetune_inputs(config, "image", size, examples, examples[:config.batch_size], num_classes)
+        train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps))
+        for name in ("decoding_epoch", "cached_epoch"):
+            times = StepTimes()
+            started = time.perf_counter()
+            model.fit(train_ds, epochs=1, callbacks=[times], verbose=0)
+            run[name] = {"images_per_s": images_per_s(times.times), "epoch_s": time.perf_counter() - started}
+        times = StepTimes()
+        started = time.perf_counter()
+        model.fit(tf.data.Dataset.from_tensors(batch).repeat(steps), epochs=1, callbacks=[times], verbose=0)
+        run["synthetic"] = {"images_per_s": images_per_s(times.times), "epoch_s": time.perf_counter() - started}
+        runs.append(run)
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    return {"runs": runs, "steps_per_epoch": steps, "batch_size": config.batch_size, "unfreeze": config.unfreeze,
+            "trainable_parameters": trainable, "image_cache": config.image_cache, "augment": config.augment}
+
+
+def worker_inference(params: dict) -> dict:
+    """Images/s of one backbone's feature extractor on in-memory batches, per run."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from models.backbones import get_backbone
+
+    spec = get_backbone(params["backbone"])
+    size = spec.default_size
+    weights = "imagenet" if params["backbone"] == "efficientnet_lite0" else "none"
+    keras.utils.set_random_seed(0)
+    model = spec.build_features(size, weights)
+    model.trainable = False
+    batch = tf.constant(np.random.default_rng(0).integers(0, 256, (32, size, size, 3), dtype=np.uint8))
+    infer = tf.function(lambda x: model(x, training=False), jit_compile=False)
+    for _ in range(params["warm"]):
+        infer(batch).numpy()
+    rates = []
+    for _ in range(params["runs"]):
+        started = time.perf_counter()
+        for _ in range(params["batches"]):
+            infer(batch).numpy()
+        rates.append(32 * params["batches"] / (time.perf_counter() - started))
+    return {"image_size": size, "weights": weights, "images_per_s": rates,
+            "parameters": int(model.count_params())}
+
+
+WORKERS = {"train": worker_train, "inference": worker_inference}
+
+
+def run_worker(kind: str, params: dict) -> dict:
+    return common.run_worker(__file__, kind, params)
+
+
+def image_backbones() -> list[str]:
+    sys.path.insert(0, str(REPO))
+    from models.backbones.registry import list_backbones
+
+    return [spec.name for spec in list_backbones() if spec.modality == "image" and not spec.tests_only]
+
+
+# --------------------------------------------------------------------------- report
+
+def _stats(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def _fmt(values: list[float], digits: int = 1) -> str:
+    median, low, high = _stats(values)
+    return f"{median:,.{digits}f} ({low:,.{digits}f} – {high:,.{digits}f})"
+
+
+def render(results: dict) -> str:
+    p, t = results["params"], results["train"]
+    out = []
+    add = out.append
+    add("## Compute efficiency (issue 8, row 2)\n")
+    add(f"- **Command**: `{results['command']}`; wall time {results['wall_min']:.1f} min on {results['machine']}.")
+    add(f"- Training: the product's finetune phase-2 model — `efficientnet_lite0` at {p['image_size']} px, "
+        f"`--unfreeze {t['unfreeze']}` ({t['trainable_parameters']:,} trainable parameters, BatchNorm frozen), "
+        f"DiscriminativeAdam with warm-up + cosine, batch {t['batch_size']} — on {p['images']} real JPEGs "
+        f"(bench_pipeline's synthetic photos, 160x120 to 320x240) through the trainer's own `finetune_inputs` "
+        f"(Pillow decode, augmentation {'on' if t['augment'] else 'off'}, `image_cache={t['image_cache']}`), "
+        f"against the same compiled model fed one random uint8 batch from memory. {t['steps_per_epoch']} steps per "
+        f"epoch, the first {WARMUP_STEPS} of each epoch excluded; {p['runs']} runs, each with a fresh dataset; "
+        "median (min – max); ratios per run, then their median.\n")
+    runs = t["runs"]
+    add("| training input | images/s | ratio to synthetic | target ≥ 0.9 |")
+    add("|---|---:|---:|---|")
+    synthetic = [r["synthetic"]["images_per_s"] for r in runs]
+    add(f"| synthetic in-memory tensors (compute-bound limit) | {_fmt(synthetic)} | 1 | |")
+    verdicts = {}
+    for key, label in (("decoding_epoch", "real files, first epoch (decode + augment, fills the cache)"),
+                       ("cached_epoch", "real files, later epochs (cache hit + augment)")):
+        rates = [r[key]["images_per_s"] for r in runs]
+        ratios = [r[key]["images_per_s"] / r["synthetic"]["images_per_s"] for r in runs]
+        median = statistics.median(ratios)
+        verdicts[key] = median
+        verdict = "**pass**" if median >= TARGET_RATIO else f"**miss** (short by {(TARGET_RATIO - median) * 100:.0f} points)"
+        add(f"| {label} | {_fmt(rates)} | {_fmt(ratios, 3)} | {verdict} |")
+    add(f"\nPeak RSS of the training worker: {t['peak_rss_mib']:,.0f} MiB.\n")
+    add("### Inference images/s per image backbone\n")
+    add(f"Feature extractor only (the head is a single matrix product), default size, batch 32, in-memory uint8 "
+        f"batches, {p['infer_warm']} warm-up batches then {p['runs']} runs of {p['infer_batches']} batches; "
+        "median (min – max).\n")
+    add("| backbone | size | parameters | weights used | images/s | ms per image | peak RSS |")
+    add("|---|---:|---:|---|---:|---:|---:|")
+    for name, r in results["inference"].items():
+        median = statistics.median(r["images_per_s"])
+        add(f"| `{name}` | {r['image_size']} px | {r['parameters'] / 1e6:.1f}M | {r['weights']} | "
+            f"{_fmt(r['images_per_s'])} | {1000 / median:.1f} | {r['peak_rss_mib']:,.0f} MiB |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common.add_standard_arguments(parser, WORKERS)
+    args = parser.parse_args(argv)
+    if common.serve_worker(args, WORKERS):
+        return 0
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+    else:
+        started = time.perf_counter()
+        p = dict(QUICK if args.quick else FULL)
+        folder, _, _ = pipeline_bench.ensure_jpeg_folder(WORK, pipeline_bench.QUICK["jpegs"])
+        paths, labels = _pick_files(folder, p["images"])
+        results = {"params": p, "command": "python bench/bench_compute.py" + (" --quick" if args.quick else ""),
+                   "machine": f"{os.cpu_count()} CPU cores ({cpu_model()})"}
+        with pipeline_bench.PageCachePin([folder]):
+            results["train"] = run_worker("train", {"paths": paths, "labels": labels, "image_size": p["image_size"],
+                                                    "runs": p["runs"]})
+        results["inference"] = {name: run_worker("inference", {"backbone": name, "warm": p["infer_warm"],
+                                                               "batches": p["infer_batches"], "runs": p["runs"]})
+                                for name in image_backbones()}
+        results["wall_min"] = (time.perf_counter() - started) / 60
+    emit(render(results), results, args.output, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

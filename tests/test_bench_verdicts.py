@@ -1,0 +1,73 @@
+"""The benchmarks' verdicts are computed from their numbers: check the logic on made-up results,
+so BENCHMARKS.md can never call a miss a pass (no measuring here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+
+import bench_compute  # noqa: E402
+import bench_transfer  # noqa: E402
+import run_all  # noqa: E402
+
+
+def _strategy(seed: int, accuracy: float) -> dict:
+    return {"seed": seed, "test_accuracy": accuracy, "train_wall_s": 10.0, "peak_rss_mib": 900.0}
+
+
+def _transfer_results(linear: list[float], finetune: list[float]) -> dict:
+    seeds = [1, 2, 3][:len(linear)]
+    runs = {"linear": [_strategy(s, a) for s, a in zip(seeds, linear)],
+            "finetune": [_strategy(s, a) for s, a in zip(seeds, finetune)],
+            "scratch": [_strategy(s, 0.5) for s in seeds], "variants": {}}
+    return {"params": {**bench_transfer.FULL, "sizes": [100], "seeds": seeds}, "sizes": {"100": runs}}
+
+
+def test_clear_margin_needs_two_points_and_every_seed_ahead():
+    assert bench_transfer.margin_verdict([2.5, 3.0, 2.1]).startswith("**yes**")
+    behind_once = bench_transfer.margin_verdict([3.0, 4.0, -0.5])
+    assert behind_once.startswith("**no**") and "behind or level on 1 of 3 seeds" in behind_once
+    small = bench_transfer.margin_verdict([0.4, 1.0, 1.9])
+    assert small.startswith("**no**") and "median gain +1.0 points < 2" in small
+
+
+def test_gains_are_paired_by_seed():
+    linear = [_strategy(1, 0.80), _strategy(2, 0.90)]
+    finetune = [_strategy(2, 0.91), _strategy(1, 0.85)]  # listed in another order
+    assert bench_transfer._gains(finetune, linear) == pytest.approx([1.0, 5.0])
+
+
+def test_transfer_table_reports_medians_and_the_verdict():
+    text = bench_transfer.render_sizes(_transfer_results([0.85, 0.84, 0.86], [0.86, 0.83, 0.87]))
+    assert "| 100 | `finetune` | 0.860 (0.830 – 0.870) | 1.0 (-1.0 – 1.0) |" in text
+    assert "**no** (median gain +1.0 points < 2; behind or level on 1 of 3 seeds)" in text
+    text = bench_transfer.render_sizes(_transfer_results([0.80, 0.80, 0.80], [0.85, 0.84, 0.83]))
+    assert "**yes** (median +4.0 points, ahead on every seed)" in text
+
+
+def _compute_results(real: float, synthetic: float) -> dict:
+    run = {"decoding_epoch": {"images_per_s": real}, "cached_epoch": {"images_per_s": real},
+           "synthetic": {"images_per_s": synthetic}}
+    return {"params": bench_compute.FULL, "command": "python bench/bench_compute.py", "wall_min": 1.0,
+            "machine": "test", "inference": {},
+            "train": {"runs": [run] * 3, "steps_per_epoch": 20, "batch_size": 32, "unfreeze": "2",
+                      "trainable_parameters": 1, "image_cache": "auto", "augment": True, "peak_rss_mib": 1.0}}
+
+
+def test_compute_ratio_verdict_states_the_shortfall():
+    assert "**pass**" in bench_compute.render(_compute_results(95.0, 100.0))
+    missed = bench_compute.render(_compute_results(80.0, 100.0))
+    assert "**miss** (short by 10 points)" in missed and "**pass**" not in missed
+
+
+def test_misses_at_a_glance_lists_every_missed_line(tmp_path, monkeypatch):
+    (tmp_path / "compute.md").write_text("## c\n\n| a | **miss** (short by 10 points) |\n")
+    (tmp_path / "transfer.md").write_text("## t\n\n- 100 per class: ... margin? **no** (median gain +1.0 points < 2).\n")
+    lines = run_all.misses_at_a_glance(tmp_path)
+    assert any("[compute](#compute): 1 table row(s) marked **miss**" in line for line in lines)
+    assert any(line.startswith("- [transfer](#transfer):") and "**no**" in line for line in lines)
