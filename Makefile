@@ -59,7 +59,8 @@ $(PEER_STAMP): bench/requirements-setfit.txt
 	touch $@
 
 # Every benchmark, one after another, then BENCHMARKS.md rewritten from their output
-# (about 45 min on 2 cores); bench-quick: reduced sizes, into bench/results-quick/.
+# (about 2 h on 2 cores, plus several hours for the text section's full SetFit grid);
+# bench-quick: reduced sizes, under 10 min, into bench/results-quick/.
 bench: bench-data bench-peers
 	$(PY) bench/run_all.py
 

@@ -13,8 +13,8 @@ the test set; library import excluded on both sides), with the process's peak RS
 - metatune `linear`, `finetune`, `protonet` through the product path (`train.py` then
   `evaluate.py` on the folder's test/ split), product defaults, cold feature cache.
 
-    .venv/bin/python bench/bench_text.py                 # full: the issue's grid, about 7-8 h on 2 cores (SetFit: ~6 s per step)
-    .venv/bin/python bench/bench_text.py --quick         # 20 Newsgroups, 8 per class, one seed (about 13 min)
+    .venv/bin/python bench/bench_text.py                 # full: the issue's grid, about 3 h on 2 cores (SetFit: ~2.1 s per step)
+    .venv/bin/python bench/bench_text.py --quick         # 20 Newsgroups, K=8, one seed, SetFit at 5 iterations (a few min)
     .venv/bin/python bench/bench_text.py --datasets 20newsgroups --shots 16 --seeds 0 --test-per-class 10
     .venv/bin/python bench/bench_text.py --output section.md --json raw.json
     .venv/bin/python bench/bench_text.py --from-json raw.json
@@ -55,14 +55,15 @@ METATUNE = ["linear", "finetune", "protonet"]
 # protonet episodes are drawn from the training split (80% of K per class: 6 of 8, 13 of 16; the
 # rest is the validation split): 5-way, shots + queries within the 6 or 13 texts a class has.
 PROTONET = {8: {"ways": 5, "shots": 3, "queries": 3}, 16: {"ways": 5, "shots": 5, "queries": 8}}
-# The issue's grid. Cost on 2 cores: SetFit ~6 s per step of 16 pairs, 2 x 20 x (classes x K) / 16 steps:
-# ~10 / ~20 min per run at K=8 / 16 on 20 Newsgroups, ~16 / ~31 min on R8; metatune ~1 / ~3.5 min per
-# (dataset, K, seed) for the three strategies together: about 7-8 h in all (see bench/README.md).
+# The issue's grid. Cost on 2 cores (measured): SetFit ~2.1 s per step of 16 pairs, 2 x 20 x (classes x K) / 16
+# steps: 3.6 / 7.4 min per run at K=8 / 16 on the five 20 Newsgroups topics (about 6 / 12 min on R8's eight
+# classes); metatune 1.7 / 2.5 min per (dataset, K, seed) for the three strategies together: about 3 h in all.
 FULL = {"datasets": ["20newsgroups", "reuters-r8"], "shots": [8, 16], "seeds": [0, 1, 2, 3, 4], "test_per_class": 30}
 FULL["setfit_iterations"] = 20  # SetFit's few-shot recipe
 # Quick mode checks the harness end to end in minutes: SetFit on 5 pair draws per example is not
 # its recipe, so the section says so and judges no bar.
-QUICK = {"datasets": ["20newsgroups"], "shots": [8], "seeds": [0], "test_per_class": 10, "setfit_iterations": 5}
+QUICK = {"datasets": ["20newsgroups"], "shots": [8], "seeds": [0], "test_per_class": 10, "setfit_iterations": 5,
+         "finetune_epochs": 2}
 ACCURACY_MARGIN = 2.0  # points: metatune's best may be this much below SetFit
 TIME_RATIO = 0.5  # ... at less than this fraction of SetFit's wall time
 
@@ -129,11 +130,14 @@ def run_setfit(data: Path, seed: int, iterations: int) -> dict:
     return json.loads(lines[-1][len(PEER_PREFIX):])
 
 
-def measure(dataset: str, shots: int, seed: int, method: str, data: Path, runs: Path, iterations: int) -> dict:
+def measure(dataset: str, shots: int, seed: int, method: str, data: Path, runs: Path, iterations: int,
+            params: dict) -> dict:
     if method == "setfit":
         result = run_setfit(data, seed, iterations)
     else:
         extra = PROTONET[shots] if method == "protonet" else {}
+        if method == "finetune" and "finetune_epochs" in params:  # quick mode only: not the product default
+            extra = {"finetune_epochs": params["finetune_epochs"]}
         result = run_worker("strategy", {"data": str(data), "strategy": method, "seed": seed, "extra": extra,
                                          "run": str(runs / f"{dataset}-k{shots}-s{seed}-{method}")})
     result.update({"dataset": dataset, "shots": shots, "seed": seed, "method": method})
@@ -189,6 +193,14 @@ def render(results: dict) -> str:
         f"transformers {peer.get('transformers', '?')}, torch {peer.get('torch', '?')}) in its own virtual environment "
         "(`make bench-peers`), its few-shot recipe: `num_iterations=20` pair draws per example, 1 epoch, batch 16, "
         "body learning rate 2e-5, logistic-regression head; torch on 2 threads; trained on all K texts per class.")
+    missing = [f"{name} {sorted(set(FULL[key]) - set(p[key]))}" for key, name in
+               (("datasets", "datasets"), ("shots", "K"), ("seeds", "seeds")) if set(FULL[key]) - set(p[key])]
+    if missing:
+        add(f"- **not the issue's full grid**: a subset (not measured: {'; '.join(missing)}); the verdicts below hold "
+            "for the subset only. `python bench/bench_text.py` with no flags runs the whole grid.")
+    if "finetune_epochs" in p:
+        add(f"- **Quick mode: metatune `finetune` runs at most {p['finetune_epochs']} phase-2 epochs** (not the product "
+            "default).")
     if p.get("setfit_iterations", 20) != 20:
         add(f"- **Not SetFit's recipe: `num_iterations={p['setfit_iterations']}` instead of 20 (a smoke test); its "
             "accuracy and time are not the peer's, and the verdicts below do not judge the bar.**")
@@ -321,7 +333,7 @@ def main(argv=None) -> int:
                     # The methods one after another for each training sample, so a busy spell of the
                     # machine falls on all of them rather than on one.
                     for method in methods:
-                        result = measure(dataset, shots, seed, method, data, runs, p["setfit_iterations"])
+                        result = measure(dataset, shots, seed, method, data, runs, p["setfit_iterations"], p)
                         print(f"{dataset} K={shots} seed={seed} {method}: accuracy {result['accuracy']:.3f}, "
                               f"{result['total_wall_s']:.0f} s, {result['peak_rss_mib']:.0f} MiB", file=sys.stderr,
                               flush=True)

@@ -50,9 +50,12 @@ def test_transfer_table_reports_medians_and_the_verdict():
     assert "**yes** (median +4.0 points, ahead on every seed)" in text
 
 
-def _compute_results(real: float, synthetic: float) -> dict:
-    run = {"decoding_epoch": {"images_per_s": real}, "cached_epoch": {"images_per_s": real},
-           "synthetic": {"images_per_s": synthetic}}
+def _compute_results(real: float, synthetic: float, real_epoch_s: float | None = None) -> dict:
+    def epoch(rate, seconds=None):
+        return {"images_per_s": rate, "epoch_s": seconds if seconds is not None else 640 / rate}
+
+    run = {"decoding_epoch": epoch(real, real_epoch_s), "cached_epoch": epoch(real, real_epoch_s),
+           "synthetic": epoch(synthetic)}
     return {"params": bench_compute.FULL, "command": "python bench/bench_compute.py", "wall_min": 1.0,
             "machine": "test", "inference": {},
             "train": {"runs": [run] * 3, "steps_per_epoch": 20, "batch_size": 32, "unfreeze": "2",
@@ -63,6 +66,12 @@ def test_compute_ratio_verdict_states_the_shortfall():
     assert "**pass**" in bench_compute.render(_compute_results(95.0, 100.0))
     missed = bench_compute.render(_compute_results(80.0, 100.0))
     assert "**miss** (short by 10 points)" in missed and "**pass**" not in missed
+
+
+def test_compute_verdict_counts_stalls_outside_the_timed_steps():
+    """Fast steps do not pass when the whole epoch (start-up included) is much slower."""
+    stalled = bench_compute.render(_compute_results(99.0, 100.0, real_epoch_s=12.8))  # synthetic epoch: 6.4 s
+    assert "**miss** (short by 40 points)" in stalled and "**pass**" not in stalled
 
 
 def test_misses_at_a_glance_lists_every_missed_line(tmp_path, monkeypatch):
