@@ -18,7 +18,7 @@ disjoint meta-test alphabets, 5-way 1-shot and 5-way 5-shot, 15 queries per clas
 Every training/evaluation runs in its own subprocess (peak RSS = its VmHWM).
 
     .venv/bin/python bench/bench_fewshot.py                   # full: 600 test episodes (about 22 min on 2 cores)
-    .venv/bin/python bench/bench_fewshot.py --quick           # 50 test episodes, few meta steps (about 2 min)
+    .venv/bin/python bench/bench_fewshot.py --quick           # 50 test episodes, few meta steps (about 3 min)
     .venv/bin/python bench/bench_fewshot.py --output section.md --json raw.json
     .venv/bin/python bench/bench_fewshot.py --from-json raw.json --output section.md   # re-render only
 """
@@ -66,13 +66,13 @@ FULL = {
     "pretrain": {"epochs": 4, "batch_size": 64, "learning_rate": 1e-3},
     "recipe": {"meta_iters": 500},
 }
-QUICK = {  # checks the whole benchmark end to end in about 2 minutes (`make bench-quick` stays under 10)
+QUICK = {  # checks the whole benchmark end to end in about 3 minutes (the largest part of `make bench-quick`)
     "test_episodes": 50, "val_episodes": 10, "eval_every": 25, "recipe_own_eval_episodes": 20,
     "library_eval_episodes": 10,
     "protonet": FULL["protonet"] | {"steps": 50},
-    "reptile": FULL["reptile"] | {"steps": 30},
+    "reptile": FULL["reptile"] | {"steps": 25},
     "fomaml": FULL["fomaml"] | {"steps": 25},
-    "maml": FULL["maml"] | {"steps": 30},
+    "maml": FULL["maml"] | {"steps": 25},
     "pretrain": FULL["pretrain"] | {"epochs": 1},
     "recipe": {"meta_iters": 20},
 }
@@ -929,7 +929,7 @@ def machine_line() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="50 test episodes, few meta steps (about 2 min): checks the benchmark, measures little")
+    parser.add_argument("--quick", action="store_true", help="50 test episodes, few meta steps (about 3 min): checks the benchmark, measures little")
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # development: seconds per job
     parser.add_argument("--only", default=None, help="comma list of: baselines, protonet, reptile, fomaml, maml, recipe")
     parser.add_argument("--output", default=None, help="write the markdown section here")

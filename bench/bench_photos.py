@@ -16,7 +16,7 @@ workers), the order of the two alternated between runs, the files held in the pa
 cache. Ratios are per run (ours / Keras), then the median.
 
     .venv/bin/python bench/bench_photos.py                  # 1,000 photos of 2016x1512, 3 runs (~4 min on 2 cores)
-    .venv/bin/python bench/bench_photos.py --quick          # 200 photos, 3 runs (~1 min)
+    .venv/bin/python bench/bench_photos.py --quick          # 100 photos, 2 runs (~40 s)
     .venv/bin/python bench/bench_photos.py --output section.md --json raw.json
     .venv/bin/python bench/bench_photos.py --from-json raw.json
 """
@@ -38,7 +38,7 @@ from common import cpu_model, emit
 
 PHOTO_SIZE = (2016, 1512)  # 3 MP, 4:3: a downsized phone photo / a typical web image
 FULL = {"photos": 1_000, "runs": 3}
-QUICK = {"photos": 200, "runs": 3}
+QUICK = {"photos": 100, "runs": 2}
 TARGET = 3.0
 DIAGNOSTIC_FILES = 50
 
@@ -171,7 +171,7 @@ def render(results: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="200 photos instead of 1,000")
+    parser.add_argument("--quick", action="store_true", help="100 photos instead of 1,000, 2 runs")
     parser.add_argument("--runs", type=int, default=None, help="repetitions (default 3)")
     parser.add_argument("--work-dir", default="/tmp/metatune-bench", help="where the photos are generated once")
     parser.add_argument("--output", help="write the markdown section here")

@@ -13,7 +13,7 @@
 Every measurement runs in its own subprocess and reports its peak RSS (VmHWM).
 
     .venv/bin/python bench/bench_transfer.py                  # full: 224 px, 10/30/100 per class x 3 seeds (about 55 min on 2 cores)
-    .venv/bin/python bench/bench_transfer.py --quick          # 96 px, 10/30 per class, 1 seed, fewer epochs (about 4 min)
+    .venv/bin/python bench/bench_transfer.py --quick          # 96 px, 10 per class, 1 seed, 2-3 epochs (about 1.5 min)
     .venv/bin/python bench/bench_transfer.py --output section.md --json raw.json
 """
 
@@ -44,8 +44,8 @@ FULL = {"image_size": 224, "sizes": [10, 30, 100], "seeds": [1, 2, 3], "test_per
         "head_epochs": 5, "finetune_epochs": 20, "scratch_epochs": 12,
         "variants": {"finetune --unfreeze 4 --finetune-learning-rate 5e-4":
                      ["--unfreeze", "4", "--finetune-learning-rate", "5e-4"]}}
-QUICK = {"image_size": 96, "sizes": [10, 30], "seeds": [1], "test_per_class": 30, "guide_epochs": 3, "head_epochs": 3,
-         "finetune_epochs": 3, "scratch_epochs": 4, "variants": {}}
+QUICK = {"image_size": 96, "sizes": [10], "seeds": [1], "test_per_class": 30, "guide_epochs": 2, "head_epochs": 2,
+         "finetune_epochs": 2, "scratch_epochs": 3, "variants": {}}
 TEST_SEED = 1  # the held-out test images are the same for every size and seed
 
 
