@@ -36,6 +36,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from common import peak_rss_mib  # noqa: E402  (bench/common.py: standard library only, safe in the peer's venv)
+
 RESULT_PREFIX = "SETFIT_RESULT "
 
 
@@ -48,15 +50,6 @@ def read_folder(folder: Path) -> tuple[list[str], list[int], list[str]]:
             texts.append(path.read_text(encoding="utf-8"))
             labels.append(label)
     return texts, labels, class_names
-
-
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main(argv=None) -> int:
