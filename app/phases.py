@@ -20,7 +20,7 @@ from app.checkpoints import Checkpoints, EpochCheckpoint, ResumableEarlyStopping
 from app.config import TrainConfig
 from app.errors import UserError
 from data.augment import AugmentConfig
-from data.pipeline import balanced_dataset, image_dataset, read_texts, text_dataset
+from data.pipeline import balanced_dataset, image_dataset, read_texts, text_dataset, without_autotune_thread
 from data.splits import class_weights
 from models.finetuning import learning_rate_multipliers, unfreeze_top_blocks
 from models.optimizers import DiscriminativeAdam
@@ -122,6 +122,9 @@ def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: kera
     if confusion_inputs is not None:  # episodes have no fixed classes: no confusion matrix for meta phases
         callbacks.append(tb.ConfusionMatrixPerEpoch(context.log_dir, confusion_inputs, val_labels, context.class_names))
     if completed < max_epochs and not (resume and early_stopping_exhausted(resume[0], config.patience)):
+        # fit() makes new iterators every epoch: none may carry the autotuning thread (see data/pipeline.py).
+        train_ds = without_autotune_thread(train_ds)
+        val_ds = None if val_ds is None else without_autotune_thread(val_ds)
         model.fit(train_ds, validation_data=val_ds, epochs=epoch_offset + max_epochs,
                   initial_epoch=epoch_offset + completed, callbacks=callbacks, steps_per_epoch=steps_per_epoch,
                   class_weight=class_weight, shuffle=False, verbose=_verbosity())  # datasets shuffle themselves, seeded

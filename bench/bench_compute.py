@@ -93,6 +93,7 @@ def worker_train(params: dict) -> dict:
 
     from app.config import TrainConfig
     from app.phases import finetune_inputs, phase2_learning_rate
+    from data.pipeline import without_autotune_thread
     from models.backbones import get_backbone
     from models.finetuning import learning_rate_multipliers, unfreeze_top_blocks
     from models.heads import ClassificationHead
@@ -139,7 +140,8 @@ def worker_train(params: dict) -> dict:
             train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps))
             run[prefix + "decoding_epoch"] = epoch(train_ds)
             run[prefix + "cached_epoch"] = epoch(train_ds)
-        run["synthetic"] = epoch(tf.data.Dataset.from_tensors(batch).repeat(steps))
+        # Fed like the product feeds fit() (app/phases.py): without tf.data's autotuning thread.
+        run["synthetic"] = epoch(without_autotune_thread(tf.data.Dataset.from_tensors(batch).repeat(steps)))
         runs.append(run)
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     return {"runs": runs, "steps_per_epoch": steps, "batch_size": config.batch_size, "unfreeze": config.unfreeze,
@@ -236,8 +238,8 @@ def render(results: dict) -> str:
         add(f"| {label} | {_fmt(rates)} | {_fmt(ratios, 3)} | {verdict} | {epoch_cells} |")
     add(f"\nImages/s (steps) times every step but the first {WARMUP_STEPS} of each epoch; the epoch wall time is the "
         "whole `fit()` call of one epoch, start-up and first batches included. The training default is "
-        "augmentation on (random flip, rotation, zoom, contrast from Keras preprocessing layers, applied per batch "
-        "inside tf.data on the same 2 cores the model trains on); the `--no-augment` rows show the input pipeline "
+        "augmentation on (one random affine transform per image for flip, rotation and zoom, then Keras' "
+        "RandomContrast; applied per batch inside tf.data on the same 2 cores the model trains on); the `--no-augment` rows show the input pipeline "
         "itself.")
     add(f"\nPeak RSS of the training worker: {t['peak_rss_mib']:,.0f} MiB.\n")
     add("### Inference images/s per image backbone\n")

@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from data.errors import DataError
 from data.images import load_image
+from data.pipeline import without_autotune_thread
 from data.splits import META_SPLITS, class_disjoint_splits
 
 logger = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ def meta_batches(sampler: EpisodeSampler, fetch: Callable[[np.ndarray], np.ndarr
                else tf.data.Dataset.range(start * tasks, (start + steps) * tasks))
     episodes = numbers.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # drop_remainder keeps T static in the element spec (a compiled meta step can rely on it).
-    return episodes.batch(tasks, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return without_autotune_thread(episodes.batch(tasks, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
 
 
 def array_meta_batches(sampler: EpisodeSampler, inputs: np.ndarray, tasks_per_batch: int, steps: int | None = None,

@@ -1,5 +1,6 @@
 """tf.data pipelines: images from files (parallel decode, resize, optional augmentation and
-in-memory cache, prefetch), text as strings, and a class-balanced sampler."""
+in-memory cache, prefetch), text as strings, and a class-balanced sampler. Every pipeline
+runs without tf.data's autotuning thread (see `without_autotune_thread`)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,23 @@ def should_cache(num_images: int, image_size: tuple[int, int], cache: str,
         budget = default_cache_budget_bytes() if budget_bytes is None else budget_bytes
         return num_images * image_size[0] * image_size[1] * 3 <= budget
     return cache == "memory"
+
+
+def without_autotune_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """The dataset with tf.data's autotuning thread switched off (`Options.autotune.enabled`).
+
+    Why: with TensorFlow 2.21, destroying an iterator sometimes waits for that thread's next
+    wake-up instead of cancelling it. Its period doubles from 10 ms, so the wait ends on the
+    iterator's 5.11 s, 10.23 s, ... mark (up to a minute on long epochs). Keras makes a new
+    iterator every epoch (and one per validation pass), so `fit()` stalled for seconds at
+    random epochs; `bench/bench_compute.py` measured it and `bench/notes.md` has the native
+    stack. Without the thread, `AUTOTUNE` map parallelism stays at its start value,
+    min(16, CPU cores), and prefetch buffers still grow on demand (legacy autotuning): on a
+    2-core machine the same throughput, with no stall (measured, same notes).
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def _decode_fn(image_size: tuple[int, int], resize: str):
@@ -107,7 +125,7 @@ def image_dataset(
             dataset = dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
         else:
             dataset = dataset.map(lambda x, y: (apply(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return without_autotune_thread(dataset.prefetch(tf.data.AUTOTUNE))
 
 
 def read_texts(paths: list[str], encodings: list[str] | None = None) -> list[str]:
@@ -123,7 +141,7 @@ def text_dataset(texts: list[str], labels: list[int] | None, batch_size: int, sh
         dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.int32)))
     if shuffle:
         dataset = dataset.shuffle(max(1, len(texts)), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return without_autotune_thread(dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 def balanced_dataset(inputs, labels, num_classes: int, seed: int = 0) -> tf.data.Dataset:

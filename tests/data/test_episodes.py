@@ -150,6 +150,7 @@ def test_array_meta_batches_gather_the_episode_examples():
     sampler = EpisodeSampler(labels, WAYS, SHOTS, QUERIES, seed=2)
     dataset = array_meta_batches(sampler, features, tasks_per_batch=3, steps=2)
     _check_batch_structure(dataset, 3, (4,), tf.float32)
+    assert dataset.options().autotune.enabled is False  # see data/pipeline.without_autotune_thread
     batches = _take(dataset, 10)
     assert len(batches) == 2
     expected = EpisodeSampler(labels, WAYS, SHOTS, QUERIES, seed=2).episodes(6)

@@ -9,9 +9,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from data.augment import AugmentConfig, build_augmenter
+import keras
+
+from data.augment import AugmentConfig, RandomAffine, build_augmenter
 from data.images import fit_to_size, load_image
-from data.pipeline import balanced_dataset, image_dataset, should_cache, text_dataset
+from data.pipeline import balanced_dataset, image_dataset, should_cache, text_dataset, without_autotune_thread
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (40, 80, 120)]
 
@@ -218,6 +220,81 @@ def test_no_augmentation_gives_exactly_load_image(tmp_path, make_image):
 def test_invalid_augmentation_is_an_error():
     with pytest.raises(ValueError, match="rotation"):
         build_augmenter(AugmentConfig(rotation=1.0))
+    with pytest.raises(ValueError, match="zoom=1.5"):
+        RandomAffine(zoom=1.5)
+
+
+def _sampled_points(transforms, x, y):
+    a0, a1, a2, b0, b1, b2 = (transforms[:, i] for i in range(6))
+    return a0 * x + a1 * y + a2, b0 * x + b1 * y + b2
+
+
+def test_random_affine_transforms_stay_in_their_ranges_and_keep_the_centre():
+    layer = RandomAffine(flip=True, rotation=0.05, zoom=0.1, seed=3)
+    transforms = np.asarray(layer.transforms(2000, 9, 13))
+
+    assert transforms.shape == (2000, 8)
+    np.testing.assert_array_equal(transforms[:, 6:], 0)  # affine, not projective
+    centre_x, centre_y = _sampled_points(transforms, 6.0, 4.0)  # centre of a 13 x 9 image
+    np.testing.assert_allclose(centre_x, 6.0, atol=1e-4)
+    np.testing.assert_allclose(centre_y, 4.0, atol=1e-4)
+    linear = transforms[:, [0, 1, 3, 4]].reshape(-1, 2, 2)
+    determinant = np.linalg.det(linear)
+    scale = np.sqrt(np.abs(determinant))
+    assert scale.min() >= 0.9 - 1e-5 and scale.max() <= 1.1 + 1e-5
+    assert scale.min() < 0.92 and scale.max() > 1.08  # the whole zoom range is used
+    mirrored = determinant < 0
+    assert 0.4 < mirrored.mean() < 0.6
+    # Undo scale and mirror: what is left is a rotation within +-0.05 of a turn.
+    angle = np.arctan2(linear[:, 1, 0] * np.where(mirrored, -1, 1), linear[:, 1, 1])
+    assert np.abs(angle).max() <= 0.05 * 2 * np.pi + 1e-5
+    assert np.abs(angle).max() > 0.9 * 0.05 * 2 * np.pi
+
+
+def test_random_affine_without_rotation_or_zoom_only_mirrors():
+    layer = RandomAffine(flip=True, rotation=0.0, zoom=0.0, seed=0)
+    transforms = np.asarray(layer.transforms(200, 16, 16))
+    x, y = _sampled_points(transforms, 3.0, 5.0)
+    np.testing.assert_allclose(y, 5.0, atol=1e-5)
+    assert set(np.round(x, 4)) == {3.0, 12.0}
+
+
+def test_random_affine_keeps_shape_dtype_and_is_identity_outside_training():
+    layer = RandomAffine(seed=1)
+    batch = np.random.default_rng(0).integers(0, 256, (3, 10, 12, 3), dtype=np.uint8)
+    for images in (batch, batch.astype("float32"), batch[0]):
+        out = np.asarray(layer(images, training=True))
+        assert out.shape == images.shape and out.dtype == images.dtype
+        np.testing.assert_array_equal(np.asarray(layer(images, training=False)), images)
+    first, second = (np.asarray(layer(batch.astype("float32"))) for _ in range(2))
+    assert not np.array_equal(first, second)  # every call draws fresh transforms
+
+
+def test_random_affine_round_trips_through_a_saved_model(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, RandomAffine(flip=False, rotation=0.1, zoom=0.2, fill_mode="nearest",
+                                             interpolation="nearest", seed=7)(inputs))
+    path = tmp_path / "affine.keras"
+    model.save(path)
+
+    loaded = keras.saving.load_model(path, safe_mode=True)
+
+    layer = loaded.layers[-1]
+    assert isinstance(layer, RandomAffine)
+    assert (layer.flip, layer.rotation, layer.zoom, layer.fill_mode, layer.interpolation, layer.seed) == (
+        False, 0.1, 0.2, "nearest", "nearest", 7)
+
+
+def test_default_augmentation_in_the_pipeline_changes_images_every_epoch(halves):
+    path, original = halves
+    dataset = image_dataset([path] * 5, list(range(5)), (16, 16), batch_size=2, augment=AugmentConfig(), seed=0)
+
+    epochs = [np.concatenate([images for images, _ in _batches(dataset)]) for _ in range(2)]
+
+    for images in epochs:
+        assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8  # the last batch is partial
+        assert not any(np.array_equal(image, original) for image in images)
+    assert not np.array_equal(epochs[0], epochs[1])
 
 
 # --------------------------------------------------------------------------- in-memory cache
@@ -318,3 +395,18 @@ def test_balanced_dataset_never_yields_an_absent_class():
     assert set(ys) == {0, 2}
     assert abs(ys.count(2) / len(ys) - 0.5) <= 0.05
     assert all(label_of[path] == y for path, y in drawn)
+
+
+# --------------------------------------------------------------------------- iterator tear-down
+
+
+def test_every_pipeline_runs_without_the_autotuning_thread(coloured_files):
+    """TF 2.21's autotuning thread can stall an iterator's destruction for seconds (data/pipeline.py)."""
+    labels = list(range(7))
+    datasets = [image_dataset(coloured_files, labels, (8, 8), 3, shuffle=True, augment=AugmentConfig()),
+                image_dataset(coloured_files, None, (8, 8), 3),
+                text_dataset(["a", "b"], [0, 1], 2, shuffle=True),
+                without_autotune_thread(tf.data.Dataset.range(4).map(lambda x: x, num_parallel_calls=tf.data.AUTOTUNE))]
+    for dataset in datasets:
+        assert dataset.options().autotune.enabled is False
+        assert len(_batches(dataset)) >= 1  # still iterates
