@@ -19,7 +19,7 @@ same model fed synthetic in-memory tensors, and how fast does each image backbon
 
 Every measurement group runs in its own subprocess with its peak RSS (VmHWM).
 
-    .venv/bin/python bench/bench_compute.py            # full: 640 JPEGs, 3 runs (about 4 min on 2 cores)
+    .venv/bin/python bench/bench_compute.py            # full: 640 JPEGs, 5 runs (about 4 min on 2 cores)
     .venv/bin/python bench/bench_compute.py --quick    # 96 JPEGs at 160 px, 1 run, 1 batch per backbone (under 1 min)
     .venv/bin/python bench/bench_compute.py --output section.md --json raw.json
 """
@@ -41,7 +41,7 @@ from common import REPO, cpu_model, emit
 WORK = pipeline_bench.DEFAULT_WORK_DIR
 TARGET_RATIO = 0.9
 WARMUP_STEPS = 2
-FULL = {"images": 640, "image_size": 224, "runs": 3, "infer_warm": 2, "infer_batches": 6}
+FULL = {"images": 640, "image_size": 224, "runs": 5, "infer_warm": 2, "infer_batches": 6}
 QUICK = {"images": 96, "image_size": 160, "runs": 1, "infer_warm": 1, "infer_batches": 1}
 
 

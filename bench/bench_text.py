@@ -230,8 +230,9 @@ def render(results: dict) -> str:
                 if not c:
                     continue
                 label = "SetFit" if method == "setfit" else f"metatune `{method}`"
+                fewer = f" ({len(c['acc'])} seeds)" if len(c["acc"]) != len(p["seeds"]) else ""
                 add(f"| {DATASETS[dataset]['title']} | {shots} | {label} | {statistics.mean(c['acc']):.1f} ± "
-                    f"{_std(c['acc']):.1f} | {_median(c['wall']):.0f} s ({min(c['wall']):.0f} – {max(c['wall']):.0f}) | "
+                    f"{_std(c['acc']):.1f}{fewer} | {_median(c['wall']):.0f} s ({min(c['wall']):.0f} – {max(c['wall']):.0f}) | "
                     f"{_median(c['train']):.0f} s | {max(c['rss']):,.0f} MiB |")
     add(f"\nThe bar: metatune's best strategy (highest mean accuracy) within {ACCURACY_MARGIN:.0f} points of SetFit's "
         f"accuracy or better, at less than {TIME_RATIO:g}x its median wall time.\n")
@@ -271,6 +272,32 @@ def render(results: dict) -> str:
     return "\n".join(out)
 
 
+def merge_results(earlier: dict, later: dict) -> dict:
+    """One result from two runs measured in parts: cells, datasets and params united, commands and times kept.
+
+    A cell measured in both (same dataset, K, seed, method) keeps the later measurement. The
+    parts must share the settings that change what a cell means (test set size, SetFit
+    iterations, quick-mode epochs), or the merged table would mix two protocols.
+    """
+    fixed = ("test_per_class", "setfit_iterations", "finetune_epochs")
+    clashes = [k for k in fixed if earlier["params"].get(k) != later["params"].get(k)]
+    if clashes:
+        raise SystemExit(f"Cannot merge runs measured with different settings: {clashes}. Received: "
+                         f"{[(k, earlier['params'].get(k), later['params'].get(k)) for k in clashes]}")
+    if earlier.get("peer") and later.get("peer") and earlier["peer"] != later["peer"]:
+        raise SystemExit(f"Cannot merge runs of different SetFit versions. Received: {earlier['peer']} and {later['peer']}")
+    def key(run):
+        return run["dataset"], run["shots"], run["seed"], run["method"]
+    replaced = {key(r) for r in later["runs"]}
+    params = dict(earlier["params"])
+    for name in ("datasets", "shots", "seeds", "methods"):
+        params[name] = list(dict.fromkeys(earlier["params"][name] + later["params"][name]))
+    return {**earlier, "params": params, "command": f"{earlier['command']}` then `{later['command']}",
+            "peer": earlier.get("peer") or later.get("peer", {}), "datasets": {**earlier["datasets"], **later["datasets"]},
+            "runs": [r for r in earlier["runs"] if key(r) not in replaced] + later["runs"],
+            "wall_min": earlier["wall_min"] + later["wall_min"]}
+
+
 def peer_versions() -> dict:
     code = ("import json, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
             "['setfit', 'sentence-transformers', 'transformers', 'torch']}))")
@@ -287,6 +314,9 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", help="comma list of: " + ", ".join(METHODS))
     parser.add_argument("--setfit-iterations", type=int,
                         help="SetFit's num_iterations (its recipe: 20; fewer only for smoke tests, flagged in the report)")
+    parser.add_argument("--add-to", metavar="JSON",
+                        help="merge this run's cells into an earlier --json result (e.g. another dataset or more "
+                             "seeds), so the grid can be measured in parts; the report lists every part's command")
     common.add_standard_arguments(parser, WORKERS)
     args = parser.parse_args(argv)
     if common.serve_worker(args, WORKERS):
@@ -339,6 +369,8 @@ def main(argv=None) -> int:
                               flush=True)
                         results["runs"].append(result)
         results["wall_min"] = (time.perf_counter() - started) / 60
+        if args.add_to:
+            results = merge_results(json.loads(Path(args.add_to).read_text()), results)
     emit(render(results), results, args.output, args.json)
     return 0
 

@@ -1,13 +1,17 @@
 """Training-time image augmentation (never applied to features or evaluation data).
 
-Flip, rotation and zoom are one random affine transform per image (`RandomAffine`), then
-Keras' `RandomContrast`. Keras' own geometric layers (`RandomFlip`, `RandomRotation`,
-`RandomZoom`) each resample the whole batch: stacked, they cost about twice the time of
-one combined transform (62 vs 31 ms per batch of 32 at 224 px on 2 CPU cores, measured in
-`bench/bench_compute.py`'s notes), and on a CPU that time is taken from the model's
-training step, so the combined transform is written here. It is built from Keras ops
-(`keras.random` with a `SeedGenerator`, `keras.ops.image.affine_transform`), so every
-batch and every epoch draws fresh transforms exactly as the Keras layers do.
+`ImageAugmentation` takes and returns uint8 batches: flip, rotation and zoom as one random
+affine resampling per image (`RandomAffine`, nearest-neighbour on the uint8 pixels), then
+Keras' `RandomContrast` on floats. Why not Keras' `RandomFlip` + `RandomRotation` +
+`RandomZoom`: each resamples the whole batch in float32, and on a CPU the augmentation's
+time comes out of the model's training step (tf.data shares the cores). Per batch of 32 at
+224 px on 2 cores, inside tf.data: the three Keras layers + contrast 62 ms, one bilinear
+affine + contrast 31 ms, one nearest-neighbour affine on uint8 + contrast 21 ms, against a
+222 ms training step of `efficientnet_lite0` (`bench/notes.md`). Nearest neighbour is also
+torchvision's default for its RandomAffine / RandomRotation; `interpolation="bilinear"`
+is available. The transform is built from Keras ops (`keras.random` with a
+`SeedGenerator`, `keras.ops.image.affine_transform`), so every batch and every epoch
+draws fresh transforms, as the Keras layers do.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ class RandomAffine(keras.layers.Layer):
     """
 
     def __init__(self, flip: bool = True, rotation: float = 0.05, zoom: float = 0.1, fill_mode: str = "reflect",
-                 interpolation: str = "bilinear", seed: int | None = None, **kwargs):
+                 interpolation: str = "nearest", seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         for name, value in (("rotation", rotation), ("zoom", zoom)):
             if not 0.0 <= value < 1.0:
@@ -103,12 +107,46 @@ class RandomAffine(keras.layers.Layer):
                 "fill_mode": self.fill_mode, "interpolation": self.interpolation, "seed": self.seed}
 
 
-def build_augmenter(config: AugmentConfig, seed: int | None = None) -> keras.Sequential:
-    """Expects and returns float pixels in [0, 255]: one `RandomAffine`, then Keras' `RandomContrast`."""
+@keras.saving.register_keras_serializable(package="metatune")
+class ImageAugmentation(keras.layers.Layer):
+    """The training augmentation: uint8 images in, uint8 images out (see the module docstring)."""
+
+    def __init__(self, flip: bool = True, rotation: float = 0.05, zoom: float = 0.1, contrast: float = 0.1,
+                 interpolation: str = "nearest", seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = AugmentConfig(flip, rotation, zoom, contrast).validate()
+        self.interpolation, self.seed = interpolation, seed
+        self.geometric_layer = (RandomAffine(flip, rotation, zoom, interpolation=interpolation, seed=seed)
+                          if self.settings.is_geometric else None)
+        self.contrast_layer = (keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=seed)
+                         if contrast else None)
+
+    def build(self, input_shape):
+        for layer in (self.geometric_layer, self.contrast_layer):
+            if layer is not None:
+                layer.build(input_shape)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        if self.geometric_layer is not None:
+            images = self.geometric_layer(images, training=True)
+        if self.contrast_layer is not None:  # RandomContrast needs floats
+            adjusted = self.contrast_layer(ops.cast(images, "float32"), training=True)
+            images = ops.cast(ops.clip(ops.round(adjusted), 0, 255), "uint8")
+        return images
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        c = self.settings
+        return {**super().get_config(), "flip": c.flip, "rotation": c.rotation, "zoom": c.zoom,
+                "contrast": c.contrast, "interpolation": self.interpolation, "seed": self.seed}
+
+
+def build_augmenter(config: AugmentConfig, seed: int | None = None) -> ImageAugmentation:
+    """The training augmentation for `config`: takes and returns uint8 image batches."""
     config.validate()
-    layers = []
-    if config.is_geometric:
-        layers.append(RandomAffine(config.flip, config.rotation, config.zoom, seed=seed))
-    if config.contrast:
-        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed))
-    return keras.Sequential(layers, name="augmentation")
+    return ImageAugmentation(config.flip, config.rotation, config.zoom, config.contrast, seed=seed,
+                             name="augmentation")

@@ -118,8 +118,7 @@ def image_dataset(
         augmenter = build_augmenter(augment, seed=seed)
 
         def apply(images):
-            augmented = augmenter(tf.cast(images, tf.float32), training=True)
-            return tf.cast(tf.clip_by_value(tf.round(augmented), 0, 255), tf.uint8)
+            return augmenter(images, training=True)  # uint8 in, uint8 out
 
         if labels is None:
             dataset = dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)

@@ -12,6 +12,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
 import bench_compute  # noqa: E402
+import bench_text  # noqa: E402
 import bench_transfer  # noqa: E402
 import run_all  # noqa: E402
 
@@ -80,3 +81,45 @@ def test_misses_at_a_glance_lists_every_missed_line(tmp_path, monkeypatch):
     lines = run_all.misses_at_a_glance(tmp_path)
     assert any("[compute](#compute): 1 table row(s) marked **miss**" in line for line in lines)
     assert any(line.startswith("- [transfer](#transfer):") and "**no**" in line for line in lines)
+
+
+def _text_run(dataset: str, seed: int, method: str, accuracy: float) -> dict:
+    return {"dataset": dataset, "shots": 8, "seed": seed, "method": method, "accuracy": accuracy,
+            "total_wall_s": 100.0 if method == "setfit" else 30.0, "train_wall_s": 20.0, "peak_rss_mib": 1000.0}
+
+
+def _text_results(dataset: str, seeds: list[int], accuracies: dict, command: str, **params) -> dict:
+    return {"params": {**bench_text.FULL, "datasets": [dataset], "shots": [8], "seeds": seeds,
+                       "methods": list(accuracies), **params},
+            "command": command, "machine": "2 cores", "peer": {"setfit": "1.2.0"}, "wall_min": 10.0,
+            "datasets": {dataset: {"classes": ["a", "b"], "test_counts": {"a": 50, "b": 50}, "num_test": 100,
+                                   "capped": False}},
+            "runs": [_text_run(dataset, s, m, a) for s in seeds for m, a in accuracies.items()]}
+
+
+def test_text_results_measured_in_parts_merge_into_one_grid():
+    newsgroups = _text_results("20newsgroups", [0, 1], {"setfit": 0.9, "finetune": 0.89}, "first")
+    reuters = _text_results("reuters-r8", [0, 1], {"setfit": 0.95, "finetune": 0.90}, "second")
+
+    merged = bench_text.merge_results(newsgroups, reuters)
+
+    assert merged["params"]["datasets"] == ["20newsgroups", "reuters-r8"] and merged["params"]["seeds"] == [0, 1]
+    assert len(merged["runs"]) == 8 and merged["wall_min"] == 20.0
+    assert "first` then `second" in merged["command"]
+    report = bench_text.render(merged)
+    assert "20 Newsgroups" in report and "Reuters" in report
+    assert "not the issue's full grid" in report  # seeds 2-4 and K=16 still missing
+    # 20 Newsgroups: -1 point at 0.3x SetFit's time passes; Reuters: -5 points misses.
+    assert report.count("**pass**") == 1 and "5.0 points below SetFit" in report
+
+
+def test_text_merge_replaces_a_remeasured_cell_and_refuses_other_protocols():
+    first = _text_results("20newsgroups", [0], {"setfit": 0.9, "finetune": 0.80}, "first")
+    again = _text_results("20newsgroups", [0], {"finetune": 0.85}, "again")
+    merged = bench_text.merge_results(first, again)
+    finetune = [r["accuracy"] for r in merged["runs"] if r["method"] == "finetune"]
+    assert finetune == [0.85] and len(merged["runs"]) == 2
+
+    smoke = _text_results("20newsgroups", [1], {"setfit": 0.5}, "smoke", setfit_iterations=5)
+    with pytest.raises(SystemExit, match="setfit_iterations"):
+        bench_text.merge_results(first, smoke)

@@ -11,7 +11,7 @@ from PIL import Image
 
 import keras
 
-from data.augment import AugmentConfig, RandomAffine, build_augmenter
+from data.augment import AugmentConfig, ImageAugmentation, RandomAffine, build_augmenter
 from data.images import fit_to_size, load_image
 from data.pipeline import balanced_dataset, image_dataset, should_cache, text_dataset, without_autotune_thread
 
@@ -285,8 +285,30 @@ def test_random_affine_round_trips_through_a_saved_model(tmp_path):
         False, 0.1, 0.2, "nearest", "nearest", 7)
 
 
-def test_default_augmentation_in_the_pipeline_changes_images_every_epoch(halves):
-    path, original = halves
+def test_image_augmentation_takes_and_returns_uint8_and_round_trips(tmp_path):
+    batch = np.random.default_rng(0).integers(0, 256, (4, 12, 12, 3), dtype=np.uint8)
+    augmenter = build_augmenter(AugmentConfig(), seed=0)
+    out = np.asarray(augmenter(batch, training=True))
+    assert out.dtype == np.uint8 and out.shape == batch.shape and not np.array_equal(out, batch)
+    np.testing.assert_array_equal(np.asarray(augmenter(batch, training=False)), batch)
+    contrast_only = build_augmenter(AugmentConfig(flip=False, rotation=0, zoom=0, contrast=0.5), seed=0)
+    assert contrast_only.geometric_layer is None
+    adjusted = np.asarray(contrast_only(batch, training=True)).astype(float)
+    # Contrast scales every image about its own mean: the per-image mean barely moves (rounding, clipping).
+    assert np.abs(adjusted.mean(axis=(1, 2)) - batch.astype(float).mean(axis=(1, 2))).max() < 8
+
+    inputs = keras.Input((12, 12, 3), dtype="uint8")
+    path = tmp_path / "augmentation.keras"
+    keras.Model(inputs, ImageAugmentation(rotation=0.2, contrast=0.3, seed=5)(inputs)).save(path)
+    layer = keras.saving.load_model(path, safe_mode=True).layers[-1]
+    assert isinstance(layer, ImageAugmentation)
+    assert (layer.settings, layer.interpolation, layer.seed) == (AugmentConfig(True, 0.2, 0.1, 0.3), "nearest", 5)
+
+
+def test_default_augmentation_in_the_pipeline_changes_images_every_epoch(tmp_path):
+    original = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    path = str(tmp_path / "noise.png")
+    Image.fromarray(original).save(path)
     dataset = image_dataset([path] * 5, list(range(5)), (16, 16), batch_size=2, augment=AugmentConfig(), seed=0)
 
     epochs = [np.concatenate([images for images, _ in _batches(dataset)]) for _ in range(2)]
