@@ -195,6 +195,10 @@ def render(results: dict) -> str:
         "body learning rate 2e-5, logistic-regression head; torch on 2 threads; trained on all K texts per class.")
     missing = [f"{name} {sorted(set(FULL[key]) - set(p[key]))}" for key, name in
                (("datasets", "datasets"), ("shots", "K"), ("seeds", "seeds")) if set(FULL[key]) - set(p[key])]
+    for dataset in p["datasets"]:  # parts merged with --add-to may cover a dataset with fewer seeds
+        seeds = sorted({r["seed"] for r in results["runs"] if r["dataset"] == dataset})
+        if seeds != sorted(p["seeds"]):
+            missing.append(f"{DATASETS[dataset]['title']} has seeds {seeds} only")
     if missing:
         add(f"- **not the issue's full grid**: a subset (not measured: {'; '.join(missing)}); the verdicts below hold "
             "for the subset only. `python bench/bench_text.py` with no flags runs the whole grid.")
@@ -230,7 +234,8 @@ def render(results: dict) -> str:
                 if not c:
                     continue
                 label = "SetFit" if method == "setfit" else f"metatune `{method}`"
-                fewer = f" ({len(c['acc'])} seeds)" if len(c["acc"]) != len(p["seeds"]) else ""
+                n = len(c["acc"])
+                fewer = f" ({n} seed{'s' if n > 1 else ''})" if n != len(p["seeds"]) else ""
                 add(f"| {DATASETS[dataset]['title']} | {shots} | {label} | {statistics.mean(c['acc']):.1f} ± "
                     f"{_std(c['acc']):.1f}{fewer} | {_median(c['wall']):.0f} s ({min(c['wall']):.0f} – {max(c['wall']):.0f}) | "
                     f"{_median(c['train']):.0f} s | {max(c['rss']):,.0f} MiB |")
