@@ -53,9 +53,9 @@ class RandomAffine(keras.layers.Layer):
     `rotation` is a fraction of a full turn (0.05: up to ±18°, like `RandomRotation(0.05)`);
     `zoom` a fraction in and out (0.1: the sampled area is 0.9x to 1.1x the image's, the
     aspect ratio kept). All three are about the image centre; pixels sampled from outside
-    the image are filled by `fill_mode` ("reflect" by default, as in our Keras-layer
-    recipe before). Takes a batch (or one image), channels last, any numeric dtype;
-    returns the same shape and dtype. Identity when called with `training=False`.
+    the image are filled by `fill_mode` ("reflect" by default). Takes a batch (or one
+    image), channels last, any numeric dtype (uint8 stays uint8: no float copy of the
+    batch); returns the same shape and dtype. Identity when called with `training=False`.
     """
 
     def __init__(self, flip: bool = True, rotation: float = 0.05, zoom: float = 0.1, fill_mode: str = "reflect",
