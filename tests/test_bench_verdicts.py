@@ -75,6 +75,20 @@ def test_compute_verdict_counts_stalls_outside_the_timed_steps():
     assert "**miss** (short by 40 points)" in stalled and "**pass**" not in stalled
 
 
+def test_compute_ratio_uses_each_real_epochs_neighbouring_synthetic_epochs():
+    """A slow spell of the machine during one real epoch is compared with the synthetic epochs
+    just before and after it, not with the run's other synthetic epochs."""
+    results = _compute_results(90.0, 100.0)
+    slow_spell = {"images_per_s": 90.0, "epoch_s": 640 / 90.0}
+    for run in results["train"]["runs"]:
+        run["cached_epoch"] = {**run["cached_epoch"], "synthetic_neighbours": slow_spell}
+    text = bench_compute.render(results)
+    cached_row = next(line for line in text.splitlines() if line.startswith("| real files, later epochs (cache"))
+    decoding_row = next(line for line in text.splitlines() if line.startswith("| real files, first epoch (decode"))
+    assert "**pass**" in cached_row and "| 1.000 (1.000 – 1.000) |" in cached_row
+    assert "**pass**" in decoding_row and "| 0.900 (0.900 – 0.900) |" in decoding_row
+
+
 def test_misses_at_a_glance_lists_every_missed_line(tmp_path, monkeypatch):
     (tmp_path / "compute.md").write_text("## c\n\n| a | **miss** (short by 10 points) |\n")
     (tmp_path / "transfer.md").write_text("## t\n\n- 100 per class: ... margin? **no** (median gain +1.0 points < 2).\n")
