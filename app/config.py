@@ -33,7 +33,9 @@ CHOICES = {
     "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
     "image_cache": ("auto", "memory", "none"),
     "meta_input": ("auto", "features", "raw"),
+    "refit": ("auto", "yes", "no"),
 }
+REFIT_AUTO_BELOW_PER_CLASS = 20  # auto refits when the training split has fewer files per class than this
 
 
 def _help(text: str, accept_int: bool = False, **kwargs):
@@ -112,6 +114,12 @@ class TrainConfig:
     learning_rate: float = _help("Head learning rate (Adam).", default=1e-3)
     dropout: float = _help("Dropout before the classification layer.", default=0.2)
     val_fraction: float = _help("Fraction of each class held out for validation when there is no val/ folder.", default=0.2)
+    refit: str = _help("linear, finetune: once early stopping has chosen each phase's epochs on the validation split, "
+                       "train again from the start on train + validation for those epochs; the run reports the "
+                       "first model's validation metrics. auto: when the validation split was carved out of the "
+                       f"training files and the training split has fewer than {REFIT_AUTO_BELOW_PER_CLASS} files per "
+                       "class (there the held-out files are a large share of the data and the refit costs little).",
+                       default="auto")
     test_fraction: float = _help("Fraction of each class held out for testing when there is no test/ folder (0: none).", default=0.2)
     resize: str = _help("How images reach the input size: stretch, pad (letterbox) or crop (centre).", default="stretch")
     class_weight: str = _help("auto: weight the loss by inverse class frequency of the training split; none: unweighted.", default="none")
@@ -162,6 +170,10 @@ class TrainConfig:
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
             (self.image_cache in CHOICES["image_cache"], f"image_cache must be one of {list(CHOICES['image_cache'])}"),
             (self.precision in CHOICES["precision"], f"precision must be one of {list(CHOICES['precision'])}"),
+            (self.refit in CHOICES["refit"], f"refit must be one of {list(CHOICES['refit'])}"),
+            (self.refit != "yes" or self.strategy in TRANSFER_STRATEGIES,
+             f"refit must be auto or no with a meta strategy (refit retrains {' and '.join(TRANSFER_STRATEGIES)} "
+             f"runs; strategy={self.strategy!r})"),
         ]
         for ok, message in checks:
             if not ok:

@@ -1,6 +1,7 @@
 """The training phases: the head on cached features (linear, and finetune phase 1), then the
 top backbone blocks with the head (finetune phase 2). Each phase checkpoints every epoch
-and can start again from its last completed epoch (see app/checkpoints.py)."""
+and can start again from its last completed epoch (see app/checkpoints.py). A phase given
+no validation data (the refit, app/refit.py) trains for exactly its number of epochs."""
 
 from __future__ import annotations
 
@@ -77,18 +78,23 @@ class EpochSummary(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        logger.info("%s epoch %d/%d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | lr %.2e | %.1f s",
+        validation = (f" | val_loss {logs['val_loss']:.4f} val_acc {logs.get('val_accuracy', math.nan):.4f}"
+                      if "val_loss" in logs else "")
+        logger.info("%s epoch %d/%d: loss %.4f acc %.4f%s | lr %.2e | %.1f s",
                     self.phase, epoch + 1 - self.epoch_offset, self.max_epochs, logs.get("loss", math.nan),
-                    logs.get("accuracy", math.nan), logs.get("val_loss", math.nan),
-                    logs.get("val_accuracy", math.nan), rate, time.perf_counter() - self.started)
+                    logs.get("accuracy", math.nan), validation, rate, time.perf_counter() - self.started)
 
 
 def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: keras.Model, train_ds, val_ds,
                max_epochs: int, epoch_offset: int, step_offset: int, steps_per_epoch: int | None,
                confusion_inputs, val_labels, extra_callbacks=(), class_weight=None,
                description: str = "", extra_state: dict | None = None, monitor: str = "val_loss") -> PhaseResult:
-    """fit() one phase with early stopping, NaN guard, checkpoints, TensorBoard; resume-aware."""
+    """fit() one phase with early stopping, NaN guard, checkpoints, TensorBoard; resume-aware.
+
+    Without validation data (`val_ds` None) nothing can stop the phase early: it trains
+    exactly `max_epochs` epochs and keeps the last weights."""
     config = context.config
+    fixed_epochs = val_ds is None
     started = time.perf_counter()
     resume = context.resume_of(phase)
     completed = 0
@@ -102,7 +108,11 @@ def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: kera
         if state.get("done"):
             return PhaseResult(completed, state["early_stopping"]["best_epoch"] + 1 - epoch_offset,
                                state.get("steps_per_epoch", 0), 0.0)
-    early_stopping = ResumableEarlyStopping(monitor=monitor, patience=config.patience, restore_best_weights=True,
+    # A fixed-length phase still gets the callback (its state goes into every checkpoint), made
+    # unable to stop or to restore anything.
+    early_stopping = ResumableEarlyStopping(monitor="loss" if fixed_epochs else monitor,
+                                            patience=max_epochs + 1 if fixed_epochs else config.patience,
+                                            restore_best_weights=not fixed_epochs,
                                             resume_state=resume[0]["early_stopping"] if resume else None,
                                             resume_best_weights=resume_best)
     nan_guard = StopOnNaN()
@@ -128,7 +138,7 @@ def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: kera
         model.fit(train_ds, validation_data=val_ds, epochs=epoch_offset + max_epochs,
                   initial_epoch=epoch_offset + completed, callbacks=callbacks, steps_per_epoch=steps_per_epoch,
                   class_weight=class_weight, shuffle=False, verbose=_verbosity())  # datasets shuffle themselves, seeded
-    elif resume_best is not None:
+    elif resume_best is not None and not fixed_epochs:
         model.set_weights(resume_best)
     if nan_guard.stopped_at:
         epoch, batch = nan_guard.stopped_at
@@ -154,8 +164,10 @@ def early_stopping_exhausted(state: dict, patience: int) -> bool:
 
 
 def train_head(context: PhaseContext, head_model: keras.Model, train_features, train_labels, val_features,
-               val_labels, phase_number: int, epoch_offset: int = 0, step_offset: int = 0) -> PhaseResult:
-    """The head on cached features: epochs cost milliseconds, so early stopping can be patient."""
+               val_labels, phase_number: int, epoch_offset: int = 0, step_offset: int = 0, phase: str = HEAD,
+               max_epochs: int | None = None, extra_state: dict | None = None) -> PhaseResult:
+    """The head on cached features: epochs cost milliseconds, so early stopping can be patient.
+    `val_features` None: exactly `max_epochs` epochs, no validation (the refit)."""
     config = context.config
     num_classes = len(context.class_names)
     loss, to_targets = _targets(config, num_classes)
@@ -167,18 +179,23 @@ def train_head(context: PhaseContext, head_model: keras.Model, train_features, t
     else:
         train_ds = (tf.data.Dataset.from_tensor_slices((train_features, np.asarray(train_labels, np.int32)))
                     .shuffle(len(train_labels), seed=config.seed).batch(config.batch_size))
-    val_ds = tf.data.Dataset.from_tensor_slices((val_features, np.asarray(val_labels, np.int32))).batch(config.batch_size)
+    val_ds = None
+    if val_features is not None:
+        val_ds = tf.data.Dataset.from_tensor_slices((val_features, np.asarray(val_labels, np.int32))).batch(config.batch_size)
     if to_targets:
-        train_ds, val_ds = train_ds.map(to_targets), val_ds.map(to_targets)
+        train_ds = train_ds.map(to_targets)
+        val_ds = None if val_ds is None else val_ds.map(to_targets)
     weights = class_weights(train_labels, num_classes) if config.class_weight == "auto" else None
-    return _run_phase(context, HEAD, phase_number, head_model, train_ds, val_ds, config.epochs, epoch_offset,
-                      step_offset, steps_per_epoch, val_features, val_labels, class_weight=weights,
-                      description="head on cached backbone features",
-                      extra_state={"epoch_offset": epoch_offset, "step_offset": step_offset})
+    description = "head on cached backbone features" + (", train + validation" if val_ds is None else "")
+    return _run_phase(context, phase, phase_number, head_model, train_ds, val_ds, max_epochs or config.epochs,
+                      epoch_offset, step_offset, steps_per_epoch, val_features, val_labels, class_weight=weights,
+                      description=description,
+                      extra_state={"epoch_offset": epoch_offset, "step_offset": step_offset, **(extra_state or {})})
 
 
 def finetune_inputs(config: TrainConfig, modality: str, size: int, train_examples, val_examples, num_classes: int):
-    """Phase-2 datasets of raw inputs: shuffled (and augmented, for images) training batches."""
+    """Phase-2 datasets of raw inputs: shuffled (and augmented, for images) training batches, and
+    the validation batches and inputs (None, None without `val_examples`)."""
     train_paths = [e.path for e in train_examples]
     train_labels = [e.label for e in train_examples]
     val_labels = [e.label for e in val_examples]
@@ -187,16 +204,17 @@ def finetune_inputs(config: TrainConfig, modality: str, size: int, train_example
         train_ds = image_dataset(train_paths, train_labels, (size, size), config.batch_size, shuffle=True,
                                  seed=config.seed, resize=config.resize, augment=augment, cache=config.image_cache)
         val_ds = image_dataset([e.path for e in val_examples], val_labels, (size, size), config.batch_size,
-                               resize=config.resize, cache=config.image_cache)
+                               resize=config.resize, cache=config.image_cache) if val_examples else None
     else:
         texts = read_texts(train_paths, [e.encoding for e in train_examples])
         train_ds = text_dataset(texts, train_labels, config.batch_size, shuffle=True, seed=config.seed)
         val_ds = text_dataset(read_texts([e.path for e in val_examples], [e.encoding for e in val_examples]),
-                              val_labels, config.batch_size)
+                              val_labels, config.batch_size) if val_examples else None
     _, to_targets = _targets(config, num_classes)
-    confusion_inputs = val_ds.map(lambda x, y: x)
+    confusion_inputs = None if val_ds is None else val_ds.map(lambda x, y: x)
     if to_targets:
-        train_ds, val_ds = train_ds.map(to_targets), val_ds.map(to_targets)
+        train_ds = train_ds.map(to_targets)
+        val_ds = None if val_ds is None else val_ds.map(to_targets)
     return train_ds, val_ds, confusion_inputs
 
 
@@ -214,8 +232,12 @@ def phase2_learning_rate(config: TrainConfig, steps_per_epoch: int):
 
 def finetune_backbone(context: PhaseContext, spec, feature_extractor: keras.Model, task_model: keras.Model,
                       head_layers, train_ds, val_ds, confusion_inputs, val_labels, epoch_offset: int,
-                      step_offset: int) -> PhaseResult:
-    """Unfreeze the top blocks (BatchNorm stays frozen), recompile, train at lower, per-depth rates."""
+                      step_offset: int, phase: str = FINETUNE, phase_number: int = 2, max_epochs: int | None = None,
+                      extra_state: dict | None = None) -> PhaseResult:
+    """Unfreeze the top blocks (BatchNorm stays frozen), recompile, train at lower, per-depth rates.
+    `val_ds` None: exactly `max_epochs` epochs, no validation (the refit). The learning-rate
+    schedule always spans `--finetune-epochs`, so a shorter refit sees the same rates epoch by
+    epoch as the run whose epochs it repeats."""
     config = context.config
     groups = unfreeze_top_blocks(spec, feature_extractor, config.unfreeze)
     multipliers = learning_rate_multipliers(head_layers, groups, config.lr_decay)
@@ -230,10 +252,11 @@ def finetune_backbone(context: PhaseContext, spec, feature_extractor: keras.Mode
         loss=loss, metrics=["accuracy"],
     )
     extra = []
-    if config.lr_schedule == "plateau":
+    if config.lr_schedule == "plateau" and val_ds is not None:
         extra.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=PLATEAU_FACTOR,
                                                        patience=max(1, config.patience // 2), verbose=1))
-    return _run_phase(context, FINETUNE, 2, task_model, train_ds, val_ds, config.finetune_epochs, epoch_offset,
-                      step_offset, None, confusion_inputs, val_labels, extra,
-                      description=f"top {config.unfreeze} backbone block(s) unfrozen, BatchNorm frozen",
-                      extra_state={"epoch_offset": epoch_offset, "step_offset": step_offset})
+    description = (f"top {config.unfreeze} backbone block(s) unfrozen, BatchNorm frozen"
+                   + (", train + validation" if val_ds is None else ""))
+    return _run_phase(context, phase, phase_number, task_model, train_ds, val_ds, max_epochs or config.finetune_epochs,
+                      epoch_offset, step_offset, None, confusion_inputs, val_labels, extra, description=description,
+                      extra_state={"epoch_offset": epoch_offset, "step_offset": step_offset, **(extra_state or {})})

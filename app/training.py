@@ -27,6 +27,7 @@ from app.checkpoints import Checkpoints
 from app.features import cached_features, extract_features, feature_store_key, truncation_report
 from app.phases import FINETUNE, HEAD, PhaseContext, finetune_backbone, finetune_inputs, train_head
 from app.config import META_STRATEGIES
+from app.refit import REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, decide_refit, refit_epochs, refit_transfer
 from app.meta_training import run_meta_training
 from app.precision import apply_precision
 from data.pipeline import read_texts
@@ -130,7 +131,7 @@ def _penultimate(head_model: keras.Model, features: np.ndarray, hidden_units: in
 def _train_transfer(context, config, scan, backbone, feature_extractor, train_examples, val_examples,
                     train_features, val_features, log_dir):
     """linear (head on cached features) and finetune (then the backbone top): (task model, head model,
-    final validation features, phase names)."""
+    final validation features, phase names, optimizer steps taken)."""
     train_labels = [e.label for e in train_examples]
     val_labels = [e.label for e in val_examples]
     resume = context.resume
@@ -145,19 +146,20 @@ def _train_transfer(context, config, scan, backbone, feature_extractor, train_ex
         head_epochs, head_steps = resume[0]["epoch_offset"], resume[0]["step_offset"]
     task_model = build_task_model(feature_extractor, head)
     if config.strategy != "finetune":
-        return task_model, head_model, val_features, [HEAD]
+        return task_model, head_model, val_features, [HEAD], head_steps
     train_ds, val_ds, confusion_inputs = finetune_inputs(config, scan.modality, backbone.size, train_examples,
                                                          val_examples, len(scan.class_names))
     if scan.modality == "image" and config.augment and not resumed_in_finetune:
         images, labels = (t.numpy() for t in next(iter(train_ds.take(1))))
         tb.log_augmented_batch(log_dir, images, (labels.argmax(axis=1) if labels.ndim == 2 else labels).tolist(),
                                scan.class_names)
-    finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, train_ds, val_ds,
-                      confusion_inputs, val_labels, epoch_offset=head_epochs, step_offset=head_steps)
+    phase2 = finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, train_ds, val_ds,
+                               confusion_inputs, val_labels, epoch_offset=head_epochs, step_offset=head_steps)
     # The backbone changed: the head now sees new features (never cached: they belong to this run only).
     final_val_features = extract_features(feature_extractor, val_examples, scan.modality, backbone.size,
                                           config.batch_size, config.resize)
-    return task_model, head_model, final_val_features, [HEAD, FINETUNE]
+    return (task_model, head_model, final_val_features, [HEAD, FINETUNE],
+            head_steps + phase2.epochs * phase2.steps_per_epoch)
 
 
 def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> TrainResult:
@@ -221,28 +223,57 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
                              (backbone.size, backbone.size), config.resize,
                              note="Training inputs after decode and resize, before any augmentation: the head "
                                   "phase trains on features computed once from these.")
+    refit = decide_refit(config, any(e.split == "val" for e in scan.examples), len(train_examples),
+                         len(scan.class_names))
+    # The backbone as built (pretrained), for the refit's second fine-tuning.
+    pristine_backbone = feature_extractor.get_weights() if refit.applies and config.strategy == "finetune" else None
     extra_metadata = {}
-    if config.strategy in META_STRATEGIES:
-        outcome = run_meta_training(context, config, scan, backbone, feature_extractor, train_examples, val_examples,
-                                    train_features, val_features, run_dir, store_key)
-        head, head_model, final_val_features, phase_names = (outcome.head, outcome.head_model,
-                                                             outcome.val_embeddings, outcome.phases)
-        task_model = build_task_model(feature_extractor, head, outcome.embedding)
-        extra_metadata["meta"] = outcome.metadata
+    if resume is not None and resume[0]["phase"] in REFIT_PHASES:
+        # The first model is gone (the refit's checkpoints replaced it): what it left was saved with them.
+        selection = resume[0]["selection"]
+        phase_names = selection["phases"]
+        val_accuracy, val_loss, temperature = selection["val_accuracy"], selection["val_loss"], selection["temperature"]
     else:
-        task_model, head_model, final_val_features, phase_names = _train_transfer(
-            context, config, scan, backbone, feature_extractor, train_examples, val_examples, train_features,
-            val_features, log_dir)
+        if config.strategy in META_STRATEGIES:
+            outcome = run_meta_training(context, config, scan, backbone, feature_extractor, train_examples,
+                                        val_examples, train_features, val_features, run_dir, store_key)
+            head, head_model, final_val_features, phase_names = (outcome.head, outcome.head_model,
+                                                                 outcome.val_embeddings, outcome.phases)
+            task_model = build_task_model(feature_extractor, head, outcome.embedding)
+            extra_metadata["meta"] = outcome.metadata
+            steps_taken = 0
+        else:
+            task_model, head_model, final_val_features, phase_names, steps_taken = _train_transfer(
+                context, config, scan, backbone, feature_extractor, train_examples, val_examples, train_features,
+                val_features, log_dir)
 
-    val_probabilities = head_model.predict(final_val_features, verbose=0)
-    val_accuracy = float(np.mean(val_probabilities.argmax(axis=1) == np.asarray(val_labels)))
-    picked = val_probabilities[np.arange(len(val_labels)), np.asarray(val_labels)]
-    val_loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
-    temperature = fit_temperature(val_probabilities, val_labels)
-    hidden_units = 0 if config.strategy in META_STRATEGIES else config.hidden_units
-    _write_tensorboard_extras(log_dir, resolved, report, _penultimate(head_model, final_val_features, hidden_units),
-                              val_probabilities, val_examples, scan, backbone, config,
-                              {"val_accuracy": val_accuracy, "val_loss": val_loss})
+        val_probabilities = head_model.predict(final_val_features, verbose=0)
+        val_accuracy = float(np.mean(val_probabilities.argmax(axis=1) == np.asarray(val_labels)))
+        picked = val_probabilities[np.arange(len(val_labels)), np.asarray(val_labels)]
+        val_loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+        temperature = fit_temperature(val_probabilities, val_labels)
+        hidden_units = 0 if config.strategy in META_STRATEGIES else config.hidden_units
+        _write_tensorboard_extras(log_dir, resolved, report, _penultimate(head_model, final_val_features, hidden_units),
+                                  val_probabilities, val_examples, scan, backbone, config,
+                                  {"val_accuracy": val_accuracy, "val_loss": val_loss})
+        selection = {"phases": phase_names, "epochs": refit_epochs(context.history, config.strategy),
+                     "steps": steps_taken, "val_accuracy": val_accuracy, "val_loss": val_loss,
+                     "temperature": temperature} if refit.applies else None
+
+    if refit.applies:
+        logger.info("Refit: %s.", refit.reason)
+        task_model = refit_transfer(context, scan, backbone, feature_extractor, pristine_backbone,
+                                    train_examples + val_examples, np.concatenate([train_features, val_features]),
+                                    selection)
+        phase_names = phase_names + [REFIT_HEAD] + ([REFIT_FINETUNE] if config.strategy == "finetune" else [])
+    elif config.strategy not in META_STRATEGIES:
+        logger.info("No refit (%s).", refit.reason)
+    extra_metadata["refit"] = {
+        "applied": refit.applies, "reason": refit.reason,
+        **({"epochs": selection["epochs"], "num_files": len(train_examples) + len(val_examples),
+            "note": "The model was trained again on train + validation for the epochs early stopping chose; "
+                    "the validation metrics and the temperature are the first model's."} if refit.applies else {}),
+    }
 
     rd.save_model(task_model, run_dir)
     history = context.history
@@ -262,7 +293,8 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
         "strategy": config.strategy,
         "metrics": {"val_accuracy": val_accuracy, "val_loss": val_loss,
                     "epochs_trained": epochs_trained, "wall_time_s": round(wall_time, 2)},
-        "calibration": {"temperature": temperature, "fitted_on": "validation split"},
+        "calibration": {"temperature": temperature, "fitted_on": "validation split" + (
+            " (the first model's, before the refit)" if refit.applies else "")},
         "precision": precision,
         **extra_metadata,
         "resumed": resume_dir is not None,

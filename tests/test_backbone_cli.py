@@ -87,7 +87,8 @@ def test_resnet50_trains_evaluates_and_predicts(resnet_run, resnet_weights, imag
     metadata = rd.read_json(resnet_run / rd.METADATA_FILE)
     assert metadata["backbone"] == "resnet50" and metadata["weights"] == str(resnet_weights[0])
     assert metadata["input_spec"]["image_size"] == [32, 32] and metadata["class_names"] == ["dark", "light"]
-    assert metadata["metrics"]["epochs_trained"] == 2
+    # 2 head epochs, then (a few files per class: auto refits) the chosen ones again on train + validation
+    assert metadata["metrics"]["epochs_trained"] == 2 + sum(metadata["refit"].get("epochs", {}).values())
     config = rd.read_json(resnet_run / rd.CONFIG_FILE)
     assert config["backbone"] == "resnet50" and config["image_size"] == 32
 

@@ -52,7 +52,7 @@ def _tags(run: Path, subdir: str) -> set[str]:
 def test_finetune_trains_both_phases_and_saves_a_plain_classifier(colour_folder, tmp_path):
     run = tmp_path / "run"
     assert _train(colour_folder, run, "--strategy", "finetune", "--epochs", "4", "--finetune-epochs", "3",
-                  "--unfreeze", "all", "--label-smoothing", "0.1") == 0
+                  "--unfreeze", "all", "--label-smoothing", "0.1", "--refit", "no") == 0
     assert not (run / rd.INCOMPLETE_MARKER).exists()
     assert not (run / CHECKPOINTS_DIR).exists()  # only needed to resume
     history = rd.read_json(run / rd.HISTORY_FILE)
@@ -141,8 +141,10 @@ sys.exit(train.main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("kill_in_phase", ["head", "finetune"])
+@pytest.mark.parametrize("kill_in_phase", ["head", "finetune", "refit_finetune"])
 def test_resume_after_kill_9_mid_epoch_continues_the_history(colour_folder, tmp_path, kill_in_phase):
+    """The colour folder has 8 training files per class after the validation split: the run
+    refits (head, finetune, refit_head, refit_finetune), so the kill can land in any phase."""
     run = tmp_path / "run"
     args = [str(colour_folder), "--backbone", "tiny_image", "--output", str(run), "--strategy", "finetune",
             "--epochs", "4", "--patience", "10", "--finetune-epochs", "3", "--batch-size", "8", "--seed", "3"]
@@ -150,7 +152,8 @@ def test_resume_after_kill_9_mid_epoch_continues_the_history(colour_folder, tmp_
     process = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN.format(root=str(ROOT)), *args], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pointer = run / CHECKPOINTS_DIR / "latest.json"
-    wanted = "head-epoch-0002" if kill_in_phase == "head" else "finetune-epoch-0001"
+    wanted = {"head": "head-epoch-0002", "finetune": "finetune-epoch-0001",
+              "refit_finetune": "refit_head-epoch-0001"}[kill_in_phase]
     deadline = time.time() + 180
     while time.time() < deadline and process.poll() is None:
         if pointer.is_file() and rd.read_json(pointer)["checkpoint"] == wanted:
@@ -169,9 +172,15 @@ def test_resume_after_kill_9_mid_epoch_continues_the_history(colour_folder, tmp_
     history = rd.read_json(run / rd.HISTORY_FILE)["epochs"]
     assert [e["epoch"] for e in history] == list(range(1, len(history) + 1))  # continuous, no repeats
     assert history[:done_before] == state["history"]
+    order = ["head", "finetune", "refit_head", "refit_finetune"]
     phases = [e["phase"] for e in history]
-    assert phases == sorted(phases, key=["head", "finetune"].index) and phases[-1] == "finetune"
-    assert rd.read_json(run / rd.METADATA_FILE)["resumed"] is True
+    assert phases == sorted(phases, key=order.index) and set(phases) == set(order)
+    metadata = rd.read_json(run / rd.METADATA_FILE)
+    assert metadata["resumed"] is True and metadata["refit"]["applied"] is True
+    # The refit repeats the epochs early stopping chose, whichever process ran them.
+    for phase in ("head", "finetune"):
+        assert phases.count("refit_" + phase) == metadata["refit"]["epochs"][phase]
+    assert metadata["metrics"]["val_accuracy"] == state.get("selection", metadata["metrics"])["val_accuracy"]
     load_task_model(str(run / rd.MODEL_FILE))
 
 
@@ -198,8 +207,8 @@ def test_finetune_on_text(tmp_path):
     assert train.main([str(tmp_path / "texts"), "--backbone", "tiny_text", "--strategy", "finetune", "--output",
                        str(run), "--epochs", "2", "--finetune-epochs", "2", "--unfreeze", "1",
                        "--lr-schedule", "plateau"]) == 0
-    history = rd.read_json(run / rd.HISTORY_FILE)
-    assert [p["name"] for p in history["phases"]] == ["head", "finetune"]
+    history = rd.read_json(run / rd.HISTORY_FILE)  # 6 training texts per class: auto refits
+    assert [p["name"] for p in history["phases"]] == ["head", "finetune", "refit_head", "refit_finetune"]
     model = load_task_model(str(run / rd.MODEL_FILE), modality="text")
     assert model.predict(tf.constant(["good film", "awful food"]), verbose=0).shape == (2, 2)
 
@@ -242,3 +251,46 @@ def test_config_json_re_runs_the_same_run(colour_folder, tmp_path):
     assert rd.read_json(first / rd.MANIFEST_FILE) == rd.read_json(second / rd.MANIFEST_FILE)
     assert rd.read_json(first / rd.METADATA_FILE)["metrics"]["val_accuracy"] == \
         rd.read_json(second / rd.METADATA_FILE)["metrics"]["val_accuracy"]
+
+
+def test_refit_trains_on_train_and_validation_for_the_chosen_epochs(colour_folder, tmp_path):
+    """The first model is the same with and without the refit (same seed): so are the validation
+    metrics the run reports. The refit repeats each phase's best epoch count on all 30 files."""
+    args = ["--strategy", "finetune", "--epochs", "5", "--finetune-epochs", "3", "--unfreeze", "all"]
+    assert _train(colour_folder, tmp_path / "plain", *args, "--refit", "no") == 0
+    assert _train(colour_folder, tmp_path / "refit", *args) == 0  # auto: 8 training files per class
+    plain = rd.read_json(tmp_path / "plain" / rd.METADATA_FILE)
+    refit = rd.read_json(tmp_path / "refit" / rd.METADATA_FILE)
+    assert plain["refit"]["applied"] is False and plain["refit"]["reason"] == "--refit no"
+    assert refit["refit"]["applied"] is True and refit["refit"]["num_files"] == 30
+    assert refit["metrics"]["val_accuracy"] == pytest.approx(plain["metrics"]["val_accuracy"])
+    assert refit["metrics"]["val_loss"] == pytest.approx(plain["metrics"]["val_loss"], rel=1e-4)
+    assert "before the refit" in refit["calibration"]["fitted_on"]
+    history = rd.read_json(tmp_path / "refit" / rd.HISTORY_FILE)
+    assert [p["name"] for p in history["phases"]] == ["head", "finetune", "refit_head", "refit_finetune"]
+    epochs = history["epochs"]
+    assert [e["epoch"] for e in epochs] == list(range(1, len(epochs) + 1))
+    for phase in ("head", "finetune"):
+        first = [e for e in epochs if e["phase"] == phase]
+        best = min(first, key=lambda e: e["val_loss"])["phase_epoch"]
+        repeated = [e for e in epochs if e["phase"] == "refit_" + phase]
+        assert refit["refit"]["epochs"][phase] == best == len(repeated)
+        assert all("val_loss" not in e for e in repeated)  # nothing was held out
+    assert not (tmp_path / "refit" / CHECKPOINTS_DIR).exists() and not (tmp_path / "refit" / rd.INCOMPLETE_MARKER).exists()
+    images = np.stack([np.full((32, 32, 3), colour, np.uint8) for colour in COLOURS.values()])
+    plain_model = load_task_model(str(tmp_path / "plain" / rd.MODEL_FILE))
+    refit_model = load_task_model(str(tmp_path / "refit" / rd.MODEL_FILE))
+    assert not np.allclose(plain_model.predict(images, verbose=0), refit_model.predict(images, verbose=0))
+
+
+def test_auto_does_not_refit_with_a_val_folder(colour_folder, tmp_path):
+    split = tmp_path / "split"
+    for name in COLOURS:
+        for i, path in enumerate(sorted((colour_folder / name).iterdir())):
+            target = split / ("val" if i < 3 else "train") / name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    assert _train(split, tmp_path / "run", "--epochs", "2") == 0
+    metadata = rd.read_json(tmp_path / "run" / rd.METADATA_FILE)
+    assert metadata["refit"] == {"applied": False, "reason": "auto: the validation files come from a val/ folder"}
+    assert [p["name"] for p in rd.read_json(tmp_path / "run" / rd.HISTORY_FILE)["phases"]] == ["head"]
