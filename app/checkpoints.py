@@ -1,12 +1,20 @@
 """Checkpoints that survive `kill -9`, and the callbacks that write them.
 
 Layout under RUN_DIR/checkpoints/:
-  <phase>-epoch-NNNN/   model.weights.h5, optimizer.npz, state.json (one completed epoch)
+  <phase>-epoch-NNNN/   model.weights.npz, optimizer.npz, state.json (one completed epoch)
   latest.json           which of those folders is the newest complete one
-  best.weights.h5       weights of the best validation epoch so far (early stopping)
+  best.weights.npz      weights of the best validation epoch so far (early stopping)
+
+The weights files hold only the weights training can change: every weight except those of
+layers frozen (`trainable=False`) when the file is written. A resumed run rebuilds the same
+backbone from the same weights before restoring, so the frozen ones are already in place, and
+each file carries a digest of them that the restore checks. Why: a frozen text backbone is most
+of the model (all-MiniLM-L6-v2: 22.7M weights, 3.6M trainable with `--unfreeze 2`); writing
+all of it after every epoch took 0.3–0.6 s (twice when the epoch was the best so far), a
+quarter of a 2 s fine-tuning epoch; the trainable part takes 0.02 s.
 
 Every checkpoint folder is written under a temporary name and renamed into place
-when complete; `latest.json` and `best.weights.h5` are replaced with os.replace.
+when complete; `latest.json` and `best.weights.npz` are replaced with os.replace.
 A crash at any moment therefore leaves `latest.json` pointing at a complete
 checkpoint (the previous one until the new one is in place), and older folders
 are deleted only after the pointer moved on.
@@ -14,6 +22,7 @@ are deleted only after the pointer moved on.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -30,21 +39,87 @@ from app.errors import UserError
 logger = logging.getLogger(__name__)
 CHECKPOINTS_DIR = "checkpoints"
 LATEST = "latest.json"
-BEST_WEIGHTS = "best.weights.h5"
-MODEL_WEIGHTS = "model.weights.h5"
+BEST_WEIGHTS = "best.weights.npz"
+MODEL_WEIGHTS = "model.weights.npz"
 OPTIMIZER_STATE = "optimizer.npz"
 STATE = "state.json"
+
+
+def _all_layers(layer) -> list:
+    """`layer` and every layer nested in it (through `.layers`, as functional and sequential
+    models and keras-hub backbones expose them)."""
+    found, stack = [], [layer]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(getattr(current, "layers", None) or [])
+    return found
+
+
+def frozen_weight_indices(model: keras.Model) -> list[int]:
+    """Positions in `model.weights` of the weights no training step can change: those of a layer
+    with `trainable=False` (Keras runs frozen BatchNormalization in inference mode, so even
+    its moving statistics stay put)."""
+    frozen = {id(w) for layer in _all_layers(model) if not layer.trainable for w in layer.weights}
+    return [i for i, w in enumerate(model.weights) if id(w) in frozen]
+
+
+class _WeightsFile:
+    """The trainable part of a model's weights, and a digest of the frozen rest."""
+
+    def __init__(self):
+        self._frozen_digests: dict[tuple, str] = {}  # frozen weights never change: hash them once
+
+    def _frozen_digest(self, model: keras.Model, frozen: list[int]) -> str:
+        key = (id(model), tuple(frozen))
+        if key not in self._frozen_digests:
+            digest = hashlib.sha256()
+            for index in frozen:
+                digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(model.weights[index])).tobytes())
+            self._frozen_digests[key] = digest.hexdigest()
+        return self._frozen_digests[key]
+
+    def save(self, model: keras.Model, path: Path) -> None:
+        frozen = frozen_weight_indices(model)
+        kept = sorted(set(range(len(model.weights))) - set(frozen))
+        arrays = {f"w{i:05d}": keras.ops.convert_to_numpy(model.weights[i]) for i in kept}
+        with open(path, "wb") as handle:  # np.savez on a path would append ".npz" to a temporary name
+            np.savez(handle, num_weights=len(model.weights), frozen=np.asarray(frozen, np.int64),
+                     frozen_sha256=self._frozen_digest(model, frozen), **arrays)
+
+    def load(self, model: keras.Model, path: Path) -> list:
+        """All of `model`'s weight values with the file's applied (the model itself is left as is)."""
+        with np.load(path, allow_pickle=False) as saved:
+            if int(saved["num_weights"]) != len(model.weights):
+                raise UserError(f"The checkpoint {str(path)!r} holds weights of another model "
+                                f"({int(saved['num_weights'])} weights, this one has {len(model.weights)}); "
+                                "the run cannot be resumed.")
+            frozen = saved["frozen"].tolist()
+            if self._frozen_digest(model, frozen) != str(saved["frozen_sha256"]):
+                raise UserError(f"The frozen weights of this model differ from those the checkpoint {str(path)!r} "
+                                "was written with (were the backbone's weights file or preset changed since?); "
+                                "the run cannot be resumed. Start a new run.")
+            values = model.get_weights()
+            for name in saved.files:
+                if name.startswith("w"):
+                    index = int(name[1:])
+                    if saved[name].shape != values[index].shape:
+                        raise UserError(f"The checkpoint {str(path)!r} does not match this model (weight {index}: "
+                                        f"{saved[name].shape} vs {values[index].shape}); the run cannot be resumed.")
+                    values[index] = saved[name]
+        return values
 
 
 class Checkpoints:
     def __init__(self, run_dir: Path):
         self.root = Path(run_dir) / CHECKPOINTS_DIR
+        self._weights = _WeightsFile()
 
     def save(self, state: dict, model: keras.Model, optimizer=None) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         temporary = self.root / f".tmp-{uuid.uuid4().hex}"
         temporary.mkdir()
-        model.save_weights(temporary / MODEL_WEIGHTS)
+        self._weights.save(model, temporary / MODEL_WEIGHTS)
         if optimizer is not None and optimizer.built:
             arrays = {f"v{i:05d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(optimizer.variables)}
             np.savez(temporary / OPTIMIZER_STATE, **arrays)
@@ -64,8 +139,8 @@ class Checkpoints:
 
     def save_best(self, model: keras.Model) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        temporary = self.root / f".tmp-{uuid.uuid4().hex}.weights.h5"
-        model.save_weights(temporary)
+        temporary = self.root / f".tmp-{uuid.uuid4().hex}.weights.npz"
+        self._weights.save(model, temporary)
         os.replace(temporary, self.root / BEST_WEIGHTS)
 
     def latest(self) -> tuple[dict, Path] | None:
@@ -83,18 +158,13 @@ class Checkpoints:
         path = self.root / BEST_WEIGHTS
         if not path.is_file():
             return None
-        current = model.get_weights()
-        model.load_weights(path)
-        best = model.get_weights()
-        model.set_weights(current)
-        return best
+        return self._weights.load(model, path)
 
-    @staticmethod
-    def restore(folder: Path, model: keras.Model, optimizer=None) -> None:
+    def restore(self, folder: Path, model: keras.Model, optimizer=None) -> None:
         if optimizer is not None and not optimizer.built:
             # Its slots must exist before values can be assigned; meta learners update a subset.
             optimizer.build(getattr(model, "outer_variables", model.trainable_variables))
-        model.load_weights(folder / MODEL_WEIGHTS)
+        model.set_weights(self._weights.load(model, folder / MODEL_WEIGHTS))
         if optimizer is None or not (folder / OPTIMIZER_STATE).is_file():
             return
         # Keras' weights file may carry optimizer variables too, but only when the model was

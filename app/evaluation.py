@@ -125,6 +125,12 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
         held_out = [f for f in manifest["files"] if f["split"] == "test"]
         description, suffix = "test files held out at training time (from the run manifest)", "heldout-test"
         if not held_out:
+            if run.metadata.get("refit", {}).get("applied"):
+                raise UserError(
+                    f"The run has no test split of {scan.root!r} to evaluate on, and its validation files are "
+                    "training files: the run refitted on train + validation (metadata.json, 'refit'). Evaluate "
+                    "on a folder with a test/ split or on files the run never saw, or train with "
+                    "--test-fraction above 0 (or --refit no) to keep files out of training.")
             held_out = [f for f in manifest["files"] if f["split"] == "val"]
             description = ("validation files held out at training time (from the run manifest; the run had no "
                            "test split and used these for early stopping, so this is optimistic)")

@@ -101,7 +101,7 @@ def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: kera
     resume_best = None
     if resume:
         state, folder = resume
-        Checkpoints.restore(folder, model, model.optimizer)
+        context.checkpoints.restore(folder, model, model.optimizer)
         completed = state["epoch"]
         resume_best = context.checkpoints.best_weights(model)
         logger.info("Resuming %s at epoch %d/%d from %s", phase, completed + 1, max_epochs, folder)

