@@ -256,14 +256,14 @@ def render(results: dict) -> str:
             best_acc = statistics.mean(cells[(dataset, shots, v["best"])]["acc"])
             problems = []
             if not v["accuracy_ok"]:
-                problems.append(f"accuracy {-v['gap']:.1f} points below SetFit, {-v['gap'] - ACCURACY_MARGIN:.1f} "
+                problems.append(f"accuracy {-v['gap']:.2f} points below SetFit, {-v['gap'] - ACCURACY_MARGIN:.2f} "
                                 f"beyond the {ACCURACY_MARGIN:.0f}-point margin")
             if not v["time_ok"]:
                 problems.append(f"wall time {v['ratio']:.2f}x SetFit's, {v['ratio'] / TIME_RATIO:.2f}x the "
                                 f"{TIME_RATIO:g}x target")
             text = "**pass**" if not problems else "**miss**: " + "; ".join(problems)
             add(f"| {DATASETS[dataset]['title']} | {shots} | {peer_acc:.1f} | `{v['best']}` {best_acc:.1f} | "
-                f"{v['gap']:+.1f} points | {v['ratio']:.2f}x | {text} |")
+                f"{v['gap']:+.2f} points | {v['ratio']:.2f}x | {text} |")  # 2 decimals: cells can sit at the margin
             if problems:
                 others = [m for m in v["meeting"] if m != v["best"]]
                 misses.append(f"- {DATASETS[dataset]['title']}, K={shots}: **miss** (best strategy `{v['best']}`): "

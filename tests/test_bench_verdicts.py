@@ -124,7 +124,7 @@ def test_text_results_measured_in_parts_merge_into_one_grid():
     assert "20 Newsgroups" in report and "Reuters" in report
     assert "not the issue's full grid" in report  # seeds 2-4 and K=16 still missing
     # 20 Newsgroups: -1 point at 0.3x SetFit's time passes; Reuters: -5 points misses.
-    assert report.count("**pass**") == 1 and "5.0 points below SetFit" in report
+    assert report.count("**pass**") == 1 and "5.00 points below SetFit" in report
 
 
 def test_text_merge_replaces_a_remeasured_cell_and_refuses_other_protocols():
