@@ -35,6 +35,7 @@ import numpy as np
 
 from app import run_dir as rd
 from app.errors import UserError
+from models.backbones.blocks import _flat_layers
 
 logger = logging.getLogger(__name__)
 CHECKPOINTS_DIR = "checkpoints"
@@ -45,22 +46,11 @@ OPTIMIZER_STATE = "optimizer.npz"
 STATE = "state.json"
 
 
-def _all_layers(layer) -> list:
-    """`layer` and every layer nested in it (through `.layers`, as functional and sequential
-    models and keras-hub backbones expose them)."""
-    found, stack = [], [layer]
-    while stack:
-        current = stack.pop()
-        found.append(current)
-        stack.extend(getattr(current, "layers", None) or [])
-    return found
-
-
 def frozen_weight_indices(model: keras.Model) -> list[int]:
     """Positions in `model.weights` of the weights no training step can change: those of a layer
     with `trainable=False` (Keras runs frozen BatchNormalization in inference mode, so even
     its moving statistics stay put)."""
-    frozen = {id(w) for layer in _all_layers(model) if not layer.trainable for w in layer.weights}
+    frozen = {id(w) for layer in _flat_layers(model) if not layer.trainable for w in layer.weights}
     return [i for i, w in enumerate(model.weights) if id(w) in frozen]
 
 
