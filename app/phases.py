@@ -20,7 +20,7 @@ from app import tensorboard_logging as tb
 from app.checkpoints import Checkpoints, EpochCheckpoint, ResumableEarlyStopping, StopOnNaN
 from app.config import TrainConfig
 from app.errors import UserError
-from data.augment import AugmentConfig
+from data.augment import AugmentConfig, build_augmenter
 from data.pipeline import balanced_dataset, image_dataset, read_texts, text_dataset, without_autotune_thread
 from data.splits import class_weights
 from models.finetuning import learning_rate_multipliers, unfreeze_top_blocks
@@ -194,15 +194,15 @@ def train_head(context: PhaseContext, head_model: keras.Model, train_features, t
 
 
 def finetune_inputs(config: TrainConfig, modality: str, size: int, train_examples, val_examples, num_classes: int):
-    """Phase-2 datasets of raw inputs: shuffled (and augmented, for images) training batches, and
-    the validation batches and inputs (None, None without `val_examples`)."""
+    """Phase-2 datasets of raw inputs: shuffled training batches, and the validation batches and
+    inputs (None, None without `val_examples`). Image augmentation is not here: it is the first
+    layer of the model phase 2 trains (`phase2_training_model`)."""
     train_paths = [e.path for e in train_examples]
     train_labels = [e.label for e in train_examples]
     val_labels = [e.label for e in val_examples]
     if modality == "image":
-        augment = AugmentConfig() if config.augment else None
         train_ds = image_dataset(train_paths, train_labels, (size, size), config.batch_size, shuffle=True,
-                                 seed=config.seed, resize=config.resize, augment=augment, cache=config.image_cache)
+                                 seed=config.seed, resize=config.resize, cache=config.image_cache)
         val_ds = image_dataset([e.path for e in val_examples], val_labels, (size, size), config.batch_size,
                                resize=config.resize, cache=config.image_cache) if val_examples else None
     else:
@@ -218,6 +218,30 @@ def finetune_inputs(config: TrainConfig, modality: str, size: int, train_example
     return train_ds, val_ds, confusion_inputs
 
 
+def phase2_augmentation(config: TrainConfig, modality: str) -> AugmentConfig | None:
+    """The augmentation phase 2 applies: images with `--augment` (the default) only."""
+    return AugmentConfig() if modality == "image" and config.augment else None
+
+
+def phase2_training_model(task_model: keras.Model, augment: AugmentConfig | None, seed: int) -> keras.Model:
+    """The model phase 2's fit() trains: with augmentation, the augmentation layer and then the task
+    model, whose layers and weights it shares (training it trains the task model, which is what is
+    saved, without the augmentation); otherwise the task model itself.
+
+    Why a layer of the trained model rather than a step of the tf.data pipeline: on a GPU it then
+    runs on the device, next to the model (Keras' preprocessing guide recommends this for
+    augmentation), and on a CPU it runs inside the training step instead of in tf.data threads
+    that contend with the step's own threads for the same cores: on 2 cores, side by side, the
+    cached epochs trained 7% faster this way (BENCHMARKS.md, compute section, has both
+    placements). Validation and prediction call the model with `training=False`, where the
+    augmentation is the identity."""
+    if augment is None or augment.is_identity:
+        return task_model
+    inputs = keras.Input(shape=task_model.input_shape[1:], dtype=task_model.inputs[0].dtype, name="training_pixels")
+    return keras.Model(inputs, task_model(build_augmenter(augment, seed=seed)(inputs)),
+                       name=f"{task_model.name}_augmented")
+
+
 def phase2_learning_rate(config: TrainConfig, steps_per_epoch: int):
     """Warm-up + cosine decay over the whole phase (default), or a constant rate."""
     if config.lr_schedule != "cosine":
@@ -230,33 +254,43 @@ def phase2_learning_rate(config: TrainConfig, steps_per_epoch: int):
     )
 
 
-def finetune_backbone(context: PhaseContext, spec, feature_extractor: keras.Model, task_model: keras.Model,
-                      head_layers, train_ds, val_ds, confusion_inputs, val_labels, epoch_offset: int,
-                      step_offset: int, phase: str = FINETUNE, phase_number: int = 2, max_epochs: int | None = None,
-                      extra_state: dict | None = None) -> PhaseResult:
-    """Unfreeze the top blocks (BatchNorm stays frozen), recompile, train at lower, per-depth rates.
-    `val_ds` None: exactly `max_epochs` epochs, no validation (the refit). The learning-rate
-    schedule always spans `--finetune-epochs`, so a shorter refit sees the same rates epoch by
-    epoch as the run whose epochs it repeats."""
-    config = context.config
+def compile_phase2(config: TrainConfig, spec, feature_extractor: keras.Model, task_model: keras.Model, head_layers,
+                   steps_per_epoch: int, num_classes: int, augment: AugmentConfig | None = None) -> keras.Model:
+    """Unfreeze the top blocks (BatchNorm stays frozen) and compile the model phase 2 trains
+    (`phase2_training_model`) at lower, per-depth rates; return it."""
     groups = unfreeze_top_blocks(spec, feature_extractor, config.unfreeze)
     multipliers = learning_rate_multipliers(head_layers, groups, config.lr_decay)
     trainable = sum(int(np.prod(v.shape)) for v in task_model.trainable_variables)
     logger.info("Phase 2: %d backbone block group(s) unfrozen (%s), %s trainable parameters, BatchNorm frozen, "
-                "learning rate %.1e with x%.2g per group down", len(groups), config.unfreeze, f"{trainable:,}",
-                config.finetune_learning_rate, config.lr_decay)
-    steps = int(train_ds.cardinality().numpy())
-    loss, _ = _targets(config, len(context.class_names))
-    task_model.compile(  # recompile: `trainable` changed
-        optimizer=DiscriminativeAdam(multipliers, learning_rate=phase2_learning_rate(config, steps)),
+                "learning rate %.1e with x%.2g per group down%s", len(groups), config.unfreeze, f"{trainable:,}",
+                config.finetune_learning_rate, config.lr_decay, ", augmentation in the model" if augment else "")
+    model = phase2_training_model(task_model, augment, config.seed)
+    loss, _ = _targets(config, num_classes)
+    model.compile(  # recompile: `trainable` changed
+        optimizer=DiscriminativeAdam(multipliers, learning_rate=phase2_learning_rate(config, steps_per_epoch)),
         loss=loss, metrics=["accuracy"],
     )
+    return model
+
+
+def finetune_backbone(context: PhaseContext, spec, feature_extractor: keras.Model, task_model: keras.Model,
+                      head_layers, train_ds, val_ds, confusion_inputs, val_labels, epoch_offset: int,
+                      step_offset: int, phase: str = FINETUNE, phase_number: int = 2, max_epochs: int | None = None,
+                      extra_state: dict | None = None) -> PhaseResult:
+    """Phase 2 (`compile_phase2`), checkpointed and early-stopped like every phase.
+    `val_ds` None: exactly `max_epochs` epochs, no validation (the refit). The learning-rate
+    schedule always spans `--finetune-epochs`, so a shorter refit sees the same rates epoch by
+    epoch as the run whose epochs it repeats."""
+    config = context.config
+    steps = int(train_ds.cardinality().numpy())
+    model = compile_phase2(config, spec, feature_extractor, task_model, head_layers, steps, len(context.class_names),
+                           phase2_augmentation(config, spec.modality))
     extra = []
     if config.lr_schedule == "plateau" and val_ds is not None:
         extra.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=PLATEAU_FACTOR,
                                                        patience=max(1, config.patience // 2), verbose=1))
     description = (f"top {config.unfreeze} backbone block(s) unfrozen, BatchNorm frozen"
                    + (", train + validation" if val_ds is None else ""))
-    return _run_phase(context, phase, phase_number, task_model, train_ds, val_ds, max_epochs or config.finetune_epochs,
+    return _run_phase(context, phase, phase_number, model, train_ds, val_ds, max_epochs or config.finetune_epochs,
                       epoch_offset, step_offset, None, confusion_inputs, val_labels, extra, description=description,
                       extra_state={"epoch_offset": epoch_offset, "step_offset": step_offset, **(extra_state or {})})

@@ -25,11 +25,12 @@ from app.versions import package_versions
 from app.backbone_choice import input_spec, resolve_backbone
 from app.checkpoints import Checkpoints
 from app.features import cached_features, extract_features, feature_store_key, truncation_report
-from app.phases import FINETUNE, HEAD, PhaseContext, finetune_backbone, finetune_inputs, train_head
+from app.phases import FINETUNE, HEAD, PhaseContext, finetune_backbone, finetune_inputs, phase2_augmentation, train_head
 from app.config import META_STRATEGIES
 from app.refit import REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, decide_refit, refit_epochs, refit_transfer
 from app.meta_training import run_meta_training
 from app.precision import apply_precision
+from data.augment import build_augmenter
 from data.pipeline import read_texts
 from data.scan import require_trainable, scan_folder
 from data.splits import assign_splits, class_weights
@@ -149,8 +150,12 @@ def _train_transfer(context, config, scan, backbone, feature_extractor, train_ex
         return task_model, head_model, val_features, [HEAD], head_steps
     train_ds, val_ds, confusion_inputs = finetune_inputs(config, scan.modality, backbone.size, train_examples,
                                                          val_examples, len(scan.class_names))
-    if scan.modality == "image" and config.augment and not resumed_in_finetune:
-        images, labels = (t.numpy() for t in next(iter(train_ds.take(1))))
+    augment = phase2_augmentation(config, scan.modality)
+    if augment is not None and not resumed_in_finetune:
+        images, labels = next(iter(train_ds.take(1)))
+        # A separate augmenter with the run's seed: drawing this sample leaves training's random stream alone.
+        images = np.asarray(build_augmenter(augment, seed=config.seed)(images, training=True))
+        labels = labels.numpy()
         tb.log_augmented_batch(log_dir, images, (labels.argmax(axis=1) if labels.ndim == 2 else labels).tolist(),
                                scan.class_names)
     phase2 = finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, train_ds, val_ds,

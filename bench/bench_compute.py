@@ -1,18 +1,20 @@
 """Compute efficiency (issue 8, row 2): does `finetune` train as fast on real files as the
 same model fed synthetic in-memory tensors, and how fast does each image backbone infer?
 
-1. Training: the product's phase-2 model and optimizer (`efficientnet_lite0` at 224 px,
-   default `--unfreeze`, BatchNorm frozen, `DiscriminativeAdam` with warm-up + cosine,
-   the trainer's own `finetune_inputs`: Pillow decode, augmentation, `image_cache`
-   auto) on real JPEGs, against the same compiled model fed one fixed batch of random
-   uint8 images from memory (`Dataset.from_tensors(...).repeat()`): no decoding, no
-   augmentation, no I/O, so its rate is what the model's compute allows on this machine.
-   Each run builds a fresh dataset (so its first epoch decodes and fills the image cache,
-   later epochs hit the cache) and times one decoding epoch and one cached epoch, each
-   between two synthetic epochs of the same number of steps, and compared with their mean
-   (the machine's speed drifts by up to 20% within a minute). Ratios per run, then the
-   median over the runs (target: real / synthetic >= 0.9, by step rate and by whole-epoch
-   time). The same again with `--no-augment` separates the random transforms' cost.
+1. Training: the product's phase-2 models (`app/phases.compile_phase2`: `efficientnet_lite0`
+   at 224 px, default `--unfreeze`, BatchNorm frozen, `DiscriminativeAdam` with warm-up +
+   cosine) on real JPEGs through the trainer's own `finetune_inputs` (Pillow decode,
+   `image_cache` auto), against the same compiled model fed one fixed batch of random uint8
+   images from memory (`Dataset.from_tensors(...).repeat()`): no decoding, no I/O, so its
+   rate is what the model's compute allows on this machine. The default model's first layer
+   is the augmentation, so its synthetic epochs pay for the augmentation too. Each run builds
+   a fresh dataset (so its first epoch decodes and fills the image cache, later epochs hit the
+   cache) and times one decoding epoch and one cached epoch, each between two synthetic epochs
+   of the same model and compared with their mean (the machine's speed drifts by up to 20%
+   within a minute). Ratios per run, then the median over the runs (target: real / synthetic
+   >= 0.9, by step rate and by whole-epoch time). The same again with `--no-augment` (the
+   model without the augmentation layer) separates the input pipeline, and, for comparison,
+   with the augmentation applied inside tf.data instead (the placement before 2026-12-03).
 2. Inference: images/s of every registered image backbone's feature extractor at its
    default size, batch 32, on in-memory uint8 batches (warm-up batches excluded), weights
    `none` where pretrained weights would need a network (the weights' values do not
@@ -20,7 +22,7 @@ same model fed synthetic in-memory tensors, and how fast does each image backbon
 
 Every measurement group runs in its own subprocess with its peak RSS (VmHWM).
 
-    .venv/bin/python bench/bench_compute.py            # full: 640 JPEGs, 5 runs (about 4 min on 2 cores)
+    .venv/bin/python bench/bench_compute.py            # full: 640 JPEGs, 5 runs (about 7 min on 2 cores)
     .venv/bin/python bench/bench_compute.py --quick    # 96 JPEGs at 160 px, 1 run, 1 batch per backbone (under 1 min)
     .venv/bin/python bench/bench_compute.py --output section.md --json raw.json
 """
@@ -87,78 +89,95 @@ class StepTimes:
 
 
 def worker_train(params: dict) -> dict:
-    """Runs of (decoding epoch, cached epoch, synthetic epoch) on the product's phase-2 model."""
+    """Runs of (decoding epoch, cached epoch) per input placement, each between synthetic epochs
+    of the same compiled model, on the product's phase-2 models."""
     import keras
     import numpy as np
     import tensorflow as tf
 
     from app.config import TrainConfig
-    from app.phases import finetune_inputs, phase2_learning_rate
-    from data.pipeline import without_autotune_thread
+    from app.phases import compile_phase2, finetune_inputs, phase2_augmentation
+    from data.augment import AugmentConfig
+    from data.pipeline import image_dataset, without_autotune_thread
     from models.backbones import get_backbone
-    from models.finetuning import learning_rate_multipliers, unfreeze_top_blocks
     from models.heads import ClassificationHead
-    from models.optimizers import DiscriminativeAdam
     from models.task_model import build_task_model
 
     size = params["image_size"]
     config = TrainConfig(data_dir="unused", strategy="finetune").validate()
+    # `--no-augment`: the same pipeline and model without augmentation, the input pipeline alone.
+    plain_config = TrainConfig(data_dir="unused", strategy="finetune", augment=False).validate()
     examples = [_Example(p, l) for p, l in zip(params["paths"], params["labels"])]
     num_classes = max(params["labels"]) + 1
     keras.utils.set_random_seed(config.seed)
     spec = get_backbone("efficientnet_lite0")
     features = spec.build_features(size, "imagenet")
     head = ClassificationHead(num_classes, config.dropout, seed=config.seed)
-    model = build_task_model(features, head)
-    groups = unfreeze_top_blocks(spec, features, config.unfreeze)
+    task_model = build_task_model(features, head)
     steps = -(-len(examples) // config.batch_size)
-    model.compile(optimizer=DiscriminativeAdam(learning_rate_multipliers(head.layers, groups, config.lr_decay),
-                                               learning_rate=phase2_learning_rate(config, steps)),
-                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+    # The product's own phase-2 models (app/phases.compile_phase2): the default one, whose first
+    # layer is the augmentation, and the task model itself, as `--no-augment` trains it. They share
+    # every weight; each has its own optimizer.
+    models = {"augmented": compile_phase2(config, spec, features, task_model, head.layers, steps, num_classes,
+                                          phase2_augmentation(config, "image")),
+              "plain": compile_phase2(plain_config, spec, features, task_model, head.layers, steps, num_classes)}
     rng = np.random.default_rng(0)
     batch = (tf.constant(rng.integers(0, 256, (config.batch_size, size, size, 3), dtype=np.uint8)),
              tf.constant(rng.integers(0, num_classes, config.batch_size, dtype=np.int32)))
-    model.fit(tf.data.Dataset.from_tensors(batch).repeat(WARMUP_STEPS + 1), verbose=0)  # trace + first steps
+    for model in models.values():
+        model.fit(tf.data.Dataset.from_tensors(batch).repeat(WARMUP_STEPS + 1), verbose=0)  # trace + first steps
 
     def images_per_s(step_times: list[float]) -> float:
         timed = step_times[WARMUP_STEPS:]  # the first steps of an epoch also start the tf.data threads
         return config.batch_size * len(timed) / sum(timed)
 
-    def epoch(dataset) -> dict:
+    def epoch(model, dataset) -> dict:
         times = StepTimes()
         started = time.perf_counter()
         model.fit(dataset, epochs=1, callbacks=[times], verbose=0)
         return {"images_per_s": images_per_s(times.times), "epoch_s": time.perf_counter() - started,
                 "step_s": times.times}
 
-    # The same pipeline without augmentation (`--no-augment`) shows what the random transforms cost.
-    plain = TrainConfig(data_dir="unused", strategy="finetune", augment=False).validate()
+    def tf_data_augmented_inputs():
+        """The placement before 2026-12-03, for comparison: the same augmentation applied per batch
+        inside tf.data (`image_dataset(augment=...)`), feeding the model without the layer."""
+        return image_dataset([e.path for e in examples], [e.label for e in examples], (size, size),
+                             config.batch_size, shuffle=True, seed=config.seed, resize=config.resize,
+                             augment=AugmentConfig(), cache=config.image_cache)
+
     # Fed like the product feeds fit() (app/phases.py): without tf.data's autotuning thread.
     synthetic_ds = without_autotune_thread(tf.data.Dataset.from_tensors(batch).repeat(steps))
+    # (key prefix, model, inputs, key of the synthetic epochs it is compared with)
+    placements = [("", "augmented", lambda: finetune_inputs(config, "image", size, examples, [], num_classes)[0]),
+                  ("no_augment_", "plain", lambda: finetune_inputs(plain_config, "image", size, examples, [],
+                                                                   num_classes)[0]),
+                  ("tf_data_augment_", "plain", tf_data_augmented_inputs)]
+    synthetic_key = {"augmented": "synthetic_epochs", "plain": "plain_synthetic_epochs"}
     runs = []
     for _ in range(params["runs"]):
-        # Every real epoch sits between two synthetic epochs and is compared with their mean:
-        # this machine's speed drifts by up to 20% over a minute (shared host), which a single
-        # synthetic epoch per run would read as a pipeline cost or gain.
-        synthetic_epochs = [epoch(synthetic_ds)]
-        run = {}
-        for prefix, chosen in (("", config), ("no_augment_", plain)):
-            train_ds, _, _ = finetune_inputs(chosen, "image", size, examples, examples[:config.batch_size], num_classes)
-            train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps))
+        # Every real epoch sits between two synthetic epochs of the same model and is compared with
+        # their mean: this machine's speed drifts by up to 20% over a minute (shared host), which a
+        # single synthetic epoch per run would read as a pipeline cost or gain.
+        run = {key: [] for key in synthetic_key.values()}
+        for prefix, model_name, make_inputs in placements:
+            model, synthetic_epochs = models[model_name], run[synthetic_key[model_name]]
+            if not synthetic_epochs:
+                synthetic_epochs.append(epoch(model, synthetic_ds))
+            train_ds = make_inputs().apply(tf.data.experimental.assert_cardinality(steps))
             for name in ("decoding_epoch", "cached_epoch"):  # the same dataset: its cache fills in the first
-                real = epoch(train_ds)
-                synthetic_epochs.append(epoch(synthetic_ds))
+                real = epoch(model, train_ds)
+                synthetic_epochs.append(epoch(model, synthetic_ds))
                 before, after = synthetic_epochs[-2:]
                 real["synthetic_neighbours"] = {key: (before[key] + after[key]) / 2
                                                 for key in ("images_per_s", "epoch_s")}
                 run[prefix + name] = real
-        run["synthetic_epochs"] = synthetic_epochs
-        run["synthetic"] = {key: statistics.median(e[key] for e in synthetic_epochs)
+        run["synthetic"] = {key: statistics.median(e[key] for e in run["synthetic_epochs"])
                             for key in ("images_per_s", "epoch_s")}
         runs.append(run)
-    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    trainable = sum(int(np.prod(v.shape)) for v in task_model.trainable_variables)
     return {"runs": runs, "steps_per_epoch": steps, "batch_size": config.batch_size, "unfreeze": config.unfreeze,
-            "trainable_parameters": trainable, "image_cache": config.image_cache, "augment": config.augment}
+            "trainable_parameters": trainable, "image_cache": config.image_cache, "augment": config.augment,
+            "augmentation_placement": "model"}
 
 
 def worker_inference(params: dict) -> dict:
@@ -220,26 +239,39 @@ def render(results: dict) -> str:
     add = out.append
     add("## Compute efficiency (issue 8, row 2)\n")
     add(f"- **Command**: `{results['command']}`; wall time {results['wall_min']:.1f} min on {results['machine']}.")
-    add(f"- Training: the product's finetune phase-2 model — `efficientnet_lite0` at {p['image_size']} px, "
+    add(f"- Training: the product's finetune phase-2 model (`app/phases.compile_phase2`) — `efficientnet_lite0` at {p['image_size']} px, "
         f"`--unfreeze {t['unfreeze']}` ({t['trainable_parameters']:,} trainable parameters, BatchNorm frozen), "
         f"DiscriminativeAdam with warm-up + cosine, batch {t['batch_size']} — on {p['images']} real JPEGs "
         f"(bench_pipeline's synthetic photos, 160x120 to 320x240) through the trainer's own `finetune_inputs` "
-        f"(Pillow decode, augmentation {'on' if t['augment'] else 'off'}, `image_cache={t['image_cache']}`), "
-        f"against the same compiled model fed one random uint8 batch from memory. {t['steps_per_epoch']} steps per "
+        f"(Pillow decode, `image_cache={t['image_cache']}`; augmentation {'on' if t['augment'] else 'off'}"
+        + (", as the first layer of the model" if t.get("augmentation_placement") == "model" else "") +
+        f"), against the same compiled model fed one random uint8 batch from memory. {t['steps_per_epoch']} steps per "
         f"epoch, the first {WARMUP_STEPS} of each epoch excluded; {p['runs']} runs, each with a fresh dataset; "
         "median (min – max). Every real epoch runs between two synthetic epochs and its ratio is to their "
         "mean (the machine's speed drifts by up to 20% within a minute); ratios per run, then their median.\n")
     runs = t["runs"]
+    in_model = t.get("augmentation_placement") == "model"
+    where = "augmentation in the model" if in_model else "augmentation in tf.data"
     add("| training input | images/s (steps) | ratio to synthetic | target ≥ 0.9 | epoch wall time | ratio by epoch time |")
     add("|---|---:|---:|---|---:|---:|")
-    synthetic_epochs = [e for r in runs for e in r.get("synthetic_epochs", [r["synthetic"]])]
-    add(f"| synthetic in-memory tensors (compute-bound limit) | {_fmt([e['images_per_s'] for e in synthetic_epochs])} "
-        f"| 1 | | {_fmt([e['epoch_s'] for e in synthetic_epochs], 2)} s | 1 |")
-    rows = [("decoding_epoch", "real files, first epoch (decode + augment, fills the cache)"),
-            ("cached_epoch", "real files, later epochs (cache hit + augment)"),
+    rows = [("synthetic_epochs", "synthetic in-memory tensors, the default model" +
+             (" (its first layer is the augmentation)" if in_model else "") + ": the compute-bound limit"),
+            ("decoding_epoch", f"real files, first epoch (decode, fills the cache; {where})"),
+            ("cached_epoch", f"real files, later epochs (cache hit; {where})"),
+            ("plain_synthetic_epochs", "synthetic in-memory tensors, the model without augmentation (`--no-augment`)"),
             ("no_augment_decoding_epoch", "real files, first epoch, `--no-augment`"),
-            ("no_augment_cached_epoch", "real files, later epochs, `--no-augment`")]
+            ("no_augment_cached_epoch", "real files, later epochs, `--no-augment`"),
+            ("tf_data_augment_decoding_epoch", "for comparison: real files, first epoch, augmentation in tf.data "
+             "(the placement before 2026-12-03), model without augmentation"),
+            ("tf_data_augment_cached_epoch", "for comparison: real files, later epochs, augmentation in tf.data, "
+             "model without augmentation")]
     for key, label in rows:
+        if key.endswith("synthetic_epochs"):
+            epochs = [e for r in runs for e in r.get(key, [r["synthetic"]] if key == "synthetic_epochs" else [])]
+            if epochs:
+                add(f"| {label} | {_fmt([e['images_per_s'] for e in epochs])} | 1 | | "
+                    f"{_fmt([e['epoch_s'] for e in epochs], 2)} s | 1 |")
+            continue
         if key not in runs[0]:
             continue
         rates = [r[key]["images_per_s"] for r in runs]
@@ -250,13 +282,32 @@ def render(results: dict) -> str:
         # The verdict takes the worse of the two ratios: stalls outside the timed steps count too.
         median = min(statistics.median(ratios), statistics.median(by_epoch) if by_epoch else float("inf"))
         verdict = "**pass**" if median >= TARGET_RATIO else f"**miss** (short by {(TARGET_RATIO - median) * 100:.0f} points)"
+        if key.startswith("tf_data_"):
+            verdict = verdict.replace("**", "") + ", not the product's placement"
         epoch_cells = (f"{_fmt([r[key]['epoch_s'] for r in runs], 2)} s | {_fmt(by_epoch, 3)}" if by_epoch else " | ")
         add(f"| {label} | {_fmt(rates)} | {_fmt(ratios, 3)} | {verdict} | {epoch_cells} |")
     add(f"\nImages/s (steps) times every step but the first {WARMUP_STEPS} of each epoch; the epoch wall time is the "
         "whole `fit()` call of one epoch, start-up and first batches included. The training default is "
-        "augmentation on (one random affine transform per image for flip, rotation and zoom, then Keras' "
-        "RandomContrast; applied per batch inside tf.data on the same 2 cores the model trains on); the `--no-augment` rows show the input pipeline "
-        "itself.")
+        "augmentation on: one random affine transform per image for flip, rotation and zoom, then Keras' "
+        "RandomContrast" + ("; since 2026-12-03 it is the first layer of the model phase 2 trains "
+        "(`app/phases.phase2_training_model`; on a GPU it runs on the device), so the synthetic tensors of the "
+        "default model go through it too, and the ratio measures what the input pipeline costs. The saved "
+        "classifier does not contain it." if in_model else "; applied per batch inside tf.data on the same "
+        "2 cores the model trains on.") + " The `--no-augment` rows show the input pipeline itself.")
+    if "tf_data_augment_cached_epoch" in runs[0]:
+        add("\nWhat the user gets, with augmentation on (the default): images/s of training on real files with the "
+            "augmentation in the model, against the same with it in tf.data (the placement before 2026-12-03), "
+            "paired within each run (those epochs run within a minute of each other); median (min – max) of the "
+            "runs' ratios:\n")
+        add("| epochs | augmentation in the model | augmentation in tf.data | ratio, images/s (steps) | ratio by epoch time |")
+        add("|---|---:|---:|---:|---:|")
+        for name, label in (("decoding_epoch", "first (decode)"), ("cached_epoch", "later (cache hit)")):
+            model_side = [r[name] for r in runs]
+            data_side = [r["tf_data_augment_" + name] for r in runs]
+            add(f"| {label} | {_fmt([e['images_per_s'] for e in model_side])} | "
+                f"{_fmt([e['images_per_s'] for e in data_side])} | "
+                f"{_fmt([a['images_per_s'] / b['images_per_s'] for a, b in zip(model_side, data_side)], 3)} | "
+                f"{_fmt([b['epoch_s'] / a['epoch_s'] for a, b in zip(model_side, data_side)], 3)} |")
     add(f"\nPeak RSS of the training worker: {t['peak_rss_mib']:,.0f} MiB.\n")
     add("### Inference images/s per image backbone\n")
     add(f"Feature extractor only (the head is a single matrix product), default size, batch 32, in-memory uint8 "

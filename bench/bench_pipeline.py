@@ -976,7 +976,7 @@ def render_markdown(meta: dict, data: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller folders (1k JPEGs, 10k files), fewer steps, no diagnostics")
-    parser.add_argument("--runs", type=int, help="repetitions of every measurement (default 3; 2 with --quick)")
+    parser.add_argument("--runs", type=int, help="repetitions of every measurement (default 3; 1 with --quick)")
     parser.add_argument("--output", help="write the markdown section to this file")
     parser.add_argument("--json", help="also write the raw results as JSON to this file")
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="temporary data (reused if present)")
@@ -990,7 +990,7 @@ def main(argv=None) -> int:
         worker_main(args.worker, json.loads(args.params))
         return 0
     if args.runs is None:
-        args.runs = 2 if args.quick else 3  # --quick checks the harness end to end within `make bench-quick`'s 10 min
+        args.runs = 1 if args.quick else 3  # --quick checks the harness end to end within `make bench-quick`'s 10 min
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     if args.from_json:

@@ -12,6 +12,11 @@ torchvision's default for its RandomAffine / RandomRotation; `interpolation="bil
 is available. The transform is built from Keras ops (`keras.random` with a
 `SeedGenerator`, `keras.ops.image.affine_transform`), so every batch and every epoch
 draws fresh transforms, as the Keras layers do.
+
+Where it runs: `finetune` phase 2 makes it the first layer of the model it trains
+(`app.phases.phase2_training_model`), so it runs on the accelerator where there is one, and
+inside the training step on a CPU; `data.pipeline.image_dataset(augment=...)` can also apply
+it inside tf.data (the from-scratch baseline in `bench/` does).
 """
 
 from __future__ import annotations
@@ -67,6 +72,9 @@ class RandomAffine(keras.layers.Layer):
         self.flip, self.rotation, self.zoom = bool(flip), float(rotation), float(zoom)
         self.fill_mode, self.interpolation, self.seed = fill_mode, interpolation, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # XLA has no kernel for the image resampling op; Keras' RandomRotation says the same, and a
+        # model holding this layer then trains without jit_compile (phase 2's training model does).
+        self.supports_jit = False
 
     def transforms(self, batch_size, height, width):
         """The batch's transforms as Keras' 8-number rows: output pixel (x, y) samples input
@@ -116,6 +124,7 @@ class ImageAugmentation(keras.layers.Layer):
         super().__init__(**kwargs)
         self.settings = AugmentConfig(flip, rotation, zoom, contrast).validate()
         self.interpolation, self.seed = interpolation, seed
+        self.supports_jit = False  # see RandomAffine
         self.geometric_layer = (RandomAffine(flip, rotation, zoom, interpolation=interpolation, seed=seed)
                           if self.settings.is_geometric else None)
         self.contrast_layer = (keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=seed)

@@ -66,6 +66,8 @@ def test_finetune_trains_both_phases_and_saves_a_plain_classifier(colour_folder,
     model = load_task_model(str(run / rd.MODEL_FILE))
     probabilities = model.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0)
     assert probabilities.shape == (2, 3) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    # Phase 2 trained through an augmentation layer; the saved classifier does not contain it.
+    assert not [layer for layer in model._flatten_layers() if "augment" in type(layer).__name__.lower()]
     assert {"phase", "learning_rate", "sample_augmented_inputs", "sample_inputs"} <= _tags(run, "train")
 
 

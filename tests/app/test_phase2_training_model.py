@@ -1,0 +1,95 @@
+"""Phase 2 trains a model whose first layer is the augmentation and whose rest is the task
+model: same weights, identity at inference, nothing of it in what is saved, and a tf.data
+input pipeline that no longer augments."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from PIL import Image
+
+from app.config import TrainConfig
+from app.phases import compile_phase2, finetune_inputs, phase2_augmentation, phase2_training_model
+from data.augment import AugmentConfig, ImageAugmentation
+from data.images import load_image
+from models.backbones import get_backbone
+from models.heads import ClassificationHead
+from models.task_model import build_task_model
+
+
+def _task_model(size: int = 16):
+    spec = get_backbone("tiny_image")
+    keras.utils.set_random_seed(0)
+    features = spec.build_features(size, "none")
+    head = ClassificationHead(3, 0.0, seed=0)
+    return spec, features, head, build_task_model(features, head)
+
+
+def _gradient_image(size: int = 16) -> np.ndarray:
+    """Left-right and top-bottom asymmetric, so any flip, rotation or zoom changes it."""
+    x = np.linspace(0, 255, size)
+    return np.stack([np.add.outer(x, x) / 2, np.tile(x, (size, 1)), np.tile(x[:, None], (1, size))],
+                    axis=-1).astype(np.uint8)
+
+
+def test_training_model_shares_the_task_models_weights_and_is_the_identity_at_inference():
+    _, _, _, task_model = _task_model()
+    training_model = phase2_training_model(task_model, AugmentConfig(), seed=0)
+    assert training_model is not task_model
+    assert {id(v) for v in task_model.trainable_variables} == {id(v) for v in training_model.trainable_variables}
+    batch = np.stack([_gradient_image()] * 4)
+    np.testing.assert_allclose(training_model.predict(batch, verbose=0), task_model.predict(batch, verbose=0),
+                               rtol=1e-6, atol=1e-6)
+    augmenter = next(layer for layer in training_model.layers if isinstance(layer, ImageAugmentation))
+    augmented = np.asarray(augmenter(batch, training=True))
+    assert augmented.dtype == np.uint8 and augmented.shape == batch.shape
+    assert not np.array_equal(augmented, batch)
+    # XLA has no kernel for the resampling: Keras must not jit-compile a model holding it.
+    assert not all(layer.supports_jit for layer in training_model._flatten_layers())
+
+
+def test_without_augmentation_phase2_trains_the_task_model_itself():
+    _, _, _, task_model = _task_model()
+    assert phase2_training_model(task_model, None, seed=0) is task_model
+    identity = AugmentConfig(flip=False, rotation=0, zoom=0, contrast=0)
+    assert phase2_training_model(task_model, identity, seed=0) is task_model
+    config = TrainConfig(data_dir="d", strategy="finetune").validate()
+    assert phase2_augmentation(config, "image") == AugmentConfig()
+    assert phase2_augmentation(config, "text") is None
+    off = TrainConfig(data_dir="d", strategy="finetune", augment=False).validate()
+    assert phase2_augmentation(off, "image") is None
+
+
+def test_fit_trains_the_task_model_through_the_augmentation(tmp_path):
+    spec, features, head, task_model = _task_model()
+    config = TrainConfig(data_dir="d", strategy="finetune", unfreeze="all", finetune_learning_rate=1e-2).validate()
+    model = compile_phase2(config, spec, features, task_model, head.layers, 2, 3, AugmentConfig())
+    augmenter = next(layer for layer in model.layers if isinstance(layer, ImageAugmentation))
+    generator_state = [np.array(v) for v in augmenter.non_trainable_variables]
+    before = [np.array(v) for v in task_model.trainable_variables]
+    images = np.stack([_gradient_image()] * 8)
+    model.fit(images, np.arange(8) % 3, batch_size=4, epochs=1, verbose=0)
+    assert any(not np.array_equal(a, np.array(v)) for a, v in zip(before, task_model.trainable_variables))
+    # The augmentation drew random numbers during fit: it ran inside the training step.
+    assert any(not np.array_equal(a, np.array(v)) for a, v in zip(generator_state, augmenter.non_trainable_variables))
+
+
+class _Example:
+    def __init__(self, path, label):
+        self.path, self.label, self.encoding = str(path), label, None
+
+
+def test_phase2_input_pipeline_delivers_the_decoded_images_unaugmented(tmp_path):
+    examples = []
+    for i in range(6):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.roll(_gradient_image(20), i, axis=1)).save(path)
+        examples.append(_Example(path, i % 3))
+    config = TrainConfig(data_dir="d", strategy="finetune", batch_size=6).validate()
+    train_ds, _, _ = finetune_inputs(config, "image", 16, examples, [], 3)
+    images, labels = next(iter(train_ds))
+    decoded = [load_image(e.path, (16, 16), config.resize) for e in examples]
+    # Shuffled, but each image is exactly one decoded file: nothing was flipped, rotated or recoloured.
+    matches = sorted(next(i for i, d in enumerate(decoded) if np.array_equal(image, d)) for image in images.numpy())
+    assert matches == list(range(6))
+    assert sorted(labels.numpy().tolist()) == sorted(e.label for e in examples)
