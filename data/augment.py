@@ -72,8 +72,8 @@ class RandomAffine(keras.layers.Layer):
         self.flip, self.rotation, self.zoom = bool(flip), float(rotation), float(zoom)
         self.fill_mode, self.interpolation, self.seed = fill_mode, interpolation, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        # XLA has no kernel for the image resampling op; Keras' RandomRotation says the same, and a
-        # model holding this layer then trains without jit_compile (phase 2's training model does).
+        # Like Keras' RandomRotation, which resamples through the same op (ImageProjectiveTransform),
+        # opt out of XLA: a model holding this layer then trains without jit_compile on a GPU too.
         self.supports_jit = False
 
     def transforms(self, batch_size, height, width):

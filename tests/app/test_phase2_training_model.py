@@ -44,7 +44,7 @@ def test_training_model_shares_the_task_models_weights_and_is_the_identity_at_in
     augmented = np.asarray(augmenter(batch, training=True))
     assert augmented.dtype == np.uint8 and augmented.shape == batch.shape
     assert not np.array_equal(augmented, batch)
-    # XLA has no kernel for the resampling: Keras must not jit-compile a model holding it.
+    # Like Keras' RandomRotation, the resampling opts out of XLA: no jit_compile for a model holding it.
     assert not all(layer.supports_jit for layer in training_model._flatten_layers())
 
 
