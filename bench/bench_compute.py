@@ -23,7 +23,7 @@ same model fed synthetic in-memory tensors, and how fast does each image backbon
 Every measurement group runs in its own subprocess with its peak RSS (VmHWM).
 
     .venv/bin/python bench/bench_compute.py            # full: 640 JPEGs, 5 runs (about 7 min on 2 cores)
-    .venv/bin/python bench/bench_compute.py --quick    # 96 JPEGs at 160 px, 1 run, 1 batch per backbone (under 1 min)
+    .venv/bin/python bench/bench_compute.py --quick    # 96 JPEGs at 160 px, 1 run, 1 batch per backbone (about 1 min)
     .venv/bin/python bench/bench_compute.py --output section.md --json raw.json
 """
 
@@ -147,7 +147,8 @@ def worker_train(params: dict) -> dict:
 
     # Fed like the product feeds fit() (app/phases.py): without tf.data's autotuning thread.
     synthetic_ds = without_autotune_thread(tf.data.Dataset.from_tensors(batch).repeat(steps))
-    # (key prefix, model, inputs, key of the synthetic epochs it is compared with)
+    # (key prefix of its epochs, which model trains on it, how to build its inputs); each model's
+    # real epochs are compared with that model's own synthetic epochs (`synthetic_key`).
     placements = [("", "augmented", lambda: finetune_inputs(config, "image", size, examples, [], num_classes)[0]),
                   ("no_augment_", "plain", lambda: finetune_inputs(plain_config, "image", size, examples, [],
                                                                    num_classes)[0]),
