@@ -43,7 +43,10 @@ WORK = Path("/tmp/metatune-bench/transfer")
 FULL = {"image_size": 224, "sizes": [10, 30, 100], "seeds": [1, 2, 3], "test_per_class": 100, "guide_epochs": 5,
         "head_epochs": 5, "finetune_epochs": 20, "scratch_epochs": 12,
         "variants": {"finetune --unfreeze 4 --finetune-learning-rate 5e-4":
-                     ["--unfreeze", "4", "--finetune-learning-rate", "5e-4"]}}
+                     ["--unfreeze", "4", "--finetune-learning-rate", "5e-4"],
+                     # The best of 10 finetune recipes tried on a separate draw (bench/notes.md).
+                     "finetune --unfreeze 6 --finetune-learning-rate 2e-4 --lr-decay 0.8":
+                     ["--unfreeze", "6", "--finetune-learning-rate", "2e-4", "--lr-decay", "0.8"]}}
 QUICK = {"image_size": 96, "sizes": [10], "seeds": [1], "test_per_class": 30, "guide_epochs": 2, "head_epochs": 2,
          "finetune_epochs": 2, "scratch_epochs": 3, "variants": {}}
 TEST_SEED = 1  # the held-out test images are the same for every size and seed
@@ -258,6 +261,25 @@ def rerun(results: dict, what: str, sizes: list[int], command: str) -> None:
                                              "when": time.strftime("%Y-%m-%d %H:%M")})
 
 
+def add_variants(results: dict, command: str) -> list[str]:
+    """Measure the finetune variants of FULL that `results` lacks (at the largest size, every
+    seed), so that a new recipe joins the table without re-running the rest; return their names."""
+    p = results["params"]
+    size = max(p["sizes"])
+    runs = results["sizes"][str(size)].setdefault("variants", {})
+    missing = [name for name in FULL["variants"] if name not in runs]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for index, name in enumerate(missing):
+        runs[name] = [measure_strategy(p, size, seed, "finetune", WORK / f"runs-{stamp}" / f"{size}-{seed}-new{index}",
+                                       FULL["variants"][name]) for seed in p["seeds"]]
+        p.setdefault("variants", {})[name] = FULL["variants"][name]
+        logging.info("%d per class, %s: %s", size, name, [r["test_accuracy"] for r in runs[name]])
+    if missing:
+        results.setdefault("reruns", []).append({"command": command, "what": "variants", "sizes": [size],
+                                                 "names": missing, "when": time.strftime("%Y-%m-%d %H:%M")})
+    return missing
+
+
 # --------------------------------------------------------------------------- report
 
 def _median(values):
@@ -267,13 +289,21 @@ def _median(values):
 _RERUN_LABELS = {"scratch": "From-scratch runs", "strategies": "`linear` and `finetune` runs"}
 
 
+def _rerun_line(rerun: dict) -> str:
+    sizes = ", ".join(map(str, rerun["sizes"]))
+    if rerun.get("what") == "variants":
+        names = ", ".join(f"`{name}`" for name in rerun["names"])
+        return f" {names} at {sizes} per class measured on {rerun['when']} with `{rerun['command']}`."
+    return (f" {_RERUN_LABELS[rerun.get('what', 'scratch')]} at {sizes} per class re-measured on {rerun['when']} "
+            f"with `{rerun['command']}`.")
+
+
 def render(results: dict) -> str:
     p, out = results["params"], []
     add = out.append
     add("## Transfer learning (issue 5; issue 8 rows 3 and 4)\n")
     add(f"- **Command**: `{results['command']}`; wall time {results['wall_min']:.1f} min on {results['machine']}."
-        + "".join(f" {_RERUN_LABELS[r.get('what', 'scratch')]} at {', '.join(map(str, r['sizes']))} per class "
-                  f"re-measured on {r['when']} with `{r['command']}`." for r in results.get("reruns", [])))
+        + "".join(_rerun_line(r) for r in results.get("reruns", [])))
     add(f"- Data: Fashion-MNIST from Debian `dataset-fashion-mnist`: {', '.join(map(str, p['sizes']))} training images "
         f"per class from its train set (20% of them held out for validation), tested on {p['test_per_class'] * 10} "
         f"images from its t10k set; images {p['image_size']}x{p['image_size']}, EfficientNet-Lite0, batch 32.\n")
@@ -397,19 +427,25 @@ def main(argv=None) -> int:
         parser.add_argument(f"--rerun-{what}", metavar="SIZES",
                             help=f"with --from-json: re-measure the {_RERUN_LABELS[what]} at these sizes (comma "
                                  "list of images per class, every seed) and write the merged results (--json, --output)")
+    parser.add_argument("--add-variants", action="store_true",
+                        help="with --from-json: measure the finetune variants of the full run that the results lack "
+                             "(largest size, every seed) and write the merged results (--json, --output)")
     args = parser.parse_args(argv)
     if common.serve_worker(args, WORKERS):
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     reruns = {what: getattr(args, f"rerun_{what}") for what in ("scratch", "strategies")}
-    if any(reruns.values()) and not args.from_json:
-        parser.error("--rerun-scratch / --rerun-strategies need --from-json FILE (the results to update)")
+    if (any(reruns.values()) or args.add_variants) and not args.from_json:
+        parser.error("--rerun-scratch / --rerun-strategies / --add-variants need --from-json FILE (the results to update)")
     if args.from_json:
         results = json.loads(Path(args.from_json).read_text())
         for what, sizes in reruns.items():
             if sizes:
                 rerun(results, what, [int(size) for size in sizes.split(",")],
                       f"python bench/bench_transfer.py --from-json {args.from_json} --rerun-{what} {sizes}")
+        if args.add_variants and not add_variants(
+                results, f"python bench/bench_transfer.py --from-json {args.from_json} --add-variants"):
+            logging.info("Every finetune variant of the full run is already measured in %s", args.from_json)
     else:
         started = time.perf_counter()
         p = dict(QUICK if args.quick else FULL)
