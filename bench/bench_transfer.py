@@ -44,7 +44,7 @@ FULL = {"image_size": 224, "sizes": [10, 30, 100], "seeds": [1, 2, 3], "test_per
         "head_epochs": 5, "finetune_epochs": 20, "scratch_epochs": 12,
         "variants": {"finetune --unfreeze 4 --finetune-learning-rate 5e-4":
                      ["--unfreeze", "4", "--finetune-learning-rate", "5e-4"],
-                     # The best of 10 finetune recipes tried on a separate draw (bench/notes.md).
+                     # The best of 9 finetune recipes tried on a separate draw (bench/notes.md).
                      "finetune --unfreeze 6 --finetune-learning-rate 2e-4 --lr-decay 0.8":
                      ["--unfreeze", "6", "--finetune-learning-rate", "2e-4", "--lr-decay", "0.8"]}}
 QUICK = {"image_size": 96, "sizes": [10], "seeds": [1], "test_per_class": 30, "guide_epochs": 2, "head_epochs": 2,

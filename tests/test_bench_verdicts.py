@@ -51,6 +51,31 @@ def test_transfer_table_reports_medians_and_the_verdict():
     assert "**yes** (median +4.0 points, ahead on every seed)" in text
 
 
+
+def test_add_variants_measures_only_the_missing_recipes_and_says_so(monkeypatch):
+    measured = []
+
+    def fake_measure(p, size, seed, strategy, run, flags=None):
+        measured.append((size, seed, strategy, tuple(flags)))
+        return _strategy(seed, 0.8)
+
+    monkeypatch.setattr(bench_transfer, "measure_strategy", fake_measure)
+    results = _transfer_results([0.85, 0.84, 0.86], [0.86, 0.83, 0.87])
+    names = list(bench_transfer.FULL["variants"])
+    known, *missing = names
+    results["sizes"]["100"]["variants"][known] = [_strategy(s, 0.85) for s in (1, 2, 3)]
+
+    added = bench_transfer.add_variants(results, "python bench/bench_transfer.py --from-json x --add-variants")
+
+    assert added == missing and missing
+    assert measured == [(100, seed, "finetune", tuple(bench_transfer.FULL["variants"][name]))
+                        for name in missing for seed in (1, 2, 3)]
+    assert set(results["sizes"]["100"]["variants"]) == set(names)
+    line = bench_transfer._rerun_line(results["reruns"][-1])
+    assert f"`{missing[0]}` at 100 per class measured on" in line and "--add-variants" in line
+    measured.clear()
+    assert bench_transfer.add_variants(results, "again") == [] and measured == []  # nothing left to measure
+
 def _compute_results(real: float, synthetic: float, real_epoch_s: float | None = None) -> dict:
     def epoch(rate, seconds=None):
         return {"images_per_s": rate, "epoch_s": seconds if seconds is not None else 640 / rate}
