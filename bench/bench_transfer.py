@@ -41,14 +41,14 @@ WORK = Path("/tmp/metatune-bench/transfer")
 # training-set size x seed runs linear, finetune and from-scratch; `variants` are extra
 # finetune settings measured at the largest size only (flags added to train.py).
 FULL = {"image_size": 224, "sizes": [10, 30, 100], "seeds": [1, 2, 3], "test_per_class": 100, "guide_epochs": 5,
-        "head_epochs": 5, "finetune_epochs": 20, "scratch_epochs": 12,
+        "head_epochs": 5, "finetune_epochs": 20, "scratch_epochs": 12, "scratch_min_steps": 300,
         "variants": {"finetune --unfreeze 4 --finetune-learning-rate 5e-4":
                      ["--unfreeze", "4", "--finetune-learning-rate", "5e-4"],
                      # The best of 9 finetune recipes tried on a separate draw (bench/notes.md).
                      "finetune --unfreeze 6 --finetune-learning-rate 2e-4 --lr-decay 0.8":
                      ["--unfreeze", "6", "--finetune-learning-rate", "2e-4", "--lr-decay", "0.8"]}}
 QUICK = {"image_size": 96, "sizes": [10], "seeds": [1], "test_per_class": 30, "guide_epochs": 2, "head_epochs": 2,
-         "finetune_epochs": 2, "scratch_epochs": 3, "variants": {}}
+         "finetune_epochs": 2, "scratch_epochs": 3, "scratch_min_steps": 0, "variants": {}}
 TEST_SEED = 1  # the held-out test images are the same for every size and seed
 
 
@@ -194,6 +194,7 @@ def worker_scratch(params: dict) -> dict:
 
     size, seed = params["image_size"], params["seed"]
     scan, splits = _split_examples(Path(params["data"]), seed)
+    epochs = scratch_epochs(params["epochs"], params.get("min_steps", 0), len(splits["train"]))
     keras.utils.set_random_seed(seed)
     features = get_backbone("efficientnet_lite0").build_features(size, "none")
     for layer in _all_layers(features):  # the backbone is nested: its BatchNorm layers are not in .layers
@@ -206,16 +207,25 @@ def worker_scratch(params: dict) -> dict:
                              cache="auto") for s in ("train", "val", "test")}
     started = time.perf_counter()
     assert all(l.momentum == 0.9 for l in _all_layers(model) if isinstance(l, keras.layers.BatchNormalization))
-    model.fit(data["train"], validation_data=data["val"], epochs=params["epochs"], verbose=0,
+    model.fit(data["train"], validation_data=data["val"], epochs=epochs, verbose=0,
               # Every epoch runs and the best validation accuracy is kept: a from-scratch network's
               # validation loss is erratic for its first epochs (BatchNorm statistics still settling),
               # so early stopping on it would keep an untrained epoch.
-              callbacks=[keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=params["epochs"],
+              callbacks=[keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=epochs,
                                                        restore_best_weights=True)])
     train_s = time.perf_counter() - started
     y_test = np.asarray([e.label for e in splits["test"]])
     accuracy = float(np.mean(model.predict(data["test"], verbose=0)[:len(y_test)].argmax(axis=1) == y_test))
-    return {"train_wall_s": train_s, "test_accuracy": accuracy, "num_test": len(y_test), "epochs": params["epochs"]}
+    return {"train_wall_s": train_s, "test_accuracy": accuracy, "num_test": len(y_test), "epochs": epochs}
+
+
+def scratch_epochs(epochs: int, min_steps: int, train_images: int, batch_size: int = 32) -> int:
+    """`epochs`, or more where the training set is so small that they would make fewer than
+    `min_steps` optimizer steps: at 10 per class, 12 epochs are 36 steps, after which a network
+    from random weights still predicts one class; the budget gives every size the steps that 12
+    epochs make at 100 per class, so the baseline is not starved at the small sizes."""
+    steps_per_epoch = -(-train_images // batch_size)
+    return max(epochs, -(-min_steps // steps_per_epoch))
 
 
 WORKERS = {"cache_vs_guide": worker_cache_vs_guide, "strategy": worker_strategy, "scratch": worker_scratch}
@@ -229,7 +239,7 @@ def run_worker(kind: str, params: dict) -> dict:
 def measure_scratch(p: dict, size: int, seed: int) -> dict:
     folder = str(make_data(size, p["test_per_class"], seed))
     result = run_worker("scratch", {"data": folder, "image_size": p["image_size"], "seed": seed,
-                                    "epochs": p["scratch_epochs"]})
+                                    "epochs": p["scratch_epochs"], "min_steps": p.get("scratch_min_steps", 0)})
     return {**result, "seed": seed}
 
 
@@ -249,6 +259,8 @@ def rerun(results: dict, what: str, sizes: list[int], command: str) -> None:
     for size in sizes:
         runs = results["sizes"][str(size)]
         if what == "scratch":
+            # Today's from-scratch recipe; the table shows the epochs each size ran.
+            p["scratch_min_steps"] = FULL["scratch_min_steps"]
             runs["scratch"] = [measure_scratch(p, size, seed) for seed in p["seeds"]]
         else:
             for strategy in ("linear", "finetune"):
@@ -377,6 +389,17 @@ def _refit_line(results: dict) -> str:
             "The from-scratch baseline does not refit.")
 
 
+def _scratch_budget(results: dict) -> str:
+    """The from-scratch training length as measured (runs measured before the step budget say so)."""
+    p = results["params"]
+    if not p.get("scratch_min_steps"):
+        return f"{p['scratch_epochs']} epochs"
+    by_size = ", ".join(f"{size} per class: {'/'.join(str(e) for e in sorted({r['epochs'] for r in runs['scratch']}))}"
+                        for size, runs in results["sizes"].items() if runs["scratch"])
+    return (f"{p['scratch_epochs']} epochs or at least {p['scratch_min_steps']} steps, whichever is more "
+            f"(epochs run: {by_size})")
+
+
 def render_sizes(results: dict) -> str:
     p, out = results["params"], []
     add = out.append
@@ -387,7 +410,7 @@ def render_sizes(results: dict) -> str:
         f"{p['test_per_class'] * 10} test images are the same for every size and seed. `linear` and `finetune` run through "
         "`train.py` + `evaluate.py` with the product defaults (finetune: "
         f"`--finetune-epochs {p['finetune_epochs']}`); from scratch is the same network from random weights, every layer "
-        f"trainable, BatchNorm momentum 0.9, augmentation, Adam 1e-3, {p['scratch_epochs']} epochs, the epoch "
+        f"trainable, BatchNorm momentum 0.9, augmentation, Adam 1e-3, {_scratch_budget(results)}, the epoch "
         "with the best validation accuracy kept. Cells: median (min – max) over the seeds; finetune − linear is paired by seed.\n")
     add(_refit_line(results) + "\n")
     add("| images per class | method | test accuracy | finetune − linear (points) | training wall time | peak RSS |")

@@ -25,7 +25,7 @@ def _transfer_results(linear: list[float], finetune: list[float]) -> dict:
     seeds = [1, 2, 3][:len(linear)]
     runs = {"linear": [_strategy(s, a) for s, a in zip(seeds, linear)],
             "finetune": [_strategy(s, a) for s, a in zip(seeds, finetune)],
-            "scratch": [_strategy(s, 0.5) for s in seeds], "variants": {}}
+            "scratch": [{**_strategy(s, 0.5), "epochs": 12} for s in seeds], "variants": {}}
     return {"params": {**bench_transfer.FULL, "sizes": [100], "seeds": seeds}, "sizes": {"100": runs}}
 
 
@@ -75,6 +75,22 @@ def test_add_variants_measures_only_the_missing_recipes_and_says_so(monkeypatch)
     assert f"`{missing[0]}` at 100 per class measured on" in line and "--add-variants" in line
     measured.clear()
     assert bench_transfer.add_variants(results, "again") == [] and measured == []  # nothing left to measure
+
+
+def test_scratch_baseline_gets_the_same_step_budget_at_every_size():
+    # 100 per class (800 training images, 25 steps per epoch): 12 epochs already make 300 steps.
+    assert bench_transfer.scratch_epochs(12, 300, 800) == 12
+    assert bench_transfer.scratch_epochs(12, 300, 80) == 100  # 3 steps per epoch
+    assert bench_transfer.scratch_epochs(12, 300, 240) == 38  # 8 steps per epoch: 304 steps
+    assert bench_transfer.scratch_epochs(3, 0, 80) == 3  # quick mode: no budget
+
+
+def test_scratch_line_reports_the_epochs_each_size_ran():
+    results = _transfer_results([0.85, 0.84, 0.86], [0.86, 0.83, 0.87])
+    assert "Adam 1e-3, 12 epochs or at least 300 steps, whichever is more (epochs run: 100 per class: 12)" in \
+        bench_transfer.render_sizes(results)
+    results["params"]["scratch_min_steps"] = 0  # results measured before the budget existed
+    assert "Adam 1e-3, 12 epochs, the epoch" in bench_transfer.render_sizes(results)
 
 def _compute_results(real: float, synthetic: float, real_epoch_s: float | None = None) -> dict:
     def epoch(rate, seconds=None):
