@@ -36,7 +36,6 @@ from common import emit
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = Path("/tmp/metatune-bench/transfer")
-# finetune_epochs: the product default (20) in the full run.
 # finetune_epochs: the product default (20) in the full run. Row 4 of issue 8: every
 # training-set size x seed runs linear, finetune and from-scratch; `variants` are extra
 # finetune settings measured at the largest size only (flags added to train.py).
@@ -390,7 +389,7 @@ def _refit_line(results: dict) -> str:
 
 
 def _scratch_budget(results: dict) -> str:
-    """The from-scratch training length as measured (runs measured before the step budget say so)."""
+    """The from-scratch training length: the recipe, and the epochs each size actually ran."""
     p = results["params"]
     if not p.get("scratch_min_steps"):
         return f"{p['scratch_epochs']} epochs"
