@@ -12,7 +12,7 @@
 
 Every measurement runs in its own subprocess and reports its peak RSS (VmHWM).
 
-    .venv/bin/python bench/bench_transfer.py                  # full: 224 px, 10/30/100 per class x 3 seeds (about 55 min on 2 cores)
+    .venv/bin/python bench/bench_transfer.py                  # full: 224 px, 10/30/100 per class x 3 seeds (about 100 min on 2 cores)
     .venv/bin/python bench/bench_transfer.py --quick          # 96 px, 10 per class, 1 seed, 2-3 epochs (about 1.5 min)
     .venv/bin/python bench/bench_transfer.py --output section.md --json raw.json
 """
@@ -252,7 +252,7 @@ def measure_strategy(p: dict, size: int, seed: int, strategy: str, run: Path, fl
 
 def rerun(results: dict, what: str, sizes: list[int], command: str) -> None:
     """Re-measure `what` ("scratch", or "strategies": linear and finetune) at `sizes` (every seed) in
-    `results`, noting the command: a change to one recipe need not re-run the whole 70-minute grid."""
+    `results`, noting the command: a change to one recipe need not re-run the whole 100-minute grid."""
     p = results["params"]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for size in sizes:
