@@ -250,16 +250,21 @@ def measure_strategy(p: dict, size: int, seed: int, strategy: str, run: Path, fl
     return {**result, "seed": seed}
 
 
+def measure_variant(p: dict, size: int, seed: int, index: int, flags: list[str], runs_root: Path) -> dict:
+    """`finetune` with a variant's extra flags (the full run's and `--add-variants` both use it)."""
+    return measure_strategy(p, size, seed, "finetune", runs_root / f"{size}-{seed}-variant{index}", flags)
+
+
 def rerun(results: dict, what: str, sizes: list[int], command: str) -> None:
     """Re-measure `what` ("scratch", or "strategies": linear and finetune) at `sizes` (every seed) in
     `results`, noting the command: a change to one recipe need not re-run the whole 100-minute grid."""
     p = results["params"]
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    if what == "scratch":  # today's from-scratch recipe; the table shows the epochs each size ran
+        p["scratch_min_steps"] = FULL["scratch_min_steps"]
     for size in sizes:
         runs = results["sizes"][str(size)]
         if what == "scratch":
-            # Today's from-scratch recipe; the table shows the epochs each size ran.
-            p["scratch_min_steps"] = FULL["scratch_min_steps"]
             runs["scratch"] = [measure_scratch(p, size, seed) for seed in p["seeds"]]
         else:
             for strategy in ("linear", "finetune"):
@@ -280,9 +285,10 @@ def add_variants(results: dict, command: str) -> list[str]:
     runs = results["sizes"][str(size)].setdefault("variants", {})
     missing = [name for name in FULL["variants"] if name not in runs]
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for index, name in enumerate(missing):
-        runs[name] = [measure_strategy(p, size, seed, "finetune", WORK / f"runs-{stamp}" / f"{size}-{seed}-new{index}",
-                                       FULL["variants"][name]) for seed in p["seeds"]]
+    for name in missing:
+        index = list(FULL["variants"]).index(name)
+        runs[name] = [measure_variant(p, size, seed, index, FULL["variants"][name], WORK / f"runs-{stamp}")
+                      for seed in p["seeds"]]
         p.setdefault("variants", {})[name] = FULL["variants"][name]
         logging.info("%d per class, %s: %s", size, name, [r["test_accuracy"] for r in runs[name]])
     if missing:
@@ -487,8 +493,8 @@ def main(argv=None) -> int:
                     runs[strategy].append(measure_strategy(p, size, seed, strategy,
                                                            WORK / f"runs-{stamp}" / f"{size}-{seed}-{strategy}"))
                 for index, (name, flags) in enumerate(variants.items()):
-                    runs["variants"].setdefault(name, []).append(measure_strategy(
-                        p, size, seed, "finetune", WORK / f"runs-{stamp}" / f"{size}-{seed}-variant{index}", flags))
+                    runs["variants"].setdefault(name, []).append(
+                        measure_variant(p, size, seed, index, flags, WORK / f"runs-{stamp}"))
                 runs["scratch"].append(measure_scratch(p, size, seed))
                 logging.info("%d per class, seed %d: linear %.3f finetune %.3f scratch %.3f", size, seed,
                              runs["linear"][-1]["test_accuracy"], runs["finetune"][-1]["test_accuracy"],
