@@ -70,6 +70,8 @@ class TrainConfig:
                              "divided by 5 when validation loss stalls).", default="cosine")
     warmup_fraction: float = _help("finetune phase 2: fraction of the steps spent warming the learning rate up.", default=0.1)
     label_smoothing: float = _help("Label smoothing of the cross-entropy loss (0: none).", default=0.0)
+    mixup: float = _help("finetune phase 2, images: MixUp strength, the alpha of the Beta(alpha, alpha) mixing "
+                         "weights (0: off; 0.2 is the usual choice).", default=0.0)
     augment: bool = _help("finetune phase 2, images: random flip, rotation, zoom and contrast on training batches "
                           "(never on cached features or evaluation).", default=True)
     image_cache: str = _help("finetune phase 2: keep decoded training images in memory (auto: when they fit in a "
@@ -168,6 +170,7 @@ class TrainConfig:
             (self.lr_schedule in CHOICES["lr_schedule"], f"lr_schedule must be one of {list(CHOICES['lr_schedule'])}"),
             (0.0 <= self.warmup_fraction < 1.0, "warmup_fraction must be in [0, 1)"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
+            (0.0 <= self.mixup <= 1.0, "mixup must be in [0, 1]"),
             (self.image_cache in CHOICES["image_cache"], f"image_cache must be one of {list(CHOICES['image_cache'])}"),
             (self.precision in CHOICES["precision"], f"precision must be one of {list(CHOICES['precision'])}"),
             (self.refit in CHOICES["refit"], f"refit must be one of {list(CHOICES['refit'])}"),

@@ -56,9 +56,9 @@ def _verbosity() -> int:
     return 1 if sys.stdout.isatty() else 2  # live progress bars on a terminal, one line per epoch in logs
 
 
-def _targets(config: TrainConfig, num_classes: int):
-    """Loss, and how labels must look for it (label smoothing needs one-hot targets in Keras)."""
-    if config.label_smoothing:
+def _targets(config: TrainConfig, num_classes: int, one_hot: bool = False):
+    """Loss, and how labels must look for it (label smoothing and MixUp need one-hot targets in Keras)."""
+    if config.label_smoothing or one_hot:
         return (keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                 lambda x, y: (x, tf.one_hot(y, num_classes)))
     return keras.losses.SparseCategoricalCrossentropy(), None
@@ -210,12 +210,35 @@ def finetune_inputs(config: TrainConfig, modality: str, size: int, train_example
         train_ds = text_dataset(texts, train_labels, config.batch_size, shuffle=True, seed=config.seed)
         val_ds = text_dataset(read_texts([e.path for e in val_examples], [e.encoding for e in val_examples]),
                               val_labels, config.batch_size) if val_examples else None
-    _, to_targets = _targets(config, num_classes)
+    mixup = uses_mixup(config, modality)
+    _, to_targets = _targets(config, num_classes, one_hot=mixup)
     confusion_inputs = None if val_ds is None else val_ds.map(lambda x, y: x)
     if to_targets:
         train_ds = train_ds.map(to_targets)
         val_ds = None if val_ds is None else val_ds.map(to_targets)
+    if mixup:
+        train_ds = train_ds.map(MixUpBatches(config.mixup, config.seed))
     return train_ds, val_ds, confusion_inputs
+
+
+def uses_mixup(config: TrainConfig, modality: str) -> bool:
+    return modality == "image" and config.mixup > 0
+
+
+class MixUpBatches:
+    """tf.data map: Keras' MixUp layer on an (uint8 images, one-hot labels) batch.
+
+    MixUp blends labels as well as images, so it cannot be a layer of the model (which never
+    sees labels) like the rest of the augmentation: it runs in tf.data, before the model's
+    flip/rotation/zoom. The blend comes back rounded to uint8, the dtype the model's input takes."""
+
+    def __init__(self, alpha: float, seed: int):
+        self.layer = keras.layers.MixUp(alpha=alpha, seed=seed)
+
+    def __call__(self, images, labels):
+        mixed = self.layer({"images": tf.cast(images, tf.float32), "labels": labels}, training=True)
+        pixels = tf.cast(tf.clip_by_value(tf.round(mixed["images"]), 0, 255), images.dtype)
+        return pixels, tf.cast(mixed["labels"], labels.dtype)
 
 
 def phase2_augmentation(config: TrainConfig, modality: str) -> AugmentConfig | None:
@@ -265,7 +288,7 @@ def compile_phase2(config: TrainConfig, spec, feature_extractor: keras.Model, ta
                 "learning rate %.1e with x%.2g per group down%s", len(groups), config.unfreeze, f"{trainable:,}",
                 config.finetune_learning_rate, config.lr_decay, ", augmentation in the model" if augment else "")
     model = phase2_training_model(task_model, augment, config.seed)
-    loss, _ = _targets(config, num_classes)
+    loss, _ = _targets(config, num_classes, one_hot=uses_mixup(config, spec.modality))
     model.compile(  # recompile: `trainable` changed
         optimizer=DiscriminativeAdam(multipliers, learning_rate=phase2_learning_rate(config, steps_per_epoch)),
         loss=loss, metrics=["accuracy"],

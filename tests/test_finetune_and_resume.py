@@ -52,7 +52,7 @@ def _tags(run: Path, subdir: str) -> set[str]:
 def test_finetune_trains_both_phases_and_saves_a_plain_classifier(colour_folder, tmp_path):
     run = tmp_path / "run"
     assert _train(colour_folder, run, "--strategy", "finetune", "--epochs", "4", "--finetune-epochs", "3",
-                  "--unfreeze", "all", "--label-smoothing", "0.1", "--refit", "no") == 0
+                  "--unfreeze", "all", "--label-smoothing", "0.1", "--mixup", "0.2", "--refit", "no") == 0
     assert not (run / rd.INCOMPLETE_MARKER).exists()
     assert not (run / CHECKPOINTS_DIR).exists()  # only needed to resume
     history = rd.read_json(run / rd.HISTORY_FILE)

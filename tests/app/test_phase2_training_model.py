@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 from PIL import Image
 
 from app.config import TrainConfig
-from app.phases import compile_phase2, finetune_inputs, phase2_augmentation, phase2_training_model
+from app.phases import MixUpBatches, compile_phase2, finetune_inputs, phase2_augmentation, phase2_training_model, uses_mixup
 from data.augment import AugmentConfig, ImageAugmentation
 from data.images import load_image
 from models.backbones import get_backbone
@@ -93,3 +94,46 @@ def test_phase2_input_pipeline_delivers_the_decoded_images_unaugmented(tmp_path)
     matches = sorted(next(i for i, d in enumerate(decoded) if np.array_equal(image, d)) for image in images.numpy())
     assert matches == list(range(6))
     assert sorted(labels.numpy().tolist()) == sorted(e.label for e in examples)
+
+
+def _mixed_batches(alpha: float, seed: int, epochs: int = 2):
+    """Flat images of 25 different grey levels, each its own class: after MixUp an image's grey
+    level must be the label-weighted mean of the levels it was blended from."""
+    levels = np.arange(0, 250, 10)
+    images = np.stack([np.full((4, 4, 3), level, np.uint8) for level in levels])
+    dataset = (tf.data.Dataset.from_tensor_slices((images, tf.one_hot(np.arange(len(levels)), len(levels))))
+               .batch(len(levels)).map(MixUpBatches(alpha, seed)))
+    return levels, [next(iter(dataset)) for _ in range(epochs)]
+
+
+def test_mixup_blends_images_and_their_labels_with_the_same_weights():
+    levels, batches = _mixed_batches(0.4, seed=1)
+    for images, labels in batches:
+        images, labels = images.numpy(), labels.numpy()
+        assert images.dtype == np.uint8 and images.shape == (25, 4, 4, 3)
+        np.testing.assert_allclose(labels.sum(axis=1), 1.0, atol=1e-5)
+        assert ((labels > 1e-6).sum(axis=1) <= 2).all()  # each image is a blend of at most two
+        np.testing.assert_allclose(images[:, 0, 0, 0], labels @ levels, atol=0.51)  # rounded to uint8
+        assert (labels.max(axis=1) < 0.999).any()  # some images really were blended
+    # Fresh blends every epoch (the dataset's iterators draw on), the same ones for the same seed.
+    assert not np.array_equal(batches[0][1].numpy(), batches[1][1].numpy())
+    again = _mixed_batches(0.4, seed=1)[1]
+    for (_, labels), (_, repeated) in zip(batches, again):
+        np.testing.assert_array_equal(labels.numpy(), repeated.numpy())
+
+
+def test_mixup_is_for_finetune_phase2_images_and_makes_labels_one_hot(tmp_path):
+    config = TrainConfig(data_dir="d", strategy="finetune", batch_size=6, mixup=0.2).validate()
+    assert uses_mixup(config, "image") and not uses_mixup(config, "text")
+    assert not uses_mixup(TrainConfig(data_dir="d", strategy="finetune").validate(), "image")
+    examples = []
+    for i in range(6):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.roll(_gradient_image(20), i, axis=1)).save(path)
+        examples.append(_Example(path, i % 3))
+    train_ds, val_ds, _ = finetune_inputs(config, "image", 16, examples, examples[:3], 3)
+    images, labels = next(iter(train_ds))
+    assert images.dtype == tf.uint8 and labels.shape == (6, 3)
+    np.testing.assert_allclose(labels.numpy().sum(axis=1), 1.0, atol=1e-5)
+    _, val_labels = next(iter(val_ds))  # validation is never mixed, but one-hot like the training targets
+    np.testing.assert_array_equal(val_labels.numpy(), np.eye(3)[[0, 1, 2]])
