@@ -45,7 +45,11 @@ FULL = {"image_size": 224, "sizes": [10, 30, 100], "seeds": [1, 2, 3], "test_per
                      ["--unfreeze", "4", "--finetune-learning-rate", "5e-4"],
                      # The best of 9 finetune recipes tried on a separate draw (bench/notes.md).
                      "finetune --unfreeze 6 --finetune-learning-rate 2e-4 --lr-decay 0.8":
-                     ["--unfreeze", "6", "--finetune-learning-rate", "2e-4", "--lr-decay", "0.8"]}}
+                     ["--unfreeze", "6", "--finetune-learning-rate", "2e-4", "--lr-decay", "0.8"],
+                     # MixUp with the whole backbone unfrozen: the best of 4 MixUp recipes on the same
+                     # separate draw (bench/notes.md).
+                     "finetune --unfreeze all --finetune-learning-rate 3e-4 --lr-decay 0.8 --mixup 0.2":
+                     ["--unfreeze", "all", "--finetune-learning-rate", "3e-4", "--lr-decay", "0.8", "--mixup", "0.2"]}}
 QUICK = {"image_size": 96, "sizes": [10], "seeds": [1], "test_per_class": 30, "guide_epochs": 2, "head_epochs": 2,
          "finetune_epochs": 2, "scratch_epochs": 3, "scratch_min_steps": 0, "variants": {}}
 TEST_SEED = 1  # the held-out test images are the same for every size and seed
