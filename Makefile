@@ -59,7 +59,7 @@ $(PEER_STAMP): bench/requirements-setfit.txt
 	touch $@
 
 # Every benchmark, one after another, then BENCHMARKS.md rewritten from their output
-# (about 2 h on 2 cores, plus several hours for the text section's full SetFit grid);
+# (about 3 h on 2 cores, plus several hours for the text section's full SetFit grid);
 # bench-quick: reduced sizes, about 8.5 min (target: under 10), into bench/results-quick/
 bench: bench-data bench-peers
 	$(PY) bench/run_all.py

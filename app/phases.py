@@ -225,6 +225,14 @@ def uses_mixup(config: TrainConfig, modality: str) -> bool:
     return modality == "image" and config.mixup > 0
 
 
+def unused_mixup_warning(config: TrainConfig, modality: str) -> str | None:
+    """What to tell a user whose `--mixup` this run will not apply (None when it applies or is off)."""
+    if not config.mixup or (config.strategy == "finetune" and modality == "image"):
+        return None
+    return (f"--mixup {config.mixup:g} has no effect in this run (strategy {config.strategy}, {modality} data): "
+            "MixUp applies to finetune phase 2 on images only.")
+
+
 class MixUpBatches:
     """tf.data map: Keras' MixUp layer on an (uint8 images, one-hot labels) batch.
 

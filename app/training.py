@@ -25,7 +25,8 @@ from app.versions import package_versions
 from app.backbone_choice import input_spec, resolve_backbone
 from app.checkpoints import Checkpoints
 from app.features import cached_features, extract_features, feature_store_key, truncation_report
-from app.phases import FINETUNE, HEAD, PhaseContext, finetune_backbone, finetune_inputs, phase2_augmentation, train_head
+from app.phases import (FINETUNE, HEAD, PhaseContext, finetune_backbone, finetune_inputs, phase2_augmentation, train_head,
+                        unused_mixup_warning)
 from app.config import META_STRATEGIES
 from app.refit import REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, decide_refit, refit_epochs, refit_transfer
 from app.meta_training import run_meta_training
@@ -185,6 +186,8 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
     )
     if not val_examples:
         raise UserError("No validation files: every class needs at least 2 training files or a val/ folder.")
+    if warning := unused_mixup_warning(config, scan.modality):
+        logger.warning(warning)
 
     # Build the backbone before creating the run directory: missing weights (offline
     # downloads, bad paths) fail here, within seconds, leaving nothing behind.

@@ -12,7 +12,7 @@
 
 Every measurement runs in its own subprocess and reports its peak RSS (VmHWM).
 
-    .venv/bin/python bench/bench_transfer.py                  # full: 224 px, 10/30/100 per class x 3 seeds (about 100 min on 2 cores)
+    .venv/bin/python bench/bench_transfer.py                  # full: 224 px, 10/30/100 per class x 3 seeds (about 135 min on 2 cores)
     .venv/bin/python bench/bench_transfer.py --quick          # 96 px, 10 per class, 1 seed, 2-3 epochs (about 1.5 min)
     .venv/bin/python bench/bench_transfer.py --output section.md --json raw.json
 """

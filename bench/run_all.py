@@ -7,7 +7,7 @@ JSON under `bench/results/` (so `--assemble-only` can rebuild BENCHMARKS.md with
 measuring), and writes BENCHMARKS.md: machine, package versions, the command of each
 section, the sections, then bench/notes.md (caveats that do not depend on the numbers).
 
-    .venv/bin/python bench/run_all.py                    # everything, full size (about 2 h on 2 cores + the text grid: hours)
+    .venv/bin/python bench/run_all.py                    # everything, full size (about 3 h on 2 cores + the text grid: hours)
     .venv/bin/python bench/run_all.py --quick            # reduced sizes; writes bench/results-quick/BENCHMARKS.md
     .venv/bin/python bench/run_all.py --only fewshot     # re-measure one section, reuse the others' results
     .venv/bin/python bench/run_all.py --assemble-only    # rebuild BENCHMARKS.md from bench/results/

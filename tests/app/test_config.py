@@ -208,3 +208,15 @@ def test_resume_validates_the_saved_config(run_dir):
 def test_list_backbones_needs_nothing_else():
     config, modes = config_from_args(["--list-backbones"])
     assert config is None and modes.list_backbones and modes.resume is None
+
+
+def test_the_shipped_small_images_recipe_loads_and_flags_still_override_it():
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "finetune_small_images.yaml"
+    config, _ = config_from_args(["data", "--config", str(recipe)])
+    assert (config.strategy, config.unfreeze, config.finetune_learning_rate, config.lr_decay, config.mixup) == (
+        "finetune", "all", 3e-4, 0.8, 0.2)
+    assert config.augment  # MixUp comes on top of the default augmentation
+    overridden, _ = config_from_args(["data", "--config", str(recipe), "--mixup", "0.4", "--unfreeze", "6"])
+    assert (overridden.mixup, overridden.unfreeze, overridden.lr_decay) == (0.4, "6", 0.8)

@@ -10,7 +10,8 @@ import tensorflow as tf
 from PIL import Image
 
 from app.config import TrainConfig
-from app.phases import MixUpBatches, compile_phase2, finetune_inputs, phase2_augmentation, phase2_training_model, uses_mixup
+from app.phases import (MixUpBatches, compile_phase2, finetune_inputs, phase2_augmentation, phase2_training_model,
+                        unused_mixup_warning, uses_mixup)
 from data.augment import AugmentConfig, ImageAugmentation
 from data.images import load_image
 from models.backbones import get_backbone
@@ -126,6 +127,11 @@ def test_mixup_is_for_finetune_phase2_images_and_makes_labels_one_hot(tmp_path):
     config = TrainConfig(data_dir="d", strategy="finetune", batch_size=6, mixup=0.2).validate()
     assert uses_mixup(config, "image") and not uses_mixup(config, "text")
     assert not uses_mixup(TrainConfig(data_dir="d", strategy="finetune").validate(), "image")
+    assert unused_mixup_warning(config, "image") is None
+    assert unused_mixup_warning(TrainConfig(data_dir="d", strategy="finetune").validate(), "text") is None  # off
+    for strategy, modality in (("finetune", "text"), ("linear", "image"), ("protonet", "image")):
+        warning = unused_mixup_warning(TrainConfig(data_dir="d", strategy=strategy, mixup=0.2).validate(), modality)
+        assert "--mixup 0.2 has no effect" in warning and strategy in warning and modality in warning
     examples = []
     for i in range(6):
         path = tmp_path / f"{i}.png"
