@@ -238,10 +238,12 @@ class MixUpBatches:
 
     MixUp blends labels as well as images, so it cannot be a layer of the model (which never
     sees labels) like the rest of the augmentation: it runs in tf.data, before the model's
-    flip/rotation/zoom. The blend comes back rounded to uint8, the dtype the model's input takes."""
+    flip/rotation/zoom. The blend comes back rounded to uint8, the dtype the model's input takes.
+    The layer computes in float32 whatever the precision policy (mixed_float16 would round the
+    mixing weights of the labels)."""
 
     def __init__(self, alpha: float, seed: int):
-        self.layer = keras.layers.MixUp(alpha=alpha, seed=seed)
+        self.layer = keras.layers.MixUp(alpha=alpha, seed=seed, dtype="float32")
 
     def __call__(self, images, labels):
         mixed = self.layer({"images": tf.cast(images, tf.float32), "labels": labels}, training=True)

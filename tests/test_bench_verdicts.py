@@ -72,7 +72,8 @@ def test_add_variants_measures_only_the_missing_recipes_and_says_so(monkeypatch)
                         for name in missing for seed in (1, 2, 3)]
     assert set(results["sizes"]["100"]["variants"]) == set(names)
     line = bench_transfer._rerun_line(results["reruns"][-1])
-    assert f"`{missing[0]}` at 100 per class measured on" in line and "--add-variants" in line
+    assert ", ".join(f"`{name}`" for name in missing) + " at 100 per class measured on" in line
+    assert "--add-variants" in line
     measured.clear()
     assert bench_transfer.add_variants(results, "again") == [] and measured == []  # nothing left to measure
 
