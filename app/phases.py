@@ -227,7 +227,7 @@ def uses_mixup(config: TrainConfig, modality: str) -> bool:
 
 def unused_mixup_warning(config: TrainConfig, modality: str) -> str | None:
     """What to tell a user whose `--mixup` this run will not apply (None when it applies or is off)."""
-    if not config.mixup or (config.strategy == "finetune" and modality == "image"):
+    if not config.mixup or (config.strategy == "finetune" and uses_mixup(config, modality)):
         return None
     return (f"--mixup {config.mixup:g} has no effect in this run (strategy {config.strategy}, {modality} data): "
             "MixUp applies to finetune phase 2 on images only.")

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -211,8 +212,6 @@ def test_list_backbones_needs_nothing_else():
 
 
 def test_the_shipped_small_images_recipe_loads_and_flags_still_override_it():
-    from pathlib import Path
-
     recipe = Path(__file__).resolve().parents[2] / "configs" / "finetune_small_images.yaml"
     config, _ = config_from_args(["data", "--config", str(recipe)])
     assert (config.strategy, config.unfreeze, config.finetune_learning_rate, config.lr_decay, config.mixup) == (
