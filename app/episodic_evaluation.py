@@ -26,7 +26,6 @@ import csv
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -43,6 +42,7 @@ from app.evaluation import LoadedRun, choose_evaluation_set, load_run
 from app.features import cached_features, extract_features, feature_store_key
 from app.fewshot_baselines import BASELINES, mean_and_ci95, nearest_centroid_predict
 from app.inputs import example_dataset
+from app.progress import on_terminal
 from data.episodes import EpisodeSampler
 from data.errors import DataError
 from data.records import Example
@@ -285,7 +285,7 @@ def run_episodes(sampler: EpisodeSampler, numbers: list[int], learners: list[Lea
     """Per-episode query accuracy of every learner, all on the same episodes."""
     accuracies = {learner.key: np.zeros(len(numbers)) for learner in learners}
     # A live bar on a terminal; in a log file one line at the end instead of a line every 50 ms.
-    progress = keras.utils.Progbar(len(numbers), unit_name="episode", verbose=1 if sys.stdout.isatty() else 2,
+    progress = keras.utils.Progbar(len(numbers), unit_name="episode", verbose=1 if on_terminal() else 2,
                                    stateful_metrics=[f"{learner.key}_acc" for learner in learners])
     for i, number in enumerate(numbers):
         episode = sampler.episode(number)
