@@ -93,7 +93,7 @@ def choose_pool(run: LoadedRun, data_dir: str | Path) -> FewShotPool:
 # ------------------------------------------------------------------ the run's models
 
 def feature_extractor_of(task_model: keras.Model) -> keras.Model:
-    """The frozen backbone inside model.keras: its first nested keras.Model (DESIGN: raw input -> features -> head)."""
+    """The frozen backbone inside model.keras: its first nested keras.Model (raw input -> features -> head)."""
     for layer in task_model.layers:
         if isinstance(layer, keras.Model):
             return layer

@@ -31,7 +31,7 @@ Query passes run with `training=False`, so query examples are classified one by 
 the moving statistics and never see each other. `transductive=True` runs the query in
 training mode (batch statistics of the whole query set, the original MAML setting); its
 statistics are never written back. `self.transductive` is public so reports can label
-the numbers. Pitfall (DESIGN.md): an inductive network trained from scratch for a few
+the numbers. Pitfall (docs/ARCHITECTURE.md): an inductive network trained from scratch for a few
 hundred meta steps needs BN momentum ~0.9, not Keras' 0.99, or its moving statistics
 lag and queries look random.
 Pretrained backbones should keep BN layers frozen (`layer.trainable = False`).

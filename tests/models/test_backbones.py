@@ -17,7 +17,7 @@ import tensorflow as tf
 import train
 from models.backbones import text_bert
 from models.backbones.blocks import _flat_layers
-from models.backbones.registry import BACKBONES, get_backbone, list_backbones
+from models.backbones import BACKBONES, get_backbone, list_backbones
 from models.errors import ModelError
 from models.heads import ClassificationHead
 from models.layers import ImageNormalization, SequencePooling
