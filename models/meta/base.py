@@ -45,25 +45,13 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from models.layer_walk import flat_layers
+
 
 def cross_entropy(labels, logits):
     """Mean sparse categorical cross-entropy from logits, in float32."""
     logits = ops.cast(logits, "float32")
     return ops.mean(ops.sparse_categorical_crossentropy(labels, logits, from_logits=True), axis=0)
-
-
-def _sublayers(layer) -> list:
-    layers = getattr(layer, "layers", None)
-    return list(layers) if isinstance(layers, (list, tuple)) else []
-
-
-def flat_layers(model) -> list[keras.layers.Layer]:
-    """Leaf layers of `model` in order, descending into nested models."""
-    out = []
-    for layer in _sublayers(model):
-        children = _sublayers(layer)
-        out.extend(flat_layers(layer) if children else [layer])
-    return out
 
 
 @keras.saving.register_keras_serializable(package="metatune")

@@ -57,3 +57,17 @@ def test_support_of_identical_points_and_missing_class_labels():
     rng = np.random.default_rng(0)
     predicted = logistic_regression_predict(rng.normal(size=(4, 6)), np.array([0, 0, 2, 2]), rng.normal(size=(5, 6)), 3)
     assert predicted.shape == (5,) and 1 not in set(predicted)
+
+
+def test_newton_and_trust_region_reach_the_same_optimum():
+    from app.softmax_regression import _Problem, support_basis
+
+    rng = np.random.default_rng(5)
+    support, support_y, query, _ = _episode(rng, 6, 3, 4, 50, spread=0.4)
+    basis = support_basis(support)
+    problem = _Problem(support @ basis, support_y, 6, 1.0)
+    newton, trust = problem.newton(), problem.trust_region()
+    assert problem.value(newton) == pytest.approx(problem.value(trust), rel=1e-7)
+    assert np.max(np.abs(problem.gradient(newton))) < 1e-6
+    np.testing.assert_allclose(query @ basis @ newton[:-1] + newton[-1], query @ basis @ trust[:-1] + trust[-1],
+                               atol=1e-4)
