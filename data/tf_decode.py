@@ -159,7 +159,7 @@ def _tiff_orientation(tiff, found):
     entries = first_ifd + 2 + 12 * tf.range(count)
     matches = tf.where(tf.equal(u16(entries), _ORIENTATION_TAG))[:, 0]
     value = tf.cond(tf.size(matches) > 0, lambda: u16(entries[matches[0]] + 8), lambda: tf.constant(1))
-    return tf.where(tf.logical_and(valid, tf.logical_and(value >= 1, value <= 8)), value, 1)
+    return tf.where(tf.logical_and(valid, tf.logical_and(value >= 1, value <= 8)), value, tf.ones_like(value))
 
 
 def _apply_orientation(image, orientation):
@@ -199,10 +199,9 @@ def fit_to_size(rgb: tf.Tensor, image_size: tuple[int, int], mode: str) -> tf.Te
         resized = _pad(rgb, h, w, height, width)
     else:
         raise ValueError(f"resize mode must be one of {RESIZE_MODES}. Received: {mode!r}")
-    same_size = tf.logical_and(tf.equal(shape[0], height), tf.equal(shape[1], width))
-    # load_image returns an image already of the target size untouched (no resampling at all).
-    out = tf.cond(same_size, lambda: tf.ensure_shape(rgb, (height, width, 3)), lambda: resized)
-    return tf.ensure_shape(out, (height, width, 3))
+    # An image already of the target size needs no branch: its resampling weights are the
+    # identity (one 1.0 per row), so it comes back untouched, as load_image returns it.
+    return tf.ensure_shape(resized, (height, width, 3))
 
 
 def _pad(rgb, h, w, height, width):
@@ -210,8 +209,8 @@ def _pad(rgb, h, w, height, width):
     H, W = float(height), float(width)
     image_ratio, output_ratio = w / h, W / H
     wider = image_ratio > output_ratio
-    new_h = tf.where(wider, tf.round(h / w * W), H)
-    new_w = tf.where(wider, W, tf.round(w / h * H))
+    new_h = tf.where(wider, tf.round(h / w * W), tf.constant(H, tf.float64))
+    new_w = tf.where(wider, tf.constant(W, tf.float64), tf.round(w / h * H))
     new_h, new_w = tf.cast(tf.maximum(new_h, 1.0), tf.int32), tf.cast(tf.maximum(new_w, 1.0), tf.int32)
     resized = _resample(rgb, (new_h, new_w), (0.0, 0.0, w, h))
     x = tf.cast(tf.round(tf.cast(width - new_w, tf.float64) * 0.5), tf.int32)
@@ -275,9 +274,9 @@ def _pillow_weights(in_size, start, end, out_size):
     position = k + xmin[:, tf.newaxis]
     inside = k < xmax[:, tf.newaxis]
     weight = tf.maximum(1.0 - tf.abs((position - center[:, tf.newaxis] + 0.5) * (1.0 / filterscale)), 0.0)
-    weight = tf.where(inside, weight, 0.0)
+    weight = tf.where(inside, weight, tf.zeros_like(weight))
     total = tf.reduce_sum(weight, axis=1, keepdims=True)
-    weight = tf.where(tf.not_equal(total, 0.0), weight / tf.where(tf.equal(total, 0.0), 1.0, total), weight)
+    weight = tf.math.divide_no_nan(weight, total)  # Pillow leaves an all-zero row as it is
     fixed = tf.floor(weight * float(1 << _PRECISION_BITS) + 0.5)
     out_index = tf.broadcast_to(tf.range(tf.cast(out_size, tf.int64))[:, tf.newaxis], tf.shape(position, tf.int64))
     indices = tf.stack([tf.boolean_mask(out_index, inside), tf.boolean_mask(tf.cast(position, tf.int64), inside)], axis=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import skimage.data
@@ -57,9 +59,16 @@ def plain_files(tmp_path_factory):
     return files
 
 
+@functools.lru_cache(maxsize=None)
+def _compiled(size, mode):
+    """Traced as a SavedModel traces it (graph mode: dtypes of Python scalars are fixed at tracing)."""
+    return tf.function(lambda contents: decode_image(contents, (size, size), mode),
+                       input_signature=[tf.TensorSpec((), tf.string)])
+
+
 def _graph(path, size, mode):
     with open(path, "rb") as handle:
-        return decode_image(tf.constant(handle.read()), (size, size), mode).numpy()
+        return _compiled(size, mode)(tf.constant(handle.read())).numpy()
 
 
 @pytest.mark.parametrize("mode", RESIZE_MODES)
