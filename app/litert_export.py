@@ -11,6 +11,7 @@ delegate (TensorFlow ops) would not run on phones or microcontrollers.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -55,7 +56,8 @@ def make_interpreter(model_path: str):
     except ImportError:  # pragma: no cover - ai-edge-litert is pinned in requirements.txt
         logger.info("ai-edge-litert is not installed; using tf.lite.Interpreter")
         Interpreter = tf.lite.Interpreter
-    return Interpreter(model_path=model_path)
+    # One thread per core, as TensorFlow uses them: LiteRT's default is a single thread.
+    return Interpreter(model_path=model_path, num_threads=os.cpu_count() or 1)
 
 
 class LiteRTClassifier:
