@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, add_standard_arguments, cpu_model, emit, run_worker, serve_worker
+from common import REPO, add_standard_arguments, emit, run_worker, serve_worker, timed_measure
 
 SAMPLE = REPO / "data" / "samples" / "fashion_mnist"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -99,7 +99,7 @@ def worker_timing(p: dict) -> dict:
             by_pixels, by_bytes = loaded.signatures["pixels"], loaded.signatures["serving_default"]
             candidates["savedmodel (pixels)"] = lambda i, f=by_pixels: f(pixels=tf.constant(pixels[i]))
             candidates["savedmodel (file bytes)"] = (
-                lambda i, f=by_bytes, keep=loaded: f(inputs=tf.constant([contents[j] for j in np.atleast_1d(i)])))
+                lambda i, f=by_bytes, keep=loaded: f(inputs=tf.constant(contents[i])))
         else:
             classifier = LiteRTClassifier(path)
             candidates[label] = lambda i, c=classifier: c.predict(pixels[i])
@@ -139,12 +139,15 @@ def _fashion_folders(root: Path, log) -> tuple[Path, Path]:
     log("writing the Fashion-MNIST folders")
     shutil.rmtree(root, ignore_errors=True)
     rng = np.random.default_rng(2020)
-    for split, prefix, per_class, folder in (("train", "train", 30, train_dir), ("t10k", "t10k", 100, test_dir)):
+    for prefix, per_class, folder, sample_split in (("train", 30, train_dir, "train"), ("t10k", 100, test_dir, "test")):
         images = read_idx(FASHION / f"{prefix}-images-idx3-ubyte.gz")
         labels = read_idx(FASHION / f"{prefix}-labels-idx1-ubyte.gz")
+        # The sample's files are named by their index in the same set: leave them out (new data).
+        in_sample = {int(p.stem) for p in (SAMPLE / sample_split).rglob("*.png")}
         for label, name in enumerate(CLASS_NAMES):
             (folder / name).mkdir(parents=True)
-            chosen = np.sort(rng.choice(np.flatnonzero(labels == label), size=per_class, replace=False))
+            candidates = [i for i in np.flatnonzero(labels == label) if int(i) not in in_sample]
+            chosen = np.sort(rng.choice(candidates, size=per_class, replace=False))
             for n, index in enumerate(chosen):
                 image = Image.fromarray(images[index], mode="L")
                 if folder is test_dir and n % 2 == 0:
@@ -293,11 +296,9 @@ def main(argv=None) -> int:
         params = dict(QUICK if args.quick else FULL, work_dir=args.work_dir)
         if params["new_data"] and not FASHION.is_dir():
             raise SystemExit(f"{FASHION} not found: run `make bench-data` (Debian dataset-fashion-mnist).")
-        started = time.perf_counter()
-        results = measure(params, lambda m: print(f"[{time.perf_counter() - started:7.0f} s] {m}", flush=True))
-        results["command"] = "python bench/bench_export.py" + (" --quick" if args.quick else "")
-        results["machine"] = f"{os.cpu_count()} CPU cores ({cpu_model()})"
-        results["wall_min"] = (time.perf_counter() - started) / 60
+        results = timed_measure("bench_export.py", args.quick, measure, params)
+        if args.json:  # before rendering: a rendering bug must not lose the measurements
+            Path(args.json).write_text(json.dumps(results, indent=2))
     emit(render(results), results, args.output, args.json)
     return 0
 
