@@ -119,3 +119,13 @@ def test_formats_the_graph_cannot_decode_are_recognised(tmp_path, make_image):
 def test_unknown_resize_mode_is_refused():
     with pytest.raises(ValueError, match="Received: 'zoom'"):
         decode_image(tf.constant(b""), (8, 8), "zoom")
+
+
+def test_transparent_gif_is_the_documented_exception(tmp_path):
+    """Pillow composites a GIF's transparent pixels on white; TensorFlow's decoder leaves them black."""
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    pixels[:, 4:] = (10, 200, 10)
+    image = Image.fromarray(pixels).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    path = _save(image, tmp_path / "transparent.gif", transparency=image.getpixel((6, 0)))
+    assert load_image(str(path), (8, 8))[0, 6].tolist() == [255, 255, 255]
+    assert _graph(path, 8, "stretch")[0, 6].tolist() == [0, 0, 0]
