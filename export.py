@@ -7,7 +7,7 @@
 Every export is checked on the run's held-out files (manifest test split, else validation)
 before it is written: float formats must pick the same class as model.keras on at least 99.5%
 of them, quantized ones (dynamic, int8) must keep accuracy within 2 points. The numbers go to
-parity.json beside the artifact. Evaluate an export with: evaluate.py RUN_DIR DATA_DIR --artifact PATH
+parity.json beside the artifact (PATH.parity-failed.json when the check failed and nothing was written). Evaluate an export with: evaluate.py RUN_DIR DATA_DIR --artifact PATH
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default=None, metavar="PATH",
                         help="Folder to create for the export (must not exist). Default: RUN_DIR/export/savedmodel "
                         "or RUN_DIR/export/litert-<float32|float16|dynamic|int8>.")
-    parser.add_argument("--representative-files", type=int, default=200, metavar="N",
+    parser.add_argument("--representative-files", type=int, default=500, metavar="N",
                         help="int8: how many training files (balanced over classes) calibrate the ranges; at least "
-                        "20 must exist. Default: 200.")
+                        "20 must exist. Default: 500.")
     parser.add_argument("--batch-size", type=int, default=32, help="Batch size of the parity check. Default: 32.")
     return parser
 

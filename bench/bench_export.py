@@ -46,24 +46,37 @@ QUICK = {"image_size": 96, "formats": ["savedmodel", "none", "int8"], "reps": 3,
 BARS = {"savedmodel": 0.005, "float16": 0.005, "int8": 0.02}
 
 
-def _run(args: list[str], log) -> str:
-    """A product command (train.py / export.py / evaluate.py) in its own process; its stdout."""
+def _run(args: list[str], log, allowed: tuple[int, ...] = (0,)) -> int:
+    """A product command (train.py / export.py / evaluate.py) in its own process; its exit status."""
     log(" ".join(Path(args[0]).name if i == 0 else a for i, a in enumerate(args)))
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True)
-    if proc.returncode:
+    if proc.returncode not in allowed:
         raise RuntimeError(f"{args[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc.stdout
+    return proc.returncode
 
 
 def _label(fmt: str) -> str:
     return "savedmodel" if fmt == "savedmodel" else f"litert-{'float32' if fmt == 'none' else fmt}"
 
 
-def _export(run: Path, fmt: str, log) -> Path:
+def _export(run: Path, fmt: str, log) -> tuple[Path, dict | None]:
+    """(export folder, None), or (folder, the kept parity report) when export.py refused the export."""
     args = ["export.py", str(run)] + ([] if fmt == "savedmodel" else ["--format", "litert", "--quantize", fmt])
-    _run(args, log)
-    return run / "export" / _label(fmt)
+    folder = run / "export" / _label(fmt)
+    failed = folder.parent / f"{folder.name}.parity-failed.json"
+    if _run(args, log, allowed=(0, 2)) and failed.is_file():
+        return folder, json.loads(failed.read_text())
+    if not folder.is_dir():
+        raise RuntimeError(f"export.py {fmt} failed without a parity report")
+    return folder, None
+
+
+def _parity_numbers(report: dict) -> dict:
+    checks = report["checks"]
+    return {"agreement": min(c["top1_agreement"] for c in checks),
+            "max_dp": max(c["max_abs_probability_difference"] for c in checks),
+            "parity_accuracy": checks[0]["accuracy_artifact"], "parity_keras_accuracy": checks[0]["accuracy_keras"]}
 
 
 def _accuracy(run: Path, data: Path, name: str, log, artifact: Path | None = None) -> float:
@@ -186,13 +199,14 @@ def measure(params: dict, log) -> dict:
     formats = {}
     keras_accuracy = _accuracy(run, SAMPLE, "keras", log)
     for fmt in params["formats"]:
-        path = _export(run, fmt, log)
-        parity = json.loads((path / "parity.json").read_text())
+        path, refused = _export(run, fmt, log)
+        if refused:
+            formats[_label(fmt)] = {"refused": True, **_parity_numbers(refused)}
+            continue
         artifact = path if fmt == "savedmodel" else path / "model.tflite"
         formats[_label(fmt)] = {"size": _size(artifact), "artifact": str(artifact),
                                 "accuracy": _accuracy(run, SAMPLE, _label(fmt), log, artifact),
-                                "agreement": min(c["top1_agreement"] for c in parity["checks"]),
-                                "max_dp": max(c["max_abs_probability_difference"] for c in parity["checks"])}
+                                **_parity_numbers(json.loads((path / "parity.json").read_text()))}
     results["sample"] = {"keras_accuracy": keras_accuracy, "keras_size": (run / "model.keras").stat().st_size,
                          "formats": formats}
     test_files = sorted(str(p) for p in (SAMPLE / "test").rglob("*.png"))
@@ -200,7 +214,8 @@ def measure(params: dict, log) -> dict:
     log("timing")
     results["timing"] = run_worker(str(Path(__file__).resolve()), "timing", {
         "model": str(run / "model.keras"), "files": test_files, "image_size": params["image_size"],
-        "artifacts": {label: f["artifact"] for label, f in formats.items()}, "reps": params["reps"],
+        "artifacts": {label: f["artifact"] for label, f in formats.items() if not f.get("refused")},
+        "reps": params["reps"],
         "singles": params["singles"]})
 
     if params["new_data"]:
@@ -209,9 +224,13 @@ def measure(params: dict, log) -> dict:
         _run(["train.py", str(train_dir), "--output", str(new)], log)
         classes = json.loads((new / "metadata.json").read_text())["class_names"]
         image = {"keras": _accuracy(new, test_dir, "keras", log)}
-        image["savedmodel"] = _served_accuracy(_export(new, "savedmodel", log), test_dir, classes, work / "probe", False)
+        image["savedmodel"] = _served_accuracy(_export(new, "savedmodel", log)[0], test_dir, classes, work / "probe",
+                                               False)
         for fmt in ("float16", "int8"):
-            image[fmt] = _accuracy(new, test_dir, fmt, log, _export(new, fmt, log))
+            path, refused = _export(new, fmt, log)
+            image[fmt] = None if refused else _accuracy(new, test_dir, fmt, log, path)
+            if refused:
+                image[f"{fmt}_refused"] = _parity_numbers(refused)
         results["new_image"] = image
 
         sys.path.insert(0, str(REPO))
@@ -223,7 +242,7 @@ def measure(params: dict, log) -> dict:
         text_run = runs / "news"
         _run(["train.py", str(text_data), "--backbone", "minilm", "--output", str(text_run)], log)
         text = {"keras": _accuracy(text_run, text_data, "keras", log)}
-        text["savedmodel"] = _served_accuracy(_export(text_run, "savedmodel", log), text_data / "test",
+        text["savedmodel"] = _served_accuracy(_export(text_run, "savedmodel", log)[0], text_data / "test",
                                               sorted(TEXT_CLASSES), work / "probe-text", True)
         results["new_text"] = text
     return results
@@ -251,7 +270,13 @@ def render(results: dict) -> str:
         f"| model.keras | {sample['keras_size'] / 2**20:.2f} MiB | 1.00 | {sample['keras_accuracy']:.3f} | – | – | "
         f"{keras_latency:.1f} | 1.00 | {keras_rate:.0f} | 1.00 |",
     ]
+    refused = []
     for label, f in sample["formats"].items():
+        if f.get("refused"):
+            refused.append(f"- **{label}: export refused by its parity check** (accuracy {f['parity_accuracy']:.3f} "
+                           f"vs model.keras {f['parity_keras_accuracy']:.3f} on the same files, top-1 agreement "
+                           f"{f['agreement']:.3f}, max |Δp| {f['max_dp']:.2f}): no artifact to time.")
+            continue
         names = ["savedmodel (pixels)", "savedmodel (file bytes)"] if label == "savedmodel" else [label]
         for name in names:
             latency, rate = timing["latency_ms"][name], timing["throughput"][name]
@@ -259,7 +284,7 @@ def render(results: dict) -> str:
                 f"| {name} | {f['size'] / 2**20:.2f} MiB | {f['size'] / sample['keras_size']:.2f} | {f['accuracy']:.3f} | "
                 f"{f['agreement']:.3f} | {f['max_dp']:.1e} | {latency:.1f} | {latency / keras_latency:.2f} | "
                 f"{rate:.0f} | {rate / keras_rate:.2f} |")
-    lines.append("")
+    lines += ["", *refused, ""] if refused else [""]
     if "new_image" in results:
         image, text = results["new_image"], results["new_text"]
         lines += [
@@ -273,6 +298,12 @@ def render(results: dict) -> str:
         ]
         for name, row, keys in (("image", image, ["savedmodel", "float16", "int8"]), ("text", text, ["savedmodel"])):
             for key in keys:
+                if row[key] is None:
+                    numbers = row[f"{key}_refused"]
+                    lines.append(f"| {name} | {key} | {row['keras']:.3f} | refused by its parity check (held-out "
+                                 f"accuracy {numbers['parity_accuracy']:.3f} vs {numbers['parity_keras_accuracy']:.3f}) "
+                                 f"| – | {100 * BARS[key]:.1f} | **miss** |")
+                    continue
                 gap = abs(row["keras"] - row[key]) if key != "int8" else row["keras"] - row[key]
                 lines.append(f"| {name} | {key} | {row['keras']:.3f} | {row[key]:.3f} | {100 * gap:.1f} | "
                              f"{100 * BARS[key]:.1f} | {_verdict(gap, BARS[key])} |")

@@ -16,7 +16,6 @@ import export
 import train
 from app import run_dir as rd
 from app.exporting import PROBE_SCRIPT
-from tiny_backbones import TINY_VOCABULARY  # noqa: F401  (registers the tiny backbones)
 
 EPISODES = ["--ways", "3", "--shots", "2", "--queries", "2", "--meta-batch-size", "2", "--meta-steps", "3",
             "--meta-epochs", "2", "--embedding-units", "8", "--meta-input", "features"]
@@ -224,3 +223,17 @@ def test_damaged_artifacts_are_one_clear_error(image_run, tmp_path, capsys):
 
     assert evaluate.main([str(run), str(data), "--artifact", str(tmp_path / "missing")]) == 2
     _assert_one_error(capsys, "Artifact not found")
+
+
+def test_export_failing_its_parity_check_writes_only_the_report(image_run, tmp_path, monkeypatch, capsys):
+    import app.parity
+
+    run, _ = image_run
+    monkeypatch.setattr(app.parity, "MAX_QUANTIZED_ACCURACY_DROP", -1.0)  # no quantized model can pass
+    output = tmp_path / "refused"
+    capsys.readouterr()
+    assert export.main([str(run), "--format", "litert", "--quantize", "dynamic", "--output", str(output)]) == 2
+    _assert_one_error(capsys, "failed its parity check and was not written", "refused.parity-failed.json")
+    assert not output.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["refused.parity-failed.json"]
+    report = json.loads((tmp_path / "refused.parity-failed.json").read_text())
+    assert report["passed"] is False and report["checks"][0]["num_files"] > 0
