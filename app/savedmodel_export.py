@@ -46,8 +46,7 @@ def write_savedmodel(model: keras.Model, spec: ServingSpec, path: str) -> None:
         probabilities = tf.cast(probabilities, tf.float32)
         return {"probabilities": probabilities, "top_class": tf.gather(names, tf.argmax(probabilities, axis=-1))}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive = _archive()
     if spec.modality == "image":
         height, width = spec.image_size
 
@@ -72,8 +71,7 @@ def write_savedmodel(model: keras.Model, spec: ServingSpec, path: str) -> None:
 def write_pixels_savedmodel(model: keras.Model, image_size: tuple[int, int], path: str) -> None:
     """uint8 pixels -> probabilities only: what the LiteRT converter takes (decoding ops are not LiteRT builtins)."""
     height, width = image_size
-    archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive = _archive()
 
     @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name=PIXELS_SIGNATURE)])
     def pixels(pixels):
@@ -81,3 +79,10 @@ def write_pixels_savedmodel(model: keras.Model, image_size: tuple[int, int], pat
 
     archive.add_endpoint(SERVING_SIGNATURE, pixels)
     archive.write_out(path, verbose=False)
+
+
+def _archive() -> keras.export.ExportArchive:
+    """An ExportArchive without `track(model)`: Keras 3.15 keeps the variables the endpoints use by
+    itself, and tracking the model as well stored every weight twice (measured: an EfficientNet-Lite0
+    SavedModel of 30 MiB instead of 17; the same outputs either way)."""
+    return keras.export.ExportArchive()
