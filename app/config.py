@@ -80,7 +80,8 @@ class TrainConfig:
                            "float32, mixed_float16 or mixed_bfloat16. The head always computes in float32.", default="auto")
     ways: int = _help("Meta strategies: classes per training episode (N-way).", default=5)
     shots: int = _help("Meta strategies: support examples per class in an episode (K-shot).", default=5)
-    queries: int = _help("Meta strategies: query examples per class in an episode.", default=10)
+    queries: int = _help("Meta strategies: query examples per class in an episode (fewer, down to 1, when most "
+                         "meta-training classes hold less than --shots + --queries examples).", default=10)
     meta_batch_size: int = _help("Meta strategies: episodes (tasks) per meta step.", default=4)
     meta_steps: int = _help("Meta strategies: meta steps per epoch.", default=100)
     meta_epochs: int = _help("Meta strategies: maximum epochs of meta-training (early stopping on meta-validation "
@@ -104,7 +105,9 @@ class TrainConfig:
     transductive: bool = _help("Meta strategies: BatchNorm uses the query set's own statistics (transductive; "
                                "labelled as such in every report). Default: inductive.", default=False)
     meta_data: str | None = _help("Meta strategies: a separate folder of classes to meta-train on; its classes must "
-                                  "not overlap the target's (default: episodes from the target's training split).",
+                                  "not overlap the target's; meta-validation classes are held out of it whole "
+                                  "(default: episodes from the target's training split, class-disjoint "
+                                  "meta-validation classes when it has at least 4 x --ways classes).",
                                   default=None)
     init: str | None = _help("Meta strategies: start from the meta-learned initialisation of an earlier run "
                              "(its RUN_DIR; same strategy, backbone and embedding).", default=None)
@@ -120,7 +123,9 @@ class TrainConfig:
                        "train again from the start on train + validation for those epochs; the run reports the "
                        "first model's validation metrics. auto: when the validation split was carved out of the "
                        f"training files and the training split has fewer than {REFIT_AUTO_BELOW_PER_CLASS} files per "
-                       "class (there the held-out files are a large share of the data and the refit costs little).",
+                       "class (there the held-out files are a large share of the data and the refit costs little). "
+                       "Meta strategies: auto writes the final prototypes / head from train + validation files "
+                       "(seconds on cached embeddings); no keeps the first classifier.",
                        default="auto")
     test_fraction: float = _help("Fraction of each class held out for testing when there is no test/ folder (0: none).", default=0.2)
     resize: str = _help("How images reach the input size: stretch, pad (letterbox) or crop (centre).", default="stretch")
