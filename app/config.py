@@ -34,6 +34,8 @@ CHOICES = {
     "image_cache": ("auto", "memory", "none"),
     "meta_input": ("auto", "features", "raw"),
     "refit": ("auto", "yes", "no"),
+    "source_stage": ("auto", "none", "supervised", "protonet"),
+    "target_head": ("auto", "prototypes", "logistic_regression"),
 }
 REFIT_AUTO_BELOW_PER_CLASS = 20  # auto refits when the training split has fewer files per class than this
 
@@ -109,6 +111,14 @@ class TrainConfig:
                                   "(default: episodes from the target's training split, class-disjoint "
                                   "meta-validation classes when it has at least 4 x --ways classes).",
                                   default=None)
+    source_stage: str = _help("protonet with --meta-data on features: what the source trains before the target's "
+                              "prototypes: none (the pretrained features), supervised (a softmax classifier over the "
+                              "source classes, its embedding kept), protonet (source episodes), or auto (all three, "
+                              "keeping the best by leave-one-out prototype accuracy on the target's train + "
+                              "validation files; a source stage only when it beats none).", default="auto")
+    target_head: str = _help("protonet: the final classifier over the embedding: prototypes (class means), "
+                             "logistic_regression, or auto (the better by 5-fold cross-validation on the target's "
+                             "train + validation files, prototypes on ties and above 100 classes).", default="auto")
     init: str | None = _help("Meta strategies: start from the meta-learned initialisation of an earlier run "
                              "(its RUN_DIR; same strategy, backbone and embedding).", default=None)
     cache_features: bool = _help("Keep the frozen backbone's features on disk under the cache folder and reuse them "
@@ -179,6 +189,14 @@ class TrainConfig:
             (self.image_cache in CHOICES["image_cache"], f"image_cache must be one of {list(CHOICES['image_cache'])}"),
             (self.precision in CHOICES["precision"], f"precision must be one of {list(CHOICES['precision'])}"),
             (self.refit in CHOICES["refit"], f"refit must be one of {list(CHOICES['refit'])}"),
+            (self.source_stage in CHOICES["source_stage"],
+             f"source_stage must be one of {list(CHOICES['source_stage'])}"),
+            (self.target_head in CHOICES["target_head"], f"target_head must be one of {list(CHOICES['target_head'])}"),
+            (self.target_head == "auto" or self.strategy == "protonet",
+             f"target_head applies to --strategy protonet (strategy={self.strategy!r}); leave it at auto otherwise"),
+            (self.source_stage == "auto" or self.strategy == "protonet" and self.meta_data,
+             f"source_stage applies to --strategy protonet with --meta-data (strategy={self.strategy!r}, "
+             f"meta_data={self.meta_data!r}); leave it at auto otherwise"),
             (self.refit != "yes" or self.strategy in TRANSFER_STRATEGIES,
              f"refit must be auto or no with a meta strategy (refit retrains {' and '.join(TRANSFER_STRATEGIES)} "
              f"runs; strategy={self.strategy!r})"),

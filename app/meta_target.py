@@ -1,7 +1,9 @@
 """The target classifier of a meta run, on the meta-learned embedding of the target's files.
 
-protonet: the class prototypes written into the Dense head. reptile / fomaml / maml: a head
-trained on the embeddings with early stopping on the validation files.
+protonet: the class prototypes, or a logistic regression, written into the Dense head
+(app/target_heads.py; `--target-head auto` picks by cross-validation on train + validation
+files). reptile / fomaml / maml: a head trained on the embeddings with early stopping on the
+validation files.
 
 Then the refit, as `linear` / `finetune` do (app/refit.py): once the choices are made on the
 validation files, the final prototypes / head use every labelled training file (train +
@@ -24,7 +26,7 @@ from app.config import TrainConfig
 from app.phases import HEAD, PhaseContext, _targets, train_head
 from data.splits import class_weights
 from models.heads import ClassificationHead
-from models.meta import prototype_head_weights
+from app.target_heads import CV_FOLDS, FIT, candidate_heads, choose_head
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +38,14 @@ class TargetClassifier:
     val_probabilities: np.ndarray  # the first classifier's, on the validation files (before any refit)
     phases: list[str]
     refit: dict  # what metadata.json["refit"] records
+    metadata: dict  # protonet: which head and why, for metadata.json["meta"]
 
 
-def _prototype_head(num_classes: int, seed: int, embeddings: np.ndarray, labels) -> tuple:
+def _written_head(num_classes: int, seed: int, embeddings: np.ndarray, labels, kind: str) -> tuple:
+    """A Dense softmax head whose weights are computed, not trained: prototypes or logistic regression."""
     head = ClassificationHead(num_classes, 0.0, seed=seed)
     head_model = head.features_model(embeddings.shape[-1])
-    kernel, bias = prototype_head_weights(embeddings, np.asarray(labels), num_classes)
+    kernel, bias = FIT[kind](embeddings, np.asarray(labels), num_classes)
     head.dense.set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
     return head, head_model
 
@@ -68,10 +72,22 @@ def _fit_head_fixed_epochs(config: TrainConfig, num_classes: int, embeddings: np
 
 def target_classifier(context: PhaseContext, config: TrainConfig, num_classes: int, train_embeddings: np.ndarray,
                       train_labels: list[int], val_embeddings: np.ndarray, val_labels: list[int],
-                      epoch_offset: int, step_offset: int) -> TargetClassifier:
-    phases = []
+                      epoch_offset: int, step_offset: int, head: str | None = None) -> TargetClassifier:
+    """`head`: protonet's head when already chosen (by the source stage); None: chosen here."""
+    phases, head_choice = [], {}
     if config.strategy == "protonet":
-        head, head_model = _prototype_head(num_classes, config.seed, train_embeddings, train_labels)
+        kind = head
+        if kind is None:
+            kind, scores = choose_head(np.concatenate([train_embeddings, val_embeddings]),
+                                       list(train_labels) + list(val_labels), num_classes,
+                                       candidate_heads(config.target_head, num_classes), config.seed)
+            if scores:
+                logger.info("Target head: %s (%d-fold accuracy on train + validation files: %s)", kind, CV_FOLDS,
+                            ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+            head_choice = {"target_head": {"chosen": kind, "cross_validated_accuracy": scores}}
+        else:
+            head_choice = {"target_head": {"chosen": kind, "chosen_with": "the source stage"}}
+        head, head_model = _written_head(num_classes, config.seed, train_embeddings, train_labels, kind)
     else:
         head = ClassificationHead(num_classes, config.dropout, seed=config.seed, hidden_units=0)
         head_model = head.features_model(train_embeddings.shape[-1])
@@ -83,13 +99,14 @@ def target_classifier(context: PhaseContext, config: TrainConfig, num_classes: i
     if config.refit == "no" or not len(val_labels):
         reason = "--refit no" if config.refit == "no" else "no validation files"
         logger.info("Classifier: %s of %d target training files (no refit: %s)",
-                    "prototypes" if config.strategy == "protonet" else "head", len(train_labels), reason)
-        return TargetClassifier(head, head_model, val_probabilities, phases, {"applied": False, "reason": reason})
+                    kind if config.strategy == "protonet" else "head", len(train_labels), reason)
+        return TargetClassifier(head, head_model, val_probabilities, phases, {"applied": False, "reason": reason},
+                                head_choice)
     embeddings = np.concatenate([train_embeddings, val_embeddings])
     labels = list(train_labels) + list(val_labels)
     if config.strategy == "protonet":
-        head, head_model = _prototype_head(num_classes, config.seed, embeddings, labels)
-        what = "prototypes"
+        head, head_model = _written_head(num_classes, config.seed, embeddings, labels, kind)
+        what = "prototypes" if kind == "prototypes" else "logistic regression head"
         extra = {}
     else:
         head, head_model = _fit_head_fixed_epochs(config, num_classes, embeddings, labels, result.best_epoch)
@@ -100,5 +117,5 @@ def target_classifier(context: PhaseContext, config: TrainConfig, num_classes: i
     return TargetClassifier(head, head_model, val_probabilities, phases, {
         "applied": True, "reason": "meta strategies refit by default (--refit no keeps the first classifier)",
         "num_files": len(labels), **extra,
-        "note": f"The final {'prototypes use' if config.strategy == 'protonet' else 'head uses'} train + validation "
-                "files; the validation metrics and the temperature are the first classifier's."})
+        "note": f"The final {'prototypes use' if what == 'prototypes' else 'head uses'} train + validation "
+                "files; the validation metrics and the temperature are the first classifier's."}, head_choice)

@@ -38,6 +38,11 @@ from app.features import cached_features
 from app.meta_pools import build_meta_pools
 from app.meta_pools import describe as describe_pools
 from app.meta_target import target_classifier
+from app.target_heads import candidate_heads
+from app.source_stage import CHOICE_SEED_OFFSET, SOURCE_STAGES, dense_embedding, identity_embedding, train_supervised
+from app.source_stage import choose as choose_stage
+from app.source_stage import score as score_stage
+from app.source_stage import summary as stage_summary
 from app.phases import HEAD, META, PhaseContext, _run_phase
 from data.episodes import EpisodeSampler, array_meta_batches
 from data.episodes import text_meta_batches
@@ -161,6 +166,56 @@ def _initialise_from(learner, run_dir: Path) -> None:
     logger.info("Meta-learned initialisation loaded from %s", path)
 
 
+def source_candidates(config: TrainConfig, mode: str) -> tuple[str, ...] | None:
+    """The source stages to try (app/source_stage.py), or None where there is no choice to make:
+    only protonet on cached features with a separate source folder has one."""
+    if config.strategy != "protonet" or not config.meta_data or mode != "features":
+        if config.source_stage not in ("auto", "protonet"):
+            raise UserError(f"--source-stage {config.source_stage} needs --meta-data, --strategy protonet and the "
+                            f"features input (this run's input is {mode}). Received: --source-stage "
+                            f"{config.source_stage}")
+        return None
+    return SOURCE_STAGES if config.source_stage == "auto" else (config.source_stage,)
+
+
+@dataclass
+class _ChosenStage:
+    embedding: keras.Model
+    head: str  # the target head that scored best with it
+    summary: dict
+
+
+def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, meta_train_x, meta_val_x, pools,
+                         target_x, target_labels, num_classes: int) -> _ChosenStage:
+    """Every candidate's embedding, both its scores, and the one kept (see app/source_stage.py)."""
+    val = pools.val_shape
+    choice_sampler = stopping_sampler = None
+    if val is not None:
+        choice_sampler = EpisodeSampler(pools.val_labels, val.ways, val.shots, val.queries,
+                                        seed=config.seed + CHOICE_SEED_OFFSET)
+        stopping_sampler = EpisodeSampler(pools.val_labels, val.ways, val.shots, val.queries,
+                                          seed=config.seed + META_VAL_SEED_OFFSET)
+    embeddings = {}
+    for name in candidates:
+        if name == "protonet":
+            embeddings[name] = protonet_embedding
+        elif name == "none":
+            embeddings[name] = identity_embedding(meta_train_x.shape[-1])
+        else:
+            logger.info("Supervised source stage: a softmax classifier over the %d meta-training classes",
+                        len(set(pools.train_labels)))
+            embeddings[name], _ = train_supervised(
+                meta_train_x, pools.train_labels, meta_val_x, stopping_sampler, config.embedding_units,
+                config.meta_learning_rate, config.meta_epochs, config.patience, config.batch_size, config.seed)
+    heads = candidate_heads(config.target_head, num_classes)
+    scores = [score_stage(name, embeddings[name], target_x, target_labels, num_classes, heads, meta_val_x,
+                          choice_sampler, config.seed) for name in candidates]
+    chosen = choose_stage(scores)
+    logger.info("Source stage kept: %s with the %s head (%s)", chosen.name, chosen.head,
+                "the only one asked for" if len(scores) == 1 else "best on the target's train + validation files")
+    return _ChosenStage(embeddings[chosen.name], chosen.head, stage_summary(scores, chosen, config.source_stage))
+
+
 def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone, feature_extractor,
                       train_examples, val_examples, train_features, val_features, run_dir: Path,
                       store_key: str | None) -> MetaOutcome:
@@ -189,10 +244,7 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
                                    config.resize, store_key)
         meta_train_x = to_inputs(pool_train)
         meta_val_x = to_inputs(pool_val)
-        inputs = keras.Input((meta_train_x.shape[-1],), name="features")
-        embedding = keras.Model(inputs, keras.layers.Dense(config.embedding_units, activation="relu",
-                                                           name="meta_embedding_dense")(inputs),
-                                name="meta_embedding")
+        embedding = dense_embedding(meta_train_x.shape[-1], config.embedding_units)
     else:
         meta_train_x = _raw_inputs(pool_train, modality, backbone.size, config.resize)
         meta_val_x = _raw_inputs(pool_val, modality, backbone.size, config.resize)
@@ -215,9 +267,12 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
         monitor = "loss"
         logger.warning("No meta-validation (%s).", pools.validation)
 
+    candidates = source_candidates(config, mode)
     done_weights = run_dir / CHECKPOINTS_DIR / META_DONE_WEIGHTS
     resumed_after_meta = context.resume is not None and context.resume[0]["phase"] == HEAD
-    if resumed_after_meta:
+    if candidates is not None and "protonet" not in candidates:
+        meta_epochs, meta_steps = 0, 0  # no episodic source stage asked for
+    elif resumed_after_meta:
         learner.load_weights(done_weights)
         meta_epochs = context.resume[0]["epoch_offset"]
         meta_steps = context.resume[0]["step_offset"]
@@ -228,6 +283,13 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
             description=f"{config.strategy} meta-training, {config.ways}-way {config.shots}-shot episodes")
         learner.save_weights(done_weights)  # the head phase's checkpoints do not hold the embedding
         meta_epochs, meta_steps = result.epochs, result.epochs * config.meta_steps
+    stage = None
+    if candidates is not None:
+        stage = _choose_source_stage(config, candidates, embedding, meta_train_x, meta_val_x, pools,
+                                     np.concatenate([train_features, val_features]),
+                                     [e.label for e in train_examples + val_examples], len(scan.class_names))
+        embedding = stage.embedding
+        learner = build_meta_learner("protonet", embedding, config.ways, transductive=config.transductive)
     learner.save(run_dir / META_LEARNER_FILE)
 
     # The target classifier on the meta-learned embedding.
@@ -240,7 +302,7 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
     val_embeddings = embed(val_examples, val_features)
     target = target_classifier(context, config, len(scan.class_names), embed(train_examples, train_features),
                                [e.label for e in train_examples], val_embeddings, [e.label for e in val_examples],
-                               meta_epochs, meta_steps)
+                               meta_epochs, meta_steps, head=None if stage is None else stage.head)
     metadata = {"algorithm": config.strategy, "ways": shape.ways, "shots": shape.shots, "queries": shape.queries,
                 "input": mode, "transductive": config.transductive,
                 "batchnorm": "transductive (query statistics)" if config.transductive else "inductive",
@@ -248,7 +310,8 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
                 "inner_learning_rate": config.inner_learning_rate if config.strategy != "protonet" else None,
                 "adapt": _adapt_setting(config) if config.strategy != "protonet" else None,
                 "meta_batch_size": config.meta_batch_size, "episodes_from": pools.source, **pools.summary,
-                "meta_epochs": meta_epochs, "meta_steps": meta_steps}
+                "meta_epochs": meta_epochs, "meta_steps": meta_steps,
+                **({"source_stage": stage.summary} if stage is not None else {}), **target.metadata}
     return MetaOutcome(target.head, target.head_model, embedding if mode == "features" else None, val_embeddings,
                        target.val_probabilities, metadata, [META] + target.phases, target.refit)
 

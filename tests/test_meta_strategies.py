@@ -67,7 +67,7 @@ def test_meta_strategy_writes_a_standard_classifier_and_its_learner(colour_folde
 def test_protonet_head_is_the_prototypes_of_the_train_and_validation_files(colour_folder, tmp_path):
     run = tmp_path / "run"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--output", str(run),
-                       *EPISODES, *FEATURES]) == 0
+                       "--target-head", "prototypes", *EPISODES, *FEATURES]) == 0
     model = load_task_model(str(run / rd.MODEL_FILE))
     manifest = rd.read_json(run / rd.MANIFEST_FILE)
     # The refit: the final prototypes are those of every labelled training file, train + validation, never test.
