@@ -37,6 +37,7 @@ from app.errors import UserError
 from app.features import cached_features
 from app.meta_pools import build_meta_pools
 from app.meta_pools import describe as describe_pools
+from app.episode_learner import choose_episode_learners
 from app.meta_target import target_classifier
 from app.target_heads import candidate_heads
 from app.source_stage import CHOICE_SEED_OFFSET, SOURCE_STAGES, dense_embedding, identity_embedding, train_supervised
@@ -300,9 +301,15 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
                                  batch_size=config.batch_size)
 
     val_embeddings = embed(val_examples, val_features)
-    target = target_classifier(context, config, len(scan.class_names), embed(train_examples, train_features),
-                               [e.label for e in train_examples], val_embeddings, [e.label for e in val_examples],
-                               meta_epochs, meta_steps, head=None if stage is None else stage.head)
+    train_embeddings = embed(train_examples, train_features)
+    train_labels, val_labels = [e.label for e in train_examples], [e.label for e in val_examples]
+    target = target_classifier(context, config, len(scan.class_names), train_embeddings, train_labels,
+                               val_embeddings, val_labels, meta_epochs, meta_steps,
+                               head=None if stage is None else stage.head)
+    episode_learner = None
+    if config.strategy == "protonet":  # what evaluate.py --episodes runs on the embedding, per shot count
+        episode_learner = choose_episode_learners(np.concatenate([train_embeddings, val_embeddings]),
+                                                  np.asarray(train_labels + val_labels), config.seed)
     metadata = {"algorithm": config.strategy, "ways": shape.ways, "shots": shape.shots, "queries": shape.queries,
                 "input": mode, "transductive": config.transductive,
                 "batchnorm": "transductive (query statistics)" if config.transductive else "inductive",
@@ -311,7 +318,8 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
                 "adapt": _adapt_setting(config) if config.strategy != "protonet" else None,
                 "meta_batch_size": config.meta_batch_size, "episodes_from": pools.source, **pools.summary,
                 "meta_epochs": meta_epochs, "meta_steps": meta_steps,
-                **({"source_stage": stage.summary} if stage is not None else {}), **target.metadata}
+                **({"source_stage": stage.summary} if stage is not None else {}), **target.metadata,
+                **({"episode_learner": episode_learner} if episode_learner else {})}
     return MetaOutcome(target.head, target.head_model, embedding if mode == "features" else None, val_embeddings,
                        target.val_probabilities, metadata, [META] + target.phases, target.refit)
 
