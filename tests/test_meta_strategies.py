@@ -176,23 +176,26 @@ def test_classic_layout_pools_never_hold_test_files_and_validation_classes_are_n
     assert few.train == train_files and few.val == val_files and few.summary["pools"] == "within-class"
 
 
-def test_a_small_source_validates_with_fewer_ways(colour_folder, tmp_path):
-    meta = _folder(tmp_path / "meta", {f"c{i}": (40 * i, 255 - 40 * i, 90) for i in range(5)}, per_class=8, seed=3)
+def _run_with_source(target, tmp_path, classes: int, per_class: int):
+    """A protonet run meta-trained on a source of `classes` colour classes; its run directory and meta metadata."""
+    step = 200 // classes
+    meta = _folder(tmp_path / "meta", {f"c{i}": (step * i, 255 - step * i, 90) for i in range(classes)},
+                   per_class=per_class, seed=3)
     run = tmp_path / "run"
-    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
+    assert train.main([str(target), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
                        str(meta), "--output", str(run), *EPISODES, *FEATURES]) == 0
-    info = rd.read_json(run / rd.METADATA_FILE)["meta"]
+    return run, rd.read_json(run / rd.METADATA_FILE)["meta"]
+
+
+def test_a_small_source_validates_with_fewer_ways(colour_folder, tmp_path):
+    run, info = _run_with_source(colour_folder, tmp_path, classes=5, per_class=8)
     assert info["pools"] == "class-disjoint" and info["val_episodes"]["ways"] == 2
     manifest = rd.read_json(run / "meta_manifest.json")
     assert sorted(manifest["class_splits"].values()).count("meta_val") == 2
 
 
 def test_a_source_too_small_to_hold_classes_out_validates_on_held_out_examples(colour_folder, tmp_path):
-    meta = _folder(tmp_path / "meta", {f"c{i}": (60 * i, 255 - 60 * i, 90) for i in range(4)}, per_class=10, seed=3)
-    run = tmp_path / "run"
-    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
-                       str(meta), "--output", str(run), *EPISODES, *FEATURES]) == 0
-    info = rd.read_json(run / rd.METADATA_FILE)["meta"]
+    run, info = _run_with_source(colour_folder, tmp_path, classes=4, per_class=10)
     assert info["pools"] == "examples" and "not class-disjoint" in info["meta_validation"]
     files = rd.read_json(run / "meta_manifest.json")["files"]
     assert {f["split"] for f in files} == {"meta_train", "meta_val"}
