@@ -202,6 +202,14 @@ def test_a_source_too_small_to_hold_classes_out_validates_on_held_out_examples(c
     assert all(any(f["label"] == c and f["split"] == "meta_train" for f in files) for c in ["c0", "c1", "c2", "c3"])
 
 
+def test_a_source_that_cannot_fill_the_episodes_is_one_error(colour_folder, tmp_path, capsys):
+    meta = _folder(tmp_path / "meta", {f"c{i}": (80 * i, 250 - 80 * i, 90) for i in range(3)}, per_class=2, seed=3)
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
+                       str(meta), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
+    err = capsys.readouterr().err
+    assert "3-way episode needs 3 classes with at least 4 (shots=2 + queries=2)" in err and "Traceback" not in err
+
+
 def test_meta_data_of_the_other_modality_is_one_error(colour_folder, tmp_path, capsys):
     texts = tmp_path / "texts"
     for name in ("alpha", "beta", "gamma"):
