@@ -157,7 +157,10 @@ def render(results: dict) -> str:
         cells = [_acc(first["episodes"][str(s)]["baselines"][name]) for s in SHOTS]
         lines.append(f"| {label} | " + " | ".join(cells) + " | – | – |")
     for stage in STAGES:
-        run = results["runs"][stage]
+        run = results["runs"].get(stage)
+        if run is None:  # an interrupted measurement (the JSON is kept after every run)
+            lines.append(f"| run, `--source-stage {stage}` | not measured | | | |")
+            continue
         chosen = (run.get("source_stage") or {}).get("chosen", stage)
         label = (f"run, `--source-stage auto` (kept: {chosen})" if stage == "auto"
                  else f"run, `--source-stage {stage}`")
@@ -208,6 +211,9 @@ def render(results: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_standard_arguments(parser, WORKERS)
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help="comma list of the runs to measure (auto, supervised, protonet)")
+    parser.add_argument("--add-to", metavar="JSON", help="merge the runs measured into an earlier --json result")
     args = parser.parse_args(argv)
     if common.serve_worker(args, WORKERS):
         return 0
@@ -218,8 +224,16 @@ def main(argv=None) -> int:
     params = dict(QUICK if args.quick else FULL)
     data = make_folders(params["max_letters"])
     results = {"params": params, "data": data, "runs": {}, "anchor": fonts_anchor()}
-    cache = WORK / f"cache-{time.time_ns()}"
-    for stage in STAGES:
+    if args.add_to:
+        results = json.loads(Path(args.add_to).read_text())
+        if results["params"] != params:
+            raise SystemExit(f"--add-to {args.add_to} was measured with {results['params']}, not {params}")
+    stages = [s for s in args.stages.split(",") if s]
+    if not set(stages) <= set(STAGES):
+        raise SystemExit(f"--stages takes {', '.join(STAGES)}. Received: {args.stages}")
+    # One feature cache per measurement, kept in the results so a later --add-to reuses it (warm, as stated).
+    cache = Path(results.setdefault("cache", str(WORK / f"cache-{time.time_ns()}")))
+    for stage in stages:
         run = WORK / "runs" / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
         results["runs"][stage] = run_worker({"root": data["root"], "run": str(run), "stage": stage, **params}, cache)
         print(f"{stage}: done in {results['runs'][stage]['train_s']:.0f} s", file=sys.stderr, flush=True)
