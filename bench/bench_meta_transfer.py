@@ -149,6 +149,10 @@ def render(results: dict) -> str:
         "`evaluate.py --episodes` together; the `auto` run starts with a cold feature cache (its times include "
         "the backbone pass over source, target and novel files), the forced-stage runs reuse that cache.\n",
     ]
+    lines.append("Command: `.venv/bin/python bench/bench_meta_transfer.py` (measured in parts with `--stages` and "
+                 "`--add-to`; `--from-json` re-renders).\n")
+    if results.get("note"):
+        lines.append(f"Note: {results['note']}\n")
     header = "| learner | " + " | ".join(f"{WAYS}-way {s}-shot" for s in SHOTS) + " | train s | eval s |"
     lines += [header, "|---" * (len(SHOTS) + 3) + "|"]
     first = results["runs"][STAGES[0]]
@@ -158,8 +162,11 @@ def render(results: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " | – | – |")
     for stage in STAGES:
         run = results["runs"].get(stage)
-        if run is None:  # an interrupted measurement (the JSON is kept after every run)
-            lines.append(f"| run, `--source-stage {stage}` | not measured | | | |")
+        if run is None:  # not measured (the JSON is kept after every run)
+            kept = (results["runs"].get("auto", {}).get("source_stage") or {}).get("chosen")
+            lines.append(f"| run, `--source-stage {stage}` | " + (
+                "the `auto` run's numbers: it kept this stage (same seed, same embedding; not re-run)" if kept == stage
+                else "not measured") + " | | | |")
             continue
         chosen = (run.get("source_stage") or {}).get("chosen", stage)
         label = (f"run, `--source-stage auto` (kept: {chosen})" if stage == "auto"
