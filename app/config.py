@@ -112,10 +112,10 @@ class TrainConfig:
                                   "meta-validation classes when it has at least 4 x --ways classes).",
                                   default=None)
     source_stage: str = _help("protonet with --meta-data on features: what the source trains before the target's "
-                              "prototypes: none (the pretrained features), supervised (a softmax classifier over the "
+                              "head: none (the pretrained features), supervised (a softmax classifier over the "
                               "source classes, its embedding kept), protonet (source episodes), or auto (all three, "
-                              "keeping the best by leave-one-out prototype accuracy on the target's train + "
-                              "validation files; a source stage only when it beats none).", default="auto")
+                              "keeping the best by 5-fold cross-validated accuracy of the target heads on the target's "
+                              "train + validation files; a source stage only when it beats none).", default="auto")
     target_head: str = _help("protonet: the final classifier over the embedding: prototypes (class means), "
                              "logistic_regression, or auto (the better by 5-fold cross-validation on the target's "
                              "train + validation files, prototypes on ties and above 100 classes).", default="auto")
