@@ -13,7 +13,9 @@ The run's learner:
 - meta runs (protonet, reptile, fomaml, maml): the saved meta-learner
   (`meta_learner.keras`), which adapts on each episode's support and classifies its
   query (`MetaLearner.episode_logits`), on frozen features or raw inputs as recorded
-  in metadata.json["meta"]["input"].
+  in metadata.json["meta"]["input"]; for protonet runs, logistic regression on the
+  meta-learned embedding instead where the run chose it for that shot count
+  (metadata.json["meta"]["episode_learner"], app/episode_learner.py).
 
 Inputs are computed once per file (backbone features through the feature cache that
 training also uses); every episode then runs on in-memory arrays. Episode n is a pure
@@ -38,6 +40,7 @@ from app import run_dir as rd
 from app import tensorboard_logging as tb
 from app.config import META_STRATEGIES
 from app.errors import UserError
+from app.episode_learner import EPISODE_LEARNERS, learner_for
 from app.evaluation import LoadedRun, choose_evaluation_set, load_run
 from app.features import cached_features, extract_features, feature_store_key
 from app.fewshot_baselines import BASELINES, mean_and_ci95, nearest_centroid_predict
@@ -272,11 +275,19 @@ def run_learner(run: LoadedRun, features: _Features, ways: int, shots: int, batc
                         f"have shape {tuple(inputs.shape[1:])}; metadata.json meta.input may be wrong.")
     transductive = bool(getattr(learner, "transductive", meta.get("transductive", False)))
     algorithm = meta.get("algorithm", strategy)
+    episode_learner = learner_for(meta.get("episode_learner"), shots) if algorithm == "protonet" else "prototypes"
+    chosen_regression = episode_learner == "logistic_regression" and not transductive
+    if chosen_regression:
+        # Chosen at training time on the target's validation episodes for this shot count (app/episode_learner.py).
+        inputs = keras.ops.convert_to_numpy(learner.embedding.predict(inputs, verbose=0, batch_size=batch_size))
+        predict = EPISODE_LEARNERS[episode_learner]
     label = (f"{algorithm} meta-learner ({type(learner).__name__}, {learner.ways}-way trained, on {source} inputs"
-             f"{', transductive BatchNorm' if transductive else ''})")
+             f"{', transductive BatchNorm' if transductive else ''}"
+             f"{', logistic regression on its embedding, chosen at training time' if chosen_regression else ''})")
     return Learner(RUN_LEARNER, label, inputs, predict), {
         "kind": "meta_learner", "strategy": strategy, "algorithm": algorithm, "input": source,
-        "trained_ways": learner.ways, "trained_shots": meta.get("shots"), "transductive": transductive}
+        "trained_ways": learner.ways, "trained_shots": meta.get("shots"), "transductive": transductive,
+        "episode_learner": episode_learner if algorithm == "protonet" else None}
 
 
 # ------------------------------------------------------------------------ the loop

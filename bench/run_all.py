@@ -42,6 +42,8 @@ SECTIONS = [
     ("episodic", "bench_episodic.py", "evaluate.py --episodes time on cached features; the logistic-regression "
                                       "baseline against scikit-learn"),
     ("export", "bench_export.py", "SavedModel and LiteRT exports: size, latency, throughput, accuracy vs model.keras"),
+    ("metatransfer", "bench_meta_transfer.py", "pretrained backbone + a source of other classes (source stages) "
+                                               "on novel classes, vs the baselines and the conv4 anchor"),
 ]
 PACKAGES = ["tensorflow", "keras", "keras-hub", "numpy", "pillow", "scikit-learn", "tensorboard"]
 # What each benchmark reads from Debian packages (`make bench-data` installs them).
@@ -50,6 +52,7 @@ PREREQUISITES = {
     "fewshot": (Path("/usr/share/fonts/truetype/noto"), "fonts-noto-core"),
     "episodic": (Path("/usr/share/fonts/truetype/noto"), "fonts-noto-core"),
     "export": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
+    "metatransfer": (Path("/usr/share/fonts/truetype/noto"), "fonts-noto-core"),
 }
 # The peers' own virtual environments (`make bench-peers` builds them).
 PEER_PREREQUISITES = {
