@@ -37,6 +37,7 @@ from app.features import cached_features
 from app.phases import HEAD, META, PhaseContext, _run_phase, train_head
 from data.episodes import EpisodeSampler, array_meta_batches, check_disjoint_meta_classes, meta_split_indices
 from data.episodes import text_meta_batches
+from data.atomic_write import write_atomically
 from data.pipeline import image_dataset, read_texts
 from data.scan import require_trainable, scan_folder
 from data.splits import class_disjoint_splits
@@ -260,9 +261,10 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
             context, META, 1, learner, train_ds, val_ds, config.meta_epochs, 0, 0, config.meta_steps, None, None,
             extra_callbacks=[MetaStepLogger(context.log_dir, probe)], monitor=monitor,
             description=f"{config.strategy} meta-training, {config.ways}-way {config.shots}-shot episodes")
-        learner.save_weights(done_weights)  # the head phase's checkpoints do not hold the embedding
+        # The head phase's checkpoints do not hold the embedding.
+        write_atomically(done_weights, lambda temporary: learner.save_weights(temporary))
         meta_epochs, meta_steps = result.epochs, result.epochs * config.meta_steps
-    learner.save(run_dir / META_LEARNER_FILE)
+    write_atomically(run_dir / META_LEARNER_FILE, lambda temporary: learner.save(temporary))
 
     # The target classifier on the meta-learned embedding.
     def embed(examples, features):
