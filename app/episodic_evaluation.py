@@ -40,6 +40,7 @@ from app import tensorboard_logging as tb
 from app.config import META_STRATEGIES
 from app.errors import UserError
 from app.evaluation import LoadedRun, choose_evaluation_set, load_run
+from app.run_integrity import load_model_file, retrain_remedy
 from app.features import cached_features, extract_features, feature_store_key
 from app.fewshot_baselines import BASELINES, mean_and_ci95, nearest_centroid_predict
 from app.inputs import example_dataset
@@ -148,7 +149,8 @@ def load_meta_learner(run: LoadedRun):
     if not path.is_file():
         raise UserError(f"{str(run.path)!r} is a {run.metadata['strategy']} run without {META_LEARNER_FILE}, so its "
                         "meta-learner cannot be evaluated episodically (trained by an older metatune?).")
-    return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    return load_model_file(path, lambda file: keras.saving.load_model(file, safe_mode=True, compile=False),
+                           retrain_remedy(run.path))
 
 
 def meta_learner_predict(learner, ways: int) -> Predict:
