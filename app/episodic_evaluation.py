@@ -442,6 +442,6 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
     _write_episodes_csv(out_dir / EPISODES_FILE, sampler, numbers, pool.class_names, accuracies)
     metrics["tensorboard"] = str(tb.log_episode_accuracies(run.path / rd.LOGS_DIR, name, accuracies,
                                                            {learner.key: learner.label for learner in learners}))
-    (out_dir / "report.md").write_text(render_fewshot_report(metrics), encoding="utf-8")
+    rd.write_text(out_dir / "report.md", render_fewshot_report(metrics))
     rd.write_json(out_dir / "metrics.json", metrics)  # last: its presence means the evaluation finished
     return metrics, out_dir

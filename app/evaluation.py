@@ -204,7 +204,7 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
     plot_reliability(metrics["calibration"]["reliability"], metrics["ece"], temperature, out_dir / "reliability.png")
     report = render_report(metrics, {"run_dir": str(run.path), "data_dir": metrics["data_dir"],
                                      "split_description": chosen.description}, mistakes[:WORST_EXAMPLES])
-    (out_dir / "report.md").write_text(report, encoding="utf-8")
+    rd.write_text(out_dir / "report.md", report)
     rd.write_json(out_dir / "metrics.json", metrics)  # last: its presence means the evaluation finished
     return metrics, out_dir
 

@@ -36,6 +36,11 @@ def write_json(path: Path, payload) -> None:
     write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically (reports)."""
+    write_atomically(Path(path), lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
 def read_json(path: Path, remedy: str = ""):
     """The JSON in `path`; UserError naming the file when it is missing or damaged."""
     path = Path(path)

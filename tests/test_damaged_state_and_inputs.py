@@ -107,6 +107,23 @@ def test_a_model_file_holding_code_is_refused_with_one_error_line(finished_run, 
     assert "could not be loaded" in error and "safe mode" in error
 
 
+def test_a_model_config_naming_a_python_builtin_is_refused_with_one_error_line(finished_run, tmp_path, capsys):
+    """Defect 15: a config naming `builtins.exec` was refused (no code ran) but as a traceback."""
+    data, run = finished_run
+    run = _copy(run, tmp_path)
+    with zipfile.ZipFile(run / rd.MODEL_FILE) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    config["config"]["layers"][-1].update({"module": "builtins", "class_name": "exec", "registered_name": "exec"})
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(run / rd.MODEL_FILE, "w") as archive:
+        for name, data_bytes in members.items():
+            archive.writestr(name, data_bytes)
+    capsys.readouterr()
+    assert predict.main([str(run), str(data / "red")]) == 2
+    assert "could not be loaded" in _one_error(capsys)
+
+
 @pytest.mark.parametrize("name", ["../../outside", "/tmp/absolute-report", "..", "a/b"])
 def test_evaluate_name_cannot_leave_the_run_directory(finished_run, tmp_path, capsys, name):
     """Defect 9: --name ../../x wrote the report outside the run directory."""
