@@ -108,7 +108,10 @@ def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: kera
             return PhaseResult(completed, state["early_stopping"]["best_epoch"] + 1 - epoch_offset,
                                state.get("steps_per_epoch", 0), 0.0)
         resume_best = context.checkpoints.best_weights(model, state)
-        logger.info("Resuming %s at epoch %d/%d from %s", phase, min(completed + 1, max_epochs), max_epochs, folder)
+        if completed < max_epochs:
+            logger.info("Resuming %s at epoch %d/%d from %s", phase, completed + 1, max_epochs, folder)
+        else:
+            logger.info("Resuming %s after its last epoch (%d/%d) from %s", phase, completed, max_epochs, folder)
     # A fixed-length phase still gets the callback (its state goes into every checkpoint), made
     # unable to stop or to restore anything.
     early_stopping = ResumableEarlyStopping(monitor="loss" if fixed_epochs else monitor,

@@ -88,8 +88,10 @@ def write_atomically(path: str | Path, write: Callable[[Path], None], label: str
         if fault and fault[0] == "enospc":
             raise _disk_full(path)
         os.replace(temporary, path)
-    except Exception:
+    except Exception as error:
         _remove(temporary)
+        if isinstance(error, OSError) and error.filename == str(temporary):
+            error.filename = str(path)  # the user knows the file, not its temporary name
         raise
     if fault and fault[0] == "kill":
         _die()

@@ -12,7 +12,8 @@ removal of INCOMPLETE. Then, for each boundary N:
   does not pay for the same resume twice).
 Then every file of an interrupted run, truncated or garbled, one at a time: the resume falls
 back to the previous checkpoint and finishes, or refuses with an ERROR line naming the file.
-Nowhere a traceback, and never a run marked complete whose model does not load.
+And two resumes of one interrupted run at once: one finishes it, the other stops with one ERROR
+line. Nowhere a traceback, and never a run marked complete whose model does not load.
 
 The runs go through tests/fault_runner.py (forked children of one process that imported
 TensorFlow once), two at a time.
@@ -201,13 +202,38 @@ def _garble(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_every_state_file_truncated_or_garbled_then_resume(workspace, boundaries):
-    """Interrupted after finetune's first epoch checkpoint: each file damaged in turn."""
+@pytest.fixture(scope="module")
+def interrupted(workspace, boundaries) -> Path:
+    """A run killed after finetune's first epoch checkpoint (and the deletion that follows it)."""
     kill_at = max(i for i, label in enumerate(boundaries, start=1) if label.endswith("finetune-epoch-0001")) + 2
     base = "interrupted"
     results = _run(workspace, base, {base: [_train_step(workspace, base, {FAULT_VARIABLE: f"kill@{kill_at}"})]})
     assert results[base][0]["signal"] == signal.SIGKILL
-    run = workspace / base / "run"
+    return workspace / base
+
+
+def test_two_resumes_at_once_finish_the_run_once(workspace, interrupted):
+    """Defect 2: two `--resume` of one run at once (two processes, started together): one finishes
+    it, the other stops with one ERROR line (the holder's PID, or nothing left to resume once the
+    first is done); the run loads."""
+    shutil.copytree(interrupted, workspace / "concurrent")
+    folder = workspace / "concurrent"
+    steps = {name: [dict(_resume_step(folder), log=str(folder / f"{name}.log"))] for name in ("first", "second")}
+    results = _run(workspace, "concurrent", steps)
+    exits = sorted(result[0]["exit"] for result in results.values())
+    assert exits == [0, 2], results
+    refused = next(name for name, result in results.items() if result[0]["exit"] == 2)
+    error = _error_line(folder / f"{refused}.log") or ""
+    assert "in use by another metatune process (PID" in error or "nothing to resume" in error, error
+    for name in steps:
+        assert not _no_traceback(folder / f"{name}.log")
+    assert not (folder / "run" / rd.INCOMPLETE_MARKER).exists() and not _usable_run(folder / "run")
+
+
+def test_every_state_file_truncated_or_garbled_then_resume(workspace, interrupted):
+    """Interrupted after finetune's first epoch checkpoint: each file damaged in turn."""
+    base = interrupted.name
+    run = interrupted / "run"
     files = sorted(p.relative_to(run) for p in run.rglob("*")
                    if p.is_file() and not p.relative_to(run).parts[0] == rd.LOGS_DIR and p.stat().st_size)
     assert any(p.name == "state.json" for p in files) and any(p.name.endswith("best-epoch-0001.weights.npz") for p in files)
