@@ -52,7 +52,7 @@ LATEST = "latest.json"
 MODEL_WEIGHTS = "model.weights.npz"
 OPTIMIZER_STATE = "optimizer.npz"
 STATE = "state.json"
-KEPT_CHECKPOINTS = 2  # the newest and the one before, for falling back
+KEPT_CHECKPOINTS = 2  # the newest and an intact one before it, for falling back
 _FOLDER = re.compile(r"^(\d{6})-(.+)-(epoch-\d{4}|end)$")
 _BEST = re.compile(r"^.+-best-epoch-\d{4}\.weights\.npz$")
 
@@ -150,9 +150,12 @@ class Checkpoints:
         return final
 
     def _remove_old(self) -> None:
-        """Delete what neither of the two newest checkpoints needs (older folders, their best
-        weights, temporary files a killed process left), only after `latest.json` moved on."""
-        kept = self._folders()[:KEPT_CHECKPOINTS]
+        """Delete what neither the newest checkpoint nor the newest intact one before it needs
+        (older folders, their best weights, temporary files a killed process left), only after
+        `latest.json` moved on. "Intact": after a resume that fell back past a damaged checkpoint,
+        the damaged one is not the one to keep for the next fallback."""
+        newest, *older = self._folders()
+        kept = [newest] + [folder for folder in older if self._problem(folder) is None][:KEPT_CHECKPOINTS - 1]
         needed = {folder.name for folder in kept}
         for folder in kept:
             try:
@@ -189,7 +192,9 @@ class Checkpoints:
             return str(folder / STATE), "missing"
         except (OSError, ValueError) as error:
             return str(folder / STATE), f"unreadable ({error})"
-        files = [folder / MODEL_WEIGHTS] + [folder / OPTIMIZER_STATE] * (folder / OPTIMIZER_STATE).exists()
+        files = [folder / MODEL_WEIGHTS]
+        if (folder / OPTIMIZER_STATE).exists():  # phase-end checkpoints carry no optimizer state
+            files.append(folder / OPTIMIZER_STATE)
         if state.get("best_weights"):
             files.append(self.root / state["best_weights"])
         for path in files:

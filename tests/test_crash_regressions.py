@@ -153,3 +153,14 @@ def test_a_damaged_newest_checkpoint_falls_back_and_all_damaged_is_an_error(tmp_
     (tmp_path / "checkpoints" / "latest.json").write_text("garbage")  # never needed to choose
     with pytest.raises(UserError, match="Every checkpoint"):
         checkpoints.latest()
+
+
+def test_after_a_fallback_the_next_checkpoint_keeps_the_intact_one_not_the_damaged_one(tmp_path):
+    model = _tiny_model()
+    checkpoints = Checkpoints(tmp_path)
+    intact = checkpoints.save({"phase": "head", "epoch": 1, "history": []}, model)
+    damaged = checkpoints.save({"phase": "head", "epoch": 2, "history": []}, model)
+    (damaged / "state.json").write_text("{")
+    assert checkpoints.latest()[1] == intact  # the resume falls back ...
+    newest = checkpoints.save({"phase": "head", "epoch": 2, "history": []}, model)  # ... and trains on
+    assert sorted(p.name for p in checkpoints.root.iterdir() if p.is_dir()) == [intact.name, newest.name]
