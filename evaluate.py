@@ -1,6 +1,7 @@
 """Evaluate a trained run on a data folder (its test/ split when present).
 
     python evaluate.py RUN_DIR DATA_DIR [--name NAME] [--top-k 5] [--apply-temperature]
+    python evaluate.py RUN_DIR DATA_DIR --artifact RUN_DIR/export/litert-int8   # an export.py artifact
     python evaluate.py RUN_DIR DATA_DIR --compare OTHER_RUN_DIR...
     python evaluate.py RUN_DIR DATA_DIR --episodes 600 [--ways 5] [--shots 1] [--queries 15] [--seed 0]
 
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--apply-temperature", action="store_true",
                         help="Rescale probabilities with the temperature fitted on validation data at training time.")
     parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals.")
+    parser.add_argument("--artifact", default=None, metavar="PATH",
+                        help="Evaluate an export of the run (export.py: a SavedModel folder, a folder holding "
+                        "model.tflite, or a .tflite file) instead of model.keras, with the same metrics and reports "
+                        "(eval/<folder>-<split>-<savedmodel|litert-...>/).")
     parser.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR",
                         help="More runs to evaluate on the same data; prints one comparison table.")
     fewshot = parser.add_argument_group(
@@ -52,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 CLASSIFICATION_ONLY = {"top_k": "--top-k", "allow_missing_classes": "--allow-missing-classes",
-                       "apply_temperature": "--apply-temperature", "bootstrap": "--bootstrap", "compare": "--compare"}
+                       "apply_temperature": "--apply-temperature", "bootstrap": "--bootstrap", "compare": "--compare",
+                       "artifact": "--artifact"}
 
 
 def _given(argv: list[str] | None) -> set[str]:
@@ -86,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def command() -> int:
+        from app.errors import UserError
+
         _check_mode_flags(args, argv)
         from app.run_dir import check_report_name
 
@@ -97,13 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         options = dict(name=args.name, batch_size=args.batch_size, top_k=args.top_k,
                        allow_missing_classes=args.allow_missing_classes,
                        apply_temperature_scaling=args.apply_temperature, bootstrap_resamples=args.bootstrap)
+        if args.compare and args.artifact:
+            raise UserError(f"--compare evaluates runs' model.keras files; it does not take --artifact. Received: "
+                            f"--artifact {args.artifact} with --compare. Evaluate the artifact on its own.")
         if args.compare:
             from app.evaluation import compare_runs
 
             table, _ = compare_runs([args.run_dir, *args.compare], args.data_dir, **options)
             print(table)
             return 0
-        metrics, out_dir = evaluate_run(args.run_dir, args.data_dir, **options)
+        metrics, out_dir = evaluate_run(args.run_dir, args.data_dir, artifact=args.artifact, **options)
         low, high = metrics["ci95"]["accuracy"]
         print(
             f"Accuracy {metrics['accuracy']:.4f} [95% CI {low:.3f}-{high:.3f}] (top-{metrics['k']} {metrics['top_k_accuracy']:.4f}, "

@@ -26,7 +26,6 @@ import csv
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -44,6 +43,7 @@ from app.run_integrity import load_model_file, retrain_remedy
 from app.features import cached_features, extract_features, feature_store_key
 from app.fewshot_baselines import BASELINES, mean_and_ci95, nearest_centroid_predict
 from app.inputs import example_dataset
+from app.progress import on_terminal
 from data.episodes import EpisodeSampler
 from data.errors import DataError
 from data.records import Example
@@ -94,7 +94,7 @@ def choose_pool(run: LoadedRun, data_dir: str | Path) -> FewShotPool:
 # ------------------------------------------------------------------ the run's models
 
 def feature_extractor_of(task_model: keras.Model) -> keras.Model:
-    """The frozen backbone inside model.keras: its first nested keras.Model (DESIGN: raw input -> features -> head)."""
+    """The frozen backbone inside model.keras: its first nested keras.Model (raw input -> features -> head)."""
     for layer in task_model.layers:
         if isinstance(layer, keras.Model):
             return layer
@@ -287,7 +287,7 @@ def run_episodes(sampler: EpisodeSampler, numbers: list[int], learners: list[Lea
     """Per-episode query accuracy of every learner, all on the same episodes."""
     accuracies = {learner.key: np.zeros(len(numbers)) for learner in learners}
     # A live bar on a terminal; in a log file one line at the end instead of a line every 50 ms.
-    progress = keras.utils.Progbar(len(numbers), unit_name="episode", verbose=1 if sys.stdout.isatty() else 2,
+    progress = keras.utils.Progbar(len(numbers), unit_name="episode", verbose=1 if on_terminal() else 2,
                                    stateful_metrics=[f"{learner.key}_acc" for learner in learners])
     for i, number in enumerate(numbers):
         episode = sampler.episode(number)

@@ -175,13 +175,21 @@ def _write_mistakes_csv(mistakes: list[dict], path: Path) -> None:
 
 def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = None,
                  batch_size: int = 32, top_k: int = 5, allow_missing_classes: bool = False,
-                 apply_temperature_scaling: bool = False, bootstrap_resamples: int = 1000) -> tuple[dict, Path]:
+                 apply_temperature_scaling: bool = False, bootstrap_resamples: int = 1000,
+                 artifact: str | Path | None = None) -> tuple[dict, Path]:
+    """Metrics and reports of the run's model.keras, or of an exported `artifact` (SavedModel / .tflite)."""
     run = load_run(run_path)
     chosen = choose_evaluation_set(run, data_dir, allow_missing_classes)
     if not chosen.paths:
         raise UserError(f"No files to evaluate in {str(data_dir)!r} ({chosen.description}).")
     logger.info("Evaluating %s on %d files: %s", run.path, len(chosen.paths), chosen.description)
-    probabilities = run.predict_examples(chosen.examples, batch_size)
+    artifact_info = None
+    if artifact is not None:
+        from app.artifact_evaluation import predict_with_artifact
+
+        probabilities, artifact_info = predict_with_artifact(run, artifact, chosen.examples, batch_size)
+    else:
+        probabilities = run.predict_examples(chosen.examples, batch_size)
     temperature = run.metadata.get("calibration", {}).get("temperature")
     if apply_temperature_scaling:
         if temperature is None:
@@ -195,15 +203,20 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
                               "reliability": reliability_bins(chosen.labels, probabilities)}
     metrics["split"] = chosen.description
     metrics["data_dir"] = str(Path(data_dir).expanduser().resolve())
+    suffix = chosen.name_suffix
+    if artifact_info:
+        metrics["artifact"] = artifact_info
+        suffix += f"-{artifact_info['label']}"
 
-    out_dir = run.path / "eval" / (name or _eval_name(data_dir, chosen.name_suffix))
+    out_dir = run.path / "eval" / (name or _eval_name(data_dir, suffix))
     out_dir.mkdir(parents=True, exist_ok=True)
     mistakes = _mistakes(chosen, probabilities, run.class_names)
     _write_mistakes_csv(mistakes, out_dir / "misclassified.csv")
     plot_confusion_matrix(metrics["confusion_matrix"], run.class_names, out_dir / "confusion_matrix.png")
     plot_reliability(metrics["calibration"]["reliability"], metrics["ece"], temperature, out_dir / "reliability.png")
     report = render_report(metrics, {"run_dir": str(run.path), "data_dir": metrics["data_dir"],
-                                     "split_description": chosen.description}, mistakes[:WORST_EXAMPLES])
+                                     "split_description": chosen.description,
+                                     "model": artifact_info["path"] if artifact_info else None}, mistakes[:WORST_EXAMPLES])
     rd.write_text(out_dir / "report.md", report)
     rd.write_json(out_dir / "metrics.json", metrics)  # last: its presence means the evaluation finished
     return metrics, out_dir

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from data.atomic_write import write_atomically
-from data.cache import cache_dir
 from models.backbones.efficientnet_lite import LITE0_STAGES
 from models.errors import ModelError
+from models.weights.cache import converted_weights_dir
 from models.weights.torch_legacy import load_legacy_state_dict
 
 logger = logging.getLogger(__name__)
@@ -121,13 +121,20 @@ def _file_digest(path: Path) -> str:
 
 
 def _cache_path(checkpoint: Path) -> Path:
-    return cache_dir() / "weights" / f"efficientnet_lite0-{_file_digest(checkpoint)}-v{CACHE_FORMAT_VERSION}.npz"
+    return converted_weights_dir() / f"efficientnet_lite0-{_file_digest(checkpoint)}-v{CACHE_FORMAT_VERSION}.npz"
 
 
 def _save_npz_atomically(path: Path, layers: dict[str, list[np.ndarray]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"{name}/{index}": value for name, values in layers.items() for index, value in enumerate(values)}
-    write_atomically(path, lambda temporary: np.savez(temporary, **arrays), label="weight cache")
+    # The temporary-then-rename of data/atomic_write.py, by hand: models/ does not import data/.
+    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        np.savez(temporary, **arrays)
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)  # a full disk leaves no partial file behind
+        raise
 
 
 def _load_npz(path: Path) -> dict[str, list[np.ndarray]]:
