@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.cli import prepare_environment, run_safely, setup_logging
+from app.cli import positive_int, prepare_environment, run_safely, setup_logging
 
 prepare_environment()
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None, help="Name of the eval/<name>/ output folder (default: <folder>-<split>, "
                         "few-shot: <folder>-<split>-<N>way-<K>shot).")
     parser.add_argument("--batch-size", type=int, default=32, help="Batch size for prediction.")
-    parser.add_argument("--top-k", type=int, default=5, help="k for top-k accuracy (capped at the number of classes).")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="k for top-k accuracy (capped at the number of classes).")
     parser.add_argument("--allow-missing-classes", action="store_true",
                         help="Evaluate even if some of the run's classes have no examples in the folder.")
     parser.add_argument("--apply-temperature", action="store_true",
@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         from app.errors import UserError
 
         _check_mode_flags(args, argv)
+        from app.run_dir import check_report_name
+
+        check_report_name(args.name)
         if args.episodes is not None:
             return fewshot_command(args)
         from app.evaluation import evaluate_run

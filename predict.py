@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from app.cli import prepare_environment, run_safely, setup_logging
+from app.cli import positive_int, prepare_environment, run_safely, setup_logging
 
 prepare_environment()
 
@@ -23,14 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "model, .txt files (one example each) for a text model.")
     parser.add_argument("--text", action="append", default=[], metavar="STRING",
                         help="A string to classify with a text model (repeatable).")
-    parser.add_argument("--top-k", type=int, default=3, help="How many classes to show per file.")
+    parser.add_argument("--top-k", type=positive_int, default=3, help="How many classes to show per file.")
     parser.add_argument("--batch-size", type=int, default=32, help="Batch size for prediction.")
     parser.add_argument("--json", action="store_true", help="Print one JSON document instead of text.")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # Intermixed: flags may come between or after the files (`RUN_DIR --json FILE...`), which
+    # plain parse_args refuses for a variable-length positional list.
+    args = build_parser().parse_intermixed_args(argv)
     setup_logging()
 
     def command() -> int:

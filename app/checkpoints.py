@@ -1,9 +1,12 @@
-"""Checkpoints that survive `kill -9`, and the callbacks that write them.
+"""Checkpoints that survive `kill -9` and full disks, and the callbacks that write them.
 
 Layout under RUN_DIR/checkpoints/:
-  <phase>-epoch-NNNN/   model.weights.npz, optimizer.npz, state.json (one completed epoch)
-  latest.json           which of those folders is the newest complete one
-  best.weights.npz      weights of the best validation epoch so far (early stopping)
+  NNNNNN-<phase>-epoch-EEEE/  model.weights.npz, optimizer.npz, state.json: one completed epoch
+  NNNNNN-<phase>-end/         the same at a phase's end (best weights restored)
+  <phase>-best-epoch-EEEE.weights.npz   weights of that phase's best validation epoch so far;
+                              a checkpoint's state.json names the one it goes with
+  latest.json                 {"checkpoint": newest folder, "previous": the one before}
+NNNNNN is a sequence number: folder names never repeat, so nothing is ever replaced in place.
 
 The weights files hold only the weights training can change: every weight except those of
 layers frozen (`trainable=False`) when the file is written. A resumed run rebuilds the same
@@ -13,21 +16,26 @@ of the model (all-MiniLM-L6-v2: 22.7M weights, 3.6M trainable with `--unfreeze 2
 all of it after every epoch took 0.3–0.6 s (twice when the epoch was the best so far), a
 quarter of a 2 s fine-tuning epoch; the trainable part takes 0.02 s.
 
-Every checkpoint folder is written under a temporary name and renamed into place
-when complete; `latest.json` and `best.weights.npz` are replaced with os.replace.
-A crash at any moment therefore leaves `latest.json` pointing at a complete
-checkpoint (the previous one until the new one is in place), and older folders
-are deleted only after the pointer moved on.
+Why a crash at any moment leaves a complete checkpoint to resume from (tests/test_fault_injection.py
+kills a run after every write and fails every write with ENOSPC to prove it):
+- a checkpoint folder is written under a temporary name and renamed into place when complete;
+  `latest.json` and the best-weights files are replaced atomically (data/atomic_write.py);
+- `latest.json` moves to the new folder before anything old is deleted, and the previous folder
+  (with the best-weights file its state names) is kept, so a damaged newest checkpoint falls back
+  to the one before;
+- `latest()` checks every file of a checkpoint (JSON parses, archive CRCs) before choosing it,
+  and takes the newest complete one, whatever `latest.json` says (it may name the one before, when
+  the process died between the rename and the pointer update).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
-import os
+import re
 import shutil
-import uuid
 from pathlib import Path
 
 import keras
@@ -35,15 +43,18 @@ import numpy as np
 
 from app import run_dir as rd
 from app.errors import UserError
+from data.atomic_write import boundary, write_atomically
 from models.layer_walk import flat_layers
 
 logger = logging.getLogger(__name__)
 CHECKPOINTS_DIR = "checkpoints"
 LATEST = "latest.json"
-BEST_WEIGHTS = "best.weights.npz"
 MODEL_WEIGHTS = "model.weights.npz"
 OPTIMIZER_STATE = "optimizer.npz"
 STATE = "state.json"
+KEPT_CHECKPOINTS = 2  # the newest and an intact one before it, for falling back
+_FOLDER = re.compile(r"^(\d{6})-(.+)-(epoch-\d{4}|end)$")
+_BEST = re.compile(r"^.+-best-epoch-\d{4}\.weights\.npz$")
 
 
 def frozen_weight_indices(model: keras.Model) -> list[int]:
@@ -105,50 +116,115 @@ class Checkpoints:
         self.root = Path(run_dir) / CHECKPOINTS_DIR
         self._weights = _WeightsFile()
 
+    def _folders(self) -> list[Path]:
+        """Complete checkpoint folders (renamed into place), newest first."""
+        if not self.root.is_dir():
+            return []
+        found = [entry for entry in self.root.iterdir() if entry.is_dir() and _FOLDER.match(entry.name)]
+        return sorted(found, key=lambda entry: entry.name, reverse=True)
+
+    def _next_name(self, state: dict) -> str:
+        folders = self._folders()
+        number = int(_FOLDER.match(folders[0].name).group(1)) + 1 if folders else 1
+        stage = "end" if state.get("done") else f"epoch-{state['epoch']:04d}"
+        return f"{number:06d}-{state['phase']}-{stage}"
+
     def save(self, state: dict, model: keras.Model, optimizer=None) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
-        temporary = self.root / f".tmp-{uuid.uuid4().hex}"
-        temporary.mkdir()
-        self._weights.save(model, temporary / MODEL_WEIGHTS)
-        if optimizer is not None and optimizer.built:
-            arrays = {f"v{i:05d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(optimizer.variables)}
-            np.savez(temporary / OPTIMIZER_STATE, **arrays)
-        rd.write_json(temporary / STATE, state)
-        final = self.root / f"{state['phase']}-epoch-{state['epoch']:04d}"
-        if final.exists():  # left by a run that crashed after this epoch's rename: same epoch, replace it
-            shutil.rmtree(final)
-        os.rename(temporary, final)
-        rd.write_json(self.root / LATEST, {"checkpoint": final.name})
-        self._remove_all_but(final.name)
+        final = self.root / self._next_name(state)
+        previous = self._folders()[:1]
+
+        def write_folder(temporary: Path) -> None:
+            temporary.mkdir()
+            self._weights.save(model, temporary / MODEL_WEIGHTS)
+            if optimizer is not None and optimizer.built:
+                arrays = {f"v{i:05d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(optimizer.variables)}
+                with open(temporary / OPTIMIZER_STATE, "wb") as handle:
+                    np.savez(handle, **arrays)
+            (temporary / STATE).write_text(json.dumps(state, indent=2, default=str) + "\n", encoding="utf-8")
+
+        write_atomically(final, write_folder, label=f"checkpoint {final.name}")
+        rd.write_json(self.root / LATEST, {"checkpoint": final.name,
+                                           "previous": previous[0].name if previous else None})
+        self._remove_old()
         return final
 
-    def _remove_all_but(self, keep: str) -> None:
+    def _remove_old(self) -> None:
+        """Delete what neither the newest checkpoint nor the newest intact one before it needs
+        (older folders, their best weights, temporary files a killed process left), only after
+        `latest.json` moved on. "Intact": after a resume that fell back past a damaged checkpoint,
+        the damaged one is not the one to keep for the next fallback."""
+        newest, *older = self._folders()
+        kept = [newest] + [folder for folder in older if self._problem(folder) is None][:KEPT_CHECKPOINTS - 1]
+        needed = {folder.name for folder in kept}
+        for folder in kept:
+            try:
+                needed.add(rd.read_json(folder / STATE).get("best_weights"))
+            except UserError:
+                pass  # a damaged state names nothing: its best weights are not needed either
+        removed = []
         for entry in self.root.iterdir():
-            if entry.is_dir() and entry.name != keep:
+            if entry.name in needed:
+                continue
+            if entry.is_dir() and (_FOLDER.match(entry.name) or entry.name.startswith(".")):
                 shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+            elif entry.is_file() and (_BEST.match(entry.name) or entry.name.startswith(".")):
+                entry.unlink(missing_ok=True)
+                removed.append(entry.name)
+        if removed:
+            boundary("remove old checkpoints", self.root)
 
-    def save_best(self, model: keras.Model) -> None:
+    def save_best(self, model: keras.Model, phase: str, epoch: int) -> str:
+        """Write the best weights of `phase` so far (its epoch `epoch`); returns the file's name."""
         self.root.mkdir(parents=True, exist_ok=True)
-        temporary = self.root / f".tmp-{uuid.uuid4().hex}.weights.npz"
-        self._weights.save(model, temporary)
-        os.replace(temporary, self.root / BEST_WEIGHTS)
+        name = f"{phase}-best-epoch-{epoch:04d}.weights.npz"
+        write_atomically(self.root / name, lambda temporary: self._weights.save(model, temporary))
+        return name
+
+    def _problem(self, folder: Path) -> tuple[str, str] | None:
+        """(damaged file, what is wrong with it) for the first unusable file of a checkpoint, or None."""
+        try:
+            state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+            if not isinstance(state, dict) or not {"phase", "epoch", "history"} <= set(state):
+                return str(folder / STATE), "not a checkpoint state"
+        except FileNotFoundError:
+            return str(folder / STATE), "missing"
+        except (OSError, ValueError) as error:
+            return str(folder / STATE), f"unreadable ({error})"
+        files = [folder / MODEL_WEIGHTS]
+        if (folder / OPTIMIZER_STATE).exists():  # phase-end checkpoints carry no optimizer state
+            files.append(folder / OPTIMIZER_STATE)
+        if state.get("best_weights"):
+            files.append(self.root / state["best_weights"])
+        for path in files:
+            if problem := rd.archive_problem(path):
+                return str(path), problem
+        return None
 
     def latest(self) -> tuple[dict, Path] | None:
-        pointer = self.root / LATEST
-        if not pointer.is_file():
-            return None
-        folder = self.root / rd.read_json(pointer)["checkpoint"]
-        if not (folder / STATE).is_file():
-            raise UserError(f"The checkpoint {str(folder)!r} named by {str(pointer)!r} is missing or incomplete; "
-                            "this run cannot be resumed. Start a new run.")
-        return rd.read_json(folder / STATE), folder
+        """(state, folder) of the newest checkpoint whose every file is intact; None when there is
+        none yet. A damaged newest one is reported and the one before used; UserError when every
+        checkpoint is damaged."""
+        damaged = []
+        for folder in self._folders():
+            problem = self._problem(folder)
+            if problem is None:
+                if damaged:
+                    logger.warning("Skipping damaged checkpoint(s): %s. Resuming from %s instead.",
+                                   "; ".join(damaged), folder.name)
+                return rd.read_json(folder / STATE), folder
+            damaged.append(f"{problem[0]} is {problem[1]}")
+        if damaged:
+            raise UserError(f"Every checkpoint of this run is damaged: {'; '.join(damaged)}. The run cannot be "
+                            f"resumed. Start a new run with the same settings: python train.py --config "
+                            f"{self.root.parent / rd.CONFIG_FILE} --output NEW_RUN_DIR")
+        return None
 
-    def best_weights(self, model: keras.Model) -> list | None:
-        """The saved best weights as a list (model keeps its current weights), or None."""
-        path = self.root / BEST_WEIGHTS
-        if not path.is_file():
-            return None
-        return self._weights.load(model, path)
+    def best_weights(self, model: keras.Model, state: dict) -> list | None:
+        """The best weights `state` goes with, as a list (model keeps its current weights), or None."""
+        name = state.get("best_weights")
+        return None if not name else self._weights.load(model, self.root / name)
 
     def restore(self, folder: Path, model: keras.Model, optimizer=None) -> None:
         if optimizer is not None and not optimizer.built:
@@ -170,6 +246,7 @@ class Checkpoints:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        boundary("remove checkpoints", self.root)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -179,9 +256,14 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         super().__init__(*args, **kwargs)
         self._resume_state = resume_state
         self._resume_best_weights = resume_best_weights
+        self.best_epoch = 0
+        self._restore()  # already here: a phase resumed after its last epoch never calls fit()
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
+        self._restore()
+
+    def _restore(self) -> None:
         if self._resume_state:
             self.wait = self._resume_state["wait"]
             self.best = self._resume_state["best"]
@@ -200,11 +282,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, checkpoints: Checkpoints, phase: str, history: list[dict], early_stopping: ResumableEarlyStopping,
-                 extra_state: dict, epoch_offset: int = 0):
+                 extra_state: dict, epoch_offset: int = 0, best_weights: str | None = None):
         super().__init__()
         self.checkpoints, self.phase, self.history = checkpoints, phase, history
         self.early_stopping, self.extra_state = early_stopping, extra_state
         self.epoch_offset = epoch_offset  # epochs of earlier phases: fit() counts epochs across the whole run
+        self.best_weights = best_weights  # the file holding this phase's best epoch so far
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
@@ -213,9 +296,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.history.append({"epoch": epoch + 1, "phase": self.phase, "phase_epoch": epoch + 1 - self.epoch_offset,
                              **logs})
         if self.early_stopping.best_epoch == epoch:
-            self.checkpoints.save_best(self.model)
+            self.best_weights = self.checkpoints.save_best(self.model, self.phase, epoch + 1 - self.epoch_offset)
         state = {"phase": self.phase, "epoch": epoch + 1 - self.epoch_offset, "history": self.history,
-                 "early_stopping": self.early_stopping.state(), **self.extra_state}
+                 "early_stopping": self.early_stopping.state(), "best_weights": self.best_weights, **self.extra_state}
         self.checkpoints.save(state, self.model, self.model.optimizer)
 
 

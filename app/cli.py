@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -16,6 +17,23 @@ START_UP_NOISE = re.compile(
     r"cpu_feature_guard\.cc|To enable the following instructions|failed call to cuInit|"
     r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|TF-TRT Warning"
 )
+
+
+# A full disk, a quota, a read-only filesystem: the user's to fix, reported like any bad input.
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts such as --top-k: 0 and negatives were silently taken as 1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number. Received: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1. Received: {value}")
+    return value
 
 
 def prepare_environment() -> None:
@@ -72,6 +90,15 @@ def run_safely(command: Callable[[], int]) -> int:
         return command()
     except USER_ERRORS as error:
         logging.getLogger("metatune").error("%s", error)
+        return 2
+    except OSError as error:
+        if error.errno not in DISK_ERRORS:
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        logging.getLogger("metatune").error(
+            "Could not write%s: %s. Nothing half-written was left in its place; free some space (or pick a "
+            "writable --output), then run the same command again (train.py: with --resume RUN_DIR to continue "
+            "an interrupted run).", where, error.strerror or error)
         return 2
     except KeyboardInterrupt:
         logging.getLogger("metatune").error("Interrupted.")

@@ -42,6 +42,7 @@ from app.config import META_STRATEGIES
 from app.errors import UserError
 from app.episode_learner import EPISODE_LEARNERS, learner_for
 from app.evaluation import LoadedRun, choose_evaluation_set, load_run
+from app.run_integrity import load_model_file, retrain_remedy
 from app.features import cached_features, extract_features, feature_store_key
 from app.fewshot_baselines import BASELINES, mean_and_ci95, nearest_centroid_predict
 from app.inputs import example_dataset
@@ -151,7 +152,8 @@ def load_meta_learner(run: LoadedRun):
     if not path.is_file():
         raise UserError(f"{str(run.path)!r} is a {run.metadata['strategy']} run without {META_LEARNER_FILE}, so its "
                         "meta-learner cannot be evaluated episodically (trained by an older metatune?).")
-    return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    return load_model_file(path, lambda file: keras.saving.load_model(file, safe_mode=True, compile=False),
+                           retrain_remedy(run.path))
 
 
 def meta_learner_predict(learner, ways: int) -> Predict:
@@ -451,6 +453,6 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
     _write_episodes_csv(out_dir / EPISODES_FILE, sampler, numbers, pool.class_names, accuracies)
     metrics["tensorboard"] = str(tb.log_episode_accuracies(run.path / rd.LOGS_DIR, name, accuracies,
                                                            {learner.key: learner.label for learner in learners}))
-    (out_dir / "report.md").write_text(render_fewshot_report(metrics), encoding="utf-8")
+    rd.write_text(out_dir / "report.md", render_fewshot_report(metrics))
     rd.write_json(out_dir / "metrics.json", metrics)  # last: its presence means the evaluation finished
     return metrics, out_dir

@@ -20,7 +20,7 @@ from app.inputs import example_dataset
 from data.pipeline import text_dataset
 from data.records import Example
 from data.scan import scan_folder
-from models.task_model import load_task_model
+from app.run_integrity import open_run
 
 logger = logging.getLogger(__name__)
 WORST_EXAMPLES = 10
@@ -58,9 +58,8 @@ class LoadedRun:
 
 
 def load_run(path: str | Path) -> LoadedRun:
-    run_path = rd.require_complete_run(path)
-    metadata = rd.read_json(run_path / rd.METADATA_FILE)
-    return LoadedRun(run_path, metadata, load_task_model(str(run_path / rd.MODEL_FILE), metadata["modality"]))
+    """A finished run, its files checked (app/run_integrity.py): damage is one UserError naming the file."""
+    return LoadedRun(*open_run(path))
 
 
 @dataclass
@@ -218,7 +217,7 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
     report = render_report(metrics, {"run_dir": str(run.path), "data_dir": metrics["data_dir"],
                                      "split_description": chosen.description,
                                      "model": artifact_info["path"] if artifact_info else None}, mistakes[:WORST_EXAMPLES])
-    (out_dir / "report.md").write_text(report, encoding="utf-8")
+    rd.write_text(out_dir / "report.md", report)
     rd.write_json(out_dir / "metrics.json", metrics)  # last: its presence means the evaluation finished
     return metrics, out_dir
 

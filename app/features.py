@@ -17,7 +17,7 @@ from data.feature_cache import FeatureStore
 from models.fingerprint import weights_fingerprint
 
 logger = logging.getLogger(__name__)
-FEATURE_CACHE_FORMAT = 1
+FEATURE_CACHE_FORMAT = 2  # 2: a digest per row
 
 
 def extract_features(feature_extractor: keras.Model, examples, modality: str, size: int, batch_size: int,

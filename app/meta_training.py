@@ -47,6 +47,7 @@ from app.source_stage import summary as stage_summary
 from app.phases import HEAD, META, PhaseContext, _run_phase
 from data.episodes import EpisodeSampler, array_meta_batches
 from data.episodes import text_meta_batches
+from data.atomic_write import write_atomically
 from data.pipeline import image_dataset, read_texts
 from models.finetuning import unfreeze_top_blocks
 from models.meta import ALGORITHMS, MAML, build_meta_learner
@@ -282,7 +283,8 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
             context, META, 1, learner, train_ds, val_ds, config.meta_epochs, 0, 0, config.meta_steps, None, None,
             extra_callbacks=[MetaStepLogger(context.log_dir, probe)], monitor=monitor,
             description=f"{config.strategy} meta-training, {config.ways}-way {config.shots}-shot episodes")
-        learner.save_weights(done_weights)  # the head phase's checkpoints do not hold the embedding
+        # The head phase's checkpoints do not hold the embedding.
+        write_atomically(done_weights, lambda temporary: learner.save_weights(temporary))
         meta_epochs, meta_steps = result.epochs, result.epochs * config.meta_steps
     stage = None
     if candidates is not None:
@@ -291,7 +293,7 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
                                      [e.label for e in train_examples + val_examples], len(scan.class_names))
         embedding = stage.embedding
         learner = build_meta_learner("protonet", embedding, config.ways, transductive=config.transductive)
-    learner.save(run_dir / META_LEARNER_FILE)
+    write_atomically(run_dir / META_LEARNER_FILE, lambda temporary: learner.save(temporary))
 
     # The target classifier on the meta-learned embedding.
     def embed(examples, features):

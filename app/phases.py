@@ -99,11 +99,15 @@ def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: kera
         state, folder = resume
         context.checkpoints.restore(folder, model, model.optimizer)
         completed = state["epoch"]
-        resume_best = context.checkpoints.best_weights(model)
-        logger.info("Resuming %s at epoch %d/%d from %s", phase, completed + 1, max_epochs, folder)
         if state.get("done"):
+            logger.info("Resuming after the end of %s (%s)", phase, folder)
             return PhaseResult(completed, state["early_stopping"]["best_epoch"] + 1 - epoch_offset,
                                state.get("steps_per_epoch", 0), 0.0)
+        resume_best = context.checkpoints.best_weights(model, state)
+        if completed < max_epochs:
+            logger.info("Resuming %s at epoch %d/%d from %s", phase, completed + 1, max_epochs, folder)
+        else:
+            logger.info("Resuming %s after its last epoch (%d/%d) from %s", phase, completed, max_epochs, folder)
     # A fixed-length phase still gets the callback (its state goes into every checkpoint), made
     # unable to stop or to restore anything.
     early_stopping = ResumableEarlyStopping(monitor="loss" if fixed_epochs else monitor,
@@ -118,7 +122,7 @@ def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: kera
         nan_guard,
         early_stopping,
         EpochCheckpoint(context.checkpoints, phase, context.history, early_stopping,
-                        extra_state, epoch_offset),
+                        extra_state, epoch_offset, resume[0].get("best_weights") if resume else None),
         keras.callbacks.TensorBoard(log_dir=str(context.log_dir)),
         tb.StepLearningRate(context.log_dir, step_offset),
         tb.PhaseMarker(context.log_dir, phase_number, description),

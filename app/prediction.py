@@ -13,7 +13,7 @@ from app.evaluation import load_run
 from data.doctor import inspect_file
 from data.images import IMAGE_EXTENSIONS
 from data.records import Example, SkippedFile
-from data.scan import TEXT_EXTENSIONS
+from data.scan import TEXT_EXTENSIONS, visible_files
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], li
     for target in targets:
         path = Path(target).expanduser()
         if path.is_dir():
-            candidates += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            candidates += visible_files(path)  # follows symlinked folders, as train.py does
         elif path.is_file():
             candidates.append(path)
         else:

@@ -1,16 +1,19 @@
 """The run-directory format (docs/ARCHITECTURE.md): atomic writes, a completeness marker, loading.
 
 A run directory is created with an `INCOMPLETE` marker that is removed only after
-every artifact is written, so a crashed run is never mistaken for a finished one.
+every artifact is written and read back intact (model.keras's archive CRCs, metadata.json
+parses), so a crashed run is never mistaken for a finished one, nor a damaged one for a
+usable one. Every file is written atomically (data/atomic_write.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import zipfile
 from pathlib import Path
 
 from app.errors import UserError
+from data.atomic_write import boundary, write_atomically
 
 INCOMPLETE_MARKER = "INCOMPLETE"
 MODEL_FILE = "model.keras"
@@ -22,38 +25,86 @@ MANIFEST_FILE = "manifest.json"
 META_LEARNER_FILE = "meta_learner.keras"  # meta strategies: the learner (evaluate --episodes, --init)
 META_MANIFEST_FILE = "meta_manifest.json"  # --meta-data runs: its files, classes and their meta split
 LOGS_DIR = "logs"
+LOCK_FILE = ".lock"  # app/run_lock.py: held by the process that trains, resumes or finishes the run
 
 
 def write_json(path: Path, payload) -> None:
     """Write JSON atomically: a temporary file in the same folder, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    text = json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n"
+    write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
-def read_json(path: Path):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically (reports)."""
+    write_atomically(Path(path), lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def read_json(path: Path, remedy: str = ""):
+    """The JSON in `path`; UserError naming the file when it is missing or damaged."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{str(path)!r} is missing. {remedy}".rstrip()) from None
+    except (OSError, ValueError) as error:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise UserError(f"{str(path)!r} is damaged ({type(error).__name__}: {error}). {remedy}".rstrip()) from None
+
+
+def archive_problem(path: Path) -> str | None:
+    """Why the zip archive at `path` (.keras, .npz) cannot be trusted (missing, truncated, a CRC
+    that does not match), or None when every member reads back intact."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
+        return f"unreadable ({error})"
+    return None if bad is None else f"damaged (bad CRC in {bad!r})"
 
 
 def create_run_dir(path: Path) -> Path:
+    """A new run directory with its INCOMPLETE marker. The caller may already hold its lock
+    (app/run_lock.py): the lock file does not count as content."""
     path = Path(path)
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and any(entry.name != LOCK_FILE for entry in path.iterdir()):
         raise UserError(f"Run directory already exists and is not empty. Received: --output {str(path)!r}. Choose a new one.")
     path.mkdir(parents=True, exist_ok=True)
-    (path / INCOMPLETE_MARKER).write_text("Training has not finished; this run directory is not usable yet.\n")
+    text = "Training has not finished; this run directory is not usable yet.\n"
+    write_atomically(path / INCOMPLETE_MARKER, lambda temporary: temporary.write_text(text))
     return path
 
 
 def save_model(model, run_dir: Path) -> None:
-    temporary = Path(run_dir) / f".tmp-{MODEL_FILE}"
-    model.save(temporary)
-    os.replace(temporary, Path(run_dir) / MODEL_FILE)
+    """model.keras, read back before it replaces anything: a damaged archive never takes its place."""
+    def save_and_check(temporary: Path) -> None:
+        model.save(temporary)
+        if problem := archive_problem(temporary):
+            raise UserError(f"The model just saved to {str(temporary)!r} does not read back: {problem}. Check the "
+                            "disk, then resume the run with --resume.")
+
+    write_atomically(Path(run_dir) / MODEL_FILE, save_and_check)
 
 
 def mark_complete(run_dir: Path) -> None:
-    (Path(run_dir) / INCOMPLETE_MARKER).unlink(missing_ok=True)
+    """Remove INCOMPLETE, once the files that make the run usable read back intact."""
+    run_dir = Path(run_dir)
+    if problem := archive_problem(run_dir / MODEL_FILE):
+        raise UserError(f"{str(run_dir / MODEL_FILE)!r} is {problem}; the run stays INCOMPLETE. Resume it with "
+                        f"python train.py --resume {run_dir}")
+    read_json(run_dir / METADATA_FILE, f"The run stays INCOMPLETE. Resume it with python train.py --resume {run_dir}")
+    (run_dir / INCOMPLETE_MARKER).unlink(missing_ok=True)
+    boundary("mark complete", run_dir / INCOMPLETE_MARKER)
+
+
+def check_report_name(name: str | None) -> None:
+    """evaluate.py --name is one folder name under RUN_DIR/eval/: never a path that leads elsewhere
+    (`--name ../../x` or an absolute path wrote the report outside the run directory)."""
+    if name is not None and (not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0")):
+        raise UserError(f"--name must be a plain folder name (the report goes to RUN_DIR/eval/NAME/), without '/' or "
+                        f"'..'. Received: --name {name!r}")
 
 
 def require_complete_run(run_dir: str | Path) -> Path:

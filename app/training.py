@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +22,8 @@ from app.config import TrainConfig
 from app import tensorboard_logging as tb
 from app.data_report import build_data_report, build_manifest, format_data_report
 from app.errors import UserError
+from app.run_integrity import class_digest
+from app.run_lock import RunLock
 from app.versions import package_versions
 from app.backbone_choice import input_spec, resolve_backbone
 from app.checkpoints import Checkpoints
@@ -101,22 +104,29 @@ def check_data(config: TrainConfig):
     return scan, examples, report
 
 
-def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manifest_hash: str):
-    """The run directory and the checkpoint to continue from (None: start at the beginning)."""
+def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manifest_hash: str, locks: ExitStack):
+    """The run directory and the checkpoint to continue from (None: start at the beginning).
+    The run directory's lock is taken into `locks` before anything in it is read or written."""
     if resume_dir is None:
-        run_dir = rd.create_run_dir(Path(config.output) if config.output else default_run_dir(config, backbone_name))
+        run_dir = Path(config.output) if config.output else default_run_dir(config, backbone_name)
+        rd.create_run_dir(run_dir)  # refuses a non-empty folder before the lock file is added to it
+        locks.enter_context(RunLock(run_dir))
         return run_dir, None
     run_dir = Path(resume_dir)
+    locks.enter_context(RunLock(run_dir))
     if not (run_dir / rd.INCOMPLETE_MARKER).exists():
         raise UserError(f"{str(run_dir)!r} is a finished run; there is nothing to resume. Received: --resume {run_dir}")
     saved = run_dir / rd.MANIFEST_FILE
-    if saved.is_file() and _manifest_sha256(rd.read_json(saved)) != manifest_hash:
+    if saved.is_file() and _manifest_sha256(rd.read_json(saved, _START_AGAIN)) != manifest_hash:
         raise UserError(f"The data in {config.data_dir!r} changed since {str(run_dir)!r} started (files added, removed "
                         "or edited), so its split cannot be continued. Start a new run on the current data.")
     resume = Checkpoints(run_dir).latest()
     if resume is None:
         logger.info("No completed epoch in %s yet: starting its training from the beginning.", run_dir)
     return run_dir, resume
+
+
+_START_AGAIN = "The run cannot be resumed; start a new run (python train.py --config RUN_DIR/config.json --output NEW_DIR)."
 
 
 def _manifest_sha256(manifest: dict) -> str:
@@ -170,6 +180,11 @@ def _train_transfer(context, config, scan, backbone, feature_extractor, train_ex
 
 def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> TrainResult:
     """Train (or, with `resume_dir`, continue training) one run and write its run directory."""
+    with ExitStack() as locks:  # the run directory's lock, held until the run is complete or this process ends
+        return _run_training(config, resume_dir, locks)
+
+
+def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainResult:
     started = time.perf_counter()
     config.validate()
     precision = apply_precision(config.precision)
@@ -204,7 +219,7 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
 
     manifest = build_manifest(scan, examples, config.seed)
     manifest_hash = _manifest_sha256(manifest)
-    run_dir, resume = _start_or_resume(config, resume_dir, backbone.name, manifest_hash)
+    run_dir, resume = _start_or_resume(config, resume_dir, backbone.name, manifest_hash, locks)
     logger.info("Run directory: %s", run_dir)
     resolved = config.to_dict() | {"output": str(run_dir), "backbone": backbone.name, "weights": backbone.weights}
     resolved["image_size" if scan.modality == "image" else "sequence_length"] = backbone.size
@@ -300,6 +315,7 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
         "backbone": backbone.name,
         "weights": backbone.weights,
         "strategy": config.strategy,
+        "class_digest": class_digest(task_model, scan.class_names),  # ties this file to model.keras
         "metrics": {"val_accuracy": val_accuracy, "val_loss": val_loss,
                     "epochs_trained": epochs_trained, "wall_time_s": round(wall_time, 2)},
         "calibration": {"temperature": temperature, "fitted_on": "validation split" + (
@@ -313,8 +329,8 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
         "versions": package_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
-    context.checkpoints.remove()  # only needed to resume; the run is complete now
     rd.mark_complete(run_dir)
+    context.checkpoints.remove()  # only needed to resume (a crash before this only leaves them behind)
     logger.info("Done: best validation accuracy %.4f (loss %.4f) after %d epochs in %.1f s. Run directory: %s",
                 val_accuracy, val_loss, epochs_trained, wall_time, run_dir)
     return TrainResult(run_dir, val_accuracy, val_loss, epochs_trained, wall_time)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from data.atomic_write import write_atomically
 from data.cache import cache_dir
 from data.images import inspect_image_bytes
 from data.text import inspect_text_bytes
@@ -83,9 +84,9 @@ class _DoctorCache:
         entries = {k: v for k, v in self.entries.items() if k in keep}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            temporary.write_text(json.dumps({"version": CACHE_VERSION, "files": entries}), encoding="utf-8")
-            os.replace(temporary, self.path)
+            text = json.dumps({"version": CACHE_VERSION, "files": entries})
+            write_atomically(self.path, lambda temporary: temporary.write_text(text, encoding="utf-8"),
+                             label="data-doctor cache")
         except OSError as error:
             logger.warning("Could not write the data-doctor cache %s: %s", self.path, error)
 

@@ -4,24 +4,31 @@ A store is identified by a key that covers everything the features depend on
 except the files (backbone, its weights, input size, preprocessing; the caller
 builds it). Inside a store, rows are looked up by each file's content key
 (its SHA-256, plus the text encoding for text), so renaming or moving files keeps
-their features, and an edited file simply misses. The store is one `.npz`
+their features, and an edited file simply misses. Each row is stored with a digest of its key
+and values: a row that does not match is dropped and recomputed. The store is one `.npz`
 (`keys`, `features`) per key, replaced atomically (write, then rename) so an
-interrupted run never leaves a half-written store behind.
+interrupted run never leaves a half-written store behind. A store that cannot be read or
+written costs only speed: one warning, and the run goes on without it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
 import zipfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from data.atomic_write import write_atomically
 from data.cache import cache_dir
 
 logger = logging.getLogger(__name__)
+
+
+def _row_digest(key, row: np.ndarray) -> str:
+    return hashlib.sha256(str(key).encode("utf-8") + np.ascontiguousarray(row, np.float32).tobytes()).hexdigest()[:16]
 
 
 class FeatureStore:
@@ -33,16 +40,32 @@ class FeatureStore:
             return np.zeros(0, dtype=str), None
         try:
             with np.load(self.path, allow_pickle=False) as stored:
-                return stored["keys"], stored["features"]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+                keys, features, digests = stored["keys"], stored["features"], stored["row_sha256"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             logger.warning("Ignoring unreadable feature cache %s (%s); features will be recomputed.", self.path, error)
             return np.zeros(0, dtype=str), None
+        # A row is trusted only with the digest of its key and values written beside it: a store
+        # rewritten with its rows permuted was once used as is (validation accuracy at chance).
+        intact = np.asarray([digest == _row_digest(key, row) for key, row, digest in zip(keys, features, digests)],
+                            dtype=bool)
+        if len(digests) != len(keys) or not intact.all():
+            logger.warning("Feature cache %s: %d of %d rows do not match their digest; they will be recomputed.",
+                           self.path, int((~intact).sum()) + abs(len(keys) - len(digests)), len(keys))
+            keep = intact if len(digests) == len(keys) else np.zeros(len(keys), bool)
+            return keys[keep], features[keep]
+        return keys, features
 
     def _save(self, keys: np.ndarray, features: np.ndarray) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(temporary, keys=keys, features=features)
-        os.replace(temporary, self.path)
+        """Store the rows; a cache that cannot be written (full disk, read-only) only costs speed:
+        one warning, no temporary file left, and the run goes on with the features it computed."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            digests = np.asarray([_row_digest(key, row) for key, row in zip(keys, features)])
+            write_atomically(self.path, lambda temporary: np.savez(temporary, keys=keys, features=features,
+                                                                   row_sha256=digests), label="feature cache")
+        except OSError as error:
+            logger.warning("Could not write the feature cache %s (%s); continuing without caching these features.",
+                           self.path, error)
 
     def get_or_compute(self, content_keys: list[str],
                        compute: Callable[[list[int]], np.ndarray]) -> tuple[np.ndarray, int]:

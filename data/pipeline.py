@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from data.augment import AugmentConfig, build_augmenter
 from data.images import load_image
-from data.text import read_text
+from data.text import MAX_TEXT_BYTES, read_text_prefix
 
 logger = logging.getLogger(__name__)
 CACHE_CHOICES = ("auto", "memory", "none")
@@ -127,9 +127,24 @@ def image_dataset(
     return without_autotune_thread(dataset.prefetch(tf.data.AUTOTUNE))
 
 
+_reported_long_texts: set[str] = set()  # each over-long file is reported once per process
+
+
 def read_texts(paths: list[str], encodings: list[str] | None = None) -> list[str]:
+    """The texts of `paths`; files over MAX_TEXT_BYTES are read up to it, with one warning for all."""
     encodings = encodings or [""] * len(paths)
-    return [read_text(path, encoding) for path, encoding in zip(paths, encodings)]
+    texts, cut = [], []
+    for path, encoding in zip(paths, encodings):
+        text, was_cut = read_text_prefix(path, encoding)
+        texts.append(text)
+        if was_cut and path not in _reported_long_texts:
+            cut.append(path)
+    if cut:
+        _reported_long_texts.update(cut)
+        logger.warning("%d text file(s) are over %d KiB; only their first %d KiB are read (texts are cut to the "
+                       "sequence length anyway): %s", len(cut), MAX_TEXT_BYTES // 1024, MAX_TEXT_BYTES // 1024,
+                       ", ".join(cut[:5]) + (f" and {len(cut) - 5} more" if len(cut) > 5 else ""))
+    return texts
 
 
 def text_dataset(texts: list[str], labels: list[int] | None, batch_size: int, shuffle: bool = False,

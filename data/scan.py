@@ -92,6 +92,11 @@ def _files_under(folder: Path, seen_dirs: set) -> list[Path]:
     return files
 
 
+def visible_files(folder: Path) -> list[Path]:
+    """Every visible file below `folder`, symlinked folders followed as the training scan does."""
+    return _files_under(Path(folder), set())
+
+
 def detect_layout(root: Path) -> str:
     """'split' when the top level holds only train/val/test folders (train/ or test/ among them)."""
     names = {p.name for p in _visible_subdirs(root)}

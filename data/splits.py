@@ -53,6 +53,8 @@ def assign_splits(scan: ScanResult, val_fraction: float, seed: int, test_fractio
 
     rng = np.random.default_rng(seed)
     result = list(fixed)
+    no_test: list[str] = []  # classes too small to give a test file / a validation file
+    no_val: list[str] = []
     for label, name in enumerate(scan.class_names):
         members = [e for e in pool if e.label == label]
         n = len(members)
@@ -66,7 +68,7 @@ def assign_splits(scan: ScanResult, val_fraction: float, seed: int, test_fractio
         if need_test:
             n_test = min(n - 1 - n_val, max(1 if n >= 3 else 0, int(round(test_fraction * n))))
             if n_test <= 0:
-                logger.warning("Class %r has only %d files: none held out for testing.", name, n)
+                no_test.append(f"{name!r} ({n} files)")
                 n_test = 0
         groups = _duplicate_groups(members)
         order = rng.permutation(len(groups))
@@ -85,8 +87,18 @@ def assign_splits(scan: ScanResult, val_fraction: float, seed: int, test_fractio
                 taken[split] += len(group)
             result += [replace(e, split=split) for e in group]
         if need_val and taken["val"] == 0:
-            logger.warning("Class %r: no validation file could be held out (its %d files are too few or identical).", name, n)
+            no_val.append(f"{name!r} ({n} files)")
+    # One line each, however many classes: 200 small classes used to print 200 identical warnings.
+    if no_test:
+        logger.warning("%d class(es) have too few files to hold one out for testing: %s", len(no_test), _listed(no_test))
+    if no_val:
+        logger.warning("%d class(es): no validation file could be held out (too few or identical files): %s",
+                       len(no_val), _listed(no_val))
     return sorted(result, key=lambda e: (e.split, e.label, e.path))
+
+
+def _listed(items: list[str], shown: int = 10) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def select(examples: list[Example], split: str) -> tuple[list[str], list[int]]:

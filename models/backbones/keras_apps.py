@@ -57,11 +57,11 @@ def _load_weights_file(core: keras.Model, name: str, path: Path) -> None:
 
 def _build_efficientnet_lite0(image_size: int, weights: str, pooling: str | None = None) -> keras.Model:
     from models.backbones.efficientnet_lite import build_efficientnet_lite0
-    from models.weights.efficientnet_lite0 import assign_weights, load_converted_weights
+    from models.weights.efficientnet_lite0 import assign_pretrained_weights
 
     core = build_efficientnet_lite0(input_shape=(image_size, image_size, 3), include_top=False)
     if weights == "imagenet":
-        assign_weights(core, load_converted_weights())
+        assign_pretrained_weights(core)
     elif weights != "none":
         _load_weights_file(core, "efficientnet_lite0", _weights_file("efficientnet_lite0", weights))
     # EfficientNet-Lite's normalisation (x - 127) / 128 as a built-in layer; it also

@@ -127,9 +127,14 @@ def _cache_path(checkpoint: Path) -> Path:
 def _save_npz_atomically(path: Path, layers: dict[str, list[np.ndarray]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"{name}/{index}": value for name, values in layers.items() for index, value in enumerate(values)}
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(temporary, **arrays)
-    os.replace(temporary, path)
+    # The temporary-then-rename of data/atomic_write.py, by hand: models/ does not import data/.
+    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        np.savez(temporary, **arrays)
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)  # a full disk leaves no partial file behind
+        raise
 
 
 def _load_npz(path: Path) -> dict[str, list[np.ndarray]]:
@@ -158,6 +163,22 @@ def load_converted_weights(checkpoint: Path | None = None, use_cache: bool = Tru
         except OSError as error:
             logger.warning("Could not write the weight cache %s: %s", cached, error)
     return layers
+
+
+def assign_pretrained_weights(model, checkpoint: Path | None = None) -> None:
+    """The converted ImageNet weights into `model`, through the cache. A cache that does not fit
+    the model (a layer missing, another shape: damaged or edited) is named, removed and rebuilt
+    from the checkpoint, instead of failing every run with "No pretrained weights for layer"."""
+    checkpoint = Path(checkpoint) if checkpoint else packaged_checkpoint_path()
+    try:
+        assign_weights(model, load_converted_weights(checkpoint))
+    except ValueError as error:
+        cached = _cache_path(checkpoint)
+        if not cached.is_file():
+            raise
+        logger.warning("The weight cache %s does not fit the model (%s); converting the weights again.", cached, error)
+        cached.unlink(missing_ok=True)
+        assign_weights(model, load_converted_weights(checkpoint))
 
 
 def assign_weights(model, layers: dict[str, list[np.ndarray]]) -> None:

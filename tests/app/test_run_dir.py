@@ -1,4 +1,5 @@
 import json
+import zipfile
 
 import pytest
 
@@ -12,6 +13,11 @@ def test_new_run_is_incomplete_until_marked(tmp_path):
     rd.write_json(run / rd.METADATA_FILE, {"a": 1})
     with pytest.raises(UserError, match="unfinished run"):
         rd.require_complete_run(run)
+    with pytest.raises(UserError, match="model.keras.*stays INCOMPLETE"):  # not a zip archive: never marked complete
+        rd.mark_complete(run)
+    assert (run / rd.INCOMPLETE_MARKER).exists()
+    with zipfile.ZipFile(run / rd.MODEL_FILE, "w") as archive:
+        archive.writestr("config.json", "{}")
     rd.mark_complete(run)
     assert rd.require_complete_run(run) == run
 

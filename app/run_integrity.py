@@ -1,0 +1,96 @@
+"""Opening a finished run's files without trusting them: every problem is one UserError naming the file.
+
+A damaged run used to fail with whatever the reader raised: a truncated model.keras gave
+"ValueError: File not found" (though the file was there), a garbled one BadZipFile, a broken
+metadata.json JSONDecodeError, and metadata listing 9 classes for a 10-output model an
+IndexError in predict.py. A model file holding code (a Lambda layer, a config naming a Python
+function) is refused by Keras' safe mode; that refusal is reported the same way.
+
+Metadata is also tied to the model it describes: `class_digest` hashes the class list with the
+output layer's weights, so two class names swapped in metadata.json (which silently swapped the
+predictions) no longer match the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+
+from app import run_dir as rd
+from app.errors import UserError
+from models.task_model import load_task_model
+
+MODALITIES = ("image", "text")
+
+
+def class_digest(model: keras.Model, class_names: list[str]) -> str:
+    """SHA-256 of the class list and the output layer's weights (the last two of `model.weights`:
+    the classifier Dense's kernel and bias, the layer whose columns the class list names)."""
+    digest = hashlib.sha256(json.dumps(list(class_names)).encode("utf-8"))
+    for weight in model.weights[-2:]:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight), dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def retrain_remedy(run_dir: Path) -> str:
+    return (f"Train the run again (python train.py --config {run_dir / rd.CONFIG_FILE} --output NEW_RUN_DIR) or "
+            "restore the file from a backup.")
+
+
+def read_metadata(run_dir: Path) -> dict:
+    """metadata.json, checked for the fields evaluation and prediction rely on."""
+    path = run_dir / rd.METADATA_FILE
+    metadata = rd.read_json(path, retrain_remedy(run_dir))
+    names = metadata.get("class_names") if isinstance(metadata, dict) else None
+    problem = None
+    if not isinstance(metadata, dict):
+        problem = f"it holds {type(metadata).__name__}, not an object"
+    elif not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        problem = f"class_names must be a list of 2+ names. Received: {names!r:.200}"
+    elif len(set(names)) != len(names):
+        problem = f"class_names repeats a name. Received: {names!r:.200}"
+    elif metadata.get("modality") not in MODALITIES:
+        problem = f"modality must be one of {list(MODALITIES)}. Received: {metadata.get('modality')!r}"
+    elif not isinstance(metadata.get("input_spec"), dict):
+        problem = f"input_spec must be an object. Received: {metadata.get('input_spec')!r:.200}"
+    if problem:
+        raise UserError(f"{str(path)!r} is damaged: {problem}. {retrain_remedy(run_dir)}")
+    return metadata
+
+
+def load_model_file(path: Path, load: Callable[[str], keras.Model], remedy: str) -> keras.Model:
+    """`load(path)` (a safe-mode loader: no code runs) of a saved Keras model; UserError when the
+    file is damaged or unsafe."""
+    if problem := rd.archive_problem(path):
+        raise UserError(f"{str(path)!r} is {problem}. {remedy}")
+    try:
+        return load(str(path))
+    except Exception as error:  # noqa: BLE001  whatever Keras raises for a bad or unsafe file, one line
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        raise UserError(f"{str(path)!r} could not be loaded ({type(error).__name__}: {first_line}). Models are loaded "
+                        f"in safe mode, so a file holding Python code (a Lambda layer, a function) is refused. "
+                        f"{remedy}") from None
+
+
+def open_run(path: str | Path) -> tuple[Path, dict, keras.Model]:
+    """(run directory, metadata, model) of a finished run whose files agree with each other."""
+    run_dir = rd.require_complete_run(path)
+    metadata = read_metadata(run_dir)
+    model = load_model_file(run_dir / rd.MODEL_FILE, lambda file: load_task_model(file, metadata["modality"]),
+                            retrain_remedy(run_dir))
+    outputs = model.output_shape[-1]
+    names = metadata["class_names"]
+    if outputs != len(names):
+        raise UserError(f"{str(run_dir / rd.METADATA_FILE)!r} lists {len(names)} classes but {str(run_dir / rd.MODEL_FILE)!r} "
+                        f"has {outputs} outputs: the two files do not belong together. {retrain_remedy(run_dir)}")
+    saved = metadata.get("class_digest")  # absent in runs trained before it existed
+    if saved is not None and saved != class_digest(model, names):
+        raise UserError(f"{str(run_dir / rd.METADATA_FILE)!r} does not match {str(run_dir / rd.MODEL_FILE)!r}: the class "
+                        "list (its names or their order) or the model's output layer changed since training, so "
+                        f"predictions would carry the wrong names. {retrain_remedy(run_dir)}")
+    return run_dir, metadata, model

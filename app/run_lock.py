@@ -1,0 +1,45 @@
+"""An exclusive lock on a run directory, held by the one process that trains, resumes or finishes it.
+
+Why: two `train.py --resume RUN_DIR` at once both wrote the same checkpoints and model; one
+marked the run complete while the other was still replacing model.keras, leaving a "finished"
+run whose model did not load. `fcntl.flock` on RUN_DIR/.lock makes the second process stop
+with one ERROR line naming the first one's PID. The kernel releases the lock when its holder
+exits in any way, `kill -9` included, so a crashed run never stays locked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from app.errors import UserError
+from app.run_dir import LOCK_FILE
+
+
+class RunLock:
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self._handle: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(handle)
+            raise UserError(f"{str(self.path.parent)!r} is in use by another metatune process (PID {holder}), which "
+                            "is training, resuming or finishing it. Wait for it to end (or stop it), then try "
+                            "again.") from None
+        # The PID goes into the locked file itself, not through an atomic rename: the lock belongs
+        # to this inode, and a reader only ever needs it while the lock is held.
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._handle is not None:
+            os.close(self._handle)  # closing the last descriptor releases the flock
+            self._handle = None

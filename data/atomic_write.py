@@ -1,0 +1,111 @@
+"""Atomic file writes, and the fault-injection points that prove they are.
+
+Every file a run writes goes through `write_atomically`: the content is written to a temporary
+name in the destination folder and renamed into place with `os.replace`, so a reader (or a
+resumed run) sees the old file or the new one, never half of one. A failed write (a full disk)
+removes its temporary file before the error propagates.
+
+Other steps that change what a run directory means (a checkpoint folder renamed into place, an
+old checkpoint deleted, the INCOMPLETE marker removed) call `boundary(label)` once done.
+
+Fault injection (tests/test_fault_injection.py): the environment variable METATUNE_FAULT
+names one write boundary, counted from 1 in the order a process reaches them:
+  kill@N     the process SIGKILLs itself right after boundary N is complete (what `kill -9`
+             between two writes leaves behind)
+  enospc@N   write N fails with OSError(ENOSPC) before anything is renamed into place (a full
+             disk); a `boundary` with no write of its own (a deletion) cannot run out of space
+             and completes as usual
+METATUNE_FAULT_LOG names a file to which each boundary appends one line, "N<TAB>label<TAB>path",
+so a test can enumerate a run's boundaries before injecting a fault at each of them.
+Neither is set in normal use; then a boundary costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Callable
+
+FAULT_VARIABLE = "METATUNE_FAULT"
+FAULT_LOG_VARIABLE = "METATUNE_FAULT_LOG"
+
+_count = 0  # boundaries reached by this process
+
+
+def _fault() -> tuple[str, int] | None:
+    spec = os.environ.get(FAULT_VARIABLE)
+    if not spec:
+        return None
+    mode, _, number = spec.partition("@")
+    return mode, int(number)
+
+
+def _reach(label: str, path: Path) -> tuple[str, int] | None:
+    """Count one boundary, log it, and return the fault to inject here (None: none)."""
+    global _count
+    if not os.environ.get(FAULT_VARIABLE) and not os.environ.get(FAULT_LOG_VARIABLE):
+        return None
+    _count += 1
+    if log := os.environ.get(FAULT_LOG_VARIABLE):
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"{_count}\t{label}\t{path}\n")
+    fault = _fault()
+    return fault if fault and fault[1] == _count else None
+
+
+def _disk_full(path: Path) -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + " (injected by " + FAULT_VARIABLE + ")", str(path))
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def boundary(label: str, path: str | Path) -> None:
+    """A step that changed the state on disk is complete (see the module docstring)."""
+    fault = _reach(label, Path(path))
+    if fault and fault[0] == "kill":
+        _die()
+
+
+def temporary_name(path: Path) -> Path:
+    """Hidden, unique to this process, same folder (so the rename stays on one filesystem); it
+    ends with the final name because some writers look at the suffix (np.savez appends ".npz"
+    otherwise; Keras wants ".keras" and ".weights.h5")."""
+    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], None], label: str | None = None) -> None:
+    """`write(temporary_path)` writes the content; it then replaces `path` in one rename."""
+    path = Path(path)
+    temporary = temporary_name(path)
+    fault = _reach(label or path.name, path)
+    try:
+        write(temporary)
+        if fault and fault[0] == "enospc":
+            raise _disk_full(path)
+        os.replace(temporary, path)
+    except Exception as error:
+        _remove(temporary)
+        if isinstance(error, OSError) and error.filename == str(temporary):
+            error.filename = str(path)  # the user knows the file, not its temporary name
+        raise
+    if fault and fault[0] == "kill":
+        _die()
+
+
+def write_bytes_atomically(path: str | Path, data: bytes, label: str | None = None) -> None:
+    write_atomically(path, lambda temporary: temporary.write_bytes(data), label)
+
+
+def _remove(path: Path) -> None:
+    try:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass  # the error being raised matters more than a leftover temporary file

@@ -1,0 +1,254 @@
+"""Regression tests for issue 22's defects 6-15: damaged or tampered finished runs, caches that
+cannot be written or trusted, hostile model files, and inputs the CLIs took wrongly."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import shutil
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import evaluate
+import predict
+import train
+from app import run_dir as rd
+from colour_folders import COLOURS, write_colour_folder
+from data.feature_cache import FeatureStore
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """(data folder, finished linear run) on three noisy colour classes."""
+    root = tmp_path_factory.mktemp("finished")
+    write_colour_folder(root / "data")
+    run = root / "run"
+    assert train.main([str(root / "data"), "--backbone", "tiny_image", "--output", str(run), "--epochs", "2",
+                       "--image-size", "16", "--refit", "no"]) == 0
+    return root / "data", run
+
+
+def _copy(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
+def _one_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _garble(path):
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
+    path.write_bytes(bytes(data))
+
+
+def _drop_a_class(path):
+    metadata = json.loads(path.read_text())
+    metadata["class_names"] = metadata["class_names"][:2]
+    path.write_text(json.dumps(metadata))
+
+
+def _swap_two_classes(path):
+    metadata = json.loads(path.read_text())
+    names = metadata["class_names"]
+    names[0], names[1] = names[1], names[0]
+    path.write_text(json.dumps(metadata))
+
+
+@pytest.mark.parametrize("file, damage, expected", [
+    (rd.MODEL_FILE, _truncate, "unreadable"),
+    (rd.MODEL_FILE, _garble, "model.keras"),
+    (rd.METADATA_FILE, _garble, "damaged"),
+    (rd.METADATA_FILE, lambda path: path.write_text("[]"), "not an object"),
+    (rd.METADATA_FILE, _drop_a_class, "lists 2 classes but"),
+    (rd.METADATA_FILE, _swap_two_classes, "does not match"),
+])
+def test_a_damaged_finished_run_is_one_error_line_naming_the_file(finished_run, tmp_path, capsys, file, damage,
+                                                                   expected):
+    """Defects 6 and 13: damage gave ValueError/BadZipFile/JSONDecodeError/IndexError tracebacks, and
+    swapped class names silently swapped the predictions."""
+    data, run = finished_run
+    run = _copy(run, tmp_path)
+    damage(run / file)
+    capsys.readouterr()
+    assert predict.main([str(run), str(data / "red")]) == 2
+    error = _one_error(capsys)
+    assert file in error and expected in error and "--config" in error
+    assert evaluate.main([str(run), str(data)]) == 2
+    assert file in _one_error(capsys)
+
+
+def test_a_model_file_holding_code_is_refused_with_one_error_line(finished_run, tmp_path, capsys):
+    """Defect 15: a Lambda layer was refused (no code ran) but as a traceback."""
+    data, run = finished_run
+    run = _copy(run, tmp_path)
+    inputs = keras.Input((16, 16, 3))
+    hostile = keras.Model(inputs, keras.layers.Lambda(lambda x: keras.ops.mean(x, axis=(1, 2)))(inputs))
+    (run / rd.MODEL_FILE).unlink()
+    hostile.save(run / rd.MODEL_FILE)
+    capsys.readouterr()
+    assert predict.main([str(run), str(data / "red")]) == 2
+    error = _one_error(capsys)
+    assert "could not be loaded" in error and "safe mode" in error
+
+
+def test_a_model_config_naming_a_python_builtin_is_refused_with_one_error_line(finished_run, tmp_path, capsys):
+    """Defect 15: a config naming `builtins.exec` was refused (no code ran) but as a traceback."""
+    data, run = finished_run
+    run = _copy(run, tmp_path)
+    with zipfile.ZipFile(run / rd.MODEL_FILE) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    config["config"]["layers"][-1].update({"module": "builtins", "class_name": "exec", "registered_name": "exec"})
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(run / rd.MODEL_FILE, "w") as archive:
+        for name, data_bytes in members.items():
+            archive.writestr(name, data_bytes)
+    capsys.readouterr()
+    assert predict.main([str(run), str(data / "red")]) == 2
+    assert "could not be loaded" in _one_error(capsys)
+
+
+@pytest.mark.parametrize("name", ["../../outside", "/tmp/absolute-report", "..", "a/b"])
+def test_evaluate_name_cannot_leave_the_run_directory(finished_run, tmp_path, capsys, name):
+    """Defect 9: --name ../../x wrote the report outside the run directory."""
+    data, run = finished_run
+    assert evaluate.main([str(run), str(data), "--name", name]) == 2
+    assert "--name must be a plain folder name" in _one_error(capsys)
+    assert not (run.parent.parent / "outside").exists() and not Path("/tmp/absolute-report").exists()
+
+
+def test_predict_takes_flags_anywhere_and_follows_symlinked_folders(finished_run, tmp_path, capsys):
+    """Defects 11 and 12: flags before the files were "unrecognized arguments"; class folders that
+    are symlinks were not searched (train.py follows them)."""
+    data, run = finished_run
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for name in COLOURS:
+        (linked / name).symlink_to(data / name, target_is_directory=True)
+    capsys.readouterr()
+    assert predict.main([str(run), "--json", "--top-k", "2", str(linked)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert len(document["predictions"]) == 18
+    assert all(len(p["top"]) == 2 for p in document["predictions"])
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_top_k_below_one_is_refused(finished_run, capsys, value):
+    """Defect 15: --top-k 0 / -1 were silently taken as 1."""
+    data, run = finished_run
+    for main, argv in ((predict.main, [str(run), str(data), "--top-k", value]),
+                       (evaluate.main, [str(run), str(data), "--top-k", value])):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert f"must be at least 1. Received: {value}" in capsys.readouterr().err
+
+
+def test_a_feature_cache_that_cannot_be_written_only_warns(tmp_path, monkeypatch, caplog):
+    """Defect 8: a full cache disk aborted training with a traceback and left temporary files."""
+    def full_disk(file, **arrays):
+        with open(file, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(file))
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    store = FeatureStore("k", root=tmp_path)
+    with caplog.at_level(logging.WARNING):
+        features, computed = store.get_or_compute(["a", "b"], lambda idx: np.ones((len(idx), 3)))
+    assert features.shape == (2, 3) and computed == 2
+    assert "Could not write the feature cache" in caplog.text
+    assert list(tmp_path.iterdir()) == []  # no store, no temporary
+
+
+def test_feature_cache_rows_that_do_not_match_their_digest_are_recomputed(tmp_path, caplog):
+    """Defect 13: a store rewritten with its rows permuted was used as is."""
+    store = FeatureStore("k", root=tmp_path)
+    values = np.arange(12, dtype=np.float32).reshape(4, 3)
+    store.get_or_compute(list("abcd"), lambda idx: values[idx])
+    with np.load(store.path) as saved:
+        arrays = dict(saved)
+    arrays["features"] = arrays["features"][[1, 0, 2, 3]]
+    with open(store.path, "wb") as handle:
+        np.savez(handle, **arrays)
+    with caplog.at_level(logging.WARNING):
+        features, computed = store.get_or_compute(list("abcd"), lambda idx: values[idx])
+    assert computed == 2 and np.array_equal(features, values)
+    assert "2 of 4 rows do not match" in caplog.text
+
+
+def test_an_over_long_text_file_is_read_up_to_the_cap_with_one_warning(tmp_path, caplog):
+    """Defect 10: one 50 MB .txt took 5.2 GB and 7x the time, without a word."""
+    from data.pipeline import read_texts
+    from data.text import MAX_TEXT_BYTES
+
+    short = tmp_path / "short.txt"
+    short.write_text("a short text")
+    long = tmp_path / "long.txt"
+    long.write_text("word é " * (MAX_TEXT_BYTES // 3))  # multi-byte characters across the cut
+    with caplog.at_level(logging.WARNING):
+        texts = read_texts([str(short), str(long)], ["utf-8", "utf-8"])
+        again = read_texts([str(long)], ["utf-8"])
+    assert texts[0] == "a short text" and len(texts[1].encode("utf-8")) <= MAX_TEXT_BYTES
+    assert texts[1].startswith("word é word") and again == texts[1:]
+    assert caplog.text.count("over 256 KiB") == 1
+
+
+def test_many_small_classes_give_one_warning_not_one_each(caplog):
+    """Defect 15: 200 classes of 2 files printed 200 identical warnings."""
+    from data.records import Example
+    from data.scan import ScanResult
+    from data.splits import assign_splits
+
+    names = [f"c{i:03d}" for i in range(200)]
+    examples = [Example(f"/x/{name}/{j}.png", label, None, f"{label}-{j}", "") for label, name in enumerate(names)
+                for j in range(2)]
+    scan = ScanResult("/x", "flat", "image", names, examples)
+    with caplog.at_level(logging.WARNING, logger="data.splits"):
+        assign_splits(scan, 0.2, seed=0, test_fraction=0.1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "data.splits"]
+    assert len(lines) == 1 and lines[0].startswith("200 class(es)") and "and 190 more" in lines[0]
+
+
+def test_run_files_are_zip_archives_checked_before_the_run_counts_as_complete(finished_run):
+    """What mark_complete relies on: model.keras is a zip whose CRCs read back."""
+    _, run = finished_run
+    assert rd.archive_problem(run / rd.MODEL_FILE) is None
+    with zipfile.ZipFile(run / rd.MODEL_FILE) as archive:
+        assert "config.json" in archive.namelist()
+
+
+def test_a_weight_cache_missing_a_layer_is_named_and_rebuilt(tmp_path, monkeypatch, caplog):
+    """Defect 14: "No pretrained weights for layer ..." without naming the cache, on every run."""
+    from models.backbones.efficientnet_lite import build_efficientnet_lite0
+    from models.weights.efficientnet_lite0 import assign_pretrained_weights, load_converted_weights
+
+    monkeypatch.setenv("METATUNE_CACHE_DIR", str(tmp_path))
+    good = load_converted_weights()
+    (cache,) = (tmp_path / "weights").glob("*.npz")
+    with np.load(cache) as saved:
+        arrays = {name: saved[name] for name in saved.files if not name.startswith("head_conv/")}
+    with open(cache, "wb") as handle:
+        np.savez(handle, **arrays)
+    model = build_efficientnet_lite0(input_shape=(32, 32, 3), include_top=False)
+    with caplog.at_level(logging.WARNING):
+        assign_pretrained_weights(model)
+    assert str(cache) in caplog.text and "head_conv" in caplog.text
+    np.testing.assert_array_equal(model.get_layer("head_conv").get_weights()[0], good["head_conv"][0])
+    with np.load(cache) as rebuilt:
+        assert any(name.startswith("head_conv/") for name in rebuilt.files)
