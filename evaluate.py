@@ -1,6 +1,7 @@
 """Evaluate a trained run on a data folder (its test/ split when present).
 
     python evaluate.py RUN_DIR DATA_DIR [--name NAME] [--top-k 5] [--apply-temperature]
+    python evaluate.py RUN_DIR DATA_DIR --unknown UNKNOWN_DIR   # + unknown-class rejection (open_set)
     python evaluate.py RUN_DIR DATA_DIR --compare OTHER_RUN_DIR...
     python evaluate.py RUN_DIR DATA_DIR --episodes 600 [--ways 5] [--shots 1] [--queries 15] [--seed 0]
 
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--apply-temperature", action="store_true",
                         help="Rescale probabilities with the temperature fitted on validation data at training time.")
     parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals.")
+    parser.add_argument("--unknown", default=None, metavar="UNKNOWN_DIR",
+                        help="A folder of files of classes the model does not know: adds `open_set` to metrics.json "
+                             "(AUROC, FPR at 95%% TPR and accuracy with rejection of the run's unknown-class score) "
+                             "and a score histogram to report.md.")
     parser.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR",
                         help="More runs to evaluate on the same data; prints one comparison table.")
     fewshot = parser.add_argument_group(
@@ -52,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 CLASSIFICATION_ONLY = {"top_k": "--top-k", "allow_missing_classes": "--allow-missing-classes",
-                       "apply_temperature": "--apply-temperature", "bootstrap": "--bootstrap", "compare": "--compare"}
+                       "apply_temperature": "--apply-temperature", "bootstrap": "--bootstrap", "compare": "--compare",
+                       "unknown": "--unknown"}
 
 
 def _given(argv: list[str] | None) -> set[str]:
@@ -95,18 +101,27 @@ def main(argv: list[str] | None = None) -> int:
                        allow_missing_classes=args.allow_missing_classes,
                        apply_temperature_scaling=args.apply_temperature, bootstrap_resamples=args.bootstrap)
         if args.compare:
+            if args.unknown:
+                from app.errors import UserError
+
+                raise UserError(f"--unknown evaluates one run; it does not combine with --compare. Received: --unknown "
+                                f"{args.unknown} with --compare. Run evaluate.py --unknown once per run.")
             from app.evaluation import compare_runs
 
             table, _ = compare_runs([args.run_dir, *args.compare], args.data_dir, **options)
             print(table)
             return 0
-        metrics, out_dir = evaluate_run(args.run_dir, args.data_dir, **options)
+        metrics, out_dir = evaluate_run(args.run_dir, args.data_dir, unknown_dir=args.unknown, **options)
         low, high = metrics["ci95"]["accuracy"]
         print(
             f"Accuracy {metrics['accuracy']:.4f} [95% CI {low:.3f}-{high:.3f}] (top-{metrics['k']} {metrics['top_k_accuracy']:.4f}, "
             f"macro F1 {metrics['macro_f1']:.4f}) on {metrics['num_examples']} examples: {metrics['split']}.\n"
             f"Report: {out_dir / 'report.md'}"
         )
+        if "open_set" in metrics:
+            o = metrics["open_set"]
+            print(f"Unknown classes ({o['num_unknown']} files, score {o['score']}): AUROC {o['auroc']:.4f}, FPR at 95% "
+                  f"TPR {o['fpr_at_95_tpr']:.4f}, accuracy with rejection {o['accuracy_with_rejection']:.4f}.")
         return 0
 
     return run_safely(command)

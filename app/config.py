@@ -34,6 +34,8 @@ CHOICES = {
     "image_cache": ("auto", "memory", "none"),
     "meta_input": ("auto", "features", "raw"),
     "refit": ("auto", "yes", "no"),
+    # Mirrors app/unknown_scores.SCORES (kept literal: importing it would pull numpy scoring into the CLI).
+    "unknown_score": ("auto", "max_softmax", "energy", "centroid", "knn", "mahalanobis", "max_softmax+knn"),
 }
 REFIT_AUTO_BELOW_PER_CLASS = 20  # auto refits when the training split has fewer files per class than this
 
@@ -127,6 +129,10 @@ class TrainConfig:
     class_weight: str = _help("auto: weight the loss by inverse class frequency of the training split; none: unweighted.", default="none")
     balanced_sampler: bool = _help("Draw training batches class-balanced (every class equally often).", default=False)
     seed: int = _help("Random seed (splits, initialisation, shuffling).", default=42)
+    reject_recall: float = _help("Unknown-class rejection: fraction of known validation files the threshold keeps "
+                                 "(the rest of the score range is reported as unknown by predict.py).", default=0.95)
+    unknown_score: str = _help("Unknown-class score: auto (the best of the candidates on leave-classes-out folds "
+                               "of the training classes) or one of them.", default="auto")
     profile: bool = _help("Record a TensorFlow profiler trace of a few batches of the backbone pass (TensorBoard's "
                           "Profile tab; needs the tensorboard-plugin-profile package to view).", default=False)
 
@@ -173,6 +179,9 @@ class TrainConfig:
             (0.0 <= self.mixup <= 1.0, "mixup must be in [0, 1]"),
             (self.image_cache in CHOICES["image_cache"], f"image_cache must be one of {list(CHOICES['image_cache'])}"),
             (self.precision in CHOICES["precision"], f"precision must be one of {list(CHOICES['precision'])}"),
+            (0.0 < self.reject_recall < 1.0, "reject_recall must be in (0, 1), e.g. 0.95 keeps 95% of known files"),
+            (self.unknown_score in CHOICES["unknown_score"],
+             f"unknown_score must be one of {list(CHOICES['unknown_score'])}"),
             (self.refit in CHOICES["refit"], f"refit must be one of {list(CHOICES['refit'])}"),
             (self.refit != "yes" or self.strategy in TRANSFER_STRATEGIES,
              f"refit must be auto or no with a meta strategy (refit retrains {' and '.join(TRANSFER_STRATEGIES)} "

@@ -17,6 +17,8 @@ from app.calibration import apply_temperature
 from app.metrics import bootstrap_ci95, classification_metrics, reliability_bins
 from app.report import plot_confusion_matrix, plot_reliability, render_comparison, render_report
 from app.inputs import example_dataset
+from app.open_set import embed_examples
+from app.open_set_evaluation import evaluate_unknown, prepare_unknown_set, render_open_set
 from data.pipeline import text_dataset
 from data.records import Example
 from data.scan import scan_folder
@@ -176,13 +178,18 @@ def _write_mistakes_csv(mistakes: list[dict], path: Path) -> None:
 
 def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = None,
                  batch_size: int = 32, top_k: int = 5, allow_missing_classes: bool = False,
-                 apply_temperature_scaling: bool = False, bootstrap_resamples: int = 1000) -> tuple[dict, Path]:
+                 apply_temperature_scaling: bool = False, bootstrap_resamples: int = 1000,
+                 unknown_dir: str | None = None) -> tuple[dict, Path]:
     run = load_run(run_path)
     chosen = choose_evaluation_set(run, data_dir, allow_missing_classes)
     if not chosen.paths:
         raise UserError(f"No files to evaluate in {str(data_dir)!r} ({chosen.description}).")
+    unknown = prepare_unknown_set(run, unknown_dir) if unknown_dir is not None else None  # checked before the pass
     logger.info("Evaluating %s on %d files: %s", run.path, len(chosen.paths), chosen.description)
-    probabilities = run.predict_examples(chosen.examples, batch_size)
+    if unknown is not None:  # one pass gives the probabilities and the embedding the unknown score needs
+        known_embeddings, probabilities = embed_examples(run, chosen.examples, batch_size=batch_size)
+    else:
+        probabilities = run.predict_examples(chosen.examples, batch_size)
     temperature = run.metadata.get("calibration", {}).get("temperature")
     if apply_temperature_scaling:
         if temperature is None:
@@ -205,6 +212,10 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
     plot_reliability(metrics["calibration"]["reliability"], metrics["ece"], temperature, out_dir / "reliability.png")
     report = render_report(metrics, {"run_dir": str(run.path), "data_dir": metrics["data_dir"],
                                      "split_description": chosen.description}, mistakes[:WORST_EXAMPLES])
+    if unknown is not None:
+        correct = probabilities.argmax(axis=1) == np.asarray(chosen.labels)
+        metrics["open_set"] = evaluate_unknown(run, unknown, known_embeddings, correct, out_dir, batch_size)
+        report += "\n" + render_open_set(metrics["open_set"])
     (out_dir / "report.md").write_text(report, encoding="utf-8")
     rd.write_json(out_dir / "metrics.json", metrics)  # last: its presence means the evaluation finished
     return metrics, out_dir

@@ -10,6 +10,8 @@ import numpy as np
 
 from app.errors import UserError
 from app.evaluation import load_run
+from app.open_set import embed_examples
+from app.unknown_store import load_detector
 from data.doctor import inspect_file
 from data.images import IMAGE_EXTENSIONS
 from data.records import Example, SkippedFile
@@ -22,6 +24,8 @@ logger = logging.getLogger(__name__)
 class Prediction:
     file: str
     top: list[tuple[str, float]]
+    unknown: bool | None = None  # None: no rejection (--reject none, or a run without a detector)
+    unknown_score: float | None = None
 
 
 def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], list[SkippedFile]]:
@@ -54,8 +58,11 @@ def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], li
 
 
 def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 32,
-            texts: list[str] | None = None) -> tuple[list[Prediction], list[SkippedFile]]:
-    """Top-k classes for files/folders (and, for text runs, literal strings given as `texts`)."""
+            texts: list[str] | None = None, reject: str = "auto") -> tuple[list[Prediction], list[SkippedFile]]:
+    """Top-k classes for files/folders (and, for text runs, literal strings given as `texts`).
+
+    reject "auto": each prediction also says whether the run's unknown-class detector rejects
+    it (a class the run does not know); "none": no rejection."""
     texts = texts or []
     if not targets and not texts:
         raise UserError("Give at least one file or folder to predict (or --text STRING for a text model).")
@@ -65,18 +72,27 @@ def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 
     examples, skipped = collect_inputs(targets, run.modality)
     if not examples and not texts:
         raise UserError(f"No readable {run.modality} files among the inputs ({len(skipped)} skipped; see the warnings above).")
-    parts, names = [], []
-    if examples:
-        parts.append(run.predict_examples(examples, batch_size))
-        names += [e.path for e in examples]
-    if texts:
-        parts.append(run.predict_texts(texts, batch_size))
-        names += [f"text: {t[:60]}" for t in texts]
-    probabilities = np.concatenate(parts, axis=0)
+    names = [e.path for e in examples] + [f"text: {t[:60]}" for t in texts]
+    detector = load_detector(run.path) if reject == "auto" else None
+    if reject == "auto" and detector is None:
+        logger.info("%s has no unknown-class detector (trained by an older metatune): no rejection.", run.path)
+    if detector is not None:
+        scorer, settings = detector
+        embeddings, probabilities = embed_examples(run, examples, texts, batch_size)
+        scores = scorer.score(settings.score, embeddings)
+        rejected = scores > settings.threshold
+    else:
+        parts = []
+        if examples:
+            parts.append(run.predict_examples(examples, batch_size))
+        if texts:
+            parts.append(run.predict_texts(texts, batch_size))
+        probabilities, scores, rejected = np.concatenate(parts, axis=0), None, None
     k = max(1, min(top_k, len(run.class_names)))
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     predictions = [
-        Prediction(name, [(run.class_names[j], float(probabilities[i, j])) for j in order[i]])
+        Prediction(name, [(run.class_names[j], float(probabilities[i, j])) for j in order[i]],
+                   None if rejected is None else bool(rejected[i]), None if scores is None else float(scores[i]))
         for i, name in enumerate(names)
     ]
     return predictions, skipped

@@ -30,6 +30,8 @@ from app.phases import (FINETUNE, HEAD, PhaseContext, finetune_backbone, finetun
 from app.config import META_STRATEGIES
 from app.refit import REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, decide_refit, refit_epochs, refit_transfer
 from app.meta_training import run_meta_training
+from app.open_set import fit_run_detector
+from app.unknown_store import DETECTOR_FILE
 from app.precision import apply_precision
 from data.augment import build_augmenter
 from data.pipeline import read_texts
@@ -283,6 +285,11 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
                     "the validation metrics and the temperature are the first model's."} if refit.applies else {}),
     }
 
+    # Unknown-class rejection, fitted on training data only (unknown.json + unknown.npz).
+    detector = fit_run_detector(task_model, config, scan.modality, backbone.size, train_examples, val_examples,
+                                train_features, val_features, run_dir)
+    extra_metadata["unknown"] = {"score": detector.score, "threshold": detector.threshold,
+                                 "reject_recall": detector.reject_recall, "file": DETECTOR_FILE}
     rd.save_model(task_model, run_dir)
     history = context.history
     rd.write_json(run_dir / rd.HISTORY_FILE, {
