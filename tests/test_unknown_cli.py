@@ -106,3 +106,51 @@ def test_reject_recall_outside_zero_one_is_a_clear_error(tmp_path, capsys, value
     assert train.main([str(data), *FAST, "--reject-recall", value, "--output", str(tmp_path / "run")]) == 2
     assert_clean_error(capsys, "reject_recall must be in (0, 1)", value)
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------- label issues
+
+def _noisy_colour_folder(root, per_class=10, flips=2):
+    """Colour classes with `flips` files of red moved into green's folder (their label is wrong)."""
+    data = _folder(root, KNOWN, per_class=per_class, seed=11)
+    moved = []
+    for i in range(flips):
+        source = data / "red" / f"{i}.png"
+        target = data / "green" / f"from-red-{i}.png"
+        source.rename(target)
+        moved.append(str(target))
+    return data, moved
+
+
+def test_check_label_issues_lists_the_moved_files_first(tmp_path, capsys):
+    data, moved = _noisy_colour_folder(tmp_path / "data")
+    assert train.main([str(data), "--backbone", "tiny_image", "--check", "--label-issues", "--test-fraction", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "Label issues:" in out
+    listed = [line.split(": labelled")[0].split()[-1] for line in out.splitlines() if ": labelled " in line]
+    assert set(listed[:len(moved)]) == set(moved)
+
+
+def test_training_records_and_excludes_label_issues(tmp_path):
+    data, moved = _noisy_colour_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    assert train.main([str(data), *FAST, "--exclude-label-issues", "auto", "--test-fraction", "0", "--output", str(run)]) == 0
+    report = rd.read_json(run / rd.DATA_REPORT_FILE)
+    assert {"path", "given", "suggested", "score"} == set(report["label_issues"][0])
+    assert {i["path"] for i in report["label_issues"][:len(moved)]} == set(moved)
+    assert set(report["label_issues_excluded"]) <= {i["path"] for i in report["label_issues"]}
+
+
+def test_label_issues_on_a_too_small_folder_is_a_clear_error(tmp_path, capsys):
+    data = _folder(tmp_path / "data", KNOWN, per_class=3)
+    assert train.main([str(data), "--backbone", "tiny_image", "--check", "--label-issues"]) == 2
+    assert_clean_error(capsys, "at least 5 labelled files per class", "'red' has")
+    assert train.main([str(data), *FAST, "--exclude-label-issues", "2", "--output", str(tmp_path / "run")]) == 2
+    assert_clean_error(capsys, "at least 5 labelled files per class")
+    assert not (tmp_path / "run").exists()
+
+
+def test_label_issues_flag_needs_check(tmp_path, capsys):
+    data = _folder(tmp_path / "data", KNOWN, per_class=3)
+    assert train.main([str(data), "--label-issues"]) == 2
+    assert_clean_error(capsys, "--label-issues goes with --check")

@@ -1,0 +1,101 @@
+"""Label issues in a run and in `train.py --check --label-issues`: rank them on the cached features,
+record them in the data report, leave the top ones out of training (--exclude-label-issues), show
+them in TensorBoard."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from app.label_issues import (FOLDS, LabelIssue, excluded_paths, find_label_issues, require_enough_for_folds,
+                              too_few_for_folds)
+
+logger = logging.getLogger(__name__)
+SHOWN = 16  # entries in TensorBoard, report.md and the terminal
+
+
+def rank_label_issues(report: dict, examples, features: np.ndarray, class_names: list[str], seed: int,
+                      required: bool) -> list[LabelIssue]:
+    """Label issues of the labelled (train + validation) files, written into `report`.
+
+    Not `required` (an ordinary training run): a folder too small for the folds gets an empty
+    list and a note instead of an error."""
+    labels = [e.label for e in examples]
+    short = too_few_for_folds(labels, class_names)
+    if short and not required:
+        report["label_issues"] = []
+        report["label_issues_note"] = (f"not ranked: {FOLDS}-fold out-of-fold predictions need {FOLDS} labelled files "
+                                       f"per class; {', '.join(f'{n!r} has {c}' for n, c in short)}")
+        logger.info("Label issues %s.", report["label_issues_note"])
+        return []
+    issues = find_label_issues([e.path for e in examples], labels, features, class_names, seed)
+    report["label_issues"] = [issue.to_dict() for issue in issues]
+    report["label_issues_note"] = (f"confident learning on {FOLDS}-fold out-of-fold probabilities of "
+                                   f"logistic-regression heads on the frozen backbone features, over "
+                                   f"{len(examples)} train + validation files; most likely first")
+    return issues
+
+
+def check_label_issues(config, scan, examples, report: dict) -> list[LabelIssue]:
+    """`train.py --check --label-issues`: the backbone's features (cached) and the ranking, no training."""
+    from app.backbone_choice import resolve_backbone
+    from app.features import cached_features, feature_store_key
+
+    labelled = [e for e in examples if e.split in ("train", "val")]
+    require_enough_for_folds([e.label for e in labelled], scan.class_names)  # before building the backbone
+    backbone = resolve_backbone(config, scan.modality)
+    extractor = backbone.spec.build_features(backbone.size, backbone.weights, backbone.pooling)
+    key = (feature_store_key(extractor, backbone.name, backbone.weights, scan.modality, backbone.size, config.resize,
+                             backbone.pooling) if config.cache_features else None)
+    features = cached_features(extractor, labelled, scan.modality, backbone.size, config.batch_size, config.resize, key)
+    return rank_label_issues(report, labelled, features, scan.class_names, config.seed, required=True)
+
+
+def exclude_from_training(report: dict, issues: list[LabelIssue], setting: str, train_examples,
+                          train_features: np.ndarray):
+    """Training examples and features without the excluded label issues (`setting`: 0, N or auto).
+    Only training-split files are left out; listed validation files stay (they only steer early
+    stopping, and leaving them out would change the split a resumed run must reproduce)."""
+    if setting == "0" or not issues:
+        return train_examples, train_features
+    chosen = excluded_paths(issues, setting)
+    keep = [i for i, e in enumerate(train_examples) if e.path not in chosen]
+    left_out = sorted(e.path for e in train_examples if e.path in chosen)
+    report["label_issues_excluded"] = left_out
+    logger.info("--exclude-label-issues %s: %d training file(s) left out of training (listed in data_report.json).",
+                setting, len(left_out))
+    return [train_examples[i] for i in keep], train_features[keep]
+
+
+def format_label_issues(issues: list[LabelIssue], note: str, shown: int = SHOWN) -> str:
+    if not issues:
+        return f"Label issues: none found ({note})."
+    lines = [f"Label issues: {len(issues)} file(s) look mislabelled ({note}). The first {min(shown, len(issues))}:"]
+    lines += [f"  {issue.score:.3f}  {issue.path}: labelled {issue.given}, looks like {issue.suggested}"
+              for issue in issues[:shown]]
+    return "\n".join(lines)
+
+
+def log_label_issues(log_dir: Path, issues: list[LabelIssue], modality: str, size: int, resize: str) -> None:
+    """The first label issues: a captioned image grid, or a table of texts."""
+    if not issues:
+        return
+    import tensorflow as tf
+
+    from app import tensorboard_logging as tb
+    from data.pipeline import read_texts
+
+    top = issues[:SHOWN]
+    captions = [f"{i.given} -> {i.suggested} {i.score:.2f}" for i in top]
+    with tb._writer(log_dir).as_default():
+        if modality == "image":
+            grid = tb.image_grid([i.path for i in top], captions, (size, size), resize)
+            tf.summary.image("label_issues", grid[None], step=0,
+                             description="Training files that look mislabelled: given -> suggested label, score.")
+        else:
+            texts = read_texts([i.path for i in top])
+            rows = ["| given -> suggested, score | file | text |", "|---|---|---|"]
+            rows += [f"| {c} | {Path(i.path).name} | {t[:200].replace('|', ' ')} |" for c, i, t in zip(captions, top, texts)]
+            tf.summary.text("label_issues", "\n".join(rows), step=0)
