@@ -99,3 +99,38 @@ def log_label_issues(log_dir: Path, issues: list[LabelIssue], modality: str, siz
             rows = ["| given -> suggested, score | file | text |", "|---|---|---|"]
             rows += [f"| {c} | {Path(i.path).name} | {t[:200].replace('|', ' ')} |" for c, i, t in zip(captions, top, texts)]
             tf.summary.text("label_issues", "\n".join(rows), step=0)
+
+
+LABEL_ISSUES_IMAGE = "label_issues.png"
+
+
+def label_issues_section(run_path: Path, modality: str, size: int, resize: str, out_dir: Path) -> str:
+    """report.md's view of the run's training-data label issues (from its data_report.json): a table
+    and, for images, a captioned thumbnail grid (label_issues.png in `out_dir`)."""
+    import os
+
+    from PIL import Image
+
+    from app import run_dir as rd
+
+    report_path = Path(run_path) / rd.DATA_REPORT_FILE
+    report = rd.read_json(report_path) if report_path.is_file() else {}
+    if "label_issues" not in report:
+        return ""
+    issues = [LabelIssue(**entry) for entry in report["label_issues"]]
+    lines = ["## Likely label errors in the training data", "",
+             f"{len(issues)} file(s) listed in data_report.json ({report.get('label_issues_note', '')})."]
+    existing = [i for i in issues[:SHOWN] if Path(i.path).is_file()]
+    if existing:
+        lines += ["", "| score | file | given | looks like |", "|---:|---|---|---|"]
+        lines += [f"| {i.score:.3f} | {i.path} | {i.given} | {i.suggested} |" for i in existing]
+    if existing and modality == "image":
+        from app import tensorboard_logging as tb
+
+        grid = tb.image_grid([i.path for i in existing], [f"{i.given} -> {i.suggested} {i.score:.2f}" for i in existing],
+                             (size, size), resize)
+        temporary = out_dir / f".{LABEL_ISSUES_IMAGE}.tmp.png"
+        Image.fromarray(grid).save(temporary)
+        os.replace(temporary, out_dir / LABEL_ISSUES_IMAGE)
+        lines += ["", f"![label issues]({LABEL_ISSUES_IMAGE})"]
+    return "\n".join(lines) + "\n"

@@ -7,8 +7,8 @@ on its own training classes, and the known classes' accuracy.
 
 Label noise: 2%, 5% and 10% of a 10-class 100-per-class training set's labels flipped at random
 (several seeds); `train.py --check --label-issues` ranks the files; precision and recall of its
-first k entries (k = number flipped), and the test accuracy of a linear run trained on the noisy
-labels, with and without `--exclude-label-issues auto`.
+first k entries (k = number flipped), and (one seed, at `accuracy_rate`) the test accuracy of a
+linear run trained on the noisy labels, with and without `--exclude-label-issues auto`.
 
     .venv/bin/python bench/bench_unknowns.py [--quick] [--output section.md --json raw.json]
 """
@@ -31,6 +31,7 @@ import numpy as np
 from common import emit
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 WORK = Path("/tmp/metatune-bench/unknowns")
 FULL = {"per_class": 100, "test_per_class": 100, "open_set_seeds": [0, 1, 2, 3, 4], "noise_rates": [0.02, 0.05, 0.10],
         "noise_seeds": [0, 1, 2], "accuracy_rate": 0.10}
@@ -114,16 +115,21 @@ def measure_noise(data: Path, rate: float, seed: int, runs: Path, train_runs: bo
     folder = runs / f"noisy-{rate}-{seed}"
     flipped = set(flip_labels(data, folder, rate, seed))
     started = time.perf_counter()
-    report_path = runs / f"noisy-{rate}-{seed}.json"
-    _cli("train.py", str(folder), "--check", "--label-issues", "--seed", str(seed), "--report-json", str(report_path))
-    issues = json.loads(report_path.read_text())["label_issues"]
+    # What `train.py --check --label-issues` computes, called in-process for the whole list (it prints the top).
+    from app.config import TrainConfig
+    from app.label_issue_run import check_label_issues
+    from app.training import check_data
+
+    config = TrainConfig(data_dir=str(folder), seed=seed).validate()
+    scan, examples, report = check_data(config)
+    issues = [issue.to_dict() for issue in check_label_issues(config, scan, examples, report)]
     k = len(flipped)
     top = [entry["path"] for entry in issues[:k]]
     result = {"rate": rate, "seed": seed, "flipped": k, "listed": len(issues),
               "precision_at_k": sum(path in flipped for path in top) / k if k else float("nan"),
               "recall_listed": sum(entry["path"] in flipped for entry in issues) / k if k else float("nan"),
               "check_wall_s": round(time.perf_counter() - started, 1)}
-    if train_runs:
+    if train_runs:  # the test accuracy with and without the listed files
         for name, extra in (("noisy", []), ("excluded", ["--exclude-label-issues", "auto"])):
             run = runs / f"run-{rate}-{seed}-{name}"
             _cli("train.py", str(folder), "--output", str(run), "--seed", str(seed), *extra)
@@ -213,7 +219,8 @@ def main(argv=None) -> int:
         if args.only != "open_set":
             for rate in p["noise_rates"]:
                 for seed in p["noise_seeds"]:
-                    results["noise"].append(measure_noise(data, rate, seed, runs, rate == p["accuracy_rate"]))
+                    accuracy = rate == p["accuracy_rate"] and seed == p["noise_seeds"][0]
+                    results["noise"].append(measure_noise(data, rate, seed, runs, accuracy))
                     logging.info("label noise %.2f seed %d: %s", rate, seed, results["noise"][-1])
         results["wall_min"] = (time.perf_counter() - started) / 60
     emit(render(results), results, args.output, args.json)

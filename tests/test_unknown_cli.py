@@ -139,6 +139,11 @@ def test_training_records_and_excludes_label_issues(tmp_path):
     assert {"path", "given", "suggested", "score"} == set(report["label_issues"][0])
     assert {i["path"] for i in report["label_issues"][:len(moved)]} == set(moved)
     assert set(report["label_issues_excluded"]) <= {i["path"] for i in report["label_issues"]}
+    fresh = _folder(tmp_path / "fresh", KNOWN, per_class=3, seed=99)
+    assert evaluate.main([str(run), str(fresh), "--name", "check"]) == 0
+    text = (run / "eval" / "check" / "report.md").read_text()
+    assert "## Likely label errors in the training data" in text and moved[0] in text
+    assert (run / "eval" / "check" / "label_issues.png").is_file()
 
 
 def test_label_issues_on_a_too_small_folder_is_a_clear_error(tmp_path, capsys):

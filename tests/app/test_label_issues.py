@@ -38,10 +38,10 @@ def test_confident_joint_rules_on_a_hand_made_example():
     labels = np.array([0, 0, 1, 1, 0])
     # thresholds: class 0 mean(0.9, 0.8, 0.5) = 0.733, class 1 mean(0.7, 0.3) = 0.5
     order, suggested, scores = confident_learning(probabilities, labels)
-    # row 3 reaches neither threshold (0.7 < 0.733, 0.3 < 0.5): confidently nothing, so never an issue;
-    # row 4, labelled 0, only reaches class 1's bar: the one issue.
-    assert suggested.tolist() == [0, 0, 1, -1, 1]
-    assert order.tolist() == [4]
+    # row 3 (labelled 1) reaches neither threshold (0.7 < 0.733, 0.3 < 0.5) but its most probable class
+    # is 0: an issue by disagreement; row 4 (labelled 0) only reaches class 1's bar: off-diagonal.
+    assert suggested.tolist() == [0, 0, 1, 0, 1]
+    assert order.tolist() == [3, 4]  # 1 - p(given): 0.7, then 0.5
     assert np.allclose(scores, [0.1, 0.2, 0.3, 0.7, 0.5])
 
 
