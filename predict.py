@@ -4,7 +4,8 @@
     python predict.py RUN_DIR --text "a sentence to classify" [--text ...]   # text models
 
 A file the run's unknown-class detector rejects is printed as `unknown (closest: CLASS p)` and
-marked "unknown": true in --json output; --reject none turns rejection off.
+marked "unknown": true in --json output; --reject none turns rejection off. --explain OUT_DIR
+writes a Grad-CAM heatmap overlay per image file (where the model looked for its top class).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reject", choices=("auto", "none"), default="auto",
                         help="auto: report files whose unknown-class score is above the threshold fitted at training "
                              "time (train.py --reject-recall) as unknown; none: always name a known class.")
+    parser.add_argument("--explain", default=None, metavar="OUT_DIR",
+                        help="Image models: write one Grad-CAM overlay per file into OUT_DIR (the heatmap of the top "
+                             "class on the backbone's last convolutional block).")
     return parser
 
 
@@ -43,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.prediction import predict
 
         predictions, skipped = predict(args.run_dir, args.inputs, args.top_k, args.batch_size, args.text,
-                                      args.reject)
+                                      args.reject, args.explain)
         if args.json:
             print(json.dumps({
                 "predictions": [

@@ -17,6 +17,7 @@ from app.calibration import apply_temperature
 from app.metrics import bootstrap_ci95, classification_metrics, reliability_bins
 from app.report import plot_confusion_matrix, plot_reliability, render_comparison, render_report
 from app.inputs import example_dataset
+from app.explanations import explanations_section
 from app.label_issue_run import label_issues_section
 from app.open_set import embed_examples
 from app.open_set_evaluation import evaluate_unknown, prepare_unknown_set, render_open_set
@@ -218,6 +219,7 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
         metrics["open_set"] = evaluate_unknown(run, unknown, known_embeddings, correct, out_dir, batch_size)
         report += "\n" + render_open_set(metrics["open_set"])
     report += "\n" + label_issues_section(run.path, run.modality, run.input_size, run.resize, out_dir)
+    report += "\n" + explanations_section(run, chosen.paths, chosen.labels, probabilities, out_dir)
     (out_dir / "report.md").write_text(report, encoding="utf-8")
     rd.write_json(out_dir / "metrics.json", metrics)  # last: its presence means the evaluation finished
     return metrics, out_dir

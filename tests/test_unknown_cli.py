@@ -159,3 +159,21 @@ def test_label_issues_flag_needs_check(tmp_path, capsys):
     data = _folder(tmp_path / "data", KNOWN, per_class=3)
     assert train.main([str(data), "--label-issues"]) == 2
     assert_clean_error(capsys, "--label-issues goes with --check")
+
+
+# ------------------------------------------------------------------------------- explanations
+
+def test_predict_explain_writes_one_overlay_per_file(trained, tmp_path):
+    _, data, run = trained
+    out = tmp_path / "explain"
+    assert predict.main([str(run), str(data / "blue"), "--explain", str(out)]) == 0
+    overlays = sorted(out.glob("*-gradcam.png"))
+    assert len(overlays) == len(list((data / "blue").iterdir()))
+    assert Image.open(overlays[0]).size == (32, 32)  # tiny_image's default input size
+
+
+def test_evaluate_report_has_the_gradcam_grid(trained):
+    _, data, run = trained
+    assert evaluate.main([str(run), str(data), "--name", "explained"]) == 0
+    assert (run / "eval" / "explained" / "explanations.png").is_file()
+    assert "## Where the model looked (Grad-CAM)" in (run / "eval" / "explained" / "report.md").read_text()
