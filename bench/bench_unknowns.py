@@ -200,6 +200,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json")
     parser.add_argument("--from-json")
     parser.add_argument("--only", choices=("open_set", "noise"))
+    parser.add_argument("--open-set-seeds", help="comma list: measure these class splits instead of the default ones")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.from_json:
@@ -207,6 +208,8 @@ def main(argv=None) -> int:
     else:
         started = time.perf_counter()
         p = dict(QUICK if args.quick else FULL)
+        if args.open_set_seeds:
+            p["open_set_seeds"] = [int(seed) for seed in args.open_set_seeds.split(",")]
         data = make_data(p)
         runs = WORK / f"runs-{time.strftime('%Y%m%d-%H%M%S')}"
         runs.mkdir(parents=True)
