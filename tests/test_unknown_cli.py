@@ -177,3 +177,19 @@ def test_evaluate_report_has_the_gradcam_grid(trained):
     assert evaluate.main([str(run), str(data), "--name", "explained"]) == 0
     assert (run / "eval" / "explained" / "explanations.png").is_file()
     assert "## Where the model looked (Grad-CAM)" in (run / "eval" / "explained" / "report.md").read_text()
+
+
+def test_protonet_run_rejects_through_its_prototypes(tmp_path, capsys):
+    data = _folder(tmp_path / "data", KNOWN, per_class=12)
+    run = tmp_path / "protonet"
+    assert train.main([str(data), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-input", "features",
+                       "--ways", "3", "--shots", "2", "--queries", "2", "--meta-batch-size", "2", "--meta-steps", "3",
+                       "--meta-epochs", "2", "--embedding-units", "8", "--output", str(run)]) == 0
+    detector = rd.read_json(run / DETECTOR_FILE)
+    arrays = np.load(run / ARRAYS_FILE)
+    assert arrays["kernel"].shape == (8, 3)  # the prototype layer over the 8-unit meta-learned embedding
+    unknown = _folder(tmp_path / "unknown", UNKNOWN, per_class=3, seed=4)
+    capsys.readouterr()  # training's output
+    assert predict.main([str(run), str(unknown), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["predictions"]
+    assert all(isinstance(r["unknown"], bool) for r in rows) and detector["score"]
