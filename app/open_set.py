@@ -1,6 +1,6 @@
 """A run's embedding (the input of `head_dense`) next to its probabilities, for the unknown-class
 detector: fitted at the end of training (`fit_run_detector`), applied by predict.py and
-evaluate.py --unknown (`score_examples`)."""
+evaluate.py --unknown (`embed_examples`)."""
 
 from __future__ import annotations
 

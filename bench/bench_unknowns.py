@@ -163,6 +163,10 @@ def render(results: dict) -> str:
                      f"{r['fpr_at_95_tpr']:.3f} | " + " | ".join(f"{r['auroc_by_score'][s]:.3f}" for s in SCORE_ORDER)
                      + f" | {r['known_accuracy']:.3f} | {r['accuracy_with_rejection']:.3f} |")
     rows = results["open_set"]
+    if not rows:
+        lines.append("| not measured | | | | " + "| " * len(SCORE_ORDER) + "| |")
+        rows = [{"auroc": float("nan"), "fpr_at_95_tpr": float("nan"), "known_accuracy": float("nan"),
+                 "accuracy_with_rejection": float("nan"), "auroc_by_score": {s: float("nan") for s in SCORE_ORDER}}]
     lines.append("| **median** | | **" + f"{_median([r['auroc'] for r in rows]):.3f}** | "
                  f"{_median([r['fpr_at_95_tpr'] for r in rows]):.3f} | "
                  + " | ".join(f"{_median([r['auroc_by_score'][s] for r in rows]):.3f}" for s in SCORE_ORDER)

@@ -39,12 +39,15 @@ SECTIONS = [
                                       "10/30/100 images per class"),
     ("fewshot", "bench_fewshot.py", "ProtoNet, Reptile, FOMAML, MAML vs baselines and the Keras Reptile example"),
     ("text", "bench_text.py", "few-shot text: linear, finetune, protonet vs SetFit"),
+    ("unknowns", "bench_unknowns.py", "unknown-class rejection on held-out Fashion-MNIST classes; label issues "
+                                      "under random label flips"),
 ]
 PACKAGES = ["tensorflow", "keras", "keras-hub", "numpy", "pillow", "scikit-learn", "tensorboard"]
 # What each benchmark reads from Debian packages (`make bench-data` installs them).
 PREREQUISITES = {
     "transfer": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
     "fewshot": (Path("/usr/share/fonts/truetype/noto"), "fonts-noto-core"),
+    "unknowns": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
 }
 # The peers' own virtual environments (`make bench-peers` builds them).
 PEER_PREREQUISITES = {
