@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.errors import UserError
 from app.label_issues import (FOLDS, LabelIssue, excluded_paths, find_label_issues, require_enough_for_folds,
                               too_few_for_folds)
 
@@ -25,17 +26,27 @@ def rank_label_issues(report: dict, examples, features: np.ndarray, class_names:
     labels = [e.label for e in examples]
     short = too_few_for_folds(labels, class_names)
     if short and not required:
-        report["label_issues"] = []
-        report["label_issues_note"] = (f"not ranked: {FOLDS}-fold out-of-fold predictions need {FOLDS} labelled files "
-                                       f"per class; {', '.join(f'{n!r} has {c}' for n, c in short)}")
-        logger.info("Label issues %s.", report["label_issues_note"])
-        return []
+        return _not_ranked(report, f"{FOLDS}-fold out-of-fold predictions need {FOLDS} labelled files per class; "
+                                   f"{', '.join(f'{n!r} has {c}' for n, c in short)}")
+    if not np.isfinite(features).all():
+        # Training will stop on the NaN loss with its own message; a ranking on such features means nothing.
+        reason = "the backbone's features of some files are not finite (NaN or inf)"
+        if required:
+            raise UserError(f"Label issues cannot be ranked: {reason}. Check the backbone and its --weights.")
+        return _not_ranked(report, reason)
     issues = find_label_issues([e.path for e in examples], labels, features, class_names, seed)
     report["label_issues"] = [issue.to_dict() for issue in issues]
     report["label_issues_note"] = (f"confident learning on {FOLDS}-fold out-of-fold probabilities of "
                                    f"logistic-regression heads on the frozen backbone features, over "
                                    f"{len(examples)} train + validation files; most likely first")
     return issues
+
+
+def _not_ranked(report: dict, reason: str) -> list[LabelIssue]:
+    report["label_issues"] = []
+    report["label_issues_note"] = f"not ranked: {reason}"
+    logger.info("Label issues %s.", report["label_issues_note"])
+    return []
 
 
 def check_label_issues(config, scan, examples, report: dict) -> list[LabelIssue]:
