@@ -2,6 +2,7 @@
 
     python evaluate.py RUN_DIR DATA_DIR [--name NAME] [--top-k 5] [--apply-temperature]
     python evaluate.py RUN_DIR DATA_DIR --unknown UNKNOWN_DIR   # + unknown-class rejection (open_set)
+    python evaluate.py RUN_DIR DATA_DIR --artifact RUN_DIR/export/litert-int8   # an export.py artifact
     python evaluate.py RUN_DIR DATA_DIR --compare OTHER_RUN_DIR...
     python evaluate.py RUN_DIR DATA_DIR --episodes 600 [--ways 5] [--shots 1] [--queries 15] [--seed 0]
 
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="A folder of files of classes the model does not know: adds `open_set` to metrics.json "
                              "(AUROC, FPR at 95%% TPR and accuracy with rejection of the run's unknown-class score) "
                              "and a score histogram to report.md.")
+    parser.add_argument("--artifact", default=None, metavar="PATH",
+                        help="Evaluate an export of the run (export.py: a SavedModel folder, a folder holding "
+                        "model.tflite, or a .tflite file) instead of model.keras, with the same metrics and reports "
+                        "(eval/<folder>-<split>-<savedmodel|litert-...>/).")
     parser.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR",
                         help="More runs to evaluate on the same data; prints one comparison table.")
     fewshot = parser.add_argument_group(
@@ -58,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 CLASSIFICATION_ONLY = {"top_k": "--top-k", "allow_missing_classes": "--allow-missing-classes",
                        "apply_temperature": "--apply-temperature", "bootstrap": "--bootstrap", "compare": "--compare",
-                       "unknown": "--unknown"}
+                       "unknown": "--unknown", "artifact": "--artifact"}
 
 
 def _given(argv: list[str] | None) -> set[str]:
@@ -92,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def command() -> int:
+        from app.errors import UserError
+
         _check_mode_flags(args, argv)
         if args.episodes is not None:
             return fewshot_command(args)
@@ -100,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         options = dict(name=args.name, batch_size=args.batch_size, top_k=args.top_k,
                        allow_missing_classes=args.allow_missing_classes,
                        apply_temperature_scaling=args.apply_temperature, bootstrap_resamples=args.bootstrap)
+        if args.compare and args.artifact:
+            raise UserError(f"--compare evaluates runs' model.keras files; it does not take --artifact. Received: "
+                            f"--artifact {args.artifact} with --compare. Evaluate the artifact on its own.")
         if args.compare:
             if args.unknown:
                 from app.errors import UserError
@@ -111,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             table, _ = compare_runs([args.run_dir, *args.compare], args.data_dir, **options)
             print(table)
             return 0
-        metrics, out_dir = evaluate_run(args.run_dir, args.data_dir, unknown_dir=args.unknown, **options)
+        metrics, out_dir = evaluate_run(args.run_dir, args.data_dir, artifact=args.artifact, unknown_dir=args.unknown,
+                                        **options)
         low, high = metrics["ci95"]["accuracy"]
         print(
             f"Accuracy {metrics['accuracy']:.4f} [95% CI {low:.3f}-{high:.3f}] (top-{metrics['k']} {metrics['top_k_accuracy']:.4f}, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from models.backbones.registry import list_backbones
+from models.backbones import list_backbones
 from models.errors import ModelError
 
 logger = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ import numpy as np
 
 from app import run_dir as rd
 from app.errors import UserError
-from models.backbones.blocks import _flat_layers
+from models.layer_walk import flat_layers
 
 logger = logging.getLogger(__name__)
 CHECKPOINTS_DIR = "checkpoints"
@@ -50,7 +50,7 @@ def frozen_weight_indices(model: keras.Model) -> list[int]:
     """Positions in `model.weights` of the weights no training step can change: those of a layer
     with `trainable=False` (Keras runs frozen BatchNormalization in inference mode, so even
     its moving statistics stay put)."""
-    frozen = {id(w) for layer in _flat_layers(model) if not layer.trainable for w in layer.weights}
+    frozen = {id(w) for layer in flat_layers(model) if not layer.trainable for w in layer.weights}
     return [i for i, w in enumerate(model.weights) if id(w) in frozen]
 
 

@@ -4,14 +4,52 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+import tempfile
 from typing import Callable
+
+# TensorFlow's start-up lines that say nothing actionable to a metatune user. TF 2.21 writes them
+# through absl before its logging is initialised, so TF_CPP_MIN_LOG_LEVEL does not hide them.
+START_UP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|oneDNN custom operations are on|cudart_stub\.cc|"
+    r"cpu_feature_guard\.cc|To enable the following instructions|failed call to cuInit|"
+    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|TF-TRT Warning"
+)
 
 
 def prepare_environment() -> None:
     """Must run before TensorFlow/Keras are imported (entry scripts call it first)."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ start-up chatter
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ INFO/WARNING lines
+    import_tensorflow_quietly()
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow (and let it probe for GPUs) with its start-up chatter filtered out.
+
+    The lines come from C++ straight to file descriptor 2, so the descriptor itself is captured
+    for the import and everything that is not a known start-up line (an import error, a real
+    warning) is written back to stderr afterwards.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the CUDA probe logs on first use: inside the capture
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", errors="replace").splitlines(keepends=True):
+                if not START_UP_NOISE.search(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
 
 
 def setup_logging(verbose: bool = False) -> None:

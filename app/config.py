@@ -34,6 +34,8 @@ CHOICES = {
     "image_cache": ("auto", "memory", "none"),
     "meta_input": ("auto", "features", "raw"),
     "refit": ("auto", "yes", "no"),
+    "source_stage": ("auto", "none", "supervised", "protonet"),
+    "target_head": ("auto", "prototypes", "logistic_regression"),
     # Mirrors app/unknown_scores.SCORES (kept literal: importing it would pull numpy scoring into the CLI).
     "unknown_score": ("auto", "max_softmax", "energy", "centroid", "knn", "mahalanobis", "max_softmax+knn"),
 }
@@ -82,7 +84,8 @@ class TrainConfig:
                            "float32, mixed_float16 or mixed_bfloat16. The head always computes in float32.", default="auto")
     ways: int = _help("Meta strategies: classes per training episode (N-way).", default=5)
     shots: int = _help("Meta strategies: support examples per class in an episode (K-shot).", default=5)
-    queries: int = _help("Meta strategies: query examples per class in an episode.", default=10)
+    queries: int = _help("Meta strategies: query examples per class in an episode (fewer, down to 1, when most "
+                         "meta-training classes hold less than --shots + --queries examples).", default=10)
     meta_batch_size: int = _help("Meta strategies: episodes (tasks) per meta step.", default=4)
     meta_steps: int = _help("Meta strategies: meta steps per epoch.", default=100)
     meta_epochs: int = _help("Meta strategies: maximum epochs of meta-training (early stopping on meta-validation "
@@ -106,8 +109,18 @@ class TrainConfig:
     transductive: bool = _help("Meta strategies: BatchNorm uses the query set's own statistics (transductive; "
                                "labelled as such in every report). Default: inductive.", default=False)
     meta_data: str | None = _help("Meta strategies: a separate folder of classes to meta-train on; its classes must "
-                                  "not overlap the target's (default: episodes from the target's training split).",
+                                  "not overlap the target's; meta-validation classes are held out of it whole "
+                                  "(default: episodes from the target's training split, class-disjoint "
+                                  "meta-validation classes when it has at least 4 x --ways classes).",
                                   default=None)
+    source_stage: str = _help("protonet with --meta-data on features: what the source trains before the target's "
+                              "head: none (the pretrained features), supervised (a softmax classifier over the "
+                              "source classes, its embedding kept), protonet (source episodes), or auto (all three, "
+                              "keeping the best by 5-fold cross-validated accuracy of the target heads on the target's "
+                              "train + validation files; a source stage only when it beats none).", default="auto")
+    target_head: str = _help("protonet: the final classifier over the embedding: prototypes (class means), "
+                             "logistic_regression, or auto (the better by 5-fold cross-validation on the target's "
+                             "train + validation files, prototypes on ties and above 100 classes).", default="auto")
     init: str | None = _help("Meta strategies: start from the meta-learned initialisation of an earlier run "
                              "(its RUN_DIR; same strategy, backbone and embedding).", default=None)
     cache_features: bool = _help("Keep the frozen backbone's features on disk under the cache folder and reuse them "
@@ -122,7 +135,9 @@ class TrainConfig:
                        "train again from the start on train + validation for those epochs; the run reports the "
                        "first model's validation metrics. auto: when the validation split was carved out of the "
                        f"training files and the training split has fewer than {REFIT_AUTO_BELOW_PER_CLASS} files per "
-                       "class (there the held-out files are a large share of the data and the refit costs little).",
+                       "class (there the held-out files are a large share of the data and the refit costs little). "
+                       "Meta strategies: auto writes the final prototypes / head from train + validation files "
+                       "(seconds on cached embeddings); no keeps the first classifier.",
                        default="auto")
     test_fraction: float = _help("Fraction of each class held out for testing when there is no test/ folder (0: none).", default=0.2)
     resize: str = _help("How images reach the input size: stretch, pad (letterbox) or crop (centre).", default="stretch")
@@ -188,6 +203,14 @@ class TrainConfig:
             (self.exclude_label_issues == "auto" or self.exclude_label_issues.isdigit(),
              "exclude_label_issues must be a number of files, auto or 0"),
             (self.refit in CHOICES["refit"], f"refit must be one of {list(CHOICES['refit'])}"),
+            (self.source_stage in CHOICES["source_stage"],
+             f"source_stage must be one of {list(CHOICES['source_stage'])}"),
+            (self.target_head in CHOICES["target_head"], f"target_head must be one of {list(CHOICES['target_head'])}"),
+            (self.target_head == "auto" or self.strategy == "protonet",
+             f"target_head applies to --strategy protonet (strategy={self.strategy!r}); leave it at auto otherwise"),
+            (self.source_stage == "auto" or self.strategy == "protonet" and self.meta_data,
+             f"source_stage applies to --strategy protonet with --meta-data (strategy={self.strategy!r}, "
+             f"meta_data={self.meta_data!r}); leave it at auto otherwise"),
             (self.refit != "yes" or self.strategy in TRANSFER_STRATEGIES,
              f"refit must be auto or no with a meta strategy (refit retrains {' and '.join(TRANSFER_STRATEGIES)} "
              f"runs; strategy={self.strategy!r})"),

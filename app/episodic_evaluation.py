@@ -13,7 +13,9 @@ The run's learner:
 - meta runs (protonet, reptile, fomaml, maml): the saved meta-learner
   (`meta_learner.keras`), which adapts on each episode's support and classifies its
   query (`MetaLearner.episode_logits`), on frozen features or raw inputs as recorded
-  in metadata.json["meta"]["input"].
+  in metadata.json["meta"]["input"]; for protonet runs, logistic regression on the
+  meta-learned embedding instead where the run chose it for that shot count
+  (metadata.json["meta"]["episode_learner"], app/episode_learner.py).
 
 Inputs are computed once per file (backbone features through the feature cache that
 training also uses); every episode then runs on in-memory arrays. Episode n is a pure
@@ -26,7 +28,6 @@ import csv
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -39,10 +40,14 @@ from app import run_dir as rd
 from app import tensorboard_logging as tb
 from app.config import META_STRATEGIES
 from app.errors import UserError
+from app.episode_learner import EPISODE_LEARNERS, learner_for
 from app.evaluation import LoadedRun, choose_evaluation_set, load_run
 from app.features import cached_features, extract_features, feature_store_key
 from app.fewshot_baselines import BASELINES, mean_and_ci95, nearest_centroid_predict
 from app.inputs import example_dataset
+from app.model_parts import HEAD_LAYER, feature_extractor_of
+from app.model_parts import apply_chain as _apply_chain, layers_between as _layers_between
+from app.progress import on_terminal
 from data.episodes import EpisodeSampler
 from data.errors import DataError
 from data.records import Example
@@ -53,7 +58,6 @@ logger = logging.getLogger(__name__)
 
 META_LEARNER_FILE = rd.META_LEARNER_FILE
 RUN_LEARNER = "run"
-HEAD_LAYER = "head_dense"
 EPISODES_FILE = "episodes.csv"
 # Predictor: (support inputs, support labels, query inputs, ways) -> predicted query labels.
 Predict = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
@@ -92,14 +96,6 @@ def choose_pool(run: LoadedRun, data_dir: str | Path) -> FewShotPool:
 
 # ------------------------------------------------------------------ the run's models
 
-def feature_extractor_of(task_model: keras.Model) -> keras.Model:
-    """The frozen backbone inside model.keras: its first nested keras.Model (DESIGN: raw input -> features -> head)."""
-    for layer in task_model.layers:
-        if isinstance(layer, keras.Model):
-            return layer
-    raise UserError(f"model.keras ({task_model.name!r}) has no nested feature extractor; was it written by train.py?")
-
-
 def penultimate_model(task_model: keras.Model) -> keras.Model:
     """Raw input -> the input of the final `head_dense` layer (the run's embedding)."""
     try:
@@ -108,23 +104,6 @@ def penultimate_model(task_model: keras.Model) -> keras.Model:
         raise UserError(f"model.keras has no {HEAD_LAYER!r} layer, so its embedding is unknown. "
                         f"Received layers: {[layer.name for layer in task_model.layers]}") from None
     return keras.Model(task_model.inputs, head.input, name="penultimate")
-
-
-def _layers_between(task_model: keras.Model, extractor: keras.Model) -> list:
-    names = [layer.name for layer in task_model.layers]
-    start, end = names.index(extractor.name) + 1, names.index(HEAD_LAYER)
-    return task_model.layers[start:end]
-
-
-def _apply_chain(layers: list, features: np.ndarray, batch_size: int) -> np.ndarray:
-    """Apply the layers between the extractor and the head, in inference mode, to cached features."""
-    outputs = []
-    for start in range(0, len(features), batch_size):
-        x = tf.convert_to_tensor(features[start:start + batch_size])
-        for layer in layers:
-            x = layer(x, training=False)
-        outputs.append(keras.ops.convert_to_numpy(x))
-    return np.concatenate(outputs, axis=0) if outputs else np.zeros((0, 0), np.float32)
 
 
 # ------------------------------------------------------------------------ learners
@@ -272,11 +251,19 @@ def run_learner(run: LoadedRun, features: _Features, ways: int, shots: int, batc
                         f"have shape {tuple(inputs.shape[1:])}; metadata.json meta.input may be wrong.")
     transductive = bool(getattr(learner, "transductive", meta.get("transductive", False)))
     algorithm = meta.get("algorithm", strategy)
+    episode_learner = learner_for(meta.get("episode_learner"), shots) if algorithm == "protonet" else "prototypes"
+    chosen_regression = episode_learner == "logistic_regression" and not transductive
+    if chosen_regression:
+        # Chosen at training time on the target's validation episodes for this shot count (app/episode_learner.py).
+        inputs = keras.ops.convert_to_numpy(learner.embedding.predict(inputs, verbose=0, batch_size=batch_size))
+        predict = EPISODE_LEARNERS[episode_learner]
     label = (f"{algorithm} meta-learner ({type(learner).__name__}, {learner.ways}-way trained, on {source} inputs"
-             f"{', transductive BatchNorm' if transductive else ''})")
+             f"{', transductive BatchNorm' if transductive else ''}"
+             f"{', logistic regression on its embedding, chosen at training time' if chosen_regression else ''})")
     return Learner(RUN_LEARNER, label, inputs, predict), {
         "kind": "meta_learner", "strategy": strategy, "algorithm": algorithm, "input": source,
-        "trained_ways": learner.ways, "trained_shots": meta.get("shots"), "transductive": transductive}
+        "trained_ways": learner.ways, "trained_shots": meta.get("shots"), "transductive": transductive,
+        "episode_learner": episode_learner if algorithm == "protonet" else None}
 
 
 # ------------------------------------------------------------------------ the loop
@@ -285,7 +272,7 @@ def run_episodes(sampler: EpisodeSampler, numbers: list[int], learners: list[Lea
     """Per-episode query accuracy of every learner, all on the same episodes."""
     accuracies = {learner.key: np.zeros(len(numbers)) for learner in learners}
     # A live bar on a terminal; in a log file one line at the end instead of a line every 50 ms.
-    progress = keras.utils.Progbar(len(numbers), unit_name="episode", verbose=1 if sys.stdout.isatty() else 2,
+    progress = keras.utils.Progbar(len(numbers), unit_name="episode", verbose=1 if on_terminal() else 2,
                                    stateful_metrics=[f"{learner.key}_acc" for learner in learners])
     for i, number in enumerate(numbers):
         episode = sampler.episode(number)

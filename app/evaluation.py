@@ -181,14 +181,24 @@ def _write_mistakes_csv(mistakes: list[dict], path: Path) -> None:
 def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = None,
                  batch_size: int = 32, top_k: int = 5, allow_missing_classes: bool = False,
                  apply_temperature_scaling: bool = False, bootstrap_resamples: int = 1000,
-                 unknown_dir: str | None = None) -> tuple[dict, Path]:
+                 artifact: str | Path | None = None, unknown_dir: str | None = None) -> tuple[dict, Path]:
+    """Metrics and reports of the run's model.keras, or of an exported `artifact` (SavedModel / .tflite)."""
+    if artifact is not None and unknown_dir is not None:
+        raise UserError(f"--unknown scores files with the run's model.keras (its embedding); it does not combine with "
+                        f"--artifact. Received: --unknown {unknown_dir} with --artifact {artifact}. Evaluate them "
+                        "in two calls.")
     run = load_run(run_path)
     chosen = choose_evaluation_set(run, data_dir, allow_missing_classes)
     if not chosen.paths:
         raise UserError(f"No files to evaluate in {str(data_dir)!r} ({chosen.description}).")
     unknown = prepare_unknown_set(run, unknown_dir) if unknown_dir is not None else None  # checked before the pass
     logger.info("Evaluating %s on %d files: %s", run.path, len(chosen.paths), chosen.description)
-    if unknown is not None:  # one pass gives the probabilities and the embedding the unknown score needs
+    artifact_info = None
+    if artifact is not None:
+        from app.artifact_evaluation import predict_with_artifact
+
+        probabilities, artifact_info = predict_with_artifact(run, artifact, chosen.examples, batch_size)
+    elif unknown is not None:  # one pass gives the probabilities and the embedding the unknown score needs
         known_embeddings, probabilities = embed_examples(run, chosen.examples, batch_size=batch_size)
     else:
         probabilities = run.predict_examples(chosen.examples, batch_size)
@@ -205,15 +215,20 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
                               "reliability": reliability_bins(chosen.labels, probabilities)}
     metrics["split"] = chosen.description
     metrics["data_dir"] = str(Path(data_dir).expanduser().resolve())
+    suffix = chosen.name_suffix
+    if artifact_info:
+        metrics["artifact"] = artifact_info
+        suffix += f"-{artifact_info['label']}"
 
-    out_dir = run.path / "eval" / (name or _eval_name(data_dir, chosen.name_suffix))
+    out_dir = run.path / "eval" / (name or _eval_name(data_dir, suffix))
     out_dir.mkdir(parents=True, exist_ok=True)
     mistakes = _mistakes(chosen, probabilities, run.class_names)
     _write_mistakes_csv(mistakes, out_dir / "misclassified.csv")
     plot_confusion_matrix(metrics["confusion_matrix"], run.class_names, out_dir / "confusion_matrix.png")
     plot_reliability(metrics["calibration"]["reliability"], metrics["ece"], temperature, out_dir / "reliability.png")
     report = render_report(metrics, {"run_dir": str(run.path), "data_dir": metrics["data_dir"],
-                                     "split_description": chosen.description}, mistakes[:WORST_EXAMPLES])
+                                     "split_description": chosen.description,
+                                     "model": artifact_info["path"] if artifact_info else None}, mistakes[:WORST_EXAMPLES])
     if unknown is not None:
         correct = probabilities.argmax(axis=1) == np.asarray(chosen.labels)
         metrics["open_set"] = evaluate_unknown(run, unknown, known_embeddings, correct, out_dir, batch_size)

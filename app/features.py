@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from app.inputs import example_dataset
+from app.progress import BatchProgress
 from data.feature_cache import FeatureStore
 from models.fingerprint import weights_fingerprint
 
@@ -28,7 +29,8 @@ def extract_features(feature_extractor: keras.Model, examples, modality: str, si
     """
     if not examples:
         return np.zeros((0, feature_extractor.output_shape[-1]), np.float32)
-    return feature_extractor.predict(example_dataset(examples, modality, size, batch_size, resize), verbose=1)
+    return feature_extractor.predict(example_dataset(examples, modality, size, batch_size, resize),
+                                     verbose=0, callbacks=[BatchProgress("Features")])
 
 
 def feature_store_key(feature_extractor: keras.Model, backbone_name: str, weights: str, modality: str, size: int,

@@ -7,9 +7,9 @@ baselines on exactly the same episodes.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
+
+from app.softmax_regression import fit_predict
 
 CI_Z = 1.96  # two-sided 95% normal quantile
 
@@ -42,18 +42,10 @@ def nearest_centroid_predict(support, support_labels, query, ways: int) -> np.nd
     return np.argmin(distances, axis=1)
 
 
-def logistic_regression_predict(support, support_labels, query, ways: int) -> np.ndarray:
-    """Multinomial logistic regression (scikit-learn defaults: lbfgs, C=1) fitted on the support only."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    labels = np.asarray(support_labels).astype(np.int64).reshape(-1)
-    model = LogisticRegression(max_iter=1000)  # multinomial for more than 2 classes with lbfgs
-    with warnings.catch_warnings():
-        # A few support points are often separable: lbfgs may stop at max_iter; the fit is still usable.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(_flat(support), labels)
-    return model.predict(_flat(query)).astype(np.int64)
+def logistic_regression_predict(support, support_labels, query, ways: int, c: float = 1.0) -> np.ndarray:
+    """Multinomial logistic regression fitted on the support only: scikit-learn's model (C=1, L2 on the weights,
+    unpenalised intercept) solved to its exact optimum (app/softmax_regression.py says how and why)."""
+    return fit_predict(_flat(support), support_labels, _flat(query), ways, c)
 
 
 BASELINES = {

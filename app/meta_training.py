@@ -1,8 +1,9 @@
 """Meta strategies (protonet, reptile, fomaml, maml): episodic meta-training, then the target classifier.
 
 Episodes come from the target's training split, or from a separate `--meta-data`
-folder whose classes must not overlap the target's (then meta-validation episodes
-come from a class-disjoint part of that folder). Two input modes:
+folder whose classes must not overlap the target's; app/meta_pools.py decides the
+meta-validation pool (class-disjoint whenever the classes allow it) and fits the episode
+shapes to what the classes hold. Two input modes:
 - features: the pretrained backbone is frozen and computed once (cached); the meta
   learner trains a small embedding (Dense + ReLU) over those features, plus its head.
   Fast on a CPU.
@@ -11,9 +12,9 @@ come from a class-disjoint part of that folder). Two input modes:
   has no pretrained weights, e.g. conv4 from scratch).
 
 After meta-training the result is the standard classifier bundle over the target
-classes: for protonet the prototypes of every target training example written into
-the Dense head (squared Euclidean distance is linear in x); for the others a head
-trained on the meta-learned embedding of the target training set. The meta learner
+classes (app/meta_target.py): for protonet the prototypes written into the Dense head
+(squared Euclidean distance is linear in x); for the others a head trained on the
+meta-learned embedding; both refit on train + validation files. The meta learner
 itself is saved as `meta_learner.keras` (reusable with `--init RUN_DIR`, and what
 `evaluate.py --episodes` adapts per episode).
 """
@@ -34,19 +35,24 @@ from app.checkpoints import CHECKPOINTS_DIR
 from app.config import TrainConfig
 from app.errors import UserError
 from app.features import cached_features
-from app.phases import HEAD, META, PhaseContext, _run_phase, train_head
-from data.episodes import EpisodeSampler, array_meta_batches, check_disjoint_meta_classes, meta_split_indices
+from app.meta_pools import build_meta_pools
+from app.meta_pools import describe as describe_pools
+from app.episode_learner import choose_episode_learners
+from app.meta_target import target_classifier
+from app.target_heads import candidate_heads
+from app.source_stage import CHOICE_SEED_OFFSET, SOURCE_STAGES, dense_embedding, identity_embedding, train_supervised
+from app.source_stage import choose as choose_stage
+from app.source_stage import score as score_stage
+from app.source_stage import summary as stage_summary
+from app.phases import HEAD, META, PhaseContext, _run_phase
+from data.episodes import EpisodeSampler, array_meta_batches
 from data.episodes import text_meta_batches
 from data.pipeline import image_dataset, read_texts
-from data.scan import require_trainable, scan_folder
-from data.splits import class_disjoint_splits
 from models.finetuning import unfreeze_top_blocks
-from models.heads import ClassificationHead
-from models.meta import ALGORITHMS, MAML, build_meta_learner, prototype_head_weights
+from models.meta import ALGORITHMS, MAML, build_meta_learner
 
 logger = logging.getLogger(__name__)
 META_LEARNER_FILE, META_MANIFEST_FILE = rd.META_LEARNER_FILE, rd.META_MANIFEST_FILE
-META_DATA_FRACTIONS = (0.8, 0.2, 0.0)  # --meta-data classes: meta-train / meta-val / (no meta-test)
 META_DONE_WEIGHTS = "meta_done.weights.h5"
 VALIDATION_META_STEPS = 10
 META_VAL_SEED_OFFSET = 1_000_003
@@ -58,8 +64,10 @@ class MetaOutcome:
     head_model: keras.Model
     embedding: keras.Model | None  # features mode: the trained embedding over backbone features
     val_embeddings: np.ndarray
+    val_probabilities: np.ndarray  # the first classifier's (before the refit on train + validation)
     metadata: dict
     phases: list[str]
+    refit: dict
 
 
 def meta_input_mode(config: TrainConfig, weights: str) -> str:
@@ -72,44 +80,6 @@ def _adapt_setting(config: TrainConfig):
     if config.adapt == "auto":
         return "all" if config.strategy == "reptile" else "head"
     return int(config.adapt) if config.adapt.isdigit() else config.adapt
-
-
-def _pools(config: TrainConfig, scan, train_examples, val_examples):
-    """(meta-train examples, their labels, meta-val examples, their labels, class names, where they come from,
-    the --meta-data folder's manifest or None)."""
-    if not config.meta_data:
-        return (train_examples, [e.label for e in train_examples], val_examples, [e.label for e in val_examples],
-                scan.class_names, "the target's training split (meta-validation: its validation split)", None)
-    meta_scan = scan_folder(config.meta_data)
-    require_trainable(meta_scan, min_per_class=2)
-    if meta_scan.modality != scan.modality:
-        raise UserError(f"--meta-data holds {meta_scan.modality} files but the target folder holds {scan.modality} "
-                        f"files. Received: --meta-data {config.meta_data}")
-    check_disjoint_meta_classes(meta_scan.class_names, scan.class_names)
-    examples = list(meta_scan.examples)
-    labels = [e.label for e in examples]
-    split = meta_split_indices(labels, meta_scan.class_names, fractions=META_DATA_FRACTIONS, seed=config.seed)
-    train = [examples[i] for i in split["meta_train"]]
-    val = [examples[i] for i in split["meta_val"]]
-    # Which files and classes meta-trained the run, as the target's manifest.json does for its split.
-    class_splits = class_disjoint_splits(meta_scan.class_names, META_DATA_FRACTIONS, config.seed)
-    manifest = {"root": meta_scan.root, "class_names": meta_scan.class_names, "class_splits": class_splits,
-                "files": [{"path": str(Path(e.path).relative_to(meta_scan.root)), "sha256": e.sha256,
-                           "label": meta_scan.class_names[e.label],
-                           "split": class_splits[meta_scan.class_names[e.label]]} for e in examples]}
-    return (train, [e.label for e in train], val, [e.label for e in val], meta_scan.class_names,
-            f"{config.meta_data} ({len(set(e.label for e in train))} meta-train classes, "
-            f"{len(set(e.label for e in val))} class-disjoint meta-validation classes)", manifest)
-
-
-def _validation_shots(labels, ways: int, shots: int, queries: int) -> tuple[int, int] | None:
-    """Shots and queries that let `ways` classes of a (small) validation pool form episodes."""
-    counts = sorted(np.bincount(np.asarray(labels, np.int64)).tolist(), reverse=True) if len(labels) else []
-    if len(counts) < ways or counts[ways - 1] < 2:
-        return None
-    room = counts[ways - 1]
-    val_shots = min(shots, room - 1)
-    return val_shots, min(queries, room - val_shots)
 
 
 def _raw_inputs(examples, modality: str, size: int, resize: str):
@@ -197,32 +167,85 @@ def _initialise_from(learner, run_dir: Path) -> None:
     logger.info("Meta-learned initialisation loaded from %s", path)
 
 
+def source_candidates(config: TrainConfig, mode: str) -> tuple[str, ...] | None:
+    """The source stages to try (app/source_stage.py), or None where there is no choice to make:
+    only protonet on cached features with a separate source folder has one."""
+    if config.strategy != "protonet" or not config.meta_data or mode != "features":
+        if config.source_stage not in ("auto", "protonet"):
+            raise UserError(f"--source-stage {config.source_stage} needs --meta-data, --strategy protonet and the "
+                            f"features input (this run's input is {mode}). Received: --source-stage "
+                            f"{config.source_stage}")
+        return None
+    return SOURCE_STAGES if config.source_stage == "auto" else (config.source_stage,)
+
+
+@dataclass
+class _ChosenStage:
+    embedding: keras.Model
+    head: str  # the target head that scored best with it
+    summary: dict
+
+
+def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, meta_train_x, meta_val_x, pools,
+                         target_x, target_labels, num_classes: int) -> _ChosenStage:
+    """Every candidate's embedding, both its scores, and the one kept (see app/source_stage.py)."""
+    val = pools.val_shape
+    choice_sampler = stopping_sampler = None
+    if val is not None:
+        choice_sampler = EpisodeSampler(pools.val_labels, val.ways, val.shots, val.queries,
+                                        seed=config.seed + CHOICE_SEED_OFFSET)
+        stopping_sampler = EpisodeSampler(pools.val_labels, val.ways, val.shots, val.queries,
+                                          seed=config.seed + META_VAL_SEED_OFFSET)
+    embeddings = {}
+    for name in candidates:
+        if name == "protonet":
+            embeddings[name] = protonet_embedding
+        elif name == "none":
+            embeddings[name] = identity_embedding(meta_train_x.shape[-1])
+        else:
+            logger.info("Supervised source stage: a softmax classifier over the %d meta-training classes",
+                        len(set(pools.train_labels)))
+            embeddings[name], _ = train_supervised(
+                meta_train_x, pools.train_labels, meta_val_x, stopping_sampler, config.embedding_units,
+                config.meta_learning_rate, config.meta_epochs, config.patience, config.batch_size, config.seed)
+    heads = candidate_heads(config.target_head, num_classes)
+    scores = [score_stage(name, embeddings[name], target_x, target_labels, num_classes, heads, meta_val_x,
+                          choice_sampler, config.seed) for name in candidates]
+    chosen = choose_stage(scores)
+    logger.info("Source stage kept: %s with the %s head (%s)", chosen.name, chosen.head,
+                "the only one asked for" if len(scores) == 1 else "best on the target's train + validation files")
+    return _ChosenStage(embeddings[chosen.name], chosen.head, stage_summary(scores, chosen, config.source_stage))
+
+
 def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone, feature_extractor,
                       train_examples, val_examples, train_features, val_features, run_dir: Path,
                       store_key: str | None) -> MetaOutcome:
     modality = scan.modality
     mode = meta_input_mode(config, backbone.weights)
-    pool_train, pool_train_labels, pool_val, pool_val_labels, pool_names, source, meta_manifest = _pools(
-        config, scan, train_examples, val_examples)
-    if meta_manifest is not None:
-        rd.write_json(run_dir / META_MANIFEST_FILE, meta_manifest)
-    logger.info("Meta-training %s on %d-way %d-shot episodes (%d queries per class, %d tasks per meta step) from %s; "
-                "inputs: %s", config.strategy, config.ways, config.shots, config.queries, config.meta_batch_size,
-                source, "cached frozen features" if mode == "features" else "raw inputs, backbone training")
-    sampler = EpisodeSampler(pool_train_labels, config.ways, config.shots, config.queries, seed=config.seed,
+    pools = build_meta_pools(config, scan, train_examples, val_examples)
+    if pools.manifest is not None:
+        rd.write_json(run_dir / META_MANIFEST_FILE, pools.manifest)
+    shape = pools.train_shape
+    logger.info("%s: %s; inputs: %s", config.strategy, describe_pools(pools, config),
+                "cached frozen features" if mode == "features" else "raw inputs, backbone training")
+    pool_train, pool_val, pool_names = pools.train, pools.val, pools.class_names
+    sampler = EpisodeSampler(pools.train_labels, shape.ways, shape.shots, shape.queries, seed=config.seed,
                              class_names=pool_names)
 
     # Inputs of the pools and of the target sets, in the learner's input space.
     if mode == "features":
-        def to_inputs(examples, known=None):
-            return known if known is not None else cached_features(
-                feature_extractor, examples, modality, backbone.size, config.batch_size, config.resize, store_key)
-        meta_train_x = to_inputs(pool_train, train_features if pool_train is train_examples else None)
-        meta_val_x = to_inputs(pool_val, val_features if pool_val is val_examples else None)
-        inputs = keras.Input((meta_train_x.shape[-1],), name="features")
-        embedding = keras.Model(inputs, keras.layers.Dense(config.embedding_units, activation="relu",
-                                                           name="meta_embedding_dense")(inputs),
-                                name="meta_embedding")
+        # Pools drawn from the target's files reuse the features already computed for them.
+        known = dict(zip((e.path for e in train_examples + val_examples), np.concatenate([train_features,
+                                                                                          val_features])))
+
+        def to_inputs(examples):
+            if examples and all(e.path in known for e in examples):
+                return np.stack([known[e.path] for e in examples])
+            return cached_features(feature_extractor, examples, modality, backbone.size, config.batch_size,
+                                   config.resize, store_key)
+        meta_train_x = to_inputs(pool_train)
+        meta_val_x = to_inputs(pool_val)
+        embedding = dense_embedding(meta_train_x.shape[-1], config.embedding_units)
     else:
         meta_train_x = _raw_inputs(pool_train, modality, backbone.size, config.resize)
         meta_val_x = _raw_inputs(pool_val, modality, backbone.size, config.resize)
@@ -234,24 +257,23 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
     learner = _build_learner(config, embedding, meta_train_x.shape[1:], backbone.weights)
 
     train_ds = _episodes(sampler, meta_train_x, config.meta_batch_size, None, modality)
-    val_setting = _validation_shots(pool_val_labels, config.ways, config.shots, config.queries)
     val_ds, monitor, probe = None, "val_loss", None
-    if val_setting:
-        val_sampler = EpisodeSampler(pool_val_labels, config.ways, *val_setting, seed=config.seed + META_VAL_SEED_OFFSET,
-                                     class_names=pool_names)
+    if pools.val_shape:
+        val = pools.val_shape
+        val_sampler = EpisodeSampler(pools.val_labels, val.ways, val.shots, val.queries,
+                                     seed=config.seed + META_VAL_SEED_OFFSET, class_names=pool_names)
         val_ds = _episodes(val_sampler, meta_val_x, config.meta_batch_size, VALIDATION_META_STEPS, modality).cache()
         probe = next(iter(val_ds.take(1)))
-        if val_setting != (config.shots, config.queries):
-            logger.info("Meta-validation episodes use %d shots and %d queries per class (the validation pool is small)",
-                        *val_setting)
     else:
         monitor = "loss"
-        logger.warning("The meta-validation pool has fewer than %d classes with 2+ examples: early stopping watches "
-                       "the meta-training episode loss instead.", config.ways)
+        logger.warning("No meta-validation (%s).", pools.validation)
 
+    candidates = source_candidates(config, mode)
     done_weights = run_dir / CHECKPOINTS_DIR / META_DONE_WEIGHTS
     resumed_after_meta = context.resume is not None and context.resume[0]["phase"] == HEAD
-    if resumed_after_meta:
+    if candidates is not None and "protonet" not in candidates:
+        meta_epochs, meta_steps = 0, 0  # no episodic source stage asked for
+    elif resumed_after_meta:
         learner.load_weights(done_weights)
         meta_epochs = context.resume[0]["epoch_offset"]
         meta_steps = context.resume[0]["step_offset"]
@@ -262,6 +284,13 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
             description=f"{config.strategy} meta-training, {config.ways}-way {config.shots}-shot episodes")
         learner.save_weights(done_weights)  # the head phase's checkpoints do not hold the embedding
         meta_epochs, meta_steps = result.epochs, result.epochs * config.meta_steps
+    stage = None
+    if candidates is not None:
+        stage = _choose_source_stage(config, candidates, embedding, meta_train_x, meta_val_x, pools,
+                                     np.concatenate([train_features, val_features]),
+                                     [e.label for e in train_examples + val_examples], len(scan.class_names))
+        embedding = stage.embedding
+        learner = build_meta_learner("protonet", embedding, config.ways, transductive=config.transductive)
     learner.save(run_dir / META_LEARNER_FILE)
 
     # The target classifier on the meta-learned embedding.
@@ -271,34 +300,28 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
         return embedding.predict(_raw_inputs(examples, modality, backbone.size, config.resize), verbose=0,
                                  batch_size=config.batch_size)
 
-    train_labels = [e.label for e in train_examples]
-    val_labels = [e.label for e in val_examples]
-    train_embeddings = embed(train_examples, train_features)
     val_embeddings = embed(val_examples, val_features)
-    num_classes = len(scan.class_names)
-    phases = [META]
-    if config.strategy == "protonet":
-        head = ClassificationHead(num_classes, 0.0, seed=config.seed)
-        head_model = head.features_model(train_embeddings.shape[-1])
-        kernel, bias = prototype_head_weights(train_embeddings, np.asarray(train_labels), num_classes)
-        head.dense.set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
-        logger.info("Classifier: prototypes of %d target training examples written into the Dense head",
-                    len(train_labels))
-    else:
-        head = ClassificationHead(num_classes, config.dropout, seed=config.seed, hidden_units=0)
-        head_model = head.features_model(train_embeddings.shape[-1])
-        train_head(context, head_model, train_embeddings, train_labels, val_embeddings, val_labels, phase_number=2,
-                   epoch_offset=meta_epochs, step_offset=meta_steps)
-        phases.append(HEAD)
-    metadata = {"algorithm": config.strategy, "ways": config.ways, "shots": config.shots, "queries": config.queries,
+    train_embeddings = embed(train_examples, train_features)
+    train_labels, val_labels = [e.label for e in train_examples], [e.label for e in val_examples]
+    target = target_classifier(context, config, len(scan.class_names), train_embeddings, train_labels,
+                               val_embeddings, val_labels, meta_epochs, meta_steps,
+                               head=None if stage is None else stage.head)
+    episode_learner = None
+    if config.strategy == "protonet":  # what evaluate.py --episodes runs on the embedding, per shot count
+        episode_learner = choose_episode_learners(np.concatenate([train_embeddings, val_embeddings]),
+                                                  np.asarray(train_labels + val_labels), config.seed)
+    metadata = {"algorithm": config.strategy, "ways": shape.ways, "shots": shape.shots, "queries": shape.queries,
                 "input": mode, "transductive": config.transductive,
                 "batchnorm": "transductive (query statistics)" if config.transductive else "inductive",
                 "inner_steps": config.inner_steps if config.strategy != "protonet" else None,
                 "inner_learning_rate": config.inner_learning_rate if config.strategy != "protonet" else None,
                 "adapt": _adapt_setting(config) if config.strategy != "protonet" else None,
-                "meta_batch_size": config.meta_batch_size, "episodes_from": source,
-                "meta_epochs": meta_epochs, "meta_steps": meta_steps}
-    return MetaOutcome(head, head_model, embedding if mode == "features" else None, val_embeddings, metadata, phases)
+                "meta_batch_size": config.meta_batch_size, "episodes_from": pools.source, **pools.summary,
+                "meta_epochs": meta_epochs, "meta_steps": meta_steps,
+                **({"source_stage": stage.summary} if stage is not None else {}), **target.metadata,
+                **({"episode_learner": episode_learner} if episode_learner else {})}
+    return MetaOutcome(target.head, target.head_model, embedding if mode == "features" else None, val_embeddings,
+                       target.val_probabilities, metadata, [META] + target.phases, target.refit)
 
 
 __all__ = ["ALGORITHMS", "META_LEARNER_FILE", "MetaOutcome", "meta_input_mode", "run_meta_training"]

@@ -1,4 +1,4 @@
-"""Classification metrics from predicted probabilities (numpy; the keys of DESIGN.md).
+"""Classification metrics from predicted probabilities (numpy; the keys of metrics.json in the README).
 
 Written with numpy rather than scikit-learn: a few lines each, and it keeps a
 heavy dependency out of the install for a handful of formulas.

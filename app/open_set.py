@@ -13,13 +13,13 @@ import numpy as np
 from app.errors import UserError
 from app.features import extract_features
 from app.inputs import example_dataset
+from app.model_parts import HEAD_LAYER, apply_chain, feature_extractor_of, layers_between
 from app.unknown_selection import UnknownDetector, fit_unknown_detector
 from app.unknown_store import save_detector
 from data.pipeline import text_dataset
 
 logger = logging.getLogger(__name__)
 CHECK_ROWS = 4
-HEAD_LAYER = "head_dense"  # the final layer's name (models/heads.py): its input is the run's embedding
 
 
 def _head(task_model: keras.Model):
@@ -77,13 +77,10 @@ def run_embeddings(task_model: keras.Model, examples, cached: np.ndarray, modali
     were cached (linear, meta on features), the layers between backbone and head are replayed on
     the cached features (milliseconds); a check on a few files catches a changed backbone
     (finetune, meta on raw inputs), and then the embedding is computed from the files."""
-    # Imported here: app.episodic_evaluation imports app.evaluation, which imports this module.
-    from app.episodic_evaluation import _apply_chain, _layers_between, feature_extractor_of
-
     if not examples:
         return np.zeros((0, _head_input(task_model).shape[-1]), np.float32)
-    layers = _layers_between(task_model, feature_extractor_of(task_model))
-    replayed = _apply_chain(layers, cached, batch_size)
+    layers = layers_between(task_model, feature_extractor_of(task_model))
+    replayed = apply_chain(layers, cached, batch_size)
     penultimate = keras.Model(task_model.inputs, _head_input(task_model))
     reference = extract_features(penultimate, examples[:CHECK_ROWS], modality, size, batch_size, resize)
     if replayed.shape[1:] == reference.shape[1:] and np.allclose(replayed[:CHECK_ROWS], reference, rtol=1e-3,

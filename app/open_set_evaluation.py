@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import UserError
+from app.input_files import collect_inputs
 from app.open_set import embed_examples
 from app.report import save_figure
 from app.unknown_scores import SCORES, UnknownScorer, auroc, fpr_at_tpr
@@ -40,8 +41,6 @@ def _known_class_folders(folder: Path, class_names: list[str]) -> list[Path]:
 
 def prepare_unknown_set(run, unknown_dir: str) -> UnknownSet:
     """Check the run and the folder before anything expensive; the files to score as unknown."""
-    from app.prediction import collect_inputs
-
     detected = load_detector(run.path)
     if detected is None:
         raise UserError(f"{str(run.path)!r} has no unknown-class detector (unknown.json; runs trained before it "

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from app import tensorboard_logging as tb
 from app.checkpoints import Checkpoints, EpochCheckpoint, ResumableEarlyStopping, StopOnNaN
 from app.config import TrainConfig
 from app.errors import UserError
+from app.progress import BatchProgress
 from data.augment import AugmentConfig, build_augmenter
 from data.pipeline import balanced_dataset, image_dataset, read_texts, text_dataset, without_autotune_thread
 from data.splits import class_weights
@@ -50,10 +50,6 @@ class PhaseResult:
     best_epoch: int  # 1-based within the phase
     steps_per_epoch: int
     wall_time_s: float
-
-
-def _verbosity() -> int:
-    return 1 if sys.stdout.isatty() else 2  # live progress bars on a terminal, one line per epoch in logs
 
 
 def _targets(config: TrainConfig, num_classes: int, one_hot: bool = False):
@@ -126,6 +122,7 @@ def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: kera
         keras.callbacks.TensorBoard(log_dir=str(context.log_dir)),
         tb.StepLearningRate(context.log_dir, step_offset),
         tb.PhaseMarker(context.log_dir, phase_number, description),
+        BatchProgress(phase),  # listed before EpochSummary: the bar is cleared before the epoch's line
         EpochSummary(phase, epoch_offset, max_epochs),
         *extra_callbacks,
     ]
@@ -137,7 +134,7 @@ def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: kera
         val_ds = None if val_ds is None else without_autotune_thread(val_ds)
         model.fit(train_ds, validation_data=val_ds, epochs=epoch_offset + max_epochs,
                   initial_epoch=epoch_offset + completed, callbacks=callbacks, steps_per_epoch=steps_per_epoch,
-                  class_weight=class_weight, shuffle=False, verbose=_verbosity())  # datasets shuffle themselves, seeded
+                  class_weight=class_weight, shuffle=False, verbose=0)  # datasets shuffle themselves, seeded
     elif resume_best is not None and not fixed_epochs:
         model.set_weights(resume_best)
     if nan_guard.stopped_at:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -13,10 +12,8 @@ from app.evaluation import load_run
 from app.explanations import require_image_run, write_overlays
 from app.open_set import embed_examples
 from app.unknown_store import load_detector
-from data.doctor import inspect_file
-from data.images import IMAGE_EXTENSIONS
-from data.records import Example, SkippedFile
-from data.scan import TEXT_EXTENSIONS
+from app.input_files import collect_inputs
+from data.records import SkippedFile
 
 logger = logging.getLogger(__name__)
 
@@ -27,35 +24,6 @@ class Prediction:
     top: list[tuple[str, float]]
     unknown: bool | None = None  # None: no rejection (--reject none, or a run without a detector)
     unknown_score: float | None = None
-
-
-def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], list[SkippedFile]]:
-    """Expand folders (recursively, sorted), keep files the doctor accepts, report the rest."""
-    candidates: list[Path] = []
-    skipped: list[SkippedFile] = []
-    for target in targets:
-        path = Path(target).expanduser()
-        if path.is_dir():
-            candidates += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        elif path.is_file():
-            candidates.append(path)
-        else:
-            skipped.append(SkippedFile(str(path), "no such file or folder"))
-    extensions = IMAGE_EXTENSIONS if modality == "image" else TEXT_EXTENSIONS
-    article = "an" if modality == "image" else "a"
-    usable: list[Example] = []
-    for path in candidates:
-        if path.suffix.lower() not in extensions:
-            skipped.append(SkippedFile(str(path), f"not {article} {modality} file (extension {path.suffix or 'none'!r})"))
-            continue
-        check = inspect_file(str(path), modality)
-        if check.usable:
-            usable.append(Example(str(path), -1, None, check.sha256, check.encoding))
-        else:
-            skipped.append(SkippedFile(str(path), check.reason))
-    for item in skipped:
-        logger.warning("Skipped %s: %s", item.path, item.reason)
-    return usable, skipped
 
 
 def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 32,

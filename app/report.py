@@ -68,6 +68,7 @@ def render_report(metrics: dict, context: dict, worst: list[dict]) -> str:
         f"# Evaluation: {context['run_dir']}",
         "",
         f"- Data: `{context['data_dir']}` ({context['split_description']})",
+        f"- Model: `{context.get('model') or 'model.keras'}`",
         f"- Examples: {metrics['num_examples']}, classes: {len(metrics['class_names'])}",
         f"- Accuracy: **{metrics['accuracy']:.4f}** (bootstrap 95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}), "
         f"top-{metrics['k']} accuracy: {metrics['top_k_accuracy']:.4f}",

@@ -1,4 +1,4 @@
-"""The run-directory format (DESIGN.md): atomic writes, a completeness marker, loading.
+"""The run-directory format (docs/ARCHITECTURE.md): atomic writes, a completeness marker, loading.
 
 A run directory is created with an `INCOMPLETE` marker that is removed only after
 every artifact is written, so a crashed run is never mistaken for a finished one.

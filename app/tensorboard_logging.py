@@ -19,6 +19,7 @@ Tag scheme (stable; documented in the README):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from app.metrics import confusion_matrix
 from data.images import load_image
@@ -35,7 +36,10 @@ logger = logging.getLogger(__name__)
 
 TRAIN, VALIDATION = "train", "validation"
 GRID_COLUMNS = 4
-GRID_TILE = 128
+GRID_TILE = 176
+CAPTION_FONT = 14  # px: legible in TensorBoard at its default zoom
+CAPTION_LINES = 3  # "true ankle boot / pred sneaker 0.93" wraps instead of being cut
+CAPTION_HEIGHT = CAPTION_LINES * (CAPTION_FONT + 3) + 6
 SPRITE_TILE = 32
 MAX_PROJECTOR_POINTS = 2000
 MAX_WORST = 16
@@ -102,45 +106,90 @@ class ConfusionMatrixPerEpoch(keras.callbacks.Callback):
         self.writer.flush()
 
 
-def confusion_image(matrix, class_names: list[str], cell: int = 28) -> np.ndarray:
-    """Row-normalised confusion matrix with counts, drawn with Pillow.
+@functools.lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    """Pillow's bundled TrueType font (no system font needed) at a size TensorBoard shows legibly."""
+    return ImageFont.load_default(size=size)
 
-    Why not the matplotlib figure of report.md: it takes ~0.5 s to render, which
-    every epoch would dwarf a head epoch on cached features (milliseconds).
+
+def _fit(text: str, font, width: int) -> str:
+    """`text`, shortened with an ellipsis only if it does not fit in `width` pixels."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
+    """Greedy word wrap into at most `max_lines` lines of `width` pixels (the last one shortened if needed)."""
+    lines, current = [], ""
+    for word in text.split():
+        candidate = f"{current} {word}".strip()
+        if font.getlength(candidate) <= width or not current:
+            current = candidate
+        else:
+            lines.append(current)
+            current = word
+    lines.append(current)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines - 1] + [" ".join(lines[max_lines - 1:])]
+    return [_fit(line, font, width) for line in lines]
+
+
+def confusion_image(matrix, class_names: list[str]) -> np.ndarray:
+    """Row-normalised confusion matrix with counts and full class names, drawn with Pillow.
+
+    Sized to be read in TensorBoard at its default zoom: 14 px text, row names written out
+    and column names written vertically (not cut to a few letters), cells of 34 px shrinking to
+    22 px as the classes grow to 50. Why not the matplotlib figure of report.md: it takes ~0.5 s
+    to render, which every epoch would dwarf a head epoch on cached features (milliseconds).
     """
     matrix = np.asarray(matrix)
     n = len(class_names)
-    rows = matrix.sum(axis=1, keepdims=True)
-    share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
-    label_width = 7 * min(24, max(len(name) for name in class_names)) + 8
-    top = 28
-    width, height = max(label_width + n * cell, 380), top + n * cell + 16
+    cell = int(np.clip(700 // max(n, 1), 22, 34))
+    font, small = _font(14), _font(11 if cell < 30 else 13)
+    names = [_fit(name, font, 220) for name in class_names]
+    label_width = int(max(font.getlength(name) for name in names)) + 12
+    top = label_width + 8  # the column names stand vertically above the cells
+    width = max(label_width + n * cell + 8, 420)
+    height = top + n * cell + 28
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((2, height - 14), "rows: true class, columns: predicted (row-normalised, counts)", fill="black")
-    for i, name in enumerate(class_names):
-        draw.text((2, top + i * cell + cell // 3), name[:24], fill="black")
-        draw.text((label_width + i * cell + 2, 2 + (i % 2) * 12), name[:4], fill="black")
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+    for i, name in enumerate(names):
+        draw.text((4, top + i * cell + (cell - 14) // 2), name, fill="black", font=font)
+        column = Image.new("RGB", (label_width, cell), "white")  # drawn sideways, then turned upright
+        ImageDraw.Draw(column).text((4, (cell - 14) // 2), name, fill="black", font=font)
+        image.paste(column.rotate(90, expand=True), (label_width + i * cell, top - label_width - 4))
     for t in range(n):
         for p in range(n):
             level = int(255 * (1 - share[t, p]))
             x0, y0 = label_width + p * cell, top + t * cell
             draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(level, level, 255), outline=(220, 220, 220))
             if matrix[t, p]:
-                draw.text((x0 + 3, y0 + cell // 3), str(int(matrix[t, p])), fill="white" if share[t, p] > 0.5 else "black")
+                draw.text((x0 + cell // 2, y0 + cell // 2), str(int(matrix[t, p])), anchor="mm", font=small,
+                          fill="white" if share[t, p] > 0.5 else "black")
+    draw.text((4, height - 22), "rows: true class, columns: predicted (row-normalised colour, counts)",
+              fill="black", font=_font(13))
     return np.asarray(image)
 
 
 def _captioned_tile(image: Image.Image, caption: str) -> Image.Image:
-    canvas = Image.new("RGB", (GRID_TILE, GRID_TILE + 24), "white")
+    font = _font(CAPTION_FONT)
+    lines = _wrap(caption, font, GRID_TILE - 6, CAPTION_LINES)
+    canvas = Image.new("RGB", (GRID_TILE, GRID_TILE + CAPTION_HEIGHT), "white")
     canvas.paste(image.resize((GRID_TILE, GRID_TILE), Image.Resampling.BILINEAR), (0, 0))
-    ImageDraw.Draw(canvas).text((2, GRID_TILE + 2), caption[:40], fill="black")
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        draw.text((3, GRID_TILE + 3 + i * (CAPTION_FONT + 3)), line, fill="black", font=font)
     return canvas
 
 
 def _grid(tiles: list[Image.Image]) -> np.ndarray:
     rows = max(1, -(-len(tiles) // GRID_COLUMNS))
-    width, height = GRID_TILE, GRID_TILE + 24
+    width, height = GRID_TILE, GRID_TILE + CAPTION_HEIGHT
     grid = Image.new("RGB", (GRID_COLUMNS * width, rows * height), "white")
     for i, tile in enumerate(tiles):
         grid.paste(tile, ((i % GRID_COLUMNS) * width, (i // GRID_COLUMNS) * height))

@@ -265,12 +265,13 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
             task_model = build_task_model(feature_extractor, head, outcome.embedding)
             extra_metadata["meta"] = outcome.metadata
             steps_taken = 0
+            val_probabilities = outcome.val_probabilities  # before the refit on train + validation
         else:
             task_model, head_model, final_val_features, phase_names, steps_taken = _train_transfer(
                 context, config, scan, backbone, feature_extractor, train_examples, val_examples, train_features,
                 val_features, log_dir)
+            val_probabilities = head_model.predict(final_val_features, verbose=0)
 
-        val_probabilities = head_model.predict(final_val_features, verbose=0)
         val_accuracy = float(np.mean(val_probabilities.argmax(axis=1) == np.asarray(val_labels)))
         picked = val_probabilities[np.arange(len(val_labels)), np.asarray(val_labels)]
         val_loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
@@ -291,7 +292,7 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
         phase_names = phase_names + [REFIT_HEAD] + ([REFIT_FINETUNE] if config.strategy == "finetune" else [])
     elif config.strategy not in META_STRATEGIES:
         logger.info("No refit (%s).", refit.reason)
-    extra_metadata["refit"] = {
+    extra_metadata["refit"] = outcome.refit if config.strategy in META_STRATEGIES else {
         "applied": refit.applies, "reason": refit.reason,
         **({"epochs": selection["epochs"], "num_files": len(train_examples) + len(val_examples),
             "note": "The model was trained again on train + validation for the epochs early stopping chose; "

@@ -218,7 +218,7 @@ def run_worker(kind: str, params: dict) -> dict:
 
 def image_backbones() -> list[str]:
     sys.path.insert(0, str(REPO))
-    from models.backbones.registry import list_backbones
+    from models.backbones import list_backbones
 
     return [spec.name for spec in list_backbones() if spec.modality == "image" and not spec.tests_only]
 

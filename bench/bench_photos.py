@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import bench_pipeline as pipeline_bench
-from common import cpu_model, emit
+from common import emit, timed_measure
 
 PHOTO_SIZE = (2016, 1512)  # 3 MP, 4:3: a downsized phone photo / a typical web image
 FULL = {"photos": 1_000, "runs": 3}
@@ -184,12 +184,7 @@ def main(argv=None) -> int:
         params = dict(QUICK if args.quick else FULL, work_dir=args.work_dir)
         if args.runs:
             params["runs"] = args.runs
-        started = time.perf_counter()
-        results = measure(params, lambda message: print(f"[{time.perf_counter() - started:7.0f} s] {message}",
-                                                        flush=True))
-        results["command"] = "python bench/bench_photos.py" + (" --quick" if args.quick else "")
-        results["machine"] = f"{os.cpu_count()} CPU cores ({cpu_model()})"
-        results["wall_min"] = (time.perf_counter() - started) / 60
+        results = timed_measure("bench_photos.py", args.quick, measure, params)
     emit(render(results), results, args.output, args.json)
     return 0
 

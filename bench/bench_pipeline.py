@@ -278,7 +278,7 @@ def build_lite0_features():
     import keras
 
     try:
-        from models.backbones.registry import get_backbone
+        from models.backbones import get_backbone
 
         spec = get_backbone("efficientnet_lite0")
         size = IMAGE_SIZE[0] if hasattr(spec, "default_size") else IMAGE_SIZE

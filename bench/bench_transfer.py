@@ -185,7 +185,7 @@ def _all_layers(model):
 
 
 def worker_scratch(params: dict) -> dict:
-    """The same network from random weights: everything trainable, BatchNorm momentum 0.9 (DESIGN.md)."""
+    """The same network from random weights: everything trainable, BatchNorm momentum 0.9 (docs/ARCHITECTURE.md)."""
     import keras
     import numpy as np
 

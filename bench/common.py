@@ -84,3 +84,16 @@ def run_worker(script: str, kind: str, params: dict, env: dict | None = None) ->
     if proc.returncode or not lines:
         raise RuntimeError(f"worker {kind} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1][len(RESULT_PREFIX):])
+
+
+def timed_measure(script: str, quick: bool, measure, params: dict) -> dict:
+    """Run `measure(params, log)` with a progress log (seconds since start) and stamp the results
+    with the command, the machine and the wall time, as every section prints them."""
+    import time
+
+    started = time.perf_counter()
+    results = measure(params, lambda message: print(f"[{time.perf_counter() - started:7.0f} s] {message}", flush=True))
+    results["command"] = f"python bench/{script}" + (" --quick" if quick else "")
+    results["machine"] = f"{os.cpu_count()} CPU cores ({cpu_model()})"
+    results["wall_min"] = (time.perf_counter() - started) / 60
+    return results

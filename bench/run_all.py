@@ -39,6 +39,11 @@ SECTIONS = [
                                       "10/30/100 images per class"),
     ("fewshot", "bench_fewshot.py", "ProtoNet, Reptile, FOMAML, MAML vs baselines and the Keras Reptile example"),
     ("text", "bench_text.py", "few-shot text: linear, finetune, protonet vs SetFit"),
+    ("episodic", "bench_episodic.py", "evaluate.py --episodes time on cached features; the logistic-regression "
+                                      "baseline against scikit-learn"),
+    ("export", "bench_export.py", "SavedModel and LiteRT exports: size, latency, throughput, accuracy vs model.keras"),
+    ("metatransfer", "bench_meta_transfer.py", "pretrained backbone + a source of other classes (source stages) "
+                                               "on novel classes, vs the baselines and the conv4 anchor"),
     ("unknowns", "bench_unknowns.py", "unknown-class rejection on held-out Fashion-MNIST classes; label issues "
                                       "under random label flips"),
 ]
@@ -47,6 +52,9 @@ PACKAGES = ["tensorflow", "keras", "keras-hub", "numpy", "pillow", "scikit-learn
 PREREQUISITES = {
     "transfer": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
     "fewshot": (Path("/usr/share/fonts/truetype/noto"), "fonts-noto-core"),
+    "episodic": (Path("/usr/share/fonts/truetype/noto"), "fonts-noto-core"),
+    "export": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
+    "metatransfer": (Path("/usr/share/fonts/truetype/noto"), "fonts-noto-core"),
     "unknowns": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
 }
 # The peers' own virtual environments (`make bench-peers` builds them).

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -112,7 +113,7 @@ def check_files(paths: list[str], modality: str, root: Path, workers: int | None
         with ThreadPoolExecutor(max_workers=workers) as pool:
             checked = pool.map(lambda i: inspect_file(paths[i], modality), todo)
             progress = tqdm(checked, total=len(todo), desc=f"Checking {modality} files", unit="file",
-                            disable=len(todo) < PROGRESS_MIN_FILES, leave=False)
+                            disable=len(todo) < PROGRESS_MIN_FILES or not sys.stderr.isatty(), leave=False)
             for i, check in zip(todo, progress):
                 results[i] = check
                 if cache and stats[i] is not None:

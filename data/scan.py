@@ -1,6 +1,6 @@
 """Scan a data folder: layout, classes, usable files, and what was skipped or converted and why.
 
-Layouts (DESIGN.md):  DATA_DIR/<class>/<files>   or   DATA_DIR/{train,val,test}/<class>/<files>
+Layouts (README, "Your data"):  DATA_DIR/<class>/<files>   or   DATA_DIR/{train,val,test}/<class>/<files>
 Hidden entries (".DS_Store", ".ipynb_checkpoints", "__MACOSX") are ignored.
 Extensions match in any case. Files in nested subfolders of a class folder belong
 to that class (symlinks are followed, never into a folder already walked). Every

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import keras
 
-from models.backbones.blocks import _flat_layers
+from models.layer_walk import flat_layers
 
 # keras-hub's BertBackbone computes a [CLS] "pooler" Dense whose output our features never
 # use (they pool the sequence output): training it would only draw "no gradient" warnings.
@@ -34,7 +34,7 @@ def unfreeze_top_blocks(spec, feature_extractor: keras.Model, unfreeze: str | in
     if unfreeze == "all":
         chosen = list(reversed(groups))
         in_blocks = {id(layer) for group in groups for layer in group}
-        stem = [layer for layer in _flat_layers(feature_extractor) if id(layer) not in in_blocks]
+        stem = [layer for layer in flat_layers(feature_extractor) if id(layer) not in in_blocks]
         if stem:
             chosen.append(stem)
     else:
@@ -44,7 +44,7 @@ def unfreeze_top_blocks(spec, feature_extractor: keras.Model, unfreeze: str | in
         chosen = list(reversed(groups[len(groups) - min(count, len(groups)):]))
     feature_extractor.trainable = True
     selected = {id(layer) for group in chosen for layer in group}
-    for layer in _flat_layers(feature_extractor):
+    for layer in flat_layers(feature_extractor):
         layer.trainable = (id(layer) in selected and not _is_batch_norm(layer)
                            and layer.name not in UNUSED_OUTPUT_LAYERS)
     return [[layer for layer in group if layer.trainable] for group in chosen]

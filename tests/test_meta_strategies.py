@@ -46,6 +46,12 @@ def test_meta_strategy_writes_a_standard_classifier_and_its_learner(colour_folde
     history = rd.read_json(run / rd.HISTORY_FILE)
     names = [p["name"] for p in history["phases"]]
     assert names == (["meta"] if strategy == "protonet" else ["meta", "head"])
+    # The final classifier uses train + validation files; the head for as many epochs as early stopping chose.
+    refit = metadata["refit"]
+    assert refit["applied"] is True
+    if strategy != "protonet":
+        head_epochs = [e for e in history["epochs"] if e["phase"] == "head"]
+        assert 1 <= refit["epochs"]["head"] <= len(head_epochs)
     assert [e["epoch"] for e in history["epochs"]] == list(range(1, len(history["epochs"]) + 1))
     model = load_task_model(str(run / rd.MODEL_FILE))
     probabilities = model.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0)
@@ -58,14 +64,15 @@ def test_meta_strategy_writes_a_standard_classifier_and_its_learner(colour_folde
     assert not (run / "checkpoints").exists() and not (run / rd.INCOMPLETE_MARKER).exists()
 
 
-def test_protonet_head_is_the_prototypes_of_the_training_set(colour_folder, tmp_path):
+def test_protonet_head_is_the_prototypes_of_the_train_and_validation_files(colour_folder, tmp_path):
     run = tmp_path / "run"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--output", str(run),
-                       *EPISODES, *FEATURES]) == 0
+                       "--target-head", "prototypes", *EPISODES, *FEATURES]) == 0
     model = load_task_model(str(run / rd.MODEL_FILE))
     manifest = rd.read_json(run / rd.MANIFEST_FILE)
+    # The refit: the final prototypes are those of every labelled training file, train + validation, never test.
     train_files = [(f["path"], manifest["class_names"].index(f["label"])) for f in manifest["files"]
-                   if f["split"] == "train"]
+                   if f["split"] in ("train", "val")]
     from data.images import load_image
 
     pixels = np.stack([load_image(str(colour_folder / p), (32, 32)) for p, _ in train_files])
@@ -75,6 +82,11 @@ def test_protonet_head_is_the_prototypes_of_the_training_set(colour_folder, tmp_
     prototypes = np.stack([embeddings[labels == c].mean(axis=0) for c in range(4)])
     distances = ((embeddings[:, None, :] - prototypes[None]) ** 2).sum(axis=-1)
     np.testing.assert_array_equal(model.predict(pixels, verbose=0).argmax(axis=1), distances.argmin(axis=1))
+    # Exactly: the head's kernel is 2 * prototype, its bias -|prototype|^2.
+    kernel, bias = model.get_layer("head_dense").get_weights()
+    np.testing.assert_allclose(kernel.T / 2, prototypes, rtol=1e-4, atol=1e-5)
+    refit = rd.read_json(run / rd.METADATA_FILE)["refit"]
+    assert refit["applied"] is True and refit["num_files"] == len(train_files)
 
 
 def test_raw_mode_trains_conv4_from_scratch(colour_folder, tmp_path):
@@ -111,6 +123,111 @@ def test_meta_data_folder_and_init_from_an_earlier_run(colour_folder, tmp_path):
     bad = tmp_path / "bad"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "reptile", "--init", str(first),
                        "--output", str(bad), *EPISODES, *FEATURES]) == 2
+
+
+def _many_classes(root, n, per_class, seed=0):
+    """n distinguishable colour classes: hue around the colour wheel, brightness alternating."""
+    import colorsys
+
+    colours = {}
+    for i in range(n):
+        r, g, b = colorsys.hsv_to_rgb(i / n, 0.9, 0.9 if i % 2 else 0.6)
+        colours[f"k{i:02d}"] = (int(255 * r), int(255 * g), int(255 * b))
+    return _folder(root, colours, per_class=per_class, seed=seed)
+
+
+def test_classic_layout_meta_trains_by_default_with_class_disjoint_validation(tmp_path, capsys):
+    """Many classes of few files (Omniglot's shape): no flags beyond the strategy, queries fitted to the
+    classes, meta-validation classes held out whole, the test split in no pool, one INFO line."""
+    folder = _many_classes(tmp_path / "classic", 12, per_class=7)  # 5 train + 1 val + 1 test files a class
+    run = tmp_path / "run"
+    args = [str(folder), "--backbone", "tiny_image", "--strategy", "protonet", "--output", str(run), "--ways", "3",
+            "--shots", "2", "--meta-batch-size", "2", "--meta-steps", "2", "--meta-epochs", "1",
+            "--embedding-units", "8", *FEATURES]
+    assert train.main(args) == 0  # default --queries 10: more than any class holds
+    meta = rd.read_json(run / rd.METADATA_FILE)["meta"]
+    assert meta["pools"] == "class-disjoint"
+    held = set(meta["meta_val_classes"])
+    assert len(held) == 3  # ways; 20% of 12 would be fewer
+    assert meta["train_episodes"] == {"ways": 3, "shots": 2, "queries": 3}  # 2 shots + 3 queries = 5 files
+    assert meta["queries"] == 3 and meta["val_episodes"]["ways"] == 3
+    lines = [line for line in capsys.readouterr().err.splitlines() if "meta-training episodes from" in line]
+    assert len(lines) == 1 and "class-disjoint meta-validation classes" in lines[0] and "fitted" in lines[0]
+
+
+def test_classic_layout_pools_never_hold_test_files_and_validation_classes_are_never_meta_trained(tmp_path):
+    from app.config import TrainConfig
+    from app.meta_pools import build_meta_pools
+    from app.training import check_data
+
+    folder = _many_classes(tmp_path / "classic", 16, per_class=6)
+    config = TrainConfig(data_dir=str(folder), strategy="protonet", ways=4, shots=1)
+    scan, examples, _ = check_data(config)
+    train_files = [e for e in examples if e.split == "train"]
+    val_files = [e for e in examples if e.split == "val"]
+    pools = build_meta_pools(config, scan, train_files, val_files)
+    names = scan.class_names
+    assert {names[e.label] for e in pools.train}.isdisjoint({names[e.label] for e in pools.val})
+    assert all(e.split == "train" for e in pools.train) and all(e.split in ("train", "val") for e in pools.val)
+    assert len({names[e.label] for e in pools.val}) == 4
+    # A folder of few classes keeps the within-class pools: the target's train and validation splits.
+    few = build_meta_pools(TrainConfig(data_dir=str(folder), strategy="protonet", ways=5, shots=1), scan,
+                           train_files, val_files)
+    assert few.train == train_files and few.val == val_files and few.summary["pools"] == "within-class"
+
+
+def _run_with_source(target, tmp_path, classes: int, per_class: int):
+    """A protonet run meta-trained on a source of `classes` colour classes; its run directory and meta metadata."""
+    step = 200 // classes
+    meta = _folder(tmp_path / "meta", {f"c{i}": (step * i, 255 - step * i, 90) for i in range(classes)},
+                   per_class=per_class, seed=3)
+    run = tmp_path / "run"
+    assert train.main([str(target), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
+                       str(meta), "--output", str(run), *EPISODES, *FEATURES]) == 0
+    return run, rd.read_json(run / rd.METADATA_FILE)["meta"]
+
+
+def test_a_small_source_validates_with_fewer_ways(colour_folder, tmp_path):
+    run, info = _run_with_source(colour_folder, tmp_path, classes=5, per_class=8)
+    assert info["pools"] == "class-disjoint" and info["val_episodes"]["ways"] == 2
+    manifest = rd.read_json(run / "meta_manifest.json")
+    assert sorted(manifest["class_splits"].values()).count("meta_val") == 2
+
+
+def test_a_source_too_small_to_hold_classes_out_validates_on_held_out_examples(colour_folder, tmp_path):
+    run, info = _run_with_source(colour_folder, tmp_path, classes=4, per_class=10)
+    assert info["pools"] == "examples" and "not class-disjoint" in info["meta_validation"]
+    files = rd.read_json(run / "meta_manifest.json")["files"]
+    assert {f["split"] for f in files} == {"meta_train", "meta_val"}
+    assert all(any(f["label"] == c and f["split"] == "meta_train" for f in files) for c in ["c0", "c1", "c2", "c3"])
+
+
+def test_a_source_that_cannot_fill_the_episodes_is_one_error(colour_folder, tmp_path, capsys):
+    meta = _folder(tmp_path / "meta", {f"c{i}": (80 * i, 250 - 80 * i, 90) for i in range(3)}, per_class=2, seed=3)
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
+                       str(meta), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
+    err = capsys.readouterr().err
+    assert "3-way episode needs 3 classes with at least 4 (shots=2 + queries=2)" in err and "Traceback" not in err
+
+
+def test_meta_data_of_the_other_modality_is_one_error(colour_folder, tmp_path, capsys):
+    texts = tmp_path / "texts"
+    for name in ("alpha", "beta", "gamma"):
+        (texts / name).mkdir(parents=True)
+        for i in range(4):
+            (texts / name / f"{i}.txt").write_text(f"{name} text number {i}", encoding="utf-8")
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
+                       str(texts), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
+    err = capsys.readouterr().err
+    assert "holds text files but the target folder holds image files" in err and "Traceback" not in err
+
+
+def test_refit_no_keeps_the_prototypes_of_the_training_split(colour_folder, tmp_path):
+    run = tmp_path / "run"
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--output", str(run),
+                       "--refit", "no", *EPISODES, *FEATURES]) == 0
+    refit = rd.read_json(run / rd.METADATA_FILE)["refit"]
+    assert refit == {"applied": False, "reason": "--refit no"}
 
 
 def test_maml_refuses_when_second_order_would_not_fit(colour_folder, tmp_path, monkeypatch, capsys):

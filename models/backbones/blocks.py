@@ -14,15 +14,7 @@ import re
 
 import keras
 
-
-def _flat_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    layers = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            layers += _flat_layers(layer)
-        else:
-            layers.append(layer)
-    return layers
+from models.layer_walk import flat_layers
 
 
 def block_groups(model: keras.Model, pattern: str) -> list[list[keras.layers.Layer]]:
@@ -30,7 +22,7 @@ def block_groups(model: keras.Model, pattern: str) -> list[list[keras.layers.Lay
     regex = re.compile(pattern)
     groups: list[list[keras.layers.Layer]] = []
     keys: list[str] = []
-    for layer in _flat_layers(model):
+    for layer in flat_layers(model):
         match = regex.match(layer.name)
         if match:
             key = match.group(1)

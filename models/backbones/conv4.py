@@ -9,7 +9,7 @@
   (miniImageNet) the classic flatten gives 1600-d (5x5x64) and GAP averages it.
 - BatchNormalization momentum 0.9, not Keras' 0.99: a from-scratch run of a few
   hundred steps leaves 0.99 moving statistics far from the data, and inference-mode
-  evaluation falls to chance (DESIGN.md, "Verified pitfalls").
+  evaluation falls to chance (docs/ARCHITECTURE.md, "Decisions and the pitfalls behind them").
 - Pixels come in as uint8 RGB like every image backbone; Rescaling(1/255) puts them
   in [0, 1] inside the model. `conv4_gray` converts to one luma channel first
   (Omniglot-like data).

@@ -1,5 +1,9 @@
 """One name -> factory registry for backbones (timm style).
 
+The registry imports none of the backbone modules: each registers itself (and, for names
+it builds on demand, a resolver) when imported; `models/backbones/catalog.py` imports the
+built-in families and is what callers use (`models.backbones.get_backbone`).
+
 Every entry builds a *feature extractor*: raw input (uint8 pixels of the chosen
 image size, or strings) in, one pooled feature vector out, with the backbone's
 own preprocessing inside the model, so a saved classifier needs nothing else.
@@ -47,30 +51,29 @@ def register_backbone(spec: BackboneSpec) -> BackboneSpec:
     return spec
 
 
-def _ensure_builtin_backbones() -> None:
-    # Imported lazily: the modules register themselves, and keeping them out of
-    # module import time keeps `train.py --help` fast.
-    from models.backbones import keras_apps, text_bert  # noqa: F401
-    from models.backbones import conv4  # noqa: F401  (after the pretrained ones, so listings show those first)
+# Names that are not registered entries but that a backbone family can still build (a local
+# Hugging Face folder, a keras-hub preset): (resolve(name) -> spec or None, hint for the error).
+RESOLVERS: list[tuple[Callable[[str], "BackboneSpec | None"], str]] = []
 
 
-def get_backbone(name: str) -> BackboneSpec:
-    _ensure_builtin_backbones()
+def register_resolver(resolve: Callable[[str], "BackboneSpec | None"], hint: str) -> None:
+    """Let a backbone module build specs for names it recognises; `hint` says what such names look like."""
+    RESOLVERS.append((resolve, hint))
+
+
+def lookup(name: str) -> BackboneSpec:
+    """The spec of `name` among what has been registered so far (models.backbones.get_backbone loads the
+    built-in families first)."""
     if name in BACKBONES:
         return BACKBONES[name]
-    from models.backbones.text_bert import hf_folder_spec, is_hf_bert_dir, is_keras_hub_bert_preset, keras_hub_preset_spec
-
-    if is_hf_bert_dir(name):
-        return hf_folder_spec(name)
-    if is_keras_hub_bert_preset(name):
-        return keras_hub_preset_spec(name)
+    for resolve, _ in RESOLVERS:
+        spec = resolve(name)
+        if spec is not None:
+            return spec
     available = sorted(n for n, s in BACKBONES.items() if not s.tests_only)
-    raise ModelError(
-        f"Unknown backbone. Received: backbone={name!r}. Available: {available}, a keras-hub BERT preset "
-        "name (e.g. bert_tiny_en_uncased), or the path of a local Hugging Face BERT folder."
-    )
+    hints = "".join(f", {hint}" for _, hint in RESOLVERS)
+    raise ModelError(f"Unknown backbone. Received: backbone={name!r}. Available: {available}{hints}.")
 
 
-def list_backbones() -> list[BackboneSpec]:
-    _ensure_builtin_backbones()
+def registered() -> list[BackboneSpec]:
     return [spec for spec in BACKBONES.values() if not spec.tests_only]

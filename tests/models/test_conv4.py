@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from models.backbones.registry import get_backbone, list_backbones
+from models.backbones import get_backbone, list_backbones
 from models.errors import ModelError
 from models.layers import RGBToGrayscale  # importing models.layers registers it for safe_mode loading
 

@@ -1,0 +1,128 @@
+"""The meta-training and meta-validation pools of a meta run, and the episode shapes they can fill.
+
+Three layouts (data/meta_pools.py has the rules):
+- `--meta-data SOURCE`: the source's classes, meta-validation classes held out whole
+  (fewer ways when the source has few classes; held-out examples when it has too few);
+- the classic layout (the training folder has at least 4 x `--ways` classes, e.g. thousands
+  of classes of 20 examples): class-disjoint meta-train / meta-val classes of the training
+  split, so early stopping watches classes the embedding never saw, as the target's novel
+  classes will be;
+- otherwise (few classes, each with many examples): meta-training on the training split,
+  meta-validation on the validation split of the same classes.
+The test split is never in a pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.config import TrainConfig
+from app.errors import UserError
+from data.episodes import check_disjoint_meta_classes
+from data.meta_pools import (CLASSIC_LAYOUT_WAYS_MULTIPLE, EpisodeShape, fit_training_queries, hold_out_classes,
+                             holdout_examples, validation_shape)
+from data.records import Example
+from data.scan import require_trainable, scan_folder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MetaPools:
+    train: list[Example]
+    val: list[Example]
+    class_names: list[str]  # what the examples' labels index
+    train_shape: EpisodeShape
+    val_shape: EpisodeShape | None  # None: no meta-validation episode can be formed
+    source: str  # where the episodes come from, for the log and metadata.json
+    validation: str  # how meta-validation is done (or why there is none)
+    manifest: dict | None = None  # --meta-data: its files and their meta splits
+    summary: dict = field(default_factory=dict)  # what metadata.json["meta"] records about the pools
+
+    @property
+    def train_labels(self) -> list[int]:
+        return [e.label for e in self.train]
+
+    @property
+    def val_labels(self) -> list[int]:
+        return [e.label for e in self.val]
+
+
+def build_meta_pools(config: TrainConfig, scan, train_examples: list[Example],
+                     val_examples: list[Example]) -> MetaPools:
+    if config.meta_data:
+        pools = _source_pools(config, scan)
+    else:
+        pools = _target_pools(config, scan, train_examples, val_examples)
+    return _with_shapes(config, pools)
+
+
+def _target_pools(config: TrainConfig, scan, train_examples, val_examples) -> MetaPools:
+    names = scan.class_names
+    present = sorted({names[e.label] for e in train_examples})
+    if len(present) < CLASSIC_LAYOUT_WAYS_MULTIPLE * config.ways:
+        return MetaPools(list(train_examples), list(val_examples), names, None, None,
+                         "the target's training split",
+                         "the validation split of the same classes", summary={"pools": "within-class"})
+    holdout = hold_out_classes(present, config.ways, config.seed)
+    held = set(holdout.meta_val)
+    # Meta-validation classes give all their labelled files (train + val): none of them is meta-trained on.
+    return MetaPools([e for e in train_examples if names[e.label] not in held],
+                     [e for e in train_examples + val_examples if names[e.label] in held], names, None, None,
+                     f"the target's training split ({len(present)} classes: the classic meta-learning layout)",
+                     holdout.note,
+                     summary={"pools": "class-disjoint", "meta_val_classes": holdout.meta_val})
+
+
+def _source_pools(config: TrainConfig, scan) -> MetaPools:
+    meta_scan = scan_folder(config.meta_data)
+    require_trainable(meta_scan, min_per_class=2)
+    if meta_scan.modality != scan.modality:
+        raise UserError(f"--meta-data holds {meta_scan.modality} files but the target folder holds {scan.modality} "
+                        f"files. Use a source folder of {scan.modality} files. Received: --meta-data {config.meta_data}")
+    check_disjoint_meta_classes(meta_scan.class_names, scan.class_names)
+    examples = list(meta_scan.examples)
+    names = meta_scan.class_names
+    holdout = hold_out_classes(names, config.ways, config.seed)
+    if holdout.kind == "class-disjoint":
+        held = set(holdout.meta_val)
+        in_val = [names[e.label] in held for e in examples]
+    else:
+        in_val = holdout_examples([e.label for e in examples], config.seed).tolist()
+    class_splits = {name: ("meta_val" if name in holdout.meta_val else "meta_train") for name in names}
+    # Which files and classes meta-trained the run, as the target's manifest.json does for its split.
+    manifest = {"root": meta_scan.root, "class_names": names, "class_splits": class_splits,
+                "meta_validation": holdout.kind,
+                "files": [{"path": str(Path(e.path).relative_to(meta_scan.root)), "sha256": e.sha256,
+                           "label": names[e.label], "split": "meta_val" if val else "meta_train"}
+                          for e, val in zip(examples, in_val)]}
+    return MetaPools([e for e, val in zip(examples, in_val) if not val], [e for e, val in zip(examples, in_val) if val],
+                     names, None, None, f"{config.meta_data} ({len(names)} classes)", holdout.note, manifest,
+                     summary={"pools": holdout.kind, "meta_val_classes": holdout.meta_val})
+
+
+def _with_shapes(config: TrainConfig, pools: MetaPools) -> MetaPools:
+    queries = fit_training_queries(pools.train_labels, config.ways, config.shots, config.queries)
+    pools.train_shape = EpisodeShape(config.ways, config.shots, queries)
+    pools.val_shape = validation_shape(pools.val_labels, config.ways, config.shots, config.queries)
+    if pools.val_shape is None:
+        pools.validation = (f"none: {pools.validation} cannot form a 2-way 1-shot episode, so early stopping watches "
+                            "the meta-training episode loss")
+    pools.summary |= {"train_episodes": vars(pools.train_shape),
+                      "val_episodes": None if pools.val_shape is None else vars(pools.val_shape),
+                      "meta_validation": pools.validation}
+    return pools
+
+
+def describe(pools: MetaPools, config: TrainConfig) -> str:
+    """The one line saying what was chosen."""
+    train, val = pools.train_shape, pools.val_shape
+    fitted = f" (fitted: --queries {config.queries} is more than most classes hold)" if train.queries < config.queries \
+        else ""
+    validation = (f"{pools.validation}; {val.ways}-way {val.shots}-shot {val.queries}-query validation episodes"
+                  if val else pools.validation)
+    return (f"meta-training episodes from {pools.source}: {len(pools.train)} files of "
+            f"{len({e.label for e in pools.train})} classes, {train.ways}-way {train.shots}-shot with "
+            f"{train.queries} queries per class{fitted}; meta-validation: {validation}")

@@ -1,0 +1,291 @@
+"""Decode and resize encoded image files with TensorFlow ops only, as `data.images.load_image` does.
+
+Why: an exported SavedModel must take the bytes of an image file and decode them inside its
+graph (a server has no Pillow and no metatune), and a later training fast path can decode in
+tf.data without `tf.numpy_function`. Either way the pixels must be the ones training saw, or
+the model meets pictures it was never trained on (training/serving skew). So this module
+re-implements, op for op, what the Pillow path does:
+
+- JPEG: the reduced-scale decode `Image.draft` picks (libjpeg's 1/2, 1/4, 1/8 DCT scaling,
+  when the file is at least twice the target size), the accurate integer IDCT Pillow uses,
+  then the EXIF orientation (APP1 "Exif" block, tag 0x0112) as `ImageOps.exif_transpose`.
+- PNG: palette, grey, 1/2/4/16-bit expansion by libpng; transparency (alpha channel, or a
+  palette with a tRNS chunk) composited on white; 16-bit grey scaled to 8 bits by the same
+  rule as `data.images.to_rgb`; the orientation of an eXIf chunk.
+- GIF: the first frame. BMP: 24/32-bit, and 8-bit grey.
+- Resizing: Pillow's BILINEAR resampling (a triangle filter widened when shrinking, i.e.
+  antialiased) with Pillow's own fixed-point weights, pass order and rounding (`_resample`);
+  "pad" and "crop" follow `ImageOps.pad` / `ImageOps.fit` (the same rounding of sizes and
+  offsets, the same fractional crop box).
+
+Measured against `load_image` (tests/data/test_tf_decode.py: photos and synthetic files,
+every resize mode, upscaling and downscaling, EXIF orientations 2..8, progressive JPEG,
+palette / alpha / transparent-palette / grey / 16-bit grey PNG, grey BMP, GIF): identical,
+`MAX_PIXEL_DIFFERENCE` = 0 per channel value. The match follows the pinned Pillow (13.0.0:
+its resize pass order) and libjpeg-turbo's integer IDCT in both libraries. Not reproduced
+(the graph decodes these files, but the pixels differ from training): transparent GIFs
+(TensorFlow fills transparent pixels with black, Pillow composites them on white), palette
+BMPs with a colour palette, CMYK JPEGs. WebP and TIFF cannot be decoded by TensorFlow:
+`graph_decodable` tells them apart before a file is sent.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+# Largest per-channel difference to `data.images.load_image` on the formats above (see the
+# module docstring); tests/data/test_tf_decode.py asserts it for every resize mode.
+MAX_PIXEL_DIFFERENCE = 0
+GRAPH_FORMATS = ("jpeg", "png", "gif", "bmp")
+_MAGIC = (("jpeg", b"\xff\xd8\xff"), ("png", b"\x89PNG\r\n\x1a\n"), ("gif", b"GIF8"), ("bmp", b"BM"))
+_EXIF_BLOCK = 1 << 16  # an APP1 segment holds at most 64 KiB
+_ORIENTATION_TAG = 0x0112
+RESIZE_MODES = ("stretch", "pad", "crop")
+
+
+def graph_decodable(raw: bytes) -> str | None:
+    """The format name when the graph can decode these file bytes (by their magic number), else None."""
+    for name, magic in _MAGIC:
+        if raw[:len(magic)] == magic:
+            return name
+    return None
+
+
+def decode_images(contents: tf.Tensor, image_size: tuple[int, int], resize: str = "stretch") -> tf.Tensor:
+    """A batch of encoded files (tf.string [batch]) -> uint8 [batch, height, width, 3]."""
+    height, width = image_size
+    return tf.map_fn(lambda one: decode_image(one, image_size, resize), contents,
+                     fn_output_signature=tf.TensorSpec((height, width, 3), tf.uint8))
+
+
+def decode_image(contents: tf.Tensor, image_size: tuple[int, int], resize: str = "stretch") -> tf.Tensor:
+    """One encoded file (scalar tf.string) -> uint8 [height, width, 3], as `load_image` returns it."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}. Received: {resize!r}")
+    rgb = decode_rgb(contents, image_size)
+    return fit_to_size(rgb, image_size, resize)
+
+
+def decode_rgb(contents: tf.Tensor, draft_size: tuple[int, int]) -> tf.Tensor:
+    """Encoded file -> uint8 [h, w, 3] before resizing (JPEG reduced as Pillow's draft for `draft_size`)."""
+    def starts_with(magic: bytes):
+        return tf.equal(tf.strings.substr(contents, 0, len(magic)), magic)
+
+    def unsupported():
+        check = tf.debugging.Assert(False, ["Not a JPEG, PNG, GIF or BMP file (the graph decodes only these)."])
+        with tf.control_dependencies([check]):
+            return tf.zeros((1, 1, 3), tf.uint8)
+
+    branches = {"jpeg": lambda: _decode_jpeg(contents, draft_size), "png": lambda: _decode_png(contents),
+                "gif": lambda: tf.io.decode_gif(contents)[0], "bmp": lambda: _decode_bmp(contents)}
+    cases = [(starts_with(magic), branches[name]) for name, magic in _MAGIC]
+    image = tf.case(cases, default=unsupported, exclusive=False)
+    image.set_shape((None, None, 3))
+    return image
+
+
+def _decode_jpeg(contents, draft_size):
+    # Image.draft: scale = min(w // W, h // H), rounded down to 8, 4, 2 or 1 (libjpeg's DCT scaling).
+    shape = tf.image.extract_jpeg_shape(contents)
+    scale = tf.minimum(shape[1] // draft_size[1], shape[0] // draft_size[0])
+    index = tf.reduce_sum(tf.cast(scale >= tf.constant([2, 4, 8], tf.int32), tf.int32))
+
+    def decode(ratio):
+        # INTEGER_ACCURATE: libjpeg's ISLOW IDCT, Pillow's default (TensorFlow's default is the fast one).
+        return lambda: tf.io.decode_jpeg(contents, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE")
+
+    image = tf.switch_case(index, [decode(1), decode(2), decode(4), decode(8)])
+    parts = tf.strings.split(contents, sep=b"Exif\x00\x00", maxsplit=1)
+    return _apply_orientation(image, _tiff_orientation(parts[-1], found=tf.size(parts) > 1))
+
+
+def _decode_png(contents):
+    header = tf.io.decode_raw(tf.strings.substr(contents, 24, 2), tf.uint8)  # IHDR: bit depth, colour type
+    bit_depth, colour_type = tf.cast(header[0], tf.int32), tf.cast(header[1], tf.int32)
+    before_data = tf.strings.split(contents, sep=b"IDAT", maxsplit=1)[0]
+    palette_transparency = tf.logical_and(tf.equal(colour_type, 3),
+                                          tf.size(tf.strings.split(before_data, sep=b"tRNS", maxsplit=1)) > 1)
+    # As data.images.to_rgb: only alpha channels and transparent palettes are composited; a
+    # colour-key tRNS on grey or RGB images is ignored, as Pillow's convert("RGB") ignores it.
+    has_alpha = tf.logical_or(tf.logical_or(tf.equal(colour_type, 4), tf.equal(colour_type, 6)), palette_transparency)
+    sixteen_bit_grey = tf.logical_and(tf.equal(colour_type, 0), tf.equal(bit_depth, 16))
+
+    def grey16():
+        # to_rgb: 16-bit grey is scaled by 255/65535 when any value exceeds 255, then truncated.
+        values = tf.cast(tf.io.decode_png(contents, channels=1, dtype=tf.uint16), tf.float64)
+        scale = tf.where(tf.reduce_max(values) > 255.0, tf.constant(255.0 / 65535.0, tf.float64),
+                         tf.constant(1.0, tf.float64))
+        grey = tf.cast(tf.floor(tf.clip_by_value(values * scale, tf.constant(0.0, tf.float64), 255.0)), tf.uint8)
+        return tf.image.grayscale_to_rgb(grey)
+
+    image = tf.case([(sixteen_bit_grey, grey16),
+                     (has_alpha, lambda: _composite_on_white(tf.io.decode_png(contents, channels=4)))],
+                    default=lambda: tf.io.decode_png(contents, channels=3), exclusive=False)
+    parts = tf.strings.split(contents, sep=b"eXIf", maxsplit=1)
+    return _apply_orientation(image, _tiff_orientation(parts[-1], found=tf.size(parts) > 1))
+
+
+def _decode_bmp(contents):
+    image = tf.io.decode_bmp(contents)
+    channels = tf.shape(image)[-1]
+    return tf.cond(channels == 1, lambda: tf.image.grayscale_to_rgb(image), lambda: image[..., :3])
+
+
+def _composite_on_white(rgba):
+    """Image.alpha_composite(white, image) in integers: round(c * a / 255 + 255 * (1 - a / 255))."""
+    rgba = tf.cast(rgba, tf.int32)
+    colour, alpha = rgba[..., :3], rgba[..., 3:]
+    blended = colour * alpha + 255 * (255 - alpha)
+    return tf.cast((blended + 127) // 255, tf.uint8)
+
+
+def _tiff_orientation(tiff, found):
+    """The EXIF Orientation tag (1..8) of a TIFF block (the bytes after "Exif\\0\\0"); 1 when absent or invalid."""
+    raw = tf.io.decode_raw(tf.strings.substr(tiff, 0, _EXIF_BLOCK), tf.uint8)
+    data = tf.pad(tf.cast(raw, tf.int32), [[0, _EXIF_BLOCK + 16 - tf.size(raw)]])
+    little = tf.logical_and(tf.equal(data[0], 0x49), tf.equal(data[1], 0x49))  # "II"
+    big = tf.logical_and(tf.equal(data[0], 0x4D), tf.equal(data[1], 0x4D))  # "MM"
+
+    def u16(offset):
+        low, high = tf.gather(data, offset), tf.gather(data, offset + 1)
+        return tf.where(little, low + 256 * high, 256 * low + high)
+
+    def u32(offset):
+        return tf.where(little, u16(offset) + 65536 * u16(offset + 2), 65536 * u16(offset) + u16(offset + 2))
+
+    valid = tf.logical_and(tf.logical_and(found, tf.logical_or(little, big)), tf.equal(u16(2), 42))
+    first_ifd = tf.clip_by_value(u32(4), 0, _EXIF_BLOCK - 2)
+    count = tf.clip_by_value(u16(first_ifd), 0, (_EXIF_BLOCK - 2 - first_ifd) // 12)
+    entries = first_ifd + 2 + 12 * tf.range(count)
+    matches = tf.where(tf.equal(u16(entries), _ORIENTATION_TAG))[:, 0]
+    value = tf.cond(tf.size(matches) > 0, lambda: u16(entries[matches[0]] + 8), lambda: tf.constant(1))
+    return tf.where(tf.logical_and(valid, tf.logical_and(value >= 1, value <= 8)), value, tf.ones_like(value))
+
+
+def _apply_orientation(image, orientation):
+    """ImageOps.exif_transpose: orientation 2..8 -> the flip or rotation that shows the picture upright."""
+    transposed = lambda: tf.transpose(image, (1, 0, 2))  # noqa: E731
+    branches = [
+        lambda: image, lambda: image,
+        lambda: tf.image.flip_left_right(image),  # 2: FLIP_LEFT_RIGHT
+        lambda: tf.image.rot90(image, 2),  # 3: ROTATE_180
+        lambda: tf.image.flip_up_down(image),  # 4: FLIP_TOP_BOTTOM
+        transposed,  # 5: TRANSPOSE
+        lambda: tf.image.rot90(image, 3),  # 6: ROTATE_270 (Pillow turns counter-clockwise)
+        lambda: tf.image.rot90(transposed(), 2),  # 7: TRANSVERSE
+        lambda: tf.image.rot90(image, 1),  # 8: ROTATE_90
+    ]
+    return tf.switch_case(orientation, branches)
+
+
+def fit_to_size(rgb: tf.Tensor, image_size: tuple[int, int], mode: str) -> tf.Tensor:
+    """uint8 [h, w, 3] -> [height, width, 3]: `data.images.fit_to_size` (stretch, pad, crop) in TF ops."""
+    height, width = image_size
+    shape = tf.shape(rgb)
+    h, w = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+    H, W = float(height), float(width)
+    if mode == "stretch":
+        resized = _resample(rgb, (height, width), (0.0, 0.0, w, h))
+    elif mode == "crop":
+        # ImageOps.fit: the largest centred box of the output's aspect ratio, fractional edges kept.
+        image_ratio, output_ratio = w / h, W / H
+        crop_w = tf.where(image_ratio >= output_ratio, output_ratio * h, w)
+        crop_h = tf.where(image_ratio >= output_ratio, h, w / output_ratio)
+        crop_w = tf.where(tf.equal(image_ratio, output_ratio), w, crop_w)
+        crop_h = tf.where(tf.equal(image_ratio, output_ratio), h, crop_h)
+        left, top = (w - crop_w) * 0.5, (h - crop_h) * 0.5
+        resized = _resample(rgb, (height, width), (left, top, left + crop_w, top + crop_h))
+    elif mode == "pad":
+        resized = _pad(rgb, h, w, height, width)
+    else:
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}. Received: {mode!r}")
+    # An image already of the target size needs no branch: its resampling weights are the
+    # identity (one 1.0 per row), so it comes back untouched, as load_image returns it.
+    return tf.ensure_shape(resized, (height, width, 3))
+
+
+def _pad(rgb, h, w, height, width):
+    """ImageOps.pad on black: ImageOps.contain's size (Python's round, half to even), centred paste."""
+    H, W = float(height), float(width)
+    image_ratio, output_ratio = w / h, W / H
+    wider = image_ratio > output_ratio
+    new_h = tf.where(wider, tf.round(h / w * W), tf.constant(H, tf.float64))
+    new_w = tf.where(wider, tf.constant(W, tf.float64), tf.round(w / h * H))
+    new_h, new_w = tf.cast(tf.maximum(new_h, 1.0), tf.int32), tf.cast(tf.maximum(new_w, 1.0), tf.int32)
+    resized = _resample(rgb, (new_h, new_w), (0.0, 0.0, w, h))
+    x = tf.cast(tf.round(tf.cast(width - new_w, tf.float64) * 0.5), tf.int32)
+    y = tf.cast(tf.round(tf.cast(height - new_h, tf.float64) * 0.5), tf.int32)
+    return tf.image.pad_to_bounding_box(resized, y, x, height, width)
+
+
+def _resample(rgb, size, box):
+    """Pillow's Image.resize(size, BILINEAR, box) exactly: two separable passes, each rounded to 8 bits.
+
+    Pillow computes each output pixel from float64 filter weights turned into 22-bit fixed
+    point. TensorFlow's own resize ops keep float32 weights (about 1e-5 off Pillow's), which
+    flips the rounding of a few percent of the pixels; the same fixed-point integers applied
+    as a sparse matrix product in float64 (exact: the sums stay below 2**53) give Pillow's
+    values, at a cost linear in the input pixels. Pillow 13 runs the vertical pass first when
+    the height shrinks by more than twice as many pixels as the width (Resample.c,
+    `horizontal_first`); the order changes the intermediate rounding, so it is followed here.
+    Pillow passes the box as C floats: the crop edges and width are float32 values.
+    """
+    out_h, out_w = size
+    x0, y0, x1, y1 = (tf.cast(v, tf.float32) for v in box)
+    image = tf.cast(rgb, tf.float64)
+    in_h, in_w = tf.shape(image)[0], tf.shape(image)[1]
+    columns = _pillow_weights(in_w, x0, x1, out_w)
+    rows = _pillow_weights(in_h, y0, y1, out_h)
+    shrink_h, shrink_w = in_h - out_h, in_w - out_w
+    vertical_first = tf.logical_and(shrink_h > 0, shrink_h > 2 * shrink_w)
+    resized = tf.cond(vertical_first,
+                      lambda: _pass(_pass(image, rows, axis=0), columns, axis=1),
+                      lambda: _pass(_pass(image, columns, axis=1), rows, axis=0))
+    return tf.cast(resized, tf.uint8)
+
+
+def _pass(image, weights, axis):
+    """Resample [h, w, 3] along `axis` (0: rows, 1: columns) with a sparse [out, in] weight matrix."""
+    if axis == 1:
+        image = tf.transpose(image, (1, 0, 2))
+    shape = tf.shape(image)
+    flat = tf.reshape(image, (shape[0], -1))
+    resampled = _fixed_point_pass(weights, flat)
+    out = tf.reshape(resampled, (-1, shape[1], 3))
+    return tf.transpose(out, (1, 0, 2)) if axis == 1 else out
+
+
+_PRECISION_BITS = 22  # Pillow's Resample.c: 32 - 8 - 2
+
+
+def _pillow_weights(in_size, start, end, out_size):
+    """Pillow's precompute_coeffs for the bilinear filter, as a sparse [out_size, in_size] matrix of fixed-point integers."""
+    in_size_f = tf.cast(in_size, tf.float64)
+    out_size_f = tf.cast(out_size, tf.float64)
+    scale = tf.cast(end - start, tf.float64) / out_size_f  # float32 subtraction, as in C
+    start = tf.cast(start, tf.float64)
+    filterscale = tf.maximum(scale, 1.0)
+    support = filterscale  # the bilinear filter's support is 1, widened when shrinking
+    ksize = tf.cast(tf.math.ceil(support), tf.int32) * 2 + 1
+    center = start + (tf.range(out_size_f, dtype=tf.float64) + 0.5) * scale
+    xmin = tf.maximum(tf.floor(center - support + 0.5), 0.0)  # C's (int) cast, then the clamp at 0
+    xmax = tf.minimum(tf.floor(center + support + 0.5), in_size_f) - xmin
+    k = tf.range(tf.cast(ksize, tf.float64), dtype=tf.float64)[tf.newaxis, :]
+    position = k + xmin[:, tf.newaxis]
+    inside = k < xmax[:, tf.newaxis]
+    weight = tf.maximum(1.0 - tf.abs((position - center[:, tf.newaxis] + 0.5) * (1.0 / filterscale)), 0.0)
+    weight = tf.where(inside, weight, tf.zeros_like(weight))
+    total = tf.reduce_sum(weight, axis=1, keepdims=True)
+    weight = tf.math.divide_no_nan(weight, total)  # Pillow leaves an all-zero row as it is
+    fixed = tf.floor(weight * float(1 << _PRECISION_BITS) + 0.5)
+    out_index = tf.broadcast_to(tf.range(tf.cast(out_size, tf.int64))[:, tf.newaxis], tf.shape(position, tf.int64))
+    indices = tf.stack([tf.boolean_mask(out_index, inside), tf.boolean_mask(tf.cast(position, tf.int64), inside)], axis=1)
+    dense_shape = tf.stack([tf.cast(out_size, tf.int64), tf.cast(in_size, tf.int64)])
+    return tf.SparseTensor(indices, tf.boolean_mask(fixed, inside), dense_shape)
+
+
+def _fixed_point_pass(weights, values):
+    """One resampling pass: (fixed-point weights @ values + half) >> PRECISION_BITS, clipped to 0..255."""
+    total = tf.sparse.sparse_dense_matmul(weights, values)
+    rounded = tf.floor((total + float(1 << (_PRECISION_BITS - 1))) / float(1 << _PRECISION_BITS))
+    return tf.clip_by_value(rounded, 0.0, 255.0)

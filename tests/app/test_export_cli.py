@@ -1,0 +1,239 @@
+"""export.py and evaluate.py --artifact on tiny runs: SavedModel and LiteRT round trips, parity, refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import evaluate
+import export
+import train
+from app import run_dir as rd
+from app.exporting import PROBE_SCRIPT
+
+EPISODES = ["--ways", "3", "--shots", "2", "--queries", "2", "--meta-batch-size", "2", "--meta-steps", "3",
+            "--meta-epochs", "2", "--embedding-units", "8", "--meta-input", "features"]
+
+
+def _image_folder(root: Path) -> Path:
+    """Three classes told apart by brightness, in every format the graph decodes, odd sizes (resizing runs)."""
+    rng = np.random.default_rng(0)
+    formats = ["jpg", "png", "bmp", "gif"]
+    for c, name in enumerate(["dark", "mid", "light"]):
+        (root / name).mkdir(parents=True)
+        for i in range(14):
+            pixels = rng.integers(0, 60, (20 + i, 17 + 2 * i, 3), dtype=np.uint8) + np.uint8(95 * c)
+            Image.fromarray(pixels).save(root / name / f"{i}.{formats[i % 4]}")
+    return root
+
+
+def _text_folder(root: Path) -> Path:
+    words = {"pos": ["good", "great", "love", "fine"], "neg": ["bad", "awful", "hate", "not"]}
+    rng = np.random.default_rng(0)
+    for name, vocabulary in words.items():
+        (root / name).mkdir(parents=True)
+        for i in range(10):
+            (root / name / f"{i}.txt").write_text(" ".join(rng.choice(vocabulary, 6)) + " the movie", encoding="utf-8")
+    return root
+
+
+def _trained(base: Path, make_folder, flags: list[str]) -> tuple[Path, Path]:
+    data, run = make_folder(base / "data"), base / "run"
+    assert train.main([str(data), *flags, "--output", str(run)]) == 0
+    return run, data
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    # 15 epochs: a confident model, so int8's calibration error cannot flip near-ties.
+    return _trained(tmp_path_factory.mktemp("export-image"), _image_folder,
+                    ["--backbone", "tiny_image", "--epochs", "15", "--test-fraction", "0.25", "--seed", "3"])
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    return _trained(tmp_path_factory.mktemp("export-text"), _text_folder,
+                    ["--backbone", "tiny_text", "--epochs", "3", "--test-fraction", "0.2"])
+
+
+def _metrics(run: Path, name: str) -> dict:
+    return json.loads((run / "eval" / name / "metrics.json").read_text())
+
+
+def _assert_one_error(capsys, *fragments):
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if " ERROR " in line]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_savedmodel_signatures_serve_file_bytes_without_metatune_or_keras(image_run, tmp_path, capsys):
+    run, data = image_run
+    assert export.main([str(run)]) == 0
+    exported = run / "export" / "savedmodel"
+    parity = json.loads((exported / "parity.json").read_text())
+    assert parity["passed"] and parity["format"] == "savedmodel"
+    assert [c["top1_agreement"] for c in parity["checks"]] == [1.0, 1.0]
+    assert parity["checks"][0]["num_files"] == len([f for f in rd.read_json(run / rd.MANIFEST_FILE)["files"]
+                                                    if f["split"] == "test"])
+    assert not list(run.joinpath("export").glob(".*"))  # no staging folder left behind
+
+    shown = subprocess.run([str(Path(sys.executable).with_name("saved_model_cli")), "show", "--dir", str(exported),
+                            "--all"], capture_output=True, text=True).stdout
+    serving = shown.split("signature_def['serving_default']")[1].split("signature_def[")[0]
+    pixels = shown.split("signature_def['pixels']")[1].split("signature_def[")[0]
+    assert "inputs['inputs']" in serving and "DT_STRING" in serving and "shape: (-1)" in serving
+    assert "outputs['probabilities']" in serving and "outputs['top_class']" in serving
+    assert "inputs['pixels']" in pixels and "DT_UINT8" in pixels and "shape: (-1, 32, 32, 3)" in pixels
+
+    # Every file of the folder (not only the held-out ones), served from bytes by a process
+    # that imports TensorFlow only, gives what evaluate.py gets from model.keras.
+    files = sorted(str(p) for p in data.rglob("*.*"))
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"files": files}))
+    subprocess.run([sys.executable, str(PROBE_SCRIPT), str(exported), str(request), str(tmp_path / "out.npz")],
+                   check=True, capture_output=True)
+    served = np.load(tmp_path / "out.npz")
+    from app.evaluation import load_run
+    from data.records import Example
+
+    keras_probabilities = load_run(run).predict_examples([Example(f, 0, None) for f in files])
+    assert np.array_equal(served["probabilities"].argmax(axis=1), keras_probabilities.argmax(axis=1))
+    assert np.abs(served["probabilities"] - keras_probabilities).max() < 1e-5
+    names = rd.read_json(run / rd.METADATA_FILE)["class_names"]
+    assert list(served["top_class"]) == [names[i] for i in keras_probabilities.argmax(axis=1)]
+
+    capsys.readouterr()
+    assert evaluate.main([str(run), str(data), "--artifact", str(exported), "--bootstrap", "50"]) == 0
+    assert evaluate.main([str(run), str(data), "--bootstrap", "50"]) == 0
+    from_artifact, from_keras = _metrics(run, "data-heldout-test-savedmodel"), _metrics(run, "data-heldout-test")
+    assert from_artifact["accuracy"] == from_keras["accuracy"]
+    assert from_artifact["confusion_matrix"] == from_keras["confusion_matrix"]
+    assert from_artifact["artifact"]["format"] == "savedmodel"
+    assert "- Model: `" in (run / "eval" / "data-heldout-test-savedmodel" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("quantize", ["none", "float16", "dynamic", "int8"])
+def test_litert_round_trip_through_evaluate(image_run, quantize):
+    run, data = image_run
+    assert export.main([str(run), "--format", "litert", "--quantize", quantize]) == 0
+    label = "float32" if quantize == "none" else quantize
+    folder = run / "export" / f"litert-{label}"
+    parity = json.loads((folder / "parity.json").read_text())
+    assert parity["passed"] and parity["quantize"] == quantize
+    assert (folder / "labels.txt").read_text().split() == rd.read_json(run / rd.METADATA_FILE)["class_names"]
+    from app.litert_export import LiteRTClassifier
+
+    model = LiteRTClassifier(str(folder / "model.tflite"))
+    assert model.input["dtype"] == np.uint8 and model.input_shape[1:] == (32, 32, 3)
+
+    assert evaluate.main([str(run), str(data), "--artifact", str(folder / "model.tflite"), "--bootstrap", "50",
+                          "--name", f"tflite-{label}"]) == 0
+    assert evaluate.main([str(run), str(data), "--bootstrap", "50", "--name", "keras"]) == 0
+    gap = _metrics(run, "keras")["accuracy"] - _metrics(run, f"tflite-{label}")["accuracy"]
+    assert gap <= (0.02 if quantize in ("dynamic", "int8") else 0.005), gap
+
+
+def test_text_savedmodel_takes_raw_strings_and_litert_is_refused(text_run, capsys):
+    run, data = text_run
+    assert export.main([str(run), "--output", str(run / "served")]) == 0
+    parity = json.loads((run / "served" / "parity.json").read_text())
+    assert parity["passed"] and "texts" in parity["checks"][0]["signature"]
+    assert evaluate.main([str(run), str(data), "--artifact", str(run / "served"), "--bootstrap", "50"]) == 0
+    assert evaluate.main([str(run), str(data), "--bootstrap", "50"]) == 0
+    assert _metrics(run, "data-heldout-test-savedmodel")["accuracy"] == _metrics(run, "data-heldout-test")["accuracy"]
+
+    capsys.readouterr()
+    assert export.main([str(run), "--format", "litert"]) == 2
+    _assert_one_error(capsys, "LiteRT export is for image runs only", "--format savedmodel")
+    assert not (run / "export").exists()
+
+
+def test_meta_run_exports_the_same_plain_classifier(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    assert train.main([str(data), "--backbone", "tiny_image", "--strategy", "protonet", "--test-fraction", "0.25",
+                       "--output", str(run), *EPISODES]) == 0
+    assert export.main([str(run), "--format", "litert"]) == 0
+    assert json.loads((run / "export" / "litert-float32" / "parity.json").read_text())["passed"]
+
+
+def test_bad_requests_are_one_clear_error_and_write_nothing(image_run, tmp_path, capsys):
+    run, _ = image_run
+    capsys.readouterr()
+    existing = tmp_path / "taken"
+    existing.mkdir()
+    assert export.main([str(run), "--output", str(existing)]) == 2
+    _assert_one_error(capsys, "already exists", str(existing))
+
+    assert export.main([str(run), "--quantize", "int8"]) == 2
+    _assert_one_error(capsys, "--quantize applies to LiteRT exports only")
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / rd.INCOMPLETE_MARKER).write_text("")
+    assert export.main([str(unfinished)]) == 2
+    _assert_one_error(capsys, "unfinished run")
+
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage and one error line, status 2
+        export.main([str(run), "--format", "onnx"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'onnx'" in capsys.readouterr().err
+
+
+def test_int8_needs_enough_training_files(tmp_path, capsys):
+    data = tmp_path / "data"
+    rng = np.random.default_rng(1)
+    for c, name in enumerate(["a", "b"]):
+        (data / name).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(data / name / f"{i}.png")
+    run = tmp_path / "run"
+    assert train.main([str(data), "--backbone", "tiny_image", "--epochs", "1", "--output", str(run)]) == 0
+    capsys.readouterr()
+    assert export.main([str(run), "--format", "litert", "--quantize", "int8"]) == 2
+    _assert_one_error(capsys, "needs at least 20", "--quantize dynamic or float16")
+    assert not (run / "export").exists() or not any((run / "export").iterdir())
+
+
+def test_damaged_artifacts_are_one_clear_error(image_run, tmp_path, capsys):
+    run, data = image_run
+    truncated = tmp_path / "truncated.tflite"
+    source = run / "export" / "litert-float32" / "model.tflite"
+    if not source.exists():
+        assert export.main([str(run), "--format", "litert"]) == 0
+    truncated.write_bytes(source.read_bytes()[:200])
+    capsys.readouterr()
+    assert evaluate.main([str(run), str(data), "--artifact", str(truncated)]) == 2
+    _assert_one_error(capsys, "Cannot load the LiteRT model", str(truncated))
+
+    broken = tmp_path / "broken_savedmodel"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a protobuf at all")
+    assert evaluate.main([str(run), str(data), "--artifact", str(broken)]) == 2
+    _assert_one_error(capsys, "Cannot load the SavedModel", str(broken))
+
+    assert evaluate.main([str(run), str(data), "--artifact", str(tmp_path / "missing")]) == 2
+    _assert_one_error(capsys, "Artifact not found")
+
+
+def test_export_failing_its_parity_check_writes_only_the_report(image_run, tmp_path, monkeypatch, capsys):
+    import app.parity
+
+    run, _ = image_run
+    monkeypatch.setattr(app.parity, "MAX_QUANTIZED_ACCURACY_DROP", -1.0)  # no quantized model can pass
+    output = tmp_path / "refused"
+    capsys.readouterr()
+    assert export.main([str(run), "--format", "litert", "--quantize", "dynamic", "--output", str(output)]) == 2
+    _assert_one_error(capsys, "failed its parity check and was not written", "refused.parity-failed.json")
+    assert not output.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["refused.parity-failed.json"]
+    report = json.loads((tmp_path / "refused.parity-failed.json").read_text())
+    assert report["passed"] is False and report["checks"][0]["num_files"] > 0
