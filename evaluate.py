@@ -1,6 +1,7 @@
 """Evaluate a trained run on a data folder (its test/ split when present).
 
     python evaluate.py RUN_DIR DATA_DIR [--name NAME] [--top-k 5] [--apply-temperature]
+    python evaluate.py RUN_DIR DATA_DIR --unknown UNKNOWN_DIR   # + unknown-class rejection (open_set)
     python evaluate.py RUN_DIR DATA_DIR --artifact RUN_DIR/export/litert-int8   # an export.py artifact
     python evaluate.py RUN_DIR DATA_DIR --compare OTHER_RUN_DIR...
     python evaluate.py RUN_DIR DATA_DIR --episodes 600 [--ways 5] [--shots 1] [--queries 15] [--seed 0]
@@ -34,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--apply-temperature", action="store_true",
                         help="Rescale probabilities with the temperature fitted on validation data at training time.")
     parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals.")
+    parser.add_argument("--unknown", default=None, metavar="UNKNOWN_DIR",
+                        help="A folder of files of classes the model does not know: adds `open_set` to metrics.json "
+                             "(AUROC, FPR at 95%% TPR and accuracy with rejection of the run's unknown-class score) "
+                             "and a score histogram to report.md.")
     parser.add_argument("--artifact", default=None, metavar="PATH",
                         help="Evaluate an export of the run (export.py: a SavedModel folder, a folder holding "
                         "model.tflite, or a .tflite file) instead of model.keras, with the same metrics and reports "
@@ -58,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 CLASSIFICATION_ONLY = {"top_k": "--top-k", "allow_missing_classes": "--allow-missing-classes",
                        "apply_temperature": "--apply-temperature", "bootstrap": "--bootstrap", "compare": "--compare",
-                       "artifact": "--artifact"}
+                       "unknown": "--unknown", "artifact": "--artifact"}
 
 
 def _given(argv: list[str] | None) -> set[str]:
@@ -109,18 +114,28 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--compare evaluates runs' model.keras files; it does not take --artifact. Received: "
                             f"--artifact {args.artifact} with --compare. Evaluate the artifact on its own.")
         if args.compare:
+            if args.unknown:
+                from app.errors import UserError
+
+                raise UserError(f"--unknown evaluates one run; it does not combine with --compare. Received: --unknown "
+                                f"{args.unknown} with --compare. Run evaluate.py --unknown once per run.")
             from app.evaluation import compare_runs
 
             table, _ = compare_runs([args.run_dir, *args.compare], args.data_dir, **options)
             print(table)
             return 0
-        metrics, out_dir = evaluate_run(args.run_dir, args.data_dir, artifact=args.artifact, **options)
+        metrics, out_dir = evaluate_run(args.run_dir, args.data_dir, artifact=args.artifact, unknown_dir=args.unknown,
+                                        **options)
         low, high = metrics["ci95"]["accuracy"]
         print(
             f"Accuracy {metrics['accuracy']:.4f} [95% CI {low:.3f}-{high:.3f}] (top-{metrics['k']} {metrics['top_k_accuracy']:.4f}, "
             f"macro F1 {metrics['macro_f1']:.4f}) on {metrics['num_examples']} examples: {metrics['split']}.\n"
             f"Report: {out_dir / 'report.md'}"
         )
+        if "open_set" in metrics:
+            o = metrics["open_set"]
+            print(f"Unknown classes ({o['num_unknown']} files, score {o['score']}): AUROC {o['auroc']:.4f}, FPR at 95% "
+                  f"TPR {o['fpr_at_95_tpr']:.4f}, accuracy with rejection {o['accuracy_with_rejection']:.4f}.")
         return 0
 
     return run_safely(command)

@@ -2,6 +2,10 @@
 
     python predict.py RUN_DIR FILE_OR_DIR... [--top-k 3] [--json]
     python predict.py RUN_DIR --text "a sentence to classify" [--text ...]   # text models
+
+A file the run's unknown-class detector rejects is printed as `unknown (closest: CLASS p)` and
+marked "unknown": true in --json output; --reject none turns rejection off. --explain OUT_DIR
+writes a Grad-CAM heatmap overlay per image file (where the model looked for its top class).
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=positive_int, default=3, help="How many classes to show per file.")
     parser.add_argument("--batch-size", type=int, default=32, help="Batch size for prediction.")
     parser.add_argument("--json", action="store_true", help="Print one JSON document instead of text.")
+    parser.add_argument("--reject", choices=("auto", "none"), default="auto",
+                        help="auto: report files whose unknown-class score is above the threshold fitted at training "
+                             "time (train.py --reject-recall) as unknown; none: always name a known class.")
+    parser.add_argument("--explain", default=None, metavar="OUT_DIR",
+                        help="Image models: write one Grad-CAM overlay per file into OUT_DIR (the heatmap of the top "
+                             "class on the backbone's last convolutional block).")
     return parser
 
 
@@ -38,18 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         from app.prediction import predict
 
-        predictions, skipped = predict(args.run_dir, args.inputs, args.top_k, args.batch_size, args.text)
+        predictions, skipped = predict(args.run_dir, args.inputs, args.top_k, args.batch_size, args.text,
+                                      args.reject, args.explain)
         if args.json:
             print(json.dumps({
                 "predictions": [
-                    {"file": p.file, "top": [{"class": c, "probability": round(s, 6)} for c, s in p.top]}
+                    {"file": p.file, "top": [{"class": c, "probability": round(s, 6)} for c, s in p.top],
+                     **({} if p.unknown is None else {"unknown": p.unknown, "unknown_score": round(p.unknown_score, 6)})}
                     for p in predictions
                 ],
                 "skipped": [{"file": s.path, "reason": s.reason} for s in skipped],
             }, indent=2))
         else:
             for p in predictions:
-                print(f"{p.file}: " + ", ".join(f"{c} {s:.3f}" for c, s in p.top))
+                if p.unknown:
+                    print(f"{p.file}: unknown (closest: {p.top[0][0]} {p.top[0][1]:.3f})")
+                else:
+                    print(f"{p.file}: " + ", ".join(f"{c} {s:.3f}" for c, s in p.top))
         return 0
 
     return run_safely(command)

@@ -5,6 +5,7 @@
     python train.py --config run.yaml [--epochs 5 ...]   # file values, overridden by the flags given
     python train.py --resume RUN_DIR      # continue an interrupted run from its last completed epoch
     python train.py DATA_DIR --check      # the data doctor only: check every file, print the report
+    python train.py DATA_DIR --check --label-issues   # ... and rank likely mislabelled files (no training)
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         if modes.check:
             from app.data_report import format_data_report
 
-            _, _, report = check_data(config)
+            scan, examples, report = check_data(config)
             print(format_data_report(report))
+            if modes.label_issues:
+                from app.label_issue_run import check_label_issues, format_label_issues
+
+                issues = check_label_issues(config, scan, examples, report)
+                print("\n" + format_label_issues(issues, report["label_issues_note"]))
             return 0
         result = run_training(config, resume_dir=getattr(modes, "resume", None))
         print(

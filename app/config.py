@@ -36,6 +36,8 @@ CHOICES = {
     "refit": ("auto", "yes", "no"),
     "source_stage": ("auto", "none", "supervised", "protonet"),
     "target_head": ("auto", "prototypes", "logistic_regression"),
+    # Mirrors app/unknown_scores.SCORES (kept literal: importing it would pull numpy scoring into the CLI).
+    "unknown_score": ("auto", "max_softmax", "energy", "centroid", "knn", "mahalanobis", "max_softmax+knn"),
 }
 REFIT_AUTO_BELOW_PER_CLASS = 20  # auto refits when the training split has fewer files per class than this
 
@@ -142,6 +144,13 @@ class TrainConfig:
     class_weight: str = _help("auto: weight the loss by inverse class frequency of the training split; none: unweighted.", default="none")
     balanced_sampler: bool = _help("Draw training batches class-balanced (every class equally often).", default=False)
     seed: int = _help("Random seed (splits, initialisation, shuffling).", default=42)
+    reject_recall: float = _help("Unknown-class rejection: fraction of known validation files the threshold keeps "
+                                 "(the rest of the score range is reported as unknown by predict.py).", default=0.95)
+    unknown_score: str = _help("Unknown-class score: auto (the best of the candidates on leave-classes-out folds "
+                               "of the training classes) or one of them.", default="auto")
+    exclude_label_issues: str = _help("Leave likely mislabelled training files out of training: N (the first N of "
+                                      "data_report.json's label_issues), auto (every one listed) or 0 (none).",
+                                      default="0", accept_int=True)
     profile: bool = _help("Record a TensorFlow profiler trace of a few batches of the backbone pass (TensorBoard's "
                           "Profile tab; needs the tensorboard-plugin-profile package to view).", default=False)
 
@@ -188,6 +197,11 @@ class TrainConfig:
             (0.0 <= self.mixup <= 1.0, "mixup must be in [0, 1]"),
             (self.image_cache in CHOICES["image_cache"], f"image_cache must be one of {list(CHOICES['image_cache'])}"),
             (self.precision in CHOICES["precision"], f"precision must be one of {list(CHOICES['precision'])}"),
+            (0.0 < self.reject_recall < 1.0, "reject_recall must be in (0, 1), e.g. 0.95 keeps 95% of known files"),
+            (self.unknown_score in CHOICES["unknown_score"],
+             f"unknown_score must be one of {list(CHOICES['unknown_score'])}"),
+            (self.exclude_label_issues == "auto" or self.exclude_label_issues.isdigit(),
+             "exclude_label_issues must be a number of files, auto or 0"),
             (self.refit in CHOICES["refit"], f"refit must be one of {list(CHOICES['refit'])}"),
             (self.source_stage in CHOICES["source_stage"],
              f"source_stage must be one of {list(CHOICES['source_stage'])}"),
@@ -362,6 +376,9 @@ def _add_mode_arguments(parser: argparse.ArgumentParser, default) -> None:
                              "config.json (takes no other options).")
     parser.add_argument("--check", action="store_true", default=default(False),
                         help="Only run the data doctor: check every file, print the report, train nothing.")
+    parser.add_argument("--label-issues", action="store_true", default=default(False),
+                        help="With --check: also rank likely mislabelled files (needs the backbone's features and "
+                             "5 labelled files per class); training runs always rank them into data_report.json.")
     parser.add_argument("--list-backbones", action="store_true", default=default(False),
                         help="List the registered backbones (modality, parameters, default size, weights) and exit.")
 
@@ -370,15 +387,21 @@ def config_from_args(argv: list[str] | None) -> tuple[TrainConfig | None, argpar
     """The training config, plus the mode flags (check, list_backbones, resume) that are not part of it."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--list-backbones" in argv:
-        return None, argparse.Namespace(check=False, list_backbones=True, resume=None)
+        return None, argparse.Namespace(check=False, list_backbones=True, resume=None, label_issues=False)
     build_parser().parse_args(argv)  # the full parse first: --help, usage errors, types and choices
     explicit = vars(build_parser(explicit_only=True).parse_args(argv))
     if "resume" in explicit:
         run_dir = explicit.pop("resume")
-        return _resume_config(run_dir, explicit), argparse.Namespace(check=False, list_backbones=False, resume=run_dir)
+        return _resume_config(run_dir, explicit), argparse.Namespace(check=False, list_backbones=False, resume=run_dir,
+                                                                     label_issues=False)
     check = explicit.pop("check", False)
+    label_issues = explicit.pop("label_issues", False)
+    if label_issues and not check:
+        raise UserError("--label-issues goes with --check (python train.py DATA_DIR --check --label-issues); a "
+                        "training run ranks label issues into data_report.json anyway. Received: --label-issues "
+                        "without --check")
     config = _merged_config(explicit.pop("config", None), explicit)
-    return config, argparse.Namespace(check=check, list_backbones=False, resume=None)
+    return config, argparse.Namespace(check=check, list_backbones=False, resume=None, label_issues=label_issues)
 
 
 def _merged_config(config_file: str | None, flags: dict) -> TrainConfig:

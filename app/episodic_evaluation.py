@@ -46,6 +46,8 @@ from app.run_integrity import load_model_file, retrain_remedy
 from app.features import cached_features, extract_features, feature_store_key
 from app.fewshot_baselines import BASELINES, mean_and_ci95, nearest_centroid_predict
 from app.inputs import example_dataset
+from app.model_parts import HEAD_LAYER, feature_extractor_of
+from app.model_parts import apply_chain as _apply_chain, layers_between as _layers_between
 from app.progress import on_terminal
 from data.episodes import EpisodeSampler
 from data.errors import DataError
@@ -57,7 +59,6 @@ logger = logging.getLogger(__name__)
 
 META_LEARNER_FILE = rd.META_LEARNER_FILE
 RUN_LEARNER = "run"
-HEAD_LAYER = "head_dense"
 EPISODES_FILE = "episodes.csv"
 # Predictor: (support inputs, support labels, query inputs, ways) -> predicted query labels.
 Predict = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
@@ -96,14 +97,6 @@ def choose_pool(run: LoadedRun, data_dir: str | Path) -> FewShotPool:
 
 # ------------------------------------------------------------------ the run's models
 
-def feature_extractor_of(task_model: keras.Model) -> keras.Model:
-    """The frozen backbone inside model.keras: its first nested keras.Model (raw input -> features -> head)."""
-    for layer in task_model.layers:
-        if isinstance(layer, keras.Model):
-            return layer
-    raise UserError(f"model.keras ({task_model.name!r}) has no nested feature extractor; was it written by train.py?")
-
-
 def penultimate_model(task_model: keras.Model) -> keras.Model:
     """Raw input -> the input of the final `head_dense` layer (the run's embedding)."""
     try:
@@ -112,23 +105,6 @@ def penultimate_model(task_model: keras.Model) -> keras.Model:
         raise UserError(f"model.keras has no {HEAD_LAYER!r} layer, so its embedding is unknown. "
                         f"Received layers: {[layer.name for layer in task_model.layers]}") from None
     return keras.Model(task_model.inputs, head.input, name="penultimate")
-
-
-def _layers_between(task_model: keras.Model, extractor: keras.Model) -> list:
-    names = [layer.name for layer in task_model.layers]
-    start, end = names.index(extractor.name) + 1, names.index(HEAD_LAYER)
-    return task_model.layers[start:end]
-
-
-def _apply_chain(layers: list, features: np.ndarray, batch_size: int) -> np.ndarray:
-    """Apply the layers between the extractor and the head, in inference mode, to cached features."""
-    outputs = []
-    for start in range(0, len(features), batch_size):
-        x = tf.convert_to_tensor(features[start:start + batch_size])
-        for layer in layers:
-            x = layer(x, training=False)
-        outputs.append(keras.ops.convert_to_numpy(x))
-    return np.concatenate(outputs, axis=0) if outputs else np.zeros((0, 0), np.float32)
 
 
 # ------------------------------------------------------------------------ learners

@@ -17,6 +17,10 @@ from app.calibration import apply_temperature
 from app.metrics import bootstrap_ci95, classification_metrics, reliability_bins
 from app.report import plot_confusion_matrix, plot_reliability, render_comparison, render_report
 from app.inputs import example_dataset
+from app.explanations import explanations_section
+from app.label_issue_run import label_issues_section
+from app.open_set import embed_examples
+from app.open_set_evaluation import evaluate_unknown, prepare_unknown_set, render_open_set
 from data.pipeline import text_dataset
 from data.records import Example
 from data.scan import scan_folder
@@ -176,18 +180,25 @@ def _write_mistakes_csv(mistakes: list[dict], path: Path) -> None:
 def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = None,
                  batch_size: int = 32, top_k: int = 5, allow_missing_classes: bool = False,
                  apply_temperature_scaling: bool = False, bootstrap_resamples: int = 1000,
-                 artifact: str | Path | None = None) -> tuple[dict, Path]:
+                 artifact: str | Path | None = None, unknown_dir: str | None = None) -> tuple[dict, Path]:
     """Metrics and reports of the run's model.keras, or of an exported `artifact` (SavedModel / .tflite)."""
+    if artifact is not None and unknown_dir is not None:
+        raise UserError(f"--unknown scores files with the run's model.keras (its embedding); it does not combine with "
+                        f"--artifact. Received: --unknown {unknown_dir} with --artifact {artifact}. Evaluate them "
+                        "in two calls.")
     run = load_run(run_path)
     chosen = choose_evaluation_set(run, data_dir, allow_missing_classes)
     if not chosen.paths:
         raise UserError(f"No files to evaluate in {str(data_dir)!r} ({chosen.description}).")
+    unknown = prepare_unknown_set(run, unknown_dir) if unknown_dir is not None else None  # checked before the pass
     logger.info("Evaluating %s on %d files: %s", run.path, len(chosen.paths), chosen.description)
     artifact_info = None
     if artifact is not None:
         from app.artifact_evaluation import predict_with_artifact
 
         probabilities, artifact_info = predict_with_artifact(run, artifact, chosen.examples, batch_size)
+    elif unknown is not None:  # one pass gives the probabilities and the embedding the unknown score needs
+        known_embeddings, probabilities = embed_examples(run, chosen.examples, batch_size=batch_size)
     else:
         probabilities = run.predict_examples(chosen.examples, batch_size)
     temperature = run.metadata.get("calibration", {}).get("temperature")
@@ -217,6 +228,12 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
     report = render_report(metrics, {"run_dir": str(run.path), "data_dir": metrics["data_dir"],
                                      "split_description": chosen.description,
                                      "model": artifact_info["path"] if artifact_info else None}, mistakes[:WORST_EXAMPLES])
+    if unknown is not None:
+        correct = probabilities.argmax(axis=1) == np.asarray(chosen.labels)
+        metrics["open_set"] = evaluate_unknown(run, unknown, known_embeddings, correct, out_dir, batch_size)
+        report += "\n" + render_open_set(metrics["open_set"])
+    report += "\n" + label_issues_section(run.path, run.modality, run.input_size, run.resize, out_dir)
+    report += "\n" + explanations_section(run, chosen.paths, chosen.labels, probabilities, out_dir)
     rd.write_text(out_dir / "report.md", report)
     rd.write_json(out_dir / "metrics.json", metrics)  # last: its presence means the evaluation finished
     return metrics, out_dir

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from app.errors import UserError
 from app.evaluation import load_run
-from data.doctor import inspect_file
-from data.images import IMAGE_EXTENSIONS
-from data.records import Example, SkippedFile
-from data.scan import TEXT_EXTENSIONS, visible_files
+from app.explanations import require_image_run, write_overlays
+from app.open_set import embed_examples
+from app.unknown_store import load_detector
+from app.input_files import collect_inputs
+from data.records import SkippedFile
 
 logger = logging.getLogger(__name__)
 
@@ -22,61 +22,52 @@ logger = logging.getLogger(__name__)
 class Prediction:
     file: str
     top: list[tuple[str, float]]
-
-
-def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], list[SkippedFile]]:
-    """Expand folders (recursively, sorted), keep files the doctor accepts, report the rest."""
-    candidates: list[Path] = []
-    skipped: list[SkippedFile] = []
-    for target in targets:
-        path = Path(target).expanduser()
-        if path.is_dir():
-            candidates += visible_files(path)  # follows symlinked folders, as train.py does
-        elif path.is_file():
-            candidates.append(path)
-        else:
-            skipped.append(SkippedFile(str(path), "no such file or folder"))
-    extensions = IMAGE_EXTENSIONS if modality == "image" else TEXT_EXTENSIONS
-    article = "an" if modality == "image" else "a"
-    usable: list[Example] = []
-    for path in candidates:
-        if path.suffix.lower() not in extensions:
-            skipped.append(SkippedFile(str(path), f"not {article} {modality} file (extension {path.suffix or 'none'!r})"))
-            continue
-        check = inspect_file(str(path), modality)
-        if check.usable:
-            usable.append(Example(str(path), -1, None, check.sha256, check.encoding))
-        else:
-            skipped.append(SkippedFile(str(path), check.reason))
-    for item in skipped:
-        logger.warning("Skipped %s: %s", item.path, item.reason)
-    return usable, skipped
+    unknown: bool | None = None  # None: no rejection (--reject none, or a run without a detector)
+    unknown_score: float | None = None
 
 
 def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 32,
-            texts: list[str] | None = None) -> tuple[list[Prediction], list[SkippedFile]]:
-    """Top-k classes for files/folders (and, for text runs, literal strings given as `texts`)."""
+            texts: list[str] | None = None, reject: str = "auto",
+            explain: str | None = None) -> tuple[list[Prediction], list[SkippedFile]]:
+    """Top-k classes for files/folders (and, for text runs, literal strings given as `texts`).
+
+    reject "auto": each prediction also says whether the run's unknown-class detector rejects
+    it (a class the run does not know); "none": no rejection. `explain`: a folder for one Grad-CAM
+    overlay per file (image runs), for its top class."""
     texts = texts or []
     if not targets and not texts:
         raise UserError("Give at least one file or folder to predict (or --text STRING for a text model).")
     run = load_run(run_dir)
     if texts and run.modality != "text":
         raise UserError(f"--text needs a text model; this run is an {run.modality} model. Pass image files instead.")
+    if explain is not None:
+        require_image_run(run)
     examples, skipped = collect_inputs(targets, run.modality)
     if not examples and not texts:
         raise UserError(f"No readable {run.modality} files among the inputs ({len(skipped)} skipped; see the warnings above).")
-    parts, names = [], []
-    if examples:
-        parts.append(run.predict_examples(examples, batch_size))
-        names += [e.path for e in examples]
-    if texts:
-        parts.append(run.predict_texts(texts, batch_size))
-        names += [f"text: {t[:60]}" for t in texts]
-    probabilities = np.concatenate(parts, axis=0)
+    names = [e.path for e in examples] + [f"text: {t[:60]}" for t in texts]
+    detector = load_detector(run.path) if reject == "auto" else None
+    if reject == "auto" and detector is None:
+        logger.info("%s has no unknown-class detector (trained by an older metatune): no rejection.", run.path)
+    if detector is not None:
+        scorer, settings = detector
+        embeddings, probabilities = embed_examples(run, examples, texts, batch_size)
+        scores = scorer.score(settings.score, embeddings)
+        rejected = scores > settings.threshold
+    else:
+        parts = []
+        if examples:
+            parts.append(run.predict_examples(examples, batch_size))
+        if texts:
+            parts.append(run.predict_texts(texts, batch_size))
+        probabilities, scores, rejected = np.concatenate(parts, axis=0), None, None
     k = max(1, min(top_k, len(run.class_names)))
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     predictions = [
-        Prediction(name, [(run.class_names[j], float(probabilities[i, j])) for j in order[i]])
+        Prediction(name, [(run.class_names[j], float(probabilities[i, j])) for j in order[i]],
+                   None if rejected is None else bool(rejected[i]), None if scores is None else float(scores[i]))
         for i, name in enumerate(names)
     ]
+    if explain is not None:
+        write_overlays(run, [e.path for e in examples], probabilities[:len(examples)].argmax(axis=1), explain)
     return predictions, skipped

@@ -33,6 +33,10 @@ from app.phases import (FINETUNE, HEAD, PhaseContext, finetune_backbone, finetun
 from app.config import META_STRATEGIES
 from app.refit import REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, decide_refit, refit_epochs, refit_transfer
 from app.meta_training import run_meta_training
+from app.label_issue_run import exclude_from_training, log_label_issues, rank_label_issues
+from app.label_issues import require_enough_for_folds
+from app.open_set import fit_run_detector
+from app.unknown_store import DETECTOR_FILE
 from app.precision import apply_precision
 from data.augment import build_augmenter
 from data.pipeline import read_texts
@@ -201,6 +205,8 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     )
     if not val_examples:
         raise UserError("No validation files: every class needs at least 2 training files or a val/ folder.")
+    if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work
+        require_enough_for_folds([e.label for e in train_examples + val_examples], scan.class_names)
     if warning := unused_mixup_warning(config, scan.modality):
         logger.warning(warning)
 
@@ -237,6 +243,15 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
                                      config.batch_size, config.resize, store_key)
     val_features = cached_features(feature_extractor, val_examples, scan.modality, backbone.size,
                                    config.batch_size, config.resize, store_key)
+
+    # Likely mislabelled files (data_report.json), optionally left out of training.
+    issues = rank_label_issues(report, train_examples + val_examples, np.concatenate([train_features, val_features]),
+                               scan.class_names, config.seed, required=config.exclude_label_issues != "0")
+    train_examples, train_features = exclude_from_training(report, issues, config.exclude_label_issues,
+                                                           train_examples, train_features)
+    if resume is None:
+        rd.write_json(run_dir / rd.DATA_REPORT_FILE, report)
+        log_label_issues(log_dir, issues, scan.modality, backbone.size, config.resize)
 
     context = PhaseContext(config, log_dir, Checkpoints(run_dir), scan.class_names,
                            list(resume[0]["history"]) if resume else [], resume)
@@ -299,6 +314,11 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
                     "the validation metrics and the temperature are the first model's."} if refit.applies else {}),
     }
 
+    # Unknown-class rejection, fitted on training data only (unknown.json + unknown.npz).
+    detector = fit_run_detector(task_model, config, scan.modality, backbone.size, train_examples, val_examples,
+                                train_features, val_features, run_dir)
+    extra_metadata["unknown"] = {"score": detector.score, "threshold": detector.threshold,
+                                 "reject_recall": detector.reject_recall, "file": DETECTOR_FILE}
     rd.save_model(task_model, run_dir)
     history = context.history
     rd.write_json(run_dir / rd.HISTORY_FILE, {

@@ -44,6 +44,8 @@ SECTIONS = [
     ("export", "bench_export.py", "SavedModel and LiteRT exports: size, latency, throughput, accuracy vs model.keras"),
     ("metatransfer", "bench_meta_transfer.py", "pretrained backbone + a source of other classes (source stages) "
                                                "on novel classes, vs the baselines and the conv4 anchor"),
+    ("unknowns", "bench_unknowns.py", "unknown-class rejection on held-out Fashion-MNIST classes; label issues "
+                                      "under random label flips"),
 ]
 PACKAGES = ["tensorflow", "keras", "keras-hub", "numpy", "pillow", "scikit-learn", "tensorboard"]
 # What each benchmark reads from Debian packages (`make bench-data` installs them).
@@ -53,6 +55,7 @@ PREREQUISITES = {
     "episodic": (Path("/usr/share/fonts/truetype/noto"), "fonts-noto-core"),
     "export": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
     "metatransfer": (Path("/usr/share/fonts/truetype/noto"), "fonts-noto-core"),
+    "unknowns": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
 }
 # The peers' own virtual environments (`make bench-peers` builds them).
 PEER_PREREQUISITES = {

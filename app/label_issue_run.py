@@ -1,0 +1,147 @@
+"""Label issues in a run and in `train.py --check --label-issues`: rank them on the cached features,
+record them in the data report, leave the top ones out of training (--exclude-label-issues), show
+them in TensorBoard."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from app.errors import UserError
+from app.label_issues import (FOLDS, LabelIssue, excluded_paths, find_label_issues, require_enough_for_folds,
+                              too_few_for_folds)
+
+logger = logging.getLogger(__name__)
+SHOWN = 16  # entries in TensorBoard, report.md and the terminal
+
+
+def rank_label_issues(report: dict, examples, features: np.ndarray, class_names: list[str], seed: int,
+                      required: bool) -> list[LabelIssue]:
+    """Label issues of the labelled (train + validation) files, written into `report`.
+
+    Not `required` (an ordinary training run): a folder too small for the folds gets an empty
+    list and a note instead of an error."""
+    labels = [e.label for e in examples]
+    short = too_few_for_folds(labels, class_names)
+    if short and not required:
+        return _not_ranked(report, f"{FOLDS}-fold out-of-fold predictions need {FOLDS} labelled files per class; "
+                                   f"{', '.join(f'{n!r} has {c}' for n, c in short)}")
+    if not np.isfinite(features).all():
+        # Training will stop on the NaN loss with its own message; a ranking on such features means nothing.
+        reason = "the backbone's features of some files are not finite (NaN or inf)"
+        if required:
+            raise UserError(f"Label issues cannot be ranked: {reason}. Check the backbone and its --weights.")
+        return _not_ranked(report, reason)
+    issues = find_label_issues([e.path for e in examples], labels, features, class_names, seed)
+    report["label_issues"] = [issue.to_dict() for issue in issues]
+    report["label_issues_note"] = (f"confident learning on {FOLDS}-fold out-of-fold probabilities of "
+                                   f"logistic-regression heads on the frozen backbone features, over "
+                                   f"{len(examples)} train + validation files; most likely first")
+    return issues
+
+
+def _not_ranked(report: dict, reason: str) -> list[LabelIssue]:
+    report["label_issues"] = []
+    report["label_issues_note"] = f"not ranked: {reason}"
+    logger.info("Label issues %s.", report["label_issues_note"])
+    return []
+
+
+def check_label_issues(config, scan, examples, report: dict) -> list[LabelIssue]:
+    """`train.py --check --label-issues`: the backbone's features (cached) and the ranking, no training."""
+    from app.backbone_choice import resolve_backbone
+    from app.features import cached_features, feature_store_key
+
+    labelled = [e for e in examples if e.split in ("train", "val")]
+    require_enough_for_folds([e.label for e in labelled], scan.class_names)  # before building the backbone
+    backbone = resolve_backbone(config, scan.modality)
+    extractor = backbone.spec.build_features(backbone.size, backbone.weights, backbone.pooling)
+    key = (feature_store_key(extractor, backbone.name, backbone.weights, scan.modality, backbone.size, config.resize,
+                             backbone.pooling) if config.cache_features else None)
+    features = cached_features(extractor, labelled, scan.modality, backbone.size, config.batch_size, config.resize, key)
+    return rank_label_issues(report, labelled, features, scan.class_names, config.seed, required=True)
+
+
+def exclude_from_training(report: dict, issues: list[LabelIssue], setting: str, train_examples,
+                          train_features: np.ndarray):
+    """Training examples and features without the excluded label issues (`setting`: 0, N or auto).
+    Only training-split files are left out; listed validation files stay (they only steer early
+    stopping, and leaving them out would change the split a resumed run must reproduce)."""
+    if setting == "0" or not issues:
+        return train_examples, train_features
+    chosen = excluded_paths(issues, setting)
+    keep = [i for i, e in enumerate(train_examples) if e.path not in chosen]
+    left_out = sorted(e.path for e in train_examples if e.path in chosen)
+    report["label_issues_excluded"] = left_out
+    logger.info("--exclude-label-issues %s: %d training file(s) left out of training (listed in data_report.json).",
+                setting, len(left_out))
+    return [train_examples[i] for i in keep], train_features[keep]
+
+
+def format_label_issues(issues: list[LabelIssue], note: str, shown: int = SHOWN) -> str:
+    if not issues:
+        return f"Label issues: none found ({note})."
+    lines = [f"Label issues: {len(issues)} file(s) look mislabelled ({note}). The first {min(shown, len(issues))}:"]
+    lines += [f"  {issue.score:.3f}  {issue.path}: labelled {issue.given}, looks like {issue.suggested}"
+              for issue in issues[:shown]]
+    return "\n".join(lines)
+
+
+def log_label_issues(log_dir: Path, issues: list[LabelIssue], modality: str, size: int, resize: str) -> None:
+    """The first label issues: a captioned image grid, or a table of texts."""
+    if not issues:
+        return
+    import tensorflow as tf
+
+    from app import tensorboard_logging as tb
+    from data.pipeline import read_texts
+
+    top = issues[:SHOWN]
+    captions = [f"{i.given} -> {i.suggested} {i.score:.2f}" for i in top]
+    with tb._writer(log_dir).as_default():
+        if modality == "image":
+            grid = tb.image_grid([i.path for i in top], captions, (size, size), resize)
+            tf.summary.image("label_issues", grid[None], step=0,
+                             description="Training files that look mislabelled: given -> suggested label, score.")
+        else:
+            texts = read_texts([i.path for i in top])
+            rows = ["| given -> suggested, score | file | text |", "|---|---|---|"]
+            rows += [f"| {c} | {Path(i.path).name} | {t[:200].replace('|', ' ')} |" for c, i, t in zip(captions, top, texts)]
+            tf.summary.text("label_issues", "\n".join(rows), step=0)
+
+
+LABEL_ISSUES_IMAGE = "label_issues.png"
+
+
+def label_issues_section(run_path: Path, modality: str, size: int, resize: str, out_dir: Path) -> str:
+    """report.md's view of the run's training-data label issues (from its data_report.json): a table
+    and, for images, a captioned thumbnail grid (label_issues.png in `out_dir`)."""
+    import os
+
+    from PIL import Image
+
+    from app import run_dir as rd
+
+    report_path = Path(run_path) / rd.DATA_REPORT_FILE
+    report = rd.read_json(report_path) if report_path.is_file() else {}
+    if "label_issues" not in report:
+        return ""
+    issues = [LabelIssue(**entry) for entry in report["label_issues"]]
+    lines = ["## Likely label errors in the training data", "",
+             f"{len(issues)} file(s) listed in data_report.json ({report.get('label_issues_note', '')})."]
+    existing = [i for i in issues[:SHOWN] if Path(i.path).is_file()]
+    if existing:
+        lines += ["", "| score | file | given | looks like |", "|---:|---|---|---|"]
+        lines += [f"| {i.score:.3f} | {i.path} | {i.given} | {i.suggested} |" for i in existing]
+    if existing and modality == "image":
+        from app import tensorboard_logging as tb
+
+        grid = tb.image_grid([i.path for i in existing], [f"{i.given} -> {i.suggested} {i.score:.2f}" for i in existing],
+                             (size, size), resize)
+        temporary = out_dir / f".{LABEL_ISSUES_IMAGE}.tmp.png"
+        Image.fromarray(grid).save(temporary)
+        os.replace(temporary, out_dir / LABEL_ISSUES_IMAGE)
+        lines += ["", f"![label issues]({LABEL_ISSUES_IMAGE})"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,105 @@
+"""A run's embedding (the input of `head_dense`) next to its probabilities, for the unknown-class
+detector: fitted at the end of training (`fit_run_detector`), applied by predict.py and
+evaluate.py --unknown (`embed_examples`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from app.errors import UserError
+from app.features import extract_features
+from app.inputs import example_dataset
+from app.model_parts import HEAD_LAYER, apply_chain, feature_extractor_of, layers_between
+from app.unknown_selection import UnknownDetector, fit_unknown_detector
+from app.unknown_store import save_detector
+from data.pipeline import text_dataset
+
+logger = logging.getLogger(__name__)
+CHECK_ROWS = 4
+
+
+def _head(task_model: keras.Model):
+    try:
+        return task_model.get_layer(HEAD_LAYER)
+    except ValueError:
+        raise UserError(f"model.keras has no {HEAD_LAYER!r} layer, so the unknown-class score has no embedding. "
+                        f"Received layers: {[layer.name for layer in task_model.layers]}") from None
+
+
+def _head_input(task_model: keras.Model):
+    """The symbolic input of `head_dense` inside `task_model`. During training the layer is also
+    called by the features-only head model, so `layer.input` may be that model's tensor: take
+    the call that belongs to this graph."""
+    for node in _head(task_model)._inbound_nodes:
+        tensor = node.input_tensors[0]
+        try:
+            keras.Model(task_model.inputs, tensor)
+        except ValueError:
+            continue
+        return tensor
+    raise UserError(f"model.keras's {HEAD_LAYER!r} layer is not connected to its input.")
+
+
+def embedding_model(task_model: keras.Model) -> keras.Model:
+    """Raw input -> (embedding, probabilities): one pass gives both."""
+    return keras.Model(task_model.inputs, [_head_input(task_model), task_model.outputs[0]], name="with_embedding")
+
+
+def head_weights(task_model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
+    kernel, bias = _head(task_model).get_weights()
+    return np.asarray(kernel, np.float64), np.asarray(bias, np.float64)
+
+
+def embed(model: keras.Model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, probabilities) of a dataset of raw inputs, through `embedding_model`."""
+    embeddings, probabilities = model.predict(dataset, verbose=0)
+    return np.asarray(embeddings), np.asarray(probabilities)
+
+
+def embed_examples(run, examples, texts=(), batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, probabilities) of a loaded run's files (Example) and literal strings, in that order."""
+    model = embedding_model(run.model)
+    parts = []
+    if examples:
+        parts.append(embed(model, example_dataset(examples, run.modality, run.input_size, batch_size, run.resize)))
+    if texts:
+        parts.append(embed(model, text_dataset(list(texts), None, batch_size)))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def run_embeddings(task_model: keras.Model, examples, cached: np.ndarray, modality: str, size: int,
+                   batch_size: int, resize: str) -> np.ndarray:
+    """The final model's embedding of `examples`. When the backbone is still the one whose features
+    were cached (linear, meta on features), the layers between backbone and head are replayed on
+    the cached features (milliseconds); a check on a few files catches a changed backbone
+    (finetune, meta on raw inputs), and then the embedding is computed from the files."""
+    if not examples:
+        return np.zeros((0, _head_input(task_model).shape[-1]), np.float32)
+    layers = layers_between(task_model, feature_extractor_of(task_model))
+    replayed = apply_chain(layers, cached, batch_size)
+    penultimate = keras.Model(task_model.inputs, _head_input(task_model))
+    reference = extract_features(penultimate, examples[:CHECK_ROWS], modality, size, batch_size, resize)
+    if replayed.shape[1:] == reference.shape[1:] and np.allclose(replayed[:CHECK_ROWS], reference, rtol=1e-3,
+                                                                 atol=1e-3):
+        return replayed
+    logger.info("The backbone changed during training: computing the embedding of %d files for the unknown-class "
+                "score.", len(examples))
+    return extract_features(penultimate, examples, modality, size, batch_size, resize)
+
+
+def fit_run_detector(task_model: keras.Model, config, modality: str, size: int, train_examples, val_examples,
+                     train_features: np.ndarray, val_features: np.ndarray, run_dir: Path) -> UnknownDetector:
+    """Fit the unknown-class detector of a finished model and write it into the run directory."""
+    embed_args = (modality, size, config.batch_size, config.resize)
+    train_embeddings = run_embeddings(task_model, train_examples, train_features, *embed_args)
+    val_embeddings = run_embeddings(task_model, val_examples, val_features, *embed_args)
+    kernel, bias = head_weights(task_model)
+    scorer, detector = fit_unknown_detector(train_embeddings, [e.label for e in train_examples], val_embeddings,
+                                            [e.label for e in val_examples], kernel, bias, config.reject_recall,
+                                            config.unknown_score, config.seed)
+    save_detector(run_dir, scorer, detector)
+    return detector

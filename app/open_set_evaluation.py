@@ -1,0 +1,156 @@
+"""evaluate.py --unknown DIR: how well the run's unknown-class detector tells files of classes it
+never saw from the evaluation files of its own classes (metrics.json `open_set`, a histogram in
+report.md, TensorBoard under logs/eval_<name>/)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.errors import UserError
+from app.input_files import collect_inputs
+from app.open_set import embed_examples
+from app.report import save_figure
+from app.unknown_scores import SCORES, UnknownScorer, auroc, fpr_at_tpr
+from app.unknown_selection import UnknownDetector
+from app.unknown_store import load_detector
+from data.records import Example
+
+logger = logging.getLogger(__name__)
+HISTOGRAM_FILE = "open_set_histogram.png"
+
+
+@dataclass
+class UnknownSet:
+    scorer: UnknownScorer
+    detector: UnknownDetector
+    examples: list[Example]
+    folder: str
+    left_out: list[str]  # subfolders named like one of the run's classes (not unknown to it)
+
+
+def _known_class_folders(folder: Path, class_names: list[str]) -> list[Path]:
+    """Subfolders (also below train/, val/, test/) named like a class the run knows."""
+    known = set(class_names)
+    roots = [folder] + [folder / split for split in ("train", "val", "test") if (folder / split).is_dir()]
+    return sorted(p for root in roots for p in root.iterdir() if p.is_dir() and p.name in known)
+
+
+def prepare_unknown_set(run, unknown_dir: str) -> UnknownSet:
+    """Check the run and the folder before anything expensive; the files to score as unknown."""
+    detected = load_detector(run.path)
+    if detected is None:
+        raise UserError(f"{str(run.path)!r} has no unknown-class detector (unknown.json; runs trained before it "
+                        "existed lack it). Train the run again to evaluate --unknown.")
+    folder = Path(unknown_dir).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"--unknown needs a folder of files of classes the model does not know. "
+                        f"Received: --unknown {unknown_dir} (not a folder)")
+    shared = _known_class_folders(folder, run.class_names)
+    if shared:
+        logger.warning("--unknown %s has folders named like classes the model knows: %s. Their files are left out of "
+                       "the unknown set (they are not unknown to the model).", unknown_dir,
+                       ", ".join(str(p.relative_to(folder)) for p in shared))
+    examples, _ = collect_inputs([str(folder)], run.modality)
+    examples = [e for e in examples if not any(Path(e.path).is_relative_to(p) for p in shared)]
+    if not examples:
+        raise UserError(f"--unknown {unknown_dir} holds no readable {run.modality} files of classes the model does "
+                        "not know" + (" (every subfolder is named like a known class)" if shared else "")
+                        + ". Put files of other classes in it.")
+    return UnknownSet(*detected, examples, str(folder.resolve()), [str(p) for p in shared])
+
+
+def open_set_metrics(known_scores, unknown_scores, threshold: float, known_correct) -> dict:
+    """Detection and accuracy with rejection at the stored threshold."""
+    known_scores, unknown_scores = np.asarray(known_scores), np.asarray(unknown_scores)
+    known_correct = np.asarray(known_correct, bool)
+    accepted = known_scores <= threshold
+    rejected_unknown = unknown_scores > threshold
+    return {
+        "auroc": auroc(known_scores, unknown_scores),
+        "fpr_at_95_tpr": fpr_at_tpr(known_scores, unknown_scores, 0.95),
+        "threshold": threshold,
+        "num_known": int(len(known_scores)),
+        "num_unknown": int(len(unknown_scores)),
+        "known_accepted": float(accepted.mean()),
+        "unknown_rejected": float(rejected_unknown.mean()),
+        "known_accuracy": float(known_correct.mean()),  # closed set: rejection does not change the argmax
+        "known_accuracy_when_accepted": float(known_correct[accepted].mean()) if accepted.any() else float("nan"),
+        # Every file counts: a known file is right when accepted and correctly classified, an unknown one when rejected.
+        "accuracy_with_rejection": float((np.sum(known_correct & accepted) + np.sum(rejected_unknown))
+                                         / (len(known_scores) + len(unknown_scores))),
+    }
+
+
+def plot_score_histogram(known_scores, unknown_scores, threshold: float, score: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    values = np.concatenate([known_scores, unknown_scores])
+    bins = np.linspace(values.min(), values.max(), 41) if np.ptp(values) > 0 else 10
+    axis.hist(known_scores, bins=bins, alpha=0.6, density=True, label=f"known classes ({len(known_scores)})")
+    axis.hist(unknown_scores, bins=bins, alpha=0.6, density=True, label=f"unknown folder ({len(unknown_scores)})")
+    axis.axvline(threshold, color="black", linestyle="--", label="threshold")
+    axis.set_xlabel(f"unknown-class score ({score}; higher: more likely unknown)")
+    axis.set_ylabel("density")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def render_open_set(result: dict) -> str:
+    others = ", ".join(f"{name} {value:.3f}" for name, value in result["auroc_by_score"].items())
+    return "\n".join([
+        "## Unknown classes",
+        "",
+        f"- Unknown folder: `{result['unknown_dir']}` ({result['num_unknown']} files), against the "
+        f"{result['num_known']} evaluation files above",
+        f"- Score: {result['score']} (chosen at training time), AUROC **{result['auroc']:.3f}**, "
+        f"FPR at 95% TPR {result['fpr_at_95_tpr']:.3f}",
+        f"- Threshold {result['threshold']:.4g} (keeps {100 * result['reject_recall']:.0f}% of known validation "
+        f"files): known files accepted {100 * result['known_accepted']:.1f}%, unknown files rejected "
+        f"{100 * result['unknown_rejected']:.1f}%",
+        f"- Accuracy with rejection (known and unknown files): {result['accuracy_with_rejection']:.4f}; known files "
+        f"only: {result['known_accuracy']:.4f} (closed set), {result['known_accuracy_when_accepted']:.4f} on the "
+        "accepted ones",
+        f"- AUROC of every candidate score on these files (for comparison; the choice was made before): {others}",
+        "",
+        f"![unknown-class score histogram]({HISTOGRAM_FILE})",
+        "",
+    ])
+
+
+def _log_tensorboard(log_dir: Path, name: str, result: dict, known_scores, unknown_scores, histogram: Path) -> None:
+    import tensorflow as tf
+    from PIL import Image
+
+    writer = tf.summary.create_file_writer(str(log_dir / f"eval_{name}"))
+    with writer.as_default():
+        for key in ("auroc", "fpr_at_95_tpr", "accuracy_with_rejection", "unknown_rejected", "known_accepted"):
+            tf.summary.scalar(f"open_set/{key}", result[key], step=0)
+        tf.summary.histogram("open_set/known_scores", np.asarray(known_scores), step=0)
+        tf.summary.histogram("open_set/unknown_scores", np.asarray(unknown_scores), step=0)
+        image = np.asarray(Image.open(histogram).convert("RGB"))[None]
+        tf.summary.image("open_set/score_histogram", image, step=0)
+    writer.flush()
+
+
+def evaluate_unknown(run, unknown: UnknownSet, known_embeddings, known_correct, out_dir: Path, batch_size: int) -> dict:
+    """metrics.json `open_set`: score the unknown files, compare with the known ones, plot, log."""
+    logger.info("Scoring %d files of unknown classes from %s", len(unknown.examples), unknown.folder)
+    unknown_embeddings, _ = embed_examples(run, unknown.examples, batch_size=batch_size)
+    known_scores = unknown.scorer.score(unknown.detector.score, known_embeddings)
+    unknown_scores = unknown.scorer.score(unknown.detector.score, unknown_embeddings)
+    result = {"score": unknown.detector.score, "reject_recall": unknown.detector.reject_recall,
+              "unknown_dir": unknown.folder, "left_out_folders": unknown.left_out,
+              **open_set_metrics(known_scores, unknown_scores, unknown.detector.threshold, known_correct)}
+    # Every candidate on the same embeddings (reported, never used to choose: the choice was made at training).
+    result["auroc_by_score"] = {name: auroc(unknown.scorer.score(name, known_embeddings),
+                                            unknown.scorer.score(name, unknown_embeddings)) for name in SCORES}
+    plot_score_histogram(known_scores, unknown_scores, unknown.detector.threshold, unknown.detector.score,
+                         out_dir / HISTOGRAM_FILE)
+    _log_tensorboard(run.path / "logs", out_dir.name, result, known_scores, unknown_scores, out_dir / HISTOGRAM_FILE)
+    return result

@@ -1,0 +1,140 @@
+"""Unknown-class scores on a run's embedding (the input of its final `head_dense` layer).
+
+Every score is "higher = less like the known classes" and needs only numpy arrays fitted once
+on the training split: the head's kernel and bias (for the softmax and energy scores), the class
+centroids, a shared covariance's whitening matrix, a bank of training embeddings (k-nearest
+neighbours). `UnknownScorer` holds them; app/unknown_store.py writes them to the run directory
+as `unknown.json` + `unknown.npz`, a format any later consumer (a SavedModel export, a server)
+can read with numpy alone.
+
+Candidates (the literature each comes from):
+- `max_softmax`: the negated maximum softmax probability (Hendrycks & Gimpel 2017): the
+  baseline every user gets from a closed-set classifier.
+- `energy`: the negated log-sum-exp of the logits (Liu et al. 2020).
+- `centroid`: cosine distance to the nearest class centroid (the prototype view).
+- `knn`: cosine distance to the k-th nearest training embedding (Sun et al. 2022).
+- `mahalanobis`: the smallest Mahalanobis distance to a class mean under one shared covariance,
+  shrunk towards a multiple of the identity because a few hundred examples cannot estimate a
+  1280-dimensional covariance (Lee et al. 2018).
+- `max_softmax+knn`: the sum of the two, each standardised by its mean and spread on known
+  validation examples. They fail on different images (the head is unsure between two known
+  classes vs the image lies far from every training image), which is why the sum beats both on
+  Fashion-MNIST (BENCHMARKS.md, "unknowns and label noise").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SINGLE_SCORES = ("max_softmax", "energy", "centroid", "knn", "mahalanobis")
+COMBINED_SCORES = {"max_softmax+knn": ("max_softmax", "knn")}
+SCORES = SINGLE_SCORES + tuple(COMBINED_SCORES)
+KNN_K = 10
+SHRINKAGE = 0.5  # weight of the identity target in the shared covariance
+MAX_BANK = 10000  # k-NN bank rows kept (a random subset beyond that: memory and time per prediction)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def softmax_logits(embeddings: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return embeddings.astype(np.float64) @ kernel + bias
+
+
+@dataclass
+class UnknownScorer:
+    """The arrays every candidate score needs, fitted on training embeddings and the run's head."""
+
+    kernel: np.ndarray  # [dim, classes]: head_dense
+    bias: np.ndarray  # [classes]
+    centroids: np.ndarray  # [classes, dim], L2-normalised means of the normalised embeddings
+    means: np.ndarray  # [classes, dim], plain class means (Mahalanobis)
+    whitening: np.ndarray  # [dim, rank]: x @ whitening has the shrunk shared covariance's inverse as metric
+    bank: np.ndarray  # [n, dim], L2-normalised training embeddings (k-NN)
+    # Per single score: (mean, std) on known validation examples, for the combined scores.
+    standardise: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, embeddings: np.ndarray, labels, kernel: np.ndarray, bias: np.ndarray, seed: int = 0) -> "UnknownScorer":
+        x = np.asarray(embeddings, np.float64)
+        labels = np.asarray(labels)
+        classes = kernel.shape[1]
+        normalised = _normalise(x)
+        # A class without training embeddings (cannot happen after the data checks) gets a zero centroid.
+        centroids = _normalise(np.stack([normalised[labels == c].mean(axis=0) if np.any(labels == c)
+                                         else np.zeros(x.shape[1]) for c in range(classes)]))
+        means = np.stack([x[labels == c].mean(axis=0) if np.any(labels == c) else np.zeros(x.shape[1])
+                          for c in range(classes)])
+        residuals = x - means[labels]
+        covariance = residuals.T @ residuals / max(len(x), 1)
+        scale = np.trace(covariance) / covariance.shape[0] or 1.0
+        shrunk = (1 - SHRINKAGE) * covariance + SHRINKAGE * scale * np.eye(covariance.shape[0])
+        values, vectors = np.linalg.eigh(shrunk)
+        whitening = vectors / np.sqrt(np.maximum(values, 1e-12))
+        bank = normalised
+        if len(bank) > MAX_BANK:
+            bank = bank[np.sort(np.random.default_rng(seed).choice(len(bank), MAX_BANK, replace=False))]
+        return cls(np.asarray(kernel, np.float64), np.asarray(bias, np.float64), centroids, means, whitening, bank)
+
+    def calibrate(self, known_embeddings: np.ndarray) -> None:
+        """Standardisation of the single scores on known examples the bank does not hold (validation)."""
+        for name in SINGLE_SCORES:
+            values = self.single(name, known_embeddings)
+            self.standardise[name] = (float(np.mean(values)), float(np.std(values)) or 1.0)
+
+    def single(self, name: str, embeddings: np.ndarray) -> np.ndarray:
+        x = np.asarray(embeddings, np.float64)
+        if name in ("max_softmax", "energy"):
+            logits = softmax_logits(x, self.kernel, self.bias)
+            top = logits.max(axis=1, keepdims=True)
+            log_total = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+            # max softmax = exp(max logit - logsumexp)
+            return -np.exp(top[:, 0] - log_total) if name == "max_softmax" else -log_total
+        if name == "centroid":
+            return 1.0 - (_normalise(x) @ self.centroids.T).max(axis=1)
+        if name == "knn":
+            k = min(KNN_K, len(self.bank))
+            similarities = _normalise(x) @ self.bank.T
+            kth_largest = -np.partition(-similarities, k - 1, axis=1)[:, k - 1]
+            return 1.0 - kth_largest
+        if name == "mahalanobis":
+            projected, centres = x @ self.whitening, self.means @ self.whitening
+            distances = ((projected ** 2).sum(axis=1)[:, None] - 2 * projected @ centres.T
+                         + (centres ** 2).sum(axis=1)[None, :])
+            return distances.min(axis=1)
+        raise ValueError(f"Unknown score {name!r}; choose from {SCORES}")
+
+    def score(self, name: str, embeddings: np.ndarray) -> np.ndarray:
+        """The named score of each embedding (higher: more likely a class the run does not know)."""
+        if name not in COMBINED_SCORES:
+            return self.single(name, embeddings)
+        total = np.zeros(len(embeddings))
+        for part in COMBINED_SCORES[name]:
+            mean, std = self.standardise[part]
+            total += (self.single(part, embeddings) - mean) / std
+        return total
+
+
+def auroc(known_scores: np.ndarray, unknown_scores: np.ndarray) -> float:
+    """Area under the ROC curve with unknown as the positive class (nan without both kinds)."""
+    from sklearn.metrics import roc_auc_score
+
+    if not len(known_scores) or not len(unknown_scores):
+        return float("nan")
+    truth = np.r_[np.zeros(len(known_scores)), np.ones(len(unknown_scores))]
+    return float(roc_auc_score(truth, np.r_[known_scores, unknown_scores]))
+
+
+def threshold_for_recall(known_scores: np.ndarray, recall: float) -> float:
+    """The score below or at which `recall` of the known examples fall (they are accepted)."""
+    return float(np.quantile(np.asarray(known_scores, np.float64), recall, method="higher"))
+
+
+def fpr_at_tpr(known_scores: np.ndarray, unknown_scores: np.ndarray, tpr: float = 0.95) -> float:
+    """Fraction of unknown examples accepted when the threshold keeps `tpr` of the known ones
+    (the open-set literature's FPR at 95% TPR, known examples being the positives)."""
+    threshold = threshold_for_recall(known_scores, tpr)
+    return float(np.mean(np.asarray(unknown_scores) <= threshold)) if len(unknown_scores) else float("nan")

@@ -1,0 +1,109 @@
+"""Choose and fit a run's unknown-class score at training time, on training data only.
+
+Which score separates unknown classes best depends on the data, and no unknown class exists at
+training time: so some training classes play the unknown ones. Each leave-classes-out fold
+hides about 30% of the classes, fits a logistic-regression head and every candidate score on the
+other classes' training embeddings, and measures how well each score tells the hidden classes'
+files from the visible classes' validation files (AUROC). The best mean AUROC becomes the run's
+score; it is then fitted on all classes with the run's own head, and its threshold keeps
+`--reject-recall` of the known validation files. Nothing here sees an evaluation folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from app.unknown_scores import SCORES, UnknownScorer, auroc, threshold_for_recall
+
+logger = logging.getLogger(__name__)
+MAX_FOLDS = 5
+HELD_OUT_FRACTION = 0.3
+MIN_CLASSES = 3  # two visible classes (a head needs two) and one hidden
+# Without folds (fewer than MIN_CLASSES classes): the score that won on Fashion-MNIST (BENCHMARKS.md).
+FALLBACK_SCORE = "max_softmax+knn"
+
+
+@dataclass
+class UnknownDetector:
+    """What unknown.json holds next to the arrays of unknown.npz (see app/unknown_store.py)."""
+
+    score: str
+    threshold: float  # a file whose score is above this is reported as unknown
+    reject_recall: float  # fraction of known validation files the threshold keeps
+    fitted_on: str
+    selection: dict = field(default_factory=dict)  # leave-classes-out AUROC per candidate
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _fold_head(embeddings: np.ndarray, labels: np.ndarray, num_classes: int, seed: int):
+    """A softmax head (kernel [dim, classes], bias) for one fold: logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=1.0, max_iter=500, random_state=seed).fit(embeddings, labels)
+    if num_classes == 2:  # sklearn keeps one logit for two classes; softmax([0, z]) is the same model
+        return (np.stack([np.zeros(embeddings.shape[1]), model.coef_[0]], axis=1),
+                np.array([0.0, model.intercept_[0]]))
+    return model.coef_.T, model.intercept_
+
+
+def held_out_folds(num_classes: int, seed: int) -> list[np.ndarray]:
+    """Classes hidden in each fold: consecutive blocks of a seeded permutation, so every class is
+    hidden about equally often."""
+    hidden = max(1, round(HELD_OUT_FRACTION * num_classes))
+    order = np.random.default_rng(seed).permutation(num_classes)
+    folds = min(MAX_FOLDS, math.ceil(num_classes / hidden) if hidden else 1)
+    return [np.sort(np.take(order, range(i * hidden, (i + 1) * hidden), mode="wrap")) for i in range(folds)]
+
+
+def compare_scores(train_embeddings, train_labels, val_embeddings, val_labels, num_classes: int,
+                   seed: int = 0) -> dict:
+    """Leave-classes-out AUROC of every candidate score: {score: mean AUROC}, plus the folds."""
+    train_labels, val_labels = np.asarray(train_labels), np.asarray(val_labels)
+    per_score: dict[str, list[float]] = {name: [] for name in SCORES}
+    folds = held_out_folds(num_classes, seed)
+    for hidden in folds:
+        visible = np.setdiff1d(np.arange(num_classes), hidden)
+        remap = np.full(num_classes, -1)
+        remap[visible] = np.arange(len(visible))
+        fit_rows, query_rows = np.isin(train_labels, visible), np.isin(val_labels, visible)
+        if not query_rows.any():
+            continue
+        kernel, bias = _fold_head(train_embeddings[fit_rows], remap[train_labels[fit_rows]], len(visible), seed)
+        scorer = UnknownScorer.fit(train_embeddings[fit_rows], remap[train_labels[fit_rows]], kernel, bias, seed)
+        scorer.calibrate(val_embeddings[query_rows])
+        unknown = np.concatenate([train_embeddings[~fit_rows], val_embeddings[~query_rows]])
+        for name in SCORES:
+            per_score[name].append(auroc(scorer.score(name, val_embeddings[query_rows]), scorer.score(name, unknown)))
+    return {"auroc": {name: round(float(np.mean(v)), 4) for name, v in per_score.items() if v},
+            "folds": len(folds), "hidden_classes_per_fold": int(len(folds[0]))}
+
+
+def fit_unknown_detector(train_embeddings, train_labels, val_embeddings, val_labels, kernel, bias,
+                         reject_recall: float, score: str = "auto", seed: int = 0) -> tuple[UnknownScorer, UnknownDetector]:
+    """The run's scorer (fitted on the training split with the run's head) and its detector settings."""
+    num_classes = kernel.shape[1]
+    train_embeddings, val_embeddings = np.asarray(train_embeddings), np.asarray(val_embeddings)
+    selection: dict = {}
+    if num_classes >= MIN_CLASSES:
+        selection = compare_scores(train_embeddings, train_labels, val_embeddings, val_labels, num_classes, seed)
+    if score == "auto":
+        measured = selection.get("auroc", {})
+        score = max(measured, key=measured.get) if measured else FALLBACK_SCORE
+        selection["chosen_by"] = ("highest mean leave-classes-out AUROC" if measured else
+                                  f"fewer than {MIN_CLASSES} classes, no classes to hold out: the default {score}")
+    else:
+        selection["chosen_by"] = "--unknown-score"
+    scorer = UnknownScorer.fit(train_embeddings, train_labels, kernel, bias, seed)
+    scorer.calibrate(val_embeddings)
+    threshold = threshold_for_recall(scorer.score(score, val_embeddings), reject_recall)
+    logger.info("Unknown-class score: %s (leave-classes-out AUROC %s), threshold %.4g keeps %.0f%% of known "
+                "validation files", score, selection.get("auroc", {}).get(score, "not measured"), threshold,
+                100 * reject_recall)
+    return scorer, UnknownDetector(score, threshold, reject_recall, "training split (arrays), validation split "
+                                   "(threshold and standardisation)", selection)

@@ -1,0 +1,92 @@
+"""The unknown-class scores, their choice on leave-classes-out folds, the threshold, the stored form."""
+
+import numpy as np
+import pytest
+
+from app.config import CHOICES
+from app.unknown_scores import SCORES, UnknownScorer, auroc, fpr_at_tpr, threshold_for_recall
+from app.unknown_selection import compare_scores, fit_unknown_detector, held_out_folds
+from app.unknown_store import load_detector, save_detector
+
+
+def clusters(rng, centres, per_class, spread=0.3):
+    x = np.concatenate([c + spread * rng.normal(size=(per_class, len(c))) for c in centres])
+    return x, np.repeat(np.arange(len(centres)), per_class)
+
+
+def softmax_head(centres, temperature=4.0):
+    """A head whose logits prefer the nearest centre (squared distance is linear in x)."""
+    centres = np.asarray(centres)
+    return 2 * centres.T / temperature, -(centres ** 2).sum(axis=1) / temperature
+
+
+@pytest.fixture
+def world():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=3.0, size=(6, 16))
+    known = centres[:4]
+    train, train_labels = clusters(rng, known, 40)
+    val, val_labels = clusters(rng, known, 10)
+    # Unknown classes between two known ones: far from every training point, and the head hesitates.
+    far, _ = clusters(rng, [(known[0] + known[1]) / 2, (known[2] + known[3]) / 2], 20)
+    return known, train, train_labels, val, val_labels, far
+
+
+def test_auroc_and_fpr_on_known_orderings():
+    assert auroc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 1.0
+    assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 0.0
+    assert auroc(np.array([1.0, 1.0]), np.array([1.0])) == 0.5
+    known = np.arange(100.0)
+    assert threshold_for_recall(known, 0.95) == 95.0  # 96 of 100 at or below: at least 95% kept
+    assert fpr_at_tpr(known, np.array([50.0, 200.0]), 0.95) == 0.5
+
+
+@pytest.mark.parametrize("name", SCORES)
+def test_every_score_ranks_far_clusters_above_known_ones(world, name):
+    known, train, train_labels, val, val_labels, far = world
+    scorer = UnknownScorer.fit(train, train_labels, *softmax_head(known))
+    scorer.calibrate(val)
+    assert auroc(scorer.score(name, val), scorer.score(name, far)) > 0.9
+
+
+def test_folds_hide_every_class_and_selection_reports_every_candidate(world):
+    folds = held_out_folds(10, seed=3)
+    assert all(len(f) == 3 for f in folds) and len(folds) == 4
+    assert set(np.concatenate(folds)) == set(range(10))
+    _, train, train_labels, val, val_labels, _ = world
+    result = compare_scores(train, train_labels, val, val_labels, 4)
+    assert set(result["auroc"]) == set(SCORES) and result["folds"] >= 1
+    assert all(0.0 <= v <= 1.0 for v in result["auroc"].values())
+
+
+def test_detector_threshold_keeps_the_asked_fraction_of_validation(world):
+    known, train, train_labels, val, val_labels, far = world
+    scorer, detector = fit_unknown_detector(train, train_labels, val, val_labels, *softmax_head(known), 0.9)
+    assert detector.score in SCORES and detector.selection["auroc"][detector.score] == max(
+        detector.selection["auroc"].values())
+    kept = np.mean(scorer.score(detector.score, val) <= detector.threshold)
+    assert kept >= 0.9
+    assert np.mean(scorer.score(detector.score, far) > detector.threshold) > 0.9
+
+
+def test_two_classes_fall_back_without_folds(world):
+    known, train, train_labels, val, val_labels, _ = world
+    rows, val_rows = train_labels < 2, val_labels < 2
+    _, detector = fit_unknown_detector(train[rows], train_labels[rows], val[val_rows], val_labels[val_rows],
+                                       *softmax_head(known[:2]), 0.95)
+    assert detector.score == "max_softmax+knn" and "fewer than" in detector.selection["chosen_by"]
+
+
+def test_store_round_trip_gives_identical_scores(world, tmp_path):
+    known, train, train_labels, val, val_labels, far = world
+    scorer, detector = fit_unknown_detector(train, train_labels, val, val_labels, *softmax_head(known), 0.95)
+    save_detector(tmp_path, scorer, detector)
+    loaded, settings = load_detector(tmp_path)
+    assert settings == detector
+    for name in SCORES:
+        assert np.allclose(loaded.score(name, far), scorer.score(name, far))
+    assert load_detector(tmp_path / "nothing") is None
+
+
+def test_cli_choices_match_the_scores():
+    assert CHOICES["unknown_score"] == ("auto", *SCORES)

@@ -1,0 +1,195 @@
+"""Unknown-class rejection through the CLIs: stored at training, used by predict.py and evaluate.py --unknown."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import evaluate
+import predict
+import train
+from app import run_dir as rd
+from app.unknown_store import ARRAYS_FILE, DETECTOR_FILE
+
+KNOWN = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+UNKNOWN = {"yellow": (230, 220, 20), "magenta": (210, 30, 210)}
+FAST = ["--backbone", "tiny_image", "--epochs", "30", "--seed", "1"]
+
+
+def _folder(root, colours, per_class=12, seed=0):
+    rng = np.random.default_rng(seed)
+    for name, colour in colours.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(np.asarray(colour) + rng.normal(0, 20, (20, 20, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("unknown")
+    data = _folder(root / "data", KNOWN)
+    run = root / "run"
+    assert train.main([str(data), *FAST, "--output", str(run)]) == 0
+    return root, data, run
+
+
+def assert_clean_error(capsys, *fragments):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_training_stores_the_detector(trained):
+    _, _, run = trained
+    assert (run / DETECTOR_FILE).is_file() and (run / ARRAYS_FILE).is_file()
+    detector = rd.read_json(run / DETECTOR_FILE)
+    metadata = rd.read_json(run / rd.METADATA_FILE)
+    assert metadata["unknown"]["score"] == detector["score"] and detector["reject_recall"] == 0.95
+    assert detector["selection"]["auroc"]  # three classes: leave-one-class-out folds were measured
+
+
+def test_predict_marks_unknown_files_and_reject_none_turns_it_off(trained, capsys):
+    root, data, run = trained
+    unknown = _folder(root / "unknown-predict", UNKNOWN, per_class=6, seed=5)
+    assert predict.main([str(run), str(unknown), str(data / "red"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["predictions"]
+    flagged = {r["file"]: r["unknown"] for r in rows}
+    unknown_rate = np.mean([v for f, v in flagged.items() if "unknown-predict" in f])
+    known_rate = np.mean([v for f, v in flagged.items() if "/red/" in f])
+    assert unknown_rate > known_rate
+    assert predict.main([str(run), str(unknown)]) == 0
+    out = capsys.readouterr().out
+    assert "unknown (closest: " in out
+    assert predict.main([str(run), str(unknown), "--json", "--reject", "none"]) == 0
+    assert all("unknown" not in r for r in json.loads(capsys.readouterr().out)["predictions"])
+
+
+def test_evaluate_unknown_adds_open_set(trained, capsys):
+    root, data, run = trained
+    unknown = _folder(root / "unknown-eval", UNKNOWN, per_class=6, seed=6)
+    assert evaluate.main([str(run), str(data), "--unknown", str(unknown), "--name", "open"]) == 0
+    metrics = json.loads((run / "eval" / "open" / "metrics.json").read_text())
+    open_set = metrics["open_set"]
+    assert 0.0 <= open_set["auroc"] <= 1.0 and 0.0 <= open_set["fpr_at_95_tpr"] <= 1.0
+    assert open_set["score"] == rd.read_json(run / DETECTOR_FILE)["score"]
+    assert open_set["num_unknown"] == 12 and open_set["known_accuracy"] == metrics["accuracy"]
+    assert (run / "eval" / "open" / "open_set_histogram.png").is_file()
+    assert "## Unknown classes" in (run / "eval" / "open" / "report.md").read_text()
+    assert "AUROC" in capsys.readouterr().out
+
+
+def test_unknown_folder_sharing_a_class_is_warned_and_left_out(trained, capsys):
+    root, data, run = trained
+    mixed = _folder(root / "mixed", {"red": KNOWN["red"], "yellow": UNKNOWN["yellow"]}, per_class=4, seed=7)
+    assert evaluate.main([str(run), str(data), "--unknown", str(mixed), "--name", "mixed"]) == 0
+    assert "red" in capsys.readouterr().err
+    open_set = json.loads((run / "eval" / "mixed" / "metrics.json").read_text())["open_set"]
+    assert open_set["num_unknown"] == 4 and open_set["left_out_folders"]
+
+
+def test_empty_or_missing_unknown_folder_is_a_clear_error(trained, capsys):
+    root, data, run = trained
+    (root / "empty").mkdir()
+    assert evaluate.main([str(run), str(data), "--unknown", str(root / "empty")]) == 2
+    assert_clean_error(capsys, "--unknown", "no readable image files")
+    assert evaluate.main([str(run), str(data), "--unknown", str(root / "absent")]) == 2
+    assert_clean_error(capsys, "not a folder", "absent")
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.1"])
+def test_reject_recall_outside_zero_one_is_a_clear_error(tmp_path, capsys, value):
+    data = _folder(tmp_path / "data", KNOWN, per_class=3)
+    assert train.main([str(data), *FAST, "--reject-recall", value, "--output", str(tmp_path / "run")]) == 2
+    assert_clean_error(capsys, "reject_recall must be in (0, 1)", value)
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------- label issues
+
+def _noisy_colour_folder(root, per_class=10, flips=2):
+    """Colour classes with `flips` files of red moved into green's folder (their label is wrong)."""
+    data = _folder(root, KNOWN, per_class=per_class, seed=11)
+    moved = []
+    for i in range(flips):
+        source = data / "red" / f"{i}.png"
+        target = data / "green" / f"from-red-{i}.png"
+        source.rename(target)
+        moved.append(str(target))
+    return data, moved
+
+
+def test_check_label_issues_lists_the_moved_files_first(tmp_path, capsys):
+    data, moved = _noisy_colour_folder(tmp_path / "data")
+    assert train.main([str(data), "--backbone", "tiny_image", "--check", "--label-issues", "--test-fraction", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "Label issues:" in out
+    listed = [line.split(": labelled")[0].split()[-1] for line in out.splitlines() if ": labelled " in line]
+    assert set(listed[:len(moved)]) == set(moved)
+
+
+def test_training_records_and_excludes_label_issues(tmp_path):
+    data, moved = _noisy_colour_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    assert train.main([str(data), *FAST, "--exclude-label-issues", "auto", "--test-fraction", "0", "--output", str(run)]) == 0
+    report = rd.read_json(run / rd.DATA_REPORT_FILE)
+    assert {"path", "given", "suggested", "score"} == set(report["label_issues"][0])
+    assert {i["path"] for i in report["label_issues"][:len(moved)]} == set(moved)
+    assert set(report["label_issues_excluded"]) <= {i["path"] for i in report["label_issues"]}
+    fresh = _folder(tmp_path / "fresh", KNOWN, per_class=3, seed=99)
+    assert evaluate.main([str(run), str(fresh), "--name", "check"]) == 0
+    text = (run / "eval" / "check" / "report.md").read_text()
+    assert "## Likely label errors in the training data" in text and moved[0] in text
+    assert (run / "eval" / "check" / "label_issues.png").is_file()
+
+
+def test_label_issues_on_a_too_small_folder_is_a_clear_error(tmp_path, capsys):
+    data = _folder(tmp_path / "data", KNOWN, per_class=3)
+    assert train.main([str(data), "--backbone", "tiny_image", "--check", "--label-issues"]) == 2
+    assert_clean_error(capsys, "at least 5 labelled files per class", "'red' has")
+    assert train.main([str(data), *FAST, "--exclude-label-issues", "2", "--output", str(tmp_path / "run")]) == 2
+    assert_clean_error(capsys, "at least 5 labelled files per class")
+    assert not (tmp_path / "run").exists()
+
+
+def test_label_issues_flag_needs_check(tmp_path, capsys):
+    data = _folder(tmp_path / "data", KNOWN, per_class=3)
+    assert train.main([str(data), "--label-issues"]) == 2
+    assert_clean_error(capsys, "--label-issues goes with --check")
+
+
+# ------------------------------------------------------------------------------- explanations
+
+def test_predict_explain_writes_one_overlay_per_file(trained, tmp_path):
+    _, data, run = trained
+    out = tmp_path / "explain"
+    assert predict.main([str(run), str(data / "blue"), "--explain", str(out)]) == 0
+    overlays = sorted(out.glob("*-gradcam.png"))
+    assert len(overlays) == len(list((data / "blue").iterdir()))
+    assert Image.open(overlays[0]).size == (32, 32)  # tiny_image's default input size
+
+
+def test_evaluate_report_has_the_gradcam_grid(trained):
+    _, data, run = trained
+    assert evaluate.main([str(run), str(data), "--name", "explained"]) == 0
+    assert (run / "eval" / "explained" / "explanations.png").is_file()
+    assert "## Where the model looked (Grad-CAM)" in (run / "eval" / "explained" / "report.md").read_text()
+
+
+def test_protonet_run_rejects_through_its_prototypes(tmp_path, capsys):
+    data = _folder(tmp_path / "data", KNOWN, per_class=12)
+    run = tmp_path / "protonet"
+    assert train.main([str(data), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-input", "features",
+                       "--ways", "3", "--shots", "2", "--queries", "2", "--meta-batch-size", "2", "--meta-steps", "3",
+                       "--meta-epochs", "2", "--embedding-units", "8", "--output", str(run)]) == 0
+    detector = rd.read_json(run / DETECTOR_FILE)
+    arrays = np.load(run / ARRAYS_FILE)
+    assert arrays["kernel"].shape == (8, 3)  # the prototype layer over the 8-unit meta-learned embedding
+    unknown = _folder(tmp_path / "unknown", UNKNOWN, per_class=3, seed=4)
+    capsys.readouterr()  # training's output
+    assert predict.main([str(run), str(unknown), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["predictions"]
+    assert all(isinstance(r["unknown"], bool) for r in rows) and detector["score"]
