@@ -333,6 +333,24 @@ def _file_label(path: str | Path) -> str:
 
 # ---------------------------------------------------------------- command line
 
+# train.py --help lists the options under these headings, in this order (tests check that every option has one).
+OPTION_GROUPS = {
+    "data": ("data_dir", "val_fraction", "test_fraction", "resize", "image_size", "sequence_length", "class_weight",
+             "balanced_sampler", "exclude_label_issues", "seed"),
+    "backbone": ("backbone", "weights", "pooling", "cache_features", "precision"),
+    "training (every strategy)": ("strategy", "epochs", "batch_size", "learning_rate", "dropout", "hidden_units",
+                                  "label_smoothing", "patience", "refit"),
+    "finetune": ("finetune_epochs", "unfreeze", "finetune_learning_rate", "lr_decay", "lr_schedule",
+                 "warmup_fraction", "mixup", "augment", "image_cache"),
+    "meta strategies (protonet, reptile, fomaml, maml)": (
+        "ways", "shots", "queries", "meta_batch_size", "meta_steps", "meta_epochs", "meta_learning_rate",
+        "meta_step_size", "inner_learning_rate", "inner_steps", "adapt", "embedding_units", "meta_input",
+        "transductive", "meta_data", "source_stage", "target_head", "init"),
+    "unknown classes": ("reject_recall", "unknown_score"),
+    "output": ("output", "profile"),
+}
+
+
 def build_parser(explicit_only: bool = False) -> argparse.ArgumentParser:
     """The train.py parser. explicit_only: every default is SUPPRESS, so parsing yields only
     the options the user typed (a flag left at its default must not override a config file)."""
@@ -346,26 +364,29 @@ def build_parser(explicit_only: bool = False) -> argparse.ArgumentParser:
         return argparse.SUPPRESS if explicit_only else value
 
     defaults = TrainConfig()
+    sections = {title: parser.add_argument_group(title) for title in OPTION_GROUPS}
+    section_of = {name: sections[title] for title, names in OPTION_GROUPS.items() for name in names}
     for f in fields(TrainConfig):
+        group = section_of[f.name]
         if f.name == "data_dir":
-            parser.add_argument("data_dir", nargs="?", default=default(None),
+            group.add_argument("data_dir", nargs="?", default=default(None),
                                 help=f.metadata["help"] + " May come from --config instead; not used with --resume.")
             continue
         flag = "--" + f.name.replace("_", "-")
         if str(f.type) == "bool":
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=default(getattr(defaults, f.name)), help=f.metadata["help"])
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=default(getattr(defaults, f.name)), help=f.metadata["help"])
             continue
         kind = {"int | None": int, "str | None": str, "int": int, "float": float, "str": str}[str(f.type)]
         kwargs = {"type": kind, "default": default(getattr(defaults, f.name)), "help": f.metadata["help"]}
         if f.name in CHOICES:
             kwargs["choices"] = CHOICES[f.name]
-        parser.add_argument(flag, dest=f.name, **kwargs)
-    _add_mode_arguments(parser, default)
+        group.add_argument(flag, dest=f.name, **kwargs)
+    _add_mode_arguments(parser.add_argument_group("what train.py does (not part of a run's configuration)"), default)
     return parser
 
 
-def _add_mode_arguments(parser: argparse.ArgumentParser, default) -> None:
+def _add_mode_arguments(parser, default) -> None:
     """Flags that choose what train.py does; they are not part of a run's configuration."""
     parser.add_argument("--config", metavar="FILE", default=default(None),
                         help="YAML (.yaml, .yml) or JSON (.json) file of options, keys as in a run's config.json "

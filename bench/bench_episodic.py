@@ -13,7 +13,7 @@ to the run), with a `linear` EfficientNet-Lite0 run at 96 px trained on a few me
    baseline used to be computed) on the same episodes and features: mean accuracy of each, their difference
    (target: within 0.1 point) and the time per episode of each.
 
-    .venv/bin/python bench/bench_episodic.py            # full: 3 timed runs per setting, 600 episodes (~15 min)
+    .venv/bin/python bench/bench_episodic.py            # full: 3 timed runs per setting, 600 episodes, scikit-learn on 300 (~20 min)
     .venv/bin/python bench/bench_episodic.py --quick    # 1 run, 100 episodes, scikit-learn on 100
 """
 
@@ -42,7 +42,7 @@ SETTINGS = [  # (ways, shots, queries): the issue's 20-way setting, and the clas
 ]
 TARGET_SECONDS = 120.0
 TARGET_POINTS = 0.1
-FULL = {"episodes": 600, "runs": 3, "sklearn_episodes": 600}
+FULL = {"episodes": 600, "runs": 3, "sklearn_episodes": 300}
 QUICK = {"episodes": 100, "runs": 1, "sklearn_episodes": 100}
 
 
