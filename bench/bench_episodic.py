@@ -164,8 +164,8 @@ def render(results: dict) -> str:
         f"{data['train_classes']} meta-train letters of the fonts glyph set), evaluated on {data['pool_classes']} "
         f"letters new to it ({data['pool_files']} files, meta-val + meta-test alphabets). Whole processes timed "
         f"(TensorFlow import, run loading, every learner on every episode, the report), median of "
-        f"{sizes['runs']} run(s); computing the pool's features once beforehand took "
-        f"{results['feature_pass_s']:.0f} s (not counted).\n",
+        f"{sizes['runs']} run(s). A warm-up evaluation first puts every pool file's features in the cache (it took "
+        f"{results['feature_pass_s']:.0f} s here, less when an earlier run already cached some; not counted).\n",
         "| episodes | process time (median) | runs | target | run's learner | nearest centroid | logistic regression |",
         "|---|---:|---|---|---:|---:|---:|",
     ]
