@@ -177,12 +177,62 @@ def test_finetune_refused_when_no_layer_matches_the_block_pattern(folders, linea
     assert "matches the tiny_text family's block names" in line
 
 
-def test_meta_strategy_on_a_reused_backbone(folders, linear_source):
+@pytest.mark.parametrize("meta_input", ["features", "raw"])
+def test_meta_strategy_on_a_reused_backbone(folders, linear_source, meta_input):
     _, target, root = folders
-    run = root / "target_protonet"
+    run = root / f"target_protonet_{meta_input}"
     assert train.main([str(target), "--backbone", str(linear_source), "--strategy", "protonet", "--output", str(run),
-                       *EPISODES, *QUICK]) == 0
+                       *EPISODES, *QUICK, "--meta-input", meta_input, "--unfreeze", "1"]) == 0
     metadata = rd.read_json(run / rd.METADATA_FILE)
-    assert metadata["meta"]["input"] == "features" and metadata["backbone_run"]["strategy"] == "linear"
+    assert metadata["meta"]["input"] == meta_input and metadata["backbone_run"]["strategy"] == "linear"
     assert evaluate.main([str(run), str(target), "--episodes", "3", "--ways", "2", "--shots", "1", "--queries", "1",
                           "--name", "episodes"]) == 0
+
+
+def _text_folder(root, seed):
+    rng = np.random.default_rng(seed)
+    neutral = ["the", "movie", "film", "food", "service", "was", "is", "very", "and", "it"]
+    for name, words in (("neg", ["bad", "awful", "hate", "not"]), ("pos", ["good", "great", "love", "fine"])):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            sentence = " ".join(rng.choice(neutral, 3).tolist() + rng.choice(words, 3).tolist())
+            (root / name / f"{i}.txt").write_text(sentence, encoding="utf-8")
+    return root
+
+
+def test_text_reuse_round_trip_and_sequence_length(tmp_path, capsys):
+    source_run, run = tmp_path / "source_run", tmp_path / "target_run"
+    assert train.main([str(_text_folder(tmp_path / "source", 0)), "--backbone", "tiny_text", "--sequence-length",
+                       "16", "--output", str(source_run), *QUICK]) == 0
+    target = _text_folder(tmp_path / "target", 1)
+    line = _error(capsys, [str(target), "--backbone", str(source_run), "--sequence-length", "32",
+                           "--output", str(run)])
+    assert "--sequence-length 16" in line and "Received: --sequence-length 32" in line
+    assert train.main([str(target), "--backbone", str(source_run), "--output", str(run), *QUICK]) == 0
+    assert rd.read_json(run / rd.METADATA_FILE)["input_spec"]["sequence_length"] == 16
+    import tensorflow as tf
+
+    texts = tf.constant([path.read_text() for path in sorted(target.glob("*/*.txt"))[:4]])
+    source = load_task_model(str(source_run / rd.MODEL_FILE), "text")
+    expected = keras.Model(source.inputs, source.get_layer("head_dense").input)(texts, training=False)
+    extractor = feature_extractor_of(load_task_model(str(run / rd.MODEL_FILE), "text"))
+    np.testing.assert_allclose(extractor(texts, training=False), expected, rtol=1e-5, atol=1e-5)
+    assert predict.main([str(run), "--text", "a great film", "--json"]) == 0
+
+
+def test_feature_cache_key_is_the_reused_weights_not_the_pretrained_backbones(folders, linear_source):
+    from app.backbone_choice import resolve_backbone
+    from app.config import TrainConfig
+    from app.features import feature_store_key
+
+    _, target, _ = folders
+
+    def key(backbone_option):
+        backbone = resolve_backbone(TrainConfig(data_dir=str(target), backbone=backbone_option, image_size=24,
+                                                resize="pad"), "image")
+        extractor = backbone.spec.build_features(backbone.size, backbone.weights, backbone.pooling)
+        return feature_store_key(extractor, backbone.name, backbone.weights, "image", backbone.size, "pad", None)
+
+    reused = key(str(linear_source))
+    assert reused == key(str(linear_source))  # the same run: the same store, so a second target reuses it
+    assert reused != key("tiny_image")
