@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.config import TrainConfig
+from app.backbone_reuse import is_run_dir, open_backbone_run
+from app.config import META_STRATEGIES, TrainConfig
 from app.errors import UserError
 from models.backbones import BackboneSpec, get_backbone
 
@@ -25,10 +26,27 @@ class ResolvedBackbone:
     weights: str
     size: int  # image side or sequence length
     pooling: str | None
+    reused: object = None  # app/backbone_reuse.ReusedBackbone when --backbone is a run directory
+    resize: str | None = None  # the source run's resize mode when reused
 
 
 def resolve_backbone(config: TrainConfig, modality: str) -> ResolvedBackbone:
-    """The backbone for this data: the one asked for (checked against the modality) or the default."""
+    """The backbone for this data: the one asked for (checked against the modality), a finished run's
+    (--backbone RUN_DIR, app/backbone_reuse.py) or the default."""
+    if modality == "image" and (config.sequence_length or config.pooling != "auto"):
+        raise UserError("--sequence-length and --pooling apply to text backbones only. Received them for an image folder.")
+    if modality == "text" and (config.image_size or config.resize != "stretch"):
+        raise UserError("--image-size and --resize apply to image backbones only. Received them for a text folder.")
+    if is_run_dir(config.backbone):
+        if config.weights:
+            raise UserError(f"--weights does not apply to --backbone RUN_DIR (the run's weights are the backbone's). "
+                            f"Received: --weights {config.weights} --backbone {config.backbone}. Leave --weights out.")
+        unfreeze_matters = config.strategy == "finetune" or (config.strategy in META_STRATEGIES
+                                                             and config.meta_input == "raw")
+        reused = open_backbone_run(config.backbone, modality, config.image_size, config.sequence_length,
+                                   config.resize, config.strategy, unfreeze_matters)
+        return ResolvedBackbone(reused.spec, reused.spec.name, reused.weights, reused.size, None, reused,
+                                reused.resize)
     name = config.backbone or DEFAULT_BACKBONES[modality]
     spec = get_backbone(name)
     if spec.modality != modality:
@@ -36,10 +54,6 @@ def resolve_backbone(config: TrainConfig, modality: str) -> ResolvedBackbone:
             f"The folder holds {modality} files but backbone {name!r} is an {spec.modality} backbone. "
             f"Received: --backbone {name}. Use a {modality} backbone (default: {DEFAULT_BACKBONES[modality]})."
         )
-    if modality == "image" and (config.sequence_length or config.pooling != "auto"):
-        raise UserError("--sequence-length and --pooling apply to text backbones only. Received them for an image folder.")
-    if modality == "text" and (config.image_size or config.resize != "stretch"):
-        raise UserError("--image-size and --resize apply to image backbones only. Received them for a text folder.")
     size = (config.image_size if modality == "image" else config.sequence_length) or spec.default_size
     pooling = None if config.pooling == "auto" else config.pooling
     return ResolvedBackbone(spec, name, config.weights or spec.default_weights, size, pooling)

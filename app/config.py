@@ -49,8 +49,10 @@ def _help(text: str, accept_int: bool = False, **kwargs):
 @dataclass
 class TrainConfig:
     data_dir: str = _help("Data folder: DATA_DIR/<class>/<files> or DATA_DIR/{train,val,test}/<class>/<files>.", default="")
-    backbone: str | None = _help("Backbone: a name from --list-backbones, a keras-hub BERT preset, or a local Hugging "
-                                 "Face BERT folder (default: efficientnet_lite0 for images, minilm for text).", default=None)
+    backbone: str | None = _help("Backbone: a name from --list-backbones, a keras-hub BERT preset, a local Hugging "
+                                 "Face BERT folder, or a finished run's RUN_DIR (its (meta-)trained backbone and "
+                                 "embedding up to its final layer; its modality, input size and resize mode) "
+                                 "(default: efficientnet_lite0 for images, minilm for text).", default=None)
     strategy: str = _help("Training strategy: linear (frozen backbone, head on cached features) or finetune "
                           "(head first, then the top backbone blocks at a lower learning rate).", default="linear")
     weights: str | None = _help("Backbone weights: images imagenet|none|PATH (a Keras weights file), text "

@@ -15,6 +15,7 @@ from app.inputs import example_dataset
 from app.progress import BatchProgress
 from data.feature_cache import FeatureStore
 from models.fingerprint import weights_fingerprint
+from models.layer_walk import flat_layers
 
 logger = logging.getLogger(__name__)
 FEATURE_CACHE_FORMAT = 2  # 2: a digest per row
@@ -68,7 +69,8 @@ def cached_features(feature_extractor: keras.Model, examples, modality: str, siz
 
 def truncation_report(feature_extractor: keras.Model, texts: list[str], sequence_length: int) -> dict:
     """How many examples are longer than the sequence length (their end is cut off)."""
-    tokenizer = feature_extractor.get_layer("tokenize").tokenizer
+    # A reused run's backbone (--backbone RUN_DIR) nests the extractor that holds the tokenizer.
+    tokenizer = next(layer for layer in flat_layers(feature_extractor) if layer.name == "tokenize").tokenizer
     lengths = []
     for start in range(0, len(texts), 256):  # keras-hub returns python lists for string batches
         tokens = tokenizer(tf.constant(texts[start:start + 256]))

@@ -194,6 +194,10 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     precision = apply_precision(config.precision)
     scan, examples, report = check_data(config)
     backbone = resolve_backbone(config, scan.modality)
+    if backbone.reused is not None:  # a finished run's backbone: its resize mode too (app/backbone_reuse.py)
+        config.resize = backbone.resize
+        logger.info("Backbone: the run %s (%s, %s), its %d-d penultimate output", backbone.reused.run_dir,
+                    backbone.name, backbone.reused.metadata.get("strategy"), backbone.spec.feature_dim)
     train_examples = [e for e in examples if e.split == "train"]
     val_examples = [e for e in examples if e.split == "val"]
     train_labels = [e.label for e in train_examples]
@@ -228,6 +232,8 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     run_dir, resume = _start_or_resume(config, resume_dir, backbone.name, manifest_hash, locks)
     logger.info("Run directory: %s", run_dir)
     resolved = config.to_dict() | {"output": str(run_dir), "backbone": backbone.name, "weights": backbone.weights}
+    if backbone.reused is not None:  # --resume and --config must open the same run again
+        resolved |= {"backbone": config.backbone, "weights": None}
     resolved["image_size" if scan.modality == "image" else "sequence_length"] = backbone.size
     if resume is None:
         rd.write_json(run_dir / rd.CONFIG_FILE, resolved)
@@ -334,6 +340,7 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
         "input_spec": input_spec(scan.modality, backbone.size, config.resize),
         "backbone": backbone.name,
         "weights": backbone.weights,
+        **({"backbone_run": backbone.reused.record} if backbone.reused is not None else {}),
         "strategy": config.strategy,
         "class_digest": class_digest(task_model, scan.class_names),  # ties this file to model.keras
         "metrics": {"val_accuracy": val_accuracy, "val_loss": val_loss,

@@ -1,0 +1,119 @@
+"""`--backbone RUN_DIR`: a finished run's (meta-)trained feature extractor as the backbone of a new run.
+
+The reused backbone is the source run's raw input -> backbone features -> [meta-learned
+embedding, hidden head layer] up to the input of its final head layer (`head_dense`; the
+dropout in front of it is left out: it is the identity at inference and would only add noise
+when the backbone is fine-tuned). It keeps the source's modality, input size and resize mode,
+and its layers keep the source family's names, so `finetune` (and meta strategies on raw
+inputs) unfreeze its top blocks by the family's block pattern; the source's embedding layers
+come after the last block and join it. A backbone none of whose layers match the pattern is
+refused for those strategies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import keras
+
+from app import run_dir as rd
+from app.errors import UserError
+from app.model_parts import HEAD_LAYER
+from app.run_integrity import open_run
+from models.backbones import BackboneSpec, get_backbone
+from models.fingerprint import weights_fingerprint
+
+REUSED_NAME = "reused_backbone"
+
+
+def is_run_dir(value: str | None) -> bool:
+    """Whether --backbone names a run directory (finished or not) rather than a backbone name or a Hugging Face folder."""
+    if not value:
+        return False
+    path = Path(value).expanduser()
+    return path.is_dir() and any((path / name).exists() for name in (rd.INCOMPLETE_MARKER, rd.METADATA_FILE,
+                                                                      rd.MODEL_FILE))
+
+
+def penultimate_extractor(task_model: keras.Model) -> keras.Model:
+    """Raw input -> the input of the final head layer, skipping the dropout layers right in front of it."""
+    try:
+        tensor = task_model.get_layer(HEAD_LAYER).input
+    except ValueError:
+        raise UserError(f"model.keras ({task_model.name!r}) has no {HEAD_LAYER!r} layer; was it written by train.py?") from None
+    while True:
+        operation = getattr(getattr(tensor, "_keras_history", None), "operation", None)
+        if not isinstance(operation, keras.layers.Dropout):
+            break
+        tensor = operation.input
+    return keras.Model(task_model.inputs, tensor, name=REUSED_NAME)
+
+
+@dataclasses.dataclass
+class ReusedBackbone:
+    run_dir: Path
+    metadata: dict
+    spec: BackboneSpec  # the source family's spec, building the reused extractor instead
+    size: int
+    resize: str
+    digest: str  # SHA-256 of the reused extractor's weights
+
+    @property
+    def weights(self) -> str:
+        return f"run:{self.digest[:16]}"
+
+    @property
+    def record(self) -> dict:
+        """metadata.json's `backbone_run`: where the backbone came from."""
+        return {"path": str(self.run_dir.resolve()), "backbone": self.metadata.get("backbone"),
+                "weights": self.metadata.get("weights"), "strategy": self.metadata.get("strategy"),
+                "weights_sha256": self.digest}
+
+
+def _refuse_different(option: str, given, source_value, run_dir: Path) -> None:
+    if given is not None and given != source_value:
+        raise UserError(f"--backbone {run_dir} was trained with {option} {source_value}, which its reuse keeps. "
+                        f"Received: {option} {given}. Leave {option} out (or pass {option} {source_value}).")
+
+
+def open_backbone_run(path: str, modality: str, image_size: int | None, sequence_length: int | None,
+                      resize: str, strategy: str, unfreeze_matters: bool) -> ReusedBackbone:
+    """The source run, checked against the target: modality, input size, resize mode, block names."""
+    try:
+        run_dir, metadata, model = open_run(path)
+    except UserError as error:
+        raise UserError(f"--backbone {path}: {error}") from None
+    source_modality = metadata["modality"]
+    if source_modality != modality:
+        raise UserError(f"--backbone {path} is a {source_modality} run but the folder holds {modality} files. "
+                        f"Received: --backbone {path}. Pass a {modality} run, or a {modality} backbone name.")
+    spec_in = metadata["input_spec"]
+    if modality == "image":
+        size, source_resize = int(spec_in["image_size"][0]), spec_in.get("resize", "stretch")
+        _refuse_different("--image-size", image_size, size, run_dir)
+        # "stretch" is also the default: only a different explicit choice can be told apart from it.
+        _refuse_different("--resize", None if resize == "stretch" else resize, source_resize, run_dir)
+    else:
+        size, source_resize = int(spec_in["sequence_length"]), "stretch"
+        _refuse_different("--sequence-length", sequence_length, size, run_dir)
+    extractor = penultimate_extractor(model)
+    name = metadata.get("backbone")
+    try:
+        family = get_backbone(str(name))
+    except Exception:  # noqa: BLE001  a family no longer available: the run still carries its weights
+        family = BackboneSpec(name=str(name), modality=modality, default_size=size, feature_dim=0,
+                              weights_source="a metatune run", block_pattern=r"(?!)", build_features=None)
+    if unfreeze_matters and not family.blocks(extractor):
+        raise UserError(f"--strategy {strategy} unfreezes the top blocks of the backbone, but no layer of --backbone "
+                        f"{path} matches the {name} family's block names. Received: --backbone {path} --strategy "
+                        f"{strategy}. Use --strategy linear or protonet, or a backbone name.")
+    digest = weights_fingerprint(extractor)
+
+    def build(size_: int, weights: str, pooling=None) -> keras.Model:
+        return penultimate_extractor(open_run(run_dir)[2])
+
+    spec = dataclasses.replace(family, name=str(name), default_size=size, feature_dim=int(extractor.output_shape[-1]),
+                               weights_source=f"the run {run_dir}", build_features=build,
+                               default_weights=f"run:{digest[:16]}")
+    return ReusedBackbone(run_dir, metadata, spec, size, source_resize, digest)
