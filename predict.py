@@ -5,7 +5,8 @@
 
 A file the run's unknown-class detector rejects is printed as `unknown (closest: CLASS p)` and
 marked "unknown": true in --json output; --reject none turns rejection off. --explain OUT_DIR
-writes a Grad-CAM heatmap overlay per image file (where the model looked for its top class).
+writes a Grad-CAM heatmap overlay per image file (where the model looked for its top class), or
+for a text model one Markdown file per file or string with its token attributions.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "time (train.py --reject-recall) as unknown; none: always name a known class.")
     parser.add_argument("--explain", default=None, metavar="OUT_DIR",
                         help="Image models: write one Grad-CAM overlay per file into OUT_DIR (the heatmap of the top "
-                             "class on the backbone's last convolutional block).")
+                             "class on the backbone's last convolutional block). Text models: one Markdown file per "
+                             "file or --text string (gradient x input token attributions for the top class).")
     return parser
 
 

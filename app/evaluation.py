@@ -233,7 +233,8 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
         metrics["open_set"] = evaluate_unknown(run, unknown, known_embeddings, correct, out_dir, batch_size)
         report += "\n" + render_open_set(metrics["open_set"])
     report += "\n" + label_issues_section(run.path, run.modality, run.input_size, run.resize, out_dir)
-    report += "\n" + explanations_section(run, chosen.paths, chosen.labels, probabilities, out_dir)
+    report += "\n" + explanations_section(run, chosen.paths, chosen.labels, probabilities, out_dir,
+                                          [e.encoding for e in chosen.examples])
     rd.write_text(out_dir / "report.md", report)
     rd.write_json(out_dir / "metrics.json", metrics)  # last: its presence means the evaluation finished
     return metrics, out_dir

@@ -1,5 +1,7 @@
-"""Grad-CAM overlays for image runs: `predict.py --explain OUT_DIR` (one PNG per file) and the grid of
-evaluate.py's report.md (most confident mistakes and a sample of correct predictions)."""
+"""Explanations: Grad-CAM overlays for image runs, token attributions (gradient x input on the token
+embeddings) for text runs. `predict.py --explain OUT_DIR` writes one PNG (image) or one Markdown file
+(text) per input; evaluate.py's report.md gets the most confident mistakes and a sample of correct
+predictions (an image grid, or the texts with their most important words in bold)."""
 
 from __future__ import annotations
 
@@ -16,13 +18,9 @@ from data.images import load_image
 logger = logging.getLogger(__name__)
 EXPLANATIONS_IMAGE = "explanations.png"
 GRID_MISTAKES, GRID_CORRECT = 8, 4
+TEXT_CORRECT = 2  # correct predictions shown after the mistakes in report.md (texts are long)
+TOP_TOKENS = 5
 TILE = 160
-
-
-def require_image_run(run) -> None:
-    if run.modality != "image":
-        raise UserError(f"--explain draws Grad-CAM heatmaps of image models; this run is a {run.modality} model. "
-                        "Received: --explain with a text run. Drop --explain.")
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -51,12 +49,28 @@ def _save_png(pixels: np.ndarray, path: Path) -> None:
     os.replace(temporary, path)
 
 
-def write_overlays(run, paths: list[str], classes, out_dir: str | Path) -> list[Path]:
-    """One `<index>-<file stem>-gradcam.png` per file (the index keeps same-named files apart)."""
+def _choose(labels, probabilities: np.ndarray, mistakes: int, correct: int, seed: int) -> tuple[list[int], list[int]]:
+    """(the most confident mistakes, a random sample of correct predictions), as example indices."""
+    labels = np.asarray(labels)
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    wrong = [int(i) for i in np.argsort(-confidence, kind="stable") if predicted[i] != labels[i]][:mistakes]
+    right = np.flatnonzero(predicted == labels)
+    right = np.random.default_rng(seed).choice(right, min(correct, len(right)), replace=False).tolist()
+    return wrong, sorted(int(i) for i in right)
+
+
+def _explain_folder(out_dir: str | Path) -> Path:
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
-        raise UserError(f"--explain needs a folder to write heatmaps into. Received: --explain {out_dir} (a file)")
+        raise UserError(f"--explain needs a folder to write explanations into. Received: --explain {out_dir} (a file)")
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_overlays(run, paths: list[str], classes, out_dir: str | Path) -> list[Path]:
+    """One `<index>-<file stem>-gradcam.png` per file (the index keeps same-named files apart)."""
+    out = _explain_folder(out_dir)
     images, maps = heatmaps_for(run, paths, classes)
     written = []
     for i, (path, image, heatmap) in enumerate(zip(paths, images, maps)):
@@ -80,10 +94,8 @@ def explanation_grid(run, paths: list[str], labels, probabilities: np.ndarray, s
     labels = np.asarray(labels)
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
-    wrong = [i for i in np.argsort(-confidence, kind="stable") if predicted[i] != labels[i]][:GRID_MISTAKES]
-    right = np.flatnonzero(predicted == labels)
-    right = np.random.default_rng(seed).choice(right, min(GRID_CORRECT, len(right)), replace=False).tolist()
-    chosen = list(wrong) + sorted(right)
+    wrong, right = _choose(labels, probabilities, GRID_MISTAKES, GRID_CORRECT, seed)
+    chosen = wrong + right
     if not chosen:
         return None
     images, maps = heatmaps_for(run, [paths[i] for i in chosen], predicted[chosen])
@@ -99,8 +111,12 @@ def explanation_grid(run, paths: list[str], labels, probabilities: np.ndarray, s
     return np.asarray(grid)
 
 
-def explanations_section(run, paths: list[str], labels, probabilities: np.ndarray, out_dir: Path) -> str:
-    """report.md's Grad-CAM grid (explanations.png) and its TensorBoard image; '' for text runs."""
+def explanations_section(run, paths: list[str], labels, probabilities: np.ndarray, out_dir: Path,
+                         encodings: list[str] | None = None) -> str:
+    """report.md's explanations: the Grad-CAM grid (explanations.png) and its TensorBoard image for
+    image runs, the token attributions of text runs (`encodings`: the codec of each text file)."""
+    if run.modality == "text":
+        return text_explanations_section(run, paths, encodings or [""] * len(paths), labels, probabilities)
     if run.modality != "image":
         return ""
     try:
@@ -121,3 +137,102 @@ def explanations_section(run, paths: list[str], labels, probabilities: np.ndarra
                       f"confident mistakes (up to {GRID_MISTAKES}, marked WRONG, true -> predicted confidence), "
                       f"then {GRID_CORRECT} correct predictions drawn at random.", "",
                       f"![Grad-CAM]({EXPLANATIONS_IMAGE})", ""])
+
+
+# ----------------------------------------------------------------------------------------- text
+
+_MARKDOWN_SPECIAL = set("\\`*_[]<>#|~&")
+
+
+def markdown_escape(word: str) -> str:
+    """A word that renders as itself in Markdown (no accidental emphasis, links or HTML)."""
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in word)
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:+.0f}%".replace("-", "\u2212")
+
+
+def render_attributions(result, top_k: int = TOP_TOKENS) -> list[str]:
+    """Markdown lines: the text (as the model read it) as a quote, its top-k words in bold with their
+    signed share of the total absolute attribution; then those words listed, and the strongest word
+    against the class."""
+    shares = result.shares()
+    top = result.top(top_k)
+    words = [f"**{markdown_escape(w)}** ({_percent(shares[i])})" if i in top else markdown_escape(w)
+             for i, w in enumerate(result.words)]
+    lines = ["> " + (" ".join(words) if words else "(no tokens)") + (" \u2026 (cut: the model read no further)"
+                                                                      if result.truncated else ""), ""]
+    listed = ", ".join(f"{markdown_escape(result.words[i])} {_percent(shares[i])}" for i in top) or "none"
+    lines.append(f"Top words for the class: {listed}.")
+    against = min(range(len(shares)), key=lambda i: shares[i], default=None)
+    if against is not None and shares[against] < 0:
+        lines[-1] += f" Strongest against it: {markdown_escape(result.words[against])} {_percent(shares[against])}."
+    return lines + [""]
+
+
+def text_attributions(run, texts: list[str], classes) -> list:
+    from models.token_attribution import TokenAttribution
+
+    return TokenAttribution(run.model).attribute(list(texts), np.asarray(classes))
+
+
+def _read(paths: list[str], encodings: list[str]) -> list[str]:
+    from data.pipeline import read_texts
+
+    return list(read_texts(paths, encodings))
+
+
+def text_explanations_section(run, paths: list[str], encodings: list[str], labels, probabilities: np.ndarray,
+                              seed: int = 0) -> str:
+    """report.md's token attributions: the most confident mistakes, then a few correct predictions."""
+    wrong, right = _choose(labels, probabilities, GRID_MISTAKES, TEXT_CORRECT, seed)
+    chosen = wrong + right
+    if not chosen:
+        return ""
+    predicted = probabilities.argmax(axis=1)
+    try:
+        results = text_attributions(run, _read([paths[i] for i in chosen], [encodings[i] for i in chosen]),
+                                    predicted[chosen])
+    except ValueError as error:  # not a BERT-family extractor: nothing to attribute
+        logger.warning("No token attributions: %s", error)
+        return ""
+    names = run.class_names
+    lines = ["## Which words decided (token attributions)", "",
+             "Gradient x input on the token embeddings, summed over the embedding dimension, for the predicted "
+             "class's log-odds (log p - log(1 - p)); wordpieces merged back into words. Signed: a positive share is evidence "
+             "for the predicted class, a negative one against it (shares of the total absolute attribution). "
+             f"The most confident mistakes (up to {GRID_MISTAKES}), then {TEXT_CORRECT} correct predictions "
+             f"drawn at random; the top {TOP_TOKENS} words in bold.", ""]
+    for number, (i, result) in enumerate(zip(chosen, results), 1):
+        verdict = "WRONG" if i in wrong else "correct"
+        lines.append(f"**{number}. {verdict}** `{Path(paths[i]).parent.name}/{Path(paths[i]).name}`: true {markdown_escape(names[labels[i]])}, "
+                     f"predicted {markdown_escape(names[predicted[i]])} ({probabilities[i, predicted[i]]:.2f})")
+        lines.append("")
+        lines.extend(render_attributions(result))
+    return "\n".join(lines)
+
+
+def write_text_attributions(run, names: list[str], texts: list[str], probabilities: np.ndarray,
+                            out_dir: str | Path) -> list[Path]:
+    """One `<index>-<name>-tokens.md` per input: the attributions of its top class."""
+    out = _explain_folder(out_dir)
+    predicted = probabilities.argmax(axis=1)
+    results = text_attributions(run, texts, predicted)
+    written = []
+    for i, (name, result) in enumerate(zip(names, results)):
+        stem = "text" if name.startswith("text: ") else Path(name).stem
+        target = out / f"{i:04d}-{stem}-tokens.md"
+        predicted_name = run.class_names[predicted[i]]
+        shown = name.replace("`", "'")
+        lines = [f"# `{shown}`", "",
+                 f"Predicted {markdown_escape(predicted_name)} ({probabilities[i, predicted[i]]:.3f}). Token "
+                 "attributions (gradient x input on the token embeddings, signed share of the total; the top "
+                 f"{TOP_TOKENS} words for {markdown_escape(predicted_name)} in bold):", "",
+                 *render_attributions(result)]
+        temporary = target.with_name(f".{target.name}.tmp")
+        temporary.write_text("\n".join(lines), encoding="utf-8")
+        os.replace(temporary, target)
+        written.append(target)
+    logger.info("Token attributions of %d input(s) written to %s", len(written), out)
+    return written

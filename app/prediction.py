@@ -9,7 +9,7 @@ import numpy as np
 
 from app.errors import UserError
 from app.evaluation import load_run
-from app.explanations import require_image_run, write_overlays
+from app.explanations import write_overlays, write_text_attributions
 from app.open_set import embed_examples
 from app.unknown_store import load_detector
 from app.input_files import collect_inputs
@@ -33,15 +33,14 @@ def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 
 
     reject "auto": each prediction also says whether the run's unknown-class detector rejects
     it (a class the run does not know); "none": no rejection. `explain`: a folder for one Grad-CAM
-    overlay per file (image runs), for its top class."""
+    overlay per file (image runs) or one Markdown file of token attributions per file and string
+    (text runs), for its top class."""
     texts = texts or []
     if not targets and not texts:
         raise UserError("Give at least one file or folder to predict (or --text STRING for a text model).")
     run = load_run(run_dir)
     if texts and run.modality != "text":
         raise UserError(f"--text needs a text model; this run is an {run.modality} model. Pass image files instead.")
-    if explain is not None:
-        require_image_run(run)
     examples, skipped = collect_inputs(targets, run.modality)
     if not examples and not texts:
         raise UserError(f"No readable {run.modality} files among the inputs ({len(skipped)} skipped; see the warnings above).")
@@ -68,6 +67,11 @@ def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 
                    None if rejected is None else bool(rejected[i]), None if scores is None else float(scores[i]))
         for i, name in enumerate(names)
     ]
-    if explain is not None:
+    if explain is not None and run.modality == "text":
+        from data.pipeline import read_texts
+
+        contents = list(read_texts([e.path for e in examples], [e.encoding for e in examples])) + list(texts)
+        write_text_attributions(run, names, contents, probabilities, explain)
+    elif explain is not None:
         write_overlays(run, [e.path for e in examples], probabilities[:len(examples)].argmax(axis=1), explain)
     return predictions, skipped

@@ -186,6 +186,25 @@ def test_text_run_evaluates_on_held_out_files(text_run, text_folder):
     assert metrics["num_examples"] == sum(f["split"] == "test" for f in manifest["files"]) >= 2
     assert "held out" in metrics["split"]
     assert 0.0 <= metrics["accuracy"] <= 1.0
+    report = (text_run / "eval" / "reviews-heldout-test" / "report.md").read_text(encoding="utf-8")
+    section = report.split("## Which words decided (token attributions)", 1)[1]
+    assert "predicted" in section and "Top words for the class" in section and "**" in section
+    assert not any(special in section for special in ("[CLS]", "[SEP]", "[PAD]"))
+
+
+def test_text_run_predict_explain_writes_token_attributions_per_input(text_run, tmp_path):
+    file = tmp_path / "review.txt"
+    file.write_text("the film was great", encoding="utf-8")
+    out = tmp_path / "explain"
+    assert predict.main([str(text_run), str(file), "--text", "awful food", "--explain", str(out)]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["0000-review-tokens.md", "0001-text-tokens.md"]
+    first = (out / written[0]).read_text(encoding="utf-8")
+    assert first.startswith(f"# `{file}`") and "Predicted " in first and "> " in first
+    for name in written:
+        text = (out / name).read_text(encoding="utf-8")
+        assert not any(special in text for special in ("[CLS]", "[SEP]", "[PAD]"))
+    assert "awful" in (out / written[1]).read_text(encoding="utf-8")
 
 
 def test_text_run_predicts_files_and_strings(text_run, tmp_path, capsys):
