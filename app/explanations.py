@@ -6,13 +6,13 @@ predictions (an image grid, or the texts with their most important words in bold
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from app.errors import UserError
+from data.atomic_write import write_atomically, write_bytes_atomically
 from data.images import load_image
 
 logger = logging.getLogger(__name__)
@@ -44,9 +44,7 @@ def heatmaps_for(run, paths: list[str], classes, batch_size: int = 16) -> tuple[
 
 
 def _save_png(pixels: np.ndarray, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(pixels).save(temporary)
-    os.replace(temporary, path)
+    write_atomically(path, lambda temporary: Image.fromarray(pixels).save(temporary, format="PNG"))
 
 
 def _choose(labels, probabilities: np.ndarray, mistakes: int, correct: int, seed: int) -> tuple[list[int], list[int]]:
@@ -230,9 +228,7 @@ def write_text_attributions(run, names: list[str], texts: list[str], probabiliti
                  "attributions (gradient x input on the token embeddings, signed share of the total; the top "
                  f"{TOP_TOKENS} words for {markdown_escape(predicted_name)} in bold):", "",
                  *render_attributions(result)]
-        temporary = target.with_name(f".{target.name}.tmp")
-        temporary.write_text("\n".join(lines), encoding="utf-8")
-        os.replace(temporary, target)
+        write_bytes_atomically(target, "\n".join(lines).encode("utf-8"))
         written.append(target)
     logger.info("Token attributions of %d input(s) written to %s", len(written), out)
     return written

@@ -12,6 +12,7 @@ import numpy as np
 from app.errors import UserError
 from app.label_issues import (FOLDS, LabelIssue, excluded_paths, find_label_issues, require_enough_for_folds,
                               too_few_for_folds)
+from data.atomic_write import write_atomically
 
 logger = logging.getLogger(__name__)
 SHOWN = 16  # entries in TensorBoard, report.md and the terminal
@@ -118,8 +119,6 @@ LABEL_ISSUES_IMAGE = "label_issues.png"
 def label_issues_section(run_path: Path, modality: str, size: int, resize: str, out_dir: Path) -> str:
     """report.md's view of the run's training-data label issues (from its data_report.json): a table
     and, for images, a captioned thumbnail grid (label_issues.png in `out_dir`)."""
-    import os
-
     from PIL import Image
 
     from app import run_dir as rd
@@ -140,8 +139,6 @@ def label_issues_section(run_path: Path, modality: str, size: int, resize: str, 
 
         grid = tb.image_grid([i.path for i in existing], [f"{i.given} -> {i.suggested} {i.score:.2f}" for i in existing],
                              (size, size), resize)
-        temporary = out_dir / f".{LABEL_ISSUES_IMAGE}.tmp.png"
-        Image.fromarray(grid).save(temporary)
-        os.replace(temporary, out_dir / LABEL_ISSUES_IMAGE)
+        write_atomically(out_dir / LABEL_ISSUES_IMAGE, lambda temporary: Image.fromarray(grid).save(temporary, format="PNG"))
         lines += ["", f"![label issues]({LABEL_ISSUES_IMAGE})"]
     return "\n".join(lines) + "\n"

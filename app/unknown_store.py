@@ -10,7 +10,6 @@ the model up to that layer, computes the score as app/unknown_scores.py does, an
 
 from __future__ import annotations
 
-import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from app import run_dir as rd
 from app.errors import UserError
 from app.unknown_scores import SCORES, UnknownScorer
 from app.unknown_selection import UnknownDetector
+from data.atomic_write import write_atomically
 
 DETECTOR_FILE = "unknown.json"
 ARRAYS_FILE = "unknown.npz"
@@ -31,9 +31,7 @@ def save_detector(run_dir: Path, scorer: UnknownScorer, detector: UnknownDetecto
     arrays = {name: getattr(scorer, name) for name in _ARRAYS}
     arrays["standardise_names"] = np.asarray(names, dtype=str)
     arrays["standardise"] = np.asarray([scorer.standardise[n] for n in names], np.float64).reshape(-1, 2)
-    temporary = Path(run_dir) / f".{ARRAYS_FILE}.{os.getpid()}.tmp.npz"
-    np.savez(temporary, **arrays)
-    os.replace(temporary, Path(run_dir) / ARRAYS_FILE)
+    write_atomically(Path(run_dir) / ARRAYS_FILE, lambda temporary: np.savez(temporary, **arrays))
     rd.write_json(Path(run_dir) / DETECTOR_FILE, detector.to_dict())  # last: its presence means both are whole
 
 
