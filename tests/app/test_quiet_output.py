@@ -5,26 +5,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 import app.progress as progress
 import train
 from app.cli import START_UP_NOISE
+from colour_folders import write_colour_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _data(root):
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(["dark", "mid", "light"]):
-        (root / name).mkdir(parents=True)
-        for i in range(8):
-            Image.fromarray(rng.integers(0, 50, (16, 16, 3), dtype=np.uint8) + np.uint8(80 * c)).save(root / name / f"{i}.png")
-    return root
-
-
 def test_a_redirected_log_has_one_line_per_epoch_and_no_control_codes(tmp_path, capfd):
-    data = _data(tmp_path / "data")
+    data = write_colour_folder(tmp_path / "data", per_class=8, size=16)
     assert train.main([str(data), "--backbone", "tiny_image", "--epochs", "3", "--patience", "10",
                        "--strategy", "finetune", "--finetune-epochs", "2", "--output", str(tmp_path / "run")]) == 0
     out, err = capfd.readouterr()
