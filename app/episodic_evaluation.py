@@ -46,8 +46,7 @@ from app.run_integrity import load_model_file, retrain_remedy
 from app.features import cached_features, extract_features, feature_store_key
 from app.fewshot_baselines import BASELINES, mean_and_ci95, nearest_centroid_predict
 from app.inputs import example_dataset
-from app.model_parts import HEAD_LAYER, feature_extractor_of
-from app.model_parts import apply_chain as _apply_chain, layers_between as _layers_between
+from app.model_parts import HEAD_LAYER, apply_chain, feature_extractor_of, layers_between
 from app.progress import on_terminal
 from data.episodes import EpisodeSampler
 from data.errors import DataError
@@ -219,8 +218,8 @@ def penultimate_embeddings(run: LoadedRun, features: _Features, batch_size: int)
     the sub-model of model.keras on a few files (else that sub-model is run on every file).
     """
     reference_model = penultimate_model(run.model)
-    layers = _layers_between(run.model, features.extractor)
-    embeddings = _apply_chain(layers, features.run_features, batch_size)
+    layers = layers_between(run.model, features.extractor)
+    embeddings = apply_chain(layers, features.run_features, batch_size)
     few = features.examples[:4]
     reference = extract_features(reference_model, few, run.modality, run.input_size, batch_size, run.resize)
     if embeddings.shape[1:] == reference.shape[1:] and np.allclose(embeddings[:len(few)], reference,
