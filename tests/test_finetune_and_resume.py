@@ -1,5 +1,6 @@
 """The finetune strategy, the feature cache, NaN handling and resume after kill -9, through train.main."""
 
+import os
 from pathlib import Path
 
 import numpy as np
