@@ -1,0 +1,194 @@
+"""Fine-tuning on each support at test time (app/support_finetuning.py): it never sees the queries, learning
+rate 0 is the plain learner, the setting is chosen on the target's train + validation files at training time
+and saved, and evaluate.py --episodes reports the run's learner with and without it."""
+
+from __future__ import annotations
+
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+import evaluate
+import train
+from app import run_dir as rd
+from app import support_finetuning as sft
+from app.fewshot_baselines import nearest_centroid_predict
+from models.meta import ProtoNet
+from tests.app.test_episodic_evaluation import FEW, _feature_embedding, _meta_run, _metrics, folders  # noqa: F401
+from tests.test_meta_strategies import EPISODES, FEATURES, _folder
+
+WAYS, SHOTS = 3, 2
+
+
+def _episode(seed=0, dim=8, shots=SHOTS, queries=4):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 2, (WAYS, dim))
+    support_labels = np.repeat(np.arange(WAYS), shots)
+    query_labels = np.repeat(np.arange(WAYS), queries)
+    support = (centres[support_labels] + rng.normal(0, 1, (len(support_labels), dim))).astype("float32")
+    query = (centres[query_labels] + rng.normal(0, 1, (len(query_labels), dim))).astype("float32")
+    return support, support_labels, query
+
+
+def _dense_relu(seed=0) -> keras.Model:
+    inputs = keras.Input((8,), name="features")
+    dense = keras.layers.Dense(6, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
+    return keras.Model(inputs, dense(inputs))
+
+
+def test_the_fine_tuned_weights_come_from_the_support_alone_and_leave_the_embedding_untouched():
+    embedding = _dense_relu()
+    before = [v.numpy().copy() for v in embedding.weights]
+    finetuner = sft.SupportFinetuner(embedding, WAYS)
+    setting = sft.FinetuneSetting(1e-2, 10)
+    support, labels, query = _episode()
+    weights = finetuner.adapt(support, labels, setting)
+    assert not np.allclose(weights[0], before[0])  # it did fine-tune
+    predict = finetuner.predictor(setting)
+    predicted = predict(support, labels, query, WAYS)
+    # Whatever else is in the query set (other features, other labels: none are passed), each query is
+    # classified by the weights adapted on the support alone.
+    other_query = np.concatenate([query[:3], np.random.default_rng(9).normal(0, 5, (9, 8)).astype("float32")])
+    np.testing.assert_array_equal(predict(support, labels, other_query, WAYS)[:3], predicted[:3])
+    embedded = np.maximum(query @ weights[0] + weights[1], 0.0)
+    np.testing.assert_array_equal(predicted, np.argmax(embedded @ weights[2] + weights[3], axis=-1))
+    np.testing.assert_array_equal(finetuner.adapt(support, labels, setting)[0], weights[0])  # replayable
+    for variable, value in zip(embedding.weights, before):  # episodes cannot leak into each other
+        np.testing.assert_array_equal(variable.numpy(), value)
+    assert finetuner._episode.experimental_get_tracing_count() == 1  # one trace serves every episode
+    finetuner.predictor(sft.FinetuneSetting(1e-3, 3))(*_episode(seed=1), WAYS)
+    assert finetuner._episode.experimental_get_tracing_count() == 1
+
+
+def test_learning_rate_0_keeps_the_embedding_and_the_prototype_head():
+    embedding = _dense_relu(seed=1)
+    support, labels, query = _episode(seed=2)
+    weights = sft.SupportFinetuner(embedding, WAYS).adapt(support, labels, sft.FinetuneSetting(0.0, 5))
+    np.testing.assert_array_equal(weights[0], embedding.weights[0].numpy())
+    embedded = embedding.predict(support, verbose=0)
+    protos = np.stack([embedded[labels == c].mean(axis=0) for c in range(WAYS)])
+    # The prototype head divided by one positive temperature: the nearest-prototype ranking, logits not saturated.
+    largest = np.unravel_index(np.argmax(np.abs(protos.T)), protos.T.shape)
+    temperature = 2 * protos.T[largest] / weights[2][largest]
+    assert temperature > 0
+    np.testing.assert_allclose(weights[2] * temperature, 2 * protos.T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(weights[3] * temperature, -np.sum(protos**2, axis=1), rtol=1e-5, atol=1e-5)
+    gaps = np.sum((protos[:, None] - protos[None]) ** 2, axis=-1)
+    assert np.sum(gaps) / (WAYS * (WAYS - 1)) / temperature == pytest.approx(sft.LOGIT_GAP, rel=1e-4)
+
+
+def test_the_choice_scores_learning_rate_0_as_the_plain_learner_and_prefers_it_on_ties(monkeypatch):
+    monkeypatch.setattr(sft, "CHOICE_EPISODES", 4)
+    monkeypatch.setattr(sft, "STEPS", (2,))
+    labels = np.repeat(np.arange(4), 8)
+    inputs = (np.eye(4)[labels] @ np.random.default_rng(0).normal(0, 1, (4, 8)) * 10).astype("float32")
+    choice = sft.choose_support_finetuning(_dense_relu(), inputs, labels, lambda shots: (inputs, nearest_centroid_predict),
+                                           seed=0, ways=3)
+    assert set(choice["by_shots"]) == {"1", "5"}
+    for shots, scores in choice["scores"].items():
+        assert set(scores) == {s.name for s in sft.grid()}
+        if len(set(scores.values())) == 1:  # all perfect on separable classes: no fine-tuning
+            assert choice["by_shots"][shots] == {"learning_rate": 0.0, "steps": 0}
+    assert sft.setting_for(choice, 3) == sft.setting_for(choice, 1)
+
+
+@pytest.fixture(scope="module")
+def split_run(tmp_path_factory):
+    """A protonet run on cached features, trained on a folder with train / val / test splits."""
+    base = tmp_path_factory.mktemp("support-finetuning")
+    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "grey": (128, 128, 128)}
+    counts = {"train": 7, "val": 3, "test": 5}
+    for split, per_class in counts.items():
+        _folder(base / "data" / split, colours, per_class=per_class, seed=len(split))
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(sft, "CHOICE_EPISODES", 3)
+    monkeypatch.setattr(sft, "STEPS", (2,))
+    seen = []
+    choose = sft.choose_support_finetuning
+    monkeypatch.setattr(sft, "choose_support_finetuning",
+                        lambda embedding, inputs, labels, *args: seen.append((len(inputs), np.unique(labels).size))
+                        or choose(embedding, inputs, labels, *args))
+    run = base / "run"
+    try:
+        assert train.main([str(base / "data"), "--backbone", "tiny_image", "--strategy", "protonet", "--output",
+                           str(run), *EPISODES, *FEATURES]) == 0
+    finally:
+        monkeypatch.undo()
+    return {"run": run, "data": base / "data", "seen": seen, "per_class": counts, "classes": len(colours)}
+
+
+def test_the_choice_is_made_on_the_targets_train_and_validation_files_and_saved(split_run):
+    per_class, classes = split_run["per_class"], split_run["classes"]
+    # One call, on the train + validation files of every target class, none of the test files.
+    assert split_run["seen"] == [((per_class["train"] + per_class["val"]) * classes, classes)]
+    choice = rd.read_json(split_run["run"] / rd.METADATA_FILE)["meta"]["support_finetuning"]
+    assert choice["from"] == "episodes of the target's train + validation files" and choice["episodes"] == 3
+    for shots, chosen in choice["by_shots"].items():
+        assert set(choice["scores"][shots]) == {"off", *(f"lr={lr:g},steps=2" for lr in sft.LEARNING_RATES)}
+        setting = sft.setting_for(choice, int(shots))
+        assert (setting.learning_rate, setting.steps) == (chosen["learning_rate"], chosen["steps"])
+        assert choice["scores"][shots][setting.name] == max(choice["scores"][shots].values())
+        shown = sft.best_enabled_setting(choice, int(shots))
+        assert shown.enabled and choice["grid"][shown.name] == {"learning_rate": shown.learning_rate, "steps": 2}
+
+
+def _with_choice(folders, name, learning_rate, steps):  # noqa: F811
+    run = _meta_run(folders, name, ProtoNet(_feature_embedding(), ways=3))
+    metadata = rd.read_json(run / rd.METADATA_FILE)
+    best = sft.FinetuneSetting(1e-2, 5)
+    metadata["meta"]["support_finetuning"] = {
+        "by_shots": {"1": {"learning_rate": learning_rate, "steps": steps}},
+        "scores": {"1": {"off": 0.5, best.name: 0.6 if learning_rate else 0.4}},
+        "grid": {"off": {"learning_rate": 0.0, "steps": 0}, best.name: {"learning_rate": 1e-2, "steps": 5}}}
+    rd.write_json(run / rd.METADATA_FILE, metadata)
+    return run
+
+
+def test_evaluate_reports_with_and_without_and_the_chosen_one_is_the_result(folders, capsys):  # noqa: F811
+    run = _with_choice(folders, "with-f", 1e-2, 5)
+    assert evaluate.main([str(run), str(folders["novel"]), *FEW, "--name", "f"]) == 0
+    metrics = _metrics(run, "f")
+    finetuning = metrics["support_finetuning"]
+    assert finetuning["applied"] and finetuning["chosen"] == {"learning_rate": 1e-2, "steps": 5}
+    assert metrics["mean_accuracy"] == finetuning["with"]["mean_accuracy"]
+    assert set(metrics["seconds_per_episode"]) == {"run", "run_support_finetuned", "nearest_centroid",
+                                                   "logistic_regression"}
+    report = (run / "eval" / "f" / "report.md").read_text()
+    assert "| **run, with support fine-tuning: " in report and "(chosen)**" in report
+    assert "| run, without support fine-tuning: " in report
+    assert "run without support fine-tuning" in capsys.readouterr().out
+
+    assert evaluate.main([str(run), str(folders["novel"]), *FEW, "--name", "off", "--support-finetune", "off"]) == 0
+    off = _metrics(run, "off")
+    assert not off["support_finetuning"]["applied"] and "with" not in off["support_finetuning"]
+    assert off["mean_accuracy"] == finetuning["without"]["mean_accuracy"]
+    assert "--support-finetune off" in (run / "eval" / "off" / "report.md").read_text()
+
+
+def test_a_learning_rate_0_choice_is_the_plain_learner_exactly(folders):  # noqa: F811
+    run = _with_choice(folders, "lr0", 0.0, 0)
+    assert evaluate.main([str(run), str(folders["novel"]), *FEW, "--name", "lr0"]) == 0
+    metrics = _metrics(run, "lr0")
+    finetuning = metrics["support_finetuning"]
+    assert not finetuning["applied"] and finetuning["shown"] == {"learning_rate": 1e-2, "steps": 5}
+    assert metrics["mean_accuracy"] == finetuning["without"]["mean_accuracy"]
+    assert evaluate.main([str(run), str(folders["novel"]), *FEW, "--name", "plain", "--support-finetune", "off"]) == 0
+    assert _metrics(run, "plain")["mean_accuracy"] == metrics["mean_accuracy"]
+    assert "| **run, without support fine-tuning: " in (run / "eval" / "lr0" / "report.md").read_text()
+
+
+def test_runs_without_a_trainable_embedding_say_so(folders):  # noqa: F811
+    linear = folders["base"] / "linear-copy"
+    shutil.copytree(folders["linear"], linear)
+    assert evaluate.main([str(linear), str(folders["novel"]), *FEW, "--name", "linear"]) == 0
+    metrics = _metrics(linear, "linear")
+    assert not metrics["support_finetuning"]["applied"]
+    assert "no trainable embedding" in metrics["support_finetuning"]["reason"]
+    assert any("No support fine-tuning" in note for note in metrics["notes"])
+
+
+def test_support_finetune_needs_episodes(folders, capsys):  # noqa: F811
+    assert evaluate.main([str(folders["linear"]), str(folders["novel"]), "--support-finetune", "off"]) == 2
+    assert "--support-finetune" in capsys.readouterr().err
