@@ -1,6 +1,7 @@
 """Fine-tuning on each support at test time (app/support_finetuning.py): it never sees the queries, learning
-rate 0 is the plain learner, the setting is chosen on the target's train + validation files at training time
-and saved, and evaluate.py --episodes reports the run's learner with and without it."""
+rate 0 is the plain learner, the choice on validation episodes, and evaluate.py --episodes reports the run's
+learner with and without it. That the choice is made on the target's train + validation files at training time
+and saved in metadata.json is tested with the protonet run of tests/test_meta_strategies.py (no extra run)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ import numpy as np
 import pytest
 
 import evaluate
-import train
 from app import run_dir as rd
 from app import support_finetuning as sft
 from app.fewshot_baselines import nearest_centroid_predict
 from models.meta import ProtoNet
 from tests.app.test_episodic_evaluation import FEW, _feature_embedding, _meta_run, _metrics, folders  # noqa: F401
-from tests.test_meta_strategies import EPISODES, FEATURES, _folder
 
 WAYS, SHOTS = 3, 2
 
@@ -94,46 +93,6 @@ def test_the_choice_scores_learning_rate_0_as_the_plain_learner_and_prefers_it_o
     assert sft.setting_for(choice, 3) == sft.setting_for(choice, 1)
 
 
-@pytest.fixture(scope="module")
-def split_run(tmp_path_factory):
-    """A protonet run on cached features, trained on a folder with train / val / test splits."""
-    base = tmp_path_factory.mktemp("support-finetuning")
-    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "grey": (128, 128, 128)}
-    counts = {"train": 7, "val": 3, "test": 5}
-    for split, per_class in counts.items():
-        _folder(base / "data" / split, colours, per_class=per_class, seed=len(split))
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(sft, "CHOICE_EPISODES", 3)
-    monkeypatch.setattr(sft, "STEPS", (2,))
-    seen = []
-    choose = sft.choose_support_finetuning
-    monkeypatch.setattr(sft, "choose_support_finetuning",
-                        lambda embedding, inputs, labels, *args: seen.append((len(inputs), np.unique(labels).size))
-                        or choose(embedding, inputs, labels, *args))
-    run = base / "run"
-    try:
-        assert train.main([str(base / "data"), "--backbone", "tiny_image", "--strategy", "protonet", "--output",
-                           str(run), *EPISODES, *FEATURES]) == 0
-    finally:
-        monkeypatch.undo()
-    return {"run": run, "data": base / "data", "seen": seen, "per_class": counts, "classes": len(colours)}
-
-
-def test_the_choice_is_made_on_the_targets_train_and_validation_files_and_saved(split_run):
-    per_class, classes = split_run["per_class"], split_run["classes"]
-    # One call, on the train + validation files of every target class, none of the test files.
-    assert split_run["seen"] == [((per_class["train"] + per_class["val"]) * classes, classes)]
-    choice = rd.read_json(split_run["run"] / rd.METADATA_FILE)["meta"]["support_finetuning"]
-    assert choice["from"] == "episodes of the target's train + validation files" and choice["episodes"] == 3
-    for shots, chosen in choice["by_shots"].items():
-        assert set(choice["scores"][shots]) == {"off", *(f"lr={lr:g},steps=2" for lr in sft.LEARNING_RATES)}
-        setting = sft.setting_for(choice, int(shots))
-        assert (setting.learning_rate, setting.steps) == (chosen["learning_rate"], chosen["steps"])
-        assert choice["scores"][shots][setting.name] == max(choice["scores"][shots].values())
-        shown = sft.best_enabled_setting(choice, int(shots))
-        assert shown.enabled and choice["grid"][shown.name] == {"learning_rate": shown.learning_rate, "steps": 2}
-
-
 def _with_choice(folders, name, learning_rate, steps):  # noqa: F811
     run = _meta_run(folders, name, ProtoNet(_feature_embedding(), ways=3))
     metadata = rd.read_json(run / rd.METADATA_FILE)
@@ -192,3 +151,13 @@ def test_runs_without_a_trainable_embedding_say_so(folders):  # noqa: F811
 def test_support_finetune_needs_episodes(folders, capsys):  # noqa: F811
     assert evaluate.main([str(folders["linear"]), str(folders["novel"]), "--support-finetune", "off"]) == 2
     assert "--support-finetune" in capsys.readouterr().err
+
+
+def test_fine_tuning_is_chosen_only_when_it_beats_none_clearly_on_validation_episodes():
+    off, small, large = sft.FinetuneSetting(0.0, 0), sft.FinetuneSetting(1e-4, 10), sft.FinetuneSetting(1e-3, 50)
+    base = [0.8, 0.9, 0.7, 1.0] * 10
+    steady = [a + 0.05 for a in base]  # +5 points on every episode: clear
+    noisy = [a + (0.4 if i % 2 else -0.3) for i, a in enumerate(base)]  # +5 points on average, within the noise
+    assert sft._choose({off: base, small: steady, large: noisy}) == small
+    assert sft._choose({off: base, small: noisy}) == off
+    assert sft._choose({off: base, small: steady, large: steady}) == small  # ties: fewer steps
