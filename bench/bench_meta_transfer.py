@@ -132,9 +132,10 @@ def support_finetuning_rows(run: dict) -> list[str]:
     for row, index in (("without", 0), ("with", 1)):
         cells = []
         for f in per_shot:
-            chosen = " (chosen)" if f["applied"] == (row == "with") else ""
-            setting = f" lr {f['shown']['learning_rate']:g}, {f['shown']['steps']} steps" if row == "with" else ""
-            cells.append(f"{_acc(f[row])}{setting}{chosen}, {1000 * f['seconds_per_episode'][index]:.0f} ms/episode")
+            notes = [f"lr {f['shown']['learning_rate']:g}, {f['shown']['steps']} steps"] if row == "with" else []
+            notes += ["chosen"] if f["applied"] == (row == "with") else []
+            shown = f" ({'; '.join(notes)})" if notes else ""
+            cells.append(f"{_acc(f[row])}{shown} · {1000 * f['seconds_per_episode'][index]:.0f} ms/episode")
         rows.append(f"| ↳ {row} support fine-tuning | " + " | ".join(cells) + " | | |")
     return rows
 
