@@ -30,7 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.episode_learner import CHOICE_QUERIES, CHOICE_SEED, CHOICE_SHOTS, CHOICE_WAYS
+from app.episode_learner import (CHOICE_QUERIES, CHOICE_SEED, CHOICE_SHOTS, CHOICE_WAYS, EPISODE_LEARNERS,
+                                 learner_for)
 from app.fewshot_baselines import CI_Z
 from data.episodes import EpisodeSampler
 from data.meta_pools import class_counts
@@ -192,6 +193,7 @@ def choose_support_finetuning(embedding: keras.Model, inputs: np.ndarray, labels
         return None
     finetuner = SupportFinetuner(embedding, ways)
     by_shots, scores, seconds = {}, {}, {}
+    began = time.perf_counter()
     for shots in CHOICE_SHOTS:
         room = np.sort(counts)[::-1][ways - 1] - shots
         if room < 1:
@@ -220,8 +222,11 @@ def choose_support_finetuning(embedding: keras.Model, inputs: np.ndarray, labels
                     ", ".join(f"{name} {value:.4f}" for name, value in scores[str(shots)].items()))
     if not by_shots:
         return None
+    took = time.perf_counter() - began
+    logger.info("Support fine-tuning chosen in %.1f s (%d settings x %d validation episodes per shot count).", took,
+                len(grid()), CHOICE_EPISODES)
     return {"by_shots": by_shots, "scores": scores, "grid": {s.name: asdict(s) for s in grid()},
-            "seconds_per_episode": seconds, "ways": ways,
+            "seconds_per_episode": seconds, "seconds": round(took, 2), "ways": ways,
             "episodes": CHOICE_EPISODES, "augmentation": f"feature dropout, keep {FEATURE_KEEP}",
             "optimizer": "adam", "from": "episodes of the target's train + validation files"}
 
@@ -253,8 +258,6 @@ def choose_for_run(learner, algorithm: str, inputs: np.ndarray, embeddings: np.n
     protonet: the per-shot episode learner (app/episode_learner.py) on `embeddings` (the embedding of
     `inputs`); the gradient learners: their own adaptation (`episode_logits`) at their fixed ways.
     """
-    from app.episode_learner import EPISODE_LEARNERS, learner_for
-
     labels = np.asarray(labels, dtype=np.int64)
     if algorithm == "protonet":
         def plain_for(shots):
@@ -277,13 +280,18 @@ def choose_for_run(learner, algorithm: str, inputs: np.ndarray, embeddings: np.n
     return choose_support_finetuning(learner.embedding, inputs, labels, plain_for, seed, ways)
 
 
+def _applicable(by_shots: dict, shots: int) -> str:
+    """The saved shot count nearest at or below `shots` (the smallest above when none is), as its key."""
+    saved = sorted(int(k) for k in by_shots)
+    below = [k for k in saved if k <= shots]
+    return str(below[-1] if below else saved[0])
+
+
 def setting_for(choice: dict | None, shots: int) -> FinetuneSetting | None:
     """The saved setting for the nearest shot count at or below `shots` (the smallest above when none is)."""
     if not choice or not choice.get("by_shots"):
         return None
-    saved = sorted(int(k) for k in choice["by_shots"])
-    below = [k for k in saved if k <= shots]
-    chosen = choice["by_shots"][str(below[-1] if below else saved[0])]
+    chosen = choice["by_shots"][_applicable(choice["by_shots"], shots)]
     return FinetuneSetting(float(chosen["learning_rate"]), int(chosen["steps"]))
 
 
@@ -294,9 +302,7 @@ def best_enabled_setting(choice: dict | None, shots: int) -> FinetuneSetting | N
     """
     if not choice or not choice.get("scores") or not choice.get("grid"):
         return None
-    saved = sorted(int(k) for k in choice["scores"])
-    below = [k for k in saved if k <= shots]
-    scores = choice["scores"][str(below[-1] if below else saved[0])]
+    scores = choice["scores"][_applicable(choice["scores"], shots)]
     settings = [FinetuneSetting(float(p["learning_rate"]), int(p["steps"])) for p in choice["grid"].values()]
     enabled = [s for s in settings if s.enabled and s.name in scores]
     if not enabled:
