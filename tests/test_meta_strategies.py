@@ -64,7 +64,12 @@ def test_meta_strategy_writes_a_standard_classifier_and_its_learner(colour_folde
     assert not (run / "checkpoints").exists() and not (run / rd.INCOMPLETE_MARKER).exists()
 
 
-def test_protonet_head_is_the_prototypes_of_the_train_and_validation_files(colour_folder, tmp_path):
+def test_protonet_head_is_the_prototypes_of_the_train_and_validation_files(colour_folder, tmp_path, monkeypatch):
+    from app import support_finetuning
+
+    seen, choose = [], support_finetuning.choose_support_finetuning
+    monkeypatch.setattr(support_finetuning, "choose_support_finetuning", lambda embedding, inputs, labels, *args: (
+        seen.append(len(inputs)) or choose(embedding, inputs, labels, *args)))
     run = tmp_path / "run"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--output", str(run),
                        "--target-head", "prototypes", *EPISODES, *FEATURES]) == 0
@@ -87,6 +92,14 @@ def test_protonet_head_is_the_prototypes_of_the_train_and_validation_files(colou
     np.testing.assert_allclose(kernel.T / 2, prototypes, rtol=1e-4, atol=1e-5)
     refit = rd.read_json(run / rd.METADATA_FILE)["refit"]
     assert refit["applied"] is True and refit["num_files"] == len(train_files)
+    # Support fine-tuning (app/support_finetuning.py) is chosen on the same train + validation files, never test.
+    assert seen == [len(train_files)]
+    choice = rd.read_json(run / rd.METADATA_FILE)["meta"]["support_finetuning"]
+    assert choice["from"] == "episodes of the target's train + validation files"
+    for shots, chosen in choice["by_shots"].items():
+        assert set(choice["scores"][shots]) == set(choice["grid"]) and chosen in choice["grid"].values()
+        setting = support_finetuning.setting_for(choice, int(shots))
+        assert (setting.learning_rate, setting.steps) == (chosen["learning_rate"], chosen["steps"])
 
 
 def test_raw_mode_trains_conv4_from_scratch(colour_folder, tmp_path):
