@@ -36,11 +36,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+# What prepare_environment could not do (a bad METATUNE_CPU_DEVICES); run_safely reports it as
+# the command's one ERROR line, since prepare_environment runs at import, before main().
+_environment_problem: str | None = None
+
+
 def prepare_environment() -> None:
     """Must run before TensorFlow/Keras are imported (entry scripts call it first)."""
+    global _environment_problem
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ INFO/WARNING lines
     import_tensorflow_quietly()
+    from app.cpu_devices import split_cpu_from_environment
+
+    _environment_problem = split_cpu_from_environment()
 
 
 def import_tensorflow_quietly() -> None:
@@ -84,10 +93,15 @@ def setup_logging(verbose: bool = False) -> None:
 
 def run_safely(command: Callable[[], int]) -> int:
     """Run `command`; user errors become one 'error:' line and exit status 2, no traceback."""
-    from app.errors import USER_ERRORS
+    from app.errors import USER_ERRORS, UserError
+
+    def checked_command() -> int:
+        if _environment_problem:
+            raise UserError(_environment_problem)
+        return command()
 
     try:
-        return command()
+        return checked_command()
     except USER_ERRORS as error:
         logging.getLogger("metatune").error("%s", error)
         return 2

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from app.distribution import DISTRIBUTE_CHOICES
 from app.errors import UserError
 from app.run_dir import CONFIG_FILE
 
@@ -32,6 +33,7 @@ CHOICES = {
     "lr_schedule": ("cosine", "constant", "plateau"),
     "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
     "image_cache": ("auto", "memory", "none"),
+    "distribute": DISTRIBUTE_CHOICES,
     "meta_input": ("auto", "features", "raw"),
     "refit": ("auto", "yes", "no"),
     "source_stage": ("auto", "none", "supervised", "protonet"),
@@ -142,7 +144,7 @@ class TrainConfig:
                                  "across runs (invalidated when the backbone, its weights, the input size, the "
                                  "preprocessing or a file's content change).", default=True)
     patience: int = _help("Early-stopping patience in epochs.", default=10)
-    batch_size: int = _help("Batch size.", default=32)
+    batch_size: int = _help("Batch size: the global batch, split across the replicas under --distribute.", default=32)
     learning_rate: float = _help("Head learning rate (Adam).", default=1e-3)
     dropout: float = _help("Dropout before the classification layer.", default=0.2)
     val_fraction: float = _help("Fraction of each class held out for validation when there is no val/ folder.", default=0.2)
@@ -166,6 +168,11 @@ class TrainConfig:
     exclude_label_issues: str = _help("Leave likely mislabelled training files out of training: N (the first N of "
                                       "data_report.json's label_issues), auto (every one listed) or 0 (none).",
                                       default="0", accept_int=True)
+    distribute: str = _help("Devices to train on: none (one device), mirrored (every GPU of this machine, or the "
+                            "METATUNE_CPU_DEVICES logical CPUs), multi-worker (several machines, each started with "
+                            "its TF_CONFIG), or auto (mirrored when more than one GPU is visible, else none). Not "
+                            "wired into training yet: mirrored and multi-worker are refused, auto trains on one "
+                            "device (README, Scaling out).", default="auto")
     profile: bool = _help("Record a TensorFlow profiler trace of a few batches of the backbone pass (TensorBoard's "
                           "Profile tab; needs the tensorboard-plugin-profile package to view).", default=False)
 
@@ -219,6 +226,7 @@ class TrainConfig:
             (self.exclude_label_issues == "auto" or self.exclude_label_issues.isdigit(),
              "exclude_label_issues must be a number of files, auto or 0"),
             (self.refit in CHOICES["refit"], f"refit must be one of {list(CHOICES['refit'])}"),
+            (self.distribute in CHOICES["distribute"], f"distribute must be one of {list(CHOICES['distribute'])}"),
             (self.source_stage in CHOICES["source_stage"],
              f"source_stage must be one of {list(CHOICES['source_stage'])}"),
             (self.target_head in CHOICES["target_head"], f"target_head must be one of {list(CHOICES['target_head'])}"),
@@ -378,6 +386,7 @@ OPTION_GROUPS = {
         "meta_step_size", "inner_learning_rate", "inner_steps", "adapt", "embedding_units", "meta_input",
         "transductive", "meta_data", "source_stage", "target_head", "init"),
     "unknown classes": ("reject_recall", "unknown_score"),
+    "scaling out (several devices or machines)": ("distribute",),
     "output": ("output", "profile"),
 }
 

@@ -935,7 +935,8 @@ def render_markdown(meta: dict, data: dict) -> str:
     cpu_keras = median_of("keras_big", lambda x: x["epochs"][0]["cores_used"] / x["epochs"][0]["images_per_s"])
     rate_ratio = median_of("ours_big_none", lambda x: x["epochs"][0]["images_per_s"]) / median_of(
         "keras_big", lambda x: x["epochs"][0]["images_per_s"])
-    add(f"- **Decoding cost (Pillow in `tf.numpy_function`), which the shuffle order does not affect.** On the "
+    add(f"- **Decoding cost (TensorFlow's decoders for plain files and Pillow's resize per batch; Pillow in "
+        f"`tf.numpy_function` for the other files), which the shuffle order does not affect.** On the "
         f"{big} folder, a decoding epoch of ours costs {cpu_ours * 1e3:.2f} ms of CPU per image, "
         f"`image_dataset_from_directory` {cpu_keras * 1e3:.2f} ms ({cpu_ours / cpu_keras:.1f}x); ours decodes at "
         f"{rate_ratio:.2f}x its rate (medians), against the 3x target (section 3). "

@@ -113,3 +113,19 @@ def load_image(path: str, image_size: tuple[int, int], resize: str = "stretch") 
     with Image.open(path) as image:
         image.draft("RGB", (width, height))  # JPEG: decode at a reduced scale when much larger
         return np.asarray(fit_to_size(to_rgb(image), image_size, resize), dtype=np.uint8)
+
+
+def fit_decoded_batch(images: np.ndarray, sizes: np.ndarray, image_size: tuple[int, int],
+                      resize: str = "stretch") -> np.ndarray:
+    """`fit_to_size` for a padded batch of decoded RGB images: uint8 [batch, h_max, w_max, 3] whose
+    image i fills its top-left sizes[i] = (h, w) -> uint8 [batch, height, width, 3].
+
+    Why per batch: the pipeline decodes plain files with TensorFlow (no GIL, no Python per file)
+    and resizes here with the very Pillow call `load_image` makes, so the pixels are the same;
+    one Python call per batch instead of one per file (Pillow's resampling releases the GIL).
+    An image already of the target size is returned untouched, as `load_image` returns it."""
+    height, width = image_size
+    out = np.empty((len(images), height, width, 3), np.uint8)
+    for i, (image, (h, w)) in enumerate(zip(images, sizes)):
+        out[i] = np.asarray(fit_to_size(Image.fromarray(image[:h, :w]), image_size, resize))
+    return out

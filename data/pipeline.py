@@ -1,6 +1,7 @@
-"""tf.data pipelines: images from files (parallel decode, resize, optional augmentation and
-in-memory cache, prefetch), text as strings, and a class-balanced sampler. Every pipeline
-runs without tf.data's autotuning thread (see `without_autotune_thread`)."""
+"""tf.data pipelines: images from files (parallel decode, with TensorFlow's decoders for plain files
+and Pillow for the rest, a batched resize, optional augmentation and in-memory cache, prefetch),
+text as strings, and a class-balanced sampler. Every pipeline runs without tf.data's autotuning
+thread (see `without_autotune_thread`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import numpy as np
 import tensorflow as tf
 
 from data.augment import AugmentConfig, build_augmenter
-from data.images import load_image
+from data.decode_route import PILLOW, decode_routes
+from data.images import fit_decoded_batch, load_image
 from data.text import MAX_TEXT_BYTES, read_text_prefix
+from data.tf_decode import decode_plain_rgb
 
 logger = logging.getLogger(__name__)
 CACHE_CHOICES = ("auto", "memory", "none")
@@ -20,6 +23,8 @@ CACHE_CHOICES = ("auto", "memory", "none")
 # bounded buffer: memory stays at the cache plus this many images (150 MB at 224 px), and
 # the first epoch's first batch waits for this many decodes (about 1 s on 2 cores), once.
 CACHED_SHUFFLE_BUFFER = 1024
+# Images decoded into the cache are resized in batches of this many (one Python call per batch).
+DECODE_BATCH = 32
 
 
 def default_cache_budget_bytes() -> int:
@@ -57,7 +62,7 @@ def without_autotune_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def _decode_fn(image_size: tuple[int, int], resize: str):
+def _pillow_fn(image_size: tuple[int, int], resize: str):
     height, width = image_size
 
     def decode(path):
@@ -69,6 +74,51 @@ def _decode_fn(image_size: tuple[int, int], resize: str):
         return image
 
     return load
+
+
+def _decode_fn(image_size: tuple[int, int], resize: str):
+    """(path, route) -> (image before resizing, its (h, w)): TensorFlow's decoders for plain files, Pillow
+    (already resized: the batch resize leaves it untouched) for the rest (data/decode_route.py)."""
+    pillow = _pillow_fn(image_size, resize)
+
+    def load(path, route):
+        image = tf.cond(route > PILLOW, lambda: decode_plain_rgb(tf.io.read_file(path), route, image_size),
+                        lambda: pillow(path))
+        return image, tf.shape(image)[:2]
+
+    return load
+
+
+def _decoded_batches(items: tf.data.Dataset, batch_size: int, image_size: tuple[int, int], resize: str,
+                     any_plain: bool, labelled: bool) -> tf.data.Dataset:
+    """Batches of uint8 [batch, height, width, 3] (and labels) from (path, route[, label]) items.
+
+    Plain files are decoded one by one by TensorFlow, padded into a batch and resized together by
+    Pillow (`fit_decoded_batch`: one Python call per batch); when no file is plain, Pillow decodes
+    and resizes each file in its own call, as it always did."""
+    if not any_plain:
+        pillow = _pillow_fn(image_size, resize)
+        if labelled:
+            decoded = items.map(lambda path, route, label: (pillow(path), label), num_parallel_calls=tf.data.AUTOTUNE,
+                                deterministic=True)
+        else:
+            decoded = items.map(lambda path, route: pillow(path), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return decoded.batch(batch_size)
+    load = _decode_fn(image_size, resize)
+    if labelled:
+        decoded = items.map(lambda path, route, label: (*load(path, route), label),
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        decoded = items.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    batched = decoded.padded_batch(batch_size)
+
+    def fit(images, sizes, *label):
+        fitted = tf.numpy_function(lambda x, s: fit_decoded_batch(x, s, image_size, resize), [images, sizes],
+                                   tf.uint8, stateful=False)
+        fitted.set_shape((None, *image_size, 3))
+        return (fitted, *label) if label else fitted
+
+    return batched.map(fit, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def image_dataset(
@@ -91,29 +141,33 @@ def image_dataset(
     images through a bounded buffer (their base order is already random, so this
     mixes classes well) before augmentation, so every epoch still sees fresh
     shuffles and fresh random augmentations. `augment` is for training batches only.
+    Plain files decode with TensorFlow's ops, the others with Pillow, to the same pixels
+    (data/decode_route.py).
     """
     path_array = np.asarray(paths, dtype=str)
     label_array = None if labels is None else np.asarray(labels, np.int32)
+    routes = decode_routes(list(paths), image_size)
     cached = should_cache(len(paths), image_size, cache)
     if shuffle and cached:
         order = np.random.default_rng(seed).permutation(len(paths))
-        path_array = path_array[order]
+        path_array, routes = path_array[order], routes[order]
         label_array = None if label_array is None else label_array[order]
-    items = tf.data.Dataset.from_tensor_slices(path_array if label_array is None else (path_array, label_array))
+    columns = (path_array, routes) if label_array is None else (path_array, routes, label_array)
+    items = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle and not cached:
         items = items.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
-    load = _decode_fn(image_size, resize)
-    if label_array is None:
-        dataset = items.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-        dataset = items.map(lambda path, label: (load(path), label), num_parallel_calls=tf.data.AUTOTUNE,
-                            deterministic=True)
+    any_plain = bool(np.any(routes > PILLOW))
     if cached:
-        dataset = dataset.cache()
+        # Decoded in batches of DECODE_BATCH (the batched resize), cached image by image, then rebatched.
+        dataset = _decoded_batches(items, DECODE_BATCH, image_size, resize, any_plain, label_array is not None)
+        dataset = dataset.unbatch().cache()
         if shuffle:
             dataset = dataset.shuffle(min(max(1, len(paths)), CACHED_SHUFFLE_BUFFER), seed=seed,
                                       reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
+        dataset = dataset.batch(batch_size)
+    else:
+        dataset = _decoded_batches(items, batch_size, image_size, resize, any_plain, label_array is not None)
+    logger.debug("image_dataset: %d of %d files decode in the graph", int(np.sum(routes > PILLOW)), len(paths))
     if augment is not None and not augment.is_identity:
         augmenter = build_augmenter(augment, seed=seed)
 

@@ -84,7 +84,28 @@ def decode_rgb(contents: tf.Tensor, draft_size: tuple[int, int]) -> tf.Tensor:
     return image
 
 
+def decode_plain_rgb(contents: tf.Tensor, kind: tf.Tensor, draft_size: tuple[int, int]) -> tf.Tensor:
+    """A file `data.decode_route` found plain -> uint8 [h, w, 3] before resizing, as Pillow decodes it.
+
+    `kind` is its `data.decode_route.PLAIN_KINDS` index (1: JPEG, 2: PNG, 3: GIF, 4: BMP). The file
+    needs no EXIF rotation and has no transparency, so the checks `decode_rgb` makes in the graph
+    for any file (the EXIF search alone costs more than decoding a small JPEG) are skipped."""
+    branches = [lambda: _decode_jpeg_drafted(contents, draft_size),
+                lambda: tf.io.decode_png(contents, channels=3),
+                lambda: tf.io.decode_gif(contents)[0],
+                lambda: _decode_bmp(contents)]
+    image = tf.switch_case(tf.cast(kind, tf.int32) - 1, branches)
+    image.set_shape((None, None, 3))
+    return image
+
+
 def _decode_jpeg(contents, draft_size):
+    image = _decode_jpeg_drafted(contents, draft_size)
+    parts = tf.strings.split(contents, sep=b"Exif\x00\x00", maxsplit=1)
+    return _apply_orientation(image, _tiff_orientation(parts[-1], found=tf.size(parts) > 1))
+
+
+def _decode_jpeg_drafted(contents, draft_size):
     # Image.draft: scale = min(w // W, h // H), rounded down to 8, 4, 2 or 1 (libjpeg's DCT scaling).
     shape = tf.image.extract_jpeg_shape(contents)
     scale = tf.minimum(shape[1] // draft_size[1], shape[0] // draft_size[0])
@@ -94,9 +115,7 @@ def _decode_jpeg(contents, draft_size):
         # INTEGER_ACCURATE: libjpeg's ISLOW IDCT, Pillow's default (TensorFlow's default is the fast one).
         return lambda: tf.io.decode_jpeg(contents, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE")
 
-    image = tf.switch_case(index, [decode(1), decode(2), decode(4), decode(8)])
-    parts = tf.strings.split(contents, sep=b"Exif\x00\x00", maxsplit=1)
-    return _apply_orientation(image, _tiff_orientation(parts[-1], found=tf.size(parts) > 1))
+    return tf.switch_case(index, [decode(1), decode(2), decode(4), decode(8)])
 
 
 def _decode_png(contents):

@@ -1,0 +1,146 @@
+"""`--distribute auto|none|mirrored|multi-worker` -> a tf.distribute strategy and what metadata.json records.
+
+Why tf.distribute: it is the engine Keras 3 on TensorFlow documents for several GPUs
+(MirroredStrategy) and several machines (MultiWorkerMirroredStrategy, configured by TF_CONFIG);
+models, optimizers and metrics built in `strategy.scope()` need no rewrite. Batch sizes are
+global: `--batch-size` is split across the replicas (so it must be at least the replica count)
+and each replica gets whole episodes of a meta-batch (so `--meta-batch-size` must divide
+evenly: splitting an episode's support set would break its prototypes).
+
+The training loop does not run under a strategy yet: until it does (TRAINING_LOOP_DISTRIBUTES),
+`mirrored` and `multi-worker` are refused with one clear message rather than silently training
+on one device, and `auto` resolves to `none` (saying so when several GPUs are visible).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+from app.errors import UserError
+
+logger = logging.getLogger(__name__)
+DISTRIBUTE_CHOICES = ("auto", "none", "mirrored", "multi-worker")
+# Flipped when app/training.py builds and trains under `Distribution.strategy` (issue 19, next step).
+TRAINING_LOOP_DISTRIBUTES = False
+TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                     '"task": {"type": "worker", "index": 0}}\'')
+
+
+@dataclass(frozen=True)
+class DistributeInfo:
+    """metadata.json "distribute": the strategy a run trained under, its replicas (in all) and workers (machines)."""
+
+    strategy: str  # none | mirrored | multi-worker
+    replicas: int
+    workers: int
+
+    def to_metadata(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Distribution:
+    strategy: object  # a tf.distribute.Strategy (the default one for "none")
+    info: DistributeInfo
+
+
+@dataclass(frozen=True)
+class ClusterTask:
+    """The parts of TF_CONFIG metatune relies on."""
+
+    workers: tuple[str, ...]
+    task_type: str
+    task_index: int
+
+    @property
+    def is_chief(self) -> bool:
+        """Worker 0 writes the run directory (MultiWorkerMirroredStrategy's convention without a "chief" task)."""
+        return self.task_type == "chief" or (self.task_type == "worker" and self.task_index == 0)
+
+
+def parse_tf_config(text: str | None) -> ClusterTask:
+    """TF_CONFIG as multi-worker training needs it; a UserError naming what is wrong otherwise."""
+    if not text or not text.strip():
+        raise UserError("--distribute multi-worker needs TF_CONFIG, the cluster description every worker is started "
+                        f"with. Received: TF_CONFIG unset. Set it on each machine, e.g. {TF_CONFIG_EXAMPLE} "
+                        "(index 1 on the second), or use --distribute mirrored for the GPUs of one machine.")
+
+    def bad(problem: str) -> UserError:
+        return UserError(f"TF_CONFIG is malformed: {problem}. Received: TF_CONFIG={text[:300]!r}. "
+                         f"Expected e.g. {TF_CONFIG_EXAMPLE}.")
+
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise bad(f"not JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise bad("not a JSON object")
+    cluster, task = config.get("cluster"), config.get("task")
+    if not isinstance(cluster, dict) or not cluster.get("worker"):
+        raise bad('no "cluster" with a "worker" list of host:port addresses')
+    workers = cluster["worker"]
+    if not isinstance(workers, list) or not all(isinstance(w, str) and ":" in w for w in workers):
+        raise bad('"cluster"."worker" must be a list of "host:port" strings')
+    if not isinstance(task, dict) or task.get("type") not in ("worker", "chief"):
+        raise bad('no "task" with "type": "worker" (or "chief")')
+    index = task.get("index")
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise bad('"task"."index" must be a whole number from 0')
+    peers = cluster.get(task["type"], [])
+    if index >= len(peers):
+        raise bad(f'"task"."index" is {index} but "cluster"."{task["type"]}" lists {len(peers)} address(es)')
+    return ClusterTask(tuple(workers) + tuple(cluster.get("chief", [])), task["type"], index)
+
+
+def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | None = None) -> None:
+    """Global batches must give every replica something: whole examples, whole episodes."""
+    if batch_size < replicas:
+        raise UserError(f"--batch-size is the global batch, split across the {replicas} replicas, so it must be at "
+                        f"least {replicas}. Received: --batch-size {batch_size}. Pass --batch-size {replicas} or more "
+                        f"(a multiple of {replicas} keeps the replicas equal).")
+    if meta_batch_size is not None and meta_batch_size % replicas:
+        raise UserError(f"--meta-batch-size must be a multiple of the {replicas} replicas: each replica trains on "
+                        f"whole episodes. Received: --meta-batch-size {meta_batch_size}. Pass "
+                        f"--meta-batch-size {max(replicas, meta_batch_size - meta_batch_size % replicas)}.")
+
+
+def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None = None,
+                         wired: bool = TRAINING_LOOP_DISTRIBUTES, environ: dict | None = None) -> Distribution:
+    """The strategy for `--distribute mode`. meta_batch_size: for meta strategies only (episodes per step)."""
+    import tensorflow as tf
+
+    environ = os.environ if environ is None else environ
+    if mode not in DISTRIBUTE_CHOICES:
+        raise UserError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}. Received: --distribute {mode!r}")
+    gpus = tf.config.list_logical_devices("GPU")
+    if mode == "auto":
+        mode = "mirrored" if len(gpus) > 1 else "none"
+        if mode == "mirrored" and not wired:
+            logger.info("--distribute auto: %d GPUs are visible, but metatune's training loop does not run under "
+                        "tf.distribute yet; training on one device.", len(gpus))
+            mode = "none"
+    if mode == "none":
+        return Distribution(tf.distribute.get_strategy(), DistributeInfo("none", 1, 1))
+    if mode == "multi-worker":
+        cluster = parse_tf_config(environ.get("TF_CONFIG"))
+    if not wired:
+        raise UserError(f"--distribute {mode} is not wired into training yet: metatune's training loop does not run "
+                        "under tf.distribute in this version, and training on one device instead would be silently "
+                        "different from what you asked. Use --distribute none (or auto) for now.")
+    if mode == "multi-worker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        workers = len(cluster.workers)
+    else:
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        if len(devices) == 1:
+            logger.warning("--distribute mirrored: only one device (%s) is visible, so training runs with 1 replica. "
+                           "Use a machine with several GPUs, or METATUNE_CPU_DEVICES=N to try N replicas on the CPU.",
+                           devices[0])
+        strategy = tf.distribute.MirroredStrategy(devices)
+        workers = 1
+    replicas = strategy.num_replicas_in_sync
+    check_batch_sizes(replicas, batch_size, meta_batch_size)
+    return Distribution(strategy, DistributeInfo(mode, replicas, workers))

@@ -1,0 +1,110 @@
+"""--distribute and METATUNE_CPU_DEVICES: resolution, the bad inputs of issue 19, and the parity pattern."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import app.cli
+import train
+from app.cpu_devices import ENV_VAR, requested_cpu_devices
+from app.distribution import check_batch_sizes, parse_tf_config, resolve_distribution
+from app.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+TWO_WORKERS = {"cluster": {"worker": ["127.0.0.1:20001", "127.0.0.1:20002"]}, "task": {"type": "worker", "index": 1}}
+
+
+def _one_error_line(capsys, *fragments):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, err
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def test_none_and_auto_on_one_device_train_as_before():
+    for mode in ("none", "auto"):
+        distribution = resolve_distribution(mode, batch_size=1, meta_batch_size=3)
+        assert distribution.info.to_metadata() == {"strategy": "none", "replicas": 1, "workers": 1}
+
+
+@pytest.mark.parametrize("mode", ["mirrored", "multi-worker"])
+def test_strategies_not_wired_yet_are_refused_with_one_error(tmp_path, capsys, monkeypatch, mode):
+    monkeypatch.setenv("TF_CONFIG", json.dumps(TWO_WORKERS))
+    assert train.main([str(tmp_path), "--distribute", mode]) == 2
+    _one_error_line(capsys, f"--distribute {mode} is not wired into training yet", "--distribute none")
+
+
+def test_multi_worker_without_tf_config_says_how_to_set_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert train.main([str(tmp_path), "--distribute", "multi-worker"]) == 2
+    _one_error_line(capsys, "needs TF_CONFIG", "Received: TF_CONFIG unset", '"task": {"type": "worker"')
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("{not json", "not JSON"),
+    ('["worker"]', "not a JSON object"),
+    ('{"task": {"type": "worker", "index": 0}}', '"worker" list'),
+    ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}', "host:port"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "ps", "index": 0}}', '"type": "worker"'),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}', "lists 2 address"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": "0"}}', "whole number"),
+])
+def test_malformed_tf_config_names_the_problem_and_the_value(text, problem):
+    with pytest.raises(UserError, match="TF_CONFIG is malformed") as raised:
+        parse_tf_config(text)
+    assert problem in str(raised.value) and f"Received: TF_CONFIG={text!r}" in str(raised.value)
+
+
+def test_tf_config_of_a_two_worker_cluster():
+    task = parse_tf_config(json.dumps(TWO_WORKERS))
+    assert task.workers == ("127.0.0.1:20001", "127.0.0.1:20002") and task.task_index == 1 and not task.is_chief
+
+
+def test_mirrored_with_one_device_runs_one_replica_and_says_so(caplog):
+    with caplog.at_level(logging.WARNING, logger="app.distribution"):
+        distribution = resolve_distribution("mirrored", batch_size=4, wired=True)
+    assert distribution.info.to_metadata() == {"strategy": "mirrored", "replicas": 1, "workers": 1}
+    assert "only one device" in caplog.text and "1 replica" in caplog.text and ENV_VAR in caplog.text
+
+
+def test_global_batches_must_give_every_replica_whole_work():
+    check_batch_sizes(2, batch_size=2, meta_batch_size=4)
+    with pytest.raises(UserError, match="at least 4. Received: --batch-size 3"):
+        check_batch_sizes(4, batch_size=3)
+    with pytest.raises(UserError, match="multiple of the 2 replicas.*Received: --meta-batch-size 3.*--meta-batch-size 2"):
+        check_batch_sizes(2, batch_size=8, meta_batch_size=3)
+
+
+def test_bad_cpu_device_count_is_one_error_line(capsys, monkeypatch):
+    assert requested_cpu_devices(None) == requested_cpu_devices(" ") == requested_cpu_devices("1") == 1
+    assert requested_cpu_devices("4") == 4
+    monkeypatch.setenv(ENV_VAR, "two")
+    monkeypatch.setattr(app.cli, "_environment_problem", None)
+    app.cli.prepare_environment()  # TensorFlow is already imported: only the value is checked
+    assert train.main(["anything"]) == 2
+    _one_error_line(capsys, f"{ENV_VAR} must be a whole number", "Received: METATUNE_CPU_DEVICES='two'")
+
+
+@pytest.mark.slow  # a fresh TensorFlow process
+def test_mirrored_over_two_logical_cpus_matches_one_device():
+    """METATUNE_CPU_DEVICES=2 in a fresh process: 2 logical CPUs, 2 replicas, the head's weights after a few
+    SGD steps equal to training without a strategy (float tolerance), and a too-small global batch refused."""
+    env = {**os.environ, ENV_VAR: "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "distributed_head_parity.py")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["cpu_devices"] == 2 and report["replicas"] == 2
+    assert report["info"] == {"strategy": "mirrored", "replicas": 2, "workers": 1}
+    assert report["trained_distance"] > 1e-2  # the steps moved the weights ...
+    assert report["max_difference"] < 1e-5  # ... to the same place with and without the strategy
+    assert "at least 2. Received: --batch-size 1" in report["too_small_batch"]
