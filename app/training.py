@@ -24,6 +24,7 @@ from app.data_report import build_data_report, build_manifest, format_data_repor
 from app.errors import UserError
 from app.run_integrity import class_digest
 from app.run_lock import RunLock
+from app.run_metadata import RunMetadata
 from app.versions import package_versions
 from app.backbone_choice import input_spec, resolve_backbone
 from app.checkpoints import Checkpoints
@@ -197,7 +198,7 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     if backbone.reused is not None:  # a finished run's backbone: its resize mode too (app/backbone_reuse.py)
         config.resize = backbone.resize
         logger.info("Backbone: the run %s (%s, %s), its %d-d penultimate output", backbone.reused.run_dir,
-                    backbone.name, backbone.reused.metadata.get("strategy"), backbone.spec.feature_dim)
+                    backbone.name, backbone.reused.metadata.strategy, backbone.spec.feature_dim)
     train_examples = [e for e in examples if e.split == "train"]
     val_examples = [e for e in examples if e.split == "val"]
     train_labels = [e.label for e in train_examples]
@@ -333,29 +334,28 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     })
     wall_time = time.perf_counter() - started
     epochs_trained = len(history)
-    rd.write_json(run_dir / rd.METADATA_FILE, {
-        "format_version": 1,
-        "class_names": scan.class_names,
-        "modality": scan.modality,
-        "input_spec": input_spec(scan.modality, backbone.size, config.resize),
-        "backbone": backbone.name,
-        "weights": backbone.weights,
-        **({"backbone_run": backbone.reused.record} if backbone.reused is not None else {}),
-        "strategy": config.strategy,
-        "class_digest": class_digest(task_model, scan.class_names),  # ties this file to model.keras
-        "metrics": {"val_accuracy": val_accuracy, "val_loss": val_loss,
-                    "epochs_trained": epochs_trained, "wall_time_s": round(wall_time, 2)},
-        "calibration": {"temperature": temperature, "fitted_on": "validation split" + (
+    RunMetadata(
+        class_names=scan.class_names,
+        modality=scan.modality,
+        input_spec=input_spec(scan.modality, backbone.size, config.resize),
+        backbone=backbone.name,
+        weights=backbone.weights,
+        backbone_run=backbone.reused.record if backbone.reused is not None else None,
+        strategy=config.strategy,
+        class_digest=class_digest(task_model, scan.class_names),  # ties this file to model.keras
+        metrics={"val_accuracy": val_accuracy, "val_loss": val_loss,
+                 "epochs_trained": epochs_trained, "wall_time_s": round(wall_time, 2)},
+        calibration={"temperature": temperature, "fitted_on": "validation split" + (
             " (the first model's, before the refit)" if refit.applies else "")},
-        "precision": precision,
+        precision=precision,
         **extra_metadata,
-        "resumed": resume_dir is not None,
-        "data_dir": scan.root,
-        "manifest_sha256": manifest_hash,
-        "seed": config.seed,
-        "versions": package_versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+        resumed=resume_dir is not None,
+        data_dir=scan.root,
+        manifest_sha256=manifest_hash,
+        seed=config.seed,
+        versions=package_versions(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    ).write(run_dir)
     rd.mark_complete(run_dir)
     context.checkpoints.remove()  # only needed to resume (a crash before this only leaves them behind)
     logger.info("Done: best validation accuracy %.4f (loss %.4f) after %d epochs in %.1f s. Run directory: %s",
