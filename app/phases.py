@@ -120,7 +120,7 @@ class PhaseSpec:
     epoch_offset: int = 0  # epochs of earlier phases: fit() counts epochs across the whole run
     step_offset: int = 0  # optimizer steps of earlier phases (TensorBoard's step axis)
     steps_per_epoch: int | None = None  # None: one pass over `train_ds`
-    confusion_inputs: tf.data.Dataset | None = None  # validation inputs for the per-epoch confusion matrix
+    confusion_inputs: object = None  # validation inputs (dataset or array) for the per-epoch confusion matrix
     val_labels: list[int] | None = None
     extra_callbacks: tuple = ()
     class_weight: dict | None = None
