@@ -27,8 +27,7 @@ def artifact_label(path: str | Path) -> str:
 
 def predict_with_artifact(run, artifact: str | Path, examples: list[Example], batch_size: int) -> tuple[np.ndarray, dict]:
     """(probabilities [n, classes], what was evaluated) for `run`'s chosen examples through the artifact."""
-    spec = InputSpec(run.modality, tuple(run.metadata["input_spec"]["image_size"]) if run.modality == "image" else None,
-                     run.resize)
+    spec = InputSpec(run.modality, run.metadata.image_size, run.resize)
     kind, predictor = load_predictor(artifact, spec)
     logger.info("Evaluating the exported %s %s instead of model.keras", kind, artifact)
     probabilities = predictor.predict_examples(examples, batch_size)

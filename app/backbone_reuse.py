@@ -21,6 +21,7 @@ from app import run_dir as rd
 from app.errors import UserError
 from app.model_parts import HEAD_LAYER
 from app.run_integrity import open_run
+from app.run_metadata import RunMetadata
 from models.backbones import BackboneSpec, get_backbone
 from models.fingerprint import weights_fingerprint
 
@@ -53,7 +54,7 @@ def penultimate_extractor(task_model: keras.Model) -> keras.Model:
 @dataclasses.dataclass
 class ReusedBackbone:
     run_dir: Path
-    metadata: dict
+    metadata: RunMetadata
     spec: BackboneSpec  # the source family's spec, building the reused extractor instead
     size: int
     resize: str
@@ -66,8 +67,8 @@ class ReusedBackbone:
     @property
     def record(self) -> dict:
         """metadata.json's `backbone_run`: where the backbone came from."""
-        return {"path": str(self.run_dir.resolve()), "backbone": self.metadata.get("backbone"),
-                "weights": self.metadata.get("weights"), "strategy": self.metadata.get("strategy"),
+        return {"path": str(self.run_dir.resolve()), "backbone": self.metadata.backbone,
+                "weights": self.metadata.weights, "strategy": self.metadata.strategy,
                 "weights_sha256": self.digest}
 
 
@@ -84,11 +85,11 @@ def open_backbone_run(path: str, modality: str, image_size: int | None, sequence
         run_dir, metadata, model = open_run(path)
     except UserError as error:
         raise UserError(f"--backbone {path}: {error}") from None
-    source_modality = metadata["modality"]
+    source_modality = metadata.modality
     if source_modality != modality:
         raise UserError(f"--backbone {path} is a {source_modality} run but the folder holds {modality} files. "
                         f"Received: --backbone {path}. Pass a {modality} run, or a {modality} backbone name.")
-    spec_in = metadata["input_spec"]
+    spec_in = metadata.input_spec
     if modality == "image":
         size, source_resize = int(spec_in["image_size"][0]), spec_in.get("resize", "stretch")
         _refuse_different("--image-size", image_size, size, run_dir)
@@ -98,7 +99,7 @@ def open_backbone_run(path: str, modality: str, image_size: int | None, sequence
         size, source_resize = int(spec_in["sequence_length"]), "stretch"
         _refuse_different("--sequence-length", sequence_length, size, run_dir)
     extractor = penultimate_extractor(model)
-    name = metadata.get("backbone")
+    name = metadata.backbone
     try:
         family = get_backbone(str(name))
     except Exception:  # noqa: BLE001  a family no longer available: the run still carries its weights

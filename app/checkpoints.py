@@ -42,6 +42,7 @@ import keras
 import numpy as np
 
 from app import run_dir as rd
+from app.checkpoint_state import CheckpointState, ResumePoint
 from app.errors import UserError
 from data.atomic_write import boundary, write_atomically
 from models.layer_walk import flat_layers
@@ -123,13 +124,13 @@ class Checkpoints:
         found = [entry for entry in self.root.iterdir() if entry.is_dir() and _FOLDER.match(entry.name)]
         return sorted(found, key=lambda entry: entry.name, reverse=True)
 
-    def _next_name(self, state: dict) -> str:
+    def _next_name(self, state: CheckpointState) -> str:
         folders = self._folders()
         number = int(_FOLDER.match(folders[0].name).group(1)) + 1 if folders else 1
-        stage = "end" if state.get("done") else f"epoch-{state['epoch']:04d}"
-        return f"{number:06d}-{state['phase']}-{stage}"
+        stage = "end" if state.done else f"epoch-{state.epoch:04d}"
+        return f"{number:06d}-{state.phase}-{stage}"
 
-    def save(self, state: dict, model: keras.Model, optimizer=None) -> Path:
+    def save(self, state: CheckpointState, model: keras.Model, optimizer=None) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / self._next_name(state)
         previous = self._folders()[:1]
@@ -141,7 +142,7 @@ class Checkpoints:
                 arrays = {f"v{i:05d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(optimizer.variables)}
                 with open(temporary / OPTIMIZER_STATE, "wb") as handle:
                     np.savez(handle, **arrays)
-            (temporary / STATE).write_text(json.dumps(state, indent=2, default=str) + "\n", encoding="utf-8")
+            (temporary / STATE).write_text(state.to_json(), encoding="utf-8")
 
         write_atomically(final, write_folder, label=f"checkpoint {final.name}")
         rd.write_json(self.root / LATEST, {"checkpoint": final.name,
@@ -159,7 +160,7 @@ class Checkpoints:
         needed = {folder.name for folder in kept}
         for folder in kept:
             try:
-                needed.add(rd.read_json(folder / STATE).get("best_weights"))
+                needed.add(CheckpointState.read(folder / STATE).best_weights)
             except UserError:
                 pass  # a damaged state names nothing: its best weights are not needed either
         removed = []
@@ -185,25 +186,27 @@ class Checkpoints:
     def _problem(self, folder: Path) -> tuple[str, str] | None:
         """(damaged file, what is wrong with it) for the first unusable file of a checkpoint, or None."""
         try:
-            state = json.loads((folder / STATE).read_text(encoding="utf-8"))
-            if not isinstance(state, dict) or not {"phase", "epoch", "history"} <= set(state):
-                return str(folder / STATE), "not a checkpoint state"
+            data = json.loads((folder / STATE).read_text(encoding="utf-8"))
         except FileNotFoundError:
             return str(folder / STATE), "missing"
         except (OSError, ValueError) as error:
             return str(folder / STATE), f"unreadable ({error})"
+        try:
+            state = CheckpointState.from_dict(data)
+        except ValueError as error:
+            return str(folder / STATE), str(error)
         files = [folder / MODEL_WEIGHTS]
         if (folder / OPTIMIZER_STATE).exists():  # phase-end checkpoints carry no optimizer state
             files.append(folder / OPTIMIZER_STATE)
-        if state.get("best_weights"):
-            files.append(self.root / state["best_weights"])
+        if state.best_weights:
+            files.append(self.root / state.best_weights)
         for path in files:
             if problem := rd.archive_problem(path):
                 return str(path), problem
         return None
 
-    def latest(self) -> tuple[dict, Path] | None:
-        """(state, folder) of the newest checkpoint whose every file is intact; None when there is
+    def latest(self) -> ResumePoint | None:
+        """The state and folder of the newest checkpoint whose every file is intact; None when there is
         none yet. A damaged newest one is reported and the one before used; UserError when every
         checkpoint is damaged."""
         damaged = []
@@ -213,7 +216,7 @@ class Checkpoints:
                 if damaged:
                     logger.warning("Skipping damaged checkpoint(s): %s. Resuming from %s instead.",
                                    "; ".join(damaged), folder.name)
-                return rd.read_json(folder / STATE), folder
+                return ResumePoint(CheckpointState.read(folder / STATE), folder)
             damaged.append(f"{problem[0]} is {problem[1]}")
         if damaged:
             raise UserError(f"Every checkpoint of this run is damaged: {'; '.join(damaged)}. The run cannot be "
@@ -221,10 +224,9 @@ class Checkpoints:
                             f"{self.root.parent / rd.CONFIG_FILE} --output NEW_RUN_DIR")
         return None
 
-    def best_weights(self, model: keras.Model, state: dict) -> list | None:
+    def best_weights(self, model: keras.Model, state: CheckpointState) -> list | None:
         """The best weights `state` goes with, as a list (model keeps its current weights), or None."""
-        name = state.get("best_weights")
-        return None if not name else self._weights.load(model, self.root / name)
+        return None if not state.best_weights else self._weights.load(model, self.root / state.best_weights)
 
     def restore(self, folder: Path, model: keras.Model, optimizer=None) -> None:
         if optimizer is not None and not optimizer.built:
@@ -297,8 +299,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
                              **logs})
         if self.early_stopping.best_epoch == epoch:
             self.best_weights = self.checkpoints.save_best(self.model, self.phase, epoch + 1 - self.epoch_offset)
-        state = {"phase": self.phase, "epoch": epoch + 1 - self.epoch_offset, "history": self.history,
-                 "early_stopping": self.early_stopping.state(), "best_weights": self.best_weights, **self.extra_state}
+        state = CheckpointState(self.phase, epoch + 1 - self.epoch_offset, self.history,
+                                early_stopping=self.early_stopping.state(), best_weights=self.best_weights,
+                                **self.extra_state)
         self.checkpoints.save(state, self.model, self.model.optimizer)
 
 

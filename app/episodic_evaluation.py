@@ -135,7 +135,7 @@ def load_meta_learner(run: LoadedRun):
         import models.text_layers  # noqa: F401
     path = run.path / META_LEARNER_FILE
     if not path.is_file():
-        raise UserError(f"{str(run.path)!r} is a {run.metadata['strategy']} run without {META_LEARNER_FILE}, so its "
+        raise UserError(f"{str(run.path)!r} is a {run.metadata.strategy} run without {META_LEARNER_FILE}, so its "
                         "meta-learner cannot be evaluated episodically (trained by an older metatune?).")
     return load_model_file(path, lambda file: keras.saving.load_model(file, safe_mode=True, compile=False),
                            retrain_remedy(run.path))
@@ -183,7 +183,7 @@ class _Features:
 
     def cached(self, extractor: keras.Model, weights: str) -> np.ndarray:
         run = self.run
-        key = feature_store_key(extractor, run.metadata["backbone"], weights, run.modality, run.input_size,
+        key = feature_store_key(extractor, run.metadata.backbone, weights, run.modality, run.input_size,
                                 run.resize, self.pooling)
         return np.asarray(cached_features(extractor, self.examples, run.modality, run.input_size, self.batch_size,
                                           run.resize, key))
@@ -193,14 +193,14 @@ class _Features:
         """Output of the run's own feature extractor (for linear runs: the frozen pretrained backbone)."""
         if self._run_features is None:
             logger.info("Features of the run's feature extractor for %d files", len(self.examples))
-            self._run_features = self.cached(self.extractor, str(self.run.metadata.get("weights")))
+            self._run_features = self.cached(self.extractor, str(self.run.metadata.weights))
         return self._run_features
 
     def baseline_features(self) -> tuple[np.ndarray, str]:
         """(features, description): frozen pretrained backbone, or the run's own when there are none."""
         from models.backbones import get_backbone
 
-        name = self.run.metadata["backbone"]
+        name = self.run.metadata.backbone
         spec = get_backbone(name)
         if spec.default_weights == "none":
             note = (f"the run's own {name} backbone features: {name} has no pretrained weights "
@@ -242,14 +242,14 @@ def penultimate_embeddings(run: LoadedRun, features: _Features, batch_size: int)
 def run_learner(run: LoadedRun, features: _Features, ways: int, shots: int,
                 batch_size: int) -> tuple[Learner, dict, keras.Model | None]:
     """The run's own few-shot learner, what the metrics say about it, and its meta-learner (None for other runs)."""
-    strategy = run.metadata.get("strategy")
+    strategy = run.metadata.strategy
     if strategy not in META_STRATEGIES:
         embeddings = penultimate_embeddings(run, features, batch_size)
         label = f"nearest centroid on the run's penultimate embedding ({strategy} run, {embeddings.shape[1]} dims)"
         return Learner(RUN_LEARNER, label, embeddings, nearest_centroid_predict), {
             "kind": "nearest_centroid_on_penultimate", "strategy": strategy, "transductive": False}, None
     learner = load_meta_learner(run)
-    meta = run.metadata.get("meta") or {}
+    meta = run.metadata.meta or {}
     source = meta.get("input", "features")
     if source not in ("features", "raw"):
         raise UserError(f"metadata.json meta.input must be 'features' or 'raw'. Received: {source!r}")
@@ -286,7 +286,7 @@ def support_finetuned_learner(run: LoadedRun, meta_learner, features: _Features,
     best fine-tuning setting of its validation episodes, so the report still shows what F gives.
     """
     reason = "turned off (--support-finetune off)" if option == "off" else sft.unsupported_reason(run.metadata)
-    choice = (run.metadata.get("meta") or {}).get("support_finetuning")
+    choice = (run.metadata.meta or {}).get("support_finetuning")
     if reason is None and not choice:
         reason = ("the run saved no support fine-tuning choice (trained by an older metatune, or its target had too "
                   "few classes or examples for validation episodes)")
@@ -488,7 +488,7 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
         "novel_classes": sorted(set(pool.class_names) - set(run.class_names)),
         "num_examples": len(pool.examples),
         "run_dir": str(run.path),
-        "backbone": run.metadata.get("backbone"),
+        "backbone": run.metadata.backbone,
     }
     if finetune_info["applied"]:
         metrics["learner"]["label"] += f"; with support fine-tuning ({finetuned.label})"

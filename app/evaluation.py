@@ -16,49 +16,17 @@ from app.errors import UserError
 from app.calibration import apply_temperature
 from app.metrics import bootstrap_ci95, classification_metrics, reliability_bins
 from app.report import plot_confusion_matrix, plot_reliability, render_comparison, render_report
-from app.inputs import example_dataset
 from app.explanations import explanations_section
 from app.label_issue_run import label_issues_section
 from app.open_set import embed_examples
 from app.open_set_evaluation import evaluate_unknown, prepare_unknown_set, render_open_set
-from data.pipeline import text_dataset
 from data.records import Example
 from data.scan import scan_folder
 from app.run_integrity import open_run
+from app.run_metadata import LoadedRun, RunMetadata
 
 logger = logging.getLogger(__name__)
 WORST_EXAMPLES = 10
-
-
-@dataclass
-class LoadedRun:
-    path: Path
-    metadata: dict
-    model: object
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.metadata["class_names"]
-
-    @property
-    def modality(self) -> str:
-        return self.metadata["modality"]
-
-    @property
-    def input_size(self) -> int:
-        spec = self.metadata["input_spec"]
-        return spec["image_size"][0] if self.modality == "image" else spec["sequence_length"]
-
-    @property
-    def resize(self) -> str:
-        return self.metadata["input_spec"].get("resize", "stretch")
-
-    def predict_examples(self, examples: list[Example], batch_size: int = 32) -> np.ndarray:
-        dataset = example_dataset(examples, self.modality, self.input_size, batch_size, self.resize)
-        return self.model.predict(dataset, verbose=0)
-
-    def predict_texts(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        return self.model.predict(text_dataset(texts, None, batch_size), verbose=0)
 
 
 def load_run(path: str | Path) -> LoadedRun:
@@ -98,8 +66,8 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
     union of the run's and the folder's classes.
     """
     scan = scan_folder(data_dir)
-    if scan.modality != run.metadata["modality"]:
-        raise UserError(f"The run expects {run.metadata['modality']} data but {str(data_dir)!r} holds {scan.modality} files.")
+    if scan.modality != run.modality:
+        raise UserError(f"The run expects {run.modality} data but {str(data_dir)!r} holds {scan.modality} files.")
     run_classes = run.class_names
     folder_classes = sorted({scan.class_names[e.label] for e in scan.examples})
     if any_classes:
@@ -123,12 +91,12 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
 
     if "test" in scan.splits_present():
         return EvaluationSet(collect("test"), "test/ split of the folder", "test", run_classes)
-    if _same_folder(scan.root, run.metadata["data_dir"]):
+    if _same_folder(scan.root, run.metadata.data_dir):
         manifest = rd.read_json(run.path / rd.MANIFEST_FILE)
         held_out = [f for f in manifest["files"] if f["split"] == "test"]
         description, suffix = "test files held out at training time (from the run manifest)", "heldout-test"
         if not held_out:
-            if run.metadata.get("refit", {}).get("applied"):
+            if run.metadata.refit_applied:
                 raise UserError(
                     f"The run has no test split of {scan.root!r} to evaluate on, and its validation files are "
                     "training files: the run refitted on train + validation (metadata.json, 'refit'). Evaluate "
@@ -201,7 +169,7 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
         known_embeddings, probabilities = embed_examples(run, chosen.examples, batch_size=batch_size)
     else:
         probabilities = run.predict_examples(chosen.examples, batch_size)
-    temperature = run.metadata.get("calibration", {}).get("temperature")
+    temperature = run.metadata.temperature
     if apply_temperature_scaling:
         if temperature is None:
             raise UserError(f"{str(run.path)!r} has no fitted temperature (trained by an older metatune); "
@@ -250,8 +218,8 @@ def compare_runs(run_paths: list[str | Path], data_dir: str | Path, **kwargs) ->
             logger.warning("%s was evaluated on different files (%s) than the first run (%s); compare with care.",
                            path, files, chosen_files)
         chosen_files = chosen_files or files
-        metadata = rd.read_json(Path(path) / rd.METADATA_FILE)
-        rows.append({"run": str(path), "backbone": metadata["backbone"], "strategy": metadata["strategy"],
+        metadata = RunMetadata.read(Path(path))
+        rows.append({"run": str(path), "backbone": metadata.backbone, "strategy": metadata.strategy,
                      "num_examples": metrics["num_examples"], "accuracy": metrics["accuracy"],
                      "macro_f1": metrics["macro_f1"], "ece": metrics["ece"], "ci95": metrics["ci95"],
                      "eval_dir": str(out_dir)})

@@ -125,20 +125,19 @@ def failed_report_path(output: Path) -> Path:
 
 
 def _spec(run: LoadedRun) -> InputSpec:
-    size = tuple(run.metadata["input_spec"]["image_size"]) if run.modality == "image" else None
-    return InputSpec(run.modality, size, run.resize)
+    return InputSpec(run.modality, run.metadata.image_size, run.resize)
 
 
 def held_out_examples(run: LoadedRun) -> tuple[list[Example], str]:
     """The run's test files from its manifest, else its validation files (labels = run class indices)."""
     manifest = rd.read_json(run.path / rd.MANIFEST_FILE)
-    root = Path(manifest.get("root") or run.metadata["data_dir"])
+    root = Path(manifest.get("root") or run.metadata.data_dir)
     chosen = [f for f in manifest["files"] if f["split"] == "test"]
     note = f"test split of {root} from the run's manifest"
     if not chosen:
         chosen = [f for f in manifest["files"] if f["split"] == "val"]
         note = f"validation split of {root} from the run's manifest (the run has no test split)"
-        if run.metadata.get("refit", {}).get("applied"):
+        if run.metadata.refit_applied:
             note += "; the run refitted on train + validation, so accuracy here is optimistic, agreement is not"
     if not chosen:
         raise UserError(f"The run's manifest lists no test or validation files to check the export on "
@@ -158,7 +157,7 @@ def held_out_examples(run: LoadedRun) -> tuple[list[Example], str]:
 def representative_paths(run: LoadedRun, wanted: int) -> list[str]:
     """Up to `wanted` training files for int8 calibration, taken class by class in turn (balanced)."""
     manifest = rd.read_json(run.path / rd.MANIFEST_FILE)
-    root = Path(manifest.get("root") or run.metadata["data_dir"])
+    root = Path(manifest.get("root") or run.metadata.data_dir)
     by_class: dict[str, list[str]] = {}
     for entry in manifest["files"]:
         if entry["split"] == "train" and (root / entry["path"]).is_file():

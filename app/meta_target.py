@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from app.config import TrainConfig
-from app.phases import HEAD, PhaseContext, _targets, train_head
+from app.phases import HEAD, PhaseContext, fit_fixed_epochs, head_training, train_head
 from data.splits import class_weights
 from models.heads import ClassificationHead
 from app.target_heads import CV_FOLDS, FIT, candidate_heads, choose_head
@@ -59,14 +59,13 @@ def _fit_head_fixed_epochs(config: TrainConfig, num_classes: int, embeddings: np
     """
     head = ClassificationHead(num_classes, config.dropout, seed=config.seed, hidden_units=0)
     head_model = head.features_model(embeddings.shape[-1])
-    loss, to_targets = _targets(config, num_classes)
-    head_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
+    compile_spec, to_targets = head_training(config, num_classes)
     dataset = (tf.data.Dataset.from_tensor_slices((embeddings, np.asarray(labels, np.int32)))
                .shuffle(len(labels), seed=config.seed).batch(config.batch_size))
     if to_targets:
         dataset = dataset.map(to_targets)
     weights = class_weights(list(labels), num_classes) if config.class_weight == "auto" else None
-    head_model.fit(dataset, epochs=epochs, class_weight=weights, shuffle=False, verbose=0)  # the dataset shuffles, seeded
+    fit_fixed_epochs(head_model, compile_spec, dataset, epochs, weights)
     return head, head_model
 
 

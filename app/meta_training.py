@@ -45,7 +45,7 @@ from app.source_stage import CHOICE_SEED_OFFSET, SOURCE_STAGES, dense_embedding,
 from app.source_stage import choose as choose_stage
 from app.source_stage import score as score_stage
 from app.source_stage import summary as stage_summary
-from app.phases import HEAD, META, PhaseContext, _run_phase
+from app.phases import HEAD, META, CompileSpec, PhaseContext, PhaseSpec, compile_model, run_phase
 from data.episodes import EpisodeSampler, array_meta_batches
 from data.episodes import text_meta_batches
 from data.atomic_write import write_atomically
@@ -127,7 +127,9 @@ class MetaStepLogger(keras.callbacks.Callback):
         self.writer.flush()
 
 
-def _build_learner(config: TrainConfig, embedding: keras.Model, input_shape, weights: str):
+def _build_learner(config: TrainConfig, embedding: keras.Model, input_shape,
+                   weights: str) -> tuple[keras.Model, CompileSpec]:
+    """The meta learner, and how it compiles (its meta optimizer; the phase runner compiles it)."""
     kwargs = {"transductive": config.transductive}
     if config.strategy != "protonet":
         kwargs |= {"adapt": _adapt_setting(config), "inner_learning_rate": config.inner_learning_rate,
@@ -142,10 +144,9 @@ def _build_learner(config: TrainConfig, embedding: keras.Model, input_shape, wei
         optimizer = keras.optimizers.SGD(config.meta_step_size)
     else:
         optimizer = keras.optimizers.Adam(config.meta_learning_rate)
-    learner.compile(optimizer=optimizer)
     if config.init:
         _initialise_from(learner, Path(config.init))
-    return learner
+    return learner, CompileSpec(optimizer)
 
 
 def _initialise_from(learner, run_dir: Path) -> None:
@@ -256,7 +257,7 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
             feature_extractor.trainable = True  # from scratch: everything trains, BatchNorm included
         else:
             unfreeze_top_blocks(backbone.spec, feature_extractor, config.unfreeze)
-    learner = _build_learner(config, embedding, meta_train_x.shape[1:], backbone.weights)
+    learner, compile_spec = _build_learner(config, embedding, meta_train_x.shape[1:], backbone.weights)
 
     train_ds = _episodes(sampler, meta_train_x, config.meta_batch_size, None, modality)
     val_ds, monitor, probe = None, "val_loss", None
@@ -272,18 +273,18 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
 
     candidates = source_candidates(config, mode)
     done_weights = run_dir / CHECKPOINTS_DIR / META_DONE_WEIGHTS
-    resumed_after_meta = context.resume is not None and context.resume[0]["phase"] == HEAD
     if candidates is not None and "protonet" not in candidates:
         meta_epochs, meta_steps = 0, 0  # no episodic source stage asked for
-    elif resumed_after_meta:
+    elif context.resumed_phase == HEAD:  # meta-training finished before the interruption
+        compile_model(learner, compile_spec)  # saved below as it would have been after its phase
         learner.load_weights(done_weights)
-        meta_epochs = context.resume[0]["epoch_offset"]
-        meta_steps = context.resume[0]["step_offset"]
+        meta_epochs = context.resume.state.epoch_offset
+        meta_steps = context.resume.state.step_offset
     else:
-        result = _run_phase(
-            context, META, 1, learner, train_ds, val_ds, config.meta_epochs, 0, 0, config.meta_steps, None, None,
-            extra_callbacks=[MetaStepLogger(context.log_dir, probe)], monitor=monitor,
-            description=f"{config.strategy} meta-training, {config.ways}-way {config.shots}-shot episodes")
+        result = run_phase(context, PhaseSpec(
+            META, 1, learner, compile_spec, train_ds, val_ds, config.meta_epochs, steps_per_epoch=config.meta_steps,
+            extra_callbacks=(MetaStepLogger(context.log_dir, probe),), monitor=monitor,
+            description=f"{config.strategy} meta-training, {config.ways}-way {config.shots}-shot episodes"))
         # The head phase's checkpoints do not hold the embedding.
         write_atomically(done_weights, lambda temporary: learner.save_weights(temporary))
         meta_epochs, meta_steps = result.epochs, result.epochs * config.meta_steps

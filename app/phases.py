@@ -1,7 +1,11 @@
 """The training phases: the head on cached features (linear, and finetune phase 1), then the
 top backbone blocks with the head (finetune phase 2). Each phase checkpoints every epoch
 and can start again from its last completed epoch (see app/checkpoints.py). A phase given
-no validation data (the refit, app/refit.py) trains for exactly its number of epochs."""
+no validation data (the refit, app/refit.py) trains for exactly its number of epochs.
+
+Every phase, meta-training's included (app/meta_training.py), runs through `run_phase`, given
+one `PhaseSpec`: it is the one place a model is compiled (`compile_model`) and fit, so that
+running under a distribution strategy changes this module, not its callers."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from app import tensorboard_logging as tb
+from app.checkpoint_state import CheckpointState, ResumePoint
 from app.checkpoints import Checkpoints, EpochCheckpoint, ResumableEarlyStopping, StopOnNaN
 from app.config import TrainConfig
 from app.errors import UserError
@@ -38,10 +43,15 @@ class PhaseContext:
     checkpoints: Checkpoints
     class_names: list[str]
     history: list[dict] = field(default_factory=list)  # every completed epoch of the run, all phases
-    resume: tuple[dict, Path] | None = None  # (state, folder) of the checkpoint to continue from
+    resume: ResumePoint | None = None  # the checkpoint to continue from
 
-    def resume_of(self, phase: str) -> tuple[dict, Path] | None:
-        return self.resume if self.resume and self.resume[0]["phase"] == phase else None
+    @property
+    def resumed_phase(self) -> str | None:
+        """The phase the run is continuing (None: a fresh start)."""
+        return self.resume.state.phase if self.resume else None
+
+    def resume_of(self, phase: str) -> ResumePoint | None:
+        return self.resume if self.resumed_phase == phase else None
 
 
 @dataclass
@@ -52,7 +62,7 @@ class PhaseResult:
     wall_time_s: float
 
 
-def _targets(config: TrainConfig, num_classes: int, one_hot: bool = False):
+def loss_and_targets(config: TrainConfig, num_classes: int, one_hot: bool = False):
     """Loss, and how labels must look for it (label smoothing and MixUp need one-hot targets in Keras)."""
     if config.label_smoothing or one_hot:
         return (keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
@@ -81,70 +91,111 @@ class EpochSummary(keras.callbacks.Callback):
                     logs.get("accuracy", math.nan), validation, rate, time.perf_counter() - self.started)
 
 
-def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: keras.Model, train_ds, val_ds,
-               max_epochs: int, epoch_offset: int, step_offset: int, steps_per_epoch: int | None,
-               confusion_inputs, val_labels, extra_callbacks=(), class_weight=None,
-               description: str = "", extra_state: dict | None = None, monitor: str = "val_loss") -> PhaseResult:
-    """fit() one phase with early stopping, NaN guard, checkpoints, TensorBoard; resume-aware.
+@dataclass
+class CompileSpec:
+    """What a phase compiles its model with (`compile_model`). Keyword arguments only: Keras 3's
+    `compile(optimizer, loss, metrics)` takes a third positional argument as `loss_weights`."""
 
-    Without validation data (`val_ds` None) nothing can stop the phase early: it trains
-    exactly `max_epochs` epochs and keeps the last weights."""
+    optimizer: keras.optimizers.Optimizer
+    loss: object = None  # None: the model computes its own loss (meta learners' train_step)
+    metrics: list | None = None
+
+
+def compile_model(model: keras.Model, spec: CompileSpec) -> None:
+    """The one place a model is compiled: a distribution strategy's scope will wrap this."""
+    model.compile(optimizer=spec.optimizer, loss=spec.loss, metrics=spec.metrics)
+
+
+@dataclass
+class PhaseSpec:
+    """One phase for `run_phase`: the model, how it compiles, its data and where it sits in the run."""
+
+    phase: str  # HEAD, FINETUNE, META or a refit phase: names its checkpoints and history entries
+    number: int  # the phase's number in TensorBoard's phase markers
+    model: keras.Model
+    compile: CompileSpec
+    train_ds: tf.data.Dataset
+    val_ds: tf.data.Dataset | None  # None: exactly `max_epochs` epochs, nothing stops the phase early
+    max_epochs: int
+    epoch_offset: int = 0  # epochs of earlier phases: fit() counts epochs across the whole run
+    step_offset: int = 0  # optimizer steps of earlier phases (TensorBoard's step axis)
+    steps_per_epoch: int | None = None  # None: one pass over `train_ds`
+    confusion_inputs: object = None  # validation inputs (dataset or array) for the per-epoch confusion matrix
+    val_labels: list[int] | None = None
+    extra_callbacks: tuple = ()
+    class_weight: dict | None = None
+    description: str = ""
+    monitor: str = "val_loss"  # what early stopping watches
+    selection: dict | None = None  # the refit: what the first model left, kept in every checkpoint
+
+
+def run_phase(context: PhaseContext, spec: PhaseSpec) -> PhaseResult:
+    """Compile and fit() one phase with early stopping, NaN guard, checkpoints, TensorBoard; resume-aware.
+
+    Without validation data (`spec.val_ds` None) nothing can stop the phase early: it trains
+    exactly `spec.max_epochs` epochs and keeps the last weights."""
     config = context.config
-    fixed_epochs = val_ds is None
+    phase, model, max_epochs, epoch_offset = spec.phase, spec.model, spec.max_epochs, spec.epoch_offset
+    fixed_epochs = spec.val_ds is None
     started = time.perf_counter()
+    compile_model(model, spec.compile)
     resume = context.resume_of(phase)
     completed = 0
     resume_best = None
     if resume:
-        state, folder = resume
-        context.checkpoints.restore(folder, model, model.optimizer)
-        completed = state["epoch"]
-        if state.get("done"):
-            logger.info("Resuming after the end of %s (%s)", phase, folder)
-            return PhaseResult(completed, state["early_stopping"]["best_epoch"] + 1 - epoch_offset,
-                               state.get("steps_per_epoch", 0), 0.0)
+        state = resume.state
+        context.checkpoints.restore(resume.folder, model, model.optimizer)
+        completed = state.epoch
+        if state.done:
+            logger.info("Resuming after the end of %s (%s)", phase, resume.folder)
+            return PhaseResult(completed, state.early_stopping["best_epoch"] + 1 - epoch_offset,
+                               state.steps_per_epoch or 0, 0.0)
         resume_best = context.checkpoints.best_weights(model, state)
         if completed < max_epochs:
-            logger.info("Resuming %s at epoch %d/%d from %s", phase, completed + 1, max_epochs, folder)
+            logger.info("Resuming %s at epoch %d/%d from %s", phase, completed + 1, max_epochs, resume.folder)
         else:
-            logger.info("Resuming %s after its last epoch (%d/%d) from %s", phase, completed, max_epochs, folder)
+            logger.info("Resuming %s after its last epoch (%d/%d) from %s", phase, completed, max_epochs,
+                        resume.folder)
     # A fixed-length phase still gets the callback (its state goes into every checkpoint), made
     # unable to stop or to restore anything.
-    early_stopping = ResumableEarlyStopping(monitor="loss" if fixed_epochs else monitor,
+    early_stopping = ResumableEarlyStopping(monitor="loss" if fixed_epochs else spec.monitor,
                                             patience=max_epochs + 1 if fixed_epochs else config.patience,
                                             restore_best_weights=not fixed_epochs,
-                                            resume_state=resume[0]["early_stopping"] if resume else None,
+                                            resume_state=resume.state.early_stopping if resume else None,
                                             resume_best_weights=resume_best)
     nan_guard = StopOnNaN()
-    steps = steps_per_epoch or int(train_ds.cardinality().numpy())
-    extra_state = {"steps_per_epoch": steps, **(extra_state or {})}
+    steps = spec.steps_per_epoch or int(spec.train_ds.cardinality().numpy())
+    # What every checkpoint of this phase records besides its progress.
+    extra_state = {"steps_per_epoch": steps, "epoch_offset": epoch_offset, "step_offset": spec.step_offset,
+                   "selection": spec.selection}
     callbacks = [
         nan_guard,
         early_stopping,
         EpochCheckpoint(context.checkpoints, phase, context.history, early_stopping,
-                        extra_state, epoch_offset, resume[0].get("best_weights") if resume else None),
+                        extra_state, epoch_offset, resume.state.best_weights if resume else None),
         keras.callbacks.TensorBoard(log_dir=str(context.log_dir)),
-        tb.StepLearningRate(context.log_dir, step_offset),
-        tb.PhaseMarker(context.log_dir, phase_number, description),
+        tb.StepLearningRate(context.log_dir, spec.step_offset),
+        tb.PhaseMarker(context.log_dir, spec.number, spec.description),
         BatchProgress(phase),  # listed before EpochSummary: the bar is cleared before the epoch's line
         EpochSummary(phase, epoch_offset, max_epochs),
-        *extra_callbacks,
+        *spec.extra_callbacks,
     ]
-    if confusion_inputs is not None:  # episodes have no fixed classes: no confusion matrix for meta phases
-        callbacks.append(tb.ConfusionMatrixPerEpoch(context.log_dir, confusion_inputs, val_labels, context.class_names))
-    if completed < max_epochs and not (resume and early_stopping_exhausted(resume[0], config.patience)):
+    if spec.confusion_inputs is not None:  # episodes have no fixed classes: no confusion matrix for meta phases
+        callbacks.append(tb.ConfusionMatrixPerEpoch(context.log_dir, spec.confusion_inputs, spec.val_labels,
+                                                    context.class_names))
+    if completed < max_epochs and not (resume and early_stopping_exhausted(resume.state, config.patience)):
         # fit() makes new iterators every epoch: none may carry the autotuning thread (see data/pipeline.py).
-        train_ds = without_autotune_thread(train_ds)
-        val_ds = None if val_ds is None else without_autotune_thread(val_ds)
+        train_ds = without_autotune_thread(spec.train_ds)
+        val_ds = None if fixed_epochs else without_autotune_thread(spec.val_ds)
         model.fit(train_ds, validation_data=val_ds, epochs=epoch_offset + max_epochs,
-                  initial_epoch=epoch_offset + completed, callbacks=callbacks, steps_per_epoch=steps_per_epoch,
-                  class_weight=class_weight, shuffle=False, verbose=0)  # datasets shuffle themselves, seeded
+                  initial_epoch=epoch_offset + completed, callbacks=callbacks, steps_per_epoch=spec.steps_per_epoch,
+                  class_weight=spec.class_weight, shuffle=False, verbose=0)  # datasets shuffle themselves, seeded
     elif resume_best is not None and not fixed_epochs:
         model.set_weights(resume_best)
     if nan_guard.stopped_at:
         epoch, batch = nan_guard.stopped_at
         last = context.checkpoints.latest()
-        kept = f"the last good checkpoint ({last[1].name}) is kept in {context.checkpoints.root}" if last else \
+        kept = f"the last good checkpoint ({last.folder.name}) is kept in {context.checkpoints.root}" if last else \
             "no epoch had completed, so there is no checkpoint"
         raise UserError(
             f"Training diverged: the {phase} loss became NaN/inf at epoch {epoch - epoch_offset}, batch {batch}. "
@@ -153,26 +204,32 @@ def _run_phase(context: PhaseContext, phase: str, phase_number: int, model: kera
         )
     phase_epochs = sum(1 for entry in context.history if entry["phase"] == phase)
     best_epoch = early_stopping.best_epoch + 1 - epoch_offset
-    state = {"phase": phase, "epoch": phase_epochs, "done": True, "history": context.history,
-             "early_stopping": early_stopping.state(), **extra_state}
+    state = CheckpointState(phase, phase_epochs, context.history, done=True, early_stopping=early_stopping.state(),
+                            **extra_state)
     context.checkpoints.save(state, model)  # best weights restored: what the next phase starts from
     return PhaseResult(phase_epochs, best_epoch, steps, time.perf_counter() - started)
 
 
-def early_stopping_exhausted(state: dict, patience: int) -> bool:
+def fit_fixed_epochs(model: keras.Model, compile_spec: CompileSpec, dataset, epochs: int, class_weight=None) -> None:
+    """A plain fit for `epochs` epochs: no validation, checkpoints or callbacks. For seconds-long fits
+    that a resumed run simply repeats (app/meta_target.py's refit head)."""
+    compile_model(model, compile_spec)
+    model.fit(dataset, epochs=epochs, class_weight=class_weight, shuffle=False, verbose=0)  # datasets shuffle, seeded
+
+
+def early_stopping_exhausted(state: CheckpointState, patience: int) -> bool:
     """The interrupted phase had already decided to stop (it died while wrapping up)."""
-    return state["early_stopping"]["wait"] >= patience
+    return state.early_stopping["wait"] >= patience
 
 
 def train_head(context: PhaseContext, head_model: keras.Model, train_features, train_labels, val_features,
                val_labels, phase_number: int, epoch_offset: int = 0, step_offset: int = 0, phase: str = HEAD,
-               max_epochs: int | None = None, extra_state: dict | None = None) -> PhaseResult:
+               max_epochs: int | None = None, selection: dict | None = None) -> PhaseResult:
     """The head on cached features: epochs cost milliseconds, so early stopping can be patient.
     `val_features` None: exactly `max_epochs` epochs, no validation (the refit)."""
     config = context.config
     num_classes = len(context.class_names)
-    loss, to_targets = _targets(config, num_classes)
-    head_model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
+    compile_spec, to_targets = head_training(config, num_classes)
     steps_per_epoch = None
     if config.balanced_sampler:
         train_ds = balanced_dataset(train_features, train_labels, num_classes, config.seed).batch(config.batch_size)
@@ -188,10 +245,17 @@ def train_head(context: PhaseContext, head_model: keras.Model, train_features, t
         val_ds = None if val_ds is None else val_ds.map(to_targets)
     weights = class_weights(train_labels, num_classes) if config.class_weight == "auto" else None
     description = "head on cached backbone features" + (", train + validation" if val_ds is None else "")
-    return _run_phase(context, phase, phase_number, head_model, train_ds, val_ds, max_epochs or config.epochs,
-                      epoch_offset, step_offset, steps_per_epoch, val_features, val_labels, class_weight=weights,
-                      description=description,
-                      extra_state={"epoch_offset": epoch_offset, "step_offset": step_offset, **(extra_state or {})})
+    return run_phase(context, PhaseSpec(
+        phase, phase_number, head_model, compile_spec, train_ds, val_ds, max_epochs or config.epochs, epoch_offset,
+        step_offset, steps_per_epoch, confusion_inputs=val_features, val_labels=val_labels, class_weight=weights,
+        description=description, selection=selection))
+
+
+def head_training(config: TrainConfig, num_classes: int) -> tuple[CompileSpec, object]:
+    """How a head on cached features compiles (Adam at --learning-rate), and the map its labels
+    need (None: as they are)."""
+    loss, to_targets = loss_and_targets(config, num_classes)
+    return CompileSpec(keras.optimizers.Adam(config.learning_rate), loss, ["accuracy"]), to_targets
 
 
 def finetune_inputs(config: TrainConfig, modality: str, size: int, train_examples, val_examples, num_classes: int):
@@ -212,7 +276,7 @@ def finetune_inputs(config: TrainConfig, modality: str, size: int, train_example
         val_ds = text_dataset(read_texts([e.path for e in val_examples], [e.encoding for e in val_examples]),
                               val_labels, config.batch_size) if val_examples else None
     mixup = uses_mixup(config, modality)
-    _, to_targets = _targets(config, num_classes, one_hot=mixup)
+    _, to_targets = loss_and_targets(config, num_classes, one_hot=mixup)
     confusion_inputs = None if val_ds is None else val_ds.map(lambda x, y: x)
     if to_targets:
         train_ds = train_ds.map(to_targets)
@@ -290,8 +354,19 @@ def phase2_learning_rate(config: TrainConfig, steps_per_epoch: int):
 
 def compile_phase2(config: TrainConfig, spec, feature_extractor: keras.Model, task_model: keras.Model, head_layers,
                    steps_per_epoch: int, num_classes: int, augment: AugmentConfig | None = None) -> keras.Model:
-    """Unfreeze the top blocks (BatchNorm stays frozen) and compile the model phase 2 trains
-    (`phase2_training_model`) at lower, per-depth rates; return it."""
+    """`prepare_phase2`, compiled: the model phase 2 trains, ready for a fit()."""
+    model, compile_spec = prepare_phase2(config, spec, feature_extractor, task_model, head_layers, steps_per_epoch,
+                                         num_classes, augment)
+    compile_model(model, compile_spec)
+    return model
+
+
+def prepare_phase2(config: TrainConfig, spec, feature_extractor: keras.Model, task_model: keras.Model, head_layers,
+                   steps_per_epoch: int, num_classes: int,
+                   augment: AugmentConfig | None = None) -> tuple[keras.Model, CompileSpec]:
+    """Unfreeze the top blocks (BatchNorm stays frozen): the model phase 2 trains
+    (`phase2_training_model`) and how it compiles, at lower, per-depth rates (recompiled because
+    `trainable` changed)."""
     groups = unfreeze_top_blocks(spec, feature_extractor, config.unfreeze)
     multipliers = learning_rate_multipliers(head_layers, groups, config.lr_decay)
     trainable = sum(int(np.prod(v.shape)) for v in task_model.trainable_variables)
@@ -299,32 +374,30 @@ def compile_phase2(config: TrainConfig, spec, feature_extractor: keras.Model, ta
                 "learning rate %.1e with x%.2g per group down%s", len(groups), config.unfreeze, f"{trainable:,}",
                 config.finetune_learning_rate, config.lr_decay, ", augmentation in the model" if augment else "")
     model = phase2_training_model(task_model, augment, config.seed)
-    loss, _ = _targets(config, num_classes, one_hot=uses_mixup(config, spec.modality))
-    model.compile(  # recompile: `trainable` changed
-        optimizer=DiscriminativeAdam(multipliers, learning_rate=phase2_learning_rate(config, steps_per_epoch)),
-        loss=loss, metrics=["accuracy"],
-    )
-    return model
+    loss, _ = loss_and_targets(config, num_classes, one_hot=uses_mixup(config, spec.modality))
+    optimizer = DiscriminativeAdam(multipliers, learning_rate=phase2_learning_rate(config, steps_per_epoch))
+    return model, CompileSpec(optimizer, loss, ["accuracy"])
 
 
 def finetune_backbone(context: PhaseContext, spec, feature_extractor: keras.Model, task_model: keras.Model,
                       head_layers, train_ds, val_ds, confusion_inputs, val_labels, epoch_offset: int,
                       step_offset: int, phase: str = FINETUNE, phase_number: int = 2, max_epochs: int | None = None,
-                      extra_state: dict | None = None) -> PhaseResult:
-    """Phase 2 (`compile_phase2`), checkpointed and early-stopped like every phase.
+                      selection: dict | None = None) -> PhaseResult:
+    """Phase 2 (`prepare_phase2`), checkpointed and early-stopped like every phase.
     `val_ds` None: exactly `max_epochs` epochs, no validation (the refit). The learning-rate
     schedule always spans `--finetune-epochs`, so a shorter refit sees the same rates epoch by
     epoch as the run whose epochs it repeats."""
     config = context.config
     steps = int(train_ds.cardinality().numpy())
-    model = compile_phase2(config, spec, feature_extractor, task_model, head_layers, steps, len(context.class_names),
-                           phase2_augmentation(config, spec.modality))
+    model, compile_spec = prepare_phase2(config, spec, feature_extractor, task_model, head_layers, steps,
+                                         len(context.class_names), phase2_augmentation(config, spec.modality))
     extra = []
     if config.lr_schedule == "plateau" and val_ds is not None:
         extra.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=PLATEAU_FACTOR,
                                                        patience=max(1, config.patience // 2), verbose=1))
     description = (f"top {config.unfreeze} backbone block(s) unfrozen, BatchNorm frozen"
                    + (", train + validation" if val_ds is None else ""))
-    return _run_phase(context, phase, phase_number, model, train_ds, val_ds, max_epochs or config.finetune_epochs,
-                      epoch_offset, step_offset, None, confusion_inputs, val_labels, extra, description=description,
-                      extra_state={"epoch_offset": epoch_offset, "step_offset": step_offset, **(extra_state or {})})
+    return run_phase(context, PhaseSpec(
+        phase, phase_number, model, compile_spec, train_ds, val_ds, max_epochs or config.finetune_epochs, epoch_offset,
+        step_offset, confusion_inputs=confusion_inputs, val_labels=val_labels, extra_callbacks=tuple(extra),
+        description=description, selection=selection))

@@ -86,17 +86,15 @@ def refit_transfer(context: PhaseContext, scan, backbone, feature_extractor: ker
     labels = [e.label for e in examples]
     head = ClassificationHead(len(scan.class_names), config.dropout, seed=config.seed, hidden_units=config.hidden_units)
     head_model = head.features_model(features.shape[-1])
-    resume = context.resume
-    if resume is not None and resume[0]["phase"] in REFIT_PHASES:  # where the interrupted refit phase started
-        offset, steps = resume[0]["epoch_offset"], resume[0]["step_offset"]
+    if context.resumed_phase in REFIT_PHASES:  # where the interrupted refit phase started
+        offset, steps = context.resume.state.epoch_offset, context.resume.state.step_offset
     else:  # after the first run's epochs and optimizer steps
         offset, steps = len(context.history), selection["steps"]
-    extra_state = {"selection": selection}
     logger.info("Refit on train + validation (%d files): %s", len(examples),
                 ", ".join(f"{phase} {count} epoch(s)" for phase, count in epochs.items()))
     if context.resume_of(REFIT_FINETUNE) is None:
         result = train_head(context, head_model, features, labels, None, None, phase_number=3, epoch_offset=offset,
-                            step_offset=steps, phase=REFIT_HEAD, max_epochs=epochs[HEAD], extra_state=extra_state)
+                            step_offset=steps, phase=REFIT_HEAD, max_epochs=epochs[HEAD], selection=selection)
         offset, steps = offset + result.epochs, steps + result.epochs * result.steps_per_epoch
     if pristine_backbone is not None:
         feature_extractor.set_weights(pristine_backbone)  # the first run's phase 2 changed them
@@ -106,6 +104,6 @@ def refit_transfer(context: PhaseContext, scan, backbone, feature_extractor: ker
     train_ds, _, _ = finetune_inputs(config, scan.modality, backbone.size, examples, [], len(scan.class_names))
     finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, train_ds, None, None, None,
                       epoch_offset=offset, step_offset=steps, phase=REFIT_FINETUNE, phase_number=4,
-                      max_epochs=epochs[FINETUNE], extra_state=extra_state)
+                      max_epochs=epochs[FINETUNE], selection=selection)
     return task_model
 

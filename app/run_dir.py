@@ -28,6 +28,12 @@ LOGS_DIR = "logs"
 LOCK_FILE = ".lock"  # app/run_lock.py: held by the process that trains, resumes or finishes the run
 
 
+def retrain_remedy(run_dir: Path) -> str:
+    """What to do about a damaged file of a finished run."""
+    return (f"Train the run again (python train.py --config {Path(run_dir) / CONFIG_FILE} --output NEW_RUN_DIR) or "
+            "restore the file from a backup.")
+
+
 def write_json(path: Path, payload) -> None:
     """Write JSON atomically: a temporary file in the same folder, then rename."""
     path = Path(path)

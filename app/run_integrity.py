@@ -23,9 +23,9 @@ import numpy as np
 
 from app import run_dir as rd
 from app.errors import UserError
+from app.run_dir import retrain_remedy
+from app.run_metadata import RunMetadata
 from models.task_model import load_task_model
-
-MODALITIES = ("image", "text")
 
 
 def class_digest(model: keras.Model, class_names: list[str]) -> str:
@@ -35,32 +35,6 @@ def class_digest(model: keras.Model, class_names: list[str]) -> str:
     for weight in model.weights[-2:]:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight), dtype=np.float32).tobytes())
     return digest.hexdigest()
-
-
-def retrain_remedy(run_dir: Path) -> str:
-    return (f"Train the run again (python train.py --config {run_dir / rd.CONFIG_FILE} --output NEW_RUN_DIR) or "
-            "restore the file from a backup.")
-
-
-def read_metadata(run_dir: Path) -> dict:
-    """metadata.json, checked for the fields evaluation and prediction rely on."""
-    path = run_dir / rd.METADATA_FILE
-    metadata = rd.read_json(path, retrain_remedy(run_dir))
-    names = metadata.get("class_names") if isinstance(metadata, dict) else None
-    problem = None
-    if not isinstance(metadata, dict):
-        problem = f"it holds {type(metadata).__name__}, not an object"
-    elif not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
-        problem = f"class_names must be a list of 2+ names. Received: {names!r:.200}"
-    elif len(set(names)) != len(names):
-        problem = f"class_names repeats a name. Received: {names!r:.200}"
-    elif metadata.get("modality") not in MODALITIES:
-        problem = f"modality must be one of {list(MODALITIES)}. Received: {metadata.get('modality')!r}"
-    elif not isinstance(metadata.get("input_spec"), dict):
-        problem = f"input_spec must be an object. Received: {metadata.get('input_spec')!r:.200}"
-    if problem:
-        raise UserError(f"{str(path)!r} is damaged: {problem}. {retrain_remedy(run_dir)}")
-    return metadata
 
 
 def load_model_file(path: Path, load: Callable[[str], keras.Model], remedy: str) -> keras.Model:
@@ -77,18 +51,18 @@ def load_model_file(path: Path, load: Callable[[str], keras.Model], remedy: str)
                         f"{remedy}") from None
 
 
-def open_run(path: str | Path) -> tuple[Path, dict, keras.Model]:
+def open_run(path: str | Path) -> tuple[Path, RunMetadata, keras.Model]:
     """(run directory, metadata, model) of a finished run whose files agree with each other."""
     run_dir = rd.require_complete_run(path)
-    metadata = read_metadata(run_dir)
-    model = load_model_file(run_dir / rd.MODEL_FILE, lambda file: load_task_model(file, metadata["modality"]),
+    metadata = RunMetadata.read(run_dir)
+    model = load_model_file(run_dir / rd.MODEL_FILE, lambda file: load_task_model(file, metadata.modality),
                             retrain_remedy(run_dir))
     outputs = model.output_shape[-1]
-    names = metadata["class_names"]
+    names = metadata.class_names
     if outputs != len(names):
         raise UserError(f"{str(run_dir / rd.METADATA_FILE)!r} lists {len(names)} classes but {str(run_dir / rd.MODEL_FILE)!r} "
                         f"has {outputs} outputs: the two files do not belong together. {retrain_remedy(run_dir)}")
-    saved = metadata.get("class_digest")  # absent in runs trained before it existed
+    saved = metadata.class_digest  # absent in runs trained before it existed
     if saved is not None and saved != class_digest(model, names):
         raise UserError(f"{str(run_dir / rd.METADATA_FILE)!r} does not match {str(run_dir / rd.MODEL_FILE)!r}: the class "
                         "list (its names or their order) or the model's output layer changed since training, so "

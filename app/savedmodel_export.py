@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from app.run_metadata import RunMetadata
 from data.tf_decode import decode_images
 
 SERVING_SIGNATURE = "serving_default"
@@ -31,10 +32,8 @@ class ServingSpec:
     resize: str = "stretch"
 
     @classmethod
-    def from_metadata(cls, metadata: dict) -> "ServingSpec":
-        spec = metadata["input_spec"]
-        size = tuple(spec["image_size"]) if metadata["modality"] == "image" else None
-        return cls(list(metadata["class_names"]), metadata["modality"], size, spec.get("resize", "stretch"))
+    def from_metadata(cls, metadata: RunMetadata) -> "ServingSpec":
+        return cls(list(metadata.class_names), metadata.modality, metadata.image_size, metadata.resize)
 
 
 def write_savedmodel(model: keras.Model, spec: ServingSpec, path: str) -> None:

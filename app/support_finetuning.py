@@ -33,6 +33,7 @@ import tensorflow as tf
 from app.episode_learner import (CHOICE_QUERIES, CHOICE_SEED, CHOICE_SHOTS, CHOICE_WAYS, EPISODE_LEARNERS,
                                  learner_for)
 from app.fewshot_baselines import CI_Z
+from app.run_metadata import RunMetadata
 from data.episodes import EpisodeSampler
 from data.meta_pools import class_counts
 
@@ -68,10 +69,10 @@ def grid() -> list[FinetuneSetting]:
     return [FinetuneSetting(0.0, 0)] + [FinetuneSetting(lr, s) for lr in LEARNING_RATES for s in STEPS]
 
 
-def unsupported_reason(run_metadata: dict) -> str | None:
+def unsupported_reason(run_metadata: RunMetadata) -> str | None:
     """Why a run cannot be fine-tuned on the support (None when it can)."""
-    strategy = run_metadata.get("strategy")
-    meta = run_metadata.get("meta") or {}
+    strategy = run_metadata.strategy
+    meta = run_metadata.meta or {}
     if not meta:
         return (f"a {strategy} run has no trainable embedding over cached inputs (its learner is nearest centroid on "
                 "its penultimate embedding)")

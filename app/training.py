@@ -24,26 +24,25 @@ from app.data_report import build_data_report, build_manifest, format_data_repor
 from app.errors import UserError
 from app.run_integrity import class_digest
 from app.run_lock import RunLock
+from app.run_metadata import RunMetadata
 from app.versions import package_versions
 from app.backbone_choice import input_spec, resolve_backbone
+from app.checkpoint_state import ResumePoint
 from app.checkpoints import Checkpoints
-from app.features import cached_features, extract_features, feature_store_key, truncation_report
-from app.phases import (FINETUNE, HEAD, PhaseContext, finetune_backbone, finetune_inputs, phase2_augmentation, train_head,
-                        unused_mixup_warning)
+from app.features import cached_features, feature_store_key, truncation_report
+from app.phases import PhaseContext, unused_mixup_warning
 from app.config import META_STRATEGIES
-from app.refit import REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, decide_refit, refit_epochs, refit_transfer
-from app.meta_training import run_meta_training
+from app.refit import (REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, RefitDecision, decide_refit, refit_epochs,
+                       refit_transfer)
+from app.strategies import TrainingJob, strategy_for
 from app.label_issue_run import exclude_from_training, log_label_issues, rank_label_issues
 from app.label_issues import require_enough_for_folds
 from app.open_set import fit_run_detector
 from app.unknown_store import DETECTOR_FILE
 from app.precision import apply_precision
-from data.augment import build_augmenter
 from data.pipeline import read_texts
 from data.scan import require_trainable, scan_folder
 from data.splits import assign_splits, class_weights
-from models.heads import ClassificationHead
-from models.task_model import build_task_model
 
 logger = logging.getLogger(__name__)
 
@@ -144,44 +143,6 @@ def _penultimate(head_model: keras.Model, features: np.ndarray, hidden_units: in
     return keras.Model(head_model.inputs, head_model.get_layer("head_hidden").output).predict(features, verbose=0)
 
 
-def _train_transfer(context, config, scan, backbone, feature_extractor, train_examples, val_examples,
-                    train_features, val_features, log_dir):
-    """linear (head on cached features) and finetune (then the backbone top): (task model, head model,
-    final validation features, phase names, optimizer steps taken)."""
-    train_labels = [e.label for e in train_examples]
-    val_labels = [e.label for e in val_examples]
-    resume = context.resume
-    head = ClassificationHead(len(scan.class_names), config.dropout, seed=config.seed, hidden_units=config.hidden_units)
-    head_model = head.features_model(train_features.shape[-1])
-    resumed_in_finetune = resume is not None and resume[0]["phase"] == FINETUNE
-    if not resumed_in_finetune:
-        head_result = train_head(context, head_model, train_features, train_labels, val_features, val_labels,
-                                 phase_number=1)
-        head_epochs, head_steps = head_result.epochs, head_result.epochs * head_result.steps_per_epoch
-    else:
-        head_epochs, head_steps = resume[0]["epoch_offset"], resume[0]["step_offset"]
-    task_model = build_task_model(feature_extractor, head)
-    if config.strategy != "finetune":
-        return task_model, head_model, val_features, [HEAD], head_steps
-    train_ds, val_ds, confusion_inputs = finetune_inputs(config, scan.modality, backbone.size, train_examples,
-                                                         val_examples, len(scan.class_names))
-    augment = phase2_augmentation(config, scan.modality)
-    if augment is not None and not resumed_in_finetune:
-        images, labels = next(iter(train_ds.take(1)))
-        # A separate augmenter with the run's seed: drawing this sample leaves training's random stream alone.
-        images = np.asarray(build_augmenter(augment, seed=config.seed)(images, training=True))
-        labels = labels.numpy()
-        tb.log_augmented_batch(log_dir, images, (labels.argmax(axis=1) if labels.ndim == 2 else labels).tolist(),
-                               scan.class_names)
-    phase2 = finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, train_ds, val_ds,
-                               confusion_inputs, val_labels, epoch_offset=head_epochs, step_offset=head_steps)
-    # The backbone changed: the head now sees new features (never cached: they belong to this run only).
-    final_val_features = extract_features(feature_extractor, val_examples, scan.modality, backbone.size,
-                                          config.batch_size, config.resize)
-    return (task_model, head_model, final_val_features, [HEAD, FINETUNE],
-            head_steps + phase2.epochs * phase2.steps_per_epoch)
-
-
 def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> TrainResult:
     """Train (or, with `resume_dir`, continue training) one run and write its run directory."""
     with ExitStack() as locks:  # the run directory's lock, held until the run is complete or this process ends
@@ -192,6 +153,34 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     started = time.perf_counter()
     config.validate()
     precision = apply_precision(config.precision)
+    prepared = _prepare(config)  # data checked, backbone built: nothing is written before this succeeds
+    run = _open_run_directory(config, prepared, resume_dir, locks)
+    job = _training_job(config, prepared, run)
+    refit = decide_refit(config, any(e.split == "val" for e in prepared.scan.examples), len(job.train_examples),
+                         len(prepared.scan.class_names))
+    result = _train_and_refit(job, run, refit, prepared.report)
+    detector = fit_run_detector(result.task_model, config, prepared.scan.modality, prepared.backbone.size,
+                                job.train_examples, job.val_examples, job.train_features, job.val_features,
+                                run.run_dir)  # unknown-class rejection, fitted on training data only
+    return _write_results(config, prepared, run, job, result, detector, precision, resume_dir is not None, started)
+
+
+@dataclass
+class _Prepared:
+    """What is known before the run directory exists."""
+
+    scan: object  # data/scan.py's ScanResult
+    examples: list  # every file, with its split
+    report: dict  # data_report.json
+    backbone: object  # app/backbone_choice.py's ResolvedBackbone
+    feature_extractor: keras.Model
+
+    def split(self, name: str) -> list:
+        return [e for e in self.examples if e.split == name]
+
+
+def _prepare(config: TrainConfig) -> _Prepared:
+    """The data doctor, the checks that need no backbone, then the backbone itself."""
     scan, examples, report = check_data(config)
     if (filled := config.apply_modality_defaults(scan.modality)) and config.strategy == "finetune":
         logger.info("finetune recipe for %s data: %s", scan.modality, ", ".join(f"{k}={v}" for k, v in filled.items()))
@@ -199,11 +188,9 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     if backbone.reused is not None:  # a finished run's backbone: its resize mode too (app/backbone_reuse.py)
         config.resize = backbone.resize
         logger.info("Backbone: the run %s (%s, %s), its %d-d penultimate output", backbone.reused.run_dir,
-                    backbone.name, backbone.reused.metadata.get("strategy"), backbone.spec.feature_dim)
+                    backbone.name, backbone.reused.metadata.strategy, backbone.spec.feature_dim)
     train_examples = [e for e in examples if e.split == "train"]
     val_examples = [e for e in examples if e.split == "val"]
-    train_labels = [e.label for e in train_examples]
-    val_labels = [e.label for e in val_examples]
     logger.info(
         "Data: %d classes, %d train / %d val / %d test files, %d skipped",
         len(scan.class_names), len(train_examples), len(val_examples),
@@ -228,8 +215,25 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
         if report["truncation"]["num_truncated"]:
             logger.info("%d of %d texts are longer than %d tokens and are truncated",
                         report["truncation"]["num_truncated"], len(texts), backbone.size)
+    return _Prepared(scan, examples, report, backbone, feature_extractor)
 
-    manifest = build_manifest(scan, examples, config.seed)
+
+@dataclass
+class _OpenRun:
+    run_dir: Path
+    resume: ResumePoint | None  # None: a fresh start
+    resolved: dict  # config.json
+    manifest_hash: str
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / rd.LOGS_DIR
+
+
+def _open_run_directory(config: TrainConfig, prepared: _Prepared, resume_dir, locks: ExitStack) -> _OpenRun:
+    """A new run directory with config.json, data_report.json and manifest.json, or the one to resume."""
+    scan, backbone = prepared.scan, prepared.backbone
+    manifest = build_manifest(scan, prepared.examples, config.seed)
     manifest_hash = _manifest_sha256(manifest)
     run_dir, resume = _start_or_resume(config, resume_dir, backbone.name, manifest_hash, locks)
     logger.info("Run directory: %s", run_dir)
@@ -239,12 +243,17 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     resolved["image_size" if scan.modality == "image" else "sequence_length"] = backbone.size
     if resume is None:
         rd.write_json(run_dir / rd.CONFIG_FILE, resolved)
-        rd.write_json(run_dir / rd.DATA_REPORT_FILE, report)
+        rd.write_json(run_dir / rd.DATA_REPORT_FILE, prepared.report)
         rd.write_json(run_dir / rd.MANIFEST_FILE, manifest)
-    log_dir = run_dir / rd.LOGS_DIR
+    return _OpenRun(run_dir, resume, resolved, manifest_hash)
 
-    if config.profile and resume is None:
-        profile_feature_pass(feature_extractor, train_examples, scan.modality, backbone.size, config, log_dir)
+
+def _training_job(config: TrainConfig, prepared: _Prepared, run: _OpenRun) -> TrainingJob:
+    """Features once (cached), likely label issues ranked (and optionally left out), the phase context."""
+    scan, backbone, feature_extractor = prepared.scan, prepared.backbone, prepared.feature_extractor
+    train_examples, val_examples = prepared.split("train"), prepared.split("val")
+    if config.profile and run.resume is None:
+        profile_feature_pass(feature_extractor, train_examples, scan.modality, backbone.size, config, run.log_dir)
     store_key = (feature_store_key(feature_extractor, backbone.name, backbone.weights, scan.modality, backbone.size,
                                    config.resize, backbone.pooling) if config.cache_features else None)
     train_features = cached_features(feature_extractor, train_examples, scan.modality, backbone.size,
@@ -253,113 +262,125 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
                                    config.batch_size, config.resize, store_key)
 
     # Likely mislabelled files (data_report.json), optionally left out of training.
+    report = prepared.report
     issues = rank_label_issues(report, train_examples + val_examples, np.concatenate([train_features, val_features]),
                                scan.class_names, config.seed, required=config.exclude_label_issues != "0")
     train_examples, train_features = exclude_from_training(report, issues, config.exclude_label_issues,
                                                            train_examples, train_features)
-    if resume is None:
-        rd.write_json(run_dir / rd.DATA_REPORT_FILE, report)
-        log_label_issues(log_dir, issues, scan.modality, backbone.size, config.resize)
+    if run.resume is None:
+        rd.write_json(run.run_dir / rd.DATA_REPORT_FILE, report)
+        log_label_issues(run.log_dir, issues, scan.modality, backbone.size, config.resize)
 
-    context = PhaseContext(config, log_dir, Checkpoints(run_dir), scan.class_names,
-                           list(resume[0]["history"]) if resume else [], resume)
-    if scan.modality == "image" and resume is None:
+    context = PhaseContext(config, run.log_dir, Checkpoints(run.run_dir), scan.class_names,
+                           list(run.resume.state.history) if run.resume else [], run.resume)
+    if scan.modality == "image" and run.resume is None:
         first = train_examples[:config.batch_size]
-        tb.log_sample_inputs(log_dir, [e.path for e in first], [e.label for e in first], scan.class_names,
+        tb.log_sample_inputs(run.log_dir, [e.path for e in first], [e.label for e in first], scan.class_names,
                              (backbone.size, backbone.size), config.resize,
                              note="Training inputs after decode and resize, before any augmentation: the head "
                                   "phase trains on features computed once from these.")
-    refit = decide_refit(config, any(e.split == "val" for e in scan.examples), len(train_examples),
-                         len(scan.class_names))
+    return TrainingJob(context, scan, backbone, feature_extractor, train_examples, val_examples, train_features,
+                       val_features, run.run_dir, store_key)
+
+
+@dataclass
+class _Result:
+    """The model to save and what metadata.json and history.json say about it."""
+
+    task_model: keras.Model
+    phases: list[str]
+    val_accuracy: float  # the first model's, before any refit
+    val_loss: float
+    temperature: float
+    refitted: bool  # on train + validation, after the first model (linear, finetune: app/refit.py)
+    refit: dict  # metadata.json's "refit"
+    meta: dict | None  # metadata.json's "meta" (meta strategies)
+
+
+def _train_and_refit(job: TrainingJob, run: _OpenRun, refit: RefitDecision, report: dict) -> _Result:
+    """The strategy's training, its validation scores and temperature, then the refit when it applies."""
+    config, context, scan, backbone = job.config, job.context, job.scan, job.backbone
+    val_labels = [e.label for e in job.val_examples]
     # The backbone as built (pretrained), for the refit's second fine-tuning.
-    pristine_backbone = feature_extractor.get_weights() if refit.applies and config.strategy == "finetune" else None
-    extra_metadata = {}
-    if resume is not None and resume[0]["phase"] in REFIT_PHASES:
+    pristine_backbone = job.feature_extractor.get_weights() if refit.applies and config.strategy == "finetune" else None
+    trained = None
+    if context.resumed_phase in REFIT_PHASES:
         # The first model is gone (the refit's checkpoints replaced it): what it left was saved with them.
-        selection = resume[0]["selection"]
+        selection = run.resume.state.selection
         phase_names = selection["phases"]
         val_accuracy, val_loss, temperature = selection["val_accuracy"], selection["val_loss"], selection["temperature"]
     else:
-        if config.strategy in META_STRATEGIES:
-            outcome = run_meta_training(context, config, scan, backbone, feature_extractor, train_examples,
-                                        val_examples, train_features, val_features, run_dir, store_key)
-            head, head_model, final_val_features, phase_names = (outcome.head, outcome.head_model,
-                                                                 outcome.val_embeddings, outcome.phases)
-            task_model = build_task_model(feature_extractor, head, outcome.embedding)
-            extra_metadata["meta"] = outcome.metadata
-            steps_taken = 0
-            val_probabilities = outcome.val_probabilities  # before the refit on train + validation
-        else:
-            task_model, head_model, final_val_features, phase_names, steps_taken = _train_transfer(
-                context, config, scan, backbone, feature_extractor, train_examples, val_examples, train_features,
-                val_features, log_dir)
-            val_probabilities = head_model.predict(final_val_features, verbose=0)
-
+        trained = strategy_for(config).train(job)
+        task_model, phase_names, val_probabilities = trained.task_model, trained.phases, trained.val_probabilities
         val_accuracy = float(np.mean(val_probabilities.argmax(axis=1) == np.asarray(val_labels)))
         picked = val_probabilities[np.arange(len(val_labels)), np.asarray(val_labels)]
         val_loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
         temperature = fit_temperature(val_probabilities, val_labels)
-        hidden_units = 0 if config.strategy in META_STRATEGIES else config.hidden_units
-        _write_tensorboard_extras(log_dir, resolved, report, _penultimate(head_model, final_val_features, hidden_units),
-                                  val_probabilities, val_examples, scan, backbone, config,
+        _write_tensorboard_extras(run.log_dir, run.resolved, report,
+                                  _penultimate(trained.head_model, trained.head_inputs, trained.hidden_units),
+                                  val_probabilities, job.val_examples, scan, backbone, config,
                                   {"val_accuracy": val_accuracy, "val_loss": val_loss})
         selection = {"phases": phase_names, "epochs": refit_epochs(context.history, config.strategy),
-                     "steps": steps_taken, "val_accuracy": val_accuracy, "val_loss": val_loss,
+                     "steps": trained.steps_taken, "val_accuracy": val_accuracy, "val_loss": val_loss,
                      "temperature": temperature} if refit.applies else None
 
     if refit.applies:
         logger.info("Refit: %s.", refit.reason)
-        task_model = refit_transfer(context, scan, backbone, feature_extractor, pristine_backbone,
-                                    train_examples + val_examples, np.concatenate([train_features, val_features]),
-                                    selection)
+        task_model = refit_transfer(context, scan, backbone, job.feature_extractor, pristine_backbone,
+                                    job.train_examples + job.val_examples,
+                                    np.concatenate([job.train_features, job.val_features]), selection)
         phase_names = phase_names + [REFIT_HEAD] + ([REFIT_FINETUNE] if config.strategy == "finetune" else [])
     elif config.strategy not in META_STRATEGIES:
         logger.info("No refit (%s).", refit.reason)
-    extra_metadata["refit"] = outcome.refit if config.strategy in META_STRATEGIES else {
+    refit_record = trained.refit if config.strategy in META_STRATEGIES else {
         "applied": refit.applies, "reason": refit.reason,
-        **({"epochs": selection["epochs"], "num_files": len(train_examples) + len(val_examples),
+        **({"epochs": selection["epochs"], "num_files": len(job.train_examples) + len(job.val_examples),
             "note": "The model was trained again on train + validation for the epochs early stopping chose; "
                     "the validation metrics and the temperature are the first model's."} if refit.applies else {}),
     }
+    return _Result(task_model, phase_names, val_accuracy, val_loss, temperature, refit.applies, refit_record,
+                   trained.meta if trained is not None else None)
 
-    # Unknown-class rejection, fitted on training data only (unknown.json + unknown.npz).
-    detector = fit_run_detector(task_model, config, scan.modality, backbone.size, train_examples, val_examples,
-                                train_features, val_features, run_dir)
-    extra_metadata["unknown"] = {"score": detector.score, "threshold": detector.threshold,
-                                 "reject_recall": detector.reject_recall, "file": DETECTOR_FILE}
-    rd.save_model(task_model, run_dir)
-    history = context.history
+
+def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job: TrainingJob, result: _Result,
+                   detector, precision: str, resumed: bool, started: float) -> TrainResult:
+    """model.keras, history.json and metadata.json; then the run is marked complete and its checkpoints go."""
+    scan, backbone, run_dir = prepared.scan, prepared.backbone, run.run_dir
+    rd.save_model(result.task_model, run_dir)
+    history = job.context.history
     rd.write_json(run_dir / rd.HISTORY_FILE, {
-        "phases": [{"name": name, "epochs": sum(e["phase"] == name for e in history)} for name in phase_names],
+        "phases": [{"name": name, "epochs": sum(e["phase"] == name for e in history)} for name in result.phases],
         "epochs": history,
     })
     wall_time = time.perf_counter() - started
     epochs_trained = len(history)
-    rd.write_json(run_dir / rd.METADATA_FILE, {
-        "format_version": 1,
-        "class_names": scan.class_names,
-        "modality": scan.modality,
-        "input_spec": input_spec(scan.modality, backbone.size, config.resize),
-        "backbone": backbone.name,
-        "weights": backbone.weights,
-        **({"backbone_run": backbone.reused.record} if backbone.reused is not None else {}),
-        "strategy": config.strategy,
-        "class_digest": class_digest(task_model, scan.class_names),  # ties this file to model.keras
-        "metrics": {"val_accuracy": val_accuracy, "val_loss": val_loss,
-                    "epochs_trained": epochs_trained, "wall_time_s": round(wall_time, 2)},
-        "calibration": {"temperature": temperature, "fitted_on": "validation split" + (
-            " (the first model's, before the refit)" if refit.applies else "")},
-        "precision": precision,
-        **extra_metadata,
-        "resumed": resume_dir is not None,
-        "data_dir": scan.root,
-        "manifest_sha256": manifest_hash,
-        "seed": config.seed,
-        "versions": package_versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    RunMetadata(
+        class_names=scan.class_names,
+        modality=scan.modality,
+        input_spec=input_spec(scan.modality, backbone.size, config.resize),
+        backbone=backbone.name,
+        weights=backbone.weights,
+        backbone_run=backbone.reused.record if backbone.reused is not None else None,
+        strategy=config.strategy,
+        class_digest=class_digest(result.task_model, scan.class_names),  # ties this file to model.keras
+        metrics={"val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
+                 "epochs_trained": epochs_trained, "wall_time_s": round(wall_time, 2)},
+        calibration={"temperature": result.temperature, "fitted_on": "validation split" + (
+            " (the first model's, before the refit)" if result.refitted else "")},
+        precision=precision,
+        meta=result.meta,
+        refit=result.refit,
+        unknown={"score": detector.score, "threshold": detector.threshold, "reject_recall": detector.reject_recall,
+                 "file": DETECTOR_FILE},
+        resumed=resumed,
+        data_dir=scan.root,
+        manifest_sha256=run.manifest_hash,
+        seed=config.seed,
+        versions=package_versions(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    ).write(run_dir)
     rd.mark_complete(run_dir)
-    context.checkpoints.remove()  # only needed to resume (a crash before this only leaves them behind)
+    job.context.checkpoints.remove()  # only needed to resume (a crash before this only leaves them behind)
     logger.info("Done: best validation accuracy %.4f (loss %.4f) after %d epochs in %.1f s. Run directory: %s",
-                val_accuracy, val_loss, epochs_trained, wall_time, run_dir)
-    return TrainResult(run_dir, val_accuracy, val_loss, epochs_trained, wall_time)
+                result.val_accuracy, result.val_loss, epochs_trained, wall_time, run_dir)
+    return TrainResult(run_dir, result.val_accuracy, result.val_loss, epochs_trained, wall_time)

@@ -11,6 +11,7 @@ import pytest
 
 import train
 from app import run_dir as rd
+from app.checkpoint_state import CheckpointState
 from app.checkpoints import Checkpoints
 from app.errors import UserError
 from app.run_lock import RunLock
@@ -56,12 +57,12 @@ def test_resume_after_the_last_epoch_checkpoint_and_before_the_phase_end(tiny_fo
     """Defect 1: fit() is skipped when every epoch is done, so the early-stopping state must be
     restored without it (it was not: AttributeError on best_epoch, forever)."""
     run = tmp_path / "run"
-    _crash_when(monkeypatch, lambda state, *rest: state.get("done") and state["phase"] == phase)
+    _crash_when(monkeypatch, lambda state, *rest: state.done and state.phase == phase)
     with pytest.raises(Crash):
         train.main([str(tiny_folder), "--output", str(run), *OPTIONS])
     monkeypatch.undo()
-    state, _ = Checkpoints(run).latest()
-    assert state["phase"] == phase and not state.get("done")
+    state = Checkpoints(run).latest().state
+    assert state.phase == phase and not state.done
     _resume_and_check(run)
 
 
@@ -69,7 +70,7 @@ def test_resume_between_the_first_best_weights_of_a_phase_and_its_first_checkpoi
     """Defect 3: phase 2's best weights replaced phase 1's before any phase-2 checkpoint named
     them; the resume then refused forever ("holds weights of another model")."""
     run = tmp_path / "run"
-    _crash_when(monkeypatch, lambda state, *rest: state["phase"] == "finetune" and not state.get("done"))
+    _crash_when(monkeypatch, lambda state, *rest: state.phase == "finetune" and not state.done)
     with pytest.raises(Crash):
         train.main([str(tiny_folder), "--output", str(run), *OPTIONS])
     monkeypatch.undo()
@@ -82,7 +83,7 @@ def test_a_locked_run_is_refused_with_the_holders_pid(tiny_folder, tmp_path, mon
     import os
 
     run = tmp_path / "run"
-    _crash_when(monkeypatch, lambda state, *rest: state["phase"] == "finetune")
+    _crash_when(monkeypatch, lambda state, *rest: state.phase == "finetune")
     with pytest.raises(Crash):
         train.main([str(tiny_folder), "--output", str(run), *OPTIONS])
     monkeypatch.undo()
@@ -125,27 +126,27 @@ def test_checkpoint_replacement_always_leaves_a_complete_checkpoint(tmp_path, mo
     nothing old is deleted before latest.json moved on."""
     model = _tiny_model()
     checkpoints = Checkpoints(tmp_path)
-    first = checkpoints.save({"phase": "head", "epoch": 3, "history": []}, model)
+    first = checkpoints.save(CheckpointState("head", 3, []), model)
     real = rd.write_json
     monkeypatch.setattr(rd, "write_json", lambda path, payload: (_ for _ in ()).throw(Crash()))
     with pytest.raises(Crash):  # dies between renaming the phase-end folder and moving latest.json
-        checkpoints.save({"phase": "head", "epoch": 3, "history": [], "done": True}, model)
+        checkpoints.save(CheckpointState("head", 3, [], done=True), model)
     monkeypatch.setattr(rd, "write_json", real)
     assert first.is_dir()  # the old one is still there
-    state, folder = Checkpoints(tmp_path).latest()  # the new one is complete: it is used
-    assert state["done"] and folder != first and folder.name.endswith("head-end")
+    resume = Checkpoints(tmp_path).latest()  # the new one is complete: it is used
+    assert resume.state.done and resume.folder != first and resume.folder.name.endswith("head-end")
 
 
 def test_a_damaged_newest_checkpoint_falls_back_and_all_damaged_is_an_error(tmp_path, caplog):
     """Defect 5: truncated or garbled checkpoint files gave raw BadZipFile / JSONDecodeError."""
     model = _tiny_model()
     checkpoints = Checkpoints(tmp_path)
-    older = checkpoints.save({"phase": "head", "epoch": 1, "history": [{"epoch": 1}]}, model)
-    newer = checkpoints.save({"phase": "head", "epoch": 2, "history": [{"epoch": 1}, {"epoch": 2}]}, model)
+    older = checkpoints.save(CheckpointState("head", 1, [{"epoch": 1}]), model)
+    newer = checkpoints.save(CheckpointState("head", 2, [{"epoch": 1}, {"epoch": 2}]), model)
     weights = newer / "model.weights.npz"
     weights.write_bytes(weights.read_bytes()[:40])
-    state, folder = checkpoints.latest()
-    assert folder == older and state["epoch"] == 1
+    resume = checkpoints.latest()
+    assert resume.folder == older and resume.state.epoch == 1
     assert "model.weights.npz" in caplog.text and "damaged" in caplog.text
     (older / "state.json").write_text("{not json")
     with pytest.raises(UserError, match=r"(?s)Every checkpoint.*model\.weights\.npz.*state\.json.*--config"):
@@ -158,9 +159,9 @@ def test_a_damaged_newest_checkpoint_falls_back_and_all_damaged_is_an_error(tmp_
 def test_after_a_fallback_the_next_checkpoint_keeps_the_intact_one_not_the_damaged_one(tmp_path):
     model = _tiny_model()
     checkpoints = Checkpoints(tmp_path)
-    intact = checkpoints.save({"phase": "head", "epoch": 1, "history": []}, model)
-    damaged = checkpoints.save({"phase": "head", "epoch": 2, "history": []}, model)
+    intact = checkpoints.save(CheckpointState("head", 1, []), model)
+    damaged = checkpoints.save(CheckpointState("head", 2, []), model)
     (damaged / "state.json").write_text("{")
-    assert checkpoints.latest()[1] == intact  # the resume falls back ...
-    newest = checkpoints.save({"phase": "head", "epoch": 2, "history": []}, model)  # ... and trains on
+    assert checkpoints.latest().folder == intact  # the resume falls back ...
+    newest = checkpoints.save(CheckpointState("head", 2, []), model)  # ... and trains on
     assert sorted(p.name for p in checkpoints.root.iterdir() if p.is_dir()) == [intact.name, newest.name]

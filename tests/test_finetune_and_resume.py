@@ -10,6 +10,7 @@ from PIL import Image
 
 import train
 from app import run_dir as rd
+from app.checkpoint_state import CheckpointState
 from app.checkpoints import CHECKPOINTS_DIR, Checkpoints
 from models.task_model import load_task_model
 from tests.parked_training import kill_inside_epoch_after
@@ -114,18 +115,18 @@ def test_checkpoint_pointer_survives_a_crash_while_saving(tmp_path, monkeypatch)
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     checkpoints = Checkpoints(tmp_path)
-    checkpoints.save({"phase": "head", "epoch": 1, "history": []}, model)
+    checkpoints.save(CheckpointState("head", 1, []), model)
 
     def crash(*args):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError):
-        checkpoints.save({"phase": "head", "epoch": 2, "history": []}, model)
-    state, folder = checkpoints.latest()
-    assert state["epoch"] == 1 and folder.name.endswith("head-epoch-0001")
+        checkpoints.save(CheckpointState("head", 2, []), model)
+    resume = checkpoints.latest()
+    assert resume.state.epoch == 1 and resume.folder.name.endswith("head-epoch-0001")
     assert [p.name for p in checkpoints.root.iterdir() if p.name.startswith(".")] == []  # no temporary left
-    checkpoints.restore(folder, model)
+    checkpoints.restore(resume.folder, model)
 
 
 @pytest.mark.parametrize("kill_in_phase", ["head", "finetune", "refit_finetune"])
@@ -139,14 +140,14 @@ def test_resume_after_kill_9_mid_epoch_continues_the_history(colour_folder, tmp_
               "refit_finetune": "refit_head-epoch-0001"}[kill_in_phase]
     kill_inside_epoch_after(args, run, wanted, tmp_path)
     assert (run / rd.INCOMPLETE_MARKER).exists()
-    state, _ = Checkpoints(run).latest()
-    done_before = len(state["history"])
+    state = Checkpoints(run).latest().state
+    done_before = len(state.history)
 
     assert train.main(["--resume", str(run)]) == 0
     assert not (run / rd.INCOMPLETE_MARKER).exists()
     history = rd.read_json(run / rd.HISTORY_FILE)["epochs"]
     assert [e["epoch"] for e in history] == list(range(1, len(history) + 1))  # continuous, no repeats
-    assert history[:done_before] == state["history"]
+    assert history[:done_before] == state.history
     order = ["head", "finetune", "refit_head", "refit_finetune"]
     phases = [e["phase"] for e in history]
     assert phases == sorted(phases, key=order.index) and set(phases) == set(order)
@@ -155,7 +156,7 @@ def test_resume_after_kill_9_mid_epoch_continues_the_history(colour_folder, tmp_
     # The refit repeats the epochs early stopping chose, whichever process ran them.
     for phase in ("head", "finetune"):
         assert phases.count("refit_" + phase) == metadata["refit"]["epochs"][phase]
-    assert metadata["metrics"]["val_accuracy"] == state.get("selection", metadata["metrics"])["val_accuracy"]
+    assert metadata["metrics"]["val_accuracy"] == (state.selection or metadata["metrics"])["val_accuracy"]
     load_task_model(str(run / rd.MODEL_FILE))
 
 
@@ -203,7 +204,7 @@ def test_checkpoint_restores_weights_and_optimizer_state_exactly(tmp_path):
     trained = build()
     trained.fit(x, y, epochs=3, batch_size=4, verbose=0)
     checkpoints = Checkpoints(tmp_path)
-    folder = checkpoints.save({"phase": "head", "epoch": 3, "history": []}, trained, trained.optimizer)
+    folder = checkpoints.save(CheckpointState("head", 3, []), trained, trained.optimizer)
     fresh = build()
     Checkpoints(tmp_path).restore(folder, fresh, fresh.optimizer)  # as a resumed process does
     for a, b in zip(trained.weights, fresh.weights):
@@ -237,7 +238,7 @@ def test_checkpoints_store_only_what_training_can_change_and_check_the_frozen_re
     rng = np.random.default_rng(0)
     trained = build(0.5)
     trained.fit(rng.random((16, 3)), rng.random((16, 2)), epochs=2, batch_size=4, verbose=0)
-    folder = Checkpoints(tmp_path).save({"phase": "head", "epoch": 2, "history": []}, trained, trained.optimizer)
+    folder = Checkpoints(tmp_path).save(CheckpointState("head", 2, []), trained, trained.optimizer)
     with np.load(folder / MODEL_WEIGHTS) as saved:
         stored = [saved[name].shape for name in saved.files if name.startswith("w")]
     assert stored == [(4, 2), (2,)]  # the head only: the frozen Dense and BatchNorm are not written

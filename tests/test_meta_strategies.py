@@ -263,15 +263,15 @@ def test_meta_run_killed_mid_meta_epoch_resumes(colour_folder, tmp_path):
             *EPISODES, *FEATURES, "--meta-epochs", "4", "--meta-steps", "6", "--patience", "10"]
     kill_inside_epoch_after(args, run, "meta-epoch-0001", tmp_path)
     assert (run / rd.INCOMPLETE_MARKER).exists()
-    state, _ = Checkpoints(run).latest()
-    done_before = len(state["history"])
-    assert done_before >= 1 and all(e["phase"] == "meta" for e in state["history"])
+    state = Checkpoints(run).latest().state
+    done_before = len(state.history)
+    assert done_before >= 1 and all(e["phase"] == "meta" for e in state.history)
 
     assert train.main(["--resume", str(run)]) == 0
     assert not (run / rd.INCOMPLETE_MARKER).exists()
     history = rd.read_json(run / rd.HISTORY_FILE)["epochs"]
     assert [e["epoch"] for e in history] == list(range(1, len(history) + 1))
-    assert history[:done_before] == state["history"]
+    assert history[:done_before] == state.history
     phases = [e["phase"] for e in history]
     assert phases == sorted(phases, key=["meta", "head"].index) and phases[-1] == "head"
     assert phases.count("meta") == 4  # the four meta epochs in all, none repeated

@@ -1,0 +1,80 @@
+"""A checkpoint's state.json: where training stood when the checkpoint was written, as one type.
+
+The phase runner (app/phases.py) writes a `CheckpointState` after every epoch and at the end
+of each phase; a resume reads it back (`Checkpoints.latest()` returns a `ResumePoint`). The
+fields every state has are required; the rest default, so states written by earlier
+versions still load, and keys this version does not know are kept in `extra`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.errors import UserError
+
+
+@dataclass
+class CheckpointState:
+    phase: str  # app/phases.py: head, finetune, meta, refit_head, refit_finetune
+    epoch: int  # epochs of this phase completed (1-based count)
+    history: list[dict]  # every completed epoch of the run, all phases
+    done: bool = False  # the phase ended (its best weights restored): the next phase starts from here
+    early_stopping: dict | None = None  # ResumableEarlyStopping.state(): wait, best, best_epoch
+    best_weights: str | None = None  # the file (in checkpoints/) holding this phase's best epoch so far
+    steps_per_epoch: int | None = None
+    epoch_offset: int | None = None  # epochs of earlier phases: fit() counts epochs across the whole run
+    step_offset: int | None = None  # optimizer steps of earlier phases (TensorBoard's step axis)
+    selection: dict | None = None  # the refit: what the first model left (app/refit.py)
+    extra: dict = field(default_factory=dict)  # keys this version does not know: kept, never read
+
+    def to_dict(self) -> dict:
+        """The JSON object; defaults are left out, as earlier versions wrote them."""
+        written = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.name != "extra" and value is not None and not (item.name == "done" and not value):
+                written[item.name] = value
+        return written | self.extra
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str) + "\n"
+
+    @classmethod
+    def from_dict(cls, data) -> "CheckpointState":
+        """The state in `data` (a parsed state.json); ValueError saying what is wrong with it."""
+        if problem := _problem(data):
+            raise ValueError(problem)
+        known = {item.name for item in dataclasses.fields(cls)} - {"extra"}
+        return cls(**{key: value for key, value in data.items() if key in known},
+                   extra={key: value for key, value in data.items() if key not in known})
+
+    @classmethod
+    def read(cls, path: Path) -> "CheckpointState":
+        """state.json at `path`; UserError naming the file when it is unreadable or not a state."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise UserError(f"{str(path)!r} is missing.") from None
+        except (OSError, ValueError) as error:  # ValueError: JSONDecodeError, UnicodeDecodeError, from_dict
+            raise UserError(f"{str(path)!r} is damaged ({error}).") from None
+
+
+def _problem(data) -> str | None:
+    if not isinstance(data, dict) or not {"phase", "epoch", "history"} <= set(data):
+        return "not a checkpoint state"
+    if not isinstance(data["phase"], str) or not isinstance(data["epoch"], int) or \
+            not isinstance(data["history"], list):
+        return (f"phase, epoch and history must be a name, a count and a list. Received: phase={data['phase']!r:.80}, "
+                f"epoch={data['epoch']!r:.80}, history of type {type(data['history']).__name__}")
+    return None
+
+
+@dataclass
+class ResumePoint:
+    """The checkpoint a resumed run continues from."""
+
+    state: CheckpointState
+    folder: Path
