@@ -42,12 +42,6 @@ def main(argv: list[str] | None = None) -> int:
                 issues = check_label_issues(config, scan, examples, report)
                 print("\n" + format_label_issues(issues, report["label_issues_note"]))
             return 0
-        from app.config import META_STRATEGIES
-        from app.distribution import resolve_distribution
-
-        # Refuses what training cannot do yet (mirrored, multi-worker) before any work starts.
-        resolve_distribution(config.distribute, config.batch_size,
-                             config.meta_batch_size if config.strategy in META_STRATEGIES else None)
         result = run_training(config, resume_dir=getattr(modes, "resume", None))
         print(
             f"Validation accuracy {result.val_accuracy:.3f} after {result.epochs_trained} epochs "

@@ -170,9 +170,9 @@ class TrainConfig:
                                       default="0", accept_int=True)
     distribute: str = _help("Devices to train on: none (one device), mirrored (every GPU of this machine, or the "
                             "METATUNE_CPU_DEVICES logical CPUs), multi-worker (several machines, each started with "
-                            "its TF_CONFIG), or auto (mirrored when more than one GPU is visible, else none). Not "
-                            "wired into training yet: mirrored and multi-worker are refused, auto trains on one "
-                            "device (README, Scaling out).", default="auto")
+                            "its TF_CONFIG), or auto (mirrored when more than one GPU is visible, else none). mirrored "
+                            "trains linear and finetune; meta strategies and multi-worker are refused for now, auto "
+                            "then trains on one device (README, Scaling out).", default="auto")
     profile: bool = _help("Record a TensorFlow profiler trace of a few batches of the backbone pass (TensorBoard's "
                           "Profile tab; needs the tensorboard-plugin-profile package to view).", default=False)
 

@@ -7,9 +7,14 @@ global: `--batch-size` is split across the replicas (so it must be at least the 
 and each replica gets whole episodes of a meta-batch (so `--meta-batch-size` must divide
 evenly: splitting an episode's support set would break its prototypes).
 
-The training loop does not run under a strategy yet: until it does (TRAINING_LOOP_DISTRIBUTES),
-`mirrored` and `multi-worker` are refused with one clear message rather than silently training
-on one device, and `auto` resolves to `none` (saying so when several GPUs are visible).
+What runs under a strategy (DISTRIBUTED_STRATEGIES): `linear` and `finetune` under `mirrored`,
+through Keras' own fit()/predict(), whose built-in losses are averaged over the global batch.
+The meta strategies are refused under `mirrored`: their custom train_step computes its own loss
+(Keras does not divide it by the replicas, so gradients would come out N times too large) and
+would need whole episodes per replica. `multi-worker` is refused for every strategy: Keras 3's
+fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so it needs metatune's
+own distributed step. Refusing says so in one message rather than silently training on one
+device; `auto` falls back to `none` for what cannot be mirrored (and says so).
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import os
 from dataclasses import asdict, dataclass
 
 from app.errors import UserError
+from app.keras_uneven_batches import allow_uneven_first_batches
 
 logger = logging.getLogger(__name__)
 DISTRIBUTE_CHOICES = ("auto", "none", "mirrored", "multi-worker")
-# Flipped when app/training.py builds and trains under `Distribution.strategy` (issue 19, next step).
-TRAINING_LOOP_DISTRIBUTES = False
+# The training strategies app/training.py builds and trains under `Distribution.strategy`, per mode.
+DISTRIBUTED_STRATEGIES = {"mirrored": ("linear", "finetune"), "multi-worker": ()}
 TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                      '"task": {"type": "worker", "index": 0}}\'')
 
@@ -107,9 +113,43 @@ def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | Non
                         f"--meta-batch-size {max(replicas, meta_batch_size - meta_batch_size % replicas)}.")
 
 
+_MIRRORED_STRATEGIES: dict = {}
+
+
+def _mirrored_strategy(devices: tuple[str, ...]):
+    """One MirroredStrategy per device set and process. Why: each new one numbers its collective
+    all-reduces from the same start, so a second strategy's training step can meet the first one's
+    cached collectives ("Shape mismatch in the collective instance") when a process trains twice
+    (tests, notebooks)."""
+    import tensorflow as tf
+
+    if devices not in _MIRRORED_STRATEGIES:
+        _MIRRORED_STRATEGIES[devices] = tf.distribute.MirroredStrategy(list(devices))
+    return _MIRRORED_STRATEGIES[devices]
+
+
+def unsupported_reason(mode: str, training_strategy: str) -> str | None:
+    """Why `--distribute mode` cannot train `--strategy training_strategy` (None: it can)."""
+    if training_strategy in DISTRIBUTED_STRATEGIES.get(mode, (training_strategy,)):
+        return None
+    if mode == "multi-worker":
+        return ("--distribute multi-worker is not supported yet: Keras 3's fit() fails under "
+                "MultiWorkerMirroredStrategy (keras-team/keras#20585), and metatune has no distributed training "
+                f"step of its own yet. Received: --distribute multi-worker --strategy {training_strategy}. What works: "
+                "--distribute mirrored (the GPUs of one machine) with --strategy linear or finetune, or "
+                "--distribute none.")
+    return (f"--distribute {mode} does not support --strategy {training_strategy} yet: meta-learning computes its "
+            "own loss in a custom training step, which under a strategy would need whole episodes per replica and "
+            "a loss divided by the replicas, and metatune does not do that yet. "
+            f"Received: --distribute {mode} --strategy {training_strategy}. What works: --distribute {mode} with "
+            f"--strategy {' or '.join(DISTRIBUTED_STRATEGIES[mode])}, or --distribute none with "
+            f"--strategy {training_strategy}.")
+
+
 def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None = None,
-                         wired: bool = TRAINING_LOOP_DISTRIBUTES, environ: dict | None = None) -> Distribution:
-    """The strategy for `--distribute mode`. meta_batch_size: for meta strategies only (episodes per step)."""
+                         training_strategy: str | None = None, environ: dict | None = None) -> Distribution:
+    """The strategy for `--distribute mode`. meta_batch_size: for meta strategies only (episodes per step).
+    training_strategy: the `--strategy` to run (a UserError when the mode cannot train it); None: any."""
     import tensorflow as tf
 
     environ = os.environ if environ is None else environ
@@ -118,18 +158,16 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
     gpus = tf.config.list_logical_devices("GPU")
     if mode == "auto":
         mode = "mirrored" if len(gpus) > 1 else "none"
-        if mode == "mirrored" and not wired:
-            logger.info("--distribute auto: %d GPUs are visible, but metatune's training loop does not run under "
-                        "tf.distribute yet; training on one device.", len(gpus))
+        if mode == "mirrored" and training_strategy and unsupported_reason(mode, training_strategy):
+            logger.info("--distribute auto: %d GPUs are visible, but --strategy %s does not run under "
+                        "MirroredStrategy yet; training on one device.", len(gpus), training_strategy)
             mode = "none"
     if mode == "none":
         return Distribution(tf.distribute.get_strategy(), DistributeInfo("none", 1, 1))
     if mode == "multi-worker":
         cluster = parse_tf_config(environ.get("TF_CONFIG"))
-    if not wired:
-        raise UserError(f"--distribute {mode} is not wired into training yet: metatune's training loop does not run "
-                        "under tf.distribute in this version, and training on one device instead would be silently "
-                        "different from what you asked. Use --distribute none (or auto) for now.")
+    if training_strategy and (reason := unsupported_reason(mode, training_strategy)):
+        raise UserError(reason)
     if mode == "multi-worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         workers = len(cluster.workers)
@@ -139,8 +177,15 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
             logger.warning("--distribute mirrored: only one device (%s) is visible, so training runs with 1 replica. "
                            "Use a machine with several GPUs, or METATUNE_CPU_DEVICES=N to try N replicas on the CPU.",
                            devices[0])
-        strategy = tf.distribute.MirroredStrategy(devices)
+        strategy = _mirrored_strategy(tuple(devices))
         workers = 1
     replicas = strategy.num_replicas_in_sync
+    if replicas > 1:
+        allow_uneven_first_batches()
     check_batch_sizes(replicas, batch_size, meta_batch_size)
+    if batch_size % replicas:
+        logger.warning("--batch-size %d is not a multiple of the %d replicas: the replicas get unequal shares of "
+                       "each batch (correct, but the larger share sets the pace).", batch_size, replicas)
+    logger.info("--distribute %s: %d replica(s) on %d worker(s); --batch-size %d is the global batch "
+                "(about %d per replica).", mode, replicas, workers, batch_size, -(-batch_size // replicas))
     return Distribution(strategy, DistributeInfo(mode, replicas, workers))

@@ -44,6 +44,7 @@ class RunMetadata:
     metrics: dict = field(default_factory=dict)  # val_accuracy, val_loss, epochs_trained, wall_time_s
     calibration: dict = field(default_factory=dict)  # temperature, fitted_on
     precision: str | None = None
+    distribute: dict | None = None  # app/distribution.py's DistributeInfo: strategy, replicas, workers; older runs lack it
     meta: dict | None = None  # meta strategies: episodes, inner loop, source stage, episode learner
     refit: dict = field(default_factory=dict)  # applied, reason (app/refit.py)
     unknown: dict | None = None  # the unknown-class detector: score, threshold, reject_recall, file
@@ -114,11 +115,11 @@ class RunMetadata:
         rd.write_json(Path(run_dir) / rd.METADATA_FILE, self.to_dict())  # atomic (data/atomic_write.py)
 
 
-_OMITTED_WHEN_NONE = ("backbone_run", "meta")  # present only in runs that have them
+_OMITTED_WHEN_NONE = ("backbone_run", "meta", "distribute")  # present only in runs that have them
 
 # The types a present field must have (None is accepted for the optional ones).
 _TYPES = {"input_spec": dict, "backbone": str, "weights": str, "backbone_run": dict, "strategy": str,
-          "class_digest": str, "metrics": dict, "calibration": dict, "precision": str, "meta": dict, "refit": dict,
+          "class_digest": str, "metrics": dict, "calibration": dict, "precision": str, "distribute": dict, "meta": dict, "refit": dict,
           "unknown": dict, "resumed": bool, "data_dir": str, "manifest_sha256": str, "seed": int, "versions": dict,
           "created": str, "format_version": int}
 _REQUIRED = ("class_names", "modality", "input_spec")

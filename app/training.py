@@ -20,6 +20,7 @@ from app import run_dir as rd
 from app.calibration import fit_temperature
 from app.config import TrainConfig
 from app import tensorboard_logging as tb
+from app.distribution import DistributeInfo, resolve_distribution
 from app.data_report import build_data_report, build_manifest, format_data_report
 from app.errors import UserError
 from app.run_integrity import class_digest
@@ -152,7 +153,20 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
 def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainResult:
     started = time.perf_counter()
     config.validate()
+    # Refuses what cannot run distributed before any work starts.
+    distribution = resolve_distribution(config.distribute, config.batch_size,
+                                        config.meta_batch_size if config.strategy in META_STRATEGIES else None,
+                                        config.strategy)
     precision = apply_precision(config.precision)
+    # Every model, optimizer and metric of the run is built in the strategy's scope (the default
+    # strategy's for --distribute none): backbone, head, phase 2, refit. fit() and predict() then
+    # split each global batch across the replicas.
+    with distribution.strategy.scope():
+        return _train_in_scope(config, resume_dir, locks, distribution.info, precision, started)
+
+
+def _train_in_scope(config: TrainConfig, resume_dir, locks: ExitStack, distribute: DistributeInfo, precision: str,
+                    started: float) -> TrainResult:
     prepared = _prepare(config)  # data checked, backbone built: nothing is written before this succeeds
     run = _open_run_directory(config, prepared, resume_dir, locks)
     job = _training_job(config, prepared, run)
@@ -162,7 +176,8 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     detector = fit_run_detector(result.task_model, config, prepared.scan.modality, prepared.backbone.size,
                                 job.train_examples, job.val_examples, job.train_features, job.val_features,
                                 run.run_dir)  # unknown-class rejection, fitted on training data only
-    return _write_results(config, prepared, run, job, result, detector, precision, resume_dir is not None, started)
+    return _write_results(config, prepared, run, job, result, detector, precision, distribute, resume_dir is not None,
+                          started)
 
 
 @dataclass
@@ -343,7 +358,8 @@ def _train_and_refit(job: TrainingJob, run: _OpenRun, refit: RefitDecision, repo
 
 
 def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job: TrainingJob, result: _Result,
-                   detector, precision: str, resumed: bool, started: float) -> TrainResult:
+                   detector, precision: str, distribute: DistributeInfo, resumed: bool,
+                   started: float) -> TrainResult:
     """model.keras, history.json and metadata.json; then the run is marked complete and its checkpoints go."""
     scan, backbone, run_dir = prepared.scan, prepared.backbone, run.run_dir
     rd.save_model(result.task_model, run_dir)
@@ -368,6 +384,7 @@ def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job:
         calibration={"temperature": result.temperature, "fitted_on": "validation split" + (
             " (the first model's, before the refit)" if result.refitted else "")},
         precision=precision,
+        distribute=distribute.to_metadata(),
         meta=result.meta,
         refit=result.refit,
         unknown={"score": detector.score, "threshold": detector.threshold, "reject_recall": detector.reject_recall,

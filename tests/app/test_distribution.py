@@ -36,11 +36,23 @@ def test_none_and_auto_on_one_device_train_as_before():
         assert distribution.info.to_metadata() == {"strategy": "none", "replicas": 1, "workers": 1}
 
 
-@pytest.mark.parametrize("mode", ["mirrored", "multi-worker"])
-def test_strategies_not_wired_yet_are_refused_with_one_error(tmp_path, capsys, monkeypatch, mode):
+@pytest.mark.parametrize("mode, strategy, says", [
+    ("multi-worker", "linear", ["--distribute multi-worker is not supported yet", "keras-team/keras#20585",
+                                "--distribute mirrored (the GPUs of one machine) with --strategy linear or finetune"]),
+    ("mirrored", "protonet", ["--distribute mirrored does not support --strategy protonet", "whole episodes per replica",
+                              "Received: --distribute mirrored --strategy protonet", "--strategy linear or finetune"]),
+    ("mirrored", "maml", ["does not support --strategy maml", "--distribute none with --strategy maml"]),
+])
+def test_what_cannot_run_distributed_is_refused_with_one_error(tmp_path, capsys, monkeypatch, mode, strategy, says):
     monkeypatch.setenv("TF_CONFIG", json.dumps(TWO_WORKERS))
-    assert train.main([str(tmp_path), "--distribute", mode]) == 2
-    _one_error_line(capsys, f"--distribute {mode} is not wired into training yet", "--distribute none")
+    assert train.main([str(tmp_path), "--distribute", mode, "--strategy", strategy, "--meta-batch-size", "2"]) == 2
+    _one_error_line(capsys, *says)
+    assert not any(tmp_path.iterdir())  # refused before any work
+
+
+def test_auto_trains_meta_strategies_on_one_device():
+    distribution = resolve_distribution("auto", batch_size=4, meta_batch_size=3, training_strategy="reptile")
+    assert distribution.info.to_metadata() == {"strategy": "none", "replicas": 1, "workers": 1}
 
 
 def test_multi_worker_without_tf_config_says_how_to_set_it(tmp_path, capsys, monkeypatch):
@@ -71,7 +83,7 @@ def test_tf_config_of_a_two_worker_cluster():
 
 def test_mirrored_with_one_device_runs_one_replica_and_says_so(caplog):
     with caplog.at_level(logging.WARNING, logger="app.distribution"):
-        distribution = resolve_distribution("mirrored", batch_size=4, wired=True)
+        distribution = resolve_distribution("mirrored", batch_size=4, training_strategy="finetune")
     assert distribution.info.to_metadata() == {"strategy": "mirrored", "replicas": 1, "workers": 1}
     assert "only one device" in caplog.text and "1 replica" in caplog.text and ENV_VAR in caplog.text
 
@@ -95,16 +107,23 @@ def test_bad_cpu_device_count_is_one_error_line(capsys, monkeypatch):
 
 
 @pytest.mark.slow  # a fresh TensorFlow process
-def test_mirrored_over_two_logical_cpus_matches_one_device():
-    """METATUNE_CPU_DEVICES=2 in a fresh process: 2 logical CPUs, 2 replicas, the head's weights after a few
-    SGD steps equal to training without a strategy (float tolerance), and a too-small global batch refused."""
+def test_mirrored_over_two_logical_cpus_matches_one_device_and_trains_runs():
+    """METATUNE_CPU_DEVICES=2 in one fresh process (tests/distributed_parity.py): 2 logical CPUs, 2 replicas;
+    the head on features and finetune phase 2 (BatchNorm frozen) reach the same weights after a few steps as
+    without a strategy (float tolerance); train.py --distribute mirrored trains linear and finetune and records
+    2 replicas; a too-small global batch and a meta strategy are refused."""
     env = {**os.environ, ENV_VAR: "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, str(ROOT / "tests" / "distributed_head_parity.py")], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "distributed_parity.py")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["cpu_devices"] == 2 and report["replicas"] == 2
     assert report["info"] == {"strategy": "mirrored", "replicas": 2, "workers": 1}
-    assert report["trained_distance"] > 1e-2  # the steps moved the weights ...
-    assert report["max_difference"] < 1e-5  # ... to the same place with and without the strategy
+    for part in ("head", "finetune"):
+        assert report[part]["trained_distance"] > 1e-2, part  # the steps moved the weights ...
+        assert report[part]["difference"] < 1e-5, part  # ... to the same place with and without the strategy
+    assert report["finetune"]["moving_statistics_moved"] == 0.0  # BatchNorm frozen under the strategy too
+    two_replicas = {"strategy": "mirrored", "replicas": 2, "workers": 1}
+    assert report["runs"] == {"linear": two_replicas, "finetune": two_replicas}, result.stderr[-3000:]
     assert "at least 2. Received: --batch-size 1" in report["too_small_batch"]
+    assert "does not support --strategy protonet" in report["meta_refused"]

@@ -31,10 +31,11 @@ def _full() -> RunMetadata:
         input_spec={"kind": "text", "dtype": "string", "sequence_length": 16}, backbone="tiny_text",
         weights="none", backbone_run={"path": "/runs/x", "strategy": "linear"}, strategy="protonet",
         class_digest="ab" * 32, metrics={"val_accuracy": 1.0}, calibration={"temperature": 1.5, "fitted_on": "v"},
-        precision="float32", meta={"algorithm": "protonet", "ways": 3}, refit={"applied": True, "reason": "r"},
+        precision="float32", distribute={"strategy": "mirrored", "replicas": 2, "workers": 1},
+        meta={"algorithm": "protonet", "ways": 3}, refit={"applied": True, "reason": "r"},
         unknown={"score": "msp", "threshold": 0.2}, resumed=True, data_dir="/d", manifest_sha256="cd" * 32, seed=3,
         versions={"keras": "3.15.1"}, created="2026-12-05T00:00:00+00:00",
-        extra={"distribute": {"strategy": "mirrored", "replicas": 2}})
+        extra={"sharding": {"mesh": [2, 1]}})
 
 
 def test_round_trip_keeps_every_field_and_unknown_keys(tmp_path):
@@ -42,7 +43,8 @@ def test_round_trip_keeps_every_field_and_unknown_keys(tmp_path):
     written.write(tmp_path)
     on_disk = json.loads((tmp_path / rd.METADATA_FILE).read_text())
     assert list(on_disk)[:3] == ["format_version", "class_names", "modality"]
-    assert on_disk["distribute"] == {"strategy": "mirrored", "replicas": 2}  # a newer version's key survives
+    assert on_disk["distribute"] == {"strategy": "mirrored", "replicas": 2, "workers": 1}
+    assert on_disk["sharding"] == {"mesh": [2, 1]}  # a newer version's key survives
     read = RunMetadata.read(tmp_path)
     assert read == written
     assert (read.input_size, read.image_size, read.temperature, read.refit_applied) == (16, None, 1.5, True)
