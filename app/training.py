@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -182,8 +183,11 @@ class _Prepared:
 def _prepare(config: TrainConfig) -> _Prepared:
     """The data doctor, the checks that need no backbone, then the backbone itself."""
     scan, examples, report = check_data(config)
-    if (filled := config.apply_modality_defaults(scan.modality)) and config.strategy == "finetune":
-        logger.info("finetune recipe for %s data: %s", scan.modality, ", ".join(f"{k}={v}" for k, v in filled.items()))
+    train_counts = Counter(e.label for e in examples if e.split == "train")
+    per_class = float(np.median([train_counts.get(label, 0) for label in range(len(scan.class_names))]))
+    if (filled := config.apply_modality_defaults(scan.modality, per_class)) and config.strategy == "finetune":
+        logger.info("finetune recipe for %s data with %g training files per class (median): %s", scan.modality,
+                    per_class, ", ".join(f"{k}={v}" for k, v in filled.items()))
     backbone = resolve_backbone(config, scan.modality)
     if backbone.reused is not None:  # a finished run's backbone: its resize mode too (app/backbone_reuse.py)
         config.resize = backbone.resize
