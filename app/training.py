@@ -180,6 +180,18 @@ class _Prepared:
         return [e for e in self.examples if e.split == name]
 
 
+def held_out_line(config: TrainConfig, scan, test_files: int) -> str:
+    """One line saying which files no training step sees, and what to do with them."""
+    if "test" in scan.splits_present():
+        return f"Held out for testing: the folder's test/ split ({test_files} files); training never sees them."
+    if test_files:
+        return (f"Held out for testing: {test_files} files ({config.test_fraction:.0%} of each class, "
+                "--test-fraction); training never sees them and `evaluate.py RUN_DIR DATA_DIR` scores them. "
+                "--test-fraction 0 trains on them instead (then evaluate on another folder).")
+    return ("No test files held out (no test/ folder, --test-fraction 0): evaluate this run on files it never "
+            "saw (another folder) for an honest estimate.")
+
+
 def _prepare(config: TrainConfig) -> _Prepared:
     """The data doctor, the checks that need no backbone, then the backbone itself."""
     scan, examples, report = check_data(config)
@@ -200,6 +212,7 @@ def _prepare(config: TrainConfig) -> _Prepared:
         len(scan.class_names), len(train_examples), len(val_examples),
         sum(e.split == "test" for e in examples), len(scan.skipped),
     )
+    logger.info(held_out_line(config, scan, sum(e.split == "test" for e in examples)))
     if not val_examples:
         raise UserError("No validation files: every class needs at least 2 training files or a val/ folder.")
     if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work
