@@ -285,6 +285,7 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
                                                                  outcome.val_embeddings, outcome.phases)
             task_model = build_task_model(feature_extractor, head, outcome.embedding)
             extra_metadata["meta"] = outcome.metadata
+            train_features, val_features = outcome.features  # the top_blocks source stage may change the backbone
             steps_taken = 0
             val_probabilities = outcome.val_probabilities  # before the refit on train + validation
         else:

@@ -39,9 +39,9 @@ from common import REPO, emit
 WORK = Path("/tmp/metatune-bench/meta-transfer")
 SHOTS = (1, 5)
 WAYS, QUERIES, EPISODE_SEED = 5, 15, 0
-FULL = {"episodes": 600, "image_size": 64, "max_letters": 40}
+FULL = {"episodes": 600, "image_size": 96, "max_letters": 40}
 QUICK = {"episodes": 60, "image_size": 32, "max_letters": 40}
-STAGES = ("auto", "supervised", "protonet")
+STAGES = ("auto", "supervised", "protonet", "top_blocks")
 FONTS_SIZE = 84  # rendered size the folders link to; train.py resizes to --image-size
 
 
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_standard_arguments(parser, WORKERS)
     parser.add_argument("--stages", default=",".join(STAGES),
-                        help="comma list of the runs to measure (auto, supervised, protonet)")
+                        help="comma list of the runs to measure (auto, supervised, protonet, top_blocks)")
     parser.add_argument("--add-to", metavar="JSON", help="merge the runs measured into an earlier --json result")
     args = parser.parse_args(argv)
     if common.serve_worker(args, WORKERS):

@@ -105,7 +105,7 @@ def test_auto_scores_every_candidate_and_the_choice_never_depends_on_test_files(
                            str(source), "--output", str(run), *EPISODES, *FEATURES]) == 0
         summaries.append(rd.read_json(run / rd.METADATA_FILE)["meta"]["source_stage"])
     first = summaries[0]
-    assert set(first["candidates"]) == {"none", "supervised", "protonet"} and first["asked"] == "auto"
+    assert set(first["candidates"]) == {"none", "supervised", "protonet", "top_blocks"} and first["asked"] == "auto"
     for scores in first["candidates"].values():
         assert 0.0 <= scores["target_accuracy"] <= 1.0 and 0.0 <= scores["source_val_accuracy"] <= 1.0
         assert set(scores["target_heads"]) == {"prototypes", "logistic_regression"}
