@@ -244,7 +244,7 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
     if top is None:
         return _ChosenStage(embeddings[chosen.name], chosen.head, summary)
     summary["top_blocks"] = {"cut": top.cut.split.cut_layer, "blocks": top.cut.split.top_blocks, "views": VIEWS,
-                             "epochs": top.epochs}
+                             "epochs": top.epochs, "seconds": round(top.seconds, 1)}
     if chosen.name != "top_blocks":
         top.discard(feature_extractor)  # the extractor goes back to the pretrained weights
         return _ChosenStage(embeddings[chosen.name], chosen.head, summary)

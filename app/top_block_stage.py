@@ -53,6 +53,12 @@ AUGMENTATION = AugmentConfig(flip=False, rotation=0.05, zoom=0.1, contrast=0.1)
 # source of a few thousand files should adjust, not overwrite (discriminative rates, ULMFiT).
 BLOCK_LEARNING_RATE_MULTIPLIER = 0.1
 ACTIVATION_BATCH = 64
+# A step of the top blocks costs about 0.3-0.8 s on 2 CPU cores (4 episodes of 75 inputs through
+# EfficientNet-Lite0's two widest blocks and its 1280-channel head; the features-mode embedding
+# takes milliseconds), so this stage gets its own bounded budget: at most TOP_BLOCK_EPOCHS epochs of
+# --meta-steps, stopped after TOP_BLOCK_PATIENCE epochs without a better meta-validation loss.
+TOP_BLOCK_EPOCHS = 5
+TOP_BLOCK_PATIENCE = 2
 
 
 @dataclass
@@ -149,9 +155,11 @@ def train_top_blocks(cut: TopBlockCut, spec, feature_extractor: keras.Model, vie
         val_ds = meta_batches(val_sampler, _view_fetch(val_rows[None], config.seed), tf.float32, shape,
                               config.meta_batch_size, steps=10).cache()
         monitor = "val_loss"
-    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, restore_best_weights=True)
+    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=min(config.patience, TOP_BLOCK_PATIENCE),
+                                            restore_best_weights=True)
     started = time.perf_counter()
-    history = learner.fit(train_ds, steps_per_epoch=config.meta_steps, epochs=config.meta_epochs,
+    history = learner.fit(train_ds, steps_per_epoch=config.meta_steps,
+                          epochs=min(config.meta_epochs, TOP_BLOCK_EPOCHS),
                           validation_data=val_ds, callbacks=[stopper], verbose=0)
     losses = history.history.get(monitor, [])
     best = int(np.argmin(losses)) + 1 if losses else 0
@@ -171,6 +179,7 @@ class TopBlockCandidate:
     meta_val_rows: np.ndarray  # the source's meta-validation files at the cut (view 0)
     pristine: list  # the extractor's weights before training, put back when the stage is not kept
     epochs: int
+    seconds: float  # activations (cached or computed) and training
 
     def target_features(self) -> np.ndarray:
         return pooled_features(self.cut, self.target_rows)
@@ -194,5 +203,6 @@ def top_block_candidate(cut: TopBlockCut, spec, feature_extractor: keras.Model, 
     scorer, embedding, epochs = train_top_blocks(cut, spec, feature_extractor, views, pools.train_labels,
                                                  meta_val_rows, pools.val_labels, pools.train_shape, pools.val_shape,
                                                  config, init_embedding)
-    logger.info("top_blocks source stage: %.1f s in all (activations and training)", time.perf_counter() - started)
-    return TopBlockCandidate(cut, scorer, embedding, target_rows, meta_val_rows, pristine, epochs)
+    seconds = time.perf_counter() - started
+    logger.info("top_blocks source stage: %.1f s in all (activations and training)", seconds)
+    return TopBlockCandidate(cut, scorer, embedding, target_rows, meta_val_rows, pristine, epochs, seconds)
