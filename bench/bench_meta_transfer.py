@@ -274,6 +274,14 @@ def render(results: dict) -> str:
             line += (f"; vs the conv4 anchor {100 * anchor[str(s)]:.2f}: "
                      f"{'met' if mine >= anchor[str(s)] else '**miss**'}")
         lines.append(line + ".")
+    if p["episodes"] >= FULL["episodes"]:
+        one_eval = auto["episodes"][str(SHOTS[0])]["eval_s"]
+        total_min = (auto["train_s"] + one_eval) / 60
+        files = counts["source"]["classes"] * 20
+        lines.append(f"- time: training {auto['train_s']:.0f} s + one 600-episode evaluation {one_eval:.0f} s = "
+                     f"{total_min:.1f} min for a {files}-image source (the bar: under 20 min for a 50k-image "
+                     f"source): {'met' if total_min < 20 * files / 50_000 else '**miss**'} (judged pro rata "
+                     "to the source's size).")
     learners = ", ".join(f"{s}-shot: {auto['episodes'][str(s)]['label']}" for s in SHOTS)
     lines.append(f"\nThe default run's episode learner on the kept embedding, as it chose on the target's validation "
                  f"episodes: {learners}. Support fine-tuning (P>M>F's F) is not built yet.")
