@@ -7,8 +7,9 @@ row, written atomically, unreadable stores recomputed), with three differences:
 - the key also names the cut (the first layer of the top part) and the augmented view: one
   store per view number, so a run asking for more views only computes the new ones;
 - rows are float16: they are large (a 3 x 3 x 192 map per file for EfficientNet-Lite0 at
-  96 px, 20 000 source files x 4 views is 280 MB as float16), and the top blocks' own
-  BatchNorm-normalised inputs lose nothing measurable at that precision;
+  96 px, 20 000 source files x 4 views is 280 MB as float16); float16 keeps about three
+  significant digits, and the run's model.keras (float32 from the files) gives the cached
+  path's embedding to within 1% (tests/app/test_top_block_stage.py);
 - they live under `<cache>/activations/`, apart from the pooled features.
 """
 
