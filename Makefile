@@ -10,7 +10,7 @@ TEST_STAMP := $(VENV)/.installed-test-$(shell cat requirements-test.txt | sha256
 DEMO_DATA := data/samples/fashion_mnist
 DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install demo test clean bench-data bench-peers bench bench-quick
+.PHONY: install demo test test-fast clean bench-data bench-peers bench bench-quick
 
 install: $(STAMP)
 
@@ -33,8 +33,14 @@ demo: install
 	$(PY) evaluate.py $(DEMO_RUN) $(DEMO_DATA)
 	@echo "Inspect the curves with: $(VENV)/bin/tensorboard --logdir $(DEMO_RUN)/logs"
 
+# The full suite (CI runs this), with the 25 slowest tests listed at the end.
 test: install $(TEST_STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
+
+# For development: everything but the tests marked slow (end-to-end runs on real weights,
+# fault injection, kill -9 and resume, subprocess servers).
+test-fast: install $(TEST_STAMP)
+	$(PY) -m pytest -m "not slow" --durations=10
 
 # Benchmark data (needs root; idempotent): Fashion-MNIST for bench_transfer.py and
 # bench_pipeline.py, the Noto fonts bench/fonts_dataset.py renders its few-shot

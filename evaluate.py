@@ -5,6 +5,7 @@
     python evaluate.py RUN_DIR DATA_DIR --artifact RUN_DIR/export/litert-int8   # an export.py artifact
     python evaluate.py RUN_DIR DATA_DIR --compare OTHER_RUN_DIR...
     python evaluate.py RUN_DIR DATA_DIR --episodes 600 [--ways 5] [--shots 1] [--queries 15] [--seed 0]
+                       [--support-finetune auto|off]
 
 With --episodes: few-shot (episodic) evaluation; the folder's classes may be new to the run.
 """
@@ -19,6 +20,7 @@ from app.cli import positive_int, prepare_environment, run_safely, setup_logging
 prepare_environment()
 
 FEWSHOT_DEFAULTS = {"ways": 5, "shots": 1, "queries": 15, "seed": 0}
+FEWSHOT_ONLY = {"support_finetune": "--support-finetune"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--seed", "Episode seed: the same seed and --episodes replay the same episodes")):
         default = FEWSHOT_DEFAULTS[flag[2:]]
         fewshot.add_argument(flag, type=int, default=argparse.SUPPRESS, help=f"{text} (default {default}).")
+    fewshot.add_argument("--support-finetune", choices=("auto", "off"), default=argparse.SUPPRESS,
+                         help="auto (default): also score the run's learner fine-tuned on each support (meta runs on "
+                         "cached features), at the learning rate and steps the run chose on its validation episodes; "
+                         "the chosen one (learning rate 0 = without) is the run's result. off: skip it.")
     return parser
 
 
@@ -79,7 +85,7 @@ def _check_mode_flags(args, argv) -> None:
 
     given = _given(argv)
     if args.episodes is None:
-        stray = [f"--{d}" for d in FEWSHOT_DEFAULTS if d in given]
+        stray = [f"--{d}" for d in FEWSHOT_DEFAULTS if d in given] + [f for d, f in FEWSHOT_ONLY.items() if d in given]
         if stray:
             raise UserError(f"{', '.join(stray)} apply to few-shot evaluation only. Received: {' '.join(stray)} without "
                             "--episodes. Add --episodes N (e.g. --episodes 600), or drop them.")
@@ -146,8 +152,14 @@ def fewshot_command(args) -> int:
 
     counts = {key: getattr(args, key, default) for key, default in FEWSHOT_DEFAULTS.items()}
     metrics, out_dir = evaluate_episodes(args.run_dir, args.data_dir, args.episodes, name=args.name,
-                                         batch_size=args.batch_size, **counts)
+                                         batch_size=args.batch_size, **counts,
+                                         support_finetune=getattr(args, "support_finetune", "auto"))
     results = [("run", metrics["mean_accuracy"], metrics["ci95"])]
+    finetuning = metrics["support_finetuning"]
+    if "with" in finetuning:  # the run's result is one of these two; show the other too
+        other = "without" if finetuning["applied"] else "with"
+        results.append((f"run {other} support fine-tuning", finetuning[other]["mean_accuracy"],
+                        finetuning[other]["ci95"]))
     results += [(name.replace("_", " "), b["mean_accuracy"], b["ci95"]) for name, b in metrics["baselines"].items()]
     shown = ", ".join(f"{name} {100 * mean:.2f}% ± {100 * ci:.2f}%" for name, mean, ci in results)
     transductive = " (transductive BatchNorm)" if metrics["transductive"] else ""

@@ -39,6 +39,17 @@ CHOICES = {
     # Mirrors app/unknown_scores.SCORES (kept literal: importing it would pull numpy scoring into the CLI).
     "unknown_score": ("auto", "max_softmax", "energy", "centroid", "knn", "mahalanobis", "max_softmax+knn"),
 }
+# finetune's recipe per modality: the values of the options left unset (None) once the data's modality
+# is known. Images: the recipe that won the transfer benchmark (BENCHMARKS.md, "transfer": the whole
+# backbone at discriminative rates with MixUp beat `linear` by a median 2.2 points at 100 images per
+# class, where the top-2-blocks recipe lost to it). Text keeps what wins there (the top 2 transformer
+# blocks; MixUp does not apply). Other strategies use --unfreeze only on raw inputs (meta strategies),
+# where training the whole backbone per episode would be far too slow on a CPU: 2 blocks.
+FINETUNE_RECIPES = {
+    "image": {"unfreeze": "all", "finetune_learning_rate": 3e-4, "lr_decay": 0.8, "mixup": 0.2},
+    "text": {"unfreeze": "2", "finetune_learning_rate": 1e-4, "lr_decay": 0.5, "mixup": 0.0},
+}
+OTHER_STRATEGIES_RECIPE = {"unfreeze": "2", "finetune_learning_rate": 1e-4, "lr_decay": 0.5, "mixup": 0.0}
 REFIT_AUTO_BELOW_PER_CLASS = 20  # auto refits when the training split has fewer files per class than this
 
 
@@ -66,18 +77,20 @@ class TrainConfig:
     epochs: int = _help("Maximum head-training epochs (early stopping on validation loss).", default=100)
     finetune_epochs: int = _help("finetune: maximum epochs of phase 2 (backbone top unfrozen).", default=20)
     # A config file naturally says `unfreeze: 2`; from_dict turns that int into the string the CLI gives.
-    unfreeze: str = _help("finetune (and meta strategies on raw inputs): how many top backbone blocks train, N "
-                          "or all.", default="2",
-                          accept_int=True)
-    finetune_learning_rate: float = _help("finetune: phase-2 learning rate of the head and the top block.", default=1e-4)
-    lr_decay: float = _help("finetune: learning-rate multiplier from one unfrozen block group to the next one "
-                            "down (discriminative learning rates; 1 = the same rate everywhere).", default=0.5)
+    unfreeze: str | None = _help("finetune (and meta strategies on raw inputs): how many top backbone blocks train, N "
+                                 "or all (default: all for finetune on images, else 2).", default=None,
+                                 accept_int=True)
+    finetune_learning_rate: float | None = _help("finetune: phase-2 learning rate of the head and the top block "
+                                                 "(default: 3e-4 on images, 1e-4 on text).", default=None)
+    lr_decay: float | None = _help("finetune: learning-rate multiplier from one unfrozen block group to the next "
+                                   "one down (discriminative learning rates; 1 = the same rate everywhere; default: "
+                                   "0.8 on images, 0.5 on text).", default=None)
     lr_schedule: str = _help("finetune phase 2: cosine (with linear warm-up), constant, or plateau (constant, "
                              "divided by 5 when validation loss stalls).", default="cosine")
     warmup_fraction: float = _help("finetune phase 2: fraction of the steps spent warming the learning rate up.", default=0.1)
     label_smoothing: float = _help("Label smoothing of the cross-entropy loss (0: none).", default=0.0)
-    mixup: float = _help("finetune phase 2, images: MixUp strength, the alpha of the Beta(alpha, alpha) mixing "
-                         "weights (0: off; 0.2 is the usual choice).", default=0.0)
+    mixup: float | None = _help("finetune phase 2, images: MixUp strength, the alpha of the Beta(alpha, alpha) "
+                                "mixing weights (0: off; default: 0.2 for finetune on images, else 0).", default=None)
     augment: bool = _help("finetune phase 2, images: random flip, rotation, zoom and contrast on training batches "
                           "(never on cached features or evaluation).", default=True)
     image_cache: str = _help("finetune phase 2: keep decoded training images in memory (auto: when they fit in a "
@@ -191,14 +204,15 @@ class TrainConfig:
             (self.adapt in ("auto", "head", "all") or self.adapt.isdigit(), "adapt must be auto, head, all or a number of layers"),
             (self.embedding_units >= 1, "embedding_units must be at least 1"),
             (self.meta_input in CHOICES["meta_input"], f"meta_input must be one of {list(CHOICES['meta_input'])}"),
-            (self.unfreeze == "all" or self.unfreeze.isdigit() and int(self.unfreeze) >= 1,
+            (self.unfreeze is None or self.unfreeze == "all" or self.unfreeze.isdigit() and int(self.unfreeze) >= 1,
              "unfreeze must be a positive number of blocks or 'all'"),
-            (self.finetune_learning_rate > 0, "finetune_learning_rate must be positive"),
-            (0.0 < self.lr_decay <= 1.0, "lr_decay must be in (0, 1]"),
+            (self.finetune_learning_rate is None or self.finetune_learning_rate > 0,
+             "finetune_learning_rate must be positive"),
+            (self.lr_decay is None or 0.0 < self.lr_decay <= 1.0, "lr_decay must be in (0, 1]"),
             (self.lr_schedule in CHOICES["lr_schedule"], f"lr_schedule must be one of {list(CHOICES['lr_schedule'])}"),
             (0.0 <= self.warmup_fraction < 1.0, "warmup_fraction must be in [0, 1)"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
-            (0.0 <= self.mixup <= 1.0, "mixup must be in [0, 1]"),
+            (self.mixup is None or 0.0 <= self.mixup <= 1.0, "mixup must be in [0, 1]"),
             (self.image_cache in CHOICES["image_cache"], f"image_cache must be one of {list(CHOICES['image_cache'])}"),
             (self.precision in CHOICES["precision"], f"precision must be one of {list(CHOICES['precision'])}"),
             (0.0 < self.reject_recall < 1.0, "reject_recall must be in (0, 1), e.g. 0.95 keeps 95% of known files"),
@@ -227,6 +241,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def apply_modality_defaults(self, modality: str) -> dict:
+        """Fill the finetune options left unset with the recipe for `modality` (FINETUNE_RECIPES).
+
+        Returns what was filled in, so the run can say so. Values the user gave (flags or a
+        config file) are never changed; config.json records the filled-in values, so a resumed
+        run trains with the same ones.
+        """
+        recipe = FINETUNE_RECIPES[modality] if self.strategy == "finetune" else OTHER_STRATEGIES_RECIPE
+        filled = {key: value for key, value in recipe.items() if getattr(self, key) is None}
+        for key, value in filled.items():
+            setattr(self, key, value)
+        return filled
 
     @classmethod
     def from_dict(cls, values: Mapping, where: Mapping[str, str] | None = None) -> "TrainConfig":
@@ -257,6 +284,8 @@ _TYPE_RULES = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "int | None": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "float | None": (lambda v: v is None or _is_int(v) or isinstance(v, float) and math.isfinite(v),
+                     "a finite number or null"),
     "str | None": (lambda v: v is None or isinstance(v, str), "a string or null"),
 }
 
@@ -288,7 +317,7 @@ def _checked_value(key: str, value, where: Mapping[str, str]):
     if not accepts(value):
         raise UserError(f"{_invalid(key, where)}: {key} must be {expected}. Received: {key}={value!r}")
     # Store float fields as floats, so `learning_rate: 1` writes back as 1.0 in config.json.
-    return float(value) if str(f.type) == "float" else value
+    return float(value) if str(f.type) in ("float", "float | None") and value is not None else value
 
 
 # ---------------------------------------------------------------- config files
@@ -381,7 +410,8 @@ def build_parser(explicit_only: bool = False) -> argparse.ArgumentParser:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=default(getattr(defaults, f.name)), help=f.metadata["help"])
             continue
-        kind = {"int | None": int, "str | None": str, "int": int, "float": float, "str": str}[str(f.type)]
+        kind = {"int | None": int, "str | None": str, "float | None": float, "int": int, "float": float,
+                "str": str}[str(f.type)]
         kwargs = {"type": kind, "default": default(getattr(defaults, f.name)), "help": f.metadata["help"]}
         if f.name in CHOICES:
             kwargs["choices"] = CHOICES[f.name]

@@ -17,6 +17,12 @@ The run's learner:
   meta-learned embedding instead where the run chose it for that shot count
   (metadata.json["meta"]["episode_learner"], app/episode_learner.py).
 
+Support fine-tuning (the "F" of P>M>F, app/support_finetuning.py): for meta runs on cached
+features, the run's learner is also scored with its embedding + a prototype-initialised head
+fine-tuned on each support, at the learning rate and steps the run chose on its validation
+episodes (saved in metadata.json["meta"]["support_finetuning"]). Both rows are reported;
+`mean_accuracy` is the chosen one (learning rate 0 = without). `support_finetune="off"` skips it.
+
 Inputs are computed once per file (backbone features through the feature cache that
 training also uses); every episode then runs on in-memory arrays. Episode n is a pure
 function of (seed, n) (data/episodes.py), so `--seed S --episodes N` replays them.
@@ -28,6 +34,7 @@ import csv
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -37,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from app import run_dir as rd
+from app import support_finetuning as sft
 from app import tensorboard_logging as tb
 from app.config import META_STRATEGIES
 from app.errors import UserError
@@ -58,6 +66,8 @@ logger = logging.getLogger(__name__)
 
 META_LEARNER_FILE = rd.META_LEARNER_FILE
 RUN_LEARNER = "run"
+FINETUNED_LEARNER = "run_support_finetuned"
+SUPPORT_FINETUNE_OPTIONS = ("auto", "off")
 EPISODES_FILE = "episodes.csv"
 # Predictor: (support inputs, support labels, query inputs, ways) -> predicted query labels.
 Predict = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
@@ -229,14 +239,15 @@ def penultimate_embeddings(run: LoadedRun, features: _Features, batch_size: int)
     return extract_features(reference_model, features.examples, run.modality, run.input_size, batch_size, run.resize)
 
 
-def run_learner(run: LoadedRun, features: _Features, ways: int, shots: int, batch_size: int) -> tuple[Learner, dict]:
-    """The run's own few-shot learner and what the metrics say about it."""
+def run_learner(run: LoadedRun, features: _Features, ways: int, shots: int,
+                batch_size: int) -> tuple[Learner, dict, keras.Model | None]:
+    """The run's own few-shot learner, what the metrics say about it, and its meta-learner (None for other runs)."""
     strategy = run.metadata.get("strategy")
     if strategy not in META_STRATEGIES:
         embeddings = penultimate_embeddings(run, features, batch_size)
         label = f"nearest centroid on the run's penultimate embedding ({strategy} run, {embeddings.shape[1]} dims)"
         return Learner(RUN_LEARNER, label, embeddings, nearest_centroid_predict), {
-            "kind": "nearest_centroid_on_penultimate", "strategy": strategy, "transductive": False}
+            "kind": "nearest_centroid_on_penultimate", "strategy": strategy, "transductive": False}, None
     learner = load_meta_learner(run)
     meta = run.metadata.get("meta") or {}
     source = meta.get("input", "features")
@@ -264,25 +275,58 @@ def run_learner(run: LoadedRun, features: _Features, ways: int, shots: int, batc
     return Learner(RUN_LEARNER, label, inputs, predict), {
         "kind": "meta_learner", "strategy": strategy, "algorithm": algorithm, "input": source,
         "trained_ways": learner.ways, "trained_shots": meta.get("shots"), "transductive": transductive,
-        "episode_learner": episode_learner if algorithm == "protonet" else None}
+        "episode_learner": episode_learner if algorithm == "protonet" else None}, learner
+
+
+def support_finetuned_learner(run: LoadedRun, meta_learner, features: _Features, ways: int, shots: int,
+                              option: str) -> tuple[Learner | None, dict]:
+    """The run's learner with fine-tuning on each support (app/support_finetuning.py), and what was decided.
+
+    Shown at the setting the run chose for this shot count; where it chose no fine-tuning, at the
+    best fine-tuning setting of its validation episodes, so the report still shows what F gives.
+    """
+    reason = "turned off (--support-finetune off)" if option == "off" else sft.unsupported_reason(run.metadata)
+    choice = (run.metadata.get("meta") or {}).get("support_finetuning")
+    if reason is None and not choice:
+        reason = ("the run saved no support fine-tuning choice (trained by an older metatune, or its target had too "
+                  "few classes or examples for validation episodes)")
+    if reason is not None:
+        logger.info("No support fine-tuning: %s.", reason)
+        return None, {"applied": False, "reason": reason}
+    chosen = sft.setting_for(choice, shots)
+    shown = chosen if chosen.enabled else sft.best_enabled_setting(choice, shots)
+    info = {"applied": chosen.enabled, "chosen": {"learning_rate": chosen.learning_rate, "steps": chosen.steps},
+            "validation_scores": choice["scores"], "augmentation": choice.get("augmentation")}
+    if shown is None:
+        return None, {**info, "reason": "no fine-tuning setting was scored on validation episodes"}
+    finetuner = sft.SupportFinetuner(meta_learner.embedding, ways)
+    origin = "chosen at training time" if chosen.enabled else "best on validation episodes, not chosen"
+    label = (f"the run's embedding + prototype-initialised head fine-tuned on each support "
+             f"({shown.steps} Adam steps at learning rate {shown.learning_rate:g}, {origin})")
+    info["shown"] = {"learning_rate": shown.learning_rate, "steps": shown.steps}
+    return Learner(FINETUNED_LEARNER, label, features.run_features, finetuner.predictor(shown)), info
 
 
 # ------------------------------------------------------------------------ the loop
 
-def run_episodes(sampler: EpisodeSampler, numbers: list[int], learners: list[Learner]) -> dict[str, np.ndarray]:
-    """Per-episode query accuracy of every learner, all on the same episodes."""
+def run_episodes(sampler: EpisodeSampler, numbers: list[int],
+                 learners: list[Learner]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Per-episode query accuracy of every learner, all on the same episodes, and each one's seconds per episode."""
     accuracies = {learner.key: np.zeros(len(numbers)) for learner in learners}
+    seconds = {learner.key: 0.0 for learner in learners}
     # A live bar on a terminal; in a log file one line at the end instead of a line every 50 ms.
     progress = keras.utils.Progbar(len(numbers), unit_name="episode", verbose=1 if on_terminal() else 2,
                                    stateful_metrics=[f"{learner.key}_acc" for learner in learners])
     for i, number in enumerate(numbers):
         episode = sampler.episode(number)
         for learner in learners:
+            start = time.perf_counter()
             predicted = learner.predict(learner.inputs[episode.support_index], episode.support_labels,
                                         learner.inputs[episode.query_index], sampler.ways)
+            seconds[learner.key] += time.perf_counter() - start
             accuracies[learner.key][i] = float(np.mean(np.asarray(predicted) == episode.query_labels, axis=0))
         progress.update(i + 1, [(f"{k}_acc", float(np.mean(v[:i + 1], axis=0))) for k, v in accuracies.items()])
-    return accuracies
+    return accuracies, {key: total / max(len(numbers), 1) for key, total in seconds.items()}
 
 
 def _verdict(metrics: dict) -> tuple[bool, str]:
@@ -302,6 +346,22 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
+def _run_rows(metrics: dict) -> list[str]:
+    """The run's learner without and with support fine-tuning; the chosen one in bold."""
+    finetuning = metrics.get("support_finetuning") or {}
+    if "with" not in finetuning:
+        return [f"| **run: {metrics['learner']['label']}** | **{_percent(metrics['mean_accuracy'])}** | "
+                f"± {_percent(metrics['ci95'])} |"]
+    rows = []
+    for row, applied in (("without", False), ("with", True)):
+        result, chosen = finetuning[row], finetuning["applied"] == applied
+        text = [f"run, {row} support fine-tuning: {result['label']}", _percent(result["mean_accuracy"])]
+        if chosen:
+            text = [f"**{part} (chosen)**" if i == 0 else f"**{part}**" for i, part in enumerate(text)]
+        rows.append(f"| {text[0]} | {text[1]} | ± {_percent(result['ci95'])} |")
+    return rows
+
+
 def render_fewshot_report(metrics: dict) -> str:
     learner = metrics["learner"]
     transductive = ("yes (query batch statistics; not comparable with inductive results)" if metrics["transductive"]
@@ -317,10 +377,12 @@ def render_fewshot_report(metrics: dict) -> str:
         f"replay with `--seed {metrics['episode_seed']} --episodes {metrics['episodes']}`",
         f"- Transductive BatchNorm: {transductive}",
         f"- Baseline features: {metrics['baseline_features']}",
+        f"- Seconds per episode: " + ", ".join(f"{key.replace('_', ' ')} {value:.4f}"
+                                               for key, value in metrics.get("seconds_per_episode", {}).items()),
         "",
         "| learner | mean accuracy | 95% CI |",
         "|---|---:|---:|",
-        f"| **run: {learner['label']}** | **{_percent(metrics['mean_accuracy'])}** | ± {_percent(metrics['ci95'])} |",
+        *_run_rows(metrics),
     ]
     for name, result in metrics["baselines"].items():
         lines.append(f"| baseline: {name.replace('_', ' ')} | {_percent(result['mean_accuracy'])} | "
@@ -362,7 +424,7 @@ def _default_name(data_dir, suffix: str, ways: int, shots: int) -> str:
 
 def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int, ways: int = 5, shots: int = 1,
                       queries: int = 15, seed: int = 0, name: str | None = None,
-                      batch_size: int = 32) -> tuple[dict, Path]:
+                      batch_size: int = 32, support_finetune: str = "auto") -> tuple[dict, Path]:
     """Few-shot evaluation of a run; writes eval/<name>/{metrics.json, report.md, episodes.csv}.
 
     Returns (metrics, output folder). Raises UserError / DataError with a clear
@@ -372,6 +434,9 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
     batch_size = _check_count("--batch-size", batch_size, 1)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise UserError(f"--seed must be an integer. Received: --seed {seed!r}")
+    if support_finetune not in SUPPORT_FINETUNE_OPTIONS:
+        raise UserError(f"--support-finetune must be one of {', '.join(SUPPORT_FINETUNE_OPTIONS)}. "
+                        f"Received: --support-finetune {support_finetune!r}")
     run = load_run(run_path)
     pool = choose_pool(run, data_dir)
     if not pool.examples:
@@ -387,18 +452,31 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
                 run.path, episodes, ways, shots, queries, len(pool.examples), pool.description)
 
     features = _Features(run, pool.examples, batch_size)
-    mine, learner_info = run_learner(run, features, ways, shots, batch_size)
+    mine, learner_info, meta_learner = run_learner(run, features, ways, shots, batch_size)
+    finetuned, finetune_info = support_finetuned_learner(run, meta_learner, features, ways, shots, support_finetune)
     baseline_inputs, baseline_note = features.baseline_features()
-    learners = [mine] + [Learner(key, f"{key.replace('_', ' ')} on {baseline_note}", baseline_inputs, predict)
-                         for key, predict in BASELINES.items()]
-    accuracies = run_episodes(sampler, numbers, learners)
+    learners = [mine] + ([finetuned] if finetuned else [])
+    learners += [Learner(key, f"{key.replace('_', ' ')} on {baseline_note}", baseline_inputs, predict)
+                 for key, predict in BASELINES.items()]
+    accuracies, seconds = run_episodes(sampler, numbers, learners)
 
-    mean, ci = mean_and_ci95(accuracies[RUN_LEARNER])
+    # The run's chosen learner: with support fine-tuning where the run chose a learning rate above 0.
+    chosen_key = FINETUNED_LEARNER if finetune_info["applied"] and finetuned else RUN_LEARNER
+    mean, ci = mean_and_ci95(accuracies[chosen_key])
+    finetune_info["seconds_per_episode"] = {key: seconds[key] for key in (RUN_LEARNER, FINETUNED_LEARNER)
+                                            if key in seconds}
+    for key, row in ((RUN_LEARNER, "without"), (FINETUNED_LEARNER, "with")):
+        if key in accuracies:
+            row_mean, row_ci = mean_and_ci95(accuracies[key])
+            finetune_info[row] = {"mean_accuracy": row_mean, "ci95": row_ci, "label": next(
+                learner.label for learner in learners if learner.key == key)}
     metrics = {
         "mode": "episodic",
         "episodes": episodes, "ways": ways, "shots": shots, "queries": queries,
         "mean_accuracy": mean, "ci95": ci,
         "learner": {"label": mine.label, **learner_info},
+        "support_finetuning": finetune_info,
+        "seconds_per_episode": seconds,
         "baselines": {},
         "baseline_features": baseline_note,
         "transductive": learner_info["transductive"],
@@ -412,11 +490,15 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
         "run_dir": str(run.path),
         "backbone": run.metadata.get("backbone"),
     }
+    if finetune_info["applied"]:
+        metrics["learner"]["label"] += f"; with support fine-tuning ({finetuned.label})"
     for key in BASELINES:
         b_mean, b_ci = mean_and_ci95(accuracies[key])
         metrics["baselines"][key] = {"mean_accuracy": b_mean, "ci95": b_ci}
     metrics["beats_baselines"], metrics["verdict"] = _verdict(metrics)
     metrics["notes"] = []
+    if not finetune_info["applied"] and finetune_info.get("reason"):
+        metrics["notes"].append(f"No support fine-tuning: {finetune_info['reason']}.")
     if mine.predict is nearest_centroid_predict and np.array_equal(mine.inputs, baseline_inputs):
         metrics["notes"].append("The run's penultimate embedding is the baseline feature itself (a linear head on "
                                 "frozen features), so its learner is the nearest-centroid baseline.")

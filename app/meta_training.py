@@ -39,6 +39,7 @@ from app.meta_pools import build_meta_pools
 from app.meta_pools import describe as describe_pools
 from app.episode_learner import choose_episode_learners
 from app.meta_target import target_classifier
+from app.support_finetuning import choose_for_run as choose_support_finetuning
 from app.target_heads import candidate_heads
 from app.source_stage import CHOICE_SEED_OFFSET, SOURCE_STAGES, dense_embedding, identity_embedding, train_supervised
 from app.source_stage import choose as choose_stage
@@ -352,6 +353,11 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
     if config.strategy == "protonet":  # what evaluate.py --episodes runs on the embedding, per shot count
         episode_learner = choose_episode_learners(np.concatenate([train_embeddings, val_embeddings]),
                                                   np.asarray(train_labels + val_labels), config.seed)
+    support_finetuning = None
+    if mode == "features":  # how much evaluate.py --episodes fine-tunes on each support (app/support_finetuning.py)
+        support_finetuning = choose_support_finetuning(
+            learner, config.strategy, np.concatenate([train_features, val_features]),
+            np.concatenate([train_embeddings, val_embeddings]), train_labels + val_labels, episode_learner, config.seed)
     metadata = {"algorithm": config.strategy, "ways": shape.ways, "shots": shape.shots, "queries": shape.queries,
                 "input": mode, "transductive": config.transductive,
                 "batchnorm": "transductive (query statistics)" if config.transductive else "inductive",
@@ -361,7 +367,8 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
                 "meta_batch_size": config.meta_batch_size, "episodes_from": pools.source, **pools.summary,
                 "meta_epochs": meta_epochs, "meta_steps": meta_steps,
                 **({"source_stage": stage.summary} if stage is not None else {}), **target.metadata,
-                **({"episode_learner": episode_learner} if episode_learner else {})}
+                **({"episode_learner": episode_learner} if episode_learner else {}),
+                **({"support_finetuning": support_finetuning} if support_finetuning else {})}
     return MetaOutcome(target.head, target.head_model, embedding if mode == "features" else None, val_embeddings,
                        target.val_probabilities, metadata, [META] + target.phases, target.refit,
                        (train_features, val_features))

@@ -193,6 +193,8 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     config.validate()
     precision = apply_precision(config.precision)
     scan, examples, report = check_data(config)
+    if (filled := config.apply_modality_defaults(scan.modality)) and config.strategy == "finetune":
+        logger.info("finetune recipe for %s data: %s", scan.modality, ", ".join(f"{k}={v}" for k, v in filled.items()))
     backbone = resolve_backbone(config, scan.modality)
     if backbone.reused is not None:  # a finished run's backbone: its resize mode too (app/backbone_reuse.py)
         config.resize = backbone.resize

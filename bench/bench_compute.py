@@ -104,9 +104,12 @@ def worker_train(params: dict) -> dict:
     from models.task_model import build_task_model
 
     size = params["image_size"]
-    config = TrainConfig(data_dir="unused", strategy="finetune").validate()
+    # The top-2-blocks recipe (finetune's image default before 2026-12-05, still text's), which this
+    # section has always measured: the input pipeline's share is what it reports, not the recipe.
+    recipe = {"unfreeze": "2", "finetune_learning_rate": 1e-4, "lr_decay": 0.5, "mixup": 0.0}
+    config = TrainConfig(data_dir="unused", strategy="finetune", **recipe).validate()
     # `--no-augment`: the same pipeline and model without augmentation, the input pipeline alone.
-    plain_config = TrainConfig(data_dir="unused", strategy="finetune", augment=False).validate()
+    plain_config = TrainConfig(data_dir="unused", strategy="finetune", augment=False, **recipe).validate()
     examples = [_Example(p, l) for p, l in zip(params["paths"], params["labels"])]
     num_classes = max(params["labels"]) + 1
     keras.utils.set_random_seed(config.seed)

@@ -100,7 +100,8 @@ def worker_run(params: dict) -> dict:
         results["episodes"][str(shots)] = {
             "run": [metrics["mean_accuracy"], metrics["ci95"]],
             "baselines": {k: [v["mean_accuracy"], v["ci95"]] for k, v in metrics["baselines"].items()},
-            "eval_s": time.perf_counter() - began, "label": metrics["learner"]["label"]}
+            "eval_s": time.perf_counter() - began, "label": metrics["learner"]["label"],
+            **support_finetuning_result(metrics)}
     meta = rd.read_json(run / rd.METADATA_FILE)["meta"]
     results["source_stage"] = meta.get("source_stage")
     results["target_head"] = meta.get("target_head")
@@ -158,6 +159,35 @@ def worker_speedup(params: dict) -> dict:
 
 
 WORKERS = {"run": worker_run, "speedup": worker_speedup}
+
+
+def support_finetuning_result(metrics: dict) -> dict:
+    """The run's learner without / with support fine-tuning (P>M>F's F) from evaluate's metrics, if it ran."""
+    finetuning = metrics.get("support_finetuning") or {}
+    if "with" not in finetuning:
+        return {}
+    seconds = finetuning.get("seconds_per_episode", {})
+    return {"support_finetuning": {
+        "applied": finetuning["applied"], "shown": finetuning["shown"],
+        **{row: [finetuning[row]["mean_accuracy"], finetuning[row]["ci95"]] for row in ("without", "with")},
+        "seconds_per_episode": [seconds.get("run"), seconds.get("run_support_finetuned")]}}
+
+
+def support_finetuning_rows(run: dict) -> list[str]:
+    """Table rows under a run's row: its learner without and with support fine-tuning, time per episode."""
+    per_shot = [run["episodes"][str(s)].get("support_finetuning") for s in SHOTS]
+    if not all(per_shot):
+        return []
+    rows = []
+    for row, index in (("without", 0), ("with", 1)):
+        cells = []
+        for f in per_shot:
+            notes = [f"lr {f['shown']['learning_rate']:g}, {f['shown']['steps']} steps"] if row == "with" else []
+            notes += ["chosen"] if f["applied"] == (row == "with") else []
+            shown = f" ({'; '.join(notes)})" if notes else ""
+            cells.append(f"{_acc(f[row])}{shown} · {1000 * f['seconds_per_episode'][index]:.0f} ms/episode")
+        rows.append(f"| ↳ {row} support fine-tuning | " + " | ".join(cells) + " | | |")
+    return rows
 
 
 def run_worker(params: dict, cache: Path) -> dict:
@@ -224,6 +254,7 @@ def render(results: dict) -> str:
         cells = [_acc(run["episodes"][str(s)]["run"]) for s in SHOTS]
         eval_s = sum(run["episodes"][str(s)]["eval_s"] for s in SHOTS)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {run['train_s']:.0f} | {eval_s:.0f} |")
+        lines += support_finetuning_rows(run)
     anchor = results.get("anchor")
     if anchor:
         lines.append("| anchor: conv4 ProtoNet from scratch (fonts bench, its own episodes) | "
@@ -284,7 +315,9 @@ def render(results: dict) -> str:
                      "to the source's size).")
     learners = ", ".join(f"{s}-shot: {auto['episodes'][str(s)]['label']}" for s in SHOTS)
     lines.append(f"\nThe default run's episode learner on the kept embedding, as it chose on the target's validation "
-                 f"episodes: {learners}. Support fine-tuning (P>M>F's F) is not built yet.")
+                 f"episodes: {learners}. ↳ rows: that learner without and with support fine-tuning (P>M>F's F, "
+                 "app/support_finetuning.py; the setting the run chose on its validation episodes, or its best "
+                 "fine-tuning setting where it chose none), and their time per episode.")
     return "\n".join(lines) + "\n"
 
 

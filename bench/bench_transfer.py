@@ -39,17 +39,27 @@ WORK = Path("/tmp/metatune-bench/transfer")
 # finetune_epochs: the product default (20) in the full run. Row 4 of issue 8: every
 # training-set size x seed runs linear, finetune and from-scratch; `variants` are extra
 # finetune settings measured at the largest size only (flags added to train.py).
+OLD_DEFAULT = "finetune --unfreeze 2 --finetune-learning-rate 1e-4 --lr-decay 0.5 --mixup 0 (the default until 2026-12-05)"
+# The recipe that became finetune's image default on 2026-12-05 (the best of 4 MixUp recipes on a separate
+# draw, bench/notes.md; measured here as a variant first), and the earlier names of variants, which
+# did not spell out the options whose defaults changed.
+NEW_DEFAULT_AS_VARIANT = "finetune --unfreeze all --finetune-learning-rate 3e-4 --lr-decay 0.8 --mixup 0.2"
+RENAMED_VARIANTS = {"finetune --unfreeze 4 --finetune-learning-rate 5e-4":
+                    "finetune --unfreeze 4 --finetune-learning-rate 5e-4 --lr-decay 0.5 --mixup 0",
+                    "finetune --unfreeze 6 --finetune-learning-rate 2e-4 --lr-decay 0.8":
+                    "finetune --unfreeze 6 --finetune-learning-rate 2e-4 --lr-decay 0.8 --mixup 0"}
 FULL = {"image_size": 224, "sizes": [10, 30, 100], "seeds": [1, 2, 3], "test_per_class": 100, "guide_epochs": 5,
         "head_epochs": 5, "finetune_epochs": 20, "scratch_epochs": 12, "scratch_min_steps": 300,
-        "variants": {"finetune --unfreeze 4 --finetune-learning-rate 5e-4":
-                     ["--unfreeze", "4", "--finetune-learning-rate", "5e-4"],
+        # Every variant spells out the four options whose image defaults changed on 2026-12-05
+        # (unfreeze, learning rate, lr-decay, MixUp), so its name stays what it ran.
+        "variants": {"finetune --unfreeze 4 --finetune-learning-rate 5e-4 --lr-decay 0.5 --mixup 0":
+                     ["--unfreeze", "4", "--finetune-learning-rate", "5e-4", "--lr-decay", "0.5", "--mixup", "0"],
                      # The best of 9 finetune recipes tried on a separate draw (bench/notes.md).
-                     "finetune --unfreeze 6 --finetune-learning-rate 2e-4 --lr-decay 0.8":
-                     ["--unfreeze", "6", "--finetune-learning-rate", "2e-4", "--lr-decay", "0.8"],
-                     # MixUp with the whole backbone unfrozen: the best of 4 MixUp recipes on the same
-                     # separate draw (bench/notes.md).
-                     "finetune --unfreeze all --finetune-learning-rate 3e-4 --lr-decay 0.8 --mixup 0.2":
-                     ["--unfreeze", "all", "--finetune-learning-rate", "3e-4", "--lr-decay", "0.8", "--mixup", "0.2"]}}
+                     "finetune --unfreeze 6 --finetune-learning-rate 2e-4 --lr-decay 0.8 --mixup 0":
+                     ["--unfreeze", "6", "--finetune-learning-rate", "2e-4", "--lr-decay", "0.8", "--mixup", "0"],
+                     # finetune's image default until 2026-12-05 (still text's): the top 2 blocks, no MixUp.
+                     OLD_DEFAULT: ["--unfreeze", "2", "--finetune-learning-rate", "1e-4", "--lr-decay", "0.5",
+                                   "--mixup", "0"]}}
 QUICK = {"image_size": 96, "sizes": [10], "seeds": [1], "test_per_class": 30, "guide_epochs": 2, "head_epochs": 2,
          "finetune_epochs": 2, "scratch_epochs": 3, "scratch_min_steps": 0, "variants": {}}
 TEST_SEED = 1  # the held-out test images are the same for every size and seed
@@ -301,6 +311,29 @@ def add_variants(results: dict, command: str) -> list[str]:
     return missing
 
 
+def adopt_new_finetune_default(results: dict, command: str) -> None:
+    """Re-label results measured before finetune's image defaults changed (2026-12-05), without
+    re-running anything: each size's `finetune` runs become the OLD_DEFAULT variant, and where the
+    new recipe was measured as a variant (train.py with exactly the flags that are now the defaults)
+    those runs become the `finetune` row. Sizes without them need `--rerun-strategies`."""
+    if any(r.get("what") == "adopt_new_default" for r in results.get("reruns", [])):
+        return
+    for size, runs in results["sizes"].items():
+        variants = runs.setdefault("variants", {})
+        for old, new in RENAMED_VARIANTS.items():
+            if old in variants:
+                variants[new] = variants.pop(old)
+        variants[OLD_DEFAULT] = runs["finetune"]
+        runs["finetune"] = variants.pop(NEW_DEFAULT_AS_VARIANT, [])
+    p = results["params"]
+    p["variants"] = {RENAMED_VARIANTS.get(name, name): flags for name, flags in p.get("variants", {}).items()
+                     if name != NEW_DEFAULT_AS_VARIANT}
+    p["variants"][OLD_DEFAULT] = FULL["variants"][OLD_DEFAULT]
+    results.setdefault("reruns", []).append({"command": command, "what": "adopt_new_default",
+                                             "sizes": [int(s) for s in results["sizes"]],
+                                             "when": time.strftime("%Y-%m-%d %H:%M")})
+
+
 # --------------------------------------------------------------------------- report
 
 def _median(values):
@@ -312,6 +345,10 @@ _RERUN_LABELS = {"scratch": "From-scratch runs", "strategies": "`linear` and `fi
 
 def _rerun_line(rerun: dict) -> str:
     sizes = ", ".join(map(str, rerun["sizes"]))
+    if rerun.get("what") == "adopt_new_default":
+        return (f" On {rerun['when']} (`{rerun['command']}`) finetune's image defaults became the whole-backbone MixUp "
+                f"recipe: the earlier `finetune` rows are now labelled `{OLD_DEFAULT}`, and at 100 per class the "
+                "`finetune` row is that recipe's runs, measured as a variant with exactly today's default flags.")
     if rerun.get("what") == "variants":
         names = ", ".join(f"`{name}`" for name in rerun["names"])
         return f" {names} at {sizes} per class measured on {rerun['when']} with `{rerun['command']}`."
@@ -418,7 +455,8 @@ def render_sizes(results: dict) -> str:
         "from Fashion-MNIST's train set and seeds the split (20% of them held out for validation) and the training; the "
         f"{p['test_per_class'] * 10} test images are the same for every size and seed. `linear` and `finetune` run through "
         "`train.py` + `evaluate.py` with the product defaults (finetune: "
-        f"`--finetune-epochs {p['finetune_epochs']}`); from scratch is the same network from random weights, every layer "
+        f"`--finetune-epochs {p['finetune_epochs']}`; on images since 2026-12-05 the whole backbone at 3e-4 with "
+        "lr-decay 0.8 and MixUp 0.2, before that the top 2 blocks at 1e-4, the row labelled as such); from scratch is the same network from random weights, every layer "
         f"trainable, BatchNorm momentum 0.9, augmentation, Adam 1e-3, {_scratch_budget(results)}, the epoch "
         "with the best validation accuracy kept. Cells: median (min – max) over the seeds; finetune − linear is paired by seed.\n")
     add(_refit_line(results) + "\n")
@@ -459,6 +497,9 @@ def main(argv=None) -> int:
         parser.add_argument(f"--rerun-{what}", metavar="SIZES",
                             help=f"with --from-json: re-measure the {_RERUN_LABELS[what]} at these sizes (comma "
                                  "list of images per class, every seed) and write the merged results (--json, --output)")
+    parser.add_argument("--adopt-new-default", action="store_true",
+                        help="with --from-json: re-label results measured before finetune's image defaults changed "
+                             "(2026-12-05; see adopt_new_finetune_default), before any --rerun-*")
     parser.add_argument("--add-variants", action="store_true",
                         help="with --from-json: measure the finetune variants of the full run that the results lack "
                              "(largest size, every seed) and write the merged results (--json, --output)")
@@ -467,10 +508,13 @@ def main(argv=None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     reruns = {what: getattr(args, f"rerun_{what}") for what in ("scratch", "strategies")}
-    if (any(reruns.values()) or args.add_variants) and not args.from_json:
+    if (any(reruns.values()) or args.add_variants or args.adopt_new_default) and not args.from_json:
         parser.error("--rerun-scratch / --rerun-strategies / --add-variants need --from-json FILE (the results to update)")
     if args.from_json:
         results = json.loads(Path(args.from_json).read_text())
+        if args.adopt_new_default:
+            adopt_new_finetune_default(results, f"python bench/bench_transfer.py --from-json {args.from_json} "
+                                                "--adopt-new-default")
         for what, sizes in reruns.items():
             if sizes:
                 rerun(results, what, [int(size) for size in sizes.split(",")],

@@ -28,6 +28,20 @@ def isolated_cache_dir(tmp_path_factory):
         os.environ["METATUNE_CACHE_DIR"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def few_support_finetuning_episodes():
+    """Every meta run on features chooses its support fine-tuning on validation episodes (app/support_finetuning.py):
+    50 episodes x 7 settings, seconds per run. Tests check what is chosen and how, not how precisely, so they use
+    a few episodes and short fine-tuning; tests/app/test_support_finetuning.py sets its own."""
+    from app import support_finetuning
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(support_finetuning, "CHOICE_EPISODES", 3)
+    patch.setattr(support_finetuning, "STEPS", (2,))
+    yield
+    patch.undo()
+
+
 @pytest.fixture
 def make_image():
     """Return `make_image(path, mode="RGB", size=(8, 8), fmt=None, color=None) -> Path`.

@@ -1,10 +1,6 @@
 """The finetune strategy, the feature cache, NaN handling and resume after kill -9, through train.main."""
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +12,8 @@ import train
 from app import run_dir as rd
 from app.checkpoints import CHECKPOINTS_DIR, Checkpoints
 from models.task_model import load_task_model
+from tests.parked_training import kill_inside_epoch_after
 
-ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
 
@@ -132,18 +128,6 @@ def test_checkpoint_pointer_survives_a_crash_while_saving(tmp_path, monkeypatch)
     checkpoints.restore(folder, model)
 
 
-SLOW_TRAIN = """
-import sys, time
-sys.path.insert(0, {root!r})
-import tests.tiny_backbones
-import app.phases as phases
-# Slow every batch down so that kill -9 lands in the middle of an epoch.
-phases.EpochSummary.on_train_batch_end = lambda self, batch, logs=None: time.sleep(0.15)
-import train
-sys.exit(train.main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.parametrize("kill_in_phase", ["head", "finetune", "refit_finetune"])
 def test_resume_after_kill_9_mid_epoch_continues_the_history(colour_folder, tmp_path, kill_in_phase):
     """The colour folder has 8 training files per class after the validation split: the run
@@ -151,21 +135,9 @@ def test_resume_after_kill_9_mid_epoch_continues_the_history(colour_folder, tmp_
     run = tmp_path / "run"
     args = [str(colour_folder), "--backbone", "tiny_image", "--output", str(run), "--strategy", "finetune",
             "--epochs", "4", "--patience", "10", "--finetune-epochs", "3", "--batch-size", "8", "--seed", "3"]
-    env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    process = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN.format(root=str(ROOT)), *args], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pointer = run / CHECKPOINTS_DIR / "latest.json"
     wanted = {"head": "head-epoch-0002", "finetune": "finetune-epoch-0001",
               "refit_finetune": "refit_head-epoch-0001"}[kill_in_phase]
-    deadline = time.time() + 180
-    while time.time() < deadline and process.poll() is None:
-        if pointer.is_file() and rd.read_json(pointer)["checkpoint"].endswith(wanted):
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "training ended before it could be killed"
-    time.sleep(0.2)  # inside the next epoch
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_inside_epoch_after(args, run, wanted, tmp_path)
     assert (run / rd.INCOMPLETE_MARKER).exists()
     state, _ = Checkpoints(run).latest()
     done_before = len(state["history"])

@@ -64,7 +64,12 @@ def test_meta_strategy_writes_a_standard_classifier_and_its_learner(colour_folde
     assert not (run / "checkpoints").exists() and not (run / rd.INCOMPLETE_MARKER).exists()
 
 
-def test_protonet_head_is_the_prototypes_of_the_train_and_validation_files(colour_folder, tmp_path):
+def test_protonet_head_is_the_prototypes_of_the_train_and_validation_files(colour_folder, tmp_path, monkeypatch):
+    from app import support_finetuning
+
+    seen, choose = [], support_finetuning.choose_support_finetuning
+    monkeypatch.setattr(support_finetuning, "choose_support_finetuning", lambda embedding, inputs, labels, *args: (
+        seen.append(len(inputs)) or choose(embedding, inputs, labels, *args)))
     run = tmp_path / "run"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--output", str(run),
                        "--target-head", "prototypes", *EPISODES, *FEATURES]) == 0
@@ -87,6 +92,14 @@ def test_protonet_head_is_the_prototypes_of_the_train_and_validation_files(colou
     np.testing.assert_allclose(kernel.T / 2, prototypes, rtol=1e-4, atol=1e-5)
     refit = rd.read_json(run / rd.METADATA_FILE)["refit"]
     assert refit["applied"] is True and refit["num_files"] == len(train_files)
+    # Support fine-tuning (app/support_finetuning.py) is chosen on the same train + validation files, never test.
+    assert seen == [len(train_files)]
+    choice = rd.read_json(run / rd.METADATA_FILE)["meta"]["support_finetuning"]
+    assert choice["from"] == "episodes of the target's train + validation files"
+    for shots, chosen in choice["by_shots"].items():
+        assert set(choice["scores"][shots]) == set(choice["grid"]) and chosen in choice["grid"].values()
+        setting = support_finetuning.setting_for(choice, int(shots))
+        assert (setting.learning_rate, setting.steps) == (chosen["learning_rate"], chosen["steps"])
 
 
 def test_raw_mode_trains_conv4_from_scratch(colour_folder, tmp_path):
@@ -239,47 +252,16 @@ def test_maml_refuses_when_second_order_would_not_fit(colour_folder, tmp_path, m
     assert "fomaml" in capsys.readouterr().err
 
 
-SLOW_META_TRAIN = """
-import sys, time
-sys.path.insert(0, {root!r})
-import tests.tiny_backbones
-import app.phases as phases
-# Slow every meta step down so that kill -9 lands in the middle of a meta epoch.
-phases.EpochSummary.on_train_batch_end = lambda self, batch, logs=None: time.sleep(0.15)
-import train
-sys.exit(train.main(sys.argv[1:]))
-"""
-
-
 def test_meta_run_killed_mid_meta_epoch_resumes(colour_folder, tmp_path):
     """kill -9 during meta-training, then --resume: the meta phase continues from its last completed
     epoch, the head follows, the history is continuous and the run ends complete with its learner."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
+    from app.checkpoints import Checkpoints
+    from tests.parked_training import kill_inside_epoch_after
 
-    from app.checkpoints import CHECKPOINTS_DIR, Checkpoints
-
-    root = Path(__file__).resolve().parents[1]
     run = tmp_path / "run"
     args = [str(colour_folder), "--backbone", "tiny_image", "--strategy", "fomaml", "--output", str(run),
             *EPISODES, *FEATURES, "--meta-epochs", "4", "--meta-steps", "6", "--patience", "10"]
-    process = subprocess.Popen([sys.executable, "-c", SLOW_META_TRAIN.format(root=str(root)), *args],
-                               env=dict(os.environ, KERAS_BACKEND="tensorflow"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pointer = run / CHECKPOINTS_DIR / "latest.json"
-    deadline = time.time() + 180
-    while time.time() < deadline and process.poll() is None:
-        if pointer.is_file() and rd.read_json(pointer)["checkpoint"].endswith("meta-epoch-0001"):
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "training ended before it could be killed"
-    time.sleep(0.3)  # inside the second meta epoch
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_inside_epoch_after(args, run, "meta-epoch-0001", tmp_path)
     assert (run / rd.INCOMPLETE_MARKER).exists()
     state, _ = Checkpoints(run).latest()
     done_before = len(state["history"])

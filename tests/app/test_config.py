@@ -219,3 +219,24 @@ def test_the_shipped_small_images_recipe_loads_and_flags_still_override_it():
     assert config.augment  # MixUp comes on top of the default augmentation
     overridden, _ = config_from_args(["data", "--config", str(recipe), "--mixup", "0.4", "--unfreeze", "6"])
     assert (overridden.mixup, overridden.unfreeze, overridden.lr_decay) == (0.4, "6", 0.8)
+
+
+@pytest.mark.parametrize("strategy, modality, expected", [
+    ("finetune", "image", ("all", 3e-4, 0.8, 0.2)),  # the recipe that won the transfer benchmark
+    ("finetune", "text", ("2", 1e-4, 0.5, 0.0)),
+    ("protonet", "image", ("2", 1e-4, 0.5, 0.0)),  # --unfreeze on raw inputs: two blocks, not the whole backbone
+    ("linear", "text", ("2", 1e-4, 0.5, 0.0)),
+])
+def test_finetune_options_left_unset_take_the_modality_recipe(strategy, modality, expected):
+    config = TrainConfig(data_dir="d", strategy=strategy).validate()
+    filled = config.apply_modality_defaults(modality)
+    values = (config.unfreeze, config.finetune_learning_rate, config.lr_decay, config.mixup)
+    assert values == expected and set(filled) == {"unfreeze", "finetune_learning_rate", "lr_decay", "mixup"}
+    assert TrainConfig.from_dict(config.to_dict()) == config  # config.json records the filled-in values
+
+
+def test_finetune_options_the_user_gave_are_never_replaced():
+    config, _ = config_from_args(["data", "--strategy", "finetune", "--unfreeze", "3", "--mixup", "0"])
+    filled = config.apply_modality_defaults("image")
+    assert (config.unfreeze, config.mixup) == ("3", 0.0) and set(filled) == {"finetune_learning_rate", "lr_decay"}
+    assert config.apply_modality_defaults("image") == {}  # a resumed run's config.json: nothing left to fill

@@ -18,6 +18,7 @@ from PIL import Image
 import evaluate
 import train
 from app import run_dir as rd
+from app import support_finetuning as sft
 from app.fewshot_baselines import logistic_regression_predict, mean_and_ci95, nearest_centroid_predict
 from data.episodes import EpisodeSampler
 from data.scan import scan_folder
@@ -318,3 +319,68 @@ def test_fomaml_needs_its_own_ways(folders, capsys):
 def test_clear_errors(folders, capsys, argv, expected):
     assert evaluate.main([str(folders["linear"]), str(folders["novel"]), *argv]) == 2
     assert expected in capsys.readouterr().err
+
+
+# ------------------------------------------------- support fine-tuning (app/support_finetuning.py) in the report
+
+def _with_choice(folders, name, learning_rate, steps):
+    """A ProtoNet run on features whose metadata carries a support fine-tuning choice for 1 shot."""
+    from models.meta import ProtoNet
+
+    run = _meta_run(folders, name, ProtoNet(_feature_embedding(), ways=3))
+    metadata = rd.read_json(run / rd.METADATA_FILE)
+    best = sft.FinetuneSetting(1e-2, 5)
+    metadata["meta"]["support_finetuning"] = {
+        "by_shots": {"1": {"learning_rate": learning_rate, "steps": steps}},
+        "scores": {"1": {"off": 0.5, best.name: 0.6 if learning_rate else 0.4}},
+        "grid": {"off": {"learning_rate": 0.0, "steps": 0}, best.name: {"learning_rate": 1e-2, "steps": 5}}}
+    rd.write_json(run / rd.METADATA_FILE, metadata)
+    return run
+
+
+def test_evaluate_reports_with_and_without_and_the_chosen_one_is_the_result(folders, capsys):
+    run = _with_choice(folders, "with-f", 1e-2, 5)
+    assert evaluate.main([str(run), str(folders["novel"]), *FEW, "--name", "f"]) == 0
+    metrics = _metrics(run, "f")
+    finetuning = metrics["support_finetuning"]
+    assert finetuning["applied"] and finetuning["chosen"] == {"learning_rate": 1e-2, "steps": 5}
+    assert metrics["mean_accuracy"] == finetuning["with"]["mean_accuracy"]
+    assert set(metrics["seconds_per_episode"]) == {"run", "run_support_finetuned", "nearest_centroid",
+                                                   "logistic_regression"}
+    report = (run / "eval" / "f" / "report.md").read_text()
+    assert "| **run, with support fine-tuning: " in report and "(chosen)**" in report
+    assert "| run, without support fine-tuning: " in report
+    assert "run without support fine-tuning" in capsys.readouterr().out
+
+    assert evaluate.main([str(run), str(folders["novel"]), *FEW, "--name", "off", "--support-finetune", "off"]) == 0
+    off = _metrics(run, "off")
+    assert not off["support_finetuning"]["applied"] and "with" not in off["support_finetuning"]
+    assert off["mean_accuracy"] == finetuning["without"]["mean_accuracy"]
+    assert "--support-finetune off" in (run / "eval" / "off" / "report.md").read_text()
+
+
+def test_a_learning_rate_0_choice_is_the_plain_learner_exactly(folders):
+    run = _with_choice(folders, "lr0", 0.0, 0)
+    assert evaluate.main([str(run), str(folders["novel"]), *FEW, "--name", "lr0"]) == 0
+    metrics = _metrics(run, "lr0")
+    finetuning = metrics["support_finetuning"]
+    assert not finetuning["applied"] and finetuning["shown"] == {"learning_rate": 1e-2, "steps": 5}
+    assert metrics["mean_accuracy"] == finetuning["without"]["mean_accuracy"]
+    assert evaluate.main([str(run), str(folders["novel"]), *FEW, "--name", "plain", "--support-finetune", "off"]) == 0
+    assert _metrics(run, "plain")["mean_accuracy"] == metrics["mean_accuracy"]
+    assert "| **run, without support fine-tuning: " in (run / "eval" / "lr0" / "report.md").read_text()
+
+
+def test_runs_without_a_trainable_embedding_say_so(folders):
+    linear = folders["base"] / "linear-copy"
+    shutil.copytree(folders["linear"], linear)
+    assert evaluate.main([str(linear), str(folders["novel"]), *FEW, "--name", "linear"]) == 0
+    metrics = _metrics(linear, "linear")
+    assert not metrics["support_finetuning"]["applied"]
+    assert "no trainable embedding" in metrics["support_finetuning"]["reason"]
+    assert any("No support fine-tuning" in note for note in metrics["notes"])
+
+
+def test_support_finetune_needs_episodes(folders, capsys):
+    assert evaluate.main([str(folders["linear"]), str(folders["novel"]), "--support-finetune", "off"]) == 2
+    assert "--support-finetune" in capsys.readouterr().err

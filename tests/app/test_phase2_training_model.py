@@ -64,7 +64,9 @@ def test_without_augmentation_phase2_trains_the_task_model_itself():
 
 def test_fit_trains_the_task_model_through_the_augmentation(tmp_path):
     spec, features, head, task_model = _task_model()
-    config = TrainConfig(data_dir="d", strategy="finetune", unfreeze="all", finetune_learning_rate=1e-2).validate()
+    config = TrainConfig(data_dir="d", strategy="finetune", unfreeze="all", finetune_learning_rate=1e-2,
+                         mixup=0.0).validate()
+    config.apply_modality_defaults("image")
     model = compile_phase2(config, spec, features, task_model, head.layers, 2, 3, AugmentConfig())
     augmenter = next(layer for layer in model.layers if isinstance(layer, ImageAugmentation))
     generator_state = [np.array(v) for v in augmenter.non_trainable_variables]
@@ -87,7 +89,7 @@ def test_phase2_input_pipeline_delivers_the_decoded_images_unaugmented(tmp_path)
         path = tmp_path / f"{i}.png"
         Image.fromarray(np.roll(_gradient_image(20), i, axis=1)).save(path)
         examples.append(_Example(path, i % 3))
-    config = TrainConfig(data_dir="d", strategy="finetune", batch_size=6).validate()
+    config = TrainConfig(data_dir="d", strategy="finetune", batch_size=6, mixup=0.0).validate()
     train_ds, _, _ = finetune_inputs(config, "image", 16, examples, [], 3)
     images, labels = next(iter(train_ds))
     decoded = [load_image(e.path, (16, 16), config.resize) for e in examples]
@@ -126,9 +128,12 @@ def test_mixup_blends_images_and_their_labels_with_the_same_weights():
 def test_mixup_is_for_finetune_phase2_images_and_makes_labels_one_hot(tmp_path):
     config = TrainConfig(data_dir="d", strategy="finetune", batch_size=6, mixup=0.2).validate()
     assert uses_mixup(config, "image") and not uses_mixup(config, "text")
-    assert not uses_mixup(TrainConfig(data_dir="d", strategy="finetune").validate(), "image")
+    assert not uses_mixup(TrainConfig(data_dir="d", strategy="finetune", mixup=0.0).validate(), "image")
     assert unused_mixup_warning(config, "image") is None
-    assert unused_mixup_warning(TrainConfig(data_dir="d", strategy="finetune").validate(), "text") is None  # off
+    for modality, mixes in (("image", True), ("text", False)):  # the recipe's default: on for images only
+        default = TrainConfig(data_dir="d", strategy="finetune").validate()
+        default.apply_modality_defaults(modality)
+        assert uses_mixup(default, modality) is mixes and unused_mixup_warning(default, modality) is None
     for strategy, modality in (("finetune", "text"), ("linear", "image"), ("protonet", "image")):
         warning = unused_mixup_warning(TrainConfig(data_dir="d", strategy=strategy, mixup=0.2).validate(), modality)
         assert "--mixup 0.2 has no effect" in warning and strategy in warning and modality in warning
