@@ -36,7 +36,7 @@ CHOICES = {
     "distribute": DISTRIBUTE_CHOICES,
     "meta_input": ("auto", "features", "raw"),
     "refit": ("auto", "yes", "no"),
-    "source_stage": ("auto", "none", "supervised", "protonet"),
+    "source_stage": ("auto", "none", "supervised", "protonet", "top_blocks"),
     "target_head": ("auto", "prototypes", "logistic_regression"),
     # Mirrors app/unknown_scores.SCORES (kept literal: importing it would pull numpy scoring into the CLI).
     "unknown_score": ("auto", "max_softmax", "energy", "centroid", "knn", "mahalanobis", "max_softmax+knn"),
@@ -141,7 +141,9 @@ class TrainConfig:
                                   default=None)
     source_stage: str = _help("protonet with --meta-data on features: what the source trains before the target's "
                               "head: none (the pretrained features), supervised (a softmax classifier over the "
-                              "source classes, its embedding kept), protonet (source episodes), or auto (all three, "
+                              "source classes, its embedding kept), protonet (source episodes), top_blocks (source "
+                              "episodes also train the backbone's top --unfreeze blocks, BatchNorm frozen, on cached "
+                              "activations; image backbones), or auto (all of them, "
                               "keeping the best by 5-fold cross-validated accuracy of the target heads on the target's "
                               "train + validation files; a source stage only when it beats none).", default="auto")
     target_head: str = _help("protonet: the final classifier over the embedding: prototypes (class means), "

@@ -329,6 +329,8 @@ def _train_and_refit(job: TrainingJob, run: _OpenRun, refit: RefitDecision, repo
     else:
         trained = strategy_for(config).train(job)
         task_model, phase_names, val_probabilities = trained.task_model, trained.phases, trained.val_probabilities
+        if trained.features is not None:  # the top_blocks source stage retrained the backbone's top blocks
+            job.train_features, job.val_features = trained.features
         val_accuracy = float(np.mean(val_probabilities.argmax(axis=1) == np.asarray(val_labels)))
         picked = val_probabilities[np.arange(len(val_labels)), np.asarray(val_labels)]
         val_loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
