@@ -36,22 +36,28 @@ CHOICES = {
     "distribute": DISTRIBUTE_CHOICES,
     "meta_input": ("auto", "features", "raw"),
     "refit": ("auto", "yes", "no"),
-    "source_stage": ("auto", "none", "supervised", "protonet"),
+    "source_stage": ("auto", "none", "supervised", "protonet", "top_blocks"),
     "target_head": ("auto", "prototypes", "logistic_regression"),
     # Mirrors app/unknown_scores.SCORES (kept literal: importing it would pull numpy scoring into the CLI).
     "unknown_score": ("auto", "max_softmax", "energy", "centroid", "knn", "mahalanobis", "max_softmax+knn"),
 }
-# finetune's recipe per modality: the values of the options left unset (None) once the data's modality
-# is known. Images: the recipe that won the transfer benchmark (BENCHMARKS.md, "transfer": the whole
-# backbone at discriminative rates with MixUp beat `linear` by a median 2.2 points at 100 images per
-# class, where the top-2-blocks recipe lost to it). Text keeps what wins there (the top 2 transformer
-# blocks; MixUp does not apply). Other strategies use --unfreeze only on raw inputs (meta strategies),
-# where training the whole backbone per episode would be far too slow on a CPU: 2 blocks.
+# finetune's recipe per modality (and, on images, per training-set size): the values of the options
+# left unset (None) once the data is known. Images with enough files per class: the recipe that won the
+# transfer benchmark (BENCHMARKS.md, "transfer": the whole backbone at discriminative rates with MixUp
+# beat `linear` by a median 2.2 points at 100 images per class, where the top-2-blocks recipe lost to
+# it). With few files per class it overfits instead (10 per class: 0.735 against the top-2-blocks
+# recipe's 0.773 and linear's 0.765 on the same seed), so small image sets keep the top 2 blocks.
+# Text keeps what wins there (the top 2 transformer blocks; MixUp does not apply). Other strategies
+# use --unfreeze only on raw inputs (meta strategies), where training the whole backbone per episode
+# would be far too slow on a CPU: 2 blocks.
+TOP_BLOCKS_RECIPE = {"unfreeze": "2", "finetune_learning_rate": 1e-4, "lr_decay": 0.5, "mixup": 0.0}
 FINETUNE_RECIPES = {
     "image": {"unfreeze": "all", "finetune_learning_rate": 3e-4, "lr_decay": 0.8, "mixup": 0.2},
-    "text": {"unfreeze": "2", "finetune_learning_rate": 1e-4, "lr_decay": 0.5, "mixup": 0.0},
+    "image_small": TOP_BLOCKS_RECIPE,
+    "text": TOP_BLOCKS_RECIPE,
 }
-OTHER_STRATEGIES_RECIPE = {"unfreeze": "2", "finetune_learning_rate": 1e-4, "lr_decay": 0.5, "mixup": 0.0}
+WHOLE_BACKBONE_MIN_PER_CLASS = 50  # training files per class (median over classes) for the whole-backbone recipe
+OTHER_STRATEGIES_RECIPE = TOP_BLOCKS_RECIPE
 REFIT_AUTO_BELOW_PER_CLASS = 20  # auto refits when the training split has fewer files per class than this
 
 
@@ -80,19 +86,22 @@ class TrainConfig:
     finetune_epochs: int = _help("finetune: maximum epochs of phase 2 (backbone top unfrozen).", default=20)
     # A config file naturally says `unfreeze: 2`; from_dict turns that int into the string the CLI gives.
     unfreeze: str | None = _help("finetune (and meta strategies on raw inputs): how many top backbone blocks train, N "
-                                 "or all (default: all for finetune on images, else 2).", default=None,
+                                 "or all (default: all for finetune on images with 50+ training files per class, else 2).",
+                                 default=None,
                                  accept_int=True)
     finetune_learning_rate: float | None = _help("finetune: phase-2 learning rate of the head and the top block "
-                                                 "(default: 3e-4 on images, 1e-4 on text).", default=None)
+                                                 "(default: 3e-4 on images with 50+ training files per class, else 1e-4).",
+                                                 default=None)
     lr_decay: float | None = _help("finetune: learning-rate multiplier from one unfrozen block group to the next "
                                    "one down (discriminative learning rates; 1 = the same rate everywhere; default: "
-                                   "0.8 on images, 0.5 on text).", default=None)
+                                   "0.8 on images with 50+ training files per class, else 0.5).", default=None)
     lr_schedule: str = _help("finetune phase 2: cosine (with linear warm-up), constant, or plateau (constant, "
                              "divided by 5 when validation loss stalls).", default="cosine")
     warmup_fraction: float = _help("finetune phase 2: fraction of the steps spent warming the learning rate up.", default=0.1)
     label_smoothing: float = _help("Label smoothing of the cross-entropy loss (0: none).", default=0.0)
     mixup: float | None = _help("finetune phase 2, images: MixUp strength, the alpha of the Beta(alpha, alpha) "
-                                "mixing weights (0: off; default: 0.2 for finetune on images, else 0).", default=None)
+                                "mixing weights (0: off; default: 0.2 for finetune on images with 50+ training files "
+                                "per class, else 0).", default=None)
     augment: bool = _help("finetune phase 2, images: random flip, rotation, zoom and contrast on training batches "
                           "(never on cached features or evaluation).", default=True)
     image_cache: str = _help("finetune phase 2: keep decoded training images in memory (auto: when they fit in a "
@@ -132,7 +141,9 @@ class TrainConfig:
                                   default=None)
     source_stage: str = _help("protonet with --meta-data on features: what the source trains before the target's "
                               "head: none (the pretrained features), supervised (a softmax classifier over the "
-                              "source classes, its embedding kept), protonet (source episodes), or auto (all three, "
+                              "source classes, its embedding kept), protonet (source episodes), top_blocks (source "
+                              "episodes also train the backbone's top --unfreeze blocks, BatchNorm frozen, on cached "
+                              "activations; image backbones), or auto (all of them, "
                               "keeping the best by 5-fold cross-validated accuracy of the target heads on the target's "
                               "train + validation files; a source stage only when it beats none).", default="auto")
     target_head: str = _help("protonet: the final classifier over the embedding: prototypes (class means), "
@@ -248,14 +259,19 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def apply_modality_defaults(self, modality: str) -> dict:
-        """Fill the finetune options left unset with the recipe for `modality` (FINETUNE_RECIPES).
+    def apply_modality_defaults(self, modality: str, train_per_class: float | None = None) -> dict:
+        """Fill the finetune options left unset with the recipe for the data (FINETUNE_RECIPES).
 
+        `train_per_class`: the median number of training files per class (images: the
+        whole-backbone recipe needs WHOLE_BACKBONE_MIN_PER_CLASS; unknown counts as enough).
         Returns what was filled in, so the run can say so. Values the user gave (flags or a
         config file) are never changed; config.json records the filled-in values, so a resumed
         run trains with the same ones.
         """
-        recipe = FINETUNE_RECIPES[modality] if self.strategy == "finetune" else OTHER_STRATEGIES_RECIPE
+        recipe = OTHER_STRATEGIES_RECIPE
+        if self.strategy == "finetune":
+            small = modality == "image" and train_per_class is not None and train_per_class < WHOLE_BACKBONE_MIN_PER_CLASS
+            recipe = FINETUNE_RECIPES["image_small" if small else modality]
         filled = {key: value for key, value in recipe.items() if getattr(self, key) is None}
         for key, value in filled.items():
             setattr(self, key, value)

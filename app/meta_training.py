@@ -46,6 +46,7 @@ from app.source_stage import choose as choose_stage
 from app.source_stage import score as score_stage
 from app.source_stage import summary as stage_summary
 from app.phases import HEAD, META, CompileSpec, PhaseContext, PhaseSpec, compile_model, run_phase
+from app.top_block_stage import VIEWS, cut_backbone, top_block_candidate
 from data.episodes import EpisodeSampler, array_meta_batches
 from data.episodes import text_meta_batches
 from data.atomic_write import write_atomically
@@ -70,6 +71,9 @@ class MetaOutcome:
     metadata: dict
     phases: list[str]
     refit: dict
+    # The final extractor's features of the target's train and validation files (the top_blocks
+    # source stage changes the extractor, and with it the features computed before meta-training).
+    features: tuple[np.ndarray, np.ndarray]
 
 
 def meta_input_mode(config: TrainConfig, weights: str) -> str:
@@ -187,10 +191,27 @@ class _ChosenStage:
     embedding: keras.Model
     head: str  # the target head that scored best with it
     summary: dict
+    target_features: np.ndarray | None = None  # top_blocks kept: the trained extractor's features of train + val
+
+
+def _top_block_cut(config: TrainConfig, candidates, backbone, feature_extractor, modality: str):
+    """The cut for the top_blocks candidate, or None (auto skips it with a line; asked for alone: one error)."""
+    if "top_blocks" not in candidates:
+        return None
+    cut, why = cut_backbone(feature_extractor, backbone.spec, backbone.name, backbone.weights, backbone.size,
+                            config.resize, config.unfreeze, modality)
+    if cut is None and config.source_stage == "top_blocks":
+        raise UserError(f"--source-stage top_blocks cannot train this backbone's top blocks: {why}. Received: "
+                        f"--backbone {config.backbone} --unfreeze {config.unfreeze}. Use --source-stage auto or "
+                        "protonet, or a pretrained image backbone.")
+    if cut is None:
+        logger.info("Source stage top_blocks skipped: %s", why)
+    return cut
 
 
 def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, meta_train_x, meta_val_x, pools,
-                         target_x, target_labels, num_classes: int) -> _ChosenStage:
+                         target_x, target_labels, num_classes: int, backbone, feature_extractor,
+                         target_examples, cut) -> _ChosenStage:
     """Every candidate's embedding, both its scores, and the one kept (see app/source_stage.py)."""
     val = pools.val_shape
     choice_sampler = stopping_sampler = None
@@ -199,10 +220,14 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
                                         seed=config.seed + CHOICE_SEED_OFFSET)
         stopping_sampler = EpisodeSampler(pools.val_labels, val.ways, val.shots, val.queries,
                                           seed=config.seed + META_VAL_SEED_OFFSET)
-    embeddings = {}
+    embeddings, inputs, top = {}, {name: (target_x, meta_val_x) for name in candidates}, None
     for name in candidates:
         if name == "protonet":
             embeddings[name] = protonet_embedding
+        elif name == "top_blocks":
+            top = top_block_candidate(cut, backbone.spec, feature_extractor, pools, target_examples, backbone.size,
+                                      config.resize, config, protonet_embedding if "protonet" in candidates else None)
+            embeddings[name], inputs[name] = top.scorer, (top.target_rows, top.meta_val_rows)
         elif name == "none":
             embeddings[name] = identity_embedding(meta_train_x.shape[-1])
         else:
@@ -212,12 +237,20 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
                 meta_train_x, pools.train_labels, meta_val_x, stopping_sampler, config.embedding_units,
                 config.meta_learning_rate, config.meta_epochs, config.patience, config.batch_size, config.seed)
     heads = candidate_heads(config.target_head, num_classes)
-    scores = [score_stage(name, embeddings[name], target_x, target_labels, num_classes, heads, meta_val_x,
+    scores = [score_stage(name, embeddings[name], inputs[name][0], target_labels, num_classes, heads, inputs[name][1],
                           choice_sampler, config.seed) for name in candidates]
     chosen = choose_stage(scores)
     logger.info("Source stage kept: %s with the %s head (%s)", chosen.name, chosen.head,
                 "the only one asked for" if len(scores) == 1 else "best on the target's train + validation files")
-    return _ChosenStage(embeddings[chosen.name], chosen.head, stage_summary(scores, chosen, config.source_stage))
+    summary = stage_summary(scores, chosen, config.source_stage)
+    if top is None:
+        return _ChosenStage(embeddings[chosen.name], chosen.head, summary)
+    summary["top_blocks"] = {"cut": top.cut.split.cut_layer, "blocks": top.cut.split.top_blocks, "views": VIEWS,
+                             "epochs": top.epochs, "seconds": round(top.seconds, 1)}
+    if chosen.name != "top_blocks":
+        top.discard(feature_extractor)  # the extractor goes back to the pretrained weights
+        return _ChosenStage(embeddings[chosen.name], chosen.head, summary)
+    return _ChosenStage(top.embedding, chosen.head, summary, top.target_features())
 
 
 def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone, feature_extractor,
@@ -272,6 +305,10 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
         logger.warning("No meta-validation (%s).", pools.validation)
 
     candidates = source_candidates(config, mode)
+    cut = None
+    if candidates is not None:  # before any training: an impossible top_blocks stage fails in seconds
+        cut = _top_block_cut(config, candidates, backbone, feature_extractor, modality)
+        candidates = tuple(name for name in candidates if name != "top_blocks" or cut is not None)
     done_weights = run_dir / CHECKPOINTS_DIR / META_DONE_WEIGHTS
     if candidates is not None and "protonet" not in candidates:
         meta_epochs, meta_steps = 0, 0  # no episodic source stage asked for
@@ -292,8 +329,11 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
     if candidates is not None:
         stage = _choose_source_stage(config, candidates, embedding, meta_train_x, meta_val_x, pools,
                                      np.concatenate([train_features, val_features]),
-                                     [e.label for e in train_examples + val_examples], len(scan.class_names))
+                                     [e.label for e in train_examples + val_examples], len(scan.class_names),
+                                     backbone, feature_extractor, train_examples + val_examples, cut)
         embedding = stage.embedding
+        if stage.target_features is not None:  # the backbone's top blocks trained: its features changed
+            train_features, val_features = np.split(stage.target_features, [len(train_examples)])
         learner = build_meta_learner("protonet", embedding, config.ways, transductive=config.transductive)
     write_atomically(run_dir / META_LEARNER_FILE, lambda temporary: learner.save(temporary))
 
@@ -331,7 +371,8 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
                 **({"episode_learner": episode_learner} if episode_learner else {}),
                 **({"support_finetuning": support_finetuning} if support_finetuning else {})}
     return MetaOutcome(target.head, target.head_model, embedding if mode == "features" else None, val_embeddings,
-                       target.val_probabilities, metadata, [META] + target.phases, target.refit)
+                       target.val_probabilities, metadata, [META] + target.phases, target.refit,
+                       (train_features, val_features))
 
 
 __all__ = ["ALGORITHMS", "META_LEARNER_FILE", "MetaOutcome", "meta_input_mode", "run_meta_training"]

@@ -5,9 +5,11 @@ Candidates (`--source-stage`):
 - supervised: every meta-training class of the source a label, a softmax classifier on a
   Dense embedding, the embedding kept (Chen et al. 2019, Tian et al. 2020: the baseline
   meta-learning must clear);
-- protonet: the same Dense embedding meta-trained on source episodes (the META phase).
+- protonet: the same Dense embedding meta-trained on source episodes (the META phase);
+- top_blocks: the backbone's top `--unfreeze` blocks meta-trained on source episodes with that
+  embedding, on cached intermediate activations (app/top_block_stage.py).
 
-`auto` trains all three and keeps the one whose embedding classifies the target best: 5-fold
+`auto` trains all four (top_blocks where the backbone can be cut: image backbones) and keeps the one whose embedding classifies the target best: 5-fold
 cross-validated accuracy of the target heads tried (prototypes, logistic regression:
 app/target_heads.py) over the target's train + validation files (every labelled file the
 target may use; never its test files). A source stage is kept only when it beats no
@@ -31,10 +33,10 @@ from app.target_heads import CV_FOLDS, FIT, cross_validated_accuracy
 from data.episodes import EpisodeSampler
 
 logger = logging.getLogger(__name__)
-SOURCE_STAGES = ("none", "supervised", "protonet")
+SOURCE_STAGES = ("none", "supervised", "protonet", "top_blocks")
 CHOICE_EPISODES = 100  # fixed meta-validation episodes of the source per candidate (numbers 0..99)
 CHOICE_SEED_OFFSET = 2_000_003  # their sampler's seed: apart from training's and early stopping's
-TIE_ORDER = {"none": 0, "supervised": 1, "protonet": 2}  # equal target scores: the cheaper stage wins
+TIE_ORDER = {"none": 0, "supervised": 1, "protonet": 2, "top_blocks": 3}  # equal target scores: the cheaper stage wins
 
 
 @dataclass
@@ -141,5 +143,5 @@ def summary(scores: list[StageScore], chosen: StageScore, asked: str) -> dict:
     return {"asked": asked, "chosen": chosen.name,
             "candidates": {s.name: {k: v for k, v in asdict(s).items() if k != "name"} for s in scores},
             "rule": f"best {CV_FOLDS}-fold cross-validated accuracy (over the heads tried) on the target's train + "
-                    "validation files; ties: none, then supervised, then protonet, then the source "
+                    "validation files; ties: none, then supervised, then protonet, then top_blocks, then the source "
                     "meta-validation episode accuracy"}

@@ -64,6 +64,9 @@ class TrainedModel:
     steps_taken: int  # optimizer steps of every phase (a refit's TensorBoard steps continue from here)
     meta: dict | None = None  # meta strategies: metadata.json's "meta"
     refit: dict | None = None  # meta strategies refit themselves: metadata.json's "refit"
+    # The backbone's (train, val) features after training, when training changed the backbone the run's
+    # later steps (calibration, unknown detector) read features from (the top_blocks source stage).
+    features: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class Strategy(Protocol):
@@ -124,7 +127,7 @@ class MetaStrategy:
                                     job.run_dir, job.store_key)
         task_model = build_task_model(job.feature_extractor, outcome.head, outcome.embedding)
         return TrainedModel(task_model, outcome.head_model, outcome.val_embeddings, 0, outcome.val_probabilities,
-                            outcome.phases, 0, meta=outcome.metadata, refit=outcome.refit)
+                            outcome.phases, 0, meta=outcome.metadata, refit=outcome.refit, features=outcome.features)
 
 
 def strategy_for(config: TrainConfig) -> Strategy:

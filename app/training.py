@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -194,11 +195,26 @@ class _Prepared:
         return [e for e in self.examples if e.split == name]
 
 
+def held_out_line(config: TrainConfig, scan, test_files: int) -> str:
+    """One line saying which files no training step sees, and what to do with them."""
+    if "test" in scan.splits_present():
+        return f"Held out for testing: the folder's test/ split ({test_files} files); training never sees them."
+    if test_files:
+        return (f"Held out for testing: {test_files} files ({config.test_fraction:.0%} of each class, "
+                "--test-fraction); training never sees them and `evaluate.py RUN_DIR DATA_DIR` scores them. "
+                "--test-fraction 0 trains on them instead (then evaluate on another folder).")
+    return ("No test files held out (no test/ folder, --test-fraction 0): evaluate this run on files it never "
+            "saw (another folder) for an honest estimate.")
+
+
 def _prepare(config: TrainConfig) -> _Prepared:
     """The data doctor, the checks that need no backbone, then the backbone itself."""
     scan, examples, report = check_data(config)
-    if (filled := config.apply_modality_defaults(scan.modality)) and config.strategy == "finetune":
-        logger.info("finetune recipe for %s data: %s", scan.modality, ", ".join(f"{k}={v}" for k, v in filled.items()))
+    train_counts = Counter(e.label for e in examples if e.split == "train")
+    per_class = float(np.median([train_counts.get(label, 0) for label in range(len(scan.class_names))]))
+    if (filled := config.apply_modality_defaults(scan.modality, per_class)) and config.strategy == "finetune":
+        logger.info("finetune recipe for %s data with %g training files per class (median): %s", scan.modality,
+                    per_class, ", ".join(f"{k}={v}" for k, v in filled.items()))
     backbone = resolve_backbone(config, scan.modality)
     if backbone.reused is not None:  # a finished run's backbone: its resize mode too (app/backbone_reuse.py)
         config.resize = backbone.resize
@@ -211,6 +227,7 @@ def _prepare(config: TrainConfig) -> _Prepared:
         len(scan.class_names), len(train_examples), len(val_examples),
         sum(e.split == "test" for e in examples), len(scan.skipped),
     )
+    logger.info(held_out_line(config, scan, sum(e.split == "test" for e in examples)))
     if not val_examples:
         raise UserError("No validation files: every class needs at least 2 training files or a val/ folder.")
     if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work
@@ -327,6 +344,8 @@ def _train_and_refit(job: TrainingJob, run: _OpenRun, refit: RefitDecision, repo
     else:
         trained = strategy_for(config).train(job)
         task_model, phase_names, val_probabilities = trained.task_model, trained.phases, trained.val_probabilities
+        if trained.features is not None:  # the top_blocks source stage retrained the backbone's top blocks
+            job.train_features, job.val_features = trained.features
         val_accuracy = float(np.mean(val_probabilities.argmax(axis=1) == np.asarray(val_labels)))
         picked = val_probabilities[np.arange(len(val_labels)), np.asarray(val_labels)]
         val_loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))

@@ -63,6 +63,7 @@ FULL = {"image_size": 224, "sizes": [10, 30, 100], "seeds": [1, 2, 3], "test_per
 QUICK = {"image_size": 96, "sizes": [10], "seeds": [1], "test_per_class": 30, "guide_epochs": 2, "head_epochs": 2,
          "finetune_epochs": 2, "scratch_epochs": 3, "scratch_min_steps": 0, "variants": {}}
 TEST_SEED = 1  # the held-out test images are the same for every size and seed
+VAL_FRACTION = 0.2  # train.py's default: the share of each class's training images held out for validation
 
 
 def _generate(folder: Path, per_class: int, test_per_class: int, seed: int) -> None:
@@ -313,24 +314,35 @@ def add_variants(results: dict, command: str) -> list[str]:
 
 def adopt_new_finetune_default(results: dict, command: str) -> None:
     """Re-label results measured before finetune's image defaults changed (2026-12-05), without
-    re-running anything: each size's `finetune` runs become the OLD_DEFAULT variant, and where the
-    new recipe was measured as a variant (train.py with exactly the flags that are now the defaults)
-    those runs become the `finetune` row. Sizes without them need `--rerun-strategies`."""
+    re-running anything. Since then a training split of at least WHOLE_BACKBONE_MIN_PER_CLASS files
+    per class (median) gets the whole-backbone MixUp recipe, a smaller one keeps the top 2 blocks.
+    At the sizes where that recipe now applies, the `finetune` runs become the OLD_DEFAULT variant and
+    the recipe's runs, measured as a variant (train.py with exactly the flags that are now the
+    defaults), become the `finetune` row; at smaller sizes the `finetune` row is already today's default."""
+    sys.path.insert(0, str(REPO))
+    from app.config import WHOLE_BACKBONE_MIN_PER_CLASS
+
     if any(r.get("what") == "adopt_new_default" for r in results.get("reruns", [])):
         return
+    adopted = []
     for size, runs in results["sizes"].items():
         variants = runs.setdefault("variants", {})
         for old, new in RENAMED_VARIANTS.items():
             if old in variants:
                 variants[new] = variants.pop(old)
+        if int(size) * (1 - VAL_FRACTION) < WHOLE_BACKBONE_MIN_PER_CLASS:
+            continue
+        if NEW_DEFAULT_AS_VARIANT not in variants:
+            raise SystemExit(f"{size} per class: the new default was never measured as a variant; re-run the "
+                             f"strategies there (--rerun-strategies {size}) instead")
         variants[OLD_DEFAULT] = runs["finetune"]
-        runs["finetune"] = variants.pop(NEW_DEFAULT_AS_VARIANT, [])
+        runs["finetune"] = variants.pop(NEW_DEFAULT_AS_VARIANT)
+        adopted.append(int(size))
     p = results["params"]
     p["variants"] = {RENAMED_VARIANTS.get(name, name): flags for name, flags in p.get("variants", {}).items()
                      if name != NEW_DEFAULT_AS_VARIANT}
     p["variants"][OLD_DEFAULT] = FULL["variants"][OLD_DEFAULT]
-    results.setdefault("reruns", []).append({"command": command, "what": "adopt_new_default",
-                                             "sizes": [int(s) for s in results["sizes"]],
+    results.setdefault("reruns", []).append({"command": command, "what": "adopt_new_default", "sizes": adopted,
                                              "when": time.strftime("%Y-%m-%d %H:%M")})
 
 
@@ -346,9 +358,11 @@ _RERUN_LABELS = {"scratch": "From-scratch runs", "strategies": "`linear` and `fi
 def _rerun_line(rerun: dict) -> str:
     sizes = ", ".join(map(str, rerun["sizes"]))
     if rerun.get("what") == "adopt_new_default":
-        return (f" On {rerun['when']} (`{rerun['command']}`) finetune's image defaults became the whole-backbone MixUp "
-                f"recipe: the earlier `finetune` rows are now labelled `{OLD_DEFAULT}`, and at 100 per class the "
-                "`finetune` row is that recipe's runs, measured as a variant with exactly today's default flags.")
+        return (f" On {rerun['when']} (`{rerun['command']}`) finetune's image default became the whole-backbone MixUp "
+                "recipe for training splits of 50 or more files per class (median), the top 2 blocks below: at "
+                f"{sizes} per class the earlier `finetune` row is now labelled `{OLD_DEFAULT}` and the `finetune` "
+                "row is the new recipe's runs, measured as a variant with exactly today's default flags; at the "
+                "smaller sizes the `finetune` row is today's default as it was measured.")
     if rerun.get("what") == "variants":
         names = ", ".join(f"`{name}`" for name in rerun["names"])
         return f" {names} at {sizes} per class measured on {rerun['when']} with `{rerun['command']}`."

@@ -32,8 +32,11 @@ def _row_digest(key, row: np.ndarray) -> str:
 
 
 class FeatureStore:
-    def __init__(self, key: str, root: Path | None = None):
+    def __init__(self, key: str, root: Path | None = None, dtype=np.float32):
         self.path = (root or cache_dir() / "features") / f"{key}.npz"
+        # float16 halves the disk and memory of large rows (a backbone's intermediate activations,
+        # data/activation_cache.py); the row digests are computed on the stored values.
+        self.dtype = np.dtype(dtype)
 
     def _load(self) -> tuple[np.ndarray, np.ndarray | None]:
         if not self.path.is_file():
@@ -83,7 +86,7 @@ class FeatureStore:
             first_of.setdefault(content_keys[i], i)
         to_compute = sorted(first_of.values())
         if to_compute:
-            computed = np.asarray(compute(to_compute), dtype=np.float32)
+            computed = np.asarray(compute(to_compute), dtype=self.dtype)
             new_keys = np.asarray([content_keys[i] for i in to_compute])
             if stored is not None and stored.shape[1:] != computed.shape[1:]:
                 # Cannot happen for a correct key (it covers the model); start the store afresh.
@@ -98,5 +101,5 @@ class FeatureStore:
             self._save(stored_keys, stored)
             row_of = {key: row for row, key in enumerate(stored_keys.tolist())}
         if not content_keys:
-            return np.zeros((0,) + (stored.shape[1:] if stored is not None else (0,)), np.float32), 0
+            return np.zeros((0,) + (stored.shape[1:] if stored is not None else (0,)), self.dtype), 0
         return stored[[row_of[key] for key in content_keys]], len(to_compute)

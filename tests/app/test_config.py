@@ -221,15 +221,16 @@ def test_the_shipped_small_images_recipe_loads_and_flags_still_override_it():
     assert (overridden.mixup, overridden.unfreeze, overridden.lr_decay) == (0.4, "6", 0.8)
 
 
-@pytest.mark.parametrize("strategy, modality, expected", [
-    ("finetune", "image", ("all", 3e-4, 0.8, 0.2)),  # the recipe that won the transfer benchmark
-    ("finetune", "text", ("2", 1e-4, 0.5, 0.0)),
-    ("protonet", "image", ("2", 1e-4, 0.5, 0.0)),  # --unfreeze on raw inputs: two blocks, not the whole backbone
-    ("linear", "text", ("2", 1e-4, 0.5, 0.0)),
+@pytest.mark.parametrize("strategy, modality, per_class, expected", [
+    ("finetune", "image", 80, ("all", 3e-4, 0.8, 0.2)),  # the recipe that won the transfer benchmark
+    ("finetune", "image", 8, ("2", 1e-4, 0.5, 0.0)),  # too few files per class for the whole backbone
+    ("finetune", "text", 80, ("2", 1e-4, 0.5, 0.0)),
+    ("protonet", "image", 80, ("2", 1e-4, 0.5, 0.0)),  # --unfreeze on raw inputs: two blocks, not the whole backbone
+    ("linear", "text", 8, ("2", 1e-4, 0.5, 0.0)),
 ])
-def test_finetune_options_left_unset_take_the_modality_recipe(strategy, modality, expected):
+def test_finetune_options_left_unset_take_the_recipe_for_the_data(strategy, modality, per_class, expected):
     config = TrainConfig(data_dir="d", strategy=strategy).validate()
-    filled = config.apply_modality_defaults(modality)
+    filled = config.apply_modality_defaults(modality, per_class)
     values = (config.unfreeze, config.finetune_learning_rate, config.lr_decay, config.mixup)
     assert values == expected and set(filled) == {"unfreeze", "finetune_learning_rate", "lr_decay", "mixup"}
     assert TrainConfig.from_dict(config.to_dict()) == config  # config.json records the filled-in values
@@ -237,6 +238,6 @@ def test_finetune_options_left_unset_take_the_modality_recipe(strategy, modality
 
 def test_finetune_options_the_user_gave_are_never_replaced():
     config, _ = config_from_args(["data", "--strategy", "finetune", "--unfreeze", "3", "--mixup", "0"])
-    filled = config.apply_modality_defaults("image")
+    filled = config.apply_modality_defaults("image", 100)
     assert (config.unfreeze, config.mixup) == ("3", 0.0) and set(filled) == {"finetune_learning_rate", "lr_decay"}
     assert config.apply_modality_defaults("image") == {}  # a resumed run's config.json: nothing left to fill

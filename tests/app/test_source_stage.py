@@ -105,24 +105,15 @@ def test_auto_scores_every_candidate_and_the_choice_never_depends_on_test_files(
                            str(source), "--output", str(run), *EPISODES, *FEATURES]) == 0
         summaries.append(rd.read_json(run / rd.METADATA_FILE)["meta"]["source_stage"])
     first = summaries[0]
-    assert set(first["candidates"]) == {"none", "supervised", "protonet"} and first["asked"] == "auto"
+    assert set(first["candidates"]) == {"none", "supervised", "protonet", "top_blocks"} and first["asked"] == "auto"
     for scores in first["candidates"].values():
         assert 0.0 <= scores["target_accuracy"] <= 1.0 and 0.0 <= scores["source_val_accuracy"] <= 1.0
         assert set(scores["target_heads"]) == {"prototypes", "logistic_regression"}
     best = max(s["target_accuracy"] for s in first["candidates"].values())
     assert first["candidates"][first["chosen"]]["target_accuracy"] == best
+    for summary in summaries:  # the time the top_blocks stage took differs between runs, nothing else may
+        summary["top_blocks"].pop("seconds")
     assert summaries[1] == first
-
-
-def test_a_single_asked_source_stage_skips_the_others(tmp_path, colour_folder):
-    source = _folder(tmp_path / "source", {f"s{i}": (30 * i, 250 - 30 * i, 40 + 20 * i) for i in range(6)},
-                     per_class=8, seed=5)
-    run = tmp_path / "run"
-    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
-                       str(source), "--source-stage", "none", "--output", str(run), *EPISODES, *FEATURES]) == 0
-    meta = rd.read_json(run / rd.METADATA_FILE)["meta"]
-    assert meta["source_stage"]["chosen"] == "none" and list(meta["source_stage"]["candidates"]) == ["none"]
-    assert meta["meta_epochs"] == 0
 
 
 def test_source_stage_without_a_source_is_one_error(colour_folder, tmp_path, capsys):

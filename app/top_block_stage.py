@@ -1,0 +1,208 @@
+"""The `top_blocks` source stage: the pretrained backbone's top `--unfreeze` blocks meta-trained on the source.
+
+The other source stages (app/source_stage.py) train a Dense embedding over frozen pooled
+features; this one also trains the backbone's top blocks (BatchNorm frozen, i.e. in inference
+mode, models/finetuning.py) with ProtoNet episodes of the source, as P>M>F (Hu et al. 2022)
+meta-trains the backbone itself. Practical on a CPU through cached activations:
+
+- the backbone is cut at the input of its top blocks (models/backbone_split.py); the frozen
+  bottom runs once per source and target file and its activations are cached on disk
+  (data/activation_cache.py, keyed by backbone, exact weights, input size, resize mode, the
+  cut, the augmentation and the view number, rows by file content);
+- augmentation is a small fixed number of views per source file (VIEWS): view 0 the file,
+  the others one random rotation / zoom / contrast draw each, computed once. Fresh draws at
+  every step would need the bottom at every step, which is the cost the cache removes; a few
+  views already give the top blocks more than one input per file;
+- only the top blocks, the pooling and the embedding run per episode.
+
+The top shares its layers with the run's feature extractor, so training it trains the
+extractor in place: if the stage is kept, the trained blocks are in the run's model.keras
+(raw input -> probabilities) and are the backbone `--backbone RUN_DIR`, `evaluate.py
+--episodes` and predict.py use; if it is not kept, the extractor's weights are put back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from app.features import content_key
+from app.source_stage import dense_embedding
+from data.activation_cache import activation_store, activation_store_key
+from data.augment import AugmentConfig
+from data.episodes import EpisodeSampler, meta_batches
+from data.pipeline import image_dataset
+from models.backbone_split import BackboneSplit, split_backbone
+from models.errors import ModelError
+from models.finetuning import unfreeze_top_blocks
+from models.fingerprint import weights_fingerprint
+from models.meta import build_meta_learner
+from models.optimizers import DiscriminativeAdam
+
+logger = logging.getLogger(__name__)
+VIEWS = 4  # cached views per source file: the file itself and 3 augmented draws
+# No flip: a mirrored glyph or digit can be another class; rotation, zoom and contrast keep a class a class.
+AUGMENTATION = AugmentConfig(flip=False, rotation=0.05, zoom=0.1, contrast=0.1)
+# The pretrained blocks move at a tenth of the embedding's rate: they hold general features that a
+# source of a few thousand files should adjust, not overwrite (discriminative rates, ULMFiT).
+BLOCK_LEARNING_RATE_MULTIPLIER = 0.1
+ACTIVATION_BATCH = 64
+# A step of the top blocks costs about 0.3-0.8 s on 2 CPU cores (4 episodes of 75 inputs through
+# EfficientNet-Lite0's two widest blocks and its 1280-channel head; the features-mode embedding
+# takes milliseconds), so this stage gets its own bounded budget: at most TOP_BLOCK_EPOCHS epochs of
+# --meta-steps, stopped after TOP_BLOCK_PATIENCE epochs without a better meta-validation loss.
+TOP_BLOCK_EPOCHS = 5
+TOP_BLOCK_PATIENCE = 2
+
+
+@dataclass
+class TopBlockCut:
+    split: BackboneSplit
+    identity: dict  # what the activations depend on besides the file (the cache key)
+
+
+def cut_backbone(feature_extractor: keras.Model, spec, backbone_name: str, weights: str, size: int, resize: str,
+                 unfreeze: str, modality: str) -> tuple[TopBlockCut | None, str]:
+    """(the cut, "") or (None, why this backbone has no top_blocks stage)."""
+    if modality != "image":
+        return None, "the top_blocks stage is built for image backbones (text: not yet)"
+    if unfreeze == "all":
+        return None, "--unfreeze all leaves no frozen bottom to cache"
+    try:
+        split = split_backbone(feature_extractor, spec, int(unfreeze))
+    except ModelError as error:
+        return None, str(error)
+    identity = {"backbone": backbone_name, "weights": weights, "weights_sha256": weights_fingerprint(split.bottom),
+                "size": size, "resize": resize, "cut": split.cut_layer,
+                "augmentation": vars(AUGMENTATION)}
+    return TopBlockCut(split, identity), ""
+
+
+def activations(cut: TopBlockCut, examples, size: int, resize: str, view: int, use_cache: bool) -> np.ndarray:
+    """The bottom's output for `examples` (view 0: the files; view v >= 1: the v-th augmented draw)."""
+    def compute(indices):
+        paths = [examples[i].path for i in indices]
+        dataset = image_dataset(paths, None, (size, size), ACTIVATION_BATCH, seed=view, resize=resize,
+                                augment=AUGMENTATION if view else None)
+        return cut.split.bottom.predict(dataset, verbose=0)
+
+    if not examples:
+        return np.zeros((0, *cut.split.activation_shape), np.float16)
+    if not use_cache or any(not e.sha256 for e in examples):
+        return np.asarray(compute(list(range(len(examples)))), np.float16)
+    rows, computed = activation_store(activation_store_key(cut.identity, view)).get_or_compute(
+        [content_key(e) for e in examples], compute)
+    logger.info("Top-block activations (view %d) for %d files: %d from the cache, %d computed", view,
+                len(examples), len(examples) - computed, computed)
+    return rows
+
+
+def _view_fetch(views: np.ndarray, seed: int):
+    """fetch(indices) for episodes: each example in one of its cached views, drawn per episode.
+
+    The draw is seeded by the episode's indices, so the same episode number always sees the
+    same views (episodes are built in parallel threads: no shared generator)."""
+    def fetch(index: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng([seed, zlib.crc32(np.ascontiguousarray(index).tobytes())])
+        return views[rng.integers(0, len(views), len(index)), index].astype(np.float32)
+    return fetch
+
+
+def scoring_model(cut: TopBlockCut, embedding: keras.Model) -> keras.Model:
+    """Activations at the cut -> the embedding: what is meta-trained and scored."""
+    inputs = keras.Input(cut.split.activation_shape, name="activations")
+    return keras.Model(inputs, embedding(cut.split.top(inputs)), name="top_block_embedding")
+
+
+def pooled_features(cut: TopBlockCut, activation_rows: np.ndarray) -> np.ndarray:
+    """The (trained) extractor's features from cached activations: what the target head is fitted on."""
+    return cut.split.top.predict(np.asarray(activation_rows, np.float32), verbose=0, batch_size=256)
+
+
+def train_top_blocks(cut: TopBlockCut, spec, feature_extractor: keras.Model, views: np.ndarray, labels,
+                     val_rows: np.ndarray, val_labels, train_shape, val_shape, config,
+                     init_embedding: keras.Model | None) -> tuple[keras.Model, keras.Model, int]:
+    """ProtoNet episodes of the source over the top blocks + pooling + Dense embedding.
+
+    `views`: [VIEWS, files, *activation shape] of the meta-training files; `val_rows` the
+    meta-validation files (view 0), whose episode loss early stopping watches (the best epoch's
+    weights are kept). `init_embedding`: the features-mode protonet embedding, when trained,
+    as the Dense layer's starting point. Returns (scoring model, Dense embedding, epochs kept).
+    """
+    keras.utils.set_random_seed(config.seed)
+    unfreeze_top_blocks(spec, feature_extractor, cut.split.top_blocks)  # BatchNorm stays frozen
+    embedding = dense_embedding(int(cut.split.top.output_shape[-1]), config.embedding_units,
+                                name="top_block_meta_embedding")
+    if init_embedding is not None:
+        embedding.set_weights(init_embedding.get_weights())
+    model = scoring_model(cut, embedding)
+    learner = build_meta_learner("protonet", model, train_shape.ways, transductive=config.transductive)
+    multipliers = {v.path: BLOCK_LEARNING_RATE_MULTIPLIER for v in cut.split.top.trainable_variables}
+    learner.compile(optimizer=DiscriminativeAdam(multipliers, learning_rate=config.meta_learning_rate))
+    sampler = EpisodeSampler(labels, train_shape.ways, train_shape.shots, train_shape.queries, seed=config.seed)
+    shape = cut.split.activation_shape
+    train_ds = meta_batches(sampler, _view_fetch(views, config.seed), tf.float32, shape, config.meta_batch_size)
+    val_ds, monitor = None, "loss"
+    if val_shape is not None:
+        val_sampler = EpisodeSampler(val_labels, val_shape.ways, val_shape.shots, val_shape.queries,
+                                     seed=config.seed + 1_000_003)
+        val_ds = meta_batches(val_sampler, _view_fetch(val_rows[None], config.seed), tf.float32, shape,
+                              config.meta_batch_size, steps=10).cache()
+        monitor = "val_loss"
+    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=min(config.patience, TOP_BLOCK_PATIENCE),
+                                            restore_best_weights=True)
+    started = time.perf_counter()
+    history = learner.fit(train_ds, steps_per_epoch=config.meta_steps,
+                          epochs=min(config.meta_epochs, TOP_BLOCK_EPOCHS),
+                          validation_data=val_ds, callbacks=[stopper], verbose=0)
+    losses = history.history.get(monitor, [])
+    best = int(np.argmin(losses)) + 1 if losses else 0
+    logger.info("top_blocks source stage: %d epoch(s) of %d episodes, kept epoch %d (%s %.4f), %.1f s",
+                len(losses), config.meta_steps * config.meta_batch_size, best, monitor,
+                min(losses) if losses else float("nan"), time.perf_counter() - started)
+    feature_extractor.trainable = False
+    return model, embedding, best
+
+
+@dataclass
+class TopBlockCandidate:
+    cut: TopBlockCut
+    scorer: keras.Model  # activations -> embedding: what `auto` scores
+    embedding: keras.Model  # pooled features -> embedding: what the task model gets when kept
+    target_rows: np.ndarray  # the target's train + validation files at the cut (view 0)
+    meta_val_rows: np.ndarray  # the source's meta-validation files at the cut (view 0)
+    pristine: list  # the extractor's weights before training, put back when the stage is not kept
+    epochs: int
+    seconds: float  # activations (cached or computed) and training
+
+    def target_features(self) -> np.ndarray:
+        return pooled_features(self.cut, self.target_rows)
+
+    def discard(self, feature_extractor: keras.Model) -> None:
+        feature_extractor.set_weights(self.pristine)
+
+
+def top_block_candidate(cut: TopBlockCut, spec, feature_extractor: keras.Model, pools, target_examples, size: int,
+                        resize: str, config, init_embedding: keras.Model | None) -> TopBlockCandidate:
+    """Activations of the source pools (VIEWS views of the meta-training files) and the target, then training."""
+    started = time.perf_counter()
+    pristine = feature_extractor.get_weights()
+    use_cache = bool(config.cache_features)
+    views = np.stack([activations(cut, pools.train, size, resize, view, use_cache) for view in range(VIEWS)])
+    meta_val_rows = activations(cut, pools.val, size, resize, 0, use_cache)
+    target_rows = activations(cut, target_examples, size, resize, 0, use_cache)
+    logger.info("top_blocks source stage: backbone cut at %s (%d top block(s) train, activations %s); "
+                "%d meta-training files x %d views cached in %.1f s", cut.split.cut_layer, cut.split.top_blocks,
+                "x".join(map(str, cut.split.activation_shape)), len(pools.train), VIEWS, time.perf_counter() - started)
+    scorer, embedding, epochs = train_top_blocks(cut, spec, feature_extractor, views, pools.train_labels,
+                                                 meta_val_rows, pools.val_labels, pools.train_shape, pools.val_shape,
+                                                 config, init_embedding)
+    seconds = time.perf_counter() - started
+    logger.info("top_blocks source stage: %.1f s in all (activations and training)", seconds)
+    return TopBlockCandidate(cut, scorer, embedding, target_rows, meta_val_rows, pristine, epochs, seconds)
