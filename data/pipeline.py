@@ -164,7 +164,9 @@ def image_dataset(
         if shuffle:
             dataset = dataset.shuffle(min(max(1, len(paths)), CACHED_SHUFFLE_BUFFER), seed=seed,
                                       reshuffle_each_iteration=True)
-        dataset = dataset.batch(batch_size)
+        # unbatch() leaves the cardinality unknown; phase 2 sizes its learning-rate schedule (and
+        # TensorBoard's step axis) from it, and an unknown one (-2) made the schedule one step long.
+        dataset = dataset.batch(batch_size).apply(tf.data.experimental.assert_cardinality(-(-len(paths) // batch_size)))
     else:
         dataset = _decoded_batches(items, batch_size, image_size, resize, any_plain, label_array is not None)
     logger.debug("image_dataset: %d of %d files decode in the graph", int(np.sum(routes > PILLOW)), len(paths))

@@ -81,6 +81,9 @@ def test_shuffle_is_a_seeded_permutation_keeping_image_label_pairs(coloured_file
 def test_shuffled_epochs_differ_and_keep_pairs_with_or_without_cache(coloured_files, cache):
     labels = list(range(7))
     dataset = image_dataset(coloured_files, labels, (8, 8), 7, shuffle=True, seed=5, cache=cache)
+    # Known batch count, cached or not: finetune phase 2 sizes its learning-rate schedule from it.
+    assert int(dataset.cardinality().numpy()) == 1
+    assert int(image_dataset(coloured_files, labels, (8, 8), 3, cache=cache).cardinality().numpy()) == 3
     orders = []
     for _ in range(4):
         (images, ys), = _batches(dataset)
