@@ -1,7 +1,7 @@
 """Run as a script with METATUNE_CPU_DEVICES=2 (tests/app/test_distribution.py starts it): every check that
 needs two logical CPUs, in one process (TensorFlow starts once, which is most of the cost).
 
-- the head on cached features, and finetune phase 2 (the real `prepare_phase2`: top block unfrozen,
+- the head on cached features, and finetune phase 2 (the real `prepare_phase2`: every block unfrozen at its own rate,
   BatchNorm frozen, DiscriminativeAdam), train to the same weights under MirroredStrategy as without
   a strategy (the pattern of Keras' own distribute tests);
 - `train.main` with `--distribute mirrored` trains linear and finetune end to end on a tiny colour folder;
@@ -69,7 +69,7 @@ def finetune_phase2(strategy, train: bool = True) -> tuple[list[np.ndarray], lis
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (BATCH * STEPS, IMAGE, IMAGE, 3)).astype(np.uint8)
     labels = rng.integers(0, CLASSES, BATCH * STEPS).astype(np.int32)
-    config = TrainConfig(data_dir="unused", strategy="finetune", unfreeze="1", finetune_learning_rate=0.05,
+    config = TrainConfig(data_dir="unused", strategy="finetune", unfreeze="all", finetune_learning_rate=0.05,
                          lr_decay=0.5, lr_schedule="constant", dropout=0.0, mixup=0.0)
     spec = lookup("tiny_image")
     with strategy.scope():
