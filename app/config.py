@@ -37,7 +37,8 @@ CHOICES = {
     "source_stage": ("auto", "none", "supervised", "protonet"),
     "target_head": ("auto", "prototypes", "logistic_regression"),
     # Mirrors app/unknown_scores.SCORES (kept literal: importing it would pull numpy scoring into the CLI).
-    "unknown_score": ("auto", "max_softmax", "energy", "centroid", "knn", "mahalanobis", "max_softmax+knn"),
+    "unknown_score": ("auto", "max_softmax", "energy", "centroid", "knn", "mahalanobis", "relative_mahalanobis",
+                      "max_softmax+knn", "energy+relative_mahalanobis"),
 }
 # finetune's recipe per modality: the values of the options left unset (None) once the data's modality
 # is known. Images: the recipe that won the transfer benchmark (BENCHMARKS.md, "transfer": the whole
