@@ -39,7 +39,8 @@ CHOICES = {
     "source_stage": ("auto", "none", "supervised", "protonet", "top_blocks"),
     "target_head": ("auto", "prototypes", "logistic_regression"),
     # Mirrors app/unknown_scores.SCORES (kept literal: importing it would pull numpy scoring into the CLI).
-    "unknown_score": ("auto", "max_softmax", "energy", "centroid", "knn", "mahalanobis", "max_softmax+knn"),
+    "unknown_score": ("auto", "max_softmax", "energy", "centroid", "knn", "mahalanobis", "relative_mahalanobis",
+                      "max_softmax+knn", "energy+relative_mahalanobis"),
 }
 # finetune's recipe per modality (and, on images, per training-set size): the values of the options
 # left unset (None) once the data is known. Images with enough files per class: the recipe that won the

@@ -149,7 +149,8 @@ def evaluate_unknown(run, unknown: UnknownSet, known_embeddings, known_correct, 
               **open_set_metrics(known_scores, unknown_scores, unknown.detector.threshold, known_correct)}
     # Every candidate on the same embeddings (reported, never used to choose: the choice was made at training).
     result["auroc_by_score"] = {name: auroc(unknown.scorer.score(name, known_embeddings),
-                                            unknown.scorer.score(name, unknown_embeddings)) for name in SCORES}
+                                            unknown.scorer.score(name, unknown_embeddings))
+                                for name in SCORES if unknown.scorer.available(name)}
     plot_score_histogram(known_scores, unknown_scores, unknown.detector.threshold, unknown.detector.score,
                          out_dir / HISTOGRAM_FILE)
     _log_tensorboard(run.path / "logs", out_dir.name, result, known_scores, unknown_scores, out_dir / HISTOGRAM_FILE)

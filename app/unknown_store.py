@@ -2,7 +2,8 @@
 
 unknown.json: {score, threshold, reject_recall, fitted_on, selection}. unknown.npz (numpy only,
 no pickles): kernel [dim, classes], bias [classes], centroids [classes, dim], means [classes, dim],
-whitening [dim, dim], bank [n, dim], standardise_names [m], standardise [m, 2]. All of them
+whitening [dim, dim], bank [n, dim], background_mean [dim] and background_whitening [dim, dim]
+(relative_mahalanobis; absent from detectors saved before it), standardise_names [m], standardise [m, 2]. All of them
 live in the space of the model's embedding, the input of its `head_dense` layer: a consumer runs
 the model up to that layer, computes the score as app/unknown_scores.py does, and reports
 "unknown" when it exceeds `threshold`. Both files are written atomically.
@@ -28,7 +29,7 @@ _ARRAYS = [f.name for f in fields(UnknownScorer) if f.name != "standardise"]
 
 def save_detector(run_dir: Path, scorer: UnknownScorer, detector: UnknownDetector) -> None:
     names = sorted(scorer.standardise)
-    arrays = {name: getattr(scorer, name) for name in _ARRAYS}
+    arrays = {name: getattr(scorer, name) for name in _ARRAYS if getattr(scorer, name) is not None}
     arrays["standardise_names"] = np.asarray(names, dtype=str)
     arrays["standardise"] = np.asarray([scorer.standardise[n] for n in names], np.float64).reshape(-1, 2)
     write_atomically(Path(run_dir) / ARRAYS_FILE, lambda temporary: np.savez(temporary, **arrays))
@@ -45,7 +46,8 @@ def load_detector(run_dir: Path) -> tuple[UnknownScorer, UnknownDetector] | None
         raise UserError(f"{str(path)!r} names an unknown-class score this metatune does not know. "
                         f"Received: score={detector.score!r}; known: {list(SCORES)}")
     with np.load(Path(run_dir) / ARRAYS_FILE, allow_pickle=False) as stored:
-        scorer = UnknownScorer(**{name: stored[name] for name in _ARRAYS})
+        # Arrays a later score added are missing from older files: that score is then unavailable (None).
+        scorer = UnknownScorer(**{name: stored[name] for name in _ARRAYS if name in stored.files})
         scorer.standardise = {str(n): (float(m), float(s))
                               for n, (m, s) in zip(stored["standardise_names"], stored["standardise"])}
     return scorer, detector

@@ -46,6 +46,8 @@ SECTIONS = [
                                                "on novel classes, vs the baselines and the conv4 anchor"),
     ("unknowns", "bench_unknowns.py", "unknown-class rejection on held-out Fashion-MNIST classes; label issues "
                                       "under random label flips"),
+    ("unknownscores", "bench_unknown_scores.py", "every unknown-class score and the run's choice over many "
+                                                 "Fashion-MNIST class splits, on features computed once"),
 ]
 PACKAGES = ["tensorflow", "keras", "keras-hub", "numpy", "pillow", "scikit-learn", "tensorboard"]
 # What each benchmark reads from Debian packages (`make bench-data` installs them).
@@ -56,6 +58,7 @@ PREREQUISITES = {
     "export": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
     "metatransfer": (Path("/usr/share/fonts/truetype/noto"), "fonts-noto-core"),
     "unknowns": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
+    "unknownscores": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
 }
 # The peers' own virtual environments (`make bench-peers` builds them).
 PEER_PREREQUISITES = {

@@ -18,6 +18,8 @@ from app import run_dir as rd
 from models.layers import SequencePooling
 from models.task_model import load_task_model
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the real CLIs (make test-fast leaves them out)
+
 R50_FAST = ["--backbone", "resnet50", "--image-size", "32", "--epochs", "2"]
 TINY_TEXT = ["--backbone", "tiny_text", "--sequence-length", "16"]
 OFFLINE_ERROR = ("URL fetch failure on https://storage.googleapis.com/tensorflow/keras-applications/resnet/"

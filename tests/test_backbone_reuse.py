@@ -17,6 +17,8 @@ from colour_folders import write_colour_folder
 from data.images import load_image
 from models.task_model import load_task_model
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the real CLIs (make test-fast leaves them out)
+
 SOURCE_COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "grey": (128, 128, 128)}
 TARGET_COLOURS = {"yellow": (220, 220, 30), "cyan": (30, 210, 210), "magenta": (210, 30, 210)}
 SIZE = "24"  # not tiny_image's default (32): the target must follow the source's input size

@@ -50,6 +50,7 @@ def test_single_class(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_unusable_files_are_skipped_and_reported(tmp_path, capsys):
     data = make_folder(tmp_path / "data")
     (data / "cats" / "notes.txt").write_text("a note")
@@ -66,6 +67,7 @@ def test_unusable_files_are_skipped_and_reported(tmp_path, capsys):
     assert "Skipped" in err and "broken.png" in err
 
 
+@pytest.mark.slow
 def test_evaluate_rejects_unknown_classes_and_unfinished_runs(tmp_path, capsys):
     data = make_folder(tmp_path / "data")
     run = tmp_path / "run"
@@ -80,6 +82,7 @@ def test_evaluate_rejects_unknown_classes_and_unfinished_runs(tmp_path, capsys):
     assert_clean_error(capsys, "Run directory not found")
 
 
+@pytest.mark.slow
 def test_evaluate_on_training_folder_uses_held_out_files_only(tmp_path, capsys):
     data = make_folder(tmp_path / "data", per_class=5)
     run = tmp_path / "run"

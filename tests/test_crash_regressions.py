@@ -18,6 +18,8 @@ from app.run_lock import RunLock
 from colour_folders import write_colour_folder
 from models.task_model import load_task_model
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the real CLIs (make test-fast leaves them out)
+
 OPTIONS = ["--backbone", "tiny_image", "--strategy", "finetune", "--epochs", "2", "--finetune-epochs", "1",
            "--refit", "no", "--image-size", "16", "--batch-size", "8", "--seed", "3", "--patience", "5"]
 

@@ -15,6 +15,8 @@ from app.checkpoints import CHECKPOINTS_DIR, Checkpoints
 from models.task_model import load_task_model
 from tests.parked_training import kill_inside_epoch_after
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the real CLIs (make test-fast leaves them out)
+
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
 

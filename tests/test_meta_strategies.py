@@ -102,6 +102,7 @@ def test_protonet_head_is_the_prototypes_of_the_train_and_validation_files(colou
         assert (setting.learning_rate, setting.steps) == (chosen["learning_rate"], chosen["steps"])
 
 
+@pytest.mark.slow
 def test_raw_mode_trains_conv4_from_scratch(colour_folder, tmp_path):
     run = tmp_path / "run"
     assert train.main([str(colour_folder), "--backbone", "conv4", "--image-size", "16", "--strategy", "protonet",
@@ -118,6 +119,7 @@ def test_meta_data_folder_must_not_share_classes(colour_folder, tmp_path, capsys
     assert not (tmp_path / "run").exists() or (tmp_path / "run" / rd.INCOMPLETE_MARKER).exists()
 
 
+@pytest.mark.slow
 def test_meta_data_folder_and_init_from_an_earlier_run(colour_folder, tmp_path):
     meta = _folder(tmp_path / "meta", {f"c{i}": (40 * i, 255 - 40 * i, 90) for i in range(6)}, per_class=8, seed=3)
     first = tmp_path / "first"
@@ -207,6 +209,7 @@ def test_a_small_source_validates_with_fewer_ways(colour_folder, tmp_path):
     assert sorted(manifest["class_splits"].values()).count("meta_val") == 2
 
 
+@pytest.mark.slow
 def test_a_source_too_small_to_hold_classes_out_validates_on_held_out_examples(colour_folder, tmp_path):
     run, info = _run_with_source(colour_folder, tmp_path, classes=4, per_class=10)
     assert info["pools"] == "examples" and "not class-disjoint" in info["meta_validation"]
@@ -252,6 +255,7 @@ def test_maml_refuses_when_second_order_would_not_fit(colour_folder, tmp_path, m
     assert "fomaml" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_meta_run_killed_mid_meta_epoch_resumes(colour_folder, tmp_path):
     """kill -9 during meta-training, then --resume: the meta phase continues from its last completed
     epoch, the head follows, the history is continuous and the run ends complete with its learner."""

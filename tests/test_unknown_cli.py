@@ -12,6 +12,8 @@ import train
 from app import run_dir as rd
 from app.unknown_store import ARRAYS_FILE, DETECTOR_FILE
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the real CLIs (make test-fast leaves them out)
+
 KNOWN = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 UNKNOWN = {"yellow": (230, 220, 20), "magenta": (210, 30, 210)}
 FAST = ["--backbone", "tiny_image", "--epochs", "30", "--seed", "1"]

@@ -1,5 +1,6 @@
 """The per-shot episode learner of protonet runs: chosen on the target's validation episodes, applied by evaluate."""
 
+import pytest
 import numpy as np
 
 import evaluate
@@ -37,6 +38,7 @@ def test_choice_too_small_targets_have_none():
     assert choose_episode_learners(np.zeros((3, 2)), np.array([0, 0, 0]), seed=0) is None
 
 
+@pytest.mark.slow
 def test_evaluate_applies_the_runs_choice(colour_folder, tmp_path):  # noqa: F811
     run = tmp_path / "run"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--output", str(run),

@@ -160,6 +160,7 @@ def test_episode_logits_adapts_without_changing_the_learner():
 
 # ------------------------------------------------------------------------ linear runs
 
+@pytest.mark.slow
 def test_linear_run_novel_classes_replay_baselines_and_histogram(folders, capsys):
     run, novel = folders["linear"], folders["novel"]
     assert evaluate.main([str(run), str(novel), *FEW, "--seed", "7", "--name", "first"]) == 0
@@ -226,6 +227,7 @@ def test_held_out_files_of_the_training_folder(folders):
     assert "held out" in metrics["split"] and metrics["novel_classes"] == []
 
 
+@pytest.mark.slow
 def test_linear_head_on_pretrained_features_ties_the_nearest_centroid_baseline(folders, capsys):
     """No hidden layer: the penultimate embedding is the frozen pretrained feature, reused (no second pass)."""
     run = folders["base"] / "pretrained"

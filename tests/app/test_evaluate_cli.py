@@ -1,3 +1,4 @@
+import pytest
 import csv
 import json
 
@@ -17,6 +18,7 @@ def _data(root):
     return root
 
 
+@pytest.mark.slow
 def test_compare_apply_temperature_and_mistake_csv(tmp_path, capsys):
     data = _data(tmp_path / "data")
     runs = []

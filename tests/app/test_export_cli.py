@@ -17,6 +17,8 @@ import train
 from app import run_dir as rd
 from app.exporting import PROBE_SCRIPT
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the real CLIs (make test-fast leaves them out)
+
 EPISODES = ["--ways", "3", "--shots", "2", "--queries", "2", "--meta-batch-size", "2", "--meta-steps", "3",
             "--meta-epochs", "2", "--embedding-units", "8", "--meta-input", "features"]
 

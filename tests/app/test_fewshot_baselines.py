@@ -25,6 +25,7 @@ def _sklearn(support, support_y, query, tol):
         return LogisticRegression(max_iter=20000, tol=tol).fit(support, support_y).predict(query)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ways,shots,dims", [(5, 1, 64), (5, 5, 300), (20, 1, 300), (3, 4, 2)])
 def test_matches_scikit_learn_fitted_to_convergence(ways, shots, dims):
     rng = np.random.default_rng(ways * 100 + shots)
@@ -37,6 +38,7 @@ def test_matches_scikit_learn_fitted_to_convergence(ways, shots, dims):
     assert np.mean(np.concatenate(agree)) >= 0.99
 
 
+@pytest.mark.slow
 def test_mean_accuracy_matches_scikit_learn_defaults():
     """What evaluate.py reports: the mean query accuracy over episodes, within 0.1 point of scikit-learn's."""
     rng = np.random.default_rng(3)

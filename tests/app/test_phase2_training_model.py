@@ -4,6 +4,7 @@ input pipeline that no longer augments."""
 
 from __future__ import annotations
 
+import pytest
 import keras
 import numpy as np
 import tensorflow as tf
@@ -62,6 +63,7 @@ def test_without_augmentation_phase2_trains_the_task_model_itself():
     assert phase2_augmentation(off, "image") is None
 
 
+@pytest.mark.slow
 def test_fit_trains_the_task_model_through_the_augmentation(tmp_path):
     spec, features, head, task_model = _task_model()
     config = TrainConfig(data_dir="d", strategy="finetune", unfreeze="all", finetune_learning_rate=1e-2,

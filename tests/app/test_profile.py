@@ -1,9 +1,11 @@
+import pytest
 import numpy as np
 from PIL import Image
 
 import train
 
 
+@pytest.mark.slow
 def test_profile_flag_writes_a_profiler_trace(tmp_path):
     for c, name in enumerate(["a", "b"]):
         (tmp_path / "data" / name).mkdir(parents=True)

@@ -1,5 +1,6 @@
 """Quiet, honest output: one summary line per epoch, no control codes in logs, no TensorFlow start-up chatter."""
 
+import pytest
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ import app.progress as progress
 import train
 from app.cli import START_UP_NOISE
 from colour_folders import write_colour_folder
+
+pytestmark = pytest.mark.slow  # end-to-end runs of the real CLIs (make test-fast leaves them out)
 
 ROOT = Path(__file__).resolve().parents[2]
 

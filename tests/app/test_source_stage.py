@@ -94,6 +94,7 @@ def _target_with_test_folder(root, test_seed):
     return root
 
 
+@pytest.mark.slow
 def test_auto_scores_every_candidate_and_the_choice_never_depends_on_test_files(tmp_path):
     source = _folder(tmp_path / "source", {f"s{i}": (30 * i, 250 - 30 * i, 40 + 20 * i) for i in range(8)},
                      per_class=8, seed=5)

@@ -90,3 +90,35 @@ def test_store_round_trip_gives_identical_scores(world, tmp_path):
 
 def test_cli_choices_match_the_scores():
     assert CHOICES["unknown_score"] == ("auto", *SCORES)
+
+
+def test_relative_mahalanobis_separates_an_unseen_cluster_between_known_ones():
+    """2-D: two known classes far apart along x; an unseen cluster half-way between them is close
+    to the training data as a whole (the background Gaussian) but far from each class: the
+    relative distance puts it above every-day known points."""
+    rng = np.random.default_rng(1)
+    known = np.array([[-4.0, 0.0], [4.0, 0.0]])
+    train, labels = clusters(rng, known, 100, spread=0.5)
+    test, _ = clusters(rng, known, 50, spread=0.5)
+    unseen, _ = clusters(rng, [[0.0, 0.0]], 50, spread=0.5)
+    scorer = UnknownScorer.fit(train, labels, *softmax_head(known))
+    scores = scorer.score("relative_mahalanobis", np.concatenate([test, unseen]))
+    assert auroc(scores[:len(test)], scores[len(test):]) > 0.95
+    # The background term is what makes it relative: the same point scores lower than with the class term alone.
+    assert np.all(scores <= scorer.score("mahalanobis", np.concatenate([test, unseen])) + 1e-9)
+
+
+def test_detector_saved_before_relative_mahalanobis_still_loads(world, tmp_path):
+    """An unknown.npz without the background arrays (an older metatune): its own score still works,
+    the new ones report themselves unavailable instead of failing evaluate.py's comparison."""
+    known, train, train_labels, val, val_labels, far = world
+    scorer, detector = fit_unknown_detector(train, train_labels, val, val_labels, *softmax_head(known), 0.95,
+                                            score="knn")
+    scorer.background_mean = scorer.background_whitening = None
+    save_detector(tmp_path, scorer, detector)
+    with np.load(tmp_path / "unknown.npz") as stored:
+        assert "background_whitening" not in stored.files
+    loaded, _ = load_detector(tmp_path)
+    assert np.allclose(loaded.score("knn", far), scorer.score("knn", far))
+    assert not loaded.available("relative_mahalanobis") and not loaded.available("energy+relative_mahalanobis")
+    assert loaded.available("mahalanobis")

@@ -71,6 +71,7 @@ def _graph(path, size, mode):
         return _compiled(size, mode)(tf.constant(handle.read())).numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", RESIZE_MODES)
 def test_graph_decoding_matches_pillow_on_every_plain_format(plain_files, mode):
     # 96: shrinking (JPEG drafts at 1/2 scale), 400: enlarging; both are not the file's size.
@@ -83,6 +84,7 @@ def test_graph_decoding_matches_pillow_on_every_plain_format(plain_files, mode):
             assert difference <= MAX_PIXEL_DIFFERENCE, (name, size, mode, difference)
 
 
+@pytest.mark.slow
 def test_exif_rotation_is_applied_not_ignored(plain_files):
     upright = _graph(plain_files["jpeg"], 64, "stretch").astype(int)
     rotated = _graph(plain_files["jpeg exif 6"], 64, "stretch").astype(int)
@@ -101,6 +103,7 @@ def test_real_sample_files_decode_identically():
     assert np.array_equal(batch, expected)
 
 
+@pytest.mark.slow
 def test_file_already_at_target_size_is_returned_untouched(tmp_path, make_image):
     path = make_image(tmp_path / "exact.png", size=(16, 16))
     for mode in RESIZE_MODES:
@@ -121,6 +124,7 @@ def test_unknown_resize_mode_is_refused():
         decode_image(tf.constant(b""), (8, 8), "zoom")
 
 
+@pytest.mark.slow
 def test_transparent_gif_is_the_documented_exception(tmp_path):
     """Pillow composites a GIF's transparent pixels on white; TensorFlow's decoder leaves them black."""
     pixels = np.zeros((8, 8, 3), np.uint8)

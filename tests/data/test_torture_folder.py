@@ -202,6 +202,7 @@ def test_scan_uses_every_usable_file_and_reports_the_rest(torture):
 # --------------------------------------------------------------------------- (b) training
 
 
+@pytest.mark.slow
 def test_training_on_the_torture_folder(torture, tmp_path, monkeypatch):
     root, expected = torture
     monkeypatch.chdir(tmp_path)

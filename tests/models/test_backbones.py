@@ -107,6 +107,7 @@ def _round_trip(feature_extractor, modality, tmp_path):
     return loaded, before, after
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL_BACKBONES)
 def test_save_load_round_trip_gives_identical_outputs(name, features, tmp_path):
     spec = get_backbone(name)

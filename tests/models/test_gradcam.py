@@ -1,5 +1,6 @@
 """Grad-CAM points at what defines the class: a coloured patch."""
 
+import pytest
 import keras
 import numpy as np
 
@@ -39,6 +40,7 @@ def colour_extractor() -> keras.Model:
     return extractor
 
 
+@pytest.mark.slow
 def test_heatmap_mass_lies_on_the_patch():
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

@@ -10,6 +10,8 @@ from models.heads import ClassificationHead
 from models.task_model import build_task_model
 from models.token_attribution import TokenAttribution
 
+pytestmark = pytest.mark.slow  # the real MiniLM weights (make test-fast leaves these tests out)
+
 NEUTRAL = ["the", "movie", "film", "food", "service", "was", "is", "very", "and", "it"]
 KEYWORDS = {0: "great", 1: "awful"}
 SPECIAL = {"[CLS]", "[SEP]", "[PAD]", "[MASK]"}

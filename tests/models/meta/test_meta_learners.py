@@ -364,6 +364,7 @@ ALGORITHM_KWARGS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
 def test_fit_with_early_stopping_evaluate_and_config_round_trip(algorithm, tmp_path):
     learner = build_meta_learner(algorithm, relu_embedding(), WAYS, **ALGORITHM_KWARGS[algorithm])
