@@ -195,14 +195,22 @@ class _Prepared:
         return [e for e in self.examples if e.split == name]
 
 
-def held_out_line(config: TrainConfig, scan, test_files: int) -> str:
+# Below this many files per class the test carve-out costs accuracy: BENCHMARKS.md "carveout" measured a
+# median 3.5 points at 5 images per class (linear), about nothing at 10 and 20.
+CARVE_OUT_COSTS_BELOW_PER_CLASS = 10
+
+
+def held_out_line(config: TrainConfig, scan, test_files: int, files_per_class: float | None = None) -> str:
     """One line saying which files no training step sees, and what to do with them."""
     if "test" in scan.splits_present():
         return f"Held out for testing: the folder's test/ split ({test_files} files); training never sees them."
     if test_files:
+        few = files_per_class is not None and files_per_class < CARVE_OUT_COSTS_BELOW_PER_CLASS
         return (f"Held out for testing: {test_files} files ({config.test_fraction:.0%} of each class, "
                 "--test-fraction); training never sees them and `evaluate.py RUN_DIR DATA_DIR` scores them. "
-                "--test-fraction 0 trains on them instead (then evaluate on another folder).")
+                + (f"With {files_per_class:g} files per class that costs accuracy (a median 3.5 points at 5 per "
+                   "class, measured): consider --test-fraction 0 and evaluating on another folder."
+                   if few else "--test-fraction 0 trains on them instead (then evaluate on another folder)."))
     return ("No test files held out (no test/ folder, --test-fraction 0): evaluate this run on files it never "
             "saw (another folder) for an honest estimate.")
 
@@ -227,7 +235,8 @@ def _prepare(config: TrainConfig) -> _Prepared:
         len(scan.class_names), len(train_examples), len(val_examples),
         sum(e.split == "test" for e in examples), len(scan.skipped),
     )
-    logger.info(held_out_line(config, scan, sum(e.split == "test" for e in examples)))
+    per_class_files = float(np.median(list(Counter(e.label for e in examples).values())))
+    logger.info(held_out_line(config, scan, sum(e.split == "test" for e in examples), per_class_files))
     if not val_examples:
         raise UserError("No validation files: every class needs at least 2 training files or a val/ folder.")
     if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work

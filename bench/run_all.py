@@ -42,6 +42,8 @@ SECTIONS = [
     ("episodic", "bench_episodic.py", "evaluate.py --episodes time on cached features; the logistic-regression "
                                       "baseline against scikit-learn"),
     ("export", "bench_export.py", "SavedModel and LiteRT exports: size, latency, throughput, accuracy vs model.keras"),
+    ("carveout", "bench_carveout.py", "what the test carve-out costs small folders without test/ (linear, "
+                                      "5/10/20 images per class)"),
     ("metatransfer", "bench_meta_transfer.py", "pretrained backbone + a source of other classes (source stages) "
                                                "on novel classes, vs the baselines and the conv4 anchor"),
     ("unknowns", "bench_unknowns.py", "unknown-class rejection on held-out Fashion-MNIST classes; label issues "
@@ -56,6 +58,7 @@ PREREQUISITES = {
     "fewshot": (Path("/usr/share/fonts/truetype/noto"), "fonts-noto-core"),
     "episodic": (Path("/usr/share/fonts/truetype/noto"), "fonts-noto-core"),
     "export": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
+    "carveout": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
     "metatransfer": (Path("/usr/share/fonts/truetype/noto"), "fonts-noto-core"),
     "unknowns": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
     "unknownscores": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
