@@ -33,6 +33,7 @@ def colour_folder(tmp_path):
     return _folder(tmp_path / "colours", COLOURS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["protonet", "reptile", "fomaml", "maml"])
 def test_meta_strategy_writes_a_standard_classifier_and_its_learner(colour_folder, tmp_path, strategy):
     run = tmp_path / strategy
@@ -64,6 +65,7 @@ def test_meta_strategy_writes_a_standard_classifier_and_its_learner(colour_folde
     assert not (run / "checkpoints").exists() and not (run / rd.INCOMPLETE_MARKER).exists()
 
 
+@pytest.mark.slow
 def test_protonet_head_is_the_prototypes_of_the_train_and_validation_files(colour_folder, tmp_path, monkeypatch):
     from app import support_finetuning
 
@@ -202,6 +204,7 @@ def _run_with_source(target, tmp_path, classes: int, per_class: int):
     return run, rd.read_json(run / rd.METADATA_FILE)["meta"]
 
 
+@pytest.mark.slow
 def test_a_small_source_validates_with_fewer_ways(colour_folder, tmp_path):
     run, info = _run_with_source(colour_folder, tmp_path, classes=5, per_class=8)
     assert info["pools"] == "class-disjoint" and info["val_episodes"]["ways"] == 2

@@ -3,6 +3,7 @@ model.keras is exactly that trained backbone."""
 
 import keras
 import numpy as np
+import pytest
 
 import train
 from app import run_dir as rd
@@ -18,6 +19,7 @@ SOURCE_COLOURS = {f"s{i}": (30 * i, 250 - 30 * i, 40 + 20 * i) for i in range(8)
 TARGET_COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "grey": (128, 128, 128)}
 
 
+@pytest.mark.slow
 def test_a_kept_top_blocks_stage_is_the_backbone_inside_model_keras(tmp_path):
     source = _folder(tmp_path / "source", SOURCE_COLOURS, per_class=8, seed=5)
     target = _folder(tmp_path / "target", TARGET_COLOURS, per_class=8, seed=0)
