@@ -215,11 +215,16 @@ def held_out_line(config: TrainConfig, scan, test_files: int, files_per_class: f
             "saw (another folder) for an honest estimate.")
 
 
+def median_files_per_class(examples, num_classes: int) -> float:
+    """The median number of `examples` per class (a class without any counts as 0)."""
+    counts = Counter(e.label for e in examples)
+    return float(np.median([counts.get(label, 0) for label in range(num_classes)]))
+
+
 def _prepare(config: TrainConfig) -> _Prepared:
     """The data doctor, the checks that need no backbone, then the backbone itself."""
     scan, examples, report = check_data(config)
-    train_counts = Counter(e.label for e in examples if e.split == "train")
-    per_class = float(np.median([train_counts.get(label, 0) for label in range(len(scan.class_names))]))
+    per_class = median_files_per_class([e for e in examples if e.split == "train"], len(scan.class_names))
     if (filled := config.apply_modality_defaults(scan.modality, per_class)) and config.strategy == "finetune":
         logger.info("finetune recipe for %s data with %g training files per class (median): %s", scan.modality,
                     per_class, ", ".join(f"{k}={v}" for k, v in filled.items()))
@@ -235,8 +240,8 @@ def _prepare(config: TrainConfig) -> _Prepared:
         len(scan.class_names), len(train_examples), len(val_examples),
         sum(e.split == "test" for e in examples), len(scan.skipped),
     )
-    per_class_files = float(np.median(list(Counter(e.label for e in examples).values())))
-    logger.info(held_out_line(config, scan, sum(e.split == "test" for e in examples), per_class_files))
+    logger.info(held_out_line(config, scan, sum(e.split == "test" for e in examples),
+                              median_files_per_class(examples, len(scan.class_names))))
     if not val_examples:
         raise UserError("No validation files: every class needs at least 2 training files or a val/ folder.")
     if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work

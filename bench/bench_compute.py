@@ -95,7 +95,7 @@ def worker_train(params: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from app.config import TrainConfig
+    from app.config import TOP_BLOCKS_RECIPE, TrainConfig
     from app.phases import compile_phase2, finetune_inputs, phase2_augmentation
     from data.augment import AugmentConfig
     from data.pipeline import image_dataset, without_autotune_thread
@@ -106,10 +106,9 @@ def worker_train(params: dict) -> dict:
     size = params["image_size"]
     # The top-2-blocks recipe (finetune's image default before 2026-12-05, still text's), which this
     # section has always measured: the input pipeline's share is what it reports, not the recipe.
-    recipe = {"unfreeze": "2", "finetune_learning_rate": 1e-4, "lr_decay": 0.5, "mixup": 0.0}
-    config = TrainConfig(data_dir="unused", strategy="finetune", **recipe).validate()
+    config = TrainConfig(data_dir="unused", strategy="finetune", **TOP_BLOCKS_RECIPE).validate()
     # `--no-augment`: the same pipeline and model without augmentation, the input pipeline alone.
-    plain_config = TrainConfig(data_dir="unused", strategy="finetune", augment=False, **recipe).validate()
+    plain_config = TrainConfig(data_dir="unused", strategy="finetune", augment=False, **TOP_BLOCKS_RECIPE).validate()
     examples = [_Example(p, l) for p, l in zip(params["paths"], params["labels"])]
     num_classes = max(params["labels"]) + 1
     keras.utils.set_random_seed(config.seed)
