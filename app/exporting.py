@@ -24,7 +24,7 @@ from app import run_dir as rd
 from app.artifacts import PARITY_FILE, TFLITE_FILE, InputSpec
 from app.errors import UserError
 from app.evaluation import LoadedRun, load_run
-from app.parity import ParityReport, compare
+from app.parity import ParityReport, compare, compare_unknown
 from data.doctor import inspect_file
 from data.images import load_image
 from data.records import Example
@@ -101,10 +101,10 @@ def export_run(request: ExportRequest) -> ExportResult:
         report.files = files_note
         report.artifact = str(output if request.format == "savedmodel" else output / TFLITE_FILE)
         rd.write_json(staging / PARITY_FILE, report.to_json())
-        for check in report.checks:
+        for check in [*report.checks, *report.unknown_checks]:
             logger.info("Parity %s", check.summary())
         if not report.passed:
-            failed = "; ".join(c.summary() for c in report.checks if not c.passed)
+            failed = "; ".join(c.summary() for c in [*report.checks, *report.unknown_checks] if not c.passed)
             # The report of a refused export stays, beside where the export would have been, so the
             # numbers and the files that disagreed can be looked at; the artifact itself is removed.
             kept = failed_report_path(output)
@@ -184,10 +184,13 @@ def _reference(run: LoadedRun, examples: list[Example], batch_size: int) -> np.n
 def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], request: ExportRequest) -> ParityReport:
     from app.savedmodel_export import ServingSpec, write_savedmodel
 
-    spec = ServingSpec.from_metadata(run.metadata)
-    logger.info("Writing the SavedModel (signatures serving_default%s)", " and pixels" if run.modality == "image" else "")
+    unknown = _unknown_serving(run)
+    spec = ServingSpec.from_metadata(run.metadata, unknown)
+    logger.info("Writing the SavedModel (signatures serving_default%s%s)", " and pixels" if run.modality == "image" else "",
+                f"; with the unknown-class score {unknown.detector.score}" if unknown else "")
     write_savedmodel(run.model, spec, str(staging))
     reference = _reference(run, examples, request.batch_size)
+    reference_scores = _reference_unknown_scores(run, unknown, examples, request.batch_size) if unknown else None
     labels, paths = [e.label for e in examples], [e.path for e in examples]
     checks, notes = [], []
     with tempfile.TemporaryDirectory() as scratch:
@@ -217,6 +220,16 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
     if "pixels_probabilities" in result:
         checks.append(compare("pixels (uint8 [batch, H, W, 3])", reference, result["pixels_probabilities"],
                               labels, paths, False))
+    unknown_checks = []
+    if unknown:
+        score, threshold = unknown.detector.score, unknown.detector.threshold
+        unknown_checks.append(compare_unknown(f"serving_default ({what})", score, threshold, reference_scores[served],
+                                              result["unknown_score"], [paths[i] for i in served]))
+        if "pixels_unknown_score" in result:
+            unknown_checks.append(compare_unknown("pixels (uint8 [batch, H, W, 3])", score, threshold, reference_scores,
+                                                  result["pixels_unknown_score"], paths))
+        notes.append(f"Both signatures also return unknown_score and unknown (score above {threshold:.6g}: a class the "
+                     f"run does not know; score {score!r}, as predict.py rejects).")
     notes.append("Text SavedModels need tensorflow-text's kernels where they are served (`import tensorflow_text`)."
                  if run.modality == "text" else
                  "serving_default decodes JPEG, PNG, GIF and BMP files in the graph, pixel-identical to training.")
@@ -224,7 +237,29 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
               {"serving_default": {"inputs": "tf.string [batch] (encoded JPEG, PNG, GIF or BMP files)"},
                "pixels": {"pixels": f"uint8 [batch, {spec.image_size[0]}, {spec.image_size[1]}, 3] "
                                     f"(resized '{spec.resize}' as in training)"}})
-    return ParityReport("savedmodel", "none", "", str(run.path), run.class_names, inputs, "", checks, notes)
+    return ParityReport("savedmodel", "none", "", str(run.path), run.class_names, inputs, "", checks, notes,
+                        unknown_checks)
+
+
+def _unknown_serving(run: LoadedRun):
+    """The run's unknown-class detector for the export, or None (a run trained by an older metatune)."""
+    from app.unknown_graph import UnknownServing
+    from app.unknown_store import load_detector
+
+    stored = load_detector(run.path)
+    if stored is None:
+        logger.info("%s has no unknown-class detector (trained by an older metatune): the export does not reject.",
+                    run.path)
+        return None
+    return UnknownServing(*stored)
+
+
+def _reference_unknown_scores(run: LoadedRun, unknown, examples: list[Example], batch_size: int) -> np.ndarray:
+    """What predict.py scores for these files: model.keras's embedding through the numpy detector."""
+    from app.open_set import embed_examples
+
+    embeddings, _ = embed_examples(run, examples, batch_size=batch_size)
+    return unknown.scorer.score(unknown.detector.score, embeddings)
 
 
 def _probe(savedmodel: Path, request_json: dict, scratch: Path) -> dict:

@@ -57,6 +57,39 @@ def compare(signature: str, reference: np.ndarray, candidate: np.ndarray, labels
 
 
 @dataclass
+class UnknownParityCheck:
+    """The exported unknown-class score against the run's detector (app/unknown_scores.py) on the same files."""
+
+    signature: str
+    score: str  # which score the run uses (unknown.json)
+    threshold: float
+    num_files: int
+    verdict_agreement: float  # share of files both call unknown, or both call known
+    max_abs_score_difference: float
+    rule: str
+    passed: bool
+    disagreements: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        return (f"{self.signature}: unknown-class score ({self.score}) verdicts agree on {self.verdict_agreement:.4f} of "
+                f"{self.num_files} files, max |Δscore| {self.max_abs_score_difference:.2e} - {self.rule}: {verdict}")
+
+
+def compare_unknown(signature: str, score: str, threshold: float, reference: np.ndarray, candidate: np.ndarray,
+                    paths: list[str]) -> UnknownParityCheck:
+    """The exported score computes the detector's numpy arithmetic in float64 on the exported model's
+    embedding: verdicts must agree as top-1 does (float formats)."""
+    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    same = (reference > threshold) == (candidate > threshold)
+    agreement = float(same.mean()) if len(same) else 1.0
+    return UnknownParityCheck(signature, score, float(threshold), len(same), agreement,
+                              float(np.abs(reference - candidate).max()) if reference.size else 0.0,
+                              f"verdict agreement at least {100 * MIN_FLOAT_AGREEMENT:.1f}%",
+                              bool(agreement >= MIN_FLOAT_AGREEMENT), [paths[i] for i in np.flatnonzero(~same)[:10]])
+
+
+@dataclass
 class ParityReport:
     """parity.json: what was exported, on which files it was checked, and every check."""
 
@@ -69,10 +102,11 @@ class ParityReport:
     files: str  # which held-out files, and why those
     checks: list[ParityCheck]
     notes: list[str] = field(default_factory=list)
+    unknown_checks: list[UnknownParityCheck] = field(default_factory=list)  # a run with an unknown-class detector
 
     @property
     def passed(self) -> bool:
-        return all(check.passed for check in self.checks)
+        return all(check.passed for check in [*self.checks, *self.unknown_checks])
 
     def to_json(self) -> dict:
         return asdict(self) | {"passed": self.passed}

@@ -5,6 +5,10 @@ of Keras 3 models (keras-team/keras#19458). Decoding and resizing (image runs, w
 run's resize mode, pixel-identical to training: data/tf_decode.py) and tokenisation (text
 runs: the tokenizer is a layer of the model) happen inside the graph, so a client sends
 what it has: encoded image files or raw strings.
+
+A run with an unknown-class detector (unknown.json) exports it too: both signatures then also
+return `unknown_score` and `unknown` (app/unknown_graph.py), computed from the same forward pass
+(the model's embedding, the input of `head_dense`, next to its probabilities).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from app.open_set import embedding_model
 from app.run_metadata import RunMetadata
+from app.unknown_graph import UnknownServing
 from data.tf_decode import decode_images
 
 SERVING_SIGNATURE = "serving_default"
@@ -30,20 +36,28 @@ class ServingSpec:
     modality: str  # "image" or "text"
     image_size: tuple[int, int] | None = None
     resize: str = "stretch"
+    unknown: UnknownServing | None = None  # the run's detector: serving rejects as predict.py does
 
     @classmethod
-    def from_metadata(cls, metadata: RunMetadata) -> "ServingSpec":
-        return cls(list(metadata.class_names), metadata.modality, metadata.image_size, metadata.resize)
+    def from_metadata(cls, metadata: RunMetadata, unknown: UnknownServing | None = None) -> "ServingSpec":
+        return cls(list(metadata.class_names), metadata.modality, metadata.image_size, metadata.resize, unknown)
 
 
 def write_savedmodel(model: keras.Model, spec: ServingSpec, path: str) -> None:
     """Signatures serving_default {inputs: tf.string [batch]} and, for images, pixels {uint8 [batch, H, W, 3]};
-    both return probabilities (float32 [batch, classes], class_names order) and top_class (tf.string [batch])."""
+    both return probabilities (float32 [batch, classes], class_names order) and top_class (tf.string [batch]),
+    and with spec.unknown also unknown_score (float32 [batch]) and unknown (bool [batch])."""
     names = tf.constant(spec.class_names)
+    score = spec.unknown.score_function() if spec.unknown else None
+    forward = embedding_model(model) if spec.unknown else model
 
-    def outputs(probabilities):
-        probabilities = tf.cast(probabilities, tf.float32)
-        return {"probabilities": probabilities, "top_class": tf.gather(names, tf.argmax(probabilities, axis=-1))}
+    def outputs(inputs):
+        result = forward(inputs, training=False)
+        probabilities = tf.cast(result[1] if score else result, tf.float32)
+        served = {"probabilities": probabilities, "top_class": tf.gather(names, tf.argmax(probabilities, axis=-1))}
+        if score:
+            served["unknown_score"], served["unknown"] = score(result[0])
+        return served
 
     archive = _archive()
     if spec.modality == "image":
@@ -51,17 +65,17 @@ def write_savedmodel(model: keras.Model, spec: ServingSpec, path: str) -> None:
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
         def serve(inputs):
-            return outputs(model(decode_images(inputs, (height, width), spec.resize), training=False))
+            return outputs(decode_images(inputs, (height, width), spec.resize))
 
         @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name=PIXELS_SIGNATURE)])
         def pixels(pixels):
-            return outputs(model(pixels, training=False))
+            return outputs(pixels)
 
         archive.add_endpoint(PIXELS_SIGNATURE, pixels)
     else:
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
         def serve(inputs):
-            return outputs(model(inputs, training=False))
+            return outputs(inputs)
 
     archive.add_endpoint(SERVING_SIGNATURE, serve)
     archive.write_out(path, verbose=False)

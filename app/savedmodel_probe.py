@@ -11,7 +11,9 @@ layers, which a SavedModel does not use).
 
 REQUEST.json: {"files": [paths]} (image: each file's bytes go to serving_default) or
 {"texts": [strings]}, with optional "pixels": a .npy of uint8 [n, H, W, 3] for the `pixels`
-signature, and "batch_size". RESULT.npz: probabilities, top_class, pixels_probabilities.
+signature, and "batch_size". RESULT.npz: probabilities, top_class, pixels_probabilities, and where
+the SavedModel has them (a run with an unknown-class detector) unknown_score, unknown,
+pixels_unknown_score.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def main(argv: list[str]) -> int:
     model = tf.saved_model.load(path)
     serve = model.signatures["serving_default"]
     items = request.get("texts") or request.get("files") or []
-    probabilities, top_class = [], []
+    probabilities, top_class, unknown_score, unknown = [], [], [], []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         if "texts" in request:
@@ -58,14 +60,21 @@ def main(argv: list[str]) -> int:
         out = serve(inputs=inputs)
         probabilities.append(out["probabilities"].numpy())
         top_class += [c.decode("utf-8") for c in out["top_class"].numpy()]
+        if "unknown_score" in out:
+            unknown_score.append(out["unknown_score"].numpy())
+            unknown.append(out["unknown"].numpy())
     result = {"probabilities": np.concatenate(probabilities) if probabilities else np.zeros((0, 0), np.float32),
               "top_class": np.asarray(top_class, dtype=str)}
+    if unknown_score:
+        result["unknown_score"], result["unknown"] = np.concatenate(unknown_score), np.concatenate(unknown)
     if request.get("pixels"):
         pixels = np.load(request["pixels"])
         signature = model.signatures["pixels"]
-        parts = [signature(pixels=tf.constant(pixels[s:s + batch_size]))["probabilities"].numpy()
-                 for s in range(0, len(pixels), batch_size)]
+        outs = [signature(pixels=tf.constant(pixels[s:s + batch_size])) for s in range(0, len(pixels), batch_size)]
+        parts = [out["probabilities"].numpy() for out in outs]
         result["pixels_probabilities"] = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        if outs and "unknown_score" in outs[0]:
+            result["pixels_unknown_score"] = np.concatenate([out["unknown_score"].numpy() for out in outs])
     loaded = sorted(name for name in BLOCKED if sys.modules.get(name) is not None)
     if loaded:
         raise SystemExit(f"the SavedModel pulled in {loaded}")

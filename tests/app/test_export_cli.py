@@ -84,6 +84,9 @@ def test_savedmodel_signatures_serve_file_bytes_without_metatune_or_keras(image_
     parity = json.loads((exported / "parity.json").read_text())
     assert parity["passed"] and parity["format"] == "savedmodel"
     assert [c["top1_agreement"] for c in parity["checks"]] == [1.0, 1.0]
+    detector = rd.read_json(run / "unknown.json")
+    assert [(c["score"], c["verdict_agreement"], c["passed"]) for c in parity["unknown_checks"]] == \
+        [(detector["score"], 1.0, True)] * 2
     assert parity["checks"][0]["num_files"] == len([f for f in rd.read_json(run / rd.MANIFEST_FILE)["files"]
                                                     if f["split"] == "test"])
     assert not list(run.joinpath("export").glob(".*"))  # no staging folder left behind
@@ -94,6 +97,8 @@ def test_savedmodel_signatures_serve_file_bytes_without_metatune_or_keras(image_
     pixels = shown.split("signature_def['pixels']")[1].split("signature_def[")[0]
     assert "inputs['inputs']" in serving and "DT_STRING" in serving and "shape: (-1)" in serving
     assert "outputs['probabilities']" in serving and "outputs['top_class']" in serving
+    assert "outputs['unknown_score']" in serving and "outputs['unknown']" in serving and "DT_BOOL" in serving
+    assert "outputs['unknown_score']" in pixels
     assert "inputs['pixels']" in pixels and "DT_UINT8" in pixels and "shape: (-1, 32, 32, 3)" in pixels
 
     # Every file of the folder (not only the held-out ones), served from bytes by a process
@@ -112,6 +117,11 @@ def test_savedmodel_signatures_serve_file_bytes_without_metatune_or_keras(image_
     assert np.abs(served["probabilities"] - keras_probabilities).max() < 1e-5
     names = rd.read_json(run / rd.METADATA_FILE)["class_names"]
     assert list(served["top_class"]) == [names[i] for i in keras_probabilities.argmax(axis=1)]
+    # The served unknown-class verdicts are predict.py's (same score, same threshold, same files).
+    from app.prediction import predict
+    predicted = {p.file: p for p in predict(str(run), files)[0]}
+    np.testing.assert_allclose(served["unknown_score"], [predicted[f].unknown_score for f in files], rtol=1e-4, atol=1e-5)
+    assert list(served["unknown"]) == [predicted[f].unknown for f in files]
 
     capsys.readouterr()
     assert evaluate.main([str(run), str(data), "--artifact", str(exported), "--bootstrap", "50"]) == 0
