@@ -182,8 +182,12 @@ def _environment(env: dict | None) -> dict:
                 **(env or {}))
 
 
-def run_worker(script: str, kind: str, params: dict, env: dict | None = None, *, max_wait_s: float = 0.0) -> dict:
+def run_worker(script: str, kind: str, params: dict, env: dict | None = None, *, max_wait_s: float = 0.0,
+               timeout_s: float | None = None) -> dict:
     """Run `script --worker kind` in a fresh process and return its result.
+
+    A worker that fails raises RuntimeError (its exit status and the end of its output); one that
+    runs past `timeout_s` is killed and raises subprocess.TimeoutExpired.
 
     The result carries the worker's peak RSS (`peak_rss_mib`, VmHWM), the process's wall time
     (`process_s`), the CPU other processes used meanwhile (`other_cores`: the machine is shared)
@@ -192,7 +196,7 @@ def run_worker(script: str, kind: str, params: dict, env: dict | None = None, *,
     waited = wait_for_quiet(max_wait_s) if max_wait_s > 0 else 0.0
     command = [sys.executable, str(Path(script).resolve()), "--worker", kind, "--params", json.dumps(params)]
     busy0, mine0, started = _system_busy_s(), _own_and_children_cpu_s(), time.perf_counter()
-    proc = subprocess.run(command, cwd=REPO, env=_environment(env), capture_output=True, text=True)
+    proc = subprocess.run(command, cwd=REPO, env=_environment(env), capture_output=True, text=True, timeout=timeout_s)
     wall = time.perf_counter() - started
     other = (_system_busy_s() - busy0 - (_own_and_children_cpu_s() - mine0)) / wall
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
