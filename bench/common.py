@@ -288,7 +288,11 @@ class Section:
 
 
 def read_results(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """Results a --json run wrote; a missing or damaged file is a UsageError (one line, not a traceback)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read results from {path}: {error}") from error
 
 
 def main(section: Section, argv: Sequence[str] | None = None) -> int:

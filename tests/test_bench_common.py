@@ -87,11 +87,15 @@ def test_main_re_renders_stored_results_without_measuring(tmp_path):
     assert "| `python bench/bench_made_up.py --n 5` | 2.0 (1.0 – 300.0) |" in (tmp_path / "s.md").read_text()
 
 
-def test_main_reports_options_that_do_not_go_together_as_usage_errors(capsys):
+@pytest.mark.parametrize("argv, message", [(["--n", "0"], "--n must be at least 1"),
+                                           (["--from-json", "missing.json"], "cannot read results from missing.json")])
+def test_main_reports_bad_options_in_one_line_with_exit_status_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        common.main(_section([]), ["--n", "0"])
+        common.main(_section([]), argv)
     assert exit_info.value.code == 2
-    assert "--n must be at least 1" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
 
 
 def test_run_worker_measures_in_a_fresh_process_and_reports_failures(tmp_path):
