@@ -174,7 +174,9 @@ def render(results: dict) -> str:
                       f"({c['sklearn_s_per_episode'] / c['ours_s_per_episode']:.0f}x)"])
     return "\n".join([
         "## Episodic evaluation speed\n",
-        f"`python bench/bench_episodic.py` — `evaluate.py RUN POOL --episodes {sizes['episodes']}` on cached "
+        f"`{results.get('command', 'python bench/bench_episodic.py')}`"
+        + (f" on {results['machine']}" if "machine" in results else "") +
+        f" — `evaluate.py RUN POOL --episodes {sizes['episodes']}` on cached "
         f"features: a `linear` EfficientNet-Lite0 run at {results['image_size']} px (trained on "
         f"{data['train_classes']} meta-train letters of the fonts glyph set), evaluated on {data['pool_classes']} "
         f"letters new to it ({data['pool_files']} files, meta-val + meta-test alphabets). Whole processes timed "

@@ -108,7 +108,8 @@ def render(results: dict) -> str:
              "3-unknown splits (of the 120). Per split: a logistic-regression head on 80% of the known classes' "
              "training images, the product's `fit_unknown_detector` (leave-classes-out choice on the training "
              "classes, scorer, standardisation on the other 20%), AUROC of unknown-class test images against "
-             f"known-class test images. Wall time {results['wall_min']:.1f} min (2 shared cores).", "", table]
+             f"known-class test images. Wall time {results['wall_min']:.1f} min ({common.shared_machine(results)}).", "",
+             table]
     worst = sorted(rows, key=lambda r: r["auroc"])[:5]
     lines += ["", "Hardest splits for the chosen score (unknown classes: AUROC, score): "
               + "; ".join(f"{', '.join(r['unknown'])}: {r['auroc']:.3f} ({r['chosen']})" for r in worst) + ".", "",

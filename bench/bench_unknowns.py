@@ -155,7 +155,7 @@ def render(results: dict) -> str:
              f"Command: `{results['command']}`. Fashion-MNIST (Debian `dataset-fashion-mnist`), EfficientNet-Lite0 "
              f"(ImageNet weights), linear strategy, {p['per_class']} training images per class, "
              f"{p['test_per_class']} test images per class. Wall time {results.get('wall_min', 0):.1f} min "
-             "(2 shared cores).", "",
+             f"({common.shared_machine(results)}).", "",
              f"### Unknown classes: {KNOWN} known / {CLASSES - KNOWN} unknown, {len(results['open_set'])} random splits",
              "", "Test images of the 3 unknown classes against the test images of the 7 known ones. `chosen`: the "
              "score each run picked on leave-classes-out folds of its own training classes (no unknown or test image "

@@ -74,6 +74,12 @@ def machine_description() -> dict:
     }
 
 
+def shared_machine(results: dict) -> str:
+    """The machine of a section's results, for the sections measured on a shared one; results written
+    before the machine was recorded in them were all measured on 2 shared cores."""
+    return f"{results['machine']}, shared" if "machine" in results else "2 shared cores"
+
+
 def machine_summary(machine: dict | None = None) -> str:
     """The short form every section prints: "2 CPU cores (model name)"."""
     machine = machine or machine_description()
