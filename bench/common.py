@@ -184,8 +184,9 @@ def wait_for_quiet(max_wait_s: float, threshold_cores: float = 0.25, window_s: f
 
 
 def _environment(env: dict | None) -> dict:
-    return dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
-                **(env or {}))
+    """The child's environment: ours, TensorFlow's backend and quiet C++ logs, then the caller's `env`."""
+    return {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
+            **(env or {})}
 
 
 def run_worker(script: str, kind: str, params: dict, env: dict | None = None, *, max_wait_s: float = 0.0,
