@@ -506,8 +506,13 @@ def _params(args) -> dict:
     runs = args.runs if args.runs is not None else 1 if args.quick else 3  # --quick: within bench-quick's 10 min
     if runs < 1:
         raise common.UsageError("--runs must be at least 1")
+    # The command as the section prints it: the options that change what is measured, not where the
+    # outputs went (run_all.py passes absolute --output / --json paths).
+    options = (["--quick"] if args.quick else []) + ([f"--runs {args.runs}"] if args.runs is not None else []) \
+        + ([f"--work-dir {args.work_dir}"] if args.work_dir != str(DEFAULT_WORK_DIR) else []) \
+        + ([] if args.pin_page_cache else ["--no-pin-page-cache"])
     return {"quick": args.quick, "runs": runs, "work_dir": args.work_dir, "pin_page_cache": args.pin_page_cache,
-            "command": " ".join([".venv/bin/python", "bench/bench_pipeline.py", *sys.argv[1:]])}
+            "command": " ".join([".venv/bin/python", "bench/bench_pipeline.py", *options])}
 
 
 SECTION = common.Section(script="bench_pipeline.py", doc=__doc__, params=_params, measure=measure,
