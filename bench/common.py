@@ -23,7 +23,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -32,6 +31,10 @@ from typing import Callable, Mapping, Sequence
 
 RESULT_PREFIX = "BENCH_RESULT "
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the library, for the workers and for its atomic writes
+
+from data.atomic_write import write_bytes_atomically  # noqa: E402
+
 # The packages whose versions every machine description records (and BENCHMARKS.md's header lists).
 PACKAGES = ["tensorflow", "keras", "keras-hub", "numpy", "pillow", "scikit-learn", "tensorboard"]
 
@@ -104,16 +107,9 @@ def peak_rss_mib() -> float:
 # --------------------------------------------------------------------------- writing the outputs
 
 def write_atomically(path: str | Path, text: str) -> None:
-    """A temporary name in the same folder, then os.replace: a reader never sees half a file."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """The library's atomic write (a temporary name in the same folder, then one rename): a reader, or a
+    run killed by its time limit, never sees half a file."""
+    write_bytes_atomically(path, text.encode("utf-8"))
 
 
 def emit(section: str, results: dict, output: str | None, json_path: str | None) -> None:
