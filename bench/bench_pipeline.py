@@ -191,16 +191,6 @@ class PageCachePin:
 
 # --------------------------------------------------------------------------- worker side
 
-def _current_rss_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
-
-
 def _cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
@@ -226,7 +216,7 @@ def worker_ours(params: dict) -> dict:
     from data.pipeline import image_dataset, should_cache
     from data.scan import scan_folder
 
-    rss_after_import = _current_rss_mib()
+    rss_after_import = common.current_rss_mib()
     started = time.perf_counter()
     scan = scan_folder(params["folder"], check_files_content=False)
     list_s = time.perf_counter() - started
@@ -247,7 +237,7 @@ def worker_ours(params: dict) -> dict:
 def worker_keras(params: dict) -> dict:
     import keras
 
-    rss_after_import = _current_rss_mib()
+    rss_after_import = common.current_rss_mib()
     started = time.perf_counter()
     dataset = keras.utils.image_dataset_from_directory(params["folder"], image_size=IMAGE_SIZE,
                                                        batch_size=BATCH_SIZE, verbose=False)
@@ -289,7 +279,7 @@ def worker_train(params: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    rss_after_import = _current_rss_mib()
+    rss_after_import = common.current_rss_mib()
     keras.utils.set_random_seed(0)
     started = time.perf_counter()
     features, builder = build_lite0_features()

@@ -95,13 +95,23 @@ def peak_rss_mib() -> float:
     `getrusage().ru_maxrss` is kept in the results too (`ru_maxrss_mib`), but on Linux it also
     counts the parent's RSS at fork time (it survives the exec), which inflates small workers.
     """
+    peak = _status_mib("VmHWM")
+    return peak if peak == peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def current_rss_mib() -> float:
+    """This process's resident memory now (VmRSS), NaN where /proc is missing."""
+    return _status_mib("VmRSS")
+
+
+def _status_mib(field: str) -> float:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    return float("nan")
 
 
 # --------------------------------------------------------------------------- writing the outputs
