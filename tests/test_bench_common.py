@@ -144,3 +144,26 @@ def test_stored_results_re_render_to_the_published_section(module, name):
 
 def _words(text: str) -> list[str]:
     return text.split()
+
+
+def test_carveout_add_to_keeps_the_other_settings_runs_and_names_both_commands(tmp_path):
+    import argparse
+
+    import bench_carveout
+
+    earlier = {"command": "python bench/bench_carveout.py", "runs": [
+        {"size": 5, "seed": 1, "setting": "0.2", "accuracy": 0.6}, {"size": 5, "seed": 1, "setting": "0", "accuracy": 0.5}]}
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    parser = argparse.ArgumentParser()
+    common.add_standard_arguments(parser, bench_carveout.WORKERS)
+    bench_carveout._arguments(parser)
+
+    params = bench_carveout._params(parser.parse_args(["--settings", "0", "--add-to", str(tmp_path / "earlier.json")]))
+    # Nothing to measure at no size: what is kept, and the command the section will print.
+    results = bench_carveout.measure({**params, "sizes": []}, lambda message: None)
+
+    assert results["runs"] == [earlier["runs"][0]]  # the re-measured setting's earlier run is dropped
+    assert results["command"] == "python bench/bench_carveout.py + python bench/bench_carveout.py --settings 0"
+    assert "previous_runs" not in results["params"] and "previous_command" not in results["params"]
+    with pytest.raises(common.UsageError, match="unknown setting"):
+        bench_carveout._params(parser.parse_args(["--settings", "0.5"]))
