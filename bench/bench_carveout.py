@@ -17,8 +17,6 @@ measures what that costs, on Fashion-MNIST (Debian `dataset-fashion-mnist`):
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
@@ -26,7 +24,7 @@ from pathlib import Path
 
 import common
 from bench_transfer import make_data
-from common import emit
+from common import markdown_table
 
 WORK = Path("/tmp/metatune-bench/carveout")
 FULL = {"image_size": 224, "sizes": [5, 10, 20], "seeds": [1, 2, 3], "test_per_class": 100}
@@ -82,28 +80,25 @@ def measure(p: dict, log) -> dict:
                 runs.append({"size": size, "seed": seed, "setting": setting, **result})
                 log(f"{size}/class seed {seed} test_fraction {setting}: {result['accuracy']:.3f} "
                     f"(train/val/test {result['splits']})")
-    return {"params": {k: v for k, v in p.items() if k != "previous_runs"}, "runs": runs}
+    results = {"params": {k: v for k, v in p.items() if k not in ("previous_runs", "previous_command")}, "runs": runs}
+    if "previous_command" in p:  # --add-to: the stored runs came from the earlier command
+        own = "python bench/bench_carveout.py" + (" --quick" if p["quick"] else "")
+        results["command"] = f"{p['previous_command']} + {own} --settings {','.join(p['settings'])}"
+    return results
 
 
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _split(run: dict) -> str:
+    return f"{run['splits']['train']} / {run['splits']['val']} / {run['splits']['test']}"
+
+
 def render(results: dict) -> str:
-    p, runs = results["params"], results["runs"]
+    p = results["params"]
     by = {(r["size"], r["seed"], r["setting"]): r for r in results["runs"]}
-    lines = [
-        "## Test carve-out on small folders", "",
-        f"Command: `{results['command']}`; {results['machine']}; wall time {results['wall_min']:.1f} min. "
-        f"Fashion-MNIST, flat training folders (no test/) of 5 / 10 / 20 images per class, seeds "
-        f"{', '.join(map(str, p['seeds']))} (different draws), EfficientNet-Lite0 at {p['image_size']} px, "
-        f"`--strategy linear` (refit on train + validation as by default). Every run is scored on the same "
-        f"{p['test_per_class']} external test images per class, which no run sees.", "",
-        "| per class | seed | files train / val / test, `--test-fraction 0.2` | accuracy, 0.2 | files train / val / "
-        "test, `0` | accuracy, 0 | gain of no carve-out (points) |",
-        "|---:|---:|---|---:|---|---:|---:|",
-    ]
-    gains = {}
+    rows, gains = [], {}
     for size in p["sizes"]:
         for seed in p["seeds"]:
             cut, kept = by.get((size, seed, "0.2")), by.get((size, seed, "0"))
@@ -111,36 +106,48 @@ def render(results: dict) -> str:
                 continue
             gain = 100 * (kept["accuracy"] - cut["accuracy"])
             gains.setdefault(size, []).append(gain)
-            split = lambda r: f"{r['splits']['train']} / {r['splits']['val']} / {r['splits']['test']}"  # noqa: E731
-            lines.append(f"| {size} | {seed} | {split(cut)} | {cut['accuracy']:.3f} | {split(kept)} | "
-                         f"{kept['accuracy']:.3f} | {gain:+.1f} |")
-    lines += ["", "Median gain of training without a test carve-out, per size: " + "; ".join(
-        f"{size}/class {_median(values):+.1f} points ({min(values):+.1f} to {max(values):+.1f})"
-        for size, values in gains.items()) + ".", ""]
-    return "\n".join(lines)
+            rows.append([size, seed, _split(cut), f"{cut['accuracy']:.3f}", _split(kept), f"{kept['accuracy']:.3f}",
+                         f"{gain:+.1f}"])
+    table = markdown_table(["per class", "seed", "files train / val / test, `--test-fraction 0.2`", "accuracy, 0.2",
+                            "files train / val / test, `0`", "accuracy, 0", "gain of no carve-out (points)"],
+                           rows, align="rrlrlrr")
+    return "\n".join([
+        "## Test carve-out on small folders", "",
+        f"Command: `{results['command']}`; {results['machine']}; wall time {results['wall_min']:.1f} min. "
+        f"Fashion-MNIST, flat training folders (no test/) of 5 / 10 / 20 images per class, seeds "
+        f"{', '.join(map(str, p['seeds']))} (different draws), EfficientNet-Lite0 at {p['image_size']} px, "
+        f"`--strategy linear` (refit on train + validation as by default). Every run is scored on the same "
+        f"{p['test_per_class']} external test images per class, which no run sees.", "",
+        table, "",
+        "Median gain of training without a test carve-out, per size: " + "; ".join(
+            f"{size}/class {_median(values):+.1f} points ({min(values):+.1f} to {max(values):+.1f})"
+            for size, values in gains.items()) + ".", ""])
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_standard_arguments(parser, WORKERS)
+def _arguments(parser) -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS),
                         help=f"which of {', '.join(SETTINGS)} to measure (comma-separated)")
     parser.add_argument("--add-to", help="a --json file of an earlier run: keep its runs, add these")
-    args = parser.parse_args(argv)
-    if common.serve_worker(args, WORKERS):
-        return 0
-    if args.from_json:
-        results = json.loads(Path(args.from_json).read_text())
-    else:
-        params = dict(QUICK if args.quick else FULL, settings=args.settings.split(","))
-        if args.add_to:
-            previous = json.loads(Path(args.add_to).read_text())
-            params["previous_runs"] = [r for r in previous["runs"] if r["setting"] not in params["settings"]]
-        results = common.timed_measure("bench_carveout.py", args.quick, measure, params)
-        if args.add_to:
-            results["command"] = f"{previous['command']} + {results['command']} --settings {args.settings}"
-    emit(render(results), results, args.output, args.json)
-    return 0
+
+
+def _params(args) -> dict:
+    params = dict(QUICK if args.quick else FULL, settings=args.settings.split(","), quick=args.quick)
+    unknown = sorted(set(params["settings"]) - set(SETTINGS))
+    if unknown:
+        raise common.UsageError(f"--settings: unknown setting(s) {unknown}; choose from {', '.join(SETTINGS)}")
+    if args.add_to:
+        previous = common.read_results(args.add_to)
+        params["previous_runs"] = [r for r in previous["runs"] if r["setting"] not in params["settings"]]
+        params["previous_command"] = previous["command"]
+    return params
+
+
+SECTION = common.Section(script="bench_carveout.py", doc=__doc__, params=_params, measure=measure, render=render,
+                         workers=WORKERS, add_arguments=_arguments)
+
+
+def main(argv=None) -> int:
+    return common.main(SECTION, argv)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,6 @@ Every measurement group runs in its own subprocess with its peak RSS (VmHWM).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -39,7 +36,7 @@ from pathlib import Path
 
 import bench_pipeline as pipeline_bench
 import common
-from common import REPO, cpu_model, emit
+from common import REPO, markdown_table, median_range
 
 WORK = pipeline_bench.DEFAULT_WORK_DIR
 TARGET_RATIO = 0.9
@@ -214,10 +211,6 @@ def worker_inference(params: dict) -> dict:
 WORKERS = {"train": worker_train, "inference": worker_inference}
 
 
-def run_worker(kind: str, params: dict) -> dict:
-    return common.run_worker(__file__, kind, params)
-
-
 def image_backbones() -> list[str]:
     sys.path.insert(0, str(REPO))
     from models.backbones import list_backbones
@@ -227,13 +220,7 @@ def image_backbones() -> list[str]:
 
 # --------------------------------------------------------------------------- report
 
-def _stats(values: list[float]) -> tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)
-
-
-def _fmt(values: list[float], digits: int = 1) -> str:
-    median, low, high = _stats(values)
-    return f"{median:,.{digits}f} ({low:,.{digits}f} – {high:,.{digits}f})"
+_fmt = median_range
 
 
 def render(results: dict) -> str:
@@ -255,8 +242,7 @@ def render(results: dict) -> str:
     runs = t["runs"]
     in_model = t.get("augmentation_placement") == "model"
     where = "augmentation in the model" if in_model else "augmentation in tf.data"
-    add("| training input | images/s (steps) | ratio to synthetic | target ≥ 0.9 | epoch wall time | ratio by epoch time |")
-    add("|---|---:|---:|---|---:|---:|")
+    table = []
     rows = [("synthetic_epochs", "synthetic in-memory tensors, the default model" +
              (" (its first layer is the augmentation)" if in_model else "") + ": the compute-bound limit"),
             ("decoding_epoch", f"real files, first epoch (decode, fills the cache; {where})"),
@@ -272,8 +258,8 @@ def render(results: dict) -> str:
         if key.endswith("synthetic_epochs"):
             epochs = [e for r in runs for e in r.get(key, [r["synthetic"]] if key == "synthetic_epochs" else [])]
             if epochs:
-                add(f"| {label} | {_fmt([e['images_per_s'] for e in epochs])} | 1 | | "
-                    f"{_fmt([e['epoch_s'] for e in epochs], 2)} s | 1 |")
+                table.append([label, _fmt([e["images_per_s"] for e in epochs]), 1, "",
+                              f"{_fmt([e['epoch_s'] for e in epochs], 2)} s", 1])
             continue
         if key not in runs[0]:
             continue
@@ -287,8 +273,10 @@ def render(results: dict) -> str:
         verdict = "**pass**" if median >= TARGET_RATIO else f"**miss** (short by {(TARGET_RATIO - median) * 100:.0f} points)"
         if key.startswith("tf_data_"):
             verdict = verdict.replace("**", "") + ", not the product's placement"
-        epoch_cells = (f"{_fmt([r[key]['epoch_s'] for r in runs], 2)} s | {_fmt(by_epoch, 3)}" if by_epoch else " | ")
-        add(f"| {label} | {_fmt(rates)} | {_fmt(ratios, 3)} | {verdict} | {epoch_cells} |")
+        epoch_cells = [f"{_fmt([r[key]['epoch_s'] for r in runs], 2)} s", _fmt(by_epoch, 3)] if by_epoch else ["", ""]
+        table.append([label, _fmt(rates), _fmt(ratios, 3), verdict, *epoch_cells])
+    add(markdown_table(["training input", "images/s (steps)", "ratio to synthetic", "target ≥ 0.9", "epoch wall time",
+                        "ratio by epoch time"], table, align="lrrlrr"))
     add(f"\nImages/s (steps) times every step but the first {WARMUP_STEPS} of each epoch; the epoch wall time is the "
         "whole `fit()` call of one epoch, start-up and first batches included. The training default is "
         "augmentation on: one random affine transform per image for flip, rotation and zoom, then Keras' "
@@ -302,53 +290,51 @@ def render(results: dict) -> str:
             "augmentation in the model, against the same with it in tf.data (the placement before 2026-12-03), "
             "paired within each run (those epochs run within a minute of each other); median (min – max) of the "
             "runs' ratios:\n")
-        add("| epochs | augmentation in the model | augmentation in tf.data | ratio, images/s (steps) | ratio by epoch time |")
-        add("|---|---:|---:|---:|---:|")
+        placements = []
         for name, label in (("decoding_epoch", "first (decode)"), ("cached_epoch", "later (cache hit)")):
             model_side = [r[name] for r in runs]
             data_side = [r["tf_data_augment_" + name] for r in runs]
-            add(f"| {label} | {_fmt([e['images_per_s'] for e in model_side])} | "
-                f"{_fmt([e['images_per_s'] for e in data_side])} | "
-                f"{_fmt([a['images_per_s'] / b['images_per_s'] for a, b in zip(model_side, data_side)], 3)} | "
-                f"{_fmt([b['epoch_s'] / a['epoch_s'] for a, b in zip(model_side, data_side)], 3)} |")
+            placements.append([label, _fmt([e["images_per_s"] for e in model_side]),
+                               _fmt([e["images_per_s"] for e in data_side]),
+                               _fmt([a["images_per_s"] / b["images_per_s"] for a, b in zip(model_side, data_side)], 3),
+                               _fmt([b["epoch_s"] / a["epoch_s"] for a, b in zip(model_side, data_side)], 3)])
+        add(markdown_table(["epochs", "augmentation in the model", "augmentation in tf.data",
+                            "ratio, images/s (steps)", "ratio by epoch time"], placements, align="lrrrr"))
     add(f"\nPeak RSS of the training worker: {t['peak_rss_mib']:,.0f} MiB.\n")
     add("### Inference images/s per image backbone\n")
     add(f"Feature extractor only (the head is a single matrix product), default size, batch 32, in-memory uint8 "
         f"batches, {p['infer_warm']} warm-up batches then {p['runs']} runs of {p['infer_batches']} batches; "
         "median (min – max).\n")
-    add("| backbone | size | parameters | weights used | images/s | ms per image | peak RSS |")
-    add("|---|---:|---:|---|---:|---:|---:|")
-    for name, r in results["inference"].items():
-        median = statistics.median(r["images_per_s"])
-        add(f"| `{name}` | {r['image_size']} px | {r['parameters'] / 1e6:.1f}M | {r['weights']} | "
-            f"{_fmt(r['images_per_s'])} | {1000 / median:.1f} | {r['peak_rss_mib']:,.0f} MiB |")
+    add(markdown_table(
+        ["backbone", "size", "parameters", "weights used", "images/s", "ms per image", "peak RSS"],
+        [[f"`{name}`", f"{r['image_size']} px", f"{r['parameters'] / 1e6:.1f}M", r["weights"], _fmt(r["images_per_s"]),
+          f"{1000 / statistics.median(r['images_per_s']):.1f}", f"{r['peak_rss_mib']:,.0f} MiB"]
+         for name, r in results["inference"].items()], align="lrrlrrr"))
     return "\n".join(out)
 
 
+def measure(p: dict, log) -> dict:
+    folder, _, _ = pipeline_bench.ensure_jpeg_folder(WORK, pipeline_bench.QUICK["jpegs"])
+    paths, labels = _pick_files(folder, p["images"])
+    results = {"params": p}
+    with pipeline_bench.PageCachePin([folder]):
+        log("training: real files vs synthetic tensors")
+        results["train"] = common.run_worker(__file__, "train", {"paths": paths, "labels": labels,
+                                                                 "image_size": p["image_size"], "runs": p["runs"]})
+    results["inference"] = {}
+    for name in image_backbones():
+        log(f"inference: {name}")
+        results["inference"][name] = common.run_worker(__file__, "inference", {
+            "backbone": name, "warm": p["infer_warm"], "batches": p["infer_batches"], "runs": p["runs"]})
+    return results
+
+
+SECTION = common.Section(script="bench_compute.py", doc=__doc__, workers=WORKERS, measure=measure, render=render,
+                         params=lambda args: dict(QUICK if args.quick else FULL))
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    common.add_standard_arguments(parser, WORKERS)
-    args = parser.parse_args(argv)
-    if common.serve_worker(args, WORKERS):
-        return 0
-    if args.from_json:
-        results = json.loads(Path(args.from_json).read_text())
-    else:
-        started = time.perf_counter()
-        p = dict(QUICK if args.quick else FULL)
-        folder, _, _ = pipeline_bench.ensure_jpeg_folder(WORK, pipeline_bench.QUICK["jpegs"])
-        paths, labels = _pick_files(folder, p["images"])
-        results = {"params": p, "command": "python bench/bench_compute.py" + (" --quick" if args.quick else ""),
-                   "machine": f"{os.cpu_count()} CPU cores ({cpu_model()})"}
-        with pipeline_bench.PageCachePin([folder]):
-            results["train"] = run_worker("train", {"paths": paths, "labels": labels, "image_size": p["image_size"],
-                                                    "runs": p["runs"]})
-        results["inference"] = {name: run_worker("inference", {"backbone": name, "warm": p["infer_warm"],
-                                                               "batches": p["infer_batches"], "runs": p["runs"]})
-                                for name in image_backbones()}
-        results["wall_min"] = (time.perf_counter() - started) / 60
-    emit(render(results), results, args.output, args.json)
-    return 0
+    return common.main(SECTION, argv)
 
 
 if __name__ == "__main__":

@@ -25,17 +25,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import REPO, add_standard_arguments, emit, run_worker, serve_worker, timed_measure
+import common
+from common import REPO, markdown_table, run_script, run_worker
 
 SAMPLE = REPO / "data" / "samples" / "fashion_mnist"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -49,11 +47,7 @@ BARS = {"savedmodel": 0.005, "float16": 0.005, "int8": 0.02}
 def _run(args: list[str], log, allowed: tuple[int, ...] = (0,)) -> int:
     """A product command (train.py / export.py / evaluate.py) in its own process; its exit status."""
     log(" ".join(Path(args[0]).name if i == 0 else a for i, a in enumerate(args)))
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True)
-    if proc.returncode not in allowed:
-        raise RuntimeError(f"{args[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc.returncode
+    return run_script(args, allowed=allowed).returncode
 
 
 def _label(fmt: str) -> str:
@@ -181,8 +175,7 @@ def _served_accuracy(savedmodel: Path, data: Path, classes: list[str], scratch: 
         {"files": [str(p) for p in paths]}
     scratch.mkdir(parents=True, exist_ok=True)
     (scratch / "request.json").write_text(json.dumps(request))
-    subprocess.run([sys.executable, str(REPO / "app" / "savedmodel_probe.py"), str(savedmodel),
-                    str(scratch / "request.json"), str(scratch / "result.npz")], check=True, capture_output=True)
+    run_script([REPO / "app" / "savedmodel_probe.py", savedmodel, scratch / "request.json", scratch / "result.npz"])
     with np.load(scratch / "result.npz") as result:
         predicted = [classes.index(c) for c in result["top_class"]]
     return float(np.mean(np.asarray(predicted) == np.asarray(labels)))
@@ -264,12 +257,9 @@ def render(results: dict) -> str:
         "(`--artifact` for the exports); agreement and max |Δp| from each export's own parity.json (the same "
         f"files); speed in one process, formats interleaved, median of {results['params']['reps']} repetitions: "
         f"latency = one image (batch 1), throughput = a batch of {timing['batch']}.\n",
-        "| format | size on disk | × model.keras | accuracy | top-1 agreement | max \\|Δp\\| | latency (ms) | "
-        "× model.keras | throughput (img/s) | × model.keras |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| model.keras | {sample['keras_size'] / 2**20:.2f} MiB | 1.00 | {sample['keras_accuracy']:.3f} | – | – | "
-        f"{keras_latency:.1f} | 1.00 | {keras_rate:.0f} | 1.00 |",
     ]
+    rows = [["model.keras", f"{sample['keras_size'] / 2**20:.2f} MiB", "1.00", f"{sample['keras_accuracy']:.3f}", "–", "–",
+             f"{keras_latency:.1f}", "1.00", f"{keras_rate:.0f}", "1.00"]]
     refused = []
     for label, f in sample["formats"].items():
         if f.get("refused"):
@@ -280,10 +270,12 @@ def render(results: dict) -> str:
         names = ["savedmodel (pixels)", "savedmodel (file bytes)"] if label == "savedmodel" else [label]
         for name in names:
             latency, rate = timing["latency_ms"][name], timing["throughput"][name]
-            lines.append(
-                f"| {name} | {f['size'] / 2**20:.2f} MiB | {f['size'] / sample['keras_size']:.2f} | {f['accuracy']:.3f} | "
-                f"{f['agreement']:.3f} | {f['max_dp']:.1e} | {latency:.1f} | {latency / keras_latency:.2f} | "
-                f"{rate:.0f} | {rate / keras_rate:.2f} |")
+            rows.append([name, f"{f['size'] / 2**20:.2f} MiB", f"{f['size'] / sample['keras_size']:.2f}",
+                         f"{f['accuracy']:.3f}", f"{f['agreement']:.3f}", f"{f['max_dp']:.1e}", f"{latency:.1f}",
+                         f"{latency / keras_latency:.2f}", f"{rate:.0f}", f"{rate / keras_rate:.2f}"])
+    lines.append(markdown_table(["format", "size on disk", "× model.keras", "accuracy", "top-1 agreement",
+                                 "max \\|Δp\\|", "latency (ms)", "× model.keras", "throughput (img/s)", "× model.keras"],
+                                rows, align="lrrrrrrrrr"))
     lines += ["", *refused, ""] if refused else [""]
     if "new_image" in results:
         image, text = results["new_image"], results["new_text"]
@@ -293,20 +285,21 @@ def render(results: dict) -> str:
             "none of which is in the sample; 20 Newsgroups (5 topics, 16 training and 200 test texts). "
             "model.keras through `evaluate.py`; the SavedModel served from file bytes / raw strings by a fresh "
             "process importing TensorFlow only; LiteRT through `evaluate.py --artifact`.\n",
-            "| run | artifact | model.keras accuracy | artifact accuracy | gap (points) | bar | verdict |",
-            "|---|---|---:|---:|---:|---:|---|",
         ]
+        bars = []
         for name, row, keys in (("image", image, ["savedmodel", "float16", "int8"]), ("text", text, ["savedmodel"])):
             for key in keys:
                 if row[key] is None:
                     numbers = row[f"{key}_refused"]
-                    lines.append(f"| {name} | {key} | {row['keras']:.3f} | refused by its parity check (held-out "
-                                 f"accuracy {numbers['parity_accuracy']:.3f} vs {numbers['parity_keras_accuracy']:.3f}) "
-                                 f"| – | {100 * BARS[key]:.1f} | **miss** |")
+                    bars.append([name, key, f"{row['keras']:.3f}", f"refused by its parity check (held-out accuracy "
+                                 f"{numbers['parity_accuracy']:.3f} vs {numbers['parity_keras_accuracy']:.3f})", "–",
+                                 f"{100 * BARS[key]:.1f}", "**miss**"])
                     continue
                 gap = abs(row["keras"] - row[key]) if key != "int8" else row["keras"] - row[key]
-                lines.append(f"| {name} | {key} | {row['keras']:.3f} | {row[key]:.3f} | {100 * gap:.1f} | "
-                             f"{100 * BARS[key]:.1f} | {_verdict(gap, BARS[key])} |")
+                bars.append([name, key, f"{row['keras']:.3f}", f"{row[key]:.3f}", f"{100 * gap:.1f}",
+                             f"{100 * BARS[key]:.1f}", _verdict(gap, BARS[key])])
+        lines.append(markdown_table(["run", "artifact", "model.keras accuracy", "artifact accuracy", "gap (points)",
+                                     "bar", "verdict"], bars, align="llrrrrl"))
         lines.append("")
     return "\n".join(lines)
 
@@ -314,24 +307,21 @@ def render(results: dict) -> str:
 WORKERS = {"timing": worker_timing}
 
 
+def _params(args) -> dict:
+    params = dict(QUICK if args.quick else FULL, work_dir=args.work_dir)
+    if params["new_data"] and not FASHION.is_dir():
+        raise SystemExit(f"{FASHION} not found: run `make bench-data` (Debian dataset-fashion-mnist).")
+    return params
+
+
+SECTION = common.Section(
+    script="bench_export.py", doc=__doc__, params=_params, measure=measure, render=render, workers=WORKERS,
+    add_arguments=lambda parser: parser.add_argument("--work-dir", default="/tmp/metatune-bench",
+                                                     help="where runs and data folders go"))
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_standard_arguments(parser, WORKERS)
-    parser.add_argument("--work-dir", default="/tmp/metatune-bench", help="where runs and data folders go")
-    args = parser.parse_args(argv)
-    if serve_worker(args, WORKERS):
-        return 0
-    if args.from_json:
-        results = json.loads(Path(args.from_json).read_text())
-    else:
-        params = dict(QUICK if args.quick else FULL, work_dir=args.work_dir)
-        if params["new_data"] and not FASHION.is_dir():
-            raise SystemExit(f"{FASHION} not found: run `make bench-data` (Debian dataset-fashion-mnist).")
-        results = timed_measure("bench_export.py", args.quick, measure, params)
-        if args.json:  # before rendering: a rendering bug must not lose the measurements
-            Path(args.json).write_text(json.dumps(results, indent=2))
-    emit(render(results), results, args.output, args.json)
-    return 0
+    return common.main(SECTION, argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ cache. Ratios are per run (ours / Keras), then the median.
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
@@ -34,7 +33,8 @@ import time
 from pathlib import Path
 
 import bench_pipeline as pipeline_bench
-from common import emit, timed_measure
+import common
+from common import markdown_table, median_range
 
 PHOTO_SIZE = (2016, 1512)  # 3 MP, 4:3: a downsized phone photo / a typical web image
 FULL = {"photos": 1_000, "runs": 3}
@@ -95,7 +95,7 @@ def measure(params: dict, log) -> dict:
                 worker_params = {"folder": str(folder), "epochs": 1}
                 if kind == "ours":
                     worker_params["cache"] = "none"
-                out = pipeline_bench.run_worker(kind, worker_params)
+                out = common.run_worker(pipeline_bench.__file__, kind, worker_params)
                 epoch = out["epochs"][0]
                 result[kind] = {"images_per_s": epoch["images_per_s"], "cores_used": epoch["cores_used"],
                                 "first_batch_s": epoch["first_batch_s"], "peak_rss_mib": out["peak_rss_mib"],
@@ -132,9 +132,11 @@ def decode_costs(paths: list[Path]) -> dict:
 def render(results: dict) -> str:
     p, runs = results["params"], results["runs"]
 
-    def med(kind, key):
-        values = [r[kind][key] for r in runs]
-        return statistics.median(values), min(values), max(values)
+    def values(kind, key):
+        return [r[kind][key] for r in runs]
+
+    def median(kind, key):
+        return statistics.median(values(kind, key))
 
     ratios = [r["ratio"] for r in runs]
     ratio = statistics.median(ratios)
@@ -146,15 +148,12 @@ def render(results: dict) -> str:
         f"{results['data']['bytes'] / results['data']['files'] / 1024:,.0f} KiB each) in 10 class folders; "
         "224x224, batch 32, first (decoding) epoch, files in the page cache. Median of "
         f"{len(runs)} runs, min – max; ratios per run.\n",
-        "| pipeline | images/s | CPU cores used | first batch after | peak RSS |",
-        "|---|---:|---:|---:|---:|",
+        markdown_table(["pipeline", "images/s", "CPU cores used", "first batch after", "peak RSS"], [
+            [name, median_range(values(kind, "images_per_s"), 0), f"{median(kind, 'cores_used'):.2f}",
+             f"{median(kind, 'first_batch_s'):.2f} s", f"{median(kind, 'peak_rss_mib'):,.0f} MiB"]
+            for kind, name in (("ours", "metatune `image_dataset(shuffle=True, cache=\"none\")`"),
+                               ("keras", "`image_dataset_from_directory`"))], align="lrrrr"),
     ]
-    for kind, name in (("ours", "metatune `image_dataset(shuffle=True, cache=\"none\")`"),
-                       ("keras", "`image_dataset_from_directory`")):
-        rate, cores, first, rss = med(kind, "images_per_s"), med(kind, "cores_used"), med(kind, "first_batch_s"), \
-            med(kind, "peak_rss_mib")
-        lines.append(f"| {name} | {rate[0]:,.0f} ({rate[1]:,.0f} – {rate[2]:,.0f}) | {cores[0]:.2f} | "
-                     f"{first[0]:.2f} s | {rss[0]:,.0f} MiB |")
     lines.append(f"\nours / `image_dataset_from_directory`: **{ratio:.2f}x** ({min(ratios):.2f} – {max(ratios):.2f}); "
                  f"target ≥ {TARGET:.0f}x: {verdict}.")
     decode = results.get("decode")
@@ -169,24 +168,24 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="100 photos instead of 1,000, 2 runs")
-    parser.add_argument("--runs", type=int, default=None, help="repetitions (default 3)")
+def _arguments(parser) -> None:
+    parser.add_argument("--runs", type=int, default=None, help="repetitions (default 3; 2 with --quick)")
     parser.add_argument("--work-dir", default="/tmp/metatune-bench", help="where the photos are generated once")
-    parser.add_argument("--output", help="write the markdown section here")
-    parser.add_argument("--json", help="write the raw numbers here")
-    parser.add_argument("--from-json", help="re-render a --json file, no measuring")
-    args = parser.parse_args(argv)
-    if args.from_json:
-        results = json.loads(Path(args.from_json).read_text())
-    else:
-        params = dict(QUICK if args.quick else FULL, work_dir=args.work_dir)
-        if args.runs:
-            params["runs"] = args.runs
-        results = timed_measure("bench_photos.py", args.quick, measure, params)
-    emit(render(results), results, args.output, args.json)
-    return 0
+
+
+def _params(args) -> dict:
+    params = dict(QUICK if args.quick else FULL, work_dir=args.work_dir)
+    if args.runs:
+        params["runs"] = args.runs
+    return params
+
+
+SECTION = common.Section(script="bench_photos.py", doc=__doc__, params=_params, measure=measure, render=render,
+                         add_arguments=_arguments)
+
+
+def main(argv=None) -> int:
+    return common.main(SECTION, argv)
 
 
 if __name__ == "__main__":

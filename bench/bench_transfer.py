@@ -19,20 +19,15 @@ Every measurement runs in its own subprocess and reports its peak RSS (VmHWM).
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import common
-from common import emit
+from common import markdown_table, median_range
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = Path("/tmp/metatune-bench/transfer")
@@ -67,9 +62,8 @@ VAL_FRACTION = 0.2  # train.py's default: the share of each class's training ima
 
 
 def _generate(folder: Path, per_class: int, test_per_class: int, seed: int) -> None:
-    subprocess.run([sys.executable, str(REPO / "data/samples/make_fashion_mnist_sample.py"),
-                    "--train-per-class", str(per_class), "--test-per-class", str(test_per_class),
-                    "--seed", str(seed), "--output", str(folder)], check=True)
+    common.run_script([REPO / "data/samples/make_fashion_mnist_sample.py", "--train-per-class", per_class,
+                       "--test-per-class", test_per_class, "--seed", seed, "--output", folder])
 
 
 def make_data(per_class: int, test_per_class: int, seed: int = TEST_SEED) -> Path:
@@ -384,14 +378,14 @@ def render(results: dict) -> str:
     add("### Feature cache vs the Keras transfer-learning guide's recipe\n")
     add(f"At {max(p['sizes'])} per class (seed {TEST_SEED}): same {c['train_images']} training images, same head, Adam 1e-3, {c['epochs']} epochs each; per-epoch "
         "times side by side (epoch i of ours vs epoch i of the guide), median and min – max.\n")
-    add("| | per head epoch | test accuracy | one-off cost |")
-    add("|---|---:|---:|---|")
-    add(f"| metatune (head on cached features) | {_median(c['ours_epoch_s']) * 1000:.1f} ms "
-        f"({min(c['ours_epoch_s']) * 1000:.1f} – {max(c['ours_epoch_s']) * 1000:.1f}) | {c['ours_test_accuracy']:.3f} | "
-        f"feature pass {c['feature_pass_s']:.1f} s (train + test, cold cache); reloading from the cache "
-        f"{c['warm_cache_load_s']:.2f} s |")
-    add(f"| Keras guide (frozen base inside the model) | {_median(c['guide_epoch_s']):.2f} s "
-        f"({min(c['guide_epoch_s']):.2f} – {max(c['guide_epoch_s']):.2f}) | {c['guide_test_accuracy']:.3f} | none |")
+    add(markdown_table(["", "per head epoch", "test accuracy", "one-off cost"], [
+        ["metatune (head on cached features)", f"{_median(c['ours_epoch_s']) * 1000:.1f} ms "
+         f"({min(c['ours_epoch_s']) * 1000:.1f} – {max(c['ours_epoch_s']) * 1000:.1f})", f"{c['ours_test_accuracy']:.3f}",
+         f"feature pass {c['feature_pass_s']:.1f} s (train + test, cold cache); reloading from the cache "
+         f"{c['warm_cache_load_s']:.2f} s"],
+        ["Keras guide (frozen base inside the model)", f"{_median(c['guide_epoch_s']):.2f} s "
+         f"({min(c['guide_epoch_s']):.2f} – {max(c['guide_epoch_s']):.2f})",
+         f"{c['guide_test_accuracy']:.3f}", "none"]], align="lrrl"))
     verdict = "**pass**" if _median(ratios) >= 10 else f"**miss** (short by {10 / _median(ratios):.1f}x)"
     add(f"\nSpeed-up per head epoch: **{_median(ratios):,.0f}x** (min {min(ratios):,.0f}x, max {max(ratios):,.0f}x; "
         f"target ≥ 10x: {verdict}). Accuracy difference: "
@@ -410,11 +404,9 @@ def _accuracies(runs: list[dict]) -> list[float]:
     return [r["test_accuracy"] for r in runs]
 
 
-def _range(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
-    values = [v * scale for v in values]
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f} – {max(values):.{digits}f})"
+def _range(values: list[float], digits: int = 3) -> str:
+    """median (min – max) over the seeds; the value alone for one seed."""
+    return f"{values[0]:.{digits}f}" if len(values) == 1 else median_range(values, digits, thousands=False)
 
 
 def _gains(finetune: list[dict], linear: list[dict]) -> list[float]:
@@ -474,19 +466,16 @@ def render_sizes(results: dict) -> str:
         f"trainable, BatchNorm momentum 0.9, augmentation, Adam 1e-3, {_scratch_budget(results)}, the epoch "
         "with the best validation accuracy kept. Cells: median (min – max) over the seeds; finetune − linear is paired by seed.\n")
     add(_refit_line(results) + "\n")
-    add("| images per class | method | test accuracy | finetune − linear (points) | training wall time | peak RSS |")
-    add("|---:|---|---:|---:|---:|---:|")
-    verdicts = []
+    table, verdicts = [], []
     for size in p["sizes"]:
         runs = results["sizes"][str(size)]
         rows = [("`linear`", runs["linear"]), ("`finetune`", runs["finetune"]),
                 ("from scratch", runs["scratch"])] + [(f"`{name}`", r) for name, r in runs.get("variants", {}).items()]
         for label, method_runs in rows:
             gains = _gains(method_runs, runs["linear"]) if "finetune" in label else []
-            add(f"| {size} | {label} | {_range(_accuracies(method_runs))} | "
-                f"{_range(gains, digits=1) if gains else ''} | "
-                f"{_range([r['train_wall_s'] for r in method_runs], digits=0)} s | "
-                f"{_range([r['peak_rss_mib'] for r in method_runs], digits=0)} MiB |")
+            table.append([size, label, _range(_accuracies(method_runs)), _range(gains, digits=1) if gains else "",
+                          f"{_range([r['train_wall_s'] for r in method_runs], digits=0)} s",
+                          f"{_range([r['peak_rss_mib'] for r in method_runs], digits=0)} MiB"])
         medians = {k: statistics.median(_accuracies(runs[k])) for k in ("linear", "finetune", "scratch")}
         order = medians["finetune"] > medians["linear"] > medians["scratch"]
         verdicts.append(f"- {size} per class: finetune {medians['finetune']:.3f}, linear {medians['linear']:.3f}, "
@@ -496,6 +485,8 @@ def render_sizes(results: dict) -> str:
                         + f" Does finetune beat linear by a clear margin? {margin_verdict(_gains(runs['finetune'], runs['linear']))}."
                         + "".join(f" `{name}`: {margin_verdict(_gains(r, runs['linear']))}."
                                   for name, r in runs.get("variants", {}).items()))
+    add(markdown_table(["images per class", "method", "test accuracy", "finetune − linear (points)",
+                        "training wall time", "peak RSS"], table, align="rlrrrr"))
     add("")
     add(f"Verdicts (a clear margin: the median paired gain is at least {CLEAR_MARGIN_POINTS:.0f} points — about the "
         f"half-width of a 95% interval on 1,000 test images — and finetune is ahead on every seed; issue 5's bar is the "
@@ -504,9 +495,58 @@ def render_sizes(results: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    common.add_standard_arguments(parser, WORKERS)
+def measure(p: dict, log) -> dict:
+    WORK.mkdir(parents=True, exist_ok=True)
+    data = str(make_data(max(p["sizes"]), p["test_per_class"]))
+    results = {"params": p}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log("feature cache vs the Keras guide")
+    results["cache_vs_guide"] = run_worker("cache_vs_guide", {"data": data, "image_size": p["image_size"],
+                                                              "epochs": p["guide_epochs"]})
+    results["sizes"] = {}
+    for size in p["sizes"]:
+        runs = results["sizes"][str(size)] = {"linear": [], "finetune": [], "scratch": [], "variants": {}}
+        variants = p["variants"] if size == max(p["sizes"]) else {}
+        for seed in p["seeds"]:
+            for strategy in ("linear", "finetune"):
+                runs[strategy].append(measure_strategy(p, size, seed, strategy,
+                                                       WORK / f"runs-{stamp}" / f"{size}-{seed}-{strategy}"))
+            for index, (name, flags) in enumerate(variants.items()):
+                runs["variants"].setdefault(name, []).append(
+                    measure_variant(p, size, seed, index, flags, WORK / f"runs-{stamp}"))
+            runs["scratch"].append(measure_scratch(p, size, seed))
+            log(f"{size} per class, seed {seed}: linear {runs['linear'][-1]['test_accuracy']:.3f} finetune "
+                f"{runs['finetune'][-1]['test_accuracy']:.3f} scratch {runs['scratch'][-1]['test_accuracy']:.3f}")
+    return results
+
+
+def _reruns(args) -> dict:
+    return {what: getattr(args, f"rerun_{what}") for what in ("scratch", "strategies")}
+
+
+def revise(args, results: dict) -> dict:
+    """--from-json with --adopt-new-default / --rerun-* / --add-variants: update the stored results."""
+    if args.adopt_new_default:
+        adopt_new_finetune_default(results, f"python bench/bench_transfer.py --from-json {args.from_json} "
+                                            "--adopt-new-default")
+    for what, sizes in _reruns(args).items():
+        if sizes:
+            rerun(results, what, [int(size) for size in sizes.split(",")],
+                  f"python bench/bench_transfer.py --from-json {args.from_json} --rerun-{what} {sizes}")
+    if args.add_variants and not add_variants(
+            results, f"python bench/bench_transfer.py --from-json {args.from_json} --add-variants"):
+        logging.info("Every finetune variant of the full run is already measured in %s", args.from_json)
+    return results
+
+
+def _params(args) -> dict:
+    if any(_reruns(args).values()) or args.add_variants or args.adopt_new_default:
+        raise common.UsageError("--rerun-scratch / --rerun-strategies / --add-variants need --from-json FILE "
+                                "(the results to update)")
+    return dict(QUICK if args.quick else FULL)
+
+
+def _arguments(parser) -> None:
     for what in ("scratch", "strategies"):
         parser.add_argument(f"--rerun-{what}", metavar="SIZES",
                             help=f"with --from-json: re-measure the {_RERUN_LABELS[what]} at these sizes (comma "
@@ -517,53 +557,14 @@ def main(argv=None) -> int:
     parser.add_argument("--add-variants", action="store_true",
                         help="with --from-json: measure the finetune variants of the full run that the results lack "
                              "(largest size, every seed) and write the merged results (--json, --output)")
-    args = parser.parse_args(argv)
-    if common.serve_worker(args, WORKERS):
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    reruns = {what: getattr(args, f"rerun_{what}") for what in ("scratch", "strategies")}
-    if (any(reruns.values()) or args.add_variants or args.adopt_new_default) and not args.from_json:
-        parser.error("--rerun-scratch / --rerun-strategies / --add-variants need --from-json FILE (the results to update)")
-    if args.from_json:
-        results = json.loads(Path(args.from_json).read_text())
-        if args.adopt_new_default:
-            adopt_new_finetune_default(results, f"python bench/bench_transfer.py --from-json {args.from_json} "
-                                                "--adopt-new-default")
-        for what, sizes in reruns.items():
-            if sizes:
-                rerun(results, what, [int(size) for size in sizes.split(",")],
-                      f"python bench/bench_transfer.py --from-json {args.from_json} --rerun-{what} {sizes}")
-        if args.add_variants and not add_variants(
-                results, f"python bench/bench_transfer.py --from-json {args.from_json} --add-variants"):
-            logging.info("Every finetune variant of the full run is already measured in %s", args.from_json)
-    else:
-        started = time.perf_counter()
-        p = dict(QUICK if args.quick else FULL)
-        WORK.mkdir(parents=True, exist_ok=True)
-        data = str(make_data(max(p["sizes"]), p["test_per_class"]))
-        results = {"params": p, "command": "python bench/bench_transfer.py" + (" --quick" if args.quick else ""),
-                   "machine": f"{os.cpu_count()} CPU cores, {platform.platform()}"}
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        results["cache_vs_guide"] = run_worker("cache_vs_guide", {"data": data, "image_size": p["image_size"],
-                                                                  "epochs": p["guide_epochs"]})
-        results["sizes"] = {}
-        for size in p["sizes"]:
-            runs = results["sizes"][str(size)] = {"linear": [], "finetune": [], "scratch": [], "variants": {}}
-            variants = p["variants"] if size == max(p["sizes"]) else {}
-            for seed in p["seeds"]:
-                for strategy in ("linear", "finetune"):
-                    runs[strategy].append(measure_strategy(p, size, seed, strategy,
-                                                           WORK / f"runs-{stamp}" / f"{size}-{seed}-{strategy}"))
-                for index, (name, flags) in enumerate(variants.items()):
-                    runs["variants"].setdefault(name, []).append(
-                        measure_variant(p, size, seed, index, flags, WORK / f"runs-{stamp}"))
-                runs["scratch"].append(measure_scratch(p, size, seed))
-                logging.info("%d per class, seed %d: linear %.3f finetune %.3f scratch %.3f", size, seed,
-                             runs["linear"][-1]["test_accuracy"], runs["finetune"][-1]["test_accuracy"],
-                             runs["scratch"][-1]["test_accuracy"])
-        results["wall_min"] = (time.perf_counter() - started) / 60
-    emit(render(results), results, args.output, args.json)
-    return 0
+
+
+SECTION = common.Section(script="bench_transfer.py", doc=__doc__, params=_params, measure=measure, render=render,
+                         workers=WORKERS, add_arguments=_arguments, revise=revise)
+
+
+def main(argv=None) -> int:
+    return common.main(SECTION, argv)
 
 
 if __name__ == "__main__":

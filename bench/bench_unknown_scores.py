@@ -15,18 +15,15 @@ test images of the 3 unknown classes against those of the 7 known ones.
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
-import logging
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from common import emit
+import common
+from common import markdown_table
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -86,29 +83,33 @@ def measure_split(arrays: dict, unknown: tuple[int, ...], seed: int) -> dict:
             "selection": detector.selection.get("auroc", {}), "known_accuracy": accuracy}
 
 
+def _spread(values) -> list[str]:
+    """median, 10th percentile, 90th percentile, worst."""
+    values = sorted(values)
+    return [f"{statistics.median(values):.3f}", f"{np.percentile(values, 10):.3f}", f"{np.percentile(values, 90):.3f}",
+            f"{values[0]:.3f}"]
+
+
 def render(results: dict) -> str:
     rows, names = results["splits"], list(results["splits"][0]["auroc_by_score"])
-
-    def spread(values):
-        values = sorted(values)
-        return (f"{statistics.median(values):.3f} | {np.percentile(values, 10):.3f} | {np.percentile(values, 90):.3f} "
-                f"| {values[0]:.3f}")
-
     chosen = [r["auroc"] for r in rows]
     counts = {n: sum(r["chosen"] == n for r in rows) for n in names}
+    before = [r["auroc_by_score"][max(EARLIER, key=lambda n: r["selection"][n])] for r in rows]
+    median_chosen, *others = _spread(chosen)
+    table = markdown_table(
+        ["score", "median AUROC", "10th pct", "90th pct", "worst", "chosen in"],
+        [["**chosen by the run**", f"**{median_chosen}**", *others, ""],
+         [f"chosen among the earlier candidates ({', '.join(EARLIER)})", *_spread(before), ""]]
+        + [[n, *_spread([r["auroc_by_score"][n] for r in rows]), counts[n]] for n in names],
+        align="lrrrrr")
     lines = ["## Unknown-class scores over many class splits (features computed once)", "",
              f"Command: `{results['command']}`. Fashion-MNIST, EfficientNet-Lite0 pooled features (224 px) of "
              f"{results['params']['per_class']} training and test images per class, {len(rows)} random 7-known / "
              "3-unknown splits (of the 120). Per split: a logistic-regression head on 80% of the known classes' "
              "training images, the product's `fit_unknown_detector` (leave-classes-out choice on the training "
              "classes, scorer, standardisation on the other 20%), AUROC of unknown-class test images against "
-             f"known-class test images. Wall time {results['wall_min']:.1f} min (2 shared cores).", "",
-             "| score | median AUROC | 10th pct | 90th pct | worst | chosen in |", "|---|---:|---:|---:|---:|---:|",
-             f"| **chosen by the run** | **{spread(chosen).split(' | ')[0]}** | {' | '.join(spread(chosen).split(' | ')[1:])} | |"]
-    for n in names:
-        lines.append(f"| {n} | {spread([r['auroc_by_score'][n] for r in rows])} | {counts[n]} |")
-    before = [r["auroc_by_score"][max(EARLIER, key=lambda n: r["selection"][n])] for r in rows]
-    lines.insert(-len(names), f"| chosen among the earlier candidates ({', '.join(EARLIER)}) | {spread(before)} | |")
+             f"known-class test images. Wall time {results['wall_min']:.1f} min ({common.shared_machine(results)}).", "",
+             table]
     worst = sorted(rows, key=lambda r: r["auroc"])[:5]
     lines += ["", "Hardest splits for the chosen score (unknown classes: AUROC, score): "
               + "; ".join(f"{', '.join(r['unknown'])}: {r['auroc']:.3f} ({r['chosen']})" for r in worst) + ".", "",
@@ -127,35 +128,33 @@ def render(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--splits", type=int, default=16, help="random 7/3 class splits (of the 120)")
-    parser.add_argument("--quick", action="store_true", help="5 splits")
-    parser.add_argument("--output")
-    parser.add_argument("--json")
-    parser.add_argument("--from-json")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    if args.from_json:
-        results = json.loads(Path(args.from_json).read_text())
-    else:
-        from bench_unknowns import make_data
+def measure(p: dict, log) -> dict:
+    from bench_unknowns import make_data
 
-        started = time.perf_counter()
-        p = {"per_class": 100, "test_per_class": 100}
-        arrays = features(make_data(p))
-        all_splits = list(itertools.combinations(range(CLASSES), CLASSES - KNOWN))
-        count = 5 if args.quick else args.splits
-        picked = np.random.default_rng(2026).choice(len(all_splits), min(count, len(all_splits)), replace=False)
-        results = {"params": p, "command": "python bench/bench_unknown_scores.py"
-                   + (" --quick" if args.quick else f" --splits {count}"), "splits": []}
-        for i, index in enumerate(picked):
-            results["splits"].append(measure_split(arrays, all_splits[index], seed=i))
-            print(i, results["splits"][-1]["unknown"], results["splits"][-1]["chosen"],
-                  round(results["splits"][-1]["auroc"], 3), flush=True)
-        results["wall_min"] = (time.perf_counter() - started) / 60
-    emit(render(results), results, args.output, args.json)
-    return 0
+    arrays = features(make_data(p))
+    all_splits = list(itertools.combinations(range(CLASSES), CLASSES - KNOWN))
+    picked = np.random.default_rng(2026).choice(len(all_splits), min(p["splits"], len(all_splits)), replace=False)
+    results = {"params": {k: v for k, v in p.items() if k != "splits"}, "splits": [],
+               "command": "python bench/bench_unknown_scores.py" + (" --quick" if p["quick"] else f" --splits {p['splits']}")}
+    for i, index in enumerate(picked):
+        split = measure_split(arrays, all_splits[index], seed=i)
+        results["splits"].append(split)
+        log(f"{i} {split['unknown']} {split['chosen']} {split['auroc']:.3f}")
+    return results
+
+
+def _arguments(parser) -> None:
+    parser.add_argument("--splits", type=int, default=16, help="random 7/3 class splits (of the 120); 5 with --quick")
+
+
+SECTION = common.Section(
+    script="bench_unknown_scores.py", doc=__doc__, measure=measure, render=render, add_arguments=_arguments,
+    params=lambda args: {"per_class": 100, "test_per_class": 100, "splits": 5 if args.quick else args.splits,
+                         "quick": args.quick})
+
+
+def main(argv=None) -> int:
+    return common.main(SECTION, argv)
 
 
 if __name__ == "__main__":

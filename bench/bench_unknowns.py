@@ -15,20 +15,17 @@ linear run trained on the noisy labels, with and without `--exclude-label-issues
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from common import emit
+import common
+from common import markdown_table, run_script, run_worker
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -43,10 +40,7 @@ SCORE_ORDER = ["max_softmax", "energy", "centroid", "knn", "mahalanobis", "max_s
 
 
 def _cli(*args: str) -> None:
-    environment = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-    process = subprocess.run([sys.executable, *args], cwd=REPO, env=environment, capture_output=True, text=True)
-    if process.returncode:
-        raise RuntimeError(f"{' '.join(args)} failed ({process.returncode}):\n{process.stderr[-3000:]}")
+    run_script(args)
 
 
 def make_data(p: dict) -> Path:
@@ -114,21 +108,14 @@ def flip_labels(data: Path, target: Path, rate: float, seed: int) -> list[str]:
 def measure_noise(data: Path, rate: float, seed: int, runs: Path, train_runs: bool) -> dict:
     folder = runs / f"noisy-{rate}-{seed}"
     flipped = set(flip_labels(data, folder, rate, seed))
-    started = time.perf_counter()
-    # What `train.py --check --label-issues` computes, called in-process for the whole list (it prints the top).
-    from app.config import TrainConfig
-    from app.label_issue_run import check_label_issues
-    from app.training import check_data
-
-    config = TrainConfig(data_dir=str(folder), seed=seed).validate()
-    scan, examples, report = check_data(config)
-    issues = [issue.to_dict() for issue in check_label_issues(config, scan, examples, report)]
+    check = run_worker(__file__, "label_issues", {"folder": str(folder), "seed": seed})
+    issues = check["issues"]
     k = len(flipped)
-    top = [entry["path"] for entry in issues[:k]]
+    top = issues[:k]
     result = {"rate": rate, "seed": seed, "flipped": k, "listed": len(issues),
               "precision_at_k": sum(path in flipped for path in top) / k if k else float("nan"),
-              "recall_listed": sum(entry["path"] in flipped for entry in issues) / k if k else float("nan"),
-              "check_wall_s": round(time.perf_counter() - started, 1)}
+              "recall_listed": sum(path in flipped for path in issues) / k if k else float("nan"),
+              "check_wall_s": round(check["check_wall_s"], 1), "check_peak_rss_mib": check["peak_rss_mib"]}
     if train_runs:  # the test accuracy with and without the listed files
         for name, extra in (("noisy", []), ("excluded", ["--exclude-label-issues", "auto"])):
             run = runs / f"run-{rate}-{seed}-{name}"
@@ -136,6 +123,23 @@ def measure_noise(data: Path, rate: float, seed: int, runs: Path, train_runs: bo
             _cli("evaluate.py", str(run), str(folder), "--name", "test")
             result[f"test_accuracy_{name}"] = json.loads((run / "eval" / "test" / "metrics.json").read_text())["accuracy"]
     return result
+
+
+def worker_label_issues(params: dict) -> dict:
+    """What `train.py --check --label-issues` computes, for the whole list (the command prints the top):
+    the listed files' paths, most likely first."""
+    from app.config import TrainConfig
+    from app.label_issue_run import check_label_issues
+    from app.training import check_data
+
+    started = time.perf_counter()
+    config = TrainConfig(data_dir=params["folder"], seed=params["seed"]).validate()
+    scan, examples, report = check_data(config)
+    issues = [issue.to_dict()["path"] for issue in check_label_issues(config, scan, examples, report)]
+    return {"issues": issues, "check_wall_s": time.perf_counter() - started}
+
+
+WORKERS = {"label_issues": worker_label_issues}
 
 
 # --------------------------------------------------------------------------------------- render
@@ -151,28 +155,27 @@ def render(results: dict) -> str:
              f"Command: `{results['command']}`. Fashion-MNIST (Debian `dataset-fashion-mnist`), EfficientNet-Lite0 "
              f"(ImageNet weights), linear strategy, {p['per_class']} training images per class, "
              f"{p['test_per_class']} test images per class. Wall time {results.get('wall_min', 0):.1f} min "
-             "(2 shared cores).", "",
+             f"({common.shared_machine(results)}).", "",
              f"### Unknown classes: {KNOWN} known / {CLASSES - KNOWN} unknown, {len(results['open_set'])} random splits",
              "", "Test images of the 3 unknown classes against the test images of the 7 known ones. `chosen`: the "
              "score each run picked on leave-classes-out folds of its own training classes (no unknown or test image "
              "involved); the other columns are every candidate on the same files, for comparison.", "",
-             "| split (unknown classes) | chosen | AUROC chosen | FPR@95 chosen | "
-             + " | ".join(SCORE_ORDER) + " | known acc | acc with rejection |",
-             "|---|---|---:|---:|" + "---:|" * len(SCORE_ORDER) + "---:|---:|"]
-    for r in results["open_set"]:
-        lines.append(f"| {r['seed']} ({', '.join(r['unknown'])}) | {r['score']} | {r['auroc']:.3f} | "
-                     f"{r['fpr_at_95_tpr']:.3f} | " + " | ".join(f"{r['auroc_by_score'][s]:.3f}" for s in SCORE_ORDER)
-                     + f" | {r['known_accuracy']:.3f} | {r['accuracy_with_rejection']:.3f} |")
+             ]
     rows = results["open_set"]
+    table = [[f"{r['seed']} ({', '.join(r['unknown'])})", r["score"], f"{r['auroc']:.3f}", f"{r['fpr_at_95_tpr']:.3f}",
+              *(f"{r['auroc_by_score'][s]:.3f}" for s in SCORE_ORDER), f"{r['known_accuracy']:.3f}",
+              f"{r['accuracy_with_rejection']:.3f}"] for r in rows]
     if not rows:
-        lines.append("| not measured | | | | " + "| " * len(SCORE_ORDER) + "| |")
+        table.append(["not measured"] + [""] * (len(SCORE_ORDER) + 5))
         rows = [{"auroc": float("nan"), "fpr_at_95_tpr": float("nan"), "known_accuracy": float("nan"),
                  "accuracy_with_rejection": float("nan"), "auroc_by_score": {s: float("nan") for s in SCORE_ORDER}}]
-    lines.append("| **median** | | **" + f"{_median([r['auroc'] for r in rows]):.3f}** | "
-                 f"{_median([r['fpr_at_95_tpr'] for r in rows]):.3f} | "
-                 + " | ".join(f"{_median([r['auroc_by_score'][s] for r in rows]):.3f}" for s in SCORE_ORDER)
-                 + f" | {_median([r['known_accuracy'] for r in rows]):.3f} | "
-                 f"{_median([r['accuracy_with_rejection'] for r in rows]):.3f} |")
+    table.append(["**median**", "", f"**{_median([r['auroc'] for r in rows]):.3f}**",
+                  f"{_median([r['fpr_at_95_tpr'] for r in rows]):.3f}",
+                  *(f"{_median([r['auroc_by_score'][s] for r in rows]):.3f}" for s in SCORE_ORDER),
+                  f"{_median([r['known_accuracy'] for r in rows]):.3f}",
+                  f"{_median([r['accuracy_with_rejection'] for r in rows]):.3f}"])
+    lines.append(markdown_table(["split (unknown classes)", "chosen", "AUROC chosen", "FPR@95 chosen", *SCORE_ORDER,
+                                 "known acc", "acc with rejection"], table, align="ll" + "r" * (len(SCORE_ORDER) + 4)))
     target = _median([r["auroc"] for r in rows])
     lines += ["", f"Target (issue 21): AUROC >= 0.85 with the default score. Median {target:.3f}: "
               + ("**met**." if target >= 0.85 else "**missed**.") + " Known-class accuracy is the closed-set "
@@ -184,15 +187,17 @@ def render(results: dict) -> str:
                   "logistic-regression heads on the cached features, confident learning). precision@k: share of "
                   "flipped files among the first k entries, k = number flipped; recall: share of the flipped files "
                   "listed at all.", "",
-                  "| flipped | seed | files flipped | listed | precision@k | recall (listed) | test acc noisy | "
-                  "test acc excluding auto |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  ]
+
         def accuracy(r, name):
             return f"{r[name]:.3f}" if name in r else "–"
 
-        for r in noise:
-            lines.append(f"| {100 * r['rate']:.0f}% | {r['seed']} | {r['flipped']} | {r['listed']} | "
-                         f"{r['precision_at_k']:.2f} | {r['recall_listed']:.2f} | "
-                         f"{accuracy(r, 'test_accuracy_noisy')} | {accuracy(r, 'test_accuracy_excluded')} |")
+        lines.append(markdown_table(
+            ["flipped", "seed", "files flipped", "listed", "precision@k", "recall (listed)", "test acc noisy",
+             "test acc excluding auto"],
+            [[f"{100 * r['rate']:.0f}%", r["seed"], r["flipped"], r["listed"], f"{r['precision_at_k']:.2f}",
+              f"{r['recall_listed']:.2f}", accuracy(r, "test_accuracy_noisy"), accuracy(r, "test_accuracy_excluded")]
+             for r in noise], align="rrrrrrrr"))
         for r in (r for r in noise if "test_accuracy_excluded" in r):
             change = r["test_accuracy_excluded"] - r["test_accuracy_noisy"]
             lines += ["", f"Excluding every listed file ({r['listed']} of {p['per_class'] * CLASSES}, with "
@@ -207,41 +212,42 @@ def render(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--output")
-    parser.add_argument("--json")
-    parser.add_argument("--from-json")
-    parser.add_argument("--only", choices=("open_set", "noise"))
+def measure(p: dict, log) -> dict:
+    data = make_data(p)
+    runs = WORK / f"runs-{time.strftime('%Y%m%d-%H%M%S')}"
+    runs.mkdir(parents=True)
+    results = {"params": {k: v for k, v in p.items() if k not in ("only", "quick")}, "open_set": [], "noise": []}
+    if p["only"] != "noise":
+        for seed in p["open_set_seeds"]:
+            results["open_set"].append(measure_open_set(data, seed, runs))
+            log(f"open set split {seed}: {results['open_set'][-1]}")
+    if p["only"] != "open_set":
+        for rate in p["noise_rates"]:
+            for seed in p["noise_seeds"]:
+                accuracy = rate == p["accuracy_rate"] and seed == p["noise_seeds"][0]
+                results["noise"].append(measure_noise(data, rate, seed, runs, accuracy))
+                log(f"label noise {rate:.2f} seed {seed}: {results['noise'][-1]}")
+    return results
+
+
+def _arguments(parser) -> None:
+    parser.add_argument("--only", choices=("open_set", "noise"), help="measure one half")
     parser.add_argument("--open-set-seeds", help="comma list: measure these class splits instead of the default ones")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if args.from_json:
-        results = json.loads(Path(args.from_json).read_text())
-    else:
-        started = time.perf_counter()
-        p = dict(QUICK if args.quick else FULL)
-        if args.open_set_seeds:
-            p["open_set_seeds"] = [int(seed) for seed in args.open_set_seeds.split(",")]
-        data = make_data(p)
-        runs = WORK / f"runs-{time.strftime('%Y%m%d-%H%M%S')}"
-        runs.mkdir(parents=True)
-        results = {"params": p, "command": "python bench/bench_unknowns.py" + (" --quick" if args.quick else ""),
-                   "open_set": [], "noise": []}
-        if args.only != "noise":
-            for seed in p["open_set_seeds"]:
-                results["open_set"].append(measure_open_set(data, seed, runs))
-                logging.info("open set split %d: %s", seed, results["open_set"][-1])
-        if args.only != "open_set":
-            for rate in p["noise_rates"]:
-                for seed in p["noise_seeds"]:
-                    accuracy = rate == p["accuracy_rate"] and seed == p["noise_seeds"][0]
-                    results["noise"].append(measure_noise(data, rate, seed, runs, accuracy))
-                    logging.info("label noise %.2f seed %d: %s", rate, seed, results["noise"][-1])
-        results["wall_min"] = (time.perf_counter() - started) / 60
-    emit(render(results), results, args.output, args.json)
-    return 0
+
+
+def _params(args) -> dict:
+    p = dict(QUICK if args.quick else FULL, only=args.only, quick=args.quick)
+    if args.open_set_seeds:
+        p["open_set_seeds"] = [int(seed) for seed in args.open_set_seeds.split(",")]
+    return p
+
+
+SECTION = common.Section(script="bench_unknowns.py", doc=__doc__, params=_params, measure=measure, render=render,
+                         workers=WORKERS, add_arguments=_arguments)
+
+
+def main(argv=None) -> int:
+    return common.main(SECTION, argv)
 
 
 if __name__ == "__main__":

@@ -26,22 +26,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-RESULT_PREFIX = "GPU_CHECK_RESULT "
+from common import run_worker, serve_worker, write_atomically
+
 FULL = {"size": 224, "batch": 64, "warm": 3, "steps": 10, "jpegs": 2000}
 QUICK = {"size": 64, "batch": 8, "warm": 1, "steps": 2, "jpegs": 64}
-
-
-def _write(path: Path, text: str) -> None:
-    """Write atomically: a reader (or a run killed by its time limit) never sees half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
 
 
 # --------------------------------------------------------------------------- measurements (subprocesses)
@@ -112,12 +103,6 @@ def measure_pipeline(params: dict) -> dict:
 WORKERS = {"training": measure_training, "pipeline": measure_pipeline}
 
 
-def worker(kind: str, params: dict) -> None:
-    sys.path.insert(0, str(REPO))
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    print(RESULT_PREFIX + json.dumps(WORKERS[kind](params)), flush=True)
-
-
 # --------------------------------------------------------------------------- driver
 
 def gpu_count() -> int:
@@ -127,16 +112,14 @@ def gpu_count() -> int:
 
 
 def run_one(kind: str, params: dict, timeout: float) -> dict:
-    command = [sys.executable, __file__, "--worker", kind, "--params", json.dumps(params)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    """One measurement in its own process (the common harness); a failure or a timeout becomes a row saying so,
+    so that the check goes on to the next measurement."""
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+        return run_worker(__file__, kind, params, timeout_s=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
-    for line in result.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
-    return {"error": (result.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+    except RuntimeError as error:
+        return {"error": (str(error).strip().splitlines() or ["no output"])[-1][:300]}
 
 
 def render(results: dict) -> str:
@@ -161,11 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=False, help="Folder for gpu_check.json and gpu_check.md.")
     parser.add_argument("--quick", action="store_true", help="Tiny sizes: checks that the script runs (CPU is fine).")
     parser.add_argument("--per-measurement-timeout", type=float, default=150.0)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--params", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--params", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        worker(args.worker, json.loads(args.params))
+    if serve_worker(args, WORKERS):
         return 0
     if not args.output:
         parser.error("--output DIR is required")
@@ -187,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, kind, params in plan:
         print(f"measuring: {name}", file=sys.stderr, flush=True)
         results["rows"][name] = run_one(kind, {**settings, **params}, args.per_measurement_timeout)
-        _write(output / "gpu_check.json", json.dumps(results, indent=2))
-        _write(output / "gpu_check.md", render(results))
+        write_atomically(output / "gpu_check.json", json.dumps(results, indent=2))
+        write_atomically(output / "gpu_check.md", render(results))
     print(render(results))
     return 0
 

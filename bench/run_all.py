@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import subprocess
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from common import cpu_model
+from common import PACKAGES, machine_description, machine_summary, write_atomically
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -51,7 +48,6 @@ SECTIONS = [
     ("unknownscores", "bench_unknown_scores.py", "every unknown-class score and the run's choice over many "
                                                  "Fashion-MNIST class splits, on features computed once"),
 ]
-PACKAGES = ["tensorflow", "keras", "keras-hub", "numpy", "pillow", "scikit-learn", "tensorboard"]
 # What each benchmark reads from Debian packages (`make bench-data` installs them).
 PREREQUISITES = {
     "transfer": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
@@ -96,19 +92,12 @@ def run_section(name: str, script: str, results: Path, quick: bool) -> float:
     return elapsed
 
 
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def machine_lines() -> list[str]:
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    machine = machine_description()
     return [
-        f"- **Machine**: {os.cpu_count()} CPU cores ({cpu_model()}), {memory:.1f} GiB RAM, no GPU used; "
-        f"{platform.system()} {platform.release()}, Python {platform.python_version()}.",
-        "- **Packages**: " + ", ".join(f"{p} {_version(p)}" for p in PACKAGES) + ".",
+        f"- **Machine**: {machine_summary(machine)}, {machine['ram_gib']:.1f} GiB RAM, no GPU used; "
+        f"{machine['kernel']}, Python {machine['python']}.",
+        "- **Packages**: " + ", ".join(f"{p} {machine[p]}" for p in PACKAGES) + ".",
     ]
 
 
@@ -156,7 +145,7 @@ def assemble(results: Path, output: Path, quick: bool) -> None:
     notes = BENCH / "notes.md"
     if notes.is_file():
         parts.append(notes.read_text().rstrip() + "\n")
-    output.write_text("\n".join(parts))
+    write_atomically(output, "\n".join(parts))
     logger.info("wrote %s", output)
 
 
