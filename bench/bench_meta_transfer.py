@@ -418,7 +418,7 @@ def render(results: dict) -> str:
                          f"train, BatchNorm frozen), {top['views']} cached views per source file, {top['epochs']} "
                          f"epoch(s) kept; {top['seconds']:.0f} s of the run's training time (activations and "
                          "training).\n")
-    lines += profile_lines(auto)
+    lines += profile_lines(results)
     lines += views_lines(results)
     speed = results.get("speedup")
     if speed:
@@ -429,7 +429,7 @@ def render(results: dict) -> str:
                      f"{speed['step_s']['whole']:.2f} s running the whole backbone per step: "
                      f"**{speed['speedup']:.1f}x**. The cache costs the bottom once per file and view: "
                      f"{speed['bottom_s_per_1000']:.1f} s per 1000 images.\n")
-        lines += unfreeze_lines(speed)
+    lines += unfreeze_lines(results.get("unfreeze") or speed or {})
     if p["episodes"] < FULL["episodes"]:
         lines.append(f"**Quick mode** ({p['episodes']} episodes, {p['image_size']} px): the verdicts below check "
                      "the harness only and judge no bar.\n")
@@ -475,17 +475,24 @@ def time_verdict(results: dict) -> str:
             + ("." if bar else " (judged pro rata to the source's size)."))
 
 
-def profile_lines(run: dict) -> list[str]:
-    """Where a cold run's time went (its log, PROFILE_PARTS), largest first."""
-    parts = run.get("profile")
-    if not parts:
+def profile_lines(results: dict) -> list[str]:
+    """Where cold runs' time went (their time-stamped logs, PROFILE_PARTS), side by side: the measured runs
+    with a profile, and `profiles` (logs of runs stopped before their evaluation, with the load seen)."""
+    columns = {f"`{name}` run" + (f" ({_load(run)})" if run.get("load") else ""): run["profile"]
+               for name, run in results["runs"].items() if run.get("profile")}
+    columns |= {f"{label} ({entry['load']})": entry["profile"] for label, entry in results.get("profiles", {}).items()}
+    if not columns:
         return []
-    total = sum(parts.values())
-    lines = [f"Where the `auto` run's time went (cold; train.py and the evaluations, from its time-stamped log, "
-             f"{_load(run)}):\n", "| part | s | share |", "|---|---|---|"]
-    for name, seconds in sorted(parts.items(), key=lambda item: -item[1]):
-        if seconds >= 0.005 * total:
-            lines.append(f"| {name} | {seconds:.0f} | {100 * seconds / total:.0f}% |")
+    parts = sorted({part for profile in columns.values() for part in profile},
+                   key=lambda part: -max(profile.get(part, 0.0) for profile in columns.values()))
+    lines = ["Where the time went (seconds, from each run's time-stamped log: each stretch between two lines is "
+             "charged to what the line that ends it reports; the machine's load beside each):\n",
+             "| part | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for part in parts:
+        lines.append(f"| {part} | " + " | ".join(f"{profile[part]:.0f}" if part in profile else "–"
+                                                 for profile in columns.values()) + " |")
+    lines.append("| logged in all | " + " | ".join(f"{sum(profile.values()):.0f}" for profile in columns.values())
+                 + " |")
     return lines + [""]
 
 
@@ -513,8 +520,9 @@ def unfreeze_lines(speed: dict) -> list[str]:
     by = speed.get("by_unfreeze")
     if not by:
         return []
+    load = f"; load average {speed['load']:.0f} on 2 cores" if speed.get("load") else ""
     lines = ["`--unfreeze` 2 (the default) vs 1, measured side by side in the same process (seconds per step of the "
-             "top on cached activations; forward passes per 1000 images):\n",
+             f"top on cached activations; forward passes per 1000 images{load}):\n",
              "| --unfreeze | cut | activations | step s | bottom s/1000 | top s/1000 | whole s/1000 |",
              "|---|---|---|---|---|---|---|"]
     for unfreeze, row in by.items():
@@ -556,6 +564,8 @@ def main(argv=None) -> int:
         results["speedup"] = common.run_worker(__file__, "speedup", {"image_size": params["image_size"],
                                                                     "steps": 5 if args.quick else 20})
         print(f"speedup: {results['speedup']['speedup']:.1f}x", file=sys.stderr, flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
     # One feature cache per measurement, kept in the results so a later --add-to reuses it (warm, as stated).
     cache = Path(results.setdefault("cache", str(WORK / f"cache-{time.time_ns()}")))
     for stage in stages:
