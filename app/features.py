@@ -50,16 +50,21 @@ def content_key(example) -> str:
 
 
 def cached_features(feature_extractor: keras.Model, examples, modality: str, size: int, batch_size: int,
-                    resize: str, store_key: str | None) -> np.ndarray:
-    """`extract_features` through the on-disk cache (`store_key` None: no cache)."""
+                    resize: str, store_key: str | None, extract=None) -> np.ndarray:
+    """`extract_features` through the on-disk cache (`store_key` None: no cache).
+
+    `extract(examples) -> features`: another way to compute the same features for the files the
+    cache misses (the top_blocks stage's top(bottom(x)), which also caches the bottom's output)."""
+    def compute(some):
+        if extract is not None:
+            return extract(some)
+        return extract_features(feature_extractor, some, modality, size, batch_size, resize)
+
     if store_key is None or any(not e.sha256 for e in examples):
-        return extract_features(feature_extractor, examples, modality, size, batch_size, resize)
+        return compute(examples)
     started = time.perf_counter()
     features, computed = FeatureStore(store_key).get_or_compute(
-        [content_key(e) for e in examples],
-        lambda indices: extract_features(feature_extractor, [examples[i] for i in indices], modality, size,
-                                         batch_size, resize),
-    )
+        [content_key(e) for e in examples], lambda indices: compute([examples[i] for i in indices]))
     logger.info("Features for %d examples: %d from the cache, %d computed (%.1f s)", len(examples),
                 len(examples) - computed, computed, time.perf_counter() - started)
     if not len(examples):

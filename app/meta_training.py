@@ -46,7 +46,7 @@ from app.source_stage import choose as choose_stage
 from app.source_stage import score as score_stage
 from app.source_stage import summary as stage_summary
 from app.phases import HEAD, META, CompileSpec, PhaseContext, PhaseSpec, compile_model, run_phase
-from app.top_block_stage import VIEWS, cut_backbone, top_block_candidate
+from app.top_block_stage import cut_backbone, features_through_cut, top_block_candidate
 from data.episodes import EpisodeSampler, array_meta_batches
 from data.episodes import text_meta_batches
 from data.atomic_write import write_atomically
@@ -245,7 +245,7 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
     summary = stage_summary(scores, chosen, config.source_stage)
     if top is None:
         return _ChosenStage(embeddings[chosen.name], chosen.head, summary)
-    summary["top_blocks"] = {"cut": top.cut.split.cut_layer, "blocks": top.cut.split.top_blocks, "views": VIEWS,
+    summary["top_blocks"] = {"cut": top.cut.split.cut_layer, "blocks": top.cut.split.top_blocks, "views": top.views,
                              "epochs": top.epochs, "seconds": round(top.seconds, 1)}
     if chosen.name != "top_blocks":
         top.discard(feature_extractor)  # the extractor goes back to the pretrained weights
@@ -268,17 +268,27 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
     sampler = EpisodeSampler(pools.train_labels, shape.ways, shape.shots, shape.queries, seed=config.seed,
                              class_names=pool_names)
 
+    candidates = source_candidates(config, mode)
+    cut = None
+    if candidates is not None:  # before any training: an impossible top_blocks stage fails in seconds
+        cut = _top_block_cut(config, candidates, backbone, feature_extractor, modality)
+        candidates = tuple(name for name in candidates if name != "top_blocks" or cut is not None)
+
     # Inputs of the pools and of the target sets, in the learner's input space.
     if mode == "features":
         # Pools drawn from the target's files reuse the features already computed for them.
         known = dict(zip((e.path for e in train_examples + val_examples), np.concatenate([train_features,
                                                                                           val_features])))
+        # With a top_blocks stage ahead, the source's features are top(bottom(x)) and the bottom's output
+        # is cached for the stage: one bottom pass per source file serves both (app/top_block_stage.py).
+        extract = None if cut is None else (lambda examples: features_through_cut(
+            cut, examples, backbone.size, config.resize, bool(config.cache_features)))
 
         def to_inputs(examples):
             if examples and all(e.path in known for e in examples):
                 return np.stack([known[e.path] for e in examples])
             return cached_features(feature_extractor, examples, modality, backbone.size, config.batch_size,
-                                   config.resize, store_key)
+                                   config.resize, store_key, extract)
         meta_train_x = to_inputs(pool_train)
         meta_val_x = to_inputs(pool_val)
         embedding = dense_embedding(meta_train_x.shape[-1], config.embedding_units)
@@ -304,11 +314,6 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
         monitor = "loss"
         logger.warning("No meta-validation (%s).", pools.validation)
 
-    candidates = source_candidates(config, mode)
-    cut = None
-    if candidates is not None:  # before any training: an impossible top_blocks stage fails in seconds
-        cut = _top_block_cut(config, candidates, backbone, feature_extractor, modality)
-        candidates = tuple(name for name in candidates if name != "top_blocks" or cut is not None)
     done_weights = run_dir / CHECKPOINTS_DIR / META_DONE_WEIGHTS
     if candidates is not None and "protonet" not in candidates:
         meta_epochs, meta_steps = 0, 0  # no episodic source stage asked for

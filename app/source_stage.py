@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from app.fewshot_baselines import nearest_centroid_predict
 from app.target_heads import CV_FOLDS, FIT, cross_validated_accuracy
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 SOURCE_STAGES = ("none", "supervised", "protonet", "top_blocks")
 CHOICE_EPISODES = 100  # fixed meta-validation episodes of the source per candidate (numbers 0..99)
 CHOICE_SEED_OFFSET = 2_000_003  # their sampler's seed: apart from training's and early stopping's
+# The supervised stage's epoch: at most this many source rows (a full pass below it), so its budget, like
+# the episodic stages' (--meta-steps x --meta-epochs), does not grow with the source's size.
+SUPERVISED_EPOCH_ROWS = 16_384
 TIE_ORDER = {"none": 0, "supervised": 1, "protonet": 2, "top_blocks": 3}  # equal target scores: the cheaper stage wins
 
 
@@ -116,7 +120,12 @@ def train_supervised(train_x: np.ndarray, train_labels, val_x: np.ndarray, val_s
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     stopper = _EpisodeEarlyStopping(embedding, val_x, val_sampler, patience)
-    model.fit(train_x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[stopper])
+    if len(train_x) <= SUPERVISED_EPOCH_ROWS:
+        model.fit(train_x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[stopper])
+    else:  # a larger source: epochs of SUPERVISED_EPOCH_ROWS rows, reshuffled passes over all of it
+        rows = tf.data.Dataset.from_tensor_slices((train_x, y)).shuffle(len(train_x), seed=seed).repeat()
+        model.fit(rows.batch(batch_size), steps_per_epoch=SUPERVISED_EPOCH_ROWS // batch_size, epochs=epochs,
+                  verbose=0, callbacks=[stopper])
     return embedding, stopper.best_epoch or epochs
 
 

@@ -9,10 +9,16 @@ meta-trains the backbone itself. Practical on a CPU through cached activations:
   bottom runs once per source and target file and its activations are cached on disk
   (data/activation_cache.py, keyed by backbone, exact weights, input size, resize mode, the
   cut, the augmentation and the view number, rows by file content);
-- augmentation is a small fixed number of views per source file (VIEWS): view 0 the file,
+- augmentation is a small number of views per source file (`view_count`): view 0 the file,
   the others one random rotation / zoom / contrast draw each, computed once. Fresh draws at
   every step would need the bottom at every step, which is the cost the cache removes; a few
-  views already give the top blocks more than one input per file;
+  views already give the top blocks more than one input per file. A larger source needs
+  fewer: the views aim at about VIEW_ROWS cached inputs in all (at least one view per file, at
+  most VIEWS), since the stage's training draws a fixed number of episodes whatever the
+  source's size; so a larger source costs one bottom pass per file and little more;
+- the source's whole-backbone features (what the other candidates train on) come from the
+  same bottom pass: features = top(bottom(x)), the top being far cheaper than the bottom
+  (`features_through_cut`), so the bottom runs once per source file, not twice;
 - only the top blocks, the pooling and the embedding run per episode.
 
 The top shares its layers with the run's feature extractor, so training it trains the
@@ -46,7 +52,12 @@ from models.meta import build_meta_learner
 from models.optimizers import DiscriminativeAdam
 
 logger = logging.getLogger(__name__)
-VIEWS = 4  # cached views per source file: the file itself and 3 augmented draws
+VIEWS = 4  # at most this many cached views per source file: the file itself and 3 augmented draws
+# The cached inputs the views aim at in all (views x meta-training files). The stage's training draws
+# TOP_BLOCK_EPOCHS x --meta-steps x --meta-batch-size episodes (150 000 inputs at the defaults), so past
+# this many rows more views add backbone passes, not variety: a 16 000-file source keeps 4 views, a
+# 40 000-file one 2 (bench/bench_meta_transfer.py measures 1, 2 and 4 views).
+VIEW_ROWS = 64_000
 # No flip: a mirrored glyph or digit can be another class; rotation, zoom and contrast keep a class a class.
 AUGMENTATION = AugmentConfig(flip=False, rotation=0.05, zoom=0.1, contrast=0.1)
 # The pretrained blocks move at a tenth of the embedding's rate: they hold general features that a
@@ -84,13 +95,19 @@ def cut_backbone(feature_extractor: keras.Model, spec, backbone_name: str, weigh
     return TopBlockCut(split, identity), ""
 
 
-def activations(cut: TopBlockCut, examples, size: int, resize: str, view: int, use_cache: bool) -> np.ndarray:
-    """The bottom's output for `examples` (view 0: the files; view v >= 1: the v-th augmented draw)."""
+def activations(cut: TopBlockCut, examples, size: int, resize: str, view: int, use_cache: bool,
+                exact: dict | None = None) -> np.ndarray:
+    """The bottom's output for `examples` (view 0: the files; view v >= 1: the v-th augmented draw), float16.
+
+    `exact`: filled with {index: float32 row} for the rows computed now (before the float16 store)."""
     def compute(indices):
         paths = [examples[i].path for i in indices]
         dataset = image_dataset(paths, None, (size, size), ACTIVATION_BATCH, seed=view, resize=resize,
                                 augment=AUGMENTATION if view else None)
-        return cut.split.bottom.predict(dataset, verbose=0)
+        rows = cut.split.bottom.predict(dataset, verbose=0)
+        if exact is not None:
+            exact.update(zip(indices, rows))
+        return rows
 
     if not examples:
         return np.zeros((0, *cut.split.activation_shape), np.float16)
@@ -101,6 +118,29 @@ def activations(cut: TopBlockCut, examples, size: int, resize: str, view: int, u
     logger.info("Top-block activations (view %d) for %d files: %d from the cache, %d computed", view,
                 len(examples), len(examples) - computed, computed)
     return rows
+
+
+def view_count(files: int) -> int:
+    """Cached views per meta-training file for a source of `files` files (see VIEW_ROWS)."""
+    return max(1, min(VIEWS, round(VIEW_ROWS / max(files, 1))))
+
+
+def features_through_cut(cut: TopBlockCut, examples, size: int, resize: str, use_cache: bool) -> np.ndarray:
+    """The extractor's pooled features of `examples` as top(bottom(x)), the bottom's output (view 0) cached.
+
+    For the source files when the top_blocks stage will run: the features pass and the stage's
+    activations then share one bottom pass per file. Called before the stage trains the top, so
+    these are the pretrained extractor's features: for the files whose bottom runs now, from its
+    float32 output, as the whole extractor's pass gives them (the float16 cached rows shifted the
+    candidates' target scores by up to a point on the fonts bench, and the top_blocks stage's by
+    more, through the protonet embedding it starts from); for rows already cached, from those."""
+    if not examples:
+        return np.zeros((0, int(cut.split.top.output_shape[-1])), np.float32)
+    exact: dict = {}
+    rows = activations(cut, examples, size, resize, 0, use_cache, exact).astype(np.float32)
+    for index, row in exact.items():
+        rows[index] = row
+    return pooled_features(cut, rows)
 
 
 def _view_fetch(views: np.ndarray, seed: int):
@@ -130,7 +170,7 @@ def train_top_blocks(cut: TopBlockCut, spec, feature_extractor: keras.Model, vie
                      init_embedding: keras.Model | None) -> tuple[keras.Model, keras.Model, int]:
     """ProtoNet episodes of the source over the top blocks + pooling + Dense embedding.
 
-    `views`: [VIEWS, files, *activation shape] of the meta-training files; `val_rows` the
+    `views`: [views, files, *activation shape] of the meta-training files; `val_rows` the
     meta-validation files (view 0), whose episode loss early stopping watches (the best epoch's
     weights are kept). `init_embedding`: the features-mode protonet embedding, when trained,
     as the Dense layer's starting point. Returns (scoring model, Dense embedding, epochs kept).
@@ -179,6 +219,7 @@ class TopBlockCandidate:
     meta_val_rows: np.ndarray  # the source's meta-validation files at the cut (view 0)
     pristine: list  # the extractor's weights before training, put back when the stage is not kept
     epochs: int
+    views: int  # cached views per meta-training file (view_count)
     seconds: float  # activations (cached or computed) and training
 
     def target_features(self) -> np.ndarray:
@@ -190,19 +231,21 @@ class TopBlockCandidate:
 
 def top_block_candidate(cut: TopBlockCut, spec, feature_extractor: keras.Model, pools, target_examples, size: int,
                         resize: str, config, init_embedding: keras.Model | None) -> TopBlockCandidate:
-    """Activations of the source pools (VIEWS views of the meta-training files) and the target, then training."""
+    """Activations of the source pools (`view_count` views of the meta-training files) and the target, then
+    training."""
     started = time.perf_counter()
     pristine = feature_extractor.get_weights()
     use_cache = bool(config.cache_features)
-    views = np.stack([activations(cut, pools.train, size, resize, view, use_cache) for view in range(VIEWS)])
+    count = view_count(len(pools.train))
+    views = np.stack([activations(cut, pools.train, size, resize, view, use_cache) for view in range(count)])
     meta_val_rows = activations(cut, pools.val, size, resize, 0, use_cache)
     target_rows = activations(cut, target_examples, size, resize, 0, use_cache)
     logger.info("top_blocks source stage: backbone cut at %s (%d top block(s) train, activations %s); "
                 "%d meta-training files x %d views cached in %.1f s", cut.split.cut_layer, cut.split.top_blocks,
-                "x".join(map(str, cut.split.activation_shape)), len(pools.train), VIEWS, time.perf_counter() - started)
+                "x".join(map(str, cut.split.activation_shape)), len(pools.train), count, time.perf_counter() - started)
     scorer, embedding, epochs = train_top_blocks(cut, spec, feature_extractor, views, pools.train_labels,
                                                  meta_val_rows, pools.val_labels, pools.train_shape, pools.val_shape,
                                                  config, init_embedding)
     seconds = time.perf_counter() - started
     logger.info("top_blocks source stage: %.1f s in all (activations and training)", seconds)
-    return TopBlockCandidate(cut, scorer, embedding, target_rows, meta_val_rows, pristine, epochs, seconds)
+    return TopBlockCandidate(cut, scorer, embedding, target_rows, meta_val_rows, pristine, epochs, count, seconds)

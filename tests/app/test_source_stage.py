@@ -6,6 +6,7 @@ import pytest
 import train
 from app import run_dir as rd
 from app.fewshot_baselines import nearest_centroid_predict
+from app import source_stage
 from app.source_stage import StageScore, choose, train_supervised
 from app.target_heads import (FIT, candidate_heads, choose_head, cross_validated_accuracy, logistic_regression_weights,
                               stratified_folds)
@@ -72,7 +73,10 @@ def test_a_source_stage_is_kept_only_when_it_beats_no_source_stage_on_the_target
     assert choose([none, stage("protonet", 0.85, None)]).name == "protonet"
 
 
-def test_supervised_stage_learns_an_embedding_that_separates_unseen_classes():
+@pytest.mark.parametrize("epoch_rows", [None, 64])  # 64: a "large" source, epochs of a bounded number of rows
+def test_supervised_stage_learns_an_embedding_that_separates_unseen_classes(epoch_rows, monkeypatch):
+    if epoch_rows:
+        monkeypatch.setattr(source_stage, "SUPERVISED_EPOCH_ROWS", epoch_rows)
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(12, 16)) * 3
     labels = np.repeat(np.arange(12), 20)

@@ -7,9 +7,11 @@ import pytest
 
 import train
 from app import run_dir as rd
-from app.features import extract_features
+from app.features import cached_features, content_key, extract_features
 from app.model_parts import HEAD_LAYER, apply_chain, feature_extractor_of, layers_between
-from app.top_block_stage import VIEWS, activations, cut_backbone, pooled_features
+from app.top_block_stage import (VIEW_ROWS, VIEWS, activations, cut_backbone, features_through_cut, pooled_features,
+                                  view_count)
+from data.activation_cache import activation_store, activation_store_key
 from data.scan import scan_folder
 from models.backbones import get_backbone
 from models.task_model import load_task_model
@@ -59,3 +61,34 @@ def test_a_top_blocks_stage_the_backbone_cannot_have_is_one_error(tmp_path, caps
                        *EPISODES, *FEATURES]) == 2
     err = capsys.readouterr().err
     assert "--source-stage top_blocks cannot train" in err and "--unfreeze all" in err and "Traceback" not in err
+
+
+def test_the_source_features_and_the_cached_activations_come_from_one_bottom_pass(tmp_path):
+    """features = top(bottom(x)): the features the other candidates train on equal the whole extractor's
+    pass (from the bottom's float32 output, not the float16 cache), and the bottom's output is left in
+    the view-0 activation cache."""
+    source = _folder(tmp_path / "source", dict(list(SOURCE_COLOURS.items())[:3]), per_class=3, seed=5)
+    examples = sorted(scan_folder(str(source)).examples, key=lambda e: e.path)
+    keras.utils.set_random_seed(0)
+    extractor = get_backbone("tiny_image").build_features(32, "none")
+    cut, _ = cut_backbone(extractor, get_backbone("tiny_image"), "tiny_image", "none", 32, "stretch", "1", "image")
+    shared = cached_features(extractor, examples, "image", 32, 4, "stretch", "key-shared",
+                             lambda some: features_through_cut(cut, some, 32, "stretch", use_cache=True))
+    direct = extract_features(extractor, examples, "image", 32, 4, "stretch")
+    np.testing.assert_allclose(shared, direct, rtol=1e-5, atol=1e-5 * np.abs(direct).max())
+
+    def no_bottom_pass(indices):
+        raise AssertionError(f"the bottom ran again for {len(indices)} file(s)")
+    _, computed = activation_store(activation_store_key(cut.identity, 0)).get_or_compute(
+        [content_key(e) for e in examples], no_bottom_pass)
+    assert computed == 0
+    assert features_through_cut(cut, [], 32, "stretch", use_cache=True).shape == (0, shared.shape[-1])
+
+
+def test_a_larger_source_gets_fewer_cached_views_never_none():
+    sizes = [1, 100, VIEW_ROWS // VIEWS, VIEW_ROWS // 2, VIEW_ROWS, 10 * VIEW_ROWS]
+    counts = [view_count(n) for n in sizes]
+    assert counts[0] == VIEWS and counts[-1] == 1 and all(1 <= c <= VIEWS for c in counts)
+    assert counts == sorted(counts, reverse=True)
+    # Past the size where every view is kept, the rows cached stay near VIEW_ROWS (one view a file at least).
+    assert all(c * n <= 1.5 * VIEW_ROWS or c == 1 for c, n in zip(counts, sizes))
