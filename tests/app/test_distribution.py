@@ -37,15 +37,16 @@ def test_none_and_auto_on_one_device_train_as_before():
 
 
 @pytest.mark.parametrize("mode, strategy, says", [
-    ("multi-worker", "linear", ["--distribute multi-worker is not supported yet", "keras-team/keras#20585",
-                                "--distribute mirrored (the GPUs of one machine) with --strategy linear or finetune"]),
+    ("multi-worker", "reptile", ["--distribute multi-worker does not support --strategy reptile",
+                                 "--distribute multi-worker with --strategy linear or finetune"]),
     ("mirrored", "protonet", ["--distribute mirrored does not support --strategy protonet", "whole episodes per replica",
                               "Received: --distribute mirrored --strategy protonet", "--strategy linear or finetune"]),
     ("mirrored", "maml", ["does not support --strategy maml", "--distribute none with --strategy maml"]),
 ])
 def test_what_cannot_run_distributed_is_refused_with_one_error(tmp_path, capsys, monkeypatch, mode, strategy, says):
     monkeypatch.setenv("TF_CONFIG", json.dumps(TWO_WORKERS))
-    assert train.main([str(tmp_path), "--distribute", mode, "--strategy", strategy, "--meta-batch-size", "2"]) == 2
+    assert train.main([str(tmp_path), "--distribute", mode, "--strategy", strategy, "--meta-batch-size", "2",
+                       "--output", str(tmp_path / "run")]) == 2
     _one_error_line(capsys, *says)
     assert not any(tmp_path.iterdir())  # refused before any work
 
@@ -57,7 +58,7 @@ def test_auto_trains_meta_strategies_on_one_device():
 
 def test_multi_worker_without_tf_config_says_how_to_set_it(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert train.main([str(tmp_path), "--distribute", "multi-worker"]) == 2
+    assert train.main([str(tmp_path), "--distribute", "multi-worker", "--output", str(tmp_path / "run")]) == 2
     _one_error_line(capsys, "needs TF_CONFIG", "Received: TF_CONFIG unset", '"task": {"type": "worker"')
 
 
@@ -127,3 +128,10 @@ def test_mirrored_over_two_logical_cpus_matches_one_device_and_trains_runs():
     assert report["runs"] == {"linear": two_replicas, "finetune": two_replicas}, result.stderr[-3000:]
     assert "at least 2. Received: --batch-size 1" in report["too_small_batch"]
     assert "does not support --strategy protonet" in report["meta_refused"]
+
+
+def test_multi_worker_needs_the_same_output_on_every_worker(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps(TWO_WORKERS))
+    assert train.main([str(tmp_path), "--distribute", "multi-worker"]) == 2
+    _one_error_line(capsys, "distribute multi-worker needs --output RUN_DIR", "Received: distribute='multi-worker'")
+    assert not any(tmp_path.iterdir())
