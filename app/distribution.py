@@ -117,6 +117,35 @@ def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | Non
                         f"--meta-batch-size {max(replicas, meta_batch_size - meta_batch_size % replicas)}.")
 
 
+# TensorFlow's default (10 s) declared a live but CPU-starved worker dead: two loopback workers on a
+# 2-core machine at load 40 both stopped mid-run with "tasks are unhealthy (stopped sending
+# heartbeats)". A dead process is still noticed at once (its connection resets).
+HEARTBEAT_TIMEOUT_S = 120
+
+
+def multi_worker_strategy():
+    """MultiWorkerMirroredStrategy from TF_CONFIG, its coordination service configured as the strategy
+    would configure it itself, but with HEARTBEAT_TIMEOUT_S (the strategy takes no such option; it
+    leaves an already configured service alone). Must run before TensorFlow starts its runtime."""
+    import tensorflow as tf
+
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    try:  # private API: if it ever moves, train with TensorFlow's default heartbeat timeout
+        from tensorflow.python.distribute import multi_worker_util
+        from tensorflow.python.eager import context
+
+        spec = resolver.cluster_spec()
+        jobs = [context.coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+                for job in ("chief", "worker") if job in spec.jobs]
+        context.context().configure_coordination_service(
+            service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+            heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_S * 1000, coordinated_jobs=jobs)
+    except (ImportError, AttributeError, TypeError) as error:
+        logger.warning("Could not set the workers' heartbeat timeout (%s); TensorFlow's default applies: a worker "
+                       "starved of CPU for seconds may be taken for dead.", error)
+    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+
+
 _MIRRORED_STRATEGIES: dict = {}
 
 
@@ -157,7 +186,7 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
         cluster = parse_tf_config(environ.get("TF_CONFIG"))
         if training_strategy and (reason := unsupported_reason(mode, training_strategy)):
             raise UserError(reason)
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = multi_worker_strategy()
         return _distributed(Distribution(strategy, DistributeInfo(mode, strategy.num_replicas_in_sync,
                                                                   len(cluster.workers)), cluster.is_chief),
                             batch_size, meta_batch_size)

@@ -12,10 +12,10 @@ worker copies what resuming reads into its temporary folder; all workers then wa
 other (`wait_for_every_worker`) before the chief writes anything, so no copy can catch a
 checkpoint half-replaced.
 
-A worker that dies: the others' next collective op fails within about half a minute (TensorFlow's
-coordination service misses its heartbeats, or the connection resets: measured 20-30 s on
-loopback) with an UnavailableError; `multi_worker_run` turns that into one ERROR line saying how
-to resume.
+A worker that dies: the others' next collective op fails with an UnavailableError, as soon as
+its connection resets (a killed process on loopback: about a second) or once TensorFlow's
+coordination service has missed its heartbeats for the heartbeat timeout (app/distribution.py;
+a machine that vanishes); `multi_worker_run` turns that into one ERROR line saying how to resume.
 """
 
 from __future__ import annotations
