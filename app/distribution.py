@@ -61,14 +61,18 @@ class Distribution:
 class ClusterTask:
     """The parts of TF_CONFIG metatune relies on."""
 
-    workers: tuple[str, ...]
+    workers: tuple[str, ...]  # every task's address, the chief's included
     task_type: str
     task_index: int
+    has_chief_task: bool = False  # the cluster names a "chief" besides its workers
 
     @property
     def is_chief(self) -> bool:
-        """Worker 0 writes the run directory (MultiWorkerMirroredStrategy's convention without a "chief" task)."""
-        return self.task_type == "chief" or (self.task_type == "worker" and self.task_index == 0)
+        """The one task that writes the run directory: the "chief" task, or worker 0 when there is none
+        (MultiWorkerMirroredStrategy's convention)."""
+        if self.has_chief_task:
+            return self.task_type == "chief"
+        return self.task_type == "worker" and self.task_index == 0
 
 
 def parse_tf_config(text: str | None) -> ClusterTask:
@@ -102,7 +106,7 @@ def parse_tf_config(text: str | None) -> ClusterTask:
     peers = cluster.get(task["type"], [])
     if index >= len(peers):
         raise bad(f'"task"."index" is {index} but "cluster"."{task["type"]}" lists {len(peers)} address(es)')
-    return ClusterTask(tuple(workers) + tuple(cluster.get("chief", [])), task["type"], index)
+    return ClusterTask(tuple(workers) + tuple(cluster.get("chief", [])), task["type"], index, bool(cluster.get("chief")))
 
 
 def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | None = None) -> None:

@@ -80,6 +80,15 @@ def test_malformed_tf_config_names_the_problem_and_the_value(text, problem):
 def test_tf_config_of_a_two_worker_cluster():
     task = parse_tf_config(json.dumps(TWO_WORKERS))
     assert task.workers == ("127.0.0.1:20001", "127.0.0.1:20002") and task.task_index == 1 and not task.is_chief
+    assert parse_tf_config(json.dumps(TWO_WORKERS | {"task": {"type": "worker", "index": 0}})).is_chief
+
+
+def test_with_a_chief_task_only_the_chief_writes_the_run():
+    cluster = {"chief": ["a:1"], "worker": ["b:2", "c:3"]}
+    roles = {(kind, index): parse_tf_config(json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}}))
+             for kind, index in (("chief", 0), ("worker", 0), ("worker", 1))}
+    assert [task.is_chief for task in roles.values()] == [True, False, False]
+    assert len(roles["chief", 0].workers) == 3
 
 
 def test_mirrored_with_one_device_runs_one_replica_and_says_so(caplog):
