@@ -182,9 +182,10 @@ class TrainConfig:
                                       default="0", accept_int=True)
     distribute: str = _help("Devices to train on: none (one device), mirrored (every GPU of this machine, or the "
                             "METATUNE_CPU_DEVICES logical CPUs), multi-worker (several machines, each started with "
-                            "its TF_CONFIG), or auto (mirrored when more than one GPU is visible, else none). mirrored "
-                            "trains linear and finetune; meta strategies and multi-worker are refused for now, auto "
-                            "then trains on one device (README, Scaling out).", default="auto")
+                            "its TF_CONFIG, the same command and --output on each; worker 0 writes the run), or auto "
+                            "(mirrored when more than one GPU is visible, else none). mirrored and multi-worker train "
+                            "linear and finetune; meta strategies are refused for now, auto then trains on one device "
+                            "(README, Scaling out).", default="auto")
     profile: bool = _help("Record a TensorFlow profiler trace of a few batches of the backbone pass (TensorBoard's "
                           "Profile tab; needs the tensorboard-plugin-profile package to view).", default=False)
 
@@ -239,6 +240,9 @@ class TrainConfig:
              "exclude_label_issues must be a number of files, auto or 0"),
             (self.refit in CHOICES["refit"], f"refit must be one of {list(CHOICES['refit'])}"),
             (self.distribute in CHOICES["distribute"], f"distribute must be one of {list(CHOICES['distribute'])}"),
+            (self.distribute != "multi-worker" or bool(self.output),
+             "distribute multi-worker needs --output RUN_DIR, the same on every worker (the default name carries "
+             "each worker's own start time)"),
             (self.source_stage in CHOICES["source_stage"],
              f"source_stage must be one of {list(CHOICES['source_stage'])}"),
             (self.target_head in CHOICES["target_head"], f"target_head must be one of {list(CHOICES['target_head'])}"),

@@ -7,14 +7,17 @@ global: `--batch-size` is split across the replicas (so it must be at least the 
 and each replica gets whole episodes of a meta-batch (so `--meta-batch-size` must divide
 evenly: splitting an episode's support set would break its prototypes).
 
-What runs under a strategy (DISTRIBUTED_STRATEGIES): `linear` and `finetune` under `mirrored`,
-through Keras' own fit()/predict(), whose built-in losses are averaged over the global batch.
-The meta strategies are refused under `mirrored`: their custom train_step computes its own loss
+What runs under a strategy (DISTRIBUTED_STRATEGIES): `linear` and `finetune`. Under `mirrored`
+through Keras' own fit()/predict(), whose built-in losses are averaged over the global batch;
+under `multi-worker` through metatune's own training step (app/distributed_loop.py), because
+Keras 3's fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585). Every worker
+runs the same command; only the chief (worker 0) writes the run directory (app/training.py).
+The meta strategies are refused under both: their custom train_step computes its own loss
 (Keras does not divide it by the replicas, so gradients would come out N times too large) and
-would need whole episodes per replica. `multi-worker` is refused for every strategy: Keras 3's
-fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so it needs metatune's
-own distributed step. Refusing says so in one message rather than silently training on one
-device; `auto` falls back to `none` for what cannot be mirrored (and says so).
+would need whole episodes per replica. Refusing says so in one message rather than silently
+training on one device; `auto` falls back to `none` for what cannot be mirrored (and says so).
+
+What a worker writes, and what a dead peer becomes: app/multi_worker.py.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from app.keras_uneven_batches import allow_uneven_first_batches
 logger = logging.getLogger(__name__)
 DISTRIBUTE_CHOICES = ("auto", "none", "mirrored", "multi-worker")
 # The training strategies app/training.py builds and trains under `Distribution.strategy`, per mode.
-DISTRIBUTED_STRATEGIES = {"mirrored": ("linear", "finetune"), "multi-worker": ()}
+DISTRIBUTED_STRATEGIES = {"mirrored": ("linear", "finetune"), "multi-worker": ("linear", "finetune")}
 TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                      '"task": {"type": "worker", "index": 0}}\'')
 
@@ -51,20 +54,25 @@ class DistributeInfo:
 class Distribution:
     strategy: object  # a tf.distribute.Strategy (the default one for "none")
     info: DistributeInfo
+    chief: bool = True  # this process writes the run directory (multi-worker: worker 0 only)
 
 
 @dataclass(frozen=True)
 class ClusterTask:
     """The parts of TF_CONFIG metatune relies on."""
 
-    workers: tuple[str, ...]
+    workers: tuple[str, ...]  # every task's address, the chief's included
     task_type: str
     task_index: int
+    has_chief_task: bool = False  # the cluster names a "chief" besides its workers
 
     @property
     def is_chief(self) -> bool:
-        """Worker 0 writes the run directory (MultiWorkerMirroredStrategy's convention without a "chief" task)."""
-        return self.task_type == "chief" or (self.task_type == "worker" and self.task_index == 0)
+        """The one task that writes the run directory: the "chief" task, or worker 0 when there is none
+        (MultiWorkerMirroredStrategy's convention)."""
+        if self.has_chief_task:
+            return self.task_type == "chief"
+        return self.task_type == "worker" and self.task_index == 0
 
 
 def parse_tf_config(text: str | None) -> ClusterTask:
@@ -98,7 +106,7 @@ def parse_tf_config(text: str | None) -> ClusterTask:
     peers = cluster.get(task["type"], [])
     if index >= len(peers):
         raise bad(f'"task"."index" is {index} but "cluster"."{task["type"]}" lists {len(peers)} address(es)')
-    return ClusterTask(tuple(workers) + tuple(cluster.get("chief", [])), task["type"], index)
+    return ClusterTask(tuple(workers) + tuple(cluster.get("chief", [])), task["type"], index, bool(cluster.get("chief")))
 
 
 def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | None = None) -> None:
@@ -111,6 +119,35 @@ def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | Non
         raise UserError(f"--meta-batch-size must be a multiple of the {replicas} replicas: each replica trains on "
                         f"whole episodes. Received: --meta-batch-size {meta_batch_size}. Pass "
                         f"--meta-batch-size {max(replicas, meta_batch_size - meta_batch_size % replicas)}.")
+
+
+# TensorFlow's default (10 s) declared a live but CPU-starved worker dead: two loopback workers on a
+# 2-core machine at load 40 both stopped mid-run with "tasks are unhealthy (stopped sending
+# heartbeats)". A dead process is still noticed at once (its connection resets).
+HEARTBEAT_TIMEOUT_S = 120
+
+
+def multi_worker_strategy():
+    """MultiWorkerMirroredStrategy from TF_CONFIG, its coordination service configured as the strategy
+    would configure it itself, but with HEARTBEAT_TIMEOUT_S (the strategy takes no such option; it
+    leaves an already configured service alone). Must run before TensorFlow starts its runtime."""
+    import tensorflow as tf
+
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    try:  # private API: if it ever moves, train with TensorFlow's default heartbeat timeout
+        from tensorflow.python.distribute import multi_worker_util
+        from tensorflow.python.eager import context
+
+        spec = resolver.cluster_spec()
+        jobs = [context.coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+                for job in ("chief", "worker") if job in spec.jobs]
+        context.context().configure_coordination_service(
+            service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+            heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_S * 1000, coordinated_jobs=jobs)
+    except (ImportError, AttributeError, TypeError) as error:
+        logger.warning("Could not set the workers' heartbeat timeout (%s); TensorFlow's default applies: a worker "
+                       "starved of CPU for seconds may be taken for dead.", error)
+    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
 
 
 _MIRRORED_STRATEGIES: dict = {}
@@ -132,12 +169,6 @@ def unsupported_reason(mode: str, training_strategy: str) -> str | None:
     """Why `--distribute mode` cannot train `--strategy training_strategy` (None: it can)."""
     if training_strategy in DISTRIBUTED_STRATEGIES.get(mode, (training_strategy,)):
         return None
-    if mode == "multi-worker":
-        return ("--distribute multi-worker is not supported yet: Keras 3's fit() fails under "
-                "MultiWorkerMirroredStrategy (keras-team/keras#20585), and metatune has no distributed training "
-                f"step of its own yet. Received: --distribute multi-worker --strategy {training_strategy}. What works: "
-                "--distribute mirrored (the GPUs of one machine) with --strategy linear or finetune, or "
-                "--distribute none.")
     return (f"--distribute {mode} does not support --strategy {training_strategy} yet: meta-learning computes its "
             "own loss in a custom training step, which under a strategy would need whole episodes per replica and "
             "a loss divided by the replicas, and metatune does not do that yet. "
@@ -155,6 +186,14 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
     environ = os.environ if environ is None else environ
     if mode not in DISTRIBUTE_CHOICES:
         raise UserError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}. Received: --distribute {mode!r}")
+    if mode == "multi-worker":  # before any device listing: the strategy must configure TensorFlow's runtime first
+        cluster = parse_tf_config(environ.get("TF_CONFIG"))
+        if training_strategy and (reason := unsupported_reason(mode, training_strategy)):
+            raise UserError(reason)
+        strategy = multi_worker_strategy()
+        return _distributed(Distribution(strategy, DistributeInfo(mode, strategy.num_replicas_in_sync,
+                                                                  len(cluster.workers)), cluster.is_chief),
+                            batch_size, meta_batch_size)
     gpus = tf.config.list_logical_devices("GPU")
     if mode == "auto":
         mode = "mirrored" if len(gpus) > 1 else "none"
@@ -164,28 +203,29 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
             mode = "none"
     if mode == "none":
         return Distribution(tf.distribute.get_strategy(), DistributeInfo("none", 1, 1))
-    if mode == "multi-worker":
-        cluster = parse_tf_config(environ.get("TF_CONFIG"))
     if training_strategy and (reason := unsupported_reason(mode, training_strategy)):
         raise UserError(reason)
-    if mode == "multi-worker":
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        workers = len(cluster.workers)
-    else:
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        if len(devices) == 1:
-            logger.warning("--distribute mirrored: only one device (%s) is visible, so training runs with 1 replica. "
-                           "Use a machine with several GPUs, or METATUNE_CPU_DEVICES=N to try N replicas on the CPU.",
-                           devices[0])
-        strategy = _mirrored_strategy(tuple(devices))
-        workers = 1
-    replicas = strategy.num_replicas_in_sync
-    if replicas > 1:
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(devices) == 1:
+        logger.warning("--distribute mirrored: only one device (%s) is visible, so training runs with 1 replica. "
+                       "Use a machine with several GPUs, or METATUNE_CPU_DEVICES=N to try N replicas on the CPU.",
+                       devices[0])
+    strategy = _mirrored_strategy(tuple(devices))
+    return _distributed(Distribution(strategy, DistributeInfo(mode, strategy.num_replicas_in_sync, 1)), batch_size,
+                        meta_batch_size)
+
+
+def _distributed(distribution: Distribution, batch_size: int, meta_batch_size: int | None) -> Distribution:
+    """`distribution`, once its batch sizes are checked against its replicas (and said in the log)."""
+    info = distribution.info
+    if info.replicas > 1:
         allow_uneven_first_batches()
-    check_batch_sizes(replicas, batch_size, meta_batch_size)
-    if batch_size % replicas:
+    check_batch_sizes(info.replicas, batch_size, meta_batch_size)
+    if batch_size % info.replicas:
         logger.warning("--batch-size %d is not a multiple of the %d replicas: the replicas get unequal shares of "
-                       "each batch (correct, but the larger share sets the pace).", batch_size, replicas)
+                       "each batch (correct, but the larger share sets the pace).", batch_size, info.replicas)
     logger.info("--distribute %s: %d replica(s) on %d worker(s); --batch-size %d is the global batch "
-                "(about %d per replica).", mode, replicas, workers, batch_size, -(-batch_size // replicas))
-    return Distribution(strategy, DistributeInfo(mode, replicas, workers))
+                "(about %d per replica).", info.strategy, info.replicas, info.workers, batch_size,
+                -(-batch_size // info.replicas))
+    return distribution
+

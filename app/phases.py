@@ -23,6 +23,7 @@ from app import tensorboard_logging as tb
 from app.checkpoint_state import CheckpointState, ResumePoint
 from app.checkpoints import Checkpoints, EpochCheckpoint, ResumableEarlyStopping, StopOnNaN
 from app.config import TrainConfig
+from app.distributed_loop import fit_with_own_step, needs_own_step
 from app.errors import UserError
 from app.progress import BatchProgress
 from data.augment import AugmentConfig, build_augmenter
@@ -187,9 +188,14 @@ def run_phase(context: PhaseContext, spec: PhaseSpec) -> PhaseResult:
         # fit() makes new iterators every epoch: none may carry the autotuning thread (see data/pipeline.py).
         train_ds = without_autotune_thread(spec.train_ds)
         val_ds = None if fixed_epochs else without_autotune_thread(spec.val_ds)
-        model.fit(train_ds, validation_data=val_ds, epochs=epoch_offset + max_epochs,
-                  initial_epoch=epoch_offset + completed, callbacks=callbacks, steps_per_epoch=spec.steps_per_epoch,
-                  class_weight=spec.class_weight, shuffle=False, verbose=0)  # datasets shuffle themselves, seeded
+        if needs_own_step(model):  # --distribute multi-worker: fit() fails there (app/distributed_loop.py)
+            fit_with_own_step(model, spec.compile.loss, train_ds, val_ds, epoch_offset + max_epochs,
+                              epoch_offset + completed, callbacks, spec.steps_per_epoch, spec.class_weight)
+        else:
+            model.fit(train_ds, validation_data=val_ds, epochs=epoch_offset + max_epochs,
+                      initial_epoch=epoch_offset + completed, callbacks=callbacks,
+                      steps_per_epoch=spec.steps_per_epoch, class_weight=spec.class_weight, shuffle=False,
+                      verbose=0)  # datasets shuffle themselves, seeded
     elif resume_best is not None and not fixed_epochs:
         model.set_weights(resume_best)
     if nan_guard.stopped_at:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ from app import tensorboard_logging as tb
 from app.distribution import DistributeInfo, resolve_distribution
 from app.data_report import build_data_report, build_manifest, format_data_report
 from app.errors import UserError
+from app.multi_worker import multi_worker_run
 from app.run_integrity import class_digest
 from app.run_lock import RunLock
 from app.run_metadata import RunMetadata
@@ -163,7 +165,12 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     # strategy's for --distribute none): backbone, head, phase 2, refit. fit() and predict() then
     # split each global batch across the replicas.
     with distribution.strategy.scope():
-        return _train_in_scope(config, resume_dir, locks, distribution.info, precision, started)
+        if distribution.info.strategy != "multi-worker":
+            return _train_in_scope(config, resume_dir, locks, distribution.info, precision, started)
+        # Only the chief writes the run directory; the others train the same in a folder they remove.
+        with multi_worker_run(config, resume_dir, distribution.chief, distribution.strategy) as worker:
+            result = _train_in_scope(worker.config, worker.resume_dir, locks, distribution.info, precision, started)
+        return dataclasses.replace(result, run_dir=worker.run_dir)
 
 
 def _train_in_scope(config: TrainConfig, resume_dir, locks: ExitStack, distribute: DistributeInfo, precision: str,

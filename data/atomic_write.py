@@ -12,6 +12,9 @@ Fault injection (tests/test_fault_injection.py): the environment variable METATU
 names one write boundary, counted from 1 in the order a process reaches them:
   kill@N     the process SIGKILLs itself right after boundary N is complete (what `kill -9`
              between two writes leaves behind)
+  kill@label=TEXT  ... right after the first boundary whose label contains TEXT (a point
+             named rather than counted: tests/test_multi_worker.py kills a worker after a
+             given checkpoint without a first run to count the boundaries)
   enospc@N   write N fails with OSError(ENOSPC) before anything is renamed into place (a full
              disk); a `boundary` with no write of its own (a deletion) cannot run out of space
              and completes as usual
@@ -35,15 +38,16 @@ FAULT_LOG_VARIABLE = "METATUNE_FAULT_LOG"
 _count = 0  # boundaries reached by this process
 
 
-def _fault() -> tuple[str, int] | None:
+def _fault() -> tuple[str, int | str] | None:
+    """(mode, boundary number or label text) of METATUNE_FAULT; None when unset."""
     spec = os.environ.get(FAULT_VARIABLE)
     if not spec:
         return None
-    mode, _, number = spec.partition("@")
-    return mode, int(number)
+    mode, _, where = spec.partition("@")
+    return (mode, where.removeprefix("label=")) if where.startswith("label=") else (mode, int(where))
 
 
-def _reach(label: str, path: Path) -> tuple[str, int] | None:
+def _reach(label: str, path: Path) -> tuple[str, int | str] | None:
     """Count one boundary, log it, and return the fault to inject here (None: none)."""
     global _count
     if not os.environ.get(FAULT_VARIABLE) and not os.environ.get(FAULT_LOG_VARIABLE):
@@ -53,7 +57,9 @@ def _reach(label: str, path: Path) -> tuple[str, int] | None:
         with open(log, "a", encoding="utf-8") as handle:
             handle.write(f"{_count}\t{label}\t{path}\n")
     fault = _fault()
-    return fault if fault and fault[1] == _count else None
+    if fault is None:
+        return None
+    return fault if (fault[1] in label if isinstance(fault[1], str) else fault[1] == _count) else None
 
 
 def _disk_full(path: Path) -> OSError:

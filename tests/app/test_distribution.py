@@ -37,15 +37,16 @@ def test_none_and_auto_on_one_device_train_as_before():
 
 
 @pytest.mark.parametrize("mode, strategy, says", [
-    ("multi-worker", "linear", ["--distribute multi-worker is not supported yet", "keras-team/keras#20585",
-                                "--distribute mirrored (the GPUs of one machine) with --strategy linear or finetune"]),
+    ("multi-worker", "reptile", ["--distribute multi-worker does not support --strategy reptile",
+                                 "--distribute multi-worker with --strategy linear or finetune"]),
     ("mirrored", "protonet", ["--distribute mirrored does not support --strategy protonet", "whole episodes per replica",
                               "Received: --distribute mirrored --strategy protonet", "--strategy linear or finetune"]),
     ("mirrored", "maml", ["does not support --strategy maml", "--distribute none with --strategy maml"]),
 ])
 def test_what_cannot_run_distributed_is_refused_with_one_error(tmp_path, capsys, monkeypatch, mode, strategy, says):
     monkeypatch.setenv("TF_CONFIG", json.dumps(TWO_WORKERS))
-    assert train.main([str(tmp_path), "--distribute", mode, "--strategy", strategy, "--meta-batch-size", "2"]) == 2
+    assert train.main([str(tmp_path), "--distribute", mode, "--strategy", strategy, "--meta-batch-size", "2",
+                       "--output", str(tmp_path / "run")]) == 2
     _one_error_line(capsys, *says)
     assert not any(tmp_path.iterdir())  # refused before any work
 
@@ -57,7 +58,7 @@ def test_auto_trains_meta_strategies_on_one_device():
 
 def test_multi_worker_without_tf_config_says_how_to_set_it(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert train.main([str(tmp_path), "--distribute", "multi-worker"]) == 2
+    assert train.main([str(tmp_path), "--distribute", "multi-worker", "--output", str(tmp_path / "run")]) == 2
     _one_error_line(capsys, "needs TF_CONFIG", "Received: TF_CONFIG unset", '"task": {"type": "worker"')
 
 
@@ -79,6 +80,15 @@ def test_malformed_tf_config_names_the_problem_and_the_value(text, problem):
 def test_tf_config_of_a_two_worker_cluster():
     task = parse_tf_config(json.dumps(TWO_WORKERS))
     assert task.workers == ("127.0.0.1:20001", "127.0.0.1:20002") and task.task_index == 1 and not task.is_chief
+    assert parse_tf_config(json.dumps(TWO_WORKERS | {"task": {"type": "worker", "index": 0}})).is_chief
+
+
+def test_with_a_chief_task_only_the_chief_writes_the_run():
+    cluster = {"chief": ["a:1"], "worker": ["b:2", "c:3"]}
+    roles = {(kind, index): parse_tf_config(json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}}))
+             for kind, index in (("chief", 0), ("worker", 0), ("worker", 1))}
+    assert [task.is_chief for task in roles.values()] == [True, False, False]
+    assert len(roles["chief", 0].workers) == 3
 
 
 def test_mirrored_with_one_device_runs_one_replica_and_says_so(caplog):
@@ -127,3 +137,10 @@ def test_mirrored_over_two_logical_cpus_matches_one_device_and_trains_runs():
     assert report["runs"] == {"linear": two_replicas, "finetune": two_replicas}, result.stderr[-3000:]
     assert "at least 2. Received: --batch-size 1" in report["too_small_batch"]
     assert "does not support --strategy protonet" in report["meta_refused"]
+
+
+def test_multi_worker_needs_the_same_output_on_every_worker(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps(TWO_WORKERS))
+    assert train.main([str(tmp_path), "--distribute", "multi-worker"]) == 2
+    _one_error_line(capsys, "distribute multi-worker needs --output RUN_DIR", "Received: distribute='multi-worker'")
+    assert not any(tmp_path.iterdir())

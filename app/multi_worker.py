@@ -1,0 +1,106 @@
+"""`--distribute multi-worker`: where each worker writes, and what a dead peer turns into.
+
+Every worker runs the same command with its own TF_CONFIG. Only the chief (worker 0) writes the
+run directory; every other worker runs the very same steps (the collective ops of training and
+prediction need every worker to issue them, in the same order) but writes into a temporary
+folder that it removes when it ends, in success or failure. A worker killed outright cannot
+remove its own: it is named in the log, under the system's temporary folder.
+
+`--resume RUN_DIR` reads the run's config.json and checkpoints, so every worker must see the
+chief's run directory at the same path (one machine, or a shared filesystem). A non-chief
+worker copies what resuming reads into its temporary folder; all workers then wait for each
+other (`wait_for_every_worker`) before the chief writes anything, so no copy can catch a
+checkpoint half-replaced.
+
+A worker that dies: the others' next collective op fails with an UnavailableError, as soon as
+its connection resets (a killed process on loopback: about a second) or once TensorFlow's
+coordination service has missed its heartbeats for the heartbeat timeout (app/distribution.py;
+a machine that vanishes); `multi_worker_run` turns that into one ERROR line saying how to resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from app import run_dir as rd
+from app.config import TrainConfig
+from app.errors import UserError
+
+logger = logging.getLogger(__name__)
+# What a collective op raises when a peer worker is gone (heartbeats missed, connection reset, aborted).
+PEER_FAILURES = ("UnavailableError", "DeadlineExceededError", "AbortedError", "CancelledError")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerRun:
+    """What this worker trains with: its config and resume folder (its own, for a non-chief worker),
+    and the run directory the job writes (the chief's), which the worker reports."""
+
+    config: TrainConfig
+    resume_dir: Path | None
+    run_dir: Path
+
+
+def peer_failure(error: BaseException, run_dir: Path) -> UserError | None:
+    """The ERROR for a worker whose peer died (None: `error` is something else)."""
+    if type(error).__name__ not in PEER_FAILURES:
+        return None
+    text = str(error).strip()
+    first_line = text.splitlines()[0][:300] if text else ""
+    return UserError(f"--distribute multi-worker: another worker stopped or became unreachable, so this one cannot go "
+                     f"on ({type(error).__name__}: {first_line}). The chief keeps the last completed epoch's "
+                     f"checkpoint in {run_dir}. Start every worker again with its TF_CONFIG and: python train.py "
+                     f"--resume {run_dir}")
+
+
+def wait_for_every_worker(strategy) -> None:
+    """A barrier: returns once every worker of `strategy` has called it (one tiny all-reduce)."""
+    import tensorflow as tf
+
+    def one():
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.constant(1.0))
+
+    tf.function(lambda: strategy.run(one))()
+
+
+@contextmanager
+def multi_worker_run(config: TrainConfig, resume_dir, chief: bool, strategy) -> Iterator[WorkerRun]:
+    """This worker's side of a multi-worker run (see the module docstring); peer failures raised
+    inside become one UserError."""
+    # config.validate() made sure of --output: the default name carries each worker's own start time.
+    run_dir = Path(resume_dir if resume_dir is not None else config.output)
+    scratch = None if chief else Path(tempfile.mkdtemp(prefix="metatune-worker-"))
+    try:
+        if scratch is None:
+            worker = WorkerRun(config, None if resume_dir is None else Path(resume_dir), run_dir)
+        else:
+            logger.info("Non-chief worker: the chief (worker 0) writes %s; this worker writes into %s and removes it "
+                        "at the end.", run_dir, scratch)
+            worker = _scratch_run(config, resume_dir, run_dir, scratch / "run")
+        wait_for_every_worker(strategy)  # every copy made before the chief writes anything
+        yield worker
+    except Exception as error:
+        if (failure := peer_failure(error, run_dir)) is not None:
+            raise failure from None
+        raise
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _scratch_run(config: TrainConfig, resume_dir, run_dir: Path, scratch_run: Path) -> WorkerRun:
+    """A non-chief worker's run: a new folder, or a copy of what resuming `resume_dir` reads."""
+    if resume_dir is None:
+        return WorkerRun(dataclasses.replace(config, output=str(scratch_run)), None, run_dir)
+    if not (run_dir / rd.INCOMPLETE_MARKER).exists():  # the chief says why (finished, missing): this one just follows
+        raise UserError(f"--resume {run_dir}: this worker does not see an unfinished run there, and a non-chief "
+                        "worker resumes from the chief's checkpoints at the same path (one machine or a shared "
+                        f"filesystem). Received: --resume {run_dir}")
+    shutil.copytree(run_dir, scratch_run, ignore=shutil.ignore_patterns(rd.LOCK_FILE, rd.LOGS_DIR))
+    return WorkerRun(dataclasses.replace(config, output=str(scratch_run)), scratch_run, run_dir)
