@@ -18,7 +18,8 @@ from PIL import Image  # noqa: E402
 # The files that take longest (minutes: every write boundary of a run killed and resumed), run
 # first: with `make test`'s two workers (pytest-xdist, one file per worker at a time) a long file
 # handed out last would keep one worker busy alone at the end.
-LONGEST_FILES_FIRST = ("test_fault_injection.py", "test_finetune_and_resume.py", "test_meta_strategies.py")
+LONGEST_FILES_FIRST = ("test_fault_injection.py", "test_finetune_and_resume.py", "test_multi_worker.py",
+                       "test_meta_strategies.py")
 
 
 def pytest_collection_modifyitems(items):
