@@ -759,7 +759,7 @@ def render_investigation(investigation: dict, meta: dict) -> list[str]:
         f"Bar: MAML, FOMAML and Reptile each ≥ {100 * GRADIENT_BAR:.0f}% at 5-way 1-shot (conv4_gray from scratch, "
         "inductive BatchNorm) with at most 30 minutes of meta-training on 2 cores. Budget = meta steps run × time per "
         "meta step at idle speed (the lower of the run's own median and the median of the main table's run doing the "
-        "same work per step, measured on a quiet machine); the run's own median and the machine's median 1-minute "
+        "same work per step); the run's own median and the machine's median 1-minute "
         "load during it are shown beside it (a shared machine stretches the wall time, not the work). Every run: "
         "5-way 1-shot test episodes as above, checkpoint kept by 1-shot meta-val accuracy; rows \"same weights\" "
         "re-test the kept weights with another number of test-time inner steps (chosen after the fact on the test "
