@@ -17,7 +17,7 @@ disjoint meta-test alphabets, 5-way 1-shot and 5-way 5-shot, 15 queries per clas
 
 Every training/evaluation runs in its own subprocess (peak RSS = its VmHWM).
 
-    .venv/bin/python bench/bench_fewshot.py                   # full: 600 test episodes (about 22 min on 2 cores)
+    .venv/bin/python bench/bench_fewshot.py                   # full: 600 test episodes (about 70 min on 2 cores, 45 of them the investigation)
     .venv/bin/python bench/bench_fewshot.py --quick           # 50 test episodes, few meta steps (about 3 min)
     .venv/bin/python bench/bench_fewshot.py --output section.md --json raw.json
     .venv/bin/python bench/bench_fewshot.py --from-json raw.json --output section.md   # re-render only
