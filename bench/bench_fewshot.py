@@ -17,7 +17,7 @@ disjoint meta-test alphabets, 5-way 1-shot and 5-way 5-shot, 15 queries per clas
 
 Every training/evaluation runs in its own subprocess (peak RSS = its VmHWM).
 
-    .venv/bin/python bench/bench_fewshot.py                   # full: 600 test episodes (about 22 min on 2 cores)
+    .venv/bin/python bench/bench_fewshot.py                   # full: 600 test episodes (about 70 min on 2 cores, 45 of them the investigation)
     .venv/bin/python bench/bench_fewshot.py --quick           # 50 test episodes, few meta steps (about 3 min)
     .venv/bin/python bench/bench_fewshot.py --output section.md --json raw.json
     .venv/bin/python bench/bench_fewshot.py --from-json raw.json --output section.md   # re-render only
@@ -54,7 +54,6 @@ ALGORITHMS = ("protonet", "reptile", "fomaml", "maml")
 # meta-val episodes are scored every "eval_every" steps and the best weights kept.
 FULL = {
     "test_episodes": 600, "val_episodes": 60, "eval_every": 250, "recipe_own_eval_episodes": 200,
-    "library_eval_episodes": 50,
     "protonet": {"train_ways": 20, "train_queries": 5, "tasks": 1, "steps": 1000, "learning_rate": 1e-3},
     # Reptile trains on 10-shot tasks whatever the test shots (as in the Reptile paper): one run, tested at 1 and 5 shots.
     "reptile": {"train_shots": 10, "train_queries": 1, "tasks": 4, "steps": 500, "inner_steps": 5, "inner_batch_size": 10,
@@ -68,7 +67,6 @@ FULL = {
 }
 QUICK = {  # checks the whole benchmark end to end in under 3 minutes (the largest part of `make bench-quick`)
     "test_episodes": 30, "val_episodes": 5, "eval_every": 25, "recipe_own_eval_episodes": 10,
-    "library_eval_episodes": 5,
     "protonet": FULL["protonet"] | {"steps": 50},
     "reptile": FULL["reptile"] | {"steps": 25},
     "fomaml": FULL["fomaml"] | {"steps": 25},
@@ -78,11 +76,38 @@ QUICK = {  # checks the whole benchmark end to end in under 3 minutes (the large
 }
 SMOKE = {  # development only: seconds per job
     "test_episodes": 20, "val_episodes": 10, "eval_every": 10, "recipe_own_eval_episodes": 20,
-    "library_eval_episodes": 10,
     "protonet": FULL["protonet"] | {"steps": 20}, "reptile": FULL["reptile"] | {"steps": 20},
     "fomaml": FULL["fomaml"] | {"steps": 20}, "maml": FULL["maml"] | {"steps": 20},
     "pretrain": FULL["pretrain"] | {"epochs": 1}, "recipe": {"meta_iters": 20},
 }
+# The gradient learners' investigation (issue: >= 90% at 5-way 1-shot within 30 min of meta-training on
+# 2 cores, or what was tried, with numbers): longer runs of each learner, 5-way 1-shot only, selected
+# on 1-shot meta-val, every `INVESTIGATION_EVAL_EVERY` steps; `also_eval_steps` re-tests the kept
+# weights with other numbers of test-time inner steps. Steps: what the 2026-12-05 runs reached under
+# their wall-time limits on a loaded shared machine (all far inside 30 min at idle speed, see the
+# section's budget column); Reptile's meta step decays over its 12,000 planned steps, it stopped at 3,500.
+INVESTIGATION_EVAL_EVERY = 500
+INVESTIGATION = {
+    "maml": {"algorithm": "maml", "config": {
+        "train_queries": 5, "tasks": 4, "steps": 3500, "inner_steps": 1, "inner_learning_rate": 0.2,
+        "learning_rate": 1e-3, "eval_steps": 3, "also_eval_steps": [1, 5, 10]}},
+    "maml_head": {"algorithm": "maml", "config": {
+        "adapt": "head", "train_queries": 5, "tasks": 4, "steps": 7500, "inner_steps": 5, "inner_learning_rate": 0.4,
+        "learning_rate": 1e-3, "eval_steps": 10, "also_eval_steps": [5, 20]}},
+    "maml_transductive": {"algorithm": "maml", "config": {
+        "train_queries": 5, "tasks": 4, "steps": 2500, "inner_steps": 1, "inner_learning_rate": 0.4,
+        "learning_rate": 1e-3, "eval_steps": 3, "also_eval_steps": [1, 5, 10], "transductive": True}},
+    "fomaml": {"algorithm": "fomaml", "config": {
+        "train_queries": 5, "tasks": 4, "steps": 3500, "inner_steps": 5, "inner_learning_rate": 0.1,
+        "learning_rate": 1e-3, "eval_steps": 10, "also_eval_steps": [5, 20]}},
+    "reptile": {"algorithm": "reptile", "test_shots": [1, 5], "config": {
+        "train_shots": 10, "train_queries": 1, "tasks": 4, "steps": 12000, "inner_steps": 5, "inner_batch_size": 10,
+        "inner_learning_rate": 0.2, "meta_learning_rate": 1.0, "eval_steps": 10, "also_eval_steps": [5, 20, 50]}},
+}
+FULL |= {"investigation": INVESTIGATION, "investigation_eval_every": INVESTIGATION_EVAL_EVERY}
+QUICK["investigation"] = {name: spec | {"config": spec["config"] | {"steps": 25, "also_eval_steps": spec["config"]["also_eval_steps"][:1]}}
+                          for name, spec in INVESTIGATION.items() if name in ("maml", "reptile")}
+SMOKE["investigation"] = {name: spec | {"config": spec["config"] | {"steps": 20}} for name, spec in QUICK["investigation"].items()}
 TRAINED_ONCE = {"reptile"}  # one meta-training run tested at every shot setting
 # The Keras example's hyperparameters (keras.io/examples/vision/reptile, Keras 3 version).
 RECIPE = {"learning_rate": 0.003, "meta_step_size": 0.25, "inner_batch_size": 25, "eval_batch_size": 25,
@@ -120,57 +145,27 @@ def episode_arrays(x, episode):
     return x[episode.support_index], episode.support_labels, x[episode.query_index], episode.query_labels
 
 
-def make_predictor(learner, eval_steps: int | None = None, support_statistics: bool = True):
-    """tf.function (support_x, support_y, query_x) -> query logits for one 5-way task.
+def make_predictor(learner, eval_steps: int | None = None):
+    """tf.function (support_x, support_y, query_x) -> query logits of one 5-way episode.
 
-    ProtoNet: `task_loss_and_logits` at inference (what its test_step does), through a
-    5-way twin sharing the embedding when it was meta-trained with more ways (its
-    prototypes are computed for `ways` labels, so it must not score 5-way episodes itself).
-
-    Gradient learners: `eval_steps` inner SGD steps (the learner's inner learning rate, its
-    adapted variables, the whole support) from the meta-learned weights, then the query
-    with BatchNorm's moving statistics. `support_statistics=True`: the support passes
-    normalise with the support's own batch statistics, as they do in meta-training
-    (`train_step`), and write nothing back; still inductive (every query is classified on
-    its own). False: `adapt_params` of the library, which does the same BatchNorm-wise
-    (it used to adapt with the moving statistics and diverged, see bench/README.md) but
-    takes Reptile's minibatches instead of the whole support.
+    The library's own evaluation path, `MetaLearner.episode_logits` (what `evaluate.py
+    --episodes` runs): ProtoNet forms 5 prototypes whatever the ways it was meta-trained
+    with; the gradient learners adapt from the meta-learned weights with their own inner
+    loop (`adapt_params`: inner learning rate, adapted variables, BatchNorm on the support's
+    batch statistics, nothing written back; Reptile on its inner minibatches), for
+    `eval_steps` steps (`eval_inner_steps`; None: the training `inner_steps`), then classify
+    the query with BatchNorm's moving statistics (inductive; the query batch's own statistics
+    if the learner is transductive).
     """
     import tensorflow as tf
 
-    from models.meta import GradientMetaLearner, ProtoNet, cross_entropy
+    from models.meta import GradientMetaLearner
 
-    if isinstance(learner, ProtoNet):
-        twin = learner if learner.ways == WAYS else ProtoNet(learner.embedding, WAYS, transductive=learner.transductive)
-
-        @tf.function(reduce_retracing=True)
-        def predict(support_x, support_y, query_x):
-            query_y = tf.zeros(tf.shape(query_x)[:1], tf.int32)
-            return twin.task_loss_and_logits(twin.read_params(), support_x, support_y, query_x, query_y, False)[1]
-
-        return predict
-    assert isinstance(learner, GradientMetaLearner)
-    steps = int(eval_steps or learner.inner_steps)
-    indices = learner.adapted_indices
-
-    @tf.function(reduce_retracing=True)
-    def predict(support_x, support_y, query_x):
-        params = learner.read_params()
-        if not support_statistics:
-            fast, _ = learner.adapt_params(params, support_x, support_y, training=False, first_order=True, steps=steps)
-            return learner.logits(fast, query_x, training=learner.transductive)
-        fast = list(params)
-        for _ in range(steps):
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                watched = [fast[i] for i in indices]
-                tape.watch(watched)
-                loss = cross_entropy(support_y, learner.logits(fast, support_x, training=True, update_state=False))
-            grads = tape.gradient(loss, watched, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            for i, grad in zip(indices, grads):
-                fast[i] = fast[i] - learner.inner_learning_rate * grad
-        return learner.logits(fast, query_x, training=learner.transductive)
-
-    return predict
+    if isinstance(learner, GradientMetaLearner):
+        learner.eval_inner_steps = eval_steps
+    return tf.function(lambda support_x, support_y, query_x: learner.episode_logits(support_x, support_y, query_x,
+                                                                                     ways=WAYS),
+                       reduce_retracing=True)
 
 
 def episode_accuracies(predict, x, episodes) -> list[float]:
@@ -203,8 +198,12 @@ def timer_callback():
     return StepTimer()
 
 
-def best_on_validation(predict, x, episodes, every: int):
-    """Callback: score the meta-val episodes every `every` steps (one fit epoch), keep the best weights."""
+def best_on_validation(predict, x, episodes, every: int, time_limit_s: float | None = None):
+    """Callback: score the meta-val episodes every `every` steps (one fit epoch), keep the best weights.
+
+    time_limit_s: stop training at the first validation after this much wall time (a long run
+    on a shared machine ends on time; the steps actually run are reported).
+    """
     import keras
     import numpy as np
 
@@ -212,16 +211,23 @@ def best_on_validation(predict, x, episodes, every: int):
         def __init__(self):
             super().__init__()
             self.history, self.best, self.best_step, self.weights, self.seconds = [], -1.0, 0, None, 0.0
+            self.started, self.stopped_at, self.load = time.perf_counter(), None, []
 
         def on_epoch_end(self, epoch, logs=None):
             started = time.perf_counter()
             accuracy = float(np.mean(episode_accuracies(predict, x, episodes)))
             step = (epoch + 1) * every
+            self.load.append(os.getloadavg()[0])  # the machine may be shared: the 1-minute load beside the timings
             self.history.append({"step": step, "val_accuracy": accuracy, "train_accuracy": float(logs.get("accuracy", np.nan)),
                                  "train_loss": float(logs.get("loss", np.nan))})
             if accuracy > self.best:
                 self.best, self.best_step, self.weights = accuracy, step, self.model.get_weights()
             self.seconds += time.perf_counter() - started
+            # Progress on stderr (a long run is watched with the worker's log; the parent keeps its tail).
+            print(f"step {step}: meta-val {100 * accuracy:.1f}% (best {100 * self.best:.1f}% at {self.best_step}), "
+                  f"train accuracy {100 * float(logs.get('accuracy', np.nan)):.1f}%", file=sys.stderr, flush=True)
+            if time_limit_s is not None and time.perf_counter() - self.started > time_limit_s:
+                self.model.stop_training, self.stopped_at = True, step
 
         def on_train_end(self, logs=None):
             if self.weights is not None:
@@ -281,10 +287,12 @@ def worker_meta(params: dict) -> dict:
     train_shots = cfg.get("train_shots", shots)
     kwargs = {}
     if algorithm != "protonet":
-        kwargs = {"adapt": "all", "inner_learning_rate": cfg["inner_learning_rate"], "inner_steps": cfg["inner_steps"]}
+        kwargs = {"adapt": cfg.get("adapt", "all"), "inner_learning_rate": cfg["inner_learning_rate"], "inner_steps": cfg["inner_steps"]}
     if algorithm == "reptile":
         kwargs |= {"inner_batch_size": cfg.get("inner_batch_size"), "seed": params.get("seed", 0)}
-    learner = build_meta_learner(algorithm, embedding, train_ways, **kwargs)
+    # transductive: queries normalised with their own batch statistics (the original MAML setting);
+    # measured beside the inductive default to show what BatchNorm's mode costs.
+    learner = build_meta_learner(algorithm, embedding, train_ways, transductive=bool(cfg.get("transductive", False)), **kwargs)
     memory = None
     if algorithm == "maml":
         memory = learner.check_memory((train_ways * train_shots, size, size, 3),
@@ -296,7 +304,8 @@ def worker_meta(params: dict) -> dict:
         optimizer = keras.optimizers.SGD(learning_rate=schedule)
     else:
         optimizer = keras.optimizers.Adam(learning_rate=cfg["learning_rate"])
-    learner.compile(optimizer=optimizer)
+    # XLA (jit_compile) fuses the many small ops of a conv4 inner loop; measured per setting.
+    learner.compile(optimizer=optimizer, jit_compile=bool(cfg.get("jit_compile", False)))
 
     sampler = EpisodeSampler(train_y, ways=train_ways, shots=train_shots, queries=cfg["train_queries"], seed=TRAIN_SEED)
     batches = array_meta_batches(sampler, train_x, tasks_per_batch=cfg["tasks"])
@@ -305,7 +314,7 @@ def worker_meta(params: dict) -> dict:
     every = min(params["eval_every"], cfg["steps"])
     if cfg["steps"] % every:
         raise ValueError(f"steps ({cfg['steps']}) must be a multiple of eval_every ({every})")
-    timer, best = timer_callback(), best_on_validation(predict, val_x, val_episodes, every)
+    timer, best = timer_callback(), best_on_validation(predict, val_x, val_episodes, every, cfg.get("time_limit_s"))
     started = time.perf_counter()
     learner.fit(batches, steps_per_epoch=every, epochs=cfg["steps"] // every, callbacks=[timer, best], verbose=0)
     wall = time.perf_counter() - started
@@ -317,22 +326,18 @@ def worker_meta(params: dict) -> dict:
         mean, ci = ci95(accuracies)
         tests[str(test_shots)] = {"accuracy": mean, "ci95": ci, "episodes": len(accuracies), "per_episode": accuracies,
                                   "test_eval_s": time.perf_counter() - started}
-    # The library's own evaluation path (test_step via evaluate(): support passes with BN's moving
-    # statistics) on the first test episodes, for the gradient learners (5-way heads).
-    library_eval = {}
-    if algorithm != "protonet":
-        for test_shots in params.get("test_shots", [shots]):
-            count = min(params["library_eval_episodes"], params["test_episodes"])
-            episodes = array_meta_batches(test_sampler(test_y, test_shots), test_x, tasks_per_batch=1, steps=count)
-            logs = learner.evaluate(episodes, verbose=0, return_dict=True)
-            library_eval[str(test_shots)] = {"accuracy": float(logs["accuracy"]), "loss": float(logs["loss"]),
-                                             "episodes": count}
+    # The same meta-learned weights adapted with other numbers of test-time inner steps.
+    by_eval_steps = {}
+    for steps in cfg.get("also_eval_steps", []):
+        accuracies = episode_accuracies(make_predictor(learner, steps), test_x,
+                                        test_sampler(test_y, shots).episodes(params["test_episodes"]))
+        by_eval_steps[str(steps)] = dict(zip(("accuracy", "ci95"), ci95(accuracies))) | {"per_episode": accuracies}
     main_test = tests[str(shots)]
     return {
         "algorithm": algorithm, "shots": shots, "network": params.get("network", "conv4_gray"), "config": cfg,
         "accuracy": main_test["accuracy"], "ci95": main_test["ci95"], "episodes": main_test["episodes"],
-        "tests": tests, "library_evaluate": library_eval,
-        "best_step": best.best_step, "best_val_accuracy": best.best, "val_history": best.history,
+        "tests": tests, "tests_by_eval_steps": by_eval_steps,
+        "stopped_by_time_limit_at": best.stopped_at, "load_1min": best.load, "best_step": best.best_step, "best_val_accuracy": best.best, "val_history": best.history,
         "val_eval_s": best.seconds, "fit_wall_s": wall, "meta_steps": len(timer.times),
         "train_episode": {"ways": train_ways, "shots": train_shots, "queries": cfg["train_queries"]},
         "maml_memory_estimate_bytes": memory, "transductive": learner.transductive,
@@ -628,7 +633,7 @@ def recipe_equivalent_config(meta_iters: int) -> dict:
 
 def run_all(cfg: dict, folder: str, only: set | None, log) -> dict:
     common = {"data": folder, "test_episodes": cfg["test_episodes"], "val_episodes": cfg["val_episodes"],
-              "eval_every": cfg["eval_every"], "library_eval_episodes": cfg["library_eval_episodes"]}
+              "eval_every": cfg["eval_every"]}
     results = {"meta": {}, "recipe_side_by_side": {}}
 
     def wanted(name):
@@ -651,6 +656,15 @@ def run_all(cfg: dict, folder: str, only: set | None, log) -> dict:
             log(f"{algorithm} 5-way {shots}-shot")
             results["meta"][f"{algorithm}/{shots}"] = run_worker(
                 "meta", common | {"algorithm": algorithm, "shots": shots, "config": cfg[algorithm]})
+    if wanted("investigation"):
+        results["investigation"] = {}
+        for name, spec in cfg["investigation"].items():
+            conf = spec["config"]
+            every = min(cfg.get("investigation_eval_every", cfg["eval_every"]), conf["steps"])
+            log(f"investigation: {name}, 5-way 1-shot, {conf['steps']} meta steps")
+            results["investigation"][name] = run_worker(
+                "meta", common | {"algorithm": spec["algorithm"], "shots": 1, "test_shots": spec.get("test_shots", [1]),
+                                  "config": conf, "eval_every": every})
     if wanted("recipe"):
         meta_iters = cfg["recipe"]["meta_iters"]
         log(f"Keras Reptile recipe ({meta_iters} meta iterations)")
@@ -710,10 +724,99 @@ def describe(algorithm: str, c: dict) -> str:
     if algorithm == "reptile":
         return (f"one run tested at 1 and 5 shots (selected on 5-shot meta-val): {c['tasks']} tasks/step of 5-way "
                 f"{c['train_shots']}-shot; {inner}, batches of {c['inner_batch_size']}); meta step "
-                f"{c['meta_learning_rate']:g}→0 linearly (SGD on θ−φ); {c['eval_steps']} full-support steps at test")
+                f"{c['meta_learning_rate']:g}→0 linearly (SGD on θ−φ); {c['eval_steps']} steps at test")
     order = "second order" if algorithm == "maml" else "first order"
     return (f"{c['tasks']} tasks/step of 5-way test-shots with {c['train_queries']} queries/class, {order}, {inner}, "
             f"whole support), all layers adapted; Adam {c['learning_rate']:g}; {c['eval_steps']} steps at test")
+
+
+GRADIENT_BAR, BUDGET_S = 0.90, 30 * 60  # the issue's bar: >= 90% 5-way 1-shot within 30 min of meta-training
+SAME_WORK = ("tasks", "inner_steps", "train_queries", "train_shots", "inner_batch_size", "adapt")  # what sets a step's cost
+
+
+def idle_step_s(run: dict, meta: dict) -> float:
+    """Time per meta step at idle speed: the lower of the run's own median and that of a main-table
+    run of the same learner doing the same work per step (its meta-training ran on a quiet machine)."""
+    same = [other["step_s_median"] for other in meta.values() if other["algorithm"] == run["algorithm"]
+            and all(other["config"].get(k) == run["config"].get(k) for k in SAME_WORK)
+            and (other["algorithm"] == "reptile" or other["shots"] == run["shots"])]
+    # "idle_step_s": an estimate stored with the run when no same-work run was measured idle (the JSON says how).
+    return min([run["step_s_median"], *same, *([run["idle_step_s"]] if run.get("idle_step_s") else [])])
+
+
+def bn_mode(run: dict) -> str:
+    return "transductive" if run.get("transductive") else "inductive"
+
+
+def render_investigation(investigation: dict, meta: dict) -> list[str]:
+    """The gradient learners at 5-way 1-shot: every setting tried, its budget, and the verdict per learner."""
+    if not investigation:
+        return []
+    lines = [
+        "",
+        "### Gradient learners at 5-way 1-shot: longer training within a 30-minute budget",
+        "",
+        f"Bar: MAML, FOMAML and Reptile each ≥ {100 * GRADIENT_BAR:.0f}% at 5-way 1-shot (conv4_gray from scratch, "
+        "inductive BatchNorm) with at most 30 minutes of meta-training on 2 cores. Budget = meta steps run × time per "
+        "meta step at idle speed (the lower of the run's own median and the median of the main table's run doing the "
+        "same work per step); the run's own median and the machine's median 1-minute "
+        "load during it are shown beside it (a shared machine stretches the wall time, not the work). Every run: "
+        "5-way 1-shot test episodes as above, checkpoint kept by 1-shot meta-val accuracy; rows \"same weights\" "
+        "re-test the kept weights with another number of test-time inner steps (chosen after the fact on the test "
+        "episodes, so they say how much test-time steps matter, not a selected result). The first rows are the main "
+        "table's 500-step runs.",
+        "",
+        "| run | learner | adapts | BatchNorm | inner lr | inner steps (train / test) | tasks / step | meta steps (best at) "
+        "| meta-val 1-shot | 5-way 1-shot | time / step here (load) | budget at idle speed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def row(label, run, test, with_training=True):
+        c = run["config"]
+        order = {"maml": "MAML (second order)", "fomaml": "FOMAML (first order)", "reptile": "Reptile"}[run["algorithm"]]
+        adapts = {"all": "all layers", "head": "head (ANIL)"}.get(c.get("adapt", "all"), str(c.get("adapt")))
+        inner = f"{c['inner_steps']} / {c['eval_steps']}" + (f" (batches of {c['inner_batch_size']})" if c.get("inner_batch_size") else "")
+        if not with_training:
+            return f"| {label} | {order} | {adapts} | {bn_mode(run)} | {c['inner_learning_rate']:g} | {inner} | | | | {fmt_acc(test)} | | |"
+        load = run.get("load_1min") or []
+        here = fmt_ms(run["step_s_median"]) + (f" ({statistics.median(load):.1f})" if load else "")
+        budget = run["meta_steps"] * idle_step_s(run, meta)
+        val = f"{100 * run['best_val_accuracy']:.1f}" + ("" if run["shots"] == 1 else f" ({run['shots']}-shot)")
+        return (f"| {label} | {order} | {adapts} | {bn_mode(run)} | {c['inner_learning_rate']:g} | {inner} | {run['tasks_per_step']} | "
+                f"{run['meta_steps']} ({run['best_step']}) | {val} | {fmt_acc(test)} | {here} | {budget / 60:.1f} min |")
+
+    for algorithm in ("maml", "fomaml", "reptile"):
+        run = runs_of(meta, algorithm).get(1)
+        if run:
+            lines.append(row(f"main table, {algorithm}", run, test_of(run, 1)))
+    for name, run in investigation.items():
+        lines.append(row(name, run, test_of(run, 1)))
+        for steps, test in sorted(run.get("tests_by_eval_steps", {}).items(), key=lambda kv: int(kv[0])):
+            c = run["config"] | {"eval_steps": int(steps)}
+            lines.append(row(f"{name}, same weights", run | {"config": c}, test, with_training=False))
+    lines += ["", "Meta-val 1-shot accuracy (%) along each run, every "
+              f"{investigation[next(iter(investigation))]['val_history'][0]['step']} meta steps:", ""]
+    for name, run in investigation.items():
+        curve = ", ".join(f"{h['step']}: {100 * h['val_accuracy']:.1f}" for h in run["val_history"])
+        stopped = f" (stopped by its time limit at {run['stopped_by_time_limit_at']})" if run.get("stopped_by_time_limit_at") else ""
+        lines.append(f"- {name}{stopped}: {curve}.")
+    lines += ["", "Verdicts (inductive runs selected on 1-shot meta-val; per learner the run with the best meta-val "
+              "accuracy within the budget, and its test accuracy with the test-time steps it was selected with):", ""]
+    for algorithm in ("maml", "fomaml", "reptile"):
+        candidates = [run for run in [*investigation.values(), runs_of(meta, algorithm).get(1)]
+                      if run and run["algorithm"] == algorithm and not run.get("transductive") and run["shots"] == 1
+                      and run["meta_steps"] * idle_step_s(run, meta) <= BUDGET_S]
+        if not candidates:
+            continue
+        run = max(candidates, key=lambda r: r["best_val_accuracy"])
+        test = test_of(run, 1)
+        budget = run["meta_steps"] * idle_step_s(run, meta) / 60
+        gap = 100 * (GRADIENT_BAR - test["accuracy"])
+        adapts = "the head only (ANIL)" if run["config"].get("adapt") == "head" else "all layers"
+        lines.append(f"- {algorithm}, adapting {adapts}, 5-way 1-shot: {fmt_acc(test)} after {run['meta_steps']} meta steps "
+                     f"({budget:.0f} min at idle speed) — " + ("**pass** (≥ 90%)." if gap <= 0 else
+                                                               f"**miss** by {gap:.1f} points (bar ≥ 90%)."))
+    return lines
 
 
 def render(data: dict) -> str:
@@ -730,12 +833,15 @@ def render(data: dict) -> str:
         + ", ".join(f"{s.replace('meta_', 'meta-')} {len(manifest['splits'][s])} alphabets / {manifest['split_classes'][s]} classes"
                     for s in ("meta_train", "meta_val", "meta_test")) + ".  ",
         f"Meta-test alphabets: {', '.join(manifest['splits']['meta_test'])}.  ",
+        *[f"{note}  " for note in data.get("notes", [])],  # provenance of results merged from several runs
         f"Protocol: 5-way, 1 and 5 shots, {QUERIES} queries per class, the same {cfg['test_episodes']} meta-test "
         f"episodes for every method (`EpisodeSampler(seed={TEST_SEED} + shots)`, episodes 0..{cfg['test_episodes'] - 1}); "
         f"mean accuracy ± 95% CI (1.96·std/√episodes), in %. Model selection: the best of the checkpoints taken every "
         f"{cfg['eval_every']} meta steps, scored on {cfg['val_episodes']} fixed meta-val episodes. Inductive BatchNorm "
-        "(queries always use the moving statistics; no query sees another). Gradient learners adapt at test time with "
-        "the support's own batch statistics, as in their meta-training steps (see the note below the table). "
+        "(queries always use the moving statistics; no query sees another). Every learner is scored through the "
+        "library's own evaluation path, `MetaLearner.episode_logits` (what `evaluate.py --episodes` runs): the gradient "
+        "learners adapt with their own inner loop (support passes on the support's batch statistics, nothing written "
+        "back) for their `eval_inner_steps`. "
         "Time per meta step: median wall time of fit()'s train steps, the first 5 (tracing) and validation excluded.",
         "",
         "### metatune's meta-learners (conv4_gray from scratch, BN momentum 0.9)",
@@ -762,21 +868,8 @@ def render(data: dict) -> str:
             if algorithm == "maml" and ref.get("maml_memory_estimate_bytes"):
                 extra = f"; `check_memory` estimate {ref['maml_memory_estimate_bytes'] / 2**20:.0f} MiB per task (passed)"
             lines.append(f"- {algorithm}: {describe(algorithm, ref['config'])}{extra}.")
-    library = []
-    for algorithm in ALGORITHMS:
-        for shots, run in runs_of(meta, algorithm).items():
-            lib = run.get("library_evaluate", {}).get(str(shots))
-            if lib:
-                ours = subset(test_of(run, shots), lib["episodes"])
-                library.append(f"{algorithm} {shots}-shot {100 * lib['accuracy']:.1f} (bench: {100 * ours['accuracy']:.1f})")
-    if library:
-        lines += ["", "Check of the library's own evaluation path: `evaluate()` (its test_step adapts with the "
-                  "learner's training-time inner loop, `inner_steps` steps, Reptile on minibatches, BatchNorm on the "
-                  "support's batch statistics, nothing written back) on the first "
-                  + str(min(cfg["library_eval_episodes"], cfg["test_episodes"])) + " of these episodes: "
-                  + "; ".join(library) + ". Where the bench adapts with more steps at test than the learner's "
-                  "`inner_steps` (see Settings) the numbers differ by that; with the same steps (MAML) they are the "
-                  "same."]
+
+    lines += render_investigation(res.get("investigation") or {}, meta)
 
     base = res.get("baselines")
     if base:
@@ -931,7 +1024,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="50 test episodes, few meta steps (about 3 min): checks the benchmark, measures little")
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # development: seconds per job
-    parser.add_argument("--only", default=None, help="comma list of: baselines, protonet, reptile, fomaml, maml, recipe")
+    parser.add_argument("--only", default=None, help="comma list of: baselines, protonet, reptile, fomaml, maml, recipe, investigation")
     parser.add_argument("--output", default=None, help="write the markdown section here")
     parser.add_argument("--json", default=None, help="write the raw numbers here")
     parser.add_argument("--data-root", default="/tmp/metatune-bench/fonts", help="where the rendered dataset is cached")

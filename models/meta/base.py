@@ -277,18 +277,25 @@ class GradientMetaLearner(MetaLearner):
             top blocks of a backbone). The other trainable variables are only
             meta-updated (MAML, FOMAML) or stay as they are (Reptile).
         inner_learning_rate: SGD step of the inner loop.
-        inner_steps: inner SGD steps per task (static).
+        inner_steps: inner SGD steps per task at meta-training (static).
+        eval_inner_steps: inner SGD steps at evaluation (`test_step`, `episode_logits`);
+            None: `inner_steps`. MAML adapts with more steps at test than in training
+            (Finn et al.: 1 or 5 in training, 10 at test); public, so an evaluation may
+            set it on a trained learner.
     """
 
     def __init__(self, embedding, ways, *, head=None, adapt="head", inner_learning_rate: float = 0.01,
-                 inner_steps: int = 1, **kwargs):
+                 inner_steps: int = 1, eval_inner_steps: int | None = None, **kwargs):
         super().__init__(embedding, ways, **kwargs)
         if int(inner_steps) < 1:
             raise ValueError(f"inner_steps must be at least 1. Received: inner_steps={inner_steps!r}")
+        if eval_inner_steps is not None and int(eval_inner_steps) < 1:
+            raise ValueError(f"eval_inner_steps must be at least 1 or None. Received: eval_inner_steps={eval_inner_steps!r}")
         if float(inner_learning_rate) <= 0:
             raise ValueError(f"inner_learning_rate must be positive. Received: inner_learning_rate={inner_learning_rate!r}")
         self.inner_learning_rate = float(inner_learning_rate)
         self.inner_steps = int(inner_steps)
+        self.eval_inner_steps = None if eval_inner_steps is None else int(eval_inner_steps)
         if head is None:
             # float32 whatever the global policy: logits feed a softmax.
             head = keras.layers.Dense(self.ways, name="meta_head", dtype="float32")
@@ -429,8 +436,12 @@ class GradientMetaLearner(MetaLearner):
         return fast, losses
 
     def adapted_query(self, params, support_x, support_y, query_x, query_y, training, first_order):
-        """Adapt on the support, then (query loss, query logits) at the adapted weights."""
-        fast, _ = self.adapt_params(params, support_x, support_y, training=training, first_order=first_order)
+        """Adapt on the support, then (query loss, query logits) at the adapted weights.
+
+        `inner_steps` steps at meta-training (`training=True`), `eval_inner_steps` at evaluation.
+        """
+        steps = self.inner_steps if training or self.eval_inner_steps is None else self.eval_inner_steps
+        fast, _ = self.adapt_params(params, support_x, support_y, training=training, first_order=first_order, steps=steps)
         logits = self.logits(fast, query_x, training=self.transductive, update_state=False)
         return cross_entropy(query_y, logits), logits
 
@@ -440,4 +451,5 @@ class GradientMetaLearner(MetaLearner):
             "adapt": list(self._adapt_spec) if isinstance(self._adapt_spec, (list, tuple)) else self._adapt_spec,
             "inner_learning_rate": self.inner_learning_rate,
             "inner_steps": self.inner_steps,
+            "eval_inner_steps": self.eval_inner_steps,
         }

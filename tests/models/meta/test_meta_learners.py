@@ -326,6 +326,29 @@ def test_evaluation_inner_loop_adapts_with_support_batch_statistics(algorithm, a
         np.testing.assert_allclose(before, after, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile"])
+def test_evaluation_adapts_with_eval_inner_steps_and_training_with_inner_steps(algorithm):
+    """`eval_inner_steps` is the number of inner steps of every evaluation path (episode_logits,
+    test_step); meta-training keeps `inner_steps`."""
+    sx, sy, qx, qy = one_task(make_episodes(1))
+    learner = build_meta_learner(algorithm, relu_embedding(), WAYS, head=seeded_head(), adapt="all",
+                                 inner_learning_rate=0.3, inner_steps=1, eval_inner_steps=4)
+    params = learner.read_params()
+
+    def query_logits(steps):
+        fast, _ = learner.adapt_params(params, sx, sy, steps=steps)
+        return learner.logits(fast, qx).numpy()
+
+    np.testing.assert_allclose(learner.episode_logits(sx, sy, qx).numpy(), query_logits(4), rtol=1e-5, atol=1e-6)
+    _, logits = learner.task_loss_and_logits(params, sx, sy, qx, qy, training=True)
+    np.testing.assert_allclose(logits.numpy(), query_logits(1), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(query_logits(1), query_logits(4))
+    learner.eval_inner_steps = None  # public: None falls back to inner_steps
+    np.testing.assert_allclose(learner.episode_logits(sx, sy, qx).numpy(), query_logits(1), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="eval_inner_steps"):
+        build_meta_learner(algorithm, relu_embedding(), WAYS, eval_inner_steps=0)
+
+
 def test_protonet_ignores_classes_absent_from_the_support():
     """A ProtoNet meta-trained 20-way scores 5-way episodes exactly like a 5-way one:
     the 15 classes with no support example get no (zero-vector) prototype."""
@@ -360,7 +383,7 @@ ALGORITHM_KWARGS = {
     "protonet": {},
     "reptile": {"inner_steps": 3, "inner_batch_size": 4, "seed": 1, "adapt": "all"},
     "fomaml": {"adapt": 1, "inner_steps": 2},
-    "maml": {"adapt": "all", "inner_steps": 2},
+    "maml": {"adapt": "all", "inner_steps": 2, "eval_inner_steps": 4},
 }
 
 
