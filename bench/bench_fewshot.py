@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,9 +39,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from app.fewshot_baselines import mean_and_ci95 as ci95  # noqa: E402  (the protocol's interval, as evaluate.py)
 from app.fewshot_baselines import nearest_centroid_predict  # noqa: E402
+import common  # noqa: E402
 from common import peak_rss_mib  # noqa: E402
 
-RESULT_PREFIX = "BENCH_RESULT "
 WAYS, QUERIES = 5, 15
 SHOTS = (1, 5)
 TEST_SEED, VAL_SEED, TRAIN_SEED = 1000, 2000, 0  # EpisodeSampler seeds (+ shots): the episodes can be replayed
@@ -600,16 +598,8 @@ WORKERS = {"meta": worker_meta, "baselines": worker_baselines, "keras_recipe": w
 
 
 def run_worker(kind: str, params: dict) -> dict:
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED="0")
-    command = [sys.executable, __file__, "--worker", kind, "--params", json.dumps(params)]
-    started = time.perf_counter()
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if proc.returncode or not lines:
-        raise RuntimeError(f"worker {kind} {params.get('algorithm', '')} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    result = json.loads(lines[-1][len(RESULT_PREFIX):])
-    result["worker_wall_s"] = time.perf_counter() - started
-    return result
+    """One measurement in a fresh process (bench/common.py's harness); PYTHONHASHSEED fixed for the samplers."""
+    return common.run_worker(__file__, kind, params, env={"PYTHONHASHSEED": "0"})
 
 
 # ------------------------------------------------------------------------------ the plan
@@ -1009,15 +999,10 @@ def render(data: dict) -> str:
 
 
 def machine_line() -> str:
-    from common import cpu_model
-
-    cpu = cpu_model(platform.processor() or platform.machine())
-    try:
-        import tensorflow as tf  # noqa: F401  (version only; imported in the parent for the header)
-        versions = f"TensorFlow {tf.__version__}"
-    except Exception:  # noqa: BLE001
-        versions = "TensorFlow ?"
-    return f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}, {versions}"
+    """The section's machine line, from bench/common.py's one machine description."""
+    machine = common.machine_description()
+    return (f"{common.machine_summary(machine)}, {machine['kernel']}, Python {machine['python']}, "
+            f"TensorFlow {machine.get('tensorflow') or '?'}")
 
 
 def main(argv=None) -> int:
@@ -1033,9 +1018,7 @@ def main(argv=None) -> int:
     parser.add_argument("--params", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.worker:
-        result = WORKERS[args.worker](json.loads(args.params))
-        print(RESULT_PREFIX + json.dumps(result), flush=True)
+    if common.serve_worker(args, WORKERS):
         return 0
     if args.from_json:
         data = json.loads(Path(args.from_json).read_text())
