@@ -207,7 +207,9 @@ def summarise(results: dict) -> dict:
 
 def verdict(cells: dict, dataset: str, shots: int) -> dict | None:
     peer = cells.get((dataset, shots, "setfit"))
-    ours = {m: cells[(dataset, shots, m)] for m in METATUNE if (dataset, shots, m) in cells}
+    # Only methods measured on as many seeds as the peer: a mean over fewer seeds is not comparable.
+    ours = {m: cells[(dataset, shots, m)] for m in METATUNE if (dataset, shots, m) in cells
+            and len(cells[(dataset, shots, m)]["acc"]) == len(peer["acc"])} if peer else {}
     if not peer or not ours:
         return None
     best = max(ours, key=lambda m: statistics.mean(ours[m]["acc"]))
@@ -368,10 +370,13 @@ def render_meta(results: dict, cells: dict) -> list[str]:
             verdict = "**pass**" if worst >= -META_MARGIN else f"**miss** (worst seed {worst:+.1f} points)"
             peer = cells.get((dataset, shots, "setfit"))
             meta_cell = cells[(dataset, shots, "meta")]
-            line = (f"\nmeta − finetune: mean {statistics.mean(gaps):+.2f} points, worst seed {worst:+.1f}: {verdict}; "
-                    f"wall time meta / finetune, median {_median(ratios):.2f}x (measured side by side).")
+            line = (f"\nmeta − finetune over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}): mean "
+                    f"{statistics.mean(gaps):+.2f} points, worst seed {worst:+.1f}: {verdict} on these seeds; wall time "
+                    f"meta / finetune, median {_median(ratios):.2f}x (each as stored in this result: where the two were "
+                    "measured in different parts, under different machine load, the ratio is not side by side).")
             if peer:
-                line += (f" Against SetFit (its rows above): meta {statistics.mean(meta_cell['acc']):.1f}% vs "
+                line += (f" Against SetFit (its rows above, {len(peer['acc'])} seeds): meta "
+                         f"{statistics.mean(meta_cell['acc']):.1f}% ({len(meta_cell['acc'])} seed(s)) vs "
                          f"{statistics.mean(peer['acc']):.1f}%, median wall {_median(meta_cell['wall']):.0f} s vs "
                          f"{_median(peer['wall']):.0f} s ({_median(meta_cell['wall']) / _median(peer['wall']):.2f}x).")
             out.append(line)
