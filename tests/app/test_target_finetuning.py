@@ -55,6 +55,7 @@ def test_the_starting_head_ranks_as_nearest_prototype_at_a_bounded_scale():
                        atol=1e-3)
 
 
+@pytest.mark.slow  # a whole tiny_text run with both fine-tuning phases (about 20-40 s on 2 cores)
 def test_a_text_run_with_a_source_fine_tunes_the_backbone_on_the_target_and_refits(tmp_path):
     target = _texts(tmp_path / "target", ["alpha", "beta", "gamma"], per_class=8, seed=0)
     source = _texts(tmp_path / "source", ["delta", "omega", "sigma"], per_class=8, seed=1)
@@ -62,7 +63,7 @@ def test_a_text_run_with_a_source_fine_tunes_the_backbone_on_the_target_and_refi
     assert train.main([str(target), "--backbone", "tiny_text", "--sequence-length", "16", "--strategy", "protonet",
                        "--meta-data", str(source), "--meta-input", "features", "--source-stage", "none",
                        "--ways", "2", "--shots", "2", "--queries", "2", "--meta-steps", "2", "--meta-epochs", "1",
-                       "--finetune-epochs", "2", "--output", str(run), "--seed", "1"]) == 0
+                       "--finetune-epochs", "1", "--output", str(run), "--seed", "1"]) == 0
     metadata = rd.read_json(run / rd.METADATA_FILE)
     tuned = metadata["meta"]["target_finetune"]
     assert tuned["applied"] is True and tuned["reason"].startswith("auto")
@@ -70,7 +71,7 @@ def test_a_text_run_with_a_source_fine_tunes_the_backbone_on_the_target_and_refi
     assert phases == ["meta", "target_finetune", "refit_target_finetune"]
     # The refit repeats the epochs early stopping chose, on train + validation files; the test split stays out.
     refit = metadata["refit"]
-    assert refit["applied"] is True and 1 <= refit["epochs"]["target_finetune"] <= tuned["epochs_run"] <= 2
+    assert refit["applied"] is True and 1 <= refit["epochs"]["target_finetune"] <= tuned["epochs_run"] == 1
     splits = rd.read_json(run / rd.DATA_REPORT_FILE)["splits"]
     assert refit["num_files"] == sum(sum(splits[name].values()) for name in ("train", "val"))
     model = load_task_model(str(run / rd.MODEL_FILE), "text")
