@@ -38,6 +38,7 @@ CHOICES = {
     "refit": ("auto", "yes", "no"),
     "source_stage": ("auto", "none", "supervised", "protonet", "top_blocks"),
     "target_head": ("auto", "prototypes", "logistic_regression"),
+    "target_finetune": ("auto", "yes", "no"),
     # Mirrors app/unknown_scores.SCORES (kept literal: importing it would pull numpy scoring into the CLI).
     "unknown_score": ("auto", "max_softmax", "energy", "centroid", "knn", "mahalanobis", "relative_mahalanobis",
                       "max_softmax+knn", "energy+relative_mahalanobis"),
@@ -150,6 +151,10 @@ class TrainConfig:
     target_head: str = _help("protonet: the final classifier over the embedding: prototypes (class means), "
                              "logistic_regression, or auto (the better by 5-fold cross-validation on the target's "
                              "train + validation files, prototypes on ties and above 100 classes).", default="auto")
+    target_finetune: str = _help("protonet on features: after the target head is written, fine-tune the backbone's "
+                                 "top --unfreeze blocks, the embedding and that head on the target (finetune's "
+                                 "recipe, early-stopped on the validation files, then refitted on train + "
+                                 "validation): yes, no, or auto (text runs with --meta-data).", default="auto")
     init: str | None = _help("Meta strategies: start from the meta-learned initialisation of an earlier run "
                              "(its RUN_DIR; same strategy, backbone and embedding).", default=None)
     cache_features: bool = _help("Keep the frozen backbone's features on disk under the cache folder and reuse them "
@@ -246,6 +251,8 @@ class TrainConfig:
             (self.source_stage in CHOICES["source_stage"],
              f"source_stage must be one of {list(CHOICES['source_stage'])}"),
             (self.target_head in CHOICES["target_head"], f"target_head must be one of {list(CHOICES['target_head'])}"),
+            (self.target_finetune in CHOICES["target_finetune"],
+             f"target_finetune must be one of {list(CHOICES['target_finetune'])}"),
             (self.target_head == "auto" or self.strategy == "protonet",
              f"target_head applies to --strategy protonet (strategy={self.strategy!r}); leave it at auto otherwise"),
             (self.source_stage == "auto" or self.strategy == "protonet" and self.meta_data,
@@ -405,7 +412,7 @@ OPTION_GROUPS = {
     "meta strategies (protonet, reptile, fomaml, maml)": (
         "ways", "shots", "queries", "meta_batch_size", "meta_steps", "meta_epochs", "meta_learning_rate",
         "meta_step_size", "inner_learning_rate", "inner_steps", "adapt", "embedding_units", "meta_input",
-        "transductive", "meta_data", "source_stage", "target_head", "init"),
+        "transductive", "meta_data", "source_stage", "target_head", "target_finetune", "init"),
     "unknown classes": ("reject_recall", "unknown_score"),
     "scaling out (several devices or machines)": ("distribute",),
     "output": ("output", "profile"),

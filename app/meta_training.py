@@ -40,6 +40,7 @@ from app.meta_pools import describe as describe_pools
 from app.episode_learner import choose_episode_learners
 from app.meta_target import target_classifier
 from app.support_finetuning import choose_for_run as choose_support_finetuning
+from app.target_finetuning import TARGET_FINETUNE_PHASES, finetune_on_target, target_finetune_applies
 from app.target_heads import candidate_heads
 from app.source_stage import CHOICE_SEED_OFFSET, SOURCE_STAGES, dense_embedding, identity_embedding, train_supervised
 from app.source_stage import choose as choose_stage
@@ -317,11 +318,15 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
     done_weights = run_dir / CHECKPOINTS_DIR / META_DONE_WEIGHTS
     if candidates is not None and "protonet" not in candidates:
         meta_epochs, meta_steps = 0, 0  # no episodic source stage asked for
-    elif context.resumed_phase == HEAD:  # meta-training finished before the interruption
+    elif context.resumed_phase in (HEAD, *TARGET_FINETUNE_PHASES):  # meta-training finished before the interruption
         compile_model(learner, compile_spec)  # saved below as it would have been after its phase
         learner.load_weights(done_weights)
-        meta_epochs = context.resume.state.epoch_offset
-        meta_steps = context.resume.state.step_offset
+        if context.resumed_phase == HEAD:
+            meta_epochs = context.resume.state.epoch_offset
+            meta_steps = context.resume.state.step_offset
+        else:  # the target stage's phases record where meta-training ended
+            meta_epochs = context.resume.state.selection["meta_epochs"]
+            meta_steps = context.resume.state.selection["meta_steps"]
     else:
         result = run_phase(context, PhaseSpec(
             META, 1, learner, compile_spec, train_ds, val_ds, config.meta_epochs, steps_per_epoch=config.meta_steps,
@@ -355,6 +360,17 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
     target = target_classifier(context, config, len(scan.class_names), train_embeddings, train_labels,
                                val_embeddings, val_labels, meta_epochs, meta_steps,
                                head=None if stage is None else stage.head)
+    # On text with a source, the target stage fine-tunes the backbone too (app/target_finetuning.py).
+    finetune, why = target_finetune_applies(config, modality, mode)
+    tuned = None
+    if finetune:
+        tuned = finetune_on_target(context, config, backbone, feature_extractor, embedding,
+                                   target.metadata["target_head"]["chosen"], train_examples, val_examples,
+                                   train_embeddings, val_embeddings, modality, meta_epochs, meta_steps, why)
+        train_features, val_features = tuned.features
+        train_embeddings, val_embeddings = tuned.embeddings
+        # The learner's embedding (and the extractor under it) trained: the saved learner follows.
+        write_atomically(run_dir / META_LEARNER_FILE, lambda temporary: learner.save(temporary))
     episode_learner = None
     if config.strategy == "protonet":  # what evaluate.py --episodes runs on the embedding, per shot count
         episode_learner = choose_episode_learners(np.concatenate([train_embeddings, val_embeddings]),
@@ -373,8 +389,12 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
                 "meta_batch_size": config.meta_batch_size, "episodes_from": pools.source, **pools.summary,
                 "meta_epochs": meta_epochs, "meta_steps": meta_steps,
                 **({"source_stage": stage.summary} if stage is not None else {}), **target.metadata,
+                "target_finetune": tuned.metadata if tuned is not None else {"applied": False, "reason": why},
                 **({"episode_learner": episode_learner} if episode_learner else {}),
                 **({"support_finetuning": support_finetuning} if support_finetuning else {})}
+    if tuned is not None:
+        return MetaOutcome(tuned.head, tuned.head_model, embedding, val_embeddings, tuned.val_probabilities, metadata,
+                           [META] + target.phases + tuned.phases, tuned.refit, (train_features, val_features))
     return MetaOutcome(target.head, target.head_model, embedding if mode == "features" else None, val_embeddings,
                        target.val_probabilities, metadata, [META] + target.phases, target.refit,
                        (train_features, val_features))

@@ -50,8 +50,16 @@ DATASETS = {
     "reuters-r8": {"corpus": "reuters-r8", "title": "Reuters R8",
                    "classes": ["acq", "crude", "earn", "grain", "interest", "money-fx", "ship", "trade"]},
 }
-METHODS = ["setfit", "linear", "finetune", "protonet"]
-METATUNE = ["linear", "finetune", "protonet"]
+METHODS = ["setfit", "linear", "finetune", "protonet", "meta"]
+METATUNE = ["linear", "finetune", "protonet", "meta"]
+# `meta` (issue 18): `train.py --strategy protonet --meta-data SOURCE`, defaults otherwise, with a source of
+# topics disjoint from the target's, from the corpus' train file (never a test file), the same for every seed:
+# at most SOURCE_PER_CLASS texts of each topic that has at least SOURCE_MIN_PER_CLASS.
+SOURCES = {
+    "20newsgroups": {"corpus": "20newsgroups", "title": "the 15 other 20 Newsgroups topics"},
+    "reuters-r8": {"corpus": "reuters-r52", "title": "the Reuters R52 categories outside R8"},
+}
+SOURCE_PER_CLASS, SOURCE_MIN_PER_CLASS, SOURCE_SEED = 20, 10, 0
 # protonet episodes are drawn from the training split (80% of K per class: 6 of 8, 13 of 16; the
 # rest is the validation split): 5-way, shots + queries within the 6 or 13 texts a class has.
 PROTONET = {8: {"ways": 5, "shots": 3, "queries": 3}, 16: {"ways": 5, "shots": 5, "queries": 8}}
@@ -81,6 +89,30 @@ def make_data(dataset: str, shots: int, seed: int, test_per_class: int) -> Path:
     return folder
 
 
+def make_source(dataset: str) -> Path:
+    """The `meta` method's source folder: topics of the source corpus that are not the target's."""
+    sys.path.insert(0, str(REPO))
+    import numpy as np
+
+    from data.corpora import CORPUS_FILES, orange_datasets_dir, read_orange_tab
+
+    spec = SOURCES[dataset]
+    folder = WORK / "sources" / f"{dataset}-{spec['corpus']}-{SOURCE_PER_CLASS}-{SOURCE_MIN_PER_CLASS}-s{SOURCE_SEED}"
+    if not (folder / "COMPLETE").is_file():
+        rows = read_orange_tab(orange_datasets_dir() / CORPUS_FILES[spec["corpus"]][0])
+        target = set(DATASETS[dataset]["classes"])
+        rng = np.random.default_rng(SOURCE_SEED)
+        for name in sorted({label for label, _ in rows} - target):
+            texts = [text for label, text in rows if label == name]
+            if len(texts) < SOURCE_MIN_PER_CLASS:
+                continue
+            (folder / name.replace("/", "_")).mkdir(parents=True, exist_ok=True)
+            for i, index in enumerate(sorted(rng.choice(len(texts), min(SOURCE_PER_CLASS, len(texts)), replace=False))):
+                (folder / name.replace("/", "_") / f"{i:04d}.txt").write_text(texts[index], encoding="utf-8")
+        (folder / "COMPLETE").write_text("ok\n")
+    return folder
+
+
 # --------------------------------------------------------------------------- workers (own process each)
 
 def worker_strategy(params: dict) -> dict:
@@ -104,8 +136,11 @@ def worker_strategy(params: dict) -> dict:
     total_s = time.perf_counter() - started
     metrics = rd.read_json(run / "eval" / "bench" / "metrics.json")
     metadata = rd.read_json(run / rd.METADATA_FILE)
+    meta = metadata.get("meta") or {}
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "num_test": metrics["num_examples"],
             "train_wall_s": train_s, "predict_s": total_s - train_s, "total_wall_s": total_s, "args": args[3:],
+            "source_stage": meta.get("source_stage"), "target_head": meta.get("target_head"),
+            "target_finetune": meta.get("target_finetune"),
             "backbone": metadata["backbone"], "sequence_length": metadata["input_spec"].get("sequence_length"),
             "refit": metadata.get("refit", {"applied": False, "reason": "measured before --refit existed"})}
 
@@ -137,9 +172,12 @@ def measure(dataset: str, shots: int, seed: int, method: str, data: Path, runs: 
         result = run_setfit(data, seed, iterations)
     else:
         extra = PROTONET[shots] if method == "protonet" else {}
-        if method == "finetune" and "finetune_epochs" in params:  # quick mode only: not the product default
+        if method in ("finetune", "meta") and "finetune_epochs" in params:  # quick mode only: not the product default
             extra = {"finetune_epochs": params["finetune_epochs"]}
-        result = run_worker("strategy", {"data": str(data), "strategy": method, "seed": seed, "extra": extra,
+        if method == "meta":  # the product's defaults otherwise: the episodes fit themselves to the source
+            extra = {**extra, "meta_data": str(make_source(dataset))}
+        strategy = "protonet" if method == "meta" else method
+        result = run_worker("strategy", {"data": str(data), "strategy": strategy, "seed": seed, "extra": extra,
                                          "run": str(runs / f"{dataset}-k{shots}-s{seed}-{method}")})
     result.update({"dataset": dataset, "shots": shots, "seed": seed, "method": method})
     return result
@@ -169,7 +207,9 @@ def summarise(results: dict) -> dict:
 
 def verdict(cells: dict, dataset: str, shots: int) -> dict | None:
     peer = cells.get((dataset, shots, "setfit"))
-    ours = {m: cells[(dataset, shots, m)] for m in METATUNE if (dataset, shots, m) in cells}
+    # Only methods measured on as many seeds as the peer: a mean over fewer seeds is not comparable.
+    ours = {m: cells[(dataset, shots, m)] for m in METATUNE if (dataset, shots, m) in cells
+            and len(cells[(dataset, shots, m)]["acc"]) == len(peer["acc"])} if peer else {}
     if not peer or not ours:
         return None
     best = max(ours, key=lambda m: statistics.mean(ours[m]["acc"]))
@@ -237,6 +277,8 @@ def render(results: dict) -> str:
                 if not c:
                     continue
                 label = "SetFit" if method == "setfit" else f"metatune `{method}`"
+                if method == "meta":
+                    label = f"metatune `protonet --meta-data` (source: {SOURCES[dataset]['title']})"
                 n = len(c["acc"])
                 fewer = f" ({n} seed{'s' if n > 1 else ''})" if n != len(p["seeds"]) else ""
                 add(f"| {DATASETS[dataset]['title']} | {shots} | {label} | {statistics.mean(c['acc']):.1f} ± "
@@ -274,10 +316,71 @@ def render(results: dict) -> str:
         out.extend(misses)
     elif any(verdict(cells, d, k) for d in p["datasets"] for k in p["shots"]):
         add("\nEvery (dataset, K) meets the bar.")
+    out.extend(render_meta(results, cells))
     add("\nStandard deviations are over the seeds (the training sample changes with the seed; the test set does not). "
         f"Test sets of {', '.join(str(results['datasets'][d]['num_test']) for d in p['datasets'])} texts: one text "
         "is " + ", ".join(f"{100 / results['datasets'][d]['num_test']:.2f}" for d in p["datasets"]) + " points.\n")
     return "\n".join(out)
+
+
+META_MARGIN = 1.0  # points: issue 18's bar, a source never leaves the target more than this below `finetune`
+
+
+def _meta_choice(run: dict) -> str:
+    """What the `meta` run kept: its source stage, the target head and the target stage's fine-tuning epochs."""
+    stage = (run.get("source_stage") or {}).get("chosen", "?")
+    head = (run.get("target_head") or {}).get("chosen", "?")
+    tuned = run.get("target_finetune") or {}
+    return f"{stage}, {head}" + (f", F {tuned['epochs']} ep" if tuned.get("applied") else ", no F")
+
+
+def render_meta(results: dict, cells: dict) -> list[str]:
+    """Issue 18's text bar: `meta` against `finetune` (and `linear`) on the same seeds, paired."""
+    out, p = [], results["params"]
+    runs = {(r["dataset"], r["shots"], r["seed"], r["method"]): r for r in results["runs"]}
+    for dataset in p["datasets"]:
+        for shots in p["shots"]:
+            seeds = sorted(seed for (d, k, seed, m) in runs if (d, k, m) == (dataset, shots, "meta")
+                           and (d, k, seed, "finetune") in runs)
+            if not seeds:
+                continue
+            if not out:
+                out.append(f"\n### With a source of other topics (issue 18)\n\n`meta` = `train.py --strategy protonet "
+                           f"--meta-data SOURCE` with the defaults otherwise (`--source-stage auto`, `--target-head auto`, "
+                           f"`--target-finetune auto`: on text the target stage fine-tunes MiniLM's top blocks from the "
+                           f"kept head, then refits on train + validation). Sources: {SOURCE_PER_CLASS} texts (at most) "
+                           f"of every topic with at least {SOURCE_MIN_PER_CLASS} in the corpus' train file, seed "
+                           f"{SOURCE_SEED}, the same for every target seed. Paired by seed (same training sample, same "
+                           f"test set); the bar: never more than {META_MARGIN:g} point below `finetune`.")
+            out.append(f"\n{DATASETS[dataset]['title']}, K={shots}, source: {SOURCES[dataset]['title']}\n")
+            out.append("| seed | linear | finetune | meta | meta kept (source stage, head, target F) | meta − finetune "
+                       "| wall meta / finetune |")
+            out.append("|---:|---:|---:|---:|---|---:|---:|")
+            gaps, ratios = [], []
+            for seed in seeds:
+                meta, fine = runs[(dataset, shots, seed, "meta")], runs[(dataset, shots, seed, "finetune")]
+                linear = runs.get((dataset, shots, seed, "linear"))
+                gap, ratio = 100 * (meta["accuracy"] - fine["accuracy"]), meta["total_wall_s"] / fine["total_wall_s"]
+                gaps.append(gap)
+                ratios.append(ratio)
+                out.append(f"| {seed} | {100 * linear['accuracy']:.1f} | " if linear else f"| {seed} | – | ")
+                out[-1] += (f"{100 * fine['accuracy']:.1f} | {100 * meta['accuracy']:.1f} | {_meta_choice(meta)} | "
+                            f"{gap:+.1f} | {ratio:.2f}x |")
+            worst = min(gaps)
+            verdict = "**pass**" if worst >= -META_MARGIN else f"**miss** (worst seed {worst:+.1f} points)"
+            peer = cells.get((dataset, shots, "setfit"))
+            meta_cell = cells[(dataset, shots, "meta")]
+            line = (f"\nmeta − finetune over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}): mean "
+                    f"{statistics.mean(gaps):+.2f} points, worst seed {worst:+.1f}: {verdict} on these seeds; wall time "
+                    f"meta / finetune, median {_median(ratios):.2f}x (each as stored in this result: where the two were "
+                    "measured in different parts, under different machine load, the ratio is not side by side).")
+            if peer:
+                line += (f" Against SetFit (its rows above, {len(peer['acc'])} seeds): meta "
+                         f"{statistics.mean(meta_cell['acc']):.1f}% ({len(meta_cell['acc'])} seed(s)) vs "
+                         f"{statistics.mean(peer['acc']):.1f}%, median wall {_median(meta_cell['wall']):.0f} s vs "
+                         f"{_median(peer['wall']):.0f} s ({_median(meta_cell['wall']) / _median(peer['wall']):.2f}x).")
+            out.append(line)
+    return out
 
 
 def _refit_line(runs: list[dict]) -> str:

@@ -1,0 +1,79 @@
+"""The target stage's fine-tuning of a protonet run (app/target_finetuning.py): when it applies, the head it
+starts from, and a text run with a source end to end (tiny_text)."""
+
+import numpy as np
+import pytest
+
+import train
+from app import run_dir as rd
+from app.config import TrainConfig
+from app.errors import UserError
+from app.target_finetuning import LOGIT_GAP, prototype_scaled_head, target_finetune_applies
+from models.task_model import load_task_model
+
+WORDS = {"alpha": "apple apricot avocado", "beta": "banana berry brick", "gamma": "cherry cocoa crane",
+         "delta": "date dune dust", "omega": "olive onion orbit", "sigma": "salt sand silk"}
+
+
+def _texts(root, names, per_class, seed):
+    rng = np.random.default_rng(seed)
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            words = rng.choice(WORDS[name].split(), 4).tolist() + rng.choice(["the", "a", "of", "and"], 2).tolist()
+            (root / name / f"{i}.txt").write_text(" ".join(words), encoding="utf-8")
+    return root
+
+
+def test_auto_fine_tunes_text_runs_with_a_source_only():
+    text = TrainConfig(data_dir="d", strategy="protonet", meta_data="s")
+    assert target_finetune_applies(text, "text", "features")[0] is True
+    assert target_finetune_applies(text, "image", "features")[0] is False  # image results stay as measured
+    assert target_finetune_applies(TrainConfig(data_dir="d", strategy="protonet"), "text", "features")[0] is False
+    assert target_finetune_applies(text, "text", "raw")[0] is False
+    assert target_finetune_applies(TrainConfig(data_dir="d", strategy="protonet", meta_data="s",
+                                               target_finetune="no"), "text", "features")[0] is False
+    with pytest.raises(UserError, match="--target-finetune yes needs --strategy protonet"):
+        target_finetune_applies(TrainConfig(data_dir="d", strategy="reptile", target_finetune="yes"), "image",
+                                "features")
+
+
+def test_the_starting_head_ranks_as_nearest_prototype_at_a_bounded_scale():
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(0, 30, (30, 6)).astype(np.float32)  # large distances: raw logits would saturate
+    labels = np.arange(30) % 3
+    head = prototype_scaled_head(3, 0, embeddings, labels, "prototypes")
+    kernel, bias = head.dense.get_weights()
+    logits = embeddings @ kernel + bias
+    prototypes = np.stack([embeddings[labels == c].mean(axis=0) for c in range(3)])
+    distances = ((embeddings[:, None, :] - prototypes[None]) ** 2).sum(axis=-1)
+    assert (logits.argmax(axis=1) == distances.argmin(axis=1)).all()
+    gaps = ((prototypes[:, None] - prototypes[None]) ** 2).sum(axis=-1)
+    # Logit differences between classes are the distance differences divided by the temperature.
+    temperature = gaps.sum() / 6 / LOGIT_GAP
+    assert np.allclose(logits[:, 0] - logits[:, 1], (distances[:, 1] - distances[:, 0]) / temperature, rtol=1e-3,
+                       atol=1e-3)
+
+
+@pytest.mark.slow  # a whole tiny_text run with both fine-tuning phases (about 20-40 s on 2 cores)
+def test_a_text_run_with_a_source_fine_tunes_the_backbone_on_the_target_and_refits(tmp_path):
+    target = _texts(tmp_path / "target", ["alpha", "beta", "gamma"], per_class=8, seed=0)
+    source = _texts(tmp_path / "source", ["delta", "omega", "sigma"], per_class=8, seed=1)
+    run = tmp_path / "run"
+    assert train.main([str(target), "--backbone", "tiny_text", "--sequence-length", "16", "--strategy", "protonet",
+                       "--meta-data", str(source), "--meta-input", "features", "--source-stage", "none",
+                       "--ways", "2", "--shots", "2", "--queries", "2", "--meta-steps", "2", "--meta-epochs", "1",
+                       "--finetune-epochs", "1", "--output", str(run), "--seed", "1"]) == 0
+    metadata = rd.read_json(run / rd.METADATA_FILE)
+    tuned = metadata["meta"]["target_finetune"]
+    assert tuned["applied"] is True and tuned["reason"].startswith("auto")
+    phases = [p["name"] for p in rd.read_json(run / rd.HISTORY_FILE)["phases"]]
+    assert phases == ["meta", "target_finetune", "refit_target_finetune"]
+    # The refit repeats the epochs early stopping chose, on train + validation files; the test split stays out.
+    refit = metadata["refit"]
+    assert refit["applied"] is True and 1 <= refit["epochs"]["target_finetune"] <= tuned["epochs_run"] == 1
+    splits = rd.read_json(run / rd.DATA_REPORT_FILE)["splits"]
+    assert refit["num_files"] == sum(sum(splits[name].values()) for name in ("train", "val"))
+    model = load_task_model(str(run / rd.MODEL_FILE), "text")
+    probabilities = model.predict(np.asarray(["apple apricot", "cherry crane"], dtype=object), verbose=0)
+    assert probabilities.shape == (2, 3) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
