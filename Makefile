@@ -35,15 +35,17 @@ demo: install
 
 # The full suite (CI runs this), with the 25 slowest tests listed at the end. Two workers (one per
 # core of the CI machine); --dist loadfile keeps each file's tests, and its module fixtures, on one
-# worker. tests/conftest.py hands the longest files out first so neither worker idles at the end.
+# worker. tests/conftest.py orders the longest files first, and --no-loadscope-reorder keeps that
+# order (xdist would otherwise hand out the files with the most tests first), so neither worker
+# idles at the end.
 PYTEST_WORKERS ?= 2
 test: install $(TEST_STAMP)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 # For development: everything but the tests marked slow (end-to-end runs on real weights,
 # fault injection, kill -9 and resume, subprocess servers).
 test-fast: install $(TEST_STAMP)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" --durations=10
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" --durations=10
 
 # Benchmark data (needs root; idempotent): Fashion-MNIST for bench_transfer.py and
 # bench_pipeline.py, the Noto fonts bench/fonts_dataset.py renders its few-shot

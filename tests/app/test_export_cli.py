@@ -121,7 +121,11 @@ def test_savedmodel_signatures_serve_file_bytes_without_metatune_or_keras(image_
     from app.prediction import predict
     predicted = {p.file: p for p in predict(str(run), files)[0]}
     np.testing.assert_allclose(served["unknown_score"], [predicted[f].unknown_score for f in files], rtol=1e-4, atol=1e-5)
-    assert list(served["unknown"]) == [predicted[f].unknown for f in files]
+    # The threshold is one validation file's score: that file, served, may land either side by rounding.
+    from app.parity import borderline
+    clear = ~borderline(np.array([predicted[f].unknown_score for f in files]), detector["threshold"])
+    assert clear.sum() >= len(files) - 2
+    assert [bool(u) for u in served["unknown"][clear]] == [predicted[f].unknown for f, c in zip(files, clear) if c]
 
     capsys.readouterr()
     assert evaluate.main([str(run), str(data), "--artifact", str(exported), "--bootstrap", "50"]) == 0

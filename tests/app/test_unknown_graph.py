@@ -35,3 +35,13 @@ def test_every_score_in_the_graph_matches_numpy_and_gives_the_same_verdicts(scor
     np.testing.assert_allclose(score.numpy(), reference, rtol=1e-5, atol=1e-5)
     assert np.array_equal(unknown.numpy(), reference > threshold)
     assert unknown.numpy().any() and not unknown.numpy().all()
+
+
+def test_a_file_on_the_threshold_is_no_disagreement_but_a_flipped_verdict_is():
+    from app.parity import compare_unknown
+
+    reference = np.array([1.0, 2.0, 3.0, 4.0])
+    on_threshold = compare_unknown("s", "centroid", 2.0, reference, reference + np.array([0, 1e-7, 0, 0]), list("abcd"))
+    assert on_threshold.passed and on_threshold.verdict_agreement == 1.0
+    flipped = compare_unknown("s", "centroid", 2.0, reference, np.array([1.0, 2.0, 1.5, 4.0]), list("abcd"))
+    assert not flipped.passed and flipped.disagreements == ["c"]
