@@ -187,7 +187,7 @@ class TrainConfig:
                                       default="0", accept_int=True)
     distribute: str = _help("Devices to train on: none (one device), mirrored (every GPU of this machine, or the "
                             "METATUNE_CPU_DEVICES logical CPUs), multi-worker (several machines, each started with "
-                            "its TF_CONFIG, the same command and --output on each; worker 0 writes the run), or auto "
+                            "its TF_CONFIG, the same command and --output on each; only the chief writes the run: TF_CONFIG's chief task, else worker 0), or auto "
                             "(mirrored when more than one GPU is visible, else none). mirrored and multi-worker train "
                             "linear and finetune; meta strategies are refused for now, auto then trains on one device "
                             "(README, Scaling out).", default="auto")

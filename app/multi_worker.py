@@ -80,7 +80,7 @@ def multi_worker_run(config: TrainConfig, resume_dir, chief: bool, strategy) -> 
         if scratch is None:
             worker = WorkerRun(config, None if resume_dir is None else Path(resume_dir), run_dir)
         else:
-            logger.info("Non-chief worker: the chief (worker 0) writes %s; this worker writes into %s and removes it "
+            logger.info("Non-chief worker: the chief writes %s; this worker writes into %s and removes it "
                         "at the end.", run_dir, scratch)
             worker = _scratch_run(config, resume_dir, run_dir, scratch / "run")
         wait_for_every_worker(strategy)  # every copy made before the chief writes anything

@@ -38,6 +38,7 @@ from app.config import TrainConfig
 from app.errors import UserError
 from app.features import extract_features
 from app.phases import PhaseContext, finetune_backbone, finetune_inputs
+from app.support_finetuning import LOGIT_GAP
 from app.target_heads import FIT
 from models.heads import ClassificationHead
 from models.task_model import build_task_model
@@ -45,7 +46,6 @@ from models.task_model import build_task_model
 logger = logging.getLogger(__name__)
 TARGET_FINETUNE, REFIT_TARGET_FINETUNE = "target_finetune", "refit_target_finetune"
 TARGET_FINETUNE_PHASES = (TARGET_FINETUNE, REFIT_TARGET_FINETUNE)
-LOGIT_GAP = 10.0  # mean logit gap between prototypes at the start (as app/support_finetuning.py)
 
 
 def target_finetune_applies(config: TrainConfig, modality: str, mode: str) -> tuple[bool, str]:
@@ -70,16 +70,14 @@ def prototype_scaled_head(num_classes: int, seed: int, embeddings: np.ndarray, l
     distance between prototypes at LOGIT_GAP logits: the ranking is the same, and the softmax is
     not one-hot in float32, so the loss has gradients. Logistic regression is calibrated already.
     """
-    labels = np.asarray(labels, np.int64)
-    kernel, bias = FIT[kind](embeddings, labels, num_classes)
+    kernel, bias = FIT[kind](embeddings, np.asarray(labels, np.int64), num_classes)
     kernel, bias = np.asarray(kernel, np.float64), np.asarray(bias, np.float64)
-    if kind == "prototypes":
-        present = np.unique(labels)
-        protos = np.stack([embeddings[labels == c].mean(axis=0) for c in present]).astype(np.float64)
+    if kind == "prototypes":  # kernel 2·Pᵀ, bias −‖p‖² (models/meta/protonet.prototype_head_weights)
+        protos = kernel.T / 2.0
         gaps = np.sum(np.square(protos[:, None, :] - protos[None, :, :]), axis=-1)
-        pairs = len(present) * (len(present) - 1)
-        temperature = max(float(np.sum(gaps, axis=(0, 1))) / max(pairs, 1) / LOGIT_GAP, 1e-12)
-        kernel, bias = kernel / temperature, np.where(bias > -1e8, bias / temperature, bias)
+        pairs = num_classes * (num_classes - 1)
+        temperature = max(float(np.sum(gaps)) / max(pairs, 1) / LOGIT_GAP, 1e-12)
+        kernel, bias = kernel / temperature, bias / temperature
     head = ClassificationHead(num_classes, 0.0, seed=seed)
     head.features_model(embeddings.shape[-1])  # builds the Dense layer
     head.dense.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
