@@ -40,7 +40,7 @@ from app.meta_pools import describe as describe_pools
 from app.episode_learner import choose_episode_learners
 from app.meta_target import target_classifier
 from app.support_finetuning import choose_for_run as choose_support_finetuning
-from app.target_finetuning import TARGET_FINETUNE_PHASES, finetune_on_target, target_finetune_applies
+from app.target_finetuning import TARGET_FINETUNE_PHASES, finetune_on_target, starting_head, target_finetune_applies
 from app.target_heads import candidate_heads
 from app.source_stage import CHOICE_SEED_OFFSET, SOURCE_STAGES, dense_embedding, identity_embedding, train_supervised
 from app.source_stage import choose as choose_stage
@@ -365,7 +365,8 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
     tuned = None
     if finetune:
         tuned = finetune_on_target(context, config, backbone, feature_extractor, embedding,
-                                   target.metadata["target_head"]["chosen"], train_examples, val_examples,
+                                   starting_head(config, len(scan.class_names)),
+                                   train_examples, val_examples,
                                    train_embeddings, val_embeddings, modality, meta_epochs, meta_steps, why)
         train_features, val_features = tuned.features
         train_embeddings, val_embeddings = tuned.embeddings

@@ -327,11 +327,15 @@ META_MARGIN = 1.0  # points: issue 18's bar, a source never leaves the target mo
 
 
 def _meta_choice(run: dict) -> str:
-    """What the `meta` run kept: its source stage, the target head and the target stage's fine-tuning epochs."""
+    """What the `meta` run kept: its source stage, the frozen target head, and the target stage's fine-tuning
+    (the head it started from, when that is not the frozen one, and the epochs kept)."""
     stage = (run.get("source_stage") or {}).get("chosen", "?")
     head = (run.get("target_head") or {}).get("chosen", "?")
     tuned = run.get("target_finetune") or {}
-    return f"{stage}, {head}" + (f", F {tuned['epochs']} ep" if tuned.get("applied") else ", no F")
+    if not tuned.get("applied"):
+        return f"{stage}, {head}, no F"
+    start = tuned.get("head", head)
+    return f"{stage}, {head}, F " + (f"from {start}, " if start != head else "") + f"{tuned['epochs']} ep"
 
 
 def render_meta(results: dict, cells: dict) -> list[str]:
@@ -347,13 +351,13 @@ def render_meta(results: dict, cells: dict) -> list[str]:
             if not out:
                 out.append(f"\n### With a source of other topics (issue 18)\n\n`meta` = `train.py --strategy protonet "
                            f"--meta-data SOURCE` with the defaults otherwise (`--source-stage auto`, `--target-head auto`, "
-                           f"`--target-finetune auto`: on text the target stage fine-tunes MiniLM's top blocks from the "
-                           f"kept head, then refits on train + validation). Sources: {SOURCE_PER_CLASS} texts (at most) "
+                           f"`--target-finetune auto`: on text the target stage fine-tunes MiniLM's top blocks from a "
+                           f"logistic-regression head over the kept embedding, then refits on train + validation). Sources: {SOURCE_PER_CLASS} texts (at most) "
                            f"of every topic with at least {SOURCE_MIN_PER_CLASS} in the corpus' train file, seed "
                            f"{SOURCE_SEED}, the same for every target seed. Paired by seed (same training sample, same "
                            f"test set); the bar: never more than {META_MARGIN:g} point below `finetune`.")
             out.append(f"\n{DATASETS[dataset]['title']}, K={shots}, source: {SOURCES[dataset]['title']}\n")
-            out.append("| seed | linear | finetune | meta | meta kept (source stage, head, target F) | meta − finetune "
+            out.append("| seed | linear | finetune | meta | meta kept (source stage, frozen head, target F) | meta − finetune "
                        "| wall meta / finetune |")
             out.append("|---:|---:|---:|---:|---|---:|---:|")
             gaps, ratios = [], []

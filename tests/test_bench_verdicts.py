@@ -194,3 +194,21 @@ def test_text_section_counts_the_runs_that_refitted():
             {"method": "protonet"}, {"method": "setfit"}, {"method": "finetune"}]
     line = bench_text._refit_line(runs)
     assert line.startswith("Refit (`--refit auto`): 2 of 3 ") and "The other 1 were measured before" in line
+
+
+def test_meta_transfer_time_bar_is_judged_on_the_50k_run_and_says_what_it_scored():
+    import bench_meta_transfer
+
+    def run(train_s: float, eval_s: float) -> dict:
+        return {"train_s": train_s, "load": [1.0, 2.0],
+                "source_stage": {"chosen": "supervised"},
+                "episodes": {"1": {"run": [0.9475, 0.0045], "eval_s": eval_s,
+                                   "baselines": {"nearest_centroid": [0.825, 0.007],
+                                                 "logistic_regression": [0.842, 0.007]}}}}
+    results = {"runs": {"auto": run(3000.0, 60.0), "bar": run(441.0, 70.0)}, "bar_source": {"files": 50400}}
+    line = bench_meta_transfer.time_verdict(results)
+    assert "8.5 min for a 50400-image source" in line and line.count("met") == 1 and "**miss**" not in line
+    assert "kept the `supervised` source stage and scored 94.75 ± 0.45" in line
+    assert "best baseline, logistic regression: 84.20" in line
+    results["runs"]["bar"] = run(1150.0, 70.0)  # 20.3 min
+    assert "**miss**" in bench_meta_transfer.time_verdict(results)

@@ -8,7 +8,7 @@ import train
 from app import run_dir as rd
 from app.config import TrainConfig
 from app.errors import UserError
-from app.target_finetuning import LOGIT_GAP, prototype_scaled_head, target_finetune_applies
+from app.target_finetuning import LOGIT_GAP, prototype_scaled_head, starting_head, target_finetune_applies
 from models.task_model import load_task_model
 
 WORDS = {"alpha": "apple apricot avocado", "beta": "banana berry brick", "gamma": "cherry cocoa crane",
@@ -38,6 +38,16 @@ def test_auto_fine_tunes_text_runs_with_a_source_only():
                                 "features")
 
 
+def test_fine_tuning_starts_from_logistic_regression_unless_prototypes_are_asked_for_or_forced():
+    auto = TrainConfig(data_dir="d", strategy="protonet", meta_data="s")
+    assert starting_head(auto, 8) == "logistic_regression"  # whatever auto chose for the frozen embedding
+    assert starting_head(TrainConfig(data_dir="d", strategy="protonet", meta_data="s",
+                                     target_head="logistic_regression"), 8) == "logistic_regression"
+    assert starting_head(TrainConfig(data_dir="d", strategy="protonet", meta_data="s", target_head="prototypes"),
+                         8) == "prototypes"
+    assert starting_head(auto, 101) == "prototypes"  # too many classes for logistic regression
+
+
 def test_the_starting_head_ranks_as_nearest_prototype_at_a_bounded_scale():
     rng = np.random.default_rng(0)
     embeddings = rng.normal(0, 30, (30, 6)).astype(np.float32)  # large distances: raw logits would saturate
@@ -55,18 +65,63 @@ def test_the_starting_head_ranks_as_nearest_prototype_at_a_bounded_scale():
                        atol=1e-3)
 
 
-@pytest.mark.slow  # a whole tiny_text run with both fine-tuning phases (about 20-40 s on 2 cores)
-def test_a_text_run_with_a_source_fine_tunes_the_backbone_on_the_target_and_refits(tmp_path):
+def _text_meta_args(tmp_path, finetune_epochs: int) -> list[str]:
     target = _texts(tmp_path / "target", ["alpha", "beta", "gamma"], per_class=8, seed=0)
     source = _texts(tmp_path / "source", ["delta", "omega", "sigma"], per_class=8, seed=1)
+    return [str(target), "--backbone", "tiny_text", "--sequence-length", "16", "--strategy", "protonet",
+            "--meta-data", str(source), "--meta-input", "features", "--source-stage", "none",
+            "--ways", "2", "--shots", "2", "--queries", "2", "--meta-steps", "2", "--meta-epochs", "1",
+            "--finetune-epochs", str(finetune_epochs), "--seed", "1"]
+
+
+class Crash(BaseException):
+    """Stands for the process dying here (nothing in metatune catches a BaseException: no clean-up runs)."""
+
+
+@pytest.mark.slow  # two tiny_text runs, each killed once and resumed (about 30-60 s on 2 cores)
+@pytest.mark.parametrize("phase", ["target_finetune", "refit_target_finetune"])
+def test_a_run_killed_in_a_target_fine_tuning_phase_resumes_and_completes(tmp_path, monkeypatch, phase):
+    from app.checkpoints import Checkpoints
+
     run = tmp_path / "run"
-    assert train.main([str(target), "--backbone", "tiny_text", "--sequence-length", "16", "--strategy", "protonet",
-                       "--meta-data", str(source), "--meta-input", "features", "--source-stage", "none",
-                       "--ways", "2", "--shots", "2", "--queries", "2", "--meta-steps", "2", "--meta-epochs", "1",
-                       "--finetune-epochs", "1", "--output", str(run), "--seed", "1"]) == 0
+    real = Checkpoints.save
+
+    def dies_after_the_first_epoch_of_the_phase(self, state, *args, **kwargs):
+        written = real(self, state, *args, **kwargs)
+        if state.phase == phase and not state.done:
+            raise Crash()  # the checkpoint of the phase's first epoch is on disk, nothing after it
+        return written
+
+    monkeypatch.setattr(Checkpoints, "save", dies_after_the_first_epoch_of_the_phase)
+    with pytest.raises(Crash):
+        train.main(_text_meta_args(tmp_path, finetune_epochs=2) + ["--output", str(run)])
+    monkeypatch.undo()
+    assert (run / rd.INCOMPLETE_MARKER).exists()
+    assert train.main(["--resume", str(run)]) == 0
+    assert not (run / rd.INCOMPLETE_MARKER).exists()
+    history = rd.read_json(run / rd.HISTORY_FILE)
+    assert [p["name"] for p in history["phases"]] == ["meta", "target_finetune", "refit_target_finetune"]
+    epochs = history["epochs"]
+    assert [e["epoch"] for e in epochs] == list(range(1, len(epochs) + 1))  # continued, nothing repeated
+    counts = {p["name"]: p["epochs"] for p in history["phases"]}
+    metadata = rd.read_json(run / rd.METADATA_FILE)
+    assert metadata["resumed"] is True
+    # The refit ran the epochs the first fine-tuning kept, whichever phase the kill fell in.
+    assert counts["refit_target_finetune"] == metadata["refit"]["epochs"]["target_finetune"]
+    assert counts["target_finetune"] == metadata["meta"]["target_finetune"]["epochs_run"]
+    model = load_task_model(str(run / rd.MODEL_FILE), "text")
+    probabilities = model.predict(np.asarray(["apple apricot", "cherry crane"], dtype=object), verbose=0)
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.slow  # a whole tiny_text run with both fine-tuning phases (about 20-40 s on 2 cores)
+def test_a_text_run_with_a_source_fine_tunes_the_backbone_on_the_target_and_refits(tmp_path):
+    run = tmp_path / "run"
+    assert train.main(_text_meta_args(tmp_path, finetune_epochs=1) + ["--output", str(run)]) == 0
     metadata = rd.read_json(run / rd.METADATA_FILE)
     tuned = metadata["meta"]["target_finetune"]
     assert tuned["applied"] is True and tuned["reason"].startswith("auto")
+    assert tuned["head"] == "logistic_regression"  # the fine-tuning's start, whatever the frozen head chosen
     phases = [p["name"] for p in rd.read_json(run / rd.HISTORY_FILE)["phases"]]
     assert phases == ["meta", "target_finetune", "refit_target_finetune"]
     # The refit repeats the epochs early stopping chose, on train + validation files; the test split stays out.
