@@ -345,7 +345,6 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
         if stage.target_features is not None:  # the backbone's top blocks trained: its features changed
             train_features, val_features = np.split(stage.target_features, [len(train_examples)])
         learner = build_meta_learner("protonet", embedding, config.ways, transductive=config.transductive)
-    write_atomically(run_dir / META_LEARNER_FILE, lambda temporary: learner.save(temporary))
 
     # The target classifier on the meta-learned embedding.
     def embed(examples, features):
@@ -370,8 +369,8 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
                                    train_embeddings, val_embeddings, modality, meta_epochs, meta_steps, why)
         train_features, val_features = tuned.features
         train_embeddings, val_embeddings = tuned.embeddings
-        # The learner's embedding (and the extractor under it) trained: the saved learner follows.
-        write_atomically(run_dir / META_LEARNER_FILE, lambda temporary: learner.save(temporary))
+    # Saved once the target stage is done: its fine-tuning (text) trains the learner's embedding and extractor.
+    write_atomically(run_dir / META_LEARNER_FILE, lambda temporary: learner.save(temporary))
     episode_learner = None
     if config.strategy == "protonet":  # what evaluate.py --episodes runs on the embedding, per shot count
         episode_learner = choose_episode_learners(np.concatenate([train_embeddings, val_embeddings]),

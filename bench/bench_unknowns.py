@@ -132,12 +132,13 @@ def measure_glyph(p: dict, fonts_root: str, runs: Path, log) -> list[dict]:
 
 
 def measure_r8(p: dict, runs: Path, log) -> list[dict]:
+    from bench_text import DATASETS as TEXT_DATASETS
     from bench_text import make_data as make_text_data
 
     data = make_text_data("reuters-r8", p["train_per_class"], 0, p["test_per_class"])
     rows = []
     for seed in p["seeds"]:
-        known, unknown = unknown_sets.class_split(unknown_sets.R8_CLASSES, p["known"], seed)
+        known, unknown = unknown_sets.class_split(TEXT_DATASETS["reuters-r8"]["classes"], p["known"], seed)
         folders = unknown_sets.r8_folders(data, known, unknown, p["outside"], seed, runs / f"r8-{seed}")
         result = measure_other_open_set(folders["known"], {"r8": folders["r8"], "r52": folders["r52"]},
                                         runs / f"r8-run-{seed}", seed, [])

@@ -24,7 +24,6 @@ import numpy as np
 import common
 
 GLYPH_SEED_TAG = 21  # mixed into every glyph split's generator (issue 21), apart from the fonts set's own seeds
-R8_CLASSES = ["acq", "crude", "earn", "grain", "interest", "money-fx", "ship", "trade"]
 
 
 def class_split(names: list[str], known: int, seed: int) -> tuple[list[str], list[str]]:
@@ -127,6 +126,7 @@ def glyph_folders(dataset: Path, split: GlyphSplit, instances: int, train_instan
 def r8_folders(data: Path, known: list[str], unknown: list[str], outside: int, seed: int, target: Path) -> dict:
     """target/known/{train,test}/ (the known R8 topics of `data`, a bench_text folder), target/unknown-r8/ (the
     other topics' test texts) and target/unknown-r52/ (`outside` test texts of R52 topics outside R8)."""
+    from bench_text import DATASETS
     from data.corpora import CORPUS_FILES, orange_datasets_dir, read_orange_tab
 
     folders = {"known": target / "known", "r8": target / "unknown-r8", "r52": target / "unknown-r52"}
@@ -134,7 +134,7 @@ def r8_folders(data: Path, known: list[str], unknown: list[str], outside: int, s
         copy_classes(data / split, folders["known"] / split, known)
     copy_classes(data / "test", folders["r8"], unknown)
     rows = read_orange_tab(orange_datasets_dir() / CORPUS_FILES["reuters-r52"][1])
-    for i, (label, text) in enumerate(sample_outside(rows, set(R8_CLASSES), outside, seed)):
+    for i, (label, text) in enumerate(sample_outside(rows, set(DATASETS["reuters-r8"]["classes"]), outside, seed)):
         folder = folders["r52"] / label.replace("/", "_")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{i:04d}.txt").write_text(text, encoding="utf-8")
