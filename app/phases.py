@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -26,11 +27,13 @@ from app.config import TrainConfig
 from app.distributed_loop import fit_with_own_step, needs_own_step
 from app.errors import UserError
 from app.progress import BatchProgress
+from app.text_phase2 import activation_dataset
 from data.augment import AugmentConfig, build_augmenter
 from data.pipeline import balanced_dataset, image_dataset, read_texts, text_dataset, without_autotune_thread
 from data.splits import class_weights
 from models.finetuning import learning_rate_multipliers, unfreeze_top_blocks
 from models.optimizers import DiscriminativeAdam
+from models.text_split import TextSplit, top_task_model
 
 logger = logging.getLogger(__name__)
 HEAD, FINETUNE, META = "head", "finetune", "meta"
@@ -264,10 +267,13 @@ def head_training(config: TrainConfig, num_classes: int) -> tuple[CompileSpec, o
     return CompileSpec(keras.optimizers.Adam(config.learning_rate), loss, ["accuracy"]), to_targets
 
 
-def finetune_inputs(config: TrainConfig, modality: str, size: int, train_examples, val_examples, num_classes: int):
+def finetune_inputs(config: TrainConfig, modality: str, size: int, train_examples, val_examples, num_classes: int,
+                    text_cut: TextSplit | None = None):
     """Phase-2 datasets of raw inputs: shuffled training batches, and the validation batches and
     inputs (None, None without `val_examples`). Image augmentation is not here: it is the first
-    layer of the model phase 2 trains (`phase2_training_model`)."""
+    layer of the model phase 2 trains (`phase2_training_model`). With `text_cut`
+    (app/text_phase2.py), text batches hold the hidden states below the top blocks instead of
+    the texts, and `finetune_backbone` must get the same cut."""
     train_paths = [e.path for e in train_examples]
     train_labels = [e.label for e in train_examples]
     val_labels = [e.label for e in val_examples]
@@ -277,13 +283,15 @@ def finetune_inputs(config: TrainConfig, modality: str, size: int, train_example
         val_ds = image_dataset([e.path for e in val_examples], val_labels, (size, size), config.batch_size,
                                resize=config.resize, cache=config.image_cache) if val_examples else None
     else:
+        batches = text_dataset if text_cut is None else partial(activation_dataset, text_cut)
         texts = read_texts(train_paths, [e.encoding for e in train_examples])
-        train_ds = text_dataset(texts, train_labels, config.batch_size, shuffle=True, seed=config.seed)
-        val_ds = text_dataset(read_texts([e.path for e in val_examples], [e.encoding for e in val_examples]),
-                              val_labels, config.batch_size) if val_examples else None
+        train_ds = batches(texts, train_labels, config.batch_size, shuffle=True, seed=config.seed)
+        val_ds = batches(read_texts([e.path for e in val_examples], [e.encoding for e in val_examples]),
+                         val_labels, config.batch_size) if val_examples else None
     mixup = uses_mixup(config, modality)
     _, to_targets = loss_and_targets(config, num_classes, one_hot=mixup)
-    confusion_inputs = None if val_ds is None else val_ds.map(lambda x, y: x)
+    # (x,): a one-element tuple, so that predict() takes cached text inputs [hidden, mask] as one x.
+    confusion_inputs = None if val_ds is None else val_ds.map(lambda x, y: (x,))
     if to_targets:
         train_ds = train_ds.map(to_targets)
         val_ds = None if val_ds is None else val_ds.map(to_targets)
@@ -388,21 +396,26 @@ def prepare_phase2(config: TrainConfig, spec, feature_extractor: keras.Model, ta
 def finetune_backbone(context: PhaseContext, spec, feature_extractor: keras.Model, task_model: keras.Model,
                       head_layers, train_ds, val_ds, confusion_inputs, val_labels, epoch_offset: int,
                       step_offset: int, phase: str = FINETUNE, phase_number: int = 2, max_epochs: int | None = None,
-                      selection: dict | None = None) -> PhaseResult:
+                      selection: dict | None = None, text_cut: TextSplit | None = None) -> PhaseResult:
     """Phase 2 (`prepare_phase2`), checkpointed and early-stopped like every phase.
     `val_ds` None: exactly `max_epochs` epochs, no validation (the refit). The learning-rate
     schedule always spans `--finetune-epochs`, so a shorter refit sees the same rates epoch by
-    epoch as the run whose epochs it repeats."""
+    epoch as the run whose epochs it repeats. With `text_cut` (the datasets' too, see
+    `finetune_inputs`), the model fit() trains is the task model's top over the cached hidden
+    states: the same layers, so `task_model` ends up trained."""
     config = context.config
     steps = int(train_ds.cardinality().numpy())
     model, compile_spec = prepare_phase2(config, spec, feature_extractor, task_model, head_layers, steps,
                                          len(context.class_names), phase2_augmentation(config, spec.modality))
+    if text_cut is not None:
+        model = top_task_model(text_cut, task_model, feature_extractor)
     extra = []
     if config.lr_schedule == "plateau" and val_ds is not None:
         extra.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=PLATEAU_FACTOR,
                                                        patience=max(1, config.patience // 2), verbose=1))
     description = (f"top {config.unfreeze} backbone block(s) unfrozen, BatchNorm frozen"
-                   + (", train + validation" if val_ds is None else ""))
+                   + (", train + validation" if val_ds is None else "")
+                   + (", over the lower blocks' cached hidden states" if text_cut is not None else ""))
     return run_phase(context, PhaseSpec(
         phase, phase_number, model, compile_spec, train_ds, val_ds, max_epochs or config.finetune_epochs, epoch_offset,
         step_offset, confusion_inputs=confusion_inputs, val_labels=val_labels, extra_callbacks=tuple(extra),

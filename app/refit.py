@@ -27,6 +27,7 @@ import numpy as np
 
 from app.config import REFIT_AUTO_BELOW_PER_CLASS, TRANSFER_STRATEGIES, TrainConfig
 from app.phases import FINETUNE, HEAD, PhaseContext, finetune_backbone, finetune_inputs, train_head
+from app.text_phase2 import text_phase2_cut
 from models.heads import ClassificationHead
 from models.task_model import build_task_model
 
@@ -101,9 +102,11 @@ def refit_transfer(context: PhaseContext, scan, backbone, feature_extractor: ker
     task_model = build_task_model(feature_extractor, head)
     if FINETUNE not in epochs:
         return task_model
-    train_ds, _, _ = finetune_inputs(config, scan.modality, backbone.size, examples, [], len(scan.class_names))
+    text_cut = text_phase2_cut(config, backbone.spec, feature_extractor, scan.modality, len(examples))
+    train_ds, _, _ = finetune_inputs(config, scan.modality, backbone.size, examples, [], len(scan.class_names),
+                                     text_cut)
     finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, train_ds, None, None, None,
                       epoch_offset=offset, step_offset=steps, phase=REFIT_FINETUNE, phase_number=4,
-                      max_epochs=epochs[FINETUNE], selection=selection)
+                      max_epochs=epochs[FINETUNE], selection=selection, text_cut=text_cut)
     return task_model
 

@@ -23,6 +23,7 @@ from app.config import META_STRATEGIES, TrainConfig
 from app.features import extract_features
 from app.meta_training import run_meta_training
 from app.phases import FINETUNE, HEAD, PhaseContext, finetune_backbone, finetune_inputs, phase2_augmentation, train_head
+from app.text_phase2 import text_phase2_cut
 from data.augment import build_augmenter
 from data.records import Example
 from models.heads import ClassificationHead
@@ -93,8 +94,10 @@ class TransferStrategy:
         task_model = build_task_model(job.feature_extractor, head)
         if config.strategy != "finetune":
             return self._trained(task_model, head_model, job.val_features, config, [HEAD], head_steps)
+        text_cut = text_phase2_cut(config, backbone.spec, job.feature_extractor, scan.modality,
+                                   len(job.train_examples) + len(job.val_examples))
         train_ds, val_ds, confusion_inputs = finetune_inputs(config, scan.modality, backbone.size, job.train_examples,
-                                                             job.val_examples, len(scan.class_names))
+                                                             job.val_examples, len(scan.class_names), text_cut)
         augment = phase2_augmentation(config, scan.modality)
         if augment is not None and not resumed_in_finetune:
             images, labels = next(iter(train_ds.take(1)))
@@ -105,7 +108,7 @@ class TransferStrategy:
                                    (labels.argmax(axis=1) if labels.ndim == 2 else labels).tolist(), scan.class_names)
         phase2 = finetune_backbone(context, backbone.spec, job.feature_extractor, task_model, head.layers, train_ds,
                                    val_ds, confusion_inputs, val_labels, epoch_offset=head_epochs,
-                                   step_offset=head_steps)
+                                   step_offset=head_steps, text_cut=text_cut)
         # The backbone changed: the head now sees new features (never cached: they belong to this run only).
         final_val_features = extract_features(job.feature_extractor, job.val_examples, scan.modality, backbone.size,
                                               config.batch_size, config.resize)

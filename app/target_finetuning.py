@@ -41,8 +41,10 @@ from app.features import extract_features
 from app.phases import PhaseContext, finetune_backbone, finetune_inputs
 from app.support_finetuning import LOGIT_GAP
 from app.target_heads import FIT, candidate_heads
+from app.text_phase2 import text_phase2_cut
 from models.heads import ClassificationHead
 from models.task_model import build_task_model
+from models.text_split import top_task_model
 
 logger = logging.getLogger(__name__)
 TARGET_FINETUNE, REFIT_TARGET_FINETUNE = "target_finetune", "refit_target_finetune"
@@ -125,8 +127,10 @@ def finetune_on_target(context: PhaseContext, config: TrainConfig, backbone, fea
     start = (feature_extractor.get_weights(), embedding.get_weights())
     head = prototype_scaled_head(num_classes, config.seed, train_embeddings, train_labels, kind)
     task_model = build_task_model(feature_extractor, head, embedding)
+    text_cut = text_phase2_cut(config, backbone.spec, feature_extractor, modality,
+                               len(train_examples) + len(val_examples))
     train_ds, val_ds, confusion = finetune_inputs(config, modality, backbone.size, train_examples, val_examples,
-                                                  num_classes)
+                                                  num_classes, text_cut)
     logger.info("Target stage: the backbone's top %s block(s), the embedding and the %s head fine-tuned on the "
                 "target (%s)", config.unfreeze, kind, reason)
     selection = {"meta_epochs": epoch_offset, "meta_steps": step_offset}
@@ -137,9 +141,10 @@ def finetune_on_target(context: PhaseContext, config: TrainConfig, backbone, fea
     else:
         first = finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, train_ds,
                                   val_ds, confusion, val_labels, epoch_offset, step_offset, phase=TARGET_FINETUNE,
-                                  phase_number=2, selection=selection)
+                                  phase_number=2, selection=selection, text_cut=text_cut)
         best_epoch, epochs, steps_per_epoch = first.best_epoch, first.epochs, first.steps_per_epoch
-        val_probabilities = (task_model.predict(confusion, verbose=0) if val_ds is not None
+        predictor = task_model if text_cut is None else top_task_model(text_cut, task_model, feature_extractor)
+        val_probabilities = (predictor.predict(confusion, verbose=0) if val_ds is not None
                              else np.zeros((0, num_classes), np.float32))
         # What a resume in the refit needs of the first model (its checkpoints are gone by then).
         selection = {**selection, "best_epoch": best_epoch, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
@@ -153,13 +158,13 @@ def finetune_on_target(context: PhaseContext, config: TrainConfig, backbone, fea
         head = prototype_scaled_head(num_classes, config.seed, np.concatenate([train_embeddings, val_embeddings]),
                                      train_labels + val_labels, kind)
         task_model = build_task_model(feature_extractor, head, embedding)
-        refit_ds, _, _ = finetune_inputs(config, modality, backbone.size, everything, [], num_classes)
+        refit_ds, _, _ = finetune_inputs(config, modality, backbone.size, everything, [], num_classes, text_cut)
         logger.info("Refit of the target stage: %d epoch(s) on %d train + validation files", best_epoch,
                     len(everything))
         finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, refit_ds, None, None,
                           [], epoch_offset + epochs, step_offset + epochs * steps_per_epoch,
                           phase=REFIT_TARGET_FINETUNE, phase_number=3, max_epochs=best_epoch,
-                          selection=selection)
+                          selection=selection, text_cut=text_cut)
         phases.append(REFIT_TARGET_FINETUNE)
         refit = {"applied": True, "reason": "meta strategies refit by default (--refit no keeps the first model)",
                  "num_files": len(everything), "epochs": {TARGET_FINETUNE: best_epoch},

@@ -71,7 +71,7 @@ def _text_meta_args(tmp_path, finetune_epochs: int) -> list[str]:
     return [str(target), "--backbone", "tiny_text", "--sequence-length", "16", "--strategy", "protonet",
             "--meta-data", str(source), "--meta-input", "features", "--source-stage", "none",
             "--ways", "2", "--shots", "2", "--queries", "2", "--meta-steps", "2", "--meta-epochs", "1",
-            "--finetune-epochs", str(finetune_epochs), "--seed", "1"]
+            "--finetune-epochs", str(finetune_epochs), "--unfreeze", "1", "--seed", "1"]  # 1 of 2 blocks: the text cut
 
 
 class Crash(BaseException):
