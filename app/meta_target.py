@@ -43,11 +43,7 @@ class TargetClassifier:
 
 def _written_head(num_classes: int, seed: int, embeddings: np.ndarray, labels, kind: str) -> tuple:
     """A Dense softmax head whose weights are computed, not trained: prototypes or logistic regression."""
-    head = ClassificationHead(num_classes, 0.0, seed=seed)
-    head_model = head.features_model(embeddings.shape[-1])
-    kernel, bias = FIT[kind](embeddings, np.asarray(labels), num_classes)
-    head.dense.set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
-    return head, head_model
+    return ClassificationHead.written(*FIT[kind](embeddings, np.asarray(labels), num_classes), seed=seed)
 
 
 def _fit_head_fixed_epochs(config: TrainConfig, num_classes: int, embeddings: np.ndarray, labels,

@@ -98,10 +98,7 @@ def prototype_scaled_head(num_classes: int, seed: int, embeddings: np.ndarray, l
         pairs = num_classes * (num_classes - 1)
         temperature = max(float(np.sum(gaps)) / max(pairs, 1) / LOGIT_GAP, 1e-12)
         kernel, bias = kernel / temperature, bias / temperature
-    head = ClassificationHead(num_classes, 0.0, seed=seed)
-    head.features_model(embeddings.shape[-1])  # builds the Dense layer
-    head.dense.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
-    return head
+    return ClassificationHead.written(kernel, bias, seed=seed)[0]
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 
 class ClassificationHead:
@@ -51,3 +52,13 @@ class ClassificationHead:
     def features_model(self, feature_dim: int) -> keras.Model:
         features = keras.Input(shape=(feature_dim,), name="features")
         return keras.Model(features, self(features), name="head")
+
+    @classmethod
+    def written(cls, kernel, bias, seed: int | None = None) -> tuple["ClassificationHead", keras.Model]:
+        """A head without dropout whose Dense weights are given (computed, not trained: prototypes,
+        logistic regression), and its model on features: kernel [features, classes], bias [classes]."""
+        kernel, bias = np.asarray(kernel, np.float32), np.asarray(bias, np.float32)
+        head = cls(kernel.shape[1], 0.0, seed=seed)
+        head_model = head.features_model(kernel.shape[0])  # builds the Dense layer
+        head.dense.set_weights([kernel, bias])
+        return head, head_model
