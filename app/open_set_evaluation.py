@@ -149,7 +149,7 @@ def evaluate_unknown(run, unknown: UnknownSet, known_embeddings, known_correct, 
               **open_set_metrics(known_scores, unknown_scores, unknown.detector.threshold, known_correct)}
     # Every candidate on the same embeddings (reported, never used to choose: the choice was made at training).
     result["auroc_by_score"], result["fpr_at_95_tpr_by_score"] = {}, {}
-    for name in (name for name in SCORES if unknown.scorer.available(name)):
+    for name in filter(unknown.scorer.available, SCORES):
         known_by, unknown_by = unknown.scorer.score(name, known_embeddings), unknown.scorer.score(name, unknown_embeddings)
         result["auroc_by_score"][name] = auroc(known_by, unknown_by)
         result["fpr_at_95_tpr_by_score"][name] = fpr_at_tpr(known_by, unknown_by, 0.95)

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from app.config import TrainConfig
-from data.pipeline import default_cache_budget_bytes, text_dataset, without_autotune_thread
+from data.pipeline import default_cache_budget_bytes, in_memory_batches, text_dataset
 from models.errors import ModelError
 from models.text_split import TextSplit, split_text_extractor
 
@@ -57,13 +57,8 @@ def activation_dataset(split: TextSplit, texts: list[str], labels: list[int] | N
                        shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
     """`data.pipeline.text_dataset`'s batches (same order, same shuffling), with the texts replaced by
     their [hidden states, padding mask] at the cut, computed once here."""
-    hidden, mask = _bottom_outputs(split, texts, batch_size)
-    inputs = tf.data.Dataset.from_tensor_slices((hidden, mask))
-    dataset = inputs if labels is None else tf.data.Dataset.zip(
-        inputs, tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.int32)))
-    if shuffle:
-        dataset = dataset.shuffle(max(1, len(texts)), seed=seed, reshuffle_each_iteration=True)
-    return without_autotune_thread(dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    inputs = tf.data.Dataset.from_tensor_slices(_bottom_outputs(split, texts, batch_size))
+    return in_memory_batches(inputs, labels, len(texts), batch_size, shuffle, seed)
 
 
 def _bottom_outputs(split: TextSplit, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:

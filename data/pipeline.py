@@ -206,11 +206,19 @@ def read_texts(paths: list[str], encodings: list[str] | None = None) -> list[str
 def text_dataset(texts: list[str], labels: list[int] | None, batch_size: int, shuffle: bool = False,
                  seed: int = 0) -> tf.data.Dataset:
     """Batches of tf.string (and int32 labels when given); tokenisation belongs to the model."""
-    dataset = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object).astype(str) if texts else tf.constant([], tf.string))
+    inputs = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object).astype(str) if texts else tf.constant([], tf.string))
+    return in_memory_batches(inputs, labels, len(texts), batch_size, shuffle, seed)
+
+
+def in_memory_batches(inputs: tf.data.Dataset, labels: list[int] | None, count: int, batch_size: int,
+                      shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """`count` in-memory inputs -> batches of them (and of int32 labels when given), reshuffled every
+    epoch when asked: inputs of the same count, labels and seed come out in the same order."""
+    dataset = inputs
     if labels is not None:
         dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.int32)))
     if shuffle:
-        dataset = dataset.shuffle(max(1, len(texts)), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(max(1, count), seed=seed, reshuffle_each_iteration=True)
     return without_autotune_thread(dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
