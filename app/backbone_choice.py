@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from app.backbone_reuse import is_run_dir, open_backbone_run
 from app.config import META_STRATEGIES, TrainConfig
 from app.errors import UserError
+from data.resize import RESAMPLING
 from models.backbones import BackboneSpec, get_backbone
 
 DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm"}
@@ -15,7 +16,8 @@ DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm"}
 def input_spec(modality: str, size: int, resize: str) -> dict:
     """What model.keras takes, recorded so evaluate/predict never ask for it."""
     if modality == "image":
-        return {"kind": "image", "image_size": [size, size], "channels": 3, "dtype": "uint8", "resize": resize}
+        return {"kind": "image", "image_size": [size, size], "channels": 3, "dtype": "uint8", "resize": resize,
+                "resampling": RESAMPLING}
     return {"kind": "text", "dtype": "string", "sequence_length": size}
 
 

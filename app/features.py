@@ -14,6 +14,7 @@ import tensorflow as tf
 from app.inputs import example_dataset
 from app.progress import BatchProgress
 from data.feature_cache import FeatureStore
+from data.resize import RESAMPLING
 from models.fingerprint import weights_fingerprint
 from models.layer_walk import flat_layers
 
@@ -40,6 +41,7 @@ def feature_store_key(feature_extractor: keras.Model, backbone_name: str, weight
     identity = {
         "format": FEATURE_CACHE_FORMAT, "backbone": backbone_name, "weights": weights, "modality": modality,
         "size": size, "resize": resize if modality == "image" else None, "pooling": pooling,
+        "resampling": RESAMPLING if modality == "image" else None,
         "weights_sha256": weights_fingerprint(feature_extractor),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +26,10 @@ from app import run_dir as rd
 from app.errors import UserError
 from app.run_dir import retrain_remedy
 from app.run_metadata import RunMetadata
+from data.resize import RESAMPLING
 from models.task_model import load_task_model
+
+logger = logging.getLogger(__name__)
 
 
 def class_digest(model: keras.Model, class_names: list[str]) -> str:
@@ -67,4 +71,17 @@ def open_run(path: str | Path) -> tuple[Path, RunMetadata, keras.Model]:
         raise UserError(f"{str(run_dir / rd.METADATA_FILE)!r} does not match {str(run_dir / rd.MODEL_FILE)!r}: the class "
                         "list (its names or their order) or the model's output layer changed since training, so "
                         f"predictions would carry the wrong names. {retrain_remedy(run_dir)}")
+    _warn_if_resized_otherwise(run_dir, metadata)
     return run_dir, metadata, model
+
+
+def _warn_if_resized_otherwise(run_dir: Path, metadata: RunMetadata) -> None:
+    """An image run trained with another resize than today's sees slightly different pixels now: say so."""
+    if metadata.modality != "image":
+        return
+    trained_with = metadata.input_spec.get("resampling", "pillow-bilinear (metatune before 2026-12-05)")
+    if trained_with != RESAMPLING:
+        logger.warning("%s was trained on images resized with %s; this metatune resizes with %s (data/resize.py), "
+                       "so its inputs now differ slightly from the ones it was trained on (mostly by one level per "
+                       "channel; more for images shrunk to less than half their size). Train it again for inputs "
+                       "identical to training.", run_dir, trained_with, RESAMPLING)

@@ -9,11 +9,8 @@ A file is plain when its header (read by Pillow without decoding the pixels) sho
 - JPEG: baseline (not progressive), RGB or grey, no EXIF orientation other than 1;
 - PNG: 8 bits per sample, RGB, grey or palette, no transparency (tRNS) and no alpha channel;
 - GIF: one frame, no transparency (TensorFlow leaves transparent pixels black, Pillow white);
-- BMP: uncompressed, 24/32-bit RGB or 8-bit grey;
+- BMP: uncompressed, 24/32-bit RGB or 8-bit grey.
 
-and its decoded size (after the reduced-scale JPEG decode `load_image` asks for) is at most
-MAX_GRAPH_SIDE_FACTOR times the target on each side: decoded images are batched before
-resizing, padded to the largest of the batch, so one huge file must not inflate every batch.
 Everything else (progressive JPEG, CMYK, EXIF rotation, alpha, 16-bit, WebP, TIFF, damaged
 files) keeps the Pillow path.
 """
@@ -30,49 +27,38 @@ from data.images import EXIF_ORIENTATION_TAG
 
 PILLOW = 0
 PLAIN_KINDS = ("pillow", "jpeg", "png", "gif", "bmp")  # index = the route code data.tf_decode expects
-MAX_GRAPH_SIDE_FACTOR = 4
 _PNG_BIT_DEPTH_OFFSET = 24  # IHDR: 8-byte signature, chunk length and type, width, height, then bit depth
 _BMP_BIT_COUNT_OFFSET = 28  # BITMAPINFOHEADER biBitCount
-_routes: dict[tuple, int] = {}  # (path, size, mtime, target) -> route, so rebuilt pipelines do not reread headers
+_routes: dict[tuple, int] = {}  # (path, size, mtime) -> route, so rebuilt pipelines do not reread headers
 
 
-def decode_route(path: str, image_size: tuple[int, int]) -> int:
-    """PLAIN_KINDS index of the graph decoder for `path` at `image_size`, or PILLOW (0)."""
+def decode_route(path: str) -> int:
+    """PLAIN_KINDS index of the graph decoder for `path`, or PILLOW (0)."""
     try:
         stat = os.stat(path)
     except OSError:
         return PILLOW  # the Pillow path reports the problem as before
-    key = (path, stat.st_size, stat.st_mtime_ns, tuple(image_size))
+    key = (path, stat.st_size, stat.st_mtime_ns)
     route = _routes.get(key)
     if route is None:
-        route = _routes[key] = _classify(path, image_size)
+        route = _routes[key] = _classify(path)
     return route
 
 
-def decode_routes(paths: list[str], image_size: tuple[int, int]) -> np.ndarray:
+def decode_routes(paths: list[str]) -> np.ndarray:
     """decode_route for every path (header reads in threads: Pillow's file reads release the GIL)."""
     if len(paths) < 64:
-        return np.asarray([decode_route(p, image_size) for p in paths], np.int32)
+        return np.asarray([decode_route(p) for p in paths], np.int32)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        return np.fromiter(pool.map(lambda p: decode_route(p, image_size), paths, chunksize=64), np.int32,
-                           count=len(paths))
+        return np.fromiter(pool.map(decode_route, paths, chunksize=64), np.int32, count=len(paths))
 
 
-def _classify(path: str, image_size: tuple[int, int]) -> int:
-    height, width = image_size
+def _classify(path: str) -> int:
     try:
         with open(path, "rb") as handle, Image.open(handle) as image:
-            kind = _plain_kind(image, handle)
-            if kind == PILLOW:
-                return PILLOW
-            if kind == PLAIN_KINDS.index("jpeg"):
-                image.draft("RGB", (width, height))  # the reduced size load_image decodes at (no pixels read)
-            decoded_width, decoded_height = image.size
+            return _plain_kind(image, handle)
     except Exception:  # noqa: BLE001  (Pillow raises many types for damaged files: they keep its path)
         return PILLOW
-    if decoded_width > MAX_GRAPH_SIDE_FACTOR * width or decoded_height > MAX_GRAPH_SIDE_FACTOR * height:
-        return PILLOW
-    return kind
 
 
 def _plain_kind(image: Image.Image, handle) -> int:

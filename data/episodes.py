@@ -34,8 +34,8 @@ import numpy as np
 import tensorflow as tf
 
 from data.errors import DataError
-from data.images import load_image
-from data.pipeline import without_autotune_thread
+from data.decode_route import decode_routes
+from data.pipeline import file_decoder, without_autotune_thread
 from data.splits import META_SPLITS, class_disjoint_splits
 
 logger = logging.getLogger(__name__)
@@ -163,11 +163,12 @@ def _check_pool(sampler: EpisodeSampler, num_inputs: int, what: str) -> None:
 
 def meta_batches(sampler: EpisodeSampler, fetch: Callable[[np.ndarray], np.ndarray], dtype: tf.DType,
                  element_shape: Sequence[int], tasks_per_batch: int, steps: int | None = None,
-                 start_step: int = 0) -> tf.data.Dataset:
+                 start_step: int = 0, decode: Callable[[tf.Tensor], tf.Tensor] | None = None) -> tf.data.Dataset:
     """Meta batches ((support_x, support_y, query_x), query_y) with a leading task dim.
 
     `fetch(indices)` returns the inputs of those pool examples, shape
-    [len(indices), *element_shape]. Meta step s holds episodes s*T .. s*T+T-1 of the
+    [len(indices), *element_shape]; `decode`, when given, maps them in the graph to what the
+    batches hold (e.g. file paths to decoded images). Meta step s holds episodes s*T .. s*T+T-1 of the
     sampler (T = tasks_per_batch); the dataset starts at step `start_step`, so a run
     resumed there sees the episodes it would have seen. `steps=None` never ends (take
     what you need, e.g. with steps_per_epoch).
@@ -192,6 +193,8 @@ def meta_batches(sampler: EpisodeSampler, fetch: Callable[[np.ndarray], np.ndarr
         support_y.set_shape((n_support,))
         query_x.set_shape((n_query, *shape))
         query_y.set_shape((n_query,))
+        if decode is not None:
+            support_x, query_x = decode(support_x), decode(query_x)
         return (support_x, support_y, query_x), query_y
 
     # counter() has infinite cardinality, so Keras knows an endless stream needs steps_per_epoch.
@@ -218,7 +221,7 @@ def array_meta_batches(sampler: EpisodeSampler, inputs: np.ndarray, tasks_per_ba
 def image_meta_batches(sampler: EpisodeSampler, paths: Sequence[str], image_size: tuple[int, int],
                        tasks_per_batch: int, steps: int | None = None, start_step: int = 0,
                        resize: str = "stretch") -> tf.data.Dataset:
-    """Meta batches of uint8 RGB images decoded from files with `load_image`, as training does.
+    """Meta batches of uint8 RGB images decoded from files by the training pipeline's decoder.
 
     Files are decoded again for every episode; for a small set that fits in memory,
     decode once and use `array_meta_batches`.
@@ -226,11 +229,15 @@ def image_meta_batches(sampler: EpisodeSampler, paths: Sequence[str], image_size
     paths = [str(path) for path in paths]
     _check_pool(sampler, len(paths), "paths")
     height, width = image_size
+    path_table, route_table = tf.constant(paths, tf.string), tf.constant(decode_routes(paths), tf.int32)
+    load = file_decoder((height, width), resize)
 
-    def fetch(index: np.ndarray) -> np.ndarray:
-        return np.stack([load_image(paths[i], (height, width), resize) for i in index])
+    def decode(index: tf.Tensor) -> tf.Tensor:
+        return tf.map_fn(lambda i: load(tf.gather(path_table, i), tf.gather(route_table, i)), index,
+                         fn_output_signature=tf.TensorSpec((height, width, 3), tf.uint8))
 
-    return meta_batches(sampler, fetch, tf.uint8, (height, width, 3), tasks_per_batch, steps, start_step)
+    return meta_batches(sampler, lambda index: np.asarray(index, np.int32), tf.int32, (), tasks_per_batch, steps,
+                        start_step, decode=decode)
 
 
 def text_meta_batches(sampler: EpisodeSampler, texts: Sequence[str], tasks_per_batch: int, steps: int | None = None,

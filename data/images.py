@@ -1,9 +1,10 @@
 """Decode one image file into the RGB uint8 array every other stage expects.
 
 Pillow rather than `tf.io.decode_image`: TensorFlow cannot read TIFF or WebP,
-ignores EXIF orientation and drops alpha instead of compositing it. Training,
-evaluation and prediction all go through `load_image`, so a picture is seen
-exactly the same way at every stage (no training/serving skew).
+ignores EXIF orientation and drops alpha instead of compositing it. The plain files
+TensorFlow does decode like Pillow take its faster path in the pipeline
+(data/decode_route.py, data/tf_decode.py); every path resizes with `data.resize`, so a
+picture is seen exactly the same way at every stage (no training/serving skew).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from data.resize import RESIZE_MODES, fit_array
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 WHITE = (255, 255, 255)
-RESIZE_MODES = ("stretch", "pad", "crop")
 EXIF_ORIENTATION_TAG = 0x0112
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 
@@ -93,49 +95,18 @@ def check_image(path: str) -> tuple[bool, str]:
     return ok, reason
 
 
-def fit_to_size(rgb: Image.Image, size: tuple[int, int], mode: str) -> Image.Image:
-    """Resize to (height, width): stretch, pad (letterbox on black) or crop (centre)."""
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"resize mode must be one of {RESIZE_MODES}. Received: {mode!r}")
-    height, width = size
-    if rgb.size == (width, height):
-        return rgb
-    if mode == "stretch":
-        return rgb.resize((width, height), Image.Resampling.BILINEAR)
-    if mode == "pad":
-        return ImageOps.pad(rgb, (width, height), Image.Resampling.BILINEAR, color=0 if rgb.mode == "L" else (0, 0, 0))
-    return ImageOps.fit(rgb, (width, height), Image.Resampling.BILINEAR)
+def decode_rgb(path: str, draft_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read `path` with Pillow: uint8 [h, w, 3] before resizing. With `draft_size` (height, width), a
+    JPEG much larger than it is decoded at a reduced scale (libjpeg's 1/2, 1/4, 1/8 DCT scaling),
+    as `data.tf_decode` does for the files TensorFlow decodes."""
+    with Image.open(path) as image:
+        if draft_size is not None:
+            image.draft("RGB", (draft_size[1], draft_size[0]))
+        return np.asarray(to_rgb(image), dtype=np.uint8)
 
 
 def load_image(path: str, image_size: tuple[int, int], resize: str = "stretch") -> np.ndarray:
-    """Read `path` and return a (height, width, 3) uint8 array of `image_size`."""
-    height, width = image_size
-    with Image.open(path) as image:
-        image.draft("RGB", (width, height))  # JPEG: decode at a reduced scale when much larger
-        return np.asarray(fit_to_size(to_rgb(image), image_size, resize), dtype=np.uint8)
-
-
-def fit_decoded_batch(images: np.ndarray, sizes: np.ndarray, image_size: tuple[int, int],
-                      resize: str = "stretch") -> np.ndarray:
-    """`fit_to_size` for a padded batch of decoded RGB images: uint8 [batch, h_max, w_max, 3] whose
-    image i fills its top-left sizes[i] = (h, w) -> uint8 [batch, height, width, 3].
-
-    Why per batch: the pipeline decodes plain files with TensorFlow (no GIL, no Python per file)
-    and resizes here with the very Pillow call `load_image` makes, so the pixels are the same;
-    one Python call per batch instead of one per file (Pillow's resampling releases the GIL).
-    An image already of the target size is returned untouched, as `load_image` returns it."""
-    height, width = image_size
-    out = np.empty((len(images), height, width, 3), np.uint8)
-    for i, (image, (h, w)) in enumerate(zip(images, sizes)):
-        pixels = image[:h, :w]
-        if _is_grey(pixels):
-            # Pillow resamples every band with the same weights and rounding, so one band of a grey
-            # image resized alone gives each RGB band's pixels exactly, for a third of the work.
-            out[i] = np.asarray(fit_to_size(Image.fromarray(pixels[..., 0]), image_size, resize))[..., np.newaxis]
-        else:
-            out[i] = np.asarray(fit_to_size(Image.fromarray(pixels), image_size, resize))
-    return out
-
-
-def _is_grey(pixels: np.ndarray) -> bool:
-    return bool(np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2]))
+    """Read `path` and return a (height, width, 3) uint8 array of `image_size` (data/resize.py)."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}. Received: {resize!r}")
+    return fit_array(decode_rgb(path, image_size), image_size, resize)

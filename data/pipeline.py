@@ -1,5 +1,5 @@
 """tf.data pipelines: images from files (parallel decode, with TensorFlow's decoders for plain files
-and Pillow for the rest, a batched resize, optional augmentation and in-memory cache, prefetch),
+and Pillow for the rest, one resize for both, optional augmentation and in-memory cache, prefetch),
 text as strings, and a class-balanced sampler. Every pipeline runs without tf.data's autotuning
 thread (see `without_autotune_thread`)."""
 
@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from data.augment import AugmentConfig, build_augmenter
 from data.decode_route import PILLOW, decode_routes
-from data.images import fit_decoded_batch, load_image
+from data.images import decode_rgb
+from data.resize import fit_to_size
 from data.text import MAX_TEXT_BYTES, read_text_prefix
 from data.tf_decode import decode_plain_rgb
 
@@ -23,8 +24,6 @@ CACHE_CHOICES = ("auto", "memory", "none")
 # bounded buffer: memory stays at the cache plus this many images (150 MB at 224 px), and
 # the first epoch's first batch waits for this many decodes (about 1 s on 2 cores), once.
 CACHED_SHUFFLE_BUFFER = 1024
-# Images decoded into the cache are resized in batches of this many (one Python call per batch).
-DECODE_BATCH = 32
 
 
 def default_cache_budget_bytes() -> int:
@@ -62,63 +61,32 @@ def without_autotune_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def _pillow_fn(image_size: tuple[int, int], resize: str):
-    height, width = image_size
-
-    def decode(path):
-        return load_image(path.decode("utf-8"), (height, width), resize)
-
-    def load(path):
-        image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
-        image.set_shape((height, width, 3))
-        return image
-
-    return load
-
-
-def _decode_fn(image_size: tuple[int, int], resize: str):
-    """(path, route) -> (image before resizing, its (h, w)): TensorFlow's decoders for plain files, Pillow
-    (already resized: the batch resize leaves it untouched) for the rest (data/decode_route.py)."""
-    pillow = _pillow_fn(image_size, resize)
+def file_decoder(image_size: tuple[int, int], resize: str):
+    """(path, route) -> uint8 [height, width, 3]: TensorFlow's decoders for plain files, Pillow's for the
+    rest (data/decode_route.py), then the one resize every path uses (data/resize.py)."""
+    def pillow_decode(path):
+        return decode_rgb(path.decode("utf-8"), image_size)
 
     def load(path, route):
-        image = tf.cond(route > PILLOW, lambda: decode_plain_rgb(tf.io.read_file(path), route, image_size),
-                        lambda: pillow(path))
-        return image, tf.shape(image)[:2]
+        def pillow():
+            rgb = tf.numpy_function(pillow_decode, [path], tf.uint8, stateful=False)
+            rgb.set_shape((None, None, 3))
+            return rgb
+
+        rgb = tf.cond(route > PILLOW, lambda: decode_plain_rgb(tf.io.read_file(path), route, image_size), pillow)
+        return fit_to_size(rgb, image_size, resize)
 
     return load
 
 
-def _decoded_batches(items: tf.data.Dataset, batch_size: int, image_size: tuple[int, int], resize: str,
-                     any_plain: bool, labelled: bool) -> tf.data.Dataset:
-    """Batches of uint8 [batch, height, width, 3] (and labels) from (path, route[, label]) items.
-
-    Plain files are decoded one by one by TensorFlow, padded into a batch and resized together by
-    Pillow (`fit_decoded_batch`: one Python call per batch); when no file is plain, Pillow decodes
-    and resizes each file in its own call, as it always did."""
-    if not any_plain:
-        pillow = _pillow_fn(image_size, resize)
-        if labelled:
-            decoded = items.map(lambda path, route, label: (pillow(path), label), num_parallel_calls=tf.data.AUTOTUNE,
-                                deterministic=True)
-        else:
-            decoded = items.map(lambda path, route: pillow(path), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return decoded.batch(batch_size)
-    load = _decode_fn(image_size, resize)
+def _decoded_images(items: tf.data.Dataset, image_size: tuple[int, int], resize: str,
+                    labelled: bool) -> tf.data.Dataset:
+    """Images uint8 [height, width, 3] (and labels) from (path, route[, label]) items, decoded in parallel."""
+    load = file_decoder(image_size, resize)
     if labelled:
-        decoded = items.map(lambda path, route, label: (*load(path, route), label),
-                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-        decoded = items.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    batched = decoded.padded_batch(batch_size)
-
-    def fit(images, sizes, *label):
-        fitted = tf.numpy_function(lambda x, s: fit_decoded_batch(x, s, image_size, resize), [images, sizes],
-                                   tf.uint8, stateful=False)
-        fitted.set_shape((None, *image_size, 3))
-        return (fitted, *label) if label else fitted
-
-    return batched.map(fit, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return items.map(lambda path, route, label: (load(path, route), label), num_parallel_calls=tf.data.AUTOTUNE,
+                         deterministic=True)
+    return items.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def image_dataset(
@@ -146,7 +114,7 @@ def image_dataset(
     """
     path_array = np.asarray(paths, dtype=str)
     label_array = None if labels is None else np.asarray(labels, np.int32)
-    routes = decode_routes(list(paths), image_size)
+    routes = decode_routes(list(paths))
     cached = should_cache(len(paths), image_size, cache)
     if shuffle and cached:
         order = np.random.default_rng(seed).permutation(len(paths))
@@ -156,19 +124,15 @@ def image_dataset(
     items = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle and not cached:
         items = items.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
-    any_plain = bool(np.any(routes > PILLOW))
+    decoded = _decoded_images(items, image_size, resize, label_array is not None)
     if cached:
-        # Decoded in batches of DECODE_BATCH (the batched resize), cached image by image, then rebatched.
-        dataset = _decoded_batches(items, DECODE_BATCH, image_size, resize, any_plain, label_array is not None)
-        dataset = dataset.unbatch().cache()
+        dataset = decoded.cache()
         if shuffle:
             dataset = dataset.shuffle(min(max(1, len(paths)), CACHED_SHUFFLE_BUFFER), seed=seed,
                                       reshuffle_each_iteration=True)
-        # unbatch() leaves the cardinality unknown; phase 2 sizes its learning-rate schedule (and
-        # TensorBoard's step axis) from it, and an unknown one (-2) made the schedule one step long.
-        dataset = dataset.batch(batch_size).apply(tf.data.experimental.assert_cardinality(-(-len(paths) // batch_size)))
+        dataset = dataset.batch(batch_size)
     else:
-        dataset = _decoded_batches(items, batch_size, image_size, resize, any_plain, label_array is not None)
+        dataset = decoded.batch(batch_size)
     logger.debug("image_dataset: %d of %d files decode in the graph", int(np.sum(routes > PILLOW)), len(paths))
     if augment is not None and not augment.is_identity:
         augmenter = build_augmenter(augment, seed=seed)

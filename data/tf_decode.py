@@ -13,16 +13,13 @@ re-implements, op for op, what the Pillow path does:
   palette with a tRNS chunk) composited on white; 16-bit grey scaled to 8 bits by the same
   rule as `data.images.to_rgb`; the orientation of an eXIf chunk.
 - GIF: the first frame. BMP: 24/32-bit, and 8-bit grey.
-- Resizing: Pillow's BILINEAR resampling (a triangle filter widened when shrinking, i.e.
-  antialiased) with Pillow's own fixed-point weights, pass order and rounding (`_resample`);
-  "pad" and "crop" follow `ImageOps.pad` / `ImageOps.fit` (the same rounding of sizes and
-  offsets, the same fractional crop box).
+- Resizing: `data.resize.fit_to_size`, the resize every path uses.
 
 Measured against `load_image` (tests/data/test_tf_decode.py: photos and synthetic files,
 every resize mode, upscaling and downscaling, EXIF orientations 2..8, progressive JPEG,
 palette / alpha / transparent-palette / grey / 16-bit grey PNG, grey BMP, GIF): identical,
-`MAX_PIXEL_DIFFERENCE` = 0 per channel value. The match follows the pinned Pillow (13.0.0:
-its resize pass order) and libjpeg-turbo's integer IDCT in both libraries. Not reproduced
+`MAX_PIXEL_DIFFERENCE` = 0 per channel value. The match follows libjpeg-turbo's integer IDCT
+in both libraries. Not reproduced
 (the graph decodes these files, but the pixels differ from training): transparent GIFs
 (TensorFlow fills transparent pixels with black, Pillow composites them on white), palette
 BMPs with a colour palette, CMYK JPEGs. WebP and TIFF cannot be decoded by TensorFlow:
@@ -33,6 +30,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from data.resize import RESIZE_MODES, fit_to_size
+
 # Largest per-channel difference to `data.images.load_image` on the formats above (see the
 # module docstring); tests/data/test_tf_decode.py asserts it for every resize mode.
 MAX_PIXEL_DIFFERENCE = 0
@@ -40,7 +39,6 @@ GRAPH_FORMATS = ("jpeg", "png", "gif", "bmp")
 _MAGIC = (("jpeg", b"\xff\xd8\xff"), ("png", b"\x89PNG\r\n\x1a\n"), ("gif", b"GIF8"), ("bmp", b"BM"))
 _EXIF_BLOCK = 1 << 16  # an APP1 segment holds at most 64 KiB
 _ORIENTATION_TAG = 0x0112
-RESIZE_MODES = ("stretch", "pad", "crop")
 
 
 def graph_decodable(raw: bytes) -> str | None:
@@ -195,116 +193,3 @@ def _apply_orientation(image, orientation):
         lambda: tf.image.rot90(image, 1),  # 8: ROTATE_90
     ]
     return tf.switch_case(orientation, branches)
-
-
-def fit_to_size(rgb: tf.Tensor, image_size: tuple[int, int], mode: str) -> tf.Tensor:
-    """uint8 [h, w, 3] -> [height, width, 3]: `data.images.fit_to_size` (stretch, pad, crop) in TF ops."""
-    height, width = image_size
-    shape = tf.shape(rgb)
-    h, w = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
-    H, W = float(height), float(width)
-    if mode == "stretch":
-        resized = _resample(rgb, (height, width), (0.0, 0.0, w, h))
-    elif mode == "crop":
-        # ImageOps.fit: the largest centred box of the output's aspect ratio, fractional edges kept.
-        image_ratio, output_ratio = w / h, W / H
-        crop_w = tf.where(image_ratio >= output_ratio, output_ratio * h, w)
-        crop_h = tf.where(image_ratio >= output_ratio, h, w / output_ratio)
-        crop_w = tf.where(tf.equal(image_ratio, output_ratio), w, crop_w)
-        crop_h = tf.where(tf.equal(image_ratio, output_ratio), h, crop_h)
-        left, top = (w - crop_w) * 0.5, (h - crop_h) * 0.5
-        resized = _resample(rgb, (height, width), (left, top, left + crop_w, top + crop_h))
-    elif mode == "pad":
-        resized = _pad(rgb, h, w, height, width)
-    else:
-        raise ValueError(f"resize mode must be one of {RESIZE_MODES}. Received: {mode!r}")
-    # An image already of the target size needs no branch: its resampling weights are the
-    # identity (one 1.0 per row), so it comes back untouched, as load_image returns it.
-    return tf.ensure_shape(resized, (height, width, 3))
-
-
-def _pad(rgb, h, w, height, width):
-    """ImageOps.pad on black: ImageOps.contain's size (Python's round, half to even), centred paste."""
-    H, W = float(height), float(width)
-    image_ratio, output_ratio = w / h, W / H
-    wider = image_ratio > output_ratio
-    new_h = tf.where(wider, tf.round(h / w * W), tf.constant(H, tf.float64))
-    new_w = tf.where(wider, tf.constant(W, tf.float64), tf.round(w / h * H))
-    new_h, new_w = tf.cast(tf.maximum(new_h, 1.0), tf.int32), tf.cast(tf.maximum(new_w, 1.0), tf.int32)
-    resized = _resample(rgb, (new_h, new_w), (0.0, 0.0, w, h))
-    x = tf.cast(tf.round(tf.cast(width - new_w, tf.float64) * 0.5), tf.int32)
-    y = tf.cast(tf.round(tf.cast(height - new_h, tf.float64) * 0.5), tf.int32)
-    return tf.image.pad_to_bounding_box(resized, y, x, height, width)
-
-
-def _resample(rgb, size, box):
-    """Pillow's Image.resize(size, BILINEAR, box) exactly: two separable passes, each rounded to 8 bits.
-
-    Pillow computes each output pixel from float64 filter weights turned into 22-bit fixed
-    point. TensorFlow's own resize ops keep float32 weights (about 1e-5 off Pillow's), which
-    flips the rounding of a few percent of the pixels; the same fixed-point integers applied
-    as a sparse matrix product in float64 (exact: the sums stay below 2**53) give Pillow's
-    values, at a cost linear in the input pixels. Pillow 13 runs the vertical pass first when
-    the height shrinks by more than twice as many pixels as the width (Resample.c,
-    `horizontal_first`); the order changes the intermediate rounding, so it is followed here.
-    Pillow passes the box as C floats: the crop edges and width are float32 values.
-    """
-    out_h, out_w = size
-    x0, y0, x1, y1 = (tf.cast(v, tf.float32) for v in box)
-    image = tf.cast(rgb, tf.float64)
-    in_h, in_w = tf.shape(image)[0], tf.shape(image)[1]
-    columns = _pillow_weights(in_w, x0, x1, out_w)
-    rows = _pillow_weights(in_h, y0, y1, out_h)
-    shrink_h, shrink_w = in_h - out_h, in_w - out_w
-    vertical_first = tf.logical_and(shrink_h > 0, shrink_h > 2 * shrink_w)
-    resized = tf.cond(vertical_first,
-                      lambda: _pass(_pass(image, rows, axis=0), columns, axis=1),
-                      lambda: _pass(_pass(image, columns, axis=1), rows, axis=0))
-    return tf.cast(resized, tf.uint8)
-
-
-def _pass(image, weights, axis):
-    """Resample [h, w, 3] along `axis` (0: rows, 1: columns) with a sparse [out, in] weight matrix."""
-    if axis == 1:
-        image = tf.transpose(image, (1, 0, 2))
-    shape = tf.shape(image)
-    flat = tf.reshape(image, (shape[0], -1))
-    resampled = _fixed_point_pass(weights, flat)
-    out = tf.reshape(resampled, (-1, shape[1], 3))
-    return tf.transpose(out, (1, 0, 2)) if axis == 1 else out
-
-
-_PRECISION_BITS = 22  # Pillow's Resample.c: 32 - 8 - 2
-
-
-def _pillow_weights(in_size, start, end, out_size):
-    """Pillow's precompute_coeffs for the bilinear filter, as a sparse [out_size, in_size] matrix of fixed-point integers."""
-    in_size_f = tf.cast(in_size, tf.float64)
-    out_size_f = tf.cast(out_size, tf.float64)
-    scale = tf.cast(end - start, tf.float64) / out_size_f  # float32 subtraction, as in C
-    start = tf.cast(start, tf.float64)
-    filterscale = tf.maximum(scale, 1.0)
-    support = filterscale  # the bilinear filter's support is 1, widened when shrinking
-    ksize = tf.cast(tf.math.ceil(support), tf.int32) * 2 + 1
-    center = start + (tf.range(out_size_f, dtype=tf.float64) + 0.5) * scale
-    xmin = tf.maximum(tf.floor(center - support + 0.5), 0.0)  # C's (int) cast, then the clamp at 0
-    xmax = tf.minimum(tf.floor(center + support + 0.5), in_size_f) - xmin
-    k = tf.range(tf.cast(ksize, tf.float64), dtype=tf.float64)[tf.newaxis, :]
-    position = k + xmin[:, tf.newaxis]
-    inside = k < xmax[:, tf.newaxis]
-    weight = tf.maximum(1.0 - tf.abs((position - center[:, tf.newaxis] + 0.5) * (1.0 / filterscale)), 0.0)
-    weight = tf.where(inside, weight, tf.zeros_like(weight))
-    total = tf.reduce_sum(weight, axis=1, keepdims=True)
-    weight = tf.math.divide_no_nan(weight, total)  # Pillow leaves an all-zero row as it is
-    fixed = tf.floor(weight * float(1 << _PRECISION_BITS) + 0.5)
-    out_index = tf.broadcast_to(tf.range(tf.cast(out_size, tf.int64))[:, tf.newaxis], tf.shape(position, tf.int64))
-    indices = tf.stack([tf.boolean_mask(out_index, inside), tf.boolean_mask(tf.cast(position, tf.int64), inside)], axis=1)
-    dense_shape = tf.stack([tf.cast(out_size, tf.int64), tf.cast(in_size, tf.int64)])
-    return tf.SparseTensor(indices, tf.boolean_mask(fixed, inside), dense_shape)
-
-
-def _fixed_point_pass(weights, values):
-    """One resampling pass: (fixed-point weights @ values + half) >> PRECISION_BITS, clipped to 0..255."""
-    total = tf.sparse.sparse_dense_matmul(weights, values)
-    rounded = tf.floor((total + float(1 << (_PRECISION_BITS - 1))) / float(1 << _PRECISION_BITS))
-    return tf.clip_by_value(rounded, 0.0, 255.0)

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from app.inputs import example_dataset
-from data.decode_route import MAX_GRAPH_SIDE_FACTOR, PILLOW, PLAIN_KINDS, decode_route, decode_routes
-from data.images import RESIZE_MODES, load_image
+from data.decode_route import PILLOW, PLAIN_KINDS, decode_route, decode_routes
+from data.images import load_image
+from data.resize import RESIZE_MODES
 from data.pipeline import image_dataset
 from data.records import Example
 
@@ -38,7 +39,7 @@ def files(tmp_path_factory):
     exif[ORIENTATION] = 6
     upright_exif = Image.Exif()
     upright_exif[ORIENTATION] = 1
-    big = _picture(SIZE * MAX_GRAPH_SIDE_FACTOR + 8, 30)
+    big = _picture(SIZE * 5 + 8, 70)
     jpeg, png, gif, bmp = (PLAIN_KINDS.index(k) for k in ("jpeg", "png", "gif", "bmp"))
     made = {
         "baseline jpeg": (picture, "a.jpg", {"quality": 90}, jpeg),
@@ -56,7 +57,8 @@ def files(tmp_path_factory):
         "transparent palette png": (palette, "transparent.png", {"transparency": 3}, PILLOW),
         "rgba png": (rgba, "rgba.png", {}, PILLOW),
         "png, eXIf orientation 6": (picture, "rotated.png", {"exif": exif}, PILLOW),
-        "png wider than the graph path takes": (big, "big.png", {}, PILLOW),
+        "big png (shrunk by area averaging)": (big, "big.png", {}, png),
+        "big jpeg (1/4-scale draft, then area averaging)": (big.resize((SIZE * 9, SIZE * 9)), "big.jpg", {}, jpeg),
         "bmp": (picture, "a.bmp", {}, bmp),
         "grey bmp": (picture.convert("L"), "grey.bmp", {}, bmp),
         "gif": (picture, "a.gif", {}, gif),
@@ -73,11 +75,11 @@ def files(tmp_path_factory):
 
 
 def test_each_kind_of_file_takes_the_documented_path(files):
-    got = {name: PLAIN_KINDS[decode_route(path, (SIZE, SIZE))] for name, (path, _) in files.items()}
+    got = {name: PLAIN_KINDS[decode_route(path)] for name, (path, _) in files.items()}
     expected = {name: PLAIN_KINDS[route] for name, (_, route) in files.items()}
     assert got == expected
     paths = [path for path, _ in files.values()]
-    assert decode_routes(paths * 4, (SIZE, SIZE)).tolist() == [route for _, route in files.values()] * 4
+    assert decode_routes(paths * 4).tolist() == [route for _, route in files.values()] * 4
 
 
 @pytest.mark.parametrize("resize", RESIZE_MODES)
@@ -111,13 +113,13 @@ def test_cached_labelled_and_prediction_inputs_match_too(files):
 def test_a_file_changed_after_routing_is_routed_again(tmp_path):
     path = tmp_path / "changing.jpg"
     _picture().save(path)
-    assert decode_route(str(path), (SIZE, SIZE)) == PLAIN_KINDS.index("jpeg")
+    assert decode_route(str(path)) == PLAIN_KINDS.index("jpeg")
     _picture().save(path, progressive=True, quality=70)  # new size and mtime
-    assert decode_route(str(path), (SIZE, SIZE)) == PILLOW
+    assert decode_route(str(path)) == PILLOW
 
 
 def test_unreadable_files_keep_the_pillow_path(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff" + b"\x00" * 20)
-    assert decode_route(str(broken), (SIZE, SIZE)) == PILLOW
-    assert decode_route(str(tmp_path / "missing.png"), (SIZE, SIZE)) == PILLOW
+    assert decode_route(str(broken)) == PILLOW
+    assert decode_route(str(tmp_path / "missing.png")) == PILLOW

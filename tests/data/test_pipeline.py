@@ -12,7 +12,8 @@ from PIL import Image
 import keras
 
 from data.augment import AugmentConfig, ImageAugmentation, RandomAffine, build_augmenter
-from data.images import fit_to_size, load_image
+from data.images import load_image
+from data.resize import fit_array
 from data.pipeline import balanced_dataset, image_dataset, should_cache, text_dataset, without_autotune_thread
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (40, 80, 120)]
@@ -166,7 +167,7 @@ def test_unknown_resize_mode_is_an_error(banded):
         load_image(banded, (16, 16), resize="zoom")
     assert "'zoom'" in str(info.value)
     with pytest.raises(ValueError, match="resize mode"):
-        fit_to_size(Image.new("RGB", (4, 2)), (3, 3), "squash")
+        fit_array(np.zeros((2, 4, 3), np.uint8), (3, 3), "squash")
 
 
 def test_image_dataset_resize_mode_matches_load_image(banded):
