@@ -229,8 +229,9 @@ def image_meta_batches(sampler: EpisodeSampler, paths: Sequence[str], image_size
     paths = [str(path) for path in paths]
     _check_pool(sampler, len(paths), "paths")
     height, width = image_size
-    path_table, route_table = tf.constant(paths, tf.string), tf.constant(decode_routes(paths), tf.int32)
-    load = file_decoder((height, width), resize)
+    routes = decode_routes(paths)
+    path_table, route_table = tf.constant(paths, tf.string), tf.constant(routes, tf.int32)
+    load = file_decoder((height, width), resize, routes)
 
     def decode(index: tf.Tensor) -> tf.Tensor:
         return tf.map_fn(lambda i: load(tf.gather(path_table, i), tf.gather(route_table, i)), index,

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from data.augment import AugmentConfig, build_augmenter
-from data.decode_route import PILLOW, decode_routes
+from data.decode_route import PILLOW, PLAIN_KINDS, decode_routes
 from data.images import decode_rgb
 from data.resize import fit_to_size
 from data.text import MAX_TEXT_BYTES, read_text_prefix
@@ -61,28 +61,37 @@ def without_autotune_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def file_decoder(image_size: tuple[int, int], resize: str):
+def file_decoder(image_size: tuple[int, int], resize: str, routes=None):
     """(path, route) -> uint8 [height, width, 3]: TensorFlow's decoders for plain files, Pillow's for the
-    rest (data/decode_route.py), then the one resize every path uses (data/resize.py)."""
-    def pillow_decode(path):
-        return decode_rgb(path.decode("utf-8"), image_size)
+    rest (data/decode_route.py), then the one resize every path uses (data/resize.py).
+
+    `routes`: the routes of the files the decoder will see (None: any). The graph then holds only
+    the decoders those need (data.tf_decode.decode_plain_rgb says why)."""
+    present = sorted({int(r) for r in routes}) if routes is not None else list(range(len(PLAIN_KINDS)))
+    plain = tuple(r for r in present if r != PILLOW)
+
+    def pillow(path):
+        rgb = tf.numpy_function(lambda p: decode_rgb(p.decode("utf-8"), image_size), [path], tf.uint8, stateful=False)
+        rgb.set_shape((None, None, 3))
+        return rgb
 
     def load(path, route):
-        def pillow():
-            rgb = tf.numpy_function(pillow_decode, [path], tf.uint8, stateful=False)
-            rgb.set_shape((None, None, 3))
-            return rgb
-
-        rgb = tf.cond(route > PILLOW, lambda: decode_plain_rgb(tf.io.read_file(path), route, image_size), pillow)
+        if not plain:
+            rgb = pillow(path)
+        elif PILLOW not in present:
+            rgb = decode_plain_rgb(tf.io.read_file(path), route, image_size, plain)
+        else:
+            rgb = tf.cond(route > PILLOW, lambda: decode_plain_rgb(tf.io.read_file(path), route, image_size, plain),
+                          lambda: pillow(path))
         return fit_to_size(rgb, image_size, resize)
 
     return load
 
 
-def _decoded_images(items: tf.data.Dataset, image_size: tuple[int, int], resize: str,
+def _decoded_images(items: tf.data.Dataset, routes: np.ndarray, image_size: tuple[int, int], resize: str,
                     labelled: bool) -> tf.data.Dataset:
     """Images uint8 [height, width, 3] (and labels) from (path, route[, label]) items, decoded in parallel."""
-    load = file_decoder(image_size, resize)
+    load = file_decoder(image_size, resize, routes)
     if labelled:
         return items.map(lambda path, route, label: (load(path, route), label), num_parallel_calls=tf.data.AUTOTUNE,
                          deterministic=True)
@@ -124,7 +133,7 @@ def image_dataset(
     items = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle and not cached:
         items = items.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
-    decoded = _decoded_images(items, image_size, resize, label_array is not None)
+    decoded = _decoded_images(items, routes, image_size, resize, label_array is not None)
     if cached:
         dataset = decoded.cache()
         if shuffle:

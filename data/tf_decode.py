@@ -82,17 +82,26 @@ def decode_rgb(contents: tf.Tensor, draft_size: tuple[int, int]) -> tf.Tensor:
     return image
 
 
-def decode_plain_rgb(contents: tf.Tensor, kind: tf.Tensor, draft_size: tuple[int, int]) -> tf.Tensor:
+def decode_plain_rgb(contents: tf.Tensor, kind: tf.Tensor, draft_size: tuple[int, int],
+                     kinds_present: tuple[int, ...] = (1, 2, 3, 4)) -> tf.Tensor:
     """A file `data.decode_route` found plain -> uint8 [h, w, 3] before resizing, as Pillow decodes it.
 
     `kind` is its `data.decode_route.PLAIN_KINDS` index (1: JPEG, 2: PNG, 3: GIF, 4: BMP). The file
     needs no EXIF rotation and has no transparency, so the checks `decode_rgb` makes in the graph
-    for any file (the EXIF search alone costs more than decoding a small JPEG) are skipped."""
-    branches = [lambda: _decode_jpeg_drafted(contents, draft_size),
-                lambda: tf.io.decode_png(contents, channels=3),
-                lambda: tf.io.decode_gif(contents)[0],
-                lambda: _decode_bmp(contents)]
-    image = tf.switch_case(tf.cast(kind, tf.int32) - 1, branches)
+    for any file (the EXIF search alone costs more than decoding a small JPEG) are skipped.
+    `kinds_present`: the kinds the caller can send (those of its files); the graph holds only their
+    decoders, which makes it cheaper to instantiate (every new tf.data iterator does it: tens of
+    milliseconds with every branch, a noticeable share of a small folder's epoch)."""
+    decoders = {1: lambda: _decode_jpeg_drafted(contents, draft_size),
+                2: lambda: tf.io.decode_png(contents, channels=3),
+                3: lambda: tf.io.decode_gif(contents)[0],
+                4: lambda: _decode_bmp(contents)}
+    present = sorted(set(kinds_present))
+    if len(present) == 1:
+        image = decoders[present[0]]()
+    else:
+        branch = tf.searchsorted(tf.constant(present, tf.int32), tf.reshape(tf.cast(kind, tf.int32), (1,)))[0]
+        image = tf.switch_case(branch, [decoders[k] for k in present])
     image.set_shape((None, None, 3))
     return image
 
