@@ -170,7 +170,7 @@ def render(results: dict) -> str:
     add("")
     ceiling = runs[0].get("ceiling", {})
     if ceiling:
-        add("Diagnostics (same runs): `data.images.load_image` called directly, no TensorFlow, and a no-op "
+        add("Diagnostics (same runs): `data.images.load_image` called directly (Pillow decode, then the resize of data/resize.py through a tf.function), no tf.data, and a no-op "
             f"`tf.numpy_function` pipeline (returns a preallocated {size_text}x3 array; AUTOTUNE map, batch "
             f"{setup['batch_size']}, prefetch):")
         add("")

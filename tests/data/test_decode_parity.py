@@ -123,3 +123,15 @@ def test_unreadable_files_keep_the_pillow_path(tmp_path):
     broken.write_bytes(b"\xff\xd8\xff" + b"\x00" * 20)
     assert decode_route(str(broken)) == PILLOW
     assert decode_route(str(tmp_path / "missing.png")) == PILLOW
+
+
+@pytest.mark.parametrize("names", [
+    ("baseline jpeg", "small jpeg (enlarged)", "big jpeg (1/4-scale draft, then area averaging)"),  # one decoder
+    ("webp", "progressive jpeg", "rgba png"),  # Pillow only
+    ("png", "gif", "tiff"),  # two graph decoders and Pillow
+])
+def test_a_folder_of_few_kinds_gets_a_graph_with_only_their_decoders_and_the_same_pixels(files, names):
+    paths = [files[name][0] for name in names]
+    expected = np.stack([load_image(p, (SIZE, SIZE)) for p in paths])
+    got = np.concatenate(list(image_dataset(paths, None, (SIZE, SIZE), 2).as_numpy_iterator()))
+    np.testing.assert_array_equal(got, expected)
