@@ -18,8 +18,8 @@ So, per side:
   pixels each output pixel covers) straight to the output size;
 - otherwise (shrinking by less than 2x, or enlarging): bilinear with half-pixel centres.
 
-The result is rounded (half to even) and clipped to uint8 once, at the end. A side already of
-the target size is left as it is; an image of the target size comes back untouched.
+The result is rounded (halves up) to uint8 once, at the end. A side already of the target size
+keeps its pixels' values; an image of the target size comes back untouched.
 """
 
 from __future__ import annotations
