@@ -267,13 +267,30 @@ def head_training(config: TrainConfig, num_classes: int) -> tuple[CompileSpec, o
     return CompileSpec(keras.optimizers.Adam(config.learning_rate), loss, ["accuracy"]), to_targets
 
 
+@dataclass
+class FinetuneInputs:
+    """What phase 2 trains and validates on (`finetune_inputs`), with the text cut its batches were
+    made for, so the datasets and the model they feed cannot be paired wrongly."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset | None  # None: no validation files (a refit)
+    confusion: tf.data.Dataset | None  # the validation inputs alone, for predict()
+    val_labels: list[int]
+    text_cut: TextSplit | None = None  # app/text_phase2.py: batches of hidden states instead of texts
+
+    def predictor(self, task_model: keras.Model, feature_extractor: keras.Model) -> keras.Model:
+        """The model these batches feed: the task model, or its top over the cached hidden states
+        (the same layers, so training it trains the task model)."""
+        return task_model if self.text_cut is None else top_task_model(self.text_cut, task_model, feature_extractor)
+
+
 def finetune_inputs(config: TrainConfig, modality: str, size: int, train_examples, val_examples, num_classes: int,
-                    text_cut: TextSplit | None = None):
+                    text_cut: TextSplit | None = None) -> FinetuneInputs:
     """Phase-2 datasets of raw inputs: shuffled training batches, and the validation batches and
-    inputs (None, None without `val_examples`). Image augmentation is not here: it is the first
+    inputs (None without `val_examples`). Image augmentation is not here: it is the first
     layer of the model phase 2 trains (`phase2_training_model`). With `text_cut`
     (app/text_phase2.py), text batches hold the hidden states below the top blocks instead of
-    the texts, and `finetune_backbone` must get the same cut."""
+    the texts."""
     train_paths = [e.path for e in train_examples]
     train_labels = [e.label for e in train_examples]
     val_labels = [e.label for e in val_examples]
@@ -297,7 +314,7 @@ def finetune_inputs(config: TrainConfig, modality: str, size: int, train_example
         val_ds = None if val_ds is None else val_ds.map(to_targets)
     if mixup:
         train_ds = train_ds.map(MixUpBatches(config.mixup, config.seed))
-    return train_ds, val_ds, confusion_inputs
+    return FinetuneInputs(train_ds, val_ds, confusion_inputs, val_labels, text_cut)
 
 
 def uses_mixup(config: TrainConfig, modality: str) -> bool:
@@ -394,21 +411,21 @@ def prepare_phase2(config: TrainConfig, spec, feature_extractor: keras.Model, ta
 
 
 def finetune_backbone(context: PhaseContext, spec, feature_extractor: keras.Model, task_model: keras.Model,
-                      head_layers, train_ds, val_ds, confusion_inputs, val_labels, epoch_offset: int,
-                      step_offset: int, phase: str = FINETUNE, phase_number: int = 2, max_epochs: int | None = None,
-                      selection: dict | None = None, text_cut: TextSplit | None = None) -> PhaseResult:
+                      head_layers, inputs: FinetuneInputs, epoch_offset: int, step_offset: int, phase: str = FINETUNE,
+                      phase_number: int = 2, max_epochs: int | None = None,
+                      selection: dict | None = None) -> PhaseResult:
     """Phase 2 (`prepare_phase2`), checkpointed and early-stopped like every phase.
-    `val_ds` None: exactly `max_epochs` epochs, no validation (the refit). The learning-rate
+    `inputs.val` None: exactly `max_epochs` epochs, no validation (the refit). The learning-rate
     schedule always spans `--finetune-epochs`, so a shorter refit sees the same rates epoch by
-    epoch as the run whose epochs it repeats. With `text_cut` (the datasets' too, see
-    `finetune_inputs`), the model fit() trains is the task model's top over the cached hidden
-    states: the same layers, so `task_model` ends up trained."""
+    epoch as the run whose epochs it repeats. With a text cut, the model fit() trains is the task
+    model's top over the cached hidden states (`FinetuneInputs.predictor`)."""
     config = context.config
+    train_ds, val_ds, text_cut = inputs.train, inputs.val, inputs.text_cut
     steps = int(train_ds.cardinality().numpy())
     model, compile_spec = prepare_phase2(config, spec, feature_extractor, task_model, head_layers, steps,
                                          len(context.class_names), phase2_augmentation(config, spec.modality))
     if text_cut is not None:
-        model = top_task_model(text_cut, task_model, feature_extractor)
+        model = inputs.predictor(task_model, feature_extractor)
     extra = []
     if config.lr_schedule == "plateau" and val_ds is not None:
         extra.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=PLATEAU_FACTOR,
@@ -418,5 +435,5 @@ def finetune_backbone(context: PhaseContext, spec, feature_extractor: keras.Mode
                    + (", over the lower blocks' cached hidden states" if text_cut is not None else ""))
     return run_phase(context, PhaseSpec(
         phase, phase_number, model, compile_spec, train_ds, val_ds, max_epochs or config.finetune_epochs, epoch_offset,
-        step_offset, confusion_inputs=confusion_inputs, val_labels=val_labels, extra_callbacks=tuple(extra),
+        step_offset, confusion_inputs=inputs.confusion, val_labels=inputs.val_labels, extra_callbacks=tuple(extra),
         description=description, selection=selection))

@@ -103,10 +103,9 @@ def refit_transfer(context: PhaseContext, scan, backbone, feature_extractor: ker
     if FINETUNE not in epochs:
         return task_model
     text_cut = text_phase2_cut(config, backbone.spec, feature_extractor, scan.modality, len(examples))
-    train_ds, _, _ = finetune_inputs(config, scan.modality, backbone.size, examples, [], len(scan.class_names),
-                                     text_cut)
-    finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, train_ds, None, None, None,
+    inputs = finetune_inputs(config, scan.modality, backbone.size, examples, [], len(scan.class_names), text_cut)
+    finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, inputs,
                       epoch_offset=offset, step_offset=steps, phase=REFIT_FINETUNE, phase_number=4,
-                      max_epochs=epochs[FINETUNE], selection=selection, text_cut=text_cut)
+                      max_epochs=epochs[FINETUNE], selection=selection)
     return task_model
 

@@ -96,19 +96,18 @@ class TransferStrategy:
             return self._trained(task_model, head_model, job.val_features, config, [HEAD], head_steps)
         text_cut = text_phase2_cut(config, backbone.spec, job.feature_extractor, scan.modality,
                                    len(job.train_examples) + len(job.val_examples))
-        train_ds, val_ds, confusion_inputs = finetune_inputs(config, scan.modality, backbone.size, job.train_examples,
-                                                             job.val_examples, len(scan.class_names), text_cut)
+        inputs = finetune_inputs(config, scan.modality, backbone.size, job.train_examples, job.val_examples,
+                                 len(scan.class_names), text_cut)
         augment = phase2_augmentation(config, scan.modality)
         if augment is not None and not resumed_in_finetune:
-            images, labels = next(iter(train_ds.take(1)))
+            images, labels = next(iter(inputs.train.take(1)))
             # A separate augmenter with the run's seed: drawing this sample leaves training's random stream alone.
             images = np.asarray(build_augmenter(augment, seed=config.seed)(images, training=True))
             labels = labels.numpy()
             tb.log_augmented_batch(context.log_dir, images,
                                    (labels.argmax(axis=1) if labels.ndim == 2 else labels).tolist(), scan.class_names)
-        phase2 = finetune_backbone(context, backbone.spec, job.feature_extractor, task_model, head.layers, train_ds,
-                                   val_ds, confusion_inputs, val_labels, epoch_offset=head_epochs,
-                                   step_offset=head_steps, text_cut=text_cut)
+        phase2 = finetune_backbone(context, backbone.spec, job.feature_extractor, task_model, head.layers, inputs,
+                                   epoch_offset=head_epochs, step_offset=head_steps)
         # The backbone changed: the head now sees new features (never cached: they belong to this run only).
         final_val_features = extract_features(job.feature_extractor, job.val_examples, scan.modality, backbone.size,
                                               config.batch_size, config.resize)

@@ -44,7 +44,6 @@ from app.target_heads import FIT, candidate_heads
 from app.text_phase2 import text_phase2_cut
 from models.heads import ClassificationHead
 from models.task_model import build_task_model
-from models.text_split import top_task_model
 
 logger = logging.getLogger(__name__)
 TARGET_FINETUNE, REFIT_TARGET_FINETUNE = "target_finetune", "refit_target_finetune"
@@ -126,8 +125,7 @@ def finetune_on_target(context: PhaseContext, config: TrainConfig, backbone, fea
     task_model = build_task_model(feature_extractor, head, embedding)
     text_cut = text_phase2_cut(config, backbone.spec, feature_extractor, modality,
                                len(train_examples) + len(val_examples))
-    train_ds, val_ds, confusion = finetune_inputs(config, modality, backbone.size, train_examples, val_examples,
-                                                  num_classes, text_cut)
+    inputs = finetune_inputs(config, modality, backbone.size, train_examples, val_examples, num_classes, text_cut)
     logger.info("Target stage: the backbone's top %s block(s), the embedding and the %s head fine-tuned on the "
                 "target (%s)", config.unfreeze, kind, reason)
     selection = {"meta_epochs": epoch_offset, "meta_steps": step_offset}
@@ -136,13 +134,12 @@ def finetune_on_target(context: PhaseContext, config: TrainConfig, backbone, fea
         best_epoch, epochs, steps_per_epoch = selection["best_epoch"], selection["epochs"], selection["steps_per_epoch"]
         val_probabilities = np.asarray(selection["val_probabilities"], np.float32).reshape(-1, num_classes)
     else:
-        first = finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, train_ds,
-                                  val_ds, confusion, val_labels, epoch_offset, step_offset, phase=TARGET_FINETUNE,
-                                  phase_number=2, selection=selection, text_cut=text_cut)
+        first = finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, inputs,
+                                  epoch_offset, step_offset, phase=TARGET_FINETUNE, phase_number=2,
+                                  selection=selection)
         best_epoch, epochs, steps_per_epoch = first.best_epoch, first.epochs, first.steps_per_epoch
-        predictor = task_model if text_cut is None else top_task_model(text_cut, task_model, feature_extractor)
-        val_probabilities = (predictor.predict(confusion, verbose=0) if val_ds is not None
-                             else np.zeros((0, num_classes), np.float32))
+        val_probabilities = (inputs.predictor(task_model, feature_extractor).predict(inputs.confusion, verbose=0)
+                             if inputs.val is not None else np.zeros((0, num_classes), np.float32))
         # What a resume in the refit needs of the first model (its checkpoints are gone by then).
         selection = {**selection, "best_epoch": best_epoch, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
                      "val_probabilities": np.asarray(val_probabilities, np.float64).round(6).tolist()}
@@ -155,13 +152,12 @@ def finetune_on_target(context: PhaseContext, config: TrainConfig, backbone, fea
         head = prototype_scaled_head(num_classes, config.seed, np.concatenate([train_embeddings, val_embeddings]),
                                      train_labels + val_labels, kind)
         task_model = build_task_model(feature_extractor, head, embedding)
-        refit_ds, _, _ = finetune_inputs(config, modality, backbone.size, everything, [], num_classes, text_cut)
+        refit_inputs = finetune_inputs(config, modality, backbone.size, everything, [], num_classes, text_cut)
         logger.info("Refit of the target stage: %d epoch(s) on %d train + validation files", best_epoch,
                     len(everything))
-        finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, refit_ds, None, None,
-                          [], epoch_offset + epochs, step_offset + epochs * steps_per_epoch,
-                          phase=REFIT_TARGET_FINETUNE, phase_number=3, max_epochs=best_epoch,
-                          selection=selection, text_cut=text_cut)
+        finetune_backbone(context, backbone.spec, feature_extractor, task_model, head.layers, refit_inputs,
+                          epoch_offset + epochs, step_offset + epochs * steps_per_epoch,
+                          phase=REFIT_TARGET_FINETUNE, phase_number=3, max_epochs=best_epoch, selection=selection)
         phases.append(REFIT_TARGET_FINETUNE)
         refit = {"applied": True, "reason": "meta strategies refit by default (--refit no keeps the first model)",
                  "num_files": len(everything), "epochs": {TARGET_FINETUNE: best_epoch},

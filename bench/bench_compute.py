@@ -148,9 +148,9 @@ def worker_train(params: dict) -> dict:
     synthetic_ds = without_autotune_thread(tf.data.Dataset.from_tensors(batch).repeat(steps))
     # (key prefix of its epochs, which model trains on it, how to build its inputs); each model's
     # real epochs are compared with that model's own synthetic epochs (`synthetic_key`).
-    placements = [("", "augmented", lambda: finetune_inputs(config, "image", size, examples, [], num_classes)[0]),
+    placements = [("", "augmented", lambda: finetune_inputs(config, "image", size, examples, [], num_classes).train),
                   ("no_augment_", "plain", lambda: finetune_inputs(plain_config, "image", size, examples, [],
-                                                                   num_classes)[0]),
+                                                                   num_classes).train),
                   ("tf_data_augment_", "plain", tf_data_augmented_inputs)]
     synthetic_key = {"augmented": "synthetic_epochs", "plain": "plain_synthetic_epochs"}
     runs = []

@@ -92,8 +92,9 @@ def test_phase2_input_pipeline_delivers_the_decoded_images_unaugmented(tmp_path)
         Image.fromarray(np.roll(_gradient_image(20), i, axis=1)).save(path)
         examples.append(_Example(path, i % 3))
     config = TrainConfig(data_dir="d", strategy="finetune", batch_size=6, mixup=0.0).validate()
-    train_ds, _, _ = finetune_inputs(config, "image", 16, examples, [], 3)
-    images, labels = next(iter(train_ds))
+    inputs = finetune_inputs(config, "image", 16, examples, [], 3)
+    assert inputs.val is None and inputs.confusion is None and inputs.val_labels == []
+    images, labels = next(iter(inputs.train))
     decoded = [load_image(e.path, (16, 16), config.resize) for e in examples]
     # Shuffled, but each image is exactly one decoded file: nothing was flipped, rotated or recoloured.
     matches = sorted(next(i for i, d in enumerate(decoded) if np.array_equal(image, d)) for image in images.numpy())
@@ -144,9 +145,9 @@ def test_mixup_is_for_finetune_phase2_images_and_makes_labels_one_hot(tmp_path):
         path = tmp_path / f"{i}.png"
         Image.fromarray(np.roll(_gradient_image(20), i, axis=1)).save(path)
         examples.append(_Example(path, i % 3))
-    train_ds, val_ds, _ = finetune_inputs(config, "image", 16, examples, examples[:3], 3)
-    images, labels = next(iter(train_ds))
+    inputs = finetune_inputs(config, "image", 16, examples, examples[:3], 3)
+    images, labels = next(iter(inputs.train))
     assert images.dtype == tf.uint8 and labels.shape == (6, 3)
     np.testing.assert_allclose(labels.numpy().sum(axis=1), 1.0, atol=1e-5)
-    _, val_labels = next(iter(val_ds))  # validation is never mixed, but one-hot like the training targets
+    _, val_labels = next(iter(inputs.val))  # validation is never mixed, but one-hot like the training targets
     np.testing.assert_array_equal(val_labels.numpy(), np.eye(3)[[0, 1, 2]])

@@ -91,10 +91,10 @@ def _fine_tuned(tmp_path, examples, weights, cut: bool):
     text_cut = text_phase2_cut(config, spec, extractor, "text", len(examples)) if cut else None
     assert (text_cut is not None) == cut
     train, val = examples[:8], examples[8:]
-    train_ds, val_ds, confusion = finetune_inputs(config, "text", 16, train, val, 2, text_cut)
+    inputs = finetune_inputs(config, "text", 16, train, val, 2, text_cut)
+    assert inputs.val_labels == [e.label for e in val] and inputs.text_cut is text_cut
     context = PhaseContext(config, tmp_path / "logs", Checkpoints(tmp_path / "checkpoints"), list(WORDS))
-    result = finetune_backbone(context, spec, extractor, task_model, head.layers, train_ds, val_ds, confusion,
-                               [e.label for e in val], epoch_offset=0, step_offset=0, text_cut=text_cut)
+    result = finetune_backbone(context, spec, extractor, task_model, head.layers, inputs, epoch_offset=0, step_offset=0)
     assert result.epochs == 3
     return task_model
 
