@@ -89,3 +89,22 @@ def test_predict_json_lists_top_k_per_file(trained_run, capsys, tmp_path):
     assert all(len(p["top"]) == 2 for p in result["predictions"])
     assert sum(p["top"][0]["class"] == "trouser" for p in result["predictions"]) >= 15
     assert result["skipped"][0]["file"].endswith("notes.txt")
+
+
+def test_a_run_resized_otherwise_still_predicts_and_says_its_inputs_differ(trained_run, capsys, tmp_path):
+    """Runs record the resampling their images had; one trained before it (no key) warns when opened."""
+    import shutil
+
+    assert rd.read_json(trained_run / rd.METADATA_FILE)["input_spec"]["resampling"] == "area+bilinear"
+    older = tmp_path / "older-run"
+    shutil.copytree(trained_run, older)
+    metadata = rd.read_json(older / rd.METADATA_FILE)
+    del metadata["input_spec"]["resampling"]
+    rd.write_json(older / rd.METADATA_FILE, metadata)
+    capsys.readouterr()
+    assert predict.main([str(older), str(SAMPLE / "test" / "trouser"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["predictions"]) == 20
+    assert "was trained on images resized with pillow-bilinear" in captured.err
+    assert predict.main([str(trained_run), str(SAMPLE / "test" / "trouser"), "--json"]) == 0
+    assert "resized with" not in capsys.readouterr().err
