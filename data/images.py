@@ -14,8 +14,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from data.resize import RESIZE_MODES, fit_array
-
+RESIZE_MODES = ("stretch", "pad", "crop")  # data/resize.py implements them
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 WHITE = (255, 255, 255)
 EXIF_ORIENTATION_TAG = 0x0112
@@ -107,6 +106,11 @@ def decode_rgb(path: str, draft_size: tuple[int, int] | None = None) -> np.ndarr
 
 def load_image(path: str, image_size: tuple[int, int], resize: str = "stretch") -> np.ndarray:
     """Read `path` and return a (height, width, 3) uint8 array of `image_size` (data/resize.py)."""
+    # Imported here, not at the top: the resize is TensorFlow ops, and listing a folder and the data
+    # doctor use this module's Pillow checks alone (a scan's process: about 110 MiB without
+    # TensorFlow, 700 MiB with it).
+    from data.resize import fit_array
+
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize mode must be one of {RESIZE_MODES}. Received: {resize!r}")
     return fit_array(decode_rgb(path, image_size), image_size, resize)

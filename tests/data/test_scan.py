@@ -469,3 +469,16 @@ def test_exif_orientation_is_applied(tmp_path):
     top, bottom = array[:3].astype(int), array[5:].astype(int)
     assert (top[..., 0] > 200).all() and (top[..., 2] < 60).all()
     assert (bottom[..., 2] > 200).all() and (bottom[..., 0] < 60).all()
+
+
+def test_listing_and_the_data_doctor_do_not_import_tensorflow():
+    """The resize (TensorFlow ops) is imported on first use: a scan's process stays small (no TF)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import data.scan, data.doctor, data.decode_route, data.images; "
+            "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-500:]
+    assert result.stdout.strip() == "False"
