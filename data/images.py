@@ -14,7 +14,6 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-RESIZE_MODES = ("stretch", "pad", "crop")  # data/resize.py implements them
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 WHITE = (255, 255, 255)
 EXIF_ORIENTATION_TAG = 0x0112
@@ -109,7 +108,7 @@ def load_image(path: str, image_size: tuple[int, int], resize: str = "stretch") 
     # Imported here, not at the top: the resize is TensorFlow ops, and listing a folder and the data
     # doctor use this module's Pillow checks alone (a scan's process: about 110 MiB without
     # TensorFlow, 700 MiB with it).
-    from data.resize import fit_array
+    from data.resize import RESIZE_MODES, fit_array
 
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize mode must be one of {RESIZE_MODES}. Received: {resize!r}")

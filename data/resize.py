@@ -29,7 +29,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from data.images import RESIZE_MODES
+RESIZE_MODES = ("stretch", "pad", "crop")
 # Recorded in every run's metadata (input_spec.resampling): runs trained before this resize
 # (Pillow's antialiased bilinear) have none, and opening one says so (app/run_integrity.py).
 RESAMPLING = "area+bilinear"

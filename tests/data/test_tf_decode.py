@@ -10,7 +10,8 @@ import skimage.data
 import tensorflow as tf
 from PIL import Image
 
-from data.images import RESIZE_MODES, load_image
+from data.images import load_image
+from data.resize import RESIZE_MODES
 from data.tf_decode import MAX_PIXEL_DIFFERENCE, decode_image, decode_images, graph_decodable
 
 ORIENTATION = 0x0112
