@@ -117,7 +117,7 @@ class TrainConfig:
     meta_batch_size: int = _help("Meta strategies: episodes (tasks) per meta step.", default=4)
     meta_steps: int = _help("Meta strategies: meta steps per epoch.", default=100)
     meta_epochs: int = _help("Meta strategies: maximum epochs of meta-training (early stopping on meta-validation "
-                             "episode loss).", default=20)
+                             "episode loss); the top_blocks source stage trains all of them.", default=20)
     meta_learning_rate: float = _help("Meta strategies: outer (meta) learning rate, Adam; protonet, fomaml, maml.",
                                       default=1e-3)
     meta_step_size: float = _help("reptile: step from the initial weights towards the adapted ones (SGD on "
