@@ -28,9 +28,11 @@ def test_a_kept_top_blocks_stage_is_the_backbone_inside_model_keras(tmp_path):
     run = tmp_path / "run"
     assert train.main([str(target), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data", str(source),
                        "--source-stage", "top_blocks", "--unfreeze", "1", "--output", str(run), *EPISODES,
-                       *FEATURES]) == 0
+                       *FEATURES, "--meta-epochs", "6"]) == 0
     meta = rd.read_json(run / rd.METADATA_FILE)["meta"]
     assert meta["source_stage"]["chosen"] == "top_blocks" and meta["source_stage"]["top_blocks"]["views"] == VIEWS
+    # No early stopping and no smaller budget of its own (it had 5 epochs once): it trains all of --meta-epochs.
+    assert meta["source_stage"]["top_blocks"]["epochs"] == 6
     # A single asked stage skips the others (no features-mode protonet phase either).
     assert list(meta["source_stage"]["candidates"]) == ["top_blocks"] and meta["meta_epochs"] == 0
     model = load_task_model(str(run / rd.MODEL_FILE))  # safe_mode=True
