@@ -1,6 +1,7 @@
 """The three CLIs through main() on the bundled sample with the real pretrained weights."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -93,8 +94,6 @@ def test_predict_json_lists_top_k_per_file(trained_run, capsys, tmp_path):
 
 def test_a_run_resized_otherwise_still_predicts_and_says_its_inputs_differ(trained_run, capsys, tmp_path):
     """Runs record the resampling their images had; one trained before it (no key) warns when opened."""
-    import shutil
-
     assert rd.read_json(trained_run / rd.METADATA_FILE)["input_spec"]["resampling"] == "area+bilinear"
     older = tmp_path / "older-run"
     shutil.copytree(trained_run, older)

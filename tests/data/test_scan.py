@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -473,9 +475,6 @@ def test_exif_orientation_is_applied(tmp_path):
 
 def test_listing_and_the_data_doctor_do_not_import_tensorflow():
     """The resize (TensorFlow ops) is imported on first use: a scan's process stays small (no TF)."""
-    import subprocess
-    import sys
-
     code = ("import sys; import data.scan, data.doctor, data.decode_route, data.images; "
             "print('tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
