@@ -104,6 +104,10 @@ class TrainConfig:
     mixup: float | None = _help("finetune phase 2, images: MixUp strength, the alpha of the Beta(alpha, alpha) "
                                 "mixing weights (0: off; default: 0.2 for finetune on images with 50+ training files "
                                 "per class, else 0).", default=None)
+    pair_loss: float = _help("Text fine-tuning (finetune phase 2, the target stage of --meta-data runs): weight of "
+                             "SetFit's cosine pair loss over every pair of texts in a batch (same class pulled "
+                             "together, other classes apart), added to the cross-entropy (0: off, the default: "
+                             "measured, it did not help on average).", default=0.0)
     augment: bool = _help("finetune phase 2, images: random flip, rotation, zoom and contrast on training batches "
                           "(never on cached features or evaluation).", default=True)
     image_cache: str = _help("finetune phase 2: keep decoded training images in memory (auto: when they fit in a "
@@ -236,6 +240,7 @@ class TrainConfig:
             (0.0 <= self.warmup_fraction < 1.0, "warmup_fraction must be in [0, 1)"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
             (self.mixup is None or 0.0 <= self.mixup <= 1.0, "mixup must be in [0, 1]"),
+            (math.isfinite(self.pair_loss) and self.pair_loss >= 0.0, "pair_loss must be a number >= 0 (0: off)"),
             (self.image_cache in CHOICES["image_cache"], f"image_cache must be one of {list(CHOICES['image_cache'])}"),
             (self.precision in CHOICES["precision"], f"precision must be one of {list(CHOICES['precision'])}"),
             (0.0 < self.reject_recall < 1.0, "reject_recall must be in (0, 1), e.g. 0.95 keeps 95% of known files"),
@@ -408,7 +413,7 @@ OPTION_GROUPS = {
     "training (every strategy)": ("strategy", "epochs", "batch_size", "learning_rate", "dropout", "hidden_units",
                                   "label_smoothing", "patience", "refit"),
     "finetune": ("finetune_epochs", "unfreeze", "finetune_learning_rate", "lr_decay", "lr_schedule",
-                 "warmup_fraction", "mixup", "augment", "image_cache"),
+                 "warmup_fraction", "mixup", "pair_loss", "augment", "image_cache"),
     "meta strategies (protonet, reptile, fomaml, maml)": (
         "ways", "shots", "queries", "meta_batch_size", "meta_steps", "meta_epochs", "meta_learning_rate",
         "meta_step_size", "inner_learning_rate", "inner_steps", "adapt", "embedding_units", "meta_input",

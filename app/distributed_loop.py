@@ -97,12 +97,17 @@ class _Steps:
         examples = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(targets)[0], tf.float32))
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            probabilities = tf.cast(self.model(inputs, training=True), tf.float32)
+            outputs = self.model(inputs, training=True)
+            auxiliary = 0.0
+            if isinstance(outputs, (tuple, list)):  # models/pair_loss.PairLossClassifier: + its pair loss
+                outputs, embedding = outputs
+                auxiliary = self.model.pair_term(embedding, targets)  # this replica's share of it already
+            probabilities = tf.cast(outputs, tf.float32)
             per_example = self.loss.call(targets, probabilities)
             weighted = per_example
             if self.class_weights is not None:  # as fit(class_weight=...): a weight per example, same denominator
                 weighted = per_example * tf.gather(self.class_weights, self._labels(targets))
-            loss = tf.reduce_sum(weighted) / tf.maximum(examples, 1.0)
+            loss = tf.reduce_sum(weighted) / tf.maximum(examples, 1.0) + auxiliary
             if self.model.losses:  # regularization: once per model, so a replica's share of it
                 loss += tf.add_n(self.model.losses) / context.num_replicas_in_sync
             scaled = self.model.optimizer.scale_loss(loss)  # mixed precision's loss scaling (identity otherwise)

@@ -33,6 +33,7 @@ from data.pipeline import balanced_dataset, image_dataset, read_texts, text_data
 from data.splits import class_weights
 from models.finetuning import learning_rate_multipliers, unfreeze_top_blocks
 from models.optimizers import DiscriminativeAdam
+from models.pair_loss import PairLossClassifier, probabilities_and_embedding
 from models.text_split import TextSplit, top_task_model
 
 logger = logging.getLogger(__name__)
@@ -317,6 +318,19 @@ def finetune_inputs(config: TrainConfig, modality: str, size: int, train_example
     return FinetuneInputs(train_ds, val_ds, confusion_inputs, val_labels, text_cut)
 
 
+def uses_pair_loss(config: TrainConfig, modality: str) -> bool:
+    """Text fine-tuning adds SetFit's pair loss (models/pair_loss.py) when `--pair-loss` is above 0."""
+    return modality == "text" and config.pair_loss > 0
+
+
+def unused_pair_loss_warning(config: TrainConfig, modality: str) -> str | None:
+    """What to tell a user who set `--pair-loss` on images, where it does not apply (None otherwise)."""
+    if modality == "text" or config.pair_loss == TrainConfig.pair_loss:
+        return None
+    return (f"--pair-loss {config.pair_loss:g} has no effect in this run ({modality} data): the pair loss applies to "
+            "text fine-tuning only.")
+
+
 def uses_mixup(config: TrainConfig, modality: str) -> bool:
     return modality == "image" and config.mixup > 0
 
@@ -424,7 +438,11 @@ def finetune_backbone(context: PhaseContext, spec, feature_extractor: keras.Mode
     steps = int(train_ds.cardinality().numpy())
     model, compile_spec = prepare_phase2(config, spec, feature_extractor, task_model, head_layers, steps,
                                          len(context.class_names), phase2_augmentation(config, spec.modality))
-    if text_cut is not None:
+    if uses_pair_loss(config, spec.modality):  # the same layers, trained on cross-entropy + the pair loss
+        model = PairLossClassifier(probabilities_and_embedding(
+            feature_extractor if text_cut is None else text_cut.top, task_model, feature_extractor), config.pair_loss,
+            name=f"{task_model.name}_pair_loss")
+    elif text_cut is not None:
         model = inputs.predictor(task_model, feature_extractor)
     extra = []
     if config.lr_schedule == "plateau" and val_ds is not None:
@@ -432,7 +450,8 @@ def finetune_backbone(context: PhaseContext, spec, feature_extractor: keras.Mode
                                                        patience=max(1, config.patience // 2), verbose=1))
     description = (f"top {config.unfreeze} backbone block(s) unfrozen, BatchNorm frozen"
                    + (", train + validation" if val_ds is None else "")
-                   + (", over the lower blocks' cached hidden states" if text_cut is not None else ""))
+                   + (", over the lower blocks' cached hidden states" if text_cut is not None else "")
+                   + (f", + {config.pair_loss:g} x pair loss" if uses_pair_loss(config, spec.modality) else ""))
     return run_phase(context, PhaseSpec(
         phase, phase_number, model, compile_spec, train_ds, val_ds, max_epochs or config.finetune_epochs, epoch_offset,
         step_offset, confusion_inputs=inputs.confusion, val_labels=inputs.val_labels, extra_callbacks=tuple(extra),

@@ -38,7 +38,7 @@ import numpy as np
 from app.config import TrainConfig
 from app.errors import UserError
 from app.features import extract_features
-from app.phases import PhaseContext, finetune_backbone, finetune_inputs
+from app.phases import PhaseContext, finetune_backbone, finetune_inputs, uses_pair_loss
 from app.support_finetuning import LOGIT_GAP
 from app.target_heads import FIT, candidate_heads
 from app.text_phase2 import text_phase2_cut
@@ -172,4 +172,5 @@ def finetune_on_target(context: PhaseContext, config: TrainConfig, backbone, fea
                            features, embeddings, phases, refit,
                            {"applied": True, "reason": reason, "head": kind, "epochs": best_epoch,
                             "epochs_run": epochs, "unfreeze": config.unfreeze,
-                            "learning_rate": config.finetune_learning_rate})
+                            "learning_rate": config.finetune_learning_rate,
+                            "pair_loss": config.pair_loss if uses_pair_loss(config, modality) else 0.0})

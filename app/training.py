@@ -34,7 +34,7 @@ from app.backbone_choice import input_spec, resolve_backbone
 from app.checkpoint_state import ResumePoint
 from app.checkpoints import Checkpoints
 from app.features import cached_features, feature_store_key, truncation_report
-from app.phases import PhaseContext, unused_mixup_warning
+from app.phases import PhaseContext, unused_mixup_warning, unused_pair_loss_warning
 from app.config import META_STRATEGIES
 from app.refit import (REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, RefitDecision, decide_refit, refit_epochs,
                        refit_transfer)
@@ -253,8 +253,9 @@ def _prepare(config: TrainConfig) -> _Prepared:
         raise UserError("No validation files: every class needs at least 2 training files or a val/ folder.")
     if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work
         require_enough_for_folds([e.label for e in train_examples + val_examples], scan.class_names)
-    if warning := unused_mixup_warning(config, scan.modality):
-        logger.warning(warning)
+    for warning in (unused_mixup_warning(config, scan.modality), unused_pair_loss_warning(config, scan.modality)):
+        if warning:
+            logger.warning(warning)
 
     # Build the backbone before creating the run directory: missing weights (offline
     # downloads, bad paths) fail here, within seconds, leaving nothing behind.

@@ -84,7 +84,8 @@ def test_a_run_killed_in_each_target_fine_tuning_phase_resumes_and_completes(tmp
 
     run = tmp_path / "run"
     real = Checkpoints.save
-    command = _text_meta_args(tmp_path, finetune_epochs=2) + ["--output", str(run)]
+    # With the pair loss: its training model (models/pair_loss.py) must checkpoint and resume like the plain one.
+    command = _text_meta_args(tmp_path, finetune_epochs=2) + ["--pair-loss", "1", "--output", str(run)]
     for phase in ("target_finetune", "refit_target_finetune"):
         def dies_after_the_first_epoch_of_the_phase(self, state, *args, phase=phase, **kwargs):
             written = real(self, state, *args, **kwargs)
@@ -106,7 +107,7 @@ def test_a_run_killed_in_each_target_fine_tuning_phase_resumes_and_completes(tmp
     assert [e["epoch"] for e in epochs] == list(range(1, len(epochs) + 1))  # continued, nothing repeated
     counts = {p["name"]: p["epochs"] for p in history["phases"]}
     metadata = rd.read_json(run / rd.METADATA_FILE)
-    assert metadata["resumed"] is True
+    assert metadata["resumed"] is True and metadata["meta"]["target_finetune"]["pair_loss"] == 1.0
     # The refit ran the epochs the first fine-tuning kept, though that model was gone when it resumed.
     assert counts["refit_target_finetune"] == metadata["refit"]["epochs"]["target_finetune"]
     assert counts["target_finetune"] == metadata["meta"]["target_finetune"]["epochs_run"]
@@ -123,6 +124,7 @@ def test_a_text_run_with_a_source_fine_tunes_the_backbone_on_the_target_and_refi
     tuned = metadata["meta"]["target_finetune"]
     assert tuned["applied"] is True and tuned["reason"].startswith("auto")
     assert tuned["head"] == "logistic_regression"  # the fine-tuning's start, whatever the frozen head chosen
+    assert tuned["pair_loss"] == 0.0  # off unless asked for (models/pair_loss.py; the resume test asks for it)
     phases = [p["name"] for p in rd.read_json(run / rd.HISTORY_FILE)["phases"]]
     assert phases == ["meta", "target_finetune", "refit_target_finetune"]
     # The refit repeats the epochs early stopping chose, on train + validation files; the test split stays out.

@@ -80,14 +80,14 @@ def test_activation_batches_follow_the_text_batches_order(tmp_path):
     assert int(activation_dataset(split, [], None, 4).cardinality().numpy()) == 0  # no texts: no batches
 
 
-def _fine_tuned(tmp_path, examples, weights, cut: bool):
+def _fine_tuned(tmp_path, examples, weights, cut: bool, pair_loss: float = 0.0):
     spec = get_backbone("tiny_text")
     extractor = _dropout_free_extractor()
     head = ClassificationHead(2, 0.0, seed=0)
     task_model = build_task_model(extractor, head)
     task_model.set_weights(weights)
     config = TrainConfig(data_dir=str(tmp_path), strategy="finetune", unfreeze="1", finetune_epochs=3, batch_size=4,
-                         finetune_learning_rate=0.01, lr_decay=0.5, seed=2, patience=5)
+                         finetune_learning_rate=0.01, lr_decay=0.5, seed=2, patience=5, pair_loss=pair_loss)
     text_cut = text_phase2_cut(config, spec, extractor, "text", len(examples)) if cut else None
     assert (text_cut is not None) == cut
     train, val = examples[:8], examples[8:]
@@ -99,13 +99,14 @@ def _fine_tuned(tmp_path, examples, weights, cut: bool):
     return task_model
 
 
-def test_training_over_cached_hidden_states_trains_the_task_model_as_the_whole_backbone_does(tmp_path):
+@pytest.mark.parametrize("pair_loss", [0.0, 1.0])  # 1: the pair loss's training model (models/pair_loss.py), both ways
+def test_training_over_cached_hidden_states_trains_the_task_model_as_the_whole_backbone_does(tmp_path, pair_loss):
     examples = _examples(tmp_path / "texts")
     order = np.random.default_rng(1).permutation(len(examples))
     examples = [examples[i] for i in order]
     start = build_task_model(_dropout_free_extractor(), ClassificationHead(2, 0.0, seed=0)).get_weights()
-    whole = _fine_tuned(tmp_path / "whole", examples, start, cut=False)
-    cached = _fine_tuned(tmp_path / "cached", examples, start, cut=True)
+    whole = _fine_tuned(tmp_path / "whole", examples, start, cut=False, pair_loss=pair_loss)
+    cached = _fine_tuned(tmp_path / "cached", examples, start, cut=True, pair_loss=pair_loss)
     moved = [not np.allclose(a, b) for a, b in zip(start, cached.get_weights())]
     assert any(moved) and not all(moved)  # the top block and head trained, the bottom stayed frozen
     for a, b in zip(whole.get_weights(), cached.get_weights()):
