@@ -83,7 +83,9 @@ class PairLossClassifier(keras.Model):
 
     def pair_term(self, embedding, targets):
         """weight x pair loss, this replica's share: like Keras' own losses under tf.distribute, each
-        replica contributes 1/replicas of it and the optimizer sums the replicas' gradients."""
+        replica contributes 1/replicas of it and the optimizer sums the replicas' gradients. The pairs
+        are those of this replica's part of the batch (a replica does not see the others' embeddings),
+        so under a strategy the loss is an average over smaller batches than on one device."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return self.weight * pairwise_cosine_loss(embedding, targets) / replicas
 
