@@ -438,7 +438,8 @@ def finetune_backbone(context: PhaseContext, spec, feature_extractor: keras.Mode
     steps = int(train_ds.cardinality().numpy())
     model, compile_spec = prepare_phase2(config, spec, feature_extractor, task_model, head_layers, steps,
                                          len(context.class_names), phase2_augmentation(config, spec.modality))
-    if uses_pair_loss(config, spec.modality):  # the same layers, trained on cross-entropy + the pair loss
+    pair_loss = uses_pair_loss(config, spec.modality)
+    if pair_loss:  # the same layers, trained on cross-entropy + the pair loss
         model = PairLossClassifier(probabilities_and_embedding(
             feature_extractor if text_cut is None else text_cut.top, task_model, feature_extractor), config.pair_loss,
             name=f"{task_model.name}_pair_loss")
@@ -451,7 +452,7 @@ def finetune_backbone(context: PhaseContext, spec, feature_extractor: keras.Mode
     description = (f"top {config.unfreeze} backbone block(s) unfrozen, BatchNorm frozen"
                    + (", train + validation" if val_ds is None else "")
                    + (", over the lower blocks' cached hidden states" if text_cut is not None else "")
-                   + (f", + {config.pair_loss:g} x pair loss" if uses_pair_loss(config, spec.modality) else ""))
+                   + (f", + {config.pair_loss:g} x pair loss" if pair_loss else ""))
     return run_phase(context, PhaseSpec(
         phase, phase_number, model, compile_spec, train_ds, val_ds, max_epochs or config.finetune_epochs, epoch_offset,
         step_offset, confusion_inputs=inputs.confusion, val_labels=inputs.val_labels, extra_callbacks=tuple(extra),

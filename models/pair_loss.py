@@ -25,6 +25,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from models.errors import ModelError
+
 HEAD_LAYER_PREFIX = "head_"  # models/heads.ClassificationHead names every layer it owns so
 
 
@@ -52,7 +54,7 @@ def probabilities_and_embedding(inputs_to_features: keras.Model, task_model: ker
     layers = [layer for layer in task_model.layers if not isinstance(layer, keras.layers.InputLayer)]
     position = next((i for i, layer in enumerate(layers) if layer is feature_extractor), None)
     if position is None:
-        raise ValueError(f"{feature_extractor.name!r} is not a layer of {task_model.name!r}")
+        raise ModelError(f"{feature_extractor.name!r} is not a layer of {task_model.name!r}")
     inputs = inputs_to_features.inputs
     inputs = inputs[0] if len(inputs) == 1 else inputs  # the structure its batches come in
     features = inputs_to_features(inputs)
@@ -62,7 +64,7 @@ def probabilities_and_embedding(inputs_to_features: keras.Model, task_model: ker
             embedding = x
         x = layer(x)
     if embedding is None:
-        raise ValueError(f"{task_model.name!r} has no head layer (named {HEAD_LAYER_PREFIX}*) after "
+        raise ModelError(f"{task_model.name!r} has no head layer (named {HEAD_LAYER_PREFIX}*) after "
                          f"{feature_extractor.name!r}")
     return keras.Model(inputs, [x, embedding], name=f"{task_model.name}_with_embedding")
 
