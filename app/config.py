@@ -40,7 +40,7 @@ CHOICES = {
     "target_head": ("auto", "prototypes", "logistic_regression"),
     "target_finetune": ("auto", "yes", "no"),
     # Mirrors app/unknown_scores.SCORES (kept literal: importing it would pull numpy scoring into the CLI).
-    "unknown_score": ("auto", "max_softmax", "energy", "centroid", "knn", "mahalanobis", "relative_mahalanobis",
+    "unknown_score": ("auto", "folds", "max_softmax", "energy", "centroid", "knn", "mahalanobis", "relative_mahalanobis",
                       "max_softmax+knn", "energy+relative_mahalanobis"),
 }
 # finetune's recipe per modality (and, on images, per training-set size): the values of the options
@@ -184,8 +184,9 @@ class TrainConfig:
     seed: int = _help("Random seed (splits, initialisation, shuffling).", default=42)
     reject_recall: float = _help("Unknown-class rejection: fraction of known validation files the threshold keeps "
                                  "(the rest of the score range is reported as unknown by predict.py).", default=0.95)
-    unknown_score: str = _help("Unknown-class score: auto (the best of the candidates on leave-classes-out folds "
-                               "of the training classes) or one of them.", default="auto")
+    unknown_score: str = _help("Unknown-class score: auto (energy+relative_mahalanobis, the best over the "
+                               "benchmarks' data sets), folds (the best candidate on leave-classes-out folds of "
+                               "the training classes) or one of the candidates.", default="auto")
     exclude_label_issues: str = _help("Leave likely mislabelled training files out of training: N (the first N of "
                                       "data_report.json's label_issues), auto (every one listed) or 0 (none).",
                                       default="0", accept_int=True)

@@ -83,12 +83,15 @@ class _Steps:
         return tf.argmax(targets, axis=-1, output_type=tf.int32) if targets.shape.rank == 2 else \
             tf.cast(targets, tf.int32)
 
-    def _sums(self, targets, probabilities, per_example):
-        """[summed loss, correct predictions, examples] of one replica's batch."""
+    def _sums(self, targets, probabilities, per_example, batch_term=0.0):
+        """[summed loss, correct predictions, examples] of one replica's batch. `batch_term`: this replica's
+        share of a loss term over the whole global batch (the pair loss), already multiplied by the global
+        batch's examples, so that the logged loss (the sum over examples / examples) includes it once, as
+        fit()'s does."""
         correct = tf.cast(tf.equal(tf.argmax(probabilities, axis=-1, output_type=tf.int32), self._labels(targets)),
                           tf.float32)
         count = tf.cast(tf.shape(probabilities)[0], tf.float32)
-        return tf.stack([tf.reduce_sum(per_example), tf.reduce_sum(correct), count])
+        return tf.stack([tf.reduce_sum(per_example) + batch_term, tf.reduce_sum(correct), count])
 
     def _replica_train(self, inputs, targets):
         context = tf.distribute.get_replica_context()
@@ -113,7 +116,7 @@ class _Steps:
             scaled = self.model.optimizer.scale_loss(loss)  # mixed precision's loss scaling (identity otherwise)
         gradients = tape.gradient(scaled, variables)
         self.model.optimizer.apply(gradients, variables)
-        return self._sums(targets, probabilities, weighted)
+        return self._sums(targets, probabilities, weighted, auxiliary * examples)
 
     def _replica_validate(self, inputs, targets):
         probabilities = tf.cast(self.model(inputs, training=False), tf.float32)

@@ -27,14 +27,14 @@ def rank_label_issues(report: dict, examples, features: np.ndarray, class_names:
     labels = [e.label for e in examples]
     short = too_few_for_folds(labels, class_names)
     if short and not required:
-        return _not_ranked(report, f"{FOLDS}-fold out-of-fold predictions need {FOLDS} labelled files per class; "
+        return not_ranked(report, f"{FOLDS}-fold out-of-fold predictions need {FOLDS} labelled files per class; "
                                    f"{', '.join(f'{n!r} has {c}' for n, c in short)}")
     if not np.isfinite(features).all():
         # Training will stop on the NaN loss with its own message; a ranking on such features means nothing.
         reason = "the backbone's features of some files are not finite (NaN or inf)"
         if required:
             raise UserError(f"Label issues cannot be ranked: {reason}. Check the backbone and its --weights.")
-        return _not_ranked(report, reason)
+        return not_ranked(report, reason)
     issues = find_label_issues([e.path for e in examples], labels, features, class_names, seed)
     report["label_issues"] = [issue.to_dict() for issue in issues]
     report["label_issues_note"] = (f"confident learning on {FOLDS}-fold out-of-fold probabilities of "
@@ -43,7 +43,8 @@ def rank_label_issues(report: dict, examples, features: np.ndarray, class_names:
     return issues
 
 
-def _not_ranked(report: dict, reason: str) -> list[LabelIssue]:
+def not_ranked(report: dict, reason: str) -> list[LabelIssue]:
+    """An empty list, and the reason in `report` (data_report.json's label_issues_note)."""
     report["label_issues"] = []
     report["label_issues_note"] = f"not ranked: {reason}"
     logger.info("Label issues %s.", report["label_issues_note"])

@@ -39,7 +39,7 @@ from app.config import META_STRATEGIES
 from app.refit import (REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, RefitDecision, decide_refit, refit_epochs,
                        refit_transfer)
 from app.strategies import TrainingJob, strategy_for
-from app.label_issue_run import exclude_from_training, log_label_issues, rank_label_issues
+from app.label_issue_run import exclude_from_training, log_label_issues, not_ranked, rank_label_issues
 from app.label_issues import require_enough_for_folds
 from app.open_set import fit_run_detector
 from app.unknown_store import DETECTOR_FILE
@@ -166,18 +166,19 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     # split each global batch across the replicas.
     with distribution.strategy.scope():
         if distribution.info.strategy != "multi-worker":
-            return _train_in_scope(config, resume_dir, locks, distribution.info, precision, started)
+            return _train_in_scope(config, resume_dir, locks, distribution.info, precision, started, chief=True)
         # Only the chief writes the run directory; the others train the same in a folder they remove.
         with multi_worker_run(config, resume_dir, distribution.chief, distribution.strategy) as worker:
-            result = _train_in_scope(worker.config, worker.resume_dir, locks, distribution.info, precision, started)
+            result = _train_in_scope(worker.config, worker.resume_dir, locks, distribution.info, precision, started,
+                                     chief=distribution.chief)
         return dataclasses.replace(result, run_dir=worker.run_dir)
 
 
 def _train_in_scope(config: TrainConfig, resume_dir, locks: ExitStack, distribute: DistributeInfo, precision: str,
-                    started: float) -> TrainResult:
+                    started: float, chief: bool) -> TrainResult:
     prepared = _prepare(config)  # data checked, backbone built: nothing is written before this succeeds
     run = _open_run_directory(config, prepared, resume_dir, locks)
-    job = _training_job(config, prepared, run)
+    job = _training_job(config, prepared, run, chief)
     refit = decide_refit(config, any(e.split == "val" for e in prepared.scan.examples), len(job.train_examples),
                          len(prepared.scan.class_names))
     result = _train_and_refit(job, run, refit, prepared.report)
@@ -302,8 +303,9 @@ def _open_run_directory(config: TrainConfig, prepared: _Prepared, resume_dir, lo
     return _OpenRun(run_dir, resume, resolved, manifest_hash)
 
 
-def _training_job(config: TrainConfig, prepared: _Prepared, run: _OpenRun) -> TrainingJob:
-    """Features once (cached), likely label issues ranked (and optionally left out), the phase context."""
+def _training_job(config: TrainConfig, prepared: _Prepared, run: _OpenRun, chief: bool) -> TrainingJob:
+    """Features once (cached), likely label issues ranked (and optionally left out), the phase context.
+    `chief`: this process writes the run directory (false on the other workers of a multi-worker run)."""
     scan, backbone, feature_extractor = prepared.scan, prepared.backbone, prepared.feature_extractor
     train_examples, val_examples = prepared.split("train"), prepared.split("val")
     if config.profile and run.resume is None:
@@ -315,10 +317,18 @@ def _training_job(config: TrainConfig, prepared: _Prepared, run: _OpenRun) -> Tr
     val_features = cached_features(feature_extractor, val_examples, scan.modality, backbone.size,
                                    config.batch_size, config.resize, store_key)
 
-    # Likely mislabelled files (data_report.json), optionally left out of training.
+    # Likely mislabelled files (data_report.json), optionally left out of training. The list is written once, into
+    # a new run's data report; otherwise it is needed only to leave files out: a resumed run keeps the report it
+    # wrote, and a non-chief worker's report goes into a folder it removes, so those two rank only when files are
+    # left out (the five-fold heads cost seconds to minutes on many files).
     report = prepared.report
-    issues = rank_label_issues(report, train_examples + val_examples, np.concatenate([train_features, val_features]),
-                               scan.class_names, config.seed, required=config.exclude_label_issues != "0")
+    if config.exclude_label_issues != "0" or (run.resume is None and chief):
+        issues = rank_label_issues(report, train_examples + val_examples,
+                                   np.concatenate([train_features, val_features]), scan.class_names, config.seed,
+                                   required=config.exclude_label_issues != "0")
+    else:
+        issues = not_ranked(report, "a resumed run keeps the list it wrote" if run.resume is not None else
+                            "this worker is not the chief, which ranks them into the run directory")
     train_examples, train_features = exclude_from_training(report, issues, config.exclude_label_issues,
                                                            train_examples, train_features)
     if run.resume is None:

@@ -58,7 +58,8 @@ UNKNOWN_KINDS = {"far": "letters of other alphabets", "near": "other letters of 
                  "r8": "the other R8 topics", "r52": "R52 topics outside R8"}
 CLASSES = 10
 KNOWN = 7
-SCORE_ORDER = ["max_softmax", "energy", "centroid", "knn", "mahalanobis", "max_softmax+knn"]
+SCORE_ORDER = ["max_softmax", "energy", "centroid", "knn", "mahalanobis", "relative_mahalanobis", "max_softmax+knn",
+               "energy+relative_mahalanobis"]  # app/unknown_scores.SCORES (rows measured before a score existed: nan)
 
 
 def _cli(*args: str) -> None:
@@ -98,9 +99,10 @@ def measure_open_set(data: Path, seed: int, runs: Path) -> dict:
 
 
 def measure_other_open_set(known: Path, unknowns: dict[str, Path], run: Path, seed: int, train_args: list[str]) -> dict:
-    """`train.py` linear on `known`, then `evaluate.py --unknown` once per unknown folder: the chosen score's
-    numbers and every candidate's AUROC and FPR at 95% TPR, per unknown set; the 1-minute load average at
-    the start, after training and at the end (the machine is shared)."""
+    """`train.py` linear on `known`, then `evaluate.py --unknown` once per unknown folder: the run's score's
+    numbers and every candidate's AUROC and FPR at 95% TPR, per unknown set, and the candidates' fold AUROCs
+    (unknown.json); the 1-minute load average at the start, after training and at the end (the machine is
+    shared)."""
     load, started = [os.getloadavg()[0]], time.perf_counter()
     _cli("train.py", str(known), "--output", str(run), "--seed", str(seed), *train_args)
     train_s = time.perf_counter() - started
@@ -115,6 +117,7 @@ def measure_other_open_set(known: Path, unknowns: dict[str, Path], run: Path, se
             "score", "auroc", "fpr_at_95_tpr", "auroc_by_score", "fpr_at_95_tpr_by_score", "num_unknown",
             "unknown_rejected", "accuracy_with_rejection")}
     load.append(os.getloadavg()[0])
+    result["selection_auroc"] = json.loads((run / "unknown.json").read_text())["selection"].get("auroc", {})
     return result | {"train_s": round(train_s, 1), "wall_s": round(time.perf_counter() - started, 1), "load": load}
 
 
@@ -209,6 +212,12 @@ WORKERS = {"label_issues": worker_label_issues}
 
 # --------------------------------------------------------------------------------------- render
 
+def _folds_choice(selection: dict, by_score: dict) -> float:
+    """AUROC of the candidate with the highest fold AUROC (what `--unknown-score folds` would use); nan unmeasured."""
+    measured = [name for name in selection if name in by_score]
+    return by_score[max(measured, key=selection.get)] if measured else float("nan")
+
+
 def _median(values):
     values = [v for v in values if v == v]
     return statistics.median(values) if values else float("nan")
@@ -257,8 +266,10 @@ def render_other_set(name: str, part: dict) -> list[str]:
                  f"topics outside R8 (`r52`: money-supply, sugar, coffee, gold, ...).")
     lines = [title, "", f"Command: `{part['command']}` ({part['date']}). {about} Wall time {part['wall_min']:.1f} min "
              f"on {part['machine']}, shared: 1-minute load average {min(load):.1f} to {max(load):.1f} during the runs.",
-             "", "Each cell of a candidate: AUROC / FPR at 95% TPR on the same files (for comparison; the run chose "
-             "its score on leave-classes-out folds of its own training classes).", ""]
+             "", "`score`: the run's unknown-class score (the default, `--unknown-score auto`, unless the row was "
+             "measured before that default: then the folds' choice); `folds' choice`: the AUROC of the candidate "
+             "with the best leave-classes-out AUROC on the run's own training classes (`--unknown-score folds`). "
+             "Each cell of a candidate: AUROC / FPR at 95% TPR on the same files, for comparison.", ""]
 
     def pair(metrics: dict, score: str) -> str:
         auroc = metrics["auroc_by_score"].get(score, float("nan"))
@@ -270,21 +281,24 @@ def render_other_set(name: str, part: dict) -> list[str]:
         for r in rows:
             m = r["unknowns"][kind]
             table.append([_split_label(name, r), _unknown_label(name, r, kind), m["score"], f"{m['auroc']:.3f}",
-                          f"{m['fpr_at_95_tpr']:.3f}", *(pair(m, s) for s in candidates), f"{r['known_accuracy']:.3f}"])
+                          f"{m['fpr_at_95_tpr']:.3f}",
+                          f"{_folds_choice(r.get('selection_auroc', {}), m['auroc_by_score']):.3f}",
+                          *(pair(m, s) for s in candidates), f"{r['known_accuracy']:.3f}"])
         ms = [r["unknowns"][kind] for r in rows]
         table.append(["**median**", f"`{kind}`", "", f"**{_median([m['auroc'] for m in ms]):.3f}**",
                       f"{_median([m['fpr_at_95_tpr'] for m in ms]):.3f}",
+                      f"{_median([_folds_choice(r.get('selection_auroc', {}), r['unknowns'][kind]['auroc_by_score']) for r in rows]):.3f}",
                       *(f"{_median([m['auroc_by_score'].get(s, float('nan')) for m in ms]):.3f} / "
                         f"{_median([m.get('fpr_at_95_tpr_by_score', {}).get(s, float('nan')) for m in ms]):.2f}"
                         for s in candidates), f"{_median([r['known_accuracy'] for r in rows]):.3f}"])
-    lines.append(markdown_table(["split (known)", "unknown (files)", "chosen", "AUROC chosen", "FPR@95 chosen",
-                                 *candidates, "known acc"], table, align="lll" + "r" * (len(candidates) + 3)))
+    lines.append(markdown_table(["split (known)", "unknown (files)", "score", "AUROC", "FPR@95", "folds' choice",
+                                 *candidates, "known acc"], table, align="lll" + "r" * (len(candidates) + 4)))
     summary = []
     for kind in kinds:
         ms = [r["unknowns"][kind] for r in rows]
         medians = {s: _median([m["auroc_by_score"].get(s, float("nan")) for m in ms]) for s in candidates}
         best = max((s for s in candidates if medians[s] == medians[s]), key=medians.get, default=None)
-        summary.append(f"`{kind}` ({UNKNOWN_KINDS[kind]}): the chosen score's median AUROC "
+        summary.append(f"`{kind}` ({UNKNOWN_KINDS[kind]}): the run's score's median AUROC "
                        f"{_median([m['auroc'] for m in ms]):.3f}, FPR at 95% TPR "
                        f"{_median([m['fpr_at_95_tpr'] for m in ms]):.3f}"
                        + (f"; the best candidate in hindsight, {best}, {medians[best]:.3f}" if best else ""))
@@ -298,28 +312,33 @@ def render(results: dict) -> str:
     lines = ["## Unknowns and label noise", "",
              f"Command: `{results['command']}`. Fashion-MNIST (Debian `dataset-fashion-mnist`), EfficientNet-Lite0 "
              f"(ImageNet weights), linear strategy, {p['per_class']} training images per class, "
-             f"{p['test_per_class']} test images per class. Wall time {results.get('wall_min', 0):.1f} min "
-             f"({results.get('fashion_machine') or common.shared_machine(results)}).", "",
+             f"{p['test_per_class']} test images per class. Wall time of the last Fashion-MNIST part measured "
+             f"{results.get('wall_min', 0):.1f} min ({results.get('fashion_machine') or common.shared_machine(results)}).",
+             "",
              f"### Unknown classes: {KNOWN} known / {CLASSES - KNOWN} unknown, {len(results['open_set'])} random splits",
-             "", "Test images of the 3 unknown classes against the test images of the 7 known ones. `chosen`: the "
-             "score each run picked on leave-classes-out folds of its own training classes (no unknown or test image "
-             "involved); the other columns are every candidate on the same files, for comparison.", "",
+             "", "Test images of the 3 unknown classes against the test images of the 7 known ones. `score`: the run's "
+             "unknown-class score (the default, `--unknown-score auto`, unless the row was measured before that "
+             "default: then the folds' choice); `folds' choice`: the AUROC of the candidate with the best "
+             "leave-classes-out AUROC on the run's own training classes (`--unknown-score folds`; no unknown or test "
+             "image involved); the other columns are every candidate on the same files, for comparison.", "",
              ]
     rows = results["open_set"]
     table = [[f"{r['seed']} ({', '.join(r['unknown'])})", r["score"], f"{r['auroc']:.3f}", f"{r['fpr_at_95_tpr']:.3f}",
-              *(f"{r['auroc_by_score'][s]:.3f}" for s in SCORE_ORDER), f"{r['known_accuracy']:.3f}",
+              f"{_folds_choice(r['selection_auroc'], r['auroc_by_score']):.3f}",
+              *(f"{r['auroc_by_score'].get(s, float('nan')):.3f}" for s in SCORE_ORDER), f"{r['known_accuracy']:.3f}",
               f"{r['accuracy_with_rejection']:.3f}"] for r in rows]
     if not rows:
-        table.append(["not measured"] + [""] * (len(SCORE_ORDER) + 5))
-        rows = [{"auroc": float("nan"), "fpr_at_95_tpr": float("nan"), "known_accuracy": float("nan"),
+        table.append(["not measured"] + [""] * (len(SCORE_ORDER) + 6))
+        rows = [{"auroc": float("nan"), "fpr_at_95_tpr": float("nan"), "known_accuracy": float("nan"), "selection_auroc": {},
                  "accuracy_with_rejection": float("nan"), "auroc_by_score": {s: float("nan") for s in SCORE_ORDER}}]
     table.append(["**median**", "", f"**{_median([r['auroc'] for r in rows]):.3f}**",
                   f"{_median([r['fpr_at_95_tpr'] for r in rows]):.3f}",
-                  *(f"{_median([r['auroc_by_score'][s] for r in rows]):.3f}" for s in SCORE_ORDER),
+                  f"{_median([_folds_choice(r['selection_auroc'], r['auroc_by_score']) for r in rows]):.3f}",
+                  *(f"{_median([r['auroc_by_score'].get(s, float('nan')) for r in rows]):.3f}" for s in SCORE_ORDER),
                   f"{_median([r['known_accuracy'] for r in rows]):.3f}",
                   f"{_median([r['accuracy_with_rejection'] for r in rows]):.3f}"])
-    lines.append(markdown_table(["split (unknown classes)", "chosen", "AUROC chosen", "FPR@95 chosen", *SCORE_ORDER,
-                                 "known acc", "acc with rejection"], table, align="ll" + "r" * (len(SCORE_ORDER) + 4)))
+    lines.append(markdown_table(["split (unknown classes)", "score", "AUROC", "FPR@95", "folds' choice", *SCORE_ORDER,
+                                 "known acc", "acc with rejection"], table, align="ll" + "r" * (len(SCORE_ORDER) + 5)))
     target = _median([r["auroc"] for r in rows])
     lines += ["", f"Target (issue 21): AUROC >= 0.85 with the default score. Median {target:.3f}: "
               + ("**met**." if target >= 0.85 else "**missed**.") + " Known-class accuracy is the closed-set "

@@ -8,7 +8,7 @@ process that imported TensorFlow once).
 2. Both workers relaunched with `--resume RUN_DIR` both exit 0: the chief's RUN_DIR is one complete
    run, continued from that checkpoint, whose metadata says 2 workers; both workers report the same
    validation scores (metrics are reduced across workers and the weights stay in step); the
-   non-chief worker's temporary folder is gone.
+   non-chief worker's temporary folder is gone. Label issues were ranked by the first chief only.
 
 finetune's phase 2 under multi-worker is checked by hand (README, Scaling out): it adds half a
 minute here.
@@ -116,6 +116,14 @@ def test_a_killed_worker_ends_the_job_with_an_error_and_resume_completes_it(tmp_
     history = json.loads((run_dir / rd.HISTORY_FILE).read_text())["epochs"]
     assert [entry["epoch"] for entry in history] == [1, 2]
     assert _done_line(tmp_path / "resume-0.log") == _done_line(tmp_path / "resume-1.log")
+
+    # Label issues are ranked once, by the chief of the new run (into its data report); the other worker and
+    # both resumed workers leave them (nothing is left out of training here, so nothing needs the ranking).
+    assert "not the chief" not in (tmp_path / "killed-0.log").read_text()
+    assert "Label issues not ranked: this worker is not the chief" in (tmp_path / "killed-1.log").read_text()
+    for index in range(WORKERS):
+        assert "Label issues not ranked: a resumed run keeps the list" in (tmp_path / f"resume-{index}.log").read_text()
+    assert "not the chief" not in json.loads((run_dir / rd.DATA_REPORT_FILE).read_text())["label_issues_note"]
 
     # Only the chief wrote RUN_DIR; the non-chief's temporary folders are gone, in failure and in success.
     assert _scratch_folders(tmp_path / "resume-0.log") == []

@@ -5,7 +5,7 @@ import pytest
 
 from app.config import CHOICES
 from app.unknown_scores import SCORES, UnknownScorer, auroc, fpr_at_tpr, threshold_for_recall
-from app.unknown_selection import compare_scores, fit_unknown_detector, held_out_folds
+from app.unknown_selection import DEFAULT_SCORE, compare_scores, fit_unknown_detector, held_out_folds
 from app.unknown_store import load_detector, save_detector
 
 
@@ -62,19 +62,31 @@ def test_folds_hide_every_class_and_selection_reports_every_candidate(world):
 def test_detector_threshold_keeps_the_asked_fraction_of_validation(world):
     known, train, train_labels, val, val_labels, far = world
     scorer, detector = fit_unknown_detector(train, train_labels, val, val_labels, *softmax_head(known), 0.9)
-    assert detector.score in SCORES and detector.selection["auroc"][detector.score] == max(
-        detector.selection["auroc"].values())
+    # auto: the fixed default, with every candidate's fold AUROC recorded next to it for comparison
+    assert detector.score == DEFAULT_SCORE and "default" in detector.selection["chosen_by"]
+    assert set(detector.selection["auroc"]) == set(SCORES)
     kept = np.mean(scorer.score(detector.score, val) <= detector.threshold)
     assert kept >= 0.9
     assert np.mean(scorer.score(detector.score, far) > detector.threshold) > 0.9
 
 
+def test_folds_choose_the_best_fold_auroc(world):
+    known, train, train_labels, val, val_labels, _ = world
+    _, detector = fit_unknown_detector(train, train_labels, val, val_labels, *softmax_head(known), 0.95,
+                                       score="folds")
+    measured = detector.selection["auroc"]
+    assert detector.score in SCORES and measured[detector.score] == max(measured.values())
+    assert "leave-classes-out" in detector.selection["chosen_by"]
+
+
 def test_two_classes_fall_back_without_folds(world):
     known, train, train_labels, val, val_labels, _ = world
     rows, val_rows = train_labels < 2, val_labels < 2
-    _, detector = fit_unknown_detector(train[rows], train_labels[rows], val[val_rows], val_labels[val_rows],
-                                       *softmax_head(known[:2]), 0.95)
-    assert detector.score == "max_softmax+knn" and "fewer than" in detector.selection["chosen_by"]
+    for score in ("auto", "folds"):
+        _, detector = fit_unknown_detector(train[rows], train_labels[rows], val[val_rows], val_labels[val_rows],
+                                           *softmax_head(known[:2]), 0.95, score=score)
+        assert detector.score == DEFAULT_SCORE and "auroc" not in detector.selection
+    assert "fewer than" in detector.selection["chosen_by"]
 
 
 def test_store_round_trip_gives_identical_scores(world, tmp_path):
@@ -89,7 +101,7 @@ def test_store_round_trip_gives_identical_scores(world, tmp_path):
 
 
 def test_cli_choices_match_the_scores():
-    assert CHOICES["unknown_score"] == ("auto", *SCORES)
+    assert CHOICES["unknown_score"] == ("auto", "folds", *SCORES)
 
 
 def test_relative_mahalanobis_separates_an_unseen_cluster_between_known_ones():

@@ -132,11 +132,14 @@ def test_the_multi_worker_step_trains_the_pair_loss_model_as_fit_does():
     x, labels = _data(n=20)
     train = tf.data.Dataset.from_tensor_slices((x, labels)).batch(8)  # 8 + 8 + 4: an uneven last batch
     reference, _, _ = _wrapped(1.0)
-    reference.fit(train, epochs=2, shuffle=False, verbose=0)
+    history = reference.fit(train, epochs=2, shuffle=False, verbose=0).history
     ours, _, _ = _wrapped(1.0)
-    fit_with_own_step(ours, ours.loss, train, None, epochs=2, initial_epoch=0, callbacks=[])
+    logged = keras.callbacks.History()
+    fit_with_own_step(ours, ours.loss, train, None, epochs=2, initial_epoch=0, callbacks=[logged])
     for expected, got in zip(reference.get_weights(), ours.get_weights()):
         np.testing.assert_allclose(got, expected, atol=1e-5)
+    # The logged loss is the training objective, pair term included, as fit() logs it.
+    np.testing.assert_allclose(logged.history["loss"], history["loss"], atol=1e-5)
 
 
 def test_the_pair_loss_is_off_by_default_applies_to_text_and_warns_only_when_set_on_images():
