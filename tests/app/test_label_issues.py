@@ -56,3 +56,16 @@ def test_too_few_files_per_class_is_a_clear_error():
     features, _, noisy, _ = noisy_clusters(per_class=3, flips=0)
     with pytest.raises(UserError, match=r"at least 5 labelled files per class.*'a' has 3"):
         find_label_issues([str(i) for i in range(len(noisy))], noisy, features, ["a", "b", "c", "d"])
+
+
+@pytest.mark.parametrize("scale", [1, 10])
+def test_a_small_clean_class_is_not_listed_for_being_small(scale):
+    """The fold heads' penalty is per example: on a folder of a few files it does not drown the data in
+    the prior (a fixed strong C would: every file of the smallest class then looks mislabelled), and on
+    ten times more files the same clean clusters are still clean."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(scale=3.0, size=(3, 12))
+    labels = np.repeat(np.arange(3), np.array([8, 24, 24]) * scale)
+    features = centres[labels] + rng.normal(size=(len(labels), 12))
+    issues = find_label_issues([f"f{i}.png" for i in range(len(labels))], labels, features, ["few", "b", "c"])
+    assert [i for i in issues if i.given == "few"] == []
