@@ -10,8 +10,9 @@ their own classes.
 The default score is fixed, not the folds' winner: over 16 Fashion-MNIST class splits the folds
 picked another score than energy+relative_mahalanobis on 5, and every one of those picks was
 worse on the real unknown classes, never better (a fold hides only 2 of 7 classes, so its AUROC
-is a noisy estimate); energy+relative_mahalanobis was also the best or level with the folds'
-choice on the glyph sets and on R52 topics, 0.008 behind on R8 topics (BENCHMARKS.md,
+is a noisy estimate). In 5 real runs on other Fashion-MNIST splits the folds picked another score
+on 2, once 0.027 better, once 0.057 worse; on the glyph sets they picked the same, on R52 topics
+energy+relative_mahalanobis was 0.068 better (median), on R8 topics 0.008 worse (BENCHMARKS.md,
 "unknownscores" and "unknowns"). `--unknown-score folds` keeps the folds' choice for data unlike
 these. The score is then fitted on all classes with the run's own head, and its threshold keeps
 `--reject-recall` of the known validation files. Nothing here sees an evaluation folder.

@@ -61,7 +61,7 @@ def test_too_few_files_per_class_is_a_clear_error():
 @pytest.mark.parametrize("scale", [1, 10])
 def test_a_small_clean_class_is_not_listed_for_being_small(scale):
     """The fold heads' penalty is per example: on a folder of a few files it does not drown the data in
-    the prior (a fixed strong C would: every file of the smallest class then looks mislabelled), and on
+    the prior (a fixed strong C would: files of the smallest class then look mislabelled), and on
     ten times more files the same clean clusters are still clean."""
     rng = np.random.default_rng(3)
     centres = rng.normal(scale=3.0, size=(3, 12))
