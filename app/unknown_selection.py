@@ -93,6 +93,13 @@ def compare_scores(train_embeddings, train_labels, val_embeddings, val_labels, n
             "folds": len(folds), "hidden_classes_per_fold": int(len(folds[0]))}
 
 
+def folds_choice(fold_aurocs: dict, among=None) -> str | None:
+    """`--unknown-score folds`: the candidate (of `among`, default all measured) with the highest mean
+    leave-classes-out AUROC; None when none was measured."""
+    measured = [name for name in (fold_aurocs if among is None else among) if name in fold_aurocs]
+    return max(measured, key=fold_aurocs.get) if measured else None
+
+
 def fit_unknown_detector(train_embeddings, train_labels, val_embeddings, val_labels, kernel, bias,
                          reject_recall: float, score: str = "auto", seed: int = 0) -> tuple[UnknownScorer, UnknownDetector]:
     """The run's scorer (fitted on the training split with the run's head) and its detector settings."""
@@ -101,13 +108,13 @@ def fit_unknown_detector(train_embeddings, train_labels, val_embeddings, val_lab
     selection: dict = {}
     if num_classes >= MIN_CLASSES:
         selection = compare_scores(train_embeddings, train_labels, val_embeddings, val_labels, num_classes, seed)
-    measured = selection.get("auroc", {})
+    best_on_folds = folds_choice(selection.get("auroc", {}))
     if score == "auto":
         score = DEFAULT_SCORE
         selection["chosen_by"] = "the default (--unknown-score auto); the fold AUROCs are for comparison"
     elif score == "folds":
-        score = max(measured, key=measured.get) if measured else DEFAULT_SCORE
-        selection["chosen_by"] = ("highest mean leave-classes-out AUROC (--unknown-score folds)" if measured else
+        score = best_on_folds or DEFAULT_SCORE
+        selection["chosen_by"] = ("highest mean leave-classes-out AUROC (--unknown-score folds)" if best_on_folds else
                                   f"fewer than {MIN_CLASSES} classes, no classes to hold out: the default {score}")
     else:
         selection["chosen_by"] = "--unknown-score"

@@ -90,19 +90,14 @@ def _spread(values) -> list[str]:
             f"{values[0]:.3f}"]
 
 
-def _folds_choice(row: dict, among) -> str:
-    """The candidate with the highest mean leave-classes-out AUROC (`--unknown-score folds`)."""
-    return max(among, key=lambda n: row["selection"][n])
-
-
 def render(results: dict) -> str:
-    from app.unknown_selection import DEFAULT_SCORE
+    from app.unknown_selection import DEFAULT_SCORE, folds_choice
 
     rows, names = results["splits"], list(results["splits"][0]["auroc_by_score"])
     default = [r["auroc_by_score"][DEFAULT_SCORE] for r in rows]
-    folds = [r["auroc_by_score"][_folds_choice(r, names)] for r in rows]
-    counts = {n: sum(_folds_choice(r, names) == n for r in rows) for n in names}
-    before = [r["auroc_by_score"][_folds_choice(r, EARLIER)] for r in rows]
+    folds = [r["auroc_by_score"][folds_choice(r["selection"], names)] for r in rows]
+    counts = {n: sum(folds_choice(r["selection"], names) == n for r in rows) for n in names}
+    before = [r["auroc_by_score"][folds_choice(r["selection"], EARLIER)] for r in rows]
     median_default, *others = _spread(default)
     table = markdown_table(
         ["score", "median AUROC", "10th pct", "90th pct", "worst", "folds' choice in"],

@@ -58,8 +58,6 @@ UNKNOWN_KINDS = {"far": "letters of other alphabets", "near": "other letters of 
                  "r8": "the other R8 topics", "r52": "R52 topics outside R8"}
 CLASSES = 10
 KNOWN = 7
-SCORE_ORDER = ["max_softmax", "energy", "centroid", "knn", "mahalanobis", "relative_mahalanobis", "max_softmax+knn",
-               "energy+relative_mahalanobis"]  # app/unknown_scores.SCORES (rows measured before a score existed: nan)
 
 
 def _cli(*args: str) -> None:
@@ -213,9 +211,12 @@ WORKERS = {"label_issues": worker_label_issues}
 # --------------------------------------------------------------------------------------- render
 
 def _folds_choice(selection: dict, by_score: dict) -> float:
-    """AUROC of the candidate with the highest fold AUROC (what `--unknown-score folds` would use); nan unmeasured."""
-    measured = [name for name in selection if name in by_score]
-    return by_score[max(measured, key=selection.get)] if measured else float("nan")
+    """AUROC of the candidate `--unknown-score folds` would use (app/unknown_selection.folds_choice) among those
+    measured on the files; nan when there is none."""
+    from app.unknown_selection import folds_choice
+
+    name = folds_choice(selection, [n for n in selection if n in by_score])
+    return by_score[name] if name else float("nan")
 
 
 def _median(values):
@@ -308,6 +309,8 @@ def render_other_set(name: str, part: dict) -> list[str]:
 
 
 def render(results: dict) -> str:
+    from app.unknown_scores import SCORES as SCORE_ORDER  # every candidate (rows measured before one existed: nan)
+
     p = results["params"]
     lines = ["## Unknowns and label noise", "",
              f"Command: `{results['command']}`. Fashion-MNIST (Debian `dataset-fashion-mnist`), EfficientNet-Lite0 "
