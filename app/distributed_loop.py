@@ -31,6 +31,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models.pair_loss import class_indices
+
 logger = logging.getLogger(__name__)
 
 
@@ -77,18 +79,12 @@ class _Steps:
         self.train = tf.function(self._train)
         self.validate = tf.function(self._validate)
 
-    @staticmethod
-    def _labels(targets):
-        """Class indices, whatever the targets are (indices, one-hot, MixUp's blended one-hot)."""
-        return tf.argmax(targets, axis=-1, output_type=tf.int32) if targets.shape.rank == 2 else \
-            tf.cast(targets, tf.int32)
-
     def _sums(self, targets, probabilities, per_example, batch_term=0.0):
         """[summed loss, correct predictions, examples] of one replica's batch. `batch_term`: this replica's
         share of a loss term over the whole global batch (the pair loss), already multiplied by the global
         batch's examples, so that the logged loss (the sum over examples / examples) includes it once, as
         fit()'s does."""
-        correct = tf.cast(tf.equal(tf.argmax(probabilities, axis=-1, output_type=tf.int32), self._labels(targets)),
+        correct = tf.cast(tf.equal(tf.argmax(probabilities, axis=-1, output_type=tf.int32), class_indices(targets)),
                           tf.float32)
         count = tf.cast(tf.shape(probabilities)[0], tf.float32)
         return tf.stack([tf.reduce_sum(per_example) + batch_term, tf.reduce_sum(correct), count])
@@ -109,7 +105,7 @@ class _Steps:
             per_example = self.loss.call(targets, probabilities)
             weighted = per_example
             if self.class_weights is not None:  # as fit(class_weight=...): a weight per example, same denominator
-                weighted = per_example * tf.gather(self.class_weights, self._labels(targets))
+                weighted = per_example * tf.gather(self.class_weights, class_indices(targets))
             loss = tf.reduce_sum(weighted) / tf.maximum(examples, 1.0) + auxiliary
             if self.model.losses:  # regularization: once per model, so a replica's share of it
                 loss += tf.add_n(self.model.losses) / context.num_replicas_in_sync

@@ -228,7 +228,7 @@ def penultimate_embeddings(run: LoadedRun, features: _Features, batch_size: int)
     the sub-model of model.keras on a few files (else that sub-model is run on every file).
     """
     reference_model = penultimate_model(run.model)
-    layers = layers_between(run.model, features.extractor)
+    layers = layers_between(run.model)
     embeddings = apply_chain(layers, features.run_features, batch_size)
     few = features.examples[:4]
     reference = extract_features(reference_model, few, run.modality, run.input_size, batch_size, run.resize)

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from app.errors import UserError
+from models.task_model import layers_after_features
 
 HEAD_LAYER = "head_dense"  # the final layer's name (models/heads.py): its input is the run's embedding
 
@@ -21,10 +22,15 @@ def feature_extractor_of(task_model: keras.Model) -> keras.Model:
     raise UserError(f"model.keras ({task_model.name!r}) has no nested feature extractor; was it written by train.py?")
 
 
-def layers_between(task_model: keras.Model, extractor: keras.Model) -> list:
-    names = [layer.name for layer in task_model.layers]
-    start, end = names.index(extractor.name) + 1, names.index(HEAD_LAYER)
-    return task_model.layers[start:end]
+def layers_between(task_model: keras.Model) -> list:
+    """The layers between the feature extractor and the final Dense layer: they turn cached features
+    into the run's embedding (the final layer's input)."""
+    after = layers_after_features(task_model, feature_extractor_of(task_model))
+    names = [layer.name for layer in after]
+    if HEAD_LAYER not in names:
+        raise UserError(f"model.keras ({task_model.name!r}) has no {HEAD_LAYER!r} layer after its feature extractor; "
+                        "was it written by train.py?")
+    return after[:names.index(HEAD_LAYER)]
 
 
 def apply_chain(layers: list, features: np.ndarray, batch_size: int) -> np.ndarray:

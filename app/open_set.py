@@ -13,7 +13,7 @@ import numpy as np
 from app.errors import UserError
 from app.features import extract_features
 from app.inputs import example_dataset
-from app.model_parts import HEAD_LAYER, apply_chain, feature_extractor_of, layers_between
+from app.model_parts import HEAD_LAYER, apply_chain, layers_between
 from app.unknown_selection import UnknownDetector, fit_unknown_detector
 from app.unknown_store import save_detector
 from data.pipeline import text_dataset
@@ -79,7 +79,7 @@ def run_embeddings(task_model: keras.Model, examples, cached: np.ndarray, modali
     (finetune, meta on raw inputs), and then the embedding is computed from the files."""
     if not examples:
         return np.zeros((0, _head_input(task_model).shape[-1]), np.float32)
-    layers = layers_between(task_model, feature_extractor_of(task_model))
+    layers = layers_between(task_model)
     replayed = apply_chain(layers, cached, batch_size)
     penultimate = keras.Model(task_model.inputs, _head_input(task_model))
     reference = extract_features(penultimate, examples[:CHECK_ROWS], modality, size, batch_size, resize)

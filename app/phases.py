@@ -65,6 +65,7 @@ class PhaseResult:
     best_epoch: int  # 1-based within the phase
     steps_per_epoch: int
     wall_time_s: float
+    model: keras.Model | None = None  # the model the phase trained, its best weights restored (what it saved)
 
 
 def loss_and_targets(config: TrainConfig, num_classes: int, one_hot: bool = False):
@@ -154,7 +155,7 @@ def run_phase(context: PhaseContext, spec: PhaseSpec) -> PhaseResult:
         if state.done:
             logger.info("Resuming after the end of %s (%s)", phase, resume.folder)
             return PhaseResult(completed, state.early_stopping["best_epoch"] + 1 - epoch_offset,
-                               state.steps_per_epoch or 0, 0.0)
+                               state.steps_per_epoch or 0, 0.0, model)
         resume_best = context.checkpoints.best_weights(model, state)
         if completed < max_epochs:
             logger.info("Resuming %s at epoch %d/%d from %s", phase, completed + 1, max_epochs, resume.folder)
@@ -217,7 +218,7 @@ def run_phase(context: PhaseContext, spec: PhaseSpec) -> PhaseResult:
     state = CheckpointState(phase, phase_epochs, context.history, done=True, early_stopping=early_stopping.state(),
                             **extra_state)
     context.checkpoints.save(state, model)  # best weights restored: what the next phase starts from
-    return PhaseResult(phase_epochs, best_epoch, steps, time.perf_counter() - started)
+    return PhaseResult(phase_epochs, best_epoch, steps, time.perf_counter() - started, model)
 
 
 def fit_fixed_epochs(model: keras.Model, compile_spec: CompileSpec, dataset, epochs: int, class_weight=None) -> None:

@@ -36,13 +36,13 @@ from app.fewshot_baselines import CI_Z
 from app.run_metadata import RunMetadata
 from data.episodes import EpisodeSampler
 from data.meta_pools import class_counts
+from models.meta import scaled_prototype_head
 
 logger = logging.getLogger(__name__)
 
 LEARNING_RATES = (1e-4, 1e-3, 1e-2)  # P>M>F's grid; 0 (no fine-tuning) is always a candidate too
 STEPS = (10, 50)  # 50 is P>M>F's default
 CHOICE_EPISODES = 50  # per shot count; every grid point on the same episodes (paired differences)
-LOGIT_GAP = 10.0  # mean logit gap between prototypes at the start of fine-tuning
 FEATURE_KEEP = 0.9  # feature dropout: the augmentation of the support during fine-tuning
 AUGMENT_SEED = 7_000_003
 ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-7
@@ -104,26 +104,12 @@ class SupportFinetuner:
         outputs, _ = self.embedding.stateless_call(list(params), state, x, training=False)
         return tf.cast(outputs, tf.float32)
 
-    def _prototype_head(self, embedded, labels):
-        """Kernel and bias of -||x - p_c||^2 / temperature (up to a per-row constant): nearest-prototype ranking."""
-        one_hot = tf.one_hot(labels, self.ways, dtype=tf.float32)
-        protos = tf.matmul(one_hot, embedded, transpose_a=True) / tf.maximum(
-            tf.reduce_sum(one_hot, axis=0)[:, None], 1.0)
-        # Squared distances between prototypes are often in the hundreds: softmax is then exactly one-hot in
-        # float32 and the support loss has no gradient at all (measured: every learning rate left the 1-shot
-        # predictions unchanged). Dividing by a temperature that puts the mean gap between prototypes at
-        # LOGIT_GAP (P>M>F's cosine classifier scales by 10) keeps the ranking and gives gradients.
-        gaps = tf.reduce_sum(tf.square(protos[:, None, :] - protos[None, :, :]), axis=-1)
-        mean_gap = tf.reduce_sum(gaps, axis=[0, 1]) / float(self.ways * (self.ways - 1))
-        temperature = tf.maximum(mean_gap / LOGIT_GAP, 1e-12)
-        return 2.0 * tf.transpose(protos) / temperature, -tf.reduce_sum(tf.square(protos), axis=1) / temperature
-
     def _adapt_graph(self, support, labels, learning_rate, steps):
         """Support only -> fine-tuned (embedding weights, head kernel, head bias)."""
         support = tf.cast(support, tf.float32)
         labels = tf.cast(labels, tf.int32)
         params = [tf.identity(v.value) for v in self.embedding.trainable_variables]
-        kernel, bias = self._prototype_head(self._embed(params, support), labels)
+        kernel, bias = scaled_prototype_head(self._embed(params, support), labels, self.ways)
         weights = params + [kernel, bias]
         first = [tf.zeros_like(w) for w in weights]
         second = [tf.zeros_like(w) for w in weights]

@@ -39,10 +39,10 @@ from app.config import TrainConfig
 from app.errors import UserError
 from app.features import extract_features
 from app.phases import PhaseContext, finetune_backbone, finetune_inputs, uses_pair_loss
-from app.support_finetuning import LOGIT_GAP
 from app.target_heads import FIT, candidate_heads
 from app.text_phase2 import text_phase2_cut
 from models.heads import ClassificationHead
+from models.meta import scaled_prototype_head
 from models.task_model import build_task_model
 
 logger = logging.getLogger(__name__)
@@ -83,20 +83,15 @@ def starting_head(config: TrainConfig, num_classes: int) -> str:
 
 def prototype_scaled_head(num_classes: int, seed: int, embeddings: np.ndarray, labels, kind: str
                           ) -> ClassificationHead:
-    """The source stage's classifier written from `embeddings`, as the starting head of fine-tuning.
-
-    Prototypes (kernel 2·Pᵀ, bias −‖p‖²) are divided by a temperature that puts the mean squared
-    distance between prototypes at LOGIT_GAP logits: the ranking is the same, and the softmax is
-    not one-hot in float32, so the loss has gradients. Logistic regression is calibrated already.
-    """
-    kernel, bias = FIT[kind](embeddings, np.asarray(labels, np.int64), num_classes)
-    kernel, bias = np.asarray(kernel, np.float64), np.asarray(bias, np.float64)
-    if kind == "prototypes":  # kernel 2·Pᵀ, bias −‖p‖² (models/meta/protonet.prototype_head_weights)
-        protos = kernel.T / 2.0
-        gaps = np.sum(np.square(protos[:, None, :] - protos[None, :, :]), axis=-1)
-        pairs = num_classes * (num_classes - 1)
-        temperature = max(float(np.sum(gaps)) / max(pairs, 1) / LOGIT_GAP, 1e-12)
-        kernel, bias = kernel / temperature, bias / temperature
+    """The source stage's classifier written from `embeddings`, as the starting head of fine-tuning:
+    prototypes scaled to a mean logit gap of LOGIT_GAP (`models.meta.scaled_prototype_head`: the
+    ranking is the same, and the softmax is not one-hot in float32, so the loss has gradients), or
+    logistic regression (calibrated already)."""
+    labels = np.asarray(labels, np.int64)
+    if kind == "prototypes":
+        kernel, bias = (keras.ops.convert_to_numpy(w) for w in scaled_prototype_head(embeddings, labels, num_classes))
+    else:
+        kernel, bias = FIT[kind](embeddings, labels, num_classes)
     return ClassificationHead.written(kernel, bias, seed=seed)[0]
 
 
@@ -138,7 +133,8 @@ def finetune_on_target(context: PhaseContext, config: TrainConfig, backbone, fea
                                   epoch_offset, step_offset, phase=TARGET_FINETUNE, phase_number=2,
                                   selection=selection)
         best_epoch, epochs, steps_per_epoch = first.best_epoch, first.epochs, first.steps_per_epoch
-        val_probabilities = (inputs.predictor(task_model, feature_extractor).predict(inputs.confusion, verbose=0)
+        # The model fit() trained (over the cached hidden states on text): no second copy to build and trace.
+        val_probabilities = (first.model.predict(inputs.confusion, verbose=0)
                              if inputs.val is not None else np.zeros((0, num_classes), np.float32))
         # What a resume in the refit needs of the first model (its checkpoints are gone by then).
         selection = {**selection, "best_epoch": best_epoch, "epochs": epochs, "steps_per_epoch": steps_per_epoch,

@@ -26,16 +26,22 @@ import keras
 import tensorflow as tf
 
 from models.errors import ModelError
+from models.task_model import layers_after_features
 
 HEAD_LAYER_PREFIX = "head_"  # models/heads.ClassificationHead names every layer it owns so
+
+
+def class_indices(targets) -> tf.Tensor:
+    """int32 class indices of a batch's targets, whatever their form: indices, one-hot, or MixUp's
+    blended one-hot (its argmax)."""
+    targets = tf.convert_to_tensor(targets)
+    return tf.argmax(targets, axis=-1, output_type=tf.int32) if targets.shape.rank == 2 else tf.cast(targets, tf.int32)
 
 
 def pairwise_cosine_loss(embeddings, labels):
     """The module docstring's pair loss of one batch: [examples, units] embeddings, class indices
     (or one-hot / blended one-hot targets: their argmax). 0 for a batch with no pair of a kind."""
-    labels = tf.convert_to_tensor(labels)
-    labels = tf.reshape(tf.argmax(labels, axis=-1, output_type=tf.int32) if labels.shape.rank == 2
-                        else tf.cast(labels, tf.int32), [-1])
+    labels = tf.reshape(class_indices(labels), [-1])
     unit = tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=-1)
     cosine = tf.matmul(unit, unit, transpose_b=True)
     same = tf.cast(tf.equal(labels[:, None], labels[None, :]), tf.float32)
@@ -51,15 +57,11 @@ def probabilities_and_embedding(inputs_to_features: keras.Model, task_model: ker
     """inputs -> [class probabilities, the head's input]: `inputs_to_features` (the feature extractor, or
     the top of a cut one) then the task model's layers after `feature_extractor`, the same layer
     objects (a chain: feature extractor, optionally an embedding, then the head's layers)."""
-    layers = [layer for layer in task_model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    position = next((i for i, layer in enumerate(layers) if layer is feature_extractor), None)
-    if position is None:
-        raise ModelError(f"{feature_extractor.name!r} is not a layer of {task_model.name!r}")
     inputs = inputs_to_features.inputs
     inputs = inputs[0] if len(inputs) == 1 else inputs  # the structure its batches come in
     features = inputs_to_features(inputs)
     x, embedding = features, None
-    for layer in layers[position + 1:]:
+    for layer in layers_after_features(task_model, feature_extractor):
         if embedding is None and layer.name.startswith(HEAD_LAYER_PREFIX):
             embedding = x
         x = layer(x)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from models.errors import ModelError
 from models.heads import ClassificationHead
 
 
@@ -21,6 +22,19 @@ def build_task_model(feature_extractor: keras.Model, head: ClassificationHead, e
     if embedding is not None:
         features = embedding(features)
     return keras.Model(inputs, head(features), name=name)
+
+
+def layers_after_features(task_model: keras.Model, feature_extractor: keras.Model) -> list[keras.layers.Layer]:
+    """The layers `task_model` applies to `feature_extractor`'s output, in order: the meta-learned
+    embedding when there is one, then the head's layers (`build_task_model` makes that chain; a
+    loaded model.keras keeps the order). The one walk every stage that replays them uses: the
+    text cut's top model, the pair loss's embedding, the unknown-class score's replay on cached
+    features."""
+    layers = [layer for layer in task_model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    position = next((i for i, layer in enumerate(layers) if layer is feature_extractor), None)
+    if position is None:
+        raise ModelError(f"{feature_extractor.name!r} is not a layer of {task_model.name!r}")
+    return layers[position + 1:]
 
 
 def load_task_model(path: str, modality: str = "image") -> keras.Model:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import keras
 
 from models.errors import ModelError
+from models.task_model import layers_after_features
 
 
 @dataclass
@@ -79,22 +80,10 @@ def split_text_extractor(feature_extractor: keras.Model, spec, top_blocks: int) 
 def top_task_model(split: TextSplit, task_model: keras.Model, feature_extractor: keras.Model) -> keras.Model:
     """[hidden states, padding mask] -> the task model's output: `split.top`, then what the task model
     applies to its feature extractor's output (embedding, head), as a model over the same layers."""
-    after = keras.Model(_extractor_output(task_model, feature_extractor), task_model.outputs[0],
-                        name=f"{task_model.name}_after_features")
+    features = keras.Input(shape=tuple(feature_extractor.outputs[0].shape[1:]), dtype=feature_extractor.outputs[0].dtype,
+                           name="features")
+    x = features
+    for layer in layers_after_features(task_model, feature_extractor):
+        x = layer(x)
+    after = keras.Model(features, x, name=f"{task_model.name}_after_features")
     return keras.Model(split.top.inputs, after(split.top(split.top.inputs)), name=f"{task_model.name}_top")
-
-
-def _extractor_output(task_model: keras.Model, feature_extractor: keras.Model):
-    """The tensor of `task_model`'s graph that `feature_extractor` produces, found by walking back from
-    the output through single-input steps (the layers are shared with other models, so their
-    own `.output` is ambiguous)."""
-    tensor = task_model.outputs[0]
-    while True:
-        history = tensor._keras_history
-        if history.operation is feature_extractor:
-            return tensor
-        inputs = history.operation._inbound_nodes[history.node_index].input_tensors
-        if len(inputs) != 1:
-            raise ModelError(f"{task_model.name!r} is not a chain from {feature_extractor.name!r} to its output: "
-                             "cannot train its top blocks on cached activations.")
-        tensor = inputs[0]

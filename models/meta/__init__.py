@@ -30,7 +30,7 @@ classifier is `prototype_head_weights(embeddings, labels, num_classes)` in a Den
 from models.meta.base import GradientMetaLearner, MetaLearner, cross_entropy, flat_layers
 from models.meta.maml import FOMAML, MAML
 from models.meta.memory import available_memory_bytes, check_maml_fits, maml_memory_estimate
-from models.meta.protonet import ProtoNet, prototype_head_weights
+from models.meta.protonet import LOGIT_GAP, ProtoNet, prototype_head_weights, scaled_prototype_head
 from models.meta.reptile import Reptile
 
 ALGORITHMS = {"protonet": ProtoNet, "reptile": Reptile, "fomaml": FOMAML, "maml": MAML}
@@ -47,7 +47,7 @@ def build_meta_learner(algorithm: str, embedding, ways: int, **kwargs) -> MetaLe
 
 
 __all__ = [
-    "ALGORITHMS", "FOMAML", "GradientMetaLearner", "MAML", "MetaLearner", "ProtoNet", "Reptile",
+    "ALGORITHMS", "FOMAML", "GradientMetaLearner", "LOGIT_GAP", "MAML", "MetaLearner", "ProtoNet", "Reptile",
     "available_memory_bytes", "build_meta_learner", "check_maml_fits", "cross_entropy", "flat_layers",
-    "maml_memory_estimate", "prototype_head_weights",
+    "maml_memory_estimate", "prototype_head_weights", "scaled_prototype_head",
 ]

@@ -12,6 +12,7 @@ import pytest
 
 from app import support_finetuning as sft
 from app.fewshot_baselines import nearest_centroid_predict
+from models.meta import LOGIT_GAP
 
 WAYS, SHOTS = 3, 2
 
@@ -70,7 +71,7 @@ def test_learning_rate_0_keeps_the_embedding_and_the_prototype_head():
     np.testing.assert_allclose(weights[2] * temperature, 2 * protos.T, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(weights[3] * temperature, -np.sum(protos**2, axis=1), rtol=1e-5, atol=1e-5)
     gaps = np.sum((protos[:, None] - protos[None]) ** 2, axis=-1)
-    assert np.sum(gaps) / (WAYS * (WAYS - 1)) / temperature == pytest.approx(sft.LOGIT_GAP, rel=1e-4)
+    assert np.sum(gaps) / (WAYS * (WAYS - 1)) / temperature == pytest.approx(LOGIT_GAP, rel=1e-4)
 
 
 def test_the_choice_scores_learning_rate_0_as_the_plain_learner_and_prefers_it_on_ties(monkeypatch):

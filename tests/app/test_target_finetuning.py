@@ -8,7 +8,8 @@ import train
 from app import run_dir as rd
 from app.config import TrainConfig
 from app.errors import UserError
-from app.target_finetuning import LOGIT_GAP, prototype_scaled_head, starting_head, target_finetune_applies
+from app.target_finetuning import prototype_scaled_head, starting_head, target_finetune_applies
+from models.meta import LOGIT_GAP
 from models.task_model import load_task_model
 
 WORDS = {"alpha": "apple apricot avocado", "beta": "banana berry brick", "gamma": "cherry cocoa crane",
