@@ -26,7 +26,6 @@ Every training/evaluation runs in its own subprocess (peak RSS = its VmHWM).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -995,7 +994,7 @@ def render(data: dict) -> str:
             beaten = best["accuracy"] >= strongest["accuracy"]
             lines.append(f"- Baselines, 5-way {shots}-shot: the best meta-learner ({a}, {fmt_acc(best)}) "
                          + ("beats" if beaten else "does **not** beat") + f" the strongest baseline ({b}, {fmt_acc(strongest)}).")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)  # common.emit ends the section with its newline
 
 
 def machine_line() -> str:
@@ -1005,53 +1004,65 @@ def machine_line() -> str:
             f"TensorFlow {machine.get('tensorflow') or '?'}")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="50 test episodes, few meta steps (about 3 min): checks the benchmark, measures little")
+# ------------------------------------------------------------------------------ the section
+DATA_ROOT = "/tmp/metatune-bench/fonts"
+PARTS = ("baselines", *ALGORITHMS, "recipe", "investigation")  # what --only can pick
+
+
+def measure(p: dict, log) -> dict:
+    """The fonts set (rendered once under --data-root), every part asked for, and what the section prints
+    about the run (its command, machine line, date and total time are this script's own)."""
+    from fonts_dataset import build_dataset, read_manifest
+
+    started = time.perf_counter()
+    log("dataset")
+    folder = build_dataset(p["data_root"])
+    manifest = read_manifest(folder)
+    results = run_all(p["config"], str(folder), set(p["only"]) if p["only"] else None, log)
+    data = {
+        "command": p["command"], "machine": machine_line(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "total_s": time.perf_counter() - started, "config": p["config"], "recipe": RECIPE,
+        "dataset": {k: manifest[k] for k in ("num_alphabets", "num_classes", "num_images", "instances_per_class",
+                                             "splits", "split_classes", "params")} | {"folder": str(folder)},
+        "results": results,
+    }
+    log("done")
+    return data
+
+
+def _arguments(parser) -> None:
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # development: seconds per job
-    parser.add_argument("--only", default=None, help="comma list of: baselines, protonet, reptile, fomaml, maml, recipe, investigation")
-    parser.add_argument("--output", default=None, help="write the markdown section here")
-    parser.add_argument("--json", default=None, help="write the raw numbers here")
-    parser.add_argument("--data-root", default="/tmp/metatune-bench/fonts", help="where the rendered dataset is cached")
-    parser.add_argument("--from-json", default=None, help="re-render a saved --json file, no measuring")
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--params", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    parser.add_argument("--only", default=None, help="comma list of: " + ", ".join(PARTS))
+    parser.add_argument("--data-root", default=DATA_ROOT, help="where the rendered dataset is cached")
 
-    if common.serve_worker(args, WORKERS):
-        return 0
-    if args.from_json:
-        data = json.loads(Path(args.from_json).read_text())
-    else:
-        from fonts_dataset import build_dataset, read_manifest
 
-        cfg = SMOKE if args.smoke else QUICK if args.quick else FULL
-        started = time.perf_counter()
+def _command(args) -> str:
+    """The command line the section prints: the options given, in the order bench/run_all.py passes its own."""
+    parts = [".venv/bin/python", "bench/bench_fewshot.py"]
+    for flag, value in (("--output", args.output), ("--json", args.json), ("--quick", args.quick),
+                        ("--smoke", args.smoke), ("--only", args.only),
+                        ("--data-root", args.data_root if args.data_root != DATA_ROOT else None)):
+        if value is True:
+            parts.append(flag)
+        elif value:
+            parts += [flag, value]
+    return " ".join(parts)
 
-        def log(message):
-            print(f"[{time.perf_counter() - started:6.0f} s] {message}", file=sys.stderr, flush=True)
 
-        log("dataset")
-        folder = build_dataset(args.data_root)
-        manifest = read_manifest(folder)
-        only = set(args.only.split(",")) if args.only else None
-        results = run_all(cfg, str(folder), only, log)
-        data = {
-            "command": " ".join([".venv/bin/python", "bench/bench_fewshot.py", *(argv if argv is not None else sys.argv[1:])]),
-            "machine": machine_line(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "total_s": time.perf_counter() - started, "config": cfg, "recipe": RECIPE,
-            "dataset": {k: manifest[k] for k in ("num_alphabets", "num_classes", "num_images", "instances_per_class",
-                                                 "splits", "split_classes", "params")} | {"folder": str(folder)},
-            "results": results,
-        }
-        log("done")
-        if args.json:  # before rendering, so a report bug never loses a run (re-render with --from-json)
-            Path(args.json).write_text(json.dumps(data, indent=1))
-    text = render(data)
-    print(text)
-    if args.output:
-        Path(args.output).write_text(text)
-    return 0
+def _params(args) -> dict:
+    only = [name for name in args.only.split(",") if name] if args.only else None
+    if only is not None and not (only and set(only) <= set(PARTS)):
+        raise common.UsageError(f"--only takes a comma list of {', '.join(PARTS)}. Received: --only {args.only}")
+    return {"config": SMOKE if args.smoke else QUICK if args.quick else FULL, "only": only,
+            "data_root": args.data_root, "command": _command(args)}
+
+
+SECTION = common.Section(script="bench_fewshot.py", doc=__doc__, params=_params, measure=measure, render=render,
+                         workers=WORKERS, add_arguments=_arguments)
+
+
+def main(argv=None) -> int:
+    return common.main(SECTION, argv)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ directory and summarised as "where the time went" (PROFILE_PARTS), with the mach
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -43,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 import common
-from common import REPO, emit
+from common import REPO
 
 WORK = Path("/tmp/metatune-bench/meta-transfer")
 SHOTS = (1, 5)
@@ -495,7 +494,9 @@ def profile_lines(results: dict) -> list[str]:
     columns |= {f"{label} ({entry['load']})": entry["profile"] for label, entry in results.get("profiles", {}).items()}
     if not columns:
         return []
-    parts = sorted({part for profile in columns.values() for part in profile},
+    # Ties (whole seconds from the logs' time stamps) in the order the parts first appear, not a set's hash order:
+    # the same results must render the same section every time.
+    parts = sorted(dict.fromkeys(part for profile in columns.values() for part in profile),
                    key=lambda part: -max(profile.get(part, 0.0) for profile in columns.values()))
     lines = ["Where the time went (seconds, from each run's time-stamped log: each stretch between two lines is "
              "charged to what the line that ends it reports; the machine's load beside each):\n",
@@ -545,56 +546,93 @@ def unfreeze_lines(speed: dict) -> list[str]:
     return lines + [""]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    common.add_standard_arguments(parser, WORKERS)
-    parser.add_argument("--stages", default=",".join(STAGES + ("speedup",)),
+# --------------------------------------------------------------------------- the section
+
+DEFAULT_STAGES = ",".join(STAGES + ("speedup",))
+# Keys of the parameters that describe the run rather than the measurement (not stored in results["params"]).
+RUN_KEYS = ("stages", "earlier", "json", "quick", "command")
+# What the skeleton stamps on a measurement: with --add-to, this part's, not the earlier part's.
+STAMPED = ("machine", "machine_info", "wall_min")
+
+
+def measure(p: dict, log) -> dict:
+    """The stages asked for (speedup first, then the runs in order), into a fresh result or the --add-to one."""
+    params = {k: v for k, v in p.items() if k not in RUN_KEYS}
+    data = make_folders(params["max_letters"])
+    results = {"params": params, "data": data, "runs": {}, "anchor": fonts_anchor(), "command": p["command"]}
+    if p["earlier"] is not None:
+        results = {k: v for k, v in p["earlier"].items() if k not in STAMPED}
+        results["command"] = f"{results['command']} + {p['command']}" if "command" in results else p["command"]
+    stages = list(p["stages"])
+    if "speedup" in stages:
+        stages.remove("speedup")
+        results["speedup"] = common.run_worker(__file__, "speedup", {"image_size": params["image_size"],
+                                                                    "steps": 5 if p["quick"] else 20})
+        log(f"speedup: {results['speedup']['speedup']:.1f}x")
+        _keep(results, p["json"])
+    # One feature cache per measurement, kept in the results so a later --add-to reuses it (warm, as stated).
+    cache = Path(results.setdefault("cache", str(WORK / f"cache-{time.time_ns()}")))
+    for stage in stages:
+        results["runs"][stage] = measure_stage(results, stage, data, params, cache)
+        log(f"{stage}: done in {results['runs'][stage]['train_s']:.0f} s")
+        _keep(results, p["json"])
+    return results
+
+
+def measure_stage(results: dict, stage: str, data: dict, params: dict, cache: Path) -> dict:
+    """One run: a source stage (forced or auto), a views experiment on the warm cache, or the time bar (which
+    also records its large source in `results`)."""
+    run = WORK / "runs" / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_params, run_cache = {"root": data["root"], "run": str(run), "stage": stage, **params}, cache
+    if stage.startswith("views"):
+        run_params |= {"stage": "auto", "views": int(stage[len("views"):])}
+    elif stage == "bar":  # cold, in its own cache: the whole cost of a first run on a large source
+        results["bar_source"] = make_large_source(data, BAR_INSTANCES)
+        run_params |= {"stage": "auto", "source": results["bar_source"]["root"], "shots": [SHOTS[0]]}
+        run_cache = WORK / f"cache-bar-{time.time_ns()}"
+    return run_worker(run_params, run_cache)
+
+
+def _keep(results: dict, path: str | None) -> None:
+    """The results so far, after every part: a rendering slip or a later failure must not cost the measurements
+    (--from-json re-renders them)."""
+    if path:
+        common.write_atomically(path, json.dumps(results, indent=2))
+
+
+def _arguments(parser) -> None:
+    parser.add_argument("--stages", default=DEFAULT_STAGES,
                         help="comma list of what to measure: the runs (auto, supervised, protonet, top_blocks), "
                              "speedup (the top_blocks stage's step on cached activations vs the whole backbone), "
                              "views1 / views2 (the auto run with that many cached views, on the warm cache) and "
                              f"bar (the auto run cold on a {BAR_INSTANCES}-instance source, one 1-shot evaluation)")
     parser.add_argument("--add-to", metavar="JSON", help="merge the runs measured into an earlier --json result")
-    args = parser.parse_args(argv)
-    if common.serve_worker(args, WORKERS):
-        return 0
-    if args.from_json:
-        results = json.loads(Path(args.from_json).read_text())
-        emit(render(results), results, args.output, args.json)
-        return 0
-    params = dict(QUICK if args.quick else FULL)
-    data = make_folders(params["max_letters"])
-    results = {"params": params, "data": data, "runs": {}, "anchor": fonts_anchor()}
-    if args.add_to:
-        results = json.loads(Path(args.add_to).read_text())
-        if results["params"] != params:
-            raise SystemExit(f"--add-to {args.add_to} was measured with {results['params']}, not {params}")
+
+
+def _command(args) -> str:
+    """The command line of this part, as the results record it (joined to the earlier parts' with --add-to)."""
+    return ("python bench/bench_meta_transfer.py" + (" --quick" if args.quick else "")
+            + (f" --stages {args.stages}" if args.stages != DEFAULT_STAGES else ""))
+
+
+def _params(args) -> dict:
     stages = [s for s in args.stages.split(",") if s]
     if not set(stages) <= set(STAGES) | set(EXPERIMENTS) | {"speedup"}:
-        raise SystemExit(f"--stages takes {', '.join(STAGES + EXPERIMENTS)}, speedup. Received: {args.stages}")
-    if "speedup" in stages:
-        stages.remove("speedup")
-        results["speedup"] = common.run_worker(__file__, "speedup", {"image_size": params["image_size"],
-                                                                    "steps": 5 if args.quick else 20})
-        print(f"speedup: {results['speedup']['speedup']:.1f}x", file=sys.stderr, flush=True)
-        if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=2))
-    # One feature cache per measurement, kept in the results so a later --add-to reuses it (warm, as stated).
-    cache = Path(results.setdefault("cache", str(WORK / f"cache-{time.time_ns()}")))
-    for stage in stages:
-        run = WORK / "runs" / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_params, run_cache = {"root": data["root"], "run": str(run), "stage": stage, **params}, cache
-        if stage.startswith("views"):
-            run_params |= {"stage": "auto", "views": int(stage[len("views"):])}
-        elif stage == "bar":  # cold, in its own cache: the whole cost of a first run on a large source
-            results["bar_source"] = make_large_source(data, BAR_INSTANCES)
-            run_params |= {"stage": "auto", "source": results["bar_source"]["root"], "shots": [SHOTS[0]]}
-            run_cache = WORK / f"cache-bar-{time.time_ns()}"
-        results["runs"][stage] = run_worker(run_params, run_cache)
-        print(f"{stage}: done in {results['runs'][stage]['train_s']:.0f} s", file=sys.stderr, flush=True)
-        if args.json:  # kept after every run: a rendering slip must not cost the measurements (--from-json)
-            Path(args.json).write_text(json.dumps(results, indent=2))
-    emit(render(results), results, args.output, args.json)
-    return 0
+        raise common.UsageError(f"--stages takes {', '.join(STAGES + EXPERIMENTS)}, speedup. Received: {args.stages}")
+    params = dict(QUICK if args.quick else FULL)
+    earlier = common.read_results(args.add_to) if args.add_to else None
+    if earlier is not None and earlier.get("params") != params:  # checked before the fonts are rendered
+        raise common.UsageError(f"--add-to {args.add_to} was measured with {earlier.get('params')}, not {params}")
+    return params | {"stages": stages, "earlier": earlier, "json": args.json, "quick": args.quick,
+                     "command": _command(args)}
+
+
+SECTION = common.Section(script="bench_meta_transfer.py", doc=__doc__, params=_params, measure=measure, render=render,
+                         workers=WORKERS, add_arguments=_arguments)
+
+
+def main(argv=None) -> int:
+    return common.main(SECTION, argv)
 
 
 if __name__ == "__main__":

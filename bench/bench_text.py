@@ -22,7 +22,6 @@ the test set; library import excluded on both sides), with the process's peak RS
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -33,7 +32,7 @@ import time
 from pathlib import Path
 
 import common
-from common import REPO, emit
+from common import REPO
 
 WORK = Path("/tmp/metatune-bench/text")
 PEER_VENV = REPO / "bench" / ".venv-setfit"
@@ -166,8 +165,8 @@ def run_setfit(data: Path, seed: int, iterations: int) -> dict:
     return json.loads(lines[-1][len(PEER_PREFIX):])
 
 
-def measure(dataset: str, shots: int, seed: int, method: str, data: Path, runs: Path, iterations: int,
-            params: dict) -> dict:
+def measure_cell(dataset: str, shots: int, seed: int, method: str, data: Path, runs: Path, iterations: int,
+                 params: dict) -> dict:
     if method == "setfit":
         result = run_setfit(data, seed, iterations)
     else:
@@ -399,20 +398,28 @@ def _refit_line(runs: list[dict]) -> str:
     return line
 
 
-def merge_results(earlier: dict, later: dict) -> dict:
-    """One result from two runs measured in parts: cells, datasets and params united, commands and times kept.
-
-    A cell measured in both (same dataset, K, seed, method) keeps the later measurement. The
-    parts must share the settings that change what a cell means (test set size, SetFit
-    iterations, quick-mode epochs), or the merged table would mix two protocols.
-    """
+def check_mergeable(earlier: dict, later: dict) -> None:
+    """A UsageError unless the two parts share the settings that change what a cell means (test set size,
+    SetFit iterations, quick-mode epochs) and, where both ran it, the SetFit version: a merged table must not
+    mix two protocols."""
     fixed = ("test_per_class", "setfit_iterations", "finetune_epochs")
     clashes = [k for k in fixed if earlier["params"].get(k) != later["params"].get(k)]
     if clashes:
-        raise SystemExit(f"Cannot merge runs measured with different settings: {clashes}. Received: "
-                         f"{[(k, earlier['params'].get(k), later['params'].get(k)) for k in clashes]}")
+        raise common.UsageError(f"Cannot merge runs measured with different settings: {clashes}. Received: "
+                                f"{[(k, earlier['params'].get(k), later['params'].get(k)) for k in clashes]}")
     if earlier.get("peer") and later.get("peer") and earlier["peer"] != later["peer"]:
-        raise SystemExit(f"Cannot merge runs of different SetFit versions. Received: {earlier['peer']} and {later['peer']}")
+        raise common.UsageError(f"Cannot merge runs of different SetFit versions. Received: {earlier['peer']} and "
+                                f"{later['peer']}")
+
+
+def merge_results(earlier: dict, later: dict) -> dict:
+    """One result from two runs measured in parts: cells, datasets and params united, commands and times kept.
+
+    A cell measured in both (same dataset, K, seed, method) keeps the later measurement; parts measured
+    under different protocols are refused (check_mergeable).
+    """
+    check_mergeable(earlier, later)
+
     def key(run):
         return run["dataset"], run["shots"], run["seed"], run["method"]
     replaced = {key(r) for r in later["runs"]}
@@ -432,8 +439,46 @@ def peer_versions() -> dict:
     return json.loads(proc.stdout) if proc.returncode == 0 else {}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+# --------------------------------------------------------------------------- the section
+
+# Keys of the parameters that describe the run rather than the measurement (not stored in results["params"]).
+RUN_KEYS = ("earlier", "command")
+
+
+def measure(p: dict, log) -> dict:
+    """Every (dataset, K, seed) of the grid, each method in turn on the same training sample; with --add-to
+    merged into the earlier result."""
+    started = time.perf_counter()
+    WORK.mkdir(parents=True, exist_ok=True)
+    params = {k: v for k, v in p.items() if k not in RUN_KEYS}
+    results = {"params": params, "command": p["command"], "machine": f"{os.cpu_count()} CPU cores, {platform.platform()}",
+               "peer": peer_versions() if "setfit" in params["methods"] else {}, "datasets": {}, "runs": []}
+    runs = WORK / f"runs-{time.strftime('%Y%m%d-%H%M%S')}"
+    for dataset in params["datasets"]:
+        for shots in params["shots"]:
+            for seed in params["seeds"]:
+                measure_sample(results, dataset, shots, seed, runs, log)
+    results["wall_min"] = (time.perf_counter() - started) / 60
+    return merge_results(p["earlier"], results) if p["earlier"] is not None else results
+
+
+def measure_sample(results: dict, dataset: str, shots: int, seed: int, runs: Path, log) -> None:
+    """One training sample: its test set's description, then every method's run on it, added to `results`."""
+    p = results["params"]
+    data = make_data(dataset, shots, seed, p["test_per_class"])
+    counts = {c.name: len(list(c.glob("*.txt"))) for c in sorted((data / "test").iterdir())}
+    results["datasets"][dataset] = {"classes": sorted(counts), "test_counts": counts, "num_test": sum(counts.values()),
+                                    "capped": min(counts.values()) < p["test_per_class"]}
+    # The methods one after another for each training sample, so a busy spell of the
+    # machine falls on all of them rather than on one.
+    for method in p["methods"]:
+        result = measure_cell(dataset, shots, seed, method, data, runs, p["setfit_iterations"], p)
+        log(f"{dataset} K={shots} seed={seed} {method}: accuracy {result['accuracy']:.3f}, "
+            f"{result['total_wall_s']:.0f} s, {result['peak_rss_mib']:.0f} MiB")
+        results["runs"].append(result)
+
+
+def _arguments(parser) -> None:
     parser.add_argument("--datasets", help="comma list of: " + ", ".join(DATASETS))
     parser.add_argument("--shots", help="comma list of K (training texts per class)")
     parser.add_argument("--seeds", help="comma list of seeds")
@@ -444,62 +489,60 @@ def main(argv=None) -> int:
     parser.add_argument("--add-to", metavar="JSON",
                         help="merge this run's cells into an earlier --json result (e.g. another dataset or more "
                              "seeds), so the grid can be measured in parts; the report lists every part's command")
-    common.add_standard_arguments(parser, WORKERS)
-    args = parser.parse_args(argv)
-    if common.serve_worker(args, WORKERS):
-        return 0
-    if args.from_json:
-        results = json.loads(Path(args.from_json).read_text())
-    else:
-        p = dict(QUICK if args.quick else FULL)
-        if args.setfit_iterations:
-            p["setfit_iterations"] = args.setfit_iterations
-        if args.datasets:
-            p["datasets"] = [d.strip() for d in args.datasets.split(",") if d.strip()]
-        if args.shots:
-            p["shots"] = [int(k) for k in args.shots.split(",")]
-        if args.seeds:
-            p["seeds"] = [int(s) for s in args.seeds.split(",")]
-        if args.test_per_class:
-            p["test_per_class"] = args.test_per_class
-        methods = METHODS if not args.methods else [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = sorted(set(p["datasets"]) - set(DATASETS)) + sorted(set(methods) - set(METHODS))
-        if unknown or not all(k in PROTONET for k in p["shots"]):
-            raise SystemExit(f"Unknown dataset/method {unknown} or K not in {sorted(PROTONET)}. Received: {p}, {methods}")
-        if "setfit" in methods and not PEER_PYTHON.exists():
-            raise SystemExit(f"The SetFit peer's virtual environment {PEER_VENV} is missing: run `make bench-peers`.")
-        started = time.perf_counter()
-        WORK.mkdir(parents=True, exist_ok=True)
-        command = "python bench/bench_text.py" + (" --quick" if args.quick else "") + "".join(
-            f" --{flag.replace('_', '-')} {value}" for flag, value in
-            (("datasets", args.datasets), ("shots", args.shots), ("seeds", args.seeds),
-             ("test_per_class", args.test_per_class), ("methods", args.methods),
-             ("setfit_iterations", args.setfit_iterations)) if value)
-        results = {"params": {**p, "methods": methods}, "command": command,
-                   "machine": f"{os.cpu_count()} CPU cores, {platform.platform()}",
-                   "peer": peer_versions() if "setfit" in methods else {}, "datasets": {}, "runs": []}
-        runs = WORK / f"runs-{time.strftime('%Y%m%d-%H%M%S')}"
-        for dataset in p["datasets"]:
-            for shots in p["shots"]:
-                for seed in p["seeds"]:
-                    data = make_data(dataset, shots, seed, p["test_per_class"])
-                    counts = {c.name: len(list(c.glob("*.txt"))) for c in sorted((data / "test").iterdir())}
-                    results["datasets"][dataset] = {"classes": sorted(counts), "test_counts": counts,
-                                                    "num_test": sum(counts.values()),
-                                                    "capped": min(counts.values()) < p["test_per_class"]}
-                    # The methods one after another for each training sample, so a busy spell of the
-                    # machine falls on all of them rather than on one.
-                    for method in methods:
-                        result = measure(dataset, shots, seed, method, data, runs, p["setfit_iterations"], p)
-                        print(f"{dataset} K={shots} seed={seed} {method}: accuracy {result['accuracy']:.3f}, "
-                              f"{result['total_wall_s']:.0f} s, {result['peak_rss_mib']:.0f} MiB", file=sys.stderr,
-                              flush=True)
-                        results["runs"].append(result)
-        results["wall_min"] = (time.perf_counter() - started) / 60
-        if args.add_to:
-            results = merge_results(json.loads(Path(args.add_to).read_text()), results)
-    emit(render(results), results, args.output, args.json)
-    return 0
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _numbers(flag: str, text: str) -> list[int]:
+    try:
+        return [int(name) for name in _names(text)]
+    except ValueError:
+        raise common.UsageError(f"{flag} takes a comma list of integers. Received: {flag} {text}") from None
+
+
+def _command(args) -> str:
+    """The command line of this measurement, as the section prints it (the part's own, before any --add-to)."""
+    return "python bench/bench_text.py" + (" --quick" if args.quick else "") + "".join(
+        f" --{flag.replace('_', '-')} {value}" for flag, value in
+        (("datasets", args.datasets), ("shots", args.shots), ("seeds", args.seeds),
+         ("test_per_class", args.test_per_class), ("methods", args.methods),
+         ("setfit_iterations", args.setfit_iterations)) if value)
+
+
+def _params(args) -> dict:
+    p = dict(QUICK if args.quick else FULL)
+    if args.setfit_iterations:
+        p["setfit_iterations"] = args.setfit_iterations
+    if args.datasets:
+        p["datasets"] = _names(args.datasets)
+    if args.shots:
+        p["shots"] = _numbers("--shots", args.shots)
+    if args.seeds:
+        p["seeds"] = _numbers("--seeds", args.seeds)
+    if args.test_per_class:
+        p["test_per_class"] = args.test_per_class
+    p["methods"] = _names(args.methods) if args.methods else list(METHODS)
+    unknown = sorted(set(p["datasets"]) - set(DATASETS)) + sorted(set(p["methods"]) - set(METHODS))
+    if unknown or not all(k in PROTONET for k in p["shots"]):
+        raise common.UsageError(f"Unknown dataset/method {unknown} or K not in {sorted(PROTONET)}. Received: {p}")
+    if "setfit" in p["methods"] and not PEER_PYTHON.exists():
+        raise common.UsageError(f"The SetFit peer's virtual environment {PEER_VENV} is missing: run `make bench-peers`.")
+    earlier = common.read_results(args.add_to) if args.add_to else None
+    if earlier is not None:  # a clash found now, not after hours of measuring
+        if not {"params", "runs", "datasets", "command", "wall_min"} <= set(earlier):
+            raise common.UsageError(f"--add-to {args.add_to} is not a result of bench_text.py")
+        check_mergeable(earlier, {"params": p})
+    return p | {"earlier": earlier, "command": _command(args)}
+
+
+SECTION = common.Section(script="bench_text.py", doc=__doc__, params=_params, measure=measure, render=render,
+                         workers=WORKERS, add_arguments=_arguments)
+
+
+def main(argv=None) -> int:
+    return common.main(SECTION, argv)
 
 
 if __name__ == "__main__":

@@ -260,15 +260,6 @@ def stamp(results: dict, script: str, quick: bool, started: float) -> dict:
     return results
 
 
-def timed_measure(script: str, quick: bool, measure, params: dict) -> dict:
-    """Run `measure(params, log)` with a progress log (seconds since start) and stamp the results
-    with the command, the machine and the wall time, as every section prints them."""
-    started = time.perf_counter()
-    results = measure(params, progress_log(started))
-    results["command"] = f"python bench/{script}" + (" --quick" if quick else "")
-    return stamp(results, script, quick, started)
-
-
 # --------------------------------------------------------------------------- the main() skeleton
 
 class UsageError(Exception):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -128,7 +129,8 @@ def test_run_worker_measures_in_a_fresh_process_and_reports_failures(tmp_path):
 # The sections on the skeleton, and the name of their stored results in bench/results/.
 SECTIONS = {"bench_pipeline": "pipeline", "bench_photos": "photos", "bench_compute": "compute",
             "bench_transfer": "transfer", "bench_episodic": "episodic", "bench_export": "export",
-            "bench_carveout": "carveout", "bench_unknowns": "unknowns", "bench_unknown_scores": "unknownscores"}
+            "bench_carveout": "carveout", "bench_unknowns": "unknowns", "bench_unknown_scores": "unknownscores",
+            "bench_text": "text", "bench_meta_transfer": "metatransfer", "bench_fewshot": "fewshot"}
 
 
 @pytest.mark.parametrize("module, name", sorted(SECTIONS.items()))
@@ -167,3 +169,47 @@ def test_carveout_add_to_keeps_the_other_settings_runs_and_names_both_commands(t
     assert "previous_runs" not in results["params"] and "previous_command" not in results["params"]
     with pytest.raises(common.UsageError, match="unknown setting"):
         bench_carveout._params(parser.parse_args(["--settings", "0.5"]))
+
+
+def _parse(module, argv: list[str]):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    common.add_standard_arguments(parser, module.WORKERS)
+    module.SECTION.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize("module, argv, message", [
+    ("bench_text", ["--methods", "linear,foo"], "Unknown dataset/method ['foo']"),
+    ("bench_text", ["--shots", "8,x"], "--shots takes a comma list of integers"),
+    ("bench_text", ["--shots", "4"], "K not in [8, 16]"),
+    ("bench_meta_transfer", ["--stages", "auto,nope"], "--stages takes"),
+    ("bench_fewshot", ["--only", "protonet,nope"], "--only takes a comma list"),
+])
+def test_sections_refuse_bad_options_before_measuring(module, argv, message):
+    module = importlib.import_module(module)
+    with pytest.raises(common.UsageError, match=re.escape(message)):
+        module.SECTION.params(_parse(module, argv))
+
+
+def test_sections_record_the_command_built_from_their_options(tmp_path):
+    import bench_fewshot
+    import bench_meta_transfer
+    import bench_text
+
+    text = bench_text.SECTION.params(_parse(bench_text, ["--quick", "--datasets", "reuters-r8", "--seeds", "0,1",
+                                                         "--methods", "linear,finetune"]))
+    assert text["command"] == "python bench/bench_text.py --quick --datasets reuters-r8 --seeds 0,1 --methods linear,finetune"
+    assert text["methods"] == ["linear", "finetune"] and text["earlier"] is None
+    fewshot = bench_fewshot.SECTION.params(_parse(bench_fewshot, ["--json", "raw.json", "--only", "protonet",
+                                                                  "--output", "s.md"]))
+    assert fewshot["command"] == ".venv/bin/python bench/bench_fewshot.py --output s.md --json raw.json --only protonet"
+    assert fewshot["only"] == ["protonet"] and fewshot["config"] is bench_fewshot.FULL
+    stored = {"params": bench_meta_transfer.QUICK, "runs": {}}
+    (tmp_path / "raw.json").write_text(json.dumps(stored))
+    meta = bench_meta_transfer.SECTION.params(_parse(bench_meta_transfer, [
+        "--quick", "--stages", "bar", "--add-to", str(tmp_path / "raw.json")]))
+    assert meta["command"] == "python bench/bench_meta_transfer.py --quick --stages bar" and meta["earlier"] == stored
+    with pytest.raises(common.UsageError, match="was measured with"):  # full-size params into a quick result
+        bench_meta_transfer.SECTION.params(_parse(bench_meta_transfer, ["--add-to", str(tmp_path / "raw.json")]))

@@ -14,6 +14,7 @@ sys.path.insert(0, str(BENCH))
 import bench_compute  # noqa: E402
 import bench_text  # noqa: E402
 import bench_transfer  # noqa: E402
+import common  # noqa: E402
 import run_all  # noqa: E402
 
 
@@ -177,7 +178,7 @@ def test_text_merge_replaces_a_remeasured_cell_and_refuses_other_protocols():
     assert finetune == [0.85] and len(merged["runs"]) == 2
 
     smoke = _text_results("20newsgroups", [1], {"setfit": 0.5}, "smoke", setfit_iterations=5)
-    with pytest.raises(SystemExit, match="setfit_iterations"):
+    with pytest.raises(common.UsageError, match="setfit_iterations"):
         bench_text.merge_results(first, smoke)
 
 
