@@ -35,12 +35,15 @@ def rank_label_issues(report: dict, examples, features: np.ndarray, class_names:
         if required:
             raise UserError(f"Label issues cannot be ranked: {reason}. Check the backbone and its --weights.")
         return not_ranked(report, reason)
-    issues = find_label_issues([e.path for e in examples], labels, features, class_names, seed)
-    report["label_issues"] = [issue.to_dict() for issue in issues]
+    ranking = find_label_issues([e.path for e in examples], labels, features, class_names, seed)
+    report["label_issues"] = [issue.to_dict() for issue in ranking.issues]
+    report["label_issues_fold_accuracy"] = round(ranking.fold_accuracy, 6)
     report["label_issues_note"] = (f"confident learning on {FOLDS}-fold out-of-fold probabilities of "
                                    f"logistic-regression heads on the frozen backbone features, over "
-                                   f"{len(examples)} train + validation files; most likely first")
-    return issues
+                                   f"{len(examples)} train + validation files (out-of-fold accuracy "
+                                   f"{ranking.fold_accuracy:.3f}); most likely first"
+                                   + (f"; {ranking.caution}" if ranking.caution else ""))
+    return ranking.issues
 
 
 def not_ranked(report: dict, reason: str) -> list[LabelIssue]:
@@ -85,7 +88,8 @@ def exclude_from_training(report: dict, issues: list[LabelIssue], setting: str, 
 def format_label_issues(issues: list[LabelIssue], note: str, shown: int = SHOWN) -> str:
     if not issues:
         return f"Label issues: none found ({note})."
-    lines = [f"Label issues: {len(issues)} file(s) look mislabelled ({note}). The first {min(shown, len(issues))}:"]
+    lines = [f"Label issues: {len(issues)} file(s) listed, the likeliest mislabelled first ({note}). "
+             f"The first {min(shown, len(issues))}:"]
     lines += [f"  {issue.score:.3f}  {issue.path}: labelled {issue.given}, looks like {issue.suggested}"
               for issue in issues[:shown]]
     return "\n".join(lines)

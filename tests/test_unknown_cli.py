@@ -145,6 +145,9 @@ def test_training_records_and_excludes_label_issues(tmp_path):
     assert {"path", "given", "suggested", "score"} == set(report["label_issues"][0])
     assert {i["path"] for i in report["label_issues"][:len(moved)]} == set(moved)
     assert set(report["label_issues_excluded"]) <= {i["path"] for i in report["label_issues"]}
+    # The moved files are misclassified by the fold heads: the recorded out-of-fold accuracy counts them.
+    assert 0.0 < report["label_issues_fold_accuracy"] < 1.0
+    assert f"out-of-fold accuracy {report['label_issues_fold_accuracy']:.3f}" in report["label_issues_note"]
     fresh = _folder(tmp_path / "fresh", KNOWN, per_class=3, seed=99)
     assert evaluate.main([str(run), str(fresh), "--name", "check"]) == 0
     text = (run / "eval" / "check" / "report.md").read_text()

@@ -22,7 +22,7 @@ def test_flipped_labels_lead_the_list_with_their_true_class_suggested():
     features, truth, noisy, flipped = noisy_clusters()
     names = ["a", "b", "c", "d"]
     paths = [f"f{i}.png" for i in range(len(noisy))]
-    issues = find_label_issues(paths, noisy, features, names)
+    issues = find_label_issues(paths, noisy, features, names).issues
     top = issues[:len(flipped)]
     assert sum(int(i.path[1:-4]) in set(flipped) for i in top) >= 0.8 * len(flipped)
     for issue in top:
@@ -67,5 +67,24 @@ def test_a_small_clean_class_is_not_listed_for_being_small(scale):
     centres = rng.normal(scale=3.0, size=(3, 12))
     labels = np.repeat(np.arange(3), np.array([8, 24, 24]) * scale)
     features = centres[labels] + rng.normal(size=(len(labels), 12))
-    issues = find_label_issues([f"f{i}.png" for i in range(len(labels))], labels, features, ["few", "b", "c"])
+    issues = find_label_issues([f"f{i}.png" for i in range(len(labels))], labels, features, ["few", "b", "c"]).issues
     assert [i for i in issues if i.given == "few"] == []
+
+
+def test_the_ranking_says_when_its_list_mixes_hard_files_with_wrong_labels():
+    """Every file the fold heads misclassify is listed: on classes the features barely separate, the list
+    says so (and how often the heads were wrong) instead of calling them all mislabelled."""
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(3), 20)
+    for spread, clear in ((8.0, True), (0.4, False)):
+        centres = rng.normal(scale=spread, size=(3, 12))
+        features = centres[labels] + rng.normal(size=(len(labels), 12))
+        ranking = find_label_issues([f"f{i}" for i in range(len(labels))], labels, features, ["a", "b", "c"])
+        assert ranking.num_files == 60 and 0.0 <= ranking.fold_accuracy <= 1.0
+        # Clean labels: the issues are exactly the files the fold heads got wrong (or confidently elsewhere).
+        assert len(ranking.issues) >= round((1 - ranking.fold_accuracy) * 60)
+        if clear:
+            assert ranking.fold_accuracy >= 0.95 and ranking.caution == ""
+        else:
+            assert ranking.fold_accuracy < 0.8 and len(ranking.issues) > 10
+            assert f"misclassify {1 - ranking.fold_accuracy:.0%} of held-out files" in ranking.caution
