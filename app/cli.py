@@ -18,6 +18,11 @@ START_UP_NOISE = re.compile(
     r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|TF-TRT Warning"
 )
 
+# TensorFlow's Python warnings that are about its own internals, not the user's run: a Keras
+# predict() or evaluation on a new model object retraces its step function by design (the source
+# stage scores several candidate models), and TF then advises code changes the user cannot make.
+RUNTIME_NOISE = re.compile(r"triggered tf\.function retracing")
+
 
 # A full disk, a quota, a read-only filesystem: the user's to fix, reported like any bad input.
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
@@ -89,6 +94,19 @@ def setup_logging(verbose: bool = False) -> None:
     )
     for noisy in ("absl", "tensorflow", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    tensorflow_logger = logging.getLogger("tensorflow")
+    # TensorFlow gives its logger a handler of its own when imported before logging is set up (always here:
+    # prepare_environment imports it first), so each of its warnings came out twice, once in each format.
+    for handler in list(tensorflow_logger.handlers):
+        tensorflow_logger.removeHandler(handler)
+    tensorflow_logger.propagate = True
+    if not any(isinstance(f, _DropRuntimeNoise) for f in tensorflow_logger.filters):
+        tensorflow_logger.addFilter(_DropRuntimeNoise())
+
+
+class _DropRuntimeNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not RUNTIME_NOISE.search(record.getMessage())
 
 
 def run_safely(command: Callable[[], int]) -> int:
