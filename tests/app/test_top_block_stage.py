@@ -48,7 +48,7 @@ def test_a_kept_top_blocks_stage_is_the_backbone_inside_model_keras(tmp_path):
     examples = sorted(scan_folder(str(target)).examples, key=lambda e: e.path)
     cut, _ = cut_backbone(extractor, get_backbone("tiny_image"), "tiny_image", "none", 32, "stretch", "1", "image")
     rows = activations(cut, examples, 32, "stretch", 0, use_cache=True)
-    cached = apply_chain(layers_between(model, extractor), pooled_features(cut, rows), 64)
+    cached = apply_chain(layers_between(model), pooled_features(cut, rows), 64)
     penultimate = keras.Model(model.inputs, model.get_layer(HEAD_LAYER).input)
     direct = extract_features(penultimate, examples, "image", 32, 64, "stretch")
     np.testing.assert_allclose(cached, direct, rtol=1e-2, atol=1e-2)
