@@ -43,7 +43,9 @@ def test_meta_strategy_writes_a_standard_classifier_and_its_learner(colour_folde
     assert metadata["strategy"] == strategy
     meta = metadata["meta"]
     assert meta["algorithm"] == strategy and meta["input"] == "features" and meta["ways"] == 3
-    assert meta["batchnorm"] == "inductive" and meta["transductive"] is False
+    assert meta["batchnorm"] == ("inductive" if strategy == "protonet" else
+                                 "inductive (queries normalised with the support's statistics)")
+    assert meta["transductive"] is False
     history = rd.read_json(run / rd.HISTORY_FILE)
     names = [p["name"] for p in history["phases"]]
     assert names == (["meta"] if strategy == "protonet" else ["meta", "head"])
@@ -61,6 +63,8 @@ def test_meta_strategy_writes_a_standard_classifier_and_its_learner(colour_folde
 
     learner = keras.saving.load_model(run / META_LEARNER_FILE, safe_mode=True, compile=False)
     assert type(learner).__name__.lower() == strategy.replace("protonet", "protonet")
+    if strategy != "protonet":  # the saved learner keeps the query normalisation it was trained with
+        assert learner.query_statistics == "support"
     assert evaluate.main([str(run), str(colour_folder), "--name", "check"]) == 0
     assert not (run / "checkpoints").exists() and not (run / rd.INCOMPLETE_MARKER).exists()
 

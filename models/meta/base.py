@@ -284,9 +284,16 @@ class GradientMetaLearner(MetaLearner):
             set it on a trained learner.
     """
 
+    QUERY_STATISTICS = ("moving", "support")
+
     def __init__(self, embedding, ways, *, head=None, adapt="head", inner_learning_rate: float = 0.01,
-                 inner_steps: int = 1, eval_inner_steps: int | None = None, **kwargs):
+                 inner_steps: int = 1, eval_inner_steps: int | None = None, query_statistics: str = "moving",
+                 **kwargs):
         super().__init__(embedding, ways, **kwargs)
+        if query_statistics not in self.QUERY_STATISTICS:
+            raise ValueError(f"query_statistics must be one of {self.QUERY_STATISTICS}. "
+                             f"Received: query_statistics={query_statistics!r}")
+        self.query_statistics = query_statistics
         if int(inner_steps) < 1:
             raise ValueError(f"inner_steps must be at least 1. Received: inner_steps={inner_steps!r}")
         if eval_inner_steps is not None and int(eval_inner_steps) < 1:
@@ -442,8 +449,39 @@ class GradientMetaLearner(MetaLearner):
         """
         steps = self.inner_steps if training or self.eval_inner_steps is None else self.eval_inner_steps
         fast, _ = self.adapt_params(params, support_x, support_y, training=training, first_order=first_order, steps=steps)
-        logits = self.logits(fast, query_x, training=self.transductive, update_state=False)
+        logits = self.query_logits(fast, support_x, query_x)
         return cross_entropy(query_y, logits), logits
+
+    def query_logits(self, fast, support_x, query_x):
+        """The query's logits at the adapted weights `fast`, its BatchNorm as the learner's mode says:
+        the query's own batch statistics (`transductive`), the support's (`query_statistics="support"`),
+        or the moving statistics."""
+        if self.transductive or self.query_statistics == "moving":
+            return self.logits(fast, query_x, training=self.transductive, update_state=False)
+        # MetaBN (Bronskill et al., ICML 2020, "TaskNorm"): each query normalised with the statistics of the
+        # support at the adapted weights. Inductive (a query sees the support, never another query), and the
+        # normalisation the inner loop adapted under, where the moving statistics (averages over many tasks'
+        # supports) are not: measured on the fonts bench (BENCHMARKS.md, few-shot section).
+        count = len(self.embedding.trainable_variables)
+        variables = list(self.embedding.non_trainable_variables)
+        old = [v.value for v in variables]
+        _, new = self.embedding.stateless_call(list(fast[:count]), old, support_x, training=True)
+        momentum = self._moving_statistic_momentum()
+        # A BatchNorm layer in training mode returns momentum x old + (1 - momentum) x batch statistic:
+        # solved for the support's batch statistic. Frozen layers return `old` itself (moving statistics).
+        state = [o if n is o or id(v) not in momentum else (n - momentum[id(v)] * o) / (1.0 - momentum[id(v)])
+                 for v, o, n in zip(variables, old, new)]
+        features, _ = self.embedding.stateless_call(list(fast[:count]), state, query_x, training=False)
+        return self._stateless(self.head, fast[count:], features, False, False)
+
+    def _moving_statistic_momentum(self) -> dict[int, float]:
+        """{id(moving mean or variance variable): its BatchNormalization layer's momentum}."""
+        momentum = {}
+        for layer in flat_layers(self.embedding):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                for variable in (layer.moving_mean, layer.moving_variance):
+                    momentum[id(variable)] = float(layer.momentum)
+        return momentum
 
     def get_config(self):
         return super().get_config() | {
@@ -452,4 +490,5 @@ class GradientMetaLearner(MetaLearner):
             "inner_learning_rate": self.inner_learning_rate,
             "inner_steps": self.inner_steps,
             "eval_inner_steps": self.eval_inner_steps,
+            "query_statistics": self.query_statistics,
         }

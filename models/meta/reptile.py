@@ -69,7 +69,7 @@ class Reptile(GradientMetaLearner):
     def task_gradients(self, support_x, support_y, query_x, query_y, training=True):
         params = self.read_params()
         fast, _ = self.adapt_params(params, support_x, support_y, training=training, first_order=True)
-        logits = self.logits(fast, query_x, training=self.transductive, update_state=False)
+        logits = self.query_logits(fast, support_x, query_x)
         loss = cross_entropy(query_y, logits)
         grads = [p - f for p, f in zip(params, fast)]  # zero for the variables that do not adapt
         return loss, logits, grads

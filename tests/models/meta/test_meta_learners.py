@@ -378,6 +378,42 @@ def test_transductive_query_uses_query_batch_statistics():
     assert not np.allclose(logits[0], logits[1])
 
 
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile"])
+def test_support_statistics_normalise_each_query_like_the_support_and_alone(algorithm):
+    """query_statistics="support" (MetaBN): a query is normalised with the support's batch statistics at
+    the adapted weights, so the support classified as a query gets exactly its training-mode logits; a
+    query's logits do not depend on the other queries (inductive), nor on the moving statistics, and
+    nothing is written back."""
+    sx, sy, qx, _ = one_task(make_episodes(1))
+    learner = build_meta_learner(algorithm, relu_embedding(batch_norm=True, layers=2), WAYS, head=seeded_head(),
+                                 adapt="all", inner_steps=2, inner_learning_rate=0.3, query_statistics="support")
+    bn = learner.embedding.get_layer("bn_1")
+    bn.moving_mean.assign(np.full(bn.moving_mean.shape, 7.0, "float32"))
+    fast, _ = learner.adapt_params(learner.read_params(), sx, sy)
+    np.testing.assert_allclose(learner.query_logits(fast, sx, sx).numpy(),
+                               learner.logits(fast, sx, training=True).numpy(), rtol=1e-4, atol=1e-4)
+    alone = learner.query_logits(fast, sx, qx[:1]).numpy()
+    np.testing.assert_allclose(learner.query_logits(fast, sx, qx).numpy()[:1], alone, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(learner.query_logits(fast, sx, np.concatenate([qx[:1], qx[1:] * 10 + 3])).numpy()[:1],
+                               alone, rtol=1e-5, atol=1e-5)
+    bn.moving_mean.assign(np.full(bn.moving_mean.shape, -3.0, "float32"))
+    np.testing.assert_allclose(learner.query_logits(fast, sx, qx[:1]).numpy(), alone, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), -3.0)
+    moving = build_meta_learner(algorithm, learner.embedding, WAYS, head=learner.head, adapt="all")
+    assert moving.query_statistics == "moving"
+    assert not np.allclose(moving.query_logits(fast, sx, qx[:1]).numpy(), alone)  # the moving statistics' logits
+    with pytest.raises(ValueError, match="query_statistics"):
+        build_meta_learner(algorithm, relu_embedding(), WAYS, query_statistics="query")
+
+
+def test_a_learner_saved_before_query_statistics_loads_with_moving_statistics():
+    learner = build_meta_learner("fomaml", relu_embedding(batch_norm=True), WAYS, query_statistics="support")
+    config = learner.get_config()
+    assert config["query_statistics"] == "support" and FOMAML.from_config(config).query_statistics == "support"
+    del config["query_statistics"]
+    assert FOMAML.from_config(config).query_statistics == "moving"
+
+
 # ------------------------------------------------- fit, evaluate, serialization
 ALGORITHM_KWARGS = {
     "protonet": {},
