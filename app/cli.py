@@ -99,7 +99,6 @@ def setup_logging(verbose: bool = False) -> None:
     # prepare_environment imports it first), so each of its warnings came out twice, once in each format.
     for handler in list(tensorflow_logger.handlers):
         tensorflow_logger.removeHandler(handler)
-    tensorflow_logger.propagate = True
     if not any(isinstance(f, _DropRuntimeNoise) for f in tensorflow_logger.filters):
         tensorflow_logger.addFilter(_DropRuntimeNoise())
 
