@@ -148,8 +148,8 @@ class TrainConfig:
     source_stage: str = _help("protonet with --meta-data on features: what the source trains before the target's "
                               "head: none (the pretrained features), supervised (a softmax classifier over the "
                               "source classes, its embedding kept), protonet (source episodes), top_blocks (source "
-                              "episodes also train the backbone's top --unfreeze blocks, BatchNorm frozen, on cached "
-                              "activations; image backbones), or auto (all of them, "
+                              "episodes also train the backbone's top --unfreeze blocks, BatchNorm frozen, over activations "
+                              "computed once; image and text backbones), or auto (all of them, "
                               "keeping the best by 5-fold cross-validated accuracy of the target heads on the target's "
                               "train + validation files; a source stage only when it beats none).", default="auto")
     target_head: str = _help("protonet: the final classifier over the embedding: prototypes (class means), "

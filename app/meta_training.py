@@ -21,6 +21,7 @@ itself is saved as `meta_learner.keras` (reusable with `--init RUN_DIR`, and wha
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,8 @@ from app.source_stage import choose as choose_stage
 from app.source_stage import score as score_stage
 from app.source_stage import summary as stage_summary
 from app.phases import HEAD, META, CompileSpec, PhaseContext, PhaseSpec, compile_model, run_phase
+from app.text_top_block_stage import (TextTopBlockCut, cut_text_backbone, features_through_text_cut,
+                                      text_top_block_candidate)
 from app.top_block_stage import cut_backbone, features_through_cut, top_block_candidate
 from data.episodes import EpisodeSampler, array_meta_batches
 from data.episodes import text_meta_batches
@@ -207,19 +210,35 @@ class _ChosenStage:
     target_features: np.ndarray | None = None  # top_blocks kept: the trained extractor's features of train + val
 
 
-def _top_block_cut(config: TrainConfig, candidates, backbone, feature_extractor, modality: str):
-    """The cut for the top_blocks candidate, or None (auto skips it with a line; asked for alone: one error)."""
+def _top_block_cut(config: TrainConfig, candidates, backbone, feature_extractor, modality: str, num_files: int):
+    """The cut for the top_blocks candidate, or None (auto skips it with a line; asked for alone: one error).
+    `num_files`: the source's and the target's files (text keeps their hidden states at the cut in memory)."""
     if "top_blocks" not in candidates:
         return None
-    cut, why = cut_backbone(feature_extractor, backbone.spec, backbone.name, backbone.weights, backbone.size,
-                            config.resize, config.unfreeze, modality)
+    if modality == "text":
+        cut, why = cut_text_backbone(feature_extractor, backbone.spec, config.unfreeze, num_files)
+    else:
+        cut, why = cut_backbone(feature_extractor, backbone.spec, backbone.name, backbone.weights, backbone.size,
+                                config.resize, config.unfreeze)
     if cut is None and config.source_stage == "top_blocks":
         raise UserError(f"--source-stage top_blocks cannot train this backbone's top blocks: {why}. Received: "
                         f"--backbone {config.backbone} --unfreeze {config.unfreeze}. Use --source-stage auto or "
-                        "protonet, or a pretrained image backbone.")
+                        "protonet, or a pretrained backbone with blocks left below --unfreeze.")
     if cut is None:
         logger.info("Source stage top_blocks skipped: %s", why)
     return cut
+
+
+def _features_through(cut, backbone, config: TrainConfig):
+    """With a top_blocks stage ahead, the source's features are top(bottom(x)) and the bottom's output is kept
+    for the stage: one bottom pass per source file serves both (app/top_block_stage.py,
+    app/text_top_block_stage.py). None: the whole extractor computes them."""
+    if cut is None:
+        return None
+    if isinstance(cut, TextTopBlockCut):
+        return functools.partial(features_through_text_cut, cut)
+    return functools.partial(features_through_cut, cut, size=backbone.size, resize=config.resize,
+                             use_cache=bool(config.cache_features))
 
 
 def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, meta_train_x, meta_val_x, pools,
@@ -237,6 +256,9 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
     for name in candidates:
         if name == "protonet":
             embeddings[name] = protonet_embedding
+        elif name == "top_blocks" and isinstance(cut, TextTopBlockCut):
+            top = text_top_block_candidate(cut, backbone.spec, feature_extractor, pools, target_examples, config)
+            embeddings[name], inputs[name] = top.scorer, (top.target_rows, top.meta_val_rows)
         elif name == "top_blocks":
             top = top_block_candidate(cut, backbone.spec, feature_extractor, pools, target_examples, backbone.size,
                                       config.resize, config, protonet_embedding if "protonet" in candidates else None)
@@ -258,8 +280,7 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
     summary = stage_summary(scores, chosen, config.source_stage)
     if top is None:
         return _ChosenStage(embeddings[chosen.name], chosen.head, summary)
-    summary["top_blocks"] = {"cut": top.cut.split.cut_layer, "blocks": top.cut.split.top_blocks, "views": top.views,
-                             "epochs": top.epochs, "seconds": round(top.seconds, 1)}
+    summary["top_blocks"] = top.summary()
     if chosen.name != "top_blocks":
         top.discard(feature_extractor)  # the extractor goes back to the pretrained weights
         return _ChosenStage(embeddings[chosen.name], chosen.head, summary)
@@ -284,7 +305,8 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
     candidates = source_candidates(config, mode)
     cut = None
     if candidates is not None:  # before any training: an impossible top_blocks stage fails in seconds
-        cut = _top_block_cut(config, candidates, backbone, feature_extractor, modality)
+        cut = _top_block_cut(config, candidates, backbone, feature_extractor, modality,
+                             len(pools.train) + len(pools.val) + len(train_examples) + len(val_examples))
         candidates = tuple(name for name in candidates if name != "top_blocks" or cut is not None)
 
     # Inputs of the pools and of the target sets, in the learner's input space.
@@ -292,10 +314,7 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
         # Pools drawn from the target's files reuse the features already computed for them.
         known = dict(zip((e.path for e in train_examples + val_examples), np.concatenate([train_features,
                                                                                           val_features])))
-        # With a top_blocks stage ahead, the source's features are top(bottom(x)) and the bottom's output
-        # is cached for the stage: one bottom pass per source file serves both (app/top_block_stage.py).
-        extract = None if cut is None else (lambda examples: features_through_cut(
-            cut, examples, backbone.size, config.resize, bool(config.cache_features)))
+        extract = _features_through(cut, backbone, config)
 
         def to_inputs(examples):
             if examples and all(e.path in known for e in examples):

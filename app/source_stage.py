@@ -6,10 +6,11 @@ Candidates (`--source-stage`):
   Dense embedding, the embedding kept (Chen et al. 2019, Tian et al. 2020: the baseline
   meta-learning must clear);
 - protonet: the same Dense embedding meta-trained on source episodes (the META phase);
-- top_blocks: the backbone's top `--unfreeze` blocks meta-trained on source episodes with that
-  embedding, on cached intermediate activations (app/top_block_stage.py).
+- top_blocks: the backbone's top `--unfreeze` blocks meta-trained on source episodes, on
+  intermediate activations computed once: with that embedding on images (app/top_block_stage.py),
+  through a cosine classifier on the pooled features on text (app/text_top_block_stage.py).
 
-`auto` trains all four (top_blocks where the backbone can be cut: image backbones) and keeps the one whose embedding classifies the target best: 5-fold
+`auto` trains all four (top_blocks where the backbone can be cut) and keeps the one whose embedding classifies the target best: 5-fold
 cross-validated accuracy of the target heads tried (prototypes, logistic regression:
 app/target_heads.py) over the target's train + validation files (every labelled file the
 target may use; never its test files). A source stage is kept only when it beats no
@@ -63,10 +64,11 @@ def episode_accuracy(embeddings: np.ndarray, sampler: EpisodeSampler, episodes: 
     return float(np.mean(accuracies, axis=0))
 
 
-def identity_embedding(dimension: int) -> keras.Model:
-    """'No source stage': the frozen features themselves, as a (serializable) embedding model."""
+def identity_embedding(dimension: int, layer_name: str = "no_source_stage") -> keras.Model:
+    """The extractor's features themselves, as a (serializable) embedding model: 'no source stage', or the
+    text top_blocks stage, which trains the extractor and nothing after it (`layer_name` says which)."""
     inputs = keras.Input((dimension,), name="features")
-    return keras.Model(inputs, keras.layers.Identity(name="no_source_stage")(inputs), name="meta_embedding")
+    return keras.Model(inputs, keras.layers.Identity(name=layer_name)(inputs), name="meta_embedding")
 
 
 def dense_embedding(dimension: int, units: int, name: str = "meta_embedding") -> keras.Model:

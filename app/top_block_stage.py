@@ -1,4 +1,5 @@
-"""The `top_blocks` source stage: the pretrained backbone's top `--unfreeze` blocks meta-trained on the source.
+"""The `top_blocks` source stage on images: the pretrained backbone's top `--unfreeze` blocks meta-trained on the
+source (app/text_top_block_stage.py is the text counterpart).
 
 The other source stages (app/source_stage.py) train a Dense embedding over frozen pooled
 features; this one also trains the backbone's top blocks (BatchNorm frozen, i.e. in inference
@@ -83,10 +84,9 @@ class TopBlockCut:
 
 
 def cut_backbone(feature_extractor: keras.Model, spec, backbone_name: str, weights: str, size: int, resize: str,
-                 unfreeze: str, modality: str) -> tuple[TopBlockCut | None, str]:
-    """(the cut, "") or (None, why this backbone has no top_blocks stage)."""
-    if modality != "image":
-        return None, "the top_blocks stage is built for image backbones (text: not yet)"
+                 unfreeze: str) -> tuple[TopBlockCut | None, str]:
+    """(the cut, "") or (None, why this image backbone has no top_blocks stage; app/text_top_block_stage.py
+    cuts text backbones)."""
     if unfreeze == "all":
         return None, "--unfreeze all leaves no frozen bottom to cache"
     try:
@@ -227,6 +227,10 @@ class TopBlockCandidate:
 
     def discard(self, feature_extractor: keras.Model) -> None:
         feature_extractor.set_weights(self.pristine)
+
+    def summary(self) -> dict:
+        return {"cut": self.cut.split.cut_layer, "blocks": self.cut.split.top_blocks, "views": self.views,
+                "epochs": self.epochs, "seconds": round(self.seconds, 1)}
 
 
 def top_block_candidate(cut: TopBlockCut, spec, feature_extractor: keras.Model, pools, target_examples, size: int,

@@ -234,7 +234,7 @@ def worker_speedup(params: dict) -> dict:
     results = {}
     for unfreeze in ("2", "1"):
         extractor = spec.build_features(size, "imagenet")
-        cut, _ = cut_backbone(extractor, spec, spec.name, "imagenet", size, "stretch", unfreeze, "image")
+        cut, _ = cut_backbone(extractor, spec, spec.name, "imagenet", size, "stretch", unfreeze)
         unfreeze_top_blocks(spec, extractor, cut.split.top_blocks)
         rows = cut.split.bottom.predict(thousand, verbose=0, batch_size=64)
         per_1000 = {"bottom": forward_s(cut.split.bottom, thousand), "top": forward_s(cut.split.top, rows),

@@ -46,7 +46,7 @@ def test_a_kept_top_blocks_stage_is_the_backbone_inside_model_keras(tmp_path):
     assert all(np.array_equal(saved[p], initial[p]) for p in saved if p.startswith("block1_bn"))
     # model.keras gives the embedding of the cached path: top(cached activations) -> the layers before the head.
     examples = sorted(scan_folder(str(target)).examples, key=lambda e: e.path)
-    cut, _ = cut_backbone(extractor, get_backbone("tiny_image"), "tiny_image", "none", 32, "stretch", "1", "image")
+    cut, _ = cut_backbone(extractor, get_backbone("tiny_image"), "tiny_image", "none", 32, "stretch", "1")
     rows = activations(cut, examples, 32, "stretch", 0, use_cache=True)
     cached = apply_chain(layers_between(model), pooled_features(cut, rows), 64)
     penultimate = keras.Model(model.inputs, model.get_layer(HEAD_LAYER).input)
@@ -73,7 +73,7 @@ def test_the_source_features_and_the_cached_activations_come_from_one_bottom_pas
     examples = sorted(scan_folder(str(source)).examples, key=lambda e: e.path)
     keras.utils.set_random_seed(0)
     extractor = get_backbone("tiny_image").build_features(32, "none")
-    cut, _ = cut_backbone(extractor, get_backbone("tiny_image"), "tiny_image", "none", 32, "stretch", "1", "image")
+    cut, _ = cut_backbone(extractor, get_backbone("tiny_image"), "tiny_image", "none", 32, "stretch", "1")
     shared = cached_features(extractor, examples, "image", 32, 4, "stretch", "key-shared",
                              lambda some: features_through_cut(cut, some, 32, "stretch", use_cache=True))
     direct = extract_features(extractor, examples, "image", 32, 4, "stretch")
