@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from app.source_stage import CHOICE_EPISODES, episode_accuracy, identity_embedding
 from app.text_phase2 import activation_budget_bytes
+from app.top_block_stage import BLOCK_LEARNING_RATE_MULTIPLIER  # the blocks' rate, as on images
 from data.episodes import EpisodeSampler
 from data.pipeline import read_texts, text_dataset
 from models.errors import ModelError
@@ -48,7 +49,6 @@ from models.text_split import TextSplit, split_text_extractor
 logger = logging.getLogger(__name__)
 MAX_EPOCHS = 2
 COSINE_SCALE = 10.0  # P>M>F's cosine classifier scale: a softmax over cosines in [-1, 1] needs it to be peaked
-BLOCK_LEARNING_RATE_MULTIPLIER = 0.1  # as the image stage's blocks (app/top_block_stage.py)
 BOTTOM_BATCH = 32
 STOPPING_SEED_OFFSET = 1_000_003  # the meta-validation episodes that pick the epoch (app/meta_training.py's)
 
@@ -145,7 +145,8 @@ def train_text_top_blocks(cut: TextTopBlockCut, spec, feature_extractor: keras.M
     history = [] if val_sampler is None else [val_accuracy()]
     best, best_weights, kept = (history[0] if history else -1.0), [v.numpy() for v in variables], 0
     hidden, mask = train_rows
-    for epoch in range(1, MAX_EPOCHS + 1 if val_sampler is not None else 2):
+    last = MAX_EPOCHS if val_sampler is not None else 1
+    for epoch in range(1, last + 1):
         for number in range((epoch - 1) * steps_per_epoch, epoch * steps_per_epoch):
             episode = sampler.episode(number)
             order = np.concatenate([episode.support_index, episode.query_index])
