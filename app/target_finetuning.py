@@ -81,7 +81,7 @@ def starting_head(config: TrainConfig, num_classes: int) -> str:
     return "logistic_regression"
 
 
-def prototype_scaled_head(num_classes: int, seed: int, embeddings: np.ndarray, labels, kind: str
+def written_starting_head(num_classes: int, seed: int, embeddings: np.ndarray, labels, kind: str
                           ) -> ClassificationHead:
     """The source stage's classifier written from `embeddings`, as the starting head of fine-tuning:
     prototypes scaled to a mean logit gap of LOGIT_GAP (`models.meta.scaled_prototype_head`: the
@@ -116,7 +116,7 @@ def finetune_on_target(context: PhaseContext, config: TrainConfig, backbone, fea
     num_classes = len(context.class_names)
     train_labels, val_labels = [e.label for e in train_examples], [e.label for e in val_examples]
     start = (feature_extractor.get_weights(), embedding.get_weights())
-    head = prototype_scaled_head(num_classes, config.seed, train_embeddings, train_labels, kind)
+    head = written_starting_head(num_classes, config.seed, train_embeddings, train_labels, kind)
     task_model = build_task_model(feature_extractor, head, embedding)
     text_cut = text_phase2_cut(config, backbone.spec, feature_extractor, modality,
                                len(train_examples) + len(val_examples))
@@ -145,7 +145,7 @@ def finetune_on_target(context: PhaseContext, config: TrainConfig, backbone, fea
         feature_extractor.set_weights(start[0])
         embedding.set_weights(start[1])
         everything = list(train_examples) + list(val_examples)
-        head = prototype_scaled_head(num_classes, config.seed, np.concatenate([train_embeddings, val_embeddings]),
+        head = written_starting_head(num_classes, config.seed, np.concatenate([train_embeddings, val_embeddings]),
                                      train_labels + val_labels, kind)
         task_model = build_task_model(feature_extractor, head, embedding)
         refit_inputs = finetune_inputs(config, modality, backbone.size, everything, [], num_classes, text_cut)

@@ -8,7 +8,7 @@ import train
 from app import run_dir as rd
 from app.config import TrainConfig
 from app.errors import UserError
-from app.target_finetuning import prototype_scaled_head, starting_head, target_finetune_applies
+from app.target_finetuning import written_starting_head, starting_head, target_finetune_applies
 from models.meta import LOGIT_GAP
 from models.task_model import load_task_model
 
@@ -53,7 +53,7 @@ def test_the_starting_head_ranks_as_nearest_prototype_at_a_bounded_scale():
     rng = np.random.default_rng(0)
     embeddings = rng.normal(0, 30, (30, 6)).astype(np.float32)  # large distances: raw logits would saturate
     labels = np.arange(30) % 3
-    head = prototype_scaled_head(3, 0, embeddings, labels, "prototypes")
+    head = written_starting_head(3, 0, embeddings, labels, "prototypes")
     kernel, bias = head.dense.get_weights()
     logits = embeddings @ kernel + bias
     prototypes = np.stack([embeddings[labels == c].mean(axis=0) for c in range(3)])
