@@ -43,7 +43,8 @@ from app.meta_target import target_classifier
 from app.support_finetuning import choose_for_run as choose_support_finetuning
 from app.target_finetuning import TARGET_FINETUNE_PHASES, finetune_on_target, starting_head, target_finetune_applies
 from app.target_heads import candidate_heads
-from app.source_stage import CHOICE_SEED_OFFSET, SOURCE_STAGES, dense_embedding, identity_embedding, train_supervised
+from app.source_stage import (CHOICE_SEED_OFFSET, META_VAL_SEED_OFFSET, SOURCE_STAGES, dense_embedding,
+                              identity_embedding, train_supervised)
 from app.source_stage import choose as choose_stage
 from app.source_stage import score as score_stage
 from app.source_stage import summary as stage_summary
@@ -62,7 +63,6 @@ logger = logging.getLogger(__name__)
 META_LEARNER_FILE, META_MANIFEST_FILE = rd.META_LEARNER_FILE, rd.META_MANIFEST_FILE
 META_DONE_WEIGHTS = "meta_done.weights.h5"
 VALIDATION_META_STEPS = 10
-META_VAL_SEED_OFFSET = 1_000_003
 
 
 @dataclass

@@ -10,7 +10,8 @@ Candidates (`--source-stage`):
   intermediate activations computed once: with that embedding on images (app/top_block_stage.py),
   through a cosine classifier on the pooled features on text (app/text_top_block_stage.py).
 
-`auto` trains all four (top_blocks where the backbone can be cut) and keeps the one whose embedding classifies the target best: 5-fold
+`auto` trains all four (top_blocks where the backbone can be cut) and keeps the one whose embedding
+classifies the target best: 5-fold
 cross-validated accuracy of the target heads tried (prototypes, logistic regression:
 app/target_heads.py) over the target's train + validation files (every labelled file the
 target may use; never its test files). A source stage is kept only when it beats no
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 SOURCE_STAGES = ("none", "supervised", "protonet", "top_blocks")
 CHOICE_EPISODES = 100  # fixed meta-validation episodes of the source per candidate (numbers 0..99)
 CHOICE_SEED_OFFSET = 2_000_003  # their sampler's seed: apart from training's and early stopping's
+META_VAL_SEED_OFFSET = 1_000_003  # the meta-validation episodes that early stopping and the stages' epochs watch
 # The supervised stage's epoch: at most this many source rows (a full pass below it), so its budget, like
 # the episodic stages' (--meta-steps x --meta-epochs), does not grow with the source's size.
 SUPERVISED_EPOCH_ROWS = 16_384

@@ -57,11 +57,12 @@ def activation_dataset(split: TextSplit, texts: list[str], labels: list[int] | N
                        shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
     """`data.pipeline.text_dataset`'s batches (same order, same shuffling), with the texts replaced by
     their [hidden states, padding mask] at the cut, computed once here."""
-    inputs = tf.data.Dataset.from_tensor_slices(_bottom_outputs(split, texts, batch_size))
+    inputs = tf.data.Dataset.from_tensor_slices(bottom_outputs(split, texts, batch_size))
     return in_memory_batches(inputs, labels, len(texts), batch_size, shuffle, seed)
 
 
-def _bottom_outputs(split: TextSplit, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def bottom_outputs(split: TextSplit, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen bottom's [hidden states (float32), padding mask] of `texts`."""
     if not texts:
         sequence, hidden = (int(d) for d in split.bottom.outputs[0].shape[1:])
         return np.zeros((0, sequence, hidden), np.float32), np.zeros((0, sequence), bool)

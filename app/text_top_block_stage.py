@@ -37,11 +37,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.source_stage import CHOICE_EPISODES, episode_accuracy, identity_embedding
-from app.text_phase2 import activation_budget_bytes
+from app.source_stage import CHOICE_EPISODES, META_VAL_SEED_OFFSET, episode_accuracy, identity_embedding
+from app.text_phase2 import activation_budget_bytes, bottom_outputs
 from app.top_block_stage import BLOCK_LEARNING_RATE_MULTIPLIER  # the blocks' rate, as on images
 from data.episodes import EpisodeSampler
-from data.pipeline import read_texts, text_dataset
+from data.pipeline import read_texts
 from models.errors import ModelError
 from models.finetuning import unfreeze_top_blocks
 from models.text_split import TextSplit, split_text_extractor
@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 MAX_EPOCHS = 2
 COSINE_SCALE = 10.0  # P>M>F's cosine classifier scale: a softmax over cosines in [-1, 1] needs it to be peaked
 BOTTOM_BATCH = 32
-STOPPING_SEED_OFFSET = 1_000_003  # the meta-validation episodes that pick the epoch (app/meta_training.py's)
 
 
 @dataclass
@@ -64,12 +63,10 @@ class TextTopBlockCut:
         missing = list({e.path: e for e in examples if e.path not in self.bottom_rows}.values())
         if missing:
             texts = read_texts([e.path for e in missing], [e.encoding for e in missing])
-            hidden, mask = self.split.bottom.predict(text_dataset(texts, None, BOTTOM_BATCH), verbose=0)
-            self.bottom_rows.update((e.path, (h, m)) for e, h, m in zip(missing, np.asarray(hidden, np.float32),
-                                                                        np.asarray(mask, bool)))
-        sequence, hidden_size = (int(d) for d in self.split.bottom.outputs[0].shape[1:])
+            hidden, mask = bottom_outputs(self.split, texts, BOTTOM_BATCH)
+            self.bottom_rows.update(zip((e.path for e in missing), zip(hidden, mask)))
         if not examples:
-            return np.zeros((0, sequence, hidden_size), np.float32), np.zeros((0, sequence), bool)
+            return bottom_outputs(self.split, [], BOTTOM_BATCH)
         rows = [self.bottom_rows[e.path] for e in examples]
         return np.stack([h for h, _ in rows]), np.stack([m for _, m in rows])
 
@@ -137,7 +134,7 @@ def train_text_top_blocks(cut: TextTopBlockCut, spec, feature_extractor: keras.M
     step = _episode_step(cut.split.top, optimizer, variables, ways, ways * shots)
     steps_per_epoch = max(1, math.ceil(len(train_labels) / (ways * (shots + queries))))
     val_sampler = None if val_shape is None else EpisodeSampler(
-        val_labels, val_shape.ways, val_shape.shots, val_shape.queries, seed=config.seed + STOPPING_SEED_OFFSET)
+        val_labels, val_shape.ways, val_shape.shots, val_shape.queries, seed=config.seed + META_VAL_SEED_OFFSET)
 
     def val_accuracy() -> float:
         return episode_accuracy(_normalised(cut.features(*val_rows)), val_sampler, CHOICE_EPISODES)

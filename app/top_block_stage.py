@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from app.features import content_key
-from app.source_stage import dense_embedding
+from app.source_stage import META_VAL_SEED_OFFSET, dense_embedding
 from data.activation_cache import activation_store, activation_store_key
 from data.augment import AugmentConfig
 from data.episodes import EpisodeSampler, meta_batches
@@ -195,7 +195,7 @@ def train_top_blocks(cut: TopBlockCut, spec, feature_extractor: keras.Model, vie
     val_ds, monitor = None, "loss"
     if val_shape is not None:
         val_sampler = EpisodeSampler(val_labels, val_shape.ways, val_shape.shots, val_shape.queries,
-                                     seed=config.seed + 1_000_003)
+                                     seed=config.seed + META_VAL_SEED_OFFSET)
         val_ds = meta_batches(val_sampler, _view_fetch(val_rows[None], config.seed), tf.float32, shape,
                               config.meta_batch_size, steps=10).cache()
         monitor = "val_loss"
