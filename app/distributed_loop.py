@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.pair_loss import class_indices
+from models.heads import class_indices
 
 logger = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ def rank_label_issues(report: dict, examples, features: np.ndarray, class_names:
     report["label_issues_fold_accuracy"] = round(ranking.fold_accuracy, 6)
     report["label_issues_note"] = (f"confident learning on {FOLDS}-fold out-of-fold probabilities of "
                                    f"logistic-regression heads on the frozen backbone features, over "
-                                   f"{len(examples)} train + validation files (out-of-fold accuracy "
+                                   f"{ranking.num_files} train + validation files (out-of-fold accuracy "
                                    f"{ranking.fold_accuracy:.3f}); most likely first"
                                    + (f"; {ranking.caution}" if ranking.caution else ""))
     return ranking.issues

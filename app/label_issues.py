@@ -63,7 +63,7 @@ class LabelIssueRanking:
 
     issues: list[LabelIssue]
     fold_accuracy: float  # out-of-fold accuracy on the labelled files, given labels as truth
-    num_files: int
+    num_files: int  # labelled files ranked (data_report.json's label_issues_note names it)
 
     @property
     def caution(self) -> str:

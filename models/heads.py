@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
+
+
+def class_indices(targets) -> tf.Tensor:
+    """int32 class indices of a batch's head targets, whatever their form: indices, one-hot, or
+    MixUp's blended one-hot (its argmax)."""
+    targets = tf.convert_to_tensor(targets)
+    return tf.argmax(targets, axis=-1, output_type=tf.int32) if targets.shape.rank == 2 else tf.cast(targets, tf.int32)
 
 
 class ClassificationHead:

@@ -26,16 +26,10 @@ import keras
 import tensorflow as tf
 
 from models.errors import ModelError
+from models.heads import class_indices
 from models.task_model import layers_after_features
 
 HEAD_LAYER_PREFIX = "head_"  # models/heads.ClassificationHead names every layer it owns so
-
-
-def class_indices(targets) -> tf.Tensor:
-    """int32 class indices of a batch's targets, whatever their form: indices, one-hot, or MixUp's
-    blended one-hot (its argmax)."""
-    targets = tf.convert_to_tensor(targets)
-    return tf.argmax(targets, axis=-1, output_type=tf.int32) if targets.shape.rank == 2 else tf.cast(targets, tf.int32)
 
 
 def pairwise_cosine_loss(embeddings, labels):

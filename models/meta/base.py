@@ -45,6 +45,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from models.errors import ModelError
 from models.layer_walk import flat_layers
 
 
@@ -294,6 +295,8 @@ class GradientMetaLearner(MetaLearner):
             raise ValueError(f"query_statistics must be one of {self.QUERY_STATISTICS}. "
                              f"Received: query_statistics={query_statistics!r}")
         self.query_statistics = query_statistics
+        if query_statistics == "support":
+            self._check_support_statistics_recoverable()
         if int(inner_steps) < 1:
             raise ValueError(f"inner_steps must be at least 1. Received: inner_steps={inner_steps!r}")
         if eval_inner_steps is not None and int(eval_inner_steps) < 1:
@@ -473,6 +476,16 @@ class GradientMetaLearner(MetaLearner):
                  for v, o, n in zip(variables, old, new)]
         features, _ = self.embedding.stateless_call(list(fast[:count]), state, query_x, training=False)
         return self._stateless(self.head, fast[count:], features, False, False)
+
+    def _check_support_statistics_recoverable(self):
+        """`query_logits` reads the support's statistics back from each trainable BatchNorm layer's
+        moving-statistics update, which a momentum of 1 (statistics never updated) makes impossible."""
+        for layer in flat_layers(self.embedding):
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable and float(layer.momentum) >= 1.0:
+                raise ModelError(f"BatchNormalization layer {layer.name!r} has momentum {layer.momentum}: its moving "
+                                 "statistics never update, so the support's statistics cannot be read from them to "
+                                 "normalise the queries. Use a momentum below 1 (Keras' default is 0.99) or "
+                                 "query_statistics='moving'.")
 
     def _moving_statistic_momentum(self) -> dict[int, float]:
         """{id(moving mean or variance variable): its BatchNormalization layer's momentum}."""

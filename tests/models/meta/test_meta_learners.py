@@ -406,6 +406,18 @@ def test_support_statistics_normalise_each_query_like_the_support_and_alone(algo
         build_meta_learner(algorithm, relu_embedding(), WAYS, query_statistics="query")
 
 
+def test_support_statistics_refused_for_a_batchnorm_that_never_updates():
+    """Momentum 1 leaves the moving statistics unchanged, so the support's cannot be read from them: one clear
+    error at construction, not NaN logits later. A frozen layer, or the moving statistics, are fine."""
+    embedding = relu_embedding(batch_norm=True)
+    embedding.get_layer("bn_0").momentum = 1.0
+    with pytest.raises(ModelError, match=r"'bn_0' has momentum 1.0.*query_statistics='moving'"):
+        build_meta_learner("fomaml", embedding, WAYS, query_statistics="support")
+    assert build_meta_learner("fomaml", embedding, WAYS).query_statistics == "moving"
+    embedding.get_layer("bn_0").trainable = False
+    assert build_meta_learner("fomaml", embedding, WAYS, query_statistics="support").query_statistics == "support"
+
+
 def test_a_learner_saved_before_query_statistics_loads_with_moving_statistics():
     learner = build_meta_learner("fomaml", relu_embedding(batch_norm=True), WAYS, query_statistics="support")
     config = learner.get_config()
