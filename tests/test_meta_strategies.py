@@ -8,7 +8,8 @@ from PIL import Image
 import evaluate
 import train
 from app import run_dir as rd
-from app.meta_training import META_LEARNER_FILE
+from app.config import TrainConfig
+from app.meta_training import META_LEARNER_FILE, resolved_adapt
 from models.task_model import load_task_model
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "grey": (128, 128, 128)}
@@ -46,6 +47,8 @@ def test_meta_strategy_writes_a_standard_classifier_and_its_learner(colour_folde
     assert meta["batchnorm"] == ("inductive" if strategy == "protonet" else
                                  "inductive (queries normalised with the support's statistics)")
     assert meta["transductive"] is False
+    # tiny_image has no pretrained weights: every gradient learner adapts every layer by default.
+    assert meta["adapt"] == (None if strategy == "protonet" else "all")
     history = rd.read_json(run / rd.HISTORY_FILE)
     names = [p["name"] for p in history["phases"]]
     assert names == (["meta"] if strategy == "protonet" else ["meta", "head"])
@@ -106,6 +109,17 @@ def test_protonet_head_is_the_prototypes_of_the_train_and_validation_files(colou
         assert set(choice["scores"][shots]) == set(choice["grid"]) and chosen in choice["grid"].values()
         setting = support_finetuning.setting_for(choice, int(shots))
         assert (setting.learning_rate, setting.steps) == (chosen["learning_rate"], chosen["steps"])
+
+
+@pytest.mark.parametrize("strategy, weights, adapt, resolved", [
+    ("reptile", "imagenet", "auto", "all"), ("reptile", "none", "auto", "all"),
+    ("fomaml", "none", "auto", "all"), ("maml", "none", "auto", "all"),
+    ("fomaml", "imagenet", "auto", "head"), ("maml", "imagenet", "auto", "head"),
+    ("fomaml", "none", "head", "head"), ("maml", "imagenet", "all", "all"), ("fomaml", "none", "2", 2)])
+def test_adapt_auto_is_every_layer_from_scratch_and_the_head_over_pretrained_weights(strategy, weights, adapt,
+                                                                                       resolved):
+    config = TrainConfig(data_dir="unused", strategy=strategy, adapt=adapt)
+    assert resolved_adapt(config, weights) == resolved
 
 
 @pytest.mark.slow
