@@ -130,8 +130,8 @@ class TrainConfig:
     inner_steps: int = _help("reptile, fomaml, maml: inner-loop steps on the support set.", default=5)
     adapt: str = _help("reptile, fomaml, maml: what adapts in the inner loop: head, N (the top N layers with weights "
                        "of the embedding, plus the head), all, or auto (all for reptile, which only meta-learns "
-                       "what adapts, and for fomaml/maml on a backbone trained from scratch; head for fomaml/maml "
-                       "over a pretrained backbone).",
+                       "what adapts, and for fomaml on a backbone trained from scratch; head for maml, and for "
+                       "fomaml over a pretrained backbone).",
                        default="auto", accept_int=True)
     embedding_units: int = _help("Meta strategies on frozen features: units of the trainable embedding layer "
                                  "(Dense + ReLU) meta-trained over the cached backbone features.", default=256)

@@ -47,8 +47,8 @@ def test_meta_strategy_writes_a_standard_classifier_and_its_learner(colour_folde
     assert meta["batchnorm"] == ("inductive" if strategy == "protonet" else
                                  "inductive (queries normalised with the support's statistics)")
     assert meta["transductive"] is False
-    # tiny_image has no pretrained weights: every gradient learner adapts every layer by default.
-    assert meta["adapt"] == (None if strategy == "protonet" else "all")
+    # tiny_image has no pretrained weights: Reptile and FOMAML adapt every layer by default, MAML the head.
+    assert meta["adapt"] == {"protonet": None, "maml": "head"}.get(strategy, "all")
     history = rd.read_json(run / rd.HISTORY_FILE)
     names = [p["name"] for p in history["phases"]]
     assert names == (["meta"] if strategy == "protonet" else ["meta", "head"])
@@ -113,11 +113,10 @@ def test_protonet_head_is_the_prototypes_of_the_train_and_validation_files(colou
 
 @pytest.mark.parametrize("strategy, weights, adapt, resolved", [
     ("reptile", "imagenet", "auto", "all"), ("reptile", "none", "auto", "all"),
-    ("fomaml", "none", "auto", "all"), ("maml", "none", "auto", "all"),
+    ("fomaml", "none", "auto", "all"), ("maml", "none", "auto", "head"),
     ("fomaml", "imagenet", "auto", "head"), ("maml", "imagenet", "auto", "head"),
     ("fomaml", "none", "head", "head"), ("maml", "imagenet", "all", "all"), ("fomaml", "none", "2", 2)])
-def test_adapt_auto_is_every_layer_from_scratch_and_the_head_over_pretrained_weights(strategy, weights, adapt,
-                                                                                       resolved):
+def test_adapt_auto_is_every_layer_for_fomaml_from_scratch_and_the_head_for_maml(strategy, weights, adapt, resolved):
     config = TrainConfig(data_dir="unused", strategy=strategy, adapt=adapt)
     assert resolved_adapt(config, weights) == resolved
 
