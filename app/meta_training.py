@@ -268,12 +268,13 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
     for name in candidates:
         if name == "protonet":
             embeddings[name] = protonet_embedding
-        elif name == "top_blocks" and isinstance(cut, TextTopBlockCut):
-            top = text_top_block_candidate(cut, backbone.spec, feature_extractor, pools, target_examples, config)
-            embeddings[name], inputs[name] = top.scorer, (top.target_rows, top.meta_val_rows)
         elif name == "top_blocks":
-            top = top_block_candidate(cut, backbone.spec, feature_extractor, pools, target_examples, backbone.size,
-                                      config.resize, config, protonet_embedding if "protonet" in candidates else None)
+            if isinstance(cut, TextTopBlockCut):
+                top = text_top_block_candidate(cut, backbone.spec, feature_extractor, pools, target_examples, config)
+            else:
+                top = top_block_candidate(cut, backbone.spec, feature_extractor, pools, target_examples,
+                                          backbone.size, config.resize, config,
+                                          protonet_embedding if "protonet" in candidates else None)
             embeddings[name], inputs[name] = top.scorer, (top.target_rows, top.meta_val_rows)
         elif name == "none":
             embeddings[name] = identity_embedding(meta_train_x.shape[-1])

@@ -55,7 +55,6 @@ BOTTOM_BATCH = 32
 @dataclass
 class TextTopBlockCut:
     split: TextSplit
-    cut_layer: str  # the first top block: where the cut is, for the log and metadata.json
     bottom_rows: dict = field(default_factory=dict)  # path -> (hidden states, padding mask), computed this run
 
     def bottom_outputs(self, examples) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +88,7 @@ def cut_text_backbone(feature_extractor: keras.Model, spec, unfreeze: str, num_f
         return None, (f"the hidden states of the {num_files} source and target texts below the top "
                       f"{split.top_blocks} block(s) would take {needed / 2**20:.0f} MiB, over the "
                       f"{budget / 2**20:.0f} MiB budget")
-    return TextTopBlockCut(split, spec.blocks(feature_extractor)[-split.top_blocks][0].name), ""
+    return TextTopBlockCut(split), ""
 
 
 def features_through_text_cut(cut: TextTopBlockCut, examples) -> np.ndarray:
@@ -183,7 +182,7 @@ class TextTopBlockCandidate:
         feature_extractor.set_weights(self.pristine)
 
     def summary(self) -> dict:
-        return {"cut": self.cut.cut_layer, "blocks": self.cut.split.top_blocks, "views": 1, "epochs": self.epochs,
+        return {"cut": self.cut.split.cut_layer, "blocks": self.cut.split.top_blocks, "views": 1, "epochs": self.epochs,
                 "meta_validation_by_epoch": [round(value, 4) for value in self.meta_validation],
                 "seconds": round(self.seconds, 1)}
 

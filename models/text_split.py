@@ -31,6 +31,7 @@ class TextSplit:
     bottom: keras.Model  # strings -> [hidden states at the cut, padding mask] (frozen, once per text)
     top: keras.Model  # [hidden states, padding mask] -> pooled features (the extractor's own layers)
     top_blocks: int
+    cut_layer: str  # the first top block's name: where the cut is (logs, metadata.json)
 
     @property
     def activation_bytes_per_text(self) -> int:
@@ -74,7 +75,7 @@ def split_text_extractor(feature_extractor: keras.Model, spec, top_blocks: int) 
     for block in blocks[len(blocks) - top_blocks:]:
         x = block(x, padding_mask=mask)
     top = keras.Model([hidden, mask], pooling(x, mask), name=f"{feature_extractor.name}_top")
-    return TextSplit(bottom, top, top_blocks)
+    return TextSplit(bottom, top, top_blocks, first_top.name)
 
 
 def top_task_model(split: TextSplit, task_model: keras.Model, feature_extractor: keras.Model) -> keras.Model:

@@ -44,7 +44,7 @@ def _weights(extractor, block: int) -> list[np.ndarray]:
 def test_the_cut_gives_the_extractors_features_and_runs_each_texts_bottom_once(tmp_path, monkeypatch):
     spec, extractor = _extractor()
     cut, why = stage.cut_text_backbone(extractor, spec, "1", 12)
-    assert why == "" and cut.split.top_blocks == 1 and cut.cut_layer == spec.blocks(extractor)[-1][0].name
+    assert why == "" and cut.split.top_blocks == 1 and cut.split.cut_layer == spec.blocks(extractor)[-1][0].name
     examples = _examples(tmp_path / "texts", ["alpha", "beta", "gamma"], per_class=4, seed=0)
     features = stage.features_through_text_cut(cut, examples)
     texts = [open(e.path, encoding="utf-8").read() for e in examples]
