@@ -32,7 +32,7 @@ CHOICES = {
     "pooling": ("auto", "mean", "cls"),
     "lr_schedule": ("cosine", "constant", "plateau"),
     "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
-    "image_cache": ("auto", "memory", "none"),
+    "image_cache": ("auto", "memory", "disk", "none"),
     "distribute": DISTRIBUTE_CHOICES,
     "meta_input": ("auto", "features", "raw"),
     "refit": ("auto", "yes", "no"),
@@ -110,8 +110,10 @@ class TrainConfig:
                              "measured, it did not help on average).", default=0.0)
     augment: bool = _help("finetune phase 2, images: random flip, rotation, zoom and contrast on training batches "
                           "(never on cached features or evaluation).", default=True)
-    image_cache: str = _help("finetune phase 2: keep decoded training images in memory (auto: when they fit in a "
-                             "quarter of RAM).", default="auto")
+    image_cache: str = _help("finetune phase 2: keep decoded training and validation images in memory (auto: when "
+                             "they fit in a quarter of RAM), or on disk in metatune's cache (disk: for folders "
+                             "larger than memory or slow to decode; the first use decodes them into a file, "
+                             "later epochs and runs on the same files read it back).", default="auto")
     precision: str = _help("Compute precision: auto (mixed_float16 on a GPU that supports it, float32 on CPU), "
                            "float32, mixed_float16 or mixed_bfloat16. The head always computes in float32.", default="auto")
     ways: int = _help("Meta strategies: classes per training episode (N-way).", default=5)

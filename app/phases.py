@@ -298,9 +298,11 @@ def finetune_inputs(config: TrainConfig, modality: str, size: int, train_example
     val_labels = [e.label for e in val_examples]
     if modality == "image":
         train_ds = image_dataset(train_paths, train_labels, (size, size), config.batch_size, shuffle=True,
-                                 seed=config.seed, resize=config.resize, cache=config.image_cache)
+                                 seed=config.seed, resize=config.resize, cache=config.image_cache,
+                                 content_keys=[e.sha256 for e in train_examples])
         val_ds = image_dataset([e.path for e in val_examples], val_labels, (size, size), config.batch_size,
-                               resize=config.resize, cache=config.image_cache) if val_examples else None
+                               resize=config.resize, cache=config.image_cache,
+                               content_keys=[e.sha256 for e in val_examples]) if val_examples else None
     else:
         batches = text_dataset if text_cut is None else partial(activation_dataset, text_cut)
         texts = read_texts(train_paths, [e.encoding for e in train_examples])

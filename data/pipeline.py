@@ -1,7 +1,7 @@
 """tf.data pipelines: images from files (parallel decode, with TensorFlow's decoders for plain files
-and Pillow for the rest, one resize for both, optional augmentation and in-memory cache, prefetch),
-text as strings, and a class-balanced sampler. Every pipeline runs without tf.data's autotuning
-thread (see `without_autotune_thread`)."""
+and Pillow for the rest, one resize for both, optional augmentation, an in-memory or on-disk cache,
+prefetch), text as strings, and a class-balanced sampler. Every pipeline runs without tf.data's
+autotuning thread (see `without_autotune_thread`)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import tensorflow as tf
 
 from data.augment import AugmentConfig, build_augmenter
 from data.decode_route import PILLOW, PLAIN_KINDS, decode_routes
+from data.image_store import stored_images
 from data.images import decode_rgb
 from data.resize import fit_to_size
 from data.text import MAX_TEXT_BYTES, read_text_prefix
 from data.tf_decode import decode_plain_rgb
 
 logger = logging.getLogger(__name__)
-CACHE_CHOICES = ("auto", "memory", "none")
+CACHE_CHOICES = ("auto", "memory", "disk", "none")
 # Cached images (already in a seeded random order) are reshuffled every epoch through a
 # bounded buffer: memory stays at the cache plus this many images (150 MB at 224 px), and
 # the first epoch's first batch waits for this many decodes (about 1 s on 2 cores), once.
@@ -36,6 +37,7 @@ def default_cache_budget_bytes() -> int:
 
 def should_cache(num_images: int, image_size: tuple[int, int], cache: str,
                  budget_bytes: int | None = None) -> bool:
+    """Whether decoded images are kept in memory ("disk" keeps them in a file: data/image_store.py)."""
     if cache not in CACHE_CHOICES:
         raise ValueError(f"cache must be one of {CACHE_CHOICES}. Received: cache={cache!r}")
     if cache == "auto":
@@ -108,6 +110,7 @@ def image_dataset(
     resize: str = "stretch",
     augment: AugmentConfig | None = None,
     cache: str = "none",
+    content_keys: list[str] | None = None,
 ) -> tf.data.Dataset:
     """Batches of uint8 images (and int32 labels when given).
 
@@ -117,31 +120,48 @@ def image_dataset(
     order, decoded once into memory, and every later epoch reshuffles the cached
     images through a bounded buffer (their base order is already random, so this
     mixes classes well) before augmentation, so every epoch still sees fresh
-    shuffles and fresh random augmentations. `augment` is for training batches only.
-    Plain files decode with TensorFlow's ops, the others with Pillow, to the same pixels
-    (data/decode_route.py).
+    shuffles and fresh random augmentations. `cache="disk"` does the same with the
+    decoded images in a file of metatune's cache (data/image_store.py; `content_keys`:
+    the files' SHA-256, which name the store); its base order is by content digest.
+    `augment` is for training batches only. Plain files decode with TensorFlow's ops,
+    the others with Pillow, to the same pixels (data/decode_route.py).
     """
     path_array = np.asarray(paths, dtype=str)
     label_array = None if labels is None else np.asarray(labels, np.int32)
     routes = decode_routes(list(paths))
-    cached = should_cache(len(paths), image_size, cache)
-    if shuffle and cached:
-        order = np.random.default_rng(seed).permutation(len(paths))
-        path_array, routes = path_array[order], routes[order]
-        label_array = None if label_array is None else label_array[order]
-    columns = (path_array, routes) if label_array is None else (path_array, routes, label_array)
-    items = tf.data.Dataset.from_tensor_slices(columns)
-    if shuffle and not cached:
-        items = items.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
-    decoded = _decoded_images(items, routes, image_size, resize, label_array is not None)
-    if cached:
-        dataset = decoded.cache()
-        if shuffle:
-            dataset = dataset.shuffle(min(max(1, len(paths)), CACHED_SHUFFLE_BUFFER), seed=seed,
-                                      reshuffle_each_iteration=True)
-        dataset = dataset.batch(batch_size)
+    stored = None
+    if cache == "disk":
+        def decode(order: np.ndarray) -> tf.data.Dataset:
+            items = tf.data.Dataset.from_tensor_slices((path_array[order], routes[order]))
+            return without_autotune_thread(_decoded_images(items, routes, image_size, resize, labelled=False))
+
+        stored = stored_images(list(paths), content_keys, image_size, resize, shuffle, decode)
+    cached = stored is None and should_cache(len(paths), image_size, cache)
+    if cache == "auto" and not cached:
+        logger.info("The %d decoded images (%.1f GiB) would take more than the in-memory cache's budget (%.1f GiB, a "
+                    "quarter of RAM): they are decoded every epoch (--image-cache disk keeps them in a file instead)",
+                    len(paths), len(paths) * image_size[0] * image_size[1] * 3 / 2**30,
+                    default_cache_budget_bytes() / 2**30)
+    if stored is not None:
+        images, order = stored
+        decoded = images if label_array is None else tf.data.Dataset.zip(
+            (images, tf.data.Dataset.from_tensor_slices(label_array[order])))
     else:
-        dataset = decoded.batch(batch_size)
+        if shuffle and cached:
+            order = np.random.default_rng(seed).permutation(len(paths))
+            path_array, routes = path_array[order], routes[order]
+            label_array = None if label_array is None else label_array[order]
+        columns = (path_array, routes) if label_array is None else (path_array, routes, label_array)
+        items = tf.data.Dataset.from_tensor_slices(columns)
+        if shuffle and not cached:
+            items = items.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
+        decoded = _decoded_images(items, routes, image_size, resize, label_array is not None)
+        if cached:
+            decoded = decoded.cache()
+    if shuffle and (cached or stored is not None):
+        decoded = decoded.shuffle(min(max(1, len(paths)), CACHED_SHUFFLE_BUFFER), seed=seed,
+                                  reshuffle_each_iteration=True)
+    dataset = decoded.batch(batch_size)
     logger.debug("image_dataset: %d of %d files decode in the graph", int(np.sum(routes > PILLOW)), len(paths))
     if augment is not None and not augment.is_identity:
         augmenter = build_augmenter(augment, seed=seed)

@@ -78,7 +78,7 @@ def test_shuffle_is_a_seeded_permutation_keeping_image_label_pairs(coloured_file
     np.testing.assert_array_equal(run(seed=3)[1], ys)  # same seed, same first-epoch order
 
 
-@pytest.mark.parametrize("cache", ["none", "memory"])
+@pytest.mark.parametrize("cache", ["none", "memory", "disk"])
 def test_shuffled_epochs_differ_and_keep_pairs_with_or_without_cache(coloured_files, cache):
     labels = list(range(7))
     dataset = image_dataset(coloured_files, labels, (8, 8), 7, shuffle=True, seed=5, cache=cache)
@@ -358,8 +358,9 @@ def test_should_cache_auto_follows_the_budget():
     assert not should_cache(100_000, (224, 224), "auto")  # 15 GB: more than a quarter of any CI machine
     assert should_cache(100_000, (224, 224), "memory", budget_bytes=1)
     assert not should_cache(1, (8, 8), "none")
+    assert not should_cache(1, (8, 8), "disk")  # kept in a file, not in memory (data/image_store.py)
     with pytest.raises(ValueError, match="cache must be one of"):
-        should_cache(1, (8, 8), "disk")
+        should_cache(1, (8, 8), "ram")
 
 
 # --------------------------------------------------------------------------- text
