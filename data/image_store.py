@@ -26,12 +26,14 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
+from tqdm.auto import tqdm
 
 from data.atomic_write import write_atomically
 from data.cache import cache_dir
@@ -113,8 +115,7 @@ def _process_alive(pid: int) -> bool:
 
 
 def _write_store(path: Path, decoded: tf.data.Dataset, rows: int, image_size: tuple[int, int]) -> None:
-    """Plain sequential writes after a standard .npy header (a memory map of the new file costs a page
-    fault per 4 KiB written), while the next batches decode (prefetch)."""
+    """Sequential writes after a standard .npy header, while the next batches decode (prefetch)."""
     shape = (rows, image_size[0], image_size[1], 3)
 
     def write(temporary: Path) -> None:
@@ -122,9 +123,12 @@ def _write_store(path: Path, decoded: tf.data.Dataset, rows: int, image_size: tu
             np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
                                                           "fortran_order": False, "shape": shape})
             filled = 0
-            for batch in decoded.batch(WRITE_BATCH).prefetch(2):
-                handle.write(memoryview(np.ascontiguousarray(batch.numpy())))
-                filled += len(batch)
+            with tqdm(total=rows, desc="Decoding into the image cache", unit="image", leave=False,
+                      disable=not getattr(sys.stderr, "isatty", lambda: False)()) as progress:  # a terminal only
+                for batch in decoded.batch(WRITE_BATCH).prefetch(2):
+                    handle.write(memoryview(np.ascontiguousarray(batch.numpy())))
+                    filled += len(batch)
+                    progress.update(len(batch))
             if filled != rows:
                 raise OSError(f"decoded {filled} images, expected {rows}")
             handle.flush()

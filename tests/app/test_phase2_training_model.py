@@ -82,7 +82,7 @@ def test_fit_trains_the_task_model_through_the_augmentation(tmp_path):
 
 class _Example:
     def __init__(self, path, label):
-        self.path, self.label, self.encoding = str(path), label, None
+        self.path, self.label, self.encoding, self.sha256 = str(path), label, None, ""
 
 
 def test_phase2_input_pipeline_delivers_the_decoded_images_unaugmented(tmp_path):
