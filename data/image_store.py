@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from data.atomic_write import write_atomically
 from data.cache import cache_dir
+from data.errors import DataError
 from data.resize import RESAMPLING
 
 logger = logging.getLogger(__name__)
@@ -180,6 +181,10 @@ def stored_images(paths: list[str], content_keys: list[str] | None, image_size: 
             logger.warning("Could not write the image cache %s (%s); the images will be decoded every epoch.",
                            path, error)
             return None
+        except tf.errors.OpError as error:  # a file that decoded at the data check no longer does
+            raise DataError(f"An image could not be decoded while writing the image cache: {error.message}. Did a "
+                            "file change since the run started? Check the folder (train.py DATA_DIR --check) and "
+                            "run again.") from None
         offset = _readable(path, rows, image_size)
         if offset is None:
             return None

@@ -152,3 +152,14 @@ def test_a_missing_file_without_digest_falls_back_to_decoding_which_names_it(fil
     assert "Image cache not used" in caplog.text
     with pytest.raises(tf.errors.OpError):
         list(dataset)
+
+
+def test_a_file_that_no_longer_decodes_is_one_data_error(files, cache_dir):
+    from data.errors import DataError
+
+    paths, keys = files
+    with open(paths[3], "wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)  # still routed as PNG by its name, no longer decodable
+    with pytest.raises(DataError, match="could not be decoded while writing the image cache"):
+        image_dataset(paths, None, (8, 8), 4, cache="disk", content_keys=keys)
+    assert [p for p in os.listdir(image_store_dir()) if p.endswith(".npy")] == []  # no store, no temporary
