@@ -33,6 +33,9 @@ import train  # noqa: E402
 # the same code, even if a file changes while the suite runs. Importing starts no TensorFlow thread.
 import app.config  # noqa: E402,F401
 import app.training  # noqa: E402,F401
+import models.backbones.text_bert  # noqa: E402,F401  (keras_hub, tensorflow_text: 0.5 s a child otherwise)
+import sklearn.linear_model  # noqa: E402,F401
+import sklearn.model_selection  # noqa: E402,F401
 
 PARALLEL = 2
 

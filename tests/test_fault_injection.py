@@ -6,10 +6,10 @@ removal of INCOMPLETE. Then, for each boundary N:
 - kill@N: the run SIGKILLs itself right after boundary N; `train.py --resume` must finish it
   with a continuous history and a model that loads, or (before config.json exists, or after the
   run was marked complete) refuse with one ERROR line;
-- enospc@N: write N fails with "No space left on device": one ERROR line naming the file (a
-  cache write only warns and the run goes on), INCOMPLETE kept, no temporary file left anywhere,
-  and exactly the files kill@(N-1) leaves, whose resume the kill test proves (so the suite
-  does not pay for the same resume twice).
+- enospc@N (each boundary that writes a file): write N fails with "No space left on device": one
+  ERROR line naming the file (a cache write only warns and the run goes on), INCOMPLETE kept, no
+  temporary file left anywhere, and exactly the files kill@(N-1) leaves, whose resume the kill
+  test proves (so the suite does not pay for the same resume twice).
 Then every file of an interrupted run, truncated or garbled, one at a time: the resume falls
 back to the previous checkpoint and finishes, or refuses with an ERROR line naming the file.
 And two resumes of one interrupted run at once: one finishes it, the other stops with one ERROR
@@ -39,9 +39,14 @@ from models.task_model import load_task_model
 
 pytestmark = pytest.mark.slow
 RUNNER = Path(__file__).resolve().parent / "fault_runner.py"
-TRAIN_OPTIONS = ["--backbone", "tiny_image", "--strategy", "finetune", "--epochs", "2", "--finetune-epochs", "1",
+# One epoch per phase: a second epoch would only repeat the first one's boundaries (best weights, checkpoint,
+# pointer); each kind of boundary is still reached with and without an older checkpoint beside it.
+TRAIN_OPTIONS = ["--backbone", "tiny_image", "--strategy", "finetune", "--epochs", "1", "--finetune-epochs", "1",
                  "--refit", "no", "--image-size", "16", "--batch-size", "8", "--seed", "3"]
 CACHE_LABELS = {"feature cache", "data-doctor cache", "weight cache"}
+# Boundaries with no write of their own: a full disk cannot fail them (data/atomic_write.py's enospc
+# completes them as usual), so enospc there would repeat the reference run; it is not run.
+NO_WRITE_PREFIXES = ("remove", "mark complete")
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +98,9 @@ def faulted(workspace, boundaries) -> dict[str, list[dict]]:
     for number in range(1, len(boundaries) + 1):
         cases[f"kill-{number:02d}"] = [_train_step(workspace, f"kill-{number:02d}", {FAULT_VARIABLE: f"kill@{number}"}),
                                        _resume_step(workspace / f"kill-{number:02d}")]
-        cases[f"enospc-{number:02d}"] = [_train_step(workspace, f"enospc-{number:02d}",
-                                                     {FAULT_VARIABLE: f"enospc@{number}"})]
+        if not boundaries[number - 1].startswith(NO_WRITE_PREFIXES):
+            cases[f"enospc-{number:02d}"] = [_train_step(workspace, f"enospc-{number:02d}",
+                                                         {FAULT_VARIABLE: f"enospc@{number}"})]
     return _run(workspace, "faults", cases)
 
 
@@ -170,14 +176,15 @@ def test_disk_full_at_every_write(faulted, boundaries, workspace):
     problems = []
     for number, label in enumerate(boundaries, start=1):
         case = f"enospc-{number:02d}"
+        if label.startswith(NO_WRITE_PREFIXES):
+            continue
         (failed,) = faulted[case]
         log = workspace / case / "train.log"
         problems += _no_traceback(log) + _temporaries(workspace / case)
-        if label in CACHE_LABELS or label.startswith(("remove", "mark complete")):
-            # A cache never stops a run; a deletion needs no space.
+        if label in CACHE_LABELS:  # a cache never stops a run
             if failed["exit"] != 0:
                 problems.append(f"{case} ({label}): exit {failed}, expected the run to finish")
-            elif label in CACHE_LABELS and "Could not write" not in _log(log):
+            elif "Could not write" not in _log(log):
                 problems.append(f"{case} ({label}): no warning about the cache")
             continue
         error = _error_line(log)

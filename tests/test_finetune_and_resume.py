@@ -95,21 +95,18 @@ def test_features_are_cached_across_runs_and_invalidated_by_changes(colour_folde
     assert _cache_lines(capsys) == []
 
 
-def test_image_cache_disk_decodes_once_into_stores_that_later_runs_read(colour_folder, tmp_path, capsys, monkeypatch):
+def test_image_cache_disk_decodes_once_into_stores_and_the_run_completes(colour_folder, tmp_path, capsys, monkeypatch):
+    """The stores' reuse by later datasets and runs: tests/data/test_image_store.py."""
     monkeypatch.setenv("METATUNE_CACHE_DIR", str(tmp_path / "cache"))
-    args = ("--strategy", "finetune", "--epochs", "1", "--finetune-epochs", "2", "--unfreeze", "all",
-            "--refit", "no", "--image-cache", "disk")
-    assert _train(colour_folder, tmp_path / "a", *args) == 0
+    assert _train(colour_folder, tmp_path / "a", "--strategy", "finetune", "--epochs", "1", "--finetune-epochs", "2",
+                  "--unfreeze", "all", "--refit", "no", "--image-cache", "disk") == 0
     err = capsys.readouterr().err
-    assert err.count("into the image cache") == 2 and "from the image cache" not in err  # training and validation
+    assert err.count("into the image cache") == 2  # training and validation
     stores = sorted((tmp_path / "cache" / "images").glob("*.npy"))
     assert len(stores) == 2 and not [p for p in stores if p.name.startswith(".")]
     assert rd.read_json(tmp_path / "a" / "config.json")["image_cache"] == "disk"
-
-    assert _train(colour_folder, tmp_path / "b", *args) == 0
-    err = capsys.readouterr().err
-    assert err.count("from the image cache") == 2 and "into the image cache" not in err
-    assert not (tmp_path / "b" / rd.INCOMPLETE_MARKER).exists()
+    assert not (tmp_path / "a" / rd.INCOMPLETE_MARKER).exists()
+    assert rd.read_json(tmp_path / "a" / rd.HISTORY_FILE)["phases"][1]["name"] == "finetune"
 
 
 def test_nan_loss_stops_with_a_clear_message_and_an_incomplete_run(colour_folder, tmp_path, capsys, monkeypatch):
