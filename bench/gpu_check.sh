@@ -22,6 +22,6 @@ budget="${GPU_CHECK_TIMEOUT:-540}"
   echo "host: $(uname -srm), $(nproc) CPU cores"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "nvidia-smi: not available"
 } > "$output/.device.txt.tmp" && mv "$output/.device.txt.tmp" "$output/device.txt"  # atomic
-# Five measurements at most (four on one GPU), plus start-up: each gets a fifth of the budget.
+# Six measurements at most (five on one GPU), plus start-up: each gets a sixth of the budget.
 timeout --kill-after=10 "$budget" "$python" bench/gpu_check.py --output "$output" \
-  --per-measurement-timeout "$((budget / 5))" "$@"
+  --per-measurement-timeout "$((budget / 6))" "$@"
