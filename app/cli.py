@@ -27,6 +27,15 @@ RUNTIME_NOISE = re.compile(r"triggered tf\.function retracing")
 # A full disk, a quota, a read-only filesystem: the user's to fix, reported like any bad input.
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
+# What TensorFlow says when an input file it reads inside tf.data is gone or no longer decodes
+# (it changed after the data check: the doctor trusts a file whose size and modification time are
+# unchanged, and nothing stops a file being deleted during a run). Other TensorFlow errors are bugs
+# and keep their traceback.
+UNREADABLE_INPUT = re.compile(
+    r"No such file or directory|cannot identify image file|UnidentifiedImageError|Invalid (JPEG|PNG|GIF|BMP) data|"
+    r"jpeg::Uncompress failed|Unknown image file format|image file is truncated|Input is not a (JPEG|PNG)"
+)
+
 
 def positive_int(text: str) -> int:
     """argparse type for counts such as --top-k: 0 and negatives were silently taken as 1."""
@@ -134,3 +143,27 @@ def run_safely(command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         logging.getLogger("metatune").error("Interrupted.")
         return 130
+    except Exception as error:  # noqa: BLE001  only an input file that became unreadable is turned into a message
+        detail = unreadable_input(error)
+        if detail is None:
+            raise
+        logging.getLogger("metatune").debug("TensorFlow's error", exc_info=True)
+        logging.getLogger("metatune").error(
+            "An input file could not be read: %s. It changed or disappeared after the data check; check the folder "
+            "(train.py DATA_DIR --check) and run the command again (an interrupted train.py run stays INCOMPLETE; "
+            "--resume RUN_DIR continues it if its files are as before).", detail)
+        return 2
+
+
+def unreadable_input(error: BaseException) -> str | None:
+    """The first line of a TensorFlow error about an input file it could not read or decode, without
+    TensorFlow's node annotations; None for any other error."""
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is None or not isinstance(error, tensorflow.errors.OpError):
+        return None
+    message = getattr(error, "message", str(error))
+    if not UNREADABLE_INPUT.search(message):
+        return None
+    first = next((line for line in message.splitlines() if UNREADABLE_INPUT.search(line)), message)
+    first = re.sub(r"\{\{[^}]*\}\}|\[\[.*?\]\]", "", first).strip(" ;")
+    return first[:400]

@@ -252,3 +252,43 @@ def test_a_weight_cache_missing_a_layer_is_named_and_rebuilt(tmp_path, monkeypat
     np.testing.assert_array_equal(model.get_layer("head_conv").get_weights()[0], good["head_conv"][0])
     with np.load(cache) as rebuilt:
         assert any(name.startswith("head_conv/") for name in rebuilt.files)
+
+
+def _overwrite_keeping_size_and_mtime(path: Path) -> None:
+    """What the data doctor's cache (size, modification time) cannot see: a file rewritten in place."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[40:] = bytes(len(data) - 40)
+    path.write_bytes(bytes(data))
+    import os
+
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_file_that_no_longer_decodes_after_the_data_check_is_one_error_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("METATUNE_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_colour_folder(tmp_path / "data")
+    assert train.main([str(data), "--check"]) == 0  # the doctor's cache now holds every file as readable
+    broken = sorted((data / "red").iterdir())[0]
+    _overwrite_keeping_size_and_mtime(broken)
+    capsys.readouterr()
+    assert train.main([str(data), "--backbone", "tiny_image", "--output", str(tmp_path / "run"), "--epochs", "1",
+                       "--image-size", "16", "--refit", "no"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "An input file could not be read" in errors[0] and str(broken) in errors[0]
+    assert "Traceback" not in err
+    assert (tmp_path / "run" / rd.INCOMPLETE_MARKER).exists()
+
+
+def test_only_tensorflow_errors_about_input_files_become_messages():
+    import tensorflow as tf
+
+    from app.cli import unreadable_input
+
+    gone = tf.errors.NotFoundError(None, None, "/data/red/1.png; No such file or directory [[{{node ReadFile}}]]")
+    assert unreadable_input(gone) == "/data/red/1.png; No such file or directory"
+    corrupt = tf.errors.InvalidArgumentError(None, None, "{{function_node f}} Invalid PNG data, size 40\n\t [[{{node x}}]]")
+    assert unreadable_input(corrupt) == "Invalid PNG data, size 40"
+    assert unreadable_input(tf.errors.InvalidArgumentError(None, None, "Incompatible shapes: [2] vs. [3]")) is None
+    assert unreadable_input(FileNotFoundError("No such file or directory")) is None  # not TensorFlow's
