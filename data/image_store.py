@@ -66,28 +66,17 @@ def store_key(identities: list[str], image_size: tuple[int, int], resize: str) -
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
 
 
-def _header_bytes(path: Path) -> tuple[int, tuple[int, ...], np.dtype]:
-    with open(path, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if read_header is None:
-            raise ValueError(f"it is in .npy format {version}, not 1.0 or 2.0")
-        shape, fortran_order, dtype = read_header(handle)
-        if fortran_order:
-            raise ValueError("the rows are not stored in C order")
-        return handle.tell(), shape, dtype
-
-
 def _readable(path: Path, rows: int, image_size: tuple[int, int]) -> int | None:
     """The header length of a complete store of `rows` images, or None (with a warning if the file is damaged)."""
     if not path.is_file():
         return None
     expected = (rows, image_size[0], image_size[1], 3)
     try:
-        offset, shape, dtype = _header_bytes(path)
-        if tuple(shape) != expected or dtype != np.uint8:
-            raise ValueError(f"it holds {dtype} {tuple(shape)}, not uint8 {expected}")
+        stored = np.load(path, mmap_mode="r", allow_pickle=False)  # numpy reads the header (and refuses a short file)
+        offset, shape, dtype = stored.offset, stored.shape, stored.dtype
+        if tuple(shape) != expected or dtype != np.uint8 or not stored.flags.c_contiguous:
+            raise ValueError(f"it holds {dtype} {tuple(shape)}, not uint8 {expected} in C order")
+        del stored
         if path.stat().st_size != offset + int(np.prod(expected)):
             raise ValueError(f"it is {path.stat().st_size} bytes long, not {offset + int(np.prod(expected))}")
     except (OSError, ValueError) as error:
