@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 from data.doctor import inspect_file
@@ -11,6 +12,9 @@ from data.records import Example, SkippedFile
 from data.scan import TEXT_EXTENSIONS, visible_files
 
 logger = logging.getLogger(__name__)
+# Skipped files named one warning each, up to this many; the rest are counted in one more line (a folder of
+# the wrong kind of files gave one warning per file before the error). predict.py --json lists them all.
+MAX_SKIP_WARNINGS = 10
 
 
 def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], list[SkippedFile]]:
@@ -37,6 +41,11 @@ def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], li
             usable.append(Example(str(path), -1, None, check.sha256, check.encoding))
         else:
             skipped.append(SkippedFile(str(path), check.reason))
-    for item in skipped:
+    for item in skipped[:MAX_SKIP_WARNINGS]:
         logger.warning("Skipped %s: %s", item.path, item.reason)
+    if len(skipped) > MAX_SKIP_WARNINGS:
+        reasons = Counter(item.reason for item in skipped[MAX_SKIP_WARNINGS:])
+        logger.warning("Skipped %d more files: %s", len(skipped) - MAX_SKIP_WARNINGS,
+                       "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
+                       + ("; ..." if len(reasons) > 3 else ""))
     return usable, skipped

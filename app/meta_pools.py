@@ -18,9 +18,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.config import TrainConfig
+from app.config import META_STRATEGIES, TrainConfig
 from app.errors import UserError
 from data.episodes import check_disjoint_meta_classes
+from data.errors import DataError
 from data.meta_pools import (CLASSIC_LAYOUT_WAYS_MULTIPLE, EpisodeShape, fit_training_queries, hold_out_classes,
                              holdout_examples, validation_shape)
 from data.records import Example
@@ -76,13 +77,42 @@ def _target_pools(config: TrainConfig, scan, train_examples, val_examples) -> Me
                      summary={"pools": "class-disjoint", "meta_val_classes": holdout.meta_val})
 
 
-def _source_pools(config: TrainConfig, scan) -> MetaPools:
-    meta_scan = scan_folder(config.meta_data)
-    require_trainable(meta_scan, min_per_class=2)
+def check_source_folder(config: TrainConfig, scan) -> None:
+    """The `--meta-data` checks that need no file contents (the folder exists, holds the target's modality, shares
+    no class with it), made before the run directory exists: a mistyped or wrong source then costs no feature pass
+    and leaves no INCOMPLETE run behind. `_source_pools` checks the files themselves later."""
+    if config.meta_data and config.strategy in META_STRATEGIES:
+        _check_source(_scan_source(config, check_files_content=False), config, scan)
+
+
+def unused_source_warning(config: TrainConfig) -> str | None:
+    """Why `--meta-data` does nothing with a transfer strategy, and what does use a source there."""
+    if not config.meta_data or config.strategy in META_STRATEGIES:
+        return None
+    return (f"--meta-data {config.meta_data} has no effect with --strategy {config.strategy}: a source of other "
+            f"classes meta-trains the meta strategies ({', '.join(META_STRATEGIES)}). To use it with "
+            f"{config.strategy}, train a meta run on it first (--strategy protonet --meta-data SOURCE), then pass "
+            "that run as --backbone RUN_DIR.")
+
+
+def _scan_source(config: TrainConfig, check_files_content: bool = True):
+    try:
+        return scan_folder(config.meta_data, check_files_content=check_files_content)
+    except DataError as error:  # the scan's message names a data folder: say it is the --meta-data one
+        raise DataError(f"--meta-data: {error}") from None
+
+
+def _check_source(meta_scan, config: TrainConfig, scan) -> None:
     if meta_scan.modality != scan.modality:
         raise UserError(f"--meta-data holds {meta_scan.modality} files but the target folder holds {scan.modality} "
                         f"files. Use a source folder of {scan.modality} files. Received: --meta-data {config.meta_data}")
     check_disjoint_meta_classes(meta_scan.class_names, scan.class_names)
+
+
+def _source_pools(config: TrainConfig, scan) -> MetaPools:
+    meta_scan = _scan_source(config)
+    require_trainable(meta_scan, min_per_class=2)
+    _check_source(meta_scan, config, scan)
     examples = list(meta_scan.examples)
     names = meta_scan.class_names
     holdout = hold_out_classes(names, config.ways, config.seed)

@@ -122,5 +122,9 @@ def require_complete_run(run_dir: str | Path) -> Path:
         raise UserError(f"{str(run_dir)!r} is an unfinished run (training did not complete). Train again or pick another run.")
     missing = [name for name in (MODEL_FILE, METADATA_FILE) if not (run_dir / name).is_file()]
     if missing:
-        raise UserError(f"{str(run_dir)!r} is not a metatune run directory: missing {missing}.")
+        if (run_dir / CONFIG_FILE).is_file():  # a run of ours that lost files: how to get them back
+            raise UserError(f"{str(run_dir)!r} is a damaged run directory: {', '.join(missing)} missing. "
+                            f"{retrain_remedy(run_dir)}")
+        raise UserError(f"{str(run_dir)!r} is not a metatune run directory: missing {missing}. Pass a folder "
+                        "written by train.py.")
     return run_dir

@@ -41,6 +41,7 @@ from app.refit import (REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, RefitDecision, 
 from app.strategies import TrainingJob, strategy_for
 from app.label_issue_run import exclude_from_training, log_label_issues, not_ranked, rank_label_issues
 from app.label_issues import require_enough_for_folds
+from app.meta_pools import check_source_folder, unused_source_warning
 from app.open_set import fit_run_detector
 from app.unknown_store import DETECTOR_FILE
 from app.precision import apply_precision
@@ -254,9 +255,11 @@ def _prepare(config: TrainConfig) -> _Prepared:
         raise UserError("No validation files: every class needs at least 2 training files or a val/ folder.")
     if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work
         require_enough_for_folds([e.label for e in train_examples + val_examples], scan.class_names)
-    for warning in (unused_mixup_warning(config, scan.modality), unused_pair_loss_warning(config, scan.modality)):
+    for warning in (unused_mixup_warning(config, scan.modality), unused_pair_loss_warning(config, scan.modality),
+                    unused_source_warning(config)):
         if warning:
             logger.warning(warning)
+    check_source_folder(config, scan)  # a wrong --meta-data folder is refused before any work
 
     # Build the backbone before creating the run directory: missing weights (offline
     # downloads, bad paths) fail here, within seconds, leaving nothing behind.
@@ -449,6 +452,8 @@ def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job:
     ).write(run_dir)
     rd.mark_complete(run_dir)
     job.context.checkpoints.remove()  # only needed to resume (a crash before this only leaves them behind)
-    logger.info("Done: best validation accuracy %.4f (loss %.4f) after %d epochs in %.1f s. Run directory: %s",
-                result.val_accuracy, result.val_loss, epochs_trained, wall_time, run_dir)
+    refit_count = sum(e["phase"] in REFIT_PHASES for e in history)
+    logger.info("Done: best validation accuracy %.4f (loss %.4f); %d epochs%s in %.1f s. Run directory: %s",
+                result.val_accuracy, result.val_loss, epochs_trained,
+                f" ({refit_count} of them the refit on train + validation)" if refit_count else "", wall_time, run_dir)
     return TrainResult(run_dir, result.val_accuracy, result.val_loss, epochs_trained, wall_time)

@@ -256,6 +256,22 @@ def test_meta_data_of_the_other_modality_is_one_error(colour_folder, tmp_path, c
                        str(texts), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
     err = capsys.readouterr().err
     assert "holds text files but the target folder holds image files" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # refused before the run directory is made
+
+
+def test_a_missing_meta_data_folder_is_named_before_any_work(colour_folder, tmp_path, capsys):
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
+                       str(tmp_path / "typo"), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
+    err = capsys.readouterr().err
+    assert f"--meta-data: Data folder does not exist. Received: '{tmp_path / 'typo'}'" in err and "Traceback" not in err
+    assert "Features for" not in err and not (tmp_path / "run").exists()
+
+
+def test_meta_data_with_a_transfer_strategy_says_it_does_nothing(colour_folder, tmp_path, capsys):
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "linear", "--meta-data",
+                       str(tmp_path / "anything"), "--output", str(tmp_path / "run"), "--epochs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "has no effect with --strategy linear" in err and "--backbone RUN_DIR" in err
 
 
 def test_refit_no_keeps_the_prototypes_of_the_training_split(colour_folder, tmp_path):

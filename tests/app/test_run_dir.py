@@ -42,3 +42,15 @@ def test_missing_files_are_named(tmp_path):
     (tmp_path / "r").mkdir()
     with pytest.raises(UserError, match="model.keras"):
         rd.require_complete_run(tmp_path / "r")
+
+
+def test_a_run_that_lost_a_file_gets_the_retrain_remedy(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / rd.MODEL_FILE).write_text("x")
+    with pytest.raises(UserError, match="not a metatune run directory.*written by train.py"):
+        rd.require_complete_run(run)  # no config.json either: not ours
+    rd.write_json(run / rd.CONFIG_FILE, {"data_dir": "d"})
+    with pytest.raises(UserError, match=r"damaged run directory: metadata.json missing\. Train the run again "
+                                        r"\(python train.py --config .*config.json --output NEW_RUN_DIR\)"):
+        rd.require_complete_run(run)

@@ -1,0 +1,31 @@
+import logging
+
+from app.input_files import MAX_SKIP_WARNINGS, collect_inputs
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_many_skipped_files_are_named_up_to_a_limit_then_counted(tmp_path):
+    for i in range(MAX_SKIP_WARNINGS + 5):
+        (tmp_path / f"{i:02d}.txt").write_text("not an image")
+    (tmp_path / "notes.md").write_text("x")
+    handler = _Records()
+    logger = logging.getLogger("app.input_files")
+    logger.addHandler(handler)
+    try:
+        usable, skipped = collect_inputs([str(tmp_path), str(tmp_path / "gone.png")], "image")
+    finally:
+        logger.removeHandler(handler)
+    assert usable == [] and len(skipped) == MAX_SKIP_WARNINGS + 7  # every one is still returned
+    named = [m for m in handler.messages if not m.startswith("Skipped 7 more")]
+    assert len(named) == MAX_SKIP_WARNINGS and len(handler.messages) == MAX_SKIP_WARNINGS + 1
+    summary = handler.messages[-1]
+    assert "gone.png: no such file or folder" in handler.messages[0]
+    assert summary == "Skipped 7 more files: 6 x not an image file (extension '.txt'); 1 x not an image file (extension '.md')"
