@@ -20,7 +20,7 @@ from pathlib import Path
 
 from app.config import META_STRATEGIES, TrainConfig
 from app.errors import UserError
-from data.episodes import check_disjoint_meta_classes
+from data.episodes import EpisodeSampler, check_disjoint_meta_classes
 from data.errors import DataError
 from data.meta_pools import (CLASSIC_LAYOUT_WAYS_MULTIPLE, EpisodeShape, fit_training_queries, hold_out_classes,
                              holdout_examples, validation_shape)
@@ -79,10 +79,16 @@ def _target_pools(config: TrainConfig, scan, train_examples, val_examples) -> Me
 
 def check_source_folder(config: TrainConfig, scan) -> None:
     """The `--meta-data` checks that need no file contents (the folder exists, holds the target's modality, shares
-    no class with it), made before the run directory exists: a mistyped or wrong source then costs no feature pass
-    and leaves no INCOMPLETE run behind. `_source_pools` checks the files themselves later."""
+    no class with it, can fill the episodes asked for), made before the run directory exists: a mistyped or wrong
+    source then costs no feature pass and leaves no INCOMPLETE run behind. `_source_pools` checks the files
+    themselves later."""
     if config.meta_data and config.strategy in META_STRATEGIES:
-        _check_source(_scan_source(config, check_files_content=False), config, scan)
+        # The listing's counts: files that later fail their content check only make the real pools smaller,
+        # and the same checks run on them again then.
+        pools = _with_shapes(config, _pools_of_source(_scan_source(config, check_files_content=False), config, scan))
+        shape = pools.train_shape
+        EpisodeSampler(pools.train_labels, shape.ways, shape.shots, shape.queries, class_names=pools.class_names,
+                       warn_unused=False)  # raises when the source cannot fill one episode
 
 
 def unused_source_warning(config: TrainConfig) -> str | None:
@@ -110,7 +116,10 @@ def _check_source(meta_scan, config: TrainConfig, scan) -> None:
 
 
 def _source_pools(config: TrainConfig, scan) -> MetaPools:
-    meta_scan = _scan_source(config)
+    return _pools_of_source(_scan_source(config), config, scan)
+
+
+def _pools_of_source(meta_scan, config: TrainConfig, scan) -> MetaPools:
     require_trainable(meta_scan, min_per_class=2)
     _check_source(meta_scan, config, scan)
     examples = list(meta_scan.examples)

@@ -244,6 +244,7 @@ def test_a_source_that_cannot_fill_the_episodes_is_one_error(colour_folder, tmp_
                        str(meta), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
     err = capsys.readouterr().err
     assert "3-way episode needs 3 classes with at least 4 (shots=2 + queries=2)" in err and "Traceback" not in err
+    assert "Features for" not in err and not (tmp_path / "run").exists()  # refused before any work
 
 
 def test_meta_data_of_the_other_modality_is_one_error(colour_folder, tmp_path, capsys):
