@@ -87,8 +87,11 @@ def check_source_folder(config: TrainConfig, scan) -> None:
         # and the same checks run on them again then.
         pools = _with_shapes(config, _pools_of_source(_scan_source(config, check_files_content=False), config, scan))
         shape = pools.train_shape
-        EpisodeSampler(pools.train_labels, shape.ways, shape.shots, shape.queries, class_names=pools.class_names,
-                       warn_unused=False)  # raises when the source cannot fill one episode
+        try:  # raises when the source cannot fill one episode
+            EpisodeSampler(pools.train_labels, shape.ways, shape.shots, shape.queries, class_names=pools.class_names,
+                           warn_unused=False)
+        except DataError as error:
+            raise DataError(f"--meta-data {config.meta_data}: {error}") from None
 
 
 def unused_source_warning(config: TrainConfig) -> str | None:
