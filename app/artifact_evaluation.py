@@ -25,9 +25,24 @@ def artifact_label(path: str | Path) -> str:
     return kind
 
 
+def check_exported_from(run, artifact: str | Path) -> None:
+    """A UserError when the export's parity.json says it was exported from another run (another class list or
+    other output weights: the metadata's class_digest). Exports without it (copied without their parity.json,
+    or written before it held the digest) can only be checked by their class count and input shape."""
+    kind, located = locate(artifact)
+    parity = (located if kind == "savedmodel" else located.parent) / PARITY_FILE
+    report = rd.read_json(parity) if parity.is_file() else {}
+    exported = report.get("class_digest")
+    if exported is not None and run.metadata.class_digest is not None and exported != run.metadata.class_digest:
+        raise UserError(f"{str(artifact)!r} was exported from another run ({report.get('run_dir', 'not named')}: "
+                        f"its classes or weights differ "
+                        f"from {str(run.path)!r}'s). Pass an export of this run (python export.py {run.path}).")
+
+
 def predict_with_artifact(run, artifact: str | Path, examples: list[Example], batch_size: int) -> tuple[np.ndarray, dict]:
     """(probabilities [n, classes], what was evaluated) for `run`'s chosen examples through the artifact."""
     spec = InputSpec(run.modality, run.metadata.image_size, run.resize)
+    check_exported_from(run, artifact)
     kind, predictor = load_predictor(artifact, spec)
     logger.info("Evaluating the exported %s %s instead of model.keras", kind, artifact)
     probabilities = predictor.predict_examples(examples, batch_size)

@@ -205,7 +205,9 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
             if len(served) < len(paths):
                 notes.append(f"{len(paths) - len(served)} held-out file(s) are WebP/TIFF, which the graph cannot "
                              "decode: checked through the pixels signature only")
-            request_json["files"] = [paths[i] for i in served]
+            # Absolute: the probe process runs in the scratch folder, and a run trained on a relative DATA_DIR
+            # records its files relative to the folder it was trained (and is exported) from.
+            request_json["files"] = [str(Path(paths[i]).resolve()) for i in served]
             pixels_file = Path(scratch) / "pixels.npy"
             np.save(pixels_file, np.stack([load_image(p, spec.image_size, spec.resize) for p in paths]))
             request_json["pixels"] = str(pixels_file)
@@ -238,7 +240,7 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
                "pixels": {"pixels": f"uint8 [batch, {spec.image_size[0]}, {spec.image_size[1]}, 3] "
                                     f"(resized '{spec.resize}' as in training)"}})
     return ParityReport("savedmodel", "none", "", str(run.path), run.class_names, inputs, "", checks, notes,
-                        unknown_checks)
+                        unknown_checks, run.metadata.class_digest)
 
 
 def _unknown_serving(run: LoadedRun):
@@ -313,7 +315,8 @@ def _export_litert(run: LoadedRun, staging: Path, examples: list[Example], repre
                        f"'{spec.resize}' as in training (Pillow BILINEAR)",
               "output": "float32 probabilities [batch, classes], classes in labels.txt order"}
     notes = [f"{len(representative)} training files calibrated the int8 ranges"] if representative else []
-    return ParityReport("litert", request.quantize, "", str(run.path), run.class_names, inputs, "", [check], notes)
+    return ParityReport("litert", request.quantize, "", str(run.path), run.class_names, inputs, "", [check], notes,
+                        class_digest=run.metadata.class_digest)
 
 
 def _litert_installed() -> bool:

@@ -116,6 +116,9 @@ class ParityReport:
     checks: list[ParityCheck]
     notes: list[str] = field(default_factory=list)
     unknown_checks: list[UnknownParityCheck] = field(default_factory=list)  # a run with an unknown-class detector
+    # The exported run's metadata class_digest (its class list and output weights, app/run_integrity.py): what
+    # `evaluate.py --artifact` checks an export against, so that another run's export is refused.
+    class_digest: str | None = None
 
     @property
     def passed(self) -> bool:

@@ -71,10 +71,21 @@ def archive_problem(path: Path) -> str | None:
     return None if bad is None else f"damaged (bad CRC in {bad!r})"
 
 
+def check_output_path(path: str | Path) -> None:
+    """A UserError when `--output` cannot become a run directory: an existing file, or a path under one."""
+    path = Path(path).expanduser()
+    blocker = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
+    if blocker is not None and not blocker.is_dir():
+        where = "is a file" if blocker == path else f"is under {str(blocker)!r}, which is a file"
+        raise UserError(f"--output must be a new or empty folder, but {str(path)!r} {where}. Received: --output "
+                        f"{str(path)!r}. Choose a folder path.")
+
+
 def create_run_dir(path: Path) -> Path:
     """A new run directory with its INCOMPLETE marker. The caller may already hold its lock
     (app/run_lock.py): the lock file does not count as content."""
     path = Path(path)
+    check_output_path(path)
     if path.exists() and any(entry.name != LOCK_FILE for entry in path.iterdir()):
         raise UserError(f"Run directory already exists and is not empty. Received: --output {str(path)!r}. Choose a new one.")
     path.mkdir(parents=True, exist_ok=True)
@@ -119,7 +130,8 @@ def require_complete_run(run_dir: str | Path) -> Path:
     if not run_dir.is_dir():
         raise UserError(f"Run directory not found. Received: {str(run_dir)!r}. Pass a folder written by train.py.")
     if (run_dir / INCOMPLETE_MARKER).exists():
-        raise UserError(f"{str(run_dir)!r} is an unfinished run (training did not complete). Train again or pick another run.")
+        raise UserError(f"{str(run_dir)!r} is an unfinished run (training did not complete). Continue it with python "
+                        f"train.py --resume {run_dir}, or pick another run.")
     missing = [name for name in (MODEL_FILE, METADATA_FILE) if not (run_dir / name).is_file()]
     if missing:
         if (run_dir / CONFIG_FILE).is_file():  # a run of ours that lost files: how to get them back

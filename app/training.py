@@ -157,6 +157,8 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
 def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainResult:
     started = time.perf_counter()
     config.validate()
+    if config.output and resume_dir is None:
+        rd.check_output_path(config.output)  # before any work, as the other checks of what the user typed
     # Refuses what cannot run distributed before any work starts.
     distribution = resolve_distribution(config.distribute, config.batch_size,
                                         config.meta_batch_size if config.strategy in META_STRATEGIES else None,

@@ -103,3 +103,14 @@ def test_output_directory_with_files_is_not_overwritten(tmp_path, capsys):
     assert train.main([str(data), *FAST, "--output", str(tmp_path / "run")]) == 2
     assert_clean_error(capsys, "not empty")
     assert (tmp_path / "run" / "precious.txt").read_text() == "keep"
+
+
+def test_output_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    data = make_folder(tmp_path / "data")
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep")
+    assert train.main([str(data), *FAST, "--output", str(afile)]) == 2
+    assert_clean_error(capsys, "is a file", "Choose a folder path")
+    assert train.main([str(data), *FAST, "--output", str(afile / "run")]) == 2
+    assert_clean_error(capsys, "which is a file")
+    assert afile.read_text() == "keep"

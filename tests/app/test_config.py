@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from app.errors import UserError
 def test_cli_flags_map_to_config_and_round_trip_through_dict():
     config, modes = config_from_args(["data", "--epochs", "3", "--learning-rate", "0.01", "--image-size", "64"])
     assert modes.check is False
-    assert (config.data_dir, config.epochs, config.learning_rate, config.image_size) == ("data", 3, 0.01, 64)
+    assert (config.data_dir, config.epochs, config.learning_rate, config.image_size) == (os.path.abspath("data"), 3, 0.01, 64)
     assert TrainConfig.from_dict(config.to_dict()) == config
 
 
@@ -64,7 +65,7 @@ def test_yaml_file_sets_values_and_typed_flags_override_it(tmp_path):
     path = write(tmp_path / "run.yaml", "data_dir: from_file\nepochs: 5\nbatch_size: 8\nlearning_rate: 1e-3\n"
                                         "augment: false\nunfreeze: 3\n")
     config, modes = config_from_args(["--config", path, "--epochs", "7"])
-    assert (config.data_dir, config.epochs, config.batch_size) == ("from_file", 7, 8)
+    assert (config.data_dir, config.epochs, config.batch_size) == (os.path.abspath("from_file"), 7, 8)
     # PyYAML alone reads 1e-3 as a string; the loader reads it as the float everyone means.
     assert (config.learning_rate, config.augment, config.unfreeze) == (0.001, False, "3")
     assert (modes.check, modes.resume) == (False, None)
@@ -79,7 +80,7 @@ def test_a_flag_typed_at_its_default_value_still_overrides_the_file(tmp_path):
 def test_positional_data_dir_overrides_the_file(tmp_path):
     path = write(tmp_path / "run.json", json.dumps({"data_dir": "from_file", "seed": 1}))
     config, _ = config_from_args(["from_cli", "--config", path])
-    assert (config.data_dir, config.seed) == ("from_cli", 1)
+    assert (config.data_dir, config.seed) == (os.path.abspath("from_cli"), 1)
 
 
 def test_missing_data_dir_everywhere_is_a_clear_error(tmp_path):
@@ -100,7 +101,7 @@ def test_resolved_config_json_reruns_the_same_configuration(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(original.to_dict(), indent=2))
     config, _ = config_from_args(["--config", str(path), "--output", "x"])
-    assert config == dataclasses.replace(original, output="x")
+    assert config == dataclasses.replace(original, output="x", data_dir=os.path.abspath("some/data"))
 
 
 @pytest.mark.parametrize("text,received", [
@@ -158,7 +159,7 @@ def test_missing_config_file_names_the_path(tmp_path):
 def test_an_empty_yaml_file_sets_nothing(tmp_path):
     path = write(tmp_path / "empty.yaml", "# nothing yet\n")
     config, _ = config_from_args(["d", "--config", path])
-    assert config == TrainConfig(data_dir="d")
+    assert config == TrainConfig(data_dir=os.path.abspath("d"))
 
 
 # ---------------------------------------------------------------- --resume RUN_DIR
@@ -241,3 +242,12 @@ def test_finetune_options_the_user_gave_are_never_replaced():
     filled = config.apply_modality_defaults("image", 100)
     assert (config.unfreeze, config.mixup) == ("3", 0.0) and set(filled) == {"finetune_learning_rate", "lr_decay"}
     assert config.apply_modality_defaults("image") == {}  # a resumed run's config.json: nothing left to fill
+
+
+def test_data_folders_are_recorded_as_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
+    config, _ = config_from_args(["data/train", "--meta-data", "link/source", "--strategy", "protonet"])
+    # Relative to where train.py ran, symlinks kept: --resume, evaluate.py and export.py may run elsewhere.
+    assert config.data_dir == str(tmp_path / "data" / "train")
+    assert config.meta_data == str(tmp_path / "link" / "source")

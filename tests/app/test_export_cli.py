@@ -173,6 +173,23 @@ def test_text_savedmodel_takes_raw_strings_and_litert_is_refused(text_run, capsy
     assert not (run / "export").exists()
 
 
+def test_a_run_on_a_relative_folder_exports_and_another_runs_export_is_refused(image_run, tmp_path, monkeypatch,
+                                                                              capsys):
+    run, data = image_run
+    (tmp_path / "data").symlink_to(data, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)  # trained and exported from here, its files recorded as data/<class>/<file>
+    other = tmp_path / "other"
+    assert train.main(["data", "--backbone", "tiny_image", "--epochs", "3", "--test-fraction", "0.25", "--seed", "4",
+                       "--output", str(other)]) == 0
+    assert export.main([str(other)]) == 0  # the probe process runs elsewhere: it gets absolute paths
+    parity = json.loads((other / "export" / "savedmodel" / "parity.json").read_text())
+    assert parity["passed"] and parity["class_digest"] == rd.read_json(other / rd.METADATA_FILE)["class_digest"]
+    capsys.readouterr()
+    # Same classes and input shape, other weights: the digest tells the export apart.
+    assert evaluate.main([str(run), str(data), "--artifact", str(other / "export" / "savedmodel")]) == 2
+    _assert_one_error(capsys, "was exported from another run", f"python export.py {run}")
+
+
 def test_meta_run_exports_the_same_plain_classifier(tmp_path):
     data = _image_folder(tmp_path / "data")
     run = tmp_path / "run"

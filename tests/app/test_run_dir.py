@@ -54,3 +54,14 @@ def test_a_run_that_lost_a_file_gets_the_retrain_remedy(tmp_path):
     with pytest.raises(UserError, match=r"damaged run directory: metadata.json missing\. Train the run again "
                                         r"\(python train.py --config .*config.json --output NEW_RUN_DIR\)"):
         rd.require_complete_run(run)
+
+
+def test_an_output_path_that_is_or_lies_under_a_file_is_one_clear_error(tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    with pytest.raises(UserError, match=r"--output must be a new or empty folder, but .*notes.txt' is a file"):
+        rd.create_run_dir(afile)
+    with pytest.raises(UserError, match=r"notes.txt/run' is under .*notes.txt', which is a file"):
+        rd.create_run_dir(afile / "run")
+    assert afile.read_text() == "keep me"
+    rd.check_output_path(tmp_path / "new" / "run")  # nothing there yet: fine
