@@ -530,7 +530,9 @@ def _resume_config(run_dir: str, others: dict) -> TrainConfig:
                         f"Received: {_format_options(others)}")
     path = Path(run_dir)
     if not path.is_dir():
-        raise UserError(f"Run directory not found: {run_dir!r}. Received: --resume {run_dir}")
+        what = f"{run_dir!r} is a file, not a run directory" if path.exists() else f"Run directory not found: {run_dir!r}"
+        raise UserError(f"{what}. Received: --resume {run_dir}. Pass the folder of the run to continue (train.py's "
+                        "--output).")
     config_path = path / CONFIG_FILE  # training writes it before the first epoch
     if not config_path.is_file():
         raise UserError(f"{run_dir!r} has no config.json, so it is not a metatune run directory (or its training "

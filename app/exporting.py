@@ -85,7 +85,8 @@ def export_run(request: ExportRequest) -> ExportResult:
             "with TF Serving built with tensorflow-text ops, or load it with `import tensorflow_text`).")
     output = Path(request.output).expanduser() if request.output else run.path / "export" / request.label
     if output.exists():
-        raise UserError(f"The output path already exists. Received: --output {str(output)!r}. Choose a new path, "
+        given = f"--output {str(output)!r}" if request.output else f"{str(output)!r} (the default place; no --output)"
+        raise UserError(f"The output path already exists. Received: {given}. Choose a new path with --output, "
                         "or delete the old export first.")
     examples, files_note = held_out_examples(run)
     representative = representative_paths(run, request.representative_files) if request.quantize == "int8" else []

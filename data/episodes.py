@@ -111,10 +111,11 @@ class EpisodeSampler:
         small = self._too_small()
         need = f"{self.per_class} (shots={self.shots} + queries={self.queries})"
         if len(self.eligible) < self.ways:
-            too_small = _describe_counts(small, self.class_names) if small else "none"
+            too_small = (f"Too small: {_describe_counts(small, self.class_names)}. " if small
+                         else f"There are only {len(self._members)} classes. ")
             raise DataError(
                 f"A {self.ways}-way episode needs {self.ways} classes with at least {need} examples each; "
-                f"only {len(self.eligible)} of {len(self._members)} classes have that many. Too small: {too_small}. "
+                f"only {len(self.eligible)} of {len(self._members)} classes have that many. {too_small}"
                 "Use fewer shots or queries (--shots, --queries), fewer ways (--ways), or add examples. "
                 f"Received: ways={self.ways}, shots={self.shots}, queries={self.queries}"
             )

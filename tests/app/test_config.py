@@ -198,6 +198,9 @@ def test_resume_of_a_missing_run_or_config_is_a_clear_error(tmp_path):
         config_from_args(["--resume", str(tmp_path / "missing")])
     with pytest.raises(UserError, match=r"has no config\.json"):
         config_from_args(["--resume", str(tmp_path)])
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match=r"afile' is a file, not a run directory"):
+        config_from_args(["--resume", str(tmp_path / "afile")])
 
 
 def test_resume_validates_the_saved_config(run_dir):
