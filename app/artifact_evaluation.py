@@ -2,41 +2,60 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from app import run_dir as rd
 from app.artifacts import PARITY_FILE, InputSpec, load_predictor, locate
 from app.errors import UserError
 from data.records import Example
 
 logger = logging.getLogger(__name__)
+_reported_unreadable: set[str] = set()  # parity.json files already warned about (the label and the check read it)
 
 
 def artifact_label(path: str | Path) -> str:
     """savedmodel, or litert-<quantization> (from the export's parity.json when it is there)."""
     kind, located = locate(path)
-    parity = (located if kind == "savedmodel" else located.parent) / PARITY_FILE
-    if kind == "litert" and parity.is_file():
-        quantize = rd.read_json(parity).get("quantize", "none")
+    if kind == "litert":
+        quantize = _parity_report(kind, located).get("quantize", "none")
         return f"litert-{'float32' if quantize == 'none' else quantize}"
     return kind
+
+
+def _parity_report(kind: str, located: Path) -> dict:
+    """The export's parity.json ({} when it is not there, or, with a warning, when it cannot be read: it only
+    labels the report and names the exported run, and the artifact itself is checked as it loads)."""
+    parity = (located if kind == "savedmodel" else located.parent) / PARITY_FILE
+    if not parity.is_file():
+        return {}
+    try:
+        report = json.loads(parity.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        report = error
+    if not isinstance(report, dict):
+        if str(parity) in _reported_unreadable:
+            return {}
+        _reported_unreadable.add(str(parity))
+        logger.warning("%s is unreadable or not an export's report (%s); evaluating the artifact without it (which "
+                       "run it came from is then not checked)", parity, report if isinstance(report, Exception)
+                       else type(report).__name__)
+        return {}
+    return report
 
 
 def check_exported_from(run, artifact: str | Path) -> None:
     """A UserError when the export's parity.json says it was exported from another run (another class list or
     other output weights: the metadata's class_digest). Exports without it (copied without their parity.json,
     or written before it held the digest) can only be checked by their class count and input shape."""
-    kind, located = locate(artifact)
-    parity = (located if kind == "savedmodel" else located.parent) / PARITY_FILE
-    report = rd.read_json(parity) if parity.is_file() else {}
+    report = _parity_report(*locate(artifact))
     exported = report.get("class_digest")
     if exported is not None and run.metadata.class_digest is not None and exported != run.metadata.class_digest:
         raise UserError(f"{str(artifact)!r} was exported from another run ({report.get('run_dir', 'not named')}: "
-                        f"its classes or weights differ "
-                        f"from {str(run.path)!r}'s). Pass an export of this run (python export.py {run.path}).")
+                        f"its classes or weights differ from those of {str(run.path)!r}). Pass an export of this run "
+                        f"(python export.py {run.path}).")
 
 
 def predict_with_artifact(run, artifact: str | Path, examples: list[Example], batch_size: int) -> tuple[np.ndarray, dict]:

@@ -10,7 +10,6 @@ import dataclasses
 import difflib
 import json
 import math
-import os
 import re
 import sys
 from collections.abc import Mapping
@@ -514,12 +513,13 @@ def _merged_config(config_file: str | None, flags: dict) -> TrainConfig:
         source = f" and {_file_label(config_file)} sets no data_dir" if config_file else ""
         raise UserError(f"No data folder: pass DATA_DIR (python train.py DATA_DIR ...) or set data_dir in a "
                         f"--config file. Received no DATA_DIR argument{source}")
-    # Data folders as absolute paths (symlinks kept): the run records them (config.json, manifest.json,
-    # metadata.json), and a relative one would point elsewhere for `--resume`, `evaluate.py` (which must
-    # recognise the training folder to evaluate on held-out files only) or `export.py` run from another folder.
+    # Data folders as absolute paths (as typed under the working folder: symlinks and ".." kept, which
+    # os.path.abspath would fold before the filesystem follows a link): the run records them (config.json,
+    # manifest.json, metadata.json), and a relative one would point elsewhere for `--resume`, `evaluate.py`
+    # (which must recognise the training folder to evaluate on held-out files only) or `export.py` run elsewhere.
     for key in ("data_dir", "meta_data"):
         if isinstance(values.get(key), str) and values[key]:
-            values[key] = os.path.abspath(os.path.expanduser(values[key]))
+            values[key] = str(Path(values[key]).expanduser().absolute())
     return TrainConfig.from_dict(values, where)
 
 

@@ -83,7 +83,9 @@ def export_run(request: ExportRequest) -> ExportResult:
             "tensorflow-text ops) is not a LiteRT builtin op, so the .tflite would need TensorFlow ops (the Flex "
             "delegate) that phones and microcontrollers do not have. Export it with --format savedmodel (serve it "
             "with TF Serving built with tensorflow-text ops, or load it with `import tensorflow_text`).")
-    output = Path(request.output).expanduser() if request.output else run.path / "export" / request.label
+    # Absolute: the SavedModel check runs in another process, in a scratch folder (a relative RUN_DIR or --output
+    # would not point at the export there).
+    output = (Path(request.output).expanduser() if request.output else run.path / "export" / request.label).absolute()
     if output.exists():
         given = f"--output {str(output)!r}" if request.output else f"{str(output)!r} (the default place; no --output)"
         raise UserError(f"The output path already exists. Received: {given}. Choose a new path with --output, "
@@ -206,8 +208,8 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
             if len(served) < len(paths):
                 notes.append(f"{len(paths) - len(served)} held-out file(s) are WebP/TIFF, which the graph cannot "
                              "decode: checked through the pixels signature only")
-            # Absolute: the probe process runs in the scratch folder, and a run trained on a relative DATA_DIR
-            # records its files relative to the folder it was trained (and is exported) from.
+            # Absolute: the probe process runs in the scratch folder, and runs trained before data folders were
+            # recorded as absolute paths hold theirs relative to the folder they were trained (and exported) from.
             request_json["files"] = [str(Path(paths[i]).resolve()) for i in served]
             pixels_file = Path(scratch) / "pixels.npy"
             np.save(pixels_file, np.stack([load_image(p, spec.image_size, spec.resize) for p in paths]))

@@ -45,7 +45,8 @@ def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], li
         logger.warning("Skipped %s: %s", item.path, item.reason)
     if len(skipped) > MAX_SKIP_WARNINGS:
         reasons = Counter(item.reason for item in skipped[MAX_SKIP_WARNINGS:])
-        logger.warning("Skipped %d more files: %s", len(skipped) - MAX_SKIP_WARNINGS,
+        more = len(skipped) - MAX_SKIP_WARNINGS
+        logger.warning("Skipped %d more file%s: %s", more, "s" if more > 1 else "",
                        "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
                        + ("; ..." if len(reasons) > 3 else ""))
     return usable, skipped

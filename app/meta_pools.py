@@ -15,12 +15,13 @@ The test split is never in a pool.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.config import META_STRATEGIES, TrainConfig
 from app.errors import UserError
-from data.episodes import EpisodeSampler, check_disjoint_meta_classes
+from data.episodes import check_disjoint_meta_classes
 from data.errors import DataError
 from data.meta_pools import (CLASSIC_LAYOUT_WAYS_MULTIPLE, EpisodeShape, fit_training_queries, hold_out_classes,
                              holdout_examples, validation_shape)
@@ -78,20 +79,23 @@ def _target_pools(config: TrainConfig, scan, train_examples, val_examples) -> Me
 
 
 def check_source_folder(config: TrainConfig, scan) -> None:
-    """The `--meta-data` checks that need no file contents (the folder exists, holds the target's modality, shares
-    no class with it, can fill the episodes asked for), made before the run directory exists: a mistyped or wrong
-    source then costs no feature pass and leaves no INCOMPLETE run behind. `_source_pools` checks the files
-    themselves later."""
-    if config.meta_data and config.strategy in META_STRATEGIES:
-        # The listing's counts: files that later fail their content check only make the real pools smaller,
-        # and the same checks run on them again then.
-        pools = _with_shapes(config, _pools_of_source(_scan_source(config, check_files_content=False), config, scan))
-        shape = pools.train_shape
-        try:  # raises when the source cannot fill one episode
-            EpisodeSampler(pools.train_labels, shape.ways, shape.shots, shape.queries, class_names=pools.class_names,
-                           warn_unused=False)
-        except DataError as error:
-            raise DataError(f"--meta-data {config.meta_data}: {error}") from None
+    """The `--meta-data` checks that need no file contents, made before the run directory exists, so that a
+    mistyped or wrong source costs no feature pass and leaves no INCOMPLETE run behind: the folder exists and
+    holds files of the target's modality, shares no class with the target, and has `--ways` classes with at least
+    `--shots` + 1 files (the least any episode needs: queries are fitted down to 1). Only conditions the checked
+    files cannot improve on: `_source_pools` makes the exact checks on them later."""
+    if not config.meta_data or config.strategy not in META_STRATEGIES:
+        return
+    listing = _scan_source(config, check_files_content=False)
+    _check_source(listing, config, scan)
+    counts = Counter(e.label for e in listing.examples if e.split in (None, "train", "val"))
+    need = config.shots + 1
+    enough = sum(n >= need for n in counts.values())
+    if enough < config.ways:
+        raise DataError(f"--meta-data {config.meta_data}: a {config.ways}-way {config.shots}-shot episode needs "
+                        f"{config.ways} classes with at least {need} files each (the shots and one query); only "
+                        f"{enough} of its {len(listing.class_names)} classes have that many. Use fewer ways or shots "
+                        f"(--ways, --shots) or add files. Received: ways={config.ways}, shots={config.shots}")
 
 
 def unused_source_warning(config: TrainConfig) -> str | None:
@@ -105,10 +109,10 @@ def unused_source_warning(config: TrainConfig) -> str | None:
 
 
 def _scan_source(config: TrainConfig, check_files_content: bool = True):
-    try:
-        return scan_folder(config.meta_data, check_files_content=check_files_content)
+    try:  # the listing (no contents) is a first look: the full scan that follows reports the skipped files
+        return scan_folder(config.meta_data, check_files_content=check_files_content, quiet=not check_files_content)
     except DataError as error:  # the scan's message names a data folder: say it is the --meta-data one
-        raise DataError(f"--meta-data: {error}") from None
+        raise DataError(f"--meta-data {config.meta_data}: {error}") from None
 
 
 def _check_source(meta_scan, config: TrainConfig, scan) -> None:
@@ -116,14 +120,14 @@ def _check_source(meta_scan, config: TrainConfig, scan) -> None:
         raise UserError(f"--meta-data holds {meta_scan.modality} files but the target folder holds {scan.modality} "
                         f"files. Use a source folder of {scan.modality} files. Received: --meta-data {config.meta_data}")
     check_disjoint_meta_classes(meta_scan.class_names, scan.class_names)
+    try:
+        require_trainable(meta_scan, min_per_class=2)
+    except DataError as error:
+        raise DataError(f"--meta-data {config.meta_data}: {error}") from None
 
 
 def _source_pools(config: TrainConfig, scan) -> MetaPools:
-    return _pools_of_source(_scan_source(config), config, scan)
-
-
-def _pools_of_source(meta_scan, config: TrainConfig, scan) -> MetaPools:
-    require_trainable(meta_scan, min_per_class=2)
+    meta_scan = _scan_source(config)
     _check_source(meta_scan, config, scan)
     examples = list(meta_scan.examples)
     names = meta_scan.class_names

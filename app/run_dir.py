@@ -76,7 +76,8 @@ def check_output_path(path: str | Path) -> None:
     path = Path(path).expanduser()
     blocker = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
     if blocker is not None and not blocker.is_dir():
-        where = "is a file" if blocker == path else f"is under {str(blocker)!r}, which is a file"
+        kind = "a broken link" if blocker.is_symlink() and not blocker.exists() else "a file"
+        where = f"is {kind}" if blocker == path else f"is under {str(blocker)!r}, which is {kind}"
         raise UserError(f"--output must be a new or empty folder, but {str(path)!r} {where}. Received: --output "
                         f"{str(path)!r}. Choose a folder path.")
 

@@ -454,7 +454,7 @@ def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job:
     ).write(run_dir)
     rd.mark_complete(run_dir)
     job.context.checkpoints.remove()  # only needed to resume (a crash before this only leaves them behind)
-    refit_count = sum(e["phase"] in REFIT_PHASES for e in history)
+    refit_count = sum(e["phase"].startswith("refit") for e in history)  # refit_head, refit_finetune, refit_target_...
     logger.info("Done: best validation accuracy %.4f (loss %.4f); %d epochs%s in %.1f s. Run directory: %s",
                 result.val_accuracy, result.val_loss, epochs_trained,
                 f" ({refit_count} of them the refit on train + validation)" if refit_count else "", wall_time, run_dir)

@@ -81,7 +81,7 @@ class EpisodeSampler:
     """
 
     def __init__(self, labels: Sequence[int], ways: int, shots: int, queries: int, seed: int = 0,
-                 class_names: Sequence[str] | None = None, warn_unused: bool = True):
+                 class_names: Sequence[str] | None = None):
         self.ways = _check_count("ways", ways, 2)
         self.shots = _check_count("shots", shots, 1)
         self.queries = _check_count("queries", queries, 1)
@@ -94,7 +94,6 @@ class EpisodeSampler:
         self.pool_size = len(labels)
         # Members sorted by pool index, so the draw depends only on (labels, seed, episode number).
         self._members = {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
-        self._warn_unused = warn_unused  # False: only checking that episodes can be drawn (the real sampler warns)
         need = self.shots + self.queries
         self.eligible = np.array(sorted(c for c, m in self._members.items() if len(m) >= need), dtype=np.int64)
         self._check_enough_classes()
@@ -111,15 +110,15 @@ class EpisodeSampler:
         small = self._too_small()
         need = f"{self.per_class} (shots={self.shots} + queries={self.queries})"
         if len(self.eligible) < self.ways:
-            too_small = (f"Too small: {_describe_counts(small, self.class_names)}. " if small
-                         else f"There are only {len(self._members)} classes. ")
+            too_small = (f"Too small: {_describe_counts(small, self.class_names)}. Use fewer shots or queries "
+                         "(--shots, --queries), fewer ways (--ways), or add examples. " if small
+                         else f"There are only {len(self._members)} classes: use fewer ways (--ways) or add classes. ")
             raise DataError(
                 f"A {self.ways}-way episode needs {self.ways} classes with at least {need} examples each; "
                 f"only {len(self.eligible)} of {len(self._members)} classes have that many. {too_small}"
-                "Use fewer shots or queries (--shots, --queries), fewer ways (--ways), or add examples. "
                 f"Received: ways={self.ways}, shots={self.shots}, queries={self.queries}"
             )
-        if small and self._warn_unused:
+        if small:
             # Not an error: those classes are simply never drawn, but the user should know.
             logger.warning("%d classes have fewer than %s examples and are never used in episodes: %s",
                            len(small), need, _describe_counts(small, self.class_names))

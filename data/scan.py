@@ -132,8 +132,11 @@ def _list_candidates(root: Path, layout: str):
 
 
 def scan_folder(root: str | Path, check_files_content: bool = True, use_cache: bool = True,
-                workers: int | None = None) -> ScanResult:
-    """Scan `root`; raise DataError with an actionable message when it cannot be used."""
+                workers: int | None = None, quiet: bool = False) -> ScanResult:
+    """Scan `root`; raise DataError with an actionable message when it cannot be used.
+
+    `quiet`: no warnings about skipped files or empty class folders (a first look whose full scan follows and
+    reports them)."""
     root = Path(root).expanduser()
     if not root.exists():
         raise DataError(f"Data folder does not exist. Received: {str(root)!r}. Pass a folder laid out as DATA_DIR/<class>/<files>.")
@@ -192,12 +195,13 @@ def scan_folder(root: str | Path, check_files_content: bool = True, use_cache: b
         for split, c, p, check in kept
         if c in index
     ]
-    for item in skipped:
+    for item in [] if quiet else skipped:
         logger.warning("Skipped %s: %s", item.path, item.reason)
-    if empty_classes:
+    if empty_classes and not quiet:
         logger.warning("Class folders with no usable files (ignored): %s", empty_classes)
     if not examples:
-        raise DataError(f"No usable {modality} files in {str(root)!r}: all {len(skipped)} files were skipped (see the warnings above).")
+        why = (f"e.g. {skipped[0].path}: {skipped[0].reason}" if quiet and skipped else "see the warnings above")
+        raise DataError(f"No usable {modality} files in {str(root)!r}: all {len(skipped)} files were skipped ({why}).")
     result = ScanResult(str(root), layout, modality, class_names, examples, skipped, converted, empty_classes,
                         num_files_found=len(found) + len(loose_skipped))
     result.duplicates = find_duplicates(examples, class_names)

@@ -243,8 +243,18 @@ def test_a_source_that_cannot_fill_the_episodes_is_one_error(colour_folder, tmp_
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
                        str(meta), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
     err = capsys.readouterr().err
-    assert "3-way episode needs 3 classes with at least 4 (shots=2 + queries=2)" in err and "Traceback" not in err
+    assert (f"--meta-data {meta}: a 3-way 2-shot episode needs 3 classes with at least 3 files each (the shots and "
+            "one query); only 0 of its 3 classes have that many") in err and "Traceback" not in err
     assert "Features for" not in err and not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_a_source_the_listing_cannot_judge_is_left_to_the_checked_files(colour_folder, tmp_path, capsys):
+    # 3 files per class fill a 3-way 2-shot episode only with 1 query (fitted down from 2): the early check
+    # (which counts files, not their contents) lets it through, and the real pools decide.
+    meta = _folder(tmp_path / "meta", {f"c{i}": (80 * i, 250 - 80 * i, 90) for i in range(6)}, per_class=3, seed=3)
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
+                       str(meta), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 0
+    assert "fitted: --queries 2 is more than most classes hold" in capsys.readouterr().err
 
 
 def test_meta_data_of_the_other_modality_is_one_error(colour_folder, tmp_path, capsys):
@@ -264,7 +274,7 @@ def test_a_missing_meta_data_folder_is_named_before_any_work(colour_folder, tmp_
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
                        str(tmp_path / "typo"), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
     err = capsys.readouterr().err
-    assert f"--meta-data: Data folder does not exist. Received: '{tmp_path / 'typo'}'" in err and "Traceback" not in err
+    assert f"--meta-data {tmp_path / 'typo'}: Data folder does not exist." in err and "Traceback" not in err
     assert "Features for" not in err and not (tmp_path / "run").exists()
 
 

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+from pathlib import Path
 import re
 from pathlib import Path
 
@@ -252,5 +253,8 @@ def test_data_folders_are_recorded_as_absolute_paths(tmp_path, monkeypatch):
     (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
     config, _ = config_from_args(["data/train", "--meta-data", "link/source", "--strategy", "protonet"])
     # Relative to where train.py ran, symlinks kept: --resume, evaluate.py and export.py may run elsewhere.
-    assert config.data_dir == str(tmp_path / "data" / "train")
-    assert config.meta_data == str(tmp_path / "link" / "source")
+    here = Path.cwd()  # tmp_path itself may lie behind a symlink (macOS /var)
+    assert config.data_dir == str(here / "data" / "train")
+    assert config.meta_data == str(here / "link" / "source")
+    config, _ = config_from_args(["link/../data"])
+    assert config.data_dir == str(here / "link" / ".." / "data")  # ".." after a link is the filesystem's to follow

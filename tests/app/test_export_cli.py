@@ -177,11 +177,12 @@ def test_a_run_on_a_relative_folder_exports_and_another_runs_export_is_refused(i
                                                                               capsys):
     run, data = image_run
     (tmp_path / "data").symlink_to(data, target_is_directory=True)
-    monkeypatch.chdir(tmp_path)  # trained and exported from here, its files recorded as data/<class>/<file>
+    monkeypatch.chdir(tmp_path)  # trained and exported from here, every path typed relative
     other = tmp_path / "other"
     assert train.main(["data", "--backbone", "tiny_image", "--epochs", "3", "--test-fraction", "0.25", "--seed", "4",
-                       "--output", str(other)]) == 0
-    assert export.main([str(other)]) == 0  # the probe process runs elsewhere: it gets absolute paths
+                       "--output", "other"]) == 0
+    assert rd.read_json(other / rd.CONFIG_FILE)["data_dir"] == str(Path.cwd() / "data")
+    assert export.main(["other"]) == 0  # the SavedModel check runs in another folder: it gets absolute paths
     parity = json.loads((other / "export" / "savedmodel" / "parity.json").read_text())
     assert parity["passed"] and parity["class_digest"] == rd.read_json(other / rd.METADATA_FILE)["class_digest"]
     capsys.readouterr()
@@ -270,3 +271,19 @@ def test_export_failing_its_parity_check_writes_only_the_report(image_run, tmp_p
     assert not output.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["refused.parity-failed.json"]
     report = json.loads((tmp_path / "refused.parity-failed.json").read_text())
     assert report["passed"] is False and report["checks"][0]["num_files"] > 0
+
+
+def test_a_damaged_parity_report_does_not_block_evaluating_the_export(image_run, tmp_path, capsys):
+    import shutil
+
+    run, data = image_run
+    assert export.main([str(run), "--format", "litert", "--output", str(tmp_path / "lite")]) == 0
+    for content in ("{bad", "[1, 2]"):
+        copy = tmp_path / f"copy{len(content)}"
+        shutil.copytree(tmp_path / "lite", copy)
+        (copy / "parity.json").write_text(content)
+        capsys.readouterr()
+        assert evaluate.main([str(run), str(data), "--artifact", str(copy), "--bootstrap", "20",
+                              "--name", f"damaged{len(content)}"]) == 0
+        err = capsys.readouterr().err
+        assert err.count("is unreadable or not an export's report") == 1 and "Traceback" not in err
