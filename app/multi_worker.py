@@ -74,7 +74,7 @@ def multi_worker_run(config: TrainConfig, resume_dir, chief: bool, strategy) -> 
     """This worker's side of a multi-worker run (see the module docstring); peer failures raised
     inside become one UserError."""
     # config.validate() made sure of --output: the default name carries each worker's own start time.
-    run_dir = Path(resume_dir if resume_dir is not None else config.output)
+    run_dir = Path(resume_dir if resume_dir is not None else config.output).expanduser()
     scratch = None if chief else Path(tempfile.mkdtemp(prefix="metatune-worker-"))
     try:
         if scratch is None:

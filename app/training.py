@@ -116,7 +116,7 @@ def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manife
     """The run directory and the checkpoint to continue from (None: start at the beginning).
     The run directory's lock is taken into `locks` before anything in it is read or written."""
     if resume_dir is None:
-        run_dir = Path(config.output) if config.output else default_run_dir(config, backbone_name)
+        run_dir = Path(config.output).expanduser() if config.output else default_run_dir(config, backbone_name)
         rd.create_run_dir(run_dir)  # refuses a non-empty folder before the lock file is added to it
         locks.enter_context(RunLock(run_dir))
         return run_dir, None

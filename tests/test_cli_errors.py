@@ -114,3 +114,14 @@ def test_output_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
     assert train.main([str(data), *FAST, "--output", str(afile / "run")]) == 2
     assert_clean_error(capsys, "which is a file")
     assert afile.read_text() == "keep"
+
+
+def test_output_with_a_tilde_is_under_the_home_folder(tmp_path, monkeypatch):
+    data = make_folder(tmp_path / "data")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data_dir: {data}\noutput: ~/runs/first\n")  # a config file's "~" is not the shell's
+    assert train.main(["--config", str(config), *FAST]) == 0
+    assert (tmp_path / "home" / "runs" / "first" / rd.METADATA_FILE).is_file()
+    assert not (tmp_path / "~").exists()
