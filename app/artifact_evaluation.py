@@ -10,6 +10,7 @@ import numpy as np
 
 from app.artifacts import PARITY_FILE, InputSpec, load_predictor, locate
 from app.errors import UserError
+from app.run_dir import shell_path
 from data.records import Example
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def check_exported_from(run, artifact: str | Path) -> None:
     if exported is not None and run.metadata.class_digest is not None and exported != run.metadata.class_digest:
         raise UserError(f"{str(artifact)!r} was exported from another run ({report.get('run_dir', 'not named')}: "
                         f"its classes or weights differ from those of {str(run.path)!r}). Pass an export of this run "
-                        f"(python export.py {run.path}).")
+                        f"(python export.py {shell_path(run.path)}).")
 
 
 def predict_with_artifact(run, artifact: str | Path, examples: list[Example], batch_size: int) -> tuple[np.ndarray, dict]:

@@ -221,7 +221,7 @@ class Checkpoints:
         if damaged:
             raise UserError(f"Every checkpoint of this run is damaged: {'; '.join(damaged)}. The run cannot be "
                             f"resumed. Start a new run with the same settings: python train.py --config "
-                            f"{self.root.parent / rd.CONFIG_FILE} --output NEW_RUN_DIR")
+                            f"{rd.shell_path(self.root.parent / rd.CONFIG_FILE)} --output NEW_RUN_DIR")
         return None
 
     def best_weights(self, model: keras.Model, state: CheckpointState) -> list | None:

@@ -9,6 +9,7 @@ usable one. Every file is written atomically (data/atomic_write.py).
 from __future__ import annotations
 
 import json
+import shlex
 import zipfile
 from pathlib import Path
 
@@ -28,9 +29,15 @@ LOGS_DIR = "logs"
 LOCK_FILE = ".lock"  # app/run_lock.py: held by the process that trains, resumes or finishes the run
 
 
+def shell_path(path: str | Path) -> str:
+    """A path as it must be typed in a shell command the message suggests (quoted when it has spaces etc.)."""
+    return shlex.quote(str(path))
+
+
 def retrain_remedy(run_dir: Path) -> str:
     """What to do about a damaged file of a finished run."""
-    return (f"Train the run again (python train.py --config {Path(run_dir) / CONFIG_FILE} --output NEW_RUN_DIR) or "
+    return (f"Train the run again (python train.py --config {shell_path(Path(run_dir) / CONFIG_FILE)} --output "
+            "NEW_RUN_DIR) or "
             "restore the file from a backup.")
 
 
@@ -111,8 +118,9 @@ def mark_complete(run_dir: Path) -> None:
     run_dir = Path(run_dir)
     if problem := archive_problem(run_dir / MODEL_FILE):
         raise UserError(f"{str(run_dir / MODEL_FILE)!r} is {problem}; the run stays INCOMPLETE. Resume it with "
-                        f"python train.py --resume {run_dir}")
-    read_json(run_dir / METADATA_FILE, f"The run stays INCOMPLETE. Resume it with python train.py --resume {run_dir}")
+                        f"python train.py --resume {shell_path(run_dir)}")
+    read_json(run_dir / METADATA_FILE,
+              f"The run stays INCOMPLETE. Resume it with python train.py --resume {shell_path(run_dir)}")
     (run_dir / INCOMPLETE_MARKER).unlink(missing_ok=True)
     boundary("mark complete", run_dir / INCOMPLETE_MARKER)
 
@@ -132,7 +140,7 @@ def require_complete_run(run_dir: str | Path) -> Path:
         raise UserError(f"Run directory not found. Received: {str(run_dir)!r}. Pass a folder written by train.py.")
     if (run_dir / INCOMPLETE_MARKER).exists():
         raise UserError(f"{str(run_dir)!r} is an unfinished run (training did not complete). Continue it with python "
-                        f"train.py --resume {run_dir}, or pick another run.")
+                        f"train.py --resume {shell_path(run_dir)}, or pick another run.")
     missing = [name for name in (MODEL_FILE, METADATA_FILE) if not (run_dir / name).is_file()]
     if missing:
         if (run_dir / CONFIG_FILE).is_file():  # a run of ours that lost files: how to get them back

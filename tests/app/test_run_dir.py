@@ -65,3 +65,12 @@ def test_an_output_path_that_is_or_lies_under_a_file_is_one_clear_error(tmp_path
         rd.create_run_dir(afile / "run")
     assert afile.read_text() == "keep me"
     rd.check_output_path(tmp_path / "new" / "run")  # nothing there yet: fine
+
+
+def test_suggested_commands_quote_paths_with_spaces(tmp_path):
+    run = tmp_path / "my runs" / "r"
+    run.mkdir(parents=True)
+    (run / rd.INCOMPLETE_MARKER).write_text("x")
+    with pytest.raises(UserError, match=r"python train.py --resume '.*/my runs/r'"):
+        rd.require_complete_run(run)
+    assert rd.retrain_remedy(run).startswith(f"Train the run again (python train.py --config '{run}/config.json'")
