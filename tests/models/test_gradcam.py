@@ -64,3 +64,24 @@ def test_heatmap_mass_lies_on_the_patch():
         on_patch.append(heatmap[mask].sum() / max(heatmap.sum(), 1e-9))
     # The region is ~14% of the image; most of the heat must lie there.
     assert np.median(on_patch) > 0.5, on_patch
+
+
+def test_the_feature_map_is_found_inside_nested_backbones():
+    """Real extractors nest models (pixels -> normalize -> backbone model; a reused run wraps that again): the
+    heatmap must come from the backbone's last feature map, not from the input normalisation before it."""
+    keras.utils.set_random_seed(0)
+    inner_input = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="inner_conv")(inner_input)
+    backbone = keras.Model(inner_input, keras.layers.GlobalAveragePooling2D()(x), name="backbone")
+    pixels = keras.Input((SIZE, SIZE, 3), dtype="uint8")
+    features = keras.Model(pixels, backbone(keras.layers.Rescaling(1 / 255, name="normalize")(pixels)),
+                           name="features")
+    wrapped_input = keras.Input((SIZE, SIZE, 3), dtype="uint8")
+    wrapped = keras.Model(wrapped_input, features(wrapped_input), name="reused_backbone")
+    model = build_task_model(wrapped, ClassificationHead(3, dropout=0.0, seed=0))
+    cam = GradCam(model)
+    assert cam.layer.name == "inner_conv"
+    images = np.random.default_rng(0).integers(0, 255, (4, SIZE, SIZE, 3)).astype(np.uint8)
+    heatmaps = cam.heatmaps(images, np.array([0, 1, 2, 0]))
+    assert heatmaps.shape == (4, SIZE, SIZE) and np.isfinite(heatmaps).all()
+    assert heatmaps.min() >= 0 and heatmaps.max() <= 1 + 1e-6
