@@ -94,7 +94,7 @@ def plot_score_histogram(known_scores, unknown_scores, threshold: float, score: 
     axis.hist(known_scores, bins=bins, alpha=0.6, density=True, label=f"known classes ({len(known_scores)})")
     axis.hist(unknown_scores, bins=bins, alpha=0.6, density=True, label=f"unknown folder ({len(unknown_scores)})")
     axis.axvline(threshold, color="black", linestyle="--", label="threshold")
-    axis.set_xlabel(f"unknown-class score ({score}; higher: more likely unknown)")
+    axis.set_xlabel(f"unknown-class score ({score})\nhigher: more likely unknown")  # two lines: long score names
     axis.set_ylabel("density")
     axis.legend(fontsize=8)
     figure.tight_layout()
