@@ -38,13 +38,6 @@ def _last_explainable(model: keras.Model):
     raise ValueError(f"{model.name!r} has no convolutional feature map to explain")
 
 
-def last_spatial_layer(model: keras.Model):
-    """The backbone's last layer whose output is a feature map (batch, height, width, channels), found at any
-    depth of nested models."""
-    layer = _last_explainable(model)
-    return last_spatial_layer(layer) if isinstance(layer, keras.Model) else layer
-
-
 class _Split:
     """model(x) -> (activations of its last feature map, its output), in one pass."""
 
