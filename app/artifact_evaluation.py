@@ -14,14 +14,12 @@ from app.run_dir import shell_path
 from data.records import Example
 
 logger = logging.getLogger(__name__)
-_reported_unreadable: set[str] = set()  # parity.json files already warned about (the label and the check read it)
 
 
-def artifact_label(path: str | Path) -> str:
+def _label(kind: str, report: dict) -> str:
     """savedmodel, or litert-<quantization> (from the export's parity.json when it is there)."""
-    kind, located = locate(path)
     if kind == "litert":
-        quantize = _parity_report(kind, located).get("quantize", "none")
+        quantize = report.get("quantize", "none")
         return f"litert-{'float32' if quantize == 'none' else quantize}"
     return kind
 
@@ -37,9 +35,6 @@ def _parity_report(kind: str, located: Path) -> dict:
     except (OSError, ValueError) as error:
         report = error
     if not isinstance(report, dict):
-        if str(parity) in _reported_unreadable:
-            return {}
-        _reported_unreadable.add(str(parity))
         logger.warning("%s is unreadable or not an export's report (%s); evaluating the artifact without it (which "
                        "run it came from is then not checked)", parity, report if isinstance(report, Exception)
                        else type(report).__name__)
@@ -47,11 +42,10 @@ def _parity_report(kind: str, located: Path) -> dict:
     return report
 
 
-def check_exported_from(run, artifact: str | Path) -> None:
+def _check_exported_from(run, artifact: str | Path, report: dict) -> None:
     """A UserError when the export's parity.json says it was exported from another run (another class list or
     other output weights: the metadata's class_digest). Exports without it (copied without their parity.json,
     or written before it held the digest) can only be checked by their class count and input shape."""
-    report = _parity_report(*locate(artifact))
     exported = report.get("class_digest")
     if exported is not None and run.metadata.class_digest is not None and exported != run.metadata.class_digest:
         raise UserError(f"{str(artifact)!r} was exported from another run ({report.get('run_dir', 'not named')}: "
@@ -62,7 +56,8 @@ def check_exported_from(run, artifact: str | Path) -> None:
 def predict_with_artifact(run, artifact: str | Path, examples: list[Example], batch_size: int) -> tuple[np.ndarray, dict]:
     """(probabilities [n, classes], what was evaluated) for `run`'s chosen examples through the artifact."""
     spec = InputSpec(run.modality, run.metadata.image_size, run.resize)
-    check_exported_from(run, artifact)
+    report = _parity_report(*locate(artifact))  # read once: it labels the report and names the exported run
+    _check_exported_from(run, artifact, report)
     kind, predictor = load_predictor(artifact, spec)
     logger.info("Evaluating the exported %s %s instead of model.keras", kind, artifact)
     probabilities = predictor.predict_examples(examples, batch_size)
@@ -70,4 +65,4 @@ def predict_with_artifact(run, artifact: str | Path, examples: list[Example], ba
         raise UserError(f"{str(artifact)!r} outputs {probabilities.shape[-1]} classes, the run has "
                         f"{len(run.class_names)}: it was exported from another run.")
     return probabilities, {"path": str(Path(artifact).expanduser().resolve()), "format": kind,
-                           "label": artifact_label(artifact)}
+                           "label": _label(kind, report)}

@@ -210,7 +210,7 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
                              "decode: checked through the pixels signature only")
             # Absolute: the probe process runs in the scratch folder, and runs trained before data folders were
             # recorded as absolute paths hold theirs relative to the folder they were trained (and exported) from.
-            request_json["files"] = [str(Path(paths[i]).resolve()) for i in served]
+            request_json["files"] = [str(Path(paths[i]).absolute()) for i in served]
             pixels_file = Path(scratch) / "pixels.npy"
             np.save(pixels_file, np.stack([load_image(p, spec.image_size, spec.resize) for p in paths]))
             request_json["pixels"] = str(pixels_file)
