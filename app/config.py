@@ -190,8 +190,9 @@ class TrainConfig:
     unknown_score: str = _help("Unknown-class score: auto (energy+relative_mahalanobis, the best over the "
                                "benchmarks' data sets), folds (the best candidate on leave-classes-out folds of "
                                "the training classes) or one of the candidates.", default="auto")
-    exclude_label_issues: str = _help("Leave likely mislabelled training files out of training: N (the first N of "
-                                      "data_report.json's label_issues), auto (every one listed) or 0 (none).",
+    exclude_label_issues: str = _help("Leave likely mislabelled files out of training and validation: N (the "
+                                      "first N of data_report.json's label_issues), auto (every one listed) or 0 "
+                                      "(none).",
                                       default="0", accept_int=True)
     distribute: str = _help("Devices to train on: none (one device), mirrored (every GPU of this machine, or the "
                             "METATUNE_CPU_DEVICES logical CPUs), multi-worker (several machines, each started with "

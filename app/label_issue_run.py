@@ -69,20 +69,44 @@ def check_label_issues(config, scan, examples, report: dict) -> list[LabelIssue]
     return rank_label_issues(report, labelled, features, scan.class_names, config.seed, required=True)
 
 
-def exclude_from_training(report: dict, issues: list[LabelIssue], setting: str, train_examples,
-                          train_features: np.ndarray):
-    """Training examples and features without the excluded label issues (`setting`: 0, N or auto).
-    Only training-split files are left out; listed validation files stay (they only steer early
-    stopping, and leaving them out would change the split a resumed run must reproduce)."""
+def exclude_label_issues(report: dict, issues: list[LabelIssue], setting: str, train_examples,
+                         train_features: np.ndarray, val_examples, val_features: np.ndarray):
+    """Train and validation examples (and features) without the excluded label issues (`setting`: 0, N or auto).
+
+    The ranking covers both labelled splits, so both lose their listed files: a wrong label in the
+    validation split misleads early stopping, the temperature and the unknown-class threshold, and
+    the refit trains on it. The test split is never ranked, so never touched. Two guards keep the
+    run trainable: a class keeps at least one training file, and the validation split is not
+    emptied (its listed files stay, with a warning); the same files are chosen again on --resume,
+    because the ranking is deterministic on the cached features."""
     if setting == "0" or not issues:
-        return train_examples, train_features
+        return train_examples, train_features, val_examples, val_features
     chosen = excluded_paths(issues, setting)
-    keep = [i for i, e in enumerate(train_examples) if e.path not in chosen]
-    left_out = sorted(e.path for e in train_examples if e.path in chosen)
+    kept_for_class = []
+    train_keep = [e.path not in chosen for e in train_examples]
+    for label in sorted({e.label for e in train_examples}):
+        rows = [i for i, e in enumerate(train_examples) if e.label == label]
+        if not any(train_keep[i] for i in rows):  # every training file of the class is listed: keep the last one
+            train_keep[rows[-1]] = True
+            kept_for_class.append(train_examples[rows[-1]].path)
+    val_keep = [e.path not in chosen for e in val_examples]
+    val_kept = not any(val_keep) and bool(val_examples)
+    if val_kept:
+        val_keep = [True] * len(val_examples)
+    if kept_for_class:
+        logger.warning("--exclude-label-issues %s: kept %d listed file(s), each its class's last training file: %s",
+                       setting, len(kept_for_class), ", ".join(kept_for_class))
+    if val_kept:
+        logger.warning("--exclude-label-issues %s: every validation file is listed; they stay in validation "
+                       "(early stopping needs them)", setting)
+    left_out = sorted([e.path for e, keep in zip(train_examples, train_keep) if not keep]
+                      + [e.path for e, keep in zip(val_examples, val_keep) if not keep])
     report["label_issues_excluded"] = left_out
-    logger.info("--exclude-label-issues %s: %d training file(s) left out of training (listed in data_report.json).",
-                setting, len(left_out))
-    return [train_examples[i] for i in keep], train_features[keep]
+    logger.info("--exclude-label-issues %s: %d file(s) left out of training and validation (listed in "
+                "data_report.json).", setting, len(left_out))
+    train_rows, val_rows = np.flatnonzero(train_keep), np.flatnonzero(val_keep)
+    return ([train_examples[i] for i in train_rows], train_features[train_rows],
+            [val_examples[i] for i in val_rows], val_features[val_rows])
 
 
 def format_label_issues(issues: list[LabelIssue], note: str, shown: int = SHOWN) -> str:

@@ -39,7 +39,7 @@ from app.config import META_STRATEGIES
 from app.refit import (REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, RefitDecision, decide_refit, refit_epochs,
                        refit_transfer)
 from app.strategies import TrainingJob, strategy_for
-from app.label_issue_run import exclude_from_training, log_label_issues, not_ranked, rank_label_issues
+from app.label_issue_run import exclude_label_issues, log_label_issues, not_ranked, rank_label_issues
 from app.label_issues import require_enough_for_folds
 from app.meta_pools import check_source_folder, unused_source_warning
 from app.open_set import fit_run_detector
@@ -334,8 +334,8 @@ def _training_job(config: TrainConfig, prepared: _Prepared, run: _OpenRun, chief
     else:
         issues = not_ranked(report, "a resumed run keeps the list it wrote" if run.resume is not None else
                             "this worker is not the chief, which ranks them into the run directory")
-    train_examples, train_features = exclude_from_training(report, issues, config.exclude_label_issues,
-                                                           train_examples, train_features)
+    train_examples, train_features, val_examples, val_features = exclude_label_issues(
+        report, issues, config.exclude_label_issues, train_examples, train_features, val_examples, val_features)
     if run.resume is None:
         rd.write_json(run.run_dir / rd.DATA_REPORT_FILE, report)
         log_label_issues(run.log_dir, issues, scan.modality, backbone.size, config.resize)
