@@ -239,6 +239,12 @@ def penultimate_embeddings(run: LoadedRun, features: _Features, batch_size: int)
     return extract_features(reference_model, features.examples, run.modality, run.input_size, batch_size, run.resize)
 
 
+# The source stages that leave no meta-learned embedding (app/source_stage.py), and what the prototypes sit on.
+STAGE_EMBEDDINGS = {"none": "the pretrained features (the source stage kept none: no source training helped the "
+                            "target)",
+                    "supervised": "the supervised source stage's embedding (softmax on the source classes)"}
+
+
 def run_learner(run: LoadedRun, features: _Features, ways: int, shots: int,
                 batch_size: int) -> tuple[Learner, dict, keras.Model | None]:
     """The run's own few-shot learner, what the metrics say about it, and its meta-learner (None for other runs)."""
@@ -269,12 +275,18 @@ def run_learner(run: LoadedRun, features: _Features, ways: int, shots: int,
         # Chosen at training time on the target's validation episodes for this shot count (app/episode_learner.py).
         inputs = keras.ops.convert_to_numpy(learner.embedding.predict(inputs, verbose=0, batch_size=batch_size))
         predict = EPISODE_LEARNERS[episode_learner]
-    label = (f"{algorithm} meta-learner ({type(learner).__name__}, {learner.ways}-way trained, on {source} inputs"
+    stage = (meta.get("source_stage") or {}).get("chosen")
+    # Where the source stage kept no meta-training (none: the pretrained features; supervised: a softmax-trained
+    # embedding), the learner is prototypes on that embedding, not a meta-learned one: the label says which.
+    kind = (f"{algorithm} learner, prototypes on {STAGE_EMBEDDINGS[stage]}" if stage in STAGE_EMBEDDINGS
+            else f"{algorithm} meta-learner")
+    label = (f"{kind} ({type(learner).__name__}, {learner.ways}-way trained, on {source} inputs"
              f"{', transductive BatchNorm' if transductive else ''}"
              f"{', logistic regression on its embedding, chosen at training time' if chosen_regression else ''})")
     return Learner(RUN_LEARNER, label, inputs, predict), {
         "kind": "meta_learner", "strategy": strategy, "algorithm": algorithm, "input": source,
         "trained_ways": learner.ways, "trained_shots": meta.get("shots"), "transductive": transductive,
+        "source_stage": stage,
         "episode_learner": episode_learner if algorithm == "protonet" else None}, learner
 
 

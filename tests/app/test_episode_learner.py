@@ -52,3 +52,14 @@ def test_evaluate_applies_the_runs_choice(colour_folder, tmp_path):  # noqa: F81
                           "--queries", "1", "--name", "lr"]) == 0
     learner = rd.read_json(run / "eval" / "lr" / "metrics.json")["learner"]
     assert learner["episode_learner"] == "logistic_regression" and "logistic regression" in learner["label"]
+    assert learner["source_stage"] is None and learner["label"].startswith("protonet meta-learner")
+    # A source stage that kept no meta-training: the label says what the prototypes sit on.
+    metadata["meta"]["source_stage"] = {"chosen": "none"}
+    metadata["meta"]["episode_learner"] = {"by_shots": {"1": "prototypes"}}
+    rd.write_json(run / rd.METADATA_FILE, metadata)
+    assert evaluate.main([str(run), str(colour_folder), "--episodes", "3", "--ways", "2", "--shots", "1",
+                          "--queries", "1", "--name", "none"]) == 0
+    learner = rd.read_json(run / "eval" / "none" / "metrics.json")["learner"]
+    assert learner["source_stage"] == "none"
+    assert learner["label"].startswith("protonet learner, prototypes on the pretrained features")
+    assert "meta-learner" not in learner["label"]
