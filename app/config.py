@@ -381,6 +381,18 @@ _YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
+def _one_line(error: Exception) -> str:
+    """A parse error as one line: PyYAML's messages span several (the problem, its context, each with a mark)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+        if error.context and error.context_mark is not None:
+            where += f" ({error.context} that starts at line {error.context_mark.line + 1}, " \
+                     f"column {error.context_mark.column + 1})"
+        return where
+    return " ".join(str(error).split())
+
+
 def load_config_file(path: str | Path) -> dict:
     """The mapping in a YAML or JSON config file; a clear UserError naming the file otherwise."""
     path = Path(path)
@@ -395,7 +407,8 @@ def load_config_file(path: str | Path) -> dict:
         with path.open(encoding="utf-8") as stream:  # a stream, so YAML errors show the file name and line
             values = json.load(stream) if kind == "JSON" else yaml.load(stream, Loader=_YamlLoader)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
-        raise UserError(f"Config file {str(path)!r} could not be read as {kind}: {error}") from None
+        raise UserError(f"Config file {str(path)!r} could not be read as {kind}: {_one_line(error)}. "
+                        f"Fix the file (or pass the settings as flags) and run again") from None
     if values is None:  # an empty YAML file (or only comments): nothing to set
         return {}
     if not isinstance(values, dict):

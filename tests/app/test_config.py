@@ -141,7 +141,10 @@ def test_unknown_file_key_suggests_the_closest_valid_one(tmp_path):
 @pytest.mark.parametrize("name,text,expected", [
     ("list.yaml", "- epochs\n- 3\n", r"must hold a mapping.*Received: \['epochs', 3\] \(list\)"),
     ("scalar.json", "3", r"must hold a mapping.*Received: 3 \(int\)"),
-    ("broken.yaml", "epochs: [1, 2\n", r"could not be read as YAML"),
+    ("broken.yaml", "epochs: [1\nstrategy: linear\n",
+     r"could not be read as YAML: line 2, column 9: expected ',' or '\]', but got ':' \(while parsing a flow "
+     r"sequence that starts at line 1, column 9\)\. Fix the file"),
+    ("tab.yaml", "a: 1\n\tb: 2\n", r"could not be read as YAML: line 2, column 1: found character '\\t'"),
     ("broken.json", '{"epochs": 3,}', r"could not be read as JSON"),
     ("run.toml", "epochs = 3", r"must be YAML \(\.yaml, \.yml\) or JSON \(\.json\)\. Received the extension '\.toml'"),
 ])
@@ -150,6 +153,7 @@ def test_unreadable_files_are_clear_errors_naming_the_path(tmp_path, name, text,
     with pytest.raises(UserError, match=expected) as error:
         config_from_args(["d", "--config", path])
     assert name in str(error.value)
+    assert "\n" not in str(error.value)  # one ERROR line, PyYAML's multi-line messages included
 
 
 def test_missing_config_file_names_the_path(tmp_path):
