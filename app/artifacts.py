@@ -64,6 +64,11 @@ class SavedModelPredictor:
             self.serve = loaded.signatures["serving_default"]
             self.pixels = loaded.signatures.get("pixels")
         except Exception as error:  # TensorFlow raises many types for a damaged SavedModel
+            if "Op type not registered" in str(error) and spec.modality == "image":
+                # A text export's WordPiece ops are registered by tensorflow_text, which an image run never loads.
+                raise UserError(f"The SavedModel {str(path)!r} needs ops this image run does not have "
+                                f"({str(error).splitlines()[0][:120]}): it is the export of a text model. Pass an "
+                                f"export of this run (python export.py RUN_DIR).") from None
             raise UserError(f"Cannot load the SavedModel {str(path)!r} ({type(error).__name__}: "
                             f"{str(error).splitlines()[0][:200]}). Export it again with export.py.") from None
         self.loaded = loaded  # keeps the signatures' variables alive

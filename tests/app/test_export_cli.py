@@ -259,6 +259,26 @@ def test_damaged_artifacts_are_one_clear_error(image_run, tmp_path, capsys):
     _assert_one_error(capsys, "Artifact not found")
 
 
+def test_a_text_export_given_to_an_image_run_names_the_modality(image_run, tmp_path, monkeypatch, capsys):
+    # The text graph's WordPiece ops are unknown in a process that never imported tensorflow_text (an image run's);
+    # within this test process they may already be registered, so TensorFlow's refusal is stood in for.
+    import tensorflow as tf
+
+    run, data = image_run
+    folder = tmp_path / "text_export"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"")
+
+    def refuse(path):
+        raise tf.errors.NotFoundError(None, None, "Op type not registered 'WordpieceTokenizeWithOffsets' in binary "
+                                                  "running on host.\nMore detail")
+    monkeypatch.setattr(tf.saved_model, "load", refuse)
+    capsys.readouterr()
+    assert evaluate.main([str(run), str(data), "--artifact", str(folder)]) == 2
+    _assert_one_error(capsys, "it is the export of a text model", "python export.py RUN_DIR",
+                      "Op type not registered 'WordpieceTokenizeWithOffsets'")
+
+
 def test_export_failing_its_parity_check_writes_only_the_report(image_run, tmp_path, monkeypatch, capsys):
     import app.parity
 
