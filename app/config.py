@@ -20,7 +20,7 @@ import yaml
 
 from app.distribution import DISTRIBUTE_CHOICES
 from app.errors import UserError
-from app.run_dir import CONFIG_FILE
+from app.run_dir import CONFIG_FILE, INCOMPLETE_MARKER, METADATA_FILE, MODEL_FILE
 
 TRANSFER_STRATEGIES = ("linear", "finetune")
 META_STRATEGIES = ("protonet", "reptile", "fomaml", "maml")
@@ -534,7 +534,28 @@ def _merged_config(config_file: str | None, flags: dict) -> TrainConfig:
     for key in ("data_dir", "meta_data"):
         if isinstance(values.get(key), str) and values[key]:
             values[key] = str(Path(values[key]).expanduser().absolute())
+    # The same for the settings that may name a path (--backbone RUN_DIR or a Hugging Face folder, --weights
+    # FILE, --init RUN_DIR), where the path exists: a name (a backbone, imagenet) stays a name.
+    for key in ("backbone", "weights", "init"):
+        if isinstance(values.get(key), str) and _names_a_path(values[key], key):
+            values[key] = str(Path(values[key]).expanduser().absolute())
     return TrainConfig.from_dict(values, where)
+
+
+# What marks a folder given by a plain word (no "/") as a run directory rather than a backbone name
+# (app/backbone_reuse.is_run_dir, which resolve_backbone checks before the backbone registry).
+_RUN_MARKERS = (INCOMPLETE_MARKER, METADATA_FILE, MODEL_FILE)
+
+
+def _names_a_path(value: str, key: str) -> bool:
+    path = Path(value).expanduser()
+    if not value or not path.exists():
+        return False  # a name, or a path that does not exist: kept as typed for the error that names it
+    if key == "weights" and value in ("imagenet", "none", "pretrained"):
+        return False
+    if key in ("init", "weights") or "/" in value or value.startswith(("~", ".")):
+        return True
+    return path.is_dir() and any((path / marker).exists() for marker in _RUN_MARKERS)
 
 
 def _resume_config(run_dir: str, others: dict) -> TrainConfig:

@@ -262,3 +262,21 @@ def test_data_folders_are_recorded_as_absolute_paths(tmp_path, monkeypatch):
     assert config.meta_data == str(here / "link" / "source")
     config, _ = config_from_args(["link/../data"])
     assert config.data_dir == str(here / "link" / ".." / "data")  # ".." after a link is the filesystem's to follow
+
+
+def test_path_settings_are_recorded_as_absolute_paths_names_stay_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    here = Path.cwd()
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "metadata.json").write_text("{}")
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "w.weights.h5").write_bytes(b"")
+    config, _ = config_from_args(["d", "--backbone", "earlier", "--init", "earlier", "--strategy", "protonet"])
+    assert config.backbone == str(here / "earlier") and config.init == str(here / "earlier")  # run directories
+    config, _ = config_from_args(["d", "--backbone", "./bert", "--weights", "w.weights.h5"])
+    assert config.backbone == str(here / "bert")  # a Hugging Face folder typed as a path
+    assert config.weights == str(here / "w.weights.h5")  # an existing file
+    config, _ = config_from_args(["d", "--backbone", "bert", "--weights", "imagenet"])
+    assert (config.backbone, config.weights) == ("bert", "imagenet")  # a plain word that is no run: a name
+    config, _ = config_from_args(["d", "--backbone", "resnet50", "--weights", "missing.h5"])
+    assert (config.backbone, config.weights) == ("resnet50", "missing.h5")  # kept for the error that names it
