@@ -78,23 +78,30 @@ def archive_problem(path: Path) -> str | None:
     return None if bad is None else f"damaged (bad CRC in {bad!r})"
 
 
-def check_output_path(path: str | Path) -> None:
-    """A UserError when `--output` cannot become a run directory: an existing file, or a path under one."""
+def check_output_path(path: str | Path, typed: bool = True) -> None:
+    """A UserError when `--output` (`typed`) or the default run directory cannot become a run directory:
+    an existing file, or a path under one."""
     path = Path(path).expanduser()
     blocker = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
     if blocker is not None and not blocker.is_dir():
         kind = "a broken link" if blocker.is_symlink() and not blocker.exists() else "a file"
         where = f"is {kind}" if blocker == path else f"is under {str(blocker)!r}, which is {kind}"
+        if not typed:
+            raise UserError(f"The default run directory {str(path)!r} cannot be created: it {where}. Pass --output "
+                            f"RUN_DIR (a folder path), or move {str(blocker)!r} away.")
         raise UserError(f"--output must be a new or empty folder, but {str(path)!r} {where}. Received: --output "
                         f"{str(path)!r}. Choose a folder path.")
 
 
-def create_run_dir(path: Path) -> Path:
+def create_run_dir(path: Path, typed: bool = True) -> Path:
     """A new run directory with its INCOMPLETE marker. The caller may already hold its lock
-    (app/run_lock.py): the lock file does not count as content."""
+    (app/run_lock.py): the lock file does not count as content. `typed`: the user gave the path (--output)."""
     path = Path(path)
-    check_output_path(path)
+    check_output_path(path, typed)
     if path.exists() and any(entry.name != LOCK_FILE for entry in path.iterdir()):
+        if not typed:  # the default name holds the time to the second: two runs started together
+            raise UserError(f"The default run directory {str(path)!r} already exists and is not empty (a run "
+                            "started in the same second?). Pass --output RUN_DIR, or run the command again.")
         raise UserError(f"Run directory already exists and is not empty. Received: --output {str(path)!r}. Choose a new one.")
     path.mkdir(parents=True, exist_ok=True)
     text = "Training has not finished; this run directory is not usable yet.\n"

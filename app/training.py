@@ -67,7 +67,12 @@ class TrainResult:
 def default_run_dir(config: TrainConfig, backbone_name: str) -> Path:
     dataset = _slug(Path(config.data_dir).expanduser().resolve().name) or "data"
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{dataset}-{_slug(Path(backbone_name).name)}-{config.strategy}"
+    name = f"{stamp}-{dataset}-{_slug(Path(backbone_name).name)}-{config.strategy}"
+    path, number = Path("runs") / name, 1
+    while path.exists() or path.is_symlink():  # another run started in the same second
+        number += 1
+        path = Path("runs") / f"{name}-{number}"
+    return path
 
 
 def _slug(text: str) -> str:
@@ -117,7 +122,7 @@ def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manife
     The run directory's lock is taken into `locks` before anything in it is read or written."""
     if resume_dir is None:
         run_dir = Path(config.output).expanduser() if config.output else default_run_dir(config, backbone_name)
-        rd.create_run_dir(run_dir)  # refuses a non-empty folder before the lock file is added to it
+        rd.create_run_dir(run_dir, typed=bool(config.output))  # refuses a non-empty folder before the lock file
         locks.enter_context(RunLock(run_dir))
         return run_dir, None
     run_dir = Path(resume_dir)

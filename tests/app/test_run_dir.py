@@ -1,5 +1,6 @@
 import json
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +66,10 @@ def test_an_output_path_that_is_or_lies_under_a_file_is_one_clear_error(tmp_path
         rd.create_run_dir(afile / "run")
     assert afile.read_text() == "keep me"
     rd.check_output_path(tmp_path / "new" / "run")  # nothing there yet: fine
+    # The default path (no --output): the message says so and names --output as the way out.
+    with pytest.raises(UserError, match=r"^The default run directory .*notes.txt/run' cannot be created: it is under "
+                                        r".*notes.txt', which is a file\. Pass --output RUN_DIR"):
+        rd.create_run_dir(afile / "run", typed=False)
 
 
 def test_suggested_commands_quote_paths_with_spaces(tmp_path):
@@ -74,3 +79,17 @@ def test_suggested_commands_quote_paths_with_spaces(tmp_path):
     with pytest.raises(UserError, match=r"python train.py --resume '.*/my runs/r'"):
         rd.require_complete_run(run)
     assert rd.retrain_remedy(run).startswith(f"Train the run again (python train.py --config '{run}/config.json'")
+
+
+def test_default_run_directories_of_runs_started_in_the_same_second_differ(tmp_path, monkeypatch):
+    from app.config import TrainConfig
+    from app.training import default_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(data_dir=str(tmp_path / "my data"))
+    first = default_run_dir(config, "efficientnet_lite0")
+    assert first.parent == Path("runs") and first.name.endswith("-my_data-efficientnet_lite0-linear")
+    first.mkdir(parents=True)
+    second = default_run_dir(config, "efficientnet_lite0")
+    assert second != first and not second.exists()
+    assert second.name in (first.name + "-2",) or second.name[:15] != first.name[:15]  # or the clock moved on
