@@ -66,6 +66,15 @@ def _explain_folder(out_dir: str | Path) -> Path:
     return out
 
 
+def _note_earlier_files(out: Path, written: list[Path], pattern: str) -> None:
+    """Warn when the folder keeps explanations this call did not write (an earlier call's, of other inputs):
+    they are left alone (they may be wanted), but must not be taken for this call's."""
+    earlier = sorted(set(out.glob(pattern)) - set(written))
+    if earlier:
+        logger.warning("%s also holds %d explanation file(s) of an earlier call (e.g. %s), left as they were; "
+                       "pass an empty --explain folder to keep calls apart", out, len(earlier), earlier[0].name)
+
+
 def write_overlays(run, paths: list[str], classes, out_dir: str | Path) -> list[Path]:
     """One `<index>-<file stem>-gradcam.png` per file (the index keeps same-named files apart)."""
     out = _explain_folder(out_dir)
@@ -76,6 +85,7 @@ def write_overlays(run, paths: list[str], classes, out_dir: str | Path) -> list[
         _save_png(overlay(image, heatmap), target)
         written.append(target)
     logger.info("Grad-CAM overlays of %d file(s) written to %s", len(written), out)
+    _note_earlier_files(out, written, "[0-9][0-9][0-9][0-9]-*-gradcam.png")
     return written
 
 
@@ -231,4 +241,5 @@ def write_text_attributions(run, names: list[str], texts: list[str], probabiliti
         write_bytes_atomically(target, "\n".join(lines).encode("utf-8"))
         written.append(target)
     logger.info("Token attributions of %d input(s) written to %s", len(written), out)
+    _note_earlier_files(out, written, "[0-9][0-9][0-9][0-9]-*-tokens.md")
     return written

@@ -173,13 +173,19 @@ def test_label_issues_flag_needs_check(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------- explanations
 
-def test_predict_explain_writes_one_overlay_per_file(trained, tmp_path):
+def test_predict_explain_writes_one_overlay_per_file(trained, tmp_path, capsys):
     _, data, run = trained
     out = tmp_path / "explain"
     assert predict.main([str(run), str(data / "blue"), "--explain", str(out)]) == 0
     overlays = sorted(out.glob("*-gradcam.png"))
     assert len(overlays) == len(list((data / "blue").iterdir()))
     assert Image.open(overlays[0]).size == (32, 32)  # tiny_image's default input size
+    # A second call with fewer files into the same folder: the earlier overlays stay, and a warning says so.
+    one = sorted((data / "blue").iterdir())[0]
+    capsys.readouterr()
+    assert predict.main([str(run), str(one), "--explain", str(out)]) == 0
+    assert sorted(out.glob("*-gradcam.png")) == overlays
+    assert f"also holds {len(overlays) - 1} explanation file(s) of an earlier call" in capsys.readouterr().err
 
 
 def test_evaluate_report_has_the_gradcam_grid(trained):
