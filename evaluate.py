@@ -30,13 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("data_dir", help="Data folder with one subfolder per class (or train/val/test splits).")
     parser.add_argument("--name", default=None, help="Name of the eval/<name>/ output folder (default: <folder>-<split>, "
                         "few-shot: <folder>-<split>-<N>way-<K>shot).")
-    parser.add_argument("--batch-size", type=int, default=32, help="Batch size for prediction.")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="Batch size for prediction.")
     parser.add_argument("--top-k", type=positive_int, default=5, help="k for top-k accuracy (capped at the number of classes).")
     parser.add_argument("--allow-missing-classes", action="store_true",
                         help="Evaluate even if some of the run's classes have no examples in the folder.")
     parser.add_argument("--apply-temperature", action="store_true",
                         help="Rescale probabilities with the temperature fitted on validation data at training time.")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals.")
+    parser.add_argument("--bootstrap", type=positive_int, default=1000, help="Bootstrap resamples for the 95%% intervals.")
     parser.add_argument("--unknown", default=None, metavar="UNKNOWN_DIR",
                         help="A folder of files of classes the model does not know: adds `open_set` to metrics.json "
                              "(AUROC, FPR at 95%% TPR and accuracy with rejection of the run's unknown-class score) "

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text", action="append", default=[], metavar="STRING",
                         help="A string to classify with a text model (repeatable).")
     parser.add_argument("--top-k", type=positive_int, default=3, help="How many classes to show per file.")
-    parser.add_argument("--batch-size", type=int, default=32, help="Batch size for prediction.")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="Batch size for prediction.")
     parser.add_argument("--json", action="store_true", help="Print one JSON document instead of text.")
     parser.add_argument("--reject", choices=("auto", "none"), default="auto",
                         help="auto: report files whose unknown-class score is above the threshold fitted at training "

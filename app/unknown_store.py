@@ -11,6 +11,7 @@ the model up to that layer, computes the score as app/unknown_scores.py does, an
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from data.atomic_write import write_atomically
 
 DETECTOR_FILE = "unknown.json"
 ARRAYS_FILE = "unknown.npz"
+_MEANWHILE = "(predict.py --reject none predicts without rejection meanwhile)"
 _ARRAYS = [f.name for f in fields(UnknownScorer) if f.name != "standardise"]
 
 
@@ -37,17 +39,45 @@ def save_detector(run_dir: Path, scorer: UnknownScorer, detector: UnknownDetecto
 
 
 def load_detector(run_dir: Path) -> tuple[UnknownScorer, UnknownDetector] | None:
-    """The run's detector, or None for a run trained without one (an older metatune)."""
-    path = Path(run_dir) / DETECTOR_FILE
+    """The run's detector, or None for a run trained without one (an older metatune, whose metadata.json
+    names no detector). A detector the metadata names that is missing or damaged is a UserError: serving
+    without the rejection the run was trained with must not happen silently."""
+    run_dir = Path(run_dir)
+    path = run_dir / DETECTOR_FILE
     if not path.is_file():
+        if _recorded(run_dir):
+            raise UserError(f"{str(run_dir)!r} is a damaged run directory: {DETECTOR_FILE} (its unknown-class "
+                            f"detector, named in {rd.METADATA_FILE}) is missing. {rd.retrain_remedy(run_dir)} "
+                            f"{_MEANWHILE}")
         return None
-    detector = UnknownDetector(**rd.read_json(path))
+    try:
+        detector = UnknownDetector(**rd.read_json(path, rd.retrain_remedy(run_dir)))
+    except TypeError as error:  # keys of another shape
+        raise _damaged(run_dir, DETECTOR_FILE, f"unexpected content: {error}") from None
     if detector.score not in SCORES:
         raise UserError(f"{str(path)!r} names an unknown-class score this metatune does not know. "
                         f"Received: score={detector.score!r}; known: {list(SCORES)}")
-    with np.load(Path(run_dir) / ARRAYS_FILE, allow_pickle=False) as stored:
-        # Arrays a later score added are missing from older files: that score is then unavailable (None).
-        scorer = UnknownScorer(**{name: stored[name] for name in _ARRAYS if name in stored.files})
-        scorer.standardise = {str(n): (float(m), float(s))
-                              for n, (m, s) in zip(stored["standardise_names"], stored["standardise"])}
+    try:
+        with np.load(run_dir / ARRAYS_FILE, allow_pickle=False) as stored:
+            # Arrays a later score added are missing from older files: that score is then unavailable (None).
+            scorer = UnknownScorer(**{name: stored[name] for name in _ARRAYS if name in stored.files})
+            scorer.standardise = {str(n): (float(m), float(s))
+                                  for n, (m, s) in zip(stored["standardise_names"], stored["standardise"])}
+    except FileNotFoundError:
+        raise _damaged(run_dir, ARRAYS_FILE, "missing") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # truncated or overwritten
+        raise _damaged(run_dir, ARRAYS_FILE, f"unreadable: {type(error).__name__}: {error}") from None
     return scorer, detector
+
+
+def _recorded(run_dir: Path) -> bool:
+    """Whether metadata.json says the run saved a detector (read loosely: its own checks come elsewhere)."""
+    try:
+        return bool(rd.read_json(run_dir / rd.METADATA_FILE).get("unknown"))
+    except (UserError, AttributeError):
+        return False
+
+
+def _damaged(run_dir: Path, name: str, what: str) -> UserError:
+    return UserError(f"{str(run_dir)!r} is a damaged run directory: {name} (its unknown-class detector) is "
+                     f"{what[:200]}. {rd.retrain_remedy(run_dir)} {_MEANWHILE}")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import evaluate
+import export
 import predict
 import train
 from app import run_dir as rd
@@ -93,6 +94,28 @@ def test_a_damaged_finished_run_is_one_error_line_naming_the_file(finished_run, 
     assert file in _one_error(capsys)
 
 
+@pytest.mark.parametrize("file, damage, expected", [
+    ("unknown.npz", _truncate, "unknown.npz (its unknown-class detector) is unreadable"),
+    ("unknown.npz", lambda path: path.unlink(), "unknown.npz (its unknown-class detector) is missing"),
+    ("unknown.json", lambda path: path.unlink(), "unknown.json (its unknown-class detector, named in metadata.json)"),
+    ("unknown.json", _garble, "unknown.json' is damaged"),
+    ("unknown.json", lambda path: path.write_text("[1]"), "unknown.json (its unknown-class detector) is unexpected"),
+])
+def test_a_damaged_unknown_class_detector_is_one_error_line(finished_run, tmp_path, capsys, file, damage, expected):
+    """A truncated unknown.npz was a BadZipFile traceback; a missing unknown.json turned rejection off silently."""
+    data, run = finished_run
+    run = _copy(run, tmp_path)
+    damage(run / file)
+    capsys.readouterr()
+    assert predict.main([str(run), str(data / "red")]) == 2
+    error = _one_error(capsys)
+    assert expected in error and "--config" in error
+    assert predict.main([str(run), str(data / "red"), "--reject", "none"]) == 0  # the remedy meanwhile works
+    capsys.readouterr()
+    assert evaluate.main([str(run), str(data), "--unknown", str(data / "red")]) == 2
+    assert expected in _one_error(capsys)
+
+
 def test_a_model_file_holding_code_is_refused_with_one_error_line(finished_run, tmp_path, capsys):
     """Defect 15: a Lambda layer was refused (no code ran) but as a traceback."""
     data, run = finished_run
@@ -149,11 +172,16 @@ def test_predict_takes_flags_anywhere_and_follows_symlinked_folders(finished_run
 
 
 @pytest.mark.parametrize("value", ["0", "-1"])
-def test_top_k_below_one_is_refused(finished_run, capsys, value):
-    """Defect 15: --top-k 0 / -1 were silently taken as 1."""
+def test_counts_below_one_are_refused(finished_run, capsys, value):
+    """--top-k 0 / -1 were silently taken as 1; --batch-size 0 and --bootstrap 0 / -1 were tracebacks."""
     data, run = finished_run
     for main, argv in ((predict.main, [str(run), str(data), "--top-k", value]),
-                       (evaluate.main, [str(run), str(data), "--top-k", value])):
+                       (evaluate.main, [str(run), str(data), "--top-k", value]),
+                       (predict.main, [str(run), str(data), "--batch-size", value]),
+                       (evaluate.main, [str(run), str(data), "--batch-size", value]),
+                       (evaluate.main, [str(run), str(data), "--bootstrap", value]),
+                       (export.main, [str(run), "--batch-size", value]),
+                       (export.main, [str(run), "--representative-files", value])):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2
