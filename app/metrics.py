@@ -53,15 +53,13 @@ def classification_metrics(y_true, probabilities, class_names: list[str], k: int
     y_pred = probabilities.argmax(axis=1)
     matrix = confusion_matrix(y_true, y_pred, num_classes)
     precision, recall, f1, support = per_class_scores(matrix)
-    present = support > 0
     k = max(1, min(k, num_classes))
     return {
         "num_examples": int(len(y_true)),
         "accuracy": float(np.mean(y_pred == y_true)),
         "top_k_accuracy": top_k_accuracy(y_true, probabilities, k),
         "k": k,
-        # Macro F1 averages over the classes that occur in the evaluated data.
-        "macro_f1": float(f1[present].mean()),
+        "macro_f1": float(f1[scored_classes(matrix)].mean()),
         "weighted_f1": float(np.average(f1, weights=support)),
         "ece": expected_calibration_error(y_true, probabilities),
         "per_class": {
@@ -84,10 +82,18 @@ def most_confused_pairs(matrix, class_names: list[str], limit: int = 5) -> list[
     return sorted(off_diagonal, key=lambda item: -item[2])[:limit]
 
 
+def scored_classes(matrix) -> np.ndarray:
+    """The classes macro F1 averages over: those in the evaluated labels or the predictions (scikit-learn's
+    default). A class with no files that was predicted counts with F1 0; leaving it out would hide the mistakes."""
+    matrix = np.asarray(matrix)
+    return (matrix.sum(axis=1) > 0) | (matrix.sum(axis=0) > 0)
+
+
 def macro_f1_score(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
-    _, _, f1, support = per_class_scores(confusion_matrix(y_true, y_pred, num_classes))
-    present = support > 0
-    return float(f1[present].mean()) if present.any() else 0.0
+    matrix = confusion_matrix(y_true, y_pred, num_classes)
+    _, _, f1, _ = per_class_scores(matrix)
+    scored = scored_classes(matrix)
+    return float(f1[scored].mean()) if scored.any() else 0.0
 
 
 def bootstrap_ci95(y_true, y_pred, num_classes: int, resamples: int = 1000, seed: int = 0) -> dict:

@@ -5,6 +5,7 @@ from app.metrics import (
     classification_metrics,
     confusion_matrix,
     expected_calibration_error,
+    macro_f1_score,
     most_confused_pairs,
     top_k_accuracy,
 )
@@ -58,10 +59,21 @@ def test_confusion_rows_are_true_labels_and_pairs_sorted():
     assert most_confused_pairs(matrix, NAMES) == [("a", "b", 2), ("a", "c", 1)]
 
 
-def test_macro_f1_ignores_classes_absent_from_the_data():
+def test_macro_f1_ignores_classes_neither_in_the_data_nor_predicted():
     metrics = classification_metrics([0, 1], one_hot_probabilities(np.array([0, 1])), NAMES)
     assert metrics["macro_f1"] == 1.0
     assert metrics["per_class"]["c"]["support"] == 0
+
+
+def test_macro_f1_counts_a_predicted_class_without_files_as_zero_like_scikit_learn():
+    from sklearn.metrics import f1_score
+
+    y_true, y_pred = np.array([0, 0, 0, 1, 1, 1, 0, 1]), np.array([0, 2, 2, 1, 1, 2, 0, 1])
+    metrics = classification_metrics(y_true, one_hot_probabilities(y_pred), NAMES)
+    assert metrics["per_class"]["c"]["support"] == 0 and metrics["per_class"]["c"]["f1"] == 0.0
+    assert metrics["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    assert metrics["macro_f1"] < metrics["accuracy"]  # the 3 files wrongly called c cost c's F1 too
+    assert macro_f1_score(y_true, y_pred, 3) == pytest.approx(metrics["macro_f1"])  # the bootstrap's
 
 
 def test_bad_shapes_are_rejected():
