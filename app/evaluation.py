@@ -63,8 +63,42 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
     the manifest: its test files, else its validation files; never training
     files); a val/ split; otherwise every file. `any_classes` (few-shot
     evaluation): classes the run never saw are welcome, and labels index the sorted
-    union of the run's and the folder's classes.
+    union of the run's and the folder's classes. Whatever the folder, files whose
+    bytes equal a file the run trained on (its manifest's hashes) are left out, with
+    a warning: a copied or moved training folder must not be scored as new data.
     """
+    chosen = _choose(run, data_dir, allow_missing_classes, any_classes)
+    return replace(chosen, examples=_without_training_files(run, chosen))
+
+
+def _training_hashes(run: LoadedRun) -> dict[str, str]:
+    """sha256 -> the manifest split of the files the model was fitted on: train, and validation once refitted."""
+    path = run.path / rd.MANIFEST_FILE
+    if not path.is_file():  # the run_integrity checks name a missing manifest where it matters
+        return {}
+    splits = ("train", "val") if run.metadata.refit_applied else ("train",)
+    files = rd.read_json(path, rd.retrain_remedy(run.path)).get("files", [])
+    return {f["sha256"]: f["split"] for f in files if f.get("split") in splits and f.get("sha256")}
+
+
+def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> list[Example]:
+    trained = _training_hashes(run)
+    leaked = [e for e in chosen.examples if e.sha256 and e.sha256 in trained]
+    if not leaked:
+        return chosen.examples
+    kept = [e for e in chosen.examples if not (e.sha256 and e.sha256 in trained)]
+    fitted = "training or validation" if run.metadata.refit_applied else "training"
+    if not kept:
+        raise UserError(f"Every one of the {len(leaked)} files chosen ({chosen.description}) is byte-identical to a "
+                        f"file the run was fitted on (its {fitted} split, by the manifest's hashes): scoring them "
+                        "would measure memory, not accuracy. Evaluate on files the run never saw.")
+    logger.warning("%d of %d files chosen (%s) are byte-identical to files the run was fitted on (its %s split, by "
+                   "the manifest's hashes; e.g. %s): left out of the evaluation, which scores the other %d.",
+                   len(leaked), len(chosen.examples), chosen.description, fitted, leaked[0].path, len(kept))
+    return kept
+
+
+def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, any_classes: bool) -> EvaluationSet:
     scan = scan_folder(data_dir)
     if scan.modality != run.modality:
         raise UserError(f"The run expects {run.modality} data but {str(data_dir)!r} holds {scan.modality} files.")
@@ -89,8 +123,16 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
     def collect(split):
         return [replace(e, label=to_run_index[scan.class_names[e.label]]) for e in scan.examples if e.split == split]
 
+    def split_set(split: str, description: str) -> EvaluationSet:
+        examples = collect(split)
+        lacking = sorted(set(run_classes) - {run_classes[e.label] for e in examples})
+        if lacking and not (allow_missing_classes or any_classes):
+            raise UserError(f"The folder's {split}/ split lacks classes the model was trained on: {lacking}. Add "
+                            "them, or pass --allow-missing-classes to evaluate on the classes present.")
+        return EvaluationSet(examples, description, split, run_classes)
+
     if "test" in scan.splits_present():
-        return EvaluationSet(collect("test"), "test/ split of the folder", "test", run_classes)
+        return split_set("test", "test/ split of the folder")
     if _same_folder(scan.root, run.metadata.data_dir):
         manifest = rd.read_json(run.path / rd.MANIFEST_FILE)
         held_out = [f for f in manifest["files"] if f["split"] == "test"]
@@ -115,7 +157,7 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
         examples = [replace(scanned[p], label=run_classes.index(f["label"])) for p, f in zip(paths, held_out)]
         return EvaluationSet(examples, description, suffix, run_classes)
     if "val" in scan.splits_present():
-        return EvaluationSet(collect("val"), "val/ split of the folder", "val", run_classes)
+        return split_set("val", "val/ split of the folder")
     return EvaluationSet(collect(None), "all files of the folder", "all", run_classes)
 
 

@@ -116,6 +116,40 @@ def test_a_damaged_unknown_class_detector_is_one_error_line(finished_run, tmp_pa
     assert expected in _one_error(capsys)
 
 
+def test_a_copy_of_the_training_folder_is_scored_without_its_training_files(finished_run, tmp_path, capsys):
+    """A copied or moved training folder was scored whole, training files included, without a word."""
+    data, run = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    splits = [f["split"] for f in rd.read_json(run / rd.MANIFEST_FILE)["files"]]
+    capsys.readouterr()
+    assert evaluate.main([str(run), str(copy), "--name", "copy", "--bootstrap", "20"]) == 0
+    metrics = rd.read_json(run / "eval" / "copy" / "metrics.json")
+    # --refit no: the validation files only steered early stopping, so they stay, as the test files do.
+    assert metrics["num_examples"] == splits.count("val") + splits.count("test") < len(splits)
+    assert f"{splits.count('train')} of {len(splits)} files chosen (all files of the folder) are byte-identical" \
+        in capsys.readouterr().err
+    only_training = tmp_path / "only_training"
+    for f in rd.read_json(run / rd.MANIFEST_FILE)["files"]:
+        if f["split"] == "train":
+            (only_training / f["label"]).mkdir(parents=True, exist_ok=True)
+            shutil.copy(data / f["path"], only_training / f["label"] / Path(f["path"]).name)
+    assert evaluate.main([str(run), str(only_training), "--allow-missing-classes"]) == 2
+    assert "would measure memory, not accuracy" in _one_error(capsys)
+
+
+def test_a_test_split_lacking_a_class_needs_the_flag_in_the_runs_own_folder_too(finished_run, tmp_path, capsys):
+    data, run = finished_run
+    folder = tmp_path / "split"
+    names = sorted(p.name for p in data.iterdir())
+    for name in names:
+        shutil.copytree(data / name, folder / "train" / name)
+    shutil.copytree(data / names[0], folder / "test" / names[0])  # test/ holds one class of three
+    capsys.readouterr()
+    assert evaluate.main([str(run), str(folder)]) == 2
+    assert f"The folder's test/ split lacks classes the model was trained on: {names[1:]}" in _one_error(capsys)
+
+
 def test_a_model_file_holding_code_is_refused_with_one_error_line(finished_run, tmp_path, capsys):
     """Defect 15: a Lambda layer was refused (no code ran) but as a traceback."""
     data, run = finished_run

@@ -72,13 +72,15 @@ def test_evaluate_on_test_split_is_far_above_chance(trained_run, capsys):
     assert "Accuracy" in capsys.readouterr().out
 
 
-def test_evaluate_on_training_folder_uses_only_held_out_files(trained_run, tmp_path):
+def test_evaluate_never_scores_the_training_files_even_from_another_folder(trained_run, tmp_path, capsys):
     flat = tmp_path / "flat"
     (flat).symlink_to(SAMPLE / "train", target_is_directory=True)
-    # A fresh folder is not the run's training folder: every file is evaluated.
-    assert evaluate.main([str(trained_run), str(flat), "--name", "flat"]) == 0
-    metrics = json.loads((trained_run / "eval" / "flat" / "metrics.json").read_text())
-    assert metrics["num_examples"] == 300 and metrics["split"] == "all files of the folder"
+    # Another path to the training files: the manifest's hashes recognise every one (the run refitted on train +
+    # validation, so all 300 were fitted on), and there is nothing honest left to score.
+    capsys.readouterr()
+    assert evaluate.main([str(trained_run), str(flat), "--name", "flat"]) == 2
+    assert "Every one of the 300 files chosen (all files of the folder) is byte-identical" in capsys.readouterr().err
+    assert not (trained_run / "eval" / "flat").exists()
 
 
 def test_predict_json_lists_top_k_per_file(trained_run, capsys, tmp_path):
