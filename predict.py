@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def command() -> int:
+        from app.escaping import visible
         from app.prediction import predict
 
         predictions, skipped = predict(args.run_dir, args.inputs, args.top_k, args.batch_size, args.text,
@@ -61,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 "skipped": [{"file": s.path, "reason": s.reason} for s in skipped],
             }, indent=2))
-        else:
+        else:  # one line per input: a newline (or another control character) in a name is printed escaped
             for p in predictions:
                 if p.unknown:
-                    print(f"{p.file}: unknown (closest: {p.top[0][0]} {p.top[0][1]:.3f})")
+                    print(f"{visible(p.file)}: unknown (closest: {visible(p.top[0][0])} {p.top[0][1]:.3f})")
                 else:
-                    print(f"{p.file}: " + ", ".join(f"{c} {s:.3f}" for c, s in p.top))
+                    print(f"{visible(p.file)}: " + ", ".join(f"{visible(c)} {s:.3f}" for c, s in p.top))
         return 0
 
     return run_safely(command)

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from app import fonts
 from app.errors import UserError
+from app.escaping import safe_file_stem, visible
 from data.atomic_write import write_atomically, write_bytes_atomically
 from data.images import load_image
 
@@ -21,6 +23,9 @@ GRID_MISTAKES, GRID_CORRECT = 8, 4
 TEXT_CORRECT = 2  # correct predictions shown after the mistakes in report.md (texts are long)
 TOP_TOKENS = 5
 TILE = 160
+TILE_FONT = 11  # px, DejaVu Sans (Pillow's default font has no accented letters)
+TILE_CAPTION_LINES = 2  # "WRONG ankle_boot -> sneaker 0.93" wraps instead of losing its confidence
+TILE_CAPTION = TILE_CAPTION_LINES * (TILE_FONT + 2) + 6
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -75,13 +80,19 @@ def _note_earlier_files(out: Path, written: list[Path], pattern: str) -> None:
                        "pass an empty --explain folder to keep calls apart", out, len(earlier), earlier[0].name)
 
 
+def _output_stem(index: int, name: str) -> str:
+    """`NNNN-<stem>`: the input's place in the call (which keeps same-named inputs apart) and its file
+    stem, with control and path-hostile characters replaced (a name may hold a newline)."""
+    return f"{index:04d}-{safe_file_stem(name)}"
+
+
 def write_overlays(run, paths: list[str], classes, out_dir: str | Path) -> list[Path]:
     """One `<index>-<file stem>-gradcam.png` per file (the index keeps same-named files apart)."""
     out = _explain_folder(out_dir)
     images, maps = heatmaps_for(run, paths, classes)
     written = []
     for i, (path, image, heatmap) in enumerate(zip(paths, images, maps)):
-        target = out / f"{i:04d}-{Path(path).stem}-gradcam.png"
+        target = out / f"{_output_stem(i, Path(path).stem)}-gradcam.png"
         _save_png(overlay(image, heatmap), target)
         written.append(target)
     logger.info("Grad-CAM overlays of %d file(s) written to %s", len(written), out)
@@ -90,9 +101,12 @@ def write_overlays(run, paths: list[str], classes, out_dir: str | Path) -> list[
 
 
 def _tile(image: np.ndarray, caption: str) -> Image.Image:
-    canvas = Image.new("RGB", (TILE, TILE + 24), "white")
+    font = fonts.text_font(TILE_FONT)
+    canvas = Image.new("RGB", (TILE, TILE + TILE_CAPTION), "white")
     canvas.paste(Image.fromarray(image).resize((TILE, TILE), Image.Resampling.BILINEAR), (0, 0))
-    ImageDraw.Draw(canvas).text((2, TILE + 4), caption[:44], fill="black")
+    draw = ImageDraw.Draw(canvas)
+    for k, line in enumerate(fonts.wrap(visible(caption), font, TILE - 4, TILE_CAPTION_LINES)):
+        font.draw(draw, (2, TILE + 3 + k * (TILE_FONT + 2)), line, fill="black")
     return canvas
 
 
@@ -108,14 +122,15 @@ def explanation_grid(run, paths: list[str], labels, probabilities: np.ndarray, s
         return None
     images, maps = heatmaps_for(run, [paths[i] for i in chosen], predicted[chosen])
     names = run.class_names
+    fonts.report_undrawable([names[j] for i in chosen for j in (labels[i], predicted[i])], EXPLANATIONS_IMAGE)
     tiles = [_tile(overlay(image, heatmap), ("WRONG " if i in wrong else "") +
                    f"{names[labels[i]]} -> {names[predicted[i]]} {confidence[i]:.2f}")
              for i, image, heatmap in zip(chosen, images, maps)]
     columns = 4
     rows = -(-len(tiles) // columns)
-    grid = Image.new("RGB", (columns * TILE, rows * (TILE + 24)), "white")
+    grid = Image.new("RGB", (columns * TILE, rows * (TILE + TILE_CAPTION)), "white")
     for k, tile in enumerate(tiles):
-        grid.paste(tile, ((k % columns) * TILE, (k // columns) * (TILE + 24)))
+        grid.paste(tile, ((k % columns) * TILE, (k // columns) * (TILE + TILE_CAPTION)))
     return np.asarray(grid)
 
 
@@ -153,29 +168,48 @@ _MARKDOWN_SPECIAL = set("\\`*_[]<>#|~&")
 
 
 def markdown_escape(word: str) -> str:
-    """A word that renders as itself in Markdown (no accidental emphasis, links or HTML)."""
-    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in word)
+    """A word that renders as itself in Markdown (no accidental emphasis, links or HTML; control
+    characters, as in a class name holding a newline, written as escapes)."""
+    return visible("".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in word))
 
 
 def _percent(share: float) -> str:
     return f"{share * 100:+.0f}%".replace("-", "\u2212")
 
 
+def _word_shares(result) -> dict[str, tuple[float, list[int]]]:
+    """Each distinct word of the text: (the sum of its occurrences' shares, their positions), in the order
+    of first occurrence."""
+    words: dict[str, tuple[float, list[int]]] = {}
+    for i, (word, share) in enumerate(zip(result.words, result.shares())):
+        total, positions = words.get(word, (0.0, []))
+        words[word] = (total + share, positions + [i])
+    return words
+
+
+def _word_summary(word: str, share: float, positions: list[int]) -> str:
+    times = f" ({len(positions)} occurrences)" if len(positions) > 1 else ""
+    return f"{markdown_escape(word)} {_percent(share)}{times}"
+
+
 def render_attributions(result, top_k: int = TOP_TOKENS) -> list[str]:
-    """Markdown lines: the text (as the model read it) as a quote, its top-k words in bold with their
-    signed share of the total absolute attribution; then those words listed, and the strongest word
-    against the class."""
+    """Markdown lines: the text (as the model read it) as a quote, its top-k words in bold, every
+    occurrence with its own signed share of the total absolute attribution; then those words listed,
+    and the strongest word against the class. A word that occurs several times is one word there, with
+    the sum of its occurrences' shares (a reader asks which words decided, not which positions)."""
     shares = result.shares()
-    top = result.top(top_k)
-    words = [f"**{markdown_escape(w)}** ({_percent(shares[i])})" if i in top else markdown_escape(w)
+    by_word = _word_shares(result)
+    top = [w for w in sorted(by_word, key=lambda w: -by_word[w][0]) if by_word[w][0] > 0][:top_k]
+    bold = {i for w in top for i in by_word[w][1]}
+    words = [f"**{markdown_escape(w)}** ({_percent(shares[i])})" if i in bold else markdown_escape(w)
              for i, w in enumerate(result.words)]
     lines = ["> " + (" ".join(words) if words else "(no tokens)") + (" \u2026 (cut: the model read no further)"
                                                                       if result.truncated else ""), ""]
-    listed = ", ".join(f"{markdown_escape(result.words[i])} {_percent(shares[i])}" for i in top) or "none"
+    listed = ", ".join(_word_summary(w, *by_word[w]) for w in top) or "none"
     lines.append(f"Top words for the class: {listed}.")
-    against = min(range(len(shares)), key=lambda i: shares[i], default=None)
-    if against is not None and shares[against] < 0:
-        lines[-1] += f" Strongest against it: {markdown_escape(result.words[against])} {_percent(shares[against])}."
+    against = min(by_word, key=lambda w: by_word[w][0], default=None)
+    if against is not None and by_word[against][0] < 0:
+        lines[-1] += f" Strongest against it: {_word_summary(against, *by_word[against])}."
     return lines + [""]
 
 
@@ -214,7 +248,8 @@ def text_explanations_section(run, paths: list[str], encodings: list[str], label
              f"drawn at random; the top {TOP_TOKENS} words in bold.", ""]
     for number, (i, result) in enumerate(zip(chosen, results), 1):
         verdict = "WRONG" if i in wrong else "correct"
-        lines.append(f"**{number}. {verdict}** `{Path(paths[i]).parent.name}/{Path(paths[i]).name}`: true {markdown_escape(names[labels[i]])}, "
+        shown = visible(f"{Path(paths[i]).parent.name}/{Path(paths[i]).name}").replace("`", "'")
+        lines.append(f"**{number}. {verdict}** `{shown}`: true {markdown_escape(names[labels[i]])}, "
                      f"predicted {markdown_escape(names[predicted[i]])} ({probabilities[i, predicted[i]]:.2f})")
         lines.append("")
         lines.extend(render_attributions(result))
@@ -230,9 +265,9 @@ def write_text_attributions(run, names: list[str], texts: list[str], probabiliti
     written = []
     for i, (name, result) in enumerate(zip(names, results)):
         stem = "text" if name.startswith("text: ") else Path(name).stem
-        target = out / f"{i:04d}-{stem}-tokens.md"
+        target = out / f"{_output_stem(i, stem)}-tokens.md"
         predicted_name = run.class_names[predicted[i]]
-        shown = name.replace("`", "'")
+        shown = visible(name).replace("`", "'")
         lines = [f"# `{shown}`", "",
                  f"Predicted {markdown_escape(predicted_name)} ({probabilities[i, predicted[i]]:.3f}). Token "
                  "attributions (gradient x input on the token embeddings, signed share of the total; the top "

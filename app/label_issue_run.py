@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import UserError
+from app.escaping import markdown_cell
 from app.label_issues import (FOLDS, LabelIssue, excluded_paths, find_label_issues, require_enough_for_folds,
                               too_few_for_folds)
 from data.atomic_write import write_atomically
@@ -138,7 +139,8 @@ def log_label_issues(log_dir: Path, issues: list[LabelIssue], modality: str, siz
         else:
             texts = read_texts([i.path for i in top])
             rows = ["| given -> suggested, score | file | text |", "|---|---|---|"]
-            rows += [f"| {c} | {Path(i.path).name} | {t[:200].replace('|', ' ')} |" for c, i, t in zip(captions, top, texts)]
+            rows += [f"| {markdown_cell(c)} | {markdown_cell(Path(i.path).name)} | {markdown_cell(t[:200])} |"
+                     for c, i, t in zip(captions, top, texts)]
             tf.summary.text("label_issues", "\n".join(rows), step=0)
 
 
@@ -162,7 +164,8 @@ def label_issues_section(run_path: Path, modality: str, size: int, resize: str, 
     existing = [i for i in issues[:SHOWN] if Path(i.path).is_file()]
     if existing:
         lines += ["", "| score | file | given | looks like |", "|---:|---|---|---|"]
-        lines += [f"| {i.score:.3f} | {i.path} | {i.given} | {i.suggested} |" for i in existing]
+        lines += [f"| {i.score:.3f} | {markdown_cell(i.path)} | {markdown_cell(i.given)} | "
+                  f"{markdown_cell(i.suggested)} |" for i in existing]
     if existing and modality == "image":
         from app import tensorboard_logging as tb
 

@@ -83,13 +83,17 @@ class EpochSummary(keras.callbacks.Callback):
         super().__init__()
         self.phase, self.epoch_offset, self.max_epochs = phase, epoch_offset, max_epochs
         self.started = 0.0
+        self.rate: float | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rate = tb.current_rate(self.model.optimizer)  # the rate this step uses (after it: the next one's)
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        rate = self.rate if self.rate is not None else tb.current_rate(self.model.optimizer)
         validation = (f" | val_loss {logs['val_loss']:.4f} val_acc {logs.get('val_accuracy', math.nan):.4f}"
                       if "val_loss" in logs else "")
         logger.info("%s epoch %d/%d: loss %.4f acc %.4f%s | lr %.2e | %.1f s",
@@ -177,9 +181,7 @@ def run_phase(context: PhaseContext, spec: PhaseSpec) -> PhaseResult:
     callbacks = [
         nan_guard,
         early_stopping,
-        EpochCheckpoint(context.checkpoints, phase, context.history, early_stopping,
-                        extra_state, epoch_offset, resume.state.best_weights if resume else None),
-        keras.callbacks.TensorBoard(log_dir=str(context.log_dir)),
+        tb.RunTensorBoard(context.log_dir, spec.step_offset),
         tb.StepLearningRate(context.log_dir, spec.step_offset),
         tb.PhaseMarker(context.log_dir, spec.number, spec.description),
         BatchProgress(phase),  # listed before EpochSummary: the bar is cleared before the epoch's line
@@ -189,6 +191,10 @@ def run_phase(context: PhaseContext, spec: PhaseSpec) -> PhaseResult:
     if spec.confusion_inputs is not None:  # episodes have no fixed classes: no confusion matrix for meta phases
         callbacks.append(tb.ConfusionMatrixPerEpoch(context.log_dir, spec.confusion_inputs, spec.val_labels,
                                                     context.class_names))
+    # Last: the epoch is checkpointed once everything above has logged (and flushed) it, so an epoch a resumed run
+    # does not repeat is never missing from TensorBoard or the log.
+    callbacks.append(EpochCheckpoint(context.checkpoints, phase, context.history, early_stopping,
+                                     extra_state, epoch_offset, resume.state.best_weights if resume else None))
     if completed < max_epochs and not (resume and early_stopping_exhausted(resume.state, config.patience)):
         # fit() makes new iterators every epoch: none may carry the autotuning thread (see data/pipeline.py).
         train_ds = without_autotune_thread(spec.train_ds)

@@ -11,13 +11,18 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from app import fonts  # noqa: E402
+from app.escaping import markdown_cell, visible  # noqa: E402
 from app.metrics import most_confused_pairs  # noqa: E402
 
 
 def confusion_figure(matrix, class_names: list[str]):
-    """Two panels: row-normalised (recall per true class) and raw counts."""
+    """Two panels: row-normalised (recall per true class) and raw counts. Create and save it inside
+    `fonts.matplotlib_text(class_names, ...)` (as plot_confusion_matrix does) so that names in other
+    scripts find a font that has them."""
     matrix = np.asarray(matrix)
     n = len(class_names)
+    class_names = [visible(name) for name in class_names]  # a newline would break the tick label
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=np.float64), where=rows > 0)
     cell = 0.45 if n <= 20 else 0.28
@@ -54,7 +59,8 @@ def save_figure(figure, path: Path, dpi: int = 100) -> None:
 
 
 def plot_confusion_matrix(matrix, class_names: list[str], path: Path) -> None:
-    save_figure(confusion_figure(matrix, class_names), path)
+    with fonts.matplotlib_text(class_names, path.name):
+        save_figure(confusion_figure(matrix, class_names), path)
 
 
 def render_report(metrics: dict, context: dict, worst: list[dict]) -> str:
@@ -65,10 +71,10 @@ def render_report(metrics: dict, context: dict, worst: list[dict]) -> str:
         applied = "applied" if metrics["calibration"]["temperature_applied"] else "not applied; --apply-temperature"
         calibration = f" (temperature fitted on validation: {temperature:.3f}, {applied})"
     lines = [
-        f"# Evaluation: {context['run_dir']}",
+        f"# Evaluation: {visible(context['run_dir'])}",
         "",
-        f"- Data: `{context['data_dir']}` ({context['split_description']})",
-        f"- Model: `{context.get('model') or 'model.keras'}`",
+        f"- Data: `{visible(context['data_dir'])}` ({context['split_description']})",
+        f"- Model: `{visible(context.get('model') or 'model.keras')}`",
         f"- Examples: {metrics['num_examples']}, classes: {len(metrics['class_names'])}",
         f"- Accuracy: **{metrics['accuracy']:.4f}** (bootstrap 95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}), "
         f"top-{metrics['k']} accuracy: {metrics['top_k_accuracy']:.4f}",
@@ -82,14 +88,17 @@ def render_report(metrics: dict, context: dict, worst: list[dict]) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for name, scores in metrics["per_class"].items():
-        lines.append(f"| {name} | {scores['precision']:.3f} | {scores['recall']:.3f} | {scores['f1']:.3f} | {scores['support']} |")
+        lines.append(f"| {markdown_cell(name)} | {scores['precision']:.3f} | {scores['recall']:.3f} | "
+                     f"{scores['f1']:.3f} | {scores['support']} |")
     lines += ["", "## Most confused pairs", ""]
     pairs = most_confused_pairs(metrics["confusion_matrix"], metrics["class_names"])
-    lines += [f"- {true} predicted as {predicted}: {count}" for true, predicted, count in pairs] or ["- none"]
+    lines += [f"- {markdown_cell(true)} predicted as {markdown_cell(predicted)}: {count}"
+              for true, predicted, count in pairs] or ["- none"]
     lines += ["", "## Most confident mistakes", ""]
     if worst:
         lines += ["| file | true | predicted | confidence |", "|---|---|---|---:|"]
-        lines += [f"| {w['file']} | {w['true']} | {w['predicted']} | {w['confidence']:.3f} |" for w in worst]
+        lines += [f"| {markdown_cell(w['file'])} | {markdown_cell(w['true'])} | {markdown_cell(w['predicted'])} | "
+                  f"{w['confidence']:.3f} |" for w in worst]
     else:
         lines.append("- none")
     lines += ["", "All mistakes: misclassified.csv", "", "![confusion matrix](confusion_matrix.png)", "",
@@ -132,7 +141,8 @@ def render_comparison(rows: list[dict]) -> str:
     for row in rows:
         low, high = row["ci95"]["accuracy"]
         lines.append(
-            f"| {row['run']} | {row['backbone']} | {row['strategy']} | {row['num_examples']} | "
+            f"| {markdown_cell(row['run'])} | {markdown_cell(row['backbone'])} | {row['strategy']} | "
+            f"{row['num_examples']} | "
             f"{row['accuracy']:.4f} ({low:.3f}-{high:.3f}) | {row['macro_f1']:.4f} | {row['ece']:.4f} |"
         )
     return "\n".join(lines)

@@ -29,6 +29,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 
+from app import fonts
+from app.escaping import markdown_cell, visible
 from app.metrics import confusion_matrix
 from data.images import load_image
 
@@ -43,25 +45,82 @@ CAPTION_HEIGHT = CAPTION_LINES * (CAPTION_FONT + 3) + 6
 SPRITE_TILE = 32
 MAX_PROJECTOR_POINTS = 2000
 MAX_WORST = 16
+DRAWN_IN = "the TensorBoard images"  # where a class name's undrawable characters are reported
 
 
 def _writer(log_dir: Path, run: str | None = None):
     return tf.summary.create_file_writer(str(log_dir / run) if run else str(log_dir))
 
 
+def current_rate(optimizer) -> float:
+    """The rate the optimizer's next step will use (a schedule's value at its current iteration)."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+class RunTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' callback with three changes for runs of several phases that may be killed at any moment:
+
+    - each epoch's events are flushed at its end; app/phases.py lists the checkpoint callback after this
+      one, so an epoch that a resumed run does not train again is always in TensorBoard (tf.summary
+      writers otherwise hold events for up to two minutes, which a kill -9 loses);
+    - `epoch_learning_rate` is the rate the epoch's last step used (Keras reads it after that step,
+      which gives the next step's: 0 at the end of a cosine schedule that no step used);
+    - `evaluation_<metric>_vs_iterations` counts optimizer steps across phases, as `learning_rate`
+      does (each phase has its own optimizer, whose count starts at 0).
+    Written by hand because Keras' callback has no hook for these; the private members it uses
+    (`_writers`, `_val_writer`, `_pop_writer`, `_collect_learning_rate`) are those of Keras 3.15.
+    """
+
+    def __init__(self, log_dir: Path, step_offset: int = 0):
+        super().__init__(log_dir=str(log_dir))
+        self.step_offset = step_offset
+        self._step_rate: float | None = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        super().on_train_batch_begin(batch, logs)
+        self._step_rate = current_rate(self.model.optimizer)
+
+    def _collect_learning_rate(self, logs):
+        logs = super()._collect_learning_rate(logs)
+        if logs and "learning_rate" in logs and self._step_rate is not None:
+            logs["learning_rate"] = self._step_rate
+        return logs
+
+    def on_test_end(self, logs=None):
+        optimizer = self.model.optimizer
+        if optimizer is not None and hasattr(optimizer, "iterations"):
+            step = self.step_offset + int(keras.ops.convert_to_numpy(optimizer.iterations))
+            with self._val_writer.as_default():
+                for name, value in (logs or {}).items():
+                    self.summary.scalar(f"evaluation_{name}_vs_iterations", value, step=step)
+        self._pop_writer()
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        for writer in self._writers.values():
+            writer.flush()
+
+
 class StepLearningRate(keras.callbacks.Callback):
-    """Writes the optimizer's learning rate at every step (schedules change it within an epoch)."""
+    """Writes the learning rate of every optimizer step (schedules change it within an epoch): the rate the
+    step used, read before it, at the step's number once taken (counted across phases)."""
 
     def __init__(self, log_dir: Path, step_offset: int = 0):
         super().__init__()
         self.writer = _writer(log_dir, TRAIN)
         self.step_offset = step_offset  # optimizer steps of earlier phases (each phase has its own optimizer)
+        self._rate = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._rate = current_rate(self.model.optimizer)
 
     def on_train_batch_end(self, batch, logs=None):
-        optimizer = self.model.optimizer
-        step = self.step_offset + int(optimizer.iterations.numpy())
+        step = self.step_offset + int(self.model.optimizer.iterations.numpy())
         with self.writer.as_default():
-            tf.summary.scalar("learning_rate", float(keras.ops.convert_to_numpy(optimizer.learning_rate)), step=step)
+            tf.summary.scalar("learning_rate", self._rate, step=step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.writer.flush()  # before the epoch's checkpoint (see RunTensorBoard)
 
     def on_train_end(self, logs=None):
         self.writer.flush()
@@ -82,7 +141,9 @@ class PhaseMarker(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         with self.writer.as_default():
             tf.summary.scalar("phase", self.phase_number, step=epoch,
-                              description="1: head on cached features; 2: top backbone blocks unfrozen")
+                              description="1: head on cached features; 2: top backbone blocks unfrozen; "
+                                          "3, 4: the refit's head and backbone phases")
+        self.writer.flush()  # before the epoch's checkpoint (see RunTensorBoard)
 
     def on_train_end(self, logs=None):
         self.writer.flush()
@@ -101,6 +162,7 @@ class ConfusionMatrixPerEpoch(keras.callbacks.Callback):
         matrix = confusion_matrix(self.labels, predicted, len(self.class_names))
         with self.writer.as_default():
             tf.summary.image("confusion_matrix", confusion_image(matrix, self.class_names)[None], step=epoch)
+        self.writer.flush()  # before the epoch's checkpoint (see RunTensorBoard)
 
     def on_train_end(self, logs=None):
         self.writer.flush()
@@ -108,33 +170,21 @@ class ConfusionMatrixPerEpoch(keras.callbacks.Callback):
 
 @functools.lru_cache(maxsize=8)
 def _font(size: int) -> ImageFont.FreeTypeFont:
-    """Pillow's bundled TrueType font (no system font needed) at a size TensorBoard shows legibly."""
-    return ImageFont.load_default(size=size)
+    """DejaVu Sans (shipped with matplotlib: Latin, Greek and Cyrillic, accents included; Pillow's bundled
+    font has unaccented Latin only) at a size TensorBoard shows legibly. Names and captions are drawn
+    with `fonts.text_font(size)`, which takes the characters DejaVu Sans lacks (Chinese, ...) from a
+    system font that has them."""
+    return fonts.pil_font(size)
 
 
 def _fit(text: str, font, width: int) -> str:
     """`text`, shortened with an ellipsis only if it does not fit in `width` pixels."""
-    if font.getlength(text) <= width:
-        return text
-    while text and font.getlength(text + "…") > width:
-        text = text[:-1]
-    return text + "…"
+    return fonts.fit(text, font, width)
 
 
 def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
     """Greedy word wrap into at most `max_lines` lines of `width` pixels (the last one shortened if needed)."""
-    lines, current = [], ""
-    for word in text.split():
-        candidate = f"{current} {word}".strip()
-        if font.getlength(candidate) <= width or not current:
-            current = candidate
-        else:
-            lines.append(current)
-            current = word
-    lines.append(current)
-    if len(lines) > max_lines:
-        lines = lines[:max_lines - 1] + [" ".join(lines[max_lines - 1:])]
-    return [_fit(line, font, width) for line in lines]
+    return fonts.wrap(text, font, width, max_lines)
 
 
 def confusion_image(matrix, class_names: list[str]) -> np.ndarray:
@@ -144,24 +194,29 @@ def confusion_image(matrix, class_names: list[str]) -> np.ndarray:
     and column names written vertically (not cut to a few letters), cells of 34 px shrinking to
     22 px as the classes grow to 50. Why not the matplotlib figure of report.md: it takes ~0.5 s
     to render, which every epoch would dwarf a head epoch on cached features (milliseconds).
+    Names are drawn with a font that has their characters where one is installed (one warning names
+    those drawn as boxes), control characters written as escapes.
     """
     matrix = np.asarray(matrix)
     n = len(class_names)
     cell = int(np.clip(700 // max(n, 1), 22, 34))
-    font, small = _font(14), _font(11 if cell < 30 else 13)
-    names = [_fit(name, font, 220) for name in class_names]
-    label_width = int(max(font.getlength(name) for name in names)) + 12
+    small = _font(11 if cell < 30 else 13)
+    fonts.report_undrawable(class_names, DRAWN_IN)
+    font = fonts.text_font(14)
+    names = [_fit(visible(name), font, 220) for name in class_names]
+    label_width = int(max((font.getlength(name) for name in names), default=0)) + 12
     top = label_width + 8  # the column names stand vertically above the cells
-    width = max(label_width + n * cell + 8, 420)
+    legend = "rows: true class, columns: predicted (row-normalised colour, counts)"
+    width = max(label_width + n * cell + 8, int(_font(13).getlength(legend)) + 8)
     height = top + n * cell + 28
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     rows = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
     for i, name in enumerate(names):
-        draw.text((4, top + i * cell + (cell - 14) // 2), name, fill="black", font=font)
+        font.draw(draw, (4, top + i * cell + (cell - 14) // 2), name, fill="black")
         column = Image.new("RGB", (label_width, cell), "white")  # drawn sideways, then turned upright
-        ImageDraw.Draw(column).text((4, (cell - 14) // 2), name, fill="black", font=font)
+        font.draw(ImageDraw.Draw(column), (4, (cell - 14) // 2), name, fill="black")
         image.paste(column.rotate(90, expand=True), (label_width + i * cell, top - label_width - 4))
     for t in range(n):
         for p in range(n):
@@ -171,19 +226,18 @@ def confusion_image(matrix, class_names: list[str]) -> np.ndarray:
             if matrix[t, p]:
                 draw.text((x0 + cell // 2, y0 + cell // 2), str(int(matrix[t, p])), anchor="mm", font=small,
                           fill="white" if share[t, p] > 0.5 else "black")
-    draw.text((4, height - 22), "rows: true class, columns: predicted (row-normalised colour, counts)",
-              fill="black", font=_font(13))
+    draw.text((4, height - 22), legend, fill="black", font=_font(13))
     return np.asarray(image)
 
 
 def _captioned_tile(image: Image.Image, caption: str) -> Image.Image:
-    font = _font(CAPTION_FONT)
-    lines = _wrap(caption, font, GRID_TILE - 6, CAPTION_LINES)
+    font = fonts.text_font(CAPTION_FONT)
+    lines = _wrap(visible(caption), font, GRID_TILE - 6, CAPTION_LINES)
     canvas = Image.new("RGB", (GRID_TILE, GRID_TILE + CAPTION_HEIGHT), "white")
     canvas.paste(image.resize((GRID_TILE, GRID_TILE), Image.Resampling.BILINEAR), (0, 0))
     draw = ImageDraw.Draw(canvas)
     for i, line in enumerate(lines):
-        draw.text((3, GRID_TILE + 3 + i * (CAPTION_FONT + 3)), line, fill="black", font=font)
+        font.draw(draw, (3, GRID_TILE + 3 + i * (CAPTION_FONT + 3)), line, fill="black")
     return canvas
 
 
@@ -198,6 +252,7 @@ def _grid(tiles: list[Image.Image]) -> np.ndarray:
 
 def image_grid(paths: list[str], captions: list[str], size: tuple[int, int], resize: str) -> np.ndarray:
     """A captioned grid (uint8 HxWx3) of up to MAX_WORST images."""
+    fonts.report_undrawable(captions[:MAX_WORST], DRAWN_IN, what="caption")
     return _grid([_captioned_tile(Image.fromarray(load_image(p, size, resize)), c)
                   for p, c in zip(paths[:MAX_WORST], captions[:MAX_WORST])])
 
@@ -205,6 +260,7 @@ def image_grid(paths: list[str], captions: list[str], size: tuple[int, int], res
 def log_sample_inputs(log_dir: Path, paths: list[str], labels: list[int], class_names: list[str],
                       size: tuple[int, int], resize: str, note: str) -> None:
     """One batch of training inputs exactly as the model sees them (after decode and resize)."""
+    fonts.report_undrawable([class_names[y] for y in labels], DRAWN_IN)
     grid = image_grid(paths, [class_names[y] for y in labels], size, resize)
     with _writer(log_dir, TRAIN).as_default():
         tf.summary.image("sample_inputs", grid[None], step=0, description=note)
@@ -212,6 +268,7 @@ def log_sample_inputs(log_dir: Path, paths: list[str], labels: list[int], class_
 
 def log_augmented_batch(log_dir: Path, images: np.ndarray, labels: list[int], class_names: list[str]) -> None:
     """One training batch after augmentation, as the fine-tuned model receives it."""
+    fonts.report_undrawable([class_names[label] for label in labels[:MAX_WORST]], DRAWN_IN)
     grid = _grid([_captioned_tile(Image.fromarray(np.asarray(image, np.uint8)), class_names[label])
                   for image, label in zip(images[:MAX_WORST], labels)])
     with _writer(log_dir, TRAIN).as_default():
@@ -232,11 +289,13 @@ def log_worst_mistakes(log_dir: Path, examples, probabilities: np.ndarray, class
         if not wrong:
             tf.summary.text("worst_mistakes", "No validation mistakes.", step=0)
         elif modality == "image":
+            fonts.report_undrawable([class_names[j] for i in wrong for j in (labels[i], predicted[i])], DRAWN_IN)
             grid = image_grid([examples[i].path for i in wrong], captions, (size, size), resize)
             tf.summary.image("worst_mistakes", grid[None], step=0)
         else:
             rows = ["| true / predicted | text |", "|---|---|"]
-            rows += [f"| {c} | {(texts or [''] * len(examples))[i][:200].replace('|', ' ')} |" for c, i in zip(captions, wrong)]
+            rows += [f"| {markdown_cell(c)} | {markdown_cell((texts or [''] * len(examples))[i][:200])} |"
+                     for c, i in zip(captions, wrong)]
             tf.summary.text("worst_mistakes", "\n".join(rows), step=0)
     return len(wrong)
 

@@ -36,6 +36,7 @@ from app.checkpoints import CHECKPOINTS_DIR
 from colour_folders import write_colour_folder
 from data.atomic_write import FAULT_LOG_VARIABLE, FAULT_VARIABLE
 from models.task_model import load_task_model
+from tensorboard_events import scalar_points
 
 pytestmark = pytest.mark.slow
 RUNNER = Path(__file__).resolve().parent / "fault_runner.py"
@@ -134,6 +135,11 @@ def _usable_run(run: Path) -> list[str]:
         problems.append(f"{run}: model does not load: {error!r}")
     if json.loads((run / rd.METADATA_FILE).read_text())["class_names"] != ["blue", "green", "red"]:
         problems.append(f"{run}: metadata class names")
+    # Every epoch of the history is in TensorBoard (an epoch killed after its checkpoint was not, before the
+    # checkpoint came last); one killed between its events and its checkpoint ran twice and may show twice.
+    logged = {step for step, _ in scalar_points(run, "train", "epoch_loss")}
+    if not set(range(len(history))) <= logged:
+        problems.append(f"{run}: epochs missing from TensorBoard: {sorted(set(range(len(history))) - logged)}")
     return problems
 
 

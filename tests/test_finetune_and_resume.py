@@ -14,6 +14,7 @@ from app.checkpoint_state import CheckpointState
 from app.checkpoints import CHECKPOINTS_DIR, Checkpoints
 from models.task_model import load_task_model
 from tests.parked_training import kill_inside_epoch_after
+from tests.tensorboard_events import scalar_points
 
 pytestmark = pytest.mark.slow  # end-to-end runs of the real CLIs (make test-fast leaves them out)
 
@@ -68,6 +69,15 @@ def test_finetune_trains_both_phases_and_saves_a_plain_classifier(colour_folder,
     # Phase 2 trained through an augmentation layer; the saved classifier does not contain it.
     assert not [layer for layer in model._flatten_layers() if "augment" in type(layer).__name__.lower()]
     assert {"phase", "learning_rate", "sample_augmented_inputs", "sample_inputs"} <= _tags(run, "train")
+    # Each step's learning rate is the one it used: the cosine schedule's last step used a positive rate (read
+    # after the step, it is the next step's, 0); the epoch's rate is its last step's.
+    rates = scalar_points(run, "train", "learning_rate")
+    assert [step for step, _ in rates] == list(range(1, len(rates) + 1))  # steps counted across both phases
+    assert rates[-1][1] > 0.0
+    assert scalar_points(run, "train", "epoch_learning_rate")[-1][1] == pytest.approx(rates[-1][1])
+    # Validation by optimizer steps counts across phases too (it restarted at each phase's optimizer).
+    validation_steps = [step for step, _ in scalar_points(run, "validation", "evaluation_loss_vs_iterations")]
+    assert validation_steps == sorted(set(validation_steps)) and validation_steps[-1] == len(rates)
 
 
 def _cache_lines(capsys) -> list[str]:
@@ -174,6 +184,9 @@ def test_resume_after_kill_9_mid_epoch_continues_the_history(colour_folder, tmp_
         assert phases.count("refit_" + phase) == metadata["refit"]["epochs"][phase]
     assert metadata["metrics"]["val_accuracy"] == (state.selection or metadata["metrics"])["val_accuracy"]
     load_task_model(str(run / rd.MODEL_FILE))
+    # Every epoch is in TensorBoard once: those before the kill were flushed before their checkpoints.
+    steps = [step for step, _ in scalar_points(run, "train", "epoch_loss")]
+    assert steps == list(range(len(history)))
 
 
 def test_resume_refuses_a_finished_run_and_changed_data(colour_folder, tmp_path, capsys):

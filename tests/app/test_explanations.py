@@ -30,3 +30,40 @@ def test_attributions_render_the_top_words_in_bold_with_signed_shares():
 def test_markdown_escape_keeps_words_literal():
     assert markdown_escape("a_b*c`[d]<e>") == "a\\_b\\*c\\`\\[d\\]\\<e\\>"
     assert markdown_escape("great") == "great"
+
+
+def test_a_word_that_occurs_twice_is_one_top_word_with_both_shares_summed():
+    # "spicy" twice (+20% and +10%): one entry in the top list, +30%, both occurrences in bold with their own share.
+    result = TokenAttributions(["spicy", "food", "so", "spicy", "not", "not"], [0.2, 0.25, 0.0, 0.1, -0.3, 0.15], False)
+    lines = render_attributions(result, top_k=2)
+    assert lines[0] == "> **spicy** (+20%) **food** (+25%) so **spicy** (+10%) not not"
+    assert lines[2].startswith("Top words for the class: spicy +30% (2 occurrences), food +25%.")
+    assert lines[2].count("spicy") == 1
+    # Against the class: "not" as a word, its two occurrences summed (-30% + 15%).
+    assert lines[2].endswith("Strongest against it: not \u221215% (2 occurrences).")
+    # Words that only differ from the top words are their own words.
+    other = render_attributions(TokenAttributions(["hot", "hotter"], [0.5, 0.5], False), top_k=5)
+    assert "hot +50%, hotter +50%" in other[2]
+
+
+def test_explanation_files_of_names_with_newlines_and_pipes(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from app import explanations
+
+    monkeypatch.setattr(explanations, "text_attributions",
+                        lambda run, texts, classes: [TokenAttributions(["great"], [1.0], False) for _ in texts])
+    run = SimpleNamespace(class_names=["neg", "po|s"])
+    names = [str(tmp_path / "new\nline.txt"), str(tmp_path / "a|b.txt"), "text: two\nlines"]
+    written = explanations.write_text_attributions(run, names, ["great"] * 3, np.array([[0.1, 0.9]] * 3),
+                                                   tmp_path / "out")
+    assert [p.name for p in written] == ["0000-new_line-tokens.md", "0001-a_b-tokens.md", "0002-text-tokens.md"]
+    first = written[0].read_text(encoding="utf-8").split("\n")
+    assert first[0] == f"# `{tmp_path}/new\\nline.txt`"  # the heading stays one line
+    assert "Predicted po\\|s (0.900)" in first[2]
+    assert written[2].read_text(encoding="utf-8").startswith("# `text: two\\nlines`\n")
+    assert explanations._output_stem(7, "x\ty/z") == "0007-x_y_z"
+
+
+def test_markdown_escape_writes_control_characters_visibly():
+    assert markdown_escape("new\nline") == "new\\nline"
