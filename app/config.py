@@ -357,6 +357,8 @@ def _checked_value(key: str, value, where: Mapping[str, str]):
     f = _FIELDS[key]
     if f.metadata.get("accept_int") and _is_int(value):
         value = str(value)
+    if isinstance(value, bool) and "yes" in CHOICES.get(key, ()):
+        value = "yes" if value else "no"  # YAML 1.1 reads an unquoted `refit: no` as false
     accepts, expected = _TYPE_RULES[str(f.type)]
     if not accepts(value):
         raise UserError(f"{_invalid(key, where)}: {key} must be {expected}. Received: {key}={value!r}")
@@ -377,6 +379,29 @@ class _YamlLoader(yaml.SafeLoader):
     """
 
 
+def _mapping_without_duplicates(loader: _YamlLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """A mapping whose keys are unique: PyYAML keeps the last of two same keys silently, and a setting written
+    twice (one of them forgotten) must not decide the run unseen."""
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"found the key {key!r} a second time (first at line {seen[key] + 1}); keep one",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+def _json_object_without_duplicates(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ValueError(f"the key(s) {', '.join(map(repr, twice))} appear more than once; keep one")
+    return dict(pairs)
+
+
+_YamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 _YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
@@ -404,9 +429,11 @@ def load_config_file(path: str | Path) -> dict:
         raise UserError(f"Config file not found: {str(path)!r}")
     kind = "JSON" if suffix == ".json" else "YAML"
     try:
-        with path.open(encoding="utf-8") as stream:  # a stream, so YAML errors show the file name and line
-            values = json.load(stream) if kind == "JSON" else yaml.load(stream, Loader=_YamlLoader)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
+        # utf-8-sig: a byte-order mark (Windows editors write one) is skipped. A stream: YAML errors show the line.
+        with path.open(encoding="utf-8-sig") as stream:
+            values = (json.load(stream, object_pairs_hook=_json_object_without_duplicates) if kind == "JSON"
+                      else yaml.load(stream, Loader=_YamlLoader))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:  # ValueError: JSONDecodeError too
         raise UserError(f"Config file {str(path)!r} could not be read as {kind}: {_one_line(error)}. "
                         f"Fix the file (or pass the settings as flags) and run again") from None
     if values is None:  # an empty YAML file (or only comments): nothing to set

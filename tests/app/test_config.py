@@ -280,3 +280,29 @@ def test_path_settings_are_recorded_as_absolute_paths_names_stay_names(tmp_path,
     assert (config.backbone, config.weights) == ("bert", "imagenet")  # a plain word that is no run: a name
     config, _ = config_from_args(["d", "--backbone", "resnet50", "--weights", "missing.h5"])
     assert (config.backbone, config.weights) == ("resnet50", "missing.h5")  # kept for the error that names it
+
+
+def test_yaml_yes_and_no_unquoted_mean_the_choices(tmp_path):
+    # YAML 1.1 reads `refit: no` as false: for a yes/no option that is what the writer meant.
+    path = write(tmp_path / "run.yaml", "refit: no\ntarget_finetune: yes\nstrategy: protonet\n")
+    config, _ = config_from_args(["d", "--config", path])
+    assert (config.refit, config.target_finetune) == ("no", "yes")
+    with pytest.raises(UserError, match=r"strategy must be a string\. Received: strategy=False"):
+        config_from_args(["d", "--config", write(tmp_path / "other.yaml", "strategy: no\n")])  # not a yes/no option
+
+
+@pytest.mark.parametrize("name,text,expected", [
+    ("twice.yaml", "epochs: 3\nseed: 1\nepochs: 4\n",
+     r"line 3, column 1: found the key 'epochs' a second time \(first at line 1\); keep one"),
+    ("twice.json", '{"epochs": 3, "epochs": 4}', r"the key\(s\) 'epochs' appear more than once; keep one"),
+])
+def test_a_key_written_twice_is_refused_not_silently_the_last(tmp_path, name, text, expected):
+    with pytest.raises(UserError, match=expected):
+        config_from_args(["d", "--config", write(tmp_path / name, text)])
+
+
+def test_a_byte_order_mark_is_skipped(tmp_path):
+    for name, text in (("bom.json", '{"epochs": 3}'), ("bom.yaml", "epochs: 3\n")):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+        assert config_from_args(["d", "--config", str(path)])[0].epochs == 3
