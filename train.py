@@ -32,9 +32,16 @@ def main(argv: list[str] | None = None) -> int:
             print(backbone_table())
             return 0
         if modes.check:
-            from app.data_report import format_data_report
+            from app.data_report import build_data_report, format_data_report
+            from data.errors import DataError
+            from data.scan import scan_folder
 
-            scan, examples, report = check_data(config)
+            scan = scan_folder(config.data_dir)
+            try:
+                scan, examples, report = check_data(config, scan)
+            except DataError:  # a folder that cannot train: what the doctor found still helps fix it
+                print(format_data_report(build_data_report(scan)))
+                raise
             print(format_data_report(report))
             if modes.label_issues:
                 from app.label_issue_run import check_label_issues, format_label_issues

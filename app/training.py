@@ -99,13 +99,13 @@ def _write_tensorboard_extras(log_dir, resolved, report, embeddings, val_probabi
     tb.write_projector(log_dir, embeddings, val_examples, scan.class_names, scan.modality, backbone.size, config.resize)
 
 
-def check_data(config: TrainConfig):
-    """The data doctor: scan and check every file, assign splits, build the report.
+def check_data(config: TrainConfig, scan=None):
+    """The data doctor: scan and check every file (unless `scan` is given), assign splits, build the report.
 
     Returns (scan, examples with splits, data report). Raises DataError when the
     folder cannot be used for training.
     """
-    scan = scan_folder(config.data_dir)
+    scan = scan if scan is not None else scan_folder(config.data_dir)
     require_trainable(scan, min_per_class=2)
     examples = assign_splits(scan, config.val_fraction, config.seed, config.test_fraction)
     train_labels = [e.label for e in examples if e.split == "train"]

@@ -40,7 +40,10 @@ def _copy(run, tmp_path):
 
 
 def _one_error(capsys) -> str:
-    err = capsys.readouterr().err
+    return _one_error_of(capsys.readouterr().err)
+
+
+def _one_error_of(err: str) -> str:
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if " ERROR " in line]
     assert len(errors) == 1, err
@@ -354,3 +357,19 @@ def test_only_tensorflow_errors_about_input_files_become_messages():
     assert unreadable_input(corrupt) == "Invalid PNG data, size 40"
     assert unreadable_input(tf.errors.InvalidArgumentError(None, None, "Incompatible shapes: [2] vs. [3]")) is None
     assert unreadable_input(FileNotFoundError("No such file or directory")) is None  # not TensorFlow's
+
+
+def test_check_on_a_folder_that_cannot_train_still_prints_what_the_doctor_found(tmp_path, capsys):
+    """--check stopped at the class count with only the ERROR line: the skipped and converted files, the counts
+    per class (what tells how to fix the folder) were not shown."""
+    write_colour_folder(tmp_path / "data")
+    lonely = tmp_path / "data" / "lonely"
+    lonely.mkdir()
+    shutil.copy(next((tmp_path / "data" / "red").iterdir()), lonely / "only.png")
+    (tmp_path / "data" / "red" / "broken.png").write_bytes(b"not an image")
+    capsys.readouterr()
+    assert train.main([str(tmp_path / "data"), "--check"]) == 2
+    captured = capsys.readouterr()
+    assert "Skipped files:" in captured.out and "broken.png" in captured.out
+    assert any(line.split() == ["lonely", "1"] for line in captured.out.splitlines())
+    assert "Too few training examples in classes {'lonely': 1}" in _one_error_of(captured.err)
