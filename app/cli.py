@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 from typing import Callable
@@ -26,6 +27,13 @@ RUNTIME_NOISE = re.compile(r"triggered tf\.function retracing")
 
 # A full disk, a quota, a read-only filesystem: the user's to fix, reported like any bad input.
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+# The same as TensorFlow reports them from its own writers (TensorBoard event files, SavedModel variables).
+DISK_MESSAGES = re.compile("|".join(re.escape(os.strerror(code)) for code in sorted(DISK_ERRORS)))
+
+
+class Terminated(Exception):
+    """SIGTERM (a scheduler, `kill`): raised in the main thread like Ctrl-C's KeyboardInterrupt, so a run
+    stops the same way, its temporary files removed, with the same message."""
 
 # What TensorFlow says when an input file it reads inside tf.data is gone or no longer decodes
 # (it changed after the data check: the doctor trusts a file whose size and modification time are
@@ -118,13 +126,35 @@ class _DropRuntimeNoise(logging.Filter):
 
 
 def run_safely(command: Callable[[], int]) -> int:
-    """Run `command`; user errors become one 'error:' line and exit status 2, no traceback."""
-    from app.errors import USER_ERRORS, UserError
+    """Run `command`; user errors become one 'error:' line and exit status 2, no traceback; Ctrl-C and SIGTERM
+    one line saying how to continue."""
+    from app.errors import UserError
 
     def checked_command() -> int:
+        from app.run_dir import set_active_run
+
+        set_active_run(None)  # each command starts with no run of its own (tests call main() again and again)
         if _environment_problem:
             raise UserError(_environment_problem)
         return command()
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (a test calling main() from a thread): keep the default
+        previous = None
+    try:
+        return _reported(checked_command)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _reported(checked_command: Callable[[], int]) -> int:
+    """checked_command's status, or that of the one ERROR line its failure becomes (see run_safely)."""
+    from app.errors import USER_ERRORS
 
     try:
         return checked_command()
@@ -134,16 +164,23 @@ def run_safely(command: Callable[[], int]) -> int:
     except OSError as error:
         if error.errno not in DISK_ERRORS:
             raise
-        where = f" {error.filename}" if error.filename else ""
-        logging.getLogger("metatune").error(
-            "Could not write%s: %s. Nothing half-written was left in its place; free some space (or pick a "
-            "writable --output), then run the same command again (train.py: with --resume RUN_DIR to continue "
-            "an interrupted run).", where, error.strerror or error)
+        _disk_error(f" {error.filename}" if error.filename else "", error.strerror or str(error))
         return 2
-    except KeyboardInterrupt:
-        logging.getLogger("metatune").error("Interrupted.")
-        return 130
+    except (KeyboardInterrupt, Terminated) as error:
+        from app.run_dir import active_run, shell_path
+
+        run = active_run()
+        resume = (f" {shell_path(run)} stays INCOMPLETE: continue it with python train.py --resume "
+                  f"{shell_path(run)}." if run is not None else "")
+        logging.getLogger("metatune").error("Interrupted%s.%s", " (SIGTERM)" if isinstance(error, Terminated) else "",
+                                            resume)
+        return 143 if isinstance(error, Terminated) else 130
     except Exception as error:  # noqa: BLE001  only an input file that became unreadable is turned into a message
+        disk = DISK_MESSAGES.search(str(error))
+        if disk is not None:  # TensorFlow's own writers: the message names no file we can trust, the reason
+            logging.getLogger("metatune").debug("TensorFlow's error", exc_info=True)
+            _disk_error("", disk.group(0))
+            return 2
         detail = unreadable_input(error)
         if detail is None:
             raise
@@ -153,6 +190,13 @@ def run_safely(command: Callable[[], int]) -> int:
             "(train.py DATA_DIR --check) and run the command again (an interrupted train.py run stays INCOMPLETE; "
             "--resume RUN_DIR continues it if its files are as before).", detail)
         return 2
+
+
+def _disk_error(where: str, reason: str) -> None:
+    logging.getLogger("metatune").error(
+        "Could not write%s: %s. Nothing half-written was left in its place; free some space (or write somewhere "
+        "writable), then run the same command again (an interrupted train.py run: python train.py --resume "
+        "RUN_DIR).", where, reason)
 
 
 def unreadable_input(error: BaseException) -> str | None:

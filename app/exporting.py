@@ -8,6 +8,7 @@ parity.json says it passed; a failed check removes it and raises with the number
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -94,6 +95,7 @@ def export_run(request: ExportRequest) -> ExportResult:
     representative = representative_paths(run, request.representative_files) if request.quantize == "int8" else []
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(output)
     staging = output.parent / f".{output.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -116,10 +118,36 @@ def export_run(request: ExportRequest) -> ExportResult:
                             f"Its report: {kept}. "
                             + ("Try a milder quantization (--quantize dynamic or float16)." if request.quantized
                                else "Please report this with the run's metadata.json."))
-        os.replace(staging, output)
+        try:
+            os.replace(staging, output)
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise UserError(f"{str(output)!r} was written by another export while this one ran (two exports to one "
+                            "place at once); that one is kept. Choose another --output for this one.") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(output, report)
+
+
+def remove_stale_staging(output: Path) -> None:
+    """Remove what exports killed before they finished left beside `output`: their staging folders and scratch
+    (`.NAME.tmp-PID...`), where process PID no longer runs. A live one (another export now) is left alone."""
+    for leftover in output.parent.glob(f".{output.name}.tmp-*"):
+        pid = leftover.name.removeprefix(f".{output.name}.tmp-").split("-")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            logger.info("Removing %s, left by an export that did not finish", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def failed_report_path(output: Path) -> Path:
@@ -196,7 +224,7 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
     reference_scores = _reference_unknown_scores(run, unknown, examples, request.batch_size) if unknown else None
     labels, paths = [e.label for e in examples], [e.path for e in examples]
     checks, notes = [], []
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(dir=staging.parent, prefix=staging.name + "-scratch-") as scratch:
         request_json: dict = {"batch_size": request.batch_size}
         served = list(range(len(examples)))
         if run.modality == "text":
@@ -271,7 +299,7 @@ def _probe(savedmodel: Path, request_json: dict, scratch: Path) -> dict:
     """Run the SavedModel in a fresh Python that imports TensorFlow only (app/savedmodel_probe.py)."""
     request_path, result_path = scratch / "request.json", scratch / "result.npz"
     request_path.write_text(json.dumps(request_json), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"METATUNE_PROBE_PARENT": str(os.getpid())}
     completed = subprocess.run([sys.executable, str(PROBE_SCRIPT), str(savedmodel), str(request_path), str(result_path)],
                                capture_output=True, text=True, env=env, cwd=scratch)
     if completed.returncode != 0:
@@ -289,7 +317,7 @@ def _export_litert(run: LoadedRun, staging: Path, examples: list[Example], repre
 
     spec = _spec(run)
     staging.mkdir(parents=True)
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(dir=staging.parent, prefix=staging.name + "-scratch-") as scratch:
         write_pixels_savedmodel(run.model, spec.image_size, scratch + "/pixels")
         logger.info("Converting to LiteRT (%s)%s", request.label,
                     f", calibrating on {len(representative)} training files" if representative else "")

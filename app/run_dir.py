@@ -78,6 +78,34 @@ def archive_problem(path: Path) -> str | None:
     return None if bad is None else f"damaged (bad CRC in {bad!r})"
 
 
+# The run directory this process is training into, for the message of an interrupted run (app/cli.py).
+_active_run: Path | None = None
+
+
+def set_active_run(run_dir: Path | None) -> None:
+    global _active_run
+    _active_run = run_dir
+
+
+def active_run() -> Path | None:
+    return _active_run
+
+
+def remove_leftover_temporaries(run_dir: Path) -> list[Path]:
+    """The temporary files (data/atomic_write.temporary_name) that writers killed mid-write left at the top of a
+    run directory. Only for the process holding the run's lock: no one else writes there then."""
+    import shutil
+
+    removed = []
+    for leftover in Path(run_dir).glob(".tmp-*"):
+        try:
+            shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
+            removed.append(leftover)
+        except OSError:
+            pass  # a leftover the next resume can remove as well
+    return removed
+
+
 def check_output_path(path: str | Path, typed: bool = True) -> None:
     """A UserError when `--output` (`typed`) or the default run directory cannot become a run directory:
     an existing file, or a path under one."""
@@ -129,6 +157,8 @@ def mark_complete(run_dir: Path) -> None:
     read_json(run_dir / METADATA_FILE,
               f"The run stays INCOMPLETE. Resume it with python train.py --resume {shell_path(run_dir)}")
     (run_dir / INCOMPLETE_MARKER).unlink(missing_ok=True)
+    if _active_run == run_dir:
+        set_active_run(None)  # complete: an interrupt from here on leaves nothing to resume
     boundary("mark complete", run_dir / INCOMPLETE_MARKER)
 
 

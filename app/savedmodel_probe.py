@@ -35,7 +35,21 @@ def load_text_kernels(tf) -> None:
         tf.load_op_library(library)
 
 
+def die_with_parent() -> None:
+    """Linux: end this probe when the export that started it dies (a `kill -9` of export.py left it running)."""
+    parent = os.environ.get("METATUNE_PROBE_PARENT")
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != int(parent):  # the parent died before the call above took effect
+        sys.exit(1)
+
+
 def main(argv: list[str]) -> int:
+    die_with_parent()
     for name in BLOCKED:
         sys.modules[name] = None  # `import keras` now fails; TensorFlow's optional look-ups see "absent"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -124,11 +124,15 @@ def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manife
         run_dir = Path(config.output).expanduser() if config.output else default_run_dir(config, backbone_name)
         rd.create_run_dir(run_dir, typed=bool(config.output))  # refuses a non-empty folder before the lock file
         locks.enter_context(RunLock(run_dir))
+        rd.set_active_run(run_dir)  # until it is complete: what an interrupt's message names
         return run_dir, None
     run_dir = Path(resume_dir)
     locks.enter_context(RunLock(run_dir))
     if not (run_dir / rd.INCOMPLETE_MARKER).exists():
         raise UserError(f"{str(run_dir)!r} is a finished run; there is nothing to resume. Received: --resume {run_dir}")
+    rd.set_active_run(run_dir)
+    for leftover in rd.remove_leftover_temporaries(run_dir):
+        logger.info("Removed %s, a file an interrupted write left", leftover.name)
     saved = run_dir / rd.MANIFEST_FILE
     if saved.is_file() and _manifest_sha256(rd.read_json(saved, _START_AGAIN)) != manifest_hash:
         raise UserError(f"The data in {config.data_dir!r} changed since {str(run_dir)!r} started (files added, removed "

@@ -94,10 +94,10 @@ def write_atomically(path: str | Path, write: Callable[[Path], None], label: str
         if fault and fault[0] == "enospc":
             raise _disk_full(path)
         os.replace(temporary, path)
-    except Exception as error:
+    except BaseException as error:  # Ctrl-C included: no temporary file is left behind
         _remove(temporary)
-        if isinstance(error, OSError) and error.filename == str(temporary):
-            error.filename = str(path)  # the user knows the file, not its temporary name
+        if isinstance(error, OSError) and (error.filename is None or str(temporary) in str(error.filename)):
+            error.filename = str(path)  # the user knows the file, not its temporary name (writers may give none)
         raise
     if fault and fault[0] == "kill":
         _die()

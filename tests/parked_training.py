@@ -1,4 +1,5 @@
-"""Start `train.py` in a subprocess and SIGKILL it inside the epoch after a given checkpoint.
+"""Start `train.py` in a subprocess and SIGKILL it (or send another signal) inside the epoch after a given
+checkpoint.
 
 Event-driven, not timed: the subprocess's batch hook looks at the checkpoint pointer after every
 training batch; once the pointer names the wanted checkpoint, the hook writes a marker file and
@@ -48,8 +49,10 @@ sys.exit(train.main(sys.argv[1:]))
 """
 
 
-def kill_inside_epoch_after(args: list[str], run: Path, wanted: str, tmp_path: Path) -> None:
-    """Run `train.py args` (output `run`) and SIGKILL it in the epoch after checkpoint `wanted`."""
+def kill_inside_epoch_after(args: list[str], run: Path, wanted: str, tmp_path: Path,
+                            sig: int = signal.SIGKILL) -> tuple[int, str]:
+    """Run `train.py args` (output `run`), send it `sig` (SIGKILL) in the epoch after checkpoint `wanted`;
+    (its exit status, its stderr)."""
     marker = tmp_path / "parked"
     script = PARKING_TRAIN.format(root=str(ROOT), pointer=str(run / CHECKPOINTS_DIR / "latest.json"),
                                   marker=str(marker), wanted=wanted)
@@ -64,6 +67,9 @@ def kill_inside_epoch_after(args: list[str], run: Path, wanted: str, tmp_path: P
             if time.monotonic() > deadline:
                 raise AssertionError(f"training did not reach checkpoint {wanted!r} within {START_TIMEOUT_S} s")
             time.sleep(0.05)
+        os.kill(process.pid, sig)
+        _, err = process.communicate(timeout=120)
+        return process.returncode, err
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)

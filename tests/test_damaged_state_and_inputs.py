@@ -359,6 +359,28 @@ def test_only_tensorflow_errors_about_input_files_become_messages():
     assert unreadable_input(FileNotFoundError("No such file or directory")) is None  # not TensorFlow's
 
 
+def test_tensorflow_writers_on_a_full_disk_are_one_error_line_not_a_traceback(capsys):
+    """A full disk at TensorBoard's first event file (or a SavedModel's variables) was a ResourceExhaustedError
+    traceback: TensorFlow's writers raise their own errors, not OSError."""
+    import tensorflow as tf
+
+    from app.cli import run_safely, setup_logging
+
+    setup_logging()
+
+    def full_disk() -> int:
+        raise tf.errors.ResourceExhaustedError(None, None, "/runs/r/logs/train; No space left on device\n\tCould not "
+                                                           "initialize events writer. [Op:CreateSummaryFileWriter]")
+    assert run_safely(full_disk) == 2
+    error = _one_error(capsys)
+    assert "Could not write: No space left on device. Nothing half-written was left" in error
+
+    def a_bug() -> int:
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+    with pytest.raises(tf.errors.ResourceExhaustedError):  # other TensorFlow errors keep their traceback
+        run_safely(a_bug)
+
+
 def test_check_on_a_folder_that_cannot_train_still_prints_what_the_doctor_found(tmp_path, capsys):
     """--check stopped at the class count with only the ERROR line: the skipped and converted files, the counts
     per class (what tells how to fix the folder) were not shown."""

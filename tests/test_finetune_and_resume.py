@@ -1,6 +1,7 @@
 """The finetune strategy, the feature cache, NaN handling and resume after kill -9, through train.main."""
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,25 @@ def test_resume_after_kill_9_mid_epoch_continues_the_history(colour_folder, tmp_
     # Every epoch is in TensorBoard once: those before the kill were flushed before their checkpoints.
     steps = [step for step, _ in scalar_points(run, "train", "epoch_loss")]
     assert steps == list(range(len(history)))
+
+
+@pytest.mark.parametrize("sig, status, named", [(signal.SIGTERM, 143, "Interrupted (SIGTERM)."),
+                                               (signal.SIGINT, 130, "Interrupted.")])
+def test_sigterm_and_ctrl_c_stop_with_one_line_that_says_how_to_continue(colour_folder, tmp_path, sig, status, named):
+    """SIGTERM killed the process silently; Ctrl-C said "Interrupted." without naming the run to resume."""
+    run = tmp_path / "run"
+    args = [str(colour_folder), "--backbone", "tiny_image", "--output", str(run), "--epochs", "4", "--patience", "10",
+            "--batch-size", "8", "--seed", "3", "--refit", "no"]
+    returncode, err = kill_inside_epoch_after(args, run, "head-epoch-0002", tmp_path, sig)
+    assert returncode == status and "Traceback" not in err
+    errors = [line for line in err.splitlines() if " ERROR metatune: " in line]  # TensorFlow's E0000 lines aside
+    assert len(errors) == 1 and named in errors[0] and f"python train.py --resume {run}" in errors[0], err
+    assert (run / rd.INCOMPLETE_MARKER).exists()
+    leftover = run / ".tmp-999999-model.keras"  # what a write killed midway leaves
+    leftover.write_bytes(b"half a model")
+    assert train.main(["--resume", str(run)]) == 0
+    assert not leftover.exists()  # the resume, holding the run's lock, removed it
+    assert [e["epoch"] for e in rd.read_json(run / rd.HISTORY_FILE)["epochs"]] == [1, 2, 3, 4]
 
 
 def test_resume_refuses_a_finished_run_and_changed_data(colour_folder, tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -257,6 +258,43 @@ def test_damaged_artifacts_are_one_clear_error(image_run, tmp_path, capsys):
 
     assert evaluate.main([str(run), str(data), "--artifact", str(tmp_path / "missing")]) == 2
     _assert_one_error(capsys, "Artifact not found")
+
+
+def test_leftovers_of_killed_exports_go_and_a_concurrent_export_is_one_error(image_run, tmp_path, monkeypatch,
+                                                                             capsys):
+    import app.exporting as exporting
+
+    run, _ = image_run
+    dead = tmp_path / f".served.tmp-{_exited_pid()}"  # an export killed before it finished
+    (dead / "variables").mkdir(parents=True)
+    scratch = tmp_path / f".served.tmp-{_exited_pid()}-scratch-abc"
+    scratch.mkdir()
+    alive = tmp_path / f".served.tmp-{os.getppid()}"  # an export still running
+    alive.mkdir()
+    exporting.remove_stale_staging(tmp_path / "served")
+    assert not dead.exists() and not scratch.exists() and alive.exists()
+
+    # Another export finishing into the same --output while this one runs: one ERROR line, the other kept.
+    output = tmp_path / "raced"
+    original = exporting._export_savedmodel
+
+    def other_export_lands_meanwhile(*args, **kwargs):
+        report = original(*args, **kwargs)
+        output.mkdir()
+        (output / "saved_model.pb").write_bytes(b"the other export's")
+        return report
+    monkeypatch.setattr(exporting, "_export_savedmodel", other_export_lands_meanwhile)
+    capsys.readouterr()
+    assert export.main([str(run), "--output", str(output)]) == 2
+    _assert_one_error(capsys, "was written by another export while this one ran", "Choose another --output")
+    assert (output / "saved_model.pb").read_bytes() == b"the other export's"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".raced")] == []  # no staging left
+
+
+def _exited_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
 
 
 def test_a_text_export_given_to_an_image_run_names_the_modality(image_run, tmp_path, monkeypatch, capsys):
