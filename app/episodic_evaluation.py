@@ -51,7 +51,7 @@ from app.errors import UserError
 from app.episode_learner import EPISODE_LEARNERS, learner_for
 from app.evaluation import LoadedRun, choose_evaluation_set, load_run
 from app.run_integrity import load_model_file, retrain_remedy
-from app.features import cached_features, extract_features, feature_store_key
+from app.features import cached_features, extract_features, feature_store_key, tokenizer_identity
 from app.fewshot_baselines import BASELINES, mean_and_ci95, nearest_centroid_predict
 from app.inputs import example_dataset
 from app.model_parts import HEAD_LAYER, apply_chain, feature_extractor_of, layers_between
@@ -215,8 +215,12 @@ class _Features:
             logger.warning("Baselines use %s.", note)
             return self.run_features, note
         description = f"frozen pretrained {name} features ({spec.default_weights} weights)"
-        if weights_fingerprint(pretrained) == weights_fingerprint(self.extractor):
-            return self.run_features, description  # a frozen-backbone run: the same features, computed once
+        # A frozen-backbone run: the same features, computed once. Not for a run whose saved tokenizer reads
+        # text otherwise than the backbone does today (one trained before accents were stripped as its
+        # checkpoint asks): its features are not the pretrained backbone's.
+        if (weights_fingerprint(pretrained) == weights_fingerprint(self.extractor)
+                and tokenizer_identity(pretrained) == tokenizer_identity(self.extractor)):
+            return self.run_features, description
         logger.info("Pretrained %s features for %d files", name, len(self.examples))
         return self.cached(pretrained, spec.default_weights), description
 

@@ -37,14 +37,41 @@ def extract_features(feature_extractor: keras.Model, examples, modality: str, si
 
 def feature_store_key(feature_extractor: keras.Model, backbone_name: str, weights: str, modality: str, size: int,
                       resize: str, pooling: str | None) -> str:
-    """Everything a frozen feature depends on besides the file: any change gives a new store."""
+    """Everything a frozen feature depends on besides the file: any change gives a new store.
+
+    Text keys also cover the tokenizer (`tokenizer_identity`: its vocabulary and normalisation), which
+    has no weights: features of "café" read as [UNK] (before tokenizers followed their checkpoint's
+    accent stripping) are never reused for "café" read as "cafe". Image keys are unchanged."""
     identity = {
         "format": FEATURE_CACHE_FORMAT, "backbone": backbone_name, "weights": weights, "modality": modality,
         "size": size, "resize": resize if modality == "image" else None, "pooling": pooling,
         "resampling": RESAMPLING if modality == "image" else None,
         "weights_sha256": weights_fingerprint(feature_extractor),
     }
+    if modality == "text":
+        identity["tokenizer"] = tokenizer_identity(feature_extractor)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def text_tokenizer(feature_extractor: keras.Model):
+    """The WordPiece tokenizer of a text feature extractor (a reused run's backbone, --backbone RUN_DIR,
+    nests the extractor that holds it), or None when it has none."""
+    for layer in flat_layers(feature_extractor):
+        if layer.name == "tokenize" and hasattr(layer, "tokenizer"):
+            return layer.tokenizer
+    return None
+
+
+def tokenizer_identity(feature_extractor: keras.Model) -> dict | None:
+    """What the tokenizer does to a text, as JSON: its normalisation and a digest of its vocabulary
+    (None: no tokenizer). Two extractors with the same weights and identity give the same features."""
+    tokenizer = text_tokenizer(feature_extractor)
+    if tokenizer is None:
+        return None
+    vocabulary = "\n".join(tokenizer.get_vocabulary()).encode("utf-8")
+    return {"lowercase": bool(tokenizer.lowercase), "strip_accents": bool(tokenizer.strip_accents),
+            "split_on_cjk": bool(getattr(tokenizer, "split_on_cjk", True)),
+            "vocabulary_sha256": hashlib.sha256(vocabulary).hexdigest()}
 
 
 def content_key(example) -> str:
@@ -76,8 +103,7 @@ def cached_features(feature_extractor: keras.Model, examples, modality: str, siz
 
 def truncation_report(feature_extractor: keras.Model, texts: list[str], sequence_length: int) -> dict:
     """How many examples are longer than the sequence length (their end is cut off)."""
-    # A reused run's backbone (--backbone RUN_DIR) nests the extractor that holds the tokenizer.
-    tokenizer = next(layer for layer in flat_layers(feature_extractor) if layer.name == "tokenize").tokenizer
+    tokenizer = text_tokenizer(feature_extractor)
     lengths = []
     for start in range(0, len(texts), 256):  # keras-hub returns python lists for string batches
         tokens = tokenizer(tf.constant(texts[start:start + 256]))

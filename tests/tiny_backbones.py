@@ -3,6 +3,9 @@ tests run the real code paths in a fraction of a second."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import keras
 
 from models.backbones.registry import BackboneSpec, register_backbone
@@ -45,3 +48,24 @@ register_backbone(BackboneSpec(
     name="tiny_text", modality="text", default_size=16, feature_dim=16, weights_source="random (tests only)",
     block_pattern=r"^(transformer_layer_\d+)", build_features=_tiny_text, default_weights="none", tests_only=True,
 ))
+
+
+# Words with and without their accents, and a CJK pair, for the checkpoint-tokenizer tests.
+ACCENT_VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cafe", "creme", "café", "crème", "Cafe",
+                     "北", "京", "北京"]
+
+
+def write_tiny_hf_bert_folder(folder, tokenizer_config: dict | None) -> Path:
+    """A local Hugging Face BERT folder of a tiny random BERT (no weights file: build it with weights "none"),
+    with `tokenizer_config` as its tokenizer_config.json (None: {"do_lower_case": true}, an uncased checkpoint)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "bert", "vocab_size": len(ACCENT_VOCABULARY), "hidden_size": 16, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 64, "type_vocab_size": 2,
+        "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+    }))
+    (folder / "vocab.txt").write_text("\n".join(ACCENT_VOCABULARY) + "\n", encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"do_lower_case": True} if tokenizer_config is None else tokenizer_config))
+    return folder

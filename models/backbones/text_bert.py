@@ -4,7 +4,13 @@ Hugging Face BERT folder, and keras-hub preset names (downloaded; users online).
 The feature extractor takes raw strings: keras-hub's BertTextClassifierPreprocessor
 (tokenise, add [CLS]/[SEP], pad/truncate) runs inside the model, then the
 backbone, then pooling (masked mean for sentence-transformer checkpoints, [CLS]
-otherwise). The tokenizer's vocabulary is saved inside model.keras.
+otherwise). The tokenizer's vocabulary and normalisation are saved inside model.keras.
+
+Normalisation follows the checkpoint's own tokenizer: a Hugging Face folder's tokenizer_config.json
+(`hf_tokenizer_options`), a keras-hub preset's saved tokenizer config. keras-hub's converter reads
+only `do_lower_case` from a Hugging Face folder, while Hugging Face's BertTokenizer also strips
+accents whenever it lowercases (unless `strip_accents` says otherwise): with keras-hub alone, an
+uncased checkpoint such as all-MiniLM-L6-v2 read "café" as [UNK].
 """
 
 from __future__ import annotations
@@ -66,13 +72,41 @@ def default_pooling(path: Path) -> str:
     return "cls"
 
 
+def hf_tokenizer_options(folder: Path) -> dict:
+    """The keras-hub WordPiece options (`lowercase`, `strip_accents`, `split_on_cjk`) that reproduce a
+    Hugging Face BERT folder's tokenizer, with Hugging Face's defaults for what it leaves out.
+
+    Hugging Face's BertTokenizer (and the fast one's BertNormalizer): `do_lower_case` (default true);
+    `strip_accents` null or absent means "strip when lowercasing", true or false says so outright;
+    `tokenize_chinese_chars` (default true) puts spaces around CJK ideographs. A sentence-transformers
+    folder whose sentence_bert_config.json has `do_lower_case: true` lowercases the text before its
+    tokenizer (without stripping accents unless the tokenizer does).
+    """
+    path = folder / "tokenizer_config.json"
+    config = _read_json_object(path) if path.is_file() else {}
+    lowercase = bool(config.get("do_lower_case", True))
+    strip_accents = config.get("strip_accents")
+    strip_accents = lowercase if strip_accents is None else bool(strip_accents)
+    if config.get("do_basic_tokenize", True) is False:
+        logger.warning("%s says do_basic_tokenize: false; metatune's tokenizer still splits words on whitespace and "
+                       "punctuation before WordPiece (keras-hub has no other way).", path)
+    sentence_config = folder / "sentence_bert_config.json"
+    if sentence_config.is_file() and _read_json_object(sentence_config).get("do_lower_case") is True:
+        lowercase = True
+    return {"lowercase": lowercase, "strip_accents": strip_accents,
+            "split_on_cjk": bool(config.get("tokenize_chinese_chars", True))}
+
+
 def is_keras_hub_bert_preset(name: str) -> bool:
     import keras_hub
 
     return name in keras_hub.models.BertBackbone.presets
 
 
-def _build_bert_features(source: str, sequence_length: int, weights: str, pooling: str, label: str) -> keras.Model:
+def _build_bert_features(source: str, sequence_length: int, weights: str, pooling: str, label: str,
+                         tokenizer_options: dict | None = None) -> keras.Model:
+    """`tokenizer_options`: normalisation that replaces the one keras-hub loaded (a Hugging Face folder's:
+    `hf_tokenizer_options`); None keeps keras-hub's (a keras-hub preset's saved tokenizer config)."""
     import keras_hub
 
     if weights not in ("pretrained", "none"):
@@ -90,6 +124,7 @@ def _build_bert_features(source: str, sequence_length: int, weights: str, poolin
             "(the machine needs network access once); offline, use --backbone minilm (shipped with a Python "
             "package) or the path of a local Hugging Face BERT folder (config.json, vocab.txt, model.safetensors)."
         ) from error
+    tokenizer = InlineVocabularyBertTokenizer.from_tokenizer(tokenizer, **(tokenizer_options or {}))
     return bert_feature_model(tokenizer, backbone, sequence_length, pooling, label)
 
 
@@ -101,9 +136,10 @@ def bert_feature_model(tokenizer, backbone, sequence_length: int, pooling: str, 
         raise ModelError(
             f"{label} supports sequences up to {backbone.max_sequence_length} tokens. Received: {sequence_length}"
         )
+    if not isinstance(tokenizer, InlineVocabularyBertTokenizer):
+        tokenizer = InlineVocabularyBertTokenizer.from_tokenizer(tokenizer)
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
-        tokenizer=InlineVocabularyBertTokenizer.from_tokenizer(tokenizer), sequence_length=sequence_length,
-        name="tokenize",
+        tokenizer=tokenizer, sequence_length=sequence_length, name="tokenize",
     )
     text = keras.Input(shape=(), dtype="string", name="text")
     tokens = preprocessor(text)
@@ -130,7 +166,8 @@ def hf_folder_spec(path: str, name: str | None = None, source_note: str | None =
     label = name or str(folder)
 
     def build(sequence_length: int, weights: str, pooling_override: str | None = None) -> keras.Model:
-        return _build_bert_features(str(folder), sequence_length, weights, pooling_override or pooling, label)
+        return _build_bert_features(str(folder), sequence_length, weights, pooling_override or pooling, label,
+                                    hf_tokenizer_options(folder))
 
     return BackboneSpec(
         name=label, modality="text", default_size=DEFAULT_SEQUENCE_LENGTH, feature_dim=hidden,
