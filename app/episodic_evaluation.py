@@ -521,8 +521,7 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
     (logger.info if metrics["beats_baselines"] else logger.warning)("%s", metrics["verdict"])
 
     name = name or _default_name(data_dir, pool.name_suffix, ways, shots)
-    out_dir = run.path / "eval" / name
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = rd.fresh_report_dir(run.path / "eval" / name)
     _write_episodes_csv(out_dir / EPISODES_FILE, sampler, numbers, pool.class_names, accuracies)
     metrics["tensorboard"] = str(tb.log_episode_accuracies(run.path / rd.LOGS_DIR, name, accuracies,
                                                            {learner.key: learner.label for learner in learners}))

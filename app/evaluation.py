@@ -229,8 +229,7 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
         metrics["artifact"] = artifact_info
         suffix += f"-{artifact_info['label']}"
 
-    out_dir = run.path / "eval" / (name or _eval_name(data_dir, suffix))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = rd.fresh_report_dir(run.path / "eval" / (name or _eval_name(data_dir, suffix)))
     mistakes = _mistakes(chosen, probabilities, run.class_names)
     _write_mistakes_csv(mistakes, out_dir / "misclassified.csv")
     plot_confusion_matrix(metrics["confusion_matrix"], run.class_names, out_dir / "confusion_matrix.png")

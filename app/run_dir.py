@@ -106,6 +106,23 @@ def remove_leftover_temporaries(run_dir: Path) -> list[Path]:
     return removed
 
 
+def fresh_report_dir(out_dir: Path) -> Path:
+    """RUN_DIR/eval/NAME, emptied of an earlier evaluation of the same name: its files would otherwise stay beside
+    the new ones (an episodes.csv beside a classification report). metrics.json goes first, as it is written last:
+    an interruption in between leaves a folder that reads as an unfinished evaluation, never as a finished one."""
+    import logging
+    import shutil
+
+    out_dir = Path(out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        logging.getLogger(__name__).warning("Replacing the earlier evaluation in %s (same --name)", out_dir)
+        (out_dir / "metrics.json").unlink(missing_ok=True)
+        for entry in out_dir.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
 def check_output_path(path: str | Path, typed: bool = True) -> None:
     """A UserError when `--output` (`typed`) or the default run directory cannot become a run directory:
     an existing file, or a path under one."""

@@ -395,3 +395,20 @@ def test_check_on_a_folder_that_cannot_train_still_prints_what_the_doctor_found(
     assert "Skipped files:" in captured.out and "broken.png" in captured.out
     assert any(line.split() == ["lonely", "1"] for line in captured.out.splitlines())
     assert "Too few training examples in classes {'lonely': 1}" in _one_error_of(captured.err)
+
+
+def test_an_evaluation_under_a_used_name_replaces_the_earlier_one_whole(finished_run, tmp_path, capsys):
+    """The second evaluation under one --name left the first one's files beside its own (a classification
+    report's misclassified.csv beside an episodic report), silently."""
+    _, run = finished_run
+    run = _copy(run, tmp_path)
+    fresh = write_colour_folder(tmp_path / "fresh", seed=7)  # files the run never saw
+    assert evaluate.main([str(run), str(fresh), "--name", "same", "--bootstrap", "20"]) == 0
+    assert (run / "eval" / "same" / "misclassified.csv").is_file()
+    capsys.readouterr()
+    assert evaluate.main([str(run), str(fresh), "--name", "same", "--episodes", "2", "--ways", "2", "--shots", "1",
+                          "--queries", "1"]) == 0
+    assert "Replacing the earlier evaluation in" in capsys.readouterr().err
+    files = {p.name for p in (run / "eval" / "same").iterdir()}
+    assert "misclassified.csv" not in files and {"episodes.csv", "metrics.json", "report.md"} <= files
+    assert "episodes" in rd.read_json(run / "eval" / "same" / "metrics.json")
