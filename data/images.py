@@ -29,6 +29,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, WHITE + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode == "F":
+        image = _float_to_grey(image)
     if image.mode in SIXTEEN_BIT_MODES:
         # 16/32-bit grey: scale to 8 bits instead of letting Pillow clip at 255.
         array = np.asarray(image, dtype=np.float64)
@@ -36,6 +38,23 @@ def to_rgb(image: Image.Image) -> Image.Image:
         scale = 255.0 / (65535.0 if peak > 255 else 255.0)
         image = Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), mode="L")
     return image.convert("RGB")
+
+
+def _float_to_grey(image: Image.Image) -> Image.Image:
+    """A 32-bit float image (TIFF mode F) as 8-bit grey: values in 0-1 scaled by 255, values in 0-255 kept.
+    Pillow's own conversion clips (0-1 data became black); other ranges have no meaning to guess, so the
+    file is refused (the data doctor lists it as unusable, with this reason)."""
+    array = np.asarray(image, dtype=np.float64)
+    if array.size == 0:
+        return Image.fromarray(array.astype(np.uint8), mode="L")
+    if not np.isfinite(array).all():
+        raise ValueError("a floating-point image holding NaN or infinite values; convert it to 8-bit")
+    low, high = float(array.min()), float(array.max())
+    if low < 0.0 or high > 255.0:
+        raise ValueError(f"a floating-point image with values from {low:g} to {high:g}, neither 0-1 nor 0-255; "
+                         "convert it to 8-bit")
+    scale = 255.0 if high <= 1.0 else 1.0
+    return Image.fromarray(np.clip(np.rint(array * scale), 0, 255).astype(np.uint8), mode="L")
 
 
 def conversion_notes(image: Image.Image) -> list[str]:
@@ -57,6 +76,8 @@ def conversion_notes(image: Image.Image) -> list[str]:
         notes.append("CMYK converted to RGB")
     elif mode in SIXTEEN_BIT_MODES:
         notes.append(f"{mode} (16/32-bit) scaled to 8-bit RGB")
+    elif mode == "F":
+        notes.append("F (32-bit float) scaled to 8-bit RGB (0-1 times 255; 0-255 kept)")
     elif mode != "RGB":
         notes.append(f"{mode} converted to RGB")
     if getattr(image, "n_frames", 1) > 1:

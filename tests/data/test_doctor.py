@@ -100,6 +100,23 @@ def test_sixteen_bit_png_is_noted_and_scaled_not_clipped(tmp_path, make_image):
     assert np.all(np.abs(pixels.astype(int) - 128) <= 1), pixels[0, 0]
 
 
+def test_float_tiff_in_0_1_or_0_255_is_scaled_and_other_ranges_are_unusable(tmp_path):
+    """A 32-bit float TIFF (mode F) became an all-black image that trained as if it were data."""
+    def tiff(name, values):
+        path = tmp_path / name
+        Image.fromarray(np.asarray(values, np.float32), mode="F").save(path)
+        return str(path)
+    unit = tiff("unit.tif", np.full((4, 4), 0.5))
+    check = inspect_file(unit, "image")
+    assert check.usable and check.notes == ("F (32-bit float) scaled to 8-bit RGB (0-1 times 255; 0-255 kept)",)
+    assert np.all(load_image(unit, (4, 4)) == 128)
+    assert np.all(load_image(tiff("bytes.tif", np.full((4, 4), 200.0)), (4, 4)) == 200)
+    for name, values, reason in (("wide.tif", np.linspace(-5, 900, 16).reshape(4, 4), "values from -5 to 900"),
+                                 ("nan.tif", np.full((4, 4), np.nan), "NaN or infinite")):
+        check = inspect_file(tiff(name, values), "image")
+        assert not check.usable and reason in check.reason and "convert it to 8-bit" in check.reason
+
+
 def test_exif_orientation_6_is_applied_when_loading(tmp_path):
     # Stored 8 wide x 4 high, left half red, right half blue, tagged "rotate 90 clockwise":
     # seen 4 wide x 8 high with red on top.
