@@ -39,7 +39,8 @@ def assign_splits(scan: ScanResult, val_fraction: float, seed: int, test_fractio
     each class (val: at least 1; test: at least 1 once a class has 3 files, with
     test_fraction > 0), chosen by a seeded shuffle of the sorted file list.
     Exact duplicates move together, so the same picture is never in train and in
-    val/test through the automatic split. Same folder + seed -> same split.
+    val/test through the automatic split; one filed under several classes stays in
+    train in each. Same folder + seed -> same split.
     """
     _check_fraction("val_fraction", val_fraction, allow_zero=False)
     _check_fraction("test_fraction", test_fraction, allow_zero=True)
@@ -53,6 +54,13 @@ def assign_splits(scan: ScanResult, val_fraction: float, seed: int, test_fractio
 
     rng = np.random.default_rng(seed)
     result = list(fixed)
+    # A file also filed under another class (a labelling conflict the data report lists) trains in every copy:
+    # held out in one class, it would be its own training image under another label.
+    labels_of: dict[str, set[int]] = defaultdict(set)
+    for example in pool:
+        if example.sha256:
+            labels_of[example.sha256].add(example.label)
+    across_classes = {digest for digest, labels in labels_of.items() if len(labels) > 1}
     no_test: list[str] = []  # classes too small to give a test file / a validation file
     no_val: list[str] = []
     for label, name in enumerate(scan.class_names):
@@ -77,7 +85,9 @@ def assign_splits(scan: ScanResult, val_fraction: float, seed: int, test_fractio
             group = groups[position]
             # A group goes to test/val only while at least one training file is left over.
             room = n - 1 - taken["test"] - taken["val"] >= len(group)
-            if room and taken["test"] < n_test:
+            if group[0].sha256 in across_classes:
+                split = "train"
+            elif room and taken["test"] < n_test:
                 split = "test"
             elif room and taken["val"] < n_val:
                 split = "val"

@@ -245,6 +245,19 @@ def test_identical_files_always_land_in_the_same_split(test_fraction):
         assert sorted(e.path for e in examples) == sorted(e.path for e in scan.examples)
 
 
+@pytest.mark.parametrize("test_fraction", [0.0, 0.3])
+def test_a_file_filed_under_two_classes_trains_in_both(test_fraction):
+    """One copy in test under one label, the other in train under another: the model saw the test image."""
+    scan = _with_duplicates()
+    shared = [Example("/data/ant/shared.png", 0, None, sha256="shared"),
+              Example("/data/eel/shared.png", 4, None, sha256="shared")]
+    scan = ScanResult(scan.root, scan.layout, scan.modality, scan.class_names, scan.examples + shared)
+    for seed in range(25):
+        examples = assign_splits(scan, 0.3, seed=seed, test_fraction=test_fraction)
+        assert {e.split for e in examples if e.sha256 == "shared"} == {"train"}, seed
+        assert sorted(e.path for e in examples) == sorted(e.path for e in scan.examples)
+
+
 def test_duplicates_never_leave_a_class_without_training_files():
     a = [Example("/d/a/1.png", 0, None, "same"), Example("/d/a/2.png", 0, None, "same"), Example("/d/a/3.png", 0, None, "x")]
     b = [Example(f"/d/b/{i}.png", 1, None, f"b{i}") for i in range(4)]
