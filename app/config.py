@@ -74,8 +74,11 @@ class TrainConfig:
                                  "Face BERT folder, or a finished run's RUN_DIR (its (meta-)trained backbone and "
                                  "embedding up to its final layer; its modality, input size and resize mode) "
                                  "(default: efficientnet_lite0 for images, minilm for text).", default=None)
-    strategy: str = _help("Training strategy: linear (frozen backbone, head on cached features) or finetune "
-                          "(head first, then the top backbone blocks at a lower learning rate).", default="linear")
+    strategy: str = _help("Training strategy: linear (frozen backbone, head on cached features), finetune "
+                          "(head first, then the top backbone blocks at a lower learning rate), or a meta "
+                          "strategy trained on N-way K-shot episodes: protonet, reptile, fomaml, maml (see the "
+                          "meta-learning options; --meta-data SOURCE meta-trains on a source of other classes).",
+                          default="linear")
     weights: str | None = _help("Backbone weights: images imagenet|none|PATH (a Keras weights file), text "
                                 "pretrained|none (default: the backbone's pretrained weights).", default=None)
     output: str | None = _help("Run directory (default: runs/<time>-<dataset>-<backbone>-<strategy>).", default=None)

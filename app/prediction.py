@@ -36,6 +36,10 @@ def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 
     overlay per file (image runs) or one Markdown file of token attributions per file and string
     (text runs), for its top class."""
     texts = texts or []
+    blank = [i + 1 for i, text in enumerate(texts) if not text.strip()]
+    if blank:  # as an empty or whitespace-only file is unusable: there is nothing to classify
+        raise UserError(f"--text needs words to classify; text number {', '.join(map(str, blank))} of "
+                        f"{len(texts)} is empty or whitespace only. Received: {texts[blank[0] - 1]!r}")
     if not targets and not texts:
         raise UserError("Give at least one file or folder to predict (or --text STRING for a text model).")
     run = load_run(run_dir)

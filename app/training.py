@@ -394,7 +394,7 @@ def _train_and_refit(job: TrainingJob, run: _OpenRun, refit: RefitDecision, repo
             job.train_features, job.val_features = trained.features
         val_accuracy = float(np.mean(val_probabilities.argmax(axis=1) == np.asarray(val_labels)))
         picked = val_probabilities[np.arange(len(val_labels)), np.asarray(val_labels)]
-        val_loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+        val_loss = float(0.0 - np.mean(np.log(np.clip(picked, 1e-7, 1.0))))  # 0.0, not -0.0, when all are certain
         temperature = fit_temperature(val_probabilities, val_labels)
         _write_tensorboard_extras(run.log_dir, run.resolved, report,
                                   _penultimate(trained.head_model, trained.head_inputs, trained.hidden_units),

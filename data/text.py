@@ -36,15 +36,43 @@ def inspect_text_bytes(raw: bytes) -> TextInspection:
             return TextInspection(False, "", (), "not valid UTF-8 and no text encoding could be detected (binary file?)")
         notes = (f"not UTF-8: decoded as {encoding} (detected)",)
         text = raw.decode(encoding)
+    if "\x00" in text:  # valid UTF-8 never holds NUL in text: UTF-16 without its byte-order mark, or binary
+        encoding = _bomless_utf16(raw)
+        if encoding is None:
+            return TextInspection(False, "", (), "holds NUL characters (a binary file, or UTF-16 without a "
+                                                 "byte-order mark that does not read as text)")
+        notes, text = (f"UTF-16 without a byte-order mark: decoded as {encoding} (detected)",), raw.decode(encoding)
     if not text.strip():
         return TextInspection(False, "", (), "empty text (whitespace only)")
     return TextInspection(True, encoding, notes)
 
 
+def _bomless_utf16(raw: bytes) -> str | None:
+    """utf-16-le / utf-16-be when the bytes are that without a byte-order mark: mostly-Latin text puts a NUL in
+    every other byte (the high byte of each character), on the odd positions for little-endian."""
+    if len(raw) % 2:
+        return None
+    odd, even = raw[1::2].count(0), raw[0::2].count(0)
+    half = len(raw) // 2
+    encoding = "utf-16-le" if odd >= 0.3 * half and even == 0 else "utf-16-be" if even >= 0.3 * half and odd == 0 \
+        else None
+    if encoding is None:
+        return None
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+    return encoding if "\x00" not in text and _looks_like_text(text) else None
+
+
+def _looks_like_text(text: str) -> bool:
+    return not any(ord(ch) < 32 and ch not in "\t\n\r\f" for ch in text)
+
+
 def _looks_like_western_text(text: str) -> bool:
     """Real cp1252 text is mostly ASCII with isolated accented letters and no control characters;
     other legacy encodings (CJK, Cyrillic) read as cp1252 give long runs of accented gibberish."""
-    if any(ord(ch) < 32 and ch not in "\t\n\r\f" for ch in text):
+    if not _looks_like_text(text):
         return False
     letters = [ch for ch in text if ch.isalpha()]
     non_ascii = sum(1 for ch in letters if ord(ch) > 127)

@@ -224,6 +224,10 @@ def test_text_run_predicts_files_and_strings(text_run, tmp_path, capsys):
     # The same text from a file and from --text gives the same probabilities.
     assert predictions[0]["top"] == predictions[1]["top"]
     assert result["skipped"] == []
+    # An empty or blank --text is refused, as an empty text file is unusable (it was classified).
+    assert predict.main([str(text_run), "--text", sentence, "--text", "   "]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "text number 2 of 2 is empty or whitespace only. Received: '   '" in err
 
 
 def test_image_backbone_on_a_text_folder_is_refused(text_folder, tmp_path, capsys):

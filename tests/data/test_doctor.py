@@ -278,6 +278,22 @@ def test_utf16_with_bom_is_detected(tmp_path):
     assert read_text(str(path), check.encoding) == text
 
 
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_bom_is_read_and_text_with_nul_is_unusable(tmp_path, codec):
+    """ASCII text in UTF-16 without a BOM is valid UTF-8 (with a NUL in every other character): it was
+    accepted as such, NULs included."""
+    text = "A plain English review of a film."
+    path = tmp_path / "no_bom.txt"
+    path.write_bytes(text.encode(codec))
+    check = inspect_file(str(path), "text")
+    assert check.usable and check.notes == (f"UTF-16 without a byte-order mark: decoded as {codec} (detected)",)
+    assert read_text(str(path), check.encoding) == text
+    nul = tmp_path / "nul.txt"
+    nul.write_bytes(b"some words\x00\x00\x07more words")
+    check = inspect_file(str(nul), "text")
+    assert not check.usable and "holds NUL characters" in check.reason
+
+
 def test_binary_junk_text_is_unusable(tmp_path, make_image):
     junk = tmp_path / "junk.txt"
     junk.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 256, dtype=np.uint8)))
