@@ -108,6 +108,12 @@ def check_data(config: TrainConfig, scan=None):
     scan = scan if scan is not None else scan_folder(config.data_dir)
     require_trainable(scan, min_per_class=2)
     examples = assign_splits(scan, config.val_fraction, config.seed, config.test_fraction)
+    if "val" in scan.splits_present():  # the folder's own val/ (a carve-out holds out from every class it can)
+        lacking = sorted(set(scan.class_names) - {scan.class_names[e.label] for e in examples if e.split == "val"})
+        if lacking:
+            logger.warning("The folder's val/ split has no file of %d of %d classes (%s): early stopping, the "
+                           "temperature and the unknown-class threshold are fitted without them.", len(lacking),
+                           len(scan.class_names), ", ".join(lacking[:10]) + (", ..." if len(lacking) > 10 else ""))
     train_labels = [e.label for e in examples if e.split == "train"]
     weights = class_weights(train_labels, len(scan.class_names)) if config.class_weight == "auto" else None
     report = build_data_report(scan, examples, weights)

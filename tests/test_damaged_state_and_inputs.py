@@ -412,3 +412,11 @@ def test_an_evaluation_under_a_used_name_replaces_the_earlier_one_whole(finished
     files = {p.name for p in (run / "eval" / "same").iterdir()}
     assert "misclassified.csv" not in files and {"episodes.csv", "metrics.json", "report.md"} <= files
     assert "episodes" in rd.read_json(run / "eval" / "same" / "metrics.json")
+
+
+def test_a_val_folder_lacking_classes_is_named_in_a_warning(tmp_path, capsys):
+    for split, classes in (("train", COLOURS), ("val", {"red": COLOURS["red"]})):
+        write_colour_folder(tmp_path / "data" / split, per_class=4, colours=classes)
+    capsys.readouterr()
+    assert train.main([str(tmp_path / "data"), "--check"]) == 0
+    assert "val/ split has no file of 2 of 3 classes (blue, green)" in capsys.readouterr().err
