@@ -147,6 +147,10 @@ def create_run_dir(path: Path, typed: bool = True) -> Path:
         if not typed:  # the default name holds the time to the second: two runs started together
             raise UserError(f"The default run directory {str(path)!r} already exists and is not empty (a run "
                             "started in the same second?). Pass --output RUN_DIR, or run the command again.")
+        if (path / INCOMPLETE_MARKER).exists():
+            raise UserError(f"--output {str(path)!r} is an unfinished run. Continue it with python train.py --resume "
+                            f"{shell_path(path)}, or, if that cannot resume it, delete the folder or choose another "
+                            "--output.")
         raise UserError(f"Run directory already exists and is not empty. Received: --output {str(path)!r}. Choose a new one.")
     path.mkdir(parents=True, exist_ok=True)
     text = "Training has not finished; this run directory is not usable yet.\n"

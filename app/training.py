@@ -128,6 +128,9 @@ def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manife
     The run directory's lock is taken into `locks` before anything in it is read or written."""
     if resume_dir is None:
         run_dir = Path(config.output).expanduser() if config.output else default_run_dir(config, backbone_name)
+        if (run_dir / rd.LOCK_FILE).exists():  # a run another process holds: say who, not only "not empty"
+            with RunLock(run_dir):
+                pass
         rd.create_run_dir(run_dir, typed=bool(config.output))  # refuses a non-empty folder before the lock file
         locks.enter_context(RunLock(run_dir))
         rd.set_active_run(run_dir)  # until it is complete: what an interrupt's message names

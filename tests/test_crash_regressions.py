@@ -94,6 +94,9 @@ def test_a_locked_run_is_refused_with_the_holders_pid(tiny_folder, tmp_path, mon
         error = capsys.readouterr().err
         assert f"PID {os.getpid()}" in error and "in use by another metatune process" in error
         assert "Traceback" not in error
+        # A new run given the held folder as --output names the holder too (it said "not empty").
+        assert train.main([str(tiny_folder), "--output", str(run), *OPTIONS]) == 2
+        assert f"in use by another metatune process (PID {os.getpid()})" in capsys.readouterr().err
     assert (run / rd.INCOMPLETE_MARKER).exists()
     _resume_and_check(run)  # the lock went with its holder
 

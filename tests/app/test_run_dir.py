@@ -29,6 +29,11 @@ def test_existing_non_empty_output_is_refused(tmp_path):
     with pytest.raises(UserError, match="not empty"):
         rd.create_run_dir(tmp_path / "run")
     assert (tmp_path / "run" / "keep.txt").read_text() == "user data"
+    # An unfinished run (killed before its config.json, say): the message says how to go on.
+    (tmp_path / "run" / rd.INCOMPLETE_MARKER).write_text("x")
+    with pytest.raises(UserError, match=r"is an unfinished run\. Continue it with python train.py --resume .*"
+                                        r"delete the folder or choose another --output"):
+        rd.create_run_dir(tmp_path / "run")
 
 
 def test_write_json_is_atomic_and_leaves_no_temporary(tmp_path):
