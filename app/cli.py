@@ -31,9 +31,11 @@ DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 DISK_MESSAGES = re.compile("|".join(re.escape(os.strerror(code)) for code in sorted(DISK_ERRORS)))
 
 
-class Terminated(Exception):
+class Terminated(BaseException):
     """SIGTERM (a scheduler, `kill`): raised in the main thread like Ctrl-C's KeyboardInterrupt, so a run
-    stops the same way, its temporary files removed, with the same message."""
+    stops the same way, its temporary files removed, with the same message. A BaseException, as
+    KeyboardInterrupt is: the `except Exception` of code that reports a damaged file must not take it
+    for one."""
 
 # What TensorFlow says when an input file it reads inside tf.data is gone or no longer decodes
 # (it changed after the data check: the doctor trusts a file whose size and modification time are
@@ -142,14 +144,14 @@ def run_safely(command: Callable[[], int]) -> int:
         raise Terminated()
 
     try:
-        previous = signal.signal(signal.SIGTERM, terminate)
+        previous, installed = signal.signal(signal.SIGTERM, terminate), True
     except ValueError:  # not the main thread (a test calling main() from a thread): keep the default
-        previous = None
+        previous, installed = None, False
     try:
         return _reported(checked_command)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if installed:  # None: a handler not set from Python, which is the default one here
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _reported(checked_command: Callable[[], int]) -> int:
@@ -162,7 +164,7 @@ def _reported(checked_command: Callable[[], int]) -> int:
         logging.getLogger("metatune").error("%s", error)
         return 2
     except OSError as error:
-        if error.errno not in DISK_ERRORS:
+        if error.errno not in DISK_ERRORS and not DISK_MESSAGES.search(str(error)):
             raise
         _disk_error(f" {error.filename}" if error.filename else "", error.strerror or str(error))
         return 2

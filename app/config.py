@@ -387,7 +387,13 @@ def _mapping_without_duplicates(loader: _YamlLoader, node: yaml.MappingNode, dee
     twice (one of them forgotten) must not decide the run unseen."""
     seen = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: construct_mapping merges it
+            continue
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:  # an unhashable key: construct_mapping refuses it with its own marked error
+            continue
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"found the key {key!r} a second time (first at line {seen[key] + 1}); keep one",

@@ -68,7 +68,18 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
     a warning: a copied or moved training folder must not be scored as new data.
     """
     chosen = _choose(run, data_dir, allow_missing_classes, any_classes)
-    return replace(chosen, examples=_without_training_files(run, chosen))
+    kept = _without_training_files(run, chosen)
+    left_out = len(chosen.examples) - len(kept)
+    if not left_out:
+        return chosen
+    lost = sorted({chosen.class_names[e.label] for e in chosen.examples} - {chosen.class_names[e.label] for e in kept})
+    if lost and not (allow_missing_classes or any_classes):
+        raise UserError(f"Without the files byte-identical to those the run was fitted on, no file of {lost} is "
+                        "left to evaluate. Add files the run never saw, or pass --allow-missing-classes to evaluate "
+                        "on the other classes.")
+    # The description goes into metrics.json ("split") and report.md: the count is part of what was evaluated.
+    return replace(chosen, examples=kept,
+                   description=f"{chosen.description}, without {left_out} file(s) byte-identical to training files")
 
 
 def _training_hashes(run: LoadedRun) -> dict[str, str]:

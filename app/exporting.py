@@ -9,6 +9,7 @@ parity.json says it passed; a failed check removes it and raises with the number
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import logging
 import os
@@ -132,8 +133,9 @@ def export_run(request: ExportRequest) -> ExportResult:
 
 def remove_stale_staging(output: Path) -> None:
     """Remove what exports killed before they finished left beside `output`: their staging folders and scratch
-    (`.NAME.tmp-PID...`), where process PID no longer runs. A live one (another export now) is left alone."""
-    for leftover in output.parent.glob(f".{output.name}.tmp-*"):
+    (`.NAME.tmp-PID...`), where process PID no longer runs. A live one (another export now) is left alone.
+    PIDs are this machine's: exports from other machines into one shared folder are not told apart."""
+    for leftover in output.parent.glob(f"{glob.escape('.' + output.name)}.tmp-*"):
         pid = leftover.name.removeprefix(f".{output.name}.tmp-").split("-")[0]
         if pid.isdigit() and not _running(int(pid)):
             logger.info("Removing %s, left by an export that did not finish", leftover)

@@ -100,6 +100,13 @@ def exclude_label_issues(report: dict, issues: list[LabelIssue], setting: str, t
     if val_kept:
         logger.warning("--exclude-label-issues %s: every validation file is listed; they stay in validation "
                        "(early stopping needs them)", setting)
+    given = {issue.path: issue.given for issue in issues}  # class names, as the issues name them
+    kept_labels = {e.label for e, keep in zip(val_examples, val_keep) if keep}
+    lost = sorted({given[e.path] for e, keep in zip(val_examples, val_keep) if not keep and e.label not in kept_labels})
+    if lost:
+        logger.warning("--exclude-label-issues %s: no validation file is left for %d class(es) (%s): early "
+                       "stopping, the temperature and the unknown-class threshold are fitted without them",
+                       setting, len(lost), ", ".join(lost[:10]))
     left_out = sorted([e.path for e, keep in zip(train_examples, train_keep) if not keep]
                       + [e.path for e, keep in zip(val_examples, val_keep) if not keep])
     report["label_issues_excluded"] = left_out

@@ -143,14 +143,15 @@ class MetaStepLogger(keras.callbacks.Callback):
                     tf.summary.scalar(f"meta_train/episode_{key}", float(logs[key]), step=step)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.probe is None or not hasattr(self.model, "adapt_params"):
-            return
-        (support_x, support_y, _), _ = self.probe
-        _, losses = self.model.adapt_params(self.model.read_params(), support_x[0], support_y[0], training=False)
-        with self.writer.as_default():
-            for k, loss in enumerate(losses):
-                tf.summary.scalar(f"inner_loop/support_loss_before_step_{k + 1}", float(loss), step=epoch,
-                                  description="Support-set loss of a fixed validation episode before each inner step")
+        if self.probe is not None and hasattr(self.model, "adapt_params"):
+            (support_x, support_y, _), _ = self.probe
+            _, losses = self.model.adapt_params(self.model.read_params(), support_x[0], support_y[0], training=False)
+            with self.writer.as_default():
+                for k, loss in enumerate(losses):
+                    tf.summary.scalar(f"inner_loop/support_loss_before_step_{k + 1}", float(loss), step=epoch,
+                                      description="Support-set loss of a fixed validation episode before each inner "
+                                                  "step")
+        self.writer.flush()  # before the epoch's checkpoint (see app/tensorboard_logging.RunTensorBoard)
 
     def on_train_end(self, logs=None):
         self.writer.flush()

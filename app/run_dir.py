@@ -114,6 +114,11 @@ def fresh_report_dir(out_dir: Path) -> Path:
     import shutil
 
     out_dir = Path(out_dir)
+    check_report_name(out_dir.name)
+    if out_dir.is_symlink() or out_dir.exists() and not out_dir.is_dir():
+        # Emptying it would delete what a link points at, or fail on a file: neither is an earlier report.
+        raise UserError(f"{str(out_dir)!r} is {'a symbolic link' if out_dir.is_symlink() else 'a file'}, not an "
+                        "earlier report folder. Choose another --name, or remove it.")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         logging.getLogger(__name__).warning("Replacing the earlier evaluation in %s (same --name)", out_dir)
         (out_dir / "metrics.json").unlink(missing_ok=True)

@@ -133,13 +133,11 @@ def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manife
                 pass
         rd.create_run_dir(run_dir, typed=bool(config.output))  # refuses a non-empty folder before the lock file
         locks.enter_context(RunLock(run_dir))
-        rd.set_active_run(run_dir)  # until it is complete: what an interrupt's message names
         return run_dir, None
     run_dir = Path(resume_dir)
     locks.enter_context(RunLock(run_dir))
     if not (run_dir / rd.INCOMPLETE_MARKER).exists():
         raise UserError(f"{str(run_dir)!r} is a finished run; there is nothing to resume. Received: --resume {run_dir}")
-    rd.set_active_run(run_dir)
     for leftover in rd.remove_leftover_temporaries(run_dir):
         logger.info("Removed %s, a file an interrupted write left", leftover.name)
     saved = run_dir / rd.MANIFEST_FILE
@@ -199,6 +197,8 @@ def _train_in_scope(config: TrainConfig, resume_dir, locks: ExitStack, distribut
                     started: float, chief: bool) -> TrainResult:
     prepared = _prepare(config)  # data checked, backbone built: nothing is written before this succeeds
     run = _open_run_directory(config, prepared, resume_dir, locks)
+    if chief:  # its config.json is written: until it is complete, an interrupt's message names it for --resume
+        rd.set_active_run(run.run_dir)
     job = _training_job(config, prepared, run, chief)
     refit = decide_refit(config, any(e.split == "val" for e in prepared.scan.examples), len(job.train_examples),
                          len(prepared.scan.class_names))

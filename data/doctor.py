@@ -25,7 +25,9 @@ from data.images import inspect_image_bytes
 from data.text import inspect_text_bytes
 
 logger = logging.getLogger(__name__)
-CACHE_VERSION = 1
+# 2: float TIFFs scaled or refused, UTF-16 without a BOM read, text holding NUL refused (2026-12-06): verdicts
+# cached by version 1 for such files are wrong, so they are checked again.
+CACHE_VERSION = 2
 PROGRESS_MIN_FILES = 200
 
 

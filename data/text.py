@@ -54,8 +54,9 @@ def _bomless_utf16(raw: bytes) -> str | None:
         return None
     odd, even = raw[1::2].count(0), raw[0::2].count(0)
     half = len(raw) // 2
-    encoding = "utf-16-le" if odd >= 0.3 * half and even == 0 else "utf-16-be" if even >= 0.3 * half and odd == 0 \
-        else None
+    # Mostly on one side; a few on the other are characters whose low byte is 0 (U+4E00, U+0100, ...).
+    encoding = ("utf-16-le" if odd >= 0.3 * half and even <= 0.05 * half else
+                "utf-16-be" if even >= 0.3 * half and odd <= 0.05 * half else None)
     if encoding is None:
         return None
     try:

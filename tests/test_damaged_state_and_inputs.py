@@ -130,6 +130,8 @@ def test_a_copy_of_the_training_folder_is_scored_without_its_training_files(fini
     metrics = rd.read_json(run / "eval" / "copy" / "metrics.json")
     # --refit no: the validation files only steered early stopping, so they stay, as the test files do.
     assert metrics["num_examples"] == splits.count("val") + splits.count("test") < len(splits)
+    assert metrics["split"] == f"all files of the folder, without {splits.count('train')} file(s) byte-identical " \
+                               "to training files"
     assert f"{splits.count('train')} of {len(splits)} files chosen (all files of the folder) are byte-identical" \
         in capsys.readouterr().err
     only_training = tmp_path / "only_training"
@@ -412,6 +414,14 @@ def test_an_evaluation_under_a_used_name_replaces_the_earlier_one_whole(finished
     files = {p.name for p in (run / "eval" / "same").iterdir()}
     assert "misclassified.csv" not in files and {"episodes.csv", "metrics.json", "report.md"} <= files
     assert "episodes" in rd.read_json(run / "eval" / "same" / "metrics.json")
+    # A name that is a link to a folder elsewhere is refused: emptying it would delete what it points at.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("keep")
+    (run / "eval" / "linked").symlink_to(elsewhere, target_is_directory=True)
+    assert evaluate.main([str(run), str(fresh), "--name", "linked", "--bootstrap", "20"]) == 2
+    assert "is a symbolic link, not an earlier report folder" in _one_error(capsys)
+    assert (elsewhere / "keep.txt").read_text() == "keep"
 
 
 def test_a_val_folder_lacking_classes_is_named_in_a_warning(tmp_path, capsys):

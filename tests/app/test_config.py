@@ -306,3 +306,16 @@ def test_a_byte_order_mark_is_skipped(tmp_path):
         path = tmp_path / name
         path.write_bytes(b"\xef\xbb\xbf" + text.encode())
         assert config_from_args(["d", "--config", str(path)])[0].epochs == 3
+
+
+def test_the_duplicate_key_check_keeps_yaml_merge_keys_and_refuses_unhashable_keys_cleanly(tmp_path):
+    path = write(tmp_path / "merge.yaml", "defaults: &d {epochs: 3}\n")
+    import yaml
+
+    from app.config import _YamlLoader
+
+    assert yaml.load("c: {<<: {a: 1}, b: 2}\n", Loader=_YamlLoader) == {"c": {"a": 1, "b": 2}}
+    with pytest.raises(UserError, match="unknown|Unknown"):  # a mapping as such: its key is not an option
+        config_from_args(["d", "--config", path])
+    with pytest.raises(UserError, match=r"could not be read as YAML: line 1, column 3: found unhashable key"):
+        config_from_args(["d", "--config", write(tmp_path / "list_key.yaml", "? [a, b]\n: 1\n")])

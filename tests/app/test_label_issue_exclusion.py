@@ -50,3 +50,12 @@ def test_zero_or_no_issues_changes_nothing():
     assert exclude_label_issues(report, _issues("train0"), "0", train, train_f, val, val_f)[0] == train
     assert exclude_label_issues(report, [], "auto", train, train_f, val, val_f)[2] == val
     assert "label_issues_excluded" not in report
+
+
+def test_a_class_left_without_validation_files_is_named(caplog):
+    train, train_f = _split("train", [0, 0, 1, 1], 0)
+    val, val_f = _split("val", [0, 1, 1], 100)
+    report = {}
+    _, _, new_val, _ = exclude_label_issues(report, _issues("val100"), "auto", train, train_f, val, val_f)
+    assert [e.path for e in new_val] == ["val101", "val102"]
+    assert "no validation file is left for 1 class(es) (a)" in caplog.text

@@ -282,7 +282,7 @@ def test_utf16_with_bom_is_detected(tmp_path):
 def test_utf16_without_bom_is_read_and_text_with_nul_is_unusable(tmp_path, codec):
     """ASCII text in UTF-16 without a BOM is valid UTF-8 (with a NUL in every other character): it was
     accepted as such, NULs included."""
-    text = "A plain English review of a film."
+    text = "A plain English review of a film, \u4e00 and \u0100 included."  # low bytes 0 on the other side
     path = tmp_path / "no_bom.txt"
     path.write_bytes(text.encode(codec))
     check = inspect_file(str(path), "text")
@@ -382,6 +382,19 @@ def test_new_content_is_rechecked_alone(folder, counting, make_image):
     assert second[0].sha256 == _sha(paths[0]) != first[0].sha256
     assert second[0].notes == ("CMYK converted to RGB",)
     assert second[1:] == first[1:]
+
+
+def test_verdicts_cached_by_an_older_doctor_are_checked_again(folder, counting):
+    """The doctor's rules change (CACHE_VERSION): a verdict cached under older rules is not trusted."""
+    root, paths = folder
+    check_files(paths, "image", root)
+    cache = doctor._DoctorCache(root, "image")
+    payload = json.loads(cache.path.read_text())
+    payload["version"] = doctor.CACHE_VERSION - 1
+    cache.path.write_text(json.dumps(payload))
+    counting.clear()
+    check_files(paths, "image", root)
+    assert sorted(counting) == sorted(paths)
 
 
 def test_file_emptied_in_place_is_no_longer_usable(folder, counting):
