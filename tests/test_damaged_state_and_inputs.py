@@ -430,3 +430,20 @@ def test_a_val_folder_lacking_classes_is_named_in_a_warning(tmp_path, capsys):
     capsys.readouterr()
     assert train.main([str(tmp_path / "data"), "--check"]) == 0
     assert "val/ split has no file of 2 of 3 classes (blue, green)" in capsys.readouterr().err
+
+
+def test_sigterm_while_a_model_loads_is_an_interruption_not_a_damaged_file(finished_run, capsys):
+    """`except Exception` around model loading took SIGTERM's exception for a damaged model.keras."""
+    from app.cli import Terminated, run_safely, setup_logging
+    from app.run_integrity import load_model_file
+
+    setup_logging()
+    _, run = finished_run
+
+    def terminated(path):
+        raise Terminated()
+
+    status = run_safely(lambda: load_model_file(run / rd.MODEL_FILE, terminated, "remedy") and 0)
+    assert status == 143
+    error = _one_error(capsys)
+    assert "Interrupted (SIGTERM)." in error and "could not be loaded" not in error
