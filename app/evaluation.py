@@ -64,49 +64,56 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
     files); a val/ split; otherwise every file. `any_classes` (few-shot
     evaluation): classes the run never saw are welcome, and labels index the sorted
     union of the run's and the folder's classes. Whatever the folder, files whose
-    bytes equal a file the run trained on (its manifest's hashes) are left out, with
-    a warning: a copied or moved training folder must not be scored as new data.
+    bytes equal a file of the run's training or validation split (its manifest's
+    hashes) are left out, with a warning: a copied or moved training folder must not
+    be scored as new data.
     """
     chosen = _choose(run, data_dir, allow_missing_classes, any_classes)
-    kept = _without_training_files(run, chosen)
+    kept, seen = _without_training_files(run, chosen)
     left_out = len(chosen.examples) - len(kept)
     if not left_out:
         return chosen
     lost = sorted({chosen.class_names[e.label] for e in chosen.examples} - {chosen.class_names[e.label] for e in kept})
     if lost and not (allow_missing_classes or any_classes):
-        raise UserError(f"Without the files byte-identical to those the run was fitted on, no file of {lost} is "
-                        "left to evaluate. Add files the run never saw, or pass --allow-missing-classes to evaluate "
-                        "on the other classes.")
+        raise UserError(f"Without the files byte-identical to the run's {seen} files, no file of {lost} is left to "
+                        "evaluate. Add files the run never saw, or pass --allow-missing-classes to evaluate on the "
+                        "other classes.")
     # The description goes into metrics.json ("split") and report.md: the count is part of what was evaluated.
     return replace(chosen, examples=kept,
-                   description=f"{chosen.description}, without {left_out} file(s) byte-identical to training files")
+                   description=f"{chosen.description}, without {left_out} file(s) byte-identical to the run's "
+                               f"{seen} files")
 
 
-def _training_hashes(run: LoadedRun) -> dict[str, str]:
-    """sha256 -> the manifest split of the files the model was fitted on: train, and validation once refitted."""
+def _seen_hashes(run: LoadedRun, splits: tuple[str, ...]) -> set[str]:
+    """sha256 of the manifest's files in `splits`."""
     path = run.path / rd.MANIFEST_FILE
     if not path.is_file():  # the run_integrity checks name a missing manifest where it matters
-        return {}
-    splits = ("train", "val") if run.metadata.refit_applied else ("train",)
+        return set()
     files = rd.read_json(path, rd.retrain_remedy(run.path)).get("files", [])
-    return {f["sha256"]: f["split"] for f in files if f.get("split") in splits and f.get("sha256")}
+    return {f["sha256"] for f in files if f.get("split") in splits and f.get("sha256")}
 
 
-def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> list[Example]:
-    trained = _training_hashes(run)
+def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> tuple[list[Example], str]:
+    """The chosen examples without those the run saw, and which of its splits that means."""
+    # The validation files steered early stopping, the temperature and the unknown threshold (and a refit trained
+    # on them): scoring them is optimistic, so they go too, except where they are what was chosen on purpose (the
+    # run's own folder without a test split, which says it is optimistic).
+    own_validation = chosen.name_suffix == "heldout-val"
+    splits = ("train",) if own_validation else ("train", "val")
+    trained = _seen_hashes(run, splits)
+    fitted = "training" if own_validation else "training or validation"
     leaked = [e for e in chosen.examples if e.sha256 and e.sha256 in trained]
     if not leaked:
-        return chosen.examples
+        return chosen.examples, fitted
     kept = [e for e in chosen.examples if not (e.sha256 and e.sha256 in trained)]
-    fitted = "training or validation" if run.metadata.refit_applied else "training"
     if not kept:
         raise UserError(f"Every one of the {len(leaked)} files chosen ({chosen.description}) is byte-identical to a "
-                        f"file the run was fitted on (its {fitted} split, by the manifest's hashes): scoring them "
+                        f"file of the run's {fitted} split (by the manifest's hashes): scoring them "
                         "would measure memory, not accuracy. Evaluate on files the run never saw.")
-    logger.warning("%d of %d files chosen (%s) are byte-identical to files the run was fitted on (its %s split, by "
+    logger.warning("%d of %d files chosen (%s) are byte-identical to files of the run's %s split (by "
                    "the manifest's hashes; e.g. %s): left out of the evaluation, which scores the other %d.",
                    len(leaked), len(chosen.examples), chosen.description, fitted, leaked[0].path, len(kept))
-    return kept
+    return kept, fitted
 
 
 def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, any_classes: bool) -> EvaluationSet:

@@ -128,11 +128,12 @@ def test_a_copy_of_the_training_folder_is_scored_without_its_training_files(fini
     capsys.readouterr()
     assert evaluate.main([str(run), str(copy), "--name", "copy", "--bootstrap", "20"]) == 0
     metrics = rd.read_json(run / "eval" / "copy" / "metrics.json")
-    # --refit no: the validation files only steered early stopping, so they stay, as the test files do.
-    assert metrics["num_examples"] == splits.count("val") + splits.count("test") < len(splits)
-    assert metrics["split"] == f"all files of the folder, without {splits.count('train')} file(s) byte-identical " \
-                               "to training files"
-    assert f"{splits.count('train')} of {len(splits)} files chosen (all files of the folder) are byte-identical" \
+    # The validation files steered early stopping, the temperature and the threshold: they go too.
+    seen = splits.count("train") + splits.count("val")
+    assert metrics["num_examples"] == splits.count("test") < len(splits)
+    assert metrics["split"] == f"all files of the folder, without {seen} file(s) byte-identical to the run's " \
+                               "training or validation files"
+    assert f"{seen} of {len(splits)} files chosen (all files of the folder) are byte-identical" \
         in capsys.readouterr().err
     only_training = tmp_path / "only_training"
     for f in rd.read_json(run / rd.MANIFEST_FILE)["files"]:
