@@ -27,6 +27,7 @@ from app.artifacts import PARITY_FILE, TFLITE_FILE, InputSpec
 from app.errors import UserError
 from app.evaluation import LoadedRun, load_run
 from app.parity import ParityReport, compare, compare_unknown
+from data.atomic_write import process_alive
 from data.doctor import inspect_file
 from data.images import load_image
 from data.records import Example
@@ -137,19 +138,9 @@ def remove_stale_staging(output: Path) -> None:
     PIDs are this machine's: exports from other machines into one shared folder are not told apart."""
     for leftover in output.parent.glob(f"{glob.escape('.' + output.name)}.tmp-*"):
         pid = leftover.name.removeprefix(f".{output.name}.tmp-").split("-")[0]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             logger.info("Removing %s, left by an export that did not finish", leftover)
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def failed_report_path(output: Path) -> Path:

@@ -115,3 +115,15 @@ def _remove(path: Path) -> None:
             path.unlink(missing_ok=True)
     except OSError:
         pass  # the error being raised matters more than a leftover temporary file
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (what a temporary name's PID is checked against before its
+    leftover is removed)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from data.atomic_write import write_atomically
+from data.atomic_write import process_alive, write_atomically
 from data.cache import cache_dir
 from data.errors import DataError
 from data.resize import RESAMPLING
@@ -89,19 +89,9 @@ def _remove_abandoned_temporaries(folder: Path) -> None:
     """Temporary stores of processes that no longer run (a build killed midway): gigabytes otherwise."""
     for leftover in folder.glob(".tmp-*-*.npy"):
         pid = leftover.name.split("-")[1]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             leftover.unlink(missing_ok=True)
             logger.info("Removed %s, left by an interrupted image-cache build.", leftover)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _write_store(path: Path, decoded: tf.data.Dataset, rows: int, image_size: tuple[int, int]) -> None:

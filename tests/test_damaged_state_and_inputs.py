@@ -39,6 +39,16 @@ def _copy(run, tmp_path):
     return copy
 
 
+def _damaged_copy(finished_run, tmp_path, file, damage, capsys):
+    """(data, a copy of the finished run with `file` damaged), predict.py having been refused on it (status 2)."""
+    data, run = finished_run
+    run = _copy(run, tmp_path)
+    damage(run / file)
+    capsys.readouterr()
+    assert predict.main([str(run), str(data / "red")]) == 2
+    return data, run
+
+
 def _one_error(capsys) -> str:
     return _one_error_of(capsys.readouterr().err)
 
@@ -86,11 +96,7 @@ def test_a_damaged_finished_run_is_one_error_line_naming_the_file(finished_run, 
                                                                    expected):
     """Defects 6 and 13: damage gave ValueError/BadZipFile/JSONDecodeError/IndexError tracebacks, and
     swapped class names silently swapped the predictions."""
-    data, run = finished_run
-    run = _copy(run, tmp_path)
-    damage(run / file)
-    capsys.readouterr()
-    assert predict.main([str(run), str(data / "red")]) == 2
+    data, run = _damaged_copy(finished_run, tmp_path, file, damage, capsys)
     error = _one_error(capsys)
     assert file in error and expected in error and "--config" in error
     assert evaluate.main([str(run), str(data)]) == 2
@@ -106,11 +112,7 @@ def test_a_damaged_finished_run_is_one_error_line_naming_the_file(finished_run, 
 ])
 def test_a_damaged_unknown_class_detector_is_one_error_line(finished_run, tmp_path, capsys, file, damage, expected):
     """A truncated unknown.npz was a BadZipFile traceback; a missing unknown.json turned rejection off silently."""
-    data, run = finished_run
-    run = _copy(run, tmp_path)
-    damage(run / file)
-    capsys.readouterr()
-    assert predict.main([str(run), str(data / "red")]) == 2
+    data, run = _damaged_copy(finished_run, tmp_path, file, damage, capsys)
     error = _one_error(capsys)
     assert expected in error and "--config" in error
     assert predict.main([str(run), str(data / "red"), "--reject", "none"]) == 0  # the remedy meanwhile works
