@@ -124,6 +124,10 @@ def fresh_report_dir(out_dir: Path) -> Path:
         (out_dir / "metrics.json").unlink(missing_ok=True)
         for entry in out_dir.iterdir():
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        # Its TensorBoard events too (RUN_DIR/logs/eval_NAME): TensorBoard would show both evaluations at one step.
+        events = out_dir.parent.parent / LOGS_DIR / f"eval_{out_dir.name}"
+        if events.is_dir() and not events.is_symlink():
+            shutil.rmtree(events)
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 

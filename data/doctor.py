@@ -26,8 +26,8 @@ from data.text import inspect_text_bytes
 
 logger = logging.getLogger(__name__)
 # 2: float TIFFs scaled or refused, UTF-16 without a BOM read, text holding NUL refused (2026-12-06): verdicts
-# cached by version 1 for such files are wrong, so they are checked again.
-CACHE_VERSION = 2
+# cached by version 1 for such files are wrong, so they are checked again. 3: texts over MAX_TEXT_BYTES noted.
+CACHE_VERSION = 3
 PROGRESS_MIN_FILES = 200
 
 

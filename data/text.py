@@ -44,6 +44,8 @@ def inspect_text_bytes(raw: bytes) -> TextInspection:
         notes, text = (f"UTF-16 without a byte-order mark: decoded as {encoding} (detected)",), raw.decode(encoding)
     if not text.strip():
         return TextInspection(False, "", (), "empty text (whitespace only)")
+    if len(raw) > MAX_TEXT_BYTES:  # said here too, so `train.py --check` lists it before any training reads it
+        notes += (f"over {MAX_TEXT_BYTES // 1024} KiB: read up to its first {MAX_TEXT_BYTES // 1024} KiB",)
     return TextInspection(True, encoding, notes)
 
 

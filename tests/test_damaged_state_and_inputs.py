@@ -410,6 +410,8 @@ def test_an_evaluation_under_a_used_name_replaces_the_earlier_one_whole(finished
     fresh = write_colour_folder(tmp_path / "fresh", seed=7)  # files the run never saw
     assert evaluate.main([str(run), str(fresh), "--name", "same", "--bootstrap", "20"]) == 0
     assert (run / "eval" / "same" / "misclassified.csv").is_file()
+    first_events = set((run / rd.LOGS_DIR / "eval_same").rglob("events.out.tfevents.*"))
+    assert first_events  # the Grad-CAM grid of the first evaluation
     capsys.readouterr()
     assert evaluate.main([str(run), str(fresh), "--name", "same", "--episodes", "2", "--ways", "2", "--shots", "1",
                           "--queries", "1"]) == 0
@@ -417,6 +419,7 @@ def test_an_evaluation_under_a_used_name_replaces_the_earlier_one_whole(finished
     files = {p.name for p in (run / "eval" / "same").iterdir()}
     assert "misclassified.csv" not in files and {"episodes.csv", "metrics.json", "report.md"} <= files
     assert "episodes" in rd.read_json(run / "eval" / "same" / "metrics.json")
+    assert not first_events & set((run / rd.LOGS_DIR / "eval_same").rglob("events.out.tfevents.*"))  # replaced too
     # A name that is a link to a folder elsewhere is refused: emptying it would delete what it points at.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -294,6 +294,18 @@ def test_utf16_without_bom_is_read_and_text_with_nul_is_unusable(tmp_path, codec
     assert not check.usable and "holds NUL characters" in check.reason
 
 
+def test_a_text_over_the_read_limit_is_noted_by_the_check(tmp_path):
+    from data.text import MAX_TEXT_BYTES
+
+    path = tmp_path / "long.txt"
+    path.write_text("word " * (MAX_TEXT_BYTES // 5 + 10), encoding="utf-8")
+    check = inspect_file(str(path), "text")
+    assert check.usable and check.notes == ("over 256 KiB: read up to its first 256 KiB",)
+    short = tmp_path / "short.txt"
+    short.write_text("a few words", encoding="utf-8")
+    assert inspect_file(str(short), "text").notes == ()
+
+
 def test_binary_junk_text_is_unusable(tmp_path, make_image):
     junk = tmp_path / "junk.txt"
     junk.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 256, dtype=np.uint8)))
