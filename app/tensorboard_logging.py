@@ -19,7 +19,6 @@ Tag scheme (stable; documented in the README):
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from app import fonts
 from app.escaping import markdown_cell, visible
@@ -65,8 +64,10 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
       writers otherwise hold events for up to two minutes, which a kill -9 loses);
     - `epoch_learning_rate` is the rate the epoch's last step used (Keras reads it after that step,
       which gives the next step's: 0 at the end of a cosine schedule that no step used);
-    - `evaluation_<metric>_vs_iterations` counts optimizer steps across phases, as `learning_rate`
-      does (each phase has its own optimizer, whose count starts at 0).
+    - `learning_rate`, written at every optimizer step (schedules change it within an epoch), is the rate
+      the step used, read before it, at the step's number once taken;
+    - both it and `evaluation_<metric>_vs_iterations` count optimizer steps across phases (each phase
+      has its own optimizer, whose count starts at 0).
     Written by hand because Keras' callback has no hook for these; the private members it uses
     (`_writers`, `_val_writer`, `_pop_writer`, `_collect_learning_rate`) are those of Keras 3.15.
     """
@@ -79,6 +80,12 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
     def on_train_batch_begin(self, batch, logs=None):
         super().on_train_batch_begin(batch, logs)
         self._step_rate = current_rate(self.model.optimizer)
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
+        step = self.step_offset + int(self.model.optimizer.iterations.numpy())
+        with self._train_writer.as_default():
+            tf.summary.scalar("learning_rate", self._step_rate, step=step)
 
     def _collect_learning_rate(self, logs):
         logs = super()._collect_learning_rate(logs)
@@ -99,31 +106,6 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
         super().on_epoch_end(epoch, logs)
         for writer in self._writers.values():
             writer.flush()
-
-
-class StepLearningRate(keras.callbacks.Callback):
-    """Writes the learning rate of every optimizer step (schedules change it within an epoch): the rate the
-    step used, read before it, at the step's number once taken (counted across phases)."""
-
-    def __init__(self, log_dir: Path, step_offset: int = 0):
-        super().__init__()
-        self.writer = _writer(log_dir, TRAIN)
-        self.step_offset = step_offset  # optimizer steps of earlier phases (each phase has its own optimizer)
-        self._rate = 0.0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._rate = current_rate(self.model.optimizer)
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = self.step_offset + int(self.model.optimizer.iterations.numpy())
-        with self.writer.as_default():
-            tf.summary.scalar("learning_rate", self._rate, step=step)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.writer.flush()  # before the epoch's checkpoint (see RunTensorBoard)
-
-    def on_train_end(self, logs=None):
-        self.writer.flush()
 
 
 class PhaseMarker(keras.callbacks.Callback):
@@ -168,25 +150,6 @@ class ConfusionMatrixPerEpoch(keras.callbacks.Callback):
         self.writer.flush()
 
 
-@functools.lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    """DejaVu Sans (shipped with matplotlib: Latin, Greek and Cyrillic, accents included; Pillow's bundled
-    font has unaccented Latin only) at a size TensorBoard shows legibly. Names and captions are drawn
-    with `fonts.text_font(size)`, which takes the characters DejaVu Sans lacks (Chinese, ...) from a
-    system font that has them."""
-    return fonts.pil_font(size)
-
-
-def _fit(text: str, font, width: int) -> str:
-    """`text`, shortened with an ellipsis only if it does not fit in `width` pixels."""
-    return fonts.fit(text, font, width)
-
-
-def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
-    """Greedy word wrap into at most `max_lines` lines of `width` pixels (the last one shortened if needed)."""
-    return fonts.wrap(text, font, width, max_lines)
-
-
 def confusion_image(matrix, class_names: list[str]) -> np.ndarray:
     """Row-normalised confusion matrix with counts and full class names, drawn with Pillow.
 
@@ -200,14 +163,14 @@ def confusion_image(matrix, class_names: list[str]) -> np.ndarray:
     matrix = np.asarray(matrix)
     n = len(class_names)
     cell = int(np.clip(700 // max(n, 1), 22, 34))
-    small = _font(11 if cell < 30 else 13)
+    small = fonts.pil_font(11 if cell < 30 else 13)
     fonts.report_undrawable(class_names, DRAWN_IN)
     font = fonts.text_font(14)
-    names = [_fit(visible(name), font, 220) for name in class_names]
+    names = [fonts.fit(visible(name), font, 220) for name in class_names]
     label_width = int(max((font.getlength(name) for name in names), default=0)) + 12
     top = label_width + 8  # the column names stand vertically above the cells
     legend = "rows: true class, columns: predicted (row-normalised colour, counts)"
-    width = max(label_width + n * cell + 8, int(_font(13).getlength(legend)) + 8)
+    width = max(label_width + n * cell + 8, int(fonts.pil_font(13).getlength(legend)) + 8)
     height = top + n * cell + 28
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
@@ -226,13 +189,13 @@ def confusion_image(matrix, class_names: list[str]) -> np.ndarray:
             if matrix[t, p]:
                 draw.text((x0 + cell // 2, y0 + cell // 2), str(int(matrix[t, p])), anchor="mm", font=small,
                           fill="white" if share[t, p] > 0.5 else "black")
-    draw.text((4, height - 22), legend, fill="black", font=_font(13))
+    draw.text((4, height - 22), legend, fill="black", font=fonts.pil_font(13))
     return np.asarray(image)
 
 
 def _captioned_tile(image: Image.Image, caption: str) -> Image.Image:
     font = fonts.text_font(CAPTION_FONT)
-    lines = _wrap(visible(caption), font, GRID_TILE - 6, CAPTION_LINES)
+    lines = fonts.wrap(visible(caption), font, GRID_TILE - 6, CAPTION_LINES)
     canvas = Image.new("RGB", (GRID_TILE, GRID_TILE + CAPTION_HEIGHT), "white")
     canvas.paste(image.resize((GRID_TILE, GRID_TILE), Image.Resampling.BILINEAR), (0, 0))
     draw = ImageDraw.Draw(canvas)

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.tensorboard_logging import GRID_TILE, _captioned_tile, _font, _wrap, confusion_image
+from app.fonts import pil_font as _font
+from app.fonts import wrap as _wrap
+from app.tensorboard_logging import GRID_TILE, _captioned_tile, confusion_image
 
 FASHION = ["T-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
 
