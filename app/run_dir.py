@@ -9,12 +9,16 @@ usable one. Every file is written atomically (data/atomic_write.py).
 from __future__ import annotations
 
 import json
+import logging
 import shlex
+import shutil
 import zipfile
 from pathlib import Path
 
 from app.errors import UserError
 from data.atomic_write import boundary, write_atomically
+
+logger = logging.getLogger(__name__)
 
 INCOMPLETE_MARKER = "INCOMPLETE"
 MODEL_FILE = "model.keras"
@@ -94,8 +98,6 @@ def active_run() -> Path | None:
 def remove_leftover_temporaries(run_dir: Path) -> list[Path]:
     """The temporary files (data/atomic_write.temporary_name) that writers killed mid-write left at the top of a
     run directory. Only for the process holding the run's lock: no one else writes there then."""
-    import shutil
-
     removed = []
     for leftover in Path(run_dir).glob(".tmp-*"):
         try:
@@ -110,9 +112,6 @@ def fresh_report_dir(out_dir: Path) -> Path:
     """RUN_DIR/eval/NAME, emptied of an earlier evaluation of the same name: its files would otherwise stay beside
     the new ones (an episodes.csv beside a classification report). metrics.json goes first, as it is written last:
     an interruption in between leaves a folder that reads as an unfinished evaluation, never as a finished one."""
-    import logging
-    import shutil
-
     out_dir = Path(out_dir)
     check_report_name(out_dir.name)
     if out_dir.is_symlink() or out_dir.exists() and not out_dir.is_dir():
@@ -120,7 +119,7 @@ def fresh_report_dir(out_dir: Path) -> Path:
         raise UserError(f"{str(out_dir)!r} is {'a symbolic link' if out_dir.is_symlink() else 'a file'}, not an "
                         "earlier report folder. Choose another --name, or remove it.")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        logging.getLogger(__name__).warning("Replacing the earlier evaluation in %s (same --name)", out_dir)
+        logger.warning("Replacing the earlier evaluation in %s (same --name)", out_dir)
         (out_dir / "metrics.json").unlink(missing_ok=True)
         for entry in out_dir.iterdir():
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
