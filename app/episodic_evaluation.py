@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass, replace
@@ -56,6 +55,7 @@ from app.fewshot_baselines import BASELINES, mean_and_ci95, nearest_centroid_pre
 from app.inputs import example_dataset
 from app.model_parts import HEAD_LAYER, apply_chain, feature_extractor_of, layers_between
 from app.progress import on_terminal
+from data.atomic_write import write_atomically
 from data.episodes import EpisodeSampler
 from data.errors import DataError
 from data.records import Example
@@ -417,14 +417,15 @@ def render_fewshot_report(metrics: dict) -> str:
 
 def _write_episodes_csv(path: Path, sampler: EpisodeSampler, numbers: list[int], class_names: list[str],
                         accuracies: dict[str, np.ndarray]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["episode", "classes", *accuracies])
-        for i, number in enumerate(numbers):
-            classes = " ".join(class_names[c] for c in sampler.episode(number).classes)
-            writer.writerow([number, classes, *(f"{values[i]:.6f}" for values in accuracies.values())])
-    os.replace(temporary, path)
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["episode", "classes", *accuracies])
+            for i, number in enumerate(numbers):
+                classes = " ".join(class_names[c] for c in sampler.episode(number).classes)
+                writer.writerow([number, classes, *(f"{values[i]:.6f}" for values in accuracies.values())])
+
+    write_atomically(path, write)
 
 
 def _check_count(flag: str, value, minimum: int) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from app.explanations import explanations_section
 from app.label_issue_run import label_issues_section
 from app.open_set import embed_examples
 from app.open_set_evaluation import evaluate_unknown, prepare_unknown_set, render_open_set
+from data.atomic_write import write_atomically
 from data.records import Example
 from data.scan import scan_folder
 from app.run_integrity import open_run
@@ -197,12 +197,13 @@ def _mistakes(chosen: EvaluationSet, probabilities: np.ndarray, class_names: lis
 
 
 def _write_mistakes_csv(mistakes: list[dict], path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["file", "true", "predicted", "confidence"])
-        writer.writeheader()
-        writer.writerows({**m, "confidence": f"{m['confidence']:.6f}"} for m in mistakes)
-    os.replace(temporary, path)
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["file", "true", "predicted", "confidence"])
+            writer.writeheader()
+            writer.writerows({**m, "confidence": f"{m['confidence']:.6f}"} for m in mistakes)
+
+    write_atomically(path, write)
 
 
 def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = None,

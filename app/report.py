@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +13,7 @@ import numpy as np  # noqa: E402
 from app import fonts  # noqa: E402
 from app.escaping import markdown_cell, visible  # noqa: E402
 from app.metrics import most_confused_pairs  # noqa: E402
+from data.atomic_write import write_atomically  # noqa: E402
 
 
 def confusion_figure(matrix, class_names: list[str]):
@@ -52,10 +52,10 @@ def confusion_figure(matrix, class_names: list[str]):
 
 def save_figure(figure, path: Path, dpi: int = 100) -> None:
     """Write a figure atomically and close it."""
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=dpi)
-    plt.close(figure)
-    os.replace(temporary, path)
+    try:
+        write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=dpi))
+    finally:
+        plt.close(figure)
 
 
 def plot_confusion_matrix(matrix, class_names: list[str], path: Path) -> None:

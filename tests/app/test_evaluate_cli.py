@@ -7,6 +7,8 @@ from PIL import Image
 
 import evaluate
 import train
+from data import atomic_write
+from data.atomic_write import FAULT_LOG_VARIABLE, FAULT_VARIABLE
 
 
 def _data(root):
@@ -19,7 +21,7 @@ def _data(root):
 
 
 @pytest.mark.slow
-def test_compare_apply_temperature_and_mistake_csv(tmp_path, capsys):
+def test_compare_apply_temperature_and_mistake_csv(tmp_path, capsys, monkeypatch):
     data = _data(tmp_path / "data")
     runs = []
     for seed in (1, 2):
@@ -43,3 +45,21 @@ def test_compare_apply_temperature_and_mistake_csv(tmp_path, capsys):
     assert all(r["true"] != r["predicted"] for r in rows)
     confidences = [float(r["confidence"]) for r in rows]
     assert confidences == sorted(confidences, reverse=True)
+
+    # A full disk while a report file is written: one ERROR naming it, exit 2, no temporary file left.
+    # (The report writers go through write_atomically, so they are fault-injection boundaries too.)
+    log = tmp_path / "boundaries.log"
+    monkeypatch.setenv(FAULT_LOG_VARIABLE, str(log))
+    monkeypatch.setattr(atomic_write, "_count", 0)
+    assert evaluate.main([str(runs[0]), str(data), "--name", "logged"]) == 0
+    labels = [line.split("\t")[1] for line in log.read_text().splitlines()]
+    monkeypatch.delenv(FAULT_LOG_VARIABLE)
+    for written in ("misclassified.csv", "confusion_matrix.png"):
+        capsys.readouterr()
+        monkeypatch.setattr(atomic_write, "_count", 0)
+        monkeypatch.setenv(FAULT_VARIABLE, f"enospc@{labels.index(written) + 1}")
+        assert evaluate.main([str(runs[0]), str(data), "--name", "full"]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR metatune: " in line]
+        assert len(errors) == 1 and written in errors[0], errors
+        assert not list((runs[0] / "eval").rglob(".tmp-*"))
+        assert not (runs[0] / "eval" / "full" / "metrics.json").exists()  # written last: the evaluation did not finish
