@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw
 from app import fonts
 from app.escaping import markdown_cell, visible
 from app.metrics import confusion_matrix
+from data.atomic_write import write_atomically, write_bytes_atomically
 from data.images import load_image
 
 logger = logging.getLogger(__name__)
@@ -307,16 +308,15 @@ def write_projector(log_dir: Path, embeddings: np.ndarray, examples, class_names
     count = min(len(examples), MAX_PROJECTOR_POINTS)
     embedding = tf.Variable(np.asarray(embeddings[:count], np.float32), name="embedding")
     tf.train.Checkpoint(embedding=embedding).save(str(log_dir / "embedding.ckpt"))
-    with (log_dir / "metadata.tsv").open("w", encoding="utf-8") as handle:
-        handle.write("label\tfile\n")
-        for example in examples[:count]:
-            handle.write(f"{class_names[example.label]}\t{Path(example.path).name}\n")
+    rows = "".join(f"{class_names[example.label]}\t{Path(example.path).name}\n" for example in examples[:count])
+    write_bytes_atomically(log_dir / "metadata.tsv", ("label\tfile\n" + rows).encode("utf-8"))
     config = projector.ProjectorConfig()
     entry = config.embeddings.add()
     entry.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
     entry.metadata_path = "metadata.tsv"
     if modality == "image":
-        _sprite([e.path for e in examples[:count]], (size, size), resize).save(log_dir / "sprite.png")
+        sprite = _sprite([e.path for e in examples[:count]], (size, size), resize)
+        write_atomically(log_dir / "sprite.png", lambda temporary: sprite.save(temporary, format="PNG"))
         entry.sprite.image_path = "sprite.png"
         entry.sprite.single_image_dim.extend([SPRITE_TILE, SPRITE_TILE])
     projector.visualize_embeddings(str(log_dir), config)
