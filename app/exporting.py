@@ -96,10 +96,7 @@ def export_run(request: ExportRequest) -> ExportResult:
     examples, files_note = held_out_examples(run)
     representative = representative_paths(run, request.representative_files) if request.quantize == "int8" else []
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(output)
-    staging = output.parent / f".{output.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = _make_staging(output, request.output)
     try:
         if request.format == "savedmodel":
             report = _export_savedmodel(run, staging, examples, request)
@@ -130,6 +127,24 @@ def export_run(request: ExportRequest) -> ExportResult:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(output, report)
+
+
+def _make_staging(output: Path, given: str | None) -> Path:
+    """Create `output`'s parent and the empty staging folder the export is built in, before any work: an --output
+    whose parent is a file, cannot be created or is not writable is then one ERROR line in seconds (it was a
+    traceback, from mkdir or from TensorFlow's writer after the SavedModel was built)."""
+    staging = output.parent / f".{output.name}.tmp-{os.getpid()}"
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(output)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as error:
+        received = f"--output {str(output)!r}" if given else f"{str(output)!r} (the default place; no --output)"
+        raise UserError(f"Cannot create the export folder: {error.strerror or error} ({error.filename or output}). "
+                        f"Received: {received}. Choose an --output PATH whose parent is a folder you can write "
+                        "to.") from None
+    return staging
 
 
 def remove_stale_staging(output: Path) -> None:
@@ -309,7 +324,6 @@ def _export_litert(run: LoadedRun, staging: Path, examples: list[Example], repre
     from app.savedmodel_export import write_pixels_savedmodel
 
     spec = _spec(run)
-    staging.mkdir(parents=True)
     with tempfile.TemporaryDirectory(dir=staging.parent, prefix=staging.name + "-scratch-") as scratch:
         write_pixels_savedmodel(run.model, spec.image_size, scratch + "/pixels")
         logger.info("Converting to LiteRT (%s)%s", request.label,

@@ -218,6 +218,17 @@ def test_bad_requests_are_one_clear_error_and_write_nothing(image_run, tmp_path,
     assert export.main([str(unfinished)]) == 2
     _assert_one_error(capsys, "unfinished run")
 
+    # An --output whose parent is a file, or under a folder that cannot be made: refused before any work (was a
+    # traceback from mkdir).
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    assert export.main([str(run), "--output", str(a_file / "export")]) == 2
+    _assert_one_error(capsys, "Cannot create the export folder", str(a_file / "export"))
+    assert export.main([str(run), "--format", "litert", "--output", str(a_file / "deeper" / "export")]) == 2
+    _assert_one_error(capsys, "Cannot create the export folder", str(a_file))
+    assert a_file.read_text() == "not a folder" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a_file", "taken", "unfinished"]
+
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage and one error line, status 2
         export.main([str(run), "--format", "onnx"])
     assert exit_info.value.code == 2
