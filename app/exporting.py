@@ -167,17 +167,45 @@ def _spec(run: LoadedRun) -> InputSpec:
     return InputSpec(run.modality, run.metadata.image_size, run.resize)
 
 
+def _manifest(run: LoadedRun) -> tuple[Path, list[dict]]:
+    """The training folder and the file entries of the run's manifest.json, each with a str path, split and label;
+    a UserError naming the file when it is missing or garbled (valid JSON without those fields was a KeyError
+    traceback)."""
+    path = run.path / rd.MANIFEST_FILE
+    manifest = rd.read_json(path, rd.retrain_remedy(run.path))
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    root = manifest.get("root") if isinstance(manifest, dict) else None
+
+    def usable(entry) -> bool:
+        return isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in ("path", "split", "label"))
+
+    bad = None
+    if not isinstance(files, list):
+        bad = "no list of files"
+    elif root is not None and not isinstance(root, str):
+        bad = f"its root is not a path: {root!r}"
+    elif not all(usable(entry) for entry in files):
+        entry = next(entry for entry in files if not usable(entry))
+        bad = f"an entry without a path, a split and a label: {str(entry)[:120]}"
+    if bad:
+        raise UserError(f"{str(path)!r} is damaged ({bad}). {rd.retrain_remedy(run.path)}")
+    return Path(root or run.metadata.data_dir), files
+
+
 def held_out_examples(run: LoadedRun) -> tuple[list[Example], str]:
     """The run's test files from its manifest, else its validation files (labels = run class indices)."""
-    manifest = rd.read_json(run.path / rd.MANIFEST_FILE)
-    root = Path(manifest.get("root") or run.metadata.data_dir)
-    chosen = [f for f in manifest["files"] if f["split"] == "test"]
+    root, files = _manifest(run)
+    chosen = [f for f in files if f["split"] == "test"]
     note = f"test split of {root} from the run's manifest"
     if not chosen:
-        chosen = [f for f in manifest["files"] if f["split"] == "val"]
+        chosen = [f for f in files if f["split"] == "val"]
         note = f"validation split of {root} from the run's manifest (the run has no test split)"
         if run.metadata.refit_applied:
             note += "; the run refitted on train + validation, so accuracy here is optimistic, agreement is not"
+    strangers = sorted({f["label"] for f in chosen} - set(run.class_names))
+    if strangers:
+        raise UserError(f"{str(run.path / rd.MANIFEST_FILE)!r} is damaged (held-out files labelled {strangers[:5]}, "
+                        f"not classes of the run). {rd.retrain_remedy(run.path)}")
     if not chosen:
         raise UserError(f"The run's manifest lists no test or validation files to check the export on "
                         f"({str(run.path / rd.MANIFEST_FILE)!r}).")
@@ -195,10 +223,9 @@ def held_out_examples(run: LoadedRun) -> tuple[list[Example], str]:
 
 def representative_paths(run: LoadedRun, wanted: int) -> list[str]:
     """Up to `wanted` training files for int8 calibration, taken class by class in turn (balanced)."""
-    manifest = rd.read_json(run.path / rd.MANIFEST_FILE)
-    root = Path(manifest.get("root") or run.metadata.data_dir)
+    root, files = _manifest(run)
     by_class: dict[str, list[str]] = {}
-    for entry in manifest["files"]:
+    for entry in files:
         if entry["split"] == "train" and (root / entry["path"]).is_file():
             by_class.setdefault(entry["label"], []).append(str(root / entry["path"]))
     available = sum(len(paths) for paths in by_class.values())

@@ -235,6 +235,26 @@ def test_bad_requests_are_one_clear_error_and_write_nothing(image_run, tmp_path,
     assert "invalid choice: 'onnx'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("garble", ["no files", "entry without split", "unknown label"])
+def test_a_garbled_manifest_is_one_error_naming_it(image_run, tmp_path, capsys, garble):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(image_run[0], run, ignore=shutil.ignore_patterns("export", "eval", "logs"))
+    manifest = rd.read_json(run / rd.MANIFEST_FILE)
+    if garble == "no files":
+        manifest = {"root": manifest["root"]}
+    elif garble == "entry without split":
+        del manifest["files"][0]["split"]
+    else:
+        next(f for f in manifest["files"] if f["split"] == "test")["label"] = "zebra"
+    (run / rd.MANIFEST_FILE).write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert export.main([str(run), "--format", "litert", "--quantize", "int8"]) == 2  # was a KeyError traceback
+    _assert_one_error(capsys, str(run / rd.MANIFEST_FILE), "is damaged", "train.py --config")
+    assert not (run / "export").exists()
+
+
 def test_int8_needs_enough_training_files(tmp_path, capsys):
     data = tmp_path / "data"
     rng = np.random.default_rng(1)
