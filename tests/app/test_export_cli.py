@@ -159,6 +159,36 @@ def test_litert_round_trip_through_evaluate(image_run, quantize):
     assert gap <= (0.02 if quantize in ("dynamic", "int8") else 0.005), gap
 
 
+def test_readme_litert_snippet_feeds_the_pixels_training_saw(image_run, tmp_path, capsys):
+    """README's LiteRT example, run as written on an EXIF-rotated photo and a transparent PNG: its pixels must be
+    close to training's (it fed the rotated photo sideways and the transparent areas' hidden colours)."""
+    from data.images import load_image
+
+    run, _ = image_run
+    folder = run / "export" / "litert-float32"
+    if not folder.exists():
+        assert export.main([str(run), "--format", "litert"]) == 0
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    snippet = next(block.split("```", 1)[0] for block in readme.split("```python\n") if "Interpreter(" in block)
+    rows, columns = np.mgrid[0:96, 0:160]  # smooth colours, as photos mostly are (noise would test JPEG scaling)
+    colours = np.stack([columns * 255 // 159, rows * 255 // 95, (rows + columns) % 256], axis=2).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    Image.fromarray(colours).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    alpha = np.repeat(np.linspace(0, 255, 160, dtype=np.uint8)[None], 96, axis=0)[..., None]
+    Image.fromarray(np.concatenate([colours, alpha], axis=2)).save(tmp_path / "transparent.png")
+    labels = (folder / "labels.txt").read_text().split()
+    for name in ("rotated.jpg", "transparent.png"):
+        namespace: dict = {}
+        capsys.readouterr()
+        exec(snippet.replace("RUN_DIR/export/litert-int8", str(folder)).replace("photo.jpg", str(tmp_path / name)),
+             namespace)
+        assert capsys.readouterr().out.strip() in labels
+        pixels = namespace["pixels"].astype(float)
+        trained = load_image(str(tmp_path / name), pixels.shape[:2], "stretch")
+        assert np.abs(pixels - trained).mean() < 3, name  # README: 0.4 levels on average on plain files
+
+
 def test_text_savedmodel_takes_raw_strings_and_litert_is_refused(text_run, capsys):
     run, data = text_run
     assert export.main([str(run), "--output", str(run / "served")]) == 0
