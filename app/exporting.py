@@ -25,6 +25,7 @@ import numpy as np
 from app import run_dir as rd
 from app.artifacts import PARITY_FILE, TFLITE_FILE, InputSpec
 from app.errors import UserError
+from app.escaping import visible
 from app.evaluation import LoadedRun, load_run
 from app.parity import ParityReport, compare, compare_unknown
 from data.atomic_write import process_alive
@@ -367,7 +368,10 @@ def _export_litert(run: LoadedRun, staging: Path, examples: list[Example], repre
                             f"{str(error).strip().splitlines()[-1][:300]}). The model uses an operation LiteRT "
                             "has no builtin kernel for; export --format savedmodel instead.") from None
     (staging / TFLITE_FILE).write_bytes(blob)
-    (staging / LABELS_FILE).write_text("\n".join(run.class_names) + "\n", encoding="utf-8")
+    # One line per class: a class folder's name may hold a newline (or a tab, a name's non-UTF-8 bytes), which split
+    # its line in two and shifted every later label by one. Such characters are written as Python escapes, as
+    # predict.py prints them.
+    (staging / LABELS_FILE).write_text("".join(visible(name) + "\n" for name in run.class_names), encoding="utf-8")
     model = LiteRTClassifier(str(staging / TFLITE_FILE))
     reference = _reference(run, examples, request.batch_size)
     candidate = np.concatenate([

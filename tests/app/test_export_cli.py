@@ -24,11 +24,11 @@ EPISODES = ["--ways", "3", "--shots", "2", "--queries", "2", "--meta-batch-size"
             "--meta-epochs", "2", "--embedding-units", "8", "--meta-input", "features"]
 
 
-def _image_folder(root: Path) -> Path:
+def _image_folder(root: Path, names: tuple[str, ...] = ("dark", "mid", "light")) -> Path:
     """Three classes told apart by brightness, in every format the graph decodes, odd sizes (resizing runs)."""
     rng = np.random.default_rng(0)
     formats = ["jpg", "png", "bmp", "gif"]
-    for c, name in enumerate(["dark", "mid", "light"]):
+    for c, name in enumerate(names):
         (root / name).mkdir(parents=True)
         for i in range(14):
             pixels = rng.integers(0, 60, (20 + i, 17 + 2 * i, 3), dtype=np.uint8) + np.uint8(95 * c)
@@ -229,6 +229,18 @@ def test_meta_run_exports_the_same_plain_classifier(tmp_path):
                        "--output", str(run), *EPISODES]) == 0
     assert export.main([str(run), "--format", "litert"]) == 0
     assert json.loads((run / "export" / "litert-float32" / "parity.json").read_text())["passed"]
+
+
+def test_labels_txt_has_one_line_per_class_whatever_the_names(tmp_path):
+    # A class folder named with a newline split its labels.txt line in two: every later label was off by one.
+    names = ("dark\nside", "mid", "light\tone")
+    run, _ = _trained(tmp_path, lambda root: _image_folder(root, names),
+                      ["--backbone", "tiny_image", "--epochs", "2", "--test-fraction", "0.25"])
+    assert export.main([str(run), "--format", "litert"]) == 0
+    lines = (run / "export" / "litert-float32" / "labels.txt").read_text(encoding="utf-8").split("\n")
+    classes = rd.read_json(run / rd.METADATA_FILE)["class_names"]
+    assert lines[:-1] == [name.replace("\n", "\\n").replace("\t", "\\t") for name in classes] and lines[-1] == ""
+    assert "dark\\nside" in lines
 
 
 def test_bad_requests_are_one_clear_error_and_write_nothing(image_run, tmp_path, capsys):
