@@ -90,10 +90,13 @@ def export_run(request: ExportRequest) -> ExportResult:
     # Absolute: the SavedModel check runs in another process, in a scratch folder (a relative RUN_DIR or --output
     # would not point at the export there).
     output = (Path(request.output).expanduser() if request.output else run.path / "export" / request.label).absolute()
-    if output.exists():
+    # lexists: a symbolic link to a missing path is a name in use too (the final rename onto it failed with a
+    # NotADirectoryError traceback after the whole export and its check had run).
+    if os.path.lexists(output):
         given = f"--output {str(output)!r}" if request.output else f"{str(output)!r} (the default place; no --output)"
-        raise UserError(f"The output path already exists. Received: {given}. Choose a new path with --output, "
-                        "or delete the old export first.")
+        dangling = "" if output.exists() else " (a symbolic link to a missing path)"
+        raise UserError(f"The output path already exists{dangling}. Received: {given}. Choose a new path with "
+                        "--output, or delete the old export first.")
     examples, files_note = held_out_examples(run)
     representative = representative_paths(run, request.representative_files) if request.quantize == "int8" else []
 

@@ -250,6 +250,11 @@ def test_bad_requests_are_one_clear_error_and_write_nothing(image_run, tmp_path,
     existing.mkdir()
     assert export.main([str(run), "--output", str(existing)]) == 2
     _assert_one_error(capsys, "already exists", str(existing))
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    assert export.main([str(run), "--output", str(dangling)]) == 2  # was a NotADirectoryError at the final rename
+    _assert_one_error(capsys, "already exists (a symbolic link to a missing path)", str(dangling))
+    assert dangling.is_symlink() and not (tmp_path / "nowhere").exists()
 
     assert export.main([str(run), "--quantize", "int8"]) == 2
     _assert_one_error(capsys, "--quantize applies to LiteRT exports only")
@@ -269,7 +274,7 @@ def test_bad_requests_are_one_clear_error_and_write_nothing(image_run, tmp_path,
     assert export.main([str(run), "--format", "litert", "--output", str(a_file / "deeper" / "export")]) == 2
     _assert_one_error(capsys, "Cannot create the export folder", str(a_file))
     assert a_file.read_text() == "not a folder" and sorted(p.name for p in tmp_path.iterdir()) == [
-        "a_file", "taken", "unfinished"]
+        "a_file", "dangling", "taken", "unfinished"]
 
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage and one error line, status 2
         export.main([str(run), "--format", "onnx"])
