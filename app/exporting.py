@@ -128,6 +128,8 @@ def export_run(request: ExportRequest) -> ExportResult:
                 raise
             raise UserError(f"{str(output)!r} was written by another export while this one ran (two exports to one "
                             "place at once); that one is kept. Choose another --output for this one.") from None
+        # An earlier try at this path that failed its check left its report: it no longer describes what is there.
+        failed_report_path(output).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(output, report)

@@ -408,6 +408,11 @@ def test_export_failing_its_parity_check_writes_only_the_report(image_run, tmp_p
     report = json.loads((tmp_path / "refused.parity-failed.json").read_text())
     assert report["passed"] is False and report["checks"][0]["num_files"] > 0
 
+    # A later try that passes leaves only its export: the earlier failure's report no longer describes that path.
+    monkeypatch.undo()
+    assert export.main([str(run), "--format", "litert", "--quantize", "dynamic", "--output", str(output)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["refused"]
+
 
 def test_a_damaged_parity_report_does_not_block_evaluating_the_export(image_run, tmp_path, capsys):
     import shutil
