@@ -220,8 +220,9 @@ def held_out_examples(run: LoadedRun) -> tuple[list[Example], str]:
         path = root / entry["path"]
         check = inspect_file(str(path), run.modality)
         if not check.usable:
-            raise UserError(f"The export is checked on the run's held-out files, but {str(path)!r} is {check.reason}. "
-                            f"Restore the training folder {str(root)!r} as it was when the run was trained.")
+            raise UserError(f"The export is checked on the run's held-out files, but {str(path)!r} is unusable: "
+                            f"{check.reason}. Restore the training folder {str(root)!r} as it was when the run was "
+                            "trained (export where it is, or copy it along with the run).")
         examples.append(Example(str(path), run.class_names.index(entry["label"]), entry["split"], check.sha256,
                                 check.encoding))
     return examples, f"{len(examples)} files: {note}"

@@ -302,6 +302,23 @@ def test_a_garbled_manifest_is_one_error_naming_it(image_run, tmp_path, capsys, 
     assert not (run / "export").exists()
 
 
+def test_a_missing_held_out_file_is_one_error_naming_it_and_the_folder(image_run, tmp_path, capsys):
+    import shutil
+
+    run, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(image_run[0], run, ignore=shutil.ignore_patterns("export", "eval", "logs"))
+    shutil.copytree(image_run[1], data)
+    manifest = rd.read_json(run / rd.MANIFEST_FILE) | {"root": str(data)}
+    (run / rd.MANIFEST_FILE).write_text(json.dumps(manifest))
+    gone = data / next(f for f in manifest["files"] if f["split"] == "test")["path"]
+    gone.unlink()
+    capsys.readouterr()
+    assert export.main([str(run)]) == 2  # the line read "... is cannot read file (...)"
+    _assert_one_error(capsys, f"{str(gone)!r} is unusable: cannot read file (No such file or directory)",
+                      f"Restore the training folder {str(data)!r}")
+    assert not (run / "export").exists() or not any((run / "export").iterdir())
+
+
 def test_int8_needs_enough_training_files(tmp_path, capsys):
     data = tmp_path / "data"
     rng = np.random.default_rng(1)
