@@ -12,17 +12,17 @@ re-implements, op for op, what the Pillow path does:
 - PNG: palette, grey, 1/2/4/16-bit expansion by libpng; transparency (alpha channel, or a
   palette with a tRNS chunk) composited on white; 16-bit grey scaled to 8 bits by the same
   rule as `data.images.to_rgb`; the orientation of an eXIf chunk.
-- GIF: the first frame. BMP: 24/32-bit, and 8-bit grey.
+- GIF: the first frame. BMP: 24/32-bit, and 8-bit through its palette (grey or colour).
 - Resizing: `data.resize.fit_to_size`, the resize every path uses.
 
 Measured against `load_image` (tests/data/test_tf_decode.py: photos and synthetic files,
 every resize mode, upscaling and downscaling, EXIF orientations 2..8, progressive JPEG,
-palette / alpha / transparent-palette / grey / 16-bit grey PNG, grey BMP, GIF): identical,
+palette / alpha / transparent-palette / grey / 16-bit grey PNG, grey and palette BMP, GIF): identical,
 `MAX_PIXEL_DIFFERENCE` = 0 per channel value. The match follows libjpeg-turbo's integer IDCT
 in both libraries. Not reproduced
 (the graph decodes these files, but the pixels differ from training): transparent GIFs
-(TensorFlow fills transparent pixels with black, Pillow composites them on white), palette
-BMPs with a colour palette, CMYK JPEGs. WebP and TIFF cannot be decoded by TensorFlow:
+(TensorFlow fills transparent pixels with black, Pillow composites them on white), CMYK JPEGs.
+WebP and TIFF cannot be decoded by TensorFlow:
 `graph_decodable` tells them apart before a file is sent.
 """
 
@@ -154,7 +154,26 @@ def _decode_png(contents):
 def _decode_bmp(contents):
     image = tf.io.decode_bmp(contents)
     channels = tf.shape(image)[-1]
-    return tf.cond(channels == 1, lambda: tf.image.grayscale_to_rgb(image), lambda: image[..., :3])
+    return tf.cond(channels == 1, lambda: _bmp_palette_lookup(contents, image), lambda: image[..., :3])
+
+
+def _bmp_palette_lookup(contents, indices):
+    """An 8-bit BMP's colours: TensorFlow returns its palette indices as one grey channel, which is the picture
+    only for a grey palette (entry i = (i, i, i)); a colour palette's pictures were served as grey nonsense
+    (up to 178 levels off). Pillow looks each index up in the palette that follows the DIB header: B, G, R (and
+    a reserved byte, except in the old 12-byte core header), as many entries as biClrUsed says (0: 256)."""
+    def little_endian(offset, size):
+        raw = tf.cast(tf.io.decode_raw(tf.strings.substr(contents, offset, size), tf.uint8), tf.int32)
+        return tf.reduce_sum(raw * tf.constant([1, 256, 65536, 16777216][:size], tf.int32))
+
+    header_size = little_endian(14, 4)
+    entry = tf.where(tf.equal(header_size, 12), 3, 4)
+    used = tf.where(tf.equal(header_size, 12), 0, little_endian(46, 4))
+    count = tf.where(tf.logical_and(used > 0, used <= 256), used, 256)
+    raw = tf.io.decode_raw(tf.strings.substr(contents, 14 + header_size, count * entry), tf.uint8)
+    rows = tf.reshape(raw[:tf.size(raw) // entry * entry], [-1, entry])
+    palette = tf.pad(tf.reverse(rows[:, :3], axis=[1]), [[0, 256 - tf.shape(rows)[0]], [0, 0]])  # BGR -> RGB
+    return tf.gather(palette, tf.cast(indices[..., 0], tf.int32))
 
 
 def _composite_on_white(rgba):

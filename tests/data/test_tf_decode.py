@@ -48,6 +48,7 @@ def plain_files(tmp_path_factory):
         "16-bit grey png": _save(grey16, folder / "grey16.png"),
         "bmp": _save(photo, folder / "photo.bmp"),
         "grey bmp": _save(photo.convert("L"), folder / "grey.bmp"),
+        "palette bmp": _save(palette, folder / "palette.bmp"),  # was served as its palette indices, in grey
         "gif": _save(photo, folder / "photo.gif"),
     }
     for orientation in range(2, 9):
