@@ -37,6 +37,8 @@ from data.resize import RESIZE_MODES, fit_to_size
 MAX_PIXEL_DIFFERENCE = 0
 GRAPH_FORMATS = ("jpeg", "png", "gif", "bmp")
 _MAGIC = (("jpeg", b"\xff\xd8\xff"), ("png", b"\x89PNG\r\n\x1a\n"), ("gif", b"GIF8"), ("bmp", b"BM"))
+BMP_BITS = (8, 24, 32)  # the BMP bit depths TensorFlow's decode_bmp reads
+_BMP_BIT_COUNT = 28  # BITMAPINFOHEADER biBitCount (uint16, little-endian)
 _EXIF_BLOCK = 1 << 16  # an APP1 segment holds at most 64 KiB
 _ORIENTATION_TAG = 0x0112
 
@@ -45,6 +47,8 @@ def graph_decodable(raw: bytes) -> str | None:
     """The format name when the graph can decode these file bytes (by their magic number), else None."""
     for name, magic in _MAGIC:
         if raw[:len(magic)] == magic:
+            if name == "bmp" and int.from_bytes(raw[_BMP_BIT_COUNT:_BMP_BIT_COUNT + 2], "little") not in BMP_BITS:
+                return None  # 1, 4 or 16-bit: TensorFlow's decode_bmp refuses them ("Number of channels ... 0")
             return name
     return None
 
@@ -70,13 +74,21 @@ def decode_rgb(contents: tf.Tensor, draft_size: tuple[int, int]) -> tf.Tensor:
         return tf.equal(tf.strings.substr(contents, 0, len(magic)), magic)
 
     def unsupported():
-        check = tf.debugging.Assert(False, ["Not a JPEG, PNG, GIF or BMP file (the graph decodes only these)."])
+        check = tf.debugging.Assert(False, ["Not a JPEG, PNG, GIF or BMP file (the graph decodes only these; BMPs of "
+                                            "8, 24 or 32 bits): decode it and send it to the pixels signature."])
         with tf.control_dependencies([check]):
             return tf.zeros((1, 1, 3), tf.uint8)
 
+    def bmp_bits_supported():
+        raw = tf.cast(tf.io.decode_raw(tf.strings.substr(contents, _BMP_BIT_COUNT, 2), tf.uint8), tf.int32)
+        bits = tf.reduce_sum(tf.pad(raw, [[0, 2 - tf.size(raw)]]) * tf.constant([1, 256]))
+        return tf.reduce_any(tf.equal(bits, BMP_BITS))
+
     branches = {"jpeg": lambda: _decode_jpeg(contents, draft_size), "png": lambda: _decode_png(contents),
                 "gif": lambda: tf.io.decode_gif(contents)[0], "bmp": lambda: _decode_bmp(contents)}
-    cases = [(starts_with(magic), branches[name]) for name, magic in _MAGIC]
+    # A 1, 4 or 16-bit BMP goes to `unsupported` (decode_bmp's own error named 0 channels, no remedy).
+    cases = [(tf.logical_and(starts_with(magic), bmp_bits_supported()) if name == "bmp" else starts_with(magic),
+              branches[name]) for name, magic in _MAGIC]
     image = tf.case(cases, default=unsupported, exclusive=False)
     image.set_shape((None, None, 3))
     return image

@@ -119,6 +119,12 @@ def test_formats_the_graph_cannot_decode_are_recognised(tmp_path, make_image):
     assert graph_decodable(webp) is None
     with pytest.raises(tf.errors.InvalidArgumentError, match="Not a JPEG, PNG, GIF or BMP"):
         decode_image(tf.constant(webp), (8, 8), "stretch")
+    # A 1-bit BMP: decode_bmp refused it with "Number of channels ... was 0", and since graph_decodable took it for
+    # a BMP, evaluate.py --artifact and the export's parity check failed on it instead of using `pixels`.
+    one_bit = make_image(tmp_path / "a.bmp", mode="1", size=(8, 8)).read_bytes()
+    assert graph_decodable(one_bit) is None
+    with pytest.raises(tf.errors.InvalidArgumentError, match="BMPs of 8, 24 or 32 bits.*pixels signature"):
+        decode_image(tf.constant(one_bit), (8, 8), "stretch")
 
 
 def test_unknown_resize_mode_is_refused():
