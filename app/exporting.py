@@ -25,6 +25,7 @@ import numpy as np
 from app import run_dir as rd
 from app.artifacts import PARITY_FILE, TFLITE_FILE, InputSpec
 from app.errors import UserError
+from app.escaping import visible
 from app.evaluation import LoadedRun, load_run
 from app.parity import ParityReport, compare, compare_unknown
 from data.atomic_write import process_alive
@@ -89,17 +90,17 @@ def export_run(request: ExportRequest) -> ExportResult:
     # Absolute: the SavedModel check runs in another process, in a scratch folder (a relative RUN_DIR or --output
     # would not point at the export there).
     output = (Path(request.output).expanduser() if request.output else run.path / "export" / request.label).absolute()
-    if output.exists():
+    # lexists: a symbolic link to a missing path is a name in use too (the final rename onto it failed with a
+    # NotADirectoryError traceback after the whole export and its check had run).
+    if os.path.lexists(output):
         given = f"--output {str(output)!r}" if request.output else f"{str(output)!r} (the default place; no --output)"
-        raise UserError(f"The output path already exists. Received: {given}. Choose a new path with --output, "
-                        "or delete the old export first.")
+        dangling = "" if output.exists() else " (a symbolic link to a missing path)"
+        raise UserError(f"The output path already exists{dangling}. Received: {given}. Choose a new path with "
+                        "--output, or delete the old export first.")
     examples, files_note = held_out_examples(run)
     representative = representative_paths(run, request.representative_files) if request.quantize == "int8" else []
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(output)
-    staging = output.parent / f".{output.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = _make_staging(output, request.output)
     try:
         if request.format == "savedmodel":
             report = _export_savedmodel(run, staging, examples, request)
@@ -127,9 +128,29 @@ def export_run(request: ExportRequest) -> ExportResult:
                 raise
             raise UserError(f"{str(output)!r} was written by another export while this one ran (two exports to one "
                             "place at once); that one is kept. Choose another --output for this one.") from None
+        # An earlier try at this path that failed its check left its report: it no longer describes what is there.
+        failed_report_path(output).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(output, report)
+
+
+def _make_staging(output: Path, given: str | None) -> Path:
+    """Create `output`'s parent and the empty staging folder the export is built in, before any work: an --output
+    whose parent is a file, cannot be created or is not writable is then one ERROR line in seconds (it was a
+    traceback, from mkdir or from TensorFlow's writer after the SavedModel was built)."""
+    staging = output.parent / f".{output.name}.tmp-{os.getpid()}"
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(output)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as error:
+        received = f"--output {str(output)!r}" if given else f"{str(output)!r} (the default place; no --output)"
+        raise UserError(f"Cannot create the export folder: {error.strerror or error} ({error.filename or output}). "
+                        f"Received: {received}. Choose an --output PATH whose parent is a folder you can write "
+                        "to.") from None
+    return staging
 
 
 def remove_stale_staging(output: Path) -> None:
@@ -152,17 +173,45 @@ def _spec(run: LoadedRun) -> InputSpec:
     return InputSpec(run.modality, run.metadata.image_size, run.resize)
 
 
+def _manifest(run: LoadedRun) -> tuple[Path, list[dict]]:
+    """The training folder and the file entries of the run's manifest.json, each with a str path, split and label;
+    a UserError naming the file when it is missing or garbled (valid JSON without those fields was a KeyError
+    traceback)."""
+    path = run.path / rd.MANIFEST_FILE
+    manifest = rd.read_json(path, rd.retrain_remedy(run.path))
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    root = manifest.get("root") if isinstance(manifest, dict) else None
+
+    def usable(entry) -> bool:
+        return isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in ("path", "split", "label"))
+
+    bad = None
+    if not isinstance(files, list):
+        bad = "no list of files"
+    elif root is not None and not isinstance(root, str):
+        bad = f"its root is not a path: {root!r}"
+    elif not all(usable(entry) for entry in files):
+        entry = next(entry for entry in files if not usable(entry))
+        bad = f"an entry without a path, a split and a label: {str(entry)[:120]}"
+    if bad:
+        raise UserError(f"{str(path)!r} is damaged ({bad}). {rd.retrain_remedy(run.path)}")
+    return Path(root or run.metadata.data_dir), files
+
+
 def held_out_examples(run: LoadedRun) -> tuple[list[Example], str]:
     """The run's test files from its manifest, else its validation files (labels = run class indices)."""
-    manifest = rd.read_json(run.path / rd.MANIFEST_FILE)
-    root = Path(manifest.get("root") or run.metadata.data_dir)
-    chosen = [f for f in manifest["files"] if f["split"] == "test"]
+    root, files = _manifest(run)
+    chosen = [f for f in files if f["split"] == "test"]
     note = f"test split of {root} from the run's manifest"
     if not chosen:
-        chosen = [f for f in manifest["files"] if f["split"] == "val"]
+        chosen = [f for f in files if f["split"] == "val"]
         note = f"validation split of {root} from the run's manifest (the run has no test split)"
         if run.metadata.refit_applied:
             note += "; the run refitted on train + validation, so accuracy here is optimistic, agreement is not"
+    strangers = sorted({f["label"] for f in chosen} - set(run.class_names))
+    if strangers:
+        raise UserError(f"{str(run.path / rd.MANIFEST_FILE)!r} is damaged (held-out files labelled {strangers[:5]}, "
+                        f"not classes of the run). {rd.retrain_remedy(run.path)}")
     if not chosen:
         raise UserError(f"The run's manifest lists no test or validation files to check the export on "
                         f"({str(run.path / rd.MANIFEST_FILE)!r}).")
@@ -171,8 +220,9 @@ def held_out_examples(run: LoadedRun) -> tuple[list[Example], str]:
         path = root / entry["path"]
         check = inspect_file(str(path), run.modality)
         if not check.usable:
-            raise UserError(f"The export is checked on the run's held-out files, but {str(path)!r} is {check.reason}. "
-                            f"Restore the training folder {str(root)!r} as it was when the run was trained.")
+            raise UserError(f"The export is checked on the run's held-out files, but {str(path)!r} is unusable: "
+                            f"{check.reason}. Restore the training folder {str(root)!r} as it was when the run was "
+                            "trained (export where it is, or copy it along with the run).")
         examples.append(Example(str(path), run.class_names.index(entry["label"]), entry["split"], check.sha256,
                                 check.encoding))
     return examples, f"{len(examples)} files: {note}"
@@ -180,10 +230,9 @@ def held_out_examples(run: LoadedRun) -> tuple[list[Example], str]:
 
 def representative_paths(run: LoadedRun, wanted: int) -> list[str]:
     """Up to `wanted` training files for int8 calibration, taken class by class in turn (balanced)."""
-    manifest = rd.read_json(run.path / rd.MANIFEST_FILE)
-    root = Path(manifest.get("root") or run.metadata.data_dir)
+    root, files = _manifest(run)
     by_class: dict[str, list[str]] = {}
-    for entry in manifest["files"]:
+    for entry in files:
         if entry["split"] == "train" and (root / entry["path"]).is_file():
             by_class.setdefault(entry["label"], []).append(str(root / entry["path"]))
     available = sum(len(paths) for paths in by_class.values())
@@ -309,7 +358,6 @@ def _export_litert(run: LoadedRun, staging: Path, examples: list[Example], repre
     from app.savedmodel_export import write_pixels_savedmodel
 
     spec = _spec(run)
-    staging.mkdir(parents=True)
     with tempfile.TemporaryDirectory(dir=staging.parent, prefix=staging.name + "-scratch-") as scratch:
         write_pixels_savedmodel(run.model, spec.image_size, scratch + "/pixels")
         logger.info("Converting to LiteRT (%s)%s", request.label,
@@ -326,7 +374,10 @@ def _export_litert(run: LoadedRun, staging: Path, examples: list[Example], repre
                             f"{str(error).strip().splitlines()[-1][:300]}). The model uses an operation LiteRT "
                             "has no builtin kernel for; export --format savedmodel instead.") from None
     (staging / TFLITE_FILE).write_bytes(blob)
-    (staging / LABELS_FILE).write_text("\n".join(run.class_names) + "\n", encoding="utf-8")
+    # One line per class: a class folder's name may hold a newline (or a tab, a name's non-UTF-8 bytes), which split
+    # its line in two and shifted every later label by one. Such characters are written as Python escapes, as
+    # predict.py prints them.
+    (staging / LABELS_FILE).write_text("".join(visible(name) + "\n" for name in run.class_names), encoding="utf-8")
     model = LiteRTClassifier(str(staging / TFLITE_FILE))
     reference = _reference(run, examples, request.batch_size)
     candidate = np.concatenate([

@@ -199,11 +199,31 @@ def check_report_name(name: str | None) -> None:
                         f"'..'. Received: --name {name!r}")
 
 
+def _export_of(path: Path) -> str | None:
+    """When `path` is an export (a SavedModel folder, a folder holding model.tflite, a .tflite file): the run it
+    came from as its parity.json names it, or a hint where that is unknown. None for anything else."""
+    folder = path if path.is_dir() else path.parent
+    if not ((path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "model.tflite").is_file()))
+            or (path.is_file() and path.suffix == ".tflite")):
+        return None
+    try:
+        run = json.loads((folder / "parity.json").read_text(encoding="utf-8")).get("run_dir")
+    except (OSError, ValueError, AttributeError):
+        run = None
+    return repr(run) if isinstance(run, str) else "by default an export of RUN_DIR is written under RUN_DIR/export/"
+
+
 def require_complete_run(run_dir: str | Path) -> Path:
     """Check that `run_dir` is a finished run; raise UserError saying what is wrong otherwise."""
     run_dir = Path(run_dir).expanduser()
+    export = _export_of(run_dir)
+    if export is not None:  # a user who has just exported a run reaches for the export (it said "not found")
+        raise UserError(f"{str(run_dir)!r} is a model written by export.py, not a run directory. Pass the run it was "
+                        f"exported from ({export}); to evaluate the export itself: python evaluate.py RUN_DIR "
+                        f"DATA_DIR --artifact {shell_path(run_dir)}.")
     if not run_dir.is_dir():
-        raise UserError(f"Run directory not found. Received: {str(run_dir)!r}. Pass a folder written by train.py.")
+        what = "is a file, not a folder" if run_dir.exists() else "not found"
+        raise UserError(f"Run directory {what}. Received: {str(run_dir)!r}. Pass a folder written by train.py.")
     if (run_dir / INCOMPLETE_MARKER).exists():
         raise UserError(f"{str(run_dir)!r} is an unfinished run (training did not complete). Continue it with python "
                         f"train.py --resume {shell_path(run_dir)}, or pick another run.")

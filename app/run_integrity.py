@@ -66,6 +66,10 @@ def open_run(path: str | Path) -> tuple[Path, RunMetadata, keras.Model]:
     if outputs != len(names):
         raise UserError(f"{str(run_dir / rd.METADATA_FILE)!r} lists {len(names)} classes but {str(run_dir / rd.MODEL_FILE)!r} "
                         f"has {outputs} outputs: the two files do not belong together. {retrain_remedy(run_dir)}")
+    if metadata.modality == "image" and tuple(model.input_shape[1:3]) != metadata.image_size:
+        raise UserError(f"{str(run_dir / rd.METADATA_FILE)!r} gives the input size {list(metadata.image_size)} but "
+                        f"{str(run_dir / rd.MODEL_FILE)!r} takes {list(model.input_shape[1:3])}: the two files do not "
+                        f"belong together. {retrain_remedy(run_dir)}")
     saved = metadata.class_digest  # absent in runs trained before it existed
     if saved is not None and saved != class_digest(model, names):
         raise UserError(f"{str(run_dir / rd.METADATA_FILE)!r} does not match {str(run_dir / rd.MODEL_FILE)!r}: the class "

@@ -24,6 +24,7 @@ from app.errors import UserError
 from app.inputs import example_dataset
 from data.pipeline import text_dataset
 from data.records import Example
+from data.resize import RESIZE_MODES
 
 FORMAT_VERSION = 1
 MODALITIES = ("image", "text")
@@ -141,10 +142,22 @@ def _problem(data) -> str | None:
         if (value is not None or key in _REQUIRED) and not isinstance(value, kind):
             return f"{key} must be {'an object' if kind is dict else f'a {kind.__name__}'}. Received: {value!r:.200}"
     spec = data["input_spec"]
-    size = spec.get("image_size") if data["modality"] == "image" else spec.get("sequence_length")
-    if not (isinstance(size, int) or (isinstance(size, list) and size and all(isinstance(s, int) for s in size))):
+    # An image run's size is [height, width], a text run's sequence length one number: anything else was a
+    # traceback later (unpacking the size, or the model refusing the pixels).
+    if data["modality"] == "image":
+        size = spec.get("image_size")
+        usable = isinstance(size, list) and len(size) == 2 and all(_positive_int(s) for s in size)
+    else:
+        usable = _positive_int(spec.get("sequence_length"))
+    if not usable:
         return f"input_spec lacks the {data['modality']} input size. Received: {spec!r:.200}"
+    if data["modality"] == "image" and spec.get("resize", "stretch") not in RESIZE_MODES:
+        return f"input_spec's resize must be one of {list(RESIZE_MODES)}. Received: {spec.get('resize')!r:.100}"
     return None
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 @dataclass

@@ -12,17 +12,17 @@ re-implements, op for op, what the Pillow path does:
 - PNG: palette, grey, 1/2/4/16-bit expansion by libpng; transparency (alpha channel, or a
   palette with a tRNS chunk) composited on white; 16-bit grey scaled to 8 bits by the same
   rule as `data.images.to_rgb`; the orientation of an eXIf chunk.
-- GIF: the first frame. BMP: 24/32-bit, and 8-bit grey.
+- GIF: the first frame. BMP: 24/32-bit, and 8-bit through its palette (grey or colour).
 - Resizing: `data.resize.fit_to_size`, the resize every path uses.
 
 Measured against `load_image` (tests/data/test_tf_decode.py: photos and synthetic files,
 every resize mode, upscaling and downscaling, EXIF orientations 2..8, progressive JPEG,
-palette / alpha / transparent-palette / grey / 16-bit grey PNG, grey BMP, GIF): identical,
+palette / alpha / transparent-palette / grey / 16-bit grey PNG, grey and palette BMP, GIF): identical,
 `MAX_PIXEL_DIFFERENCE` = 0 per channel value. The match follows libjpeg-turbo's integer IDCT
 in both libraries. Not reproduced
 (the graph decodes these files, but the pixels differ from training): transparent GIFs
-(TensorFlow fills transparent pixels with black, Pillow composites them on white), palette
-BMPs with a colour palette, CMYK JPEGs. WebP and TIFF cannot be decoded by TensorFlow:
+(TensorFlow fills transparent pixels with black, Pillow composites them on white), CMYK JPEGs.
+WebP and TIFF cannot be decoded by TensorFlow:
 `graph_decodable` tells them apart before a file is sent.
 """
 
@@ -37,6 +37,8 @@ from data.resize import RESIZE_MODES, fit_to_size
 MAX_PIXEL_DIFFERENCE = 0
 GRAPH_FORMATS = ("jpeg", "png", "gif", "bmp")
 _MAGIC = (("jpeg", b"\xff\xd8\xff"), ("png", b"\x89PNG\r\n\x1a\n"), ("gif", b"GIF8"), ("bmp", b"BM"))
+BMP_BITS = (8, 24, 32)  # the BMP bit depths TensorFlow's decode_bmp reads
+_BMP_BIT_COUNT = 28  # BITMAPINFOHEADER biBitCount (uint16, little-endian)
 _EXIF_BLOCK = 1 << 16  # an APP1 segment holds at most 64 KiB
 _ORIENTATION_TAG = 0x0112
 
@@ -45,6 +47,8 @@ def graph_decodable(raw: bytes) -> str | None:
     """The format name when the graph can decode these file bytes (by their magic number), else None."""
     for name, magic in _MAGIC:
         if raw[:len(magic)] == magic:
+            if name == "bmp" and int.from_bytes(raw[_BMP_BIT_COUNT:_BMP_BIT_COUNT + 2], "little") not in BMP_BITS:
+                return None  # 1, 4 or 16-bit: TensorFlow's decode_bmp refuses them ("Number of channels ... 0")
             return name
     return None
 
@@ -70,13 +74,21 @@ def decode_rgb(contents: tf.Tensor, draft_size: tuple[int, int]) -> tf.Tensor:
         return tf.equal(tf.strings.substr(contents, 0, len(magic)), magic)
 
     def unsupported():
-        check = tf.debugging.Assert(False, ["Not a JPEG, PNG, GIF or BMP file (the graph decodes only these)."])
+        check = tf.debugging.Assert(False, ["Not a JPEG, PNG, GIF or BMP file (the graph decodes only these; BMPs of "
+                                            "8, 24 or 32 bits): decode it and send it to the pixels signature."])
         with tf.control_dependencies([check]):
             return tf.zeros((1, 1, 3), tf.uint8)
 
+    def bmp_bits_supported():
+        raw = tf.cast(tf.io.decode_raw(tf.strings.substr(contents, _BMP_BIT_COUNT, 2), tf.uint8), tf.int32)
+        bits = tf.reduce_sum(tf.pad(raw, [[0, 2 - tf.size(raw)]]) * tf.constant([1, 256]))
+        return tf.reduce_any(tf.equal(bits, BMP_BITS))
+
     branches = {"jpeg": lambda: _decode_jpeg(contents, draft_size), "png": lambda: _decode_png(contents),
                 "gif": lambda: tf.io.decode_gif(contents)[0], "bmp": lambda: _decode_bmp(contents)}
-    cases = [(starts_with(magic), branches[name]) for name, magic in _MAGIC]
+    # A 1, 4 or 16-bit BMP goes to `unsupported` (decode_bmp's own error named 0 channels, no remedy).
+    cases = [(tf.logical_and(starts_with(magic), bmp_bits_supported()) if name == "bmp" else starts_with(magic),
+              branches[name]) for name, magic in _MAGIC]
     image = tf.case(cases, default=unsupported, exclusive=False)
     image.set_shape((None, None, 3))
     return image
@@ -154,7 +166,26 @@ def _decode_png(contents):
 def _decode_bmp(contents):
     image = tf.io.decode_bmp(contents)
     channels = tf.shape(image)[-1]
-    return tf.cond(channels == 1, lambda: tf.image.grayscale_to_rgb(image), lambda: image[..., :3])
+    return tf.cond(channels == 1, lambda: _bmp_palette_lookup(contents, image), lambda: image[..., :3])
+
+
+def _bmp_palette_lookup(contents, indices):
+    """An 8-bit BMP's colours: TensorFlow returns its palette indices as one grey channel, which is the picture
+    only for a grey palette (entry i = (i, i, i)); a colour palette's pictures were served as grey nonsense
+    (up to 178 levels off). Pillow looks each index up in the palette that follows the DIB header: B, G, R (and
+    a reserved byte, except in the old 12-byte core header), as many entries as biClrUsed says (0: 256)."""
+    def little_endian(offset, size):
+        raw = tf.cast(tf.io.decode_raw(tf.strings.substr(contents, offset, size), tf.uint8), tf.int32)
+        return tf.reduce_sum(raw * tf.constant([1, 256, 65536, 16777216][:size], tf.int32))
+
+    header_size = little_endian(14, 4)
+    entry = tf.where(tf.equal(header_size, 12), 3, 4)
+    used = tf.where(tf.equal(header_size, 12), 0, little_endian(46, 4))
+    count = tf.where(tf.logical_and(used > 0, used <= 256), used, 256)
+    raw = tf.io.decode_raw(tf.strings.substr(contents, 14 + header_size, count * entry), tf.uint8)
+    rows = tf.reshape(raw[:tf.size(raw) // entry * entry], [-1, entry])
+    palette = tf.pad(tf.reverse(rows[:, :3], axis=[1]), [[0, 256 - tf.shape(rows)[0]], [0, 0]])  # BGR -> RGB
+    return tf.gather(palette, tf.cast(indices[..., 0], tf.int32))
 
 
 def _composite_on_white(rgba):

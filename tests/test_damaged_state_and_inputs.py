@@ -84,8 +84,15 @@ def _swap_two_classes(path):
     path.write_text(json.dumps(metadata))
 
 
+def _another_input_size(path):  # a traceback from the model refusing the pixels (predict, evaluate, export)
+    metadata = json.loads(path.read_text())
+    metadata["input_spec"]["image_size"] = [24, 24]
+    path.write_text(json.dumps(metadata))
+
+
 @pytest.mark.parametrize("file, damage, expected", [
     (rd.MODEL_FILE, _truncate, "unreadable"),
+    (rd.METADATA_FILE, _another_input_size, "gives the input size [24, 24] but"),
     (rd.MODEL_FILE, _garble, "model.keras"),
     (rd.METADATA_FILE, _garble, "damaged"),
     (rd.METADATA_FILE, lambda path: path.write_text("[]"), "not an object"),

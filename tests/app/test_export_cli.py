@@ -24,11 +24,11 @@ EPISODES = ["--ways", "3", "--shots", "2", "--queries", "2", "--meta-batch-size"
             "--meta-epochs", "2", "--embedding-units", "8", "--meta-input", "features"]
 
 
-def _image_folder(root: Path) -> Path:
+def _image_folder(root: Path, names: tuple[str, ...] = ("dark", "mid", "light")) -> Path:
     """Three classes told apart by brightness, in every format the graph decodes, odd sizes (resizing runs)."""
     rng = np.random.default_rng(0)
     formats = ["jpg", "png", "bmp", "gif"]
-    for c, name in enumerate(["dark", "mid", "light"]):
+    for c, name in enumerate(names):
         (root / name).mkdir(parents=True)
         for i in range(14):
             pixels = rng.integers(0, 60, (20 + i, 17 + 2 * i, 3), dtype=np.uint8) + np.uint8(95 * c)
@@ -159,6 +159,36 @@ def test_litert_round_trip_through_evaluate(image_run, quantize):
     assert gap <= (0.02 if quantize in ("dynamic", "int8") else 0.005), gap
 
 
+def test_readme_litert_snippet_feeds_the_pixels_training_saw(image_run, tmp_path, capsys):
+    """README's LiteRT example, run as written on an EXIF-rotated photo and a transparent PNG: its pixels must be
+    close to training's (it fed the rotated photo sideways and the transparent areas' hidden colours)."""
+    from data.images import load_image
+
+    run, _ = image_run
+    folder = run / "export" / "litert-float32"
+    if not folder.exists():
+        assert export.main([str(run), "--format", "litert"]) == 0
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    snippet = next(block.split("```", 1)[0] for block in readme.split("```python\n") if "Interpreter(" in block)
+    rows, columns = np.mgrid[0:96, 0:160]  # smooth colours, as photos mostly are (noise would test JPEG scaling)
+    colours = np.stack([columns * 255 // 159, rows * 255 // 95, (rows + columns) % 256], axis=2).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    Image.fromarray(colours).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    alpha = np.repeat(np.linspace(0, 255, 160, dtype=np.uint8)[None], 96, axis=0)[..., None]
+    Image.fromarray(np.concatenate([colours, alpha], axis=2)).save(tmp_path / "transparent.png")
+    labels = (folder / "labels.txt").read_text().split()
+    for name in ("rotated.jpg", "transparent.png"):
+        namespace: dict = {}
+        capsys.readouterr()
+        exec(snippet.replace("RUN_DIR/export/litert-int8", str(folder)).replace("photo.jpg", str(tmp_path / name)),
+             namespace)
+        assert capsys.readouterr().out.strip() in labels
+        pixels = namespace["pixels"].astype(float)
+        trained = load_image(str(tmp_path / name), pixels.shape[:2], "stretch")
+        assert np.abs(pixels - trained).mean() < 3, name  # README: 0.4 levels on average on plain files
+
+
 def test_text_savedmodel_takes_raw_strings_and_litert_is_refused(text_run, capsys):
     run, data = text_run
     assert export.main([str(run), "--output", str(run / "served")]) == 0
@@ -201,6 +231,18 @@ def test_meta_run_exports_the_same_plain_classifier(tmp_path):
     assert json.loads((run / "export" / "litert-float32" / "parity.json").read_text())["passed"]
 
 
+def test_labels_txt_has_one_line_per_class_whatever_the_names(tmp_path):
+    # A class folder named with a newline split its labels.txt line in two: every later label was off by one.
+    names = ("dark\nside", "mid", "light\tone")
+    run, _ = _trained(tmp_path, lambda root: _image_folder(root, names),
+                      ["--backbone", "tiny_image", "--epochs", "2", "--test-fraction", "0.25"])
+    assert export.main([str(run), "--format", "litert"]) == 0
+    lines = (run / "export" / "litert-float32" / "labels.txt").read_text(encoding="utf-8").split("\n")
+    classes = rd.read_json(run / rd.METADATA_FILE)["class_names"]
+    assert lines[:-1] == [name.replace("\n", "\\n").replace("\t", "\\t") for name in classes] and lines[-1] == ""
+    assert "dark\\nside" in lines
+
+
 def test_bad_requests_are_one_clear_error_and_write_nothing(image_run, tmp_path, capsys):
     run, _ = image_run
     capsys.readouterr()
@@ -208,6 +250,11 @@ def test_bad_requests_are_one_clear_error_and_write_nothing(image_run, tmp_path,
     existing.mkdir()
     assert export.main([str(run), "--output", str(existing)]) == 2
     _assert_one_error(capsys, "already exists", str(existing))
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    assert export.main([str(run), "--output", str(dangling)]) == 2  # was a NotADirectoryError at the final rename
+    _assert_one_error(capsys, "already exists (a symbolic link to a missing path)", str(dangling))
+    assert dangling.is_symlink() and not (tmp_path / "nowhere").exists()
 
     assert export.main([str(run), "--quantize", "int8"]) == 2
     _assert_one_error(capsys, "--quantize applies to LiteRT exports only")
@@ -218,10 +265,58 @@ def test_bad_requests_are_one_clear_error_and_write_nothing(image_run, tmp_path,
     assert export.main([str(unfinished)]) == 2
     _assert_one_error(capsys, "unfinished run")
 
+    # An --output whose parent is a file, or under a folder that cannot be made: refused before any work (was a
+    # traceback from mkdir).
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    assert export.main([str(run), "--output", str(a_file / "export")]) == 2
+    _assert_one_error(capsys, "Cannot create the export folder", str(a_file / "export"))
+    assert export.main([str(run), "--format", "litert", "--output", str(a_file / "deeper" / "export")]) == 2
+    _assert_one_error(capsys, "Cannot create the export folder", str(a_file))
+    assert a_file.read_text() == "not a folder" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a_file", "dangling", "taken", "unfinished"]
+
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage and one error line, status 2
         export.main([str(run), "--format", "onnx"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'onnx'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("garble", ["no files", "entry without split", "unknown label"])
+def test_a_garbled_manifest_is_one_error_naming_it(image_run, tmp_path, capsys, garble):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(image_run[0], run, ignore=shutil.ignore_patterns("export", "eval", "logs"))
+    manifest = rd.read_json(run / rd.MANIFEST_FILE)
+    if garble == "no files":
+        manifest = {"root": manifest["root"]}
+    elif garble == "entry without split":
+        del manifest["files"][0]["split"]
+    else:
+        next(f for f in manifest["files"] if f["split"] == "test")["label"] = "zebra"
+    (run / rd.MANIFEST_FILE).write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert export.main([str(run), "--format", "litert", "--quantize", "int8"]) == 2  # was a KeyError traceback
+    _assert_one_error(capsys, str(run / rd.MANIFEST_FILE), "is damaged", "train.py --config")
+    assert not (run / "export").exists()
+
+
+def test_a_missing_held_out_file_is_one_error_naming_it_and_the_folder(image_run, tmp_path, capsys):
+    import shutil
+
+    run, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(image_run[0], run, ignore=shutil.ignore_patterns("export", "eval", "logs"))
+    shutil.copytree(image_run[1], data)
+    manifest = rd.read_json(run / rd.MANIFEST_FILE) | {"root": str(data)}
+    (run / rd.MANIFEST_FILE).write_text(json.dumps(manifest))
+    gone = data / next(f for f in manifest["files"] if f["split"] == "test")["path"]
+    gone.unlink()
+    capsys.readouterr()
+    assert export.main([str(run)]) == 2  # the line read "... is cannot read file (...)"
+    _assert_one_error(capsys, f"{str(gone)!r} is unusable: cannot read file (No such file or directory)",
+                      f"Restore the training folder {str(data)!r}")
+    assert not (run / "export").exists() or not any((run / "export").iterdir())
 
 
 def test_int8_needs_enough_training_files(tmp_path, capsys):
@@ -329,6 +424,11 @@ def test_export_failing_its_parity_check_writes_only_the_report(image_run, tmp_p
     assert not output.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["refused.parity-failed.json"]
     report = json.loads((tmp_path / "refused.parity-failed.json").read_text())
     assert report["passed"] is False and report["checks"][0]["num_files"] > 0
+
+    # A later try that passes leaves only its export: the earlier failure's report no longer describes that path.
+    monkeypatch.undo()
+    assert export.main([str(run), "--format", "litert", "--quantize", "dynamic", "--output", str(output)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["refused"]
 
 
 def test_a_damaged_parity_report_does_not_block_evaluating_the_export(image_run, tmp_path, capsys):

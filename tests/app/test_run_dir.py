@@ -98,3 +98,22 @@ def test_default_run_directories_of_runs_started_in_the_same_second_differ(tmp_p
     second = default_run_dir(config, "efficientnet_lite0")
     assert second != first and not second.exists()
     assert second.name in (first.name + "-2",) or second.name[:15] != first.name[:15]  # or the clock moved on
+
+
+def test_an_export_or_a_file_given_as_the_run_says_what_it_is(tmp_path):
+    # predict.py / evaluate.py / export.py given an export said "Run directory not found" for a path that exists.
+    exported = tmp_path / "run" / "export" / "litert-float32"
+    exported.mkdir(parents=True)
+    (exported / "model.tflite").write_bytes(b"TFL3")
+    (exported / "parity.json").write_text(json.dumps({"run_dir": str(tmp_path / "run")}))
+    for given in (exported, exported / "model.tflite"):
+        with pytest.raises(UserError, match=rf"is a model written by export.py, not a run directory\. Pass the run it "
+                                            rf"was exported from \('{tmp_path / 'run'}'\).*--artifact"):
+            rd.require_complete_run(given)
+    saved = tmp_path / "served"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"")  # no parity.json: where exports go by default
+    with pytest.raises(UserError, match="written by export.py.*RUN_DIR/export/"):
+        rd.require_complete_run(saved)
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        rd.require_complete_run(exported / "parity.json")

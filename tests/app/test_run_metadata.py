@@ -71,6 +71,12 @@ def test_a_run_of_an_earlier_version_loads_with_defaults(tmp_path):
     ({"modality": "audio"}, "modality"),
     ({"input_spec": None}, "input_spec"),
     ({"input_spec": {"kind": "image"}}, "input size"),
+    # Each was a traceback when a tool read the size or resized (export.py, predict.py, evaluate.py).
+    ({"input_spec": {"kind": "image", "image_size": [32]}}, "input size"),
+    ({"input_spec": {"kind": "image", "image_size": 32}}, "input size"),
+    ({"input_spec": {"kind": "image", "image_size": [32, 0]}}, "input size"),
+    ({"input_spec": {"kind": "image", "image_size": [32, 32], "resize": "zoom"}}, "resize must be one of"),
+    ({"modality": "text", "input_spec": {"kind": "text", "sequence_length": [16]}}, "input size"),
     ({"metrics": [0.5]}, "metrics"),
     ({"seed": "zero"}, "seed"),
 ])

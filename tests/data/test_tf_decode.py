@@ -48,6 +48,7 @@ def plain_files(tmp_path_factory):
         "16-bit grey png": _save(grey16, folder / "grey16.png"),
         "bmp": _save(photo, folder / "photo.bmp"),
         "grey bmp": _save(photo.convert("L"), folder / "grey.bmp"),
+        "palette bmp": _save(palette, folder / "palette.bmp"),  # was served as its palette indices, in grey
         "gif": _save(photo, folder / "photo.gif"),
     }
     for orientation in range(2, 9):
@@ -118,6 +119,12 @@ def test_formats_the_graph_cannot_decode_are_recognised(tmp_path, make_image):
     assert graph_decodable(webp) is None
     with pytest.raises(tf.errors.InvalidArgumentError, match="Not a JPEG, PNG, GIF or BMP"):
         decode_image(tf.constant(webp), (8, 8), "stretch")
+    # A 1-bit BMP: decode_bmp refused it with "Number of channels ... was 0", and since graph_decodable took it for
+    # a BMP, evaluate.py --artifact and the export's parity check failed on it instead of using `pixels`.
+    one_bit = make_image(tmp_path / "a.bmp", mode="1", size=(8, 8)).read_bytes()
+    assert graph_decodable(one_bit) is None
+    with pytest.raises(tf.errors.InvalidArgumentError, match="BMPs of 8, 24 or 32 bits.*pixels signature"):
+        decode_image(tf.constant(one_bit), (8, 8), "stretch")
 
 
 def test_unknown_resize_mode_is_refused():
