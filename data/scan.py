@@ -70,6 +70,26 @@ class ScanResult:
         }
 
 
+# A file or folder name that is not UTF-8 (Latin-1 or Shift-JIS names from an old archive) reaches Python as
+# lone surrogates (os.fsdecode): TensorFlow cannot take such a path as a string (tf.data stopped with "Unable
+# to convert element to UTF-8"), and neither can JSON, report.md nor TensorBoard. Renaming is the user's fix.
+RENAME_HINT = "rename it to UTF-8, e.g. convmv -f latin1 -t utf-8 -r --notest FOLDER"
+
+
+def is_utf8_name(path) -> bool:
+    """Whether `path` is valid UTF-8 (undecodable bytes appear in Python paths as lone surrogates)."""
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def shown_path(path) -> str:
+    """`path` printable and encodable whatever its bytes: undecodable ones written as \\xNN."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name in IGNORED_NAMES
 
@@ -126,7 +146,7 @@ def _list_candidates(root: Path, layout: str):
     skipped = []
     for _, folder in split_dirs:
         loose = sorted(p for p in folder.iterdir() if p.is_file() and not _is_hidden(p.name))
-        skipped += [SkippedFile(str(p), "file outside any class folder") for p in loose]
+        skipped += [SkippedFile(shown_path(p), "file outside any class folder") for p in loose]
     found = [(split, d.name, path) for split, d in class_dirs for path in _files_under(d, seen_dirs)]
     return found, skipped, class_dirs
 
@@ -142,6 +162,9 @@ def scan_folder(root: str | Path, check_files_content: bool = True, use_cache: b
         raise DataError(f"Data folder does not exist. Received: {str(root)!r}. Pass a folder laid out as DATA_DIR/<class>/<files>.")
     if not root.is_dir():
         raise DataError(f"Data path is not a folder. Received: {str(root)!r}. Pass the folder that contains one subfolder per class.")
+    if not is_utf8_name(root.resolve()):
+        raise DataError(f"The data folder's path is not valid UTF-8. Received: '{shown_path(root.resolve())}' (bytes "
+                        f"that are not UTF-8 written as \\xNN); {RENAME_HINT}.")
     layout = detect_layout(root)
     found, loose_skipped, class_dirs = _list_candidates(root, layout)
     skipped = list(loose_skipped)
@@ -160,7 +183,9 @@ def scan_folder(root: str | Path, check_files_content: bool = True, use_cache: b
     article = "an" if modality == "image" else "a"
     candidates = []
     for split, class_name, path in found:
-        if path.suffix.lower() in wanted:
+        if not is_utf8_name(path):
+            skipped.append(SkippedFile(shown_path(path), f"its name is not valid UTF-8 (shown with \\xNN); {RENAME_HINT}"))
+        elif path.suffix.lower() in wanted:
             candidates.append((split, class_name, path))
         else:
             skipped.append(SkippedFile(str(path), f"not {article} {modality} file (extension {path.suffix or 'none'!r})"))
@@ -188,7 +213,7 @@ def scan_folder(root: str | Path, check_files_content: bool = True, use_cache: b
             )
     else:
         class_names = sorted({c for _, c, *_ in kept})
-    empty_classes = sorted({d.name for _, d in class_dirs} - {c for _, c, *_ in kept})
+    empty_classes = sorted({shown_path(d.name) for _, d in class_dirs} - {c for _, c, *_ in kept})
     index = {name: i for i, name in enumerate(class_names)}
     examples = [
         Example(str(p), index[c], split, check.sha256 if check else "", check.encoding if check else "")

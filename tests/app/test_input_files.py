@@ -1,4 +1,6 @@
 import logging
+import os
+from pathlib import Path
 
 from app.input_files import MAX_SKIP_WARNINGS, collect_inputs
 
@@ -29,3 +31,16 @@ def test_many_skipped_files_are_named_up_to_a_limit_then_counted(tmp_path):
     summary = handler.messages[-1]
     assert "gone.png: no such file or folder" in handler.messages[0]
     assert summary == "Skipped 7 more files: 6 x not an image file (extension '.txt'); 1 x not an image file (extension '.md')"
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_with_the_remedy(tmp_path, make_image):
+    """TensorFlow cannot open a path that is not UTF-8 (Latin-1 names from an old archive): predict.py stopped with a
+    traceback; the file is now skipped, named with its odd bytes escaped (printable, JSON- and log-safe)."""
+    latin1 = tmp_path / os.fsdecode(b"caf\xe9.png")
+    make_image(latin1)
+    make_image(tmp_path / "fine.png")
+    usable, skipped = collect_inputs([str(tmp_path)], "image")
+    assert [Path(e.path).name for e in usable] == ["fine.png"]
+    assert [s.path for s in skipped] == [str(tmp_path / "caf\\xe9.png")]
+    assert "not valid UTF-8" in skipped[0].reason and "convmv" in skipped[0].reason
+    skipped[0].path.encode("utf-8")  # safe to log, to write as JSON and into report.md

@@ -481,3 +481,23 @@ def test_listing_and_the_data_doctor_do_not_import_tensorflow():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-500:]
     assert result.stdout.strip() == "False"
+
+
+def test_names_that_are_not_utf8_are_skipped_with_the_remedy(tmp_path, make_image):
+    """Latin-1 file and class folder names (an old archive): TensorFlow cannot open such a path, so training stopped
+    with a traceback in its input pipeline. Those files are skipped, named with the odd bytes escaped; a data folder
+    whose own path is not UTF-8 is one error."""
+    for name in ("cat", "dog", os.fsdecode(b"caf\xe9")):
+        make_image(tmp_path / "data" / name / "0.png")
+    make_image(tmp_path / "data" / "cat" / os.fsdecode(b"cr\xe8me.png"))
+
+    result = scan_folder(tmp_path / "data")
+
+    assert result.class_names == ["cat", "dog"] and _example_paths(result) == ["cat/0.png", "dog/0.png"]
+    assert set(_skipped(result)) == {"caf\\xe9/0.png", "cat/cr\\xe8me.png"}
+    assert all("not valid UTF-8" in reason and "convmv" in reason for reason in _skipped(result).values())
+    assert result.empty_classes == ["caf\\xe9"]
+    make_image(tmp_path / os.fsdecode(b"d\xe9j\xe0") / "a" / "0.png")
+    make_image(tmp_path / os.fsdecode(b"d\xe9j\xe0") / "b" / "0.png")
+    with pytest.raises(DataError, match=r"path is not valid UTF-8. Received: '.*d\\xe9j\\xe0'"):
+        scan_folder(tmp_path / os.fsdecode(b"d\xe9j\xe0"))
