@@ -258,6 +258,9 @@ class TrainConfig:
              "exclude_label_issues must be a number of files, auto or 0"),
             (self.refit in CHOICES["refit"], f"refit must be one of {list(CHOICES['refit'])}"),
             (self.distribute in CHOICES["distribute"], f"distribute must be one of {list(CHOICES['distribute'])}"),
+            # An empty --output (a script's unset variable: --output "$OUT") silently meant the default name.
+            (self.output is None or bool(str(self.output).strip()),
+             "output must be a folder path, or left out for runs/<time>-<dataset>-<backbone>-<strategy>"),
             (self.distribute != "multi-worker" or bool(self.output),
              "distribute multi-worker needs --output RUN_DIR, the same on every worker (the default name carries "
              "each worker's own start time)"),

@@ -73,10 +73,16 @@ class ExportResult:
 def export_run(request: ExportRequest) -> ExportResult:
     from app.litert_export import QUANTIZATIONS
 
+    if request.representative_files != DEFAULT_REPRESENTATIVE_FILES and request.quantize != "int8":
+        logger.warning("--representative-files calibrates --quantize int8 only; ignored with --quantize %s.",
+                       request.quantize)
     if request.format not in FORMATS:
         raise UserError(f"Unknown export format. Received: --format {request.format!r}. Choose one of {list(FORMATS)}.")
     if request.quantize not in QUANTIZATIONS:
         raise UserError(f"Unknown quantization. Received: --quantize {request.quantize!r}. Choose one of {list(QUANTIZATIONS)}.")
+    if request.output is not None and not str(request.output).strip():  # a script's unset variable: --output "$OUT"
+        raise UserError("--output is empty. Received: --output ''. Give the folder to create, or leave --output out for "
+                        "RUN_DIR/export/<format>.")
     if request.format == "savedmodel" and request.quantize != "none":
         raise UserError(f"--quantize applies to LiteRT exports only. Received: --format savedmodel --quantize "
                         f"{request.quantize}. Use --format litert, or drop --quantize.")

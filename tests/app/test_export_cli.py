@@ -258,6 +258,13 @@ def test_bad_requests_are_one_clear_error_and_write_nothing(image_run, tmp_path,
 
     assert export.main([str(run), "--quantize", "int8"]) == 2
     _assert_one_error(capsys, "--quantize applies to LiteRT exports only")
+    assert export.main([str(run), "--quantize", "dynamic", "--representative-files", "50"]) == 2
+    err = capsys.readouterr().err  # the count was ignored without a word: it calibrates int8 only
+    assert "--representative-files calibrates --quantize int8 only; ignored with --quantize dynamic" in err
+    assert "--quantize applies to LiteRT exports only" in err
+    assert export.main([str(run), "--output", ""]) == 2  # a script's unset variable silently meant the default place
+    _assert_one_error(capsys, "--output is empty")
+    assert not (run / "export" / "savedmodel").exists()
 
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
