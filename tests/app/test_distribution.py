@@ -13,7 +13,7 @@ import pytest
 
 import app.cli
 import train
-from app.cpu_devices import ENV_VAR, requested_cpu_devices
+from app.cpu_devices import ENV_VAR, ONEDNN_VAR, avoid_onednn_for_split_batches, requested_cpu_devices
 from app.distribution import check_batch_sizes, parse_tf_config, resolve_distribution
 from app.errors import UserError
 
@@ -116,6 +116,19 @@ def test_bad_cpu_device_count_is_one_error_line(capsys, monkeypatch):
     _one_error_line(capsys, f"{ENV_VAR} must be a whole number", "Received: METATUNE_CPU_DEVICES='two'")
 
 
+def test_onednn_is_off_where_a_replica_on_the_cpu_can_get_an_empty_batch():
+    """TensorFlow 2.21's oneDNN Conv2D returns an empty batch's input unchanged (the next layer then fails):
+    off for several logical CPUs and for multi-worker jobs, before TensorFlow is imported; a user's own
+    choice stays; one device keeps it on."""
+    cases = (({ENV_VAR: "3"}, True, "0"), ({"TF_CONFIG": json.dumps(TWO_WORKERS)}, True, "0"),
+             ({ENV_VAR: "3", ONEDNN_VAR: "1"}, False, "1"), ({}, False, None), ({ENV_VAR: "1"}, False, None),
+             ({ENV_VAR: "two"}, False, None))
+    for environ, turned_off, expected in cases:
+        environ = dict(environ)
+        assert avoid_onednn_for_split_batches(environ) is turned_off, environ
+        assert environ.get(ONEDNN_VAR) == expected, environ
+
+
 @pytest.mark.slow  # a fresh TensorFlow process
 def test_mirrored_over_two_logical_cpus_matches_one_device_and_trains_runs():
     """METATUNE_CPU_DEVICES=2 in one fresh process (tests/distributed_parity.py): 2 logical CPUs, 2 replicas;
@@ -134,7 +147,8 @@ def test_mirrored_over_two_logical_cpus_matches_one_device_and_trains_runs():
         assert report[part]["difference"] < 1e-5, part  # ... to the same place with and without the strategy
     assert report["finetune"]["moving_statistics_moved"] == 0.0  # BatchNorm frozen under the strategy too
     two_replicas = {"strategy": "mirrored", "replicas": 2, "workers": 1}
-    assert report["runs"] == {"linear": two_replicas, "finetune": two_replicas}, result.stderr[-3000:]
+    assert report["runs"] == {"linear": two_replicas, "finetune": two_replicas, "linear_empty_share": two_replicas}, \
+        result.stderr[-3000:]
     assert "at least 2. Received: --batch-size 1" in report["too_small_batch"]
     assert "does not support --strategy protonet" in report["meta_refused"]
 
