@@ -9,8 +9,8 @@ remove its own: it is named in the log, under the system's temporary folder.
 `--resume RUN_DIR` reads the run's config.json and checkpoints, so every worker must see the
 chief's run directory at the same path (one machine, or a shared filesystem). A non-chief
 worker copies what resuming reads into its temporary folder; all workers then wait for each
-other (`wait_for_every_worker`) before the chief writes anything, so no copy can catch a
-checkpoint half-replaced.
+other (`check_same_command`, which also refuses workers started with different commands) before
+the chief writes anything, so no copy can catch a checkpoint half-replaced.
 
 A worker that dies: the others' next collective op fails with an UnavailableError, as soon as
 its connection resets (a killed process on loopback: about a second) or once TensorFlow's
@@ -21,6 +21,8 @@ a machine that vanishes); `multi_worker_run` turns that into one ERROR line sayi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -59,14 +61,37 @@ def peer_failure(error: BaseException, run_dir: Path) -> UserError | None:
                      f"--resume {run_dir}")
 
 
-def wait_for_every_worker(strategy) -> None:
-    """A barrier: returns once every worker of `strategy` has called it (one tiny all-reduce)."""
+def command_fingerprint(config: TrainConfig, resume_dir) -> str:
+    """What every worker must agree on: its resolved options and the run it resumes (None: a new run)."""
+    command = {"config": dataclasses.asdict(config), "resume": None if resume_dir is None else str(resume_dir)}
+    return hashlib.sha256(json.dumps(command, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_same_command(strategy, fingerprint: str, run_dir: Path, resuming: bool) -> None:
+    """A barrier (returns once every worker has called it) that also compares the workers' commands.
+
+    Why: workers started with different commands (other options, one resuming and one starting anew)
+    issue different collective ops, which TensorFlow reports minutes later, if at all, as a crash of
+    the "other" worker or an internal error with a traceback. One all-gather of each worker's
+    fingerprint before any work finds it at once, on every worker."""
+    import numpy as np
     import tensorflow as tf
 
-    def one():
-        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.constant(1.0))
+    # 8 chunks of 16 bits: exact in float32, which every collective implementation gathers.
+    mine = tf.constant([[int(fingerprint[i:i + 4], 16) for i in range(0, 32, 4)]], tf.float32)
 
-    tf.function(lambda: strategy.run(one))()
+    def gather():
+        return tf.distribute.get_replica_context().all_gather(mine, axis=0)
+
+    gathered = strategy.experimental_local_results(tf.function(lambda: strategy.run(gather))())[0]
+    different = int(np.sum(np.any(gathered.numpy() != mine.numpy(), axis=1)))
+    if different:
+        received = f"--resume {run_dir}" if resuming else f"a new run with --output {run_dir}"
+        raise UserError(f"--distribute multi-worker: the workers were not started with the same train.py command "
+                        f"({different} of {len(gathered)} differ from this worker's options, data folder or "
+                        f"--resume; command fingerprint here {fingerprint[:12]}). Received on this worker: {received}. "
+                        "Stop every worker and start them all with the same command (only TF_CONFIG's task index "
+                        "differs): the same options and --output, or the same --resume RUN_DIR.")
 
 
 @contextmanager
@@ -75,6 +100,7 @@ def multi_worker_run(config: TrainConfig, resume_dir, chief: bool, strategy) -> 
     inside become one UserError."""
     # config.validate() made sure of --output: the default name carries each worker's own start time.
     run_dir = Path(resume_dir if resume_dir is not None else config.output).expanduser()
+    fingerprint = command_fingerprint(config, resume_dir)  # before a non-chief worker's output becomes its own
     scratch = None if chief else Path(tempfile.mkdtemp(prefix="metatune-worker-"))
     try:
         if scratch is None:
@@ -83,7 +109,8 @@ def multi_worker_run(config: TrainConfig, resume_dir, chief: bool, strategy) -> 
             logger.info("Non-chief worker: the chief writes %s; this worker writes into %s and removes it "
                         "at the end.", run_dir, scratch)
             worker = _scratch_run(config, resume_dir, run_dir, scratch / "run")
-        wait_for_every_worker(strategy)  # every copy made before the chief writes anything
+        # Every copy made before the chief writes anything, and every worker running the same command.
+        check_same_command(strategy, fingerprint, run_dir, resume_dir is not None)
         yield worker
     except Exception as error:
         if (failure := peer_failure(error, run_dir)) is not None:

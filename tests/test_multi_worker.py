@@ -2,6 +2,9 @@
 TF_CONFIG, running the same train.py command (tests/multi_worker_runner.py forks them from one
 process that imported TensorFlow once).
 
+0. Worker 1 started with another option than the chief: both stop at once with one ERROR line that says
+   so (before, the commands' different collective ops ended in a traceback on one and, minutes later, a
+   "worker stopped" on the other), and nothing is written.
 1. The chief is killed (SIGKILL) right after its first checkpoint: the other worker ends, well
    within the test's time limit, with one ERROR line that says how to resume, no traceback, and
    no temporary folder left behind.
@@ -91,11 +94,23 @@ def _done_line(log: Path) -> str:
 def test_a_killed_worker_ends_the_job_with_an_error_and_resume_completes_it(tmp_path):
     data = write_colour_folder(tmp_path / "data")
     run_dir = tmp_path / "run"
-    killed, resumed = _run_rounds(tmp_path, [
+    mismatched = _round(tmp_path, "mismatch", [str(data), *OPTIONS, "--output", str(tmp_path / "mismatch")])
+    mismatched[1]["argv"] = [*mismatched[1]["argv"], "--epochs", "3"]  # worker 1 started with another command
+    refused, killed, resumed = _run_rounds(tmp_path, [
+        mismatched,
         _round(tmp_path, "killed", [str(data), *OPTIONS, "--output", str(run_dir)],
                chief_env={FAULT_VARIABLE: "kill@label=-head-epoch-0001"}),
         _round(tmp_path, "resume", ["--resume", str(run_dir)]),
     ])
+
+    # 0. Workers started with different commands: every one stops at once with one ERROR line, nothing written.
+    assert [worker["exit"] for worker in refused] == [2, 2]
+    for index in range(WORKERS):
+        log = (tmp_path / f"mismatch-{index}.log").read_text()
+        errors = [line for line in log.splitlines() if re.match(r"\S+ ERROR metatune: ", line)]
+        assert len(errors) == 1 and "not started with the same train.py command" in errors[0], log[-2000:]
+        assert "Traceback" not in log
+    assert not (tmp_path / "mismatch").exists()
 
     # 1. The chief killed after a checkpoint: the other worker ends with one ERROR line, no traceback.
     assert killed[0]["signal"] == signal.SIGKILL
