@@ -65,6 +65,7 @@ class ClusterTask:
     task_type: str
     task_index: int
     has_chief_task: bool = False  # the cluster names a "chief" besides its workers
+    address: str = ""  # this task's own host:port, where its server listens
 
     @property
     def is_chief(self) -> bool:
@@ -95,9 +96,20 @@ def parse_tf_config(text: str | None) -> ClusterTask:
     cluster, task = config.get("cluster"), config.get("task")
     if not isinstance(cluster, dict) or not cluster.get("worker"):
         raise bad('no "cluster" with a "worker" list of host:port addresses')
+    # Other jobs ("ps", "evaluator") are not MultiWorkerMirroredStrategy's: a worker waited for them forever.
+    if other := sorted(set(cluster) - {"worker", "chief"}):
+        raise bad(f'"cluster" lists {", ".join(map(repr, other))}: multi-worker training has only "worker" tasks '
+                  '(and at most one "chief")')
+    for job in ("worker", "chief"):
+        addresses = cluster.get(job, [])
+        if not isinstance(addresses, list) or not all(_is_address(a) for a in addresses):
+            raise bad(f'"cluster"."{job}" must be a list of "host:port" strings (a port from 1 to 65535)')
+    if len(cluster.get("chief", [])) > 1:
+        raise bad(f'"cluster"."chief" lists {len(cluster["chief"])} addresses; there can be at most one chief')
     workers = cluster["worker"]
-    if not isinstance(workers, list) or not all(isinstance(w, str) and ":" in w for w in workers):
-        raise bad('"cluster"."worker" must be a list of "host:port" strings')
+    everyone = list(workers) + list(cluster.get("chief", []))
+    if repeated := sorted({a for a in everyone if everyone.count(a) > 1}):
+        raise bad(f'{", ".join(repeated)} is listed for more than one task; every task needs its own host:port')
     if not isinstance(task, dict) or task.get("type") not in ("worker", "chief"):
         raise bad('no "task" with "type": "worker" (or "chief")')
     index = task.get("index")
@@ -106,7 +118,15 @@ def parse_tf_config(text: str | None) -> ClusterTask:
     peers = cluster.get(task["type"], [])
     if index >= len(peers):
         raise bad(f'"task"."index" is {index} but "cluster"."{task["type"]}" lists {len(peers)} address(es)')
-    return ClusterTask(tuple(workers) + tuple(cluster.get("chief", [])), task["type"], index, bool(cluster.get("chief")))
+    return ClusterTask(tuple(everyone), task["type"], index, bool(cluster.get("chief")), peers[index])
+
+
+def _is_address(address) -> bool:
+    """"host:port" with a host and a port TensorFlow's server can listen on."""
+    if not isinstance(address, str):
+        return False
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and 1 <= int(port) <= 65535
 
 
 def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | None = None) -> None:
@@ -127,10 +147,11 @@ def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | Non
 HEARTBEAT_TIMEOUT_S = 120
 
 
-def multi_worker_strategy():
+def multi_worker_strategy(cluster: ClusterTask):
     """MultiWorkerMirroredStrategy from TF_CONFIG, its coordination service configured as the strategy
     would configure it itself, but with HEARTBEAT_TIMEOUT_S (the strategy takes no such option; it
-    leaves an already configured service alone). Must run before TensorFlow starts its runtime."""
+    leaves an already configured service alone). Must run before TensorFlow starts its runtime.
+    `cluster`: TF_CONFIG as parse_tf_config read it (for the message when this task's server cannot start)."""
     import tensorflow as tf
 
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
@@ -147,7 +168,16 @@ def multi_worker_strategy():
     except (ImportError, AttributeError, TypeError) as error:
         logger.warning("Could not set the workers' heartbeat timeout (%s); TensorFlow's default applies: a worker "
                        "starved of CPU for seconds may be taken for dead.", error)
-    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    except tf.errors.OpError as error:  # the server cannot listen: the port is taken, the host is not this machine
+        if "gRPC server" not in str(error):
+            raise
+        raise UserError(f"--distribute multi-worker: this worker could not start its server on {cluster.address} "
+                        f"({error.message.strip()}): the port is in use by another program, or the host is not an "
+                        f"address of this machine. Received: TF_CONFIG task {cluster.task_type} "
+                        f"{cluster.task_index} at {cluster.address}. Free that port, or start every worker with a "
+                        "TF_CONFIG that gives this task a free one.") from None
 
 
 _MIRRORED_STRATEGIES: dict = {}
@@ -190,7 +220,7 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
         cluster = parse_tf_config(environ.get("TF_CONFIG"))
         if training_strategy and (reason := unsupported_reason(mode, training_strategy)):
             raise UserError(reason)
-        strategy = multi_worker_strategy()
+        strategy = multi_worker_strategy(cluster)
         return _distributed(Distribution(strategy, DistributeInfo(mode, strategy.num_replicas_in_sync,
                                                                   len(cluster.workers)), cluster.is_chief),
                             batch_size, meta_batch_size)

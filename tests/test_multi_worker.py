@@ -2,7 +2,8 @@
 TF_CONFIG, running the same train.py command (tests/multi_worker_runner.py forks them from one
 process that imported TensorFlow once).
 
-0. Worker 1 started with another option than the chief: both stop at once with one ERROR line that says
+0. A worker whose port another program holds stops with one ERROR line naming the address.
+   Worker 1 started with another option than the chief: both stop at once with one ERROR line that says
    so (before, the commands' different collective ops ended in a traceback on one and, minutes later, a
    "worker stopped" on the other), and nothing is written.
 1. The chief is killed (SIGKILL) right after its first checkpoint: the other worker ends, well
@@ -96,12 +97,29 @@ def test_a_killed_worker_ends_the_job_with_an_error_and_resume_completes_it(tmp_
     run_dir = tmp_path / "run"
     mismatched = _round(tmp_path, "mismatch", [str(data), *OPTIONS, "--output", str(tmp_path / "mismatch")])
     mismatched[1]["argv"] = [*mismatched[1]["argv"], "--epochs", "3"]  # worker 1 started with another command
-    refused, killed, resumed = _run_rounds(tmp_path, [
-        mismatched,
-        _round(tmp_path, "killed", [str(data), *OPTIONS, "--output", str(run_dir)],
-               chief_env={FAULT_VARIABLE: "kill@label=-head-epoch-0001"}),
-        _round(tmp_path, "resume", ["--resume", str(run_dir)]),
-    ])
+    taken = socket.socket()  # a port another program listens on
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    address = f"127.0.0.1:{taken.getsockname()[1]}"
+    port_in_use = [{"argv": [str(data), *OPTIONS, "--output", str(tmp_path / "in-use")],
+                    "env": {"TF_CONFIG": json.dumps({"cluster": {"worker": [address]},
+                                                     "task": {"type": "worker", "index": 0}})},
+                    "log": str(tmp_path / "in-use.log")}]
+    with taken:
+        in_use, refused, killed, resumed = _run_rounds(tmp_path, [
+            port_in_use,
+            mismatched,
+            _round(tmp_path, "killed", [str(data), *OPTIONS, "--output", str(run_dir)],
+                   chief_env={FAULT_VARIABLE: "kill@label=-head-epoch-0001"}),
+            _round(tmp_path, "resume", ["--resume", str(run_dir)]),
+        ])
+
+    # A worker whose port is taken: one ERROR line naming it (it was TensorFlow's traceback), nothing written.
+    assert in_use[0]["exit"] == 2
+    log = (tmp_path / "in-use.log").read_text()
+    errors = [line for line in log.splitlines() if re.match(r"\S+ ERROR metatune: ", line)]
+    assert len(errors) == 1 and f"could not start its server on {address}" in errors[0] and "Traceback" not in log
+    assert not (tmp_path / "in-use").exists()
 
     # 0. Workers started with different commands: every one stops at once with one ERROR line, nothing written.
     assert [worker["exit"] for worker in refused] == [2, 2]

@@ -70,6 +70,14 @@ def test_multi_worker_without_tf_config_says_how_to_set_it(tmp_path, capsys, mon
     ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "ps", "index": 0}}', '"type": "worker"'),
     ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}', "lists 2 address"),
     ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": "0"}}', "whole number"),
+    # These reached TensorFlow: a traceback (the port, two chiefs) or a worker waiting forever (the "ps" task).
+    ('{"cluster": {"worker": ["a:abc"]}, "task": {"type": "worker", "index": 0}}', "a port from 1 to 65535"),
+    ('{"cluster": {"worker": ["a:"]}, "task": {"type": "worker", "index": 0}}', "a port from 1 to 65535"),
+    ('{"cluster": {"worker": ["a:1"], "chief": "b:2"}, "task": {"type": "chief", "index": 0}}', '"chief" must be'),
+    ('{"cluster": {"worker": ["a:1"], "chief": ["b:2", "c:3"]}, "task": {"type": "chief", "index": 0}}',
+     "at most one chief"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker", "index": 0}}', "lists 'ps'"),
+    ('{"cluster": {"worker": ["a:1", "a:1"]}, "task": {"type": "worker", "index": 0}}', "a:1 is listed for more"),
 ])
 def test_malformed_tf_config_names_the_problem_and_the_value(text, problem):
     with pytest.raises(UserError, match="TF_CONFIG is malformed") as raised:
