@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 from dataclasses import asdict, dataclass
 
 from app.errors import UserError
@@ -169,7 +171,7 @@ def multi_worker_strategy(cluster: ClusterTask):
         logger.warning("Could not set the workers' heartbeat timeout (%s); TensorFlow's default applies: a worker "
                        "starved of CPU for seconds may be taken for dead.", error)
     try:
-        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     except tf.errors.OpError as error:  # the server cannot listen: the port is taken, the host is not this machine
         if "gRPC server" not in str(error):
             raise
@@ -178,6 +180,18 @@ def multi_worker_strategy(cluster: ClusterTask):
                         f"address of this machine. Received: TF_CONFIG task {cluster.task_type} "
                         f"{cluster.task_index} at {cluster.address}. Free that port, or start every worker with a "
                         "TF_CONFIG that gives this task a free one.") from None
+    _restore_python_sigterm_handler()
+    return strategy
+
+
+def _restore_python_sigterm_handler() -> None:
+    """Why: the strategy's coordination service installs TensorFlow's own SIGTERM handler (its preemption
+    notifier), which replaces Python's: a worker sent SIGTERM (a scheduler, `kill`) trained on to the end
+    as if nothing had happened, instead of stopping with app/cli.run_safely's ERROR line. Setting Python's
+    handler again puts it back in front; metatune does not use TensorFlow's preemption checkpoints."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 _MIRRORED_STRATEGIES: dict = {}

@@ -3,6 +3,7 @@ TF_CONFIG, running the same train.py command (tests/multi_worker_runner.py forks
 process that imported TensorFlow once).
 
 0. A worker whose port another program holds stops with one ERROR line naming the address.
+   The chief sent SIGTERM stops with its ERROR line (status 143), and the other worker after it.
    Worker 1 started with another option than the chief: both stop at once with one ERROR line that says
    so (before, the commands' different collective ops ended in a traceback on one and, minutes later, a
    "worker stopped" on the other), and nothing is written.
@@ -105,10 +106,13 @@ def test_a_killed_worker_ends_the_job_with_an_error_and_resume_completes_it(tmp_
                     "env": {"TF_CONFIG": json.dumps({"cluster": {"worker": [address]},
                                                      "task": {"type": "worker", "index": 0}})},
                     "log": str(tmp_path / "in-use.log")}]
+    terminated = _round(tmp_path, "sigterm", [str(data), *OPTIONS, "--output", str(tmp_path / "terminated")],
+                        chief_env={FAULT_VARIABLE: "term@label=-head-epoch-0001"})  # SIGTERM to the chief
     with taken:
-        in_use, refused, killed, resumed = _run_rounds(tmp_path, [
+        in_use, refused, sigterm, killed, resumed = _run_rounds(tmp_path, [
             port_in_use,
             mismatched,
+            terminated,
             _round(tmp_path, "killed", [str(data), *OPTIONS, "--output", str(run_dir)],
                    chief_env={FAULT_VARIABLE: "kill@label=-head-epoch-0001"}),
             _round(tmp_path, "resume", ["--resume", str(run_dir)]),
@@ -129,6 +133,14 @@ def test_a_killed_worker_ends_the_job_with_an_error_and_resume_completes_it(tmp_
         assert len(errors) == 1 and "not started with the same train.py command" in errors[0], log[-2000:]
         assert "Traceback" not in log
     assert not (tmp_path / "mismatch").exists()
+
+    # SIGTERM to a worker stops it with its ERROR line and status 143 (TensorFlow's own handler swallowed
+    # it: the worker trained on to the end); the other worker then stops too, and the run stays INCOMPLETE.
+    assert sigterm[0]["exit"] == 143, (tmp_path / "sigterm-0.log").read_text()[-2000:]
+    assert f"Interrupted (SIGTERM). {tmp_path / 'terminated'} stays INCOMPLETE" in \
+        (tmp_path / "sigterm-0.log").read_text()
+    assert sigterm[1]["exit"] == 2 and "another worker stopped" in (tmp_path / "sigterm-1.log").read_text()
+    assert (tmp_path / "terminated" / rd.INCOMPLETE_MARKER).exists()
 
     # 1. The chief killed after a checkpoint: the other worker ends with one ERROR line, no traceback.
     assert killed[0]["signal"] == signal.SIGKILL
