@@ -131,9 +131,18 @@ def _is_address(address) -> bool:
     return bool(host) and port.isdigit() and 1 <= int(port) <= 65535
 
 
-def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | None = None) -> None:
-    """Global batches must give every replica something: whole examples, whole episodes."""
+def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | None = None,
+                      resume_dir: str | None = None) -> None:
+    """Global batches must give every replica something: whole examples, whole episodes.
+    resume_dir: the run being resumed, whose batch size cannot change (--resume takes no other option)."""
     if batch_size < replicas:
+        if resume_dir is not None:
+            raise UserError(f"--batch-size is the global batch, split across the {replicas} replicas, so it must be "
+                            f"at least {replicas}, and {resume_dir} was started with --batch-size {batch_size} (its "
+                            f"config.json), which a resume keeps. Received: --resume {resume_dir} on {replicas} "
+                            f"replicas. Resume it on at most {batch_size} devices (e.g. METATUNE_CPU_DEVICES="
+                            f"{batch_size}), or start it again with a larger batch: python train.py --config "
+                            f"{resume_dir}/config.json --batch-size {replicas} --output NEW_DIR")
         raise UserError(f"--batch-size is the global batch, split across the {replicas} replicas, so it must be at "
                         f"least {replicas}. Received: --batch-size {batch_size}. Pass --batch-size {replicas} or more "
                         f"(a multiple of {replicas} keeps the replicas equal).")
@@ -222,9 +231,11 @@ def unsupported_reason(mode: str, training_strategy: str) -> str | None:
 
 
 def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None = None,
-                         training_strategy: str | None = None, environ: dict | None = None) -> Distribution:
+                         training_strategy: str | None = None, environ: dict | None = None,
+                         resume_dir: str | None = None) -> Distribution:
     """The strategy for `--distribute mode`. meta_batch_size: for meta strategies only (episodes per step).
-    training_strategy: the `--strategy` to run (a UserError when the mode cannot train it); None: any."""
+    training_strategy: the `--strategy` to run (a UserError when the mode cannot train it); None: any.
+    resume_dir: the run being resumed (its options cannot change, which the refusals say)."""
     import tensorflow as tf
 
     environ = os.environ if environ is None else environ
@@ -237,7 +248,7 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
         strategy = multi_worker_strategy(cluster)
         return _distributed(Distribution(strategy, DistributeInfo(mode, strategy.num_replicas_in_sync,
                                                                   len(cluster.workers)), cluster.is_chief),
-                            batch_size, meta_batch_size)
+                            batch_size, meta_batch_size, resume_dir)
     gpus = tf.config.list_logical_devices("GPU")
     if mode == "auto":
         mode = "mirrored" if len(gpus) > 1 else "none"
@@ -256,15 +267,16 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
                        devices[0])
     strategy = _mirrored_strategy(tuple(devices))
     return _distributed(Distribution(strategy, DistributeInfo(mode, strategy.num_replicas_in_sync, 1)), batch_size,
-                        meta_batch_size)
+                        meta_batch_size, resume_dir)
 
 
-def _distributed(distribution: Distribution, batch_size: int, meta_batch_size: int | None) -> Distribution:
+def _distributed(distribution: Distribution, batch_size: int, meta_batch_size: int | None,
+                 resume_dir: str | None = None) -> Distribution:
     """`distribution`, once its batch sizes are checked against its replicas (and said in the log)."""
     info = distribution.info
     if info.replicas > 1:
         allow_uneven_first_batches()
-    check_batch_sizes(info.replicas, batch_size, meta_batch_size)
+    check_batch_sizes(info.replicas, batch_size, meta_batch_size, resume_dir)
     if batch_size % info.replicas:
         logger.warning("--batch-size %d is not a multiple of the %d replicas: the replicas get unequal shares of "
                        "each batch (correct, but the larger share sets the pace).", batch_size, info.replicas)

@@ -114,6 +114,16 @@ def test_global_batches_must_give_every_replica_whole_work():
         check_batch_sizes(2, batch_size=8, meta_batch_size=3)
 
 
+def test_a_resume_on_more_replicas_than_its_batch_says_what_can_be_done():
+    """--resume takes no --batch-size: the refusal must not advise one (it did), but fewer devices or a new run."""
+    with pytest.raises(UserError) as raised:
+        check_batch_sizes(3, batch_size=2, resume_dir="/runs/r")
+    message = str(raised.value)
+    assert "Received: --resume /runs/r on 3 replicas" in message and "METATUNE_CPU_DEVICES=2" in message
+    assert "--config /runs/r/config.json --batch-size 3 --output NEW_DIR" in message
+    assert "Pass --batch-size" not in message
+
+
 def test_bad_cpu_device_count_is_one_error_line(capsys, monkeypatch):
     assert requested_cpu_devices(None) == requested_cpu_devices(" ") == requested_cpu_devices("1") == 1
     assert requested_cpu_devices("4") == 4
