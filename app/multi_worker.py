@@ -101,6 +101,13 @@ def multi_worker_run(config: TrainConfig, resume_dir, chief: bool, strategy) -> 
     # config.validate() made sure of --output: the default name carries each worker's own start time.
     run_dir = Path(resume_dir if resume_dir is not None else config.output).expanduser()
     fingerprint = command_fingerprint(config, resume_dir)  # before a non-chief worker's output becomes its own
+    if resume_dir is not None and not (run_dir / rd.INCOMPLETE_MARKER).exists():
+        # Every worker says so before the first collective op. Why: when only the chief found out (later,
+        # as one process does), the other worker had already stopped, and the chief waited 2 minutes for
+        # its heartbeats before saying "another worker stopped ... --resume", of a run that is finished.
+        raise UserError(f"{str(run_dir)!r} is a finished run; there is nothing to resume. Received: --resume "
+                        f"{run_dir}" + ("" if chief else " (a non-chief worker resumes from the chief's checkpoints "
+                                        "at the same path: one machine or a shared filesystem)"))
     scratch = None if chief else Path(tempfile.mkdtemp(prefix="metatune-worker-"))
     try:
         if scratch is None:
@@ -125,9 +132,5 @@ def _scratch_run(config: TrainConfig, resume_dir, run_dir: Path, scratch_run: Pa
     """A non-chief worker's run: a new folder, or a copy of what resuming `resume_dir` reads."""
     if resume_dir is None:
         return WorkerRun(dataclasses.replace(config, output=str(scratch_run)), None, run_dir)
-    if not (run_dir / rd.INCOMPLETE_MARKER).exists():  # the chief says why (finished, missing): this one just follows
-        raise UserError(f"--resume {run_dir}: this worker does not see an unfinished run there, and a non-chief "
-                        "worker resumes from the chief's checkpoints at the same path (one machine or a shared "
-                        f"filesystem). Received: --resume {run_dir}")
     shutil.copytree(run_dir, scratch_run, ignore=shutil.ignore_patterns(rd.LOCK_FILE, rd.LOGS_DIR))
     return WorkerRun(dataclasses.replace(config, output=str(scratch_run)), scratch_run, run_dir)

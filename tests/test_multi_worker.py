@@ -14,6 +14,7 @@ process that imported TensorFlow once).
    run, continued from that checkpoint, whose metadata says 2 workers; both workers report the same
    validation scores (metrics are reduced across workers and the weights stay in step); the
    non-chief worker's temporary folder is gone. Label issues were ranked by the first chief only.
+3. Both relaunched with `--resume` of the finished run: both stop at once, saying it is finished.
 
 finetune's phase 2 under multi-worker is checked by hand (README, Scaling out): it adds half a
 minute here.
@@ -109,13 +110,14 @@ def test_a_killed_worker_ends_the_job_with_an_error_and_resume_completes_it(tmp_
     terminated = _round(tmp_path, "sigterm", [str(data), *OPTIONS, "--output", str(tmp_path / "terminated")],
                         chief_env={FAULT_VARIABLE: "term@label=-head-epoch-0001"})  # SIGTERM to the chief
     with taken:
-        in_use, refused, sigterm, killed, resumed = _run_rounds(tmp_path, [
+        in_use, refused, sigterm, killed, resumed, finished = _run_rounds(tmp_path, [
             port_in_use,
             mismatched,
             terminated,
             _round(tmp_path, "killed", [str(data), *OPTIONS, "--output", str(run_dir)],
                    chief_env={FAULT_VARIABLE: "kill@label=-head-epoch-0001"}),
             _round(tmp_path, "resume", ["--resume", str(run_dir)]),
+            _round(tmp_path, "again", ["--resume", str(run_dir)]),
         ])
 
     # A worker whose port is taken: one ERROR line naming it (it was TensorFlow's traceback), nothing written.
@@ -161,6 +163,14 @@ def test_a_killed_worker_ends_the_job_with_an_error_and_resume_completes_it(tmp_
     history = json.loads((run_dir / rd.HISTORY_FILE).read_text())["epochs"]
     assert [entry["epoch"] for entry in history] == [1, 2]
     assert _done_line(tmp_path / "resume-0.log") == _done_line(tmp_path / "resume-1.log")
+
+    # 3. --resume of the finished run: every worker says so at once (the chief waited 2 minutes for the other's
+    # heartbeats, then said "another worker stopped ... --resume").
+    assert [worker["exit"] for worker in finished] == [2, 2]
+    for index in range(WORKERS):
+        log = (tmp_path / f"again-{index}.log").read_text()
+        errors = [line for line in log.splitlines() if re.match(r"\S+ ERROR metatune: ", line)]
+        assert len(errors) == 1 and "is a finished run; there is nothing to resume" in errors[0], log[-2000:]
 
     # Label issues are ranked once, by the chief of the new run (into its data report); the other worker and
     # both resumed workers leave them (nothing is left out of training here, so nothing needs the ranking).
