@@ -78,8 +78,16 @@ class ClusterTask:
         return self.task_type == "worker" and self.task_index == 0
 
 
-def parse_tf_config(text: str | None) -> ClusterTask:
-    """TF_CONFIG as multi-worker training needs it; a UserError naming what is wrong otherwise."""
+def parse_tf_config(text: str | None, resume_dir: str | None = None) -> ClusterTask:
+    """TF_CONFIG as multi-worker training needs it; a UserError naming what is wrong otherwise.
+    resume_dir: the run being resumed (--resume takes no --distribute, so the advice differs)."""
+    if (not text or not text.strip()) and resume_dir is not None:
+        raise UserError(f"{resume_dir} was started with --distribute multi-worker, so resuming it needs TF_CONFIG, "
+                        f"the cluster description every worker is started with. Received: --resume {resume_dir} with "
+                        "TF_CONFIG unset. Start every worker again with its TF_CONFIG and the same --resume, or "
+                        "continue it on this machine alone as a one-worker cluster: TF_CONFIG='{\"cluster\": "
+                        "{\"worker\": [\"127.0.0.1:12345\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}' "
+                        f"python train.py --resume {resume_dir}")
     if not text or not text.strip():
         raise UserError("--distribute multi-worker needs TF_CONFIG, the cluster description every worker is started "
                         f"with. Received: TF_CONFIG unset. Set it on each machine, e.g. {TF_CONFIG_EXAMPLE} "
@@ -242,7 +250,7 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
     if mode not in DISTRIBUTE_CHOICES:
         raise UserError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}. Received: --distribute {mode!r}")
     if mode == "multi-worker":  # before any device listing: the strategy must configure TensorFlow's runtime first
-        cluster = parse_tf_config(environ.get("TF_CONFIG"))
+        cluster = parse_tf_config(environ.get("TF_CONFIG"), resume_dir)
         if training_strategy and (reason := unsupported_reason(mode, training_strategy)):
             raise UserError(reason)
         strategy = multi_worker_strategy(cluster)

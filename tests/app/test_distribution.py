@@ -62,6 +62,18 @@ def test_multi_worker_without_tf_config_says_how_to_set_it(tmp_path, capsys, mon
     _one_error_line(capsys, "needs TF_CONFIG", "Received: TF_CONFIG unset", '"task": {"type": "worker"')
 
 
+def test_a_multi_worker_resume_without_tf_config_says_how_to_resume():
+    """--resume takes no --distribute: the advice must not be "use --distribute mirrored" (it was), but TF_CONFIG
+    on every worker, or a one-worker cluster on this machine."""
+    with pytest.raises(UserError) as raised:
+        parse_tf_config(None, resume_dir="/runs/r")
+    message = str(raised.value)
+    assert "Received: --resume /runs/r with TF_CONFIG unset" in message and "--distribute mirrored" not in message
+    one_worker = message.split("TF_CONFIG='")[1].split("'")[0]
+    assert parse_tf_config(one_worker).workers == ("127.0.0.1:12345",)
+    assert message.endswith("python train.py --resume /runs/r")
+
+
 @pytest.mark.parametrize("text, problem", [
     ("{not json", "not JSON"),
     ('["worker"]', "not a JSON object"),
