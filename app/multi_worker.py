@@ -101,7 +101,12 @@ def multi_worker_run(config: TrainConfig, resume_dir, chief: bool, strategy) -> 
     # config.validate() made sure of --output: the default name carries each worker's own start time.
     run_dir = Path(resume_dir if resume_dir is not None else config.output).expanduser()
     fingerprint = command_fingerprint(config, resume_dir)  # before a non-chief worker's output becomes its own
-    if resume_dir is not None and not (run_dir / rd.INCOMPLETE_MARKER).exists():
+    if resume_dir is None:
+        # Every worker that sees the chief's --output refuses a used one before the first collective op. Why:
+        # the chief alone found out, after start-up, and the other worker then said the chief had stopped
+        # and to resume RUN_DIR (someone else's run).
+        rd.check_new_run_dir(run_dir)
+    elif not (run_dir / rd.INCOMPLETE_MARKER).exists():
         # Every worker says so before the first collective op. Why: when only the chief found out (later,
         # as one process does), the other worker had already stopped, and the chief waited 2 minutes for
         # its heartbeats before saying "another worker stopped ... --resume", of a run that is finished.

@@ -4,6 +4,7 @@ process that imported TensorFlow once).
 
 0. A worker whose port another program holds stops with one ERROR line naming the address.
    The chief sent SIGTERM stops with its ERROR line (status 143), and the other worker after it.
+   Both workers given an --output that holds files refuse it.
    Worker 1 started with another option than the chief: both stop at once with one ERROR line that says
    so (before, the commands' different collective ops ended in a traceback on one and, minutes later, a
    "worker stopped" on the other), and nothing is written.
@@ -109,10 +110,14 @@ def test_a_killed_worker_ends_the_job_with_an_error_and_resume_completes_it(tmp_
                     "log": str(tmp_path / "in-use.log")}]
     terminated = _round(tmp_path, "sigterm", [str(data), *OPTIONS, "--output", str(tmp_path / "terminated")],
                         chief_env={FAULT_VARIABLE: "term@label=-head-epoch-0001"})  # SIGTERM to the chief
+    used = tmp_path / "used"  # an --output that holds something: both workers see it (one machine)
+    used.mkdir()
+    (used / "notes.txt").write_text("someone else's")
     with taken:
-        in_use, refused, sigterm, killed, resumed, finished = _run_rounds(tmp_path, [
+        in_use, refused, occupied, sigterm, killed, resumed, finished = _run_rounds(tmp_path, [
             port_in_use,
             mismatched,
+            _round(tmp_path, "used", [str(data), *OPTIONS, "--output", str(used)]),
             terminated,
             _round(tmp_path, "killed", [str(data), *OPTIONS, "--output", str(run_dir)],
                    chief_env={FAULT_VARIABLE: "kill@label=-head-epoch-0001"}),
@@ -135,6 +140,14 @@ def test_a_killed_worker_ends_the_job_with_an_error_and_resume_completes_it(tmp_
         assert len(errors) == 1 and "not started with the same train.py command" in errors[0], log[-2000:]
         assert "Traceback" not in log
     assert not (tmp_path / "mismatch").exists()
+
+    # An --output in use: every worker refuses it (the other worker said the chief stopped, resume RUN_DIR).
+    assert [worker["exit"] for worker in occupied] == [2, 2]
+    for index in range(WORKERS):
+        log = (tmp_path / f"used-{index}.log").read_text()
+        errors = [line for line in log.splitlines() if re.match(r"\S+ ERROR metatune: ", line)]
+        assert len(errors) == 1 and "already exists and is not empty" in errors[0], log[-2000:]
+    assert [entry.name for entry in used.iterdir()] == ["notes.txt"]
 
     # SIGTERM to a worker stops it with its ERROR line and status 143 (TensorFlow's own handler swallowed
     # it: the worker trained on to the end); the other worker then stops too, and the run stays INCOMPLETE.
