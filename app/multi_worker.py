@@ -56,9 +56,9 @@ def peer_failure(error: BaseException, run_dir: Path) -> UserError | None:
     text = str(error).strip()
     first_line = text.splitlines()[0][:300] if text else ""
     return UserError(f"--distribute multi-worker: another worker stopped or became unreachable, so this one cannot go "
-                     f"on ({type(error).__name__}: {first_line}). The chief keeps the last completed epoch's "
-                     f"checkpoint in {run_dir}. Start every worker again with its TF_CONFIG and: python train.py "
-                     f"--resume {run_dir}")
+                     f"on ({type(error).__name__}: {first_line}). If that worker's log ends with an ERROR of its "
+                     f"own, fix what it says first. The chief keeps the last completed epoch's checkpoint in "
+                     f"{run_dir}. Start every worker again with its TF_CONFIG and: python train.py --resume {run_dir}")
 
 
 def command_fingerprint(config: TrainConfig, resume_dir) -> str:

@@ -163,6 +163,7 @@ def test_a_killed_worker_ends_the_job_with_an_error_and_resume_completes_it(tmp_
     log = (tmp_path / "killed-1.log").read_text()
     errors = [line for line in log.splitlines() if re.match(r"\S+ ERROR metatune: ", line)]
     assert len(errors) == 1 and "another worker stopped" in errors[0] and f"--resume {run_dir}" in errors[0], errors
+    assert "If that worker's log ends with an ERROR of its own, fix what it says first" in errors[0]
     assert "Traceback" not in log
 
     # 2. --resume on both workers: both exit 0, one complete run directory (the chief's), in step.
