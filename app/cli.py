@@ -70,8 +70,10 @@ def prepare_environment() -> None:
     global _environment_problem
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ INFO/WARNING lines
+    from app.cpu_devices import avoid_onednn_for_split_batches, split_cpu_from_environment
+
+    avoid_onednn_for_split_batches()  # before the import: TensorFlow reads it once
     import_tensorflow_quietly()
-    from app.cpu_devices import split_cpu_from_environment
 
     _environment_problem = split_cpu_from_environment()
 

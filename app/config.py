@@ -600,8 +600,13 @@ def _names_a_path(value: str, key: str) -> bool:
 def _resume_config(run_dir: str, others: dict) -> TrainConfig:
     """The config a run was started with, read back from RUN_DIR/config.json."""
     if others:
+        # What to do, too: someone moving a run to other devices (--distribute, --batch-size) has no other way.
+        settings = {k: v for k, v in others.items() if k not in ("config", "check", "label_issues", "list_backbones")}
         raise UserError("--resume continues a run with its own config.json; it takes no other options. "
-                        f"Received: {_format_options(others)}")
+                        f"Received: {_format_options(others)}. Continue it with python train.py --resume {run_dir} "
+                        "alone (METATUNE_CPU_DEVICES and TF_CONFIG still choose its devices), or start it again "
+                        f"with other options: python train.py --config {run_dir}/config.json "
+                        f"{_format_options(settings) if settings else 'OPTIONS'} --output NEW_DIR")
     path = Path(run_dir)
     if not path.is_dir():
         what = f"{run_dir!r} is a file, not a run directory" if path.exists() else f"Run directory not found: {run_dir!r}"

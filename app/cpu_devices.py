@@ -16,6 +16,7 @@ import os
 logger = logging.getLogger(__name__)
 ENV_VAR = "METATUNE_CPU_DEVICES"
 MAX_CPU_DEVICES = 64
+ONEDNN_VAR = "TF_ENABLE_ONEDNN_OPTS"
 
 
 def requested_cpu_devices(value: str | None) -> int:
@@ -50,3 +51,23 @@ def split_cpu_from_environment() -> str | None:
                 "Set it in the environment of the command (METATUNE_CPU_DEVICES=2 python train.py ...).")
     logger.debug("CPU split into %d logical devices (%s=%d)", count, ENV_VAR, count)
     return None
+
+
+def avoid_onednn_for_split_batches(environ=os.environ) -> bool:
+    """Turn TensorFlow's oneDNN CPU kernels off (unless the user chose) when this process may run a replica
+    on the CPU that gets an empty share of a batch: several logical CPU devices, or a multi-worker job
+    (TF_CONFIG). Must run before TensorFlow is imported, which reads the variable once. True: turned off.
+
+    Why: a global batch is split across replicas in order, so the last batch of an epoch (or a small
+    split) can leave a replica with 0 examples (3 replicas, --batch-size 6, 4 files left: 2, 2, 0), and
+    TensorFlow 2.21's oneDNN Conv2D on an empty batch returns its input unchanged, so the next layer
+    fails ("Incompatible shapes: [8] vs. [0,32,32,3]"). TensorFlow's own Eigen kernels handle empty
+    batches; logical CPU devices are for trying a configuration, not for speed."""
+    try:
+        several = requested_cpu_devices(environ.get(ENV_VAR)) > 1
+    except ValueError:  # reported by split_cpu_from_environment
+        several = False
+    if not (several or (environ.get("TF_CONFIG") or "").strip()) or ONEDNN_VAR in environ:
+        return False
+    environ[ONEDNN_VAR] = "0"
+    return True

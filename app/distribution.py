@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 from dataclasses import asdict, dataclass
 
 from app.errors import UserError
@@ -65,6 +67,7 @@ class ClusterTask:
     task_type: str
     task_index: int
     has_chief_task: bool = False  # the cluster names a "chief" besides its workers
+    address: str = ""  # this task's own host:port, where its server listens
 
     @property
     def is_chief(self) -> bool:
@@ -75,8 +78,16 @@ class ClusterTask:
         return self.task_type == "worker" and self.task_index == 0
 
 
-def parse_tf_config(text: str | None) -> ClusterTask:
-    """TF_CONFIG as multi-worker training needs it; a UserError naming what is wrong otherwise."""
+def parse_tf_config(text: str | None, resume_dir: str | None = None) -> ClusterTask:
+    """TF_CONFIG as multi-worker training needs it; a UserError naming what is wrong otherwise.
+    resume_dir: the run being resumed (--resume takes no --distribute, so the advice differs)."""
+    if (not text or not text.strip()) and resume_dir is not None:
+        raise UserError(f"{resume_dir} was started with --distribute multi-worker, so resuming it needs TF_CONFIG, "
+                        f"the cluster description every worker is started with. Received: --resume {resume_dir} with "
+                        "TF_CONFIG unset. Start every worker again with its TF_CONFIG and the same --resume, or "
+                        "continue it on this machine alone as a one-worker cluster: TF_CONFIG='{\"cluster\": "
+                        "{\"worker\": [\"127.0.0.1:12345\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}' "
+                        f"python train.py --resume {resume_dir}")
     if not text or not text.strip():
         raise UserError("--distribute multi-worker needs TF_CONFIG, the cluster description every worker is started "
                         f"with. Received: TF_CONFIG unset. Set it on each machine, e.g. {TF_CONFIG_EXAMPLE} "
@@ -95,9 +106,20 @@ def parse_tf_config(text: str | None) -> ClusterTask:
     cluster, task = config.get("cluster"), config.get("task")
     if not isinstance(cluster, dict) or not cluster.get("worker"):
         raise bad('no "cluster" with a "worker" list of host:port addresses')
+    # Other jobs ("ps", "evaluator") are not MultiWorkerMirroredStrategy's: a worker waited for them forever.
+    if other := sorted(set(cluster) - {"worker", "chief"}):
+        raise bad(f'"cluster" lists {", ".join(map(repr, other))}: multi-worker training has only "worker" tasks '
+                  '(and at most one "chief")')
+    for job in ("worker", "chief"):
+        addresses = cluster.get(job, [])
+        if not isinstance(addresses, list) or not all(_is_address(a) for a in addresses):
+            raise bad(f'"cluster"."{job}" must be a list of "host:port" strings (a port from 1 to 65535)')
+    if len(cluster.get("chief", [])) > 1:
+        raise bad(f'"cluster"."chief" lists {len(cluster["chief"])} addresses; there can be at most one chief')
     workers = cluster["worker"]
-    if not isinstance(workers, list) or not all(isinstance(w, str) and ":" in w for w in workers):
-        raise bad('"cluster"."worker" must be a list of "host:port" strings')
+    everyone = list(workers) + list(cluster.get("chief", []))
+    if repeated := sorted({a for a in everyone if everyone.count(a) > 1}):
+        raise bad(f'{", ".join(repeated)} is listed for more than one task; every task needs its own host:port')
     if not isinstance(task, dict) or task.get("type") not in ("worker", "chief"):
         raise bad('no "task" with "type": "worker" (or "chief")')
     index = task.get("index")
@@ -106,12 +128,29 @@ def parse_tf_config(text: str | None) -> ClusterTask:
     peers = cluster.get(task["type"], [])
     if index >= len(peers):
         raise bad(f'"task"."index" is {index} but "cluster"."{task["type"]}" lists {len(peers)} address(es)')
-    return ClusterTask(tuple(workers) + tuple(cluster.get("chief", [])), task["type"], index, bool(cluster.get("chief")))
+    return ClusterTask(tuple(everyone), task["type"], index, bool(cluster.get("chief")), peers[index])
 
 
-def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | None = None) -> None:
-    """Global batches must give every replica something: whole examples, whole episodes."""
+def _is_address(address) -> bool:
+    """"host:port" with a host and a port TensorFlow's server can listen on."""
+    if not isinstance(address, str):
+        return False
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and 1 <= int(port) <= 65535
+
+
+def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | None = None,
+                      resume_dir: str | None = None) -> None:
+    """Global batches must give every replica something: whole examples, whole episodes.
+    resume_dir: the run being resumed, whose batch size cannot change (--resume takes no other option)."""
     if batch_size < replicas:
+        if resume_dir is not None:
+            raise UserError(f"--batch-size is the global batch, split across the {replicas} replicas, so it must be "
+                            f"at least {replicas}, and {resume_dir} was started with --batch-size {batch_size} (its "
+                            f"config.json), which a resume keeps. Received: --resume {resume_dir} on {replicas} "
+                            f"replicas. Resume it on at most {batch_size} devices (e.g. METATUNE_CPU_DEVICES="
+                            f"{batch_size}), or start it again with a larger batch: python train.py --config "
+                            f"{resume_dir}/config.json --batch-size {replicas} --output NEW_DIR")
         raise UserError(f"--batch-size is the global batch, split across the {replicas} replicas, so it must be at "
                         f"least {replicas}. Received: --batch-size {batch_size}. Pass --batch-size {replicas} or more "
                         f"(a multiple of {replicas} keeps the replicas equal).")
@@ -127,10 +166,11 @@ def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | Non
 HEARTBEAT_TIMEOUT_S = 120
 
 
-def multi_worker_strategy():
+def multi_worker_strategy(cluster: ClusterTask):
     """MultiWorkerMirroredStrategy from TF_CONFIG, its coordination service configured as the strategy
     would configure it itself, but with HEARTBEAT_TIMEOUT_S (the strategy takes no such option; it
-    leaves an already configured service alone). Must run before TensorFlow starts its runtime."""
+    leaves an already configured service alone). Must run before TensorFlow starts its runtime.
+    `cluster`: TF_CONFIG as parse_tf_config read it (for the message when this task's server cannot start)."""
     import tensorflow as tf
 
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
@@ -147,7 +187,28 @@ def multi_worker_strategy():
     except (ImportError, AttributeError, TypeError) as error:
         logger.warning("Could not set the workers' heartbeat timeout (%s); TensorFlow's default applies: a worker "
                        "starved of CPU for seconds may be taken for dead.", error)
-    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    except tf.errors.OpError as error:  # the server cannot listen: the port is taken, the host is not this machine
+        if "gRPC server" not in str(error):
+            raise
+        raise UserError(f"--distribute multi-worker: this worker could not start its server on {cluster.address} "
+                        f"({error.message.strip()}): the port is in use by another program, or the host is not an "
+                        f"address of this machine. Received: TF_CONFIG task {cluster.task_type} "
+                        f"{cluster.task_index} at {cluster.address}. Free that port, or start every worker with a "
+                        "TF_CONFIG that gives this task a free one.") from None
+    _restore_python_sigterm_handler()
+    return strategy
+
+
+def _restore_python_sigterm_handler() -> None:
+    """Why: the strategy's coordination service installs TensorFlow's own SIGTERM handler (its preemption
+    notifier), which replaces Python's: a worker sent SIGTERM (a scheduler, `kill`) trained on to the end
+    as if nothing had happened, instead of stopping with app/cli.run_safely's ERROR line. Setting Python's
+    handler again puts it back in front; metatune does not use TensorFlow's preemption checkpoints."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 _MIRRORED_STRATEGIES: dict = {}
@@ -178,22 +239,24 @@ def unsupported_reason(mode: str, training_strategy: str) -> str | None:
 
 
 def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None = None,
-                         training_strategy: str | None = None, environ: dict | None = None) -> Distribution:
+                         training_strategy: str | None = None, environ: dict | None = None,
+                         resume_dir: str | None = None) -> Distribution:
     """The strategy for `--distribute mode`. meta_batch_size: for meta strategies only (episodes per step).
-    training_strategy: the `--strategy` to run (a UserError when the mode cannot train it); None: any."""
+    training_strategy: the `--strategy` to run (a UserError when the mode cannot train it); None: any.
+    resume_dir: the run being resumed (its options cannot change, which the refusals say)."""
     import tensorflow as tf
 
     environ = os.environ if environ is None else environ
     if mode not in DISTRIBUTE_CHOICES:
         raise UserError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}. Received: --distribute {mode!r}")
     if mode == "multi-worker":  # before any device listing: the strategy must configure TensorFlow's runtime first
-        cluster = parse_tf_config(environ.get("TF_CONFIG"))
+        cluster = parse_tf_config(environ.get("TF_CONFIG"), resume_dir)
         if training_strategy and (reason := unsupported_reason(mode, training_strategy)):
             raise UserError(reason)
-        strategy = multi_worker_strategy()
+        strategy = multi_worker_strategy(cluster)
         return _distributed(Distribution(strategy, DistributeInfo(mode, strategy.num_replicas_in_sync,
                                                                   len(cluster.workers)), cluster.is_chief),
-                            batch_size, meta_batch_size)
+                            batch_size, meta_batch_size, resume_dir)
     gpus = tf.config.list_logical_devices("GPU")
     if mode == "auto":
         mode = "mirrored" if len(gpus) > 1 else "none"
@@ -212,15 +275,16 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
                        devices[0])
     strategy = _mirrored_strategy(tuple(devices))
     return _distributed(Distribution(strategy, DistributeInfo(mode, strategy.num_replicas_in_sync, 1)), batch_size,
-                        meta_batch_size)
+                        meta_batch_size, resume_dir)
 
 
-def _distributed(distribution: Distribution, batch_size: int, meta_batch_size: int | None) -> Distribution:
+def _distributed(distribution: Distribution, batch_size: int, meta_batch_size: int | None,
+                 resume_dir: str | None = None) -> Distribution:
     """`distribution`, once its batch sizes are checked against its replicas (and said in the log)."""
     info = distribution.info
     if info.replicas > 1:
         allow_uneven_first_batches()
-    check_batch_sizes(info.replicas, batch_size, meta_batch_size)
+    check_batch_sizes(info.replicas, batch_size, meta_batch_size, resume_dir)
     if batch_size % info.replicas:
         logger.warning("--batch-size %d is not a multiple of the %d replicas: the replicas get unequal shares of "
                        "each batch (correct, but the larger share sets the pace).", batch_size, info.replicas)

@@ -150,6 +150,16 @@ def create_run_dir(path: Path, typed: bool = True) -> Path:
     """A new run directory with its INCOMPLETE marker. The caller may already hold its lock
     (app/run_lock.py): the lock file does not count as content. `typed`: the user gave the path (--output)."""
     path = Path(path)
+    check_new_run_dir(path, typed)
+    path.mkdir(parents=True, exist_ok=True)
+    text = "Training has not finished; this run directory is not usable yet.\n"
+    write_atomically(path / INCOMPLETE_MARKER, lambda temporary: temporary.write_text(text))
+    return path
+
+
+def check_new_run_dir(path: Path, typed: bool = True) -> None:
+    """A UserError when `path` cannot become a new run directory: not a folder path, or a folder with content
+    (the lock file aside). `typed`: the user gave the path (--output)."""
     check_output_path(path, typed)
     if path.exists() and any(entry.name != LOCK_FILE for entry in path.iterdir()):
         if not typed:  # the default name holds the time to the second: two runs started together
@@ -160,10 +170,6 @@ def create_run_dir(path: Path, typed: bool = True) -> Path:
                             f"{shell_path(path)}, or, if that cannot resume it, delete the folder or choose another "
                             "--output.")
         raise UserError(f"Run directory already exists and is not empty. Received: --output {str(path)!r}. Choose a new one.")
-    path.mkdir(parents=True, exist_ok=True)
-    text = "Training has not finished; this run directory is not usable yet.\n"
-    write_atomically(path / INCOMPLETE_MARKER, lambda temporary: temporary.write_text(text))
-    return path
 
 
 def save_model(model, run_dir: Path) -> None:

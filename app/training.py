@@ -178,7 +178,7 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     # Refuses what cannot run distributed before any work starts.
     distribution = resolve_distribution(config.distribute, config.batch_size,
                                         config.meta_batch_size if config.strategy in META_STRATEGIES else None,
-                                        config.strategy)
+                                        config.strategy, resume_dir=None if resume_dir is None else str(resume_dir))
     precision = apply_precision(config.precision)
     # Every model, optimizer and metric of the run is built in the strategy's scope (the default
     # strategy's for --distribute none): backbone, head, phase 2, refit. fit() and predict() then

@@ -15,6 +15,8 @@ names one write boundary, counted from 1 in the order a process reaches them:
   kill@label=TEXT  ... right after the first boundary whose label contains TEXT (a point
              named rather than counted: tests/test_multi_worker.py kills a worker after a
              given checkpoint without a first run to count the boundaries)
+  term@label=TEXT  ... sends itself SIGTERM instead (a scheduler stopping it: the run ends
+             with its ERROR line; tests/test_multi_worker.py checks a worker honours it)
   enospc@N   write N fails with OSError(ENOSPC) before anything is renamed into place (a full
              disk); a `boundary` with no write of its own (a deletion) cannot run out of space
              and completes as usual
@@ -66,15 +68,15 @@ def _disk_full(path: Path) -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + " (injected by " + FAULT_VARIABLE + ")", str(path))
 
 
-def _die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+def _die(mode: str = "kill") -> None:
+    os.kill(os.getpid(), signal.SIGTERM if mode == "term" else signal.SIGKILL)
 
 
 def boundary(label: str, path: str | Path) -> None:
     """A step that changed the state on disk is complete (see the module docstring)."""
     fault = _reach(label, Path(path))
-    if fault and fault[0] == "kill":
-        _die()
+    if fault and fault[0] in ("kill", "term"):
+        _die(fault[0])
 
 
 def temporary_name(path: Path) -> Path:
@@ -99,8 +101,8 @@ def write_atomically(path: str | Path, write: Callable[[Path], None], label: str
         if isinstance(error, OSError) and (error.filename is None or str(temporary) in str(error.filename)):
             error.filename = str(path)  # the user knows the file, not its temporary name (writers may give none)
         raise
-    if fault and fault[0] == "kill":
-        _die()
+    if fault and fault[0] in ("kill", "term"):
+        _die(fault[0])
 
 
 def write_bytes_atomically(path: str | Path, data: bytes, label: str | None = None) -> None:

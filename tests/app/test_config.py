@@ -186,17 +186,20 @@ def test_resume_reads_the_runs_own_config(run_dir):
     assert (modes.resume, modes.check, modes.list_backbones) == (str(run), False, False)
 
 
-@pytest.mark.parametrize("extra,received", [
-    (["--epochs", "3"], "Received: --epochs 3"),
-    (["data"], "Received: data"),
-    (["--config", "x.yaml"], "Received: --config x.yaml"),
-    (["--no-augment", "--check"], "Received: --no-augment --check"),
+@pytest.mark.parametrize("extra,received,options", [
+    (["--epochs", "3"], "Received: --epochs 3", "--epochs 3"),
+    (["data"], "Received: data", "data"),
+    (["--config", "x.yaml"], "Received: --config x.yaml", "OPTIONS"),
+    (["--no-augment", "--check"], "Received: --no-augment --check", "--no-augment"),
+    (["--distribute", "mirrored"], "Received: --distribute mirrored", "--distribute mirrored"),
 ])
-def test_resume_takes_no_other_options(run_dir, extra, received):
+def test_resume_takes_no_other_options(run_dir, extra, received, options):
     run, _ = run_dir
     with pytest.raises(UserError, match="it takes no other options") as error:
         config_from_args(["--resume", str(run), *extra])
-    assert str(error.value).endswith(received)
+    assert f"{received}. Continue it with python train.py --resume {run} alone" in str(error.value)
+    # What to do to change them (other devices: --distribute): a new run from the run's config.json.
+    assert str(error.value).endswith(f"python train.py --config {run}/config.json {options} --output NEW_DIR")
 
 
 def test_resume_of_a_missing_run_or_config_is_a_clear_error(tmp_path):

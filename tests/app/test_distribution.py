@@ -13,7 +13,7 @@ import pytest
 
 import app.cli
 import train
-from app.cpu_devices import ENV_VAR, requested_cpu_devices
+from app.cpu_devices import ENV_VAR, ONEDNN_VAR, avoid_onednn_for_split_batches, requested_cpu_devices
 from app.distribution import check_batch_sizes, parse_tf_config, resolve_distribution
 from app.errors import UserError
 
@@ -62,6 +62,18 @@ def test_multi_worker_without_tf_config_says_how_to_set_it(tmp_path, capsys, mon
     _one_error_line(capsys, "needs TF_CONFIG", "Received: TF_CONFIG unset", '"task": {"type": "worker"')
 
 
+def test_a_multi_worker_resume_without_tf_config_says_how_to_resume():
+    """--resume takes no --distribute: the advice must not be "use --distribute mirrored" (it was), but TF_CONFIG
+    on every worker, or a one-worker cluster on this machine."""
+    with pytest.raises(UserError) as raised:
+        parse_tf_config(None, resume_dir="/runs/r")
+    message = str(raised.value)
+    assert "Received: --resume /runs/r with TF_CONFIG unset" in message and "--distribute mirrored" not in message
+    one_worker = message.split("TF_CONFIG='")[1].split("'")[0]
+    assert parse_tf_config(one_worker).workers == ("127.0.0.1:12345",)
+    assert message.endswith("python train.py --resume /runs/r")
+
+
 @pytest.mark.parametrize("text, problem", [
     ("{not json", "not JSON"),
     ('["worker"]', "not a JSON object"),
@@ -70,6 +82,14 @@ def test_multi_worker_without_tf_config_says_how_to_set_it(tmp_path, capsys, mon
     ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "ps", "index": 0}}', '"type": "worker"'),
     ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}', "lists 2 address"),
     ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": "0"}}', "whole number"),
+    # These reached TensorFlow: a traceback (the port, two chiefs) or a worker waiting forever (the "ps" task).
+    ('{"cluster": {"worker": ["a:abc"]}, "task": {"type": "worker", "index": 0}}', "a port from 1 to 65535"),
+    ('{"cluster": {"worker": ["a:"]}, "task": {"type": "worker", "index": 0}}', "a port from 1 to 65535"),
+    ('{"cluster": {"worker": ["a:1"], "chief": "b:2"}, "task": {"type": "chief", "index": 0}}', '"chief" must be'),
+    ('{"cluster": {"worker": ["a:1"], "chief": ["b:2", "c:3"]}, "task": {"type": "chief", "index": 0}}',
+     "at most one chief"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker", "index": 0}}', "lists 'ps'"),
+    ('{"cluster": {"worker": ["a:1", "a:1"]}, "task": {"type": "worker", "index": 0}}', "a:1 is listed for more"),
 ])
 def test_malformed_tf_config_names_the_problem_and_the_value(text, problem):
     with pytest.raises(UserError, match="TF_CONFIG is malformed") as raised:
@@ -106,6 +126,16 @@ def test_global_batches_must_give_every_replica_whole_work():
         check_batch_sizes(2, batch_size=8, meta_batch_size=3)
 
 
+def test_a_resume_on_more_replicas_than_its_batch_says_what_can_be_done():
+    """--resume takes no --batch-size: the refusal must not advise one (it did), but fewer devices or a new run."""
+    with pytest.raises(UserError) as raised:
+        check_batch_sizes(3, batch_size=2, resume_dir="/runs/r")
+    message = str(raised.value)
+    assert "Received: --resume /runs/r on 3 replicas" in message and "METATUNE_CPU_DEVICES=2" in message
+    assert "--config /runs/r/config.json --batch-size 3 --output NEW_DIR" in message
+    assert "Pass --batch-size" not in message
+
+
 def test_bad_cpu_device_count_is_one_error_line(capsys, monkeypatch):
     assert requested_cpu_devices(None) == requested_cpu_devices(" ") == requested_cpu_devices("1") == 1
     assert requested_cpu_devices("4") == 4
@@ -114,6 +144,19 @@ def test_bad_cpu_device_count_is_one_error_line(capsys, monkeypatch):
     app.cli.prepare_environment()  # TensorFlow is already imported: only the value is checked
     assert train.main(["anything"]) == 2
     _one_error_line(capsys, f"{ENV_VAR} must be a whole number", "Received: METATUNE_CPU_DEVICES='two'")
+
+
+def test_onednn_is_off_where_a_replica_on_the_cpu_can_get_an_empty_batch():
+    """TensorFlow 2.21's oneDNN Conv2D returns an empty batch's input unchanged (the next layer then fails):
+    off for several logical CPUs and for multi-worker jobs, before TensorFlow is imported; a user's own
+    choice stays; one device keeps it on."""
+    cases = (({ENV_VAR: "3"}, True, "0"), ({"TF_CONFIG": json.dumps(TWO_WORKERS)}, True, "0"),
+             ({ENV_VAR: "3", ONEDNN_VAR: "1"}, False, "1"), ({}, False, None), ({ENV_VAR: "1"}, False, None),
+             ({ENV_VAR: "two"}, False, None))
+    for environ, turned_off, expected in cases:
+        environ = dict(environ)
+        assert avoid_onednn_for_split_batches(environ) is turned_off, environ
+        assert environ.get(ONEDNN_VAR) == expected, environ
 
 
 @pytest.mark.slow  # a fresh TensorFlow process
@@ -134,7 +177,8 @@ def test_mirrored_over_two_logical_cpus_matches_one_device_and_trains_runs():
         assert report[part]["difference"] < 1e-5, part  # ... to the same place with and without the strategy
     assert report["finetune"]["moving_statistics_moved"] == 0.0  # BatchNorm frozen under the strategy too
     two_replicas = {"strategy": "mirrored", "replicas": 2, "workers": 1}
-    assert report["runs"] == {"linear": two_replicas, "finetune": two_replicas}, result.stderr[-3000:]
+    assert report["runs"] == {"linear": two_replicas, "finetune": two_replicas, "linear_empty_share": two_replicas}, \
+        result.stderr[-3000:]
     assert "at least 2. Received: --batch-size 1" in report["too_small_batch"]
     assert "does not support --strategy protonet" in report["meta_refused"]
 
