@@ -33,7 +33,7 @@ import tensorflow as tf
 from app import run_dir as rd
 from app import tensorboard_logging as tb
 from app.checkpoints import CHECKPOINTS_DIR
-from app.config import TrainConfig
+from app.config import META_STRATEGIES, TrainConfig
 from app.errors import UserError
 from app.features import cached_features
 from app.meta_pools import build_meta_pools
@@ -213,6 +213,17 @@ def source_candidates(config: TrainConfig, mode: str) -> tuple[str, ...] | None:
                             f"{config.source_stage}")
         return None
     return SOURCE_STAGES if config.source_stage == "auto" else (config.source_stage,)
+
+
+def check_meta_input_options(config: TrainConfig, modality: str, weights: str) -> None:
+    """The options that need the resolved input mode (`--meta-input auto` depends on the backbone's weights),
+    checked before the run directory exists: refused later, they left an INCOMPLETE run behind, after the
+    feature pass (`--source-stage`) or the whole meta-training (`--target-finetune yes`)."""
+    if config.strategy not in META_STRATEGIES:
+        return
+    mode = meta_input_mode(config, weights)
+    source_candidates(config, mode)
+    target_finetune_applies(config, modality, mode)
 
 
 @dataclass
