@@ -93,6 +93,17 @@ def _seen_hashes(run: LoadedRun, splits: tuple[str, ...]) -> set[str]:
     return {f["sha256"] for f in files if f.get("split") in splits and f.get("sha256")}
 
 
+def source_files(run_path: Path) -> tuple[set[str], set[str]]:
+    """The sha256 and the class names of the `--meta-data` source a meta run meta-trained and meta-validated on
+    (meta_manifest.json; empty sets without one)."""
+    path = run_path / rd.META_MANIFEST_FILE
+    if not path.is_file():
+        return set(), set()
+    manifest = rd.read_json(path, rd.retrain_remedy(run_path))
+    return ({f["sha256"] for f in manifest.get("files", []) if f.get("sha256")},
+            set(manifest.get("class_splits", {})))
+
+
 def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> tuple[list[Example], str]:
     """The chosen examples without those the run saw, and which of its splits that means."""
     # The validation files steered early stopping, the temperature and the unknown threshold (and a refit trained
@@ -102,6 +113,12 @@ def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> tuple[list
     splits = ("train",) if own_validation else ("train", "val")
     trained = _seen_hashes(run, splits)
     fitted = "training" if own_validation else "training or validation"
+    # The --meta-data source's files trained the embedding (or chose its epoch and source stage): few-shot
+    # evaluation on the source folder scored them as new classes.
+    source, _ = source_files(run.path)
+    if source & {e.sha256 for e in chosen.examples}:
+        trained |= source
+        fitted += " (or --meta-data source)"
     leaked = [e for e in chosen.examples if e.sha256 and e.sha256 in trained]
     if not leaked:
         return chosen.examples, fitted

@@ -1,5 +1,7 @@
 """protonet / reptile / fomaml / maml through train.main: episodes, the classifier bundle, the saved learner."""
 
+import shutil
+
 import keras
 import numpy as np
 import pytest
@@ -151,6 +153,20 @@ def test_meta_data_folder_and_init_from_an_earlier_run(colour_folder, tmp_path):
     splits = meta_manifest["class_splits"]
     assert set(splits) == {f"c{i}" for i in range(6)} and set(splits.values()) == {"meta_train", "meta_val"}
     assert all(f["split"] == splits[f["label"]] for f in meta_manifest["files"])
+    # Few-shot evaluation never scores the source's files, nor calls its classes new to the run: they were
+    # scored as novel classes, on the very files that meta-trained the run.
+    assert evaluate.main([str(first), str(meta), "--episodes", "3", "--ways", "3", "--shots", "1", "--queries",
+                          "1"]) == 2
+    mixed = _folder(tmp_path / "mixed", {"c0": (0, 255, 90), "new": (250, 250, 10), "other": (10, 10, 10)},
+                    per_class=4, seed=9)
+    for source_file in sorted((meta / "c1").iterdir())[:3]:
+        shutil.copy(source_file, mixed / "c0" / f"copied_{source_file.name}")
+    assert evaluate.main([str(first), str(mixed), "--episodes", "3", "--ways", "3", "--shots", "1", "--queries",
+                          "1", "--support-finetune", "off", "--name", "mixed"]) == 0
+    metrics = rd.read_json(first / "eval" / "mixed" / "metrics.json")
+    assert metrics["novel_classes"] == ["new", "other"] and metrics["num_examples"] == 12
+    assert "without 3 file(s) byte-identical to the run's training or validation (or --meta-data source) files" \
+        in metrics["split"]
     second = tmp_path / "second"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "fomaml", "--init", str(first),
                        "--output", str(second), *EPISODES, *FEATURES]) == 0
