@@ -21,7 +21,7 @@ from pathlib import Path
 
 from app.config import META_STRATEGIES, TrainConfig
 from app.errors import UserError
-from data.episodes import check_disjoint_meta_classes
+from data.episodes import EpisodeSampler, check_disjoint_meta_classes
 from data.errors import DataError
 from data.meta_pools import (CLASSIC_LAYOUT_WAYS_MULTIPLE, EpisodeShape, fit_training_queries, hold_out_classes,
                              holdout_examples, validation_shape)
@@ -96,6 +96,21 @@ def check_source_folder(config: TrainConfig, scan) -> None:
                         f"{config.ways} classes with at least {need} files each (the shots and one query); only "
                         f"{enough} of its {len(listing.class_names)} classes have that many. Use fewer ways or shots "
                         f"(--ways, --shots) or add files. Received: ways={config.ways}, shots={config.shots}")
+
+
+def check_target_pools(config: TrainConfig, scan, train_examples: list[Example],
+                       val_examples: list[Example]) -> None:
+    """Without `--meta-data`, the episodes come from the target's training split: one that cannot fill a single
+    episode is refused before the run directory exists (as a source folder is), not after the feature pass with
+    an INCOMPLETE run left behind. The same pools and error as the run's (`build_meta_pools`, EpisodeSampler)."""
+    if config.meta_data or config.strategy not in META_STRATEGIES:
+        return
+    pools = _with_shapes(config, _target_pools(config, scan, train_examples, val_examples))
+    shape, counts = pools.train_shape, Counter(pools.train_labels)
+    if sum(n >= shape.shots + shape.queries for n in counts.values()) < shape.ways:
+        # Only built where it refuses: built here otherwise, it would repeat its warnings about small classes.
+        EpisodeSampler(pools.train_labels, shape.ways, shape.shots, shape.queries, seed=config.seed,
+                       class_names=pools.class_names)
 
 
 def unused_source_warning(config: TrainConfig) -> str | None:

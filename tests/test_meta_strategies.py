@@ -264,6 +264,17 @@ def test_a_source_that_cannot_fill_the_episodes_is_one_error(colour_folder, tmp_
     assert "Features for" not in err and not (tmp_path / "run").exists()  # refused before any work
 
 
+def test_a_target_that_cannot_fill_the_episodes_is_one_error_before_any_work(colour_folder, tmp_path, capsys):
+    """Without --meta-data the episodes come from the target's 4 classes: 5 ways was refused only after the feature
+    pass, leaving an INCOMPLETE run directory that blocked the same --output."""
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--output",
+                       str(tmp_path / "run"), *EPISODES, *FEATURES, "--ways", "5"]) == 2
+    err = capsys.readouterr().err
+    assert ("A 5-way episode needs 5 classes with at least 4 (shots=2 + queries=2) examples each; only 4 of 4 classes "
+            "have that many. There are only 4 classes") in err and "Traceback" not in err
+    assert "Features for" not in err and not (tmp_path / "run").exists()
+
+
 def test_a_source_the_listing_cannot_judge_is_left_to_the_checked_files(colour_folder, tmp_path, capsys):
     # 3 files per class fill a 3-way 2-shot episode only with 1 query (fitted down from 2): the early check
     # (which counts files, not their contents) lets it through, and the real pools decide.
