@@ -273,6 +273,8 @@ class TrainConfig:
             (self.target_finetune != "yes" or self.strategy == "protonet",
              f"target_finetune yes applies to --strategy protonet (strategy={self.strategy!r}); leave it at auto "
              "otherwise"),
+            (self.init is None or self.strategy in META_STRATEGIES,  # it was ignored without a word
+             f"init applies to the meta strategies ({', '.join(META_STRATEGIES)}; strategy={self.strategy!r})"),
             (self.source_stage == "auto" or self.strategy == "protonet" and self.meta_data,
              f"source_stage applies to --strategy protonet with --meta-data (strategy={self.strategy!r}, "
              f"meta_data={self.meta_data!r}); leave it at auto otherwise"),

@@ -182,6 +182,25 @@ def _build_learner(config: TrainConfig, embedding: keras.Model, input_shape,
     return learner, CompileSpec(optimizer)
 
 
+def check_init_run(config: TrainConfig) -> None:
+    """`--init RUN_DIR` checked before the run directory exists: a missing, unfinished or non-meta run, or one of
+    another strategy, was refused only after the feature pass, leaving an INCOMPLETE run behind. (Whether its
+    learner's shapes match this one's needs the learner: `_initialise_from` checks that.)"""
+    if not config.init or config.strategy not in META_STRATEGIES:
+        return
+    try:
+        run_dir = rd.require_complete_run(config.init)
+    except UserError as error:
+        raise UserError(f"--init {config.init}: {error}") from None
+    if not (run_dir / META_LEARNER_FILE).is_file():
+        raise UserError(f"--init needs a run directory of a meta strategy (with {META_LEARNER_FILE}). "
+                        f"Received: --init {run_dir}")
+    strategy = rd.read_json(run_dir / rd.METADATA_FILE, rd.retrain_remedy(run_dir)).get("strategy")
+    if strategy != config.strategy:
+        raise UserError(f"--init {run_dir} is a {strategy} run; this run is {config.strategy}. Use the same "
+                        f"--strategy. Received: --init {run_dir} --strategy {config.strategy}")
+
+
 def _initialise_from(learner, run_dir: Path) -> None:
     import models.layers  # noqa: F401  (registers the layers a saved learner may contain)
 

@@ -141,7 +141,7 @@ def test_meta_data_folder_must_not_share_classes(colour_folder, tmp_path, capsys
 
 
 @pytest.mark.slow
-def test_meta_data_folder_and_init_from_an_earlier_run(colour_folder, tmp_path):
+def test_meta_data_folder_and_init_from_an_earlier_run(colour_folder, tmp_path, capsys):
     meta = _folder(tmp_path / "meta", {f"c{i}": (40 * i, 255 - 40 * i, 90) for i in range(6)}, per_class=8, seed=3)
     first = tmp_path / "first"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "fomaml", "--meta-data",
@@ -173,6 +173,16 @@ def test_meta_data_folder_and_init_from_an_earlier_run(colour_folder, tmp_path):
     bad = tmp_path / "bad"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "reptile", "--init", str(first),
                        "--output", str(bad), *EPISODES, *FEATURES]) == 2
+    # Refused before the run directory exists (they left an INCOMPLETE one, after the feature pass), and never
+    # ignored (a transfer strategy took --init without a word).
+    assert f"--init {first} is a fomaml run; this run is reptile" in capsys.readouterr().err
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "fomaml", "--init",
+                       str(tmp_path / "typo"), "--output", str(bad), *EPISODES, *FEATURES]) == 2
+    assert f"--init {tmp_path / 'typo'}: Run directory not found" in capsys.readouterr().err
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "linear", "--init", str(first),
+                       "--output", str(bad), "--epochs", "1"]) == 2
+    assert "init applies to the meta strategies" in capsys.readouterr().err
+    assert not bad.exists()
 
 
 def _many_classes(root, n, per_class, seed=0):
