@@ -21,6 +21,7 @@ itself is saved as `meta_learner.keras` (reusable with `--init RUN_DIR`, and wha
 
 from __future__ import annotations
 
+import json
 import functools
 import logging
 from dataclasses import dataclass
@@ -331,6 +332,23 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
     return _ChosenStage(top.embedding, chosen.head, summary, top.target_features())
 
 
+def _check_source_unchanged(run_dir: Path, manifest: dict, config: TrainConfig) -> None:
+    """A resumed run continues on the --meta-data source it started on, as on the target's data (app/training.py):
+    with files added, removed or edited, the classes held out for meta-validation could change, so classes that
+    chose the epochs before the interruption were meta-trained after it, and meta_manifest.json, rewritten, no
+    longer said what trained the run. A fresh run directory has no meta_manifest.json yet."""
+    saved = run_dir / META_MANIFEST_FILE
+    if not saved.is_file():
+        return
+    start_again = ("The run cannot be resumed; start a new run (python train.py --config RUN_DIR/config.json "
+                   "--output NEW_DIR).")
+    if rd.read_json(saved, start_again) != json.loads(json.dumps(manifest)):
+        raise UserError(f"The --meta-data folder {config.meta_data!r} changed since {str(run_dir)!r} started (files "
+                        "added, removed or edited), so its meta-training and meta-validation classes cannot be "
+                        "continued. Put the folder back as it was and resume again, or start a new run (python "
+                        "train.py --config RUN_DIR/config.json --output NEW_DIR).")
+
+
 def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone, feature_extractor,
                       train_examples, val_examples, train_features, val_features, run_dir: Path,
                       store_key: str | None) -> MetaOutcome:
@@ -338,6 +356,7 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
     mode = meta_input_mode(config, backbone.weights)
     pools = build_meta_pools(config, scan, train_examples, val_examples)
     if pools.manifest is not None:
+        _check_source_unchanged(run_dir, pools.manifest, config)
         rd.write_json(run_dir / META_MANIFEST_FILE, pools.manifest)
     shape = pools.train_shape
     logger.info("%s: %s; inputs: %s", config.strategy, describe_pools(pools, config),

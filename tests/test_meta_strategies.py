@@ -366,3 +366,31 @@ def test_meta_run_killed_mid_meta_epoch_resumes(colour_folder, tmp_path):
     assert rd.read_json(run / rd.METADATA_FILE)["resumed"] is True
     assert (run / META_LEARNER_FILE).is_file()
     load_task_model(str(run / rd.MODEL_FILE))
+
+
+def test_resume_refuses_a_meta_data_folder_changed_since_the_run_started(colour_folder, tmp_path, monkeypatch,
+                                                                          capsys):
+    """The source's class-disjoint meta-validation classes depend on its classes: with one added after an
+    interruption, the resume meta-trained on classes that had chosen its epochs, and rewrote meta_manifest.json
+    as if it never had. Refused like a changed target folder."""
+    from app import meta_training
+
+    meta = _folder(tmp_path / "meta", {f"c{i}": (40 * i, 255 - 40 * i, 90) for i in range(6)}, per_class=6, seed=3)
+    run = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # Ctrl-C once the source meta-trained the run
+        patch.setattr(meta_training, "target_classifier", interrupted)
+        assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
+                           str(meta), "--source-stage", "protonet", "--output", str(run), *EPISODES,
+                           *FEATURES]) == 130
+    before = rd.read_json(run / "meta_manifest.json")
+    _folder(meta / "added", {"c6": (250, 250, 250)}, per_class=6, seed=4)
+    (meta / "added" / "c6").rename(meta / "c6")
+    capsys.readouterr()
+    assert train.main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"The --meta-data folder {str(meta)!r} changed since {str(run)!r} started" in err and "Traceback" not in err
+    assert rd.read_json(run / "meta_manifest.json") == before and (run / rd.INCOMPLETE_MARKER).exists()
