@@ -242,7 +242,9 @@ def check_meta_input_options(config: TrainConfig, modality: str, weights: str) -
     if config.strategy not in META_STRATEGIES:
         return
     mode = meta_input_mode(config, weights)
-    source_candidates(config, mode)
+    if source_candidates(config, mode) == ("top_blocks",) and config.unfreeze == "all":
+        # (whether the backbone's blocks can be cut at all needs the cut: _top_block_cut, once the run has started)
+        raise _no_top_blocks(config, "--unfreeze all leaves no frozen bottom")
     target_finetune_applies(config, modality, mode)
 
 
@@ -252,6 +254,12 @@ class _ChosenStage:
     head: str  # the target head that scored best with it
     summary: dict
     target_features: np.ndarray | None = None  # top_blocks kept: the trained extractor's features of train + val
+
+
+def _no_top_blocks(config: TrainConfig, why: str) -> UserError:
+    return UserError(f"--source-stage top_blocks cannot train this backbone's top blocks: {why}. Received: "
+                     f"--backbone {config.backbone} --unfreeze {config.unfreeze}. Use --source-stage auto or "
+                     "protonet, or a pretrained backbone with blocks left below --unfreeze.")
 
 
 def _top_block_cut(config: TrainConfig, candidates, backbone, feature_extractor, modality: str, num_files: int):
@@ -265,9 +273,7 @@ def _top_block_cut(config: TrainConfig, candidates, backbone, feature_extractor,
         cut, why = cut_backbone(feature_extractor, backbone.spec, backbone.name, backbone.weights, backbone.size,
                                 config.resize, config.unfreeze)
     if cut is None and config.source_stage == "top_blocks":
-        raise UserError(f"--source-stage top_blocks cannot train this backbone's top blocks: {why}. Received: "
-                        f"--backbone {config.backbone} --unfreeze {config.unfreeze}. Use --source-stage auto or "
-                        "protonet, or a pretrained backbone with blocks left below --unfreeze.")
+        raise _no_top_blocks(config, why)
     if cut is None:
         logger.info("Source stage top_blocks skipped: %s", why)
     return cut

@@ -142,6 +142,8 @@ def test_options_the_raw_input_cannot_take_are_refused_before_the_run_directory(
          "the features input (--meta-input features). Received: --strategy protonet, input raw"),
         (["--strategy", "reptile", "--target-finetune", "yes"], "target_finetune yes applies to --strategy protonet"),
         (["--strategy", "finetune", "--target-finetune", "yes"], "target_finetune yes applies to --strategy protonet"),
+        ([*FEATURES, "--strategy", "protonet", "--meta-data", str(source), "--source-stage", "top_blocks",
+          "--unfreeze", "all"], "--source-stage top_blocks cannot train this backbone's top blocks: --unfreeze all"),
     ]
     for flags, message in refused:
         run = tmp_path / "run"
