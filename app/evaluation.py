@@ -103,13 +103,17 @@ def backbone_training_files(run: LoadedRun) -> set[str]:
     while record and record.get("path") and record["path"] not in visited:
         visited.add(record["path"])
         source = Path(record["path"])
-        if not (source / rd.MANIFEST_FILE).is_file():
-            logger.warning("The run's backbone is the run %s (--backbone RUN_DIR), which is gone: files that "
-                           "trained that backbone cannot be left out of this evaluation.", source)
+        try:  # that run's files are checked here only for their hashes: its damage is a warning, not this run's
+            if not (source / rd.MANIFEST_FILE).is_file():
+                raise UserError("it is gone")
+            hashes |= _seen_hashes(source, ("train", "val")) | source_files(source)[0]
+            metadata = source / rd.METADATA_FILE
+            record = rd.read_json(metadata).get("backbone_run") if metadata.is_file() else None
+        except UserError as error:
+            logger.warning("The run's backbone came from the run %s (--backbone RUN_DIR), whose files cannot be "
+                           "read (%s): the files that trained that backbone cannot be left out of this evaluation.",
+                           source, error)
             break
-        hashes |= _seen_hashes(source, ("train", "val")) | source_files(source)[0]
-        metadata = source / rd.METADATA_FILE
-        record = rd.read_json(metadata, rd.retrain_remedy(source)).get("backbone_run") if metadata.is_file() else None
     return hashes
 
 

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -240,11 +241,12 @@ def test_feature_cache_key_is_the_reused_weights_not_the_pretrained_backbones(fo
     assert reused != key("tiny_image")
 
 
-def test_evaluation_leaves_out_the_files_the_reused_backbone_trained_on(folders, linear_source, tmp_path):
+def test_evaluation_leaves_out_the_files_the_reused_backbone_trained_on(folders, linear_source, tmp_path, capsys):
     """A run on the source's own folder with another --seed splits it differently: some of its test files trained
     its backbone (the source run), and evaluate.py scored them as unseen."""
     source, _, _ = folders
     run = tmp_path / "resplit"
+    linear_source = Path(shutil.copytree(linear_source, tmp_path / "source_run"))  # damaged below
     assert train.main([str(source), "--backbone", str(linear_source), "--output", str(run), "--epochs", "1",
                        "--seed", "2"]) == 0
     seen = {f["sha256"] for f in rd.read_json(linear_source / rd.MANIFEST_FILE)["files"] if f["split"] != "test"}
@@ -257,3 +259,8 @@ def test_evaluation_leaves_out_the_files_the_reused_backbone_trained_on(folders,
     assert metrics["split"].endswith(f"without {leaked} file(s) byte-identical to the run's training or validation "
                                      "(or --backbone run's training) files")
     assert metrics["num_examples"] == len(test) - leaked
+    # The source run's damage is its own: a warning, and this run's evaluation goes on without its hashes.
+    (linear_source / rd.MANIFEST_FILE).write_text("{", encoding="utf-8")
+    capsys.readouterr()
+    assert evaluate.main([str(run), str(source), "--name", "check"]) == 0
+    assert f"whose files cannot be read ({str(linear_source / rd.MANIFEST_FILE)!r} is damaged" in capsys.readouterr().err
