@@ -303,6 +303,7 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
         stopping_sampler = EpisodeSampler(pools.val_labels, val.ways, val.shots, val.queries,
                                           seed=config.seed + META_VAL_SEED_OFFSET)
     embeddings, inputs, top = {}, {name: (target_x, meta_val_x) for name in candidates}, None
+    supervised_epochs = None
     for name in candidates:
         if name == "protonet":
             embeddings[name] = protonet_embedding
@@ -319,7 +320,7 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
         else:
             logger.info("Supervised source stage: a softmax classifier over the %d meta-training classes",
                         len(set(pools.train_labels)))
-            embeddings[name], _ = train_supervised(
+            embeddings[name], supervised_epochs = train_supervised(
                 meta_train_x, pools.train_labels, meta_val_x, stopping_sampler, config.embedding_units,
                 config.meta_learning_rate, config.meta_epochs, config.patience, config.batch_size, config.seed)
     heads = candidate_heads(config.target_head, num_classes)
@@ -329,6 +330,8 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
     logger.info("Source stage kept: %s with the %s head (%s)", chosen.name, chosen.head,
                 "the only one asked for" if len(scores) == 1 else "best on the target's train + validation files")
     summary = stage_summary(scores, chosen, config.source_stage)
+    if supervised_epochs is not None:  # outside the phase runner, it is in no history: say what it trained
+        summary["supervised"] = {"epochs_kept": supervised_epochs, "max_epochs": config.meta_epochs}
     if top is None:
         return _ChosenStage(embeddings[chosen.name], chosen.head, summary)
     summary["top_blocks"] = top.summary()

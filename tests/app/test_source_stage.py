@@ -114,6 +114,7 @@ def test_auto_scores_every_candidate_and_the_choice_never_depends_on_test_files(
     for scores in first["candidates"].values():
         assert 0.0 <= scores["target_accuracy"] <= 1.0 and 0.0 <= scores["source_val_accuracy"] <= 1.0
         assert set(scores["target_heads"]) == {"prototypes", "logistic_regression"}
+    assert 1 <= first["supervised"]["epochs_kept"] <= first["supervised"]["max_epochs"] == 2  # --meta-epochs
     best = max(s["target_accuracy"] for s in first["candidates"].values())
     assert first["candidates"][first["chosen"]]["target_accuracy"] == best
     for summary in summaries:  # the time the top_blocks stage took differs between runs, nothing else may
