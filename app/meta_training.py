@@ -36,6 +36,7 @@ from app import tensorboard_logging as tb
 from app.checkpoints import CHECKPOINTS_DIR
 from app.config import META_STRATEGIES, TrainConfig
 from app.errors import UserError
+from app.run_integrity import load_model_file
 from app.features import cached_features
 from app.meta_pools import build_meta_pools
 from app.meta_pools import describe as describe_pools
@@ -196,10 +197,29 @@ def check_init_run(config: TrainConfig) -> None:
     if not (run_dir / META_LEARNER_FILE).is_file():
         raise UserError(f"--init needs a run directory of a meta strategy (with {META_LEARNER_FILE}). "
                         f"Received: --init {run_dir}")
-    strategy = rd.read_json(run_dir / rd.METADATA_FILE, rd.retrain_remedy(run_dir)).get("strategy")
+    metadata = rd.read_json(run_dir / rd.METADATA_FILE, rd.retrain_remedy(run_dir))
+    strategy = metadata.get("strategy")
     if strategy != config.strategy:
         raise UserError(f"--init {run_dir} is a {strategy} run; this run is {config.strategy}. Use the same "
                         f"--strategy. Received: --init {run_dir} --strategy {config.strategy}")
+    if not _load_init_learner(run_dir).embedding.weights:
+        # A --meta-data protonet run whose source stage kept the pretrained features (none; on text also
+        # top_blocks) saves an identity embedding: there is nothing to start from, and the shape mismatch said
+        # "backbone, embedding_units or ways differ" after the run directory and the feature pass.
+        stage = ((metadata.get("meta") or {}).get("source_stage") or {}).get("chosen")
+        raise UserError(f"--init {run_dir} has no meta-learned embedding to start from (its source stage kept "
+                        f"{stage!r}: the backbone's own features). Leave --init out, or pass a run whose source "
+                        "stage trained an embedding (--source-stage protonet or supervised).")
+
+
+def _load_init_learner(run_dir: Path) -> keras.Model:
+    """The --init run's saved learner; a damaged or unsafe file is one UserError (it was a traceback)."""
+    import models.layers  # noqa: F401  (registers the layers a saved learner may contain)
+    import models.meta  # noqa: F401  (registers the learners)
+
+    return load_model_file(run_dir / META_LEARNER_FILE,
+                           lambda file: keras.saving.load_model(file, safe_mode=True, compile=False),
+                           rd.retrain_remedy(run_dir))
 
 
 def _initialise_from(learner, run_dir: Path) -> None:
@@ -209,7 +229,7 @@ def _initialise_from(learner, run_dir: Path) -> None:
     if not path.is_file():
         raise UserError(f"--init needs a run directory of a meta strategy (with {META_LEARNER_FILE}). "
                         f"Received: --init {run_dir}")
-    source = keras.saving.load_model(path, safe_mode=True, compile=False)
+    source = _load_init_learner(run_dir)
     if type(source) is not type(learner):
         raise UserError(f"--init {run_dir} holds a {type(source).__name__} learner; this run is a "
                         f"{type(learner).__name__}. Use the same --strategy.")

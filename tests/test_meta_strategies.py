@@ -1,6 +1,7 @@
 """protonet / reptile / fomaml / maml through train.main: episodes, the classifier bundle, the saved learner."""
 
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -182,7 +183,28 @@ def test_meta_data_folder_and_init_from_an_earlier_run(colour_folder, tmp_path, 
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "linear", "--init", str(first),
                        "--output", str(bad), "--epochs", "1"]) == 2
     assert "init applies to the meta strategies" in capsys.readouterr().err
+    damaged = Path(shutil.copytree(first, tmp_path / "damaged"))  # a truncated learner was a traceback
+    (damaged / META_LEARNER_FILE).write_bytes((first / META_LEARNER_FILE).read_bytes()[:3000])
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "fomaml", "--init",
+                       str(damaged), "--output", str(bad), *EPISODES, *FEATURES]) == 2
+    err = capsys.readouterr().err
+    assert f"{str(damaged / META_LEARNER_FILE)!r} is unreadable" in err and "Traceback" not in err
     assert not bad.exists()
+
+
+def test_init_from_a_run_that_kept_no_embedding_is_one_error_before_any_work(colour_folder, tmp_path, capsys):
+    """A --meta-data protonet run whose source stage kept `none` saves an identity embedding: --init from it failed
+    on the weights' shapes ("backbone, embedding_units or ways differ") after the run directory was made."""
+    meta = _folder(tmp_path / "meta", {f"c{i}": (40 * i, 255 - 40 * i, 90) for i in range(4)}, per_class=5, seed=3)
+    first = tmp_path / "first"
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
+                       str(meta), "--source-stage", "none", "--output", str(first), *EPISODES, *FEATURES]) == 0
+    capsys.readouterr()
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--init",
+                       str(first), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
+    err = capsys.readouterr().err
+    assert f"--init {first} has no meta-learned embedding to start from (its source stage kept 'none'" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
 def _many_classes(root, n, per_class, seed=0):
