@@ -145,6 +145,14 @@ def _source_pools(config: TrainConfig, scan) -> MetaPools:
     meta_scan = _scan_source(config)
     _check_source(meta_scan, config, scan)
     examples = list(meta_scan.examples)
+    # A copy of a target file under a source class (another name, so the class check passes) would meta-train the
+    # run on the target's test files, which no pool may hold: such files are left out of the source.
+    target = {e.sha256 for e in scan.examples if e.sha256}
+    if shared := [e for e in examples if e.sha256 and e.sha256 in target]:
+        logger.warning("%d file(s) of --meta-data %s are byte-identical to files of the target folder (e.g. %s): "
+                       "left out of the source, so that no target file (a test file above all) meta-trains the run.",
+                       len(shared), config.meta_data, shared[0].path)
+        examples = [e for e in examples if not (e.sha256 and e.sha256 in target)]
     names = meta_scan.class_names
     holdout = hold_out_classes(names, config.ways, config.seed)
     if holdout.kind == "class-disjoint":

@@ -192,14 +192,21 @@ def test_meta_data_folder_and_init_from_an_earlier_run(colour_folder, tmp_path, 
     assert not bad.exists()
 
 
-def test_init_from_a_run_that_kept_no_embedding_is_one_error_before_any_work(colour_folder, tmp_path, capsys):
-    """A --meta-data protonet run whose source stage kept `none` saves an identity embedding: --init from it failed
-    on the weights' shapes ("backbone, embedding_units or ways differ") after the run directory was made."""
+def test_source_copies_of_target_files_are_left_out_and_init_needs_an_embedding(colour_folder, tmp_path, capsys):
+    """Source files byte-identical to target files are left out of the source. And a --meta-data protonet run whose
+    source stage kept `none` saves an identity embedding: --init from it failed on the weights' shapes ("backbone,
+    embedding_units or ways differ") after the run directory was made."""
     meta = _folder(tmp_path / "meta", {f"c{i}": (40 * i, 255 - 40 * i, 90) for i in range(4)}, per_class=5, seed=3)
+    # Copies of target files under a source class (the class check passes) are left out of the source: they were
+    # meta-trained on, test files included.
+    for copied in sorted(colour_folder.glob("*/*.png"))[:12:4]:
+        shutil.copy(copied, meta / "c0" / f"copy_{copied.parent.name}_{copied.name}")
     first = tmp_path / "first"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
                        str(meta), "--source-stage", "none", "--output", str(first), *EPISODES, *FEATURES]) == 0
-    capsys.readouterr()
+    assert "3 file(s) of --meta-data" in capsys.readouterr().err
+    assert {f["path"] for f in rd.read_json(first / "meta_manifest.json")["files"]} == {
+        f"c{i}/{n}.png" for i in range(4) for n in range(5)}
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--init",
                        str(first), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
     err = capsys.readouterr().err
