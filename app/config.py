@@ -271,6 +271,13 @@ class TrainConfig:
              f"target_finetune must be one of {list(CHOICES['target_finetune'])}"),
             (self.target_head == "auto" or self.strategy == "protonet",
              f"target_head applies to --strategy protonet (strategy={self.strategy!r}); leave it at auto otherwise"),
+            # `yes` with another strategy was ignored without a word (linear, finetune) or refused only after the
+            # whole meta-training (reptile, fomaml, maml).
+            (self.target_finetune != "yes" or self.strategy == "protonet",
+             f"target_finetune yes applies to --strategy protonet (strategy={self.strategy!r}); leave it at auto "
+             "otherwise"),
+            (self.init is None or self.strategy in META_STRATEGIES,  # it was ignored without a word
+             f"init applies to the meta strategies ({', '.join(META_STRATEGIES)}; strategy={self.strategy!r})"),
             (self.source_stage == "auto" or self.strategy == "protonet" and self.meta_data,
              f"source_stage applies to --strategy protonet with --meta-data (strategy={self.strategy!r}, "
              f"meta_data={self.meta_data!r}); leave it at auto otherwise"),

@@ -48,7 +48,7 @@ from app import tensorboard_logging as tb
 from app.config import META_STRATEGIES
 from app.errors import UserError
 from app.episode_learner import EPISODE_LEARNERS, learner_for
-from app.evaluation import LoadedRun, choose_evaluation_set, load_run
+from app.evaluation import LoadedRun, choose_evaluation_set, load_run, source_files
 from app.run_integrity import load_model_file, retrain_remedy
 from app.features import cached_features, extract_features, feature_store_key, tokenizer_identity
 from app.fewshot_baselines import BASELINES, mean_and_ci95, nearest_centroid_predict
@@ -502,7 +502,8 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
         "data_dir": str(Path(data_dir).expanduser().resolve()),
         "split": pool.description,
         "class_names": pool.class_names,
-        "novel_classes": sorted(set(pool.class_names) - set(run.class_names)),
+        # Classes of the run's --meta-data source meta-trained it: not new to it either.
+        "novel_classes": sorted(set(pool.class_names) - set(run.class_names) - source_files(run.path)[1]),
         "num_examples": len(pool.examples),
         "run_dir": str(run.path),
         "backbone": run.metadata.backbone,

@@ -84,13 +84,48 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
                                f"{seen} files")
 
 
-def _seen_hashes(run: LoadedRun, splits: tuple[str, ...]) -> set[str]:
+def _seen_hashes(run_path: Path, splits: tuple[str, ...]) -> set[str]:
     """sha256 of the manifest's files in `splits`."""
-    path = run.path / rd.MANIFEST_FILE
+    path = run_path / rd.MANIFEST_FILE
     if not path.is_file():  # the run_integrity checks name a missing manifest where it matters
         return set()
-    files = rd.read_json(path, rd.retrain_remedy(run.path)).get("files", [])
+    files = rd.read_json(path, rd.retrain_remedy(run_path)).get("files", [])
     return {f["sha256"] for f in files if f.get("split") in splits and f.get("sha256")}
+
+
+def backbone_training_files(run: LoadedRun) -> set[str]:
+    """sha256 of the files that trained the run's backbone when it is an earlier run's (`--backbone RUN_DIR`,
+    metadata.json's `backbone_run`, followed down the chain): each such run's training and validation files and
+    its --meta-data source. That run may have split the same folder differently (another --seed), so this run's
+    test files can be files its backbone trained on."""
+    hashes: set[str] = set()
+    record, visited = run.metadata.backbone_run, set()
+    while record and record.get("path") and record["path"] not in visited:
+        visited.add(record["path"])
+        source = Path(record["path"])
+        try:  # that run's files are checked here only for their hashes: its damage is a warning, not this run's
+            if not (source / rd.MANIFEST_FILE).is_file():
+                raise UserError("it is gone")
+            hashes |= _seen_hashes(source, ("train", "val")) | source_files(source)[0]
+            metadata = source / rd.METADATA_FILE
+            record = rd.read_json(metadata).get("backbone_run") if metadata.is_file() else None
+        except UserError as error:
+            logger.warning("The run's backbone came from the run %s (--backbone RUN_DIR), whose files cannot be "
+                           "read (%s): the files that trained that backbone cannot be left out of this evaluation.",
+                           source, error)
+            break
+    return hashes
+
+
+def source_files(run_path: Path) -> tuple[set[str], set[str]]:
+    """The sha256 and the class names of the `--meta-data` source a meta run meta-trained and meta-validated on
+    (meta_manifest.json; empty sets without one)."""
+    path = run_path / rd.META_MANIFEST_FILE
+    if not path.is_file():
+        return set(), set()
+    manifest = rd.read_json(path, rd.retrain_remedy(run_path))
+    return ({f["sha256"] for f in manifest.get("files", []) if f.get("sha256")},
+            set(manifest.get("class_splits", {})))
 
 
 def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> tuple[list[Example], str]:
@@ -100,8 +135,19 @@ def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> tuple[list
     # run's own folder without a test split, which says it is optimistic).
     own_validation = chosen.name_suffix == "heldout-val"
     splits = ("train",) if own_validation else ("train", "val")
-    trained = _seen_hashes(run, splits)
-    fitted = "training" if own_validation else "training or validation"
+    trained = _seen_hashes(run.path, splits)
+    fitted = "training or validation"
+    # The --meta-data source's files trained the embedding (or chose its epoch and source stage): few-shot
+    # evaluation on the source folder scored them as new classes.
+    chosen_hashes = {e.sha256 for e in chosen.examples}
+    if (source := source_files(run.path)[0]) & chosen_hashes:
+        trained |= source
+        fitted += " (or --meta-data source)"
+    if (backbone := backbone_training_files(run)) & chosen_hashes:
+        trained |= backbone
+        fitted += " (or --backbone run's training)"
+    if own_validation:
+        fitted = fitted.replace("training or validation", "training", 1)
     leaked = [e for e in chosen.examples if e.sha256 and e.sha256 in trained]
     if not leaked:
         return chosen.examples, fitted

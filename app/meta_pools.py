@@ -21,7 +21,7 @@ from pathlib import Path
 
 from app.config import META_STRATEGIES, TrainConfig
 from app.errors import UserError
-from data.episodes import check_disjoint_meta_classes
+from data.episodes import EpisodeSampler, check_disjoint_meta_classes
 from data.errors import DataError
 from data.meta_pools import (CLASSIC_LAYOUT_WAYS_MULTIPLE, EpisodeShape, fit_training_queries, hold_out_classes,
                              holdout_examples, validation_shape)
@@ -98,6 +98,21 @@ def check_source_folder(config: TrainConfig, scan) -> None:
                         f"(--ways, --shots) or add files. Received: ways={config.ways}, shots={config.shots}")
 
 
+def check_target_pools(config: TrainConfig, scan, train_examples: list[Example],
+                       val_examples: list[Example]) -> None:
+    """Without `--meta-data`, the episodes come from the target's training split: one that cannot fill a single
+    episode is refused before the run directory exists (as a source folder is), not after the feature pass with
+    an INCOMPLETE run left behind. The same pools and error as the run's (`build_meta_pools`, EpisodeSampler)."""
+    if config.meta_data or config.strategy not in META_STRATEGIES:
+        return
+    pools = _with_shapes(config, _target_pools(config, scan, train_examples, val_examples))
+    shape, counts = pools.train_shape, Counter(pools.train_labels)
+    if sum(n >= shape.shots + shape.queries for n in counts.values()) < shape.ways:
+        # Only built where it refuses: built here otherwise, it would repeat its warnings about small classes.
+        EpisodeSampler(pools.train_labels, shape.ways, shape.shots, shape.queries, seed=config.seed,
+                       class_names=pools.class_names)
+
+
 def unused_source_warning(config: TrainConfig) -> str | None:
     """Why `--meta-data` does nothing with a transfer strategy, and what does use a source there."""
     if not config.meta_data or config.strategy in META_STRATEGIES:
@@ -130,6 +145,14 @@ def _source_pools(config: TrainConfig, scan) -> MetaPools:
     meta_scan = _scan_source(config)
     _check_source(meta_scan, config, scan)
     examples = list(meta_scan.examples)
+    # A copy of a target file under a source class (another name, so the class check passes) would meta-train the
+    # run on the target's test files, which no pool may hold: such files are left out of the source.
+    target = {e.sha256 for e in scan.examples if e.sha256}
+    if shared := [e for e in examples if e.sha256 and e.sha256 in target]:
+        logger.warning("%d file(s) of --meta-data %s are byte-identical to files of the target folder (e.g. %s): "
+                       "left out of the source, so that no target file (a test file above all) meta-trains the run.",
+                       len(shared), config.meta_data, shared[0].path)
+        examples = [e for e in examples if not (e.sha256 and e.sha256 in target)]
     names = meta_scan.class_names
     holdout = hold_out_classes(names, config.ways, config.seed)
     if holdout.kind == "class-disjoint":

@@ -21,6 +21,7 @@ itself is saved as `meta_learner.keras` (reusable with `--init RUN_DIR`, and wha
 
 from __future__ import annotations
 
+import json
 import functools
 import logging
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ import tensorflow as tf
 from app import run_dir as rd
 from app import tensorboard_logging as tb
 from app.checkpoints import CHECKPOINTS_DIR
-from app.config import TrainConfig
+from app.config import META_STRATEGIES, TrainConfig
 from app.errors import UserError
+from app.run_integrity import load_model_file
 from app.features import cached_features
 from app.meta_pools import build_meta_pools
 from app.meta_pools import describe as describe_pools
@@ -182,6 +184,44 @@ def _build_learner(config: TrainConfig, embedding: keras.Model, input_shape,
     return learner, CompileSpec(optimizer)
 
 
+def check_init_run(config: TrainConfig) -> None:
+    """`--init RUN_DIR` checked before the run directory exists: a missing, unfinished or non-meta run, or one of
+    another strategy, was refused only after the feature pass, leaving an INCOMPLETE run behind. (Whether its
+    learner's shapes match this one's needs the learner: `_initialise_from` checks that.)"""
+    if not config.init or config.strategy not in META_STRATEGIES:
+        return
+    try:
+        run_dir = rd.require_complete_run(config.init)
+    except UserError as error:
+        raise UserError(f"--init {config.init}: {error}") from None
+    if not (run_dir / META_LEARNER_FILE).is_file():
+        raise UserError(f"--init needs a run directory of a meta strategy (with {META_LEARNER_FILE}). "
+                        f"Received: --init {run_dir}")
+    metadata = rd.read_json(run_dir / rd.METADATA_FILE, rd.retrain_remedy(run_dir))
+    strategy = metadata.get("strategy")
+    if strategy != config.strategy:
+        raise UserError(f"--init {run_dir} is a {strategy} run; this run is {config.strategy}. Use the same "
+                        f"--strategy. Received: --init {run_dir} --strategy {config.strategy}")
+    if not _load_init_learner(run_dir).embedding.weights:
+        # A --meta-data protonet run whose source stage kept the pretrained features (none; on text also
+        # top_blocks) saves an identity embedding: there is nothing to start from, and the shape mismatch said
+        # "backbone, embedding_units or ways differ" after the run directory and the feature pass.
+        stage = ((metadata.get("meta") or {}).get("source_stage") or {}).get("chosen")
+        raise UserError(f"--init {run_dir} has no meta-learned embedding to start from (its source stage kept "
+                        f"{stage!r}: the backbone's own features). Leave --init out, or pass a run whose source "
+                        "stage trained an embedding (--source-stage protonet or supervised).")
+
+
+def _load_init_learner(run_dir: Path) -> keras.Model:
+    """The --init run's saved learner; a damaged or unsafe file is one UserError (it was a traceback)."""
+    import models.layers  # noqa: F401  (registers the layers a saved learner may contain)
+    import models.meta  # noqa: F401  (registers the learners)
+
+    return load_model_file(run_dir / META_LEARNER_FILE,
+                           lambda file: keras.saving.load_model(file, safe_mode=True, compile=False),
+                           rd.retrain_remedy(run_dir))
+
+
 def _initialise_from(learner, run_dir: Path) -> None:
     import models.layers  # noqa: F401  (registers the layers a saved learner may contain)
 
@@ -189,7 +229,7 @@ def _initialise_from(learner, run_dir: Path) -> None:
     if not path.is_file():
         raise UserError(f"--init needs a run directory of a meta strategy (with {META_LEARNER_FILE}). "
                         f"Received: --init {run_dir}")
-    source = keras.saving.load_model(path, safe_mode=True, compile=False)
+    source = _load_init_learner(run_dir)
     if type(source) is not type(learner):
         raise UserError(f"--init {run_dir} holds a {type(source).__name__} learner; this run is a "
                         f"{type(learner).__name__}. Use the same --strategy.")
@@ -215,12 +255,31 @@ def source_candidates(config: TrainConfig, mode: str) -> tuple[str, ...] | None:
     return SOURCE_STAGES if config.source_stage == "auto" else (config.source_stage,)
 
 
+def check_meta_input_options(config: TrainConfig, modality: str, weights: str) -> None:
+    """The options that need the resolved input mode (`--meta-input auto` depends on the backbone's weights),
+    checked before the run directory exists: refused later, they left an INCOMPLETE run behind, after the
+    feature pass (`--source-stage`) or the whole meta-training (`--target-finetune yes`)."""
+    if config.strategy not in META_STRATEGIES:
+        return
+    mode = meta_input_mode(config, weights)
+    if source_candidates(config, mode) == ("top_blocks",) and config.unfreeze == "all":
+        # (whether the backbone's blocks can be cut at all needs the cut: _top_block_cut, once the run has started)
+        raise _no_top_blocks(config, "--unfreeze all leaves no frozen bottom")
+    target_finetune_applies(config, modality, mode)
+
+
 @dataclass
 class _ChosenStage:
     embedding: keras.Model
     head: str  # the target head that scored best with it
     summary: dict
     target_features: np.ndarray | None = None  # top_blocks kept: the trained extractor's features of train + val
+
+
+def _no_top_blocks(config: TrainConfig, why: str) -> UserError:
+    return UserError(f"--source-stage top_blocks cannot train this backbone's top blocks: {why}. Received: "
+                     f"--backbone {config.backbone} --unfreeze {config.unfreeze}. Use --source-stage auto or "
+                     "protonet, or a pretrained backbone with blocks left below --unfreeze.")
 
 
 def _top_block_cut(config: TrainConfig, candidates, backbone, feature_extractor, modality: str, num_files: int):
@@ -234,9 +293,7 @@ def _top_block_cut(config: TrainConfig, candidates, backbone, feature_extractor,
         cut, why = cut_backbone(feature_extractor, backbone.spec, backbone.name, backbone.weights, backbone.size,
                                 config.resize, config.unfreeze)
     if cut is None and config.source_stage == "top_blocks":
-        raise UserError(f"--source-stage top_blocks cannot train this backbone's top blocks: {why}. Received: "
-                        f"--backbone {config.backbone} --unfreeze {config.unfreeze}. Use --source-stage auto or "
-                        "protonet, or a pretrained backbone with blocks left below --unfreeze.")
+        raise _no_top_blocks(config, why)
     if cut is None:
         logger.info("Source stage top_blocks skipped: %s", why)
     return cut
@@ -266,6 +323,7 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
         stopping_sampler = EpisodeSampler(pools.val_labels, val.ways, val.shots, val.queries,
                                           seed=config.seed + META_VAL_SEED_OFFSET)
     embeddings, inputs, top = {}, {name: (target_x, meta_val_x) for name in candidates}, None
+    supervised_epochs = None
     for name in candidates:
         if name == "protonet":
             embeddings[name] = protonet_embedding
@@ -282,7 +340,7 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
         else:
             logger.info("Supervised source stage: a softmax classifier over the %d meta-training classes",
                         len(set(pools.train_labels)))
-            embeddings[name], _ = train_supervised(
+            embeddings[name], supervised_epochs = train_supervised(
                 meta_train_x, pools.train_labels, meta_val_x, stopping_sampler, config.embedding_units,
                 config.meta_learning_rate, config.meta_epochs, config.patience, config.batch_size, config.seed)
     heads = candidate_heads(config.target_head, num_classes)
@@ -292,6 +350,8 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
     logger.info("Source stage kept: %s with the %s head (%s)", chosen.name, chosen.head,
                 "the only one asked for" if len(scores) == 1 else "best on the target's train + validation files")
     summary = stage_summary(scores, chosen, config.source_stage)
+    if supervised_epochs is not None:  # outside the phase runner, it is in no history: say what it trained
+        summary["supervised"] = {"epochs_kept": supervised_epochs, "max_epochs": config.meta_epochs}
     if top is None:
         return _ChosenStage(embeddings[chosen.name], chosen.head, summary)
     summary["top_blocks"] = top.summary()
@@ -301,6 +361,23 @@ def _choose_source_stage(config: TrainConfig, candidates, protonet_embedding, me
     return _ChosenStage(top.embedding, chosen.head, summary, top.target_features())
 
 
+def _check_source_unchanged(run_dir: Path, manifest: dict, config: TrainConfig) -> None:
+    """A resumed run continues on the --meta-data source it started on, as on the target's data (app/training.py):
+    with files added, removed or edited, the classes held out for meta-validation could change, so classes that
+    chose the epochs before the interruption were meta-trained after it, and meta_manifest.json, rewritten, no
+    longer said what trained the run. A fresh run directory has no meta_manifest.json yet."""
+    saved = run_dir / META_MANIFEST_FILE
+    if not saved.is_file():
+        return
+    start_again = ("The run cannot be resumed; start a new run (python train.py --config RUN_DIR/config.json "
+                   "--output NEW_DIR).")
+    if rd.read_json(saved, start_again) != json.loads(json.dumps(manifest)):
+        raise UserError(f"The --meta-data folder {config.meta_data!r} changed since {str(run_dir)!r} started (files "
+                        "added, removed or edited), so its meta-training and meta-validation classes cannot be "
+                        "continued. Put the folder back as it was and resume again, or start a new run (python "
+                        "train.py --config RUN_DIR/config.json --output NEW_DIR).")
+
+
 def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone, feature_extractor,
                       train_examples, val_examples, train_features, val_features, run_dir: Path,
                       store_key: str | None) -> MetaOutcome:
@@ -308,6 +385,7 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
     mode = meta_input_mode(config, backbone.weights)
     pools = build_meta_pools(config, scan, train_examples, val_examples)
     if pools.manifest is not None:
+        _check_source_unchanged(run_dir, pools.manifest, config)
         rd.write_json(run_dir / META_MANIFEST_FILE, pools.manifest)
     shape = pools.train_shape
     logger.info("%s: %s; inputs: %s", config.strategy, describe_pools(pools, config),

@@ -41,7 +41,8 @@ from app.refit import (REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, RefitDecision, 
 from app.strategies import TrainingJob, strategy_for
 from app.label_issue_run import exclude_label_issues, log_label_issues, not_ranked, rank_label_issues
 from app.label_issues import require_enough_for_folds
-from app.meta_pools import check_source_folder, unused_source_warning
+from app.meta_pools import check_source_folder, check_target_pools, unused_source_warning
+from app.meta_training import check_init_run, check_meta_input_options
 from app.open_set import fit_run_detector
 from app.unknown_store import DETECTOR_FILE
 from app.precision import apply_precision
@@ -280,6 +281,9 @@ def _prepare(config: TrainConfig) -> _Prepared:
         if warning:
             logger.warning(warning)
     check_source_folder(config, scan)  # a wrong --meta-data folder is refused before any work
+    check_target_pools(config, scan, train_examples, val_examples)  # so is a target that cannot fill an episode
+    check_init_run(config)
+    check_meta_input_options(config, scan.modality, backbone.weights)
 
     # Build the backbone before creating the run directory: missing weights (offline
     # downloads, bad paths) fail here, within seconds, leaving nothing behind.

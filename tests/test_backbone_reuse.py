@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -238,3 +239,28 @@ def test_feature_cache_key_is_the_reused_weights_not_the_pretrained_backbones(fo
     reused = key(str(linear_source))
     assert reused == key(str(linear_source))  # the same run: the same store, so a second target reuses it
     assert reused != key("tiny_image")
+
+
+def test_evaluation_leaves_out_the_files_the_reused_backbone_trained_on(folders, linear_source, tmp_path, capsys):
+    """A run on the source's own folder with another --seed splits it differently: some of its test files trained
+    its backbone (the source run), and evaluate.py scored them as unseen."""
+    source, _, _ = folders
+    run = tmp_path / "resplit"
+    linear_source = Path(shutil.copytree(linear_source, tmp_path / "source_run"))  # damaged below
+    assert train.main([str(source), "--backbone", str(linear_source), "--output", str(run), "--epochs", "1",
+                       "--seed", "2"]) == 0
+    seen = {f["sha256"] for f in rd.read_json(linear_source / rd.MANIFEST_FILE)["files"] if f["split"] != "test"}
+    test = [f for f in rd.read_json(run / rd.MANIFEST_FILE)["files"] if f["split"] == "test"]
+    leaked = sum(f["sha256"] in seen for f in test)
+    assert 0 < leaked < len(test)
+    # (most of a class's test files trained the backbone: some classes have none left)
+    assert evaluate.main([str(run), str(source), "--name", "check", "--allow-missing-classes"]) == 0
+    metrics = rd.read_json(run / "eval" / "check" / "metrics.json")
+    assert metrics["split"].endswith(f"without {leaked} file(s) byte-identical to the run's training or validation "
+                                     "(or --backbone run's training) files")
+    assert metrics["num_examples"] == len(test) - leaked
+    # The source run's damage is its own: a warning, and this run's evaluation goes on without its hashes.
+    (linear_source / rd.MANIFEST_FILE).write_text("{", encoding="utf-8")
+    capsys.readouterr()
+    assert evaluate.main([str(run), str(source), "--name", "check"]) == 0
+    assert f"whose files cannot be read ({str(linear_source / rd.MANIFEST_FILE)!r} is damaged" in capsys.readouterr().err

@@ -1,5 +1,8 @@
 """protonet / reptile / fomaml / maml through train.main: episodes, the classifier bundle, the saved learner."""
 
+import shutil
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -139,7 +142,7 @@ def test_meta_data_folder_must_not_share_classes(colour_folder, tmp_path, capsys
 
 
 @pytest.mark.slow
-def test_meta_data_folder_and_init_from_an_earlier_run(colour_folder, tmp_path):
+def test_meta_data_folder_and_init_from_an_earlier_run(colour_folder, tmp_path, capsys):
     meta = _folder(tmp_path / "meta", {f"c{i}": (40 * i, 255 - 40 * i, 90) for i in range(6)}, per_class=8, seed=3)
     first = tmp_path / "first"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "fomaml", "--meta-data",
@@ -151,12 +154,64 @@ def test_meta_data_folder_and_init_from_an_earlier_run(colour_folder, tmp_path):
     splits = meta_manifest["class_splits"]
     assert set(splits) == {f"c{i}" for i in range(6)} and set(splits.values()) == {"meta_train", "meta_val"}
     assert all(f["split"] == splits[f["label"]] for f in meta_manifest["files"])
+    # Few-shot evaluation never scores the source's files, nor calls its classes new to the run: they were
+    # scored as novel classes, on the very files that meta-trained the run.
+    assert evaluate.main([str(first), str(meta), "--episodes", "3", "--ways", "3", "--shots", "1", "--queries",
+                          "1"]) == 2
+    mixed = _folder(tmp_path / "mixed", {"c0": (0, 255, 90), "new": (250, 250, 10), "other": (10, 10, 10)},
+                    per_class=4, seed=9)
+    for source_file in sorted((meta / "c1").iterdir())[:3]:
+        shutil.copy(source_file, mixed / "c0" / f"copied_{source_file.name}")
+    assert evaluate.main([str(first), str(mixed), "--episodes", "3", "--ways", "3", "--shots", "1", "--queries",
+                          "1", "--support-finetune", "off", "--name", "mixed"]) == 0
+    metrics = rd.read_json(first / "eval" / "mixed" / "metrics.json")
+    assert metrics["novel_classes"] == ["new", "other"] and metrics["num_examples"] == 12
+    assert "without 3 file(s) byte-identical to the run's training or validation (or --meta-data source) files" \
+        in metrics["split"]
     second = tmp_path / "second"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "fomaml", "--init", str(first),
                        "--output", str(second), *EPISODES, *FEATURES]) == 0
     bad = tmp_path / "bad"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "reptile", "--init", str(first),
                        "--output", str(bad), *EPISODES, *FEATURES]) == 2
+    # Refused before the run directory exists (they left an INCOMPLETE one, after the feature pass), and never
+    # ignored (a transfer strategy took --init without a word).
+    assert f"--init {first} is a fomaml run; this run is reptile" in capsys.readouterr().err
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "fomaml", "--init",
+                       str(tmp_path / "typo"), "--output", str(bad), *EPISODES, *FEATURES]) == 2
+    assert f"--init {tmp_path / 'typo'}: Run directory not found" in capsys.readouterr().err
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "linear", "--init", str(first),
+                       "--output", str(bad), "--epochs", "1"]) == 2
+    assert "init applies to the meta strategies" in capsys.readouterr().err
+    damaged = Path(shutil.copytree(first, tmp_path / "damaged"))  # a truncated learner was a traceback
+    (damaged / META_LEARNER_FILE).write_bytes((first / META_LEARNER_FILE).read_bytes()[:3000])
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "fomaml", "--init",
+                       str(damaged), "--output", str(bad), *EPISODES, *FEATURES]) == 2
+    err = capsys.readouterr().err
+    assert f"{str(damaged / META_LEARNER_FILE)!r} is unreadable" in err and "Traceback" not in err
+    assert not bad.exists()
+
+
+def test_source_copies_of_target_files_are_left_out_and_init_needs_an_embedding(colour_folder, tmp_path, capsys):
+    """Source files byte-identical to target files are left out of the source. And a --meta-data protonet run whose
+    source stage kept `none` saves an identity embedding: --init from it failed on the weights' shapes ("backbone,
+    embedding_units or ways differ") after the run directory was made."""
+    meta = _folder(tmp_path / "meta", {f"c{i}": (40 * i, 255 - 40 * i, 90) for i in range(4)}, per_class=5, seed=3)
+    # Copies of target files under a source class (the class check passes) are left out of the source: they were
+    # meta-trained on, test files included.
+    for copied in sorted(colour_folder.glob("*/*.png"))[:12:4]:
+        shutil.copy(copied, meta / "c0" / f"copy_{copied.parent.name}_{copied.name}")
+    first = tmp_path / "first"
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
+                       str(meta), "--source-stage", "none", "--output", str(first), *EPISODES, *FEATURES]) == 0
+    assert "3 file(s) of --meta-data" in capsys.readouterr().err
+    assert {f["path"] for f in rd.read_json(first / "meta_manifest.json")["files"]} == {
+        f"c{i}/{n}.png" for i in range(4) for n in range(5)}
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--init",
+                       str(first), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
+    err = capsys.readouterr().err
+    assert f"--init {first} has no meta-learned embedding to start from (its source stage kept 'none'" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
 def _many_classes(root, n, per_class, seed=0):
@@ -248,6 +303,17 @@ def test_a_source_that_cannot_fill_the_episodes_is_one_error(colour_folder, tmp_
     assert "Features for" not in err and not (tmp_path / "run").exists()  # refused before any work
 
 
+def test_a_target_that_cannot_fill_the_episodes_is_one_error_before_any_work(colour_folder, tmp_path, capsys):
+    """Without --meta-data the episodes come from the target's 4 classes: 5 ways was refused only after the feature
+    pass, leaving an INCOMPLETE run directory that blocked the same --output."""
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--output",
+                       str(tmp_path / "run"), *EPISODES, *FEATURES, "--ways", "5"]) == 2
+    err = capsys.readouterr().err
+    assert ("A 5-way episode needs 5 classes with at least 4 (shots=2 + queries=2) examples each; only 4 of 4 classes "
+            "have that many. There are only 4 classes") in err and "Traceback" not in err
+    assert "Features for" not in err and not (tmp_path / "run").exists()
+
+
 def test_a_source_the_listing_cannot_judge_is_left_to_the_checked_files(colour_folder, tmp_path, capsys):
     # 3 files per class fill a 3-way 2-shot episode only with 1 query (fitted down from 2): the early check
     # (which counts files, not their contents) lets it through, and the real pools decide.
@@ -329,3 +395,31 @@ def test_meta_run_killed_mid_meta_epoch_resumes(colour_folder, tmp_path):
     assert rd.read_json(run / rd.METADATA_FILE)["resumed"] is True
     assert (run / META_LEARNER_FILE).is_file()
     load_task_model(str(run / rd.MODEL_FILE))
+
+
+def test_resume_refuses_a_meta_data_folder_changed_since_the_run_started(colour_folder, tmp_path, monkeypatch,
+                                                                          capsys):
+    """The source's class-disjoint meta-validation classes depend on its classes: with one added after an
+    interruption, the resume meta-trained on classes that had chosen its epochs, and rewrote meta_manifest.json
+    as if it never had. Refused like a changed target folder."""
+    from app import meta_training
+
+    meta = _folder(tmp_path / "meta", {f"c{i}": (40 * i, 255 - 40 * i, 90) for i in range(6)}, per_class=6, seed=3)
+    run = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # Ctrl-C once the source meta-trained the run
+        patch.setattr(meta_training, "target_classifier", interrupted)
+        assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
+                           str(meta), "--source-stage", "protonet", "--output", str(run), *EPISODES,
+                           *FEATURES]) == 130
+    before = rd.read_json(run / "meta_manifest.json")
+    _folder(meta / "added", {"c6": (250, 250, 250)}, per_class=6, seed=4)
+    (meta / "added" / "c6").rename(meta / "c6")
+    capsys.readouterr()
+    assert train.main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"The --meta-data folder {str(meta)!r} changed since {str(run)!r} started" in err and "Traceback" not in err
+    assert rd.read_json(run / "meta_manifest.json") == before and (run / rd.INCOMPLETE_MARKER).exists()

@@ -114,6 +114,7 @@ def test_auto_scores_every_candidate_and_the_choice_never_depends_on_test_files(
     for scores in first["candidates"].values():
         assert 0.0 <= scores["target_accuracy"] <= 1.0 and 0.0 <= scores["source_val_accuracy"] <= 1.0
         assert set(scores["target_heads"]) == {"prototypes", "logistic_regression"}
+    assert 1 <= first["supervised"]["epochs_kept"] <= first["supervised"]["max_epochs"] == 2  # --meta-epochs
     best = max(s["target_accuracy"] for s in first["candidates"].values())
     assert first["candidates"][first["chosen"]]["target_accuracy"] == best
     for summary in summaries:  # the time the top_blocks stage took differs between runs, nothing else may
@@ -126,3 +127,29 @@ def test_source_stage_without_a_source_is_one_error(colour_folder, tmp_path, cap
                        "supervised", "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
     err = capsys.readouterr().err
     assert "source_stage applies to --strategy protonet with --meta-data" in err and "Traceback" not in err
+
+
+def test_options_the_raw_input_cannot_take_are_refused_before_the_run_directory(colour_folder, tmp_path, capsys):
+    """tiny_image has no pretrained weights, so `--meta-input auto` is raw: no source stage and no target
+    fine-tuning there, refused before the run directory exists (they were refused after the feature pass, or the
+    whole meta-training, leaving an INCOMPLETE run behind); `--target-finetune yes` with a transfer strategy was
+    ignored without a word."""
+    source = _folder(tmp_path / "source", {"cyan": (30, 200, 200), "pink": (230, 120, 180), "gold": (200, 170, 30)})
+    refused = [
+        (["--strategy", "protonet", "--meta-data", str(source), "--source-stage", "supervised"],
+         "--source-stage supervised needs --meta-data, --strategy protonet and the features input (this run's input "
+         "is raw)"),
+        (["--strategy", "protonet", "--target-finetune", "yes"], "--target-finetune yes needs --strategy protonet on "
+         "the features input (--meta-input features). Received: --strategy protonet, input raw"),
+        (["--strategy", "reptile", "--target-finetune", "yes"], "target_finetune yes applies to --strategy protonet"),
+        (["--strategy", "finetune", "--target-finetune", "yes"], "target_finetune yes applies to --strategy protonet"),
+        ([*FEATURES, "--strategy", "protonet", "--meta-data", str(source), "--source-stage", "top_blocks",
+          "--unfreeze", "all"], "--source-stage top_blocks cannot train this backbone's top blocks: --unfreeze all"),
+    ]
+    for flags, message in refused:
+        run = tmp_path / "run"
+        assert train.main([str(colour_folder), "--backbone", "tiny_image", "--output", str(run), *flags,
+                           *EPISODES]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert "Features for" not in err and not run.exists()
