@@ -237,6 +237,9 @@ class TrainConfig:
             (self.inner_learning_rate > 0, "inner_learning_rate must be positive"),
             (self.inner_steps >= 1, "inner_steps must be at least 1"),
             (self.adapt in ("auto", "head", "all") or self.adapt.isdigit(), "adapt must be auto, head, all or a number of layers"),
+            # Only the gradient learners have an inner loop: with protonet or a transfer strategy it was ignored silently.
+            (self.adapt == "auto" or self.strategy in ("reptile", "fomaml", "maml"),
+             f"adapt applies to --strategy reptile, fomaml or maml (strategy={self.strategy!r}); leave it at auto otherwise"),
             (self.embedding_units >= 1, "embedding_units must be at least 1"),
             (self.meta_input in CHOICES["meta_input"], f"meta_input must be one of {list(CHOICES['meta_input'])}"),
             (self.unfreeze is None or self.unfreeze == "all" or self.unfreeze.isdigit() and int(self.unfreeze) >= 1,

@@ -33,6 +33,14 @@ def test_invalid_values_name_the_key_and_value(key, value):
         TrainConfig.from_dict({"data_dir": "d", key: value})
 
 
+def test_adapt_is_refused_where_there_is_no_inner_loop():
+    """--adapt was ignored without a word with protonet or a transfer strategy."""
+    for strategy in ("protonet", "linear", "finetune"):
+        with pytest.raises(UserError, match="adapt applies to --strategy reptile, fomaml or maml"):
+            TrainConfig.from_dict({"data_dir": "d", "strategy": strategy, "adapt": "all"})
+    assert TrainConfig.from_dict({"data_dir": "d", "strategy": "maml", "adapt": "2"}).adapt == "2"
+
+
 def test_unknown_keys_are_rejected():
     with pytest.raises(UserError, match="epoch_count"):
         TrainConfig.from_dict({"data_dir": "d", "epoch_count": 3})
