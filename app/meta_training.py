@@ -172,6 +172,10 @@ def _build_learner(config: TrainConfig, embedding: keras.Model, input_shape,
     if config.strategy == "reptile":
         kwargs["seed"] = config.seed
     learner = build_meta_learner(config.strategy, embedding, config.ways, **kwargs)
+    adapt = kwargs.get("adapt")
+    if isinstance(adapt, int) and adapt > len(learner.adapted_layers) - 1:  # the head is the last adapted layer
+        logger.warning("--adapt %d: the embedding has %d layers with weights, so every one of them adapts (as with "
+                       "--adapt all).", adapt, len(learner.adapted_layers) - 1)
     if isinstance(learner, MAML) and not learner.first_order:
         # Second order keeps every inner step's graph: refuse before training if it cannot fit.
         learner.check_memory((config.ways * config.shots, *input_shape), (config.ways * config.queries, *input_shape))

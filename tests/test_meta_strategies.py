@@ -124,6 +124,24 @@ def test_adapt_auto_is_every_layer_for_fomaml_from_scratch_and_the_head_for_maml
     assert resolved_adapt(config, weights) == resolved
 
 
+def test_adapt_beyond_the_embeddings_layers_says_every_layer_adapts(caplog):
+    """--adapt 5 on an embedding of 2 layers with weights adapted them all without a word."""
+    import keras
+
+    from app.meta_training import _build_learner
+
+    embedding = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4), keras.layers.Dense(3)])
+    config = TrainConfig(data_dir="unused", strategy="fomaml", adapt="5", ways=2)
+    with caplog.at_level("WARNING", logger="app.meta_training"):
+        learner, _ = _build_learner(config, embedding, (6,), "none")
+    assert len(learner.adapted_layers) == 3  # both Dense layers and the head
+    assert "--adapt 5: the embedding has 2 layers with weights, so every one of them adapts" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="app.meta_training"):
+        _build_learner(TrainConfig(data_dir="unused", strategy="fomaml", adapt="2", ways=2), embedding, (6,), "none")
+    assert "--adapt" not in caplog.text
+
+
 @pytest.mark.slow
 def test_raw_mode_trains_conv4_from_scratch(colour_folder, tmp_path):
     run = tmp_path / "run"
