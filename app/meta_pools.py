@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from app.config import META_STRATEGIES, TrainConfig
@@ -141,18 +141,34 @@ def _check_source(meta_scan, config: TrainConfig, scan) -> None:
         raise DataError(f"--meta-data {config.meta_data}: {error}") from None
 
 
+def _without_target_copies(meta_scan, scan, config: TrainConfig):
+    """The source scan without its files byte-identical to target files. A copy of a target file under a source
+    class (another name, so the class check passes) would meta-train the run on the target's test files, which no
+    pool may hold; a class holding nothing else is left out too (it counted as a class with no file in it)."""
+    target = {e.sha256 for e in scan.examples if e.sha256}
+    shared = [e for e in meta_scan.examples if e.sha256 and e.sha256 in target]
+    if not shared:
+        return meta_scan
+    logger.warning("%d file(s) of --meta-data %s are byte-identical to files of the target folder (e.g. %s): "
+                   "left out of the source, so that no target file (a test file above all) meta-trains the run.",
+                   len(shared), config.meta_data, shared[0].path)
+    examples = [e for e in meta_scan.examples if not (e.sha256 and e.sha256 in target)]
+    names = meta_scan.class_names
+    kept = sorted({e.label for e in examples})
+    if len(kept) < len(names):
+        logger.warning("--meta-data class(es) %s hold only copies of target files: left out of the source.",
+                       ", ".join(repr(names[label]) for label in range(len(names)) if label not in kept))
+    new_label = {label: index for index, label in enumerate(kept)}
+    return replace(meta_scan, class_names=[names[label] for label in kept],
+                   examples=[replace(e, label=new_label[e.label]) for e in examples])
+
+
 def _source_pools(config: TrainConfig, scan) -> MetaPools:
     meta_scan = _scan_source(config)
-    _check_source(meta_scan, config, scan)
+    if meta_scan.modality == scan.modality:  # (another modality is refused by _check_source, by name)
+        meta_scan = _without_target_copies(meta_scan, scan, config)
+    _check_source(meta_scan, config, scan)  # enough classes and files once the copies are out
     examples = list(meta_scan.examples)
-    # A copy of a target file under a source class (another name, so the class check passes) would meta-train the
-    # run on the target's test files, which no pool may hold: such files are left out of the source.
-    target = {e.sha256 for e in scan.examples if e.sha256}
-    if shared := [e for e in examples if e.sha256 and e.sha256 in target]:
-        logger.warning("%d file(s) of --meta-data %s are byte-identical to files of the target folder (e.g. %s): "
-                       "left out of the source, so that no target file (a test file above all) meta-trains the run.",
-                       len(shared), config.meta_data, shared[0].path)
-        examples = [e for e in examples if not (e.sha256 and e.sha256 in target)]
     names = meta_scan.class_names
     holdout = hold_out_classes(names, config.ways, config.seed)
     if holdout.kind == "class-disjoint":

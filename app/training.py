@@ -208,7 +208,7 @@ def _train_in_scope(config: TrainConfig, resume_dir, locks: ExitStack, distribut
                                 job.train_examples, job.val_examples, job.train_features, job.val_features,
                                 run.run_dir)  # unknown-class rejection, fitted on training data only
     return _write_results(config, prepared, run, job, result, detector, precision, distribute, resume_dir is not None,
-                          started)
+                          started, chief)
 
 
 @dataclass
@@ -437,7 +437,7 @@ def _train_and_refit(job: TrainingJob, run: _OpenRun, refit: RefitDecision, repo
 
 def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job: TrainingJob, result: _Result,
                    detector, precision: str, distribute: DistributeInfo, resumed: bool,
-                   started: float) -> TrainResult:
+                   started: float, chief: bool = True) -> TrainResult:
     """model.keras, history.json and metadata.json; then the run is marked complete and its checkpoints go."""
     scan, backbone, run_dir = prepared.scan, prepared.backbone, run.run_dir
     rd.save_model(result.task_model, run_dir)
@@ -477,7 +477,9 @@ def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job:
     rd.mark_complete(run_dir)
     job.context.checkpoints.remove()  # only needed to resume (a crash before this only leaves them behind)
     refit_count = sum(e["phase"].startswith("refit") for e in history)  # refit_head, refit_finetune, refit_target_...
+    # A non-chief worker wrote into a scratch folder it removes next: the run directory is the chief's --output.
+    shown = run_dir if chief else f"{config.output} (written by the chief; this worker's scratch copy {run_dir} is removed)"
     logger.info("Done: best validation accuracy %.4f (loss %.4f); %d epochs%s in %.1f s. Run directory: %s",
                 result.val_accuracy, result.val_loss, epochs_trained,
-                f" ({refit_count} of them the refit on train + validation)" if refit_count else "", wall_time, run_dir)
+                f" ({refit_count} of them the refit on train + validation)" if refit_count else "", wall_time, shown)
     return TrainResult(run_dir, result.val_accuracy, result.val_loss, epochs_trained, wall_time)

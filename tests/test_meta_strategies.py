@@ -219,12 +219,15 @@ def test_source_copies_of_target_files_are_left_out_and_init_needs_an_embedding(
     # meta-trained on, test files included.
     for copied in sorted(colour_folder.glob("*/*.png"))[:12:4]:
         shutil.copy(copied, meta / "c0" / f"copy_{copied.parent.name}_{copied.name}")
+    shutil.copytree(colour_folder / "red", meta / "crimson")  # a class of nothing but copies: no source class at all
     first = tmp_path / "first"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
                        str(meta), "--source-stage", "none", "--output", str(first), *EPISODES, *FEATURES]) == 0
-    assert "3 file(s) of --meta-data" in capsys.readouterr().err
-    assert {f["path"] for f in rd.read_json(first / "meta_manifest.json")["files"]} == {
-        f"c{i}/{n}.png" for i in range(4) for n in range(5)}
+    err = capsys.readouterr().err
+    assert "15 file(s) of --meta-data" in err and "class(es) 'crimson' hold only copies of target files" in err
+    manifest = rd.read_json(first / "meta_manifest.json")
+    assert {f["path"] for f in manifest["files"]} == {f"c{i}/{n}.png" for i in range(4) for n in range(5)}
+    assert manifest["class_names"] == ["c0", "c1", "c2", "c3"]  # (it counted as a class with no file)
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--init",
                        str(first), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
     err = capsys.readouterr().err

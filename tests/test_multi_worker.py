@@ -177,6 +177,8 @@ def test_a_killed_worker_ends_the_job_with_an_error_and_resume_completes_it(tmp_
     history = json.loads((run_dir / rd.HISTORY_FILE).read_text())["epochs"]
     assert [entry["epoch"] for entry in history] == [1, 2]
     assert _done_line(tmp_path / "resume-0.log") == _done_line(tmp_path / "resume-1.log")
+    # the other worker's last line names the chief's run directory, not the scratch folder it removes
+    assert f"Run directory: {run_dir} (written by the chief; " in (tmp_path / "resume-1.log").read_text()
 
     # 3. --resume of the finished run: every worker says so at once (the chief waited 2 minutes for the other's
     # heartbeats, then said "another worker stopped ... --resume").
