@@ -119,3 +119,16 @@ def test_matplotlib_falls_back_to_a_system_font_that_has_the_characters():
              for family in families[1:]]
     assert any(ord("ภ") in fonts._codepoints(path) for path in paths)
     assert re.match(r"^[\w ]+$", families[-1])
+
+
+def test_label_issue_section_says_which_listed_files_were_left_out_of_training(tmp_path):
+    paths = [tmp_path / f"{i}.txt" for i in range(3)]
+    for path in paths:
+        path.write_text("a text", encoding="utf-8")
+    issues = [{"path": str(path), "given": "a", "suggested": "b", "score": 0.9 - i / 10} for i, path in enumerate(paths)]
+    (tmp_path / "data_report.json").write_text(json.dumps({"label_issues": issues, "label_issues_note": "test",
+                                                           "label_issues_excluded": [str(paths[0]), str(paths[1])]}))
+    section = label_issues_section(tmp_path, "text", 16, "stretch", tmp_path)
+    assert "2 of them were left out of training and validation" in section
+    assert "| looks like | left out of training |" in section
+    assert [row[-1] for row in table(section, "| score |")] == ["yes", "yes", "no"]
