@@ -9,7 +9,7 @@ import numpy as np
 
 from app.errors import UserError
 from app.evaluation import load_run
-from app.explanations import write_overlays, write_text_attributions
+from app.explanations import explain_folder, write_overlays, write_text_attributions
 from app.open_set import embed_examples
 from app.unknown_store import load_detector
 from app.input_files import collect_inputs
@@ -45,6 +45,8 @@ def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 
     run = load_run(run_dir)
     if texts and run.modality != "text":
         raise UserError(f"--text needs a text model; this run is an {run.modality} model. Pass image files instead.")
+    if explain is not None:
+        explain_folder(explain)  # before the prediction pass: an unwritable folder is refused in seconds
     examples, skipped = collect_inputs(targets, run.modality)
     if not examples and not texts:
         raise UserError(f"No readable {run.modality} files among the inputs ({len(skipped)} skipped; see the warnings above).")

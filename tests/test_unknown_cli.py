@@ -209,3 +209,11 @@ def test_protonet_run_rejects_through_its_prototypes(tmp_path, capsys):
     assert predict.main([str(run), str(unknown), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["predictions"]
     assert all(isinstance(r["unknown"], bool) for r in rows) and detector["score"]
+
+
+def test_predict_explain_into_a_folder_that_cannot_be_made_is_a_clear_error(trained, tmp_path, capsys):
+    _, data, run = trained
+    (tmp_path / "a-file").write_text("not a folder")
+    one = str(sorted((data / "blue").iterdir())[0])
+    assert predict.main([str(run), one, "--explain", str(tmp_path / "a-file" / "explain")]) == 2
+    assert_clean_error(capsys, "ERROR", "--explain cannot write into", "a-file/explain")
