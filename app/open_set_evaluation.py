@@ -5,6 +5,7 @@ report.md, TensorBoard under logs/eval_<name>/)."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +34,18 @@ class UnknownSet:
 
 
 def _known_class_folders(folder: Path, class_names: list[str]) -> list[Path]:
-    """Subfolders (also below train/, val/, test/) named like a class the run knows."""
+    """Folders named like a class the run knows: the folder itself (`--unknown DATA/red`) and its subfolders
+    at any depth (`other/red`, `test/red`), as collect_inputs searches them (symlinked folders followed).
+    Only the top level was looked at, so a known class one level down, or given as the folder itself, was
+    scored as unknown."""
     known = set(class_names)
-    roots = [folder] + [folder / split for split in ("train", "val", "test") if (folder / split).is_dir()]
-    return sorted(p for root in roots for p in root.iterdir() if p.is_dir() and p.name in known)
+    if folder.name in known:
+        return [folder]
+    found = []
+    for root, dirs, _ in os.walk(folder, followlinks=True):
+        found += [Path(root) / d for d in dirs if d in known]
+        dirs[:] = [d for d in dirs if d not in known]  # everything below a known class's folder goes with it
+    return sorted(found)
 
 
 def prepare_unknown_set(run, unknown_dir: str) -> UnknownSet:
@@ -53,12 +62,12 @@ def prepare_unknown_set(run, unknown_dir: str) -> UnknownSet:
     if shared:
         logger.warning("--unknown %s has folders named like classes the model knows: %s. Their files are left out of "
                        "the unknown set (they are not unknown to the model).", unknown_dir,
-                       ", ".join(str(p.relative_to(folder)) for p in shared))
+                       ", ".join(str(p.relative_to(folder)) if p != folder else "the folder itself" for p in shared))
     examples, _ = collect_inputs([str(folder)], run.modality)
     examples = [e for e in examples if not any(Path(e.path).is_relative_to(p) for p in shared)]
     if not examples:
         raise UserError(f"--unknown {unknown_dir} holds no readable {run.modality} files of classes the model does "
-                        "not know" + (" (every subfolder is named like a known class)" if shared else "")
+                        "not know" + (" (every file lies in a folder named like a known class)" if shared else "")
                         + ". Put files of other classes in it.")
     return UnknownSet(*detected, examples, str(folder.resolve()), [str(p) for p in shared])
 

@@ -97,6 +97,19 @@ def test_unknown_folder_sharing_a_class_is_warned_and_left_out(trained, capsys):
     assert open_set["num_unknown"] == 4 and open_set["left_out_folders"]
 
 
+def test_a_known_class_folder_deeper_down_or_given_itself_is_left_out_of_the_unknown_set(trained, capsys):
+    root, data, run = trained
+    nested = root / "nested-unknown"
+    _folder(nested / "more", {"red": KNOWN["red"], "yellow": UNKNOWN["yellow"]}, per_class=3, seed=8)
+    assert evaluate.main([str(run), str(data), "--unknown", str(nested), "--name", "nested"]) == 0
+    assert "more/red" in capsys.readouterr().err
+    open_set = json.loads((run / "eval" / "nested" / "metrics.json").read_text())["open_set"]
+    assert open_set["num_unknown"] == 3 and open_set["left_out_folders"] == [str(nested / "more" / "red")]
+    # The folder of a known class given as the unknown folder: nothing in it is unknown to the model.
+    assert evaluate.main([str(run), str(data), "--unknown", str(data / "red")]) == 2
+    assert_clean_error(capsys, "ERROR", "named like a known class")
+
+
 def test_empty_or_missing_unknown_folder_is_a_clear_error(trained, capsys):
     root, data, run = trained
     (root / "empty").mkdir()
