@@ -57,6 +57,13 @@ def load_detector(run_dir: Path) -> tuple[UnknownScorer, UnknownDetector] | None
     if detector.score not in SCORES:
         raise UserError(f"{str(path)!r} names an unknown-class score this metatune does not know. "
                         f"Received: score={detector.score!r}; known: {list(SCORES)}")
+    # A threshold that is not a number (hand-edited, another tool's file) failed only at the comparison with
+    # the scores, after the prediction pass, as a numpy/TypeError traceback.
+    for key in ("threshold", "reject_recall"):
+        value = getattr(detector, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise _damaged(run_dir, DETECTOR_FILE, f"unexpected content: {key} must be a finite number, "
+                                                   f"received {value!r}")
     try:
         with np.load(run_dir / ARRAYS_FILE, allow_pickle=False) as stored:
             # Arrays a later score added are missing from older files: that score is then unavailable (None).
