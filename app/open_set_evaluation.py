@@ -13,7 +13,7 @@ import numpy as np
 
 from app.errors import UserError
 from app.input_files import collect_inputs
-from app.open_set import embed_examples
+from app.open_set import embed_examples, head_weights
 from app.report import save_figure
 from app.unknown_scores import SCORES, UnknownScorer, auroc, fpr_at_tpr
 from app.unknown_selection import UnknownDetector
@@ -50,7 +50,7 @@ def _known_class_folders(folder: Path, class_names: list[str]) -> list[Path]:
 
 def prepare_unknown_set(run, unknown_dir: str) -> UnknownSet:
     """Check the run and the folder before anything expensive; the files to score as unknown."""
-    detected = load_detector(run.path)
+    detected = load_detector(run.path, head_weights(run.model)[0].shape)
     if detected is None:
         raise UserError(f"{str(run.path)!r} has no unknown-class detector (unknown.json; runs trained before it "
                         "existed lack it). Train the run again to evaluate --unknown.")

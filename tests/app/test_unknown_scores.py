@@ -148,3 +148,19 @@ def test_a_stored_threshold_that_is_not_a_number_is_a_damaged_detector(world, tm
     (tmp_path / "unknown.json").write_text(json.dumps({**stored, "threshold": threshold}))
     with pytest.raises(UserError, match="unknown.json .*threshold must be a finite number"):
         load_detector(tmp_path)
+
+
+def test_stored_arrays_that_do_not_fit_the_model_are_a_damaged_detector(world, tmp_path):
+    """Another run's unknown.npz (another embedding size) was a numpy matmul traceback at the first score."""
+    from app.errors import UserError
+
+    known, train, train_labels, val, val_labels, far = world
+    scorer, detector = fit_unknown_detector(train, train_labels, val, val_labels, *softmax_head(known), 0.95)
+    save_detector(tmp_path, scorer, detector)
+    assert load_detector(tmp_path, (16, 4)) is not None  # the world's embedding size and classes
+    with pytest.raises(UserError, match=r"unknown.npz .*kernel has shape \(16, 4\), the model's head \(8, 4\)"):
+        load_detector(tmp_path, (8, 4))
+    scorer.bank = scorer.bank[:, :8]  # arrays that disagree among themselves
+    save_detector(tmp_path, scorer, detector)
+    with pytest.raises(UserError, match=r"bank has shape \(\d+, 8\), expected \(files, 16\)"):
+        load_detector(tmp_path)
