@@ -45,11 +45,11 @@ def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 
     run = load_run(run_dir)
     if texts and run.modality != "text":
         raise UserError(f"--text needs a text model; this run is an {run.modality} model. Pass image files instead.")
-    if explain is not None:
-        explain_folder(explain)  # before the prediction pass: an unwritable folder is refused in seconds
     examples, skipped = collect_inputs(targets, run.modality)
     if not examples and not texts:
         raise UserError(f"No readable {run.modality} files among the inputs ({len(skipped)} skipped; see the warnings above).")
+    if explain is not None:
+        explain_folder(explain)  # before the prediction pass: an unwritable folder is refused in seconds
     names = [e.path for e in examples] + [f"text: {t[:60]}" for t in texts]
     detector = load_detector(run.path, head_weights(run.model)[0].shape) if reject == "auto" else None
     if reject == "auto" and detector is None:
