@@ -41,8 +41,13 @@ def _known_class_folders(folder: Path, class_names: list[str]) -> list[Path]:
     known = set(class_names)
     if folder.name in known:
         return [folder]
-    found = []
+    found, seen = [], set()
     for root, dirs, _ in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a symlink loop (or a folder linked twice): walked once, as visible_files does
+            dirs[:] = []
+            continue
+        seen.add(real)
         found += [Path(root) / d for d in dirs if d in known]
         dirs[:] = [d for d in dirs if d not in known]  # everything below a known class's folder goes with it
     return sorted(found)
