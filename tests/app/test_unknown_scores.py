@@ -79,7 +79,7 @@ def test_folds_choose_the_best_fold_auroc(world):
     assert "leave-classes-out" in detector.selection["chosen_by"]
 
 
-def test_two_classes_fall_back_without_folds(world):
+def test_two_classes_fall_back_without_folds(world, caplog):
     known, train, train_labels, val, val_labels, _ = world
     rows, val_rows = train_labels < 2, val_labels < 2
     for score in ("auto", "folds"):
@@ -87,6 +87,10 @@ def test_two_classes_fall_back_without_folds(world):
                                            *softmax_head(known[:2]), 0.95, score=score)
         assert detector.score == DEFAULT_SCORE and "auroc" not in detector.selection
     assert "fewer than" in detector.selection["chosen_by"]
+    # The asked-for folds choice was not made: a warning says so (it was an INFO line's "not measured").
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"--unknown-score folds needs at least 3 classes (one hidden, two visible); this run has 2, so it uses the "
+        f"default {DEFAULT_SCORE}"]
 
 
 def test_store_round_trip_gives_identical_scores(world, tmp_path):
