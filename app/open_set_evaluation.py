@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import UserError
+from app.escaping import visible
 from app.input_files import collect_inputs
 from app.open_set import embed_examples, head_weights
 from app.report import save_figure
@@ -120,7 +121,8 @@ def render_open_set(result: dict) -> str:
     return "\n".join([
         "## Unknown classes",
         "",
-        f"- Unknown folder: `{result['unknown_dir']}` ({result['num_unknown']} files), against the "
+        # visible(): a newline in the folder's name would end the list item (as report.md's Data line, escaped).
+        f"- Unknown folder: `{visible(result['unknown_dir'])}` ({result['num_unknown']} files), against the "
         f"{result['num_known']} evaluation files above",
         f"- Score: {result['score']} (chosen at training time), AUROC **{result['auroc']:.3f}**, "
         f"FPR at 95% TPR {result['fpr_at_95_tpr']:.3f}",

@@ -132,3 +132,14 @@ def test_label_issue_section_says_which_listed_files_were_left_out_of_training(t
     assert "2 of them were left out of training and validation" in section
     assert "| looks like | left out of training |" in section
     assert [row[-1] for row in table(section, "| score |")] == ["yes", "yes", "no"]
+
+
+def test_open_set_section_writes_a_newline_in_the_unknown_folder_name_escaped():
+    from app.open_set_evaluation import render_open_set
+
+    result = {"unknown_dir": "/data/un\nknown", "num_unknown": 3, "num_known": 4, "score": "energy", "auroc": 0.9,
+              "fpr_at_95_tpr": 0.2, "threshold": 1.5, "reject_recall": 0.95, "known_accepted": 1.0,
+              "unknown_rejected": 0.5, "accuracy_with_rejection": 0.7, "known_accuracy": 0.75,
+              "known_accuracy_when_accepted": 0.75, "auroc_by_score": {"energy": 0.9}}
+    section = render_open_set(result)
+    assert "- Unknown folder: `/data/un\\nknown` (3 files), against the 4 evaluation files above" in section.split("\n")
