@@ -63,6 +63,12 @@ def check_label_issues(config, scan, examples, report: dict) -> list[LabelIssue]
     labelled = [e for e in examples if e.split in ("train", "val")]
     require_enough_for_folds([e.label for e in labelled], scan.class_names)  # before building the backbone
     backbone = resolve_backbone(config, scan.modality)
+    # Seeded as train.py seeds it before building the backbone: a randomly initialised one (--weights none,
+    # conv4) otherwise gave another feature set, so another list, on every call, and not the list a run with
+    # --exclude-label-issues N then leaves out.
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
     extractor = backbone.spec.build_features(backbone.size, backbone.weights, backbone.pooling)
     key = (feature_store_key(extractor, backbone.name, backbone.weights, scan.modality, backbone.size, config.resize,
                              backbone.pooling) if config.cache_features else None)

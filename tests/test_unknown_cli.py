@@ -151,6 +151,22 @@ def test_check_label_issues_lists_the_moved_files_first(tmp_path, capsys):
     assert set(listed[:len(moved)]) == set(moved)
 
 
+def test_check_label_issues_lists_what_training_then_leaves_out(tmp_path, capsys):
+    """A randomly initialised backbone (tiny_image, like --weights none) was built unseeded by --check: each call
+    listed other files, and not the ones a run with --exclude-label-issues N leaves out."""
+    data, _ = _noisy_colour_folder(tmp_path / "data")
+    listings = []
+    for _ in range(2):
+        assert train.main([str(data), "--backbone", "tiny_image", "--check", "--label-issues", "--no-cache-features"]) == 0
+        listings.append([line.split()[:2] for line in capsys.readouterr().out.splitlines() if ": labelled " in line])
+    assert listings[0] and listings[0] == listings[1]
+    run = tmp_path / "run"
+    assert train.main([str(data), "--backbone", "tiny_image", "--epochs", "1", "--no-cache-features",
+                       "--output", str(run)]) == 0
+    ranked = rd.read_json(run / rd.DATA_REPORT_FILE)["label_issues"]
+    assert [[f"{i['score']:.3f}", i["path"] + ":"] for i in ranked] == listings[0]
+
+
 def test_training_records_and_excludes_label_issues(tmp_path):
     data, moved = _noisy_colour_folder(tmp_path / "data")
     run = tmp_path / "run"
