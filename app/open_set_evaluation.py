@@ -40,7 +40,7 @@ def _known_class_folders(folder: Path, class_names: list[str]) -> list[Path]:
     Only the top level was looked at, so a known class one level down, or given as the folder itself, was
     scored as unknown."""
     known = set(class_names)
-    if folder.name in known:
+    if folder.resolve().name in known:  # resolved: `--unknown .` inside a class's folder has the name ""
         return [folder]
     found, seen = [], set()
     for root, dirs, _ in os.walk(folder, followlinks=True):

@@ -97,7 +97,8 @@ def test_unknown_folder_sharing_a_class_is_warned_and_left_out(trained, capsys):
     assert open_set["num_unknown"] == 4 and open_set["left_out_folders"]
 
 
-def test_a_known_class_folder_deeper_down_or_given_itself_is_left_out_of_the_unknown_set(trained, capsys):
+def test_a_known_class_folder_deeper_down_or_given_itself_is_left_out_of_the_unknown_set(trained, capsys,
+                                                                                          monkeypatch):
     root, data, run = trained
     nested = root / "nested-unknown"
     _folder(nested / "more", {"red": KNOWN["red"], "yellow": UNKNOWN["yellow"]}, per_class=3, seed=8)
@@ -108,6 +109,9 @@ def test_a_known_class_folder_deeper_down_or_given_itself_is_left_out_of_the_unk
     assert open_set["num_unknown"] == 3 and open_set["left_out_folders"] == [str(nested / "more" / "red")]
     # The folder of a known class given as the unknown folder: nothing in it is unknown to the model.
     assert evaluate.main([str(run), str(data), "--unknown", str(data / "red")]) == 2
+    assert_clean_error(capsys, "ERROR", "named like a known class")
+    monkeypatch.chdir(data / "red")
+    assert evaluate.main([str(run), str(data), "--unknown", "."]) == 2
     assert_clean_error(capsys, "ERROR", "named like a known class")
 
 
