@@ -192,7 +192,8 @@ class TrainConfig:
                                  "(the rest of the score range is reported as unknown by predict.py).", default=0.95)
     unknown_score: str = _help("Unknown-class score: auto (energy+relative_mahalanobis, the best over the "
                                "benchmarks' data sets), folds (the best candidate on leave-classes-out folds of "
-                               "the training classes) or one of the candidates.", default="auto")
+                               "the training classes; with fewer than 3 classes the default, with a warning) or one "
+                               "of the candidates.", default="auto")
     exclude_label_issues: str = _help("Leave likely mislabelled files out of training and validation: N (the "
                                       "first N of data_report.json's label_issues), auto (every one listed) or 0 "
                                       "(none).",

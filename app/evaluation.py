@@ -209,8 +209,11 @@ def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, a
                     "on a folder with a test/ split or on files the run never saw, or train with "
                     "--test-fraction above 0 (or --refit no) to keep files out of training.")
             held_out = [f for f in manifest["files"] if f["split"] == "val"]
+            # They also set the temperature and the unknown-class threshold (evaluate.py --unknown's "known files
+            # accepted" is then reject_recall by construction): the description said early stopping only.
             description = ("validation files held out at training time (from the run manifest; the run had no "
-                           "test split and used these for early stopping, so this is optimistic)")
+                           "test split and used these for early stopping, the temperature and the unknown-class "
+                           "threshold, so this is optimistic)")
             suffix = "heldout-val"
         scanned = {e.path: e for e in scan.examples}
         paths = [str(Path(scan.root) / f["path"]) for f in held_out]

@@ -63,11 +63,22 @@ def _choose(labels, probabilities: np.ndarray, mistakes: int, correct: int, seed
     return wrong, sorted(int(i) for i in right)
 
 
-def _explain_folder(out_dir: str | Path) -> Path:
+def explain_folder(out_dir: str | Path) -> Path:
+    """The --explain folder, created and checked writable (predict.py calls it before the prediction pass):
+    a path under a file, or a folder that cannot be created or written to, is one ERROR line, not a
+    traceback from mkdir or from the first overlay written after every file was predicted."""
+    import tempfile
+
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"--explain needs a folder to write explanations into. Received: --explain {out_dir} (a file)")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # a read-only folder refuses this
+            pass
+    except OSError as error:
+        raise UserError(f"--explain cannot write into {str(out)!r}: {error.strerror or error}. Received: --explain "
+                        f"{out_dir}. Choose a folder you can write to (it is created when missing).") from None
     return out
 
 
@@ -88,7 +99,7 @@ def _output_stem(index: int, name: str) -> str:
 
 def write_overlays(run, paths: list[str], classes, out_dir: str | Path) -> list[Path]:
     """One `<index>-<file stem>-gradcam.png` per file (the index keeps same-named files apart)."""
-    out = _explain_folder(out_dir)
+    out = explain_folder(out_dir)
     images, maps = heatmaps_for(run, paths, classes)
     written = []
     for i, (path, image, heatmap) in enumerate(zip(paths, images, maps)):
@@ -259,7 +270,7 @@ def text_explanations_section(run, paths: list[str], encodings: list[str], label
 def write_text_attributions(run, names: list[str], texts: list[str], probabilities: np.ndarray,
                             out_dir: str | Path) -> list[Path]:
     """One `<index>-<name>-tokens.md` per input: the attributions of its top class."""
-    out = _explain_folder(out_dir)
+    out = explain_folder(out_dir)
     predicted = probabilities.argmax(axis=1)
     results = text_attributions(run, texts, predicted)
     written = []

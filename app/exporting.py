@@ -325,9 +325,10 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
 def _unknown_serving(run: LoadedRun):
     """The run's unknown-class detector for the export, or None (a run trained by an older metatune)."""
     from app.unknown_graph import UnknownServing
+    from app.open_set import head_weights
     from app.unknown_store import load_detector
 
-    stored = load_detector(run.path)
+    stored = load_detector(run.path, head_weights(run.model)[0].shape)
     if stored is None:
         logger.info("%s has no unknown-class detector (trained by an older metatune): the export does not reject.",
                     run.path)

@@ -63,6 +63,12 @@ def check_label_issues(config, scan, examples, report: dict) -> list[LabelIssue]
     labelled = [e for e in examples if e.split in ("train", "val")]
     require_enough_for_folds([e.label for e in labelled], scan.class_names)  # before building the backbone
     backbone = resolve_backbone(config, scan.modality)
+    # Seeded as train.py seeds it before building the backbone: a randomly initialised one (--weights none,
+    # conv4) otherwise gave another feature set, so another list, on every call, and not the list a run with
+    # --exclude-label-issues N then leaves out.
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
     extractor = backbone.spec.build_features(backbone.size, backbone.weights, backbone.pooling)
     key = (feature_store_key(extractor, backbone.name, backbone.weights, scan.modality, backbone.size, config.resize,
                              backbone.pooling) if config.cache_features else None)
@@ -168,11 +174,20 @@ def label_issues_section(run_path: Path, modality: str, size: int, resize: str, 
     issues = [LabelIssue(**entry) for entry in report["label_issues"]]
     lines = ["## Likely label errors in the training data", "",
              f"{len(issues)} file(s) listed in data_report.json ({report.get('label_issues_note', '')})."]
+    # A run trained with --exclude-label-issues must say so: without it the reader takes the listed files
+    # for files the model trained on (data_report.json's label_issues_excluded).
+    excluded = report.get("label_issues_excluded")
+    if excluded is not None:
+        lines[-1] += (f" {len(excluded)} of them were left out of training and validation "
+                      "(train.py --exclude-label-issues; data_report.json's label_issues_excluded).")
     existing = [i for i in issues[:SHOWN] if Path(i.path).is_file()]
     if existing:
-        lines += ["", "| score | file | given | looks like |", "|---:|---|---|---|"]
+        left_out = set(excluded or ())
+        extra_header, extra_rule = (" left out of training |", "---|") if excluded is not None else ("", "")
+        lines += ["", f"| score | file | given | looks like |{extra_header}", f"|---:|---|---|---|{extra_rule}"]
         lines += [f"| {i.score:.3f} | {markdown_cell(i.path)} | {markdown_cell(i.given)} | "
-                  f"{markdown_cell(i.suggested)} |" for i in existing]
+                  f"{markdown_cell(i.suggested)} |" + ((" yes |" if i.path in left_out else " no |")
+                                                       if excluded is not None else "") for i in existing]
     if existing and modality == "image":
         from app import tensorboard_logging as tb
 

@@ -5,14 +5,16 @@ report.md, TensorBoard under logs/eval_<name>/)."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from app.errors import UserError
+from app.escaping import visible
 from app.input_files import collect_inputs
-from app.open_set import embed_examples
+from app.open_set import embed_examples, head_weights
 from app.report import save_figure
 from app.unknown_scores import SCORES, UnknownScorer, auroc, fpr_at_tpr
 from app.unknown_selection import UnknownDetector
@@ -33,15 +35,28 @@ class UnknownSet:
 
 
 def _known_class_folders(folder: Path, class_names: list[str]) -> list[Path]:
-    """Subfolders (also below train/, val/, test/) named like a class the run knows."""
+    """Folders named like a class the run knows: the folder itself (`--unknown DATA/red`) and its subfolders
+    at any depth (`other/red`, `test/red`), as collect_inputs searches them (symlinked folders followed).
+    Only the top level was looked at, so a known class one level down, or given as the folder itself, was
+    scored as unknown."""
     known = set(class_names)
-    roots = [folder] + [folder / split for split in ("train", "val", "test") if (folder / split).is_dir()]
-    return sorted(p for root in roots for p in root.iterdir() if p.is_dir() and p.name in known)
+    if folder.resolve().name in known:  # resolved: `--unknown .` inside a class's folder has the name ""
+        return [folder]
+    found, seen = [], set()
+    for root, dirs, _ in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a symlink loop (or a folder linked twice): walked once, as visible_files does
+            dirs[:] = []
+            continue
+        seen.add(real)
+        found += [Path(root) / d for d in dirs if d in known]
+        dirs[:] = [d for d in dirs if d not in known]  # everything below a known class's folder goes with it
+    return sorted(found)
 
 
 def prepare_unknown_set(run, unknown_dir: str) -> UnknownSet:
     """Check the run and the folder before anything expensive; the files to score as unknown."""
-    detected = load_detector(run.path)
+    detected = load_detector(run.path, head_weights(run.model)[0].shape)
     if detected is None:
         raise UserError(f"{str(run.path)!r} has no unknown-class detector (unknown.json; runs trained before it "
                         "existed lack it). Train the run again to evaluate --unknown.")
@@ -53,12 +68,12 @@ def prepare_unknown_set(run, unknown_dir: str) -> UnknownSet:
     if shared:
         logger.warning("--unknown %s has folders named like classes the model knows: %s. Their files are left out of "
                        "the unknown set (they are not unknown to the model).", unknown_dir,
-                       ", ".join(str(p.relative_to(folder)) for p in shared))
+                       ", ".join(str(p.relative_to(folder)) if p != folder else "the folder itself" for p in shared))
     examples, _ = collect_inputs([str(folder)], run.modality)
     examples = [e for e in examples if not any(Path(e.path).is_relative_to(p) for p in shared)]
     if not examples:
         raise UserError(f"--unknown {unknown_dir} holds no readable {run.modality} files of classes the model does "
-                        "not know" + (" (every subfolder is named like a known class)" if shared else "")
+                        "not know" + (" (every file lies in a folder named like a known class)" if shared else "")
                         + ". Put files of other classes in it.")
     return UnknownSet(*detected, examples, str(folder.resolve()), [str(p) for p in shared])
 
@@ -106,7 +121,8 @@ def render_open_set(result: dict) -> str:
     return "\n".join([
         "## Unknown classes",
         "",
-        f"- Unknown folder: `{result['unknown_dir']}` ({result['num_unknown']} files), against the "
+        # visible(): a newline in the folder's name would end the list item (as report.md's Data line, escaped).
+        f"- Unknown folder: `{visible(result['unknown_dir'])}` ({result['num_unknown']} files), against the "
         f"{result['num_known']} evaluation files above",
         f"- Score: {result['score']} (chosen at training time), AUROC **{result['auroc']:.3f}**, "
         f"FPR at 95% TPR {result['fpr_at_95_tpr']:.3f}",

@@ -9,8 +9,8 @@ import numpy as np
 
 from app.errors import UserError
 from app.evaluation import load_run
-from app.explanations import write_overlays, write_text_attributions
-from app.open_set import embed_examples
+from app.explanations import explain_folder, write_overlays, write_text_attributions
+from app.open_set import embed_examples, head_weights
 from app.unknown_store import load_detector
 from app.input_files import collect_inputs
 from data.records import SkippedFile
@@ -48,8 +48,10 @@ def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 
     examples, skipped = collect_inputs(targets, run.modality)
     if not examples and not texts:
         raise UserError(f"No readable {run.modality} files among the inputs ({len(skipped)} skipped; see the warnings above).")
+    if explain is not None:
+        explain_folder(explain)  # before the prediction pass: an unwritable folder is refused in seconds
     names = [e.path for e in examples] + [f"text: {t[:60]}" for t in texts]
-    detector = load_detector(run.path) if reject == "auto" else None
+    detector = load_detector(run.path, head_weights(run.model)[0].shape) if reject == "auto" else None
     if reject == "auto" and detector is None:
         logger.info("%s has no unknown-class detector (trained by an older metatune): no rejection.", run.path)
     if detector is not None:

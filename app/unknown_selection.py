@@ -116,6 +116,9 @@ def fit_unknown_detector(train_embeddings, train_labels, val_embeddings, val_lab
         score = best_on_folds or DEFAULT_SCORE
         selection["chosen_by"] = ("highest mean leave-classes-out AUROC (--unknown-score folds)" if best_on_folds else
                                   f"fewer than {MIN_CLASSES} classes, no classes to hold out: the default {score}")
+        if not best_on_folds:  # the choice the user typed is not the one made: say so, not only in unknown.json
+            logger.warning("--unknown-score folds needs at least %d classes (one hidden, two visible); this run has %d, "
+                           "so it uses the default %s", MIN_CLASSES, num_classes, score)
     else:
         selection["chosen_by"] = "--unknown-score"
     scorer = UnknownScorer.fit(train_embeddings, train_labels, kernel, bias, seed)

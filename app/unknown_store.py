@@ -38,10 +38,11 @@ def save_detector(run_dir: Path, scorer: UnknownScorer, detector: UnknownDetecto
     rd.write_json(Path(run_dir) / DETECTOR_FILE, detector.to_dict())  # last: its presence means both are whole
 
 
-def load_detector(run_dir: Path) -> tuple[UnknownScorer, UnknownDetector] | None:
+def load_detector(run_dir: Path, head_shape: tuple[int, int] | None = None) -> tuple[UnknownScorer, UnknownDetector] | None:
     """The run's detector, or None for a run trained without one (an older metatune, whose metadata.json
     names no detector). A detector the metadata names that is missing or damaged is a UserError: serving
-    without the rejection the run was trained with must not happen silently."""
+    without the rejection the run was trained with must not happen silently. `head_shape`: the model's
+    head_dense kernel shape (embedding size, classes), which the stored arrays must fit."""
     run_dir = Path(run_dir)
     path = run_dir / DETECTOR_FILE
     if not path.is_file():
@@ -57,6 +58,13 @@ def load_detector(run_dir: Path) -> tuple[UnknownScorer, UnknownDetector] | None
     if detector.score not in SCORES:
         raise UserError(f"{str(path)!r} names an unknown-class score this metatune does not know. "
                         f"Received: score={detector.score!r}; known: {list(SCORES)}")
+    # A threshold that is not a number (hand-edited, another tool's file) failed only at the comparison with
+    # the scores, after the prediction pass, as a numpy/TypeError traceback.
+    for key in ("threshold", "reject_recall"):
+        value = getattr(detector, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise _damaged(run_dir, DETECTOR_FILE, f"unexpected content: {key} must be a finite number, "
+                                                   f"received {value!r}")
     try:
         with np.load(run_dir / ARRAYS_FILE, allow_pickle=False) as stored:
             # Arrays a later score added are missing from older files: that score is then unavailable (None).
@@ -67,7 +75,33 @@ def load_detector(run_dir: Path) -> tuple[UnknownScorer, UnknownDetector] | None
         raise _damaged(run_dir, ARRAYS_FILE, "missing") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # truncated or overwritten
         raise _damaged(run_dir, ARRAYS_FILE, f"unreadable: {type(error).__name__}: {error}") from None
+    mismatch = _shape_mismatch(scorer, head_shape)
+    if mismatch:  # another run's file, or a damaged one: scoring would be a numpy matmul traceback
+        raise _damaged(run_dir, ARRAYS_FILE, f"of another shape than the model: {mismatch}")
     return scorer, detector
+
+
+def _shape_mismatch(scorer: UnknownScorer, head_shape: tuple[int, int] | None) -> str | None:
+    """What in the stored arrays does not fit the model's head (or each other); None when all fit."""
+    kernel = np.asarray(scorer.kernel)
+    if kernel.ndim != 2:
+        return f"kernel has shape {kernel.shape}, not [embedding size, classes]"
+    dim, classes = head_shape or kernel.shape
+    if kernel.shape != (dim, classes):
+        return f"kernel has shape {kernel.shape}, the model's head {(dim, classes)}"
+    expected = {"bias": (classes,), "centroids": (classes, dim), "means": (classes, dim),
+                "background_mean": (dim,)}
+    for name, shape in expected.items():
+        value = getattr(scorer, name)
+        if value is not None and np.shape(value) != shape:
+            return f"{name} has shape {np.shape(value)}, expected {shape}"
+    for name in ("whitening", "background_whitening"):  # [dim, rank]
+        value = getattr(scorer, name)
+        if value is not None and (np.ndim(value) != 2 or np.shape(value)[0] != dim):
+            return f"{name} has shape {np.shape(value)}, expected ({dim}, rank)"
+    if np.ndim(scorer.bank) != 2 or np.shape(scorer.bank)[1] != dim:
+        return f"bank has shape {np.shape(scorer.bank)}, expected (files, {dim})"
+    return None
 
 
 def _recorded(run_dir: Path) -> bool:

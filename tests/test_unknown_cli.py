@@ -97,6 +97,24 @@ def test_unknown_folder_sharing_a_class_is_warned_and_left_out(trained, capsys):
     assert open_set["num_unknown"] == 4 and open_set["left_out_folders"]
 
 
+def test_a_known_class_folder_deeper_down_or_given_itself_is_left_out_of_the_unknown_set(trained, capsys,
+                                                                                          monkeypatch):
+    root, data, run = trained
+    nested = root / "nested-unknown"
+    _folder(nested / "more", {"red": KNOWN["red"], "yellow": UNKNOWN["yellow"]}, per_class=3, seed=8)
+    (nested / "more" / "loop").symlink_to(nested)  # followed once, as collect_inputs does, not forever
+    assert evaluate.main([str(run), str(data), "--unknown", str(nested), "--name", "nested"]) == 0
+    assert "more/red" in capsys.readouterr().err
+    open_set = json.loads((run / "eval" / "nested" / "metrics.json").read_text())["open_set"]
+    assert open_set["num_unknown"] == 3 and open_set["left_out_folders"] == [str(nested / "more" / "red")]
+    # The folder of a known class given as the unknown folder: nothing in it is unknown to the model.
+    assert evaluate.main([str(run), str(data), "--unknown", str(data / "red")]) == 2
+    assert_clean_error(capsys, "ERROR", "named like a known class")
+    monkeypatch.chdir(data / "red")
+    assert evaluate.main([str(run), str(data), "--unknown", "."]) == 2
+    assert_clean_error(capsys, "ERROR", "named like a known class")
+
+
 def test_empty_or_missing_unknown_folder_is_a_clear_error(trained, capsys):
     root, data, run = trained
     (root / "empty").mkdir()
@@ -135,6 +153,22 @@ def test_check_label_issues_lists_the_moved_files_first(tmp_path, capsys):
     assert "Label issues:" in out
     listed = [line.split(": labelled")[0].split()[-1] for line in out.splitlines() if ": labelled " in line]
     assert set(listed[:len(moved)]) == set(moved)
+
+
+def test_check_label_issues_lists_what_training_then_leaves_out(tmp_path, capsys):
+    """A randomly initialised backbone (tiny_image, like --weights none) was built unseeded by --check: each call
+    listed other files, and not the ones a run with --exclude-label-issues N leaves out."""
+    data, _ = _noisy_colour_folder(tmp_path / "data")
+    listings = []
+    for _ in range(2):
+        assert train.main([str(data), "--backbone", "tiny_image", "--check", "--label-issues", "--no-cache-features"]) == 0
+        listings.append([line.split()[:2] for line in capsys.readouterr().out.splitlines() if ": labelled " in line])
+    assert listings[0] and listings[0] == listings[1]
+    run = tmp_path / "run"
+    assert train.main([str(data), "--backbone", "tiny_image", "--epochs", "1", "--no-cache-features",
+                       "--output", str(run)]) == 0
+    ranked = rd.read_json(run / rd.DATA_REPORT_FILE)["label_issues"]
+    assert [[f"{i['score']:.3f}", i["path"] + ":"] for i in ranked] == listings[0]
 
 
 def test_training_records_and_excludes_label_issues(tmp_path):
@@ -209,3 +243,11 @@ def test_protonet_run_rejects_through_its_prototypes(tmp_path, capsys):
     assert predict.main([str(run), str(unknown), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["predictions"]
     assert all(isinstance(r["unknown"], bool) for r in rows) and detector["score"]
+
+
+def test_predict_explain_into_a_folder_that_cannot_be_made_is_a_clear_error(trained, tmp_path, capsys):
+    _, data, run = trained
+    (tmp_path / "a-file").write_text("not a folder")
+    one = str(sorted((data / "blue").iterdir())[0])
+    assert predict.main([str(run), one, "--explain", str(tmp_path / "a-file" / "explain")]) == 2
+    assert_clean_error(capsys, "ERROR", "--explain cannot write into", "a-file/explain")

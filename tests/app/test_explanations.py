@@ -1,6 +1,7 @@
 """Explanations: the Grad-CAM blend, and the Markdown rendering of token attributions."""
 
 import numpy as np
+import pytest
 
 from app.explanations import markdown_escape, overlay, render_attributions
 from models.token_attribution import TokenAttributions
@@ -67,3 +68,17 @@ def test_explanation_files_of_names_with_newlines_and_pipes(tmp_path, monkeypatc
 
 def test_markdown_escape_writes_control_characters_visibly():
     assert markdown_escape("new\nline") == "new\\nline"
+
+
+def test_an_explain_folder_that_refuses_writes_is_a_clear_error(tmp_path, monkeypatch):
+    import tempfile
+
+    from app.errors import UserError
+    from app.explanations import explain_folder
+
+    def read_only(*args, **kwargs):  # what a folder without write permission answers (tests may run as root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    with pytest.raises(UserError, match="--explain cannot write into .*Permission denied"):
+        explain_folder(tmp_path / "out")

@@ -119,3 +119,27 @@ def test_matplotlib_falls_back_to_a_system_font_that_has_the_characters():
              for family in families[1:]]
     assert any(ord("ภ") in fonts._codepoints(path) for path in paths)
     assert re.match(r"^[\w ]+$", families[-1])
+
+
+def test_label_issue_section_says_which_listed_files_were_left_out_of_training(tmp_path):
+    paths = [tmp_path / f"{i}.txt" for i in range(3)]
+    for path in paths:
+        path.write_text("a text", encoding="utf-8")
+    issues = [{"path": str(path), "given": "a", "suggested": "b", "score": 0.9 - i / 10} for i, path in enumerate(paths)]
+    (tmp_path / "data_report.json").write_text(json.dumps({"label_issues": issues, "label_issues_note": "test",
+                                                           "label_issues_excluded": [str(paths[0]), str(paths[1])]}))
+    section = label_issues_section(tmp_path, "text", 16, "stretch", tmp_path)
+    assert "2 of them were left out of training and validation" in section
+    assert "| looks like | left out of training |" in section
+    assert [row[-1] for row in table(section, "| score |")] == ["yes", "yes", "no"]
+
+
+def test_open_set_section_writes_a_newline_in_the_unknown_folder_name_escaped():
+    from app.open_set_evaluation import render_open_set
+
+    result = {"unknown_dir": "/data/un\nknown", "num_unknown": 3, "num_known": 4, "score": "energy", "auroc": 0.9,
+              "fpr_at_95_tpr": 0.2, "threshold": 1.5, "reject_recall": 0.95, "known_accepted": 1.0,
+              "unknown_rejected": 0.5, "accuracy_with_rejection": 0.7, "known_accuracy": 0.75,
+              "known_accuracy_when_accepted": 0.75, "auroc_by_score": {"energy": 0.9}}
+    section = render_open_set(result)
+    assert "- Unknown folder: `/data/un\\nknown` (3 files), against the 4 evaluation files above" in section.split("\n")

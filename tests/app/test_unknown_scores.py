@@ -79,7 +79,7 @@ def test_folds_choose_the_best_fold_auroc(world):
     assert "leave-classes-out" in detector.selection["chosen_by"]
 
 
-def test_two_classes_fall_back_without_folds(world):
+def test_two_classes_fall_back_without_folds(world, caplog):
     known, train, train_labels, val, val_labels, _ = world
     rows, val_rows = train_labels < 2, val_labels < 2
     for score in ("auto", "folds"):
@@ -87,6 +87,10 @@ def test_two_classes_fall_back_without_folds(world):
                                            *softmax_head(known[:2]), 0.95, score=score)
         assert detector.score == DEFAULT_SCORE and "auroc" not in detector.selection
     assert "fewer than" in detector.selection["chosen_by"]
+    # The asked-for folds choice was not made: a warning says so (it was an INFO line's "not measured").
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"--unknown-score folds needs at least 3 classes (one hidden, two visible); this run has 2, so it uses the "
+        f"default {DEFAULT_SCORE}"]
 
 
 def test_store_round_trip_gives_identical_scores(world, tmp_path):
@@ -134,3 +138,33 @@ def test_detector_saved_before_relative_mahalanobis_still_loads(world, tmp_path)
     assert np.allclose(loaded.score("knn", far), scorer.score("knn", far))
     assert not loaded.available("relative_mahalanobis") and not loaded.available("energy+relative_mahalanobis")
     assert loaded.available("mahalanobis")
+
+
+@pytest.mark.parametrize("threshold", ["x", None, float("nan"), True])
+def test_a_stored_threshold_that_is_not_a_number_is_a_damaged_detector(world, tmp_path, threshold):
+    import json
+
+    from app.errors import UserError
+
+    known, train, train_labels, val, val_labels, far = world
+    save_detector(tmp_path, *fit_unknown_detector(train, train_labels, val, val_labels, *softmax_head(known), 0.95))
+    stored = json.loads((tmp_path / "unknown.json").read_text())
+    (tmp_path / "unknown.json").write_text(json.dumps({**stored, "threshold": threshold}))
+    with pytest.raises(UserError, match="unknown.json .*threshold must be a finite number"):
+        load_detector(tmp_path)
+
+
+def test_stored_arrays_that_do_not_fit_the_model_are_a_damaged_detector(world, tmp_path):
+    """Another run's unknown.npz (another embedding size) was a numpy matmul traceback at the first score."""
+    from app.errors import UserError
+
+    known, train, train_labels, val, val_labels, far = world
+    scorer, detector = fit_unknown_detector(train, train_labels, val, val_labels, *softmax_head(known), 0.95)
+    save_detector(tmp_path, scorer, detector)
+    assert load_detector(tmp_path, (16, 4)) is not None  # the world's embedding size and classes
+    with pytest.raises(UserError, match=r"unknown.npz .*kernel has shape \(16, 4\), the model's head \(8, 4\)"):
+        load_detector(tmp_path, (8, 4))
+    scorer.bank = scorer.bank[:, :8]  # arrays that disagree among themselves
+    save_detector(tmp_path, scorer, detector)
+    with pytest.raises(UserError, match=r"bank has shape \(\d+, 8\), expected \(files, 16\)"):
+        load_detector(tmp_path)
