@@ -149,7 +149,11 @@ def bert_feature_model(tokenizer, backbone, sequence_length: int, pooling: str, 
 
 
 def _slug(label: str) -> str:
-    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in label)
+    """`label` as a model name. A folder's label is its absolute path: "/data/bert" gives "_data_bert", and
+    TensorFlow refuses a name scope that does not start with a letter, digit or dot (feature extraction failed
+    with a traceback), so leading underscores go."""
+    slug = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_" for ch in label).lstrip("_")
+    return slug or "bert"
 
 
 def hf_folder_spec(path: str, name: str | None = None, source_note: str | None = None) -> BackboneSpec:
