@@ -119,13 +119,27 @@ def _build_bert_features(source: str, sequence_length: int, weights: str, poolin
     except ModelError:
         raise
     except Exception as error:  # keras-hub raises assorted errors when a download fails
+        if Path(source).is_dir():  # a local folder: nothing was downloaded, its files are what is wrong
+            raise ModelError(
+                f"Could not load the text backbone {label!r} from its files: {_first_line(error)}. Check that its "
+                "config.json describes its model.safetensors and that vocab.txt is the checkpoint's own (or use "
+                "--weights none for a randomly initialised model of that config)."
+            ) from error
         raise ModelError(
-            f"Could not load the text backbone {label!r}: {error}. keras-hub preset names are downloaded "
-            "(the machine needs network access once); offline, use --backbone minilm (shipped with a Python "
-            "package) or the path of a local Hugging Face BERT folder (config.json, vocab.txt, model.safetensors)."
+            f"Could not load the text backbone {label!r}: {_first_line(error)}. keras-hub preset names are "
+            "downloaded (the machine needs network access once); offline, use --backbone minilm (shipped with a "
+            "Python package) or the path of a local Hugging Face BERT folder (config.json, vocab.txt, "
+            "model.safetensors)."
         ) from error
     tokenizer = InlineVocabularyBertTokenizer.from_tokenizer(tokenizer, **(tokenizer_options or {}))
     return bert_feature_model(tokenizer, backbone, sequence_length, pooling, label)
+
+
+def _first_line(error: Exception) -> str:
+    """keras-hub's message without what makes it more than one line: a shape mismatch prints the whole variable
+    ("Target variable: <Variable ... value=[[...]]>", a dozen lines), a vocabulary without [UNK] a second line."""
+    text = str(error).split(" Target variable:")[0].strip()
+    return (text.splitlines()[0][:300].rstrip(".") if text else type(error).__name__)
 
 
 def bert_feature_model(tokenizer, backbone, sequence_length: int, pooling: str, label: str) -> keras.Model:
@@ -202,10 +216,22 @@ register_backbone(BackboneSpec(
 ))
 
 
+HF_FOLDER_FILES = ("config.json", "vocab.txt", "model.safetensors")
+
+
 def resolve_bert_name(name: str) -> BackboneSpec | None:
-    """A local Hugging Face BERT folder or a keras-hub BERT preset name, else None."""
+    """A local Hugging Face BERT folder or a keras-hub BERT preset name, else None. A folder that is not a BERT
+    folder is a ModelError naming what it lacks ("Unknown backbone" said nothing of the folder)."""
     if is_hf_bert_dir(name):
         return hf_folder_spec(name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        missing = [file for file in HF_FOLDER_FILES[:2] if not (path / file).is_file()]
+        raise ModelError(
+            f"--backbone {name!r} is a folder but not a Hugging Face BERT folder: it has no {' and no '.join(missing)}. "
+            f"A BERT checkpoint folder holds {', '.join(HF_FOLDER_FILES)} (a finished run directory, metadata.json "
+            "and model.keras); pass such a folder, or a backbone name (train.py --list-backbones)."
+        )
     if is_keras_hub_bert_preset(name):
         return keras_hub_preset_spec(name)
     return None

@@ -22,7 +22,7 @@ from models.errors import ModelError
 from models.heads import ClassificationHead
 from models.layers import ImageNormalization, SequencePooling
 from models.task_model import build_task_model, load_task_model
-from tiny_backbones import TINY_VOCABULARY
+from tiny_backbones import ACCENT_VOCABULARY, TINY_VOCABULARY, write_tiny_hf_bert_folder
 
 REGISTERED = [spec.name for spec in list_backbones()]
 ALL_BACKBONES = REGISTERED + ["tiny_image", "tiny_text"]
@@ -376,6 +376,35 @@ def test_folder_with_a_malformed_config_is_a_model_error(tmp_path, content):
     (tmp_path / "vocab.txt").write_text("\n".join(TINY_VOCABULARY))
     with pytest.raises(ModelError, match="config.json"):
         get_backbone(str(tmp_path))
+
+
+@pytest.mark.parametrize("removed", [["vocab.txt"], ["config.json"], ["config.json", "vocab.txt"]])
+def test_a_folder_missing_a_checkpoint_file_names_it(tmp_path, removed):
+    folder = write_tiny_hf_bert_folder(tmp_path / "checkpoint", None)
+    for name in removed:
+        (folder / name).unlink()
+    with pytest.raises(ModelError, match="not a Hugging Face BERT folder") as info:
+        get_backbone(str(folder))
+    assert f"it has no {' and no '.join(sorted(removed))}." in str(info.value)
+
+
+def test_a_folder_of_damaged_checkpoint_files_is_one_line_naming_the_files(tmp_path):
+    from safetensors.numpy import save_file
+
+    folder = write_tiny_hf_bert_folder(tmp_path / "checkpoint", None)
+    # Another checkpoint's weights: keras-hub's message printed the whole variable, a dozen lines.
+    save_file({"embeddings.word_embeddings.weight": np.zeros((len(ACCENT_VOCABULARY), 384), "float32")},
+              str(folder / "model.safetensors"))
+    with pytest.raises(ModelError) as info:
+        get_backbone(str(folder)).build_features(SEQUENCE_LENGTH, "pretrained")
+    message = str(info.value)
+    assert "\n" not in message and "value.shape=(14, 384)" in message and "model.safetensors" in message
+    assert "downloaded" not in message  # nothing is downloaded for a local folder
+    # A vocabulary without [UNK]: keras-hub's message has two lines.
+    (folder / "vocab.txt").write_text("the\ncafe\n", encoding="utf-8")
+    with pytest.raises(ModelError, match="UNK") as info:
+        get_backbone(str(folder)).build_features(SEQUENCE_LENGTH, "none")
+    assert "\n" not in str(info.value) and "vocab.txt" in str(info.value)
 
 
 @pytest.fixture
