@@ -148,7 +148,9 @@ def bert_feature_model(tokenizer, backbone, sequence_length: int, pooling: str, 
 
     if sequence_length > backbone.max_sequence_length:
         raise ModelError(
-            f"{label} supports sequences up to {backbone.max_sequence_length} tokens. Received: {sequence_length}"
+            f"{label} supports sequences up to {backbone.max_sequence_length} tokens (its position embeddings). "
+            f"Received: --sequence-length {sequence_length} (the default is {DEFAULT_SEQUENCE_LENGTH}). Pass "
+            f"--sequence-length {backbone.max_sequence_length} or less."
         )
     if not isinstance(tokenizer, InlineVocabularyBertTokenizer):
         tokenizer = InlineVocabularyBertTokenizer.from_tokenizer(tokenizer)

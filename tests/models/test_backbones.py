@@ -407,6 +407,13 @@ def test_a_folder_of_damaged_checkpoint_files_is_one_line_naming_the_files(tmp_p
     assert "\n" not in str(info.value) and "vocab.txt" in str(info.value)
 
 
+def test_a_sequence_length_over_the_checkpoints_positions_says_what_fits(tmp_path):
+    folder = write_tiny_hf_bert_folder(tmp_path / "checkpoint", None)  # max_position_embeddings 64
+    with pytest.raises(ModelError, match="Received: --sequence-length 128 .*Pass --sequence-length 64 or less"):
+        get_backbone(str(folder)).build_features(128, "none")
+    assert get_backbone(str(folder)).build_features(64, "none").output_shape == (None, 16)
+
+
 @pytest.fixture
 def minilm_copy(tmp_path):
     """The packaged MiniLM folder copied to tmp (the 90 MB weights file symlinked)."""
