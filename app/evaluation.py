@@ -162,10 +162,16 @@ def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> tuple[list
     return kept, fitted
 
 
+def _files_of(modality: str) -> str:
+    return ".txt, one example per file" if modality == "text" else "jpg, png, bmp, gif, webp or tiff"
+
+
 def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, any_classes: bool) -> EvaluationSet:
     scan = scan_folder(data_dir)
     if scan.modality != run.modality:
-        raise UserError(f"The run expects {run.modality} data but {str(data_dir)!r} holds {scan.modality} files.")
+        raise UserError(f"The run expects {run.modality} data but {str(data_dir)!r} holds {scan.modality} files. "
+                        f"Evaluate it on a folder of {run.modality} files ({_files_of(run.modality)}) in class "
+                        "folders named as the run's classes.")
     run_classes = run.class_names
     folder_classes = sorted({scan.class_names[e.label] for e in scan.examples})
     if any_classes:

@@ -194,6 +194,13 @@ def test_text_run_evaluates_on_held_out_files(text_run, text_folder):
     assert not any(special in section for special in ("[CLS]", "[SEP]", "[PAD]"))
 
 
+def test_text_run_on_an_image_folder_says_what_to_evaluate_on(text_run, image_folder, capsys):
+    capsys.readouterr()
+    assert evaluate.main([str(text_run), str(image_folder)]) == 2
+    assert_clean_error(capsys.readouterr().err, "expects text data", "holds image files",
+                       "Evaluate it on a folder of text files (.txt, one example per file)")
+
+
 def test_text_run_predict_explain_writes_token_attributions_per_input(text_run, tmp_path):
     file = tmp_path / "review.txt"
     file.write_text("the film was great", encoding="utf-8")
