@@ -26,6 +26,15 @@ class Prediction:
     unknown_score: float | None = None
 
 
+TEXT_NAME_CHARS = 60
+
+
+def text_name(text: str) -> str:
+    """How a --text string is named in predict.py's output: its first TEXT_NAME_CHARS characters, with "…" when it
+    goes on (cut without a mark, a long text's name read as the whole text)."""
+    return f"text: {text[:TEXT_NAME_CHARS]}{'…' if len(text) > TEXT_NAME_CHARS else ''}"
+
+
 def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 32,
             texts: list[str] | None = None, reject: str = "auto",
             explain: str | None = None) -> tuple[list[Prediction], list[SkippedFile]]:
@@ -48,7 +57,7 @@ def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 
     examples, skipped = collect_inputs(targets, run.modality)
     if not examples and not texts:
         raise UserError(f"No readable {run.modality} files among the inputs ({len(skipped)} skipped; see the warnings above).")
-    names = [e.path for e in examples] + [f"text: {t[:60]}" for t in texts]
+    names = [e.path for e in examples] + [text_name(t) for t in texts]
     detector = load_detector(run.path) if reject == "auto" else None
     if reject == "auto" and detector is None:
         logger.info("%s has no unknown-class detector (trained by an older metatune): no rejection.", run.path)

@@ -221,10 +221,11 @@ def test_text_run_predicts_files_and_strings(text_run, tmp_path, capsys):
     file = tmp_path / "review.txt"
     file.write_text(sentence, encoding="utf-8")
     capsys.readouterr()
-    assert predict.main([str(text_run), str(file), "--text", sentence, "--json"]) == 0
+    long_text = "the film " * 10  # 90 characters: named by its first 60, marked as cut (it read as the whole text)
+    assert predict.main([str(text_run), str(file), "--text", sentence, "--text", long_text, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     predictions = result["predictions"]
-    assert [p["file"] for p in predictions] == [str(file), f"text: {sentence}"]
+    assert [p["file"] for p in predictions] == [str(file), f"text: {sentence}", f"text: {long_text[:60]}…"]
     for p in predictions:
         assert {t["class"] for t in p["top"]} == {"neg", "pos"}
         assert sum(t["probability"] for t in p["top"]) == pytest.approx(1.0, abs=1e-5)
