@@ -14,6 +14,7 @@ from app.open_set import embed_examples
 from app.unknown_store import load_detector
 from app.input_files import collect_inputs
 from data.records import SkippedFile
+from data.text import inspect_text_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,23 @@ class Prediction:
 
 
 TEXT_NAME_CHARS = 60
+
+
+def _decoded_argument(text: str, number: int, count: int) -> str:
+    """A --text string as the words it holds. Python hands over bytes that are not UTF-8 (a Latin-1 terminal, a
+    variable read from a cp1252 file) as lone surrogates, which TensorFlow cannot take (a traceback): they are
+    decoded as a text file's would be (data/text.py), or refused."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+    inspection = inspect_text_bytes(raw)
+    if not inspection.usable:
+        raise UserError(f"--text number {number} of {count} is not UTF-8 text: {inspection.reason}. Received: "
+                        f"{raw!r}. Pass it in UTF-8 (or put it in a .txt file).")
+    logger.warning("--text number %d of %d: %s.", number, count, "; ".join(inspection.notes))
+    return raw.decode(inspection.encoding)
 
 
 def text_name(text: str) -> str:
@@ -44,7 +62,7 @@ def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 
     it (a class the run does not know); "none": no rejection. `explain`: a folder for one Grad-CAM
     overlay per file (image runs) or one Markdown file of token attributions per file and string
     (text runs), for its top class."""
-    texts = texts or []
+    texts = [_decoded_argument(text, i + 1, len(texts)) for i, text in enumerate(texts or [])]
     blank = [i + 1 for i, text in enumerate(texts) if not text.strip()]
     if blank:  # as an empty or whitespace-only file is unusable: there is nothing to classify
         raise UserError(f"--text needs words to classify; text number {', '.join(map(str, blank))} of "

@@ -236,6 +236,16 @@ def test_text_run_predicts_files_and_strings(text_run, tmp_path, capsys):
     assert predict.main([str(text_run), "--text", sentence, "--text", "   "]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "text number 2 of 2 is empty or whitespace only. Received: '   '" in err
+    # Bytes that are not UTF-8 reach Python as lone surrogates (TensorFlow refused them with a traceback): decoded
+    # as a file's would be, or refused when nothing reads them as text.
+    capsys.readouterr()
+    assert predict.main([str(text_run), "--text", "the caf\udce9 food", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["predictions"][0]["file"] == "text: the café food"
+    assert "--text number 1 of 1: not UTF-8: decoded as cp1252" in captured.err
+    assert predict.main([str(text_run), "--text", "good", "--text", "\x01\x02\x03\x04\udcff"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--text number 2 of 2 is not UTF-8 text" in err
 
 
 def test_image_backbone_on_a_text_folder_is_refused(text_folder, tmp_path, capsys):
