@@ -320,8 +320,30 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
     return metrics, out_dir
 
 
+def _a(modality: str) -> str:
+    return f"an {modality}" if modality[:1] in "aeiou" else f"a {modality}"
+
+
+def _same_modality(run_paths: list[str | Path]) -> None:
+    """Refuse, before any evaluation, runs of another modality than the first: a --compare image run beside a text
+    run failed only after the first run's evaluation was written, with a line about the folder, not the run."""
+    modalities = []
+    for path in run_paths:
+        try:
+            modalities.append((path, RunMetadata.read(Path(path)).modality))
+        except UserError:  # missing or damaged: evaluate_run says so in its turn
+            continue
+    first = modalities[0] if modalities else None
+    for path, modality in modalities[1:]:
+        if modality != first[1]:
+            raise UserError(f"--compare needs runs of one modality, evaluated on the same folder: {first[0]} is "
+                            f"{_a(first[1])} run but {path} is {_a(modality)} run. Received: --compare {path}. Compare it "
+                            f"with runs of {modality} data, on a folder of {modality} files.")
+
+
 def compare_runs(run_paths: list[str | Path], data_dir: str | Path, **kwargs) -> tuple[str, list[dict]]:
     """Evaluate several runs on the same folder; one Markdown table (refuses runs that saw different files)."""
+    _same_modality(run_paths)
     rows, chosen_files = [], None
     for path in run_paths:
         metrics, out_dir = evaluate_run(path, data_dir, **kwargs)

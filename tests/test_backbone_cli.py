@@ -201,6 +201,15 @@ def test_text_run_on_an_image_folder_says_what_to_evaluate_on(text_run, image_fo
                        "Evaluate it on a folder of text files (.txt, one example per file)")
 
 
+def test_compare_refuses_a_run_of_the_other_modality_before_any_evaluation(text_run, resnet_run, text_folder,
+                                                                            capsys):
+    capsys.readouterr()
+    assert evaluate.main([str(text_run), str(text_folder), "--compare", str(resnet_run), "--name", "cmp"]) == 2
+    assert_clean_error(capsys.readouterr().err, "--compare needs runs of one modality",
+                       f"{resnet_run} is an image run")
+    assert not (text_run / "eval" / "cmp").exists()  # the first run's evaluation was written before the refusal
+
+
 def test_text_run_predict_explain_writes_token_attributions_per_input(text_run, tmp_path):
     file = tmp_path / "review.txt"
     file.write_text("the film was great", encoding="utf-8")
