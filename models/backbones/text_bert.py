@@ -131,6 +131,14 @@ def _build_bert_features(source: str, sequence_length: int, weights: str, poolin
             "Python package) or the path of a local Hugging Face BERT folder (config.json, vocab.txt, "
             "model.safetensors)."
         ) from error
+    if tokenizer.vocabulary_size() > backbone.vocabulary_size:
+        # Token ids past the embedding table fail only at the first text, in TensorFlow (a traceback, after the
+        # run directory was made): a vocab.txt of another checkpoint than config.json and the weights.
+        raise ModelError(
+            f"The text backbone {label!r} has a vocabulary of {tokenizer.vocabulary_size()} tokens (vocab.txt) but an "
+            f"embedding table of {backbone.vocabulary_size} (config.json's vocab_size). Received: {source}. Use the "
+            "vocab.txt that came with its config.json and weights."
+        )
     tokenizer = InlineVocabularyBertTokenizer.from_tokenizer(tokenizer, **(tokenizer_options or {}))
     return bert_feature_model(tokenizer, backbone, sequence_length, pooling, label)
 

@@ -407,6 +407,15 @@ def test_a_folder_of_damaged_checkpoint_files_is_one_line_naming_the_files(tmp_p
     assert "\n" not in str(info.value) and "vocab.txt" in str(info.value)
 
 
+def test_a_vocabulary_larger_than_the_embedding_table_is_refused_when_built(tmp_path):
+    """Another checkpoint's vocab.txt: ids past config.json's vocab_size failed in TensorFlow at the first text."""
+    folder = write_tiny_hf_bert_folder(tmp_path / "checkpoint", None)  # vocab_size: len(ACCENT_VOCABULARY)
+    (folder / "vocab.txt").write_text("\n".join(ACCENT_VOCABULARY + ["extra", "words"]) + "\n", encoding="utf-8")
+    with pytest.raises(ModelError, match=f"vocabulary of {len(ACCENT_VOCABULARY) + 2} tokens .* embedding table of "
+                                         f"{len(ACCENT_VOCABULARY)}"):
+        get_backbone(str(folder)).build_features(SEQUENCE_LENGTH, "none")
+
+
 def test_a_sequence_length_over_the_checkpoints_positions_says_what_fits(tmp_path):
     folder = write_tiny_hf_bert_folder(tmp_path / "checkpoint", None)  # max_position_embeddings 64
     with pytest.raises(ModelError, match="Received: --sequence-length 128 .*Pass --sequence-length 64 or less"):
