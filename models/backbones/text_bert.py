@@ -146,6 +146,8 @@ def _build_bert_features(source: str, sequence_length: int, weights: str, poolin
 def _first_line(error: Exception) -> str:
     """keras-hub's message without what makes it more than one line: a shape mismatch prints the whole variable
     ("Target variable: <Variable ... value=[[...]]>", a dozen lines), a vocabulary without [UNK] a second line."""
+    if isinstance(error, KeyError) and error.args:  # str() of a KeyError is the bare key: "'num_hidden_layers'"
+        return f"{error.args[0]!r} is missing (a key of config.json, or a tensor of model.safetensors)"
     text = str(error).split(" Target variable:")[0].strip()
     return (text.splitlines()[0][:300].rstrip(".") if text else type(error).__name__)
 

@@ -400,6 +400,12 @@ def test_a_folder_of_damaged_checkpoint_files_is_one_line_naming_the_files(tmp_p
     message = str(info.value)
     assert "\n" not in message and "value.shape=(14, 384)" in message and "model.safetensors" in message
     assert "downloaded" not in message  # nothing is downloaded for a local folder
+    # A config.json without a key keras-hub needs: the message was the bare key.
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "num_hidden_layers"}))
+    with pytest.raises(ModelError, match="'num_hidden_layers' is missing \\(a key of config.json"):
+        get_backbone(str(folder)).build_features(SEQUENCE_LENGTH, "none")
+    (folder / "config.json").write_text(json.dumps(config))
     # A vocabulary without [UNK]: keras-hub's message has two lines.
     (folder / "vocab.txt").write_text("the\ncafe\n", encoding="utf-8")
     with pytest.raises(ModelError, match="UNK") as info:
