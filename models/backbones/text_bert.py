@@ -237,6 +237,12 @@ def resolve_bert_name(name: str) -> BackboneSpec | None:
     if is_hf_bert_dir(name):
         return hf_folder_spec(name)
     path = Path(name).expanduser()
+    if not path.exists() and ("/" in name or name.startswith(("~", "."))):  # a path, not a name: say it is gone
+        raise ModelError(
+            f"--backbone {name!r} looks like a folder path but no such folder exists (moved or deleted? a resumed "
+            "run uses the backbone folder it started with). Pass an existing Hugging Face BERT folder (config.json, "
+            "vocab.txt, model.safetensors), a finished run directory, or a backbone name (train.py --list-backbones)."
+        )
     if path.is_dir():
         missing = [file for file in HF_FOLDER_FILES[:2] if not (path / file).is_file()]
         raise ModelError(

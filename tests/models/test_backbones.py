@@ -388,6 +388,14 @@ def test_a_folder_missing_a_checkpoint_file_names_it(tmp_path, removed):
     assert f"it has no {' and no '.join(sorted(removed))}." in str(info.value)
 
 
+def test_a_folder_path_that_does_not_exist_says_so(tmp_path):
+    """A moved or deleted checkpoint folder (a resume of a run that used it) was only 'Unknown backbone'."""
+    with pytest.raises(ModelError, match="looks like a folder path but no such folder exists"):
+        get_backbone(str(tmp_path / "gone"))
+    with pytest.raises(ModelError, match="Unknown backbone"):  # a plain name stays an unknown name
+        get_backbone("gone")
+
+
 def test_a_folder_of_damaged_checkpoint_files_is_one_line_naming_the_files(tmp_path):
     from safetensors.numpy import save_file
 
