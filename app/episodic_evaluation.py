@@ -201,7 +201,13 @@ class _Features:
         from models.backbones import get_backbone
 
         name = self.run.metadata.backbone
-        spec = get_backbone(name)
+        try:
+            spec = get_backbone(name)
+        except ModelError as error:  # a local checkpoint folder moved or deleted since training: evaluate.py
+            # needs only the run directory (it stopped with a line about a --backbone it was never given)
+            note = f"the run's own {name} backbone features: the backbone could not be found ({error})"
+            logger.warning("Baselines use %s.", note)
+            return self.run_features, note
         if spec.default_weights == "none":
             note = (f"the run's own {name} backbone features: {name} has no pretrained weights "
                     "(trained from scratch), so there are no pretrained features to compare with")

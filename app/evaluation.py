@@ -162,10 +162,16 @@ def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> tuple[list
     return kept, fitted
 
 
+def _files_of(modality: str) -> str:
+    return ".txt, one example per file" if modality == "text" else "jpg, png, bmp, gif, webp or tiff"
+
+
 def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, any_classes: bool) -> EvaluationSet:
     scan = scan_folder(data_dir)
     if scan.modality != run.modality:
-        raise UserError(f"The run expects {run.modality} data but {str(data_dir)!r} holds {scan.modality} files.")
+        raise UserError(f"The run expects {run.modality} data but {str(data_dir)!r} holds {scan.modality} files. "
+                        f"Evaluate it on a folder of {run.modality} files ({_files_of(run.modality)}) in class "
+                        "folders named as the run's classes.")
     run_classes = run.class_names
     folder_classes = sorted({scan.class_names[e.label] for e in scan.examples})
     if any_classes:
@@ -317,8 +323,30 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
     return metrics, out_dir
 
 
+def _a(modality: str) -> str:
+    return f"an {modality}" if modality[:1] in "aeiou" else f"a {modality}"
+
+
+def _same_modality(run_paths: list[str | Path]) -> None:
+    """Refuse, before any evaluation, runs of another modality than the first: a --compare image run beside a text
+    run failed only after the first run's evaluation was written, with a line about the folder, not the run."""
+    modalities = []
+    for path in run_paths:
+        try:
+            modalities.append((path, RunMetadata.read(Path(path)).modality))
+        except UserError:  # missing or damaged: evaluate_run says so in its turn
+            continue
+    first = modalities[0] if modalities else None
+    for path, modality in modalities[1:]:
+        if modality != first[1]:
+            raise UserError(f"--compare needs runs of one modality, evaluated on the same folder: {first[0]} is "
+                            f"{_a(first[1])} run but {path} is {_a(modality)} run. Received: --compare {path}. Compare it "
+                            f"with runs of {modality} data, on a folder of {modality} files.")
+
+
 def compare_runs(run_paths: list[str | Path], data_dir: str | Path, **kwargs) -> tuple[str, list[dict]]:
     """Evaluate several runs on the same folder; one Markdown table (refuses runs that saw different files)."""
+    _same_modality(run_paths)
     rows, chosen_files = [], None
     for path in run_paths:
         metrics, out_dir = evaluate_run(path, data_dir, **kwargs)

@@ -270,9 +270,13 @@ def text_explanations_section(run, paths: list[str], encodings: list[str], label
 def write_text_attributions(run, names: list[str], texts: list[str], probabilities: np.ndarray,
                             out_dir: str | Path) -> list[Path]:
     """One `<index>-<name>-tokens.md` per input: the attributions of its top class."""
-    out = explain_folder(out_dir)
     predicted = probabilities.argmax(axis=1)
-    results = text_attributions(run, texts, predicted)
+    try:
+        results = text_attributions(run, texts, predicted)
+    except ValueError as error:  # not a BERT-family extractor (report.md leaves the section out, with a warning)
+        raise UserError(f"--explain cannot attribute this run's predictions to tokens: {error}. Received: "
+                        f"--explain {out_dir} for {run.path}. Leave --explain out.") from None
+    out = explain_folder(out_dir)
     written = []
     for i, (name, result) in enumerate(zip(names, results)):
         stem = "text" if name.startswith("text: ") else Path(name).stem

@@ -331,12 +331,30 @@ def uses_pair_loss(config: TrainConfig, modality: str) -> bool:
     return modality == "text" and config.pair_loss > 0
 
 
-def unused_pair_loss_warning(config: TrainConfig, modality: str) -> str | None:
-    """What to tell a user who set `--pair-loss` on images, where it does not apply (None otherwise)."""
-    if modality == "text" or config.pair_loss == TrainConfig.pair_loss:
+def unused_pair_loss_warning(config: TrainConfig, modality: str, fine_tunes: bool = True) -> str | None:
+    """What to tell a user who set `--pair-loss` where it does not apply (None otherwise): on images, and on text
+    when the run fine-tunes nothing (`fine_tunes`: the strategy is finetune, or protonet's target stage fine-tunes;
+    a linear text run ignored it without a word)."""
+    if config.pair_loss == TrainConfig.pair_loss or (modality == "text" and fine_tunes):
         return None
-    return (f"--pair-loss {config.pair_loss:g} has no effect in this run ({modality} data): the pair loss applies to "
-            "text fine-tuning only.")
+    where = f"{modality} data" if modality != "text" else f"strategy {config.strategy}, no text fine-tuning"
+    return (f"--pair-loss {config.pair_loss:g} has no effect in this run ({where}): the pair loss applies to text "
+            "fine-tuning only (--strategy finetune, or protonet's target stage with --meta-data).")
+
+
+def unused_image_option_warning(config: TrainConfig, modality: str) -> str | None:
+    """What to tell a user who gave a text run an images-only option that it ignores (None otherwise): --image-cache
+    and --no-augment act on decoded images only, and were ignored without a word. (--image-size and --resize are
+    refused: they would change what the saved model takes.)"""
+    if modality != "text":
+        return None
+    given = ([f"--image-cache {config.image_cache}"] if config.image_cache != TrainConfig.image_cache else []) + (
+        ["--no-augment"] if not config.augment else [])
+    if not given:
+        return None
+    one = len(given) == 1
+    return (f"{' and '.join(given)} {'has' if one else 'have'} no effect in this run (text data): "
+            f"{'it applies' if one else 'they apply'} to images only.")
 
 
 def uses_mixup(config: TrainConfig, modality: str) -> bool:

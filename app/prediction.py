@@ -14,6 +14,7 @@ from app.open_set import embed_examples, head_weights
 from app.unknown_store import load_detector
 from app.input_files import collect_inputs
 from data.records import SkippedFile
+from data.text import inspect_text_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,32 @@ class Prediction:
     unknown_score: float | None = None
 
 
+TEXT_NAME_CHARS = 60
+
+
+def _decoded_argument(text: str, number: int, count: int) -> str:
+    """A --text string as the words it holds. Python hands over bytes that are not UTF-8 (a Latin-1 terminal, a
+    variable read from a cp1252 file) as lone surrogates, which TensorFlow cannot take (a traceback): they are
+    decoded as a text file's would be (data/text.py), or refused."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+    inspection = inspect_text_bytes(raw)
+    if not inspection.usable:
+        raise UserError(f"--text number {number} of {count} is not UTF-8 text: {inspection.reason}. Received: "
+                        f"{raw!r}. Pass it in UTF-8 (or put it in a .txt file).")
+    logger.warning("--text number %d of %d: %s.", number, count, "; ".join(inspection.notes))
+    return raw.decode(inspection.encoding)
+
+
+def text_name(text: str) -> str:
+    """How a --text string is named in predict.py's output: its first TEXT_NAME_CHARS characters, with "…" when it
+    goes on (cut without a mark, a long text's name read as the whole text)."""
+    return f"text: {text[:TEXT_NAME_CHARS]}{'…' if len(text) > TEXT_NAME_CHARS else ''}"
+
+
 def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 32,
             texts: list[str] | None = None, reject: str = "auto",
             explain: str | None = None) -> tuple[list[Prediction], list[SkippedFile]]:
@@ -35,7 +62,7 @@ def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 
     it (a class the run does not know); "none": no rejection. `explain`: a folder for one Grad-CAM
     overlay per file (image runs) or one Markdown file of token attributions per file and string
     (text runs), for its top class."""
-    texts = texts or []
+    texts = [_decoded_argument(text, i + 1, len(texts)) for i, text in enumerate(texts or [])]
     blank = [i + 1 for i, text in enumerate(texts) if not text.strip()]
     if blank:  # as an empty or whitespace-only file is unusable: there is nothing to classify
         raise UserError(f"--text needs words to classify; text number {', '.join(map(str, blank))} of "
@@ -50,7 +77,7 @@ def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 
         raise UserError(f"No readable {run.modality} files among the inputs ({len(skipped)} skipped; see the warnings above).")
     if explain is not None:
         explain_folder(explain)  # before the prediction pass: an unwritable folder is refused in seconds
-    names = [e.path for e in examples] + [f"text: {t[:60]}" for t in texts]
+    names = [e.path for e in examples] + [text_name(t) for t in texts]
     detector = load_detector(run.path, head_weights(run.model)[0].shape) if reject == "auto" else None
     if reject == "auto" and detector is None:
         logger.info("%s has no unknown-class detector (trained by an older metatune): no rejection.", run.path)

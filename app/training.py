@@ -34,7 +34,7 @@ from app.backbone_choice import input_spec, resolve_backbone
 from app.checkpoint_state import ResumePoint
 from app.checkpoints import Checkpoints
 from app.features import cached_features, feature_store_key, truncation_report
-from app.phases import PhaseContext, unused_mixup_warning, unused_pair_loss_warning
+from app.phases import PhaseContext, unused_image_option_warning, unused_mixup_warning, unused_pair_loss_warning
 from app.config import META_STRATEGIES
 from app.refit import (REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, RefitDecision, decide_refit, refit_epochs,
                        refit_transfer)
@@ -42,7 +42,8 @@ from app.strategies import TrainingJob, strategy_for
 from app.label_issue_run import exclude_label_issues, log_label_issues, not_ranked, rank_label_issues
 from app.label_issues import require_enough_for_folds
 from app.meta_pools import check_source_folder, check_target_pools, unused_source_warning
-from app.meta_training import check_init_run, check_meta_input_options
+from app.meta_training import check_init_run, check_meta_input_options, meta_input_mode
+from app.target_finetuning import target_finetune_applies
 from app.open_set import fit_run_detector
 from app.unknown_store import DETECTOR_FILE
 from app.precision import apply_precision
@@ -276,7 +277,7 @@ def _prepare(config: TrainConfig) -> _Prepared:
         raise UserError("No validation files: every class needs at least 2 training files or a val/ folder.")
     if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work
         require_enough_for_folds([e.label for e in train_examples + val_examples], scan.class_names)
-    for warning in (unused_mixup_warning(config, scan.modality), unused_pair_loss_warning(config, scan.modality),
+    for warning in (unused_mixup_warning(config, scan.modality), unused_image_option_warning(config, scan.modality),
                     unused_source_warning(config)):
         if warning:
             logger.warning(warning)
@@ -284,6 +285,13 @@ def _prepare(config: TrainConfig) -> _Prepared:
     check_target_pools(config, scan, train_examples, val_examples)  # so is a target that cannot fill an episode
     check_init_run(config)
     check_meta_input_options(config, scan.modality, backbone.weights)
+    # Whether any text fine-tuning runs needs the input mode checked just above (protonet's target stage).
+    fine_tunes = config.strategy == "finetune" or (
+        config.strategy == "protonet"
+        and target_finetune_applies(config, scan.modality, meta_input_mode(config, backbone.weights))[0])
+    pair_warning = unused_pair_loss_warning(config, scan.modality, fine_tunes)
+    if pair_warning:
+        logger.warning(pair_warning)
 
     # Build the backbone before creating the run directory: missing weights (offline
     # downloads, bad paths) fail here, within seconds, leaving nothing behind.

@@ -55,6 +55,24 @@ def _nested_model(task_model: keras.Model) -> keras.Model:
     raise ValueError(f"{task_model.name!r} has no nested feature extractor")
 
 
+def _bert_extractor(task_model: keras.Model, preprocessor_kind) -> tuple[keras.Model, list]:
+    """(the nested model holding the BERT preprocessor, the layers applied after its pooled output, in order).
+
+    A run whose backbone is another run (`--backbone RUN_DIR`) nests that run's extractor one level deeper
+    (text -> reused_backbone[text -> bert features -> its embedding or hidden layer] -> head); looking one level
+    down only, its token attributions failed ("no BERT preprocessor"), a traceback from predict.py --explain."""
+    after: list = []
+    model = task_model
+    for _ in range(8):  # a reuse of a reuse nests once more per level
+        nested = _nested_model(model)
+        names = [layer.name for layer in model.layers]
+        after = model.layers[names.index(nested.name) + 1:] + after  # the inner model's layers run first
+        if any(isinstance(layer, preprocessor_kind) for layer in nested.layers):
+            return nested, after
+        model = nested
+    raise ValueError(f"{task_model.name!r} nests no BERT preprocessor (tokenizer)")
+
+
 def _find(layers, kind, what: str):
     for layer in layers:
         if isinstance(layer, kind):
@@ -89,13 +107,13 @@ class TokenAttribution:
 
         from models.layers import SequencePooling
 
-        extractor = _nested_model(task_model)
+        extractor, self.after = _bert_extractor(task_model, keras_hub.models.BertTextClassifierPreprocessor)
         self.preprocessor = _find(extractor.layers, keras_hub.models.BertTextClassifierPreprocessor,
                                   "BERT preprocessor (tokenizer)")
         self.backbone = _find(extractor.layers, keras_hub.models.BertBackbone, "BERT backbone")
         self.pooling = _find(extractor.layers, SequencePooling, "pooling layer")
-        names = [layer.name for layer in task_model.layers]
-        self.after = task_model.layers[names.index(extractor.name) + 1:]
+        # Layers of the extractor itself after the pooling (a reused run's hidden layer when its graph is flat).
+        self.after = extractor.layers[extractor.layers.index(self.pooling) + 1:] + self.after
         tokenizer = self.preprocessor.tokenizer
         self.vocabulary = tokenizer.get_vocabulary()
         self.special = {tokenizer.token_to_id(t) for t in (tokenizer.cls_token, tokenizer.sep_token,

@@ -194,6 +194,22 @@ def test_text_run_evaluates_on_held_out_files(text_run, text_folder):
     assert not any(special in section for special in ("[CLS]", "[SEP]", "[PAD]"))
 
 
+def test_text_run_on_an_image_folder_says_what_to_evaluate_on(text_run, image_folder, capsys):
+    capsys.readouterr()
+    assert evaluate.main([str(text_run), str(image_folder)]) == 2
+    assert_clean_error(capsys.readouterr().err, "expects text data", "holds image files",
+                       "Evaluate it on a folder of text files (.txt, one example per file)")
+
+
+def test_compare_refuses_a_run_of_the_other_modality_before_any_evaluation(text_run, resnet_run, text_folder,
+                                                                            capsys):
+    capsys.readouterr()
+    assert evaluate.main([str(text_run), str(text_folder), "--compare", str(resnet_run), "--name", "cmp"]) == 2
+    assert_clean_error(capsys.readouterr().err, "--compare needs runs of one modality",
+                       f"{resnet_run} is an image run")
+    assert not (text_run / "eval" / "cmp").exists()  # the first run's evaluation was written before the refusal
+
+
 def test_text_run_predict_explain_writes_token_attributions_per_input(text_run, tmp_path):
     file = tmp_path / "review.txt"
     file.write_text("the film was great", encoding="utf-8")
@@ -214,10 +230,11 @@ def test_text_run_predicts_files_and_strings(text_run, tmp_path, capsys):
     file = tmp_path / "review.txt"
     file.write_text(sentence, encoding="utf-8")
     capsys.readouterr()
-    assert predict.main([str(text_run), str(file), "--text", sentence, "--json"]) == 0
+    long_text = "the film " * 10  # 90 characters: named by its first 60, marked as cut (it read as the whole text)
+    assert predict.main([str(text_run), str(file), "--text", sentence, "--text", long_text, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     predictions = result["predictions"]
-    assert [p["file"] for p in predictions] == [str(file), f"text: {sentence}"]
+    assert [p["file"] for p in predictions] == [str(file), f"text: {sentence}", f"text: {long_text[:60]}…"]
     for p in predictions:
         assert {t["class"] for t in p["top"]} == {"neg", "pos"}
         assert sum(t["probability"] for t in p["top"]) == pytest.approx(1.0, abs=1e-5)
@@ -228,6 +245,16 @@ def test_text_run_predicts_files_and_strings(text_run, tmp_path, capsys):
     assert predict.main([str(text_run), "--text", sentence, "--text", "   "]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "text number 2 of 2 is empty or whitespace only. Received: '   '" in err
+    # Bytes that are not UTF-8 reach Python as lone surrogates (TensorFlow refused them with a traceback): decoded
+    # as a file's would be, or refused when nothing reads them as text.
+    capsys.readouterr()
+    assert predict.main([str(text_run), "--text", "the caf\udce9 food", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["predictions"][0]["file"] == "text: the café food"
+    assert "--text number 1 of 1: not UTF-8: decoded as cp1252" in captured.err
+    assert predict.main([str(text_run), "--text", "good", "--text", "\x01\x02\x03\x04\udcff"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--text number 2 of 2 is not UTF-8 text" in err
 
 
 def test_image_backbone_on_a_text_folder_is_refused(text_folder, tmp_path, capsys):

@@ -119,13 +119,37 @@ def _build_bert_features(source: str, sequence_length: int, weights: str, poolin
     except ModelError:
         raise
     except Exception as error:  # keras-hub raises assorted errors when a download fails
+        if Path(source).is_dir():  # a local folder: nothing was downloaded, its files are what is wrong
+            raise ModelError(
+                f"Could not load the text backbone {label!r} from its files: {_first_line(error)}. Check that its "
+                "config.json describes its model.safetensors and that vocab.txt is the checkpoint's own (or use "
+                "--weights none for a randomly initialised model of that config)."
+            ) from error
         raise ModelError(
-            f"Could not load the text backbone {label!r}: {error}. keras-hub preset names are downloaded "
-            "(the machine needs network access once); offline, use --backbone minilm (shipped with a Python "
-            "package) or the path of a local Hugging Face BERT folder (config.json, vocab.txt, model.safetensors)."
+            f"Could not load the text backbone {label!r}: {_first_line(error)}. keras-hub preset names are "
+            "downloaded (the machine needs network access once); offline, use --backbone minilm (shipped with a "
+            "Python package) or the path of a local Hugging Face BERT folder (config.json, vocab.txt, "
+            "model.safetensors)."
         ) from error
+    if tokenizer.vocabulary_size() > backbone.vocabulary_size:
+        # Token ids past the embedding table fail only at the first text, in TensorFlow (a traceback, after the
+        # run directory was made): a vocab.txt of another checkpoint than config.json and the weights.
+        raise ModelError(
+            f"The text backbone {label!r} has a vocabulary of {tokenizer.vocabulary_size()} tokens (vocab.txt) but an "
+            f"embedding table of {backbone.vocabulary_size} (config.json's vocab_size). Received: {source}. Use the "
+            "vocab.txt that came with its config.json and weights."
+        )
     tokenizer = InlineVocabularyBertTokenizer.from_tokenizer(tokenizer, **(tokenizer_options or {}))
     return bert_feature_model(tokenizer, backbone, sequence_length, pooling, label)
+
+
+def _first_line(error: Exception) -> str:
+    """keras-hub's message without what makes it more than one line: a shape mismatch prints the whole variable
+    ("Target variable: <Variable ... value=[[...]]>", a dozen lines), a vocabulary without [UNK] a second line."""
+    if isinstance(error, KeyError) and error.args:  # str() of a KeyError is the bare key: "'num_hidden_layers'"
+        return f"{error.args[0]!r} is missing (a key of config.json, or a tensor of model.safetensors)"
+    text = str(error).split(" Target variable:")[0].strip()
+    return (text.splitlines()[0][:300].rstrip(".") if text else type(error).__name__)
 
 
 def bert_feature_model(tokenizer, backbone, sequence_length: int, pooling: str, label: str) -> keras.Model:
@@ -134,7 +158,9 @@ def bert_feature_model(tokenizer, backbone, sequence_length: int, pooling: str, 
 
     if sequence_length > backbone.max_sequence_length:
         raise ModelError(
-            f"{label} supports sequences up to {backbone.max_sequence_length} tokens. Received: {sequence_length}"
+            f"{label} supports sequences up to {backbone.max_sequence_length} tokens (its position embeddings). "
+            f"Received: --sequence-length {sequence_length} (the default is {DEFAULT_SEQUENCE_LENGTH}). Pass "
+            f"--sequence-length {backbone.max_sequence_length} or less."
         )
     if not isinstance(tokenizer, InlineVocabularyBertTokenizer):
         tokenizer = InlineVocabularyBertTokenizer.from_tokenizer(tokenizer)
@@ -149,7 +175,11 @@ def bert_feature_model(tokenizer, backbone, sequence_length: int, pooling: str, 
 
 
 def _slug(label: str) -> str:
-    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in label)
+    """`label` as a model name. A folder's label is its absolute path: "/data/bert" gives "_data_bert", and
+    TensorFlow refuses a name scope that does not start with a letter, digit or dot (feature extraction failed
+    with a traceback), so leading underscores go."""
+    slug = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_" for ch in label).lstrip("_")
+    return slug or "bert"
 
 
 def hf_folder_spec(path: str, name: str | None = None, source_note: str | None = None) -> BackboneSpec:
@@ -198,10 +228,28 @@ register_backbone(BackboneSpec(
 ))
 
 
+HF_FOLDER_FILES = ("config.json", "vocab.txt", "model.safetensors")
+
+
 def resolve_bert_name(name: str) -> BackboneSpec | None:
-    """A local Hugging Face BERT folder or a keras-hub BERT preset name, else None."""
+    """A local Hugging Face BERT folder or a keras-hub BERT preset name, else None. A folder that is not a BERT
+    folder is a ModelError naming what it lacks ("Unknown backbone" said nothing of the folder)."""
     if is_hf_bert_dir(name):
         return hf_folder_spec(name)
+    path = Path(name).expanduser()
+    if not path.exists() and ("/" in name or name.startswith(("~", "."))):  # a path, not a name: say it is gone
+        raise ModelError(
+            f"--backbone {name!r} looks like a folder path but no such folder exists (moved or deleted? a resumed "
+            "run uses the backbone folder it started with). Pass an existing Hugging Face BERT folder (config.json, "
+            "vocab.txt, model.safetensors), a finished run directory, or a backbone name (train.py --list-backbones)."
+        )
+    if path.is_dir():
+        missing = [file for file in HF_FOLDER_FILES[:2] if not (path / file).is_file()]
+        raise ModelError(
+            f"--backbone {name!r} is a folder but not a Hugging Face BERT folder: it has no {' and no '.join(missing)}. "
+            f"A BERT checkpoint folder holds {', '.join(HF_FOLDER_FILES)} (a finished run directory, metadata.json "
+            "and model.keras); pass such a folder, or a backbone name (train.py --list-backbones)."
+        )
     if is_keras_hub_bert_preset(name):
         return keras_hub_preset_spec(name)
     return None

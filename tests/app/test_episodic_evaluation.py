@@ -243,6 +243,13 @@ def test_linear_head_on_pretrained_features_ties_the_nearest_centroid_baseline(f
     np.testing.assert_array_equal(accuracies["run"], accuracies["nearest_centroid"])
     assert metrics["beats_baselines"] is False and "NOT beat" in metrics["verdict"]
     assert "is the nearest-centroid baseline" in (run / "eval" / "tie" / "report.md").read_text()
+    # A backbone that cannot be found any more (a local checkpoint folder moved since training): evaluate.py needs
+    # only the run directory, so the baselines fall back to the run's features (it stopped with an ERROR line).
+    metadata = rd.read_json(run / rd.METADATA_FILE)
+    rd.write_json(run / rd.METADATA_FILE, {**metadata, "backbone": str(folders["base"] / "moved-checkpoint")})
+    assert evaluate.main([str(run), str(folders["novel"]), *FEW, "--name", "moved"]) == 0
+    assert "could not be found" in _metrics(run, "moved")["baseline_features"]
+    rd.write_json(run / rd.METADATA_FILE, metadata)
 
 
 # -------------------------------------------------------------------------- meta runs

@@ -12,7 +12,7 @@ from PIL import Image
 
 from app.config import TrainConfig
 from app.phases import (MixUpBatches, compile_phase2, finetune_inputs, phase2_augmentation, phase2_training_model,
-                        unused_mixup_warning, uses_mixup)
+                        unused_image_option_warning, unused_mixup_warning, uses_mixup)
 from data.augment import AugmentConfig, ImageAugmentation
 from data.images import load_image
 from models.backbones import get_backbone
@@ -126,6 +126,15 @@ def test_mixup_blends_images_and_their_labels_with_the_same_weights():
     again = _mixed_batches(0.4, seed=1)[1]
     for (_, labels), (_, repeated) in zip(batches, again):
         np.testing.assert_array_equal(labels.numpy(), repeated.numpy())
+
+
+def test_images_only_options_on_text_warn():
+    """--image-cache and --no-augment act on decoded images; a text run ignored them without a word."""
+    assert unused_image_option_warning(TrainConfig(data_dir="d").validate(), "text") is None
+    given = TrainConfig(data_dir="d", strategy="finetune", image_cache="disk", augment=False).validate()
+    assert unused_image_option_warning(given, "image") is None
+    warning = unused_image_option_warning(given, "text")
+    assert "--image-cache disk and --no-augment have no effect" in warning and "text" in warning
 
 
 def test_mixup_is_for_finetune_phase2_images_and_makes_labels_one_hot(tmp_path):

@@ -22,7 +22,7 @@ from models.errors import ModelError
 from models.heads import ClassificationHead
 from models.layers import ImageNormalization, SequencePooling
 from models.task_model import build_task_model, load_task_model
-from tiny_backbones import TINY_VOCABULARY
+from tiny_backbones import ACCENT_VOCABULARY, TINY_VOCABULARY, write_tiny_hf_bert_folder
 
 REGISTERED = [spec.name for spec in list_backbones()]
 ALL_BACKBONES = REGISTERED + ["tiny_image", "tiny_text"]
@@ -376,6 +376,65 @@ def test_folder_with_a_malformed_config_is_a_model_error(tmp_path, content):
     (tmp_path / "vocab.txt").write_text("\n".join(TINY_VOCABULARY))
     with pytest.raises(ModelError, match="config.json"):
         get_backbone(str(tmp_path))
+
+
+@pytest.mark.parametrize("removed", [["vocab.txt"], ["config.json"], ["config.json", "vocab.txt"]])
+def test_a_folder_missing_a_checkpoint_file_names_it(tmp_path, removed):
+    folder = write_tiny_hf_bert_folder(tmp_path / "checkpoint", None)
+    for name in removed:
+        (folder / name).unlink()
+    with pytest.raises(ModelError, match="not a Hugging Face BERT folder") as info:
+        get_backbone(str(folder))
+    assert f"it has no {' and no '.join(sorted(removed))}." in str(info.value)
+
+
+def test_a_folder_path_that_does_not_exist_says_so(tmp_path):
+    """A moved or deleted checkpoint folder (a resume of a run that used it) was only 'Unknown backbone'."""
+    with pytest.raises(ModelError, match="looks like a folder path but no such folder exists"):
+        get_backbone(str(tmp_path / "gone"))
+    with pytest.raises(ModelError, match="Unknown backbone"):  # a plain name stays an unknown name
+        get_backbone("gone")
+
+
+def test_a_folder_of_damaged_checkpoint_files_is_one_line_naming_the_files(tmp_path):
+    from safetensors.numpy import save_file
+
+    folder = write_tiny_hf_bert_folder(tmp_path / "checkpoint", None)
+    # Another checkpoint's weights: keras-hub's message printed the whole variable, a dozen lines.
+    save_file({"embeddings.word_embeddings.weight": np.zeros((len(ACCENT_VOCABULARY), 384), "float32")},
+              str(folder / "model.safetensors"))
+    with pytest.raises(ModelError) as info:
+        get_backbone(str(folder)).build_features(SEQUENCE_LENGTH, "pretrained")
+    message = str(info.value)
+    assert "\n" not in message and "value.shape=(14, 384)" in message and "model.safetensors" in message
+    assert "downloaded" not in message  # nothing is downloaded for a local folder
+    # A config.json without a key keras-hub needs: the message was the bare key.
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "num_hidden_layers"}))
+    with pytest.raises(ModelError, match="'num_hidden_layers' is missing \\(a key of config.json"):
+        get_backbone(str(folder)).build_features(SEQUENCE_LENGTH, "none")
+    (folder / "config.json").write_text(json.dumps(config))
+    # A vocabulary without [UNK]: keras-hub's message has two lines.
+    (folder / "vocab.txt").write_text("the\ncafe\n", encoding="utf-8")
+    with pytest.raises(ModelError, match="UNK") as info:
+        get_backbone(str(folder)).build_features(SEQUENCE_LENGTH, "none")
+    assert "\n" not in str(info.value) and "vocab.txt" in str(info.value)
+
+
+def test_a_vocabulary_larger_than_the_embedding_table_is_refused_when_built(tmp_path):
+    """Another checkpoint's vocab.txt: ids past config.json's vocab_size failed in TensorFlow at the first text."""
+    folder = write_tiny_hf_bert_folder(tmp_path / "checkpoint", None)  # vocab_size: len(ACCENT_VOCABULARY)
+    (folder / "vocab.txt").write_text("\n".join(ACCENT_VOCABULARY + ["extra", "words"]) + "\n", encoding="utf-8")
+    with pytest.raises(ModelError, match=f"vocabulary of {len(ACCENT_VOCABULARY) + 2} tokens .* embedding table of "
+                                         f"{len(ACCENT_VOCABULARY)}"):
+        get_backbone(str(folder)).build_features(SEQUENCE_LENGTH, "none")
+
+
+def test_a_sequence_length_over_the_checkpoints_positions_says_what_fits(tmp_path):
+    folder = write_tiny_hf_bert_folder(tmp_path / "checkpoint", None)  # max_position_embeddings 64
+    with pytest.raises(ModelError, match="Received: --sequence-length 128 .*Pass --sequence-length 64 or less"):
+        get_backbone(str(folder)).build_features(128, "none")
+    assert get_backbone(str(folder)).build_features(64, "none").output_shape == (None, 16)
 
 
 @pytest.fixture

@@ -148,3 +148,6 @@ def test_the_pair_loss_is_off_by_default_applies_to_text_and_warns_only_when_set
     assert not uses_pair_loss(default, "image") and not uses_pair_loss(set_, "image")
     assert unused_pair_loss_warning(default, "image") is None and unused_pair_loss_warning(set_, "text") is None
     assert "--pair-loss 2 has no effect" in unused_pair_loss_warning(set_, "image")
+    # A text run that fine-tunes nothing (linear) ignored it without a word.
+    assert "--pair-loss 2 has no effect" in unused_pair_loss_warning(set_, "text", fine_tunes=False)
+    assert unused_pair_loss_warning(default, "text", fine_tunes=False) is None

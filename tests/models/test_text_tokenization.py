@@ -174,3 +174,13 @@ def test_a_model_saved_before_accents_were_stripped_loads_and_reads_as_before(tm
 def test_from_tokenizer_refuses_unknown_options():
     with pytest.raises(ValueError, match="lower_case"):
         InlineVocabularyBertTokenizer.from_tokenizer(None, lower_case=True)  # checked before the tokenizer is read
+
+
+def test_a_folder_backbone_runs_under_its_own_name(tmp_path):
+    """A folder's label is its absolute path; its extractor's name once started with "_" ("/tmp/..." ->
+    "_tmp_..._features"), which TensorFlow refuses as a name scope: predicting features (what train.py does first)
+    failed with a traceback."""
+    extractor = _extractor(tmp_path, None)
+    assert extractor.name[0].isalnum()
+    features = extractor.predict(tf.constant(["the cafe", "creme"]), verbose=0)
+    assert features.shape == (2, 16) and np.isfinite(features).all()

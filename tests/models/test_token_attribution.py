@@ -66,3 +66,24 @@ def test_the_replayed_pass_matches_the_model_and_special_tokens_never_appear(key
     assert len(results[4].words) == 14  # 16 positions less [CLS] and [SEP]
     assert results[5].words == ["greatness"]  # "great" + "##n" "##e" "##s" "##s" merged back into one word
     assert sum(abs(s) for s in results[0].shares()) == pytest.approx(1.0)
+
+
+def test_a_reused_run_as_backbone_is_attributed_through_its_nesting():
+    """A run trained on `--backbone RUN_DIR` nests the source's extractor (and its hidden layer) one level
+    deeper: the attributions found no tokenizer there (predict.py --explain failed with a traceback)."""
+    keras.utils.set_random_seed(1)
+    extractor = lookup("tiny_text").build_features(16, "none")
+    text = keras.Input(shape=(), dtype="string", name="text")
+    hidden = keras.layers.Dense(8, activation="relu", name="head_hidden")(extractor(text))
+    nested = keras.Model(text, hidden, name="reused_backbone")  # as app/backbone_reuse.py cuts a loaded run
+    extractor = lookup("tiny_text").build_features(16, "none")
+    hidden = keras.layers.Dense(8, activation="relu", name="head_hidden")(extractor.output)
+    flat = keras.Model(extractor.input, hidden, name="reused_backbone")  # such layers in one graph
+    texts = ["the great film", "awful food was not fine"]
+    for reused in (nested, flat):
+        model = build_task_model(reused, ClassificationHead(2, dropout=0.0, seed=0))
+        attribution = TokenAttribution(model)
+        assert [layer.name for layer in attribution.after] == ["head_hidden", "head_dropout", "head_dense"]
+        probabilities, _, _ = attribution.probabilities_and_attributions(texts, np.array([0, 1]))
+        np.testing.assert_allclose(probabilities, model.predict(tf.constant(texts), verbose=0), atol=1e-5)
+        assert attribution.attribute(texts, [0, 1])[0].words == ["the", "great", "film"]
