@@ -485,8 +485,9 @@ def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job:
     rd.mark_complete(run_dir)
     job.context.checkpoints.remove()  # only needed to resume (a crash before this only leaves them behind)
     refit_count = sum(e["phase"].startswith("refit") for e in history)  # refit_head, refit_finetune, refit_target_...
-    # A non-chief worker wrote into a scratch folder it removes next: the run directory is the chief's --output.
-    shown = run_dir if chief else f"{config.output} (written by the chief; this worker's scratch copy {run_dir} is removed)"
+    # A non-chief worker wrote into a scratch folder it removes next (its config's output is that folder): the run
+    # directory is the chief's.
+    shown = run_dir if chief else f"the chief's (this worker's scratch copy {run_dir} is removed)"
     logger.info("Done: best validation accuracy %.4f (loss %.4f); %d epochs%s in %.1f s. Run directory: %s",
                 result.val_accuracy, result.val_loss, epochs_trained,
                 f" ({refit_count} of them the refit on train + validation)" if refit_count else "", wall_time, shown)
