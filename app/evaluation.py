@@ -20,6 +20,7 @@ from app.label_issue_run import label_issues_section
 from app.open_set import embed_examples
 from app.open_set_evaluation import evaluate_unknown, prepare_unknown_set, render_open_set
 from data.atomic_write import write_atomically
+from data.images import IMAGE_EXTENSIONS
 from data.records import Example
 from data.scan import scan_folder
 from app.run_integrity import open_run
@@ -163,7 +164,9 @@ def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> tuple[list
 
 
 def _files_of(modality: str) -> str:
-    return ".txt, one example per file" if modality == "text" else "jpg, png, bmp, gif, webp or tiff"
+    if modality == "text":
+        return ".txt, one example per file"
+    return ", ".join(sorted(extension.lstrip(".") for extension in IMAGE_EXTENSIONS))  # what the scan accepts
 
 
 def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, any_classes: bool) -> EvaluationSet:
