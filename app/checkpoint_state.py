@@ -28,6 +28,9 @@ class CheckpointState:
     epoch_offset: int | None = None  # epochs of earlier phases: fit() counts epochs across the whole run
     step_offset: int | None = None  # optimizer steps of earlier phases (TensorBoard's step axis)
     selection: dict | None = None  # the refit: what the first model left (app/refit.py)
+    # time.time() when the checkpoint was written: every TensorBoard event logged after it belongs to work a resume
+    # from it does again, and is dropped then (app/tensorboard_logging.drop_events_after). None: an earlier version's.
+    logged_until: float | None = None
     extra: dict = field(default_factory=dict)  # keys this version does not know: kept, never read
 
     def to_dict(self) -> dict:

@@ -30,12 +30,14 @@ kills a run after every write and fails every write with ENOSPC to prove it):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import math
 import re
 import shutil
+import time
 from pathlib import Path
 
 import keras
@@ -131,6 +133,9 @@ class Checkpoints:
         return f"{number:06d}-{state.phase}-{stage}"
 
     def save(self, state: CheckpointState, model: keras.Model, optimizer=None) -> Path:
+        # Stamped here, the one place every checkpoint goes through: the callbacks that log an epoch to TensorBoard
+        # flushed it before (app/phases.py lists this callback last), so what comes after is not in this checkpoint.
+        state = dataclasses.replace(state, logged_until=time.time())
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / self._next_name(state)
         previous = self._folders()[:1]

@@ -46,6 +46,7 @@ SPRITE_TILE = 32
 MAX_PROJECTOR_POINTS = 2000
 MAX_WORST = 16
 DRAWN_IN = "the TensorBoard images"  # where a class name's undrawable characters are reported
+MTIME_SLACK_S = 2.0  # a file system may round modification times down to the second (FAT: two)
 
 
 def _writer(log_dir: Path, run: str | None = None):
@@ -107,6 +108,74 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
         super().on_epoch_end(epoch, logs)
         for writer in self._writers.values():
             writer.flush()
+
+
+def drop_events_after(log_dir: Path, until: float | None) -> int:
+    """Remove from the event files under `log_dir` every event logged after `until` (a time.time(); None:
+    every event), and the temporary files a rewrite killed mid-way left; returns how many events went.
+
+    For `--resume`: what a killed run logged after the checkpoint the resume continues from (an epoch
+    whose events were flushed but whose checkpoint the kill prevented, the part of an epoch a writer had
+    flushed, a phase's start) is logged again by the resumed run, which trains it again. Left in place it
+    showed twice at the same step: the resumed run's point and a stale one that history.json does not have. TensorBoard's own
+    remedies do not fit: its Python loader (`--load_fast=false`, EventAccumulator) keeps both points
+    unless a SessionLog.START event purges *every* tag from its step on, which would also purge the
+    per-optimizer-step tags (`learning_rate`, on another axis) of the epochs kept; its fast loader
+    ignores SessionLog and keeps the newer point per tag. Removing the stale events gives every reader
+    one point per step, the one history.json holds. Only the process holding the run's lock calls this.
+    """
+    dropped = 0
+    for path in sorted(Path(log_dir).rglob("*tfevents*")):
+        try:
+            dropped += _drop_stale(path, until)
+        except (OSError, tf.errors.OpError) as error:  # TensorBoard's view only: never worth stopping a resume for
+            logger.warning("Could not remove the events logged after the checkpoint from %s (%s): TensorBoard may "
+                           "show the steps this run trains again twice.", path, error)
+    return dropped
+
+
+def _drop_stale(path: Path, until: float | None) -> int:
+    """One file of `drop_events_after`: how many of its events went."""
+    if not path.is_file():
+        return 0
+    if path.name.startswith(".tmp-"):  # data/atomic_write.temporary_name: TensorBoard would read it too
+        path.unlink(missing_ok=True)
+        return 0
+    if until is not None and path.stat().st_mtime + MTIME_SLACK_S <= until:  # older files hold nothing later
+        return 0
+    return _drop_from_file(path, until)
+
+
+def _drop_from_file(path: Path, until: float | None) -> int:
+    """Rewrite one event file without its events logged after `until` (removed when none is left)."""
+    records = _event_records(path)
+    kept = [] if until is None else [record for record in records
+                                     if tf.compat.v1.Event.FromString(record).wall_time <= until]
+    if len(kept) == len(records) and records:
+        return 0
+    if not kept:
+        path.unlink(missing_ok=True)
+        return len(records)
+
+    def write(temporary: Path) -> None:
+        with tf.io.TFRecordWriter(str(temporary)) as writer:
+            for record in kept:
+                writer.write(record)
+
+    write_atomically(path, write)
+    return len(records) - len(kept)
+
+
+def _event_records(path: Path) -> list[bytes]:
+    """The serialized events of an event file, up to a truncated or damaged record (a kill mid-write leaves
+    one at the end; TensorBoard stops reading there too)."""
+    records = []
+    try:
+        for record in tf.data.TFRecordDataset(str(path)):
+            records.append(record.numpy())
+    except tf.errors.DataLossError:
+        pass
+    return records
 
 
 class PhaseMarker(keras.callbacks.Callback):

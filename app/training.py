@@ -149,7 +149,19 @@ def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manife
     resume = Checkpoints(run_dir).latest()
     if resume is None:
         logger.info("No completed epoch in %s yet: starting its training from the beginning.", run_dir)
+    _drop_stale_events(run_dir, resume)
     return run_dir, resume
+
+
+def _drop_stale_events(run_dir: Path, resume: ResumePoint | None) -> None:
+    """TensorBoard's events of the work this resume does again (after its checkpoint; all of them without one),
+    before anything logs it again: each epoch then shows once, as history.json has it."""
+    if resume is not None and resume.state.logged_until is None:
+        return  # a checkpoint of an earlier version does not say when it was written: nothing is known to be stale
+    dropped = tb.drop_events_after(run_dir / rd.LOGS_DIR, None if resume is None else resume.state.logged_until)
+    if dropped:
+        logger.info("Removed %d TensorBoard event(s) logged after %s: this run logs that work again as it redoes it",
+                    dropped, "the checkpoint it resumes from" if resume is not None else "it started")
 
 
 _START_AGAIN = "The run cannot be resumed; start a new run (python train.py --config RUN_DIR/config.json --output NEW_DIR)."

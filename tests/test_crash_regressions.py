@@ -17,6 +17,7 @@ from app.errors import UserError
 from app.run_lock import RunLock
 from colour_folders import write_colour_folder
 from models.task_model import load_task_model
+from tensorboard_events import scalar_points
 
 pytestmark = pytest.mark.slow  # end-to-end runs of the real CLIs (make test-fast leaves them out)
 
@@ -70,14 +71,27 @@ def test_resume_after_the_last_epoch_checkpoint_and_before_the_phase_end(tiny_fo
 
 def test_resume_between_the_first_best_weights_of_a_phase_and_its_first_checkpoint(tiny_folder, tmp_path, monkeypatch):
     """Defect 3: phase 2's best weights replaced phase 1's before any phase-2 checkpoint named
-    them; the resume then refused forever ("holds weights of another model")."""
+    them; the resume then refused forever ("holds weights of another model").
+    And the crash comes after the epoch's TensorBoard events were flushed, before its checkpoint: the resume
+    trains that epoch again, and TensorBoard showed it twice at the same step (the killed run's and the
+    resumed run's points); it must show each epoch and each optimizer step once, the resumed run's."""
     run = tmp_path / "run"
     _crash_when(monkeypatch, lambda state, *rest: state.phase == "finetune" and not state.done)
     with pytest.raises(Crash):
         train.main([str(tiny_folder), "--output", str(run), *OPTIONS])
     monkeypatch.undo()
     assert list((run / "checkpoints").glob("finetune-best-*"))  # written, named by no checkpoint yet
+    killed_epochs = [step for step, _ in scalar_points(run, "train", "epoch_loss")]
     _resume_and_check(run)
+    history = rd.read_json(run / rd.HISTORY_FILE)["epochs"]
+    assert len(killed_epochs) == len(history)  # the finetune epoch was logged before the crash, and is again
+    for subdir, tag in [("train", "epoch_loss"), ("train", "phase"), ("validation", "epoch_accuracy")]:
+        points = scalar_points(run, subdir, tag)
+        assert [step for step, _ in points] == list(range(len(history))), (subdir, tag)
+    losses = [value for _, value in scalar_points(run, "train", "epoch_loss")]
+    assert losses == pytest.approx([entry["loss"] for entry in history])  # the points history.json holds
+    steps = [step for step, _ in scalar_points(run, "train", "learning_rate")]
+    assert steps == list(range(1, len(steps) + 1))  # every optimizer step once, those before the crash kept
 
 
 def test_a_locked_run_is_refused_with_the_holders_pid(tiny_folder, tmp_path, monkeypatch, capsys):

@@ -135,11 +135,15 @@ def _usable_run(run: Path) -> list[str]:
         problems.append(f"{run}: model does not load: {error!r}")
     if json.loads((run / rd.METADATA_FILE).read_text())["class_names"] != ["blue", "green", "red"]:
         problems.append(f"{run}: metadata class names")
-    # Every epoch of the history is in TensorBoard (an epoch killed after its checkpoint was not, before the
-    # checkpoint came last); one killed between its events and its checkpoint ran twice and may show twice.
-    logged = {step for step, _ in scalar_points(run, "train", "epoch_loss")}
-    if not set(range(len(history))) <= logged:
-        problems.append(f"{run}: epochs missing from TensorBoard: {sorted(set(range(len(history))) - logged)}")
+    # Every epoch of the history is in TensorBoard once (an epoch killed after its checkpoint was not, before the
+    # checkpoint came last; one killed between its events and its checkpoint ran twice and showed twice, before the
+    # resume dropped the events logged after its checkpoint), and so is every optimizer step.
+    logged = [step for step, _ in scalar_points(run, "train", "epoch_loss")]
+    if logged != list(range(len(history))):
+        problems.append(f"{run}: TensorBoard's epoch_loss steps {logged}, history has {len(history)} epochs")
+    steps = [step for step, _ in scalar_points(run, "train", "learning_rate")]
+    if steps != list(range(1, len(steps) + 1)):
+        problems.append(f"{run}: TensorBoard's learning_rate steps {steps}")
     return problems
 
 
