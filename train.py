@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_training(config, resume_dir=getattr(modes, "resume", None))
         print(
             f"Validation accuracy {result.val_accuracy:.3f} after {result.epochs_trained} epochs "
-            f"in {result.wall_time_s:.0f} s.\nRun directory: {result.run_dir}\n"
+            f"in {result.time_text}.\nRun directory: {result.run_dir}\n"
             f"TensorBoard:   tensorboard --logdir {result.run_dir / 'logs'}"
         )
         return 0

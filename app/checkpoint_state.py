@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class CheckpointState:
     # time.time() when the checkpoint was written: every TensorBoard event logged after it belongs to work a resume
     # from it does again, and is dropped then (app/tensorboard_logging.drop_events_after). None: an earlier version's.
     logged_until: float | None = None
+    elapsed_s: float | None = None  # the run's training time up to this checkpoint, earlier sessions' included
     extra: dict = field(default_factory=dict)  # keys this version does not know: kept, never read
 
     def to_dict(self) -> dict:
@@ -81,3 +83,25 @@ class ResumePoint:
 
     state: CheckpointState
     folder: Path
+
+
+@dataclass
+class TrainingClock:
+    """How long a run has trained, over every session of it (a first run and its `--resume`s).
+
+    A session counts from its start; the sessions before it count as recorded by the checkpoint it resumes from
+    (`CheckpointState.elapsed_s`, which every checkpoint stamps with `total_s()`), so a kill loses none of the time
+    up to a session's last checkpoint. What a killed session did after it is done again, and counted, by the next."""
+
+    started: float = field(default_factory=time.perf_counter)  # this session's start
+    earlier_s: float | None = 0.0  # the sessions before this one; None: its checkpoint (an earlier version's) lacks it
+
+    def resume_from(self, state: CheckpointState) -> None:
+        self.earlier_s = state.elapsed_s
+
+    def session_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    def total_s(self) -> float:
+        """This session and the earlier ones (those of unknown time as none)."""
+        return (self.earlier_s or 0.0) + self.session_s()

@@ -44,7 +44,7 @@ import keras
 import numpy as np
 
 from app import run_dir as rd
-from app.checkpoint_state import CheckpointState, ResumePoint
+from app.checkpoint_state import CheckpointState, ResumePoint, TrainingClock
 from app.errors import UserError
 from data.atomic_write import boundary, write_atomically
 from models.layer_walk import flat_layers
@@ -115,9 +115,10 @@ class _WeightsFile:
 
 
 class Checkpoints:
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, clock: TrainingClock | None = None):
         self.root = Path(run_dir) / CHECKPOINTS_DIR
         self._weights = _WeightsFile()
+        self.clock = clock  # the run's training time, recorded in every checkpoint (None: not recorded)
 
     def _folders(self) -> list[Path]:
         """Complete checkpoint folders (renamed into place), newest first."""
@@ -135,7 +136,8 @@ class Checkpoints:
     def save(self, state: CheckpointState, model: keras.Model, optimizer=None) -> Path:
         # Stamped here, the one place every checkpoint goes through: the callbacks that log an epoch to TensorBoard
         # flushed it before (app/phases.py lists this callback last), so what comes after is not in this checkpoint.
-        state = dataclasses.replace(state, logged_until=time.time())
+        state = dataclasses.replace(state, logged_until=time.time(),
+                                    elapsed_s=self.clock.total_s() if self.clock else state.elapsed_s)
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / self._next_name(state)
         previous = self._folders()[:1]

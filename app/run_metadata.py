@@ -42,7 +42,8 @@ class RunMetadata:
     backbone_run: dict | None = None  # --backbone RUN_DIR: where the backbone came from
     strategy: str | None = None
     class_digest: str | None = None  # ties the class list to model.keras (app/run_integrity.py); older runs lack it
-    metrics: dict = field(default_factory=dict)  # val_accuracy, val_loss, epochs_trained, wall_time_s
+    metrics: dict = field(default_factory=dict)  # val_accuracy, val_loss, epochs_trained, wall_time_s (all sessions;
+    # a resumed run adds wall_time_this_session_s and wall_time_earlier_sessions_s)
     calibration: dict = field(default_factory=dict)  # temperature, fitted_on
     precision: str | None = None
     distribute: dict | None = None  # app/distribution.py's DistributeInfo: strategy, replicas, workers; older runs lack it

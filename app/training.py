@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import re
-import time
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from app.run_lock import RunLock
 from app.run_metadata import RunMetadata
 from app.versions import package_versions
 from app.backbone_choice import input_spec, resolve_backbone
-from app.checkpoint_state import ResumePoint
+from app.checkpoint_state import ResumePoint, TrainingClock
 from app.checkpoints import Checkpoints
 from app.features import cached_features, feature_store_key, truncation_report
 from app.phases import PhaseContext, unused_image_option_warning, unused_mixup_warning, unused_pair_loss_warning
@@ -63,7 +62,8 @@ class TrainResult:
     val_accuracy: float
     val_loss: float
     epochs_trained: int
-    wall_time_s: float
+    wall_time_s: float  # every session's (a resumed run's earlier ones too): TrainingClock.total_s
+    time_text: str = ""  # the training time as the last lines say it (`training_time_text`)
 
 
 def default_run_dir(config: TrainConfig, backbone_name: str) -> Path:
@@ -185,7 +185,7 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
 
 
 def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainResult:
-    started = time.perf_counter()
+    clock = TrainingClock()
     config.validate()
     if config.output and resume_dir is None:
         rd.check_output_path(config.output)  # before any work, as the other checks of what the user typed
@@ -199,21 +199,23 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     # split each global batch across the replicas.
     with distribution.strategy.scope():
         if distribution.info.strategy != "multi-worker":
-            return _train_in_scope(config, resume_dir, locks, distribution.info, precision, started, chief=True)
+            return _train_in_scope(config, resume_dir, locks, distribution.info, precision, clock, chief=True)
         # Only the chief writes the run directory; the others train the same in a folder they remove.
         with multi_worker_run(config, resume_dir, distribution.chief, distribution.strategy) as worker:
-            result = _train_in_scope(worker.config, worker.resume_dir, locks, distribution.info, precision, started,
+            result = _train_in_scope(worker.config, worker.resume_dir, locks, distribution.info, precision, clock,
                                      chief=distribution.chief)
         return dataclasses.replace(result, run_dir=worker.run_dir)
 
 
 def _train_in_scope(config: TrainConfig, resume_dir, locks: ExitStack, distribute: DistributeInfo, precision: str,
-                    started: float, chief: bool) -> TrainResult:
+                    clock: TrainingClock, chief: bool) -> TrainResult:
     prepared = _prepare(config)  # data checked, backbone built: nothing is written before this succeeds
     run = _open_run_directory(config, prepared, resume_dir, locks)
+    if run.resume is not None:  # the earlier sessions' time, as its checkpoint recorded it
+        clock.resume_from(run.resume.state)
     if chief:  # its config.json is written: until it is complete, an interrupt's message names it for --resume
         rd.set_active_run(run.run_dir)
-    job = _training_job(config, prepared, run, chief)
+    job = _training_job(config, prepared, run, chief, clock)
     refit = decide_refit(config, any(e.split == "val" for e in prepared.scan.examples), len(job.train_examples),
                          len(prepared.scan.class_names))
     result = _train_and_refit(job, run, refit, prepared.report)
@@ -221,7 +223,7 @@ def _train_in_scope(config: TrainConfig, resume_dir, locks: ExitStack, distribut
                                 job.train_examples, job.val_examples, job.train_features, job.val_features,
                                 run.run_dir)  # unknown-class rejection, fitted on training data only
     return _write_results(config, prepared, run, job, result, detector, precision, distribute, resume_dir is not None,
-                          started, chief)
+                          clock, chief)
 
 
 @dataclass
@@ -350,9 +352,11 @@ def _open_run_directory(config: TrainConfig, prepared: _Prepared, resume_dir, lo
     return _OpenRun(run_dir, resume, resolved, manifest_hash)
 
 
-def _training_job(config: TrainConfig, prepared: _Prepared, run: _OpenRun, chief: bool) -> TrainingJob:
+def _training_job(config: TrainConfig, prepared: _Prepared, run: _OpenRun, chief: bool,
+                  clock: TrainingClock) -> TrainingJob:
     """Features once (cached), likely label issues ranked (and optionally left out), the phase context.
-    `chief`: this process writes the run directory (false on the other workers of a multi-worker run)."""
+    `chief`: this process writes the run directory (false on the other workers of a multi-worker run); `clock`: the
+    run's training time, which every checkpoint records."""
     scan, backbone, feature_extractor = prepared.scan, prepared.backbone, prepared.feature_extractor
     train_examples, val_examples = prepared.split("train"), prepared.split("val")
     if config.profile and run.resume is None:
@@ -382,7 +386,7 @@ def _training_job(config: TrainConfig, prepared: _Prepared, run: _OpenRun, chief
         rd.write_json(run.run_dir / rd.DATA_REPORT_FILE, report)
         log_label_issues(run.log_dir, issues, scan.modality, backbone.size, config.resize)
 
-    context = PhaseContext(config, run.log_dir, Checkpoints(run.run_dir), scan.class_names,
+    context = PhaseContext(config, run.log_dir, Checkpoints(run.run_dir, clock), scan.class_names,
                            list(run.resume.state.history) if run.resume else [], run.resume)
     if scan.modality == "image" and run.resume is None:
         first = train_examples[:config.batch_size]
@@ -457,7 +461,7 @@ def _train_and_refit(job: TrainingJob, run: _OpenRun, refit: RefitDecision, repo
 
 def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job: TrainingJob, result: _Result,
                    detector, precision: str, distribute: DistributeInfo, resumed: bool,
-                   started: float, chief: bool = True) -> TrainResult:
+                   clock: TrainingClock, chief: bool = True) -> TrainResult:
     """model.keras, history.json and metadata.json; then the run is marked complete and its checkpoints go."""
     scan, backbone, run_dir = prepared.scan, prepared.backbone, run.run_dir
     rd.save_model(result.task_model, run_dir)
@@ -466,7 +470,7 @@ def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job:
         "phases": [{"name": name, "epochs": sum(e["phase"] == name for e in history)} for name in result.phases],
         "epochs": history,
     })
-    wall_time = time.perf_counter() - started
+    wall_time = clock.total_s()
     epochs_trained = len(history)
     RunMetadata(
         class_names=scan.class_names,
@@ -478,7 +482,7 @@ def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job:
         strategy=config.strategy,
         class_digest=class_digest(result.task_model, scan.class_names),  # ties this file to model.keras
         metrics={"val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
-                 "epochs_trained": epochs_trained, "wall_time_s": round(wall_time, 2)},
+                 "epochs_trained": epochs_trained, **_wall_times(clock, resumed)},
         calibration={"temperature": result.temperature, "fitted_on": "validation split" + (
             " (the first model's, before the refit)" if result.refitted else "")},
         precision=precision,
@@ -500,7 +504,31 @@ def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job:
     # A non-chief worker wrote into a scratch folder it removes next (its config's output is that folder): the run
     # directory is the chief's.
     shown = run_dir if chief else f"the chief's (this worker's scratch copy {run_dir} is removed)"
-    logger.info("Done: best validation accuracy %.4f (loss %.4f); %d epochs%s in %.1f s. Run directory: %s",
+    time_text = training_time_text(clock, resumed)
+    logger.info("Done: best validation accuracy %.4f (loss %.4f); %d epochs%s in %s. Run directory: %s",
                 result.val_accuracy, result.val_loss, epochs_trained,
-                f" ({refit_count} of them the refit on train + validation)" if refit_count else "", wall_time, shown)
-    return TrainResult(run_dir, result.val_accuracy, result.val_loss, epochs_trained, wall_time)
+                f" ({refit_count} of them the refit on train + validation)" if refit_count else "", time_text, shown)
+    return TrainResult(run_dir, result.val_accuracy, result.val_loss, epochs_trained, wall_time, time_text)
+
+
+def _wall_times(clock: TrainingClock, resumed: bool) -> dict:
+    """metadata.json's training times: `wall_time_s` every session's, as the last lines say; a resumed run adds
+    this session's and the earlier ones' (null when the checkpoint it resumed from did not record them)."""
+    times = {"wall_time_s": round(clock.total_s(), 2)}
+    if resumed:
+        times |= {"wall_time_this_session_s": round(clock.session_s(), 2),
+                  "wall_time_earlier_sessions_s": None if clock.earlier_s is None else round(clock.earlier_s, 2)}
+    return times
+
+
+def training_time_text(clock: TrainingClock, resumed: bool) -> str:
+    """How long the run trained, for its last lines: a resumed run's total is what a user asks (the interrupted
+    session's time counts), with this session's part beside it."""
+    session = clock.session_s()
+    if not resumed:
+        return f"{session:.1f} s"
+    if clock.earlier_s is None:
+        return (f"{session:.1f} s, this resumed session only (the checkpoint it resumed from, written by an earlier "
+                "version, does not record the earlier sessions' time)")
+    return (f"{clock.total_s():.1f} s in all, {session:.1f} s of it in this resumed session (earlier sessions count "
+            "up to their last checkpoint)")

@@ -47,12 +47,17 @@ def _crash_when(monkeypatch, predicate, method: str = "save"):
 
 
 def _resume_and_check(run):
+    earlier = Checkpoints(run).latest().state.elapsed_s  # the killed session's time, up to its last checkpoint
     assert train.main(["--resume", str(run)]) == 0
     assert not (run / rd.INCOMPLETE_MARKER).exists()
     history = rd.read_json(run / rd.HISTORY_FILE)["epochs"]
     assert [e["epoch"] for e in history] == list(range(1, len(history) + 1))
     assert [e["phase"] for e in history].count("finetune") == 1
     load_task_model(str(run / rd.MODEL_FILE))
+    # The run's training time is every session's, not only the resumed one's (it was the resumed one's alone).
+    times = rd.read_json(run / rd.METADATA_FILE)["metrics"]
+    assert earlier > 0 and times["wall_time_earlier_sessions_s"] == pytest.approx(earlier, abs=0.01)
+    assert times["wall_time_s"] == pytest.approx(earlier + times["wall_time_this_session_s"], abs=0.02)
 
 
 @pytest.mark.parametrize("phase", ["head", "finetune"])
@@ -69,7 +74,8 @@ def test_resume_after_the_last_epoch_checkpoint_and_before_the_phase_end(tiny_fo
     _resume_and_check(run)
 
 
-def test_resume_between_the_first_best_weights_of_a_phase_and_its_first_checkpoint(tiny_folder, tmp_path, monkeypatch):
+def test_resume_between_the_first_best_weights_of_a_phase_and_its_first_checkpoint(tiny_folder, tmp_path, monkeypatch,
+                                                                                     capsys):
     """Defect 3: phase 2's best weights replaced phase 1's before any phase-2 checkpoint named
     them; the resume then refused forever ("holds weights of another model").
     And the crash comes after the epoch's TensorBoard events were flushed, before its checkpoint: the resume
@@ -82,7 +88,9 @@ def test_resume_between_the_first_best_weights_of_a_phase_and_its_first_checkpoi
     monkeypatch.undo()
     assert list((run / "checkpoints").glob("finetune-best-*"))  # written, named by no checkpoint yet
     killed_epochs = [step for step, _ in scalar_points(run, "train", "epoch_loss")]
+    capsys.readouterr()
     _resume_and_check(run)
+    assert " s in all, " in capsys.readouterr().out  # train.py's last lines say the total, this session's beside it
     history = rd.read_json(run / rd.HISTORY_FILE)["epochs"]
     assert len(killed_epochs) == len(history)  # the finetune epoch was logged before the crash, and is again
     for subdir, tag in [("train", "epoch_loss"), ("train", "phase"), ("validation", "epoch_accuracy")]:
