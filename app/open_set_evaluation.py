@@ -93,7 +93,8 @@ def open_set_metrics(known_scores, unknown_scores, threshold: float, known_corre
         "known_accepted": float(accepted.mean()),
         "unknown_rejected": float(rejected_unknown.mean()),
         "known_accuracy": float(known_correct.mean()),  # closed set: rejection does not change the argmax
-        "known_accuracy_when_accepted": float(known_correct[accepted].mean()) if accepted.any() else float("nan"),
+        # None (null in metrics.json, n/a in report.md) when no known file is accepted: there is no accuracy to give.
+        "known_accuracy_when_accepted": float(known_correct[accepted].mean()) if accepted.any() else None,
         # Every file counts: a known file is right when accepted and correctly classified, an unknown one when rejected.
         "accuracy_with_rejection": float((np.sum(known_correct & accepted) + np.sum(rejected_unknown))
                                          / (len(known_scores) + len(unknown_scores))),
@@ -116,22 +117,27 @@ def plot_score_histogram(known_scores, unknown_scores, threshold: float, score: 
     save_figure(figure, path)
 
 
+def _shown(value, spec: str) -> str:
+    """A metric in report.md: "n/a" where it has no value (None, or a NaN such as the AUROC of one kind of file)."""
+    return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
+
+
 def render_open_set(result: dict) -> str:
-    others = ", ".join(f"{name} {value:.3f}" for name, value in result["auroc_by_score"].items())
+    others = ", ".join(f"{name} {_shown(value, '.3f')}" for name, value in result["auroc_by_score"].items())
     return "\n".join([
         "## Unknown classes",
         "",
         # visible(): a newline in the folder's name would end the list item (as report.md's Data line, escaped).
         f"- Unknown folder: `{visible(result['unknown_dir'])}` ({result['num_unknown']} files), against the "
         f"{result['num_known']} evaluation files above",
-        f"- Score: {result['score']} (chosen at training time), AUROC **{result['auroc']:.3f}**, "
-        f"FPR at 95% TPR {result['fpr_at_95_tpr']:.3f}",
+        f"- Score: {result['score']} (chosen at training time), AUROC **{_shown(result['auroc'], '.3f')}**, "
+        f"FPR at 95% TPR {_shown(result['fpr_at_95_tpr'], '.3f')}",
         f"- Threshold {result['threshold']:.4g} (keeps {100 * result['reject_recall']:.0f}% of known validation "
         f"files): known files accepted {100 * result['known_accepted']:.1f}%, unknown files rejected "
         f"{100 * result['unknown_rejected']:.1f}%",
         f"- Accuracy with rejection (known and unknown files): {result['accuracy_with_rejection']:.4f}; known files "
-        f"only: {result['known_accuracy']:.4f} (closed set), {result['known_accuracy_when_accepted']:.4f} on the "
-        "accepted ones",
+        f"only: {result['known_accuracy']:.4f} (closed set), {_shown(result['known_accuracy_when_accepted'], '.4f')} "
+        "on the accepted ones",
         f"- AUROC of every candidate score on these files (for comparison; the choice was made before): {others}",
         "",
         f"![unknown-class score histogram]({HISTOGRAM_FILE})",

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shlex
 import shutil
 import zipfile
 from pathlib import Path
+
+import numpy as np
 
 from app.errors import UserError
 from data.atomic_write import boundary, write_atomically
@@ -46,11 +49,27 @@ def retrain_remedy(run_dir: Path) -> str:
 
 
 def write_json(path: Path, payload) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then rename."""
+    """Write JSON atomically: a temporary file in the same folder, then rename. A NaN or infinite number is
+    written as null (`json_ready`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n"
+    text = json.dumps(json_ready(payload), indent=2, sort_keys=False, default=str, allow_nan=False) + "\n"
     write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def json_ready(value):
+    """`value` with every NaN and infinite number (Python's or numpy's) replaced by None, in nested dicts and lists.
+
+    JSON has no such numbers: Python writes them as NaN and Infinity, which strict readers (jq, JavaScript's
+    JSON.parse, most languages' parsers) refuse, so one metric without a value (`known_accuracy_when_accepted` when
+    no known file is accepted) made all of metrics.json unreadable to them. null says "no value" in JSON."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def write_text(path: Path, text: str) -> None:

@@ -143,3 +143,28 @@ def test_open_set_section_writes_a_newline_in_the_unknown_folder_name_escaped():
               "known_accuracy_when_accepted": 0.75, "auroc_by_score": {"energy": 0.9}}
     section = render_open_set(result)
     assert "- Unknown folder: `/data/un\\nknown` (3 files), against the 4 evaluation files above" in section.split("\n")
+
+
+def test_no_accepted_known_file_is_null_in_metrics_json_and_n_a_in_the_report(tmp_path):
+    """known_accuracy_when_accepted was NaN when the threshold accepted no known file: metrics.json then held NaN,
+    which is not JSON (jq and JavaScript refuse the whole file)."""
+    from app import run_dir as rd
+    from app.open_set_evaluation import open_set_metrics, render_open_set
+
+    metrics = open_set_metrics([2.0, 3.0], [4.0, 5.0], threshold=1.0, known_correct=[True, False])
+    assert metrics["known_accuracy_when_accepted"] is None and metrics["known_accepted"] == 0.0
+    result = {"unknown_dir": "/data/unknown", "score": "energy", "reject_recall": 0.95,
+              "auroc_by_score": {"energy": metrics["auroc"], "knn": float("nan")}, **metrics}
+    line = next(line for line in render_open_set(result).split("\n") if "known files only" in line)
+    assert line.endswith("0.5000 (closed set), n/a on the accepted ones")
+    assert "knn n/a" in render_open_set(result)
+
+    rd.write_json(tmp_path / "metrics.json", {"open_set": result, "inf": float("inf"), "f32": np.float32("nan")})
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    written = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)  # strict, as jq reads it
+    assert written["open_set"]["known_accuracy_when_accepted"] is None
+    assert written["open_set"]["auroc_by_score"]["knn"] is None and written["inf"] is None and written["f32"] is None
+    assert written["open_set"]["auroc"] == metrics["auroc"]
