@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from app.backbone_reuse import is_run_dir, open_backbone_run
@@ -10,6 +11,7 @@ from app.errors import UserError
 from data.resize import RESAMPLING
 from models.backbones import BackboneSpec, get_backbone
 
+logger = logging.getLogger(__name__)
 DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm"}
 
 
@@ -59,3 +61,19 @@ def resolve_backbone(config: TrainConfig, modality: str) -> ResolvedBackbone:
     size = (config.image_size if modality == "image" else config.sequence_length) or spec.default_size
     pooling = None if config.pooling == "auto" else config.pooling
     return ResolvedBackbone(spec, name, config.weights or spec.default_weights, size, pooling)
+
+
+def cap_unfreeze(config: TrainConfig, spec: BackboneSpec, feature_extractor, backbone_name: str) -> None:
+    """`--unfreeze N` above the number of blocks the backbone has: every block trains (as it did), but the run now
+    says so once, before any work, and `config.unfreeze` becomes the number that trains, which config.json, the
+    phase descriptions (history, TensorBoard) and a resume then record. It was capped with no more than phase 2's
+    INFO line, and config.json kept the N no block count matches. Call it where the blocks are unfrozen."""
+    if config.unfreeze is None or not config.unfreeze.isdigit():
+        return
+    available = len(spec.blocks(feature_extractor))
+    if not available or int(config.unfreeze) <= available:
+        return  # a backbone without blocks is refused or left whole where its blocks are needed
+    logger.warning("--unfreeze %s asks for more blocks than backbone %s has (%d): all %d are unfrozen, and "
+                   "config.json records --unfreeze %d. (The layers below its first block stay frozen; --unfreeze all "
+                   "trains them too.)", config.unfreeze, backbone_name, available, available, available)
+    config.unfreeze = str(available)

@@ -29,7 +29,7 @@ from app.run_integrity import class_digest
 from app.run_lock import RunLock
 from app.run_metadata import RunMetadata
 from app.versions import package_versions
-from app.backbone_choice import input_spec, resolve_backbone
+from app.backbone_choice import cap_unfreeze, input_spec, resolve_backbone
 from app.checkpoint_state import ResumePoint, TrainingClock
 from app.checkpoints import Checkpoints
 from app.features import cached_features, feature_store_key, truncation_report
@@ -41,7 +41,7 @@ from app.strategies import TrainingJob, strategy_for
 from app.label_issue_run import exclude_label_issues, log_label_issues, not_ranked, rank_label_issues
 from app.label_issues import require_enough_for_folds
 from app.meta_pools import check_source_folder, check_target_pools, unused_source_warning
-from app.meta_training import check_init_run, check_meta_input_options, meta_input_mode
+from app.meta_training import check_init_run, check_meta_input_options, meta_input_mode, source_candidates
 from app.target_finetuning import target_finetune_applies
 from app.open_set import fit_run_detector
 from app.unknown_store import DETECTOR_FILE
@@ -312,6 +312,8 @@ def _prepare(config: TrainConfig) -> _Prepared:
     keras.utils.set_random_seed(config.seed)
     feature_extractor = backbone.spec.build_features(backbone.size, backbone.weights, backbone.pooling)
     feature_extractor.trainable = False
+    if unfreezes_blocks(config, backbone.weights, fine_tunes):
+        cap_unfreeze(config, backbone.spec, feature_extractor, backbone.name)
 
     if scan.modality == "text":
         texts = read_texts([e.path for e in examples], [e.encoding for e in examples])
@@ -320,6 +322,18 @@ def _prepare(config: TrainConfig) -> _Prepared:
             logger.info("%d of %d texts are longer than %d tokens and are truncated",
                         report["truncation"]["num_truncated"], len(texts), backbone.size)
     return _Prepared(scan, examples, report, backbone, feature_extractor)
+
+
+def unfreezes_blocks(config: TrainConfig, weights: str, fine_tunes: bool) -> bool:
+    """Whether the run trains the backbone's top `--unfreeze` blocks: fine-tuning (`fine_tunes`: finetune, or
+    protonet's target stage), meta-training a pretrained backbone on raw inputs, or protonet's top_blocks source
+    stage. (A backbone from scratch trains whole; the others keep it frozen.)"""
+    if fine_tunes:
+        return True
+    if config.strategy not in META_STRATEGIES:
+        return False
+    mode = meta_input_mode(config, weights)
+    return (mode == "raw" and weights != "none") or "top_blocks" in (source_candidates(config, mode) or ())
 
 
 @dataclass
