@@ -22,8 +22,9 @@ from app.open_set_evaluation import evaluate_unknown, prepare_unknown_set, rende
 from data.atomic_write import write_atomically
 from data.images import IMAGE_EXTENSIONS
 from data.records import Example
-from data.scan import scan_folder
+from data.scan import scan_folder, with_article
 from app.run_integrity import open_run
+from app.run_manifest import read_manifest, read_source_manifest
 from app.run_metadata import LoadedRun, RunMetadata
 
 logger = logging.getLogger(__name__)
@@ -87,11 +88,9 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
 
 def _seen_hashes(run_path: Path, splits: tuple[str, ...]) -> set[str]:
     """sha256 of the manifest's files in `splits`."""
-    path = run_path / rd.MANIFEST_FILE
-    if not path.is_file():  # the run_integrity checks name a missing manifest where it matters
+    if not (run_path / rd.MANIFEST_FILE).is_file():  # the run_integrity checks name a missing manifest where it matters
         return set()
-    files = rd.read_json(path, rd.retrain_remedy(run_path)).get("files", [])
-    return {f["sha256"] for f in files if f.get("split") in splits and f.get("sha256")}
+    return read_manifest(run_path).hashes(*splits)
 
 
 def backbone_training_files(run: LoadedRun) -> set[str]:
@@ -121,12 +120,8 @@ def backbone_training_files(run: LoadedRun) -> set[str]:
 def source_files(run_path: Path) -> tuple[set[str], set[str]]:
     """The sha256 and the class names of the `--meta-data` source a meta run meta-trained and meta-validated on
     (meta_manifest.json; empty sets without one)."""
-    path = run_path / rd.META_MANIFEST_FILE
-    if not path.is_file():
-        return set(), set()
-    manifest = rd.read_json(path, rd.retrain_remedy(run_path))
-    return ({f["sha256"] for f in manifest.get("files", []) if f.get("sha256")},
-            set(manifest.get("class_splits", {})))
+    source = read_source_manifest(run_path)
+    return (set(), set()) if source is None else (source.hashes(), set(source.class_splits))
 
 
 def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> tuple[list[Example], str]:
@@ -207,17 +202,15 @@ def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, a
     if "test" in scan.splits_present():
         return split_set("test", "test/ split of the folder")
     if _same_folder(scan.root, run.metadata.data_dir):
-        manifest = rd.read_json(run.path / rd.MANIFEST_FILE)
-        held_out = [f for f in manifest["files"] if f["split"] == "test"]
+        held_out, split = read_manifest(run.path).held_out(run_classes)
         description, suffix = "test files held out at training time (from the run manifest)", "heldout-test"
-        if not held_out:
+        if split == "val":
             if run.metadata.refit_applied:
                 raise UserError(
                     f"The run has no test split of {scan.root!r} to evaluate on, and its validation files are "
                     "training files: the run refitted on train + validation (metadata.json, 'refit'). Evaluate "
                     "on a folder with a test/ split or on files the run never saw, or train with "
                     "--test-fraction above 0 (or --refit no) to keep files out of training.")
-            held_out = [f for f in manifest["files"] if f["split"] == "val"]
             # They also set the temperature and the unknown-class threshold (evaluate.py --unknown's "known files
             # accepted" is then reject_recall by construction): the description said early stopping only.
             description = ("validation files held out at training time (from the run manifest; the run had no "
@@ -225,12 +218,12 @@ def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, a
                            "threshold, so this is optimistic)")
             suffix = "heldout-val"
         scanned = {e.path: e for e in scan.examples}
-        paths = [str(Path(scan.root) / f["path"]) for f in held_out]
+        paths = [str(Path(scan.root) / entry.path) for entry in held_out]
         absent = [p for p in paths if p not in scanned]
         if absent:
             raise UserError(f"{len(absent)} held-out files of the run's manifest are missing or unreadable in "
                             f"{scan.root!r}, e.g. {absent[0]!r}.")
-        examples = [replace(scanned[p], label=run_classes.index(f["label"])) for p, f in zip(paths, held_out)]
+        examples = [replace(scanned[p], label=run_classes.index(entry.label)) for p, entry in zip(paths, held_out)]
         return EvaluationSet(examples, description, suffix, run_classes)
     if "val" in scan.splits_present():
         return split_set("val", "val/ split of the folder")
@@ -326,10 +319,6 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
     return metrics, out_dir
 
 
-def _a(modality: str) -> str:
-    return f"an {modality}" if modality[:1] in "aeiou" else f"a {modality}"
-
-
 def _same_modality(run_paths: list[str | Path]) -> None:
     """Refuse, before any evaluation, runs of another modality than the first: a --compare image run beside a text
     run failed only after the first run's evaluation was written, with a line about the folder, not the run."""
@@ -343,7 +332,7 @@ def _same_modality(run_paths: list[str | Path]) -> None:
     for path, modality in modalities[1:]:
         if modality != first[1]:
             raise UserError(f"--compare needs runs of one modality, evaluated on the same folder: {first[0]} is "
-                            f"{_a(first[1])} run but {path} is {_a(modality)} run. Received: --compare {path}. Compare it "
+                            f"{with_article(first[1])} run but {path} is {with_article(modality)} run. Received: --compare {path}. Compare it "
                             f"with runs of {modality} data, on a folder of {modality} files.")
 
 

@@ -28,6 +28,7 @@ from app.errors import UserError
 from app.escaping import visible
 from app.evaluation import LoadedRun, load_run
 from app.parity import ParityReport, compare, compare_unknown
+from app.run_manifest import read_manifest
 from data.atomic_write import process_alive
 from data.doctor import inspect_file
 from data.images import load_image
@@ -179,68 +180,40 @@ def _spec(run: LoadedRun) -> InputSpec:
     return InputSpec(run.modality, run.metadata.image_size, run.resize)
 
 
-def _manifest(run: LoadedRun) -> tuple[Path, list[dict]]:
-    """The training folder and the file entries of the run's manifest.json, each with a str path, split and label;
-    a UserError naming the file when it is missing or garbled (valid JSON without those fields was a KeyError
-    traceback)."""
-    path = run.path / rd.MANIFEST_FILE
-    manifest = rd.read_json(path, rd.retrain_remedy(run.path))
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    root = manifest.get("root") if isinstance(manifest, dict) else None
-
-    def usable(entry) -> bool:
-        return isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in ("path", "split", "label"))
-
-    bad = None
-    if not isinstance(files, list):
-        bad = "no list of files"
-    elif root is not None and not isinstance(root, str):
-        bad = f"its root is not a path: {root!r}"
-    elif not all(usable(entry) for entry in files):
-        entry = next(entry for entry in files if not usable(entry))
-        bad = f"an entry without a path, a split and a label: {str(entry)[:120]}"
-    if bad:
-        raise UserError(f"{str(path)!r} is damaged ({bad}). {rd.retrain_remedy(run.path)}")
-    return Path(root or run.metadata.data_dir), files
-
-
 def held_out_examples(run: LoadedRun) -> tuple[list[Example], str]:
     """The run's test files from its manifest, else its validation files (labels = run class indices)."""
-    root, files = _manifest(run)
-    chosen = [f for f in files if f["split"] == "test"]
+    manifest = read_manifest(run.path, run.metadata.data_dir)
+    root = manifest.root
+    chosen, split = manifest.held_out(run.class_names)
     note = f"test split of {root} from the run's manifest"
-    if not chosen:
-        chosen = [f for f in files if f["split"] == "val"]
+    if split == "val":
         note = f"validation split of {root} from the run's manifest (the run has no test split)"
         if run.metadata.refit_applied:
             note += "; the run refitted on train + validation, so accuracy here is optimistic, agreement is not"
-    strangers = sorted({f["label"] for f in chosen} - set(run.class_names))
-    if strangers:
-        raise UserError(f"{str(run.path / rd.MANIFEST_FILE)!r} is damaged (held-out files labelled {strangers[:5]}, "
-                        f"not classes of the run). {rd.retrain_remedy(run.path)}")
     if not chosen:
         raise UserError(f"The run's manifest lists no test or validation files to check the export on "
-                        f"({str(run.path / rd.MANIFEST_FILE)!r}).")
+                        f"({str(manifest.file)!r}).")
     examples = []
     for entry in chosen:
-        path = root / entry["path"]
+        path = root / entry.path
         check = inspect_file(str(path), run.modality)
         if not check.usable:
             raise UserError(f"The export is checked on the run's held-out files, but {str(path)!r} is unusable: "
                             f"{check.reason}. Restore the training folder {str(root)!r} as it was when the run was "
                             "trained (export where it is, or copy it along with the run).")
-        examples.append(Example(str(path), run.class_names.index(entry["label"]), entry["split"], check.sha256,
+        examples.append(Example(str(path), run.class_names.index(entry.label), entry.split, check.sha256,
                                 check.encoding))
     return examples, f"{len(examples)} files: {note}"
 
 
 def representative_paths(run: LoadedRun, wanted: int) -> list[str]:
     """Up to `wanted` training files for int8 calibration, taken class by class in turn (balanced)."""
-    root, files = _manifest(run)
+    manifest = read_manifest(run.path, run.metadata.data_dir)
+    root = manifest.root
     by_class: dict[str, list[str]] = {}
-    for entry in files:
-        if entry["split"] == "train" and (root / entry["path"]).is_file():
-            by_class.setdefault(entry["label"], []).append(str(root / entry["path"]))
+    for entry in manifest.in_split("train"):
+        if (root / entry.path).is_file():
+            by_class.setdefault(entry.label, []).append(str(root / entry.path))
     available = sum(len(paths) for paths in by_class.values())
     if available < MIN_REPRESENTATIVE_FILES:
         raise UserError(

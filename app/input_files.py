@@ -7,9 +7,8 @@ from collections import Counter
 from pathlib import Path
 
 from data.doctor import inspect_file
-from data.images import IMAGE_EXTENSIONS
 from data.records import Example, SkippedFile
-from data.scan import RENAME_HINT, TEXT_EXTENSIONS, is_utf8_name, shown_path, visible_files
+from data.scan import shown_path, skipped_by_name, visible_files
 
 logger = logging.getLogger(__name__)
 # Skipped files named one warning each, up to this many; the rest are counted in one more line (a folder of
@@ -29,15 +28,10 @@ def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], li
             candidates.append(path)
         else:
             skipped.append(SkippedFile(shown_path(path), "no such file or folder"))
-    extensions = IMAGE_EXTENSIONS if modality == "image" else TEXT_EXTENSIONS
-    article = "an" if modality == "image" else "a"
     usable: list[Example] = []
     for path in candidates:
-        if not is_utf8_name(path):  # TensorFlow cannot open it by this name (data/scan.py says why)
-            skipped.append(SkippedFile(shown_path(path), f"its name is not valid UTF-8 (shown with \\xNN); {RENAME_HINT}"))
-            continue
-        if path.suffix.lower() not in extensions:
-            skipped.append(SkippedFile(str(path), f"not {article} {modality} file (extension {path.suffix or 'none'!r})"))
+        if (skip := skipped_by_name(path, modality)) is not None:
+            skipped.append(skip)
             continue
         check = inspect_file(str(path), modality)
         if check.usable:

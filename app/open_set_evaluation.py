@@ -5,7 +5,6 @@ report.md, TensorBoard under logs/eval_<name>/)."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from app.unknown_scores import SCORES, UnknownScorer, auroc, fpr_at_tpr
 from app.unknown_selection import UnknownDetector
 from app.unknown_store import load_detector
 from data.records import Example
+from data.scan import walk_visible
 
 logger = logging.getLogger(__name__)
 HISTOGRAM_FILE = "open_set_histogram.png"
@@ -42,14 +42,9 @@ def _known_class_folders(folder: Path, class_names: list[str]) -> list[Path]:
     known = set(class_names)
     if folder.resolve().name in known:  # resolved: `--unknown .` inside a class's folder has the name ""
         return [folder]
-    found, seen = [], set()
-    for root, dirs, _ in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:  # a symlink loop (or a folder linked twice): walked once, as visible_files does
-            dirs[:] = []
-            continue
-        seen.add(real)
-        found += [Path(root) / d for d in dirs if d in known]
+    found = []
+    for current, dirs, _ in walk_visible(folder):  # as collect_inputs walks it: symlink loops walked once
+        found += [current / d for d in dirs if d in known]
         dirs[:] = [d for d in dirs if d not in known]  # everything below a known class's folder goes with it
     return sorted(found)
 

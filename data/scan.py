@@ -90,6 +90,21 @@ def shown_path(path) -> str:
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def with_article(noun: str) -> str:
+    """"an image", "a text": for messages that name a modality."""
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+
+
+def skipped_by_name(path: Path, modality: str) -> SkippedFile | None:
+    """Why `path` cannot be one of the `modality` files by its name alone (not UTF-8, another extension), or None.
+    The training scan and predict.py's inputs skip the same files for the same reasons."""
+    if not is_utf8_name(path):  # TensorFlow cannot open such a name (is_utf8_name)
+        return SkippedFile(shown_path(path), f"its name is not valid UTF-8 (shown with \\xNN); {RENAME_HINT}")
+    if path.suffix.lower() not in (IMAGE_EXTENSIONS if modality == "image" else TEXT_EXTENSIONS):
+        return SkippedFile(str(path), f"not {with_article(modality)} file (extension {path.suffix or 'none'!r})")
+    return None
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name in IGNORED_NAMES
 
@@ -98,9 +113,11 @@ def _visible_subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p.name))
 
 
-def _files_under(folder: Path, seen_dirs: set) -> list[Path]:
-    """All visible files below `folder`, following symlinks but never into a directory in `seen_dirs`."""
-    files = []
+def walk_visible(folder: Path, seen_dirs: set | None = None):
+    """os.walk below `folder` following symlinked folders, hidden names left out, sorted: (folder, its subfolder
+    names, its file names). A folder whose real path is in `seen_dirs` (a symlink loop, a folder linked twice) is
+    not entered again, except `folder` itself. Like os.walk, a caller may prune the subfolder list in place."""
+    seen_dirs = set() if seen_dirs is None else seen_dirs
     for current, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(current)
         if current != str(folder) and real in seen_dirs:
@@ -108,8 +125,12 @@ def _files_under(folder: Path, seen_dirs: set) -> list[Path]:
             continue
         seen_dirs.add(real)
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-        files.extend(Path(current) / f for f in sorted(filenames) if not _is_hidden(f))
-    return files
+        yield Path(current), dirnames, sorted(f for f in filenames if not _is_hidden(f))
+
+
+def _files_under(folder: Path, seen_dirs: set) -> list[Path]:
+    """All visible files below `folder`, following symlinks but never into a directory in `seen_dirs`."""
+    return [current / name for current, _, names in walk_visible(folder, seen_dirs) for name in names]
 
 
 def visible_files(folder: Path) -> list[Path]:
@@ -179,16 +200,12 @@ def scan_folder(root: str | Path, check_files_content: bool = True, use_cache: b
             f"No image or text files in {str(root)!r}. Supported: images "
             f"({', '.join(sorted(IMAGE_EXTENSIONS))}) or text (.txt, one example per file)."
         )
-    wanted = IMAGE_EXTENSIONS if modality == "image" else TEXT_EXTENSIONS
-    article = "an" if modality == "image" else "a"
     candidates = []
     for split, class_name, path in found:
-        if not is_utf8_name(path):
-            skipped.append(SkippedFile(shown_path(path), f"its name is not valid UTF-8 (shown with \\xNN); {RENAME_HINT}"))
-        elif path.suffix.lower() in wanted:
-            candidates.append((split, class_name, path))
+        if (skip := skipped_by_name(path, modality)) is not None:
+            skipped.append(skip)
         else:
-            skipped.append(SkippedFile(str(path), f"not {article} {modality} file (extension {path.suffix or 'none'!r})"))
+            candidates.append((split, class_name, path))
 
     if check_files_content:
         checks = check_files([str(p) for _, _, p in candidates], modality, root, workers, use_cache)
