@@ -17,7 +17,7 @@ import sys
 
 from app.cli import positive_int, prepare_environment, run_safely, setup_logging
 
-prepare_environment()
+prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
 
 FEWSHOT_DEFAULTS = {"ways": 5, "shots": 1, "queries": 15, "seed": 0}
 FEWSHOT_ONLY = {"support_finetune": "--support-finetune"}

@@ -17,7 +17,7 @@ import sys
 
 from app.cli import positive_int, prepare_environment, run_safely, setup_logging
 
-prepare_environment()
+prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
 
 FORMATS = ("savedmodel", "litert")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")

@@ -14,7 +14,7 @@ import sys
 
 from app.cli import prepare_environment, run_safely, setup_logging
 
-prepare_environment()
+prepare_environment(splits_batches=True)  # training splits batches across replicas (app/cli.py)
 
 
 def main(argv: list[str] | None = None) -> int:

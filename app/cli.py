@@ -65,14 +65,22 @@ def positive_int(text: str) -> int:
 _environment_problem: str | None = None
 
 
-def prepare_environment() -> None:
-    """Must run before TensorFlow/Keras are imported (entry scripts call it first)."""
+def prepare_environment(*, splits_batches: bool) -> None:
+    """Must run before TensorFlow/Keras are imported (entry scripts call it first).
+
+    splits_batches: whether this command may split a batch across replicas (train.py, under a
+    tf.distribute strategy). Only then is oneDNN turned off for several logical CPUs or TF_CONFIG
+    (app/cpu_devices.avoid_onednn_for_split_batches): evaluate.py, predict.py and export.py build no
+    strategy, so every batch runs whole on one device and never has an empty share, and turning
+    oneDNN off there would only make them slower. Keyword-only, no default: a new entry script decides.
+    """
     global _environment_problem
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ INFO/WARNING lines
     from app.cpu_devices import avoid_onednn_for_split_batches, split_cpu_from_environment
 
-    avoid_onednn_for_split_batches()  # before the import: TensorFlow reads it once
+    if splits_batches:
+        avoid_onednn_for_split_batches()  # before the import: TensorFlow reads it once
     import_tensorflow_quietly()
 
     _environment_problem = split_cpu_from_environment()

@@ -39,6 +39,9 @@ class TargetClassifier:
     phases: list[str]
     refit: dict  # what metadata.json["refit"] records
     metadata: dict  # protonet: which head and why, for metadata.json["meta"]
+    # After a refit: the first classifier's head_dense (kernel, bias), fitted without the validation files, for
+    # the unknown-class detector's threshold on them (app/training.py::_held_out_head). None without a refit.
+    held_out_head: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _written_head(num_classes: int, seed: int, embeddings: np.ndarray, labels, kind: str) -> tuple:
@@ -97,6 +100,7 @@ def target_classifier(context: PhaseContext, config: TrainConfig, num_classes: i
                     kind if config.strategy == "protonet" else "head", len(train_labels), reason)
         return TargetClassifier(head, head_model, val_probabilities, phases, {"applied": False, "reason": reason},
                                 head_choice)
+    first_head = tuple(np.asarray(w, np.float64) for w in head.dense.get_weights())
     embeddings = np.concatenate([train_embeddings, val_embeddings])
     labels = list(train_labels) + list(val_labels)
     if config.strategy == "protonet":
@@ -113,4 +117,5 @@ def target_classifier(context: PhaseContext, config: TrainConfig, num_classes: i
         "applied": True, "reason": "meta strategies refit by default (--refit no keeps the first classifier)",
         "num_files": len(labels), **extra,
         "note": f"The final {'prototypes use' if what == 'prototypes' else 'head uses'} train + validation "
-                "files; the validation metrics and the temperature are the first classifier's."}, head_choice)
+                "files; the validation metrics and the temperature are the first classifier's."}, head_choice,
+                            first_head)

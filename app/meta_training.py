@@ -80,6 +80,9 @@ class MetaOutcome:
     # The final extractor's features of the target's train and validation files (the top_blocks
     # source stage changes the extractor, and with it the features computed before meta-training).
     features: tuple[np.ndarray, np.ndarray]
+    # The first classifier's head_dense (kernel, bias) when the refit changed only the head (TargetClassifier's);
+    # None when the target stage's fine-tuning retrained the embedding too, or without a refit.
+    held_out_head: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def meta_input_mode(config: TrainConfig, weights: str) -> str:
@@ -524,7 +527,7 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
                            [META] + target.phases + tuned.phases, tuned.refit, (train_features, val_features))
     return MetaOutcome(target.head, target.head_model, embedding if mode == "features" else None, val_embeddings,
                        target.val_probabilities, metadata, [META] + target.phases, target.refit,
-                       (train_features, val_features))
+                       (train_features, val_features), target.held_out_head)
 
 
 __all__ = ["ALGORITHMS", "META_LEARNER_FILE", "MetaOutcome", "meta_input_mode", "run_meta_training"]

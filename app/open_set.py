@@ -92,14 +92,41 @@ def run_embeddings(task_model: keras.Model, examples, cached: np.ndarray, modali
 
 
 def fit_run_detector(task_model: keras.Model, config, modality: str, size: int, train_examples, val_examples,
-                     train_features: np.ndarray, val_features: np.ndarray, run_dir: Path) -> UnknownDetector:
-    """Fit the unknown-class detector of a finished model and write it into the run directory."""
+                     train_features: np.ndarray, val_features: np.ndarray, run_dir: Path,
+                     held_out_head: tuple[np.ndarray, np.ndarray] | None = None,
+                     validation_trained: bool = False) -> UnknownDetector:
+    """Fit the unknown-class detector of a finished model and write it into the run directory.
+
+    held_out_head: after a refit on train + validation that changed only head_dense, the first model's head
+    (kernel, bias): the detector scores with it, so the validation files its threshold is set on are new to
+    everything that scores them, as a served file is (app/training.py::_held_out_head says why). The
+    embedding is the final model's, which is the first model's there. validation_trained: the final model
+    trained on the validation files (a refit); without held_out_head, its threshold is then set on files it
+    has seen, and unknown.json says so."""
     embed_args = (modality, size, config.batch_size, config.resize)
     train_embeddings = run_embeddings(task_model, train_examples, train_features, *embed_args)
     val_embeddings = run_embeddings(task_model, val_examples, val_features, *embed_args)
-    kernel, bias = head_weights(task_model)
+    kernel, bias = held_out_head if held_out_head is not None else head_weights(task_model)
     scorer, detector = fit_unknown_detector(train_embeddings, [e.label for e in train_examples], val_embeddings,
                                             [e.label for e in val_examples], kernel, bias, config.reject_recall,
                                             config.unknown_score, config.seed)
+    detector.fitted_on += _refit_note(held_out_head is not None, validation_trained)
     save_detector(run_dir, scorer, detector)
     return detector
+
+
+def _refit_note(held_out: bool, validation_trained: bool) -> str:
+    """What unknown.json's fitted_on adds about a refit (nothing without one)."""
+    if held_out:
+        return ("; the head that scores is the first model's, before the refit on train + validation: it never saw "
+                "the validation files")
+    if validation_trained:
+        # The refit retrained the embedding too (finetune, --hidden-units, text target fine-tuning): no file is new
+        # to the final model, and the first model's embedding is gone, so only more training (out-of-fold refits)
+        # could set an honest threshold. Said here, in unknown.json and in the README instead.
+        logger.info("The refit on train + validation retrained more than the last layer: the unknown-class "
+                    "threshold is set on validation files the final model has seen, so it rejects more than "
+                    "1 - --reject-recall of new files of known classes (--refit no gives a held-out threshold).")
+        return ("; the final model trained on the validation files (the refit on train + validation) and no head "
+                "without them scores its embedding: the threshold rejects more new known files than 1 - reject_recall")
+    return ""

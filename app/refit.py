@@ -58,6 +58,28 @@ def decide_refit(config: TrainConfig, val_from_folder: bool, num_train: int, num
                                f"of them (auto refits below {REFIT_AUTO_BELOW_PER_CLASS})")
 
 
+def refit_keeps_embedding(config: TrainConfig) -> bool:
+    """Whether the refit leaves the model's embedding (the input of `head_dense`) as the first model had it,
+    retraining only `head_dense`: `linear` without a hidden layer, whose embedding is the frozen backbone's
+    features. Then the first model's head can still score the final model's files for the unknown-class
+    detector (`held_out_head`). `finetune` retrains the backbone and `--hidden-units` the hidden layer."""
+    return config.strategy == "linear" and not config.hidden_units
+
+
+def held_out_head_state(kernel: np.ndarray, bias: np.ndarray) -> dict:
+    """The first model's head_dense weights as the refit's `selection` keeps them (JSON, exact: float32 values
+    written as floats), so a refit resumed after its first model is gone still has them."""
+    return {"kernel": np.asarray(kernel, np.float64).tolist(), "bias": np.asarray(bias, np.float64).tolist()}
+
+
+def held_out_head_from_state(selection: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """`held_out_head_state`'s arrays back; None from a checkpoint written before it was kept."""
+    stored = selection.get("held_out_head")
+    if not stored:
+        return None
+    return np.asarray(stored["kernel"], np.float64), np.asarray(stored["bias"], np.float64)
+
+
 def best_epoch(history: list[dict], phase: str) -> int:
     """The phase's epoch whose weights early stopping kept: the first lowest validation loss
     (Keras' EarlyStopping counts only strict improvements and restores the best weights)."""

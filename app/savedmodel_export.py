@@ -46,7 +46,8 @@ class ServingSpec:
 def write_savedmodel(model: keras.Model, spec: ServingSpec, path: str) -> None:
     """Signatures serving_default {inputs: tf.string [batch]} and, for images, pixels {uint8 [batch, H, W, 3]};
     both return probabilities (float32 [batch, classes], class_names order) and top_class (tf.string [batch]),
-    and with spec.unknown also unknown_score (float32 [batch]) and unknown (bool [batch])."""
+    and with spec.unknown also unknown_score (float32 [batch]) and unknown (bool [batch]). A batch of 0 inputs
+    returns those outputs with 0 rows (_unless_empty)."""
     names = tf.constant(spec.class_names)
     score = spec.unknown.score_function() if spec.unknown else None
     forward = embedding_model(model) if spec.unknown else model
@@ -59,26 +60,48 @@ def write_savedmodel(model: keras.Model, spec: ServingSpec, path: str) -> None:
             served["unknown_score"], served["unknown"] = score(result[0])
         return served
 
+    def empty_outputs():
+        return _empty_outputs(len(spec.class_names), with_unknown=score is not None)
+
     archive = _archive()
     if spec.modality == "image":
         height, width = spec.image_size
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
         def serve(inputs):
-            return outputs(decode_images(inputs, (height, width), spec.resize))
+            return _unless_empty(inputs, lambda: outputs(decode_images(inputs, (height, width), spec.resize)),
+                                 empty_outputs)
 
         @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name=PIXELS_SIGNATURE)])
         def pixels(pixels):
-            return outputs(pixels)
+            return _unless_empty(pixels, lambda: outputs(pixels), empty_outputs)
 
         archive.add_endpoint(PIXELS_SIGNATURE, pixels)
     else:
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
         def serve(inputs):
-            return outputs(inputs)
+            return _unless_empty(inputs, lambda: outputs(inputs), empty_outputs)
 
     archive.add_endpoint(SERVING_SIGNATURE, serve)
     archive.write_out(path, verbose=False)
+
+
+def _unless_empty(batch: tf.Tensor, compute, empty):
+    """compute() for a batch of at least one input, else empty(): a request of 0 inputs gets 0 outputs.
+
+    Why: TensorFlow 2.21's oneDNN Conv2D (on by default on x86 CPUs, where a SavedModel is usually served)
+    returns an empty batch's input unchanged, so the next layer failed ("Incompatible shapes: [8] vs.
+    [0,32,32,3]") instead of the signature returning nothing. The model does not run at all on an empty
+    batch, whatever the server's kernels: no layer has to get an empty batch right."""
+    return tf.cond(tf.shape(batch)[0] > 0, compute, empty)
+
+
+def _empty_outputs(classes: int, with_unknown: bool) -> dict[str, tf.Tensor]:
+    """What `outputs` returns for 0 inputs: the same keys and dtypes (tf.cond needs both branches alike)."""
+    served = {"probabilities": tf.zeros([0, classes], tf.float32), "top_class": tf.zeros([0], tf.string)}
+    if with_unknown:
+        served["unknown_score"], served["unknown"] = tf.zeros([0], tf.float32), tf.zeros([0], tf.bool)
+    return served
 
 
 def write_pixels_savedmodel(model: keras.Model, image_size: tuple[int, int], path: str) -> None:

@@ -68,6 +68,9 @@ class TrainedModel:
     # The backbone's (train, val) features after training, when training changed the backbone the run's
     # later steps (calibration, unknown detector) read features from (the top_blocks source stage).
     features: tuple[np.ndarray, np.ndarray] | None = None
+    # Meta strategies that refit only their classifier: the first classifier's head_dense (kernel, bias), which
+    # never saw the validation files, for the unknown-class detector (app/training.py::_held_out_head).
+    held_out_head: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class Strategy(Protocol):
@@ -129,7 +132,8 @@ class MetaStrategy:
                                     job.run_dir, job.store_key)
         task_model = build_task_model(job.feature_extractor, outcome.head, outcome.embedding)
         return TrainedModel(task_model, outcome.head_model, outcome.val_embeddings, 0, outcome.val_probabilities,
-                            outcome.phases, 0, meta=outcome.metadata, refit=outcome.refit, features=outcome.features)
+                            outcome.phases, 0, meta=outcome.metadata, refit=outcome.refit, features=outcome.features,
+                            held_out_head=outcome.held_out_head)
 
 
 def strategy_for(config: TrainConfig) -> Strategy:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.cli import prepare_environment  # noqa: E402
 
-prepare_environment()  # applies METATUNE_CPU_DEVICES before TensorFlow runs any op
+prepare_environment(splits_batches=True)  # applies METATUNE_CPU_DEVICES before TensorFlow runs any op; trains mirrored
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -324,6 +324,9 @@ def test_refit_trains_on_train_and_validation_for_the_chosen_epochs(colour_folde
     assert refit["metrics"]["val_accuracy"] == pytest.approx(plain["metrics"]["val_accuracy"])
     assert refit["metrics"]["val_loss"] == pytest.approx(plain["metrics"]["val_loss"], rel=1e-4)
     assert "before the refit" in refit["calibration"]["fitted_on"]
+    # finetune's refit retrains the backbone: no file is new to the final model, and unknown.json says so.
+    fitted_on = {name: rd.read_json(tmp_path / name / "unknown.json")["fitted_on"] for name in ("plain", "refit")}
+    assert "the final model trained on the validation files" in fitted_on["refit"] and "refit" not in fitted_on["plain"]
     history = rd.read_json(tmp_path / "refit" / rd.HISTORY_FILE)
     assert [p["name"] for p in history["phases"]] == ["head", "finetune", "refit_head", "refit_finetune"]
     epochs = history["epochs"]

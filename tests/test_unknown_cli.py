@@ -1,6 +1,7 @@
 """Unknown-class rejection through the CLIs: stored at training, used by predict.py and evaluate.py --unknown."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +46,43 @@ def assert_clean_error(capsys, *fragments):
         assert fragment in err, err
 
 
+def assert_threshold_set_on_files_new_to_the_scoring_head(run):
+    """After a refit on train + validation that retrained only head_dense, the detector's head (unknown.npz) is
+    the first model's, which never saw the validation files: it gives them the validation loss the run reports
+    (the first model's), not the refitted head's, and the threshold keeps reject_recall of their scores.
+    Scored by the refitted head, those files looked more familiar than new files of their classes: at 0.95 the
+    threshold rejected 5.0-13.5% of new known files (Fashion-MNIST sample, 3 seeds), 2.0-4.5% with the first head."""
+    from app.evaluation import load_run
+    from app.open_set import embed_examples, head_weights
+    from app.unknown_scores import softmax_logits, threshold_for_recall
+    from app.unknown_store import load_detector
+    from data.records import Example
+
+    metadata = rd.read_json(run / rd.METADATA_FILE)
+    assert metadata["refit"]["applied"] is True  # else there is nothing to check
+    manifest = rd.read_json(run / rd.MANIFEST_FILE)
+    names = manifest["class_names"]
+    val = [Example(str(Path(manifest["root"]) / f["path"]), names.index(f["label"]), "val")
+           for f in manifest["files"] if f["split"] == "val"]
+    loaded = load_run(run)
+    embeddings, _ = embed_examples(loaded, val)
+    scorer, detector = load_detector(run)
+    labels = np.array([e.label for e in val])
+
+    def val_loss(probabilities):
+        return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0))))
+
+    logits = softmax_logits(embeddings, scorer.kernel, scorer.bias)
+    scored = np.exp(logits - logits.max(axis=1, keepdims=True))
+    # Tight: these tiny heads barely learn, and the refitted one's loss on them differed by only 5e-5 (relative).
+    assert val_loss(scored / scored.sum(axis=1, keepdims=True)) == pytest.approx(metadata["metrics"]["val_loss"],
+                                                                                 rel=1e-6, abs=1e-7)
+    assert not np.allclose(scorer.kernel, head_weights(loaded.model)[0])  # not the refitted head, which saw them
+    assert detector.threshold == pytest.approx(threshold_for_recall(scorer.score(detector.score, embeddings),
+                                                                    detector.reject_recall), rel=1e-5, abs=1e-6)
+    assert "never saw the validation files" in detector.fitted_on
+
+
 def test_training_stores_the_detector(trained):
     _, _, run = trained
     assert (run / DETECTOR_FILE).is_file() and (run / ARRAYS_FILE).is_file()
@@ -52,6 +90,7 @@ def test_training_stores_the_detector(trained):
     metadata = rd.read_json(run / rd.METADATA_FILE)
     assert metadata["unknown"]["score"] == detector["score"] and detector["reject_recall"] == 0.95
     assert detector["selection"]["auroc"]  # three classes: leave-one-class-out folds were measured
+    assert_threshold_set_on_files_new_to_the_scoring_head(run)  # 7 training files per class: auto refits (linear)
 
 
 def test_predict_marks_unknown_files_and_reject_none_turns_it_off(trained, capsys):
@@ -238,6 +277,7 @@ def test_protonet_run_rejects_through_its_prototypes(tmp_path, capsys):
     detector = rd.read_json(run / DETECTOR_FILE)
     arrays = np.load(run / ARRAYS_FILE)
     assert arrays["kernel"].shape == (8, 3)  # the prototype layer over the 8-unit meta-learned embedding
+    assert_threshold_set_on_files_new_to_the_scoring_head(run)  # meta strategies refit their classifier by default
     unknown = _folder(tmp_path / "unknown", UNKNOWN, per_class=3, seed=4)
     capsys.readouterr()  # training's output
     assert predict.main([str(run), str(unknown), "--json"]) == 0

@@ -141,7 +141,7 @@ def test_bad_cpu_device_count_is_one_error_line(capsys, monkeypatch):
     assert requested_cpu_devices("4") == 4
     monkeypatch.setenv(ENV_VAR, "two")
     monkeypatch.setattr(app.cli, "_environment_problem", None)
-    app.cli.prepare_environment()  # TensorFlow is already imported: only the value is checked
+    app.cli.prepare_environment(splits_batches=True)  # TensorFlow is already imported: only the value is checked
     assert train.main(["anything"]) == 2
     _one_error_line(capsys, f"{ENV_VAR} must be a whole number", "Received: METATUNE_CPU_DEVICES='two'")
 
@@ -157,6 +157,38 @@ def test_onednn_is_off_where_a_replica_on_the_cpu_can_get_an_empty_batch():
         environ = dict(environ)
         assert avoid_onednn_for_split_batches(environ) is turned_off, environ
         assert environ.get(ONEDNN_VAR) == expected, environ
+
+
+# Imports each entry script afresh and prints the TF_ENABLE_ONEDNN_OPTS each one leaves for TensorFlow. The
+# TensorFlow import (and the CPU split that needs it) is stubbed out: the variable is decided before it, and
+# four real imports would cost seconds each.
+_ONEDNN_PER_ENTRY_POINT = """
+import importlib, json, os, sys
+import app.cli, app.cpu_devices
+app.cli.import_tensorflow_quietly = lambda: None
+app.cpu_devices.split_cpu_from_environment = lambda: None
+seen = {}
+for name in ("train", "evaluate", "predict", "export"):
+    os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    sys.modules.pop(name, None)
+    importlib.import_module(name)
+    seen[name] = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+assert "tensorflow" not in sys.modules
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("environ", [{ENV_VAR: "2"}, {"TF_CONFIG": json.dumps(TWO_WORKERS)}])
+def test_only_train_turns_onednn_off(environ):
+    """Only train.py splits a batch across replicas (a tf.distribute strategy); evaluate.py, predict.py and
+    export.py build none and run every batch whole on one device, so they keep oneDNN (it is faster) under
+    the same METATUNE_CPU_DEVICES / TF_CONFIG."""
+    env = {key: value for key, value in os.environ.items() if key not in (ENV_VAR, "TF_CONFIG", ONEDNN_VAR)}
+    result = subprocess.run([sys.executable, "-c", _ONEDNN_PER_ENTRY_POINT], cwd=ROOT, env={**env, **environ},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen == {"train": "0", "evaluate": None, "predict": None, "export": None}
 
 
 @pytest.mark.slow  # a fresh TensorFlow process

@@ -78,6 +78,23 @@ def _assert_one_error(capsys, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+def _assert_empty_batch_gives_empty_outputs(exported: Path, empty_inputs: dict) -> None:
+    """Each signature, called with 0 inputs in this process (oneDNN on, as where a SavedModel is usually served:
+    its Conv2D returned an empty batch's input unchanged and the signature failed), returns every output with 0
+    rows and the signature's own dtypes and trailing shape."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(exported))
+    for name, inputs in empty_inputs.items():
+        signature = loaded.signatures[name]
+        served = signature(**inputs)
+        assert set(served) == set(signature.structured_outputs), name
+        for key, tensor in served.items():
+            declared = signature.structured_outputs[key]
+            assert tensor.dtype == declared.dtype and tensor.shape[0] == 0, (name, key, tensor)
+            assert tensor.shape[1:] == declared.shape[1:], (name, key, tensor.shape, declared.shape)
+
+
 def test_savedmodel_signatures_serve_file_bytes_without_metatune_or_keras(image_run, tmp_path, capsys):
     run, data = image_run
     assert export.main([str(run)]) == 0
@@ -85,6 +102,8 @@ def test_savedmodel_signatures_serve_file_bytes_without_metatune_or_keras(image_
     parity = json.loads((exported / "parity.json").read_text())
     assert parity["passed"] and parity["format"] == "savedmodel"
     assert [c["top1_agreement"] for c in parity["checks"]] == [1.0, 1.0]
+    _assert_empty_batch_gives_empty_outputs(exported, {"serving_default": {"inputs": np.array([], dtype=object)},
+                                                       "pixels": {"pixels": np.zeros((0, 32, 32, 3), np.uint8)}})
     detector = rd.read_json(run / "unknown.json")
     assert [(c["score"], c["verdict_agreement"], c["passed"]) for c in parity["unknown_checks"]] == \
         [(detector["score"], 1.0, True)] * 2
@@ -194,6 +213,7 @@ def test_text_savedmodel_takes_raw_strings_and_litert_is_refused(text_run, capsy
     assert export.main([str(run), "--output", str(run / "served")]) == 0
     parity = json.loads((run / "served" / "parity.json").read_text())
     assert parity["passed"] and "texts" in parity["checks"][0]["signature"]
+    _assert_empty_batch_gives_empty_outputs(run / "served", {"serving_default": {"inputs": np.array([], dtype=object)}})
     assert evaluate.main([str(run), str(data), "--artifact", str(run / "served"), "--bootstrap", "50"]) == 0
     assert evaluate.main([str(run), str(data), "--bootstrap", "50"]) == 0
     assert _metrics(run, "data-heldout-test-savedmodel")["accuracy"] == _metrics(run, "data-heldout-test")["accuracy"]

@@ -1,10 +1,14 @@
-"""When a run refits (app/refit.py), and which epochs it repeats."""
+"""When a run refits (app/refit.py), which epochs it repeats, and what it keeps of the first model."""
 
+import json
+
+import numpy as np
 import pytest
 
 from app.config import REFIT_AUTO_BELOW_PER_CLASS, TrainConfig
 from app.errors import UserError
-from app.refit import best_epoch, decide_refit, refit_epochs
+from app.refit import (best_epoch, decide_refit, held_out_head_from_state, held_out_head_state, refit_epochs,
+                       refit_keeps_embedding)
 
 
 def _config(**overrides) -> TrainConfig:
@@ -49,3 +53,20 @@ def test_the_refit_repeats_the_epochs_early_stopping_kept():
     assert refit_epochs(history, "linear") == {"head": 2}
     with pytest.raises(ValueError, match="No epochs of phase 'finetune'"):
         best_epoch(history[:4], "finetune")
+
+
+def test_the_first_heads_weights_survive_a_resumed_refit_exactly():
+    """A refit resumed after its first model is gone still scores unknown classes with that model's head:
+    kept in the checkpoints' `selection` (JSON), bit for bit; a checkpoint from before it was kept has none."""
+    rng = np.random.default_rng(0)
+    kernel, bias = rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    selection = json.loads(json.dumps({"held_out_head": held_out_head_state(kernel, bias)}))
+    restored_kernel, restored_bias = held_out_head_from_state(selection)
+    assert np.array_equal(restored_kernel, kernel) and np.array_equal(restored_bias, bias)
+    assert held_out_head_from_state({"phases": ["head"]}) is None
+
+
+def test_only_a_refit_of_the_last_layer_keeps_the_embedding_the_first_head_reads():
+    assert refit_keeps_embedding(_config())  # linear: the frozen backbone's features
+    assert not refit_keeps_embedding(_config(hidden_units=8))  # the hidden layer is refitted too
+    assert not refit_keeps_embedding(_config(strategy="finetune"))  # so is the backbone
