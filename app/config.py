@@ -60,7 +60,8 @@ FINETUNE_RECIPES = {
 }
 WHOLE_BACKBONE_MIN_PER_CLASS = 50  # training files per class (median over classes) for the whole-backbone recipe
 OTHER_STRATEGIES_RECIPE = TOP_BLOCKS_RECIPE
-REFIT_AUTO_BELOW_PER_CLASS = 20  # auto refits when the training split has fewer files per class than this
+REFIT_AUTO_BELOW_PER_CLASS = 20
+MAX_SEED = 2**32 - 1  # the largest seed numpy's global generator takes (keras.utils.set_random_seed seeds it)  # auto refits when the training split has fewer files per class than this
 
 
 def _help(text: str, accept_int: bool = False, **kwargs):
@@ -187,7 +188,7 @@ class TrainConfig:
     resize: str = _help("How images reach the input size: stretch, pad (letterbox) or crop (centre).", default="stretch")
     class_weight: str = _help("auto: weight the loss by inverse class frequency of the training split; none: unweighted.", default="none")
     balanced_sampler: bool = _help("Draw training batches class-balanced (every class equally often).", default=False)
-    seed: int = _help("Random seed (splits, initialisation, shuffling).", default=42)
+    seed: int = _help(f"Random seed (splits, initialisation, shuffling), 0 to {MAX_SEED}.", default=42)
     reject_recall: float = _help("Unknown-class rejection: fraction of known validation files the threshold keeps "
                                  "(the rest of the score range is reported as unknown by predict.py).", default=0.95)
     unknown_score: str = _help("Unknown-class score: auto (energy+relative_mahalanobis, the best over the "
@@ -227,6 +228,8 @@ class TrainConfig:
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (0.0 < self.val_fraction < 1.0, "val_fraction must be in (0, 1)"),
             (self.finetune_epochs >= 1, "finetune_epochs must be at least 1"),
+            # numpy's global seed (keras.utils.set_random_seed) takes 0 to 2**32 - 1: -1 or 2**32 was a traceback.
+            (0 <= self.seed <= MAX_SEED, f"seed must be a whole number from 0 to {MAX_SEED}"),
             (self.ways >= 2, "ways must be at least 2"),
             (self.shots >= 1, "shots must be at least 1"),
             (self.queries >= 1, "queries must be at least 1"),

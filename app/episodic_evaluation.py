@@ -455,8 +455,8 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
     """
     episodes = _check_count("--episodes", episodes, 1)
     batch_size = _check_count("--batch-size", batch_size, 1)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise UserError(f"--seed must be an integer. Received: --seed {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:  # numpy's generators: >= 0
+        raise UserError(f"--seed must be a whole number >= 0. Received: --seed {seed!r}")
     if support_finetune not in SUPPORT_FINETUNE_OPTIONS:
         raise UserError(f"--support-finetune must be one of {', '.join(SUPPORT_FINETUNE_OPTIONS)}. "
                         f"Received: --support-finetune {support_finetune!r}")
