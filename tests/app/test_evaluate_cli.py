@@ -34,6 +34,10 @@ def test_compare_apply_temperature_and_mistake_csv(tmp_path, capsys, monkeypatch
     table = capsys.readouterr().out
     assert table.count("| tiny_image | linear |") == 2 and "accuracy (95% CI)" in table
 
+    # A run of the list that is missing (a typo) is refused before any run is evaluated: nothing written.
+    assert evaluate.main([str(runs[0]), str(data), "--compare", str(tmp_path / "typo"), "--name", "early"]) == 2
+    assert "typo" in capsys.readouterr().err and not (runs[0] / "eval" / "early").exists()
+
     assert evaluate.main([str(runs[0]), str(data), "--apply-temperature", "--name", "cal"]) == 0
     metrics = json.loads((runs[0] / "eval" / "cal" / "metrics.json").read_text())
     metadata = json.loads((runs[0] / "metadata.json").read_text())
