@@ -332,6 +332,23 @@ def _evaluate(run: LoadedRun, chosen: EvaluationSet, data_dir: str | Path, name:
     return metrics, out_dir
 
 
+def _warn_if_other_files(opened: list[tuple]) -> None:
+    """A warning for each run that scores other files than the first: on the runs' own training folder each scores
+    its own held-out files, which differ between runs split with another --seed (the same count and description:
+    only the files tell), and a run leaves out the files byte-identical to its own training files."""
+    first_path, _, first = opened[0]
+    reference = set(first.paths)
+    for path, _, chosen in opened[1:]:
+        files = set(chosen.paths)
+        if files == reference:
+            continue
+        logger.warning("%s scores other files than %s: %d of its %d files (%s) are not among the %d of %s, so the "
+                       "table compares numbers on different files. For one set of files, evaluate the runs on a "
+                       "folder with a test/ split (or one they never saw), or train them with the same --seed.",
+                       path, first_path, len(files - reference), len(files), chosen.description, len(reference),
+                       first_path)
+
+
 def _same_modality(run_paths: list[str | Path]) -> None:
     """Refuse, before any evaluation, runs of another modality than the first: a --compare image run beside a text
     run failed only after the first run's evaluation was written, with a line about the folder, not the run."""
@@ -351,7 +368,7 @@ def _same_modality(run_paths: list[str | Path]) -> None:
 
 def compare_runs(run_paths: list[str | Path], data_dir: str | Path, allow_missing_classes: bool = False,
                  **kwargs) -> tuple[str, list[dict]]:
-    """Evaluate several runs on the same folder; one Markdown table (refuses runs that saw different files)."""
+    """Evaluate several runs on the same folder; one Markdown table (a warning when they scored different files)."""
     _same_modality(run_paths)
     # Every run opened and its files chosen before any is evaluated: a missing, unfinished or damaged run (a typo in
     # the list), or one the folder does not fit, failed only after the runs before it were evaluated and written.
@@ -359,14 +376,10 @@ def compare_runs(run_paths: list[str | Path], data_dir: str | Path, allow_missin
     for path in run_paths:
         run = load_run(path)
         opened.append((path, run, _chosen_files(run, data_dir, allow_missing_classes)))
-    rows, chosen_files = [], None
+    _warn_if_other_files(opened)
+    rows = []
     for path, run, chosen in opened:
         metrics, out_dir = _evaluate(run, chosen, data_dir, **kwargs)
-        files = (metrics["split"], metrics["num_examples"])
-        if chosen_files is not None and files != chosen_files:
-            logger.warning("%s was evaluated on different files (%s) than the first run (%s); compare with care.",
-                           path, files, chosen_files)
-        chosen_files = chosen_files or files
         metadata = run.metadata
         rows.append({"run": str(path), "backbone": metadata.backbone, "strategy": metadata.strategy,
                      "num_examples": metrics["num_examples"], "accuracy": metrics["accuracy"],
