@@ -528,8 +528,9 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
                                 "frozen features), so its learner is the nearest-centroid baseline.")
     (logger.info if metrics["beats_baselines"] else logger.warning)("%s", metrics["verdict"])
 
-    name = name or _default_name(data_dir, pool.name_suffix, ways, shots)
-    out_dir = rd.fresh_report_dir(run.path / "eval" / name)
+    out_dir = rd.fresh_report_dir(run.path / "eval" / name if name else rd.default_report_dir(
+        run.path / "eval", _default_name(data_dir, pool.name_suffix, ways, shots), data_dir))
+    name = out_dir.name
     _write_episodes_csv(out_dir / EPISODES_FILE, sampler, numbers, pool.class_names, accuracies)
     metrics["tensorboard"] = str(tb.log_episode_accuracies(run.path / rd.LOGS_DIR, name, accuracies,
                                                            {learner.key: learner.label for learner in learners}))

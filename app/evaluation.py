@@ -312,7 +312,8 @@ def _evaluate(run: LoadedRun, chosen: EvaluationSet, data_dir: str | Path, name:
         metrics["artifact"] = artifact_info
         suffix += f"-{artifact_info['label']}"
 
-    out_dir = rd.fresh_report_dir(run.path / "eval" / (name or _eval_name(data_dir, suffix)))
+    out_dir = rd.fresh_report_dir(run.path / "eval" / name if name else
+                                  rd.default_report_dir(run.path / "eval", _eval_name(data_dir, suffix), data_dir))
     mistakes = _mistakes(chosen, probabilities, run.class_names)
     _write_mistakes_csv(mistakes, out_dir / "misclassified.csv")
     plot_confusion_matrix(metrics["confusion_matrix"], run.class_names, out_dir / "confusion_matrix.png")

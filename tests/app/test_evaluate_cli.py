@@ -44,6 +44,16 @@ def test_compare_apply_temperature_and_mistake_csv(tmp_path, capsys, monkeypatch
     assert evaluate.main([str(runs[0]), str(data), "--compare", str(tmp_path / "typo"), "--name", "early"]) == 2
     assert "typo" in capsys.readouterr().err and not (runs[0] / "eval" / "early").exists()
 
+    # Two other folders of one name (no --name): the second's report goes beside the first's, never in its place.
+    others = [tmp_path / parent / "data" for parent in ("elsewhere", "yet")]
+    for level, other in enumerate(others):
+        for c, name in enumerate(["dark", "mid", "light"]):
+            (other / name).mkdir(parents=True)
+            Image.fromarray(np.full((16, 16, 3), 20 + 80 * c + level, np.uint8)).save(other / name / "new.png")
+        assert evaluate.main([str(runs[0]), str(other), "--bootstrap", "10"]) == 0
+    reports = {json.loads(m.read_text())["data_dir"]: m.parent.name for m in (runs[0] / "eval").glob("*/metrics.json")}
+    assert reports == {str(data): "data-heldout-test", str(others[0]): "data-all", str(others[1]): "data-all-2"}
+
     assert evaluate.main([str(runs[0]), str(data), "--apply-temperature", "--name", "cal"]) == 0
     metrics = json.loads((runs[0] / "eval" / "cal" / "metrics.json").read_text())
     metadata = json.loads((runs[0] / "metadata.json").read_text())
