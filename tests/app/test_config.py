@@ -33,6 +33,15 @@ def test_invalid_values_name_the_key_and_value(key, value):
         TrainConfig.from_dict({"data_dir": "d", key: value})
 
 
+@pytest.mark.parametrize("key,value,strategy", [("unfreeze", "²", "finetune"), ("adapt", "²", "reptile"),
+                                                ("exclude_label_issues", "③", "linear")])
+def test_counts_given_as_text_take_ascii_digits_only(key, value, strategy):
+    """'²'.isdigit() is true: --unfreeze ² was int()'s traceback, --adapt ² and --exclude-label-issues ③ passed
+    validation to fail later."""
+    with pytest.raises(UserError, match=f"{key}={value!r}"):
+        TrainConfig.from_dict({"data_dir": "d", "strategy": strategy, key: value})
+
+
 def test_adapt_is_refused_where_there_is_no_inner_loop():
     """--adapt was ignored without a word with protonet or a transfer strategy."""
     for strategy in ("protonet", "linear", "finetune"):
