@@ -61,6 +61,7 @@ FINETUNE_RECIPES = {
 WHOLE_BACKBONE_MIN_PER_CLASS = 50  # training files per class (median over classes) for the whole-backbone recipe
 OTHER_STRATEGIES_RECIPE = TOP_BLOCKS_RECIPE
 REFIT_AUTO_BELOW_PER_CLASS = 20
+MAX_COUNT = 2**31 - 1  # the largest count an integer option takes (TensorFlow's int32)
 MAX_SEED = 2**32 - 1  # the largest seed numpy's global generator takes (keras.utils.set_random_seed seeds it)  # auto refits when the training split has fewer files per class than this
 
 
@@ -298,6 +299,11 @@ class TrainConfig:
              f"refit must be auto or no with a meta strategy (refit retrains {' and '.join(TRANSFER_STRATEGIES)} "
              f"runs; strategy={self.strategy!r})"),
         ]
+        # Counts beyond TensorFlow's int32 (--batch-size 10**20) passed to fail as a TensorFlow traceback, leaving
+        # an INCOMPLETE run directory; no option needs more (the seed has its own range above).
+        checks += [(getattr(self, f.name) is None or getattr(self, f.name) <= MAX_COUNT,
+                    f"{f.name} must be at most {MAX_COUNT}")
+                   for f in fields(self) if str(f.type) in ("int", "int | None") and f.name != "seed"]
         for ok, message in checks:
             if not ok:
                 key = message.split()[0]

@@ -27,7 +27,8 @@ def test_every_field_has_help_text():
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("val_fraction", 1.5), ("learning_rate", -1.0),
                                        ("dropout", 1.0), ("image_size", 4), ("mixup", 1.5),
                                        ("mixup", -0.2), ("pair_loss", -0.5), ("pair_loss", float("inf")),
-                                       ("output", ""), ("output", "  "), ("seed", -1), ("seed", 2**32)])
+                                       ("output", ""), ("output", "  "), ("seed", -1), ("seed", 2**32),
+                                       ("batch_size", 10**20), ("epochs", 2**31)])
 def test_invalid_values_name_the_key_and_value(key, value):
     with pytest.raises(UserError, match=f"{key}={value!r}"):
         TrainConfig.from_dict({"data_dir": "d", key: value})
