@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run_dir", help="Run directory written by train.py.")
     parser.add_argument("data_dir", help="Data folder with one subfolder per class (or train/val/test splits).")
-    parser.add_argument("--name", default=None, help="Name of the eval/<name>/ output folder (default: <folder>-<split>, "
-                        "few-shot: <folder>-<split>-<N>way-<K>shot).")
+    parser.add_argument("--name", default=None, help="Name of the eval/<name>/ output folder, replaced if used before (default: "
+                        "<folder>-<split>, few-shot: <folder>-<split>-<N>way-<K>shot; -2, -3, ... added when it holds "
+                        "the report of another folder).")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="Batch size for prediction.")
     parser.add_argument("--top-k", type=positive_int, default=5, help="k for top-k accuracy (capped at the number of classes).")
     parser.add_argument("--allow-missing-classes", action="store_true",

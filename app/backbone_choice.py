@@ -68,7 +68,7 @@ def cap_unfreeze(config: TrainConfig, spec: BackboneSpec, feature_extractor, bac
     says so once, before any work, and `config.unfreeze` becomes the number that trains, which config.json, the
     phase descriptions (history, TensorBoard) and a resume then record. It was capped with no more than phase 2's
     INFO line, and config.json kept the N no block count matches. Call it where the blocks are unfrozen."""
-    if config.unfreeze is None or not config.unfreeze.isdigit():
+    if config.unfreeze is None or not (config.unfreeze.isascii() and config.unfreeze.isdigit()):
         return
     available = len(spec.blocks(feature_extractor))
     if not available or int(config.unfreeze) <= available:

@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import re
+import select
 import signal
 import sys
 import tempfile
@@ -148,7 +149,9 @@ def run_safely(command: Callable[[], int]) -> int:
         set_active_run(None)  # each command starts with no run of its own (tests call main() again and again)
         if _environment_problem:
             raise UserError(_environment_problem)
-        return command()
+        status = command()
+        sys.stdout.flush()  # here, not at exit: a reader gone away (`| head`) is then handled below
+        return status
 
     def terminate(signum, frame):
         raise Terminated()
@@ -173,6 +176,10 @@ def _reported(checked_command: Callable[[], int]) -> int:
     except USER_ERRORS as error:
         logging.getLogger("metatune").error("%s", error)
         return 2
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        return SIGPIPE_STATUS
     except OSError as error:
         if error.errno not in DISK_ERRORS and not DISK_MESSAGES.search(str(error)):
             raise
@@ -202,6 +209,29 @@ def _reported(checked_command: Callable[[], int]) -> int:
             "(train.py DATA_DIR --check) and run the command again (an interrupted train.py run stays INCOMPLETE; "
             "--resume RUN_DIR continues it if its files are as before).", detail)
         return 2
+
+
+# What a shell reports for a command that a closed pipe ended (128 + SIGPIPE), as for `cat FILE | head`.
+SIGPIPE_STATUS = 141
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader went away (`predict.py RUN_DIR DIR | head`: Python ignores
+    SIGPIPE, so a print raises BrokenPipeError). Then nothing more can be shown: the command ends quietly, as one
+    that SIGPIPE ends, with stdout pointed at /dev/null so that Python's flush at exit cannot fail again (it
+    printed "Exception ignored ... BrokenPipeError"). Another pipe's error (a child process's) stays a bug."""
+    try:
+        descriptor = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(descriptor, select.POLLOUT)
+        closed = any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no descriptor (a test's capture), or no poll: unknown
+        return False
+    if closed:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, descriptor)
+        os.close(devnull)
+    return closed
 
 
 def _disk_error(where: str, reason: str) -> None:

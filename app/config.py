@@ -60,7 +60,15 @@ FINETUNE_RECIPES = {
 }
 WHOLE_BACKBONE_MIN_PER_CLASS = 50  # training files per class (median over classes) for the whole-backbone recipe
 OTHER_STRATEGIES_RECIPE = TOP_BLOCKS_RECIPE
-REFIT_AUTO_BELOW_PER_CLASS = 20  # auto refits when the training split has fewer files per class than this
+REFIT_AUTO_BELOW_PER_CLASS = 20
+MAX_COUNT = 2**31 - 1  # the largest count an integer option takes (TensorFlow's int32)
+MAX_SEED = 2**32 - 1  # the largest seed numpy's global generator takes (keras.utils.set_random_seed seeds it)  # auto refits when the training split has fewer files per class than this
+
+
+def _is_count(text: str) -> bool:
+    """Whether an option given as text (--unfreeze, --adapt, --exclude-label-issues) is a whole number in ASCII
+    digits: str.isdigit() alone also takes '²' or '①', which int() then refuses with a traceback."""
+    return text.isascii() and text.isdigit()
 
 
 def _help(text: str, accept_int: bool = False, **kwargs):
@@ -187,7 +195,7 @@ class TrainConfig:
     resize: str = _help("How images reach the input size: stretch, pad (letterbox) or crop (centre).", default="stretch")
     class_weight: str = _help("auto: weight the loss by inverse class frequency of the training split; none: unweighted.", default="none")
     balanced_sampler: bool = _help("Draw training batches class-balanced (every class equally often).", default=False)
-    seed: int = _help("Random seed (splits, initialisation, shuffling).", default=42)
+    seed: int = _help(f"Random seed (splits, initialisation, shuffling), 0 to {MAX_SEED}.", default=42)
     reject_recall: float = _help("Unknown-class rejection: fraction of known validation files the threshold keeps "
                                  "(the rest of the score range is reported as unknown by predict.py).", default=0.95)
     unknown_score: str = _help("Unknown-class score: auto (energy+relative_mahalanobis, the best over the "
@@ -227,6 +235,8 @@ class TrainConfig:
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (0.0 < self.val_fraction < 1.0, "val_fraction must be in (0, 1)"),
             (self.finetune_epochs >= 1, "finetune_epochs must be at least 1"),
+            # numpy's global seed (keras.utils.set_random_seed) takes 0 to 2**32 - 1: -1 or 2**32 was a traceback.
+            (0 <= self.seed <= MAX_SEED, f"seed must be a whole number from 0 to {MAX_SEED}"),
             (self.ways >= 2, "ways must be at least 2"),
             (self.shots >= 1, "shots must be at least 1"),
             (self.queries >= 1, "queries must be at least 1"),
@@ -237,13 +247,13 @@ class TrainConfig:
             (0.0 < self.meta_step_size <= 1.0, "meta_step_size must be in (0, 1]"),
             (self.inner_learning_rate > 0, "inner_learning_rate must be positive"),
             (self.inner_steps >= 1, "inner_steps must be at least 1"),
-            (self.adapt in ("auto", "head", "all") or self.adapt.isdigit(), "adapt must be auto, head, all or a number of layers"),
+            (self.adapt in ("auto", "head", "all") or _is_count(self.adapt), "adapt must be auto, head, all or a number of layers"),
             # Only the gradient learners have an inner loop: with protonet or a transfer strategy it was ignored silently.
             (self.adapt == "auto" or self.strategy in ("reptile", "fomaml", "maml"),
              f"adapt applies to --strategy reptile, fomaml or maml (strategy={self.strategy!r}); leave it at auto otherwise"),
             (self.embedding_units >= 1, "embedding_units must be at least 1"),
             (self.meta_input in CHOICES["meta_input"], f"meta_input must be one of {list(CHOICES['meta_input'])}"),
-            (self.unfreeze is None or self.unfreeze == "all" or self.unfreeze.isdigit() and int(self.unfreeze) >= 1,
+            (self.unfreeze is None or self.unfreeze == "all" or _is_count(self.unfreeze) and int(self.unfreeze) >= 1,
              "unfreeze must be a positive number of blocks or 'all'"),
             (self.finetune_learning_rate is None or self.finetune_learning_rate > 0,
              "finetune_learning_rate must be positive"),
@@ -258,7 +268,7 @@ class TrainConfig:
             (0.0 < self.reject_recall < 1.0, "reject_recall must be in (0, 1), e.g. 0.95 keeps 95% of known files"),
             (self.unknown_score in CHOICES["unknown_score"],
              f"unknown_score must be one of {list(CHOICES['unknown_score'])}"),
-            (self.exclude_label_issues == "auto" or self.exclude_label_issues.isdigit(),
+            (self.exclude_label_issues == "auto" or _is_count(self.exclude_label_issues),
              "exclude_label_issues must be a number of files, auto or 0"),
             (self.refit in CHOICES["refit"], f"refit must be one of {list(CHOICES['refit'])}"),
             (self.distribute in CHOICES["distribute"], f"distribute must be one of {list(CHOICES['distribute'])}"),
@@ -289,6 +299,11 @@ class TrainConfig:
              f"refit must be auto or no with a meta strategy (refit retrains {' and '.join(TRANSFER_STRATEGIES)} "
              f"runs; strategy={self.strategy!r})"),
         ]
+        # Counts beyond TensorFlow's int32 (--batch-size 10**20) passed to fail as a TensorFlow traceback, leaving
+        # an INCOMPLETE run directory; no option needs more (the seed has its own range above).
+        checks += [(getattr(self, f.name) is None or getattr(self, f.name) <= MAX_COUNT,
+                    f"{f.name} must be at most {MAX_COUNT}")
+                   for f in fields(self) if str(f.type) in ("int", "int | None") and f.name != "seed"]
         for ok, message in checks:
             if not ok:
                 key = message.split()[0]

@@ -455,8 +455,8 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
     """
     episodes = _check_count("--episodes", episodes, 1)
     batch_size = _check_count("--batch-size", batch_size, 1)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise UserError(f"--seed must be an integer. Received: --seed {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:  # numpy's generators: >= 0
+        raise UserError(f"--seed must be a whole number >= 0. Received: --seed {seed!r}")
     if support_finetune not in SUPPORT_FINETUNE_OPTIONS:
         raise UserError(f"--support-finetune must be one of {', '.join(SUPPORT_FINETUNE_OPTIONS)}. "
                         f"Received: --support-finetune {support_finetune!r}")
@@ -528,8 +528,9 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
                                 "frozen features), so its learner is the nearest-centroid baseline.")
     (logger.info if metrics["beats_baselines"] else logger.warning)("%s", metrics["verdict"])
 
-    name = name or _default_name(data_dir, pool.name_suffix, ways, shots)
-    out_dir = rd.fresh_report_dir(run.path / "eval" / name)
+    out_dir = rd.fresh_report_dir(run.path / "eval" / name if name else rd.default_report_dir(
+        run.path / "eval", _default_name(data_dir, pool.name_suffix, ways, shots), data_dir))
+    name = out_dir.name
     _write_episodes_csv(out_dir / EPISODES_FILE, sampler, numbers, pool.class_names, accuracies)
     metrics["tensorboard"] = str(tb.log_episode_accuracies(run.path / rd.LOGS_DIR, name, accuracies,
                                                            {learner.key: learner.label for learner in learners}))

@@ -267,9 +267,22 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
                         f"--artifact. Received: --unknown {unknown_dir} with --artifact {artifact}. Evaluate them "
                         "in two calls.")
     run = load_run(run_path)
+    chosen = _chosen_files(run, data_dir, allow_missing_classes)
+    return _evaluate(run, chosen, data_dir, name, batch_size, top_k, apply_temperature_scaling, bootstrap_resamples,
+                     artifact, unknown_dir)
+
+
+def _chosen_files(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool) -> EvaluationSet:
     chosen = choose_evaluation_set(run, data_dir, allow_missing_classes)
     if not chosen.paths:
         raise UserError(f"No files to evaluate in {str(data_dir)!r} ({chosen.description}).")
+    return chosen
+
+
+def _evaluate(run: LoadedRun, chosen: EvaluationSet, data_dir: str | Path, name: str | None, batch_size: int,
+              top_k: int, apply_temperature_scaling: bool, bootstrap_resamples: int, artifact: str | Path | None = None,
+              unknown_dir: str | None = None) -> tuple[dict, Path]:
+    """evaluate_run on an opened run and its chosen files."""
     unknown = prepare_unknown_set(run, unknown_dir) if unknown_dir is not None else None  # checked before the pass
     logger.info("Evaluating %s on %d files: %s", run.path, len(chosen.paths), chosen.description)
     artifact_info = None
@@ -299,7 +312,8 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
         metrics["artifact"] = artifact_info
         suffix += f"-{artifact_info['label']}"
 
-    out_dir = rd.fresh_report_dir(run.path / "eval" / (name or _eval_name(data_dir, suffix)))
+    out_dir = rd.fresh_report_dir(run.path / "eval" / name if name else
+                                  rd.default_report_dir(run.path / "eval", _eval_name(data_dir, suffix), data_dir))
     mistakes = _mistakes(chosen, probabilities, run.class_names)
     _write_mistakes_csv(mistakes, out_dir / "misclassified.csv")
     plot_confusion_matrix(metrics["confusion_matrix"], run.class_names, out_dir / "confusion_matrix.png")
@@ -319,6 +333,23 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
     return metrics, out_dir
 
 
+def _warn_if_other_files(opened: list[tuple]) -> None:
+    """A warning for each run that scores other files than the first: on the runs' own training folder each scores
+    its own held-out files, which differ between runs split with another --seed (the same count and description:
+    only the files tell), and a run leaves out the files byte-identical to its own training files."""
+    first_path, _, first = opened[0]
+    reference = set(first.paths)
+    for path, _, chosen in opened[1:]:
+        files = set(chosen.paths)
+        if files == reference:
+            continue
+        logger.warning("%s scores other files than %s: %d of its %d files (%s) are not among the %d of %s, so the "
+                       "table compares numbers on different files. For one set of files, evaluate the runs on a "
+                       "folder with a test/ split (or one they never saw), or train them with the same --seed.",
+                       path, first_path, len(files - reference), len(files), chosen.description, len(reference),
+                       first_path)
+
+
 def _same_modality(run_paths: list[str | Path]) -> None:
     """Refuse, before any evaluation, runs of another modality than the first: a --compare image run beside a text
     run failed only after the first run's evaluation was written, with a line about the folder, not the run."""
@@ -336,18 +367,21 @@ def _same_modality(run_paths: list[str | Path]) -> None:
                             f"with runs of {modality} data, on a folder of {modality} files.")
 
 
-def compare_runs(run_paths: list[str | Path], data_dir: str | Path, **kwargs) -> tuple[str, list[dict]]:
-    """Evaluate several runs on the same folder; one Markdown table (refuses runs that saw different files)."""
+def compare_runs(run_paths: list[str | Path], data_dir: str | Path, allow_missing_classes: bool = False,
+                 **kwargs) -> tuple[str, list[dict]]:
+    """Evaluate several runs on the same folder; one Markdown table (a warning when they scored different files)."""
     _same_modality(run_paths)
-    rows, chosen_files = [], None
+    # Every run opened and its files chosen before any is evaluated: a missing, unfinished or damaged run (a typo in
+    # the list), or one the folder does not fit, failed only after the runs before it were evaluated and written.
+    opened = []
     for path in run_paths:
-        metrics, out_dir = evaluate_run(path, data_dir, **kwargs)
-        files = (metrics["split"], metrics["num_examples"])
-        if chosen_files is not None and files != chosen_files:
-            logger.warning("%s was evaluated on different files (%s) than the first run (%s); compare with care.",
-                           path, files, chosen_files)
-        chosen_files = chosen_files or files
-        metadata = RunMetadata.read(Path(path))
+        run = load_run(path)
+        opened.append((path, run, _chosen_files(run, data_dir, allow_missing_classes)))
+    _warn_if_other_files(opened)
+    rows = []
+    for path, run, chosen in opened:
+        metrics, out_dir = _evaluate(run, chosen, data_dir, **kwargs)
+        metadata = run.metadata
         rows.append({"run": str(path), "backbone": metadata.backbone, "strategy": metadata.strategy,
                      "num_examples": metrics["num_examples"], "accuracy": metrics["accuracy"],
                      "macro_f1": metrics["macro_f1"], "ece": metrics["ece"], "ci95": metrics["ci95"],

@@ -115,7 +115,7 @@ def resolved_adapt(config: TrainConfig, weights: str):
     (feature reuse, Raghu et al. 2020); not measured against all there."""
     if config.adapt == "auto":
         return "all" if config.strategy == "reptile" or (config.strategy == "fomaml" and weights == "none") else "head"
-    return int(config.adapt) if config.adapt.isdigit() else config.adapt
+    return int(config.adapt) if config.adapt.isascii() and config.adapt.isdigit() else config.adapt
 
 
 def _raw_inputs(examples, modality: str, size: int, resize: str):

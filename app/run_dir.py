@@ -138,7 +138,7 @@ def fresh_report_dir(out_dir: Path) -> Path:
         raise UserError(f"{str(out_dir)!r} is {'a symbolic link' if out_dir.is_symlink() else 'a file'}, not an "
                         "earlier report folder. Choose another --name, or remove it.")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        logger.warning("Replacing the earlier evaluation in %s (same --name)", out_dir)
+        logger.warning("Replacing the earlier evaluation in %s (same name)", out_dir)
         (out_dir / "metrics.json").unlink(missing_ok=True)
         for entry in out_dir.iterdir():
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
@@ -148,6 +148,29 @@ def fresh_report_dir(out_dir: Path) -> Path:
             shutil.rmtree(events)
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
+
+
+def default_report_dir(eval_root: Path, name: str, data_dir: str | Path) -> Path:
+    """RUN_DIR/eval/NAME for an evaluation given no --name (NAME: the data folder's name, cleaned, and the split),
+    or NAME-2, NAME-3, ... when NAME holds a finished evaluation of another folder. Two folders of one name
+    (~/a/test and ~/b/test), or whose names clean to the same one (every name of non-Latin letters is `_`), would
+    otherwise replace each other's report; an evaluation of the same folder again replaces its own (fresh_report_dir)."""
+    folder = str(Path(data_dir).expanduser().resolve())
+    candidate, number = Path(eval_root) / name, 1
+    while (evaluated := _evaluated_folder(candidate)) is not None and evaluated != folder:
+        number += 1
+        candidate = Path(eval_root) / f"{name}-{number}"
+    return candidate
+
+
+def _evaluated_folder(report_dir: Path) -> str | None:
+    """The data folder a finished evaluation in `report_dir` scored (its metrics.json), or None: no finished
+    evaluation there (an interrupted one has no metrics.json), or one that does not say."""
+    try:
+        folder = json.loads((report_dir / "metrics.json").read_text(encoding="utf-8")).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return folder if isinstance(folder, str) else None
 
 
 def check_output_path(path: str | Path, typed: bool = True) -> None:

@@ -27,10 +27,20 @@ def test_every_field_has_help_text():
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("val_fraction", 1.5), ("learning_rate", -1.0),
                                        ("dropout", 1.0), ("image_size", 4), ("mixup", 1.5),
                                        ("mixup", -0.2), ("pair_loss", -0.5), ("pair_loss", float("inf")),
-                                       ("output", ""), ("output", "  ")])
+                                       ("output", ""), ("output", "  "), ("seed", -1), ("seed", 2**32),
+                                       ("batch_size", 10**20), ("epochs", 2**31)])
 def test_invalid_values_name_the_key_and_value(key, value):
     with pytest.raises(UserError, match=f"{key}={value!r}"):
         TrainConfig.from_dict({"data_dir": "d", key: value})
+
+
+@pytest.mark.parametrize("key,value,strategy", [("unfreeze", "²", "finetune"), ("adapt", "²", "reptile"),
+                                                ("exclude_label_issues", "③", "linear")])
+def test_counts_given_as_text_take_ascii_digits_only(key, value, strategy):
+    """'²'.isdigit() is true: --unfreeze ² was int()'s traceback, --adapt ² and --exclude-label-issues ③ passed
+    validation to fail later."""
+    with pytest.raises(UserError, match=f"{key}={value!r}"):
+        TrainConfig.from_dict({"data_dir": "d", "strategy": strategy, key: value})
 
 
 def test_adapt_is_refused_where_there_is_no_inner_loop():

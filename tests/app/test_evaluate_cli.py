@@ -31,8 +31,28 @@ def test_compare_apply_temperature_and_mistake_csv(tmp_path, capsys, monkeypatch
         runs.append(run)
     capsys.readouterr()
     assert evaluate.main([str(runs[0]), str(data), "--compare", str(runs[1]), "--bootstrap", "200"]) == 0
-    table = capsys.readouterr().out
+    captured = capsys.readouterr()
+    table = captured.out
     assert table.count("| tiny_image | linear |") == 2 and "accuracy (95% CI)" in table
+    # Each run scores its own held-out files: as many, described alike, but not the same files (another --seed).
+    held_out = [{f["path"] for f in json.loads((run / "manifest.json").read_text())["files"] if f["split"] == "test"}
+                for run in runs]
+    assert len(held_out[0]) == len(held_out[1]) and held_out[0] != held_out[1]
+    assert f"{runs[1]} scores other files than {runs[0]}" in captured.err
+
+    # A run of the list that is missing (a typo) is refused before any run is evaluated: nothing written.
+    assert evaluate.main([str(runs[0]), str(data), "--compare", str(tmp_path / "typo"), "--name", "early"]) == 2
+    assert "typo" in capsys.readouterr().err and not (runs[0] / "eval" / "early").exists()
+
+    # Two other folders of one name (no --name): the second's report goes beside the first's, never in its place.
+    others = [tmp_path / parent / "data" for parent in ("elsewhere", "yet")]
+    for level, other in enumerate(others):
+        for c, name in enumerate(["dark", "mid", "light"]):
+            (other / name).mkdir(parents=True)
+            Image.fromarray(np.full((16, 16, 3), 20 + 80 * c + level, np.uint8)).save(other / name / "new.png")
+        assert evaluate.main([str(runs[0]), str(other), "--bootstrap", "10"]) == 0
+    reports = {json.loads(m.read_text())["data_dir"]: m.parent.name for m in (runs[0] / "eval").glob("*/metrics.json")}
+    assert reports == {str(data): "data-heldout-test", str(others[0]): "data-all", str(others[1]): "data-all-2"}
 
     assert evaluate.main([str(runs[0]), str(data), "--apply-temperature", "--name", "cal"]) == 0
     metrics = json.loads((runs[0] / "eval" / "cal" / "metrics.json").read_text())

@@ -117,3 +117,22 @@ def test_an_export_or_a_file_given_as_the_run_says_what_it_is(tmp_path):
         rd.require_complete_run(saved)
     with pytest.raises(UserError, match="is a file, not a folder"):
         rd.require_complete_run(exported / "parity.json")
+
+
+def test_a_default_report_name_never_replaces_the_evaluation_of_another_folder(tmp_path):
+    """evaluate.py without --name names the report after the folder's (cleaned) name: ~/a/test and ~/b/test, or any two
+    names of non-Latin letters (both `_`), took one folder and the second evaluation deleted the first's report."""
+    eval_root, first, second = tmp_path / "run" / "eval", tmp_path / "a" / "データ", tmp_path / "b" / "画像"
+
+    def evaluated(name: str, folder: Path) -> Path:
+        out = rd.fresh_report_dir(rd.default_report_dir(eval_root, name, folder))
+        rd.write_json(out / "metrics.json", {"data_dir": str(folder.resolve()), "accuracy": 0.5})
+        return out
+
+    assert evaluated("_-all", first).name == "_-all"
+    assert evaluated("_-all", second).name == "_-all-2"  # the first's report stays
+    assert json.loads((eval_root / "_-all" / "metrics.json").read_text())["data_dir"] == str(first.resolve())
+    assert evaluated("_-all", second).name == "_-all-2"  # the same folder again: its own report is replaced
+    assert evaluated("_-all", first).name == "_-all"
+    (eval_root / "_-all" / "metrics.json").unlink()  # an interrupted evaluation: nothing finished to keep
+    assert rd.default_report_dir(eval_root, "_-all", second).name == "_-all"
