@@ -188,7 +188,9 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     clock = TrainingClock()
     config.validate()
     if config.output and resume_dir is None:
-        rd.check_output_path(config.output)  # before any work, as the other checks of what the user typed
+        # Before any work, as the other checks of what the user typed: a used --output was refused only once the
+        # data scan (minutes on a big folder) was done. create_run_dir checks again, under the run's lock.
+        rd.check_new_run_dir(Path(config.output).expanduser())
     # Refuses what cannot run distributed before any work starts.
     distribution = resolve_distribution(config.distribute, config.batch_size,
                                         config.meta_batch_size if config.strategy in META_STRATEGIES else None,

@@ -96,10 +96,15 @@ def test_evaluate_on_training_folder_uses_held_out_files_only(tmp_path, capsys):
     assert "held out" in metrics["split"]
 
 
-def test_output_directory_with_files_is_not_overwritten(tmp_path, capsys):
+def test_output_directory_with_files_is_not_overwritten(tmp_path, capsys, monkeypatch):
     data = make_folder(tmp_path / "data")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "precious.txt").write_text("keep")
+
+    def no_scan(*args, **kwargs):  # a used --output is refused before the data scan (minutes on a big folder)
+        raise AssertionError("the data folder was scanned")
+
+    monkeypatch.setattr("app.training.scan_folder", no_scan)
     assert train.main([str(data), *FAST, "--output", str(tmp_path / "run")]) == 2
     assert_clean_error(capsys, "not empty")
     assert (tmp_path / "run" / "precious.txt").read_text() == "keep"
