@@ -136,7 +136,8 @@ def _is_address(address) -> bool:
     if not isinstance(address, str):
         return False
     host, _, port = address.rpartition(":")
-    return bool(host) and port.isdigit() and 1 <= int(port) <= 65535
+    # isascii: str.isdigit() also takes '²', which int() refuses with a traceback.
+    return bool(host) and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
 
 
 def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | None = None,

@@ -85,6 +85,7 @@ def test_a_multi_worker_resume_without_tf_config_says_how_to_resume():
     # These reached TensorFlow: a traceback (the port, two chiefs) or a worker waiting forever (the "ps" task).
     ('{"cluster": {"worker": ["a:abc"]}, "task": {"type": "worker", "index": 0}}', "a port from 1 to 65535"),
     ('{"cluster": {"worker": ["a:"]}, "task": {"type": "worker", "index": 0}}', "a port from 1 to 65535"),
+    ('{"cluster": {"worker": ["a:8\u00b2"]}, "task": {"type": "worker", "index": 0}}', "a port from 1 to 65535"),
     ('{"cluster": {"worker": ["a:1"], "chief": "b:2"}, "task": {"type": "chief", "index": 0}}', '"chief" must be'),
     ('{"cluster": {"worker": ["a:1"], "chief": ["b:2", "c:3"]}, "task": {"type": "chief", "index": 0}}',
      "at most one chief"),
