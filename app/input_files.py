@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 
-from data.doctor import inspect_file
+from data.doctor import check_files
 from data.records import Example, SkippedFile
 from data.scan import shown_path, skipped_by_name, visible_files
 
@@ -14,6 +15,18 @@ logger = logging.getLogger(__name__)
 # Skipped files named one warning each, up to this many; the rest are counted in one more line (a folder of
 # the wrong kind of files gave one warning per file before the error). predict.py --json lists them all.
 MAX_SKIP_WARNINGS = 10
+
+
+def _once_each(paths: list[Path]) -> list[Path]:
+    """`paths` without repeats (a file given on its own and inside a folder given too was predicted twice), in
+    their order; `a/./b.png` and `a/b.png` are one file, a symbolic link another name of its own."""
+    seen: set[str] = set()
+    kept = []
+    for path in paths:
+        if (key := os.path.abspath(path)) not in seen:
+            seen.add(key)
+            kept.append(path)
+    return kept
 
 
 def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], list[SkippedFile]]:
@@ -28,12 +41,17 @@ def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], li
             candidates.append(path)
         else:
             skipped.append(SkippedFile(shown_path(path), "no such file or folder"))
-    usable: list[Example] = []
-    for path in candidates:
+    named: list[Path] = []
+    for path in _once_each(candidates):
         if (skip := skipped_by_name(path, modality)) is not None:
             skipped.append(skip)
-            continue
-        check = inspect_file(str(path), modality)
+        else:
+            named.append(path)
+    # In parallel, with a progress bar on a terminal, as the training scan checks its files: one at a time, a large
+    # folder was minutes of silence. No doctor cache: these files are not a dataset's, and may be anywhere.
+    checks = check_files([str(path) for path in named], modality, Path("."), use_cache=False)
+    usable: list[Example] = []
+    for path, check in zip(named, checks):
         if check.usable:
             usable.append(Example(str(path), -1, None, check.sha256, check.encoding))
         else:

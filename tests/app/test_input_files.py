@@ -44,3 +44,13 @@ def test_a_file_name_that_is_not_utf8_is_skipped_with_the_remedy(tmp_path, make_
     assert [s.path for s in skipped] == [str(tmp_path / "caf\\xe9.png")]
     assert "not valid UTF-8" in skipped[0].reason and "convmv" in skipped[0].reason
     skipped[0].path.encode("utf-8")  # safe to log, to write as JSON and into report.md
+
+
+def test_a_file_given_twice_is_collected_once_in_the_order_given(tmp_path, make_image):
+    """A file named on its own and inside a folder given too was predicted twice (two rows of one file)."""
+    for name in ("b.png", "a.png"):
+        make_image(tmp_path / "folder" / name)
+    usable, skipped = collect_inputs([str(tmp_path / "folder" / "b.png"), str(tmp_path / "folder"),
+                                      str(tmp_path / "folder" / "." / "a.png")], "image")
+    assert [Path(e.path).name for e in usable] == ["b.png", "a.png"] and skipped == []
+    assert all(len(e.sha256) == 64 for e in usable)
