@@ -130,10 +130,8 @@ def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manife
     The run directory's lock is taken into `locks` before anything in it is read or written."""
     if resume_dir is None:
         run_dir = Path(config.output).expanduser() if config.output else default_run_dir(config, backbone_name)
-        if (run_dir / rd.LOCK_FILE).exists():  # a run another process holds: say who, not only "not empty"
-            with RunLock(run_dir):
-                pass
-        rd.create_run_dir(run_dir, typed=bool(config.output))  # refuses a non-empty folder before the lock file
+        _refuse_used_output(run_dir, typed=bool(config.output))
+        rd.create_run_dir(run_dir, typed=bool(config.output))  # checks again, then the lock file
         locks.enter_context(RunLock(run_dir))
         return run_dir, None
     run_dir = Path(resume_dir)
@@ -164,6 +162,15 @@ def _drop_stale_events(run_dir: Path, resume: ResumePoint | None) -> None:
                     dropped, "the checkpoint it resumes from" if resume is not None else "it started")
 
 
+def _refuse_used_output(run_dir: Path, typed: bool) -> None:
+    """A UserError when `run_dir` cannot become a new run directory (rd.check_new_run_dir); a run another process
+    holds names its holder, not only "not empty"."""
+    if (run_dir / rd.LOCK_FILE).exists():
+        with RunLock(run_dir):
+            pass
+    rd.check_new_run_dir(run_dir, typed)
+
+
 _START_AGAIN = "The run cannot be resumed; start a new run (python train.py --config RUN_DIR/config.json --output NEW_DIR)."
 
 
@@ -190,7 +197,7 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     if config.output and resume_dir is None:
         # Before any work, as the other checks of what the user typed: a used --output was refused only once the
         # data scan (minutes on a big folder) was done. create_run_dir checks again, under the run's lock.
-        rd.check_new_run_dir(Path(config.output).expanduser())
+        _refuse_used_output(Path(config.output).expanduser(), typed=True)
     # Refuses what cannot run distributed before any work starts.
     distribution = resolve_distribution(config.distribute, config.batch_size,
                                         config.meta_batch_size if config.strategy in META_STRATEGIES else None,
