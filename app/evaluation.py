@@ -363,8 +363,9 @@ def _same_modality(run_paths: list[str | Path]) -> None:
     for path, modality in modalities[1:]:
         if modality != first[1]:
             raise UserError(f"--compare needs runs of one modality, evaluated on the same folder: {first[0]} is "
-                            f"{with_article(first[1])} run but {path} is {with_article(modality)} run. Received: --compare {path}. Compare it "
-                            f"with runs of {modality} data, on a folder of {modality} files.")
+                            f"{with_article(first[1])} run but {path} is {with_article(modality)} run. Received: "
+                            f"--compare {path}. Compare it with runs of {modality} data, on a folder of {modality} "
+                            "files.")
 
 
 def compare_runs(run_paths: list[str | Path], data_dir: str | Path, allow_missing_classes: bool = False,
