@@ -47,6 +47,7 @@ from app import support_finetuning as sft
 from app import tensorboard_logging as tb
 from app.config import META_STRATEGIES
 from app.errors import UserError
+from app.escaping import markdown_code
 from app.episode_learner import EPISODE_LEARNERS, learner_for
 from app.evaluation import LoadedRun, choose_evaluation_set, load_run, source_files
 from app.run_integrity import load_model_file, retrain_remedy
@@ -392,8 +393,8 @@ def render_fewshot_report(metrics: dict) -> str:
     lines = [
         f"# Few-shot evaluation: {metrics['ways']}-way {metrics['shots']}-shot, {metrics['queries']} queries per class",
         "",
-        f"- Run: `{metrics['run_dir']}` (strategy {learner['strategy']}, backbone {metrics['backbone']})",
-        f"- Data: `{metrics['data_dir']}` ({metrics['split']}): {len(metrics['class_names'])} classes "
+        f"- Run: {markdown_code(metrics['run_dir'])} (strategy {learner['strategy']}, backbone {metrics['backbone']})",
+        f"- Data: {markdown_code(metrics['data_dir'])} ({metrics['split']}): {len(metrics['class_names'])} classes "
         f"({len(metrics['novel_classes'])} new to the run), {metrics['num_examples']} examples",
         f"- Episodes: {metrics['episodes']} (seed {metrics['episode_seed']}, numbers {numbers[0]}..{numbers[-1]}); "
         f"replay with `--seed {metrics['episode_seed']} --episodes {metrics['episodes']}`",

@@ -8,6 +8,7 @@ Only those characters are escaped; letters of every script stay as they are.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # Line breaks and other controls (Cc), the line and paragraph separators, lone surrogates (the bytes of a
@@ -37,6 +38,17 @@ def markdown_cell(value) -> str:
     """`value` for one Markdown table cell: backslashes and '|' escaped (a '|' would start another
     column), control characters written visibly (a newline would end the row)."""
     return visible(str(value).replace("\\", "\\\\").replace("|", "\\|"))
+
+
+def markdown_code(value) -> str:
+    """`value` as Markdown inline code that shows it whole, whatever backticks it holds (a path with one ended
+    the code span early and turned the rest into Markdown): fenced by one backtick more than its longest run of
+    them, padded with a space where it starts or ends with one (CommonMark strips one such space on each side);
+    control characters written visibly."""
+    text = visible(value)
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def safe_file_stem(stem: str, max_bytes: int = MAX_STEM_BYTES) -> str:

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from app import fonts
 from app.errors import UserError
-from app.escaping import safe_file_stem, visible
+from app.escaping import markdown_code, safe_file_stem, visible
 from data.atomic_write import write_atomically, write_bytes_atomically
 from data.images import load_image
 
@@ -259,8 +259,8 @@ def text_explanations_section(run, paths: list[str], encodings: list[str], label
              f"drawn at random; the top {TOP_TOKENS} words in bold.", ""]
     for number, (i, result) in enumerate(zip(chosen, results), 1):
         verdict = "WRONG" if i in wrong else "correct"
-        shown = visible(f"{Path(paths[i]).parent.name}/{Path(paths[i]).name}").replace("`", "'")
-        lines.append(f"**{number}. {verdict}** `{shown}`: true {markdown_escape(names[labels[i]])}, "
+        shown = markdown_code(f"{Path(paths[i]).parent.name}/{Path(paths[i]).name}")
+        lines.append(f"**{number}. {verdict}** {shown}: true {markdown_escape(names[labels[i]])}, "
                      f"predicted {markdown_escape(names[predicted[i]])} ({probabilities[i, predicted[i]]:.2f})")
         lines.append("")
         lines.extend(render_attributions(result))
@@ -282,8 +282,7 @@ def write_text_attributions(run, names: list[str], texts: list[str], probabiliti
         stem = "text" if name.startswith("text: ") else Path(name).stem
         target = out / f"{_output_stem(i, stem)}-tokens.md"
         predicted_name = run.class_names[predicted[i]]
-        shown = visible(name).replace("`", "'")
-        lines = [f"# `{shown}`", "",
+        lines = [f"# {markdown_code(name)}", "",
                  f"Predicted {markdown_escape(predicted_name)} ({probabilities[i, predicted[i]]:.3f}). Token "
                  "attributions (gradient x input on the token embeddings, signed share of the total; the top "
                  f"{TOP_TOKENS} words for {markdown_escape(predicted_name)} in bold):", "",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import UserError
-from app.escaping import visible
+from app.escaping import markdown_code
 from app.input_files import collect_inputs
 from app.open_set import embed_examples, head_weights
 from app.report import save_figure
@@ -123,7 +123,7 @@ def render_open_set(result: dict) -> str:
         "## Unknown classes",
         "",
         # visible(): a newline in the folder's name would end the list item (as report.md's Data line, escaped).
-        f"- Unknown folder: `{visible(result['unknown_dir'])}` ({result['num_unknown']} files), against the "
+        f"- Unknown folder: {markdown_code(result['unknown_dir'])} ({result['num_unknown']} files), against the "
         f"{result['num_known']} evaluation files above",
         f"- Score: {result['score']} (chosen at training time), AUROC **{_shown(result['auroc'], '.3f')}**, "
         f"FPR at 95% TPR {_shown(result['fpr_at_95_tpr'], '.3f')}",

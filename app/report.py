@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from app import fonts  # noqa: E402
-from app.escaping import markdown_cell, visible  # noqa: E402
+from app.escaping import markdown_cell, markdown_code, visible  # noqa: E402
 from app.metrics import most_confused_pairs  # noqa: E402
 from data.atomic_write import write_atomically  # noqa: E402
 
@@ -73,8 +73,8 @@ def render_report(metrics: dict, context: dict, worst: list[dict]) -> str:
     lines = [
         f"# Evaluation: {visible(context['run_dir'])}",
         "",
-        f"- Data: `{visible(context['data_dir'])}` ({context['split_description']})",
-        f"- Model: `{visible(context.get('model') or 'model.keras')}`",
+        f"- Data: {markdown_code(context['data_dir'])} ({context['split_description']})",
+        f"- Model: {markdown_code(context.get('model') or 'model.keras')}",
         f"- Examples: {metrics['num_examples']}, classes: {len(metrics['class_names'])}",
         f"- Accuracy: **{metrics['accuracy']:.4f}** (bootstrap 95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}), "
         f"top-{metrics['k']} accuracy: {metrics['top_k_accuracy']:.4f}",

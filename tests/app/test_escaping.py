@@ -1,6 +1,8 @@
 """Names from the file system shown safely: plain lines, Markdown table cells, file names written."""
 
-from app.escaping import markdown_cell, safe_file_stem, visible
+import pytest
+
+from app.escaping import markdown_cell, markdown_code, safe_file_stem, visible
 
 
 def test_visible_escapes_control_characters_only():
@@ -27,3 +29,13 @@ def test_safe_file_stem_replaces_control_and_path_hostile_characters():
     assert safe_file_stem("") == "_"
     long = safe_file_stem("é" * 200)
     assert len(long.encode("utf-8")) <= 150 and set(long) == {"é"}  # cut on a character boundary
+
+
+@pytest.mark.parametrize("path", ["/data/plain", "/data/it`s here", "``fenced``/x", "`", "a ` b `` c", "/tab\there"])
+def test_markdown_code_shows_the_whole_value_as_one_code_span(path):
+    """A backtick in a path ended report.md's code span early and turned the rest of the line into Markdown."""
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt().parseInline(f"- Data: {markdown_code(path)} (test split)")[0].children
+    spans = [token.content for token in tokens if token.type == "code_inline"]
+    assert spans == [visible(path)]
