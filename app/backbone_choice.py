@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from app.backbone_reuse import is_run_dir, open_backbone_run
-from app.config import META_STRATEGIES, TrainConfig
+from app.config import META_STRATEGIES, TrainConfig, is_count
 from app.errors import UserError
 from data.resize import RESAMPLING
 from models.backbones import BackboneSpec, get_backbone
@@ -68,7 +68,7 @@ def cap_unfreeze(config: TrainConfig, spec: BackboneSpec, feature_extractor, bac
     says so once, before any work, and `config.unfreeze` becomes the number that trains, which config.json, the
     phase descriptions (history, TensorBoard) and a resume then record. It was capped with no more than phase 2's
     INFO line, and config.json kept the N no block count matches. Call it where the blocks are unfrozen."""
-    if config.unfreeze is None or not (config.unfreeze.isascii() and config.unfreeze.isdigit()):
+    if config.unfreeze is None or not is_count(config.unfreeze):
         return
     available = len(spec.blocks(feature_extractor))
     if not available or int(config.unfreeze) <= available:

@@ -60,12 +60,12 @@ FINETUNE_RECIPES = {
 }
 WHOLE_BACKBONE_MIN_PER_CLASS = 50  # training files per class (median over classes) for the whole-backbone recipe
 OTHER_STRATEGIES_RECIPE = TOP_BLOCKS_RECIPE
-REFIT_AUTO_BELOW_PER_CLASS = 20
+REFIT_AUTO_BELOW_PER_CLASS = 20  # auto refits when the training split has fewer files per class than this
 MAX_COUNT = 2**31 - 1  # the largest count an integer option takes (TensorFlow's int32)
-MAX_SEED = 2**32 - 1  # the largest seed numpy's global generator takes (keras.utils.set_random_seed seeds it)  # auto refits when the training split has fewer files per class than this
+MAX_SEED = 2**32 - 1  # the largest seed numpy's global generator takes (keras.utils.set_random_seed seeds it)
 
 
-def _is_count(text: str) -> bool:
+def is_count(text: str) -> bool:
     """Whether an option given as text (--unfreeze, --adapt, --exclude-label-issues) is a whole number in ASCII
     digits: str.isdigit() alone also takes '²' or '①', which int() then refuses with a traceback."""
     return text.isascii() and text.isdigit()
@@ -247,13 +247,13 @@ class TrainConfig:
             (0.0 < self.meta_step_size <= 1.0, "meta_step_size must be in (0, 1]"),
             (self.inner_learning_rate > 0, "inner_learning_rate must be positive"),
             (self.inner_steps >= 1, "inner_steps must be at least 1"),
-            (self.adapt in ("auto", "head", "all") or _is_count(self.adapt), "adapt must be auto, head, all or a number of layers"),
+            (self.adapt in ("auto", "head", "all") or is_count(self.adapt), "adapt must be auto, head, all or a number of layers"),
             # Only the gradient learners have an inner loop: with protonet or a transfer strategy it was ignored silently.
             (self.adapt == "auto" or self.strategy in ("reptile", "fomaml", "maml"),
              f"adapt applies to --strategy reptile, fomaml or maml (strategy={self.strategy!r}); leave it at auto otherwise"),
             (self.embedding_units >= 1, "embedding_units must be at least 1"),
             (self.meta_input in CHOICES["meta_input"], f"meta_input must be one of {list(CHOICES['meta_input'])}"),
-            (self.unfreeze is None or self.unfreeze == "all" or _is_count(self.unfreeze) and int(self.unfreeze) >= 1,
+            (self.unfreeze is None or self.unfreeze == "all" or is_count(self.unfreeze) and int(self.unfreeze) >= 1,
              "unfreeze must be a positive number of blocks or 'all'"),
             (self.finetune_learning_rate is None or self.finetune_learning_rate > 0,
              "finetune_learning_rate must be positive"),
@@ -268,7 +268,7 @@ class TrainConfig:
             (0.0 < self.reject_recall < 1.0, "reject_recall must be in (0, 1), e.g. 0.95 keeps 95% of known files"),
             (self.unknown_score in CHOICES["unknown_score"],
              f"unknown_score must be one of {list(CHOICES['unknown_score'])}"),
-            (self.exclude_label_issues == "auto" or _is_count(self.exclude_label_issues),
+            (self.exclude_label_issues == "auto" or is_count(self.exclude_label_issues),
              "exclude_label_issues must be a number of files, auto or 0"),
             (self.refit in CHOICES["refit"], f"refit must be one of {list(CHOICES['refit'])}"),
             (self.distribute in CHOICES["distribute"], f"distribute must be one of {list(CHOICES['distribute'])}"),

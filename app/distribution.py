@@ -136,7 +136,8 @@ def _is_address(address) -> bool:
     if not isinstance(address, str):
         return False
     host, _, port = address.rpartition(":")
-    # isascii: str.isdigit() also takes '²', which int() refuses with a traceback.
+    # isascii: str.isdigit() also takes '²', which int() refuses with a traceback (as app/config.is_count, which this
+    # module cannot import: app/config imports it).
     return bool(host) and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
 
 

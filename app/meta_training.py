@@ -34,7 +34,7 @@ import tensorflow as tf
 from app import run_dir as rd
 from app import tensorboard_logging as tb
 from app.checkpoints import CHECKPOINTS_DIR
-from app.config import META_STRATEGIES, TrainConfig
+from app.config import META_STRATEGIES, TrainConfig, is_count
 from app.errors import UserError
 from app.run_integrity import load_model_file
 from app.features import cached_features
@@ -115,7 +115,7 @@ def resolved_adapt(config: TrainConfig, weights: str):
     (feature reuse, Raghu et al. 2020); not measured against all there."""
     if config.adapt == "auto":
         return "all" if config.strategy == "reptile" or (config.strategy == "fomaml" and weights == "none") else "head"
-    return int(config.adapt) if config.adapt.isascii() and config.adapt.isdigit() else config.adapt
+    return int(config.adapt) if is_count(config.adapt) else config.adapt
 
 
 def _raw_inputs(examples, modality: str, size: int, resize: str):

@@ -50,7 +50,11 @@ class RunManifest:
         return chosen, split
 
     def damaged(self, what: str) -> UserError:
-        return UserError(f"{str(self.file)!r} is damaged ({what}). {self.remedy}")
+        return _damaged(self.file, what, self.remedy)
+
+
+def _damaged(file: Path, what: str, remedy: str) -> UserError:
+    return UserError(f"{str(file)!r} is damaged ({what}). {remedy}")
 
 
 def read_manifest(run_path: Path, default_root: str | Path | None = None,
@@ -61,7 +65,10 @@ def read_manifest(run_path: Path, default_root: str | Path | None = None,
     run_path = Path(run_path)
     file, remedy = run_path / name, rd.retrain_remedy(run_path)
     payload = rd.read_json(file, remedy)
-    damaged = RunManifest(file, None, (), {}, remedy).damaged
+
+    def damaged(what: str) -> UserError:
+        return _damaged(file, what, remedy)
+
     if not isinstance(payload, dict) or not isinstance(payload.get("files"), list):
         raise damaged("no list of files")
     root = payload.get("root") if payload.get("root") is not None else default_root

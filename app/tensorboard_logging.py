@@ -369,13 +369,6 @@ def _sprite(paths: list[str], size: tuple[int, int], resize: str) -> Image.Image
     return sprite
 
 
-def _tsv_field(name: str) -> str:
-    """A class or file name as one field of metadata.tsv: a tab in it would start another column and a newline
-    another row (every later point then took the wrong label), so control characters are written as escapes
-    (a tab as \\t), as labels.txt and the printed lines write them."""
-    return visible(name)
-
-
 def write_projector(log_dir: Path, embeddings: np.ndarray, examples, class_names: list[str], modality: str,
                     size: int, resize: str) -> None:
     """Validation embeddings (the head's input) with their labels, and a sprite for images."""
@@ -384,7 +377,9 @@ def write_projector(log_dir: Path, embeddings: np.ndarray, examples, class_names
     count = min(len(examples), MAX_PROJECTOR_POINTS)
     embedding = tf.Variable(np.asarray(embeddings[:count], np.float32), name="embedding")
     tf.train.Checkpoint(embedding=embedding).save(str(log_dir / "embedding.ckpt"))
-    rows = "".join(f"{_tsv_field(class_names[example.label])}\t{_tsv_field(Path(example.path).name)}\n"
+    # Control characters written as escapes (a tab as \\t), as labels.txt writes them: a tab in a name started another
+    # column and a newline another row, so every later point took the wrong label.
+    rows = "".join(f"{visible(class_names[example.label])}\t{visible(Path(example.path).name)}\n"
                    for example in examples[:count])
     write_bytes_atomically(log_dir / "metadata.tsv", ("label\tfile\n" + rows).encode("utf-8"))
     config = projector.ProjectorConfig()
