@@ -40,6 +40,17 @@ def markdown_cell(value) -> str:
     return visible(str(value).replace("\\", "\\\\").replace("|", "\\|"))
 
 
+# What Markdown reads as markup inside running text: emphasis, code, links, HTML, headings, tables.
+_MARKDOWN_SPECIAL = set("\\`*_[]<>#|~&")
+
+
+def markdown_text(value) -> str:
+    """`value` as running Markdown text that renders as itself (no accidental emphasis, links or HTML: every
+    markup character backslash-escaped; control characters, as in a class name holding a newline, written
+    visibly). markdown_cell escapes less: only what would break a table row."""
+    return visible("".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in str(value)))
+
+
 def markdown_code(value) -> str:
     """`value` as Markdown inline code that shows it whole, whatever backticks it holds (a path with one ended
     the code span early and turned the rest into Markdown): fenced by one backtick more than its longest run of

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from app import fonts
 from app.errors import UserError
-from app.escaping import markdown_code, safe_file_stem, visible
+from app.escaping import markdown_code, markdown_text, safe_file_stem, visible
 from data.atomic_write import write_atomically, write_bytes_atomically
 from data.images import load_image
 
@@ -175,15 +175,6 @@ def explanations_section(run, paths: list[str], labels, probabilities: np.ndarra
 
 # ----------------------------------------------------------------------------------------- text
 
-_MARKDOWN_SPECIAL = set("\\`*_[]<>#|~&")
-
-
-def markdown_escape(word: str) -> str:
-    """A word that renders as itself in Markdown (no accidental emphasis, links or HTML; control
-    characters, as in a class name holding a newline, written as escapes)."""
-    return visible("".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in word))
-
-
 def _percent(share: float) -> str:
     return f"{share * 100:+.0f}%".replace("-", "\u2212")
 
@@ -200,7 +191,7 @@ def _word_shares(result) -> dict[str, tuple[float, list[int]]]:
 
 def _word_summary(word: str, share: float, positions: list[int]) -> str:
     times = f" ({len(positions)} occurrences)" if len(positions) > 1 else ""
-    return f"{markdown_escape(word)} {_percent(share)}{times}"
+    return f"{markdown_text(word)} {_percent(share)}{times}"
 
 
 def render_attributions(result, top_k: int = TOP_TOKENS) -> list[str]:
@@ -212,7 +203,7 @@ def render_attributions(result, top_k: int = TOP_TOKENS) -> list[str]:
     by_word = _word_shares(result)
     top = [w for w in sorted(by_word, key=lambda w: -by_word[w][0]) if by_word[w][0] > 0][:top_k]
     bold = {i for w in top for i in by_word[w][1]}
-    words = [f"**{markdown_escape(w)}** ({_percent(shares[i])})" if i in bold else markdown_escape(w)
+    words = [f"**{markdown_text(w)}** ({_percent(shares[i])})" if i in bold else markdown_text(w)
              for i, w in enumerate(result.words)]
     lines = ["> " + (" ".join(words) if words else "(no tokens)") + (" \u2026 (cut: the model read no further)"
                                                                       if result.truncated else ""), ""]
@@ -260,8 +251,8 @@ def text_explanations_section(run, paths: list[str], encodings: list[str], label
     for number, (i, result) in enumerate(zip(chosen, results), 1):
         verdict = "WRONG" if i in wrong else "correct"
         shown = markdown_code(f"{Path(paths[i]).parent.name}/{Path(paths[i]).name}")
-        lines.append(f"**{number}. {verdict}** {shown}: true {markdown_escape(names[labels[i]])}, "
-                     f"predicted {markdown_escape(names[predicted[i]])} ({probabilities[i, predicted[i]]:.2f})")
+        lines.append(f"**{number}. {verdict}** {shown}: true {markdown_text(names[labels[i]])}, "
+                     f"predicted {markdown_text(names[predicted[i]])} ({probabilities[i, predicted[i]]:.2f})")
         lines.append("")
         lines.extend(render_attributions(result))
     return "\n".join(lines)
@@ -283,9 +274,9 @@ def write_text_attributions(run, names: list[str], texts: list[str], probabiliti
         target = out / f"{_output_stem(i, stem)}-tokens.md"
         predicted_name = run.class_names[predicted[i]]
         lines = [f"# {markdown_code(name)}", "",
-                 f"Predicted {markdown_escape(predicted_name)} ({probabilities[i, predicted[i]]:.3f}). Token "
+                 f"Predicted {markdown_text(predicted_name)} ({probabilities[i, predicted[i]]:.3f}). Token "
                  "attributions (gradient x input on the token embeddings, signed share of the total; the top "
-                 f"{TOP_TOKENS} words for {markdown_escape(predicted_name)} in bold):", "",
+                 f"{TOP_TOKENS} words for {markdown_text(predicted_name)} in bold):", "",
                  *render_attributions(result)]
         write_bytes_atomically(target, "\n".join(lines).encode("utf-8"))
         written.append(target)

@@ -285,7 +285,7 @@ def test_pooling_and_hidden_units_are_honoured(text_run):
 def test_resnet50_random_weights_trains_and_evaluates_end_to_end(image_folder, tmp_path, capsys):
     run = tmp_path / "r50-none"
     assert train.main([str(image_folder), "--backbone", "resnet50", "--weights", "none", "--image-size", "32",
-                       "--epochs", "2", "--output", str(run)]) == 0
+                       "--epochs", "1", "--output", str(run)]) == 0
     metadata = json.loads((run / "metadata.json").read_text())
     assert (metadata["backbone"], metadata["weights"]) == ("resnet50", "none")
     assert evaluate.main([str(run), str(image_folder), "--name", "none"]) == 0

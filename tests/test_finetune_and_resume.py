@@ -156,15 +156,16 @@ def test_checkpoint_pointer_survives_a_crash_while_saving(tmp_path, monkeypatch)
     checkpoints.restore(resume.folder, model)
 
 
-@pytest.mark.parametrize("kill_in_phase", ["head", "finetune", "refit_finetune"])
+# Not in the head phase: tests/test_fault_injection.py kills a run after each of its writes there, and the
+# SIGTERM test below stops one inside its second epoch; both resume it.
+@pytest.mark.parametrize("kill_in_phase", ["finetune", "refit_finetune"])
 def test_resume_after_kill_9_mid_epoch_continues_the_history(colour_folder, tmp_path, kill_in_phase):
     """The colour folder has 8 training files per class after the validation split: the run
     refits (head, finetune, refit_head, refit_finetune), so the kill can land in any phase."""
     run = tmp_path / "run"
     args = [str(colour_folder), "--backbone", "tiny_image", "--output", str(run), "--strategy", "finetune",
             "--epochs", "4", "--patience", "10", "--finetune-epochs", "3", "--batch-size", "8", "--seed", "3"]
-    wanted = {"head": "head-epoch-0002", "finetune": "finetune-epoch-0001",
-              "refit_finetune": "refit_head-epoch-0001"}[kill_in_phase]
+    wanted = {"finetune": "finetune-epoch-0001", "refit_finetune": "refit_head-epoch-0001"}[kill_in_phase]
     kill_inside_epoch_after(args, run, wanted, tmp_path)
     assert (run / rd.INCOMPLETE_MARKER).exists()
     state = Checkpoints(run).latest().state
@@ -202,6 +203,8 @@ def test_sigterm_and_ctrl_c_stop_with_one_line_that_says_how_to_continue(colour_
     errors = [line for line in err.splitlines() if " ERROR metatune: " in line]  # TensorFlow's E0000 lines aside
     assert len(errors) == 1 and named in errors[0] and f"python train.py --resume {run}" in errors[0], err
     assert (run / rd.INCOMPLETE_MARKER).exists()
+    if sig == signal.SIGINT:
+        return  # the run a signal stopped is the same whichever signal it was: one resume below proves it
     leftover = run / ".tmp-999999-model.keras"  # what a write killed midway leaves
     leftover.write_bytes(b"half a model")
     assert train.main(["--resume", str(run)]) == 0

@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.escaping import markdown_cell, markdown_code, safe_file_stem, visible
+from app.escaping import markdown_cell, markdown_code, markdown_text, safe_file_stem, visible
 
 
 def test_visible_escapes_control_characters_only():
@@ -39,3 +39,12 @@ def test_markdown_code_shows_the_whole_value_as_one_code_span(path):
     tokens = MarkdownIt().parseInline(f"- Data: {markdown_code(path)} (test split)")[0].children
     spans = [token.content for token in tokens if token.type == "code_inline"]
     assert spans == [visible(path)]
+
+
+def test_markdown_text_keeps_words_literal():
+    assert markdown_text("a_b*c`[d]<e>") == "a\\_b\\*c\\`\\[d\\]\\<e\\>"
+    assert markdown_text("great") == "great"
+
+
+def test_markdown_text_writes_control_characters_visibly():
+    assert markdown_text("new\nline") == "new\\nline"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.explanations import markdown_escape, overlay, render_attributions
+from app.explanations import overlay, render_attributions
 from models.token_attribution import TokenAttributions
 
 
@@ -26,11 +26,6 @@ def test_attributions_render_the_top_words_in_bold_with_signed_shares():
     assert "Strongest against it: was \u221220%" in lines[2]
     cut = render_attributions(TokenAttributions(["a"], [1.0], True))[0]
     assert "cut" in cut
-
-
-def test_markdown_escape_keeps_words_literal():
-    assert markdown_escape("a_b*c`[d]<e>") == "a\\_b\\*c\\`\\[d\\]\\<e\\>"
-    assert markdown_escape("great") == "great"
 
 
 def test_a_word_that_occurs_twice_is_one_top_word_with_both_shares_summed():
@@ -64,10 +59,6 @@ def test_explanation_files_of_names_with_newlines_and_pipes(tmp_path, monkeypatc
     assert "Predicted po\\|s (0.900)" in first[2]
     assert written[2].read_text(encoding="utf-8").startswith("# `text: two\\nlines`\n")
     assert explanations._output_stem(7, "x\ty/z") == "0007-x_y_z"
-
-
-def test_markdown_escape_writes_control_characters_visibly():
-    assert markdown_escape("new\nline") == "new\\nline"
 
 
 def test_an_explain_folder_that_refuses_writes_is_a_clear_error(tmp_path, monkeypatch):

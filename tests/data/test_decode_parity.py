@@ -94,19 +94,21 @@ def test_both_paths_give_the_pixels_of_load_image(files, resize):
     assert different == []
 
 
-def test_cached_labelled_and_prediction_inputs_match_too(files):
-    """Training (labelled, cached, shuffled) and evaluation/prediction (app/inputs) see the same pixels."""
+@pytest.mark.parametrize("resize", RESIZE_MODES)
+def test_cached_labelled_and_prediction_inputs_match_too(files, resize):
+    """Training (labelled, cached, shuffled) and evaluation/prediction (app/inputs) see the same pixels, in every
+    resize mode."""
     paths = [path for path, _ in files.values()]
-    expected = {i: load_image(p, (SIZE, SIZE), "crop") for i, p in enumerate(paths)}
+    expected = {i: load_image(p, (SIZE, SIZE), resize) for i, p in enumerate(paths)}
     training = image_dataset(paths, list(range(len(paths))), (SIZE, SIZE), 4, shuffle=True, seed=3,
-                             resize="crop", cache="memory")
+                             resize=resize, cache="memory")
     seen = {}
     for images, labels in training.as_numpy_iterator():
         seen.update({int(label): image for image, label in zip(images, labels)})
     assert sorted(seen) == list(range(len(paths)))
     assert all(np.array_equal(seen[i], expected[i]) for i in expected)
     examples = [Example(p, -1, None) for p in paths]
-    predicted = np.concatenate(list(example_dataset(examples, "image", SIZE, 6, "crop").as_numpy_iterator()))
+    predicted = np.concatenate(list(example_dataset(examples, "image", SIZE, 6, resize).as_numpy_iterator()))
     assert all(np.array_equal(predicted[i], expected[i]) for i in expected)
 
 
