@@ -48,11 +48,27 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def command() -> int:
-        from app.escaping import visible
-        from app.prediction import predict
+        import numpy as np
 
-        predictions, skipped = predict(args.run_dir, args.inputs, args.top_k, args.batch_size, args.text,
-                                      args.reject, args.explain)
+        from app.escaping import visible
+        from app.prediction import prepare_prediction, predictions_in_chunks, write_explanations
+
+        job = prepare_prediction(args.run_dir, args.inputs, args.top_k, args.batch_size, args.text, args.reject,
+                                 args.explain)
+        predictions, probabilities = [], []
+        for chunk, chunk_probabilities in predictions_in_chunks(job):
+            probabilities.append(chunk_probabilities)
+            if args.json:  # one document: printed once every input is predicted
+                predictions += chunk
+                continue
+            # One line per input, printed as each group is predicted (a large folder shows its first lines after
+            # seconds); a newline (or another control character) in a name is printed escaped.
+            for p in chunk:
+                if p.unknown:
+                    print(f"{visible(p.file)}: unknown (closest: {visible(p.top[0][0])} {p.top[0][1]:.3f})")
+                else:
+                    print(f"{visible(p.file)}: " + ", ".join(f"{visible(c)} {s:.3f}" for c, s in p.top))
+            sys.stdout.flush()
         if args.json:
             print(json.dumps({
                 "predictions": [
@@ -60,14 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                      **({} if p.unknown is None else {"unknown": p.unknown, "unknown_score": round(p.unknown_score, 6)})}
                     for p in predictions
                 ],
-                "skipped": [{"file": s.path, "reason": s.reason} for s in skipped],
+                "skipped": [{"file": s.path, "reason": s.reason} for s in job.skipped],
             }, indent=2))
-        else:  # one line per input: a newline (or another control character) in a name is printed escaped
-            for p in predictions:
-                if p.unknown:
-                    print(f"{visible(p.file)}: unknown (closest: {visible(p.top[0][0])} {p.top[0][1]:.3f})")
-                else:
-                    print(f"{visible(p.file)}: " + ", ".join(f"{visible(c)} {s:.3f}" for c, s in p.top))
+        if args.explain is not None:
+            write_explanations(job, np.concatenate(probabilities))
         return 0
 
     return run_safely(command)

@@ -135,10 +135,10 @@ def _is_address(address) -> bool:
     """"host:port" with a host and a port TensorFlow's server can listen on."""
     if not isinstance(address, str):
         return False
-    from app.config import is_count  # here: app/config imports this module
-
     host, _, port = address.rpartition(":")
-    return bool(host) and is_count(port) and 1 <= int(port) <= 65535
+    # isascii: str.isdigit() also takes '²', which int() refuses with a traceback (as app/config.is_count, which this
+    # module cannot import: app/config imports it).
+    return bool(host) and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
 
 
 def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | None = None,

@@ -258,15 +258,24 @@ def text_explanations_section(run, paths: list[str], encodings: list[str], label
     return "\n".join(lines)
 
 
+def text_attributor(run, out_dir: str | Path):
+    """--explain's token attribution for a text run (models/token_attribution.TokenAttribution); a UserError
+    where the run's predictions cannot be attributed to tokens, which predict.py asks before predicting
+    anything (report.md leaves the section out instead, with a warning)."""
+    from models.token_attribution import TokenAttribution
+
+    try:
+        return TokenAttribution(run.model)
+    except ValueError as error:  # not a BERT-family extractor
+        raise UserError(f"--explain cannot attribute this run's predictions to tokens: {error}. Received: "
+                        f"--explain {out_dir} for {run.path}. Leave --explain out.") from None
+
+
 def write_text_attributions(run, names: list[str], texts: list[str], probabilities: np.ndarray,
                             out_dir: str | Path) -> list[Path]:
     """One `<index>-<name>-tokens.md` per input: the attributions of its top class."""
     predicted = probabilities.argmax(axis=1)
-    try:
-        results = text_attributions(run, texts, predicted)
-    except ValueError as error:  # not a BERT-family extractor (report.md leaves the section out, with a warning)
-        raise UserError(f"--explain cannot attribute this run's predictions to tokens: {error}. Received: "
-                        f"--explain {out_dir} for {run.path}. Leave --explain out.") from None
+    results = text_attributor(run, out_dir).attribute(list(texts), np.asarray(predicted))
     out = explain_folder(out_dir)
     written = []
     for i, (name, result) in enumerate(zip(names, results)):

@@ -60,9 +60,12 @@ def embed(model: keras.Model, dataset) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(embeddings), np.asarray(probabilities)
 
 
-def embed_examples(run, examples, texts=(), batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings, probabilities) of a loaded run's files (Example) and literal strings, in that order."""
-    model = embedding_model(run.model)
+def embed_examples(run, examples, texts=(), batch_size: int = 32,
+                   model: keras.Model | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, probabilities) of a loaded run's files (Example) and literal strings, in that order.
+    `model`: the run's `embedding_model`, for a caller that embeds in several calls (a new one traces its
+    prediction function again)."""
+    model = model if model is not None else embedding_model(run.model)
     parts = []
     if examples:
         parts.append(embed(model, example_dataset(examples, run.modality, run.input_size, batch_size, run.resize)))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from app.errors import UserError
 from app.evaluation import load_run
-from app.explanations import explain_folder, write_overlays, write_text_attributions
-from app.open_set import embed_examples, head_weights
+from app.explanations import explain_folder, text_attributor, write_overlays, write_text_attributions
+from app.open_set import embed_examples, embedding_model, head_weights
 from app.unknown_store import load_detector
 from app.input_files import collect_inputs
 from data.records import SkippedFile
@@ -53,15 +54,34 @@ def text_name(text: str) -> str:
     return f"text: {text[:TEXT_NAME_CHARS]}{'…' if len(text) > TEXT_NAME_CHARS else ''}"
 
 
-def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 32,
-            texts: list[str] | None = None, reject: str = "auto",
-            explain: str | None = None) -> tuple[list[Prediction], list[SkippedFile]]:
-    """Top-k classes for files/folders (and, for text runs, literal strings given as `texts`).
+# Inputs predicted at a time: predict.py prints each group's lines as soon as they are known (the first after
+# seconds, not after the whole folder), and the embeddings the unknown-class score needs (8 kB per input for a
+# 2048-wide one) are held for one group only. Probabilities, a few numbers per input, are kept for all.
+CHUNK_INPUTS = 512
 
-    reject "auto": each prediction also says whether the run's unknown-class detector rejects
-    it (a class the run does not know); "none": no rejection. `explain`: a folder for one Grad-CAM
-    overlay per file (image runs) or one Markdown file of token attributions per file and string
-    (text runs), for its top class."""
+
+@dataclass
+class PredictionJob:
+    """What predict.py checked and loaded before the first prediction (`prepare_prediction`): every error about
+    the inputs, the run or --explain comes before any output."""
+    run: object  # app.run_metadata.LoadedRun
+    examples: list  # data.records.Example, the readable files, in the order given
+    texts: list[str]  # --text strings
+    skipped: list[SkippedFile]
+    top_k: int
+    batch_size: int
+    detector: tuple | None  # (scorer, settings) of the run's unknown-class detector; None: no rejection
+    explain: str | None
+
+    @property
+    def names(self) -> list[str]:
+        return [e.path for e in self.examples] + [text_name(t) for t in self.texts]
+
+
+def prepare_prediction(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 32,
+                       texts: list[str] | None = None, reject: str = "auto",
+                       explain: str | None = None) -> PredictionJob:
+    """Check the inputs, load the run and its detector (`predict` says what the arguments mean)."""
     texts = [_decoded_argument(text, i + 1, len(texts)) for i, text in enumerate(texts or [])]
     blank = [i + 1 for i, text in enumerate(texts) if not text.strip()]
     if blank:  # as an empty or whitespace-only file is unusable: there is nothing to classify
@@ -75,36 +95,70 @@ def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 
     examples, skipped = collect_inputs(targets, run.modality)
     if not examples and not texts:
         raise UserError(f"No readable {run.modality} files among the inputs ({len(skipped)} skipped; see the warnings above).")
-    if explain is not None:
-        explain_folder(explain)  # before the prediction pass: an unwritable folder is refused in seconds
-    names = [e.path for e in examples] + [text_name(t) for t in texts]
+    if explain is not None:  # before the prediction pass: refused in seconds, and before any line is printed
+        explain_folder(explain)
+        if run.modality == "text":
+            text_attributor(run, explain)
     detector = load_detector(run.path, head_weights(run.model)[0].shape) if reject == "auto" else None
     if reject == "auto" and detector is None:
         logger.info("%s has no unknown-class detector (trained by an older metatune): no rejection.", run.path)
-    if detector is not None:
-        scorer, settings = detector
-        embeddings, probabilities = embed_examples(run, examples, texts, batch_size)
+    return PredictionJob(run, examples, texts, skipped, max(1, min(top_k, len(run.class_names))), batch_size,
+                         detector, explain)
+
+
+def predictions_in_chunks(job: PredictionJob) -> Iterator[tuple[list[Prediction], np.ndarray]]:
+    """(predictions, their probabilities) for CHUNK_INPUTS inputs at a time, files first, then --text strings,
+    in the order given."""
+    embedder = embedding_model(job.run.model) if job.detector is not None else None
+    names = job.names
+    groups = [(start, job.examples[start:start + CHUNK_INPUTS], []) for start in range(0, len(job.examples), CHUNK_INPUTS)]
+    groups += [(len(job.examples) + start, [], job.texts[start:start + CHUNK_INPUTS])
+               for start in range(0, len(job.texts), CHUNK_INPUTS)]
+    for start, examples, texts in groups:
+        probabilities, scores, rejected = _probabilities(job, examples, texts, embedder)
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :job.top_k]
+        yield [Prediction(names[start + i], [(job.run.class_names[j], float(probabilities[i, j])) for j in order[i]],
+                          None if rejected is None else bool(rejected[i]), None if scores is None else float(scores[i]))
+               for i in range(len(probabilities))], probabilities
+
+
+def _probabilities(job: PredictionJob, examples, texts, embedder):
+    """(probabilities, unknown scores, rejected) of one group of inputs; the last two None without a detector."""
+    if job.detector is not None:
+        scorer, settings = job.detector
+        embeddings, probabilities = embed_examples(job.run, examples, texts, job.batch_size, embedder)
         scores = scorer.score(settings.score, embeddings)
-        rejected = scores > settings.threshold
-    else:
-        parts = []
-        if examples:
-            parts.append(run.predict_examples(examples, batch_size))
-        if texts:
-            parts.append(run.predict_texts(texts, batch_size))
-        probabilities, scores, rejected = np.concatenate(parts, axis=0), None, None
-    k = max(1, min(top_k, len(run.class_names)))
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    predictions = [
-        Prediction(name, [(run.class_names[j], float(probabilities[i, j])) for j in order[i]],
-                   None if rejected is None else bool(rejected[i]), None if scores is None else float(scores[i]))
-        for i, name in enumerate(names)
-    ]
-    if explain is not None and run.modality == "text":
+        return probabilities, scores, scores > settings.threshold
+    if examples:
+        return job.run.predict_examples(examples, job.batch_size), None, None
+    return job.run.predict_texts(texts, job.batch_size), None, None
+
+
+def write_explanations(job: PredictionJob, probabilities: np.ndarray) -> None:
+    """--explain's files for every input (`probabilities`: all of them, in order)."""
+    run, examples = job.run, job.examples
+    if run.modality == "text":
         from data.pipeline import read_texts
 
-        contents = list(read_texts([e.path for e in examples], [e.encoding for e in examples])) + list(texts)
-        write_text_attributions(run, names, contents, probabilities, explain)
-    elif explain is not None:
-        write_overlays(run, [e.path for e in examples], probabilities[:len(examples)].argmax(axis=1), explain)
-    return predictions, skipped
+        contents = list(read_texts([e.path for e in examples], [e.encoding for e in examples])) + list(job.texts)
+        write_text_attributions(run, job.names, contents, probabilities, job.explain)
+    else:
+        write_overlays(run, [e.path for e in examples], probabilities[:len(examples)].argmax(axis=1), job.explain)
+
+
+def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 32,
+            texts: list[str] | None = None, reject: str = "auto",
+            explain: str | None = None) -> tuple[list[Prediction], list[SkippedFile]]:
+    """Top-k classes for files/folders (and, for text runs, literal strings given as `texts`), all at once
+    (predict.py prints them as they come: `prepare_prediction`, `predictions_in_chunks`).
+
+    reject "auto": each prediction also says whether the run's unknown-class detector rejects
+    it (a class the run does not know); "none": no rejection. `explain`: a folder for one Grad-CAM
+    overlay per file (image runs) or one Markdown file of token attributions per file and string
+    (text runs), for its top class."""
+    job = prepare_prediction(run_dir, targets, top_k, batch_size, texts, reject, explain)
+    chunks = list(predictions_in_chunks(job))
+    predictions = [p for chunk, _ in chunks for p in chunk]
+    if explain is not None:
+        write_explanations(job, np.concatenate([probabilities for _, probabilities in chunks]))
+    return predictions, job.skipped

@@ -225,6 +225,24 @@ def test_text_run_predict_explain_writes_token_attributions_per_input(text_run, 
     assert "awful" in (out / written[1]).read_text(encoding="utf-8")
 
 
+def test_explain_on_a_text_run_it_cannot_attribute_is_refused_before_any_prediction(text_run, tmp_path, capsys,
+                                                                                       monkeypatch):
+    """predict.py prints its lines group by group as it predicts: a refusal found only after the prediction
+    pass would come after lines printed and an --explain folder half written."""
+    import models.token_attribution as token_attribution
+
+    def not_bert(model):
+        raise ValueError(f"{model.name!r} nests no BERT preprocessor (tokenizer)")
+
+    monkeypatch.setattr(token_attribution, "TokenAttribution", not_bert)
+    capsys.readouterr()
+    assert predict.main([str(text_run), "--text", "awful food", "--explain", str(tmp_path / "explain")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert_clean_error(captured.err, "--explain cannot attribute this run's predictions to tokens",
+                       "nests no BERT preprocessor", "Leave --explain out.")
+
+
 def test_text_run_predicts_files_and_strings(text_run, tmp_path, capsys):
     sentence = "the movie was great"
     file = tmp_path / "review.txt"

@@ -109,6 +109,43 @@ def test_predict_marks_unknown_files_and_reject_none_turns_it_off(trained, capsy
     assert all("unknown" not in r for r in json.loads(capsys.readouterr().out)["predictions"])
 
 
+def test_predict_in_groups_gives_what_one_pass_gives_and_prints_each_group_as_it_comes(trained, capsys, monkeypatch):
+    """predict.py predicts CHUNK_INPUTS inputs at a time (bounded memory, output as it goes): the same lines,
+    verdicts and scores as one pass, in the order given, with the run's embedding model built once."""
+    from app import open_set, prediction
+
+    root, data, run = trained
+    inputs = [str(data / "red"), str(data / "green")]
+    assert predict.main([str(run), *inputs, "--json"]) == 0
+    whole = json.loads(capsys.readouterr().out)["predictions"]
+    assert predict.main([str(run), *inputs]) == 0
+    whole_lines = capsys.readouterr().out.splitlines()
+    built = []
+    monkeypatch.setattr(prediction, "embedding_model", lambda model: built.append(model) or open_set.embedding_model(model))
+    monkeypatch.setattr(prediction, "CHUNK_INPUTS", 3)
+    real = prediction.predictions_in_chunks
+    printed = []  # the lines out before each group is predicted
+
+    def watched(job):
+        for chunk in real(job):
+            printed.append(capsys.readouterr().out.splitlines())
+            yield chunk
+
+    monkeypatch.setattr(prediction, "predictions_in_chunks", watched)
+    assert predict.main([str(run), *inputs, "--json"]) == 0
+    grouped = json.loads(capsys.readouterr().out)["predictions"]
+    assert len(whole) > 3 * 2 and [r["file"] for r in grouped] == [r["file"] for r in whole]
+    for a, b in zip(grouped, whole):
+        assert a["unknown"] == b["unknown"] and a["unknown_score"] == pytest.approx(b["unknown_score"], abs=1e-5)
+        assert [t["class"] for t in a["top"]] == [t["class"] for t in b["top"]]
+    assert len(built) == 1
+    printed.clear()
+    assert predict.main([str(run), *inputs]) == 0
+    printed.append(capsys.readouterr().out.splitlines())
+    assert printed[0] == [] and all(len(lines) == 3 for lines in printed[1:-1])  # each group printed before the next
+    assert [line for lines in printed for line in lines] == whole_lines
+
+
 def test_evaluate_unknown_adds_open_set(trained, capsys):
     root, data, run = trained
     unknown = _folder(root / "unknown-eval", UNKNOWN, per_class=6, seed=6)

@@ -47,8 +47,9 @@ def test_explanation_files_of_names_with_newlines_and_pipes(tmp_path, monkeypatc
 
     from app import explanations
 
-    monkeypatch.setattr(explanations, "text_attributions",
-                        lambda run, texts, classes: [TokenAttributions(["great"], [1.0], False) for _ in texts])
+    attributor = SimpleNamespace(attribute=lambda texts, classes: [TokenAttributions(["great"], [1.0], False)
+                                                                  for _ in texts])
+    monkeypatch.setattr(explanations, "text_attributor", lambda run, out_dir: attributor)
     run = SimpleNamespace(class_names=["neg", "po|s"])
     names = [str(tmp_path / "new\nline.txt"), str(tmp_path / "a|b.txt"), "text: two\nlines"]
     written = explanations.write_text_attributions(run, names, ["great"] * 3, np.array([[0.1, 0.9]] * 3),
