@@ -2,6 +2,7 @@
 
     python predict.py RUN_DIR FILE_OR_DIR... [--top-k 3] [--json]
     python predict.py RUN_DIR --text "a sentence to classify" [--text ...]   # text models
+    find DIR -name '*.jpg' | python predict.py RUN_DIR --files-from -        # a list of files
 
 A file the run's unknown-class detector rejects is printed as `unknown (closest: CLASS p)` and
 marked "unknown": true in --json output; --reject none turns rejection off. --explain OUT_DIR
@@ -26,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dir", help="Run directory written by train.py.")
     parser.add_argument("inputs", nargs="*", help="Files and/or folders (searched recursively): images for an image "
                         "model, .txt files (one example each) for a text model.")
+    parser.add_argument("--files-from", default=None, metavar="LIST",
+                        help="Also predict the files and folders LIST names, one per line (- reads standard input: "
+                             "find DIR -newer X | predict.py RUN_DIR --files-from -).")
     parser.add_argument("--text", action="append", default=[], metavar="STRING",
                         help="A string to classify with a text model (repeatable).")
     parser.add_argument("--top-k", type=positive_int, default=3, help="How many classes to show per file.")
@@ -53,7 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         from app.escaping import visible
         from app.prediction import prepare_prediction, predictions_in_chunks, write_explanations
 
-        job = prepare_prediction(args.run_dir, args.inputs, args.top_k, args.batch_size, args.text, args.reject,
+        from app.errors import UserError
+        from app.input_files import read_file_list
+
+        listed = read_file_list(args.files_from) if args.files_from is not None else []
+        if args.files_from is not None and not listed and not args.inputs and not args.text:
+            raise UserError(f"--files-from names no file: {args.files_from!r} holds no path (one per line). "
+                            f"Received: --files-from {args.files_from}")
+        inputs = args.inputs + listed
+        job = prepare_prediction(args.run_dir, inputs, args.top_k, args.batch_size, args.text, args.reject,
                                  args.explain)
         predictions, probabilities = [], []
         for chunk, chunk_probabilities in predictions_in_chunks(job):

@@ -29,6 +29,29 @@ def _once_each(paths: list[Path]) -> list[Path]:
     return kept
 
 
+def read_file_list(source: str) -> list[str]:
+    """The paths a --files-from list names, one per line (`-`: standard input), for a list too long for a
+    command line or made by another program (`find ... | predict.py RUN_DIR --files-from -`). Bytes as the
+    file system's (a name that is not UTF-8 stays that file's name); a line's trailing carriage return (a list
+    written on Windows) and blank lines are dropped. A name holding a newline cannot be listed: pass it, or
+    its folder, as an argument."""
+    import sys
+
+    from app.errors import UserError
+
+    try:
+        if source == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(Path(source).expanduser(), "rb") as stream:
+                raw = stream.read()
+    except OSError as error:
+        raise UserError(f"--files-from cannot read {source!r}: {error.strerror or error}. Received: --files-from "
+                        f"{source}. Pass a file that lists one path per line, or - for standard input.") from None
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in raw.split(b"\n")]
+    return [os.fsdecode(line) for line in lines if line.strip()]
+
+
 def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], list[SkippedFile]]:
     """Expand folders (recursively, sorted), keep files the doctor accepts, report the rest."""
     candidates: list[Path] = []

@@ -12,6 +12,7 @@ import predict
 import train
 from app import run_dir as rd
 from app.unknown_store import ARRAYS_FILE, DETECTOR_FILE
+from data.scan import skipped_by_name
 
 pytestmark = pytest.mark.slow  # end-to-end runs of the real CLIs (make test-fast leaves them out)
 
@@ -144,6 +145,35 @@ def test_predict_in_groups_gives_what_one_pass_gives_and_prints_each_group_as_it
     printed.append(capsys.readouterr().out.splitlines())
     assert printed[0] == [] and all(len(lines) == 3 for lines in printed[1:-1])  # each group printed before the next
     assert [line for lines in printed for line in lines] == whole_lines
+
+
+def test_files_from_a_list_or_standard_input_adds_its_paths(trained, tmp_path, capsys, monkeypatch):
+    import io
+    import os
+    import shutil
+    import sys
+
+    root, data, run = trained
+    red = sorted((data / "red").iterdir())
+    odd = tmp_path / os.fsdecode(b"caf\xe9.png")  # a Latin-1 name: read as the file's own bytes, it is found
+    shutil.copy(red[0], odd)
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(bytes(red[1]) + b"\r\n\n" + os.fsencode(odd) + b"\n" + bytes(data / "green") + b"\n")
+    assert predict.main([str(run), "--files-from", str(listing), "--json"]) == 0
+    output = json.loads(capsys.readouterr().out)
+    greens = sorted(str(p) for p in (data / "green").iterdir())
+    assert [r["file"] for r in output["predictions"]] == [str(red[1]), *greens]
+    # Found, then skipped as train.py skips it (TensorFlow cannot open a name that is not UTF-8), not "no such file".
+    assert [s["reason"] for s in output["skipped"]] == [skipped_by_name(odd, "image").reason]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(bytes(red[2]) + b"\n")))
+    assert predict.main([str(run), str(red[3]), "--files-from", "-", "--json"]) == 0
+    assert [r["file"] for r in json.loads(capsys.readouterr().out)["predictions"]] == [str(red[3]), str(red[2])]
+
+    assert predict.main([str(run), "--files-from", str(tmp_path / "missing.txt")]) == 2
+    assert_clean_error(capsys, "--files-from cannot read", "missing.txt", "No such file")
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    assert predict.main([str(run), "--files-from", str(tmp_path / "blank.txt")]) == 2
+    assert_clean_error(capsys, "--files-from names no file", "blank.txt")
 
 
 def test_evaluate_unknown_adds_open_set(trained, capsys):
