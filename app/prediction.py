@@ -14,7 +14,8 @@ from app.explanations import explain_folder, text_attributor, write_overlays, wr
 from app.open_set import embed_examples, embedding_model, head_weights
 from app.unknown_store import load_detector
 from app.input_files import collect_inputs
-from data.records import SkippedFile
+from app.run_metadata import LoadedRun
+from data.records import Example, SkippedFile
 from data.text import inspect_text_bytes
 
 logger = logging.getLogger(__name__)
@@ -64,8 +65,8 @@ CHUNK_INPUTS = 512
 class PredictionJob:
     """What predict.py checked and loaded before the first prediction (`prepare_prediction`): every error about
     the inputs, the run or --explain comes before any output."""
-    run: object  # app.run_metadata.LoadedRun
-    examples: list  # data.records.Example, the readable files, in the order given
+    run: LoadedRun
+    examples: list[Example]  # the readable files, in the order given
     texts: list[str]  # --text strings
     skipped: list[SkippedFile]
     top_k: int
@@ -111,7 +112,8 @@ def predictions_in_chunks(job: PredictionJob) -> Iterator[tuple[list[Prediction]
     in the order given."""
     embedder = embedding_model(job.run.model) if job.detector is not None else None
     names = job.names
-    groups = [(start, job.examples[start:start + CHUNK_INPUTS], []) for start in range(0, len(job.examples), CHUNK_INPUTS)]
+    groups = [(start, job.examples[start:start + CHUNK_INPUTS], [])
+              for start in range(0, len(job.examples), CHUNK_INPUTS)]
     groups += [(len(job.examples) + start, [], job.texts[start:start + CHUNK_INPUTS])
                for start in range(0, len(job.texts), CHUNK_INPUTS)]
     for start, examples, texts in groups:

@@ -122,7 +122,8 @@ def test_predict_in_groups_gives_what_one_pass_gives_and_prints_each_group_as_it
     assert predict.main([str(run), *inputs]) == 0
     whole_lines = capsys.readouterr().out.splitlines()
     built = []
-    monkeypatch.setattr(prediction, "embedding_model", lambda model: built.append(model) or open_set.embedding_model(model))
+    monkeypatch.setattr(prediction, "embedding_model",
+                        lambda model: built.append(model) or open_set.embedding_model(model))
     monkeypatch.setattr(prediction, "CHUNK_INPUTS", 3)
     real = prediction.predictions_in_chunks
     printed = []  # the lines out before each group is predicted
