@@ -365,7 +365,10 @@ def _open_run_directory(config: TrainConfig, prepared: _Prepared, resume_dir, lo
     manifest_hash = _manifest_sha256(manifest)
     run_dir, resume = _start_or_resume(config, resume_dir, backbone.name, manifest_hash, locks)
     logger.info("Run directory: %s", run_dir)
-    resolved = config.to_dict() | {"output": str(run_dir), "backbone": backbone.name, "weights": backbone.weights}
+    # The run directory as an absolute path, as the data folders are (app/config.py::_merged_config): config.json
+    # says where the run is wherever `--config` or `--resume` is typed later.
+    resolved = config.to_dict() | {"output": str(run_dir.absolute()), "backbone": backbone.name,
+                                   "weights": backbone.weights}
     if backbone.reused is not None:  # --resume and --config must open the same run again
         resolved |= {"backbone": config.backbone, "weights": None}
     resolved["image_size" if scan.modality == "image" else "sequence_length"] = backbone.size

@@ -232,7 +232,8 @@ def test_a_run_on_a_relative_folder_exports_and_another_runs_export_is_refused(i
     other = tmp_path / "other"
     assert train.main(["data", "--backbone", "tiny_image", "--epochs", "3", "--test-fraction", "0.25", "--seed", "4",
                        "--output", "other"]) == 0
-    assert rd.read_json(other / rd.CONFIG_FILE)["data_dir"] == str(Path.cwd() / "data")
+    config = rd.read_json(other / rd.CONFIG_FILE)
+    assert (config["data_dir"], config["output"]) == (str(Path.cwd() / "data"), str(Path.cwd() / "other"))
     assert export.main(["other"]) == 0  # the SavedModel check runs in another folder: it gets absolute paths
     parity = json.loads((other / "export" / "savedmodel" / "parity.json").read_text())
     assert parity["passed"] and parity["class_digest"] == rd.read_json(other / rd.METADATA_FILE)["class_digest"]
