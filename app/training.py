@@ -174,8 +174,33 @@ def _refuse_used_output(run_dir: Path, typed: bool) -> None:
 _START_AGAIN = "The run cannot be resumed; start a new run (python train.py --config RUN_DIR/config.json --output NEW_DIR)."
 
 
+EXCLUDED_KEY = "excluded"  # manifest.json: why a file of the train or val split did not train the run
+EXCLUDED_LABEL_ISSUE = "a likely label error (--exclude-label-issues): not trained or validated on"
+
+
 def _manifest_sha256(manifest: dict) -> str:
+    """What a resume compares with the data's manifest now, without the run's own exclusion marks (_mark_excluded),
+    which a fresh scan does not have."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if isinstance(files, list):
+        manifest = manifest | {"files": [{key: value for key, value in entry.items() if key != EXCLUDED_KEY}
+                                         if isinstance(entry, dict) else entry for entry in files]}
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def _mark_excluded(run_dir: Path, left_out: list[str]) -> None:
+    """Mark the files --exclude-label-issues left out in manifest.json (EXCLUDED_KEY): their split says where the
+    split put them, which alone read as "trained on". Written once; a resume writes it only if a kill came first."""
+    if not left_out:
+        return
+    path = run_dir / rd.MANIFEST_FILE
+    manifest = rd.read_json(path, _START_AGAIN)
+    left = {str(Path(p).relative_to(manifest["root"])) for p in left_out}
+    unmarked = [entry for entry in manifest["files"] if entry["path"] in left and EXCLUDED_KEY not in entry]
+    for entry in unmarked:
+        entry[EXCLUDED_KEY] = EXCLUDED_LABEL_ISSUE
+    if unmarked:
+        rd.write_json(path, manifest)
 
 
 def _penultimate(head_model: keras.Model, features: np.ndarray, hidden_units: int) -> np.ndarray:
@@ -409,6 +434,8 @@ def _training_job(config: TrainConfig, prepared: _Prepared, run: _OpenRun, chief
                             "this worker is not the chief, which ranks them into the run directory")
     train_examples, train_features, val_examples, val_features = exclude_label_issues(
         report, issues, config.exclude_label_issues, train_examples, train_features, val_examples, val_features)
+    if chief:
+        _mark_excluded(run.run_dir, report.get("label_issues_excluded", []))
     if run.resume is None:
         rd.write_json(run.run_dir / rd.DATA_REPORT_FILE, report)
         log_label_issues(run.log_dir, issues, scan.modality, backbone.size, config.resize)

@@ -287,6 +287,14 @@ def test_training_records_and_excludes_label_issues(tmp_path):
     assert {i["path"] for i in report["label_issues"][:len(moved)]} == set(moved)
     # auto: every listed file leaves training and validation (no class or split here is close to the guards).
     assert set(report["label_issues_excluded"]) == {i["path"] for i in report["label_issues"]}
+    # manifest.json says which files of the train and val splits did not train the run, and a resume still
+    # recognises the data (it compares the manifest without those marks).
+    manifest = rd.read_json(run / rd.MANIFEST_FILE)
+    marked = {str(data / f["path"]) for f in manifest["files"] if "excluded" in f}
+    assert marked == set(report["label_issues_excluded"])
+    (run / rd.INCOMPLETE_MARKER).write_text("pretend it was killed")  # its checkpoints are gone: it trains again
+    assert train.main(["--resume", str(run)]) == 0
+    assert rd.read_json(run / rd.MANIFEST_FILE) == manifest
     # The moved files are misclassified by the fold heads: the recorded out-of-fold accuracy counts them.
     assert 0.0 < report["label_issues_fold_accuracy"] < 1.0
     assert f"out-of-fold accuracy {report['label_issues_fold_accuracy']:.3f}" in report["label_issues_note"]
