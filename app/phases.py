@@ -182,7 +182,7 @@ def run_phase(context: PhaseContext, spec: PhaseSpec) -> PhaseResult:
         nan_guard,
         early_stopping,
         tb.RunTensorBoard(context.log_dir, spec.step_offset),
-        tb.PhaseMarker(context.log_dir, spec.number, spec.description),
+        tb.PhaseMarker(context.log_dir, spec.number, spec.description, resumed=resume is not None),
         BatchProgress(phase),  # listed before EpochSummary: the bar is cleared before the epoch's line
         EpochSummary(phase, epoch_offset, max_epochs),
         *spec.extra_callbacks,

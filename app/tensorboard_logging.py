@@ -181,12 +181,16 @@ def _event_records(path: Path) -> list[bytes]:
 class PhaseMarker(keras.callbacks.Callback):
     """Scalar `phase` per epoch (1 = head on cached features, 2 = backbone top unfrozen)."""
 
-    def __init__(self, log_dir: Path, phase_number: int, description: str):
+    def __init__(self, log_dir: Path, phase_number: int, description: str, resumed: bool = False):
+        """`resumed`: the phase started in an earlier session, which described it (that event came before the
+        phase's first checkpoint, so a resume keeps it): it is not described twice."""
         super().__init__()
         self.writer = _writer(log_dir, TRAIN)
-        self.phase_number, self.description = phase_number, description
+        self.phase_number, self.description, self.resumed = phase_number, description, resumed
 
     def on_train_begin(self, logs=None):
+        if self.resumed:
+            return
         with self.writer.as_default():
             tf.summary.text("phases", f"phase {self.phase_number}: {self.description}", step=self.phase_number)
 

@@ -38,7 +38,7 @@ from app.checkpoints import CHECKPOINTS_DIR
 from colour_folders import write_colour_folder
 from data.atomic_write import FAULT_LOG_VARIABLE, FAULT_VARIABLE
 from models.task_model import load_task_model
-from tensorboard_events import scalar_points
+from tensorboard_events import scalar_points, tensor_steps
 
 pytestmark = pytest.mark.slow
 RUNNER = Path(__file__).resolve().parent / "fault_runner.py"
@@ -163,6 +163,9 @@ def _usable_run(run: Path) -> list[str]:
     steps = [step for step, _ in scalar_points(run, "train", "learning_rate")]
     if steps != list(range(1, len(steps) + 1)):
         problems.append(f"{run}: TensorBoard's learning_rate steps {steps}")
+    # Each phase's description once (a resume into a phase wrote it again, before it knew it was a resume).
+    if (announced := tensor_steps(run, "train", "phases")) != [1, 2]:
+        problems.append(f"{run}: TensorBoard's phase descriptions at steps {announced}")
     return problems
 
 

@@ -15,7 +15,7 @@ from app.checkpoint_state import CheckpointState
 from app.checkpoints import CHECKPOINTS_DIR, Checkpoints
 from models.task_model import load_task_model
 from tests.parked_training import kill_inside_epoch_after
-from tests.tensorboard_events import scalar_points
+from tests.tensorboard_events import scalar_points, tensor_steps
 
 pytestmark = pytest.mark.slow  # end-to-end runs of the real CLIs (make test-fast leaves them out)
 
@@ -189,6 +189,7 @@ def test_resume_after_kill_9_mid_epoch_continues_the_history(colour_folder, tmp_
     # Every epoch is in TensorBoard once: those before the kill were flushed before their checkpoints.
     steps = [step for step, _ in scalar_points(run, "train", "epoch_loss")]
     assert steps == list(range(len(history)))
+    assert tensor_steps(run, "train", "phases") == [1, 2, 3, 4]  # each phase described once, resumed one too
 
 
 @pytest.mark.parametrize("sig, status, named", [(signal.SIGTERM, 143, "Interrupted (SIGTERM)."),
