@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
         listed = read_file_list(args.files_from) if args.files_from is not None else []
         if args.files_from is not None and not listed and not args.inputs and not args.text:
-            raise UserError(f"--files-from names no file: {args.files_from!r} holds no path (one per line). "
+            source = "standard input" if args.files_from == "-" else repr(args.files_from)
+            raise UserError(f"--files-from names no file: {source} holds no path (one per line). "
                             f"Received: --files-from {args.files_from}")
         inputs = args.inputs + listed
         job = prepare_prediction(args.run_dir, inputs, args.top_k, args.batch_size, args.text, args.reject,

@@ -175,6 +175,9 @@ def test_files_from_a_list_or_standard_input_adds_its_paths(trained, tmp_path, c
     (tmp_path / "blank.txt").write_text("\n  \n")
     assert predict.main([str(run), "--files-from", str(tmp_path / "blank.txt")]) == 2
     assert_clean_error(capsys, "--files-from names no file", "blank.txt")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert predict.main([str(run), "--files-from", "-"]) == 2
+    assert_clean_error(capsys, "--files-from names no file: standard input holds no path")
 
 
 def test_evaluate_unknown_adds_open_set(trained, capsys):
