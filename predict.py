@@ -54,11 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         import numpy as np
 
-        from app.escaping import visible
-        from app.prediction import prepare_prediction, predictions_in_chunks, write_explanations
-
         from app.errors import UserError
+        from app.escaping import visible
         from app.input_files import read_file_list
+        from app.prediction import predictions_in_chunks, prepare_prediction, write_explanations
 
         listed = read_file_list(args.files_from) if args.files_from is not None else []
         if args.files_from is not None and not listed and not args.inputs and not args.text:
