@@ -45,6 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _line(prediction, visible) -> str:
+    """predict.py's line for one input: a newline (or another control character) in a name is printed escaped."""
+    p = prediction
+    if p.unknown:
+        return f"{visible(p.file)}: unknown (closest: {visible(p.top[0][0])} {p.top[0][1]:.3f})"
+    return f"{visible(p.file)}: " + ", ".join(f"{visible(c)} {s:.3f}" for c, s in p.top)
+
+
+def _json_document(predictions, skipped) -> str:
+    """--json's one document (names as they are)."""
+    return json.dumps({
+        "predictions": [
+            {"file": p.file, "top": [{"class": c, "probability": round(s, 6)} for c, s in p.top],
+             **({} if p.unknown is None else {"unknown": p.unknown, "unknown_score": round(p.unknown_score, 6)})}
+            for p in predictions
+        ],
+        "skipped": [{"file": s.path, "reason": s.reason} for s in skipped],
+    }, indent=2)
+
+
 def main(argv: list[str] | None = None) -> int:
     # Intermixed: flags may come between or after the files (`RUN_DIR --json FILE...`), which
     # plain parse_args refuses for a variable-length positional list.
@@ -58,38 +78,29 @@ def main(argv: list[str] | None = None) -> int:
         from app.escaping import visible
         from app.input_files import read_file_list
         from app.prediction import predictions_in_chunks, prepare_prediction, write_explanations
+        from app.progress import input_progress
 
         listed = read_file_list(args.files_from) if args.files_from is not None else []
         if args.files_from is not None and not listed and not args.inputs and not args.text:
             source = "standard input" if args.files_from == "-" else repr(args.files_from)
             raise UserError(f"--files-from names no file: {source} holds no path (one per line). "
                             f"Received: --files-from {args.files_from}")
-        inputs = args.inputs + listed
-        job = prepare_prediction(args.run_dir, inputs, args.top_k, args.batch_size, args.text, args.reject,
-                                 args.explain)
+        job = prepare_prediction(args.run_dir, args.inputs + listed, args.top_k, args.batch_size, args.text,
+                                 args.reject, args.explain)
         predictions, probabilities = [], []
-        for chunk, chunk_probabilities in predictions_in_chunks(job):
-            probabilities.append(chunk_probabilities)
-            if args.json:  # one document: printed once every input is predicted
-                predictions += chunk
-                continue
-            # One line per input, printed as each group is predicted (a large folder shows its first lines after
-            # seconds); a newline (or another control character) in a name is printed escaped.
-            for p in chunk:
-                if p.unknown:
-                    print(f"{visible(p.file)}: unknown (closest: {visible(p.top[0][0])} {p.top[0][1]:.3f})")
-                else:
-                    print(f"{visible(p.file)}: " + ", ".join(f"{visible(c)} {s:.3f}" for c, s in p.top))
-            sys.stdout.flush()
+        progress = input_progress(len(job.examples) + len(job.texts), "Predicting")
+        try:  # cleared before an error line too
+            for chunk, chunk_probabilities in predictions_in_chunks(job):
+                progress.update(len(chunk))
+                probabilities.append(chunk_probabilities)
+                if args.json:  # one document, printed once every input is predicted
+                    predictions += chunk
+                else:  # each group's lines as soon as they are known: a large folder shows its first after seconds
+                    print("\n".join(_line(p, visible) for p in chunk), flush=True)
+        finally:
+            progress.close()
         if args.json:
-            print(json.dumps({
-                "predictions": [
-                    {"file": p.file, "top": [{"class": c, "probability": round(s, 6)} for c, s in p.top],
-                     **({} if p.unknown is None else {"unknown": p.unknown, "unknown_score": round(p.unknown_score, 6)})}
-                    for p in predictions
-                ],
-                "skipped": [{"file": s.path, "reason": s.reason} for s in job.skipped],
-            }, indent=2))
+            print(_json_document(predictions, job.skipped))
         if args.explain is not None:
             write_explanations(job, np.concatenate(probabilities))
         return 0

@@ -20,6 +20,14 @@ def on_terminal() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
+def input_progress(total: int, description: str):
+    """A transient bar over `total` inputs, drawn when stderr is a terminal and stdout is not: predict.py's lines
+    show its progress on a terminal themselves, but not when they go into a file or a pipe."""
+    stdout_on_terminal = bool(getattr(sys.stdout, "isatty", lambda: False)())
+    return tqdm(total=total, desc=description, unit="file", leave=False, dynamic_ncols=True,
+                disable=stdout_on_terminal or not on_terminal())
+
+
 class BatchProgress(keras.callbacks.Callback):
     """A transient bar over the batches of each training epoch and of each `predict` pass."""
 
