@@ -1,6 +1,6 @@
 """Predict classes with a trained run: image or text files, folders, or strings.
 
-    python predict.py RUN_DIR FILE_OR_DIR... [--top-k 3] [--json]
+    python predict.py RUN_DIR FILE_OR_DIR... [--top-k 3] [--json | --jsonl]
     python predict.py RUN_DIR --text "a sentence to classify" [--text ...]   # text models
     find DIR -name '*.jpg' | python predict.py RUN_DIR --files-from -        # a list of files
 
@@ -34,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="A string to classify with a text model (repeatable).")
     parser.add_argument("--top-k", type=positive_int, default=3, help="How many classes to show per file.")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="Batch size for prediction.")
-    parser.add_argument("--json", action="store_true", help="Print one JSON document instead of text.")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="Print one JSON document instead of text, once every "
+                        "input is predicted.")
+    output.add_argument("--jsonl", action="store_true", help="Print JSON Lines instead of text, as the inputs are "
+                        "predicted: one object per skipped file ({file, skipped}), then one per prediction (--json's "
+                        "entries).")
     parser.add_argument("--reject", choices=("auto", "none"), default="auto",
                         help="auto: report files whose unknown-class score is above the threshold fitted at training "
                              "time (train.py --reject-recall) as unknown; none: always name a known class.")
@@ -53,16 +58,16 @@ def _line(prediction, visible) -> str:
     return f"{visible(p.file)}: " + ", ".join(f"{visible(c)} {s:.3f}" for c, s in p.top)
 
 
+def _json_entry(p) -> dict:
+    """One prediction as --json and --jsonl give it (names as they are)."""
+    return {"file": p.file, "top": [{"class": c, "probability": round(s, 6)} for c, s in p.top],
+            **({} if p.unknown is None else {"unknown": p.unknown, "unknown_score": round(p.unknown_score, 6)})}
+
+
 def _json_document(predictions, skipped) -> str:
-    """--json's one document (names as they are)."""
-    return json.dumps({
-        "predictions": [
-            {"file": p.file, "top": [{"class": c, "probability": round(s, 6)} for c, s in p.top],
-             **({} if p.unknown is None else {"unknown": p.unknown, "unknown_score": round(p.unknown_score, 6)})}
-            for p in predictions
-        ],
-        "skipped": [{"file": s.path, "reason": s.reason} for s in skipped],
-    }, indent=2)
+    """--json's one document."""
+    return json.dumps({"predictions": [_json_entry(p) for p in predictions],
+                       "skipped": [{"file": s.path, "reason": s.reason} for s in skipped]}, indent=2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                             f"Received: --files-from {args.files_from}")
         job = prepare_prediction(args.run_dir, args.inputs + listed, args.top_k, args.batch_size, args.text,
                                  args.reject, args.explain)
+        if args.jsonl:  # known before any prediction: first, so a reader learns of them at once
+            for skipped in job.skipped:
+                print(json.dumps({"file": skipped.path, "skipped": skipped.reason}))
         predictions, probabilities = [], []
         progress = input_progress(len(job.examples) + len(job.texts), "Predicting")
         try:  # cleared before an error line too
@@ -95,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 probabilities.append(chunk_probabilities)
                 if args.json:  # one document, printed once every input is predicted
                     predictions += chunk
+                elif args.jsonl:
+                    print("\n".join(json.dumps(_json_entry(p)) for p in chunk), flush=True)
                 else:  # each group's lines as soon as they are known: a large folder shows its first after seconds
                     print("\n".join(_line(p, visible) for p in chunk), flush=True)
         finally:

@@ -148,6 +148,22 @@ def test_predict_in_groups_gives_what_one_pass_gives_and_prints_each_group_as_it
     assert [line for lines in printed for line in lines] == whole_lines
 
 
+def test_jsonl_gives_the_skipped_files_then_one_line_per_prediction(trained, tmp_path, capsys):
+    root, data, run = trained
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    inputs = [str(data / "red"), str(broken)]
+    assert predict.main([str(run), *inputs, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["skipped"] and document["predictions"]
+    assert predict.main([str(run), *inputs, "--jsonl"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == [{"file": s["file"], "skipped": s["reason"]} for s in document["skipped"]] + document["predictions"]
+    with pytest.raises(SystemExit) as refused:  # one format or the other
+        predict.main([str(run), *inputs, "--json", "--jsonl"])
+    assert refused.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
 def test_files_from_a_list_or_standard_input_adds_its_paths(trained, tmp_path, capsys, monkeypatch):
     import io
     import os
