@@ -33,6 +33,31 @@ def build_manifest(scan: ScanResult, examples: list[Example], seed: int = 0) -> 
     }
 
 
+# manifest.json: why a file of the train or val split did not train the run (the split says only where it drew it).
+EXCLUDED_KEY = "excluded"
+EXCLUDED_LABEL_ISSUE = "a likely label error (--exclude-label-issues): not trained or validated on"
+
+
+def mark_excluded(manifest: dict, left_out: list[str]) -> bool:
+    """Mark the manifest's entries of the files --exclude-label-issues left out (`left_out`: their paths);
+    whether any mark was added."""
+    left = {str(Path(path).relative_to(manifest["root"])) for path in left_out}
+    unmarked = [entry for entry in manifest["files"] if entry["path"] in left and EXCLUDED_KEY not in entry]
+    for entry in unmarked:
+        entry[EXCLUDED_KEY] = EXCLUDED_LABEL_ISSUE
+    return bool(unmarked)
+
+
+def without_exclusion_marks(manifest):
+    """The manifest as a fresh scan builds it: without `mark_excluded`'s marks, which are the run's own (what a
+    resume compares with the data now). Anything not shaped as a manifest is returned as it is."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, list):
+        return manifest
+    return manifest | {"files": [{key: value for key, value in entry.items() if key != EXCLUDED_KEY}
+                                 if isinstance(entry, dict) else entry for entry in files]}
+
+
 def build_data_report(scan: ScanResult, examples: list[Example] | None = None,
                       class_weights: dict[int, float] | None = None) -> dict:
     report = scan.summary()

@@ -122,7 +122,7 @@ def render_open_set(result: dict) -> str:
     return "\n".join([
         "## Unknown classes",
         "",
-        # visible(): a newline in the folder's name would end the list item (as report.md's Data line, escaped).
+        # markdown_code(): a newline or a backtick in the folder's name would end the list item or the code span.
         f"- Unknown folder: {markdown_code(result['unknown_dir'])} ({result['num_unknown']} files), against the "
         f"{result['num_known']} evaluation files above",
         f"- Score: {result['score']} (chosen at training time), AUROC **{_shown(result['auroc'], '.3f')}**, "

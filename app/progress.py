@@ -15,17 +15,17 @@ import keras
 from tqdm.auto import tqdm
 
 
-def on_terminal() -> bool:
-    """True when progress bars can be drawn: stderr is an interactive terminal, not a file or a pipe."""
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+def on_terminal(stream=None) -> bool:
+    """True when `stream` (default stderr, where bars are drawn) is an interactive terminal, not a file or a pipe."""
+    stream = sys.stderr if stream is None else stream
+    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 def input_progress(total: int, description: str):
     """A transient bar over `total` inputs, drawn when stderr is a terminal and stdout is not: predict.py's lines
     show its progress on a terminal themselves, but not when they go into a file or a pipe."""
-    stdout_on_terminal = bool(getattr(sys.stdout, "isatty", lambda: False)())
     return tqdm(total=total, desc=description, unit="file", leave=False, dynamic_ncols=True,
-                disable=stdout_on_terminal or not on_terminal())
+                disable=on_terminal(sys.stdout) or not on_terminal())
 
 
 class BatchProgress(keras.callbacks.Callback):

@@ -22,7 +22,8 @@ from app.calibration import fit_temperature
 from app.config import TrainConfig
 from app import tensorboard_logging as tb
 from app.distribution import DistributeInfo, resolve_distribution
-from app.data_report import build_data_report, build_manifest, format_data_report
+from app.data_report import (build_data_report, build_manifest, format_data_report, mark_excluded,
+                             without_exclusion_marks)
 from app.errors import UserError
 from app.multi_worker import multi_worker_run
 from app.run_integrity import class_digest
@@ -174,32 +175,19 @@ def _refuse_used_output(run_dir: Path, typed: bool) -> None:
 _START_AGAIN = "The run cannot be resumed; start a new run (python train.py --config RUN_DIR/config.json --output NEW_DIR)."
 
 
-EXCLUDED_KEY = "excluded"  # manifest.json: why a file of the train or val split did not train the run
-EXCLUDED_LABEL_ISSUE = "a likely label error (--exclude-label-issues): not trained or validated on"
-
-
 def _manifest_sha256(manifest: dict) -> str:
-    """What a resume compares with the data's manifest now, without the run's own exclusion marks (_mark_excluded),
-    which a fresh scan does not have."""
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if isinstance(files, list):
-        manifest = manifest | {"files": [{key: value for key, value in entry.items() if key != EXCLUDED_KEY}
-                                         if isinstance(entry, dict) else entry for entry in files]}
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    """What a resume compares with the data's manifest now (without the run's own exclusion marks)."""
+    return hashlib.sha256(json.dumps(without_exclusion_marks(manifest), sort_keys=True).encode()).hexdigest()
 
 
 def _mark_excluded(run_dir: Path, left_out: list[str]) -> None:
-    """Mark the files --exclude-label-issues left out in manifest.json (EXCLUDED_KEY): their split says where the
-    split put them, which alone read as "trained on". Written once; a resume writes it only if a kill came first."""
+    """manifest.json with the files --exclude-label-issues left out marked (app/data_report.mark_excluded): written
+    once; a resume writes it only if a kill came first."""
     if not left_out:
         return
     path = run_dir / rd.MANIFEST_FILE
     manifest = rd.read_json(path, _START_AGAIN)
-    left = {str(Path(p).relative_to(manifest["root"])) for p in left_out}
-    unmarked = [entry for entry in manifest["files"] if entry["path"] in left and EXCLUDED_KEY not in entry]
-    for entry in unmarked:
-        entry[EXCLUDED_KEY] = EXCLUDED_LABEL_ISSUE
-    if unmarked:
+    if mark_excluded(manifest, left_out):
         rd.write_json(path, manifest)
 
 
