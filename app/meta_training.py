@@ -83,6 +83,9 @@ class MetaOutcome:
     # The first classifier's head_dense (kernel, bias) when the refit changed only the head (TargetClassifier's);
     # None when the target stage's fine-tuning retrained the embedding too, or without a refit.
     held_out_head: tuple[np.ndarray, np.ndarray] | None = None
+    # When the target stage's fine-tuning refit retrained the embedding: the first fine-tuned model's unknown-class
+    # thresholds (app/threshold_transfer.py).
+    threshold_offsets: dict[str, float] | None = None
 
 
 def meta_input_mode(config: TrainConfig, weights: str) -> str:
@@ -524,7 +527,8 @@ def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone
                 **({"support_finetuning": support_finetuning} if support_finetuning else {})}
     if tuned is not None:
         return MetaOutcome(tuned.head, tuned.head_model, embedding, val_embeddings, tuned.val_probabilities, metadata,
-                           [META] + target.phases + tuned.phases, tuned.refit, (train_features, val_features))
+                           [META] + target.phases + tuned.phases, tuned.refit, (train_features, val_features),
+                           threshold_offsets=tuned.threshold_offsets)
     return MetaOutcome(target.head, target.head_model, embedding if mode == "features" else None, val_embeddings,
                        target.val_probabilities, metadata, [META] + target.phases, target.refit,
                        (train_features, val_features), target.held_out_head)

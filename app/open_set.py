@@ -14,6 +14,7 @@ from app.errors import UserError
 from app.features import extract_features
 from app.inputs import example_dataset
 from app.model_parts import HEAD_LAYER, apply_chain, layers_between
+from app.threshold_transfer import held_out_offsets
 from app.unknown_selection import UnknownDetector, fit_unknown_detector
 from app.unknown_store import save_detector
 from data.pipeline import text_dataset
@@ -94,39 +95,62 @@ def run_embeddings(task_model: keras.Model, examples, cached: np.ndarray, modali
     return extract_features(penultimate, examples, modality, size, batch_size, resize)
 
 
+def _split_embeddings(task_model: keras.Model, config, modality: str, size: int, examples: tuple, features: tuple):
+    """`run_embeddings` of the training and the validation split."""
+    return tuple(run_embeddings(task_model, split, cached, modality, size, config.batch_size, config.resize)
+                 for split, cached in zip(examples, features))
+
+
+def first_model_offsets(task_model: keras.Model, config, modality: str, size: int, train_examples, val_examples,
+                        train_features: np.ndarray, val_features: np.ndarray) -> dict[str, float]:
+    """Before a refit that retrains the embedding: where the first model's unknown-class threshold lies among
+    its training files' scores, per score (app/threshold_transfer.py), for fit_run_detector's
+    `threshold_offsets`. Costs one pass of the first model over the training and validation files when its
+    backbone changed (finetune), a replay of the cached features otherwise."""
+    train_embeddings, val_embeddings = _split_embeddings(task_model, config, modality, size, (train_examples, val_examples),
+                                                         (train_features, val_features))
+    return held_out_offsets(train_embeddings, [e.label for e in train_examples], val_embeddings,
+                            *head_weights(task_model), config.reject_recall, config.seed)
+
+
 def fit_run_detector(task_model: keras.Model, config, modality: str, size: int, train_examples, val_examples,
                      train_features: np.ndarray, val_features: np.ndarray, run_dir: Path,
                      held_out_head: tuple[np.ndarray, np.ndarray] | None = None,
-                     validation_trained: bool = False) -> UnknownDetector:
+                     validation_trained: bool = False,
+                     threshold_offsets: dict[str, float] | None = None) -> UnknownDetector:
     """Fit the unknown-class detector of a finished model and write it into the run directory.
 
     held_out_head: after a refit on train + validation that changed only head_dense, the first model's head
     (kernel, bias): the detector scores with it, so the validation files its threshold is set on are new to
     everything that scores them, as a served file is (app/training.py::_held_out_head says why). The
     embedding is the final model's, which is the first model's there. validation_trained: the final model
-    trained on the validation files (a refit); without held_out_head, its threshold is then set on files it
-    has seen, and unknown.json says so."""
-    embed_args = (modality, size, config.batch_size, config.resize)
-    train_embeddings = run_embeddings(task_model, train_examples, train_features, *embed_args)
-    val_embeddings = run_embeddings(task_model, val_examples, val_features, *embed_args)
+    trained on the validation files (a refit). threshold_offsets: after a refit that retrained the embedding
+    too, the first model's thresholds (first_model_offsets), which the final threshold is carried over from;
+    without either, the threshold is set on files the final model has seen, and unknown.json says so."""
+    train_embeddings, val_embeddings = _split_embeddings(task_model, config, modality, size, (train_examples, val_examples),
+                                                         (train_features, val_features))
     kernel, bias = held_out_head if held_out_head is not None else head_weights(task_model)
     scorer, detector = fit_unknown_detector(train_embeddings, [e.label for e in train_examples], val_embeddings,
                                             [e.label for e in val_examples], kernel, bias, config.reject_recall,
-                                            config.unknown_score, config.seed)
-    detector.fitted_on += _refit_note(held_out_head is not None, validation_trained)
+                                            config.unknown_score, config.seed, threshold_offsets)
+    transferred = "threshold_offset" in detector.selection
+    detector.fitted_on += _refit_note(held_out_head is not None, validation_trained, transferred)
     save_detector(run_dir, scorer, detector)
     return detector
 
 
-def _refit_note(held_out: bool, validation_trained: bool) -> str:
+def _refit_note(held_out: bool, validation_trained: bool, transferred: bool) -> str:
     """What unknown.json's fitted_on adds about a refit (nothing without one)."""
     if held_out:
         return ("; the head that scores is the first model's, before the refit on train + validation: it never saw "
                 "the validation files")
+    if transferred:
+        return ("; the final model trained on the validation files (the refit on train + validation), so the "
+                "threshold is carried over from the first model's, which did not: the same offset from the median "
+                "of the training files' scores, in interquartile ranges (selection.threshold_offset)")
     if validation_trained:
-        # The refit retrained the embedding too (finetune, --hidden-units, text target fine-tuning): no file is new
-        # to the final model, and the first model's embedding is gone, so only more training (out-of-fold refits)
-        # could set an honest threshold. Said here, in unknown.json and in the README instead.
+        # The refit retrained the embedding too, and the first model's offsets were not kept (a run resumed from a
+        # checkpoint written before they were): the threshold is set on files the final model has seen.
         logger.info("The refit on train + validation retrained more than the last layer: the unknown-class "
                     "threshold is set on validation files the final model has seen, so it rejects more than "
                     "1 - --reject-recall of new files of known classes (--refit no gives a held-out threshold).")

@@ -71,6 +71,9 @@ class TrainedModel:
     # Meta strategies that refit only their classifier: the first classifier's head_dense (kernel, bias), which
     # never saw the validation files, for the unknown-class detector (app/training.py::_held_out_head).
     held_out_head: tuple[np.ndarray, np.ndarray] | None = None
+    # Meta strategies whose target fine-tuning refit retrained the embedding: the first model's unknown-class
+    # thresholds, carried over to the final model's (app/threshold_transfer.py).
+    threshold_offsets: dict[str, float] | None = None
 
 
 class Strategy(Protocol):
@@ -133,7 +136,7 @@ class MetaStrategy:
         task_model = build_task_model(job.feature_extractor, outcome.head, outcome.embedding)
         return TrainedModel(task_model, outcome.head_model, outcome.val_embeddings, 0, outcome.val_probabilities,
                             outcome.phases, 0, meta=outcome.metadata, refit=outcome.refit, features=outcome.features,
-                            held_out_head=outcome.held_out_head)
+                            held_out_head=outcome.held_out_head, threshold_offsets=outcome.threshold_offsets)
 
 
 def strategy_for(config: TrainConfig) -> Strategy:

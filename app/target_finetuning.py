@@ -38,9 +38,11 @@ import numpy as np
 from app.config import TrainConfig
 from app.errors import UserError
 from app.features import extract_features
+from app.open_set import head_weights
 from app.phases import PhaseContext, finetune_backbone, finetune_inputs, uses_pair_loss
 from app.target_heads import FIT, candidate_heads
 from app.text_phase2 import text_phase2_cut
+from app.threshold_transfer import held_out_offsets
 from models.heads import ClassificationHead
 from models.meta import scaled_prototype_head
 from models.task_model import build_task_model
@@ -106,6 +108,9 @@ class TargetFinetuned:
     phases: list[str]
     refit: dict
     metadata: dict  # metadata.json["meta"]["target_finetune"]
+    # After the refit: the first fine-tuned model's unknown-class thresholds, for the final model's
+    # (app/threshold_transfer.py). None without a refit, or resumed from a checkpoint written before they were kept.
+    threshold_offsets: dict[str, float] | None = None
 
 
 def finetune_on_target(context: PhaseContext, config: TrainConfig, backbone, feature_extractor: keras.Model,
@@ -139,6 +144,9 @@ def finetune_on_target(context: PhaseContext, config: TrainConfig, backbone, fea
         # What a resume in the refit needs of the first model (its checkpoints are gone by then).
         selection = {**selection, "best_epoch": best_epoch, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
                      "val_probabilities": np.asarray(val_probabilities, np.float64).round(6).tolist()}
+        if config.refit != "no" and val_examples:  # the refit retrains the embedding: app/threshold_transfer.py
+            selection["threshold_offsets"] = _first_model_offsets(config, backbone.size, modality, feature_extractor,
+                                                                  embedding, task_model, train_examples, val_examples)
     phases = [TARGET_FINETUNE]
     refit = {"applied": False, "reason": "--refit no" if config.refit == "no" else "no validation files"}
     if config.refit != "no" and val_examples:
@@ -161,12 +169,30 @@ def finetune_on_target(context: PhaseContext, config: TrainConfig, backbone, fea
                          "epochs early stopping chose; the validation metrics and the temperature are the first "
                          "model's."}
     feature_extractor.trainable = False
-    features = tuple(extract_features(feature_extractor, examples, modality, backbone.size, config.batch_size,
-                                      config.resize) for examples in (train_examples, val_examples))
-    embeddings = tuple(embedding.predict(f, verbose=0, batch_size=256) for f in features)
+    features, embeddings = _features_and_embeddings(config, backbone.size, modality, feature_extractor, embedding,
+                                                    train_examples, val_examples)
     return TargetFinetuned(head, head.features_model(embeddings[0].shape[-1]), embedding, val_probabilities,
                            features, embeddings, phases, refit,
                            {"applied": True, "reason": reason, "head": kind, "epochs": best_epoch,
                             "epochs_run": epochs, "unfreeze": config.unfreeze,
                             "learning_rate": config.finetune_learning_rate,
-                            "pair_loss": config.pair_loss if uses_pair_loss(config, modality) else 0.0})
+                            "pair_loss": config.pair_loss if uses_pair_loss(config, modality) else 0.0},
+                           selection.get("threshold_offsets") if refit["applied"] else None)
+
+
+def _features_and_embeddings(config: TrainConfig, size: int, modality: str, feature_extractor: keras.Model,
+                             embedding: keras.Model, train_examples, val_examples) -> tuple[tuple, tuple]:
+    """The backbone's features and the embedding of the training and the validation files, as the model stands."""
+    features = tuple(extract_features(feature_extractor, examples, modality, size, config.batch_size, config.resize)
+                     for examples in (train_examples, val_examples))
+    return features, tuple(embedding.predict(f, verbose=0, batch_size=256) for f in features)
+
+
+def _first_model_offsets(config: TrainConfig, size: int, modality: str, feature_extractor: keras.Model,
+                         embedding: keras.Model, task_model: keras.Model, train_examples, val_examples) -> dict:
+    """The first fine-tuned model's unknown-class thresholds as offsets (app/threshold_transfer.py), before the
+    refit puts the source stage's weights back."""
+    _, (train_embeddings, val_embeddings) = _features_and_embeddings(config, size, modality, feature_extractor,
+                                                                     embedding, train_examples, val_examples)
+    return held_out_offsets(train_embeddings, [e.label for e in train_examples], val_embeddings,
+                            *head_weights(task_model), config.reject_recall, config.seed)

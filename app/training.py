@@ -44,7 +44,7 @@ from app.label_issues import require_enough_for_folds
 from app.meta_pools import check_source_folder, check_target_pools, unused_source_warning
 from app.meta_training import check_init_run, check_meta_input_options, meta_input_mode, source_candidates
 from app.target_finetuning import target_finetune_applies
-from app.open_set import fit_run_detector, head_weights
+from app.open_set import first_model_offsets, fit_run_detector, head_weights
 from app.unknown_store import DETECTOR_FILE
 from app.precision import apply_precision
 from data.pipeline import read_texts
@@ -243,8 +243,8 @@ def _train_in_scope(config: TrainConfig, resume_dir, locks: ExitStack, distribut
     result = _train_and_refit(job, run, refit, prepared.report)
     detector = fit_run_detector(result.task_model, config, prepared.scan.modality, prepared.backbone.size,
                                 job.train_examples, job.val_examples, job.train_features, job.val_features,
-                                run.run_dir, result.held_out_head,
-                                result.validation_trained)  # unknown-class rejection, fitted on training data only
+                                run.run_dir, result.held_out_head, result.validation_trained,
+                                result.threshold_offsets)  # unknown-class rejection, fitted on training data only
     return _write_results(config, prepared, run, job, result, detector, precision, distribute, resume_dir is not None,
                           clock, chief)
 
@@ -456,6 +456,9 @@ class _Result:
     # only that layer: the unknown-class detector scores with it (app/open_set.fit_run_detector). None otherwise.
     held_out_head: tuple[np.ndarray, np.ndarray] | None = None
     validation_trained: bool = False  # a refit (transfer or meta) trained the final model on the validation files
+    # When that refit retrained the embedding: the first model's unknown-class thresholds, carried over to the final
+    # model's (app/threshold_transfer.py). None otherwise.
+    threshold_offsets: dict[str, float] | None = None
 
 
 def _held_out_head(config: TrainConfig, refit: RefitDecision, trained) -> tuple[np.ndarray, np.ndarray] | None:
@@ -486,6 +489,7 @@ def _train_and_refit(job: TrainingJob, run: _OpenRun, refit: RefitDecision, repo
         phase_names = selection["phases"]
         val_accuracy, val_loss, temperature = selection["val_accuracy"], selection["val_loss"], selection["temperature"]
         held_out_head = held_out_head_from_state(selection)
+        threshold_offsets = selection.get("threshold_offsets")  # None from a checkpoint written before they were kept
     else:
         trained = strategy_for(config).train(job)
         task_model, phase_names, val_probabilities = trained.task_model, trained.phases, trained.val_probabilities
@@ -500,10 +504,16 @@ def _train_and_refit(job: TrainingJob, run: _OpenRun, refit: RefitDecision, repo
                                   val_probabilities, job.val_examples, scan, backbone, config,
                                   {"val_accuracy": val_accuracy, "val_loss": val_loss})
         held_out_head = _held_out_head(config, refit, trained)
+        threshold_offsets = None
+        if refit.applies and held_out_head is None:  # the refit retrains the embedding: app/threshold_transfer.py
+            threshold_offsets = first_model_offsets(task_model, config, scan.modality, backbone.size,
+                                                    job.train_examples, job.val_examples, job.train_features,
+                                                    job.val_features)
         selection = {"phases": phase_names, "epochs": refit_epochs(context.history, config.strategy),
                      "steps": trained.steps_taken, "val_accuracy": val_accuracy, "val_loss": val_loss,
                      "temperature": temperature,
                      **({"held_out_head": held_out_head_state(*held_out_head)} if held_out_head is not None else {}),
+                     **({"threshold_offsets": threshold_offsets} if threshold_offsets is not None else {}),
                      } if refit.applies else None
 
     if refit.applies:
@@ -521,8 +531,11 @@ def _train_and_refit(job: TrainingJob, run: _OpenRun, refit: RefitDecision, repo
                     "the validation metrics and the temperature are the first model's."} if refit.applies else {}),
     }
     validation_trained = refit.applies or bool(refit_record.get("applied"))  # meta strategies refit themselves
+    if trained is not None and trained.threshold_offsets is not None:  # a meta strategy's target fine-tuning
+        threshold_offsets = trained.threshold_offsets
     return _Result(task_model, phase_names, val_accuracy, val_loss, temperature, refit.applies, refit_record,
-                   trained.meta if trained is not None else None, held_out_head, validation_trained)
+                   trained.meta if trained is not None else None, held_out_head, validation_trained,
+                   threshold_offsets)
 
 
 def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job: TrainingJob, result: _Result,

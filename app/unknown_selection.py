@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from app.threshold_transfer import transferred_threshold
 from app.unknown_scores import SCORES, UnknownScorer, auroc, threshold_for_recall
 
 logger = logging.getLogger(__name__)
@@ -101,8 +102,11 @@ def folds_choice(fold_aurocs: dict, among=None) -> str | None:
 
 
 def fit_unknown_detector(train_embeddings, train_labels, val_embeddings, val_labels, kernel, bias,
-                         reject_recall: float, score: str = "auto", seed: int = 0) -> tuple[UnknownScorer, UnknownDetector]:
-    """The run's scorer (fitted on the training split with the run's head) and its detector settings."""
+                         reject_recall: float, score: str = "auto", seed: int = 0,
+                         threshold_offsets: dict[str, float] | None = None) -> tuple[UnknownScorer, UnknownDetector]:
+    """The run's scorer (fitted on the training split with the run's head) and its detector settings.
+    threshold_offsets: for a model that trained on the validation files, the first model's threshold per score
+    (app/threshold_transfer.py); the threshold is then carried over from it instead of set on those files."""
     num_classes = kernel.shape[1]
     train_embeddings, val_embeddings = np.asarray(train_embeddings), np.asarray(val_embeddings)
     selection: dict = {}
@@ -122,10 +126,19 @@ def fit_unknown_detector(train_embeddings, train_labels, val_embeddings, val_lab
     else:
         selection["chosen_by"] = "--unknown-score"
     scorer = UnknownScorer.fit(train_embeddings, train_labels, kernel, bias, seed)
-    scorer.calibrate(val_embeddings)
-    threshold = threshold_for_recall(scorer.score(score, val_embeddings), reject_recall)
-    logger.info("Unknown-class score: %s (leave-classes-out AUROC %s), threshold %.4g keeps %.0f%% of known "
-                "validation files", score, selection.get("auroc", {}).get(score, "not measured"), threshold,
-                100 * reject_recall)
+    offset = (threshold_offsets or {}).get(score)
+    # A carried-over threshold standardises on the training split, as the first model's offset was measured
+    # (app/threshold_transfer.py); otherwise on the validation files, new to the model.
+    scorer.calibrate(val_embeddings if offset is None else train_embeddings)
+    if offset is None:
+        threshold = threshold_for_recall(scorer.score(score, val_embeddings), reject_recall)
+        kept = f"keeps {100 * reject_recall:.0f}% of known validation files"
+    else:
+        threshold = transferred_threshold(scorer.score(score, train_embeddings), offset)
+        selection["threshold_offset"] = round(offset, 6)
+        kept = (f"carried over from the first model's, which kept {100 * reject_recall:.0f}% of known validation "
+                f"files it had not trained on ({offset:+.3f} interquartile ranges from the median training score)")
+    logger.info("Unknown-class score: %s (leave-classes-out AUROC %s), threshold %.4g %s", score,
+                selection.get("auroc", {}).get(score, "not measured"), threshold, kept)
     return scorer, UnknownDetector(score, threshold, reject_recall, "training split (arrays), validation split "
                                    "(threshold and standardisation)", selection)

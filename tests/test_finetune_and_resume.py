@@ -190,6 +190,8 @@ def test_resume_after_kill_9_mid_epoch_continues_the_history(colour_folder, tmp_
     steps = [step for step, _ in scalar_points(run, "train", "epoch_loss")]
     assert steps == list(range(len(history)))
     assert tensor_steps(run, "train", "phases") == [1, 2, 3, 4]  # each phase described once, resumed one too
+    # The first model's unknown-class thresholds were kept with the refit's checkpoints, and carried over.
+    assert "threshold_offset" in rd.read_json(run / "unknown.json")["selection"]
 
 
 @pytest.mark.parametrize("sig, status, named", [(signal.SIGTERM, 143, "Interrupted (SIGTERM)."),
@@ -328,9 +330,12 @@ def test_refit_trains_on_train_and_validation_for_the_chosen_epochs(colour_folde
     assert refit["metrics"]["val_accuracy"] == pytest.approx(plain["metrics"]["val_accuracy"])
     assert refit["metrics"]["val_loss"] == pytest.approx(plain["metrics"]["val_loss"], rel=1e-4)
     assert "before the refit" in refit["calibration"]["fitted_on"]
-    # finetune's refit retrains the backbone: no file is new to the final model, and unknown.json says so.
-    fitted_on = {name: rd.read_json(tmp_path / name / "unknown.json")["fitted_on"] for name in ("plain", "refit")}
-    assert "the final model trained on the validation files" in fitted_on["refit"] and "refit" not in fitted_on["plain"]
+    # finetune's refit retrains the backbone: no file is new to the final model, so its unknown-class threshold is
+    # carried over from the first model's (app/threshold_transfer.py), and unknown.json says so.
+    unknown = {name: rd.read_json(tmp_path / name / "unknown.json") for name in ("plain", "refit")}
+    assert "threshold is carried over from the first model's" in unknown["refit"]["fitted_on"]
+    assert "refit" not in unknown["plain"]["fitted_on"]
+    assert "threshold_offset" in unknown["refit"]["selection"] and "threshold_offset" not in unknown["plain"]["selection"]
     history = rd.read_json(tmp_path / "refit" / rd.HISTORY_FILE)
     assert [p["name"] for p in history["phases"]] == ["head", "finetune", "refit_head", "refit_finetune"]
     epochs = history["epochs"]

@@ -112,6 +112,8 @@ def test_a_run_killed_in_each_target_fine_tuning_phase_resumes_and_completes(tmp
     # The refit ran the epochs the first fine-tuning kept, though that model was gone when it resumed.
     assert counts["refit_target_finetune"] == metadata["refit"]["epochs"]["target_finetune"]
     assert counts["target_finetune"] == metadata["meta"]["target_finetune"]["epochs_run"]
+    # The first fine-tuned model's unknown-class thresholds survived the resume inside the refit, and were used.
+    assert "threshold_offset" in rd.read_json(run / "unknown.json")["selection"]
     model = load_task_model(str(run / rd.MODEL_FILE), "text")
     probabilities = model.predict(np.asarray(["apple apricot", "cherry crane"], dtype=object), verbose=0)
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
@@ -131,6 +133,8 @@ def test_a_text_run_with_a_source_fine_tunes_the_backbone_on_the_target_and_refi
     # The refit repeats the epochs early stopping chose, on train + validation files; the test split stays out.
     refit = metadata["refit"]
     assert refit["applied"] is True and 1 <= refit["epochs"]["target_finetune"] <= tuned["epochs_run"] == 1
+    # The refit retrained the embedding: the unknown-class threshold is the first fine-tuned model's, carried over.
+    assert "threshold is carried over from the first model's" in rd.read_json(run / "unknown.json")["fitted_on"]
     splits = rd.read_json(run / rd.DATA_REPORT_FILE)["splits"]
     assert refit["num_files"] == sum(sum(splits[name].values()) for name in ("train", "val"))
     model = load_task_model(str(run / rd.MODEL_FILE), "text")
