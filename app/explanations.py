@@ -272,10 +272,12 @@ def text_attributor(run, out_dir: str | Path):
 
 
 def write_text_attributions(run, names: list[str], texts: list[str], probabilities: np.ndarray,
-                            out_dir: str | Path) -> list[Path]:
-    """One `<index>-<name>-tokens.md` per input: the attributions of its top class."""
+                            out_dir: str | Path, attributor=None) -> list[Path]:
+    """One `<index>-<name>-tokens.md` per input: the attributions of its top class. `attributor`: the run's
+    `text_attributor`, when the caller already built it."""
     predicted = probabilities.argmax(axis=1)
-    results = text_attributor(run, out_dir).attribute(list(texts), np.asarray(predicted))
+    attributor = attributor if attributor is not None else text_attributor(run, out_dir)
+    results = attributor.attribute(list(texts), np.asarray(predicted))
     out = explain_folder(out_dir)
     written = []
     for i, (name, result) in enumerate(zip(names, results)):

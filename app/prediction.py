@@ -73,6 +73,7 @@ class PredictionJob:
     batch_size: int
     detector: tuple | None  # (scorer, settings) of the run's unknown-class detector; None: no rejection
     explain: str | None
+    attributor: object | None = None  # text runs with --explain: the token attribution, built once when checked
 
     @property
     def names(self) -> list[str]:
@@ -96,15 +97,16 @@ def prepare_prediction(run_dir: str, targets: list[str], top_k: int = 3, batch_s
     examples, skipped = collect_inputs(targets, run.modality)
     if not examples and not texts:
         raise UserError(f"No readable {run.modality} files among the inputs ({len(skipped)} skipped; see the warnings above).")
+    attributor = None
     if explain is not None:  # before the prediction pass: refused in seconds, and before any line is printed
         explain_folder(explain)
         if run.modality == "text":
-            text_attributor(run, explain)
+            attributor = text_attributor(run, explain)
     detector = load_detector(run.path, head_weights(run.model)[0].shape) if reject == "auto" else None
     if reject == "auto" and detector is None:
         logger.info("%s has no unknown-class detector (trained by an older metatune): no rejection.", run.path)
     return PredictionJob(run, examples, texts, skipped, max(1, min(top_k, len(run.class_names))), batch_size,
-                         detector, explain)
+                         detector, explain, attributor)
 
 
 def predictions_in_chunks(job: PredictionJob) -> Iterator[tuple[list[Prediction], np.ndarray]]:
@@ -143,7 +145,7 @@ def write_explanations(job: PredictionJob, probabilities: np.ndarray) -> None:
         from data.pipeline import read_texts
 
         contents = list(read_texts([e.path for e in examples], [e.encoding for e in examples])) + list(job.texts)
-        write_text_attributions(run, job.names, contents, probabilities, job.explain)
+        write_text_attributions(run, job.names, contents, probabilities, job.explain, job.attributor)
     else:
         write_overlays(run, [e.path for e in examples], probabilities[:len(examples)].argmax(axis=1), job.explain)
 

@@ -210,11 +210,22 @@ def test_compare_refuses_a_run_of_the_other_modality_before_any_evaluation(text_
     assert not (text_run / "eval" / "cmp").exists()  # the first run's evaluation was written before the refusal
 
 
-def test_text_run_predict_explain_writes_token_attributions_per_input(text_run, tmp_path):
+def test_text_run_predict_explain_writes_token_attributions_per_input(text_run, tmp_path, monkeypatch):
+    from models import token_attribution
+
+    built = []
+    real_init = token_attribution.TokenAttribution.__init__
+
+    def counted(self, *args, **kwargs):
+        built.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(token_attribution.TokenAttribution, "__init__", counted)
     file = tmp_path / "review.txt"
     file.write_text("the film was great", encoding="utf-8")
     out = tmp_path / "explain"
     assert predict.main([str(text_run), str(file), "--text", "awful food", "--explain", str(out)]) == 0
+    assert len(built) == 1  # checked before predicting, then used to write: built (and traced) once
     written = sorted(p.name for p in out.iterdir())
     assert written == ["0000-review-tokens.md", "0001-text-tokens.md"]
     first = (out / written[0]).read_text(encoding="utf-8")
