@@ -112,7 +112,8 @@ class UnknownScorer:
         return name not in needs or self.background_whitening is not None
 
     def calibrate(self, known_embeddings: np.ndarray) -> None:
-        """Standardisation of the single scores on known examples the bank does not hold (validation)."""
+        """Standardisation of the single scores on known examples the bank does not hold (validation); for a
+        threshold carried over from a first model, on the training split (app/threshold_transfer.py says why)."""
         for name in SINGLE_SCORES:
             values = self.single(name, known_embeddings)
             self.standardise[name] = (float(np.mean(values)), float(np.std(values)) or 1.0)
