@@ -104,8 +104,13 @@ class SavedModelPredictor:
             try:
                 parts.append(call(items[start:start + batch_size])["probabilities"].numpy())
             except self.tf.errors.OpError as error:
-                raise UserError(f"The SavedModel {str(self.path)!r} failed on a batch "
-                                f"({str(error).splitlines()[0][:200]}).") from None
+                # TensorFlow's first line can be bare ("Graph execution error:"): its last names the failing op.
+                lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+                detail = lines[0] if len(lines) < 2 or len(lines[0]) > 30 else f"{lines[0]} {lines[-1]}"
+                raise UserError(f"The SavedModel {str(self.path)!r} failed on a batch of this run's "
+                                f"{self.spec.modality} inputs ({detail[:240]}). If it is an export of another run "
+                                f"(another modality or input size), pass an export of this one (python export.py "
+                                f"RUN_DIR); otherwise export it again.") from None
         return np.concatenate(parts)
 
 

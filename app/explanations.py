@@ -82,13 +82,18 @@ def explain_folder(out_dir: str | Path) -> Path:
     return out
 
 
-def _note_earlier_files(out: Path, written: list[Path], pattern: str) -> None:
+def _note_earlier_files(out: Path, written: list[Path], pattern: str, replaced: list[Path]) -> None:
     """Warn when the folder keeps explanations this call did not write (an earlier call's, of other inputs):
-    they are left alone (they may be wanted), but must not be taken for this call's."""
+    they are left alone (they may be wanted), but must not be taken for this call's. And when this call replaced
+    files of the same names (`replaced`: those that existed before it wrote), which were another call's."""
     earlier = sorted(set(out.glob(pattern)) - set(written))
     if earlier:
         logger.warning("%s also holds %d explanation file(s) of an earlier call (e.g. %s), left as they were; "
                        "pass an empty --explain folder to keep calls apart", out, len(earlier), earlier[0].name)
+    if replaced:
+        logger.warning("%s: %d explanation file(s) of an earlier call had the names of this call's and were replaced "
+                       "(e.g. %s); pass an empty --explain folder to keep calls apart", out, len(replaced),
+                       replaced[0].name)
 
 
 def _output_stem(index: int, name: str) -> str:
@@ -101,13 +106,12 @@ def write_overlays(run, paths: list[str], classes, out_dir: str | Path) -> list[
     """One `<index>-<file stem>-gradcam.png` per file (the index keeps same-named files apart)."""
     out = explain_folder(out_dir)
     images, maps = heatmaps_for(run, paths, classes)
-    written = []
-    for i, (path, image, heatmap) in enumerate(zip(paths, images, maps)):
-        target = out / f"{_output_stem(i, Path(path).stem)}-gradcam.png"
+    written = [out / f"{_output_stem(i, Path(path).stem)}-gradcam.png" for i, path in enumerate(paths)]
+    replaced = [target for target in written if target.exists()]
+    for target, image, heatmap in zip(written, images, maps):
         _save_png(overlay(image, heatmap), target)
-        written.append(target)
     logger.info("Grad-CAM overlays of %d file(s) written to %s", len(written), out)
-    _note_earlier_files(out, written, "[0-9][0-9][0-9][0-9]-*-gradcam.png")
+    _note_earlier_files(out, written, "[0-9][0-9][0-9][0-9]-*-gradcam.png", replaced)
     return written
 
 
@@ -279,10 +283,10 @@ def write_text_attributions(run, names: list[str], texts: list[str], probabiliti
     attributor = attributor if attributor is not None else text_attributor(run, out_dir)
     results = attributor.attribute(list(texts), np.asarray(predicted))
     out = explain_folder(out_dir)
-    written = []
-    for i, (name, result) in enumerate(zip(names, results)):
-        stem = "text" if name.startswith("text: ") else Path(name).stem
-        target = out / f"{_output_stem(i, stem)}-tokens.md"
+    written = [out / f"{_output_stem(i, 'text' if name.startswith('text: ') else Path(name).stem)}-tokens.md"
+               for i, name in enumerate(names)]
+    replaced = [target for target in written if target.exists()]
+    for i, (target, name, result) in enumerate(zip(written, names, results)):
         predicted_name = run.class_names[predicted[i]]
         lines = [f"# {markdown_code(name)}", "",
                  f"Predicted {markdown_text(predicted_name)} ({probabilities[i, predicted[i]]:.3f}). Token "
@@ -290,7 +294,6 @@ def write_text_attributions(run, names: list[str], texts: list[str], probabiliti
                  f"{TOP_TOKENS} words for {markdown_text(predicted_name)} in bold):", "",
                  *render_attributions(result)]
         write_bytes_atomically(target, "\n".join(lines).encode("utf-8"))
-        written.append(target)
     logger.info("Token attributions of %d input(s) written to %s", len(written), out)
-    _note_earlier_files(out, written, "[0-9][0-9][0-9][0-9]-*-tokens.md")
+    _note_earlier_files(out, written, "[0-9][0-9][0-9][0-9]-*-tokens.md", replaced)
     return written

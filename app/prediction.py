@@ -90,7 +90,8 @@ def prepare_prediction(run_dir: str, targets: list[str], top_k: int = 3, batch_s
         raise UserError(f"--text needs words to classify; text number {', '.join(map(str, blank))} of "
                         f"{len(texts)} is empty or whitespace only. Received: {texts[blank[0] - 1]!r}")
     if not targets and not texts:
-        raise UserError("Give at least one file or folder to predict (or --text STRING for a text model).")
+        raise UserError("Give at least one file or folder to predict (or --text STRING for a text model). Received: "
+                        "no file, no folder and no --text.")
     run = load_run(run_dir)
     if texts and run.modality != "text":
         raise UserError(f"--text needs a text model; this run is an {run.modality} model. Pass image files instead.")

@@ -14,6 +14,7 @@ types, is refused with one UserError naming the file and the value received.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,6 +143,11 @@ def _problem(data) -> str | None:
         value = data.get(key)
         if (value is not None or key in _REQUIRED) and not isinstance(value, kind):
             return f"{key} must be {'an object' if kind is dict else f'a {kind.__name__}'}. Received: {value!r:.200}"
+    temperature = (data.get("calibration") or {}).get("temperature")
+    if temperature is not None and not _positive_finite(temperature):
+        # Divides every logit (evaluate.py --apply-temperature) and labels the reliability plot: a string was a
+        # traceback there, and 0, a negative or NaN gave metrics of garbage probabilities with exit status 0.
+        return f"calibration's temperature must be a positive number. Received: {temperature!r:.100}"
     spec = data["input_spec"]
     # An image run's size is [height, width], a text run's sequence length one number: anything else was a
     # traceback later (unpacking the size, or the model refusing the pixels).
@@ -155,6 +161,10 @@ def _problem(data) -> str | None:
     if data["modality"] == "image" and spec.get("resize", "stretch") not in RESIZE_MODES:
         return f"input_spec's resize must be one of {list(RESIZE_MODES)}. Received: {spec.get('resize')!r:.100}"
     return None
+
+
+def _positive_finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def _positive_int(value) -> bool:

@@ -106,10 +106,13 @@ class UnknownScorer:
                    background_mean, background_whitening)
 
     def available(self, name: str) -> bool:
-        """False for a score whose arrays a detector saved by an older metatune does not hold."""
+        """False for a score whose arrays a detector saved by an older metatune does not hold, and for a combined
+        score whose parts were not standardised (a calibrated scorer standardises every single score)."""
         needs = ("relative_mahalanobis",) + tuple(n for n, parts in COMBINED_SCORES.items()
                                                   if "relative_mahalanobis" in parts)
-        return name not in needs or self.background_whitening is not None
+        if name in needs and self.background_whitening is None:
+            return False
+        return name not in COMBINED_SCORES or all(part in self.standardise for part in COMBINED_SCORES[name])
 
     def calibrate(self, known_embeddings: np.ndarray) -> None:
         """Standardisation of the single scores on known examples the bank does not hold (validation); for a

@@ -75,10 +75,29 @@ def load_detector(run_dir: Path, head_shape: tuple[int, int] | None = None) -> t
         raise _damaged(run_dir, ARRAYS_FILE, "missing") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # truncated or overwritten
         raise _damaged(run_dir, ARRAYS_FILE, f"unreadable: {type(error).__name__}: {error}") from None
-    mismatch = _shape_mismatch(scorer, head_shape)
-    if mismatch:  # another run's file, or a damaged one: scoring would be a numpy matmul traceback
-        raise _damaged(run_dir, ARRAYS_FILE, f"of another shape than the model: {mismatch}")
+    except TypeError as error:  # an array every detector has is missing: the constructor lacks an argument
+        raise _damaged(run_dir, ARRAYS_FILE, f"incomplete: {error}") from None
+    shape = _shape_mismatch(scorer, head_shape)
+    mismatch = f"of another shape than the model: {shape}" if shape else _not_finite(scorer)
+    if mismatch:  # another run's file, or a damaged one: scoring would be a numpy traceback, or NaN scores
+        raise _damaged(run_dir, ARRAYS_FILE, mismatch)
+    if not scorer.available(detector.score):  # its score needs arrays or a standardisation the file lacks
+        raise _damaged(run_dir, ARRAYS_FILE, f"incomplete: {detector.score} cannot be computed from it (stored "
+                                             f"standardisations: {sorted(scorer.standardise)})")
     return scorer, detector
+
+
+def _not_finite(scorer: UnknownScorer) -> str | None:
+    """A NaN or infinite value in the stored arrays (every score would be NaN: every file accepted, and NaN in
+    predict.py's JSON), or a standardisation that cannot divide; None when all are finite."""
+    for name in _ARRAYS:
+        value = getattr(scorer, name)
+        if value is not None and not np.all(np.isfinite(np.asarray(value, np.float64))):
+            return f"damaged: {name} holds values that are not finite numbers (NaN or infinite)"
+    for name, (mean, std) in scorer.standardise.items():
+        if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+            return f"damaged: the standardisation of {name} is not a finite mean and positive spread ({mean}, {std})"
+    return None
 
 
 def _shape_mismatch(scorer: UnknownScorer, head_shape: tuple[int, int] | None) -> str | None:

@@ -353,7 +353,11 @@ def test_predict_explain_writes_one_overlay_per_file(trained, tmp_path, capsys):
     capsys.readouterr()
     assert predict.main([str(run), str(one), "--explain", str(out)]) == 0
     assert sorted(out.glob("*-gradcam.png")) == overlays
-    assert f"also holds {len(overlays) - 1} explanation file(s) of an earlier call" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"also holds {len(overlays) - 1} explanation file(s) of an earlier call" in err
+    # Its one overlay has the name of the earlier call's first one (0000-<stem>), which it replaced: said too.
+    assert f"1 explanation file(s) of an earlier call had the names of this call's and were replaced (e.g. " \
+           f"{overlays[0].name})" in err
 
 
 def test_evaluate_report_has_the_gradcam_grid(trained):

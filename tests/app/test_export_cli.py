@@ -474,3 +474,26 @@ def test_a_damaged_parity_report_does_not_block_evaluating_the_export(image_run,
                               "--name", f"damaged{len(content)}"]) == 0
         err = capsys.readouterr().err
         assert err.count("is unreadable or not an export's report") == 1 and "Traceback" not in err
+
+
+def test_a_savedmodel_failing_on_a_batch_says_what_was_fed_and_what_to_do():
+    """TensorFlow's first line can be the bare "Graph execution error:" (an image export fed a text run's strings,
+    its parity.json gone): the message named nothing."""
+    import tensorflow as tf
+
+    from app.artifacts import InputSpec, SavedModelPredictor
+    from app.errors import UserError
+
+    predictor = object.__new__(SavedModelPredictor)  # no SavedModel to load: only the batch loop is under test
+    predictor.tf, predictor.path = tf, Path("/exports/sm")
+    predictor.spec = InputSpec("text", None, "stretch")
+
+    def fails(chunk):
+        raise tf.errors.InvalidArgumentError(None, None, "Graph execution error:\n\nDetected at node DecodeImage\n"
+                                             "Unknown image file format. One of JPEG, PNG, GIF, BMP required.")
+
+    with pytest.raises(UserError) as error:
+        predictor._batched(fails, ["a text"], 8)
+    message = str(error.value)
+    assert "failed on a batch of this run's text inputs" in message and "Unknown image file format" in message
+    assert "pass an export of this one (python export.py RUN_DIR)" in message

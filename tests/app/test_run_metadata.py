@@ -79,6 +79,12 @@ def test_a_run_of_an_earlier_version_loads_with_defaults(tmp_path):
     ({"modality": "text", "input_spec": {"kind": "text", "sequence_length": [16]}}, "input size"),
     ({"metrics": [0.5]}, "metrics"),
     ({"seed": "zero"}, "seed"),
+    # A string was a traceback in evaluate.py; 0, a negative or NaN divided the logits into garbage with exit 0.
+    ({"calibration": {"temperature": "0.5"}}, "temperature must be a positive number"),
+    ({"calibration": {"temperature": 0}}, "temperature must be a positive number"),
+    ({"calibration": {"temperature": -1.0}}, "temperature must be a positive number"),
+    ({"calibration": {"temperature": float("nan")}}, "temperature must be a positive number"),
+    ({"calibration": {"temperature": True}}, "temperature must be a positive number"),
 ])
 def test_garbage_is_refused_with_one_message_naming_the_field(tmp_path, change, named):
     (tmp_path / rd.METADATA_FILE).write_text(json.dumps(OLD_STYLE | change))

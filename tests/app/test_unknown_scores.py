@@ -168,3 +168,31 @@ def test_stored_arrays_that_do_not_fit_the_model_are_a_damaged_detector(world, t
     save_detector(tmp_path, scorer, detector)
     with pytest.raises(UserError, match=r"bank has shape \(\d+, 8\), expected \(files, 16\)"):
         load_detector(tmp_path)
+
+
+def _rewrite_arrays(folder, change):
+    """unknown.npz rewritten with `change(arrays)` applied (a damaged or hand-edited file)."""
+    with np.load(folder / "unknown.npz") as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    change(arrays)
+    np.savez(folder / "unknown.npz", **arrays)
+
+
+@pytest.mark.parametrize("change, named", [
+    # Each was a traceback in predict.py, evaluate.py --unknown and export.py.
+    (lambda arrays: arrays.pop("kernel"), "incomplete: .*kernel"),
+    (lambda arrays: arrays.update(standardise_names=arrays["standardise_names"][:2],
+                                  standardise=arrays["standardise"][:2]), "incomplete: energy\\+relative_mahalanobis"),
+    # NaN scores accepted every file and printed NaN into predict.py's JSON; the export's parity check passed.
+    (lambda arrays: arrays.update(whitening=np.full_like(arrays["whitening"], np.nan)), "whitening holds values"),
+    (lambda arrays: arrays.update(standardise=np.zeros_like(arrays["standardise"])), "standardisation of"),
+])
+def test_stored_arrays_that_are_incomplete_or_not_finite_are_a_damaged_detector(world, tmp_path, change, named):
+    from app.errors import UserError
+
+    known, train, train_labels, val, val_labels, far = world
+    save_detector(tmp_path, *fit_unknown_detector(train, train_labels, val, val_labels, *softmax_head(known), 0.95))
+    _rewrite_arrays(tmp_path, change)
+    with pytest.raises(UserError, match=f"damaged run directory: unknown.npz .*{named}") as error:
+        load_detector(tmp_path)
+    assert "--reject none" in str(error.value)
