@@ -44,7 +44,8 @@ class Terminated(BaseException):
 # and keep their traceback.
 UNREADABLE_INPUT = re.compile(
     r"No such file or directory|cannot identify image file|UnidentifiedImageError|Invalid (JPEG|PNG|GIF|BMP) data|"
-    r"jpeg::Uncompress failed|Unknown image file format|image file is truncated|Input is not a (JPEG|PNG)"
+    r"jpeg::Uncompress failed|Unknown image file format|image file is truncated|Input is not a (JPEG|PNG)|"
+    r"not a regular file"
 )
 
 

@@ -50,6 +50,7 @@ from app.errors import UserError
 from app.escaping import markdown_code
 from app.episode_learner import EPISODE_LEARNERS, learner_for
 from app.evaluation import LoadedRun, choose_evaluation_set, load_run, source_files
+from app.report_staging import METRICS_FILE, staged_report_dir
 from app.run_integrity import load_model_file, retrain_remedy
 from app.features import cached_features, extract_features, feature_store_key, tokenizer_identity
 from app.fewshot_baselines import BASELINES, mean_and_ci95, nearest_centroid_predict
@@ -70,6 +71,13 @@ RUN_LEARNER = "run"
 FINETUNED_LEARNER = "run_support_finetuned"
 SUPPORT_FINETUNE_OPTIONS = ("auto", "off")
 EPISODES_FILE = "episodes.csv"
+# The most episodes one evaluation runs. An episode takes about 0.015 s on cached features (the run's learner and
+# both baselines; logistic regression most of it), 0.02-0.05 s in general and about 0.2 s with support fine-tuning:
+# 100000 episodes are half an hour to several hours, and their 95% interval (1.96 * std / sqrt(episodes)) is then
+# 0.1-0.2 percentage point either side, far below any difference between learners worth measuring (600 is the usual
+# protocol, 10000 a tight one). More only costs time, then memory: every episode's number and accuracies are held in
+# memory and written to metrics.json and episodes.csv (--episodes 1000000000000 ended in a MemoryError).
+MAX_EPISODES = 100_000
 # Predictor: (support inputs, support labels, query inputs, ways) -> predicted query labels.
 Predict = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 
@@ -435,9 +443,11 @@ def _write_episodes_csv(path: Path, sampler: EpisodeSampler, numbers: list[int],
     write_atomically(path, write)
 
 
-def _check_count(flag: str, value, minimum: int) -> int:
+def _check_count(flag: str, value, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise UserError(f"{flag} must be an integer >= {minimum}. Received: {flag} {value!r}")
+    if maximum is not None and value > maximum:
+        raise UserError(f"{flag} must be at most {maximum}. Received: {flag} {value!r}. Pass {maximum} or fewer.")
     return int(value)
 
 
@@ -454,7 +464,7 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
     Returns (metrics, output folder). Raises UserError / DataError with a clear
     message for bad counts or a folder with too few classes or examples.
     """
-    episodes = _check_count("--episodes", episodes, 1)
+    episodes = _check_count("--episodes", episodes, 1, MAX_EPISODES)
     batch_size = _check_count("--batch-size", batch_size, 1)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:  # numpy's generators: >= 0
         raise UserError(f"--seed must be a whole number >= 0. Received: --seed {seed!r}")
@@ -529,12 +539,12 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
                                 "frozen features), so its learner is the nearest-centroid baseline.")
     (logger.info if metrics["beats_baselines"] else logger.warning)("%s", metrics["verdict"])
 
-    out_dir = rd.fresh_report_dir(run.path / "eval" / name if name else rd.default_report_dir(
-        run.path / "eval", _default_name(data_dir, pool.name_suffix, ways, shots), data_dir))
-    name = out_dir.name
-    _write_episodes_csv(out_dir / EPISODES_FILE, sampler, numbers, pool.class_names, accuracies)
-    metrics["tensorboard"] = str(tb.log_episode_accuracies(run.path / rd.LOGS_DIR, name, accuracies,
-                                                           {learner.key: learner.label for learner in learners}))
-    rd.write_text(out_dir / "report.md", render_fewshot_report(metrics))
-    rd.write_json(out_dir / "metrics.json", metrics)  # last: its presence means the evaluation finished
+    out_dir = run.path / "eval" / name if name else rd.default_report_dir(
+        run.path / "eval", _default_name(data_dir, pool.name_suffix, ways, shots), data_dir)
+    with staged_report_dir(out_dir, run.path) as staging:  # in place of out_dir only once written whole
+        _write_episodes_csv(staging / EPISODES_FILE, sampler, numbers, pool.class_names, accuracies)
+        metrics["tensorboard"] = str(tb.log_episode_accuracies(run.path / rd.LOGS_DIR, out_dir.name, accuracies,
+                                                               {learner.key: learner.label for learner in learners}))
+        rd.write_text(staging / "report.md", render_fewshot_report(metrics))
+        rd.write_json(staging / METRICS_FILE, metrics)  # last: its presence means the evaluation finished
     return metrics, out_dir

@@ -25,6 +25,7 @@ from data.records import Example
 from data.scan import scan_folder, with_article
 from app.run_integrity import open_run
 from app.run_manifest import read_manifest, read_source_manifest
+from app.report_staging import METRICS_FILE, staged_report_dir
 from app.run_metadata import LoadedRun, RunMetadata
 
 logger = logging.getLogger(__name__)
@@ -86,10 +87,15 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
                                f"{seen} files")
 
 
-def _seen_hashes(run_path: Path, splits: tuple[str, ...]) -> set[str]:
-    """sha256 of the manifest's files in `splits`."""
-    if not (run_path / rd.MANIFEST_FILE).is_file():  # the run_integrity checks name a missing manifest where it matters
-        return set()
+def _seen_hashes(run_path: Path, splits: tuple[str, ...], recorded: bool = False) -> set[str]:
+    """sha256 of the manifest's files in `splits`. `recorded`: metadata.json says the run wrote a manifest, so a
+    missing one is damage (a UserError): without it, the run's training files would be scored as new data."""
+    if not (run_path / rd.MANIFEST_FILE).is_file():
+        if recorded:
+            raise UserError(f"{str(run_path)!r} is a damaged run directory: {rd.MANIFEST_FILE} (the list of the files "
+                            f"it trained on, recorded in {rd.METADATA_FILE}) is missing, so evaluate.py cannot leave "
+                            f"the run's training files out of what it scores. {rd.retrain_remedy(run_path)}")
+        return set()  # a run trained before manifests existed
     return read_manifest(run_path).hashes(*splits)
 
 
@@ -131,7 +137,7 @@ def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> tuple[list
     # run's own folder without a test split, which says it is optimistic).
     own_validation = chosen.name_suffix == "heldout-val"
     splits = ("train",) if own_validation else ("train", "val")
-    trained = _seen_hashes(run.path, splits)
+    trained = _seen_hashes(run.path, splits, recorded=run.metadata.manifest_sha256 is not None)
     fitted = "training or validation"
     # The --meta-data source's files trained the embedding (or chose its epoch and source stage): few-shot
     # evaluation on the source folder scored them as new classes.
@@ -312,24 +318,27 @@ def _evaluate(run: LoadedRun, chosen: EvaluationSet, data_dir: str | Path, name:
         metrics["artifact"] = artifact_info
         suffix += f"-{artifact_info['label']}"
 
-    out_dir = rd.fresh_report_dir(run.path / "eval" / name if name else
-                                  rd.default_report_dir(run.path / "eval", _eval_name(data_dir, suffix), data_dir))
-    mistakes = _mistakes(chosen, probabilities, run.class_names)
-    _write_mistakes_csv(mistakes, out_dir / "misclassified.csv")
-    plot_confusion_matrix(metrics["confusion_matrix"], run.class_names, out_dir / "confusion_matrix.png")
-    plot_reliability(metrics["calibration"]["reliability"], metrics["ece"], temperature, out_dir / "reliability.png")
-    report = render_report(metrics, {"run_dir": str(run.path), "data_dir": metrics["data_dir"],
-                                     "split_description": chosen.description,
-                                     "model": artifact_info["path"] if artifact_info else None}, mistakes[:WORST_EXAMPLES])
-    if unknown is not None:
-        correct = probabilities.argmax(axis=1) == np.asarray(chosen.labels)
-        metrics["open_set"] = evaluate_unknown(run, unknown, known_embeddings, correct, out_dir, batch_size)
-        report += "\n" + render_open_set(metrics["open_set"])
-    report += "\n" + label_issues_section(run.path, run.modality, run.input_size, run.resize, out_dir)
-    report += "\n" + explanations_section(run, chosen.paths, chosen.labels, probabilities, out_dir,
-                                          [e.encoding for e in chosen.examples])
-    rd.write_text(out_dir / "report.md", report)
-    rd.write_json(out_dir / "metrics.json", metrics)  # last: its presence means the evaluation finished
+    out_dir = run.path / "eval" / name if name else rd.default_report_dir(run.path / "eval",
+                                                                          _eval_name(data_dir, suffix), data_dir)
+    with staged_report_dir(out_dir, run.path) as staging:  # in place of out_dir only once written whole
+        mistakes = _mistakes(chosen, probabilities, run.class_names)
+        _write_mistakes_csv(mistakes, staging / "misclassified.csv")
+        plot_confusion_matrix(metrics["confusion_matrix"], run.class_names, staging / "confusion_matrix.png")
+        plot_reliability(metrics["calibration"]["reliability"], metrics["ece"], temperature,
+                         staging / "reliability.png")
+        report = render_report(metrics, {"run_dir": str(run.path), "data_dir": metrics["data_dir"],
+                                         "split_description": chosen.description,
+                                         "model": artifact_info["path"] if artifact_info else None},
+                               mistakes[:WORST_EXAMPLES])
+        if unknown is not None:
+            correct = probabilities.argmax(axis=1) == np.asarray(chosen.labels)
+            metrics["open_set"] = evaluate_unknown(run, unknown, known_embeddings, correct, staging, batch_size)
+            report += "\n" + render_open_set(metrics["open_set"])
+        report += "\n" + label_issues_section(run.path, run.modality, run.input_size, run.resize, staging)
+        report += "\n" + explanations_section(run, chosen.paths, chosen.labels, probabilities, staging,
+                                              [e.encoding for e in chosen.examples])
+        rd.write_text(staging / "report.md", report)
+        rd.write_json(staging / METRICS_FILE, metrics)  # last: its presence means the evaluation finished
     return metrics, out_dir
 
 

@@ -34,7 +34,8 @@ def read_file_list(source: str) -> list[str]:
     command line or made by another program (`find ... | predict.py RUN_DIR --files-from -`). Bytes as the
     file system's (a name that is not UTF-8 stays that file's name); a line's trailing carriage return (a list
     written on Windows) and blank lines are dropped. A name holding a newline cannot be listed: pass it, or
-    its folder, as an argument."""
+    its folder, as an argument. The list itself may be a pipe (`--files-from <(find ...)` names one): read to its
+    end as `cat` would, unlike the files it names, which are skipped unopened unless regular (data/file_kinds.py)."""
     import sys
 
     from app.errors import UserError
@@ -60,7 +61,7 @@ def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], li
         path = Path(target).expanduser()
         if path.is_dir():
             candidates += visible_files(path)  # follows symlinked folders, as train.py does
-        elif path.is_file():
+        elif path.exists():  # a file; a FIFO, socket or device too: the data doctor skips that one unopened
             candidates.append(path)
         else:
             skipped.append(SkippedFile(shown_path(path), "no such file or folder"))

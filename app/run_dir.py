@@ -127,34 +127,12 @@ def remove_leftover_temporaries(run_dir: Path) -> list[Path]:
     return removed
 
 
-def fresh_report_dir(out_dir: Path) -> Path:
-    """RUN_DIR/eval/NAME, emptied of an earlier evaluation of the same name: its files would otherwise stay beside
-    the new ones (an episodes.csv beside a classification report). metrics.json goes first, as it is written last:
-    an interruption in between leaves a folder that reads as an unfinished evaluation, never as a finished one."""
-    out_dir = Path(out_dir)
-    check_report_name(out_dir.name)
-    if out_dir.is_symlink() or out_dir.exists() and not out_dir.is_dir():
-        # Emptying it would delete what a link points at, or fail on a file: neither is an earlier report.
-        raise UserError(f"{str(out_dir)!r} is {'a symbolic link' if out_dir.is_symlink() else 'a file'}, not an "
-                        "earlier report folder. Choose another --name, or remove it.")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        logger.warning("Replacing the earlier evaluation in %s (same name)", out_dir)
-        (out_dir / "metrics.json").unlink(missing_ok=True)
-        for entry in out_dir.iterdir():
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-        # Its TensorBoard events too (RUN_DIR/logs/eval_NAME): TensorBoard would show both evaluations at one step.
-        events = out_dir.parent.parent / LOGS_DIR / f"eval_{out_dir.name}"
-        if events.is_dir() and not events.is_symlink():
-            shutil.rmtree(events)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir
-
-
 def default_report_dir(eval_root: Path, name: str, data_dir: str | Path) -> Path:
     """RUN_DIR/eval/NAME for an evaluation given no --name (NAME: the data folder's name, cleaned, and the split),
     or NAME-2, NAME-3, ... when NAME holds a finished evaluation of another folder. Two folders of one name
     (~/a/test and ~/b/test), or whose names clean to the same one (every name of non-Latin letters is `_`), would
-    otherwise replace each other's report; an evaluation of the same folder again replaces its own (fresh_report_dir)."""
+    otherwise replace each other's report; an evaluation of the same folder again replaces its own
+    (app/report_staging.py)."""
     folder = str(Path(data_dir).expanduser().resolve())
     candidate, number = Path(eval_root) / name, 1
     while (evaluated := _evaluated_folder(candidate)) is not None and evaluated != folder:

@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from data.images import EXIF_ORIENTATION_TAG
+from data.file_kinds import kind_reason
+from data.images import EXIF_ORIENTATION_TAG, report_large_image
 
 PILLOW = 0
 PLAIN_KINDS = ("pillow", "jpeg", "png", "gif", "bmp")  # index = the route code data.tf_decode expects
@@ -38,6 +39,8 @@ def decode_route(path: str) -> int:
         stat = os.stat(path)
     except OSError:
         return PILLOW  # the Pillow path reports the problem as before
+    if kind_reason(stat.st_mode) is not None:
+        return PILLOW  # not opened to read its header: a FIFO's open() blocks (the Pillow path raises instead)
     key = (path, stat.st_size, stat.st_mtime_ns)
     route = _routes.get(key)
     if route is None:
@@ -56,6 +59,7 @@ def decode_routes(paths: list[str]) -> np.ndarray:
 def _classify(path: str) -> int:
     try:
         with open(path, "rb") as handle, Image.open(handle) as image:
+            report_large_image(path, image.size)
             return _plain_kind(image, handle)
     except Exception:  # noqa: BLE001  (Pillow raises many types for damaged files: they keep its path)
         return PILLOW

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from data.atomic_write import write_atomically
 from data.cache import cache_dir
+from data.file_kinds import not_regular_reason
 from data.images import inspect_image_bytes
 from data.text import inspect_text_bytes
 
@@ -41,6 +42,8 @@ class FileCheck:
 
 
 def inspect_file(path: str, modality: str) -> FileCheck:
+    if (reason := not_regular_reason(path)) is not None:  # a FIFO's open() would block forever (data/file_kinds.py)
+        return FileCheck(False, "", (), reason)
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
@@ -48,7 +51,7 @@ def inspect_file(path: str, modality: str) -> FileCheck:
         return FileCheck(False, "", (), f"cannot read file ({error.strerror or error})")
     digest = hashlib.sha256(raw).hexdigest()
     if modality == "image":
-        ok, notes, reason = inspect_image_bytes(raw)
+        ok, notes, reason = inspect_image_bytes(raw, path)
         return FileCheck(ok, digest, tuple(notes), reason)
     text = inspect_text_bytes(raw)
     return FileCheck(text.usable, digest, text.notes, text.reason, text.encoding)

@@ -10,14 +10,47 @@ picture is seen exactly the same way at every stage (no training/serving skew).
 from __future__ import annotations
 
 import io
+import logging
+import threading
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from data.file_kinds import not_regular_reason, open_regular
+
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 WHITE = (255, 255, 255)
 EXIF_ORIENTATION_TAG = 0x0112
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+
+
+# Pillow warns (DecompressionBombWarning) when it opens an image over Image.MAX_IMAGE_PIXELS (about 89 million
+# pixels) and refuses one over twice that (DecompressionBombError: the data doctor skips the file with that reason).
+# The warning reached stderr raw, a line of Pillow's source after it, naming no file, from whichever thread opened
+# it; report_large_image says it once per file through logging instead. Ignored by category once, here: a filter
+# set around each open (warnings.catch_warnings) is not thread-safe, and the doctor and tf.data open in threads.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+_reported_large: set[str] = set()
+_reported_large_lock = threading.Lock()
+
+
+def report_large_image(path: str, size: tuple[int, int]) -> None:
+    """One warning per file and process for an image whose `size` (width, height) Pillow would warn about (the
+    doctor, the decoder choice and the decode all open it)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    pixels = max(1, size[0]) * max(1, size[1])  # as Pillow counts them
+    if not path or limit is None or pixels <= limit:
+        return
+    with _reported_large_lock:
+        if path in _reported_large:
+            return
+        _reported_large.add(path)
+    logger.warning("Large image %s: %s pixels (%dx%d), over Pillow's decompression-bomb warning limit of %s "
+                   "pixels; decoded anyway, which takes time and memory (an image over %s pixels is skipped).",
+                   path, f"{pixels:,}", size[0], size[1], f"{limit:,}", f"{2 * limit:,}")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -85,12 +118,14 @@ def conversion_notes(image: Image.Image) -> list[str]:
     return notes
 
 
-def inspect_image_bytes(raw: bytes) -> tuple[bool, list[str], str]:
-    """Fully decode an image file's bytes: (usable, conversion notes, reason it is unusable)."""
+def inspect_image_bytes(raw: bytes, path: str = "") -> tuple[bool, list[str], str]:
+    """Fully decode an image file's bytes: (usable, conversion notes, reason it is unusable). `path`: the file's
+    name for the large-image warning (report_large_image)."""
     if not raw:
         return False, [], "empty file (0 bytes)"
     try:
         with Image.open(io.BytesIO(raw)) as image:
+            report_large_image(path, image.size)
             notes = conversion_notes(image)
             image.load()
             to_rgb(image)
@@ -105,20 +140,24 @@ def inspect_image_bytes(raw: bytes) -> tuple[bool, list[str], str]:
 
 def check_image(path: str) -> tuple[bool, str]:
     """Fully decode `path`; return (usable, reason why not)."""
+    if (reason := not_regular_reason(path)) is not None:  # a FIFO's open() would block forever (data/file_kinds.py)
+        return False, reason
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
     except OSError as error:
         return False, f"cannot read file ({error.strerror or error})"
-    ok, _, reason = inspect_image_bytes(raw)
+    ok, _, reason = inspect_image_bytes(raw, path)
     return ok, reason
 
 
 def decode_rgb(path: str, draft_size: tuple[int, int] | None = None) -> np.ndarray:
     """Read `path` with Pillow: uint8 [h, w, 3] before resizing. With `draft_size` (height, width), a
     JPEG much larger than it is decoded at a reduced scale (libjpeg's 1/2, 1/4, 1/8 DCT scaling),
-    as `data.tf_decode` does for the files TensorFlow decodes."""
-    with Image.open(path) as image:
+    as `data.tf_decode` does for the files TensorFlow decodes. A file the data doctor accepted that became a FIFO
+    or device since raises NotRegularFileError rather than blocking."""
+    with open_regular(path) as handle, Image.open(handle) as image:
+        report_large_image(path, image.size)
         if draft_size is not None:
             image.draft("RGB", (draft_size[1], draft_size[0]))
         return np.asarray(to_rgb(image), dtype=np.uint8)

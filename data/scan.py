@@ -4,7 +4,8 @@ Layouts (README, "Your data"):  DATA_DIR/<class>/<files>   or   DATA_DIR/{train,
 Hidden entries (".DS_Store", ".ipynb_checkpoints", "__MACOSX") are ignored.
 Extensions match in any case. Files in nested subfolders of a class folder belong
 to that class (symlinks are followed, never into a folder already walked). Every
-candidate file is checked by content (data/doctor.py); nothing is dropped
+candidate file is checked by content (data/doctor.py), except a FIFO, socket or
+device, skipped without being opened (data/file_kinds.py); nothing is dropped
 without an entry in `skipped`.
 """
 
@@ -166,7 +167,8 @@ def _list_candidates(root: Path, layout: str):
     seen_dirs |= {os.path.realpath(d) for _, d in class_dirs}
     skipped = []
     for _, folder in split_dirs:
-        loose = sorted(p for p in folder.iterdir() if p.is_file() and not _is_hidden(p.name))
+        # Not is_file(): a FIFO, socket or device there is reported too (never opened), not silently left out.
+        loose = sorted(p for p in folder.iterdir() if not p.is_dir() and not _is_hidden(p.name))
         skipped += [SkippedFile(shown_path(p), "file outside any class folder") for p in loose]
     found = [(split, d.name, path) for split, d in class_dirs for path in _files_under(d, seen_dirs)]
     return found, skipped, class_dirs

@@ -9,6 +9,8 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
+from data.file_kinds import open_regular
+
 UTF8 = "utf-8"
 
 
@@ -108,8 +110,9 @@ def read_text(path: str, encoding: str = UTF8) -> str:
 
 
 def read_text_prefix(path: str, encoding: str = UTF8) -> tuple[str, bool]:
-    """The text of `path` (its first MAX_TEXT_BYTES), and whether it was cut there."""
-    with open(path, "rb") as handle:
+    """The text of `path` (its first MAX_TEXT_BYTES), and whether it was cut there. A file the data doctor
+    accepted that became a FIFO or device since raises NotRegularFileError rather than blocking."""
+    with open_regular(path) as handle:
         raw = handle.read(MAX_TEXT_BYTES + 1)
     cut = len(raw) > MAX_TEXT_BYTES
     # An incremental decoder drops a multi-byte character split by the cut instead of failing on it.

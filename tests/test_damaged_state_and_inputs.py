@@ -153,6 +153,23 @@ def test_a_copy_of_the_training_folder_is_scored_without_its_training_files(fini
     assert "would measure memory, not accuracy" in _one_error(capsys)
 
 
+def test_a_run_whose_manifest_is_gone_is_damaged_not_a_licence_to_score_its_training_files(finished_run, tmp_path,
+                                                                                            capsys):
+    """Without manifest.json, evaluate.py scored a copy of the training folder as new data, with exit 0."""
+    data, run = finished_run
+    damaged = tmp_path / "run"
+    shutil.copytree(run, damaged)
+    (damaged / rd.MANIFEST_FILE).unlink()
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    before = sorted((damaged / "eval").iterdir()) if (damaged / "eval").is_dir() else []
+    capsys.readouterr()
+    assert evaluate.main([str(damaged), str(copy)]) == 2
+    error = _one_error(capsys)
+    assert "manifest.json" in error and "is missing" in error and "--config" in error
+    assert (sorted((damaged / "eval").iterdir()) if (damaged / "eval").is_dir() else []) == before  # nothing written
+
+
 def test_a_test_split_lacking_a_class_needs_the_flag_in_the_runs_own_folder_too(finished_run, tmp_path, capsys):
     data, run = finished_run
     folder = tmp_path / "split"

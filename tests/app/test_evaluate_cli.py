@@ -83,3 +83,22 @@ def test_compare_apply_temperature_and_mistake_csv(tmp_path, capsys, monkeypatch
         assert len(errors) == 1 and written in errors[0], errors
         assert not list((runs[0] / "eval").rglob(".tmp-*"))
         assert not (runs[0] / "eval" / "full" / "metrics.json").exists()  # written last: the evaluation did not finish
+
+
+@pytest.mark.parametrize("episodes", ["100001", "1000000000000", "99999999999999999999999"])
+def test_too_many_episodes_are_refused_with_one_error_line(tmp_path, capsys, episodes):
+    """--episodes 1000000000000 ended in a MemoryError traceback (a list of every episode number), a larger number in
+    an OverflowError: refused before any run is read, with the maximum and what to pass."""
+    from app.episodic_evaluation import MAX_EPISODES, evaluate_episodes
+    from app.errors import UserError
+
+    assert evaluate.main([str(tmp_path / "run"), str(tmp_path / "data"), "--episodes", episodes]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if " ERROR metatune: " in line]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert f"--episodes must be at most {MAX_EPISODES}" in errors[0] and f"Received: --episodes {episodes}." in errors[0]
+    assert f"Pass --episodes {MAX_EPISODES} or fewer" in errors[0]
+    with pytest.raises(UserError, match=f"--episodes must be at most {MAX_EPISODES}"):  # the API checks it too
+        evaluate_episodes(tmp_path / "run", tmp_path / "data", int(episodes))
+    assert evaluate.main([str(tmp_path / "run"), str(tmp_path / "data"), "--episodes", str(MAX_EPISODES)]) == 2
+    assert "Run directory not found" in capsys.readouterr().err  # the maximum itself passes the check

@@ -125,7 +125,8 @@ def test_a_default_report_name_never_replaces_the_evaluation_of_another_folder(t
     eval_root, first, second = tmp_path / "run" / "eval", tmp_path / "a" / "データ", tmp_path / "b" / "画像"
 
     def evaluated(name: str, folder: Path) -> Path:
-        out = rd.fresh_report_dir(rd.default_report_dir(eval_root, name, folder))
+        out = rd.default_report_dir(eval_root, name, folder)
+        out.mkdir(parents=True, exist_ok=True)
         rd.write_json(out / "metrics.json", {"data_dir": str(folder.resolve()), "accuracy": 0.5})
         return out
 

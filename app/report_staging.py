@@ -1,0 +1,156 @@
+"""An evaluation's output folder, RUN_DIR/eval/NAME, written whole or not at all.
+
+evaluate.py writes its report, plots and metrics.json into a staging folder and only then swaps it in for the
+earlier evaluation of that name (and its TensorBoard events, RUN_DIR/logs/eval_NAME). Before, the earlier folder was
+emptied first: an evaluation that failed midway (a damaged file, a full disk, Ctrl-C) deleted a finished report and
+left half of a new one in its place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from app import run_dir as rd
+from app.errors import UserError
+from data.atomic_write import process_alive, temporary_name
+
+logger = logging.getLogger(__name__)
+
+REPLACED_SUFFIX = ".replaced"  # the earlier evaluation, set aside inside the staging folder while the new one moves in
+METRICS_FILE = "metrics.json"  # written last: its presence means the evaluation finished
+
+
+@contextmanager
+def staged_report_dir(out_dir: Path, run_path: Path) -> Iterator[Path]:
+    """Write an evaluation whole, then put it in place of RUN_DIR/eval/NAME (`out_dir`) and its TensorBoard events.
+
+    The body writes into a staging folder RUN_DIR/eval/.tmp-PID-NAME/NAME (hidden, this process's, same file system;
+    the inner folder has the final name because writers name the TensorBoard folder logs/eval_NAME after it). Only
+    when the body returns is the earlier evaluation of that name renamed aside, the new one renamed in and the earlier
+    one removed; the earlier TensorBoard events (logs/eval_NAME, set aside at the start: the new evaluation writes its
+    own there) are removed then too. When the body raises (a failed write, a bad value, Ctrl-C), the staging folder
+    and the new events go, and the earlier evaluation and its events are as they were: a failed evaluation never
+    deletes a finished one, nor leaves half of one in its place."""
+    out_dir, run_path = Path(out_dir), Path(run_path)
+    rd.check_report_name(out_dir.name)
+    if out_dir.is_symlink() or out_dir.exists() and not out_dir.is_dir():
+        # Replacing it would delete what a link points at, or a file: neither is an earlier report.
+        raise UserError(f"{str(out_dir)!r} is {'a symbolic link' if out_dir.is_symlink() else 'a file'}, not an "
+                        "earlier report folder. Choose another --name, or remove it.")
+    logs = run_path / rd.LOGS_DIR
+    _recover_leftovers(out_dir.parent, logs)
+    staging_root = temporary_name(out_dir)
+    staging = staging_root / out_dir.name
+    events = logs / f"eval_{out_dir.name}"
+    events_aside = temporary_name(events)
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        logger.warning("Replacing the earlier evaluation in %s (same name) once this one is written whole; until "
+                       "then it stays as it is", out_dir)
+    try:
+        shutil.rmtree(staging_root, ignore_errors=True)  # this process's own, from an earlier evaluation in it
+        staging.mkdir(parents=True)
+        # TensorBoard would show both evaluations at one step: the earlier events go aside, back if this one fails.
+        had_events = events.is_dir() and not events.is_symlink()
+        if had_events:
+            shutil.rmtree(events_aside, ignore_errors=True)
+            os.rename(events, events_aside)
+    except OSError as error:
+        shutil.rmtree(staging_root, ignore_errors=True)
+        raise UserError(f"Cannot prepare the evaluation folder {str(out_dir)!r}: {error.strerror or error} "
+                        f"({error.filename or out_dir}). Make {str(run_path)!r} writable (or free some space), then "
+                        "run the same command again.") from None
+    try:
+        yield staging
+        _swap_in(staging, out_dir)
+    except BaseException as error:  # Ctrl-C included: the earlier evaluation stays, nothing half-written is left
+        _restore_events(events, events_aside if had_events else None)
+        _restore_replaced(staging_root, out_dir)
+        shutil.rmtree(staging_root, ignore_errors=True)
+        if isinstance(error, OSError) and isinstance(error.filename, str) and error.filename.startswith(str(staging)):
+            error.filename = str(out_dir) + error.filename[len(str(staging)):]  # the file the user knows (a full disk)
+        raise
+    shutil.rmtree(staging_root, ignore_errors=True)  # the earlier evaluation, set aside by _swap_in
+    shutil.rmtree(events_aside, ignore_errors=True)
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Rename the earlier evaluation (if any) aside into the staging root, then the finished one into place."""
+    try:
+        if out_dir.is_dir():
+            os.rename(out_dir, staging.parent / (out_dir.name + REPLACED_SUFFIX))
+        os.rename(staging, out_dir)
+    except OSError as error:
+        raise UserError(f"Cannot put the finished evaluation in place of {str(out_dir)!r}: {error.strerror or error} "
+                        f"({error.filename or out_dir}). The earlier evaluation there is kept. Make "
+                        f"{str(out_dir.parent)!r} writable, then run the same command again.") from None
+
+
+def _restore_replaced(staging_root: Path, out_dir: Path) -> None:
+    """After a failed swap: the earlier evaluation back in place when it was set aside and nothing replaced it."""
+    replaced = staging_root / (out_dir.name + REPLACED_SUFFIX)
+    if replaced.is_dir() and not (out_dir.exists() or out_dir.is_symlink()):
+        try:
+            os.rename(replaced, out_dir)
+        except OSError:
+            logger.warning("The earlier evaluation of %s could not be put back; it is in %s", out_dir, replaced)
+
+
+def _restore_events(events: Path, aside: Path | None) -> None:
+    """After a failed evaluation: remove the events it wrote to logs/eval_NAME, and put the earlier ones (`aside`,
+    None when there were none) back."""
+    try:
+        if events.is_dir() and not events.is_symlink():
+            shutil.rmtree(events)
+        if aside is not None and aside.is_dir() and not events.exists():
+            os.rename(aside, events)
+    except OSError:
+        logger.warning("The earlier TensorBoard events of this evaluation could not be put back in %s; they are in "
+                       "%s", events, aside)
+
+
+_LEFTOVER = re.compile(r"\.tmp-(\d+)-(.+)", re.DOTALL)
+
+
+def _dead_leftovers(folder: Path, prefix: str = "") -> dict[tuple[str, int], Path]:
+    """{(NAME, PID): path} of `folder`'s .tmp-PID-<prefix>NAME entries whose process PID no longer runs (PIDs are
+    this machine's: evaluations from other machines into one shared run are not told apart, as for exports)."""
+    found = {}
+    for entry in folder.glob(".tmp-*") if folder.is_dir() and not folder.is_symlink() else ():
+        match = _LEFTOVER.fullmatch(entry.name)
+        if match and match[2].startswith(prefix) and int(match[1]) != os.getpid() and not process_alive(int(match[1])):
+            found[match[2][len(prefix):], int(match[1])] = entry
+    return found
+
+
+def _recover_leftovers(eval_root: Path, logs: Path) -> None:
+    """Tidy what evaluations killed before they finished (kill -9, a power cut) left in RUN_DIR/eval and
+    RUN_DIR/logs, keeping a finished evaluation of each name with its own TensorBoard events: killed before the
+    swap, the earlier events come back; killed between its two renames, the finished new evaluation goes in place;
+    killed after, what was left aside goes."""
+    swapped = {}  # (NAME, PID): whether that evaluation's new folder is the one in place (its events are too)
+    for (name, pid), root in _dead_leftovers(eval_root).items():
+        out_dir, new, replaced = eval_root / name, root / name, root / (name + REPLACED_SUFFIX)
+        try:
+            if not (out_dir.exists() or out_dir.is_symlink()):
+                moved = new if (new / METRICS_FILE).is_file() else replaced if replaced.is_dir() else None
+                if moved is not None:
+                    logger.warning("Putting the %s evaluation in place in %s (an evaluation was killed while "
+                                   "replacing it)", "finished new" if moved == new else "earlier", out_dir)
+                    os.rename(moved, out_dir)
+                swapped[name, pid] = moved == new
+            else:
+                swapped[name, pid] = not new.is_dir()  # still staged: killed before it could replace the earlier one
+            logger.info("Removing %s, left by an evaluation that did not finish", root)
+            shutil.rmtree(root) if root.is_dir() and not root.is_symlink() else root.unlink()
+        except OSError as error:  # a leftover the next evaluation can tidy as well
+            logger.warning("Could not tidy %s, left by an evaluation that did not finish: %s", root, error)
+    for (name, pid), aside in _dead_leftovers(logs, "eval_").items():
+        if not swapped.get((name, pid), True):  # no staging folder left: it was swapped in, then removed
+            _restore_events(logs / f"eval_{name}", aside)
+        shutil.rmtree(aside, ignore_errors=True)
