@@ -9,6 +9,7 @@ from app.backbone_reuse import is_run_dir, open_backbone_run
 from app.config import META_STRATEGIES, TrainConfig, is_count
 from app.errors import UserError
 from data.resize import RESAMPLING
+from data.scan import with_article
 from models.backbones import BackboneSpec, get_backbone
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,9 @@ def resolve_backbone(config: TrainConfig, modality: str) -> ResolvedBackbone:
     spec = get_backbone(name)
     if spec.modality != modality:
         raise UserError(
-            f"The folder holds {modality} files but backbone {name!r} is an {spec.modality} backbone. "
-            f"Received: --backbone {name}. Use a {modality} backbone (default: {DEFAULT_BACKBONES[modality]})."
+            f"The folder holds {modality} files but backbone {name!r} is {with_article(spec.modality)} backbone. "
+            f"Received: --backbone {name}. Use {with_article(modality)} backbone (default: "
+            f"{DEFAULT_BACKBONES[modality]})."
         )
     size = (config.image_size if modality == "image" else config.sequence_length) or spec.default_size
     pooling = None if config.pooling == "auto" else config.pooling

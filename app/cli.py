@@ -28,6 +28,7 @@ RUNTIME_NOISE = re.compile(r"triggered tf\.function retracing")
 
 # A full disk, a quota, a read-only filesystem: the user's to fix, reported like any bad input.
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+PERMISSION_ERRORS = {errno.EACCES, errno.EPERM}
 # The same as TensorFlow reports them from its own writers (TensorBoard event files, SavedModel variables).
 DISK_MESSAGES = re.compile("|".join(re.escape(os.strerror(code)) for code in sorted(DISK_ERRORS)))
 
@@ -182,6 +183,12 @@ def _reported(checked_command: Callable[[], int]) -> int:
             raise
         return SIGPIPE_STATUS
     except OSError as error:
+        if error.errno in PERMISSION_ERRORS and error.filename:  # a folder or file this user may not write or read
+            logging.getLogger("metatune").error(
+                "%s: %s. Give this user access to it, or choose another place (--output RUN_DIR), then run the same "
+                "command again (an interrupted train.py run: python train.py --resume RUN_DIR).",
+                error.strerror or "Permission denied", error.filename)
+            return 2
         if error.errno not in DISK_ERRORS and not DISK_MESSAGES.search(str(error)):
             raise
         _disk_error(f" {error.filename}" if error.filename else "", error.strerror or str(error))

@@ -395,7 +395,13 @@ def _checked_value(key: str, value, where: Mapping[str, str]):
     if not accepts(value):
         raise UserError(f"{_invalid(key, where)}: {key} must be {expected}. Received: {key}={value!r}")
     # Store float fields as floats, so `learning_rate: 1` writes back as 1.0 in config.json.
-    return float(value) if str(f.type) in ("float", "float | None") and value is not None else value
+    if str(f.type) not in ("float", "float | None") or value is None:
+        return value
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits: past float's range, as inf is refused
+        raise UserError(f"{_invalid(key, where)}: {key} must be a finite number. Received: {key}={str(value)[:40]}..."
+                        ) from None
 
 
 # ---------------------------------------------------------------- config files
@@ -464,7 +470,8 @@ def load_config_file(path: str | Path) -> dict:
         raise UserError(f"Config file {str(path)!r} must be YAML (.yaml, .yml) or JSON (.json). "
                         f"Received the extension {suffix or '(none)'!r}")
     if not path.is_file():
-        raise UserError(f"Config file not found: {str(path)!r}")
+        what = "is a folder, not a file" if path.is_dir() else "is not a regular file" if path.exists() else "not found"
+        raise UserError(f"Config file {what}: {str(path)!r}. Pass the path of a YAML or JSON file (--config FILE).")
     kind = "JSON" if suffix == ".json" else "YAML"
     try:
         # utf-8-sig: a byte-order mark (Windows editors write one) is skipped. A stream: YAML errors show the line.
@@ -642,7 +649,13 @@ def _resume_config(run_dir: str, others: dict) -> TrainConfig:
     if not config_path.is_file():
         raise UserError(f"{run_dir!r} has no config.json, so it is not a metatune run directory (or its training "
                         f"stopped before starting; start a new run). Received: --resume {run_dir}")
-    values = load_config_file(config_path)
+    try:
+        values = load_config_file(config_path)
+    except UserError as error:  # its advice (fix the file, or pass flags) does not fit a resume, which takes no flags
+        message = str(error).split(". Fix the file")[0]
+        raise UserError(f"{message}. The run cannot be resumed without it: restore {str(config_path)!r} from a "
+                        "backup, or start a new run (python train.py DATA_DIR ... --output NEW_DIR). Received: "
+                        f"--resume {run_dir}") from None
     return TrainConfig.from_dict(values, {key: _file_label(config_path) for key in values})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.escaping import visible
 from data.duplicates import cross_split_duplicates
 from data.records import Example
 from data.scan import ScanResult
@@ -81,7 +82,12 @@ def _listed(items: list[str]) -> list[str]:
 
 
 def format_data_report(report: dict) -> str:
-    """A readable summary of a data report for the terminal."""
+    """A readable summary of a data report for the terminal, one line per entry: a control character in a name
+    (a newline) is written escaped, as in predict.py's lines (app/escaping.visible)."""
+    return "\n".join(visible(line) for line in _report_lines(report))
+
+
+def _report_lines(report: dict) -> list[str]:
     lines = [
         f"Data folder: {report['root']}",
         f"  layout: {report['layout']}, modality: {report['modality']}, classes: {len(report['class_names'])}",
@@ -121,4 +127,4 @@ def format_data_report(report: dict) -> str:
         lines += _listed(across["files"])
     if "class_weights" in report:
         lines += ["", "Class weights: " + ", ".join(f"{k} {v:.3f}" for k, v in report["class_weights"].items())]
-    return "\n".join(lines)
+    return lines

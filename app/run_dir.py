@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shlex
 import shutil
 import zipfile
@@ -181,6 +182,7 @@ def check_new_run_dir(path: Path, typed: bool = True) -> None:
     """A UserError when `path` cannot become a new run directory: not a folder path, or a folder with content
     (the lock file aside). `typed`: the user gave the path (--output)."""
     check_output_path(path, typed)
+    _require_writable(path, typed)
     if path.exists() and any(entry.name != LOCK_FILE for entry in path.iterdir()):
         if not typed:  # the default name holds the time to the second: two runs started together
             raise UserError(f"The default run directory {str(path)!r} already exists and is not empty (a run "
@@ -189,7 +191,22 @@ def check_new_run_dir(path: Path, typed: bool = True) -> None:
             raise UserError(f"--output {str(path)!r} is an unfinished run. Continue it with python train.py --resume "
                             f"{shell_path(path)}, or, if that cannot resume it, delete the folder or choose another "
                             "--output.")
-        raise UserError(f"Run directory already exists and is not empty. Received: --output {str(path)!r}. Choose a new one.")
+        raise UserError(f"Run directory already exists and is not empty. Received: --output {str(path)!r} (typed, or "
+                        "the output of a --config file such as an earlier run's config.json). Choose a new one "
+                        "(--output NEW_DIR).")
+
+
+def _require_writable(path: Path, typed: bool) -> None:
+    """A UserError when the run directory could not be created or written in: the folder itself when it exists,
+    else the nearest existing folder above it. Checked before any work (a PermissionError traceback came after the
+    data scan); os.access, as root passes every check, leaves a read-only mount to the write's own error."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        given = f"--output {str(path)!r}" if typed else f"the default run directory {str(path)!r}"
+        raise UserError(f"Cannot write the run directory: {str(existing)!r} is not writable by this user. Received: "
+                        f"{given}. Choose a folder you can write to (--output RUN_DIR), or fix its permissions.")
 
 
 def save_model(model, run_dir: Path) -> None:

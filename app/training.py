@@ -46,6 +46,7 @@ from app.meta_training import check_init_run, check_meta_input_options, meta_inp
 from app.target_finetuning import target_finetune_applies
 from app.open_set import first_model_offsets, fit_run_detector, head_weights
 from app.unknown_store import DETECTOR_FILE
+from app.unused_options import unused_strategy_options_warning
 from app.precision import apply_precision
 from data.pipeline import read_texts
 from data.scan import require_trainable, scan_folder
@@ -207,6 +208,13 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
 def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainResult:
     clock = TrainingClock()
     config.validate()
+    if resume_dir is not None and not Path(config.data_dir).expanduser().is_dir():
+        # The scan's own message told the user to pass another folder, which --resume does not take.
+        raise UserError(f"The data folder this run trained on is gone (or not a folder): {config.data_dir!r}, from "
+                        f"{str(Path(resume_dir) / rd.CONFIG_FILE)!r}. Received: --resume {resume_dir}. A resumed run "
+                        "reads the files it started with: put the folder back at that path, then resume again; or "
+                        "start a new run on its new place (python train.py --config RUN_DIR/config.json DATA_DIR "
+                        "--output NEW_DIR).")
     if config.output and resume_dir is None:
         # Before any work, as the other checks of what the user typed: a used --output was refused only once the
         # data scan (minutes on a big folder) was done. create_run_dir checks again, under the run's lock.
@@ -315,7 +323,7 @@ def _prepare(config: TrainConfig) -> _Prepared:
     if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work
         require_enough_for_folds([e.label for e in train_examples + val_examples], scan.class_names)
     for warning in (unused_mixup_warning(config, scan.modality), unused_image_option_warning(config, scan.modality),
-                    unused_source_warning(config)):
+                    unused_source_warning(config), unused_strategy_options_warning(config, scan.modality)):
         if warning:
             logger.warning(warning)
     check_source_folder(config, scan)  # a wrong --meta-data folder is refused before any work

@@ -140,8 +140,17 @@ def visible_files(folder: Path) -> list[Path]:
 
 
 def detect_layout(root: Path) -> str:
-    """'split' when the top level holds only train/val/test folders (train/ or test/ among them)."""
+    """'split' when the top level holds only train/val/test folders (train/ or test/ among them). Split folders
+    beside other folders are a DataError: read as a flat layout, `train` and `test` became classes, the real
+    classes were lost inside them and the test files were trained on, without a word."""
     names = {p.name for p in _visible_subdirs(root)}
+    splits, others = names & set(SPLIT_NAMES), names - set(SPLIT_NAMES)
+    if splits and others:
+        raise DataError(f"{str(root)!r} mixes split folders ({', '.join(sorted(splits))}) with other folders "
+                        f"({', '.join(sorted(others)[:5])}{', ...' if len(others) > 5 else ''}), so neither layout "
+                        "fits. Received: that folder. Put every class folder inside train/ (and val/, test/), as "
+                        "DATA_DIR/train/<class>/<files>; or, for a folder of classes (DATA_DIR/<class>/<files>), "
+                        f"rename the class folders called {' or '.join(sorted(splits))}.")
     if names and names <= set(SPLIT_NAMES) and names & {"train", "test"}:
         return "split"
     return "flat"

@@ -130,3 +130,45 @@ def test_output_with_a_tilde_is_under_the_home_folder(tmp_path, monkeypatch):
     assert train.main(["--config", str(config), *FAST]) == 0
     assert (tmp_path / "home" / "runs" / "first" / rd.METADATA_FILE).is_file()
     assert not (tmp_path / "~").exists()
+
+
+def test_an_output_folder_this_user_cannot_write_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """A read-only parent was a PermissionError traceback, after the data scan and the backbone build. (Tests run
+    as root here, whom permissions do not stop: os.access stands in for a user they do.)"""
+    data = make_folder(tmp_path / "data")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr("app.run_dir.os.access", lambda path, mode: str(path) != str(locked))
+    monkeypatch.setattr("app.training.scan_folder", lambda *a, **k: pytest.fail("the data folder was scanned"))
+    assert train.main([str(data), *FAST, "--output", str(locked / "deep" / "run")]) == 2
+    assert_clean_error(capsys, f"{str(locked)!r} is not writable by this user",
+                       f"Received: --output {str(locked / 'deep' / 'run')!r}")
+    assert list(locked.iterdir()) == []
+
+
+def test_a_permission_error_anywhere_is_one_line_naming_the_path(capsys):
+    import errno
+
+    from app.cli import run_safely, setup_logging
+
+    setup_logging()
+
+    def denied():
+        raise PermissionError(errno.EACCES, "Permission denied", "/srv/runs/run/.lock")
+
+    assert run_safely(denied) == 2
+    assert_clean_error(capsys, "Permission denied: /srv/runs/run/.lock. Give this user access to it")
+
+
+def test_resuming_a_run_whose_data_folder_moved_says_to_put_it_back(tmp_path, capsys):
+    """It said to pass another folder, which --resume does not take."""
+    from app.config import TrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    moved = tmp_path / "data"  # gone: moved elsewhere since the run started
+    (run / rd.CONFIG_FILE).write_text(json.dumps(TrainConfig(data_dir=str(moved), output=str(run)).to_dict()))
+    (run / rd.INCOMPLETE_MARKER).write_text("")
+    assert train.main(["--resume", str(run)]) == 2
+    assert_clean_error(capsys, f"The data folder this run trained on is gone (or not a folder): {str(moved)!r}",
+                       "put the folder back at that path, then resume again")

@@ -131,6 +131,8 @@ def test_resolved_config_json_reruns_the_same_configuration(tmp_path):
     ("learning_rate: -1", "learning_rate=-1"),
     ("strategy: bogus", "strategy='bogus'"),
     ("image_size: .inf", "image_size=inf"),
+    # An integer past float's range was an OverflowError traceback.
+    (f"learning_rate: {'1' * 400}", f"learning_rate={'1' * 40}..."),
 ])
 def test_invalid_file_values_name_the_file_key_value_and_what_is_valid(tmp_path, text, received):
     path = write(tmp_path / "bad.yaml", f"data_dir: d\n{text}\n")
@@ -178,6 +180,9 @@ def test_unreadable_files_are_clear_errors_naming_the_path(tmp_path, name, text,
 def test_missing_config_file_names_the_path(tmp_path):
     with pytest.raises(UserError, match=r"Config file not found: .*nope\.yaml"):
         config_from_args(["d", "--config", str(tmp_path / "nope.yaml")])
+    (tmp_path / "settings.yaml").mkdir()  # it exists: "not found" was wrong
+    with pytest.raises(UserError, match=r"Config file is a folder, not a file: .*settings\.yaml"):
+        config_from_args(["d", "--config", str(tmp_path / "settings.yaml")])
 
 
 def test_an_empty_yaml_file_sets_nothing(tmp_path):
@@ -235,6 +240,18 @@ def test_resume_validates_the_saved_config(run_dir):
     (run / "config.json").write_text(json.dumps(saved.to_dict() | {"epochs": "four"}))
     with pytest.raises(UserError, match=r"config\.json.*Received: epochs='four'"):
         config_from_args(["--resume", str(run)])
+
+
+def test_resume_of_a_run_whose_config_json_is_damaged_says_how_to_go_on(run_dir):
+    """It said to fix the file or pass the settings as flags, which --resume refuses."""
+    run, saved = run_dir
+    (run / "config.json").write_text(json.dumps(saved.to_dict())[:40])  # truncated
+    with pytest.raises(UserError) as error:
+        config_from_args(["--resume", str(run)])
+    message = str(error.value)
+    assert "could not be read as JSON" in message and "pass the settings as flags" not in message
+    assert "restore" in message and "from a backup, or start a new run" in message
+    assert message.endswith(f"Received: --resume {run}")
 
 
 def test_list_backbones_needs_nothing_else():

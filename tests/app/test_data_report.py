@@ -163,3 +163,11 @@ def test_manifest_of_a_flat_folder_with_automatic_splits(tmp_path, make_image):
     assert {f["split"] for f in files} == {"train", "val", "test"}
     assert all(f["label"] == f["path"].split("/")[0] for f in files)
     assert all(len(f["sha256"]) == 64 for f in files)
+
+
+def test_a_name_holding_a_newline_stays_on_its_line(split_folder):
+    """train.py --check printed such a name raw, splitting its list entry across two lines."""
+    _, _, report = _report(split_folder)
+    report["skipped"] = [{"path": "train/cat/two\nlines.png", "reason": "truncated"}]
+    text = format_data_report(report)
+    assert "    train/cat/two\\nlines.png: truncated" in text.splitlines()

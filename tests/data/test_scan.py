@@ -70,6 +70,20 @@ def test_split_layout_detected_with_train_val_test(tmp_path, make_image):
         assert result.class_names[example.label] == class_name
 
 
+def test_split_folders_beside_other_folders_are_an_error_not_classes_named_train_and_test(tmp_path, make_image):
+    """Read as a flat layout, the run's classes were `extra`, `test` and `train`, and the test files trained."""
+    for split in ("train", "test"):
+        for name in ("cat", "dog"):
+            make_image(tmp_path / split / name / "0.png")
+    make_image(tmp_path / "extra" / "0.png")
+    with pytest.raises(DataError) as error:
+        scan_folder(tmp_path)
+    message = str(error.value)
+    assert "mixes split folders (test, train) with other folders (extra)" in message
+    assert "Put every class folder inside train/" in message and "rename the class folders called test or train" \
+        in message
+
+
 def test_split_layout_class_in_test_missing_from_train_is_an_error(tmp_path, make_image):
     make_image(tmp_path / "train" / "cat" / "0.png")
     make_image(tmp_path / "train" / "dog" / "0.png")

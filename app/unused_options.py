@@ -1,0 +1,47 @@
+"""Options a run will not use, given its strategy: one warning naming them.
+
+Why: `train.py DATA --ways 3 --transductive --unfreeze 4` trained `linear` and said nothing, and config.json
+recorded the options as if they had shaped the run. The meta-only options that would change a run's meaning
+(--adapt, --target-head, --target-finetune yes, --source-stage, --init) are refused in app/config.py, and
+--mixup, --pair-loss, --meta-data and the images-only options have their own warnings (app/phases.py,
+app/meta_pools.py); this covers the rest of the option groups of `train.py --help`.
+"""
+
+from __future__ import annotations
+
+from app.config import META_STRATEGIES, OPTION_GROUPS, TrainConfig
+
+FINETUNE_GROUP, META_GROUP = "finetune", "meta strategies (protonet, reptile, fomaml, maml)"
+# Warned about (or refused) elsewhere: see the module docstring.
+OWN_MESSAGES = {"mixup", "pair_loss", "meta_data", "adapt", "target_head", "target_finetune", "source_stage", "init"}
+
+
+def _changed(config: TrainConfig, names) -> list[str]:
+    """The options of `names` whose value differs from train.py's default, as flags (`--ways 3`, `--transductive`)."""
+    defaults = TrainConfig()
+    flags = []
+    for name in names:
+        value = getattr(config, name)
+        if name in OWN_MESSAGES or value == getattr(defaults, name):
+            continue
+        flag = "--" + name.replace("_", "-")
+        flags.append(flag if value is True else f"--no-{flag[2:]}" if value is False else f"{flag} {value}")
+    return flags
+
+
+def unused_strategy_options_warning(config: TrainConfig, modality: str) -> str | None:
+    """What to tell a user who gave options the run's strategy does not use (None when there are none): the meta
+    strategies' options with linear or finetune, and finetune's phase-2 options with linear."""
+    if config.strategy in META_STRATEGIES:
+        return None
+    unused = _changed(config, OPTION_GROUPS[META_GROUP])
+    if config.strategy == "linear":
+        phase2 = [name for name in OPTION_GROUPS[FINETUNE_GROUP]
+                  if not (modality == "text" and name in ("augment", "image_cache"))]  # warned about for text
+        unused = _changed(config, phase2) + unused
+    if not unused:
+        return None
+    return (f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --strategy "
+            f"{config.strategy}: {'it applies' if len(unused) == 1 else 'they apply'} to "
+            f"{'the finetune phase 2 or the meta strategies' if config.strategy == 'linear' else 'the meta strategies'}"
+            f" ({', '.join(META_STRATEGIES)}), not to this run.")
