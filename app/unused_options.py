@@ -9,7 +9,7 @@ app/meta_pools.py); this covers the rest of the option groups of `train.py --hel
 
 from __future__ import annotations
 
-from app.config import META_STRATEGIES, OPTION_GROUPS, TrainConfig
+from app.config import META_STRATEGIES, OPTION_GROUPS, OTHER_STRATEGIES_RECIPE, TrainConfig
 
 FINETUNE_GROUP, META_GROUP = "finetune", "meta strategies (protonet, reptile, fomaml, maml)"
 # Warned about (or refused) elsewhere: see the module docstring.
@@ -17,12 +17,14 @@ OWN_MESSAGES = {"mixup", "pair_loss", "meta_data", "adapt", "target_head", "targ
 
 
 def _changed(config: TrainConfig, names) -> list[str]:
-    """The options of `names` whose value differs from train.py's default, as flags (`--ways 3`, `--transductive`)."""
+    """The options of `names` whose value differs from train.py's default, as flags (`--ways 3`, `--transductive`).
+    A value the finetune recipe fills in for a strategy other than finetune (TrainConfig.apply_modality_defaults:
+    `--unfreeze 2`, ...; config.json keeps it, so a resumed run has it too) counts as the default."""
     defaults = TrainConfig()
     flags = []
     for name in names:
         value = getattr(config, name)
-        if name in OWN_MESSAGES or value == getattr(defaults, name):
+        if name in OWN_MESSAGES or value in (getattr(defaults, name), OTHER_STRATEGIES_RECIPE.get(name, defaults)):
             continue
         flag = "--" + name.replace("_", "-")
         flags.append(flag if value is True else f"--no-{flag[2:]}" if value is False else f"{flag} {value}")

@@ -21,6 +21,10 @@ def test_finetune_uses_its_own_options_and_is_told_about_the_meta_ones():
 
 def test_defaults_options_used_and_options_with_their_own_message_give_no_warning():
     assert unused_strategy_options_warning(TrainConfig(data_dir="d"), "image") is None
+    # What the finetune recipe fills in for every strategy (and config.json keeps, for a resume) is no user's option.
+    filled = TrainConfig(data_dir="d")
+    assert filled.apply_modality_defaults("image", 30.0)
+    assert unused_strategy_options_warning(filled, "image") is None
     assert unused_strategy_options_warning(TrainConfig(data_dir="d", strategy="protonet", unfreeze="4"), "text") is None
     # --mixup, --pair-loss and --meta-data have their own warnings; --no-augment on text too (images only).
     assert unused_strategy_options_warning(TrainConfig(data_dir="d", mixup=0.2, pair_loss=1.0, meta_data="src",
