@@ -659,17 +659,18 @@ def _resume_config(run_dir: str, others: dict) -> TrainConfig:
     return TrainConfig.from_dict(values, {key: _file_label(config_path) for key in values})
 
 
+def option_text(key: str, value) -> str:
+    """One option back in command-line form: `--ways 3`, `--transductive`, `--no-augment` (data_dir: the folder)."""
+    flag = "--" + key.replace("_", "-")
+    if key == "data_dir":
+        return str(value)
+    if value is True:
+        return flag
+    if value is False:
+        return "--no-" + key.replace("_", "-")
+    return f"{flag} {value}"
+
+
 def _format_options(values: dict) -> str:
     """Parsed options back in command-line form, for error messages."""
-    parts = []
-    for key, value in values.items():
-        flag = "--" + key.replace("_", "-")
-        if key == "data_dir":
-            parts.append(str(value))
-        elif value is True:
-            parts.append(flag)
-        elif value is False:
-            parts.append("--no-" + key.replace("_", "-"))
-        else:
-            parts.append(f"{flag} {value}")
-    return " ".join(parts)
+    return " ".join(option_text(key, value) for key, value in values.items())

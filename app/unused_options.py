@@ -9,7 +9,7 @@ app/meta_pools.py); this covers the rest of the option groups of `train.py --hel
 
 from __future__ import annotations
 
-from app.config import META_STRATEGIES, OPTION_GROUPS, OTHER_STRATEGIES_RECIPE, TrainConfig
+from app.config import META_STRATEGIES, OPTION_GROUPS, OTHER_STRATEGIES_RECIPE, TrainConfig, option_text
 
 FINETUNE_GROUP, META_GROUP = "finetune", "meta strategies (protonet, reptile, fomaml, maml)"
 # Warned about (or refused) elsewhere: see the module docstring.
@@ -26,8 +26,7 @@ def _changed(config: TrainConfig, names) -> list[str]:
         value = getattr(config, name)
         if name in OWN_MESSAGES or value in (getattr(defaults, name), OTHER_STRATEGIES_RECIPE.get(name, defaults)):
             continue
-        flag = "--" + name.replace("_", "-")
-        flags.append(flag if value is True else f"--no-{flag[2:]}" if value is False else f"{flag} {value}")
+        flags.append(option_text(name, value))
     return flags
 
 
