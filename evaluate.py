@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.cli import positive_int, prepare_environment, run_safely, setup_logging
+from app.cli import batch_size, positive_int, prepare_environment, run_safely, setup_logging
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None, help="Name of the eval/<name>/ output folder, replaced if used before (default: "
                         "<folder>-<split>, few-shot: <folder>-<split>-<N>way-<K>shot; -2, -3, ... added when it holds "
                         "the report of another folder).")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="Batch size for prediction.")
+    parser.add_argument("--batch-size", type=batch_size, default=32, help="Batch size for prediction.")
     parser.add_argument("--top-k", type=positive_int, default=5, help="k for top-k accuracy (capped at the number of classes).")
     parser.add_argument("--allow-missing-classes", action="store_true",
                         help="Evaluate even if some of the run's classes have no examples in the folder.")
@@ -88,12 +88,14 @@ def _check_mode_flags(args, argv) -> None:
     if args.episodes is None:
         stray = [f"--{d}" for d in FEWSHOT_DEFAULTS if d in given] + [f for d, f in FEWSHOT_ONLY.items() if d in given]
         if stray:
-            raise UserError(f"{', '.join(stray)} apply to few-shot evaluation only. Received: {' '.join(stray)} without "
+            verb = "applies" if len(stray) == 1 else "apply"
+            raise UserError(f"{', '.join(stray)} {verb} to few-shot evaluation only. Received: {' '.join(stray)} without "
                             "--episodes. Add --episodes N (e.g. --episodes 600), or drop them.")
         return
     stray = [flag for dest, flag in CLASSIFICATION_ONLY.items() if dest in given]
     if stray:
-        raise UserError(f"{', '.join(stray)} do not apply to few-shot evaluation. Received: {' '.join(stray)} "
+        verb = "does" if len(stray) == 1 else "do"
+        raise UserError(f"{', '.join(stray)} {verb} not apply to few-shot evaluation. Received: {' '.join(stray)} "
                         f"with --episodes {args.episodes}. Drop them, or drop --episodes.")
     if args.episodes < 1:
         raise UserError(f"--episodes must be at least 1 (600 is the usual protocol). Received: --episodes {args.episodes}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.cli import positive_int, prepare_environment, run_safely, setup_logging
+from app.cli import batch_size, positive_int, prepare_environment, run_safely, setup_logging
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
 
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--representative-files", type=positive_int, default=500, metavar="N",
                         help="int8: how many training files (balanced over classes) calibrate the ranges; at least "
                         "20 must exist. Default: 500.")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="Batch size of the parity check. Default: 32.")
+    parser.add_argument("--batch-size", type=batch_size, default=32, help="Batch size of the parity check. Default: 32.")
     return parser
 
 

@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from app.cli import positive_int, prepare_environment, run_safely, setup_logging
+from app.cli import batch_size, positive_int, prepare_environment, run_safely, setup_logging
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text", action="append", default=[], metavar="STRING",
                         help="A string to classify with a text model (repeatable).")
     parser.add_argument("--top-k", type=positive_int, default=3, help="How many classes to show per file.")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="Batch size for prediction.")
+    parser.add_argument("--batch-size", type=batch_size, default=32, help="Batch size for prediction.")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="Print one JSON document instead of text, once every "
                         "input is predicted.")

@@ -22,6 +22,7 @@ from app.errors import UserError
 from app.model_parts import HEAD_LAYER
 from app.run_integrity import open_run
 from app.run_metadata import RunMetadata
+from data.scan import with_article
 from models.backbones import BackboneSpec, get_backbone
 from models.fingerprint import weights_fingerprint
 
@@ -87,8 +88,8 @@ def open_backbone_run(path: str, modality: str, image_size: int | None, sequence
         raise UserError(f"--backbone {path}: {error}") from None
     source_modality = metadata.modality
     if source_modality != modality:
-        raise UserError(f"--backbone {path} is a {source_modality} run but the folder holds {modality} files. "
-                        f"Received: --backbone {path}. Pass a {modality} run, or a {modality} backbone name.")
+        raise UserError(f"--backbone {path} is {with_article(source_modality)} run but the folder holds {modality} files. "
+                        f"Received: --backbone {path}. Pass {with_article(modality)} run, or {with_article(modality)} backbone name.")
     spec_in = metadata.input_spec
     if modality == "image":
         size, source_resize = int(spec_in["image_size"][0]), spec_in.get("resize", "stretch")

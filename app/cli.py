@@ -63,6 +63,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def batch_size(text: str) -> int:
+    """argparse type for --batch-size: a positive count up to MAX_BATCH_SIZE (10**20 overflowed TensorFlow's
+    int64 in a traceback, 2**31 - 1 hung prediction)."""
+    import argparse
+
+    from app.config import MAX_BATCH_SIZE
+
+    value = positive_int(text)
+    if value > MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH_SIZE} (32 to 256 is usual). Received: {value}")
+    return value
+
+
 # What prepare_environment could not do (a bad METATUNE_CPU_DEVICES); run_safely reports it as
 # the command's one ERROR line, since prepare_environment runs at import, before main().
 _environment_problem: str | None = None

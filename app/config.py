@@ -63,6 +63,9 @@ OTHER_STRATEGIES_RECIPE = TOP_BLOCKS_RECIPE
 REFIT_AUTO_BELOW_PER_CLASS = 20  # auto refits when the training split has fewer files per class than this
 MAX_COUNT = 2**31 - 1  # the largest count an integer option takes (TensorFlow's int32)
 MAX_SEED = 2**32 - 1  # the largest seed numpy's global generator takes (keras.utils.set_random_seed seeds it)
+# The largest --batch-size of every command: a batch holds that many files' tensors at once (65,536 images at 224 px
+# are 39 GB), and prediction with a batch near MAX_COUNT hung in TensorFlow instead of failing.
+MAX_BATCH_SIZE = 65536
 
 
 def is_count(text: str) -> bool:
@@ -230,7 +233,7 @@ class TrainConfig:
             (self.hidden_units >= 0, "hidden_units must be >= 0"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.patience >= 1, "patience must be at least 1"),
-            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (1 <= self.batch_size <= MAX_BATCH_SIZE, f"batch_size must be from 1 to {MAX_BATCH_SIZE}"),
             (self.learning_rate > 0, "learning_rate must be positive"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (0.0 < self.val_fraction < 1.0, "val_fraction must be in (0, 1)"),
@@ -275,6 +278,14 @@ class TrainConfig:
             # An empty --output (a script's unset variable: --output "$OUT") silently meant the default name.
             (self.output is None or bool(str(self.output).strip()),
              "output must be a folder path, or left out for runs/<time>-<dataset>-<backbone>-<strategy>"),
+            # The same for these: an empty --meta-data meta-trained on the target's own split, an empty --init
+            # started from scratch and an empty --backbone took the default one, each without a word.
+            (self.meta_data is None or bool(str(self.meta_data).strip()),
+             "meta_data must be a folder path, or left out for episodes from the target's training split"),
+            (self.init is None or bool(str(self.init).strip()),
+             "init must be a run directory, or left out to start from a fresh initialisation"),
+            (self.backbone is None or bool(str(self.backbone).strip()),
+             "backbone must be a backbone name or path, or left out for the modality's default"),
             (self.distribute != "multi-worker" or bool(self.output),
              "distribute multi-worker needs --output RUN_DIR, the same on every worker (the default name carries "
              "each worker's own start time)"),

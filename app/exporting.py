@@ -29,10 +29,11 @@ from app.escaping import visible
 from app.evaluation import LoadedRun, load_run
 from app.parity import ParityReport, compare, compare_unknown
 from app.run_manifest import read_manifest
-from data.atomic_write import process_alive
+from data.atomic_write import process_alive, temporary_name
 from data.doctor import inspect_file
 from data.images import load_image
 from data.records import Example
+from data.scan import RENAME_HINT, is_utf8_name, shown_path
 from data.tf_decode import graph_decodable
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ MIN_REPRESENTATIVE_FILES = 20
 # Measured on the bundled sample (EfficientNet-Lite0): 200 calibration files lost 2.5 accuracy
 # points, all 240 training files 2.0; TensorFlow's guide suggests a few hundred.
 DEFAULT_REPRESENTATIVE_FILES = 500
+# The scratch folders beside the staging folder: `.<name>.tmp-<pid>-scratch-` and tempfile's 8 random characters.
+SCRATCH_SUFFIX = "-scratch-"
+TEMPFILE_RANDOM_CHARACTERS = 8
 
 
 @dataclass(frozen=True)
@@ -100,10 +104,11 @@ def export_run(request: ExportRequest) -> ExportResult:
     # lexists: a symbolic link to a missing path is a name in use too (the final rename onto it failed with a
     # NotADirectoryError traceback after the whole export and its check had run).
     if os.path.lexists(output):
-        given = f"--output {str(output)!r}" if request.output else f"{str(output)!r} (the default place; no --output)"
+        given = _received(output, request.output)
         dangling = "" if output.exists() else " (a symbolic link to a missing path)"
         raise UserError(f"The output path already exists{dangling}. Received: {given}. Choose a new path with "
                         "--output, or delete the old export first.")
+    check_output_path(output, request.output)
     examples, files_note = held_out_examples(run)
     representative = representative_paths(run, request.representative_files) if request.quantize == "int8" else []
 
@@ -142,21 +147,72 @@ def export_run(request: ExportRequest) -> ExportResult:
     return ExportResult(output, report)
 
 
+def _received(output: Path, given: str | None) -> str:
+    """How an ERROR line quotes the export's path: the --output given, or the default place."""
+    # Not repr(shown_path(...)): repr doubles the backslash of each \\xNN that shown_path writes for a non-UTF-8 byte.
+    shown = repr(str(output)) if is_utf8_name(output) else f"'{shown_path(output)}'"
+    return f"--output {shown}" if given else f"{shown} (the default place; no --output)"
+
+
+def check_output_path(output: Path, given: str | None) -> None:
+    """Refuse, before any work, an export path that TensorFlow's writers or the export's own files beside it
+    cannot use: each was a traceback after the artifact had been built (and, for the report folder, after it had
+    been renamed into place)."""
+    received = _received(output, given)
+    if not is_utf8_name(output):  # TensorFlow takes paths as UTF-8 strings only
+        raise UserError(f"The export's path is not UTF-8, which TensorFlow's SavedModel and LiteRT writers cannot "
+                        f"take. Received: {received}. Choose an --output PATH in UTF-8, or {RENAME_HINT}.")
+    report = failed_report_path(output)
+    if report.is_dir() and not report.is_symlink():
+        raise UserError(f"{str(report)!r} is a folder, where the export keeps its parity report if the check "
+                        f"fails (and removes an old one when it passes). Received: {received}. Move that folder "
+                        "away, or choose another --output.")
+    longest = max(len(name.encode("utf-8")) for name in _sibling_names(output))
+    limit = _name_max(output.parent)
+    if longest > limit:
+        extra = longest - len(output.name.encode("utf-8"))
+        raise UserError(f"The export's folder name is too long: beside it the export writes names {extra} bytes "
+                        f"longer (its temporary folders, NAME.parity-failed.json), and this file system allows "
+                        f"{limit}. Received: {received} ({len(output.name.encode('utf-8'))} bytes). Choose a name "
+                        f"of at most {limit - extra} bytes.")
+
+
+def _sibling_names(output: Path) -> list[str]:
+    """Every name the export may create in output's folder: the output, its staging and scratch folders, the
+    failed check's report and that report's temporary name."""
+    staging = _staging_path(output).name
+    report = failed_report_path(output)
+    return [output.name, staging, staging + SCRATCH_SUFFIX + "x" * TEMPFILE_RANDOM_CHARACTERS, report.name,
+            temporary_name(report).name]
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system under `folder`, or its nearest existing ancestor, allows."""
+    existing = next((f for f in (folder, *folder.parents) if f.is_dir()), None)
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX") if existing else 255
+    except (OSError, ValueError):  # no such limit reported: Linux's usual
+        return 255
+
+
+def _staging_path(output: Path) -> Path:
+    return output.parent / f".{output.name}.tmp-{os.getpid()}"
+
+
 def _make_staging(output: Path, given: str | None) -> Path:
     """Create `output`'s parent and the empty staging folder the export is built in, before any work: an --output
     whose parent is a file, cannot be created or is not writable is then one ERROR line in seconds (it was a
     traceback, from mkdir or from TensorFlow's writer after the SavedModel was built)."""
-    staging = output.parent / f".{output.name}.tmp-{os.getpid()}"
+    staging = _staging_path(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(output)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
     except OSError as error:
-        received = f"--output {str(output)!r}" if given else f"{str(output)!r} (the default place; no --output)"
         raise UserError(f"Cannot create the export folder: {error.strerror or error} ({error.filename or output}). "
-                        f"Received: {received}. Choose an --output PATH whose parent is a folder you can write "
-                        "to.") from None
+                        f"Received: {_received(output, given)}. Choose an --output PATH whose parent is a folder you "
+                        "can write to.") from None
     return staging
 
 
@@ -245,7 +301,7 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
     reference_scores = _reference_unknown_scores(run, unknown, examples, request.batch_size) if unknown else None
     labels, paths = [e.label for e in examples], [e.path for e in examples]
     checks, notes = [], []
-    with tempfile.TemporaryDirectory(dir=staging.parent, prefix=staging.name + "-scratch-") as scratch:
+    with tempfile.TemporaryDirectory(dir=staging.parent, prefix=staging.name + SCRATCH_SUFFIX) as scratch:
         request_json: dict = {"batch_size": request.batch_size}
         served = list(range(len(examples)))
         if run.modality == "text":
@@ -338,7 +394,7 @@ def _export_litert(run: LoadedRun, staging: Path, examples: list[Example], repre
     from app.savedmodel_export import write_pixels_savedmodel
 
     spec = _spec(run)
-    with tempfile.TemporaryDirectory(dir=staging.parent, prefix=staging.name + "-scratch-") as scratch:
+    with tempfile.TemporaryDirectory(dir=staging.parent, prefix=staging.name + SCRATCH_SUFFIX) as scratch:
         write_pixels_savedmodel(run.model, spec.image_size, scratch + "/pixels")
         logger.info("Converting to LiteRT (%s)%s", request.label,
                     f", calibrating on {len(representative)} training files" if representative else "")

@@ -96,6 +96,26 @@ def check_source_folder(config: TrainConfig, scan) -> None:
                         f"{config.ways} classes with at least {need} files each (the shots and one query); only "
                         f"{enough} of its {len(listing.class_names)} classes have that many. Use fewer ways or shots "
                         f"(--ways, --shots) or add files. Received: ways={config.ways}, shots={config.shots}")
+    _check_source_pool_fills_an_episode(config, listing)
+
+
+def _check_source_pool_fills_an_episode(config: TrainConfig, listing) -> None:
+    """The meta-validation hold-out (whole classes, or a fifth of each class of a small source) leaves the
+    meta-training pool fewer files than the folder holds: a source of 3 files per class passed the count above
+    for 2 shots, then lost a file per class and was refused only after the feature pass, an INCOMPLETE run left
+    behind. The listing's pools are the run's (same classes, same seed) unless checked files are skipped."""
+    pools = _with_shapes(config, _pools_of_source(config, listing))
+    shape, counts = pools.train_shape, Counter(pools.train_labels)
+    if sum(n >= shape.shots + shape.queries for n in counts.values()) >= shape.ways:
+        return
+    try:
+        EpisodeSampler(pools.train_labels, shape.ways, shape.shots, shape.queries, seed=config.seed,
+                       class_names=pools.class_names)
+    except DataError as error:  # its message names the episode and the classes; say which pool it is
+        held = ("its meta-validation classes" if pools.summary["pools"] == "class-disjoint"
+                else "a fifth of the files of each class of 3 or more")
+        raise DataError(f"--meta-data {config.meta_data}: once {held} are held out for meta-validation, the "
+                        f"{len(pools.train)} meta-training files cannot fill one episode. {error}") from None
 
 
 def check_target_pools(config: TrainConfig, scan, train_examples: list[Example],
@@ -168,6 +188,11 @@ def _source_pools(config: TrainConfig, scan) -> MetaPools:
     if meta_scan.modality == scan.modality:  # (another modality is refused by _check_source, by name)
         meta_scan = _without_target_copies(meta_scan, scan, config)
     _check_source(meta_scan, config, scan)  # enough classes and files once the copies are out
+    return _pools_of_source(config, meta_scan)
+
+
+def _pools_of_source(config: TrainConfig, meta_scan) -> MetaPools:
+    """The meta-training and meta-validation pools of a source scan (the listing, or the checked files)."""
     examples = list(meta_scan.examples)
     names = meta_scan.class_names
     holdout = hold_out_classes(names, config.ways, config.seed)

@@ -21,9 +21,11 @@ itself is saved as `meta_learner.keras` (reusable with `--init RUN_DIR`, and wha
 
 from __future__ import annotations
 
-import json
+import contextlib
 import functools
+import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +194,26 @@ def _build_learner(config: TrainConfig, embedding: keras.Model, input_shape,
     if config.init:
         _initialise_from(learner, Path(config.init))
     return learner, CompileSpec(optimizer)
+
+
+@contextlib.contextmanager
+def _sized_to_fit(config: TrainConfig, run_dir: Path):
+    """An embedding or a meta batch too large for memory (--embedding-units 100000000: a 1280 x 10^8 kernel;
+    --meta-batch-size 100000000 episodes per step) was TensorFlow's ResourceExhaustedError traceback, with the
+    run left INCOMPLETE. The sizes are the user's: name them. (Second-order MAML's unrolled inner loop is
+    estimated before any training, by check_memory.)"""
+    try:
+        yield
+    except tf.errors.ResourceExhaustedError as error:
+        # TensorFlow's message opens with its {{function_node ...}} and ends with device names: keep what it says.
+        said = re.sub(r"\{\{.*?\}\}\s*|\s+on /job:.*|\s*\[Op:.*", "", str(error.message).strip().split("\n")[0])
+        first = said[:160] or "no detail"
+        raise UserError(
+            f"Meta-training ran out of memory ({first}): the embedding or the episodes and meta batches are likely "
+            f"too large for this machine. Received: --embedding-units {config.embedding_units}, --meta-batch-size "
+            f"{config.meta_batch_size}, --ways {config.ways} --shots {config.shots} --queries {config.queries}. "
+            f"Use smaller values and a new run directory (--output NEW_DIR); {rd.shell_path(run_dir)} stays "
+            "INCOMPLETE.") from None
 
 
 def check_init_run(config: TrainConfig) -> None:
@@ -391,6 +413,14 @@ def _check_source_unchanged(run_dir: Path, manifest: dict, config: TrainConfig) 
 def run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone, feature_extractor,
                       train_examples, val_examples, train_features, val_features, run_dir: Path,
                       store_key: str | None) -> MetaOutcome:
+    with _sized_to_fit(config, run_dir):
+        return _run_meta_training(context, config, scan, backbone, feature_extractor, train_examples, val_examples,
+                                  train_features, val_features, run_dir, store_key)
+
+
+def _run_meta_training(context: PhaseContext, config: TrainConfig, scan, backbone, feature_extractor,
+                       train_examples, val_examples, train_features, val_features, run_dir: Path,
+                       store_key: str | None) -> MetaOutcome:
     modality = scan.modality
     mode = meta_input_mode(config, backbone.weights)
     pools = build_meta_pools(config, scan, train_examples, val_examples)

@@ -88,7 +88,15 @@ def read_manifest(run_path: Path, default_root: str | Path | None = None,
 
 def read_source_manifest(run_path: Path) -> RunManifest | None:
     """The --meta-data source a meta run meta-trained and meta-validated on (meta_manifest.json); None for a run
-    without one."""
-    if not (Path(run_path) / rd.META_MANIFEST_FILE).is_file():
-        return None
-    return read_manifest(run_path, name=rd.META_MANIFEST_FILE)
+    without one. A run whose config.json names a --meta-data folder but whose meta_manifest.json is gone is
+    damaged: without the list, the source's files (which meta-trained it) were scored as new data, silently."""
+    run_path = Path(run_path)
+    if (run_path / rd.META_MANIFEST_FILE).is_file():
+        return read_manifest(run_path, name=rd.META_MANIFEST_FILE)
+    config_file = run_path / rd.CONFIG_FILE
+    source = rd.read_json(config_file, rd.retrain_remedy(run_path)).get("meta_data") if config_file.is_file() else None
+    if source:
+        raise UserError(f"{str(run_path / rd.META_MANIFEST_FILE)!r} is missing, but the run meta-trained on "
+                        f"--meta-data {source}: without its list of files, that source's files would be scored as "
+                        f"new data. {rd.retrain_remedy(run_path)}")
+    return None

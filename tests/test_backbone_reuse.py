@@ -139,7 +139,8 @@ def test_source_run_of_another_modality_is_refused(linear_source, tmp_path, caps
         for i in range(4):
             (texts / label / f"{i}.txt").write_text(f"{words} {i}")
     line = _error(capsys, [str(texts), "--backbone", str(linear_source), "--output", str(tmp_path / "out")])
-    assert "image run" in line and "text files" in line and str(linear_source) in line
+    assert "is an image run" in line and "text files" in line and str(linear_source) in line
+    assert "Pass a text run, or a text backbone name" in line  # not "a image" / "an text"
 
 
 @pytest.mark.parametrize("option, value, source_value", [("--image-size", "32", "24"), ("--resize", "crop", "pad")])

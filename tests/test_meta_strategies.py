@@ -186,6 +186,16 @@ def test_meta_data_folder_and_init_from_an_earlier_run(colour_folder, tmp_path, 
     assert metrics["novel_classes"] == ["new", "other"] and metrics["num_examples"] == 12
     assert "without 3 file(s) byte-identical to the run's training or validation (or --meta-data source) files" \
         in metrics["split"]
+    # Without meta_manifest.json the source's files cannot be left out: refused, not scored as new classes.
+    lost = Path(shutil.copytree(first, tmp_path / "lost", ignore=shutil.ignore_patterns("eval", "logs")))
+    (lost / "meta_manifest.json").unlink()
+    assert evaluate.main([str(lost), str(meta), "--episodes", "3", "--ways", "3", "--shots", "1", "--queries",
+                          "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{str(lost / 'meta_manifest.json')!r} is missing, but the run meta-trained on --meta-data {meta}" in err
+    assert "Traceback" not in err and not (lost / "eval").exists()
+    assert evaluate.main([str(lost), str(colour_folder)]) == 2  # classification evaluation leaves them out the same way
+    assert "is missing, but the run meta-trained on --meta-data" in capsys.readouterr().err
     second = tmp_path / "second"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "fomaml", "--init", str(first),
                        "--output", str(second), *EPISODES, *FEATURES]) == 0
@@ -324,6 +334,21 @@ def test_a_source_that_cannot_fill_the_episodes_is_one_error(colour_folder, tmp_
     assert "Features for" not in err and not (tmp_path / "run").exists()  # refused before any work
 
 
+def test_a_source_whose_meta_training_pool_cannot_fill_an_episode_is_refused_before_any_work(colour_folder, tmp_path,
+                                                                                           capsys):
+    """3 files per class pass the count for 2 shots and 1 query, but a source of 3 classes for 3-way episodes holds
+    out one file per class for meta-validation: it was refused only after the feature pass, an INCOMPLETE run
+    left behind."""
+    meta = _folder(tmp_path / "meta", {f"c{i}": (80 * i, 250 - 80 * i, 90) for i in range(3)}, per_class=3, seed=3)
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
+                       str(meta), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
+    err = capsys.readouterr().err
+    assert (f"--meta-data {meta}: once a fifth of the files of each class of 3 or more are held out for "
+            "meta-validation, the 6 meta-training files cannot fill one episode. A 3-way episode needs 3 classes "
+            "with at least 4") in err and "Traceback" not in err
+    assert "Features for" not in err and not (tmp_path / "run").exists()
+
+
 def test_a_target_that_cannot_fill_the_episodes_is_one_error_before_any_work(colour_folder, tmp_path, capsys):
     """Without --meta-data the episodes come from the target's 4 classes: 5 ways was refused only after the feature
     pass, leaving an INCOMPLETE run directory that blocked the same --output."""
@@ -342,6 +367,30 @@ def test_a_source_the_listing_cannot_judge_is_left_to_the_checked_files(colour_f
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
                        str(meta), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 0
     assert "fitted: --queries 2 is more than most classes hold" in capsys.readouterr().err
+
+
+def test_an_embedding_too_large_for_memory_is_one_error_naming_the_sizes(colour_folder, tmp_path, monkeypatch,
+                                                                        capsys):
+    """--embedding-units 100000000 (a 1280 x 10^8 kernel) or --meta-batch-size 100000000 was TensorFlow's
+    ResourceExhaustedError traceback; here the allocation fails as it does there."""
+    import tensorflow as tf
+
+    from app import meta_training
+
+    def too_large(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "{{function_node __wrapped__X_device_/job:localhost}} OOM "
+                                               "when allocating tensor with shape[8,100000000] and type float on "
+                                               "/job:localhost/replica:0/task:0/device:CPU:0 by allocator mklcpu")
+
+    monkeypatch.setattr(meta_training, "dense_embedding", too_large)
+    run = tmp_path / "run"
+    assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--output", str(run),
+                       *EPISODES, *FEATURES, "--embedding-units", "100000000"]) == 2
+    err = capsys.readouterr().err
+    assert ("Meta-training ran out of memory (OOM when allocating tensor with shape[8,100000000] and type float): "
+            "the embedding") in err
+    assert "Received: --embedding-units 100000000, --meta-batch-size 2, --ways 3 --shots 2 --queries 2" in err
+    assert "Traceback" not in err and err.count("ERROR") == 1 and (run / rd.INCOMPLETE_MARKER).exists()
 
 
 def test_meta_data_of_the_other_modality_is_one_error(colour_folder, tmp_path, capsys):

@@ -34,6 +34,17 @@ def test_invalid_values_name_the_key_and_value(key, value):
         TrainConfig.from_dict({"data_dir": "d", key: value})
 
 
+@pytest.mark.parametrize("key", ["meta_data", "init", "backbone"])
+def test_an_empty_path_is_refused_not_taken_as_left_out(key):
+    """--meta-data "" (a script's unset variable) meta-trained on the target's own split, --init "" started from
+    scratch and --backbone "" took the default backbone, each without a word; now refused as --output "" is."""
+    for value in ("", "  "):
+        with pytest.raises(UserError, match=f"{key} must be .* or left out .*Received: {key}={value!r}"):
+            TrainConfig.from_dict({"data_dir": "d", "strategy": "protonet", key: value})
+    with pytest.raises(UserError, match=f"{key}=''"):
+        config_from_args(["d", "--strategy", "protonet", f"--{key.replace('_', '-')}", ""])
+
+
 @pytest.mark.parametrize("key,value,strategy", [("unfreeze", "²", "finetune"), ("adapt", "²", "reptile"),
                                                 ("exclude_label_issues", "③", "linear")])
 def test_counts_given_as_text_take_ascii_digits_only(key, value, strategy):

@@ -317,10 +317,10 @@ def test_fomaml_needs_its_own_ways(folders, capsys):
 # ------------------------------------------------------------------------------ errors
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--ways", "5"], "--ways apply to few-shot evaluation only"),
+    (["--ways", "5"], "--ways applies to few-shot evaluation only"),
     (["--seed", "1", "--queries", "2"], "--queries, --seed apply to few-shot evaluation only"),
     (["--episodes", "0"], "Received: --episodes 0"),
-    (["--episodes", "5", "--top-k", "2"], "--top-k do not apply to few-shot evaluation"),
+    (["--episodes", "5", "--top-k", "2"], "--top-k does not apply to few-shot evaluation"),
     (["--episodes", "5", "--ways", "6"], "6-way episode needs 6 classes"),
     (["--episodes", "5", "--shots", "5", "--queries", "2"], "at least 7 (shots=5 + queries=2)"),
     (["--episodes", "5", "--ways", "1"], "Received: ways=1"),

@@ -102,3 +102,28 @@ def test_too_many_episodes_are_refused_with_one_error_line(tmp_path, capsys, epi
         evaluate_episodes(tmp_path / "run", tmp_path / "data", int(episodes))
     assert evaluate.main([str(tmp_path / "run"), str(tmp_path / "data"), "--episodes", str(MAX_EPISODES)]) == 2
     assert "Run directory not found" in capsys.readouterr().err  # the maximum itself passes the check
+
+
+@pytest.mark.parametrize("script", ["evaluate", "predict"])
+@pytest.mark.parametrize("size", ["65537", str(2**31 - 1), str(10**20)])
+def test_a_batch_size_past_the_bound_is_refused_before_any_work(tmp_path, capsys, script, size):
+    """10**20 overflowed TensorFlow's int64 (a traceback), 2**31 - 1 hung prediction: argparse's error, status 2."""
+    import importlib
+
+    from app.config import MAX_BATCH_SIZE
+
+    main = importlib.import_module(script).main
+    with pytest.raises(SystemExit) as exit_info:  # before the run folder is even looked at: it does not exist
+        main([str(tmp_path / "run"), str(tmp_path / "data"), "--batch-size", size])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert f"--batch-size: must be at most {MAX_BATCH_SIZE}" in err and f"Received: {size}" in err
+
+
+def test_train_s_batch_size_is_bounded_the_same():
+    from app.config import MAX_BATCH_SIZE, TrainConfig
+    from app.errors import UserError
+
+    TrainConfig(data_dir="data", batch_size=MAX_BATCH_SIZE).validate()
+    with pytest.raises(UserError, match=f"batch_size must be from 1 to {MAX_BATCH_SIZE}"):
+        TrainConfig(data_dir="data", batch_size=MAX_BATCH_SIZE + 1).validate()

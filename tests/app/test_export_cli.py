@@ -460,6 +460,28 @@ def test_export_failing_its_parity_check_writes_only_the_report(image_run, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["refused"]
 
 
+def test_export_paths_tensorflow_cannot_use_are_refused_before_any_work(image_run, tmp_path, capsys):
+    """Each was a traceback after the artifact had been built (the report folder: after it was in place)."""
+    run, _ = image_run
+    capsys.readouterr()
+    assert export.main([str(run), "--output", str(tmp_path / "caf\udce9")]) == 2  # the byte 0xE9: Latin-1, not UTF-8
+    _assert_one_error(capsys, "is not UTF-8", "caf\\xe9", "convmv")
+    # Its staging folder, scratch folder or failed report (the name plus up to ~32 bytes) would not fit.
+    assert export.main([str(run), "--output", str(tmp_path / "new" / ("a" * 240))]) == 2
+    _assert_one_error(capsys, "folder name is too long", "(240 bytes)", "Choose a name of at most")
+    (tmp_path / "served.parity-failed.json").mkdir()
+    assert export.main([str(run), "--format", "litert", "--output", str(tmp_path / "served")]) == 2
+    _assert_one_error(capsys, "served.parity-failed.json' is a folder", "Move that folder away")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["served.parity-failed.json"]
+
+    # A --batch-size beyond TensorFlow's int64 overflowed its batching after the artifact was built: argparse's
+    # one error line now, as for predict.py and evaluate.py (app/cli.batch_size).
+    with pytest.raises(SystemExit) as exit_info:
+        export.main([str(run), "--format", "litert", "--batch-size", str(10**20), "--output", str(tmp_path / "lite")])
+    assert exit_info.value.code == 2 and "must be at most 65536" in capsys.readouterr().err
+    assert not (tmp_path / "lite").exists()
+
+
 def test_a_damaged_parity_report_does_not_block_evaluating_the_export(image_run, tmp_path, capsys):
     import shutil
 

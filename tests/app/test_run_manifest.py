@@ -91,3 +91,16 @@ def test_the_source_manifest_gives_its_hashes_and_classes(run_with_manifest):
     source = read_source_manifest(run)
     assert source.hashes() == {e.sha256 for e in scan.examples}
     assert set(source.class_splits) == {"ant", "bee"}
+
+
+def test_a_meta_data_run_without_its_meta_manifest_is_damaged(tmp_path):
+    """Its source's files (which meta-trained it) could no longer be left out of what evaluate.py scores: they were
+    scored as new data without a word. A run without --meta-data needs no meta_manifest.json."""
+    rd.write_json(tmp_path / rd.CONFIG_FILE, {"strategy": "protonet", "meta_data": "/data/source"})
+    with pytest.raises(UserError, match=r"meta_manifest.json' is missing, but the run meta-trained on --meta-data "
+                                        r"/data/source.*Train the run again"):
+        read_source_manifest(tmp_path)
+    rd.write_json(tmp_path / rd.CONFIG_FILE, {"strategy": "protonet", "meta_data": None})
+    assert read_source_manifest(tmp_path) is None  # no source: nothing to leave out
+    (tmp_path / rd.CONFIG_FILE).unlink()
+    assert read_source_manifest(tmp_path) is None  # runs written before config.json named it
