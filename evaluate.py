@@ -99,12 +99,9 @@ def _check_mode_flags(args, argv) -> None:
                         f"with --episodes {args.episodes}. Drop them, or drop --episodes.")
     if args.episodes < 1:
         raise UserError(f"--episodes must be at least 1 (600 is the usual protocol). Received: --episodes {args.episodes}")
-    from app.episodic_evaluation import MAX_EPISODES  # why this many: see there
+    from app.episodic_evaluation import check_episode_count
 
-    if args.episodes > MAX_EPISODES:  # a huge count ended in a MemoryError or OverflowError traceback
-        raise UserError(f"--episodes must be at most {MAX_EPISODES} (600 is the usual protocol, 10000 a tight "
-                        f"one; {MAX_EPISODES} take from half an hour to hours). Received: --episodes "
-                        f"{args.episodes}. Pass --episodes {MAX_EPISODES} or fewer.")
+    check_episode_count(args.episodes)
 
 
 def main(argv: list[str] | None = None) -> int:

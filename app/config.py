@@ -473,8 +473,13 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def load_config_file(path: str | Path) -> dict:
-    """The mapping in a YAML or JSON config file; a clear UserError naming the file otherwise."""
+CONFIG_FILE_REMEDY = "Fix the file (or pass the settings as flags) and run again"
+
+
+def load_config_file(path: str | Path, remedy: str | None = None) -> dict:
+    """The mapping in a YAML or JSON config file; a clear UserError naming the file otherwise. `remedy`: what the
+    message of a damaged file (unreadable, or not a mapping) says to do; by default, an unreadable one's says to
+    fix it or pass flags (a resumed run takes no flags: it says what a resume can do)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in CONFIG_SUFFIXES:
@@ -491,12 +496,13 @@ def load_config_file(path: str | Path) -> dict:
                       else yaml.load(stream, Loader=_YamlLoader))
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:  # ValueError: JSONDecodeError too
         raise UserError(f"Config file {str(path)!r} could not be read as {kind}: {_one_line(error)}. "
-                        f"Fix the file (or pass the settings as flags) and run again") from None
+                        f"{remedy or CONFIG_FILE_REMEDY}") from None
     if values is None:  # an empty YAML file (or only comments): nothing to set
         return {}
     if not isinstance(values, dict):
         raise UserError(f"Config file {str(path)!r} must hold a mapping of option names to values "
-                        f"(like `epochs: 5`). Received: {values!r:.100} ({type(values).__name__})")
+                        f"(like `epochs: 5`). Received: {values!r:.100} ({type(values).__name__})"
+                        + (f". {remedy}" if remedy else ""))
     return values
 
 
@@ -660,13 +666,10 @@ def _resume_config(run_dir: str, others: dict) -> TrainConfig:
     if not config_path.is_file():
         raise UserError(f"{run_dir!r} has no config.json, so it is not a metatune run directory (or its training "
                         f"stopped before starting; start a new run). Received: --resume {run_dir}")
-    try:
-        values = load_config_file(config_path)
-    except UserError as error:  # its advice (fix the file, or pass flags) does not fit a resume, which takes no flags
-        message = str(error).split(". Fix the file")[0]
-        raise UserError(f"{message}. The run cannot be resumed without it: restore {str(config_path)!r} from a "
-                        "backup, or start a new run (python train.py DATA_DIR ... --output NEW_DIR). Received: "
-                        f"--resume {run_dir}") from None
+    # The usual advice (fix the file, or pass flags) does not fit a resume, which takes no flags.
+    values = load_config_file(config_path, f"The run cannot be resumed without it: restore {str(config_path)!r} from "
+                              "a backup, or start a new run (python train.py DATA_DIR ... --output NEW_DIR). Received: "
+                              f"--resume {run_dir}")
     return TrainConfig.from_dict(values, {key: _file_label(config_path) for key in values})
 
 

@@ -443,12 +443,20 @@ def _write_episodes_csv(path: Path, sampler: EpisodeSampler, numbers: list[int],
     write_atomically(path, write)
 
 
-def _check_count(flag: str, value, minimum: int, maximum: int | None = None) -> int:
+def _check_count(flag: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise UserError(f"{flag} must be an integer >= {minimum}. Received: {flag} {value!r}")
-    if maximum is not None and value > maximum:
-        raise UserError(f"{flag} must be at most {maximum}. Received: {flag} {value!r}. Pass {maximum} or fewer.")
     return int(value)
+
+
+def check_episode_count(episodes) -> int:
+    """--episodes from 1 to MAX_EPISODES: evaluate.py checks it before reading any run, the API here the same way."""
+    episodes = _check_count("--episodes", episodes, 1)
+    if episodes > MAX_EPISODES:  # a huge count ended in a MemoryError or OverflowError traceback
+        raise UserError(f"--episodes must be at most {MAX_EPISODES} (600 is the usual protocol, 10000 a tight "
+                        f"one; {MAX_EPISODES} take from half an hour to hours). Received: --episodes "
+                        f"{episodes}. Pass --episodes {MAX_EPISODES} or fewer.")
+    return episodes
 
 
 def _default_name(data_dir, suffix: str, ways: int, shots: int) -> str:
@@ -464,7 +472,7 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
     Returns (metrics, output folder). Raises UserError / DataError with a clear
     message for bad counts or a folder with too few classes or examples.
     """
-    episodes = _check_count("--episodes", episodes, 1, MAX_EPISODES)
+    episodes = check_episode_count(episodes)
     batch_size = _check_count("--batch-size", batch_size, 1)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:  # numpy's generators: >= 0
         raise UserError(f"--seed must be a whole number >= 0. Received: --seed {seed!r}")

@@ -108,7 +108,7 @@ def export_run(request: ExportRequest) -> ExportResult:
         dangling = "" if output.exists() else " (a symbolic link to a missing path)"
         raise UserError(f"The output path already exists{dangling}. Received: {given}. Choose a new path with "
                         "--output, or delete the old export first.")
-    check_output_path(output, request.output)
+    _check_export_path(output, request.output)
     examples, files_note = held_out_examples(run)
     representative = representative_paths(run, request.representative_files) if request.quantize == "int8" else []
 
@@ -154,7 +154,7 @@ def _received(output: Path, given: str | None) -> str:
     return f"--output {shown}" if given else f"{shown} (the default place; no --output)"
 
 
-def check_output_path(output: Path, given: str | None) -> None:
+def _check_export_path(output: Path, given: str | None) -> None:
     """Refuse, before any work, an export path that TensorFlow's writers or the export's own files beside it
     cannot use: each was a traceback after the artifact had been built (and, for the report folder, after it had
     been renamed into place)."""

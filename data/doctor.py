@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from data.atomic_write import write_atomically
 from data.cache import cache_dir
-from data.file_kinds import not_regular_reason
+from data.file_kinds import read_regular_bytes
 from data.images import inspect_image_bytes
 from data.text import inspect_text_bytes
 
@@ -42,13 +42,9 @@ class FileCheck:
 
 
 def inspect_file(path: str, modality: str) -> FileCheck:
-    if (reason := not_regular_reason(path)) is not None:  # a FIFO's open() would block forever (data/file_kinds.py)
+    raw, reason = read_regular_bytes(path)  # a FIFO's open() would block forever (data/file_kinds.py)
+    if raw is None:
         return FileCheck(False, "", (), reason)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as error:
-        return FileCheck(False, "", (), f"cannot read file ({error.strerror or error})")
     digest = hashlib.sha256(raw).hexdigest()
     if modality == "image":
         ok, notes, reason = inspect_image_bytes(raw, path)

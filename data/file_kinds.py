@@ -46,3 +46,15 @@ def open_regular(path):
     if (reason := not_regular_reason(path)) is not None:
         raise NotRegularFileError(path, reason)
     return open(path, "rb")
+
+
+def read_regular_bytes(path) -> tuple[bytes | None, str]:
+    """(the bytes of `path`, "") for a regular file; (None, why not) for another kind of file, left unopened, or
+    one that cannot be read."""
+    if (reason := not_regular_reason(path)) is not None:
+        return None, reason
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(), ""
+    except OSError as error:
+        return None, f"cannot read file ({error.strerror or error})"

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from data.file_kinds import not_regular_reason, open_regular
+from data.file_kinds import open_regular, read_regular_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -140,13 +140,9 @@ def inspect_image_bytes(raw: bytes, path: str = "") -> tuple[bool, list[str], st
 
 def check_image(path: str) -> tuple[bool, str]:
     """Fully decode `path`; return (usable, reason why not)."""
-    if (reason := not_regular_reason(path)) is not None:  # a FIFO's open() would block forever (data/file_kinds.py)
+    raw, reason = read_regular_bytes(path)  # a FIFO's open() would block forever (data/file_kinds.py)
+    if raw is None:
         return False, reason
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as error:
-        return False, f"cannot read file ({error.strerror or error})"
     ok, _, reason = inspect_image_bytes(raw, path)
     return ok, reason
 
