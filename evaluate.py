@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.cli import batch_size, positive_int, prepare_environment, run_safely, setup_logging
+from app.cli import batch_size, path_argument, positive_int, prepare_environment, run_safely, setup_logging
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
 
@@ -26,8 +26,8 @@ FEWSHOT_ONLY = {"support_finetune": "--support-finetune"}
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("run_dir", help="Run directory written by train.py.")
-    parser.add_argument("data_dir", help="Data folder with one subfolder per class (or train/val/test splits).")
+    parser.add_argument("run_dir", type=path_argument, help="Run directory written by train.py.")
+    parser.add_argument("data_dir", type=path_argument, help="Data folder with one subfolder per class (or train/val/test splits).")
     parser.add_argument("--name", default=None, help="Name of the eval/<name>/ output folder, replaced if used before (default: "
                         "<folder>-<split>, few-shot: <folder>-<split>-<N>way-<K>shot; -2, -3, ... added when it holds "
                         "the report of another folder).")
@@ -38,15 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--apply-temperature", action="store_true",
                         help="Rescale probabilities with the temperature fitted on validation data at training time.")
     parser.add_argument("--bootstrap", type=positive_int, default=1000, help="Bootstrap resamples for the 95%% intervals.")
-    parser.add_argument("--unknown", default=None, metavar="UNKNOWN_DIR",
+    parser.add_argument("--unknown", type=path_argument, default=None, metavar="UNKNOWN_DIR",
                         help="A folder of files of classes the model does not know: adds `open_set` to metrics.json "
                              "(AUROC, FPR at 95%% TPR and accuracy with rejection of the run's unknown-class score) "
                              "and a score histogram to report.md.")
-    parser.add_argument("--artifact", default=None, metavar="PATH",
+    parser.add_argument("--artifact", type=path_argument, default=None, metavar="PATH",
                         help="Evaluate an export of the run (export.py: a SavedModel folder, a folder holding "
                         "model.tflite, or a .tflite file) instead of model.keras, with the same metrics and reports "
                         "(eval/<folder>-<split>-<savedmodel|litert-...>/).")
-    parser.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR",
+    parser.add_argument("--compare", nargs="+", type=path_argument, default=[], metavar="RUN_DIR",
                         help="More runs to evaluate on the same data; prints one comparison table.")
     fewshot = parser.add_argument_group(
         "few-shot evaluation",

@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from app.cli import batch_size, positive_int, prepare_environment, run_safely, setup_logging
+from app.cli import batch_size, path_argument, positive_int, prepare_environment, run_safely, setup_logging
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
 
@@ -24,10 +24,10 @@ prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN s
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="predict.py", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("run_dir", help="Run directory written by train.py.")
-    parser.add_argument("inputs", nargs="*", help="Files and/or folders (searched recursively): images for an image "
+    parser.add_argument("run_dir", type=path_argument, help="Run directory written by train.py.")
+    parser.add_argument("inputs", nargs="*", type=path_argument, help="Files and/or folders (searched recursively): images for an image "
                         "model, .txt files (one example each) for a text model.")
-    parser.add_argument("--files-from", default=None, metavar="LIST",
+    parser.add_argument("--files-from", type=path_argument, default=None, metavar="LIST",
                         help="Also predict the files and folders LIST names, one per line (- reads standard input: "
                              "find DIR -newer X | predict.py RUN_DIR --files-from -).")
     parser.add_argument("--text", action="append", default=[], metavar="STRING",

@@ -33,9 +33,7 @@ def is_run_dir(value: str | None) -> bool:
     """Whether --backbone names a run directory (finished or not) rather than a backbone name or a Hugging Face folder."""
     if not value:
         return False
-    path = Path(value).expanduser()
-    return path.is_dir() and any((path / name).exists() for name in (rd.INCOMPLETE_MARKER, rd.METADATA_FILE,
-                                                                      rd.MODEL_FILE))
+    return rd.is_run_directory(Path(value).expanduser())
 
 
 def penultimate_extractor(task_model: keras.Model) -> keras.Model:

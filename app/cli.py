@@ -29,6 +29,9 @@ RUNTIME_NOISE = re.compile(r"triggered tf\.function retracing")
 # A full disk, a quota, a read-only filesystem: the user's to fix, reported like any bad input.
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 PERMISSION_ERRORS = {errno.EACCES, errno.EPERM}
+# A path the file system refuses by its form, before looking for it (a name over 255 bytes: a pasted text, a
+# generated name): pathlib's exists() and is_dir() raise it rather than answer False, wherever a path is checked.
+PATH_FORM_ERRORS = {errno.ENAMETOOLONG}
 # The same as TensorFlow reports them from its own writers (TensorBoard event files, SavedModel variables).
 DISK_MESSAGES = re.compile("|".join(re.escape(os.strerror(code)) for code in sorted(DISK_ERRORS)))
 
@@ -61,6 +64,17 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1. Received: {value}")
     return value
+
+
+def path_argument(text: str) -> str:
+    """argparse type for a path: an empty one (`""`, an unset shell variable) named the current folder, so
+    `predict.py RUN_DIR ""` predicted every image under it and `evaluate.py --unknown ""` scored it as unknown."""
+    import argparse
+
+    if not text:
+        raise argparse.ArgumentTypeError("is empty. Received: ''. Pass a path (an unset shell variable gives an "
+                                         "empty one)")
+    return text
 
 
 def batch_size(text: str) -> int:
@@ -202,6 +216,9 @@ def _reported(checked_command: Callable[[], int]) -> int:
                 "command again (an interrupted train.py run: python train.py --resume RUN_DIR).",
                 error.strerror or "Permission denied", error.filename)
             return 2
+        if error.errno in PATH_FORM_ERRORS and error.filename:
+            _path_form_error(error)
+            return 2
         if error.errno not in DISK_ERRORS and not DISK_MESSAGES.search(str(error)):
             raise
         _disk_error(f" {error.filename}" if error.filename else "", error.strerror or str(error))
@@ -220,6 +237,9 @@ def _reported(checked_command: Callable[[], int]) -> int:
         if disk is not None:  # TensorFlow's own writers: the message names no file we can trust, the reason
             logging.getLogger("metatune").debug("TensorFlow's error", exc_info=True)
             _disk_error("", disk.group(0))
+            return 2
+        if _out_of_memory(error):
+            _memory_error(error)
             return 2
         detail = unreadable_input(error)
         if detail is None:
@@ -253,6 +273,44 @@ def _stdout_closed() -> bool:
         os.dup2(devnull, descriptor)
         os.close(devnull)
     return closed
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Python's MemoryError, or TensorFlow's ResourceExhaustedError (its allocator's "OOM when allocating
+    tensor"), looked up only when TensorFlow is loaded: `--help` and the argument checks never import it."""
+    if isinstance(error, MemoryError):
+        return True
+    tensorflow = sys.modules.get("tensorflow")
+    errors = getattr(tensorflow, "errors", None)
+    return errors is not None and isinstance(error, errors.ResourceExhaustedError)
+
+
+def _memory_error(error: BaseException) -> None:
+    """Out of memory anywhere (a huge --hidden-units was a traceback): the sizes behind it are the user's, so
+    say which ones to lower. Meta-training, whose sizes are its own, names them (app/meta_training.py)."""
+    from app.errors import tensorflow_error_summary
+    from app.run_dir import active_run, shell_path
+
+    logging.getLogger("metatune").debug("The out-of-memory error", exc_info=True)
+    run = active_run()
+    where = (f" {shell_path(run)} stays INCOMPLETE: start a new run (--output NEW_DIR) with smaller values, or "
+             f"continue this one (python train.py --resume {shell_path(run)}) once more memory is free."
+             if run is not None else " Run the command again with smaller values or with more memory free.")
+    logging.getLogger("metatune").error(
+        "Out of memory (%s): what this command was asked to hold does not fit in this machine's memory. Lower the "
+        "sizes it was given (--batch-size, --image-size, --hidden-units, --embedding-units, ...).%s",
+        tensorflow_error_summary(error), where)
+
+
+def _path_form_error(error: OSError) -> None:
+    """One line for a path the file system cannot take (PATH_FORM_ERRORS), shortened: it may be a whole text."""
+    from data.scan import shortened
+
+    shown = repr(shortened(os.fsdecode(error.filename)))
+    logging.getLogger("metatune").error(
+        "%s: %s. Received a path the file system cannot take (at most 255 bytes per name, 4096 per path); pass a "
+        "shorter one (rename the file or folder), then run the same command again.",
+        error.strerror or "File name too long", shown)
 
 
 def _disk_error(where: str, reason: str) -> None:

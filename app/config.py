@@ -6,6 +6,7 @@ Precedence: TrainConfig defaults < the --config file < the flags the user actual
 from __future__ import annotations
 
 import argparse
+import codecs
 import dataclasses
 import difflib
 import json
@@ -20,7 +21,7 @@ import yaml
 
 from app.distribution import DISTRIBUTE_CHOICES
 from app.errors import UserError
-from app.run_dir import CONFIG_FILE, INCOMPLETE_MARKER, METADATA_FILE, MODEL_FILE
+from app.run_dir import CONFIG_FILE, is_run_directory
 
 TRANSFER_STRATEGIES = ("linear", "finetune")
 META_STRATEGIES = ("protonet", "reptile", "fomaml", "maml")
@@ -382,6 +383,11 @@ def _invalid(key: str, where: Mapping[str, str]) -> str:
     return f"Invalid configuration in {source}" if source else "Invalid configuration"
 
 
+# train.py's flags that choose what it does (_add_mode_arguments): a config file, or config.json, cannot hold them.
+_MODE_KEYS = {"config": "--config FILE", "resume": "train.py --resume RUN_DIR", "check": "train.py DATA_DIR --check",
+              "label_issues": "--check --label-issues", "list_backbones": "--list-backbones"}
+
+
 def _reject_unknown_keys(values: Mapping, where: Mapping[str, str]) -> None:
     unknown = [key for key in values if key not in _FIELDS]
     if not unknown:
@@ -389,7 +395,10 @@ def _reject_unknown_keys(values: Mapping, where: Mapping[str, str]) -> None:
     named = []
     for key in unknown:
         close = difflib.get_close_matches(str(key), list(_FIELDS), n=1)
-        named.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+        if key in _MODE_KEYS:  # `resume: RUN_DIR` was asked "did you mean 'resize'?"
+            named.append(f"{key!r} (a command-line flag, {_MODE_KEYS[key]}, not a setting of a run)")
+        else:
+            named.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
     sources = sorted({where[key] for key in unknown if key in where})
     place = f" in {', '.join(sources)}" if sources else ""
     raise UserError(f"Unknown configuration key{'s' if len(unknown) > 1 else ''}{place}: {', '.join(named)}. "
@@ -456,7 +465,31 @@ def _json_object_without_duplicates(pairs: list) -> dict:
     return dict(pairs)
 
 
+# YAML 1.1 numbers that do not mean what they look like: `seed: 010` is the octal 8, `epochs: 1:30` the base-60 90.
+_LEADING_ZERO = re.compile(r"^[-+]?0[0-9_]+$")
+
+
+def _number_as_written(loader: _YamlLoader, node: yaml.ScalarNode):
+    """An int or float scalar, refused where YAML 1.1 reads it other than as written (a leading 0: octal; a `:`:
+    base 60), with its line and column: `seed: 010` silently seeded 8, which no one writing it means."""
+    construct = loader.construct_yaml_int if node.tag.endswith(":int") else loader.construct_yaml_float
+    text = loader.construct_scalar(node)
+    if _LEADING_ZERO.match(text):
+        sign, digits = ("-" if text.startswith("-") else ""), text.lstrip("+-").replace("_", "").lstrip("0") or "0"
+        advice = f"write {sign}{digits} for the number as written"
+        base = "an octal number"
+    elif ":" in text:
+        advice, base = "write the number itself", "a base-60 number"
+    else:
+        return construct(node)
+    raise yaml.constructor.ConstructorError(
+        None, None, f"found {text}, which YAML 1.1 reads as {base} ({construct(node)}); {advice}, or quote it if it "
+        "is text", node.start_mark)
+
+
 _YamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+_YamlLoader.add_constructor("tag:yaml.org,2002:int", _number_as_written)
+_YamlLoader.add_constructor("tag:yaml.org,2002:float", _number_as_written)
 _YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
@@ -489,12 +522,17 @@ def load_config_file(path: str | Path, remedy: str | None = None) -> dict:
         what = "is a folder, not a file" if path.is_dir() else "is not a regular file" if path.exists() else "not found"
         raise UserError(f"Config file {what}: {str(path)!r}. Pass the path of a YAML or JSON file (--config FILE).")
     kind = "JSON" if suffix == ".json" else "YAML"
+    _refuse_oversized(path, remedy)
     try:
         # utf-8-sig: a byte-order mark (Windows editors write one) is skipped. A stream: YAML errors show the line.
         with path.open(encoding="utf-8-sig") as stream:
             values = (json.load(stream, object_pairs_hook=_json_object_without_duplicates) if kind == "JSON"
                       else yaml.load(stream, Loader=_YamlLoader))
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:  # ValueError: JSONDecodeError too
+    except UnicodeDecodeError:  # codec jargon ("can't decode byte 0xff in position 0") did not say what to do
+        raise UserError(f"Config file {str(path)!r} is not UTF-8 text: {_first_non_utf8(path)}. Save it as UTF-8 "
+                        f"(in an editor: Save As, encoding UTF-8) and run again{'. ' + remedy if remedy else ''}"
+                        ) from None
+    except (OSError, ValueError, yaml.YAMLError) as error:  # ValueError: JSONDecodeError too
         raise UserError(f"Config file {str(path)!r} could not be read as {kind}: {_one_line(error)}. "
                         f"{remedy or CONFIG_FILE_REMEDY}") from None
     if values is None:  # an empty YAML file (or only comments): nothing to set
@@ -504,6 +542,43 @@ def load_config_file(path: str | Path, remedy: str | None = None) -> dict:
                         f"(like `epochs: 5`). Received: {values!r:.100} ({type(values).__name__})"
                         + (f". {remedy}" if remedy else ""))
     return values
+
+
+# A configuration is a few kilobytes (a run's config.json: about 2). PyYAML parses about 1 MB a second, so a data
+# file passed by mistake (`--config data.yaml`, hundreds of MB) held the command for minutes before any message.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def _refuse_oversized(path: Path, remedy: str | None) -> None:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # the read that follows reports it
+    if size > MAX_CONFIG_BYTES:
+        raise UserError(f"Config file {str(path)!r} is {size / 2**20:.1f} MiB; a configuration holds a few settings "
+                        f"(at most {MAX_CONFIG_BYTES // 2**20} MiB is read). Received: --config {path}. Pass the "
+                        f"YAML or JSON file of options (keys as in a run's config.json), not a data file"
+                        f"{'. ' + remedy if remedy else ''}")
+
+
+def _first_non_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8, and what it probably is, for the message that says to save it as UTF-8 (the
+    decoder's own position counts from the chunk a stream read, not from the file's start)."""
+    try:
+        raw = path.read_bytes()  # at most MAX_CONFIG_BYTES
+    except OSError as error:
+        return f"it could not be read again ({error.strerror or error})"
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        raw[skip:].decode("utf-8")
+        return "it changed while being read"
+    except UnicodeDecodeError as error:
+        start = skip + error.start
+    line = raw[:start].count(b"\n") + 1
+    where = f"byte {raw[start]:#04x} on line {line}"
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return f"{where}; it is UTF-16, by its byte-order mark (Windows Notepad's 'Unicode')"
+    return f"{where}; perhaps a legacy encoding such as Latin-1 or Windows-1252"
 
 
 def _file_label(path: str | Path) -> str:
@@ -567,9 +642,23 @@ def build_parser(explicit_only: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
+class _OneConfigFile(argparse.Action):
+    """--config given twice (a recipe and a file of one's own) read the last file only: the first one's settings
+    were dropped without a word. One file is read, so a second is a usage error; so is an empty one."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if not values:  # '' (an unset shell variable) read no file and said nothing
+            raise argparse.ArgumentError(self, "is empty. Received: ''. Pass a YAML or JSON file")
+        earlier = getattr(namespace, self.dest, None)
+        if earlier is not None:
+            raise argparse.ArgumentError(self, f"given twice ({earlier!r}, then {values!r}); one file is read, not "
+                                               "merged: put the settings in one file, or pass the others as flags")
+        setattr(namespace, self.dest, values)
+
+
 def _add_mode_arguments(parser, default) -> None:
     """Flags that choose what train.py does; they are not part of a run's configuration."""
-    parser.add_argument("--config", metavar="FILE", default=default(None),
+    parser.add_argument("--config", metavar="FILE", default=default(None), action=_OneConfigFile,
                         help="YAML (.yaml, .yml) or JSON (.json) file of options, keys as in a run's config.json "
                              "(so `--config RUN_DIR/config.json --output NEW_DIR` repeats a run). Flags given on "
                              "the command line override it.")
@@ -631,20 +720,21 @@ def _merged_config(config_file: str | None, flags: dict) -> TrainConfig:
     return TrainConfig.from_dict(values, where)
 
 
-# What marks a folder given by a plain word (no "/") as a run directory rather than a backbone name
-# (app/backbone_reuse.is_run_dir, which resolve_backbone checks before the backbone registry).
-_RUN_MARKERS = (INCOMPLETE_MARKER, METADATA_FILE, MODEL_FILE)
-
-
 def _names_a_path(value: str, key: str) -> bool:
     path = Path(value).expanduser()
-    if not value or not path.exists():
+    try:
+        exists = bool(value) and path.exists()
+    except OSError:  # a name too long to be a path (ENAMETOOLONG): a name, for the error that names it
+        return False
+    if not exists:
         return False  # a name, or a path that does not exist: kept as typed for the error that names it
     if key == "weights" and value in ("imagenet", "none", "pretrained"):
         return False
     if key in ("init", "weights") or "/" in value or value.startswith(("~", ".")):
         return True
-    return path.is_dir() and any((path / marker).exists() for marker in _RUN_MARKERS)
+    # A plain word (no "/") names a run directory rather than a backbone only when it is one (as
+    # app/backbone_reuse.is_run_dir, which resolve_backbone checks before the backbone registry).
+    return is_run_directory(path)
 
 
 def _resume_config(run_dir: str, others: dict) -> TrainConfig:

@@ -23,10 +23,10 @@ def requested_cpu_devices(value: str | None) -> int:
     """The device count METATUNE_CPU_DEVICES asks for (1 when unset or empty); ValueError with the message to show."""
     if value is None or not value.strip():
         return 1
-    try:
-        count = int(value.strip())
-    except ValueError:
-        count = 0
+    text = value.strip()
+    # Digits only: int() also reads "2_0" as 20 and "\u0662" (an Arabic-Indic 2) as 2, so a typo silently split the CPU
+    # into 20 devices.
+    count = int(text) if text.isascii() and text.isdigit() else 0
     if not 1 <= count <= MAX_CPU_DEVICES:
         raise ValueError(f"{ENV_VAR} must be a whole number of logical CPU devices from 1 to {MAX_CPU_DEVICES}. "
                          f"Received: {ENV_VAR}={value!r}. Unset it to run on the CPU as one device.")

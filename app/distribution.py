@@ -113,7 +113,8 @@ def parse_tf_config(text: str | None, resume_dir: str | None = None) -> ClusterT
     for job in ("worker", "chief"):
         addresses = cluster.get(job, [])
         if not isinstance(addresses, list) or not all(_is_address(a) for a in addresses):
-            raise bad(f'"cluster"."{job}" must be a list of "host:port" strings (a port from 1 to 65535)')
+            raise bad(f'"cluster"."{job}" must be a list of "host:port" strings (a port from 1 to 65535, no blanks '
+                      'or scheme such as grpc://)')
     if len(cluster.get("chief", [])) > 1:
         raise bad(f'"cluster"."chief" lists {len(cluster["chief"])} addresses; there can be at most one chief')
     workers = cluster["worker"]
@@ -136,9 +137,12 @@ def _is_address(address) -> bool:
     if not isinstance(address, str):
         return False
     host, _, port = address.rpartition(":")
+    # No blank and no scheme: " 127.0.0.1:2222" or "grpc://host:2222" passed, and the worker then waited silently
+    # forever for a peer at an address that cannot be reached (the server listens on the port alone).
+    plain_host = bool(host) and "/" not in host and not any(c.isspace() for c in address)
     # isascii: str.isdigit() also takes '²', which int() refuses with a traceback (as app/config.is_count, which this
     # module cannot import: app/config imports it).
-    return bool(host) and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
+    return plain_host and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
 
 
 def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | None = None,
@@ -189,6 +193,15 @@ def multi_worker_strategy(cluster: ClusterTask):
     except (ImportError, AttributeError, TypeError) as error:
         logger.warning("Could not set the workers' heartbeat timeout (%s); TensorFlow's default applies: a worker "
                        "starved of CPU for seconds may be taken for dead.", error)
+    # Said before the wait, which is silent, deaf to Ctrl-C and SIGTERM (TensorFlow holds Python's lock while it
+    # waits, so no signal handler or watcher thread can run) and has no limit metatune can set (it outlasted 7
+    # minutes; the coordination service's cluster_register_timeout_in_ms of 5 s did not end it within 150 s): a
+    # worker whose peer was never started, or whose TF_CONFIG names an address that is not its peer's, showed
+    # nothing at all.
+    logger.info("--distribute multi-worker: waiting for every task of TF_CONFIG (%s) to start and answer. If this "
+                "is the last line for minutes, a task was not started or its address is wrong (not its machine, "
+                "not resolvable, blocked): stop this worker with kill -9 %d (Ctrl-C cannot interrupt the wait) and "
+                "start every worker with a corrected TF_CONFIG.", ", ".join(cluster.workers), os.getpid())
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     except tf.errors.OpError as error:  # the server cannot listen: the port is taken, the host is not this machine
@@ -256,6 +269,7 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
         if training_strategy and (reason := unsupported_reason(mode, training_strategy)):
             raise UserError(reason)
         strategy = multi_worker_strategy(cluster)
+        _warn_unused_cpu_split(environ, strategy.num_replicas_in_sync, len(cluster.workers))
         return _distributed(Distribution(strategy, DistributeInfo(mode, strategy.num_replicas_in_sync,
                                                                   len(cluster.workers)), cluster.is_chief),
                             batch_size, meta_batch_size, resume_dir)
@@ -278,6 +292,21 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
     strategy = _mirrored_strategy(tuple(devices))
     return _distributed(Distribution(strategy, DistributeInfo(mode, strategy.num_replicas_in_sync, 1)), batch_size,
                         meta_batch_size, resume_dir)
+
+
+def _warn_unused_cpu_split(environ, replicas: int, workers: int) -> None:
+    """Why: METATUNE_CPU_DEVICES=2 under multi-worker trained on 1 replica per worker without a word (the strategy
+    takes one device per worker on the CPU), though the user asked for 2."""
+    from app.cpu_devices import ENV_VAR, requested_cpu_devices
+
+    try:
+        requested = requested_cpu_devices(environ.get(ENV_VAR))
+    except ValueError:  # reported by app/cli.prepare_environment
+        return
+    if requested > 1 and replicas == workers:
+        logger.warning("%s=%d has no effect under --distribute multi-worker: each worker trains on one CPU device, "
+                       "so this job has %d replica(s). Unset it on every worker, or use --distribute mirrored to "
+                       "try %d replicas on this machine.", ENV_VAR, requested, replicas, requested)
 
 
 def _distributed(distribution: Distribution, batch_size: int, meta_batch_size: int | None,

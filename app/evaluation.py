@@ -171,7 +171,9 @@ def _files_of(modality: str) -> str:
 
 
 def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, any_classes: bool) -> EvaluationSet:
-    scan = scan_folder(data_dir)
+    # The run's kind: a folder that also holds files of the other kind is evaluated on the run's (an image run on
+    # 12 .txt and 6 .png files warned that each PNG was "not a text file", then refused the folder as text).
+    scan = scan_folder(data_dir, modality=run.modality)
     if scan.modality != run.modality:
         raise UserError(f"The run expects {run.modality} data but {str(data_dir)!r} holds {scan.modality} files. "
                         f"Evaluate it on a folder of {run.modality} files ({_files_of(run.modality)}) in class "

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from app import fonts
 from app.errors import UserError
+from app.run_dir import is_run_directory
 from app.escaping import markdown_code, markdown_text, safe_file_stem, visible
 from data.atomic_write import write_atomically, write_bytes_atomically
 from data.images import load_image
@@ -69,9 +70,15 @@ def explain_folder(out_dir: str | Path) -> Path:
     traceback from mkdir or from the first overlay written after every file was predicted."""
     import tempfile
 
+    if not str(out_dir).strip():  # '' wrote the overlays into the current folder, whatever it held
+        raise UserError("--explain needs a folder to write explanations into. Received: --explain '' (empty). "
+                        "Pass a folder, e.g. --explain explanations/")
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"--explain needs a folder to write explanations into. Received: --explain {out_dir} (a file)")
+    if is_run_directory(out):  # train.py's folder, which evaluate.py writes under eval/ only: not mixed with overlays
+        raise UserError(f"--explain {out_dir} is a run directory; explanations are not written among a run's files. "
+                        f"Pass a folder of their own, e.g. --explain {str(out / 'explanations')!r}")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):  # a read-only folder refuses this

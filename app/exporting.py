@@ -2,14 +2,14 @@
 parity with model.keras on the run's held-out files, write parity.json, rename into place.
 
 Nothing is presented as done before its parity check passed: the artifact is built in a
-hidden sibling folder (`.<name>.tmp-<pid>`) and renamed to the requested path only after
+hidden sibling folder (`.tmp-<pid>-<name>`, the temporary names every run file uses:
+data/atomic_write.py) and renamed to the requested path only after
 parity.json says it passed; a failed check removes it and raises with the numbers.
 """
 
 from __future__ import annotations
 
 import errno
-import glob
 import json
 import logging
 import os
@@ -29,7 +29,7 @@ from app.escaping import visible
 from app.evaluation import LoadedRun, load_run
 from app.parity import ParityReport, compare, compare_unknown
 from app.run_manifest import read_manifest
-from data.atomic_write import process_alive, temporary_name
+from data.atomic_write import dead_temporaries, temporary_name
 from data.doctor import inspect_file
 from data.images import load_image
 from data.records import Example
@@ -46,7 +46,7 @@ MIN_REPRESENTATIVE_FILES = 20
 # Measured on the bundled sample (EfficientNet-Lite0): 200 calibration files lost 2.5 accuracy
 # points, all 240 training files 2.0; TensorFlow's guide suggests a few hundred.
 DEFAULT_REPRESENTATIVE_FILES = 500
-# The scratch folders beside the staging folder: `.<name>.tmp-<pid>-scratch-` and tempfile's 8 random characters.
+# The scratch folders beside the staging folder: `.tmp-<pid>-<name>-scratch-` and tempfile's 8 random characters.
 SCRATCH_SUFFIX = "-scratch-"
 TEMPFILE_RANDOM_CHARACTERS = 8
 
@@ -196,7 +196,7 @@ def _name_max(folder: Path) -> int:
 
 
 def _staging_path(output: Path) -> Path:
-    return output.parent / f".{output.name}.tmp-{os.getpid()}"
+    return temporary_name(output)
 
 
 def _make_staging(output: Path, given: str | None) -> Path:
@@ -217,14 +217,17 @@ def _make_staging(output: Path, given: str | None) -> Path:
 
 
 def remove_stale_staging(output: Path) -> None:
-    """Remove what exports killed before they finished left beside `output`: their staging folders and scratch
-    (`.NAME.tmp-PID...`), where process PID no longer runs. A live one (another export now) is left alone.
-    PIDs are this machine's: exports from other machines into one shared folder are not told apart."""
-    for leftover in output.parent.glob(f"{glob.escape('.' + output.name)}.tmp-*"):
-        pid = leftover.name.removeprefix(f".{output.name}.tmp-").split("-")[0]
-        if pid.isdigit() and not process_alive(int(pid)):
+    """Remove what exports to `output` killed before they finished left beside it: their staging folders, scratch
+    folders and half-written parity reports (`.tmp-PID-NAME...`), where process PID no longer runs
+    (data.atomic_write.dead_temporaries). A live one (another export now) is left alone."""
+    ours = (output.name, failed_report_path(output).name)
+    for (name, _), leftover in dead_temporaries(output.parent).items():
+        if name in ours or name.startswith(output.name + SCRATCH_SUFFIX):
             logger.info("Removing %s, left by an export that did not finish", leftover)
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 def failed_report_path(output: Path) -> Path:

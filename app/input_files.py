@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from pathlib import Path
 
 from data.doctor import check_files
 from data.records import Example, SkippedFile
-from data.scan import shown_path, skipped_by_name, visible_files
+from data.scan import shortened, shown_path, skipped_by_name, visible_files, warn_skipped
 
 logger = logging.getLogger(__name__)
-# Skipped files named one warning each, up to this many; the rest are counted in one more line (a folder of
-# the wrong kind of files gave one warning per file before the error). predict.py --json lists them all.
-MAX_SKIP_WARNINGS = 10
 
 
 def _once_each(paths: list[Path]) -> list[Path]:
@@ -59,12 +55,16 @@ def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], li
     skipped: list[SkippedFile] = []
     for target in targets:
         path = Path(target).expanduser()
-        if path.is_dir():
-            candidates += visible_files(path)  # follows symlinked folders, as train.py does
-        elif path.exists():  # a file; a FIFO, socket or device too: the data doctor skips that one unopened
-            candidates.append(path)
-        else:
-            skipped.append(SkippedFile(shown_path(path), "no such file or folder"))
+        try:
+            if path.is_dir():
+                candidates += visible_files(path)  # follows symlinked folders, as train.py does
+            elif path.exists():  # a file; a FIFO, socket or device too: the data doctor skips that one unopened
+                candidates.append(path)
+            else:
+                skipped.append(SkippedFile(shown_path(path), "no such file or folder"))
+        except OSError as error:  # a name over 255 bytes (a line of text in a --files-from list): one input skipped
+            reason = f"cannot be looked up ({error.strerror or error})"
+            skipped.append(SkippedFile(shortened(shown_path(path)), reason))
     named: list[Path] = []
     for path in _once_each(candidates):
         if (skip := skipped_by_name(path, modality)) is not None:
@@ -80,12 +80,5 @@ def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], li
             usable.append(Example(str(path), -1, None, check.sha256, check.encoding))
         else:
             skipped.append(SkippedFile(str(path), check.reason))
-    for item in skipped[:MAX_SKIP_WARNINGS]:
-        logger.warning("Skipped %s: %s", item.path, item.reason)
-    if len(skipped) > MAX_SKIP_WARNINGS:
-        reasons = Counter(item.reason for item in skipped[MAX_SKIP_WARNINGS:])
-        more = len(skipped) - MAX_SKIP_WARNINGS
-        logger.warning("Skipped %d more file%s: %s", more, "s" if more > 1 else "",
-                       "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
-                       + ("; ..." if len(reasons) > 3 else ""))
+    warn_skipped(skipped)  # predict.py --json lists them all
     return usable, skipped

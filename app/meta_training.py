@@ -25,7 +25,6 @@ import contextlib
 import functools
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from app import run_dir as rd
 from app import tensorboard_logging as tb
 from app.checkpoints import CHECKPOINTS_DIR
 from app.config import META_STRATEGIES, TrainConfig, is_count
-from app.errors import UserError
+from app.errors import UserError, tensorflow_error_summary
 from app.run_integrity import load_model_file
 from app.features import cached_features
 from app.meta_pools import build_meta_pools
@@ -205,11 +204,8 @@ def _sized_to_fit(config: TrainConfig, run_dir: Path):
     try:
         yield
     except tf.errors.ResourceExhaustedError as error:
-        # TensorFlow's message opens with its {{function_node ...}} and ends with device names: keep what it says.
-        said = re.sub(r"\{\{.*?\}\}\s*|\s+on /job:.*|\s*\[Op:.*", "", str(error.message).strip().split("\n")[0])
-        first = said[:160] or "no detail"
         raise UserError(
-            f"Meta-training ran out of memory ({first}): the embedding or the episodes and meta batches are likely "
+            f"Meta-training ran out of memory ({tensorflow_error_summary(error)}): the embedding or the episodes and meta batches are likely "
             f"too large for this machine. Received: --embedding-units {config.embedding_units}, --meta-batch-size "
             f"{config.meta_batch_size}, --ways {config.ways} --shots {config.shots} --queries {config.queries}. "
             f"Use smaller values and a new run directory (--output NEW_DIR); {rd.shell_path(run_dir)} stays "

@@ -15,7 +15,9 @@ from app.open_set import embed_examples, embedding_model, head_weights
 from app.unknown_store import load_detector
 from app.input_files import collect_inputs
 from app.run_metadata import LoadedRun
+from data.images import IMAGE_EXTENSIONS
 from data.records import Example, SkippedFile
+from data.scan import TEXT_EXTENSIONS, with_article
 from data.text import inspect_text_bytes
 
 logger = logging.getLogger(__name__)
@@ -80,6 +82,19 @@ class PredictionJob:
         return [e.path for e in self.examples] + [text_name(t) for t in self.texts]
 
 
+def _no_readable_inputs(modality: str, skipped: list[SkippedFile]) -> str:
+    """The error when nothing given can be predicted: what to pass instead, above all when every input is of the other
+    kind (images given to a text run, or .txt files to an image run), which the line did not say."""
+    extensions = ", ".join(sorted(IMAGE_EXTENSIONS if modality == "image" else TEXT_EXTENSIONS))
+    or_text = ", or --text STRING" if modality == "text" else ""
+    other_kind = f"not {with_article(modality)} file (extension"
+    line = f"No readable {modality} files among the inputs ({len(skipped)} skipped; see the warnings above)"
+    if skipped and all(item.reason.startswith(other_kind) for item in skipped):
+        return (f"{line}: this run is {with_article(modality)} model and every input is another kind of file. Pass "
+                f"{modality} files ({extensions}){or_text}; predict those files with a run trained on their kind.")
+    return f"{line}. Pass {modality} files ({extensions}) that exist and are readable{or_text}."
+
+
 def prepare_prediction(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 32,
                        texts: list[str] | None = None, reject: str = "auto",
                        explain: str | None = None) -> PredictionJob:
@@ -97,7 +112,7 @@ def prepare_prediction(run_dir: str, targets: list[str], top_k: int = 3, batch_s
         raise UserError(f"--text needs a text model; this run is an {run.modality} model. Pass image files instead.")
     examples, skipped = collect_inputs(targets, run.modality)
     if not examples and not texts:
-        raise UserError(f"No readable {run.modality} files among the inputs ({len(skipped)} skipped; see the warnings above).")
+        raise UserError(_no_readable_inputs(run.modality, skipped))
     attributor = None
     if explain is not None:  # before the prediction pass: refused in seconds, and before any line is printed
         explain_folder(explain)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Iterator
 
 from app import run_dir as rd
 from app.errors import UserError
-from data.atomic_write import process_alive, temporary_name
+from data.atomic_write import dead_temporaries, temporary_name
 
 logger = logging.getLogger(__name__)
 
@@ -114,18 +113,10 @@ def _restore_events(events: Path, aside: Path | None) -> None:
                        "%s", events, aside)
 
 
-_LEFTOVER = re.compile(r"\.tmp-(\d+)-(.+)", re.DOTALL)
-
-
 def _dead_leftovers(folder: Path, prefix: str = "") -> dict[tuple[str, int], Path]:
-    """{(NAME, PID): path} of `folder`'s .tmp-PID-<prefix>NAME entries whose process PID no longer runs (PIDs are
-    this machine's: evaluations from other machines into one shared run are not told apart, as for exports)."""
-    found = {}
-    for entry in folder.glob(".tmp-*") if folder.is_dir() and not folder.is_symlink() else ():
-        match = _LEFTOVER.fullmatch(entry.name)
-        if match and match[2].startswith(prefix) and int(match[1]) != os.getpid() and not process_alive(int(match[1])):
-            found[match[2][len(prefix):], int(match[1])] = entry
-    return found
+    """{(NAME, PID): path} of `folder`'s .tmp-PID-<prefix>NAME entries whose process PID no longer runs."""
+    return {(name[len(prefix):], pid): entry for (name, pid), entry in dead_temporaries(folder).items()
+            if name.startswith(prefix)}
 
 
 def _recover_leftovers(eval_root: Path, logs: Path) -> None:

@@ -37,6 +37,11 @@ LOGS_DIR = "logs"
 LOCK_FILE = ".lock"  # app/run_lock.py: held by the process that trains, resumes or finishes the run
 
 
+def is_run_directory(path: Path) -> bool:
+    """Whether `path` is a folder train.py wrote, finished or not (its marker, metadata or model is there)."""
+    return path.is_dir() and any((path / name).exists() for name in (INCOMPLETE_MARKER, METADATA_FILE, MODEL_FILE))
+
+
 def shell_path(path: str | Path) -> str:
     """A path as it must be typed in a shell command the message suggests (quoted when it has spaces etc.)."""
     return shlex.quote(str(path))

@@ -127,7 +127,7 @@ def check_data(config: TrainConfig, scan=None):
     return scan, examples, report
 
 
-def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manifest_hash: str, locks: ExitStack):
+def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manifest: dict, locks: ExitStack):
     """The run directory and the checkpoint to continue from (None: start at the beginning).
     The run directory's lock is taken into `locks` before anything in it is read or written."""
     if resume_dir is None:
@@ -143,14 +143,34 @@ def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manife
     for leftover in rd.remove_leftover_temporaries(run_dir):
         logger.info("Removed %s, a file an interrupted write left", leftover.name)
     saved = run_dir / rd.MANIFEST_FILE
-    if saved.is_file() and _manifest_sha256(rd.read_json(saved, _START_AGAIN)) != manifest_hash:
-        raise UserError(f"The data in {config.data_dir!r} changed since {str(run_dir)!r} started (files added, removed "
-                        "or edited), so its split cannot be continued. Start a new run on the current data.")
+    if saved.is_file():
+        _check_same_split(config, run_dir, rd.read_json(saved, _START_AGAIN), manifest)
     resume = Checkpoints(run_dir).latest()
     if resume is None:
         logger.info("No completed epoch in %s yet: starting its training from the beginning.", run_dir)
     _drop_stale_events(run_dir, resume)
     return run_dir, resume
+
+
+def _check_same_split(config: TrainConfig, run_dir: Path, saved: dict, manifest: dict) -> None:
+    """A resume continues the split the run started with. The data changing and config.json's split settings
+    (seed, val_fraction, test_fraction) edited by hand both change it; the message said "the data changed"
+    for both, sending the user to look for files that were never touched."""
+    if _manifest_sha256(saved) == _manifest_sha256(manifest):
+        return
+
+    def files(of: dict) -> set:
+        return {(f.get("path"), f.get("sha256"), f.get("label")) for f in of.get("files", [])
+                if isinstance(f, dict)}
+
+    if files(saved) == files(manifest):
+        raise UserError(f"The same files of {config.data_dir!r} now split differently from when {str(run_dir)!r} "
+                        "started: its config.json's seed, val_fraction or test_fraction were changed since. Put them "
+                        f"back as they were to continue it (Received: seed {config.seed}, val_fraction "
+                        f"{config.val_fraction}, test_fraction {config.test_fraction}), or start a new run with the "
+                        "new values (--config RUN_DIR/config.json --output NEW_DIR).")
+    raise UserError(f"The data in {config.data_dir!r} changed since {str(run_dir)!r} started (files added, removed "
+                    "or edited), so its split cannot be continued. Start a new run on the current data.")
 
 
 def _drop_stale_events(run_dir: Path, resume: ResumePoint | None) -> None:
@@ -384,7 +404,7 @@ def _open_run_directory(config: TrainConfig, prepared: _Prepared, resume_dir, lo
     scan, backbone = prepared.scan, prepared.backbone
     manifest = build_manifest(scan, prepared.examples, config.seed)
     manifest_hash = _manifest_sha256(manifest)
-    run_dir, resume = _start_or_resume(config, resume_dir, backbone.name, manifest_hash, locks)
+    run_dir, resume = _start_or_resume(config, resume_dir, backbone.name, manifest, locks)
     logger.info("Run directory: %s", run_dir)
     # The run directory as an absolute path, as the data folders are (app/config.py::_merged_config): config.json
     # says where the run is wherever `--config` or `--resume` is typed later.

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -117,6 +118,21 @@ def _remove(path: Path) -> None:
             path.unlink(missing_ok=True)
     except OSError:
         pass  # the error being raised matters more than a leftover temporary file
+
+
+_TEMPORARY = re.compile(r"\.tmp-(\d+)-(.+)", re.DOTALL)
+
+
+def dead_temporaries(folder: Path) -> dict[tuple[str, int], Path]:
+    """{(NAME, PID): path} of `folder`'s `.tmp-PID-NAME` entries (`temporary_name`'s, and the staging folders
+    named the same way) whose process PID no longer runs: what a process killed mid-write (kill -9, a power
+    cut) left. PIDs are this machine's: writers on other machines into one shared folder are not told apart."""
+    found = {}
+    for entry in folder.glob(".tmp-*") if folder.is_dir() and not folder.is_symlink() else ():
+        match = _TEMPORARY.fullmatch(entry.name)
+        if match and int(match[1]) != os.getpid() and not process_alive(int(match[1])):
+            found[match[2], int(match[1])] = entry
+    return found
 
 
 def process_alive(pid: int) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from data.images import IMAGE_EXTENSIONS
 from data.records import ConvertedFile, Example, SkippedFile
 
 logger = logging.getLogger(__name__)
+# Skipped files named one warning each, up to this many; the rest are counted in one more line (a folder holding
+# many files of the other kind gave one warning per file: 300 lines for 300 notes beside 200 images).
+MAX_SKIP_WARNINGS = 10
 
 SPLIT_NAMES = ("train", "val", "test")
 TEXT_EXTENSIONS = frozenset({".txt"})
@@ -91,6 +95,27 @@ def shown_path(path) -> str:
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def warn_skipped(skipped: list[SkippedFile]) -> None:
+    """One warning per skipped file, up to MAX_SKIP_WARNINGS, then one line counting the rest by reason."""
+    for item in skipped[:MAX_SKIP_WARNINGS]:
+        logger.warning("Skipped %s: %s", item.path, item.reason)
+    if len(skipped) > MAX_SKIP_WARNINGS:
+        reasons = Counter(item.reason for item in skipped[MAX_SKIP_WARNINGS:])
+        more = len(skipped) - MAX_SKIP_WARNINGS
+        logger.warning("Skipped %d more file%s: %s", more, "s" if more > 1 else "",
+                       "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
+                       + ("; ..." if len(reasons) > 3 else ""))
+
+
+# How much of a path a message shows when the path is too long to look up: it may be a whole pasted text.
+SHOWN_PATH_CHARS = 80
+
+
+def shortened(name: str) -> str:
+    """`name`, or its first SHOWN_PATH_CHARS characters and its length."""
+    return name if len(name) <= SHOWN_PATH_CHARS else f"{name[:SHOWN_PATH_CHARS]}... ({len(name)} characters)"
+
+
 def with_article(noun: str) -> str:
     """"an image", "a text": for messages that name a modality."""
     return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
@@ -156,11 +181,13 @@ def detect_layout(root: Path) -> str:
     return "flat"
 
 
-def _modality_of(paths: list[Path]) -> str:
+def _modality_of(paths: list[Path], expected: str | None = None) -> str:
     images = sum(p.suffix.lower() in IMAGE_EXTENSIONS for p in paths)
     texts = sum(p.suffix.lower() in TEXT_EXTENSIONS for p in paths)
     if images == 0 and texts == 0:
         return "unknown"
+    if expected is not None and (images if expected == "image" else texts):
+        return expected
     return "image" if images >= texts else "text"
 
 
@@ -184,11 +211,12 @@ def _list_candidates(root: Path, layout: str):
 
 
 def scan_folder(root: str | Path, check_files_content: bool = True, use_cache: bool = True,
-                workers: int | None = None, quiet: bool = False) -> ScanResult:
+                workers: int | None = None, quiet: bool = False, modality: str | None = None) -> ScanResult:
     """Scan `root`; raise DataError with an actionable message when it cannot be used.
 
     `quiet`: no warnings about skipped files or empty class folders (a first look whose full scan follows and
-    reports them)."""
+    reports them). `modality`: the kind of files the caller needs (an evaluated run's): a folder holding any of
+    them is read as that kind, its other files skipped. None: the kind most of its files are (a new run's)."""
     root = Path(root).expanduser()
     if not root.exists():
         raise DataError(f"Data folder does not exist. Received: {str(root)!r}. Pass a folder laid out as DATA_DIR/<class>/<files>.")
@@ -205,7 +233,7 @@ def scan_folder(root: str | Path, check_files_content: bool = True, use_cache: b
             f"No files found in {str(root)!r}. Expected one subfolder per class "
             "(DATA_DIR/<class>/<files>) or DATA_DIR/{train,val,test}/<class>/<files>."
         )
-    modality = _modality_of([p for _, _, p in found])
+    modality = _modality_of([p for _, _, p in found], modality)
     if modality == "unknown":
         raise DataError(
             f"No image or text files in {str(root)!r}. Supported: images "
@@ -248,8 +276,8 @@ def scan_folder(root: str | Path, check_files_content: bool = True, use_cache: b
         for split, c, p, check in kept
         if c in index
     ]
-    for item in [] if quiet else skipped:
-        logger.warning("Skipped %s: %s", item.path, item.reason)
+    if not quiet:
+        warn_skipped(skipped)  # all of them in data_report.json (train.py) and in --check's listing
     if empty_classes and not quiet:
         logger.warning("Class folders with no usable files (ignored): %s", empty_classes)
     if not examples:

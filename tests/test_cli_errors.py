@@ -172,3 +172,23 @@ def test_resuming_a_run_whose_data_folder_moved_says_to_put_it_back(tmp_path, ca
     assert train.main(["--resume", str(run)]) == 2
     assert_clean_error(capsys, f"The data folder this run trained on is gone (or not a folder): {str(moved)!r}",
                        "put the folder back at that path, then resume again")
+
+
+@pytest.mark.parametrize("script, argv, flag", [
+    ("predict", ["RUN", ""], "inputs"),  # predicted every image under the current folder
+    ("predict", ["", "a.png"], "run_dir"),
+    ("predict", ["RUN", "--files-from", ""], "--files-from"),
+    ("evaluate", ["RUN", "DATA", "--unknown", ""], "--unknown"),  # scored the current folder as unknown
+    ("evaluate", ["RUN", ""], "data_dir"),
+    ("evaluate", ["RUN", "DATA", "--compare", "OTHER", ""], "--compare"),
+    ("evaluate", ["RUN", "DATA", "--artifact", ""], "--artifact"),
+    ("export", [""], "run_dir"),
+])
+def test_an_empty_path_argument_is_a_usage_error_not_the_current_folder(script, argv, flag, capsys):
+    import export
+
+    module = {"predict": predict, "evaluate": evaluate, "export": export}[script]
+    with pytest.raises(SystemExit) as exit_:
+        module.build_parser().parse_args(argv)
+    assert exit_.value.code == 2
+    assert f"argument {flag}: is empty. Received: ''. Pass a path" in capsys.readouterr().err

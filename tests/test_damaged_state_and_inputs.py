@@ -405,9 +405,47 @@ def test_tensorflow_writers_on_a_full_disk_are_one_error_line_not_a_traceback(ca
     assert "Could not write: No space left on device. Nothing half-written was left" in error
 
     def a_bug() -> int:
-        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
-    with pytest.raises(tf.errors.ResourceExhaustedError):  # other TensorFlow errors keep their traceback
+        raise tf.errors.InternalError(None, None, "something inside TensorFlow")
+    with pytest.raises(tf.errors.InternalError):  # other TensorFlow errors keep their traceback
         run_safely(a_bug)
+
+
+@pytest.mark.parametrize("kind", ["tensorflow", "python"])
+def test_out_of_memory_anywhere_is_one_error_line_naming_the_sizes_and_the_run(tmp_path, capsys, kind):
+    """train.py --hidden-units 1000000000 was TensorFlow's ResourceExhaustedError traceback (a 1280 x 10^9
+    kernel), after the run directory was made: the sizes are the user's, so the message names them, and the
+    run left INCOMPLETE, with both ways on."""
+    import tensorflow as tf
+
+    from app.cli import run_safely, setup_logging
+    from app.run_dir import set_active_run
+
+    setup_logging()
+    run = tmp_path / "run"
+
+    def too_large() -> int:
+        set_active_run(run)
+        if kind == "python":
+            raise MemoryError()
+        raise tf.errors.ResourceExhaustedError(
+            None, None, "{{function_node __wrapped__StatelessTruncatedNormalV2_device_/job:localhost/replica:0/"
+            "task:0/device:CPU:0}} OOM when allocating tensor with shape[1280,1000000000] and type float on "
+            "/job:localhost/replica:0/task:0/device:CPU:0 by allocator mklcpu [Op:StatelessTruncatedNormalV2]")
+
+    assert run_safely(too_large) == 2
+    error = _one_error(capsys)
+    said = "OOM when allocating tensor with shape[1280,1000000000] and type float" if kind == "tensorflow" else ""
+    assert f"Out of memory ({said or 'no detail'}):" in error
+    assert "--batch-size" in error and "--hidden-units" in error
+    assert f"{run} stays INCOMPLETE" in error and f"--resume {run}" in error and "--output NEW_DIR" in error
+    assert "function_node" not in error and "/job:" not in error
+
+    def predicting() -> int:  # no run of its own (predict.py, evaluate.py): no --resume advice
+        raise MemoryError()
+
+    assert run_safely(predicting) == 2
+    error = _one_error(capsys)
+    assert "Run the command again with smaller values" in error and "--resume" not in error
 
 
 def test_check_on_a_folder_that_cannot_train_still_prints_what_the_doctor_found(tmp_path, capsys):

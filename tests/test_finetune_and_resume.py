@@ -221,6 +221,13 @@ def test_resume_refuses_a_finished_run_and_changed_data(colour_folder, tmp_path,
     assert train.main(["--resume", str(run)]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     (run / rd.INCOMPLETE_MARKER).write_text("pretend it crashed")
+    config = rd.read_json(run / rd.CONFIG_FILE)
+    rd.write_json(run / rd.CONFIG_FILE, config | {"seed": config["seed"] + 1})  # edited by hand: another split
+    assert train.main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "The same files" in err and "seed, val_fraction or test_fraction were changed" in err
+    assert f"seed {config['seed'] + 1}" in err and "files added" not in err
+    rd.write_json(run / rd.CONFIG_FILE, config)
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(colour_folder / "red" / "new.png")
     assert train.main(["--resume", str(run)]) == 2
     assert "changed since" in capsys.readouterr().err

@@ -74,3 +74,20 @@ def test_an_explain_folder_that_refuses_writes_is_a_clear_error(tmp_path, monkey
     monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
     with pytest.raises(UserError, match="--explain cannot write into .*Permission denied"):
         explain_folder(tmp_path / "out")
+
+
+def test_an_empty_explain_folder_or_a_run_directory_is_refused(tmp_path):
+    """--explain '' wrote the overlays into the current folder; --explain RUN_DIR among the run's own files."""
+    from app import run_dir as rd
+    from app.errors import UserError
+    from app.explanations import explain_folder
+
+    with pytest.raises(UserError, match=r"Received: --explain '' \(empty\)"):
+        explain_folder("")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / rd.METADATA_FILE).write_text("{}")
+    with pytest.raises(UserError, match="is a run directory.*--explain '.*/run/explanations'"):
+        explain_folder(run)
+    assert explain_folder(run / "explanations").is_dir()  # a folder of their own inside it is fine
+    assert sorted(p.name for p in run.iterdir()) == ["explanations", rd.METADATA_FILE]

@@ -389,14 +389,20 @@ def test_leftovers_of_killed_exports_go_and_a_concurrent_export_is_one_error(ima
     import app.exporting as exporting
 
     run, _ = image_run
-    dead = tmp_path / f".served.tmp-{_exited_pid()}"  # an export killed before it finished
+    dead = tmp_path / f".tmp-{_exited_pid()}-served"  # an export killed before it finished
     (dead / "variables").mkdir(parents=True)
-    scratch = tmp_path / f".served.tmp-{_exited_pid()}-scratch-abc"
+    scratch = tmp_path / f".tmp-{_exited_pid()}-served-scratch-abc"
     scratch.mkdir()
-    alive = tmp_path / f".served.tmp-{os.getppid()}"  # an export still running
+    report = tmp_path / f".tmp-{_exited_pid()}-served.parity-failed.json"  # killed while writing its report
+    report.write_text('{"passed": fal')
+    alive = tmp_path / f".tmp-{os.getppid()}-served"  # an export still running
     alive.mkdir()
+    others = [tmp_path / f".tmp-{_exited_pid()}-served2", tmp_path / f".tmp-{_exited_pid()}-model.keras"]
+    for other in others:  # another export's, another writer's: not this export's to tidy
+        other.write_text("")
     exporting.remove_stale_staging(tmp_path / "served")
-    assert not dead.exists() and not scratch.exists() and alive.exists()
+    assert not dead.exists() and not scratch.exists() and not report.exists() and alive.exists()
+    assert all(other.exists() for other in others)
 
     # Another export finishing into the same --output while this one runs: one ERROR line, the other kept.
     output = tmp_path / "raced"

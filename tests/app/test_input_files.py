@@ -2,7 +2,8 @@ import logging
 import os
 from pathlib import Path
 
-from app.input_files import MAX_SKIP_WARNINGS, collect_inputs
+from app.input_files import collect_inputs
+from data.scan import MAX_SKIP_WARNINGS
 
 
 class _Records(logging.Handler):
@@ -19,7 +20,7 @@ def test_many_skipped_files_are_named_up_to_a_limit_then_counted(tmp_path):
         (tmp_path / f"{i:02d}.txt").write_text("not an image")
     (tmp_path / "notes.md").write_text("x")
     handler = _Records()
-    logger = logging.getLogger("app.input_files")
+    logger = logging.getLogger("data.scan")  # warn_skipped: the scan and the inputs warn alike
     logger.addHandler(handler)
     try:
         usable, skipped = collect_inputs([str(tmp_path), str(tmp_path / "gone.png")], "image")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from data.errors import DataError
 from data.images import check_image, load_image, to_rgb
-from data.scan import require_trainable, scan_folder
+from data.scan import MAX_SKIP_WARNINGS, require_trainable, scan_folder
 
 
 def _example_paths(result):
@@ -223,6 +223,49 @@ def test_text_file_among_images_is_skipped_with_reason(tmp_path, make_image):
     assert len(result.examples) == 6
     assert not any(e.path.endswith((".txt", ".csv")) for e in result.examples)
     assert result.summary()["skipped"] == [{"path": s.path, "reason": s.reason} for s in result.skipped]
+
+
+def test_a_mixed_folder_reads_as_the_kind_the_caller_needs(tmp_path, make_image, caplog):
+    """evaluate.py read a folder of more texts than images as text for an image run: every image was skipped as
+    "not a text file", then the folder refused as "holds text files"."""
+    for name in ("cat", "dog"):
+        for i in range(3):
+            (tmp_path / name / f"{i}.txt").parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / f"{i}.txt").write_text(f"a note about the {name} number {i}")
+        for i in range(2):
+            make_image(tmp_path / name / f"{i}.png")
+
+    assert scan_folder(tmp_path).modality == "text"  # a new run: the kind most files are
+    caplog.clear()
+    result = scan_folder(tmp_path, modality="image")
+    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Skipped")]
+    assert len(warned) == 6  # up to MAX_SKIP_WARNINGS (10) named, one each
+    assert result.modality == "image"
+    assert _example_paths(result) == ["cat/0.png", "cat/1.png", "dog/0.png", "dog/1.png"]
+    assert set(_skipped(result)) == {f"{name}/{i}.txt" for name in ("cat", "dog") for i in range(3)}
+    assert scan_folder(tmp_path, modality="text").modality == "text"
+
+    for png in tmp_path.rglob("*.png"):  # none of the needed kind: the folder's own, for the caller to refuse
+        png.unlink()
+    assert scan_folder(tmp_path, modality="image").modality == "text"
+
+
+def test_many_skipped_files_are_named_up_to_a_limit_then_counted_by_reason(tmp_path, make_image, caplog):
+    """A folder of 300 notes beside its images gave 300 warning lines before anything else."""
+    for name in ("cat", "dog"):
+        make_image(tmp_path / name / "0.png")
+        make_image(tmp_path / name / "1.png")
+    for i in range(MAX_SKIP_WARNINGS + 3):
+        (tmp_path / "cat" / f"{i:02d}.csv").write_text("a,b\n")
+    (tmp_path / "dog" / "notes.md").write_text("x")
+
+    result = scan_folder(tmp_path)
+
+    assert len(result.skipped) == MAX_SKIP_WARNINGS + 4  # every one still in the result (data_report.json)
+    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Skipped")]
+    assert len(warned) == MAX_SKIP_WARNINGS + 1
+    assert warned[-1] == ("Skipped 4 more files: 3 x not an image file (extension '.csv'); 1 x not an image file "
+                          "(extension '.md')")
 
 
 def test_loose_files_at_the_top_level_are_reported(tmp_path, make_image):
