@@ -244,6 +244,9 @@ def _reported(checked_command: Callable[[], int]) -> int:
         detail = unreadable_input(error)
         if detail is None:
             raise
+        if _in_image_cache(detail):
+            _image_cache_error(detail)
+            return 2
         logging.getLogger("metatune").debug("TensorFlow's error", exc_info=True)
         logging.getLogger("metatune").error(
             "An input file could not be read: %s. It changed or disappeared after the data check; check the folder "
@@ -273,6 +276,27 @@ def _stdout_closed() -> bool:
         os.dup2(devnull, descriptor)
         os.close(devnull)
     return closed
+
+
+def _in_image_cache(detail: str) -> bool:
+    """Whether TensorFlow's unreadable file is `--image-cache disk`'s store, not an input file."""
+    from data.image_store import image_store_dir
+
+    return str(image_store_dir()) in detail
+
+
+def _image_cache_error(detail: str) -> None:
+    """The store was removed or changed while a run read it (`rm -r` of the cache's images/ during training):
+    reported as "an input file could not be read ... check the folder", it sent the user to a data folder that
+    was fine."""
+    from app.run_dir import active_run, shell_path
+
+    run = active_run()
+    again = (f"continue the run with python train.py --resume {shell_path(run)}, which builds it again"
+             if run is not None else "run the command again, which builds it again")
+    logging.getLogger("metatune").error(
+        "The image cache (--image-cache disk) was removed or changed while it was being read: %s. Leave the "
+        "cache's images/ folder alone while a run uses it; %s.", detail, again)
 
 
 def _out_of_memory(error: BaseException) -> bool:

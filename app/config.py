@@ -378,6 +378,12 @@ _TYPE_RULES = {
 }
 
 
+# A value of the wrong type for these is told what the option takes, not its Python type: exclude_label_issues is
+# text only so that it takes `auto`, and `exclude_label_issues: no` (YAML's false), `1e3` or `null` was told it
+# "must be a string", which `"1e3"` then failed too.
+_EXPECTED = {"exclude_label_issues": "a whole number of files, auto or 0 (none)"}
+
+
 def _invalid(key: str, where: Mapping[str, str]) -> str:
     source = where.get(key)
     return f"Invalid configuration in {source}" if source else "Invalid configuration"
@@ -412,6 +418,7 @@ def _checked_value(key: str, value, where: Mapping[str, str]):
     if isinstance(value, bool) and "yes" in CHOICES.get(key, ()):
         value = "yes" if value else "no"  # YAML 1.1 reads an unquoted `refit: no` as false
     accepts, expected = _TYPE_RULES[str(f.type)]
+    expected = _EXPECTED.get(key, expected)
     if not accepts(value):
         raise UserError(f"{_invalid(key, where)}: {key} must be {expected}. Received: {key}={value!r}")
     # Store float fields as floats, so `learning_rate: 1` writes back as 1.0 in config.json.
@@ -556,9 +563,9 @@ def _refuse_oversized(path: Path, remedy: str | None) -> None:
         return  # the read that follows reports it
     if size > MAX_CONFIG_BYTES:
         raise UserError(f"Config file {str(path)!r} is {size / 2**20:.1f} MiB; a configuration holds a few settings "
-                        f"(at most {MAX_CONFIG_BYTES // 2**20} MiB is read). Received: --config {path}. Pass the "
-                        f"YAML or JSON file of options (keys as in a run's config.json), not a data file"
-                        f"{'. ' + remedy if remedy else ''}")
+                        f"(at most {MAX_CONFIG_BYTES // 2**20} MiB is read). "
+                        + (remedy or "Pass the YAML or JSON file of options (--config FILE, keys as in a run's "
+                                     "config.json), not a data file."))
 
 
 def _first_non_utf8(path: Path) -> str:

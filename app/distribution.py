@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 
 from app.errors import UserError
 from app.keras_uneven_batches import allow_uneven_first_batches
+from app.worker_rendezvous import DEFAULT_WAIT_S, wait_for_tasks, wait_limit
 
 logger = logging.getLogger(__name__)
 DISTRIBUTE_CHOICES = ("auto", "none", "mirrored", "multi-worker")
@@ -68,6 +69,13 @@ class ClusterTask:
     task_index: int
     has_chief_task: bool = False  # the cluster names a "chief" besides its workers
     address: str = ""  # this task's own host:port, where its server listens
+
+    def others(self) -> dict[str, str]:
+        """{"worker 1": "host:port", "chief": ...}: every task but this one, named as TF_CONFIG's jobs name them
+        (`workers` lists the worker job's addresses first, then the chief's)."""
+        named = {f"worker {i}" if i < len(self.workers) - self.has_chief_task else "chief": address
+                 for i, address in enumerate(self.workers)}
+        return {name: address for name, address in named.items() if address != self.address}
 
     @property
     def is_chief(self) -> bool:
@@ -172,13 +180,18 @@ def check_batch_sizes(replicas: int, batch_size: int, meta_batch_size: int | Non
 HEARTBEAT_TIMEOUT_S = 120
 
 
-def multi_worker_strategy(cluster: ClusterTask):
+def multi_worker_strategy(cluster: ClusterTask, wait_s: float = DEFAULT_WAIT_S):
     """MultiWorkerMirroredStrategy from TF_CONFIG, its coordination service configured as the strategy
     would configure it itself, but with HEARTBEAT_TIMEOUT_S (the strategy takes no such option; it
     leaves an already configured service alone). Must run before TensorFlow starts its runtime.
-    `cluster`: TF_CONFIG as parse_tf_config read it (for the message when this task's server cannot start)."""
+    `cluster`: TF_CONFIG as parse_tf_config read it (for the message when this task's server cannot start);
+    `wait_s`: how long to wait for the other tasks to start (app/worker_rendezvous.py)."""
     import tensorflow as tf
 
+    try:  # in Python, before TensorFlow's own wait, which no signal or limit can end (app/worker_rendezvous.py)
+        wait_for_tasks(int(cluster.address.rpartition(":")[2]), cluster.others(), wait_s)
+    except OSError as error:
+        raise _cannot_listen(cluster, error.strerror or str(error)) from None
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     try:  # private API: if it ever moves, train with TensorFlow's default heartbeat timeout
         from tensorflow.python.distribute import multi_worker_util
@@ -193,27 +206,22 @@ def multi_worker_strategy(cluster: ClusterTask):
     except (ImportError, AttributeError, TypeError) as error:
         logger.warning("Could not set the workers' heartbeat timeout (%s); TensorFlow's default applies: a worker "
                        "starved of CPU for seconds may be taken for dead.", error)
-    # Said before the wait, which is silent, deaf to Ctrl-C and SIGTERM (TensorFlow holds Python's lock while it
-    # waits, so no signal handler or watcher thread can run) and has no limit metatune can set (it outlasted 7
-    # minutes; the coordination service's cluster_register_timeout_in_ms of 5 s did not end it within 150 s): a
-    # worker whose peer was never started, or whose TF_CONFIG names an address that is not its peer's, showed
-    # nothing at all.
-    logger.info("--distribute multi-worker: waiting for every task of TF_CONFIG (%s) to start and answer. If this "
-                "is the last line for minutes, a task was not started or its address is wrong (not its machine, "
-                "not resolvable, blocked): stop this worker with kill -9 %d (Ctrl-C cannot interrupt the wait) and "
-                "start every worker with a corrected TF_CONFIG.", ", ".join(cluster.workers), os.getpid())
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     except tf.errors.OpError as error:  # the server cannot listen: the port is taken, the host is not this machine
         if "gRPC server" not in str(error):
             raise
-        raise UserError(f"--distribute multi-worker: this worker could not start its server on {cluster.address} "
-                        f"({error.message.strip()}): the port is in use by another program, or the host is not an "
-                        f"address of this machine. Received: TF_CONFIG task {cluster.task_type} "
-                        f"{cluster.task_index} at {cluster.address}. Free that port, or start every worker with a "
-                        "TF_CONFIG that gives this task a free one.") from None
+        raise _cannot_listen(cluster, error.message.strip()) from None
     _restore_python_sigterm_handler()
     return strategy
+
+
+def _cannot_listen(cluster: ClusterTask, detail: str) -> UserError:
+    return UserError(f"--distribute multi-worker: this worker could not start its server on {cluster.address} "
+                     f"({detail}): the port is in use by another program, or the host is not an address of this "
+                     f"machine. Received: TF_CONFIG task {cluster.task_type} {cluster.task_index} at "
+                     f"{cluster.address}. Free that port, or start every worker with a TF_CONFIG that gives this task "
+                     "a free one.")
 
 
 def _restore_python_sigterm_handler() -> None:
@@ -268,7 +276,7 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
         cluster = parse_tf_config(environ.get("TF_CONFIG"), resume_dir)
         if training_strategy and (reason := unsupported_reason(mode, training_strategy)):
             raise UserError(reason)
-        strategy = multi_worker_strategy(cluster)
+        strategy = multi_worker_strategy(cluster, wait_limit(environ))
         _warn_unused_cpu_split(environ, strategy.num_replicas_in_sync, len(cluster.workers))
         return _distributed(Distribution(strategy, DistributeInfo(mode, strategy.num_replicas_in_sync,
                                                                   len(cluster.workers)), cluster.is_chief),

@@ -291,7 +291,8 @@ def _evaluate(run: LoadedRun, chosen: EvaluationSet, data_dir: str | Path, name:
               top_k: int, apply_temperature_scaling: bool, bootstrap_resamples: int, artifact: str | Path | None = None,
               unknown_dir: str | None = None) -> tuple[dict, Path]:
     """evaluate_run on an opened run and its chosen files."""
-    unknown = prepare_unknown_set(run, unknown_dir) if unknown_dir is not None else None  # checked before the pass
+    unknown = (prepare_unknown_set(run, unknown_dir, frozenset(e.sha256 for e in chosen.examples if e.sha256))
+               if unknown_dir is not None else None)  # checked before the pass
     logger.info("Evaluating %s on %d files: %s", run.path, len(chosen.paths), chosen.description)
     artifact_info = None
     if artifact is not None:

@@ -63,6 +63,10 @@ def check_label_issues(config, scan, examples, report: dict) -> list[LabelIssue]
     labelled = [e for e in examples if e.split in ("train", "val")]
     require_enough_for_folds([e.label for e in labelled], scan.class_names)  # before building the backbone
     backbone = resolve_backbone(config, scan.modality)
+    # A finished run's backbone (--backbone RUN_DIR) takes that run's resize mode, as training does (app/training.py):
+    # with --resize's default instead, a folder of non-square images was ranked on other features than a run then
+    # ranks, so --check listed other files than --exclude-label-issues N leaves out.
+    resize = backbone.resize if backbone.reused is not None else config.resize
     # Seeded as train.py seeds it before building the backbone: a randomly initialised one (--weights none,
     # conv4) otherwise gave another feature set, so another list, on every call, and not the list a run with
     # --exclude-label-issues N then leaves out.
@@ -70,9 +74,9 @@ def check_label_issues(config, scan, examples, report: dict) -> list[LabelIssue]
 
     keras.utils.set_random_seed(config.seed)
     extractor = backbone.spec.build_features(backbone.size, backbone.weights, backbone.pooling)
-    key = (feature_store_key(extractor, backbone.name, backbone.weights, scan.modality, backbone.size, config.resize,
+    key = (feature_store_key(extractor, backbone.name, backbone.weights, scan.modality, backbone.size, resize,
                              backbone.pooling) if config.cache_features else None)
-    features = cached_features(extractor, labelled, scan.modality, backbone.size, config.batch_size, config.resize, key)
+    features = cached_features(extractor, labelled, scan.modality, backbone.size, config.batch_size, resize, key)
     return rank_label_issues(report, labelled, features, scan.class_names, config.seed, required=True)
 
 

@@ -10,16 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
+from app import run_dir as rd
 from app.errors import UserError
 from app.escaping import markdown_code
 from app.input_files import collect_inputs
 from app.open_set import embed_examples, head_weights
 from app.report import save_figure
+from app.run_manifest import read_manifest
 from app.unknown_scores import SCORES, UnknownScorer, auroc, fpr_at_tpr
 from app.unknown_selection import UnknownDetector
 from app.unknown_store import load_detector
 from data.records import Example
-from data.scan import walk_visible
+from data.scan import SPLIT_NAMES, walk_visible
 
 logger = logging.getLogger(__name__)
 HISTOGRAM_FILE = "open_set_histogram.png"
@@ -32,6 +34,7 @@ class UnknownSet:
     examples: list[Example]
     folder: str
     left_out: list[str]  # subfolders named like one of the run's classes (not unknown to it)
+    left_out_copies: int = 0  # files byte-identical to known ones (the run's manifest's, the evaluated files)
 
 
 def _known_class_folders(folder: Path, class_names: list[str]) -> list[Path]:
@@ -49,8 +52,9 @@ def _known_class_folders(folder: Path, class_names: list[str]) -> list[Path]:
     return sorted(found)
 
 
-def prepare_unknown_set(run, unknown_dir: str) -> UnknownSet:
-    """Check the run and the folder before anything expensive; the files to score as unknown."""
+def prepare_unknown_set(run, unknown_dir: str, evaluated: frozenset[str] = frozenset()) -> UnknownSet:
+    """Check the run and the folder before anything expensive; the files to score as unknown. `evaluated`: the
+    content hashes of the known files evaluated beside them (a copy of one is not unknown either)."""
     detected = load_detector(run.path, head_weights(run.model)[0].shape)
     if detected is None:
         raise UserError(f"{str(run.path)!r} has no unknown-class detector (unknown.json; runs trained before it "
@@ -66,11 +70,51 @@ def prepare_unknown_set(run, unknown_dir: str) -> UnknownSet:
                        ", ".join(str(p.relative_to(folder)) if p != folder else "the folder itself" for p in shared))
     examples, _ = collect_inputs([str(folder)], run.modality)
     examples = [e for e in examples if not any(Path(e.path).is_relative_to(p) for p in shared)]
+    examples, copies = _without_known_files(run.path, examples, evaluated)
+    if copies:
+        logger.warning("--unknown %s: %d file(s) are byte-identical to files of classes the run knows (of its %s or "
+                       "of the folder evaluated, e.g. %s); they are left out of the unknown set.", unknown_dir,
+                       len(copies), rd.MANIFEST_FILE, copies[0].path)
     if not examples:
+        reasons = (("lies in a folder named like a known class", shared),
+                   (f"is byte-identical to a file of a class it knows (in the run's {rd.MANIFEST_FILE} or the folder "
+                    "evaluated)", copies))
+        why = " or ".join(text for text, found in reasons if found)
         raise UserError(f"--unknown {unknown_dir} holds no readable {run.modality} files of classes the model does "
-                        "not know" + (" (every file lies in a folder named like a known class)" if shared else "")
-                        + ". Put files of other classes in it.")
-    return UnknownSet(*detected, examples, str(folder.resolve()), [str(p) for p in shared])
+                        "not know" + (f" (every file {why})" if why else "") + ". Put files of other classes in it.")
+    return UnknownSet(*detected, examples, str(folder.resolve()), [str(p) for p in shared], len(copies))
+
+
+def _without_known_files(run_path: Path, examples: list[Example],
+                         evaluated: frozenset[str]) -> tuple[list[Example], list[Example]]:
+    """(kept, left out): the unknown files without those byte-identical to a file of the run's manifest (any
+    split) or to a known file evaluated beside them. Those are files of classes the run knows, most of them files
+    it trained on: a copy of its training folder under another name (`--unknown backup/`) was scored as unknown,
+    and the AUROC measured how unfamiliar the model finds its own training files; a copy of an evaluated file was
+    scored both ways. A run trained before manifests existed has only the evaluated files to compare with."""
+    known = set(evaluated)
+    if (Path(run_path) / rd.MANIFEST_FILE).is_file():
+        known |= read_manifest(run_path).hashes()
+    copies = [e for e in examples if e.sha256 and e.sha256 in known]
+    return [e for e in examples if not (e.sha256 and e.sha256 in known)], copies
+
+
+def check_unknown_apart(unknown_dir: str, data_dir: str) -> None:
+    """Refuse an --unknown folder inside one of DATA_DIR's class folders (`--unknown DATA/bag/extra`, or
+    DATA/test/bag/extra): DATA_DIR's evaluation takes its files as files of that class, and they were scored as
+    unknown too, so the AUROC compared files with themselves. The folder-name check (_known_class_folders) sees
+    only the folder's own name and those below it; DATA_DIR itself, a split folder of it or a class folder given
+    as --unknown is left to it, and a parent of DATA_DIR is fine (its known class folders are left out by name)."""
+    unknown, data = Path(unknown_dir).expanduser().resolve(), Path(data_dir).expanduser().resolve()
+    if not unknown.is_relative_to(data):
+        return
+    parts = unknown.relative_to(data).parts
+    if parts and parts[0] in SPLIT_NAMES:  # DATA_DIR/{train,val,test}/<class>/...
+        parts = parts[1:]
+    if len(parts) >= 2:
+        raise UserError(f"--unknown must be a folder apart from DATA_DIR's class folders: its files are evaluated as "
+                        f"known files of the class {parts[0]!r}. Received: --unknown {unknown_dir}, which lies inside "
+                        f"{data}. Put the files of classes the model does not know in a folder outside DATA_DIR.")
 
 
 def open_set_metrics(known_scores, unknown_scores, threshold: float, known_correct) -> dict:
@@ -163,6 +207,7 @@ def evaluate_unknown(run, unknown: UnknownSet, known_embeddings, known_correct, 
     unknown_scores = unknown.scorer.score(unknown.detector.score, unknown_embeddings)
     result = {"score": unknown.detector.score, "reject_recall": unknown.detector.reject_recall,
               "unknown_dir": unknown.folder, "left_out_folders": unknown.left_out,
+              "left_out_known_copies": unknown.left_out_copies,
               **open_set_metrics(known_scores, unknown_scores, unknown.detector.threshold, known_correct)}
     # Every candidate on the same embeddings (reported, never used to choose: the choice was made at training).
     result["auroc_by_score"], result["fpr_at_95_tpr_by_score"] = {}, {}

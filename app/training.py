@@ -24,7 +24,7 @@ from app import tensorboard_logging as tb
 from app.distribution import DistributeInfo, resolve_distribution
 from app.data_report import (build_data_report, build_manifest, format_data_report, mark_excluded,
                              without_exclusion_marks)
-from app.errors import UserError
+from app.errors import USER_ERRORS, UserError
 from app.multi_worker import multi_worker_run
 from app.run_integrity import class_digest
 from app.run_lock import RunLock
@@ -49,6 +49,7 @@ from app.unknown_store import DETECTOR_FILE
 from app.unused_options import unused_strategy_options_warning
 from app.precision import apply_precision
 from data.pipeline import read_texts
+from data.records import Example
 from data.scan import require_trainable, scan_folder
 from data.splits import assign_splits, class_weights
 
@@ -199,6 +200,20 @@ _START_AGAIN = "The run cannot be resumed; start a new run (python train.py --co
 def _manifest_sha256(manifest: dict) -> str:
     """What a resume compares with the data's manifest now (without the run's own exclusion marks)."""
     return hashlib.sha256(json.dumps(without_exclusion_marks(manifest), sort_keys=True).encode()).hexdigest()
+
+
+def _check_episodes_after_exclusion(config: TrainConfig, scan, train_examples: list[Example],
+                                    val_examples: list[Example], run_dir: Path) -> None:
+    """The episode check before the run (check_target_pools) counted the files --exclude-label-issues then left out:
+    a meta run whose target no longer filled an episode failed later, in meta-training, naming a class's count that
+    matched neither the folder nor anything the user typed. The same files are left out on --resume, so it cannot
+    continue this run either."""
+    try:
+        check_target_pools(config, scan, train_examples, val_examples)
+    except USER_ERRORS as error:
+        raise UserError(f"--exclude-label-issues {config.exclude_label_issues} left too few training files for the "
+                        f"episodes: {str(error).rstrip('.')}. Start a new run (--output NEW_DIR) leaving out fewer files (a smaller N) "
+                        f"or with smaller episodes; {rd.shell_path(run_dir)} stays INCOMPLETE.") from None
 
 
 def _mark_excluded(run_dir: Path, left_out: list[str]) -> None:
@@ -450,6 +465,8 @@ def _training_job(config: TrainConfig, prepared: _Prepared, run: _OpenRun, chief
                             "this worker is not the chief, which ranks them into the run directory")
     train_examples, train_features, val_examples, val_features = exclude_label_issues(
         report, issues, config.exclude_label_issues, train_examples, train_features, val_examples, val_features)
+    if report.get("label_issues_excluded"):
+        _check_episodes_after_exclusion(config, scan, train_examples, val_examples, run.run_dir)
     if chief:
         _mark_excluded(run.run_dir, report.get("label_issues_excluded", []))
     if run.resume is None:

@@ -65,6 +65,11 @@ def load_detector(run_dir: Path, head_shape: tuple[int, int] | None = None) -> t
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
             raise _damaged(run_dir, DETECTOR_FILE, f"unexpected content: {key} must be a finite number, "
                                                    f"received {value!r}")
+    # reject_recall outside (0, 1), which train.py never writes, was reported by evaluate.py --unknown as a
+    # threshold that "keeps 700% of known validation files".
+    if not 0.0 < detector.reject_recall < 1.0:
+        raise _damaged(run_dir, DETECTOR_FILE, f"unexpected content: reject_recall must be in (0, 1), received "
+                                               f"{detector.reject_recall!r}")
     try:
         with np.load(run_dir / ARRAYS_FILE, allow_pickle=False) as stored:
             # Arrays a later score added are missing from older files: that score is then unavailable (None).

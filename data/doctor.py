@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from data.atomic_write import write_atomically
 from data.cache import cache_dir
-from data.file_kinds import read_regular_bytes
+from data.file_kinds import open_regular, read_regular_bytes
 from data.images import inspect_image_bytes
 from data.text import inspect_text_bytes
 
@@ -53,6 +53,16 @@ def inspect_file(path: str, modality: str) -> FileCheck:
     return FileCheck(text.usable, digest, text.notes, text.reason, text.encoding)
 
 
+def _cached_check(fields: dict) -> FileCheck:
+    """A FileCheck from its cached fields; ValueError (or TypeError, KeyError) for fields of the wrong type,
+    which were a KeyError or TypeError traceback, or a verdict such as `"usable": "no"` taken as true."""
+    check = FileCheck(fields["usable"], fields["sha256"], tuple(fields["notes"]), fields["reason"], fields["encoding"])
+    if not isinstance(check.usable, bool) or not all(
+            isinstance(text, str) for text in (check.sha256, check.reason, check.encoding, *check.notes)):
+        raise ValueError("a cached verdict of the wrong type")
+    return check
+
+
 class _DoctorCache:
     """{path relative to root: [size, mtime_ns, FileCheck fields]} in one JSON file per folder."""
 
@@ -61,22 +71,34 @@ class _DoctorCache:
         self.path = cache_dir() / "doctor" / f"{key}.json"
         self.root = root
         self.entries: dict[str, list] = {}
+        self.warned = False  # one warning per cache: one that cannot be read usually cannot be written either
         try:
-            payload = json.loads(self.path.read_text(encoding="utf-8"))
-            if payload.get("version") == CACHE_VERSION:
+            with open_regular(self.path) as handle:  # a FIFO in its place blocked the data check for good
+                payload = json.loads(handle.read().decode("utf-8"))
+            # Valid JSON of another shape (a list, "files" not an object) was an AttributeError traceback.
+            if not isinstance(payload, dict) or not isinstance(payload.get("files", {}), dict):
+                raise ValueError('its JSON is not {"version": ..., "files": {...}}')
+            if payload.get("version") == CACHE_VERSION:  # an older doctor's verdicts are checked again, silently
                 self.entries = payload["files"]
-        except (OSError, ValueError, KeyError):
-            self.entries = {}
+        except (OSError, ValueError, KeyError) as error:
+            if isinstance(error, OSError) and not os.path.lexists(self.path):
+                return  # none yet, or no cache folder there (saving warns about that)
+            logger.warning("Ignoring the unreadable data-doctor cache %s (%s); the files will be checked again.",
+                           self.path, error)
+            self.entries, self.warned = {}, True
 
     def _key(self, path: str) -> str:
         return os.path.relpath(path, self.root)
 
     def get(self, path: str, stat: os.stat_result) -> FileCheck | None:
         entry = self.entries.get(self._key(path))
-        if entry and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
-            fields = entry[2]
-            return FileCheck(fields["usable"], fields["sha256"], tuple(fields["notes"]), fields["reason"], fields["encoding"])
-        return None
+        try:
+            size, mtime_ns, fields = entry
+            if size != stat.st_size or mtime_ns != stat.st_mtime_ns:
+                return None
+            return _cached_check(fields)
+        except (TypeError, ValueError, KeyError):  # none, or a damaged entry: the file is checked again
+            return None
 
     def put(self, path: str, stat: os.stat_result, check: FileCheck) -> None:
         self.entries[self._key(path)] = [stat.st_size, stat.st_mtime_ns, asdict(check)]
@@ -89,7 +111,8 @@ class _DoctorCache:
             write_atomically(self.path, lambda temporary: temporary.write_text(text, encoding="utf-8"),
                              label="data-doctor cache")
         except OSError as error:
-            logger.warning("Could not write the data-doctor cache %s: %s", self.path, error)
+            if not self.warned:
+                logger.warning("Could not write the data-doctor cache %s: %s", self.path, error)
 
 
 def check_files(paths: list[str], modality: str, root: Path, workers: int | None = None,

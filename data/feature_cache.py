@@ -21,14 +21,32 @@ from typing import Callable
 
 import numpy as np
 
-from data.atomic_write import write_atomically
+from data.atomic_write import dead_temporaries, write_atomically
 from data.cache import cache_dir
 
 logger = logging.getLogger(__name__)
+# Stores this process could not read or write and has warned about: the train and validation lookups of a run
+# share a store, and a store that cannot be read usually cannot be written either (a read-only or full cache).
+_WARNED: set[Path] = set()
+
+
+def _warn_once(path: Path, message: str, *args) -> None:
+    if path not in _WARNED:
+        _WARNED.add(path)
+        logger.warning(message, path, *args)
 
 
 def _row_digest(key, row: np.ndarray) -> str:
     return hashlib.sha256(str(key).encode("utf-8") + np.ascontiguousarray(row, np.float32).tobytes()).hexdigest()[:16]
+
+
+def _check_layout(keys: np.ndarray, features: np.ndarray, digests: np.ndarray) -> None:
+    """One key, one feature row and one digest per row: a store rewritten with arrays of other lengths or
+    ranks (fewer feature rows than keys) was an IndexError, or features matched to the wrong keys."""
+    if keys.ndim != 1 or digests.ndim != 1 or features.ndim < 2:
+        raise ValueError(f"its arrays have ranks {keys.ndim}, {features.ndim}, {digests.ndim}, not 1, 2+, 1")
+    if not len(keys) == len(features) == len(digests):
+        raise ValueError(f"it holds {len(keys)} keys, {len(features)} feature rows and {len(digests)} digests")
 
 
 class FeatureStore:
@@ -42,10 +60,14 @@ class FeatureStore:
         if not self.path.is_file():
             return np.zeros(0, dtype=str), None
         try:
-            with np.load(self.path, allow_pickle=False) as stored:
+            stored = np.load(self.path, allow_pickle=False)
+            if not isinstance(stored, np.lib.npyio.NpzFile):  # a lone .npy array under the store's name
+                raise ValueError(f"it holds a {type(stored).__name__}, not an .npz archive")
+            with stored:
                 keys, features, digests = stored["keys"], stored["features"], stored["row_sha256"]
+            _check_layout(keys, features, digests)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            logger.warning("Ignoring unreadable feature cache %s (%s); features will be recomputed.", self.path, error)
+            _warn_once(self.path, "Ignoring unreadable feature cache %s (%s); features will be recomputed.", error)
             return np.zeros(0, dtype=str), None
         # A row is trusted only with the digest of its key and values written beside it: a store
         # rewritten with its rows permuted was once used as is (validation accuracy at chance).
@@ -63,12 +85,34 @@ class FeatureStore:
         one warning, no temporary file left, and the run goes on with the features it computed."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._remove_abandoned_temporaries()
             digests = np.asarray([_row_digest(key, row) for key, row in zip(keys, features)])
             write_atomically(self.path, lambda temporary: np.savez(temporary, keys=keys, features=features,
                                                                    row_sha256=digests), label="feature cache")
         except OSError as error:
-            logger.warning("Could not write the feature cache %s (%s); continuing without caching these features.",
-                           self.path, error)
+            _warn_once(self.path, "Could not write the feature cache %s (%s); continuing without caching these "
+                       "features.", error)
+
+    def _remove_abandoned_temporaries(self) -> None:
+        """This store's temporaries left by processes killed while writing it (kill -9): an activation store's
+        can take hundreds of megabytes, and nothing else removes them."""
+        for (name, _), leftover in dead_temporaries(self.path.parent).items():
+            if name == self.path.name:
+                try:
+                    leftover.unlink(missing_ok=True)
+                except OSError:  # a leftover that cannot be removed (a folder) costs space, not the cache
+                    pass
+
+    def _compute_uncached(self, content_keys: list[str],
+                          compute: Callable[[list[int]], np.ndarray]) -> tuple[np.ndarray, int]:
+        """get_or_compute without the store (one computation per distinct content, as there)."""
+        first_of: dict[str, int] = {}
+        for i, key in enumerate(content_keys):
+            first_of.setdefault(key, i)
+        to_compute = sorted(first_of.values())
+        computed = np.asarray(compute(to_compute), dtype=self.dtype)
+        row_of = {content_keys[i]: row for row, i in enumerate(to_compute)}
+        return computed[[row_of[key] for key in content_keys]], len(to_compute)
 
     def get_or_compute(self, content_keys: list[str],
                        compute: Callable[[list[int]], np.ndarray]) -> tuple[np.ndarray, int]:
@@ -91,7 +135,12 @@ class FeatureStore:
             if stored is not None and stored.shape[1:] != computed.shape[1:]:
                 # Cannot happen for a correct key (it covers the model); start the store afresh.
                 logger.warning("Feature cache %s holds features of another shape; rebuilding it.", self.path)
-                self.path.unlink(missing_ok=True)
+                try:
+                    self.path.unlink(missing_ok=True)
+                except OSError as error:  # a read-only cache: this run's features are all computed, none cached
+                    logger.warning("Could not remove the feature cache %s (%s); continuing without it.",
+                                   self.path, error)
+                    return self._compute_uncached(content_keys, compute)
                 return self.get_or_compute(content_keys, compute)
             if stored is None:
                 stored_keys, stored = new_keys, computed

@@ -73,13 +73,15 @@ def _readable(path: Path, rows: int, image_size: tuple[int, int]) -> int | None:
     expected = (rows, image_size[0], image_size[1], 3)
     try:
         stored = np.load(path, mmap_mode="r", allow_pickle=False)  # numpy reads the header (and refuses a short file)
+        if not isinstance(stored, np.memmap):  # an .npz archive under the store's name
+            raise ValueError(f"it holds a {type(stored).__name__}, not one .npy array")
         offset, shape, dtype = stored.offset, stored.shape, stored.dtype
         if tuple(shape) != expected or dtype != np.uint8 or not stored.flags.c_contiguous:
             raise ValueError(f"it holds {dtype} {tuple(shape)}, not uint8 {expected} in C order")
         del stored
         if path.stat().st_size != offset + int(np.prod(expected)):
             raise ValueError(f"it is {path.stat().st_size} bytes long, not {offset + int(np.prod(expected))}")
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:  # EOFError: an empty file
         logger.warning("Ignoring damaged image cache %s (%s); the images will be decoded again.", path, error)
         return None
     return offset
@@ -142,6 +144,7 @@ def stored_images(paths: list[str], content_keys: list[str] | None, image_size: 
     path = image_store_dir() / f"{store_key([identities[i] for i in order], image_size, resize)}.npy"
     offset = _readable(path, rows, image_size)
     if offset is None:
+        warned = path.is_file()  # _readable said it is damaged: one warning, should it not be written either
         needed = rows * image_size[0] * image_size[1] * 3
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,8 +160,9 @@ def stored_images(paths: list[str], content_keys: list[str] | None, image_size: 
             _write_store(path, decode(order), rows, image_size)
             logger.info("Image cache written in %.1f s", time.perf_counter() - started)
         except OSError as error:
-            logger.warning("Could not write the image cache %s (%s); the images will be decoded every epoch.",
-                           path, error)
+            if not warned:
+                logger.warning("Could not write the image cache %s (%s); the images will be decoded every epoch.",
+                               path, error)
             return None
         except tf.errors.OpError as error:  # a file that decoded at the data check no longer does
             raise DataError(f"An image could not be decoded while writing the image cache: {error.message}. Did a "
@@ -170,7 +174,10 @@ def stored_images(paths: list[str], content_keys: list[str] | None, image_size: 
     else:
         logger.info("Reading %d decoded images from the image cache %s", rows, path)
     record = image_size[0] * image_size[1] * 3
-    records = tf.data.FixedLengthRecordDataset(str(path), record_bytes=record, header_bytes=offset,
+    # Bytes: a str holding a non-UTF-8 cache folder's name (Python keeps its bytes as surrogates) was a ValueError
+    # in TensorFlow. The store is opened again at every epoch: one removed during a run ends it (app/cli.py says
+    # that, and that --resume builds it again).
+    records = tf.data.FixedLengthRecordDataset(os.fsencode(path), record_bytes=record, header_bytes=offset,
                                                buffer_size=READ_BUFFER_BYTES)
     height, width = image_size
     images = records.map(lambda raw: tf.reshape(tf.io.decode_raw(raw, tf.uint8), (height, width, 3)),

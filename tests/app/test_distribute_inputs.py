@@ -1,20 +1,22 @@
 """Bug-bash of --distribute's inputs: METATUNE_CPU_DEVICES and TF_CONFIG values that were taken silently
 and then misbehaved (a typo split the CPU into 20 devices; an address with a blank or a scheme left the
-worker waiting forever), and the line a worker now logs before TensorFlow's silent wait for its peers."""
+worker waiting forever), and the wait for the other tasks, which was TensorFlow's, silent and endless (app/worker_rendezvous.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+import socket
+import threading
+import time
 
 import pytest
-import tensorflow as tf
-from tensorflow.python.eager import context
 
 import app.distribution
+from app import worker_rendezvous
 from app.cpu_devices import ENV_VAR, requested_cpu_devices
-from app.distribution import multi_worker_strategy, parse_tf_config
+from app.distribution import parse_tf_config
 from app.errors import UserError
 
 
@@ -46,27 +48,79 @@ def test_plain_addresses_stay_accepted(address):
     assert parse_tf_config(text).address == address
 
 
-class _Context:
-    def configure_coordination_service(self, **kwargs):
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_task_that_never_starts_ends_the_wait_with_one_error_naming_it(caplog):
+    """A worker whose peer was never started waited forever inside the strategy's constructor: silent, deaf to
+    Ctrl-C and SIGTERM (TensorFlow holds Python's lock), only kill -9 stopped it. The wait is now Python's: it says
+    whom it waits for, and ends at its limit with a UserError naming the missing task and why it does not answer."""
+    own, absent = _free_port(), _free_port()
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger=worker_rendezvous.__name__), \
+            pytest.raises(UserError, match="1 of the 1 other task") as raised:
+        worker_rendezvous.wait_for_tasks(own, {"worker 1": f"127.0.0.1:{absent}"}, limit_s=1.5)
+    assert 1.5 <= time.monotonic() - started < 10
+    assert f"worker 1 at 127.0.0.1:{absent} (Connection refused)" in str(raised.value)
+    assert worker_rendezvous.WAIT_ENV in str(raised.value)
+    assert f"waiting for worker 1 at 127.0.0.1:{absent}" in caplog.text and "Ctrl-C stops this worker" in caplog.text
+    with socket.create_server(("127.0.0.1", own)):  # the port is free again for TensorFlow's server
         pass
 
 
-def test_a_worker_says_what_it_waits_for_before_the_silent_wait(monkeypatch, caplog):
-    """A worker whose peer never starts waits inside the strategy's constructor, silent, with Ctrl-C and
-    SIGTERM unheard (TensorFlow keeps Python's lock); it showed nothing at all. The line before the wait names
-    the cluster and how to stop it. (Stubs: this process's TensorFlow runtime must not become a worker.)"""
-    cluster = {"cluster": {"worker": ["127.0.0.1:20001", "127.0.0.1:20002"]}, "task": {"type": "worker", "index": 0}}
-    monkeypatch.setenv("TF_CONFIG", json.dumps(cluster))
-    monkeypatch.setattr(context, "context", lambda: _Context())
+def test_tasks_that_answer_end_the_wait_and_each_task_listens_while_it_waits():
+    """Two tasks waiting for each other (threads here, processes in a job) both go on as soon as both listen. The
+    first to go on takes its port for TensorFlow's server (a listener here) while the other may still knock."""
+    ports = [_free_port(), _free_port()]
+    errors, servers = [], []
 
-    def waits_forever(**kwargs):
-        assert "waiting for every task of TF_CONFIG" in caplog.text  # logged before the wait begins
-        raise RuntimeError("stands for the wait")
+    def task(index: int) -> None:
+        try:
+            worker_rendezvous.wait_for_tasks(ports[index], {f"worker {1 - index}": f"127.0.0.1:{ports[1 - index]}"},
+                                             limit_s=20)
+            servers.append(socket.create_server(("127.0.0.1", ports[index])))  # what TensorFlow's server does
+        except Exception as error:  # noqa: BLE001  reported by the assertion below
+            errors.append(error)
 
-    monkeypatch.setattr(tf.distribute, "MultiWorkerMirroredStrategy", waits_forever)
-    with caplog.at_level(logging.INFO, logger=app.distribution.__name__), pytest.raises(RuntimeError):
-        multi_worker_strategy(parse_tf_config(json.dumps(cluster)))
-    assert "127.0.0.1:20001, 127.0.0.1:20002" in caplog.text and "kill -9" in caplog.text
+    first = threading.Thread(target=task, args=(0,))
+    first.start()
+    time.sleep(1.0)  # the second task starts later, as a worker started by hand does
+    started = time.monotonic()
+    task(1)
+    first.join(timeout=20)
+    for server in servers:
+        server.close()
+    assert not first.is_alive() and errors == [] and len(servers) == 2 and time.monotonic() - started < 10
+
+
+def test_a_taken_port_is_an_os_error_and_no_other_task_means_no_wait():
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError):
+            worker_rendezvous.wait_for_tasks(port, {"worker 1": "127.0.0.1:1"}, limit_s=5)
+        worker_rendezvous.wait_for_tasks(port, {}, limit_s=5)  # a one-task cluster: TensorFlow reports its port
+
+
+@pytest.mark.parametrize("value, expected", [(None, 900), ("", 900), (" 30 ", 30.0), ("2.5", 2.5)])
+def test_the_wait_limit_comes_from_the_environment(value, expected):
+    environ = {} if value is None else {worker_rendezvous.WAIT_ENV: value}
+    assert worker_rendezvous.wait_limit(environ) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "abc", "nan", "inf", "1e9"])
+def test_a_wait_limit_that_is_not_a_positive_time_is_refused(value):
+    with pytest.raises(UserError, match=re.escape(f"Received: {worker_rendezvous.WAIT_ENV}={value!r}")):
+        worker_rendezvous.wait_limit({worker_rendezvous.WAIT_ENV: value})
+
+
+def test_the_other_tasks_are_named_as_tf_config_names_them():
+    workers = {"cluster": {"worker": ["h:1", "h:2"], "chief": ["h:3"]}, "task": {"type": "worker", "index": 1}}
+    assert parse_tf_config(json.dumps(workers)).others() == {"worker 0": "h:1", "chief": "h:3"}
+    chief = workers | {"task": {"type": "chief", "index": 0}}
+    assert parse_tf_config(json.dumps(chief)).others() == {"worker 0": "h:1", "worker 1": "h:2"}
 
 
 def test_a_cpu_split_that_multi_worker_does_not_use_is_said(monkeypatch, caplog):
@@ -76,7 +130,7 @@ def test_a_cpu_split_that_multi_worker_does_not_use_is_said(monkeypatch, caplog)
     class OneReplica:
         num_replicas_in_sync = 1
 
-    monkeypatch.setattr(app.distribution, "multi_worker_strategy", lambda cluster: OneReplica())
+    monkeypatch.setattr(app.distribution, "multi_worker_strategy", lambda cluster, wait_s: OneReplica())
     environ = {"TF_CONFIG": json.dumps(cluster), ENV_VAR: "2"}
     with caplog.at_level(logging.WARNING, logger=app.distribution.__name__):
         distribution = app.distribution.resolve_distribution("multi-worker", 4, environ=environ)
