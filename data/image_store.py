@@ -39,6 +39,7 @@ from data.atomic_write import process_alive, write_atomically
 from data.cache import cache_dir
 from data.errors import DataError
 from data.resize import RESAMPLING
+from data.scan import shown_path  # cache paths in log lines: a non-UTF-8 folder name printed as \xNN
 
 logger = logging.getLogger(__name__)
 IMAGE_STORE_FORMAT = 1
@@ -82,7 +83,7 @@ def _readable(path: Path, rows: int, image_size: tuple[int, int]) -> int | None:
         if path.stat().st_size != offset + int(np.prod(expected)):
             raise ValueError(f"it is {path.stat().st_size} bytes long, not {offset + int(np.prod(expected))}")
     except (OSError, ValueError, EOFError) as error:  # EOFError: an empty file
-        logger.warning("Ignoring damaged image cache %s (%s); the images will be decoded again.", path, error)
+        logger.warning("Ignoring damaged image cache %s (%s); the images will be decoded again.", shown_path(path), error)
         return None
     return offset
 
@@ -93,7 +94,7 @@ def _remove_abandoned_temporaries(folder: Path) -> None:
         pid = leftover.name.split("-")[1]
         if pid.isdigit() and not process_alive(int(pid)):
             leftover.unlink(missing_ok=True)
-            logger.info("Removed %s, left by an interrupted image-cache build.", leftover)
+            logger.info("Removed %s, left by an interrupted image-cache build.", shown_path(leftover))
 
 
 def _write_store(path: Path, decoded: tf.data.Dataset, rows: int, image_size: tuple[int, int]) -> None:
@@ -153,16 +154,18 @@ def stored_images(paths: list[str], content_keys: list[str] | None, image_size: 
             if free < needed + FREE_SPACE_MARGIN:
                 logger.warning("Image cache not used: %d decoded images take %.0f MiB, and %s has %.0f MiB free "
                                "(1 GiB is kept free); they will be decoded every epoch. Free some space or set "
-                               "METATUNE_CACHE_DIR to a larger disk.", rows, needed / 2**20, path.parent, free / 2**20)
+                               "METATUNE_CACHE_DIR to a larger disk.", rows, needed / 2**20, shown_path(path.parent),
+                               free / 2**20)
                 return None
             started = time.perf_counter()
-            logger.info("Decoding %d images into the image cache %s (%.0f MiB) ...", rows, path, needed / 2**20)
+            logger.info("Decoding %d images into the image cache %s (%.0f MiB) ...", rows, shown_path(path),
+                        needed / 2**20)
             _write_store(path, decode(order), rows, image_size)
             logger.info("Image cache written in %.1f s", time.perf_counter() - started)
         except OSError as error:
             if not warned:
                 logger.warning("Could not write the image cache %s (%s); the images will be decoded every epoch.",
-                               path, error)
+                               shown_path(path), error)
             return None
         except tf.errors.OpError as error:  # a file that decoded at the data check no longer does
             raise DataError(f"An image could not be decoded while writing the image cache: {error.message}. Did a "
@@ -172,7 +175,7 @@ def stored_images(paths: list[str], content_keys: list[str] | None, image_size: 
         if offset is None:
             return None
     else:
-        logger.info("Reading %d decoded images from the image cache %s", rows, path)
+        logger.info("Reading %d decoded images from the image cache %s", rows, shown_path(path))
     record = image_size[0] * image_size[1] * 3
     # Bytes: a str holding a non-UTF-8 cache folder's name (Python keeps its bytes as surrogates) was a ValueError
     # in TensorFlow. The store is opened again at every epoch: one removed during a run ends it (app/cli.py says
