@@ -20,6 +20,11 @@ VALUES = np.arange(6, dtype=np.float32).reshape(3, 2)
 KEYS = ["a", "b", "c"]
 
 
+
+def _warnings(caplog) -> list:
+    """The test's warnings: its INFO lines are captured too when another test set the root logger to INFO."""
+    return [record for record in caplog.records if record.levelno >= logging.WARNING]
+
 def _compute(indices):
     return VALUES[indices]
 
@@ -109,7 +114,7 @@ def test_an_unreadable_and_unwritable_store_is_one_warning(tmp_path, monkeypatch
         for keys in (KEYS, KEYS[:1]):
             features, _ = FeatureStore("k", root=tmp_path).get_or_compute(keys, _compute)
             assert np.array_equal(features, VALUES[:len(keys)])
-    assert len(caplog.records) == 1 and "Ignoring unreadable feature cache" in caplog.text
+    assert len(_warnings(caplog)) == 1 and "Ignoring unreadable feature cache" in caplog.text
 
 
 def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_path):
@@ -189,7 +194,7 @@ def test_an_unreadable_and_unwritable_doctor_cache_is_one_warning(checked, monke
     monkeypatch.setattr(doctor, "write_atomically", read_only)
     with caplog.at_level(logging.WARNING, logger="data.doctor"):
         assert doctor.check_files(paths, "image", root) == first
-    assert len(caplog.records) == 1 and "Ignoring the unreadable data-doctor cache" in caplog.text
+    assert len(_warnings(caplog)) == 1 and "Ignoring the unreadable data-doctor cache" in caplog.text
 
 
 def test_a_fifo_in_place_of_the_doctor_cache_is_not_opened(checked, caplog):
@@ -268,7 +273,7 @@ def test_an_unreadable_and_unwritable_image_store_is_one_warning(tmp_path, monke
         stored = stored_images([f"file{i}" for i in range(5)], [f"key{i}" for i in range(5)], (4, 4), "stretch",
                                False, lambda order: tf.data.Dataset.from_tensor_slices(PIXELS[order]))
     assert stored is None  # the caller decodes as without a cache
-    assert len(caplog.records) == 1 and "Ignoring damaged image cache" in caplog.text
+    assert len(_warnings(caplog)) == 1 and "Ignoring damaged image cache" in caplog.text
 
 
 def test_an_image_store_removed_between_two_epochs_is_one_error_naming_the_cache(tmp_path, monkeypatch, capsys):
@@ -279,12 +284,12 @@ def test_an_image_store_removed_between_two_epochs_is_one_error_naming_the_cache
     from app import run_dir as rd
     from app.cli import run_safely, setup_logging
 
+    setup_logging()  # first: a handler an earlier test left on its own (closed) stderr would fail on this test's lines
     dataset = _images(tmp_path, monkeypatch)
     assert np.array_equal(_pixels(dataset), PIXELS)
     for entry in image_store_dir().iterdir():
         entry.unlink()
     image_store_dir().rmdir()
-    setup_logging()
 
     def next_epoch() -> int:
         rd.set_active_run(tmp_path / "run")
