@@ -171,7 +171,7 @@ def render_open_set(result: dict) -> str:
         f"{result['num_known']} evaluation files above",
         f"- Score: {result['score']} (chosen at training time), AUROC **{_shown(result['auroc'], '.3f')}**, "
         f"FPR at 95% TPR {_shown(result['fpr_at_95_tpr'], '.3f')}",
-        f"- Threshold {result['threshold']:.4g} (keeps {100 * result['reject_recall']:.0f}% of known validation "
+        f"- Threshold {result['threshold']:.4g} (keeps {100 * result['reject_recall']:.3g}% of known validation "
         f"files): known files accepted {100 * result['known_accepted']:.1f}%, unknown files rejected "
         f"{100 * result['unknown_rejected']:.1f}%",
         f"- Accuracy with rejection (known and unknown files): {result['accuracy_with_rejection']:.4f}; known files "

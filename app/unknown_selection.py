@@ -132,11 +132,11 @@ def fit_unknown_detector(train_embeddings, train_labels, val_embeddings, val_lab
     scorer.calibrate(val_embeddings if offset is None else train_embeddings)
     if offset is None:
         threshold = threshold_for_recall(scorer.score(score, val_embeddings), reject_recall)
-        kept = f"keeps {100 * reject_recall:.0f}% of known validation files"
+        kept = f"keeps {100 * reject_recall:.3g}% of known validation files"
     else:
         threshold = transferred_threshold(scorer.score(score, train_embeddings), offset)
         selection["threshold_offset"] = round(offset, 6)
-        kept = (f"carried over from the first model's, which kept {100 * reject_recall:.0f}% of known validation "
+        kept = (f"carried over from the first model's, which kept {100 * reject_recall:.3g}% of known validation "
                 f"files it had not trained on ({offset:+.3f} interquartile ranges from the median training score)")
     logger.info("Unknown-class score: %s (leave-classes-out AUROC %s), threshold %.4g %s", score,
                 selection.get("auroc", {}).get(score, "not measured"), threshold, kept)

@@ -107,3 +107,9 @@ def test_converted_weights_live_under_the_same_cache_root_as_everything_else(mon
     assert converted_weights_dir() == cache_dir() / "weights" == tmp_path / "xdg" / "metatune" / "weights"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert converted_weights_dir() == cache_dir() / "weights"
+    # '~/x' quoted (no shell expanded it) made a folder named '~' in the current one; an empty XDG_CACHE_HOME is unset.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    assert converted_weights_dir() == cache_dir() / "weights" == tmp_path / "home" / ".cache" / "metatune" / "weights"
+    monkeypatch.setenv("METATUNE_CACHE_DIR", "~/x")
+    assert converted_weights_dir() == cache_dir() / "weights" == tmp_path / "home" / "x" / "weights"

@@ -16,5 +16,5 @@ def converted_weights_dir() -> Path:
     """
     root = os.environ.get("METATUNE_CACHE_DIR")
     if not root:
-        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "metatune"
-    return Path(root) / "weights"
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "metatune"
+    return Path(root).expanduser() / "weights"

@@ -208,3 +208,11 @@ def test_an_exclusion_that_leaves_too_few_files_for_the_episodes_is_one_error_na
     assert status == 2
     _assert_clean_error(capsys, "ERROR", "--exclude-label-issues 20 left too few training files for the episodes",
                         "queries=2. Start a new run (--output NEW_DIR)", f"{run} stays INCOMPLETE")
+
+
+def test_the_kept_share_is_logged_as_asked_not_rounded_to_a_whole_percent(tmp_path, capsys):
+    """--reject-recall 0.999 was logged as "keeps 100%", 1e-12 as "keeps 0%"."""
+    data = _folder(tmp_path / "data", KNOWN)
+    assert train.main([str(data), "--backbone", "tiny_image", "--epochs", "1", "--no-cache-features",
+                       "--reject-recall", "0.999", "--output", str(tmp_path / "run")]) == 0
+    assert "keeps 99.9% of known validation files" in capsys.readouterr().err
