@@ -125,10 +125,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare and args.artifact:
             raise UserError(f"--compare evaluates runs' model.keras files; it does not take --artifact. Received: "
                             f"--artifact {args.artifact} with --compare. Evaluate the artifact on its own.")
-        if args.unknown is not None:  # before the model loads: a folder inside DATA_DIR scores its files twice
-            from app.open_set_evaluation import check_unknown_apart
-
-            check_unknown_apart(args.unknown, args.data_dir)
         if args.compare:
             if args.unknown:
                 from app.errors import UserError

@@ -18,7 +18,7 @@ from app.report import plot_confusion_matrix, plot_reliability, render_compariso
 from app.explanations import explanations_section
 from app.label_issue_run import label_issues_section
 from app.open_set import embed_examples
-from app.open_set_evaluation import evaluate_unknown, prepare_unknown_set, render_open_set
+from app.open_set_evaluation import check_unknown_apart, evaluate_unknown, prepare_unknown_set, render_open_set
 from data.atomic_write import write_atomically
 from data.images import IMAGE_EXTENSIONS
 from data.records import Example
@@ -274,6 +274,8 @@ def evaluate_run(run_path: str | Path, data_dir: str | Path, name: str | None = 
         raise UserError(f"--unknown scores files with the run's model.keras (its embedding); it does not combine with "
                         f"--artifact. Received: --unknown {unknown_dir} with --artifact {artifact}. Evaluate them "
                         "in two calls.")
+    if unknown_dir is not None:  # before the model loads: a folder inside DATA_DIR would score its files twice
+        check_unknown_apart(unknown_dir, data_dir)
     run = load_run(run_path)
     chosen = _chosen_files(run, data_dir, allow_missing_classes)
     return _evaluate(run, chosen, data_dir, name, batch_size, top_k, apply_temperature_scaling, bootstrap_resamples,

@@ -55,9 +55,10 @@ class FeatureStore:
         # float16 halves the disk and memory of large rows (a backbone's intermediate activations,
         # data/activation_cache.py); the row digests are computed on the stored values.
         self.dtype = np.dtype(dtype)
+        self.bypassed = False  # a store of another shape that cannot be removed: computed, neither read nor written
 
     def _load(self) -> tuple[np.ndarray, np.ndarray | None]:
-        if not self.path.is_file():
+        if self.bypassed or not self.path.is_file():
             return np.zeros(0, dtype=str), None
         try:
             stored = np.load(self.path, allow_pickle=False)
@@ -83,6 +84,8 @@ class FeatureStore:
     def _save(self, keys: np.ndarray, features: np.ndarray) -> None:
         """Store the rows; a cache that cannot be written (full disk, read-only) only costs speed:
         one warning, no temporary file left, and the run goes on with the features it computed."""
+        if self.bypassed:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._remove_abandoned_temporaries()
@@ -102,17 +105,6 @@ class FeatureStore:
                     leftover.unlink(missing_ok=True)
                 except OSError:  # a leftover that cannot be removed (a folder) costs space, not the cache
                     pass
-
-    def _compute_uncached(self, content_keys: list[str],
-                          compute: Callable[[list[int]], np.ndarray]) -> tuple[np.ndarray, int]:
-        """get_or_compute without the store (one computation per distinct content, as there)."""
-        first_of: dict[str, int] = {}
-        for i, key in enumerate(content_keys):
-            first_of.setdefault(key, i)
-        to_compute = sorted(first_of.values())
-        computed = np.asarray(compute(to_compute), dtype=self.dtype)
-        row_of = {content_keys[i]: row for row, i in enumerate(to_compute)}
-        return computed[[row_of[key] for key in content_keys]], len(to_compute)
 
     def get_or_compute(self, content_keys: list[str],
                        compute: Callable[[list[int]], np.ndarray]) -> tuple[np.ndarray, int]:
@@ -140,7 +132,7 @@ class FeatureStore:
                 except OSError as error:  # a read-only cache: this run's features are all computed, none cached
                     logger.warning("Could not remove the feature cache %s (%s); continuing without it.",
                                    self.path, error)
-                    return self._compute_uncached(content_keys, compute)
+                    self.bypassed = True
                 return self.get_or_compute(content_keys, compute)
             if stored is None:
                 stored_keys, stored = new_keys, computed
