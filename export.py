@@ -3,6 +3,7 @@
     python export.py RUN_DIR                                   # SavedModel -> RUN_DIR/export/savedmodel/
     python export.py RUN_DIR --format litert [--quantize none|float16|dynamic|int8]
                                                                # -> RUN_DIR/export/litert-<float32|...>/model.tflite
+    python export.py RUN_DIR --reject none                     # SavedModel without the unknown-class outputs
 
 Every export is checked on the run's held-out files (manifest test split, else validation)
 before it is written: float formats must pick the same class as model.keras on at least 99.5%
@@ -42,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--representative-files", type=positive_int, default=500, metavar="N",
                         help="int8: how many training files (balanced over classes) calibrate the ranges; at least "
                         "20 must exist. Default: 500.")
+    parser.add_argument("--reject", choices=("auto", "none"), default="auto",
+                        help="SavedModel: auto: the run's unknown-class detector goes into the graph (outputs "
+                        "unknown_score and unknown, as predict.py rejects); none: probabilities and top_class only, "
+                        "as predict.py --reject none (and the detector's files are not read). LiteRT exports carry "
+                        "probabilities only either way. Default: auto.")
     parser.add_argument("--batch-size", type=batch_size, default=32, help="Batch size of the parity check. Default: 32.")
     return parser
 
@@ -54,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         from app.exporting import ExportRequest, export_run
 
         result = export_run(ExportRequest(args.run_dir, args.format, args.quantize, args.output,
-                                          args.representative_files, args.batch_size))
-        for check in result.report.checks:
+                                          args.representative_files, args.batch_size, args.reject))
+        for check in [*result.report.checks, *result.report.unknown_checks]:
             print(check.summary())
         print(f"Exported: {result.report.artifact}\nParity report: {result.path / 'parity.json'}")
         return 0

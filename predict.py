@@ -70,6 +70,16 @@ def _json_document(predictions, skipped) -> str:
                        "skipped": [{"file": s.path, "reason": s.reason} for s in skipped]}, indent=2)
 
 
+def _require_stdout() -> None:
+    """Predictions go to standard output: started with it closed (`>&-`, a service without one), Python has no
+    stdout and print() drops every line, so the whole folder was predicted for nothing and ended in a traceback."""
+    from app.errors import UserError
+
+    if sys.stdout is None:
+        raise UserError("Standard output is closed, so the predictions would be lost. Received: predict.py started "
+                        "with no standard output (>&-). Send it to a file (> predictions.txt) or to a pipe.")
+
+
 def main(argv: list[str] | None = None) -> int:
     # Intermixed: flags may come between or after the files (`RUN_DIR --json FILE...`), which
     # plain parse_args refuses for a variable-length positional list.
@@ -85,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.prediction import predictions_in_chunks, prepare_prediction, write_explanations
         from app.progress import input_progress
 
+        _require_stdout()
         listed = read_file_list(args.files_from) if args.files_from is not None else []
         if args.files_from is not None and not listed and not args.inputs and not args.text:
             source = "standard input" if args.files_from == "-" else repr(args.files_from)

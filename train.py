@@ -43,11 +43,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(format_data_report(build_data_report(scan)))
                 raise
             print(format_data_report(report))
-            if modes.label_issues:
-                from app.label_issue_run import check_label_issues, format_label_issues
+            # --exclude-label-issues N with --check shows what a run would leave out, so it needs the ranking
+            # too (it was ignored: the user saw the doctor's report and no sign of the files in question).
+            if modes.label_issues or config.exclude_label_issues != "0":
+                from app.label_issue_run import check_label_issues, format_label_issues, format_left_out
 
                 issues = check_label_issues(config, scan, examples, report)
                 print("\n" + format_label_issues(issues, report["label_issues_note"]))
+                if config.exclude_label_issues != "0":
+                    print(format_left_out(config.exclude_label_issues, issues,
+                                          [e for e in examples if e.split == "train"],
+                                          [e for e in examples if e.split == "val"]))
             return 0
         result = run_training(config, resume_dir=getattr(modes, "resume", None))
         print(

@@ -179,7 +179,8 @@ def run_safely(command: Callable[[], int]) -> int:
         if _environment_problem:
             raise UserError(_environment_problem)
         status = command()
-        sys.stdout.flush()  # here, not at exit: a reader gone away (`| head`) is then handled below
+        if sys.stdout is not None:  # None: started with standard output closed (`>&-`); nothing to flush
+            sys.stdout.flush()  # here, not at exit: a reader gone away (`| head`) is then handled below
         return status
 
     def terminate(signum, frame):
@@ -243,6 +244,8 @@ def _reported(checked_command: Callable[[], int]) -> int:
             return 2
         detail = unreadable_input(error)
         if detail is None:
+            detail = _image_store_cut_short(error)
+        if detail is None:
             raise
         if _in_image_cache(detail):
             _image_cache_error(detail)
@@ -280,9 +283,32 @@ def _stdout_closed() -> bool:
 
 def _in_image_cache(detail: str) -> bool:
     """Whether TensorFlow's unreadable file is `--image-cache disk`'s store, not an input file."""
-    from data.image_store import image_store_dir
+    from data.image_store import STORE_CUT_SHORT, image_store_dir
 
-    return str(image_store_dir()) in detail
+    return str(image_store_dir()) in detail or detail.startswith(STORE_CUT_SHORT)
+
+
+# What TensorFlow says when `--image-cache disk`'s store was truncated while a run read it: the record reader on a
+# length that is no whole number of images (the message names the file), or, on a whole number of them, the row
+# count the store asserts (data/image_store.py: the only assert_cardinality metatune applies; no file named).
+_STORE_LENGTH = re.compile(r"not an exact multiple of the record length|"
+                           r"was expected to contain (\d+) elements but contained only (\d+)")
+
+
+def _image_store_cut_short(error: BaseException) -> str | None:
+    """The detail for _image_cache_error where `error` is the image store read short (a traceback before)."""
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is None or not isinstance(error, tensorflow.errors.OpError):
+        return None
+    message = getattr(error, "message", str(error))
+    found = _STORE_LENGTH.search(message)
+    if found is None:
+        return None
+    if found.group(1):
+        from data.image_store import STORE_CUT_SHORT
+
+        return f"{STORE_CUT_SHORT} ({found.group(2)} of its {found.group(1)} images left)"
+    return _first_matching_line(message, _STORE_LENGTH)
 
 
 def _image_cache_error(detail: str) -> None:
@@ -353,6 +379,10 @@ def unreadable_input(error: BaseException) -> str | None:
     message = getattr(error, "message", str(error))
     if not UNREADABLE_INPUT.search(message):
         return None
-    first = next((line for line in message.splitlines() if UNREADABLE_INPUT.search(line)), message)
-    first = re.sub(r"\{\{[^}]*\}\}|\[\[.*?\]\]", "", first).strip(" ;")
-    return first[:400]
+    return _first_matching_line(message, UNREADABLE_INPUT)
+
+
+def _first_matching_line(message: str, pattern: re.Pattern) -> str:
+    """The line of TensorFlow's `message` that `pattern` matches, without its node annotations."""
+    first = next((line for line in message.splitlines() if pattern.search(line)), message)
+    return re.sub(r"\{\{[^}]*\}\}|\[\[.*?\]\]", "", first).strip(" ;")[:400]

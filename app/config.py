@@ -417,6 +417,11 @@ def _checked_value(key: str, value, where: Mapping[str, str]):
         value = str(value)
     if isinstance(value, bool) and "yes" in CHOICES.get(key, ()):
         value = "yes" if value else "no"  # YAML 1.1 reads an unquoted `refit: no` as false
+    elif isinstance(value, bool) and key in CHOICES:
+        # `distribute: no` or `image_cache: off` was told "must be a string. Received: distribute=False": neither
+        # what the option takes nor why a word became False.
+        raise UserError(f"{_invalid(key, where)}: {key} must be one of {', '.join(CHOICES[key])}; YAML reads an "
+                        f"unquoted yes/no/on/off as true/false. Write one of those values. Received: {key}={value!r}")
     accepts, expected = _TYPE_RULES[str(f.type)]
     expected = _EXPECTED.get(key, expected)
     if not accepts(value):

@@ -9,35 +9,12 @@ Only those characters are escaped; letters of every script stay as they are.
 from __future__ import annotations
 
 import re
-import unicodedata
 
-# Line breaks and other controls (Cc), the line and paragraph separators, lone surrogates (the bytes of a
-# name that is not UTF-8, which a UTF-8 terminal cannot print) and the bidirectional embeddings,
-# overrides and isolates. Other format characters (zero-width joiners, ...) belong to words of some scripts.
-_INVISIBLE_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
-_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+from data.shown_text import invisible, visible
+
 # Characters that a file name on some system cannot hold, or that shells and URLs read specially.
 _PATH_HOSTILE = set('/\\:*?"<>|')
 MAX_STEM_BYTES = 150  # a file name holds 255 bytes; room for metatune's prefix and suffix
-
-
-def _invisible(character: str) -> bool:
-    return unicodedata.category(character) in _INVISIBLE_CATEGORIES or character in _BIDI_CONTROLS
-
-
-def visible(text: str) -> str:
-    """`text` with control characters written as Python escapes, as `repr` writes them (a newline as
-    \\n, a tab as \\t, U+202E as \\u202e); everything else, non-ASCII letters included, unchanged."""
-    text = str(text)
-    if text.isprintable():
-        return text
-    return "".join(repr(c)[1:-1] if _invisible(c) else c for c in text)
-
-
-def markdown_cell(value) -> str:
-    """`value` for one Markdown table cell: backslashes and '|' escaped (a '|' would start another
-    column), control characters written visibly (a newline would end the row)."""
-    return visible(str(value).replace("\\", "\\\\").replace("|", "\\|"))
 
 
 # What Markdown reads as markup inside running text: emphasis, code, links, HTML, headings, tables.
@@ -47,8 +24,28 @@ _MARKDOWN_SPECIAL = set("\\`*_[]<>#|~&")
 def markdown_text(value) -> str:
     """`value` as running Markdown text that renders as itself (no accidental emphasis, links or HTML: every
     markup character backslash-escaped; control characters, as in a class name holding a newline, written
-    visibly). markdown_cell escapes less: only what would break a table row."""
-    return visible("".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in str(value)))
+    visibly). A leading list marker (`- `, `+ `, `1. `, `1) `) is escaped too: after a list item's "- " it
+    started a nested list."""
+    escaped = "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in str(value))
+    return visible(_LIST_MARKER.sub(lambda m: m[1] + "\\" + m[2], escaped, count=1))
+
+
+_LIST_MARKER = re.compile(r"^(\d{0,9})([-+.)])(?=\s|$)")  # "- ", "+ ", "12. ", "3) ", or only the marker
+
+
+def markdown_cell(value) -> str:
+    """`value` for one Markdown table cell, rendered as itself: a '|' escaped (it would start another column),
+    control characters written visibly (a newline would end the row), and the other markup characters escaped
+    as markdown_text does. Escaping only the first two showed a class named `__background__` in bold, one named
+    `<unk>` not at all (an HTML tag) and `[x](y)` as a link."""
+    return markdown_text(value)
+
+
+def terminal_cell(value) -> str:
+    """`value` for one cell of a Markdown table printed to a terminal (evaluate.py --compare), which is read as
+    it is more often than rendered: only what would break the row is escaped (backslashes, '|', control
+    characters), so a backbone `tiny_image` does not print as `tiny\\_image`."""
+    return visible(str(value).replace("\\", "\\\\").replace("|", "\\|"))
 
 
 def markdown_code(value) -> str:
@@ -65,7 +62,7 @@ def markdown_code(value) -> str:
 def safe_file_stem(stem: str, max_bytes: int = MAX_STEM_BYTES) -> str:
     """`stem` fit to be part of a file name: control characters and path-hostile characters
     (/ \\ : * ? " < > |) replaced with '_', cut to `max_bytes` of UTF-8."""
-    cleaned = "".join("_" if _invisible(c) or c in _PATH_HOSTILE else c for c in str(stem))
+    cleaned = "".join("_" if invisible(c) or c in _PATH_HOSTILE else c for c in str(stem))
     encoded = cleaned.encode("utf-8")
     if len(encoded) > max_bytes:
         cleaned = encoded[:max_bytes].decode("utf-8", errors="ignore")

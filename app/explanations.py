@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from app import fonts
 from app.errors import UserError
-from app.run_dir import is_run_directory
+from app.run_dir import LOGS_DIR, is_run_directory
 from app.escaping import markdown_code, markdown_text, safe_file_stem, visible
 from data.atomic_write import write_atomically, write_bytes_atomically
 from data.images import load_image
@@ -37,16 +37,35 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.n
     return np.clip((1 - alpha) * image + alpha * colours, 0, 255).astype(np.uint8)
 
 
-def heatmaps_for(run, paths: list[str], classes, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(images as the model sees them, Grad-CAM heatmaps for `classes`)."""
+def heatmaps_for(run, paths: list[str], classes, batch_size: int = 16, cam=None) -> tuple[np.ndarray, np.ndarray]:
+    """(images as the model sees them, Grad-CAM heatmaps for `classes`); `cam`: the run's GradCam, when the caller
+    explains several groups of files."""
     from models.gradcam import GradCam
 
-    cam = GradCam(run.model)
+    cam = cam if cam is not None else GradCam(run.model)
     size = (run.input_size, run.input_size)
-    images = np.stack([load_image(p, size, run.resize) for p in paths]) if paths else np.zeros((0, *size, 3), np.uint8)
+    images = np.stack([_reloaded(p, size, run.resize) for p in paths]) if paths else np.zeros((0, *size, 3), np.uint8)
     maps = [cam.heatmaps(images[i:i + batch_size], np.asarray(classes[i:i + batch_size]))
             for i in range(0, len(paths), batch_size)]
     return images, (np.concatenate(maps) if maps else np.zeros((0, *size)))
+
+
+def _reloaded(path: str, size: tuple[int, int], resize: str) -> np.ndarray:
+    """An image read again for its heatmap, after its prediction (read_again_error when it cannot be)."""
+    try:
+        return load_image(path, size, resize)
+    except (OSError, Image.DecompressionBombError) as error:
+        raise read_again_error(path, error) from None
+
+
+def read_again_error(path: str, error: Exception) -> UserError:
+    """A file --explain reads after its prediction (an image for its heatmap, a text for its attributions) that can
+    no longer be read: deleted or overwritten in between (minutes, for a large folder), which was a traceback
+    once every prediction had been printed."""
+    reason = getattr(error, "strerror", None) or error
+    return UserError(f"Could not read {path!r} again to explain it: {reason}. It changed or disappeared after it "
+                     "was predicted (the lines above stand); leave the files alone while the command runs, then run "
+                     "it again for the explanations.")
 
 
 def _save_png(pixels: np.ndarray, path: Path) -> None:
@@ -79,6 +98,7 @@ def explain_folder(out_dir: str | Path) -> Path:
     if is_run_directory(out):  # train.py's folder, which evaluate.py writes under eval/ only: not mixed with overlays
         raise UserError(f"--explain {out_dir} is a run directory; explanations are not written among a run's files. "
                         f"Pass a folder of their own, e.g. --explain {str(out / 'explanations')!r}")
+    _refuse_replaced_run_folder(out, out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):  # a read-only folder refuses this
@@ -87,6 +107,25 @@ def explain_folder(out_dir: str | Path) -> Path:
         raise UserError(f"--explain cannot write into {str(out)!r}: {error.strerror or error}. Received: --explain "
                         f"{out_dir}. Choose a folder you can write to (it is created when missing).") from None
     return out
+
+
+# A run directory's folders that its own commands replace or empty: evaluate.py swaps in RUN_DIR/eval/NAME and
+# logs/eval_NAME whole, train.py --resume prunes checkpoints/. Overlays written there vanished with no word.
+RUN_MANAGED_FOLDERS = ("eval", LOGS_DIR, "checkpoints")
+
+
+def _refuse_replaced_run_folder(out: Path, out_dir: str | Path) -> None:
+    """UserError when `out` is at or under one of a run directory's RUN_MANAGED_FOLDERS (a folder of its own
+    inside the run, RUN_DIR/explanations, is fine)."""
+    resolved = out.resolve()
+    for run in resolved.parents:
+        if is_run_directory(run):
+            managed = resolved.relative_to(run).parts[0]
+            if managed in RUN_MANAGED_FOLDERS:
+                raise UserError(f"--explain {out_dir} lies in {str(run / managed)!r}, a folder the run's own commands "
+                                f"replace (evaluate.py, train.py --resume): the explanations would be deleted with it. "
+                                f"Pass a folder of their own, e.g. --explain {str(run / 'explanations')!r}")
+            return
 
 
 def _note_earlier_files(out: Path, written: list[Path], pattern: str, replaced: list[Path]) -> None:
@@ -109,14 +148,24 @@ def _output_stem(index: int, name: str) -> str:
     return f"{index:04d}-{safe_file_stem(name)}"
 
 
+# Files explained at a time by write_overlays: every image and its float heatmap held at once took gigabytes for a
+# large folder (10,000 files at 224 px: 1.5 GB of pixels alone, their heatmaps more) after predict.py had streamed it.
+OVERLAY_GROUP = 64
+
+
 def write_overlays(run, paths: list[str], classes, out_dir: str | Path) -> list[Path]:
     """One `<index>-<file stem>-gradcam.png` per file (the index keeps same-named files apart)."""
+    from models.gradcam import GradCam
+
     out = explain_folder(out_dir)
-    images, maps = heatmaps_for(run, paths, classes)
     written = [out / f"{_output_stem(i, Path(path).stem)}-gradcam.png" for i, path in enumerate(paths)]
     replaced = [target for target in written if target.exists()]
-    for target, image, heatmap in zip(written, images, maps):
-        _save_png(overlay(image, heatmap), target)
+    cam = GradCam(run.model) if paths else None
+    for start in range(0, len(paths), OVERLAY_GROUP):
+        group = slice(start, start + OVERLAY_GROUP)
+        images, maps = heatmaps_for(run, paths[group], classes[group], cam=cam)
+        for target, image, heatmap in zip(written[group], images, maps):
+            _save_png(overlay(image, heatmap), target)
     logger.info("Grad-CAM overlays of %d file(s) written to %s", len(written), out)
     _note_earlier_files(out, written, "[0-9][0-9][0-9][0-9]-*-gradcam.png", replaced)
     return written

@@ -38,6 +38,7 @@ from data.tf_decode import graph_decodable
 
 logger = logging.getLogger(__name__)
 FORMATS = ("savedmodel", "litert")
+REJECTS = ("auto", "none")  # as predict.py --reject
 LABELS_FILE = "labels.txt"
 PROBE_SCRIPT = Path(__file__).resolve().parent / "savedmodel_probe.py"
 # int8 calibration: TensorFlow's guide suggests a few hundred samples; fewer than this many
@@ -59,6 +60,7 @@ class ExportRequest:
     output: str | None = None
     representative_files: int = DEFAULT_REPRESENTATIVE_FILES
     batch_size: int = 32
+    reject: str = "auto"  # none: a SavedModel without the unknown-class outputs (and no detector read)
 
     @property
     def label(self) -> str:
@@ -85,6 +87,11 @@ def export_run(request: ExportRequest) -> ExportResult:
         raise UserError(f"Unknown export format. Received: --format {request.format!r}. Choose one of {list(FORMATS)}.")
     if request.quantize not in QUANTIZATIONS:
         raise UserError(f"Unknown quantization. Received: --quantize {request.quantize!r}. Choose one of {list(QUANTIZATIONS)}.")
+    if request.reject not in REJECTS:
+        raise UserError(f"Unknown rejection mode. Received: --reject {request.reject!r}. "
+                        f"Choose one of {list(REJECTS)}.")
+    if request.reject == "none" and request.format == "litert":
+        logger.warning("--reject none changes nothing with --format litert: LiteRT exports carry probabilities only.")
     if request.output is not None and not str(request.output).strip():  # a script's unset variable: --output "$OUT"
         raise UserError("--output is empty. Received: --output ''. Give the folder to create, or leave --output out for "
                         "RUN_DIR/export/<format>.")
@@ -99,8 +106,10 @@ def export_run(request: ExportRequest) -> ExportResult:
             "delegate) that phones and microcontrollers do not have. Export it with --format savedmodel (serve it "
             "with TF Serving built with tensorflow-text ops, or load it with `import tensorflow_text`).")
     # Absolute: the SavedModel check runs in another process, in a scratch folder (a relative RUN_DIR or --output
-    # would not point at the export there).
-    output = (Path(request.output).expanduser() if request.output else run.path / "export" / request.label).absolute()
+    # would not point at the export there). Normalised: an --output ending in `..` or `.` named no new folder (its
+    # staging folder `.tmp-PID-..` was built and checked, then renaming it onto `..` was an EBUSY traceback).
+    given = Path(request.output).expanduser() if request.output else run.path / "export" / request.label
+    output = Path(os.path.abspath(given))
     # lexists: a symbolic link to a missing path is a name in use too (the final rename onto it failed with a
     # NotADirectoryError traceback after the whole export and its check had run).
     if os.path.lexists(output):
@@ -180,7 +189,7 @@ def _check_export_path(output: Path, given: str | None) -> None:
 def _sibling_names(output: Path) -> list[str]:
     """Every name the export may create in output's folder: the output, its staging and scratch folders, the
     failed check's report and that report's temporary name."""
-    staging = _staging_path(output).name
+    staging = temporary_name(output).name
     report = failed_report_path(output)
     return [output.name, staging, staging + SCRATCH_SUFFIX + "x" * TEMPFILE_RANDOM_CHARACTERS, report.name,
             temporary_name(report).name]
@@ -195,15 +204,11 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
-def _staging_path(output: Path) -> Path:
-    return temporary_name(output)
-
-
 def _make_staging(output: Path, given: str | None) -> Path:
     """Create `output`'s parent and the empty staging folder the export is built in, before any work: an --output
     whose parent is a file, cannot be created or is not writable is then one ERROR line in seconds (it was a
     traceback, from mkdir or from TensorFlow's writer after the SavedModel was built)."""
-    staging = _staging_path(output)
+    staging = temporary_name(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(output)
@@ -266,7 +271,7 @@ def held_out_examples(run: LoadedRun) -> tuple[list[Example], str]:
 
 
 def representative_paths(run: LoadedRun, wanted: int) -> list[str]:
-    """Up to `wanted` training files for int8 calibration, taken class by class in turn (balanced)."""
+    """Up to `wanted` usable training files for int8 calibration, taken class by class in turn (balanced)."""
     manifest = read_manifest(run.path, run.metadata.data_dir)
     root = manifest.root
     by_class: dict[str, list[str]] = {}
@@ -279,13 +284,33 @@ def representative_paths(run: LoadedRun, wanted: int) -> list[str]:
             f"int8 quantization calibrates on the run's training files, and it needs at least "
             f"{MIN_REPRESENTATIVE_FILES}; the manifest lists {available} that still exist under {str(root)!r}. "
             "Use --quantize dynamic or float16 (no calibration), or train on more files.")
-    chosen, round_index = [], 0
-    while len(chosen) < min(wanted, available):
-        for paths in by_class.values():
-            if round_index < len(paths) and len(chosen) < wanted:
-                chosen.append(paths[round_index])
-        round_index += 1
+    # Each one is checked now: a file that became unreadable since training failed inside the converter, whose
+    # error then blamed an operation LiteRT lacks and sent the user to --format savedmodel.
+    chosen, unusable = [], []
+    for path in _round_robin(list(by_class.values())):
+        if len(chosen) == wanted:
+            break
+        check = inspect_file(path, run.modality)
+        if check.usable:
+            chosen.append(path)
+        else:
+            unusable.append(f"{path!r} ({check.reason})")
+    if unusable:
+        logger.warning("int8 calibration leaves out %d training file(s) that can no longer be read: %s",
+                       len(unusable), ", ".join(unusable[:3]) + (", ..." if len(unusable) > 3 else ""))
+    if len(chosen) < min(wanted, MIN_REPRESENTATIVE_FILES):
+        raise UserError(
+            f"int8 quantization calibrates on the run's training files, and it needs at least "
+            f"{MIN_REPRESENTATIVE_FILES}; only {len(chosen)} of the {available} under {str(root)!r} can still be "
+            f"read ({unusable[0]}, ...). Restore the training folder as it was when the run was trained, or use "
+            "--quantize dynamic or float16 (no calibration).")
     return chosen
+
+
+def _round_robin(groups: list[list[str]]):
+    """The groups' items one group at a time: the first of each, then the second of each, ..."""
+    for index in range(max((len(group) for group in groups), default=0)):
+        yield from (group[index] for group in groups if index < len(group))
 
 
 def _reference(run: LoadedRun, examples: list[Example], batch_size: int) -> np.ndarray:
@@ -295,7 +320,7 @@ def _reference(run: LoadedRun, examples: list[Example], batch_size: int) -> np.n
 def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], request: ExportRequest) -> ParityReport:
     from app.savedmodel_export import ServingSpec, write_savedmodel
 
-    unknown = _unknown_serving(run)
+    unknown = _unknown_serving(run) if request.reject == "auto" else None
     spec = ServingSpec.from_metadata(run.metadata, unknown)
     logger.info("Writing the SavedModel (signatures serving_default%s%s)", " and pixels" if run.modality == "image" else "",
                 f"; with the unknown-class score {unknown.detector.score}" if unknown else "")
@@ -314,8 +339,8 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
         else:
             served = [i for i, p in enumerate(paths) if graph_decodable(Path(p).read_bytes()) is not None]
             if len(served) < len(paths):
-                notes.append(f"{len(paths) - len(served)} held-out file(s) are WebP/TIFF, which the graph cannot "
-                             "decode: checked through the pixels signature only")
+                notes.append(f"{len(paths) - len(served)} of {len(paths)} held-out file(s) are WebP/TIFF, which the "
+                             "graph cannot decode: checked through the pixels signature only")
             # Absolute: the probe process runs in the scratch folder, and runs trained before data folders were
             # recorded as absolute paths hold theirs relative to the folder they were trained (and exported) from.
             request_json["files"] = [str(Path(paths[i]).absolute()) for i in served]
@@ -324,8 +349,11 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
             request_json["pixels"] = str(pixels_file)
         result = _probe(staging, request_json, Path(scratch))
     what = "texts" if run.modality == "text" else "file bytes"
-    checks.append(compare(f"serving_default ({what}, fresh process without metatune or Keras)", reference[served],
-                          result["probabilities"], [labels[i] for i in served], [paths[i] for i in served], False))
+    # No held-out file the graph decodes (all WebP/TIFF): a check on 0 files would say "passed" about nothing (and
+    # the empty result's shape was a ValueError traceback); the pixels signature's check below still runs.
+    if served:
+        checks.append(compare(f"serving_default ({what}, fresh process without metatune or Keras)", reference[served],
+                              result["probabilities"], [labels[i] for i in served], [paths[i] for i in served], False))
     top_class = [run.class_names[i] for i in result["probabilities"].argmax(axis=1)]
     if list(result["top_class"]) != top_class:
         raise UserError("The SavedModel's top_class output does not name the class of its highest probability; "
@@ -336,13 +364,18 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
     unknown_checks = []
     if unknown:
         score, threshold = unknown.detector.score, unknown.detector.threshold
-        unknown_checks.append(compare_unknown(f"serving_default ({what})", score, threshold, reference_scores[served],
-                                              result["unknown_score"], [paths[i] for i in served]))
+        if served:
+            unknown_checks.append(compare_unknown(f"serving_default ({what})", score, threshold,
+                                                  reference_scores[served], result["unknown_score"],
+                                                  [paths[i] for i in served]))
         if "pixels_unknown_score" in result:
             unknown_checks.append(compare_unknown("pixels (uint8 [batch, H, W, 3])", score, threshold, reference_scores,
                                                   result["pixels_unknown_score"], paths))
         notes.append(f"Both signatures also return unknown_score and unknown (score above {threshold:.6g}: a class the "
                      f"run does not know; score {score!r}, as predict.py rejects).")
+    elif request.reject == "none":
+        notes.append("Exported with --reject none: no unknown_score or unknown outputs; every input gets one of the "
+                     "run's classes, as predict.py --reject none.")
     notes.append("Text SavedModels need tensorflow-text's kernels where they are served (`import tensorflow_text`)."
                  if run.modality == "text" else
                  "serving_default decodes JPEG, PNG, GIF and BMP files in the graph, pixel-identical to training.")

@@ -165,8 +165,17 @@ class FallbackFont:
         x, y = xy
         baseline = y + self.primary.getmetrics()[0]
         for font, part in self.runs(text):
-            draw.text((x, baseline), part, fill=fill, font=font, anchor="ls")
+            draw.text((x, baseline), part, fill=fill, font=font, anchor="ls", **_left_to_right(font))
             x += font.getlength(part)
+
+
+def _left_to_right(font) -> dict:
+    """draw.text's arguments that lay a line out left to right whatever script it starts with. Pillow's Raqm layout
+    otherwise takes the direction from the first letter: a caption starting with a Hebrew or Arabic class name
+    ("שלום -> cat 0.89") was drawn mirrored ("cat 0.89 <- שלום"). Right-to-left words within stay right to left."""
+    from PIL import ImageFont
+
+    return {"direction": "ltr"} if getattr(font, "layout_engine", None) == ImageFont.Layout.RAQM else {}
 
 
 @functools.lru_cache(maxsize=16)

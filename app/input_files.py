@@ -60,6 +60,9 @@ def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], li
                 candidates += visible_files(path)  # follows symlinked folders, as train.py does
             elif path.exists():  # a file; a FIFO, socket or device too: the data doctor skips that one unopened
                 candidates.append(path)
+            elif path.is_symlink():  # `ls` lists it, so "no such file" read as wrong
+                skipped.append(SkippedFile(shown_path(path), "a symbolic link to nothing (its target is missing, or "
+                                                             "links lead back to themselves)"))
             else:
                 skipped.append(SkippedFile(shown_path(path), "no such file or folder"))
         except OSError as error:  # a name over 255 bytes (a line of text in a --files-from list): one input skipped

@@ -82,16 +82,31 @@ def check_label_issues(config, scan, examples, report: dict) -> list[LabelIssue]
 
 def exclude_label_issues(report: dict, issues: list[LabelIssue], setting: str, train_examples,
                          train_features: np.ndarray, val_examples, val_features: np.ndarray):
-    """Train and validation examples (and features) without the excluded label issues (`setting`: 0, N or auto).
+    """Train and validation examples (and features) without the excluded label issues (`setting`: 0, N or auto),
+    as chosen by `choose_left_out`; the files left out go into `report` (data_report.json's label_issues_excluded)."""
+    if setting == "0" or not issues:
+        return train_examples, train_features, val_examples, val_features
+    train_keep, val_keep = choose_left_out(issues, setting, train_examples, val_examples)
+    left_out = sorted([e.path for e, keep in zip(train_examples, train_keep) if not keep]
+                      + [e.path for e, keep in zip(val_examples, val_keep) if not keep])
+    report["label_issues_excluded"] = left_out
+    logger.info("--exclude-label-issues %s: %d file(s) left out of training and validation (listed in "
+                "data_report.json).", setting, len(left_out))
+    train_rows, val_rows = np.flatnonzero(train_keep), np.flatnonzero(val_keep)
+    return ([train_examples[i] for i in train_rows], train_features[train_rows],
+            [val_examples[i] for i in val_rows], val_features[val_rows])
+
+
+def choose_left_out(issues: list[LabelIssue], setting: str, train_examples, val_examples) -> tuple[list[bool], list[bool]]:
+    """Which training and validation examples --exclude-label-issues `setting` keeps (True) and leaves out (False).
 
     The ranking covers both labelled splits, so both lose their listed files: a wrong label in the
     validation split misleads early stopping, the temperature and the unknown-class threshold, and
     the refit trains on it. The test split is never ranked, so never touched. Two guards keep the
     run trainable: a class keeps at least one training file, and the validation split is not
     emptied (its listed files stay, with a warning); the same files are chosen again on --resume,
-    because the ranking is deterministic on the cached features."""
-    if setting == "0" or not issues:
-        return train_examples, train_features, val_examples, val_features
+    because the ranking is deterministic on the cached features. `train.py --check` calls this too,
+    to show what a run would leave out, so the choice and its warnings are one piece of code."""
     chosen = excluded_paths(issues, setting)
     kept_for_class = []
     train_keep = [e.path not in chosen for e in train_examples]
@@ -117,14 +132,23 @@ def exclude_label_issues(report: dict, issues: list[LabelIssue], setting: str, t
         logger.warning("--exclude-label-issues %s: no validation file is left for %d class(es) (%s): early "
                        "stopping, the temperature and the unknown-class threshold are fitted without them",
                        setting, len(lost), ", ".join(lost[:10]))
-    left_out = sorted([e.path for e, keep in zip(train_examples, train_keep) if not keep]
-                      + [e.path for e, keep in zip(val_examples, val_keep) if not keep])
-    report["label_issues_excluded"] = left_out
-    logger.info("--exclude-label-issues %s: %d file(s) left out of training and validation (listed in "
-                "data_report.json).", setting, len(left_out))
-    train_rows, val_rows = np.flatnonzero(train_keep), np.flatnonzero(val_keep)
-    return ([train_examples[i] for i in train_rows], train_features[train_rows],
-            [val_examples[i] for i in val_rows], val_features[val_rows])
+    return train_keep, val_keep
+
+
+def format_left_out(setting: str, issues: list[LabelIssue], train_examples, val_examples) -> str:
+    """`train.py --check --exclude-label-issues N`: what a training run with that setting would leave out."""
+    if setting == "0" or not issues:
+        return f"--exclude-label-issues {setting}: a training run would leave out no file."
+    train_keep, val_keep = choose_left_out(issues, setting, train_examples, val_examples)
+    left_out = {e.path for e, keep in zip(train_examples, train_keep) if not keep}
+    left_out |= {e.path for e, keep in zip(val_examples, val_keep) if not keep}
+    ordered = [issue.path for issue in issues if issue.path in left_out]  # in the ranking's order, as listed above
+    lines = [f"--exclude-label-issues {setting}: a training run would leave out {len(ordered)} file(s) of training "
+             f"and validation" + (":" if ordered else ".")]
+    lines += [f"  {path}" for path in ordered[:SHOWN]]
+    if len(ordered) > SHOWN:
+        lines.append(f"  ... and {len(ordered) - SHOWN} more")
+    return "\n".join(lines)
 
 
 def format_label_issues(issues: list[LabelIssue], note: str, shown: int = SHOWN) -> str:
@@ -156,7 +180,7 @@ def log_label_issues(log_dir: Path, issues: list[LabelIssue], modality: str, siz
         else:
             texts = read_texts([i.path for i in top])
             rows = ["| given -> suggested, score | file | text |", "|---|---|---|"]
-            rows += [f"| {markdown_cell(c)} | {markdown_cell(Path(i.path).name)} | {markdown_cell(t[:200])} |"
+            rows += [f"| {markdown_cell(c)} | {markdown_cell(Path(i.path).name)} | {markdown_cell(tb.excerpt(t))} |"
                      for c, i, t in zip(captions, top, texts)]
             tf.summary.text("label_issues", "\n".join(rows), step=0)
 

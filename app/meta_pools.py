@@ -105,12 +105,8 @@ def _check_source_pool_fills_an_episode(config: TrainConfig, listing) -> None:
     for 2 shots, then lost a file per class and was refused only after the feature pass, an INCOMPLETE run left
     behind. The listing's pools are the run's (same classes, same seed) unless checked files are skipped."""
     pools = _with_shapes(config, _pools_of_source(config, listing))
-    shape, counts = pools.train_shape, Counter(pools.train_labels)
-    if sum(n >= shape.shots + shape.queries for n in counts.values()) >= shape.ways:
-        return
     try:
-        EpisodeSampler(pools.train_labels, shape.ways, shape.shots, shape.queries, seed=config.seed,
-                       class_names=pools.class_names)
+        _refuse_a_pool_without_an_episode(pools, config.seed)
     except DataError as error:  # its message names the episode and the classes; say which pool it is
         held = ("its meta-validation classes" if pools.summary["pools"] == "class-disjoint"
                 else "a fifth of the files of each class of 3 or more")
@@ -125,11 +121,17 @@ def check_target_pools(config: TrainConfig, scan, train_examples: list[Example],
     an INCOMPLETE run left behind. The same pools and error as the run's (`build_meta_pools`, EpisodeSampler)."""
     if config.meta_data or config.strategy not in META_STRATEGIES:
         return
-    pools = _with_shapes(config, _target_pools(config, scan, train_examples, val_examples))
+    _refuse_a_pool_without_an_episode(_with_shapes(config, _target_pools(config, scan, train_examples, val_examples)),
+                                      config.seed)
+
+
+def _refuse_a_pool_without_an_episode(pools: MetaPools, seed: int) -> None:
+    """The run's EpisodeSampler's DataError (it names the episode and the classes) where the meta-training pool
+    cannot fill one episode. The sampler is only built where it refuses: built otherwise, it would repeat its
+    warnings about small classes, which the run's own sampler gives."""
     shape, counts = pools.train_shape, Counter(pools.train_labels)
     if sum(n >= shape.shots + shape.queries for n in counts.values()) < shape.ways:
-        # Only built where it refuses: built here otherwise, it would repeat its warnings about small classes.
-        EpisodeSampler(pools.train_labels, shape.ways, shape.shots, shape.queries, seed=config.seed,
+        EpisodeSampler(pools.train_labels, shape.ways, shape.shots, shape.queries, seed=seed,
                        class_names=pools.class_names)
 
 

@@ -10,7 +10,8 @@ import numpy as np
 
 from app.errors import UserError
 from app.evaluation import load_run
-from app.explanations import explain_folder, text_attributor, write_overlays, write_text_attributions
+from app.explanations import (explain_folder, read_again_error, text_attributor, write_overlays,
+                              write_text_attributions)
 from app.open_set import embed_examples, embedding_model, head_weights
 from app.unknown_store import load_detector
 from app.input_files import collect_inputs
@@ -154,13 +155,22 @@ def _probabilities(job: PredictionJob, examples, texts, embedder):
     return job.run.predict_texts(texts, job.batch_size), None, None
 
 
+def _text_read_again(example: Example) -> str:
+    """A text file's words for its explanation, read after its prediction (read_again_error when it cannot be:
+    deleted, or rewritten in another encoding, in between)."""
+    from data.pipeline import read_texts
+
+    try:
+        return read_texts([example.path], [example.encoding])[0]
+    except (OSError, UnicodeDecodeError) as error:
+        raise read_again_error(example.path, error) from None
+
+
 def write_explanations(job: PredictionJob, probabilities: np.ndarray) -> None:
     """--explain's files for every input (`probabilities`: all of them, in order)."""
     run, examples = job.run, job.examples
     if run.modality == "text":
-        from data.pipeline import read_texts
-
-        contents = list(read_texts([e.path for e in examples], [e.encoding for e in examples])) + list(job.texts)
+        contents = [_text_read_again(example) for example in examples] + list(job.texts)
         write_text_attributions(run, job.names, contents, probabilities, job.explain, job.attributor)
     else:
         write_overlays(run, [e.path for e in examples], probabilities[:len(examples)].argmax(axis=1), job.explain)

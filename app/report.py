@@ -11,21 +11,38 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from app import fonts  # noqa: E402
-from app.escaping import markdown_cell, markdown_code, visible  # noqa: E402
-from app.metrics import most_confused_pairs  # noqa: E402
+from app.escaping import markdown_cell, markdown_code, markdown_text, terminal_cell, visible  # noqa: E402
+from app.metrics import most_confused_pairs, scored_classes  # noqa: E402
 from data.atomic_write import write_atomically  # noqa: E402
+
+
+MAX_LABEL_CHARS = 40  # a tick label longer than this is cut with "…": one 200-character name took the whole figure
+MAX_PANEL_INCHES = 30.0  # each panel's side: 100 classes at full cell size, more classes get smaller cells
+MIN_LABEL_PITCH = 0.1  # inches between tick labels of 6 pt; smaller cells name every k-th class
+
+
+def _tick_label(name: str) -> str:
+    name = visible(name)  # a newline would break the tick label
+    return name if len(name) <= MAX_LABEL_CHARS else name[:MAX_LABEL_CHARS - 1] + "…"
 
 
 def confusion_figure(matrix, class_names: list[str]):
     """Two panels: row-normalised (recall per true class) and raw counts. Create and save it inside
     `fonts.matplotlib_text(class_names, ...)` (as plot_confusion_matrix does) so that names in other
-    scripts find a font that has them."""
+    scripts find a font that has them.
+
+    Bounded whatever the number of classes: each panel at most MAX_PANEL_INCHES a side (at 100 dpi, a 7,500 x
+    3,700 pixel PNG), cells shrinking beyond 100 classes, and every k-th class named once cells are too small
+    for a label each (report.md's per-class table names them all). Before, the figure grew with the classes:
+    500 classes made a 400-megapixel PNG and took gigabytes to draw."""
     matrix = np.asarray(matrix)
     n = len(class_names)
-    class_names = [visible(name) for name in class_names]  # a newline would break the tick label
+    labels = [_tick_label(name) for name in class_names]
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=np.float64), where=rows > 0)
-    cell = 0.45 if n <= 20 else 0.28
+    cell = min(0.45 if n <= 20 else 0.28, (MAX_PANEL_INCHES - 2.0) / max(n, 1))
+    every = max(1, int(np.ceil(MIN_LABEL_PITCH / cell)))  # 1 up to 280 classes
+    ticks = list(range(0, n, every))
     side = max(4.0, 2.0 + cell * n)
     font = 9 if n <= 15 else 7 if n <= 30 else 6  # points; a 0.28 in cell holds a 6 pt label
     figure, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side + 1.0), constrained_layout=True)
@@ -33,12 +50,13 @@ def confusion_figure(matrix, class_names: list[str]):
         (axes[0], normalised, "Normalised by true class", "{:.2f}"),
         (axes[1], matrix, "Counts", "{:d}"),
     ):
-        image = axis.imshow(values, cmap="Blues", vmin=0, vmax=1 if values is normalised else max(1, values.max()))
-        axis.set_title(title)
+        image = axis.imshow(values, cmap="Blues", vmin=0, vmax=1 if values is normalised else max(1, values.max()),
+                            interpolation="nearest")
+        axis.set_title(title if every == 1 else f"{title} (1 class in {every} named)")
         axis.set_xlabel("Predicted")
         axis.set_ylabel("True")
-        axis.set_xticks(range(n), class_names, rotation=90, fontsize=font)
-        axis.set_yticks(range(n), class_names, fontsize=font)
+        axis.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=font)
+        axis.set_yticks(ticks, [labels[i] for i in ticks], fontsize=font)
         if n <= 20:
             threshold = (1.0 if values is normalised else max(1, values.max())) / 2
             for t in range(n):
@@ -71,7 +89,7 @@ def render_report(metrics: dict, context: dict, worst: list[dict]) -> str:
         applied = "applied" if metrics["calibration"]["temperature_applied"] else "not applied; --apply-temperature"
         calibration = f" (temperature fitted on validation: {temperature:.3f}, {applied})"
     lines = [
-        f"# Evaluation: {visible(context['run_dir'])}",
+        f"# Evaluation: {markdown_text(context['run_dir'])}",
         "",
         f"- Data: {markdown_code(context['data_dir'])} ({context['split_description']})",
         f"- Model: {markdown_code(context.get('model') or 'model.keras')}",
@@ -87,9 +105,7 @@ def render_report(metrics: dict, context: dict, worst: list[dict]) -> str:
         "| class | precision | recall | F1 | support |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, scores in metrics["per_class"].items():
-        lines.append(f"| {markdown_cell(name)} | {scores['precision']:.3f} | {scores['recall']:.3f} | "
-                     f"{scores['f1']:.3f} | {scores['support']} |")
+    lines += _per_class_rows(metrics)
     lines += ["", "## Most confused pairs", ""]
     pairs = most_confused_pairs(metrics["confusion_matrix"], metrics["class_names"])
     lines += [f"- {markdown_cell(true)} predicted as {markdown_cell(predicted)}: {count}"
@@ -104,6 +120,25 @@ def render_report(metrics: dict, context: dict, worst: list[dict]) -> str:
     lines += ["", "All mistakes: misclassified.csv", "", "![confusion matrix](confusion_matrix.png)", "",
               "![reliability diagram](reliability.png)", ""]
     return "\n".join(lines)
+
+
+NO_VALUE = "–"  # a score of a class without the files it needs: undefined, not 0
+
+
+def _per_class_rows(metrics: dict) -> list[str]:
+    """One table row per class. A class without files has no recall, and one never predicted no precision: those
+    show NO_VALUE (metrics.json has 0), and a class with neither is marked as left out of macro F1, which it is (a
+    row of zeros beside a macro F1 of 1.000 read as a contradiction)."""
+    matrix = np.asarray(metrics["confusion_matrix"])
+    scored = scored_classes(matrix) if matrix.size else np.ones(len(metrics["per_class"]), bool)
+    rows = []
+    for i, (name, scores) in enumerate(metrics["per_class"].items()):
+        has_files, predicted = matrix[i].sum() > 0, matrix[:, i].sum() > 0
+        precision = f"{scores['precision']:.3f}" if predicted else NO_VALUE
+        recall = f"{scores['recall']:.3f}" if has_files else NO_VALUE
+        f1 = f"{scores['f1']:.3f}" if scored[i] else f"{NO_VALUE} (no files, never predicted: not in macro F1)"
+        rows.append(f"| {markdown_cell(name)} | {precision} | {recall} | {f1} | {scores['support']} |")
+    return rows
 
 
 def plot_reliability(bins: list[dict], ece: float, temperature: float | None, path: Path) -> None:
@@ -133,7 +168,7 @@ def plot_reliability(bins: list[dict], ece: float, temperature: float | None, pa
 
 
 def render_comparison(rows: list[dict]) -> str:
-    """One Markdown table of several runs evaluated on the same files."""
+    """One Markdown table of several runs evaluated on the same files, for the terminal (terminal_cell)."""
     lines = [
         "| run | backbone | strategy | examples | accuracy (95% CI) | macro F1 | ECE |",
         "|---|---|---|---:|---|---:|---:|",
@@ -141,7 +176,7 @@ def render_comparison(rows: list[dict]) -> str:
     for row in rows:
         low, high = row["ci95"]["accuracy"]
         lines.append(
-            f"| {markdown_cell(row['run'])} | {markdown_cell(row['backbone'])} | {row['strategy']} | "
+            f"| {terminal_cell(row['run'])} | {terminal_cell(row['backbone'])} | {row['strategy']} | "
             f"{row['num_examples']} | "
             f"{row['accuracy']:.4f} ({low:.3f}-{high:.3f}) | {row['macro_f1']:.4f} | {row['ece']:.4f} |"
         )

@@ -8,6 +8,7 @@ left half of a new one in its place.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -32,8 +33,10 @@ def staged_report_dir(out_dir: Path, run_path: Path) -> Iterator[Path]:
     The body writes into a staging folder RUN_DIR/eval/.tmp-PID-NAME/NAME (hidden, this process's, same file system;
     the inner folder has the final name because writers name the TensorBoard folder logs/eval_NAME after it). Only
     when the body returns is the earlier evaluation of that name renamed aside, the new one renamed in and the earlier
-    one removed; the earlier TensorBoard events (logs/eval_NAME, set aside at the start: the new evaluation writes its
-    own there) are removed then too. When the body raises (a failed write, a bad value, Ctrl-C), the staging folder
+    one removed; the earlier TensorBoard events (logs/eval_NAME, set aside into the staging folder at the start: the
+    new evaluation writes its own there) are removed then too. Aside means outside logs/: TensorBoard reads every
+    folder under it, hidden ones too, and listed the earlier events as a run of their own (.tmp-PID-eval_NAME) for
+    as long as it ran. When the body raises (a failed write, a bad value, Ctrl-C), the staging folder
     and the new events go, and the earlier evaluation and its events are as they were: a failed evaluation never
     deletes a finished one, nor leaves half of one in its place."""
     out_dir, run_path = Path(out_dir), Path(run_path)
@@ -43,11 +46,14 @@ def staged_report_dir(out_dir: Path, run_path: Path) -> Iterator[Path]:
         raise UserError(f"{str(out_dir)!r} is {'a symbolic link' if out_dir.is_symlink() else 'a file'}, not an "
                         "earlier report folder. Choose another --name, or remove it.")
     logs = run_path / rd.LOGS_DIR
+    events = logs / f"eval_{out_dir.name}"
+    from app.tensorboard_logging import check_events_folders
+
+    check_events_folders(logs, events)  # before any work: the evaluation writes its events there
     _recover_leftovers(out_dir.parent, logs)
     staging_root = temporary_name(out_dir)
     staging = staging_root / out_dir.name
-    events = logs / f"eval_{out_dir.name}"
-    events_aside = temporary_name(events)
+    events_aside = _events_aside(staging_root, events)
     if out_dir.is_dir() and any(out_dir.iterdir()):
         logger.warning("Replacing the earlier evaluation in %s (same name) once this one is written whole; until "
                        "then it stays as it is", out_dir)
@@ -57,8 +63,7 @@ def staged_report_dir(out_dir: Path, run_path: Path) -> Iterator[Path]:
         # TensorBoard would show both evaluations at one step: the earlier events go aside, back if this one fails.
         had_events = events.is_dir() and not events.is_symlink()
         if had_events:
-            shutil.rmtree(events_aside, ignore_errors=True)
-            os.rename(events, events_aside)
+            events_aside = _set_aside(events, events_aside)
     except OSError as error:
         shutil.rmtree(staging_root, ignore_errors=True)
         raise UserError(f"Cannot prepare the evaluation folder {str(out_dir)!r}: {error.strerror or error} "
@@ -76,6 +81,26 @@ def staged_report_dir(out_dir: Path, run_path: Path) -> Iterator[Path]:
         raise
     shutil.rmtree(staging_root, ignore_errors=True)  # the earlier evaluation, set aside by _swap_in
     shutil.rmtree(events_aside, ignore_errors=True)
+
+
+def _events_aside(staging_root: Path, events: Path) -> Path:
+    """Where the earlier TensorBoard events of an evaluation wait while it runs: in its staging folder."""
+    return staging_root / (events.name + REPLACED_SUFFIX)
+
+
+def _set_aside(events: Path, aside: Path) -> Path:
+    """Rename `events` to `aside`; where that crosses file systems (RUN_DIR/eval a link to another disk), to a
+    hidden name beside it, as earlier versions did. Returns where they went."""
+    try:
+        os.rename(events, aside)
+        return aside
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    beside = temporary_name(events)
+    shutil.rmtree(beside, ignore_errors=True)
+    os.rename(events, beside)
+    return beside
 
 
 def _swap_in(staging: Path, out_dir: Path) -> None:
@@ -137,11 +162,14 @@ def _recover_leftovers(eval_root: Path, logs: Path) -> None:
                 swapped[name, pid] = moved == new
             else:
                 swapped[name, pid] = not new.is_dir()  # still staged: killed before it could replace the earlier one
+            if not swapped[name, pid]:  # its new events go, the earlier ones (set aside in `root`) come back
+                aside = _events_aside(root, logs / f"eval_{name}")
+                _restore_events(logs / f"eval_{name}", aside if aside.is_dir() else None)
             logger.info("Removing %s, left by an evaluation that did not finish", root)
             shutil.rmtree(root) if root.is_dir() and not root.is_symlink() else root.unlink()
         except OSError as error:  # a leftover the next evaluation can tidy as well
             logger.warning("Could not tidy %s, left by an evaluation that did not finish: %s", root, error)
-    for (name, pid), aside in _dead_leftovers(logs, "eval_").items():
+    for (name, pid), aside in _dead_leftovers(logs, "eval_").items():  # set aside in logs/ by earlier versions
         if not swapped.get((name, pid), True):  # no staging folder left: it was swapped in, then removed
             _restore_events(logs / f"eval_{name}", aside)
         shutil.rmtree(aside, ignore_errors=True)

@@ -8,6 +8,7 @@ usable one. Every file is written atomically (data/atomic_write.py).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -261,6 +262,24 @@ def _export_of(path: Path) -> str | None:
     return repr(run) if isinstance(run, str) else "by default an export of RUN_DIR is written under RUN_DIR/export/"
 
 
+def lock_holder(run_dir: Path) -> str | None:
+    """The PID in RUN_DIR/.lock while a process holds it (app/run_lock.py: training, resuming), else None. Only
+    looks: a shared lock tried and released at once, nothing written."""
+    try:
+        handle = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(handle, 32, 0).decode("ascii", "replace").strip() or "unknown"
+    except OSError:
+        return None
+    finally:
+        os.close(handle)  # also releases the shared lock when it was taken
+    return None
+
+
 def require_complete_run(run_dir: str | Path) -> Path:
     """Check that `run_dir` is a finished run; raise UserError saying what is wrong otherwise."""
     run_dir = Path(run_dir).expanduser()
@@ -273,6 +292,10 @@ def require_complete_run(run_dir: str | Path) -> Path:
         what = "is a file, not a folder" if run_dir.exists() else "not found"
         raise UserError(f"Run directory {what}. Received: {str(run_dir)!r}. Pass a folder written by train.py.")
     if (run_dir / INCOMPLETE_MARKER).exists():
+        trainer = lock_holder(run_dir)
+        if trainer is not None:  # "continue it with --resume" would only be refused: it is being trained now
+            raise UserError(f"{str(run_dir)!r} is an unfinished run that is being trained right now (by PID "
+                            f"{trainer}). Wait for that training to finish, then run this command again.")
         raise UserError(f"{str(run_dir)!r} is an unfinished run (training did not complete). Continue it with python "
                         f"train.py --resume {shell_path(run_dir)}, or pick another run.")
     missing = [name for name in (MODEL_FILE, METADATA_FILE) if not (run_dir / name).is_file()]

@@ -66,6 +66,7 @@ def open_run(path: str | Path) -> tuple[Path, RunMetadata, keras.Model]:
     if outputs != len(names):
         raise UserError(f"{str(run_dir / rd.METADATA_FILE)!r} lists {len(names)} classes but {str(run_dir / rd.MODEL_FILE)!r} "
                         f"has {outputs} outputs: the two files do not belong together. {retrain_remedy(run_dir)}")
+    _require_model_of_modality(run_dir, metadata, model)
     if metadata.modality == "image" and tuple(model.input_shape[1:3]) != metadata.image_size:
         raise UserError(f"{str(run_dir / rd.METADATA_FILE)!r} gives the input size {list(metadata.image_size)} but "
                         f"{str(run_dir / rd.MODEL_FILE)!r} takes {list(model.input_shape[1:3])}: the two files do not "
@@ -77,6 +78,22 @@ def open_run(path: str | Path) -> tuple[Path, RunMetadata, keras.Model]:
                         f"predictions would carry the wrong names. {retrain_remedy(run_dir)}")
     _warn_if_resized_otherwise(run_dir, metadata)
     return run_dir, metadata, model
+
+
+# The task model's input, per modality: a batch of HxWx3 pixels, or a batch of strings.
+INPUT_RANK = {"image": 4, "text": 1}
+
+
+def _require_model_of_modality(run_dir: Path, metadata: RunMetadata, model: keras.Model) -> None:
+    """metadata.json's modality must be the model's: an image model under a text run's metadata (same class
+    count) loaded, then failed on the first prediction with a Keras traceback about input shapes."""
+    shape = tuple(model.input_shape)
+    if len(shape) != INPUT_RANK.get(metadata.modality, len(shape)):
+        takes = "images" if len(shape) == INPUT_RANK["image"] else "texts" if len(shape) == INPUT_RANK["text"] else \
+            f"inputs of shape {list(shape)}"
+        raise UserError(f"{str(run_dir / rd.METADATA_FILE)!r} describes {metadata.modality} inputs but "
+                        f"{str(run_dir / rd.MODEL_FILE)!r} takes {takes}: the two files do not belong together. "
+                        f"{retrain_remedy(run_dir)}")
 
 
 def _warn_if_resized_otherwise(run_dir: Path, metadata: RunMetadata) -> None:

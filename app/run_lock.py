@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from app.errors import UserError
@@ -25,7 +26,7 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusively(handle)
         except BlockingIOError:
             holder = os.pread(handle, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(handle)
@@ -43,3 +44,19 @@ class RunLock:
         if self._handle is not None:
             os.close(self._handle)  # closing the last descriptor releases the flock
             self._handle = None
+
+
+# A reader that only looks (app/run_dir.lock_holder: who trains an unfinished run) holds a shared lock for a few
+# microseconds; a trainer arriving then waits it out instead of being refused as if another trainer held the run.
+_LOOK_RETRIES, _LOOK_WAIT_S = 5, 0.02
+
+
+def _lock_exclusively(handle: int) -> None:
+    for attempt in range(_LOOK_RETRIES):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == _LOOK_RETRIES - 1:
+                raise
+            time.sleep(_LOOK_WAIT_S)

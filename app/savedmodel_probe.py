@@ -65,8 +65,10 @@ def main(argv: list[str]) -> int:
     serve = model.signatures["serving_default"]
     items = request.get("texts") or request.get("files") or []
     probabilities, top_class, unknown_score, unknown = [], [], [], []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
+    # No items (an image run whose held-out files are all WebP/TIFF) still calls the signature once, on an empty
+    # batch: the loaded graph runs, and the outputs keep their shapes ([0, classes]), which the export relies on.
+    chunks = [items[start:start + batch_size] for start in range(0, len(items), batch_size)] or [[]]
+    for chunk in chunks:
         if "texts" in request:
             inputs = tf.constant(chunk, tf.string)
         else:
@@ -77,8 +79,7 @@ def main(argv: list[str]) -> int:
         if "unknown_score" in out:
             unknown_score.append(out["unknown_score"].numpy())
             unknown.append(out["unknown"].numpy())
-    result = {"probabilities": np.concatenate(probabilities) if probabilities else np.zeros((0, 0), np.float32),
-              "top_class": np.asarray(top_class, dtype=str)}
+    result = {"probabilities": np.concatenate(probabilities), "top_class": np.asarray(top_class, dtype=str)}
     if unknown_score:
         result["unknown_score"], result["unknown"] = np.concatenate(unknown_score), np.concatenate(unknown)
     if request.get("pixels"):

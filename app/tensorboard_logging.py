@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import keras
@@ -29,6 +30,7 @@ import tensorflow as tf
 from PIL import Image, ImageDraw
 
 from app import fonts
+from app.errors import UserError, tensorflow_error_summary
 from app.escaping import markdown_cell, visible
 from app.metrics import confusion_matrix
 from data.atomic_write import write_atomically, write_bytes_atomically
@@ -50,7 +52,34 @@ MTIME_SLACK_S = 2.0  # a file system may round modification times down to the se
 
 
 def _writer(log_dir: Path, run: str | None = None):
-    return tf.summary.create_file_writer(str(log_dir / run) if run else str(log_dir))
+    folder = Path(log_dir) / run if run else Path(log_dir)
+    try:
+        return tf.summary.create_file_writer(str(folder))
+    except tf.errors.OpError as error:  # the folder became a file, or unwritable, after check_events_folders
+        check_events_folders(folder)
+        raise UserError(f"Cannot write TensorBoard events into {str(folder)!r}: "
+                        f"{tensorflow_error_summary(error)}. {_EVENTS_REMEDY}") from None
+
+
+_EVENTS_REMEDY = ("Make it a writable folder (move away what is there), then run the same command again (an "
+                  "interrupted train.py run: python train.py --resume RUN_DIR).")
+
+
+def check_events_folders(*folders: Path) -> None:
+    """A UserError when one of `folders` (RUN_DIR/logs, the folders under it that metatune writes events into) is
+    there but cannot take event files: a file, a broken link, a folder this user may not write. Checked before
+    any work: TensorFlow's writer failed with a traceback, at the end of an evaluation or in the middle of a
+    resumed training. A missing folder is fine (the writer makes it)."""
+    for folder in map(Path, folders):
+        if folder.is_symlink() and not folder.exists():
+            problem = f"a link to {os.readlink(folder)!r}, which does not exist"
+        elif folder.exists() and not folder.is_dir():
+            problem = "a file, not a folder"
+        elif folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            problem = "a folder this user may not write"
+        else:
+            continue
+        raise UserError(f"TensorBoard's events go into {str(folder)!r}, which is {problem}. {_EVENTS_REMEDY}")
 
 
 def current_rate(optimizer) -> float:
@@ -224,6 +253,11 @@ class ConfusionMatrixPerEpoch(keras.callbacks.Callback):
         self.writer.flush()
 
 
+MAX_MATRIX_SIDE = 1800  # px of the cells: 22 px cells up to 81 classes, smaller ones beyond
+MIN_NAMED_CELL = 16  # px: a cell lower than a 14 px name gets one only every k-th class
+MIN_COUNTED_CELL = 20  # px: an 11 px count fits
+
+
 def confusion_image(matrix, class_names: list[str]) -> np.ndarray:
     """Row-normalised confusion matrix with counts and full class names, drawn with Pillow.
 
@@ -233,38 +267,57 @@ def confusion_image(matrix, class_names: list[str]) -> np.ndarray:
     to render, which every epoch would dwarf a head epoch on cached features (milliseconds).
     Names are drawn with a font that has their characters where one is installed (one warning names
     those drawn as boxes), control characters written as escapes.
+    Bounded however many classes: beyond 81 the cells shrink to keep the matrix within MAX_MATRIX_SIDE px (counts
+    left out below MIN_COUNTED_CELL px, every k-th class named below MIN_NAMED_CELL px). Before, 500 classes drew
+    an 11,000 px square every epoch, taking 10 s and a gigabyte of memory each time.
     """
     matrix = np.asarray(matrix)
     n = len(class_names)
-    cell = int(np.clip(700 // max(n, 1), 22, 34))
+    cell = max(1, min(int(np.clip(700 // max(n, 1), 22, 34)), MAX_MATRIX_SIDE // max(n, 1)))
+    every = max(1, -(-MIN_NAMED_CELL // cell))
+    named = range(0, n, every)
     small = fonts.pil_font(11 if cell < 30 else 13)
     fonts.report_undrawable(class_names, DRAWN_IN)
     font = fonts.text_font(14)
-    names = [fonts.fit(visible(name), font, 220) for name in class_names]
-    label_width = int(max((font.getlength(name) for name in names), default=0)) + 12
+    names = {i: fonts.fit(visible(class_names[i]), font, 220) for i in named}
+    label_width = int(max((font.getlength(name) for name in names.values()), default=0)) + 12
     top = label_width + 8  # the column names stand vertically above the cells
     legend = "rows: true class, columns: predicted (row-normalised colour, counts)"
+    if every > 1:
+        legend += f"; 1 class in {every} named"
     width = max(label_width + n * cell + 8, int(fonts.pil_font(13).getlength(legend)) + 8)
     height = top + n * cell + 28
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
     rows = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
-    for i, name in enumerate(names):
-        font.draw(draw, (4, top + i * cell + (cell - 14) // 2), name, fill="black")
-        column = Image.new("RGB", (label_width, cell), "white")  # drawn sideways, then turned upright
-        font.draw(ImageDraw.Draw(column), (4, (cell - 14) // 2), name, fill="black")
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    canvas[top:top + n * cell, label_width:label_width + n * cell] = _cells(share, cell)
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    for i, name in names.items():
+        half = (cell - 14) // 2 if every == 1 else 0  # a shared label starts at its class's row
+        font.draw(draw, (4, top + i * cell + half), name, fill="black")
+        column = Image.new("RGB", (label_width, max(cell, 16)), "white")  # drawn sideways, then turned upright
+        font.draw(ImageDraw.Draw(column), (4, max(half, 0)), name, fill="black")
         image.paste(column.rotate(90, expand=True), (label_width + i * cell, top - label_width - 4))
-    for t in range(n):
-        for p in range(n):
-            level = int(255 * (1 - share[t, p]))
+    if cell >= MIN_COUNTED_CELL:
+        for t, p in zip(*np.nonzero(matrix)):
             x0, y0 = label_width + p * cell, top + t * cell
-            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(level, level, 255), outline=(220, 220, 220))
-            if matrix[t, p]:
-                draw.text((x0 + cell // 2, y0 + cell // 2), str(int(matrix[t, p])), anchor="mm", font=small,
-                          fill="white" if share[t, p] > 0.5 else "black")
+            draw.text((x0 + cell // 2, y0 + cell // 2), str(int(matrix[t, p])), anchor="mm", font=small,
+                      fill="white" if share[t, p] > 0.5 else "black")
     draw.text((4, height - 22), legend, fill="black", font=fonts.pil_font(13))
     return np.asarray(image)
+
+
+def _cells(share: np.ndarray, cell: int) -> np.ndarray:
+    """The matrix's cells as pixels: blue as dark as the share, a light grey outline where cells are large enough
+    to have one."""
+    level = (255 * (1 - share)).astype(np.uint8)
+    colours = np.stack([level, level, np.full_like(level, 255)], axis=-1)
+    pixels = np.repeat(np.repeat(colours, cell, axis=0), cell, axis=1)
+    if cell >= 8:  # smaller cells would be mostly outline
+        pixels[::cell, :] = pixels[cell - 1::cell, :] = 220
+        pixels[:, ::cell] = pixels[:, cell - 1::cell] = 220
+    return pixels
 
 
 def _captioned_tile(image: Image.Image, caption: str) -> Image.Image:
@@ -331,10 +384,18 @@ def log_worst_mistakes(log_dir: Path, examples, probabilities: np.ndarray, class
             tf.summary.image("worst_mistakes", grid[None], step=0)
         else:
             rows = ["| true / predicted | text |", "|---|---|"]
-            rows += [f"| {markdown_cell(c)} | {markdown_cell((texts or [''] * len(examples))[i][:200])} |"
+            rows += [f"| {markdown_cell(c)} | {markdown_cell(excerpt((texts or [''] * len(examples))[i]))} |"
                      for c, i in zip(captions, wrong)]
             tf.summary.text("worst_mistakes", "\n".join(rows), step=0)
     return len(wrong)
+
+
+EXCERPT_CHARS = 200  # of a text in a table row
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """The start of `text` for a table row, ending with "…" when it goes on (a text cut silently read as whole)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def log_text_summaries(log_dir: Path, config: dict, data_report_text: str) -> None:

@@ -141,6 +141,8 @@ def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manife
     locks.enter_context(RunLock(run_dir))
     if not (run_dir / rd.INCOMPLETE_MARKER).exists():
         raise UserError(f"{str(run_dir)!r} is a finished run; there is nothing to resume. Received: --resume {run_dir}")
+    logs = run_dir / rd.LOGS_DIR
+    tb.check_events_folders(logs, logs / tb.TRAIN, logs / tb.VALIDATION)  # before any work, not at the first epoch
     for leftover in rd.remove_leftover_temporaries(run_dir):
         logger.info("Removed %s, a file an interrupted write left", leftover.name)
     saved = run_dir / rd.MANIFEST_FILE
@@ -200,6 +202,22 @@ _START_AGAIN = "The run cannot be resumed; start a new run (python train.py --co
 def _manifest_sha256(manifest: dict) -> str:
     """What a resume compares with the data's manifest now (without the run's own exclusion marks)."""
     return hashlib.sha256(json.dumps(without_exclusion_marks(manifest), sort_keys=True).encode()).hexdigest()
+
+
+def _no_validation_message(class_names: list[str], train_examples: list[Example]) -> str:
+    """Why no file could be held out for validation, counted per class: a folder of 4 byte-identical copies per
+    class was told that "every class needs at least 2 training files", which each had (copies stay together in
+    one split, data/splits.py, so a class of copies cannot give one to validation)."""
+    files, distinct = Counter(), {}
+    for e in train_examples:
+        files[e.label] += 1
+        distinct.setdefault(e.label, set()).add(e.sha256 or e.path)
+    counts = [f"{class_names[label]!r}: {files[label]} file(s) ({len(distinct[label])} distinct)"
+              for label in sorted(files)]
+    shown = "; ".join(counts[:5]) + (f"; ... ({len(counts) - 5} more)" if len(counts) > 5 else "")
+    return ("No validation files: a class can give one to validation only when it has 2 or more training files "
+            "that are not byte-identical copies of each other or of another class's files (copies stay in one "
+            f"split; one filed under two classes trains in both). Add files or a val/ folder. Received: {shown}")
 
 
 def _check_episodes_after_exclusion(config: TrainConfig, scan, train_examples: list[Example],
@@ -354,7 +372,7 @@ def _prepare(config: TrainConfig) -> _Prepared:
     logger.info(held_out_line(config, scan, sum(e.split == "test" for e in examples),
                               median_files_per_class(examples, len(scan.class_names))))
     if not val_examples:
-        raise UserError("No validation files: every class needs at least 2 training files or a val/ folder.")
+        raise UserError(_no_validation_message(scan.class_names, train_examples))
     if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work
         require_enough_for_folds([e.label for e in train_examples + val_examples], scan.class_names)
     for warning in (unused_mixup_warning(config, scan.modality), unused_image_option_warning(config, scan.modality),

@@ -25,7 +25,7 @@ from data.atomic_write import write_atomically
 
 DETECTOR_FILE = "unknown.json"
 ARRAYS_FILE = "unknown.npz"
-_MEANWHILE = "(predict.py --reject none predicts without rejection meanwhile)"
+_MEANWHILE = "(predict.py --reject none predicts, and export.py --reject none exports, without rejection meanwhile)"
 _ARRAYS = [f.name for f in fields(UnknownScorer) if f.name != "standardise"]
 
 
@@ -79,6 +79,9 @@ def load_detector(run_dir: Path, head_shape: tuple[int, int] | None = None) -> t
     except FileNotFoundError:
         raise _damaged(run_dir, ARRAYS_FILE, "missing") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # truncated or overwritten
+        # numpy takes bytes that are no .npz for a pickle; its advice, to load it unsafely, is no remedy.
+        if "allow_pickle" in str(error):
+            raise _damaged(run_dir, ARRAYS_FILE, "unreadable: not a NumPy .npz archive") from None
         raise _damaged(run_dir, ARRAYS_FILE, f"unreadable: {type(error).__name__}: {error}") from None
     except TypeError as error:  # an array every detector has is missing: the constructor lacks an argument
         raise _damaged(run_dir, ARRAYS_FILE, f"incomplete: {error}") from None

@@ -47,6 +47,9 @@ IMAGE_STORE_FORMAT = 1
 FREE_SPACE_MARGIN = 1 << 30
 WRITE_BATCH = 64
 READ_BUFFER_BYTES = 4 << 20
+# The start of app/cli.py's message for a store that was cut short while a run read it (see the assert_cardinality
+# below, which raises TensorFlow's generic message that names no file).
+STORE_CUT_SHORT = "its store was cut short"
 
 
 def image_store_dir() -> Path:
@@ -185,6 +188,7 @@ def stored_images(paths: list[str], content_keys: list[str] | None, image_size: 
     height, width = image_size
     images = records.map(lambda raw: tf.reshape(tf.io.decode_raw(raw, tf.uint8), (height, width, 3)),
                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    # Known length, as the other pipelines have: finetune phase 2 sizes its learning-rate schedule from it.
+    # Known length, as the other pipelines have: finetune phase 2 sizes its learning-rate schedule from it. Also
+    # what catches a store truncated to whole images mid-run (app/cli.py turns its error into one line).
     images = images.apply(tf.data.experimental.assert_cardinality(rows))
     return images, order

@@ -22,6 +22,7 @@ from data.duplicates import find_duplicates
 from data.errors import DataError
 from data.images import IMAGE_EXTENSIONS
 from data.records import ConvertedFile, Example, SkippedFile
+from data.shown_text import shown_path, visible
 
 logger = logging.getLogger(__name__)
 # Skipped files named one warning each, up to this many; the rest are counted in one more line (a folder holding
@@ -90,20 +91,15 @@ def is_utf8_name(path) -> bool:
         return False
 
 
-def shown_path(path) -> str:
-    """`path` printable and encodable whatever its bytes: undecodable ones written as \\xNN."""
-    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def warn_skipped(skipped: list[SkippedFile]) -> None:
     """One warning per skipped file, up to MAX_SKIP_WARNINGS, then one line counting the rest by reason."""
     for item in skipped[:MAX_SKIP_WARNINGS]:
-        logger.warning("Skipped %s: %s", item.path, item.reason)
+        logger.warning("Skipped %s: %s", shown_path(item.path), visible(item.reason))
     if len(skipped) > MAX_SKIP_WARNINGS:
         reasons = Counter(item.reason for item in skipped[MAX_SKIP_WARNINGS:])
         more = len(skipped) - MAX_SKIP_WARNINGS
         logger.warning("Skipped %d more file%s: %s", more, "s" if more > 1 else "",
-                       "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
+                       "; ".join(f"{count} x {visible(reason)}" for reason, count in reasons.most_common(3))
                        + ("; ..." if len(reasons) > 3 else ""))
 
 

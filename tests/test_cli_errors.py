@@ -50,6 +50,16 @@ def test_single_class(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_classes_of_identical_copies_are_told_why_no_validation_file_was_held_out(tmp_path, capsys):
+    """Four byte-identical copies per class were told that "every class needs at least 2 training files"."""
+    for c, name in enumerate(("cats", "dogs")):
+        for i in range(4):
+            write_png(tmp_path / "data" / name / f"{i}.png", 40 * c)
+    assert train.main([str(tmp_path / "data"), *FAST, "--output", str(tmp_path / "out")]) == 2
+    assert_clean_error(capsys, "not byte-identical copies", "'cats': 4 file(s) (1 distinct); 'dogs': 4 file(s) (1 distinct)")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_unusable_files_are_skipped_and_reported(tmp_path, capsys):
     data = make_folder(tmp_path / "data")

@@ -11,6 +11,7 @@ import evaluate
 import predict
 import train
 from app import run_dir as rd
+from app.escaping import markdown_cell
 from app.unknown_store import ARRAYS_FILE, DETECTOR_FILE
 from data.scan import skipped_by_name
 
@@ -297,6 +298,21 @@ def test_check_label_issues_lists_what_training_then_leaves_out(tmp_path, capsys
     assert [[f"{i['score']:.3f}", i["path"] + ":"] for i in ranked] == listings[0]
 
 
+def test_check_with_exclude_label_issues_previews_what_a_run_leaves_out(tmp_path, capsys):
+    """`--check --exclude-label-issues N` ignored N: the doctor's report only, no sign of the files in question."""
+    data, _ = _noisy_colour_folder(tmp_path / "data")
+    assert train.main([str(data), "--backbone", "tiny_image", "--check", "--exclude-label-issues", "2",
+                       "--no-cache-features", "--test-fraction", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "Label issues:" in out  # the ranking, without --label-issues
+    preview = out.split("--exclude-label-issues 2: a training run would leave out 2 file(s) of training and "
+                        "validation:\n")[1].split()[:2]
+    run = tmp_path / "run"
+    assert train.main([str(data), "--backbone", "tiny_image", "--epochs", "1", "--no-cache-features",
+                       "--test-fraction", "0", "--exclude-label-issues", "2", "--output", str(run)]) == 0
+    assert sorted(preview) == rd.read_json(run / rd.DATA_REPORT_FILE)["label_issues_excluded"]
+
+
 def test_training_records_and_excludes_label_issues(tmp_path):
     data, moved = _noisy_colour_folder(tmp_path / "data")
     run = tmp_path / "run"
@@ -320,7 +336,7 @@ def test_training_records_and_excludes_label_issues(tmp_path):
     fresh = _folder(tmp_path / "fresh", KNOWN, per_class=3, seed=99)
     assert evaluate.main([str(run), str(fresh), "--name", "check"]) == 0
     text = (run / "eval" / "check" / "report.md").read_text()
-    assert "## Likely label errors in the training data" in text and moved[0] in text
+    assert "## Likely label errors in the training data" in text and markdown_cell(moved[0]) in text
     assert (run / "eval" / "check" / "label_issues.png").is_file()
 
 
@@ -331,6 +347,8 @@ def test_label_issues_on_a_too_small_folder_is_a_clear_error(tmp_path, capsys):
     assert train.main([str(data), *FAST, "--exclude-label-issues", "2", "--output", str(tmp_path / "run")]) == 2
     assert_clean_error(capsys, "at least 5 labelled files per class")
     assert not (tmp_path / "run").exists()
+    assert train.main([str(data), "--backbone", "tiny_image", "--check", "--exclude-label-issues", "auto"]) == 2
+    assert_clean_error(capsys, "at least 5 labelled files per class")
 
 
 def test_label_issues_flag_needs_check(tmp_path, capsys):

@@ -139,7 +139,10 @@ def _save_npz_atomically(path: Path, layers: dict[str, list[np.ndarray]]) -> Non
 
 def _load_npz(path: Path) -> dict[str, list[np.ndarray]]:
     layers: dict[str, dict[int, np.ndarray]] = {}
-    with np.load(path, allow_pickle=False) as archive:
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # a lone .npy array saved under the cache's name
+        raise ValueError(f"a single {type(loaded).__name__}, not an archive of arrays")
+    with loaded as archive:
         for key in archive.files:
             name, index = key.rsplit("/", 1)
             layers.setdefault(name, {})[int(index)] = archive[key]
@@ -177,7 +180,13 @@ def assign_pretrained_weights(model, checkpoint: Path | None = None) -> None:
         if not cached.is_file():
             raise
         logger.warning("The weight cache %s does not fit the model (%s); converting the weights again.", cached, error)
-        cached.unlink(missing_ok=True)
+        try:
+            cached.unlink(missing_ok=True)
+        except OSError as unlink_error:  # a read-only cache: convert without it rather than stop the run
+            logger.warning("Could not remove the weight cache %s (%s); converting without the cache.", cached,
+                           unlink_error)
+            assign_weights(model, load_converted_weights(checkpoint, use_cache=False))
+            return
         assign_weights(model, load_converted_weights(checkpoint))
 
 

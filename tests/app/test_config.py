@@ -337,8 +337,12 @@ def test_yaml_yes_and_no_unquoted_mean_the_choices(tmp_path):
     path = write(tmp_path / "run.yaml", "refit: no\ntarget_finetune: yes\nstrategy: protonet\n")
     config, _ = config_from_args(["d", "--config", path])
     assert (config.refit, config.target_finetune) == ("no", "yes")
-    with pytest.raises(UserError, match=r"strategy must be a string\. Received: strategy=False"):
-        config_from_args(["d", "--config", write(tmp_path / "other.yaml", "strategy: no\n")])  # not a yes/no option
+    # Not a yes/no option: told its choices and why a word became false, not "must be a string".
+    with pytest.raises(UserError, match=r"strategy must be one of linear, .*YAML reads an unquoted yes/no/on/off as "
+                                        r"true/false.* Received: strategy=False"):
+        config_from_args(["d", "--config", write(tmp_path / "other.yaml", "strategy: no\n")])
+    with pytest.raises(UserError, match=r"distribute must be one of auto, none, mirrored, multi-worker;"):
+        config_from_args(["d", "--config", write(tmp_path / "off.yaml", "distribute: off\n")])
 
 
 @pytest.mark.parametrize("name,text,expected", [

@@ -16,18 +16,14 @@ import train
 from app.cpu_devices import ENV_VAR, ONEDNN_VAR, avoid_onednn_for_split_batches, requested_cpu_devices
 from app.distribution import check_batch_sizes, parse_tf_config, resolve_distribution
 from app.errors import UserError
+from error_lines import one_error_line
 
 ROOT = Path(__file__).resolve().parents[2]
 TWO_WORKERS = {"cluster": {"worker": ["127.0.0.1:20001", "127.0.0.1:20002"]}, "task": {"type": "worker", "index": 1}}
 
 
 def _one_error_line(capsys, *fragments):
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if "ERROR" in line]
-    assert len(errors) == 1, err
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
+    one_error_line(capsys.readouterr().err, *fragments, marker="ERROR")
 
 
 def test_none_and_auto_on_one_device_train_as_before():

@@ -17,6 +17,7 @@ import export
 import train
 from app import run_dir as rd
 from app.exporting import PROBE_SCRIPT
+from error_lines import one_error_line
 
 pytestmark = pytest.mark.slow  # end-to-end runs of the real CLIs (make test-fast leaves them out)
 
@@ -70,12 +71,7 @@ def _metrics(run: Path, name: str) -> dict:
 
 
 def _assert_one_error(capsys, *fragments):
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if " ERROR " in line]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+    one_error_line(capsys.readouterr().err, *fragments)
 
 
 def _assert_empty_batch_gives_empty_outputs(exported: Path, empty_inputs: dict) -> None:

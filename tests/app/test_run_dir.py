@@ -1,4 +1,5 @@
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -137,3 +138,22 @@ def test_a_default_report_name_never_replaces_the_evaluation_of_another_folder(t
     assert evaluated("_-all", first).name == "_-all"
     (eval_root / "_-all" / "metrics.json").unlink()  # an interrupted evaluation: nothing finished to keep
     assert rd.default_report_dir(eval_root, "_-all", second).name == "_-all"
+
+
+def test_a_look_at_who_trains_a_run_never_refuses_the_trainer(tmp_path):
+    """lock_holder takes a shared lock for an instant to see whether a trainer holds the run; a trainer arriving in
+    that instant was refused as if another trainer held it. It now waits the look out."""
+    import fcntl
+    import threading
+
+    from app.run_lock import RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / rd.LOCK_FILE).write_text("")
+    assert rd.lock_holder(run) is None  # nobody trains it
+    looking = os.open(run / rd.LOCK_FILE, os.O_RDONLY)
+    fcntl.flock(looking, fcntl.LOCK_SH)  # a look in progress
+    threading.Timer(0.03, os.close, [looking]).start()  # ... that ends a moment later
+    with RunLock(run):
+        assert rd.lock_holder(run) == str(os.getpid())

@@ -59,6 +59,15 @@ def test_folds_hide_every_class_and_selection_reports_every_candidate(world):
     assert all(0.0 <= v <= 1.0 for v in result["auroc"].values())
 
 
+def test_selection_counts_only_the_folds_it_measured(world):
+    """A fold whose visible classes have no validation file is skipped; unknown.json counted it anyway."""
+    _, train, train_labels, val, val_labels, _ = world
+    only_class_0 = np.asarray(val_labels) == 0
+    assert len(held_out_folds(4, seed=0)) == 4  # one class hidden per fold: hiding class 0 leaves no query
+    result = compare_scores(train, train_labels, val[only_class_0], np.asarray(val_labels)[only_class_0], 4)
+    assert result["folds"] == 3
+
+
 def test_detector_threshold_keeps_the_asked_fraction_of_validation(world):
     known, train, train_labels, val, val_labels, far = world
     scorer, detector = fit_unknown_detector(train, train_labels, val, val_labels, *softmax_head(known), 0.9)

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import tensorflow as tf
 from data import doctor, feature_cache, image_store
 from data.feature_cache import FeatureStore, _row_digest
 from data.image_store import image_store_dir, stored_images
+from error_lines import one_error_line
 
 VALUES = np.arange(6, dtype=np.float32).reshape(3, 2)
 KEYS = ["a", "b", "c"]
@@ -281,8 +283,7 @@ def test_an_image_store_removed_between_two_epochs_is_one_error_naming_the_cache
     epoch with "An input file could not be read ... check the folder", which sent the user to a data folder that
     was fine. (Reading it through a descriptor held open was tried: a descriptor closed while TensorFlow still
     holds the dataset can be reused by another file, which would then be read as pixels.)"""
-    from app import run_dir as rd
-    from app.cli import run_safely, setup_logging
+    from app.cli import setup_logging
 
     setup_logging()  # first: a handler an earlier test left on its own (closed) stderr would fail on this test's lines
     dataset = _images(tmp_path, monkeypatch)
@@ -291,17 +292,41 @@ def test_an_image_store_removed_between_two_epochs_is_one_error_naming_the_cache
         entry.unlink()
     image_store_dir().rmdir()
 
+    _next_epoch_is_one_error(dataset, tmp_path / "run", capsys)
+
+
+def _next_epoch_is_one_error(dataset, run: Path, capsys, *fragments) -> None:
+    """Reading `dataset` again, inside a run, ends it with one ERROR line naming the cache and --resume."""
+    from app import run_dir as rd
+    from app.cli import run_safely
+
     def next_epoch() -> int:
-        rd.set_active_run(tmp_path / "run")
+        rd.set_active_run(run)
         _pixels(dataset)
         return 0
 
     assert run_safely(next_epoch) == 2
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if " ERROR " in line]
-    assert "Traceback" not in err and len(errors) == 1
-    assert "The image cache (--image-cache disk) was removed or changed while it was being read" in errors[0]
-    assert f"python train.py --resume {tmp_path / 'run'}" in errors[0]
+    one_error_line(capsys.readouterr().err, "The image cache (--image-cache disk) was removed or changed while it "
+                   "was being read", f"python train.py --resume {run}", *fragments)
+
+
+@pytest.mark.parametrize("cut", [7, 48], ids=["part-of-an-image", "whole-images"])
+def test_an_image_store_truncated_between_two_epochs_is_one_error_naming_the_cache(tmp_path, monkeypatch, capsys,
+                                                                                    cut):
+    """A store truncated in place during a run (a full disk's repair, another tool) ended it with TensorFlow's
+    traceback: "not an exact multiple of the record length", or, cut to whole images, "expected to contain 5
+    elements but contained only 4", which names no file."""
+    from app.cli import setup_logging
+
+    setup_logging()
+    dataset = _images(tmp_path, monkeypatch)
+    assert np.array_equal(_pixels(dataset), PIXELS)
+    store = _store(tmp_path)
+    with open(store, "r+b") as handle:
+        handle.truncate(store.stat().st_size - cut)
+
+    _next_epoch_is_one_error(dataset, tmp_path / "run", capsys,
+                             str(store) if cut == 7 else "its store was cut short (4 of its 5 images left)")
 
 
 def test_an_image_store_under_a_non_utf8_cache_folder_is_read(tmp_path, monkeypatch):

@@ -268,6 +268,23 @@ def test_many_skipped_files_are_named_up_to_a_limit_then_counted_by_reason(tmp_p
                           "(extension '.md')")
 
 
+def test_a_skipped_file_with_a_newline_or_bidi_override_in_its_name_is_warned_on_one_line(tmp_path, make_image, caplog):
+    """The path went into the warning raw: a newline split the line (the second half looked like another log
+    line), a right-to-left override reversed what followed it."""
+    for name in ("cat", "dog"):
+        make_image(tmp_path / name / "0.png")
+        make_image(tmp_path / name / "1.png")
+    (tmp_path / "cat" / "evil\nWARNING forged.csv").write_text("a,b\n")
+    (tmp_path / "dog" / "gnp.\u202etxt").write_text("x")
+
+    scan_folder(tmp_path)
+
+    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Skipped")]
+    assert len(warned) == 2 and all("\n" not in line and "\u202e" not in line for line in warned)
+    assert any("evil\\nWARNING forged.csv" in line for line in warned)
+    assert any("gnp.\\u202etxt" in line for line in warned)
+
+
 def test_loose_files_at_the_top_level_are_reported(tmp_path, make_image):
     make_image(tmp_path / "cat" / "0.png")
     make_image(tmp_path / "dog" / "0.png")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,11 +205,20 @@ def _corrupt_truncated(raw: bytes) -> bytes:
     return raw[: len(raw) // 2]
 
 
+def _corrupt_single_npy(raw: bytes) -> bytes:
+    """A lone .npy array under the cache's name: np.load gives an array, which `with` then failed on (TypeError,
+    a traceback that stopped every image run)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(3, np.float32))
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize(
     "corrupt",
     [
         pytest.param(_corrupt_garbage, id="garbage"),
         pytest.param(_corrupt_truncated, id="truncated-zip"),
+        pytest.param(_corrupt_single_npy, id="single-npy"),
     ],
 )
 def test_corrupt_cache_is_ignored_with_a_warning_and_reconverted(fresh_cache, caplog, corrupt):
@@ -225,6 +236,35 @@ def test_corrupt_cache_is_ignored_with_a_warning_and_reconverted(fresh_cache, ca
     # the cache was rewritten with valid contents
     with np.load(path, allow_pickle=False) as archive:
         assert "stem_conv/0" in archive.files
+
+
+def test_a_cache_that_does_not_fit_and_cannot_be_removed_is_bypassed(fresh_cache, caplog, monkeypatch):
+    """A cache that does not fit the model (a layer missing) is removed and rebuilt; where it could not be removed
+    (a read-only cache folder) the run stopped on a bare PermissionError. Now it converts without the cache."""
+    good = load_converted_weights(use_cache=True)
+    (path,) = (fresh_cache / "weights").glob("*.npz")
+    np.savez(path, **{f"{name}/{i}": v for name, values in good.items() if name != "stem_conv"
+                      for i, v in enumerate(values)})
+    damaged = path.read_bytes()
+    real_unlink = Path.unlink
+
+    def read_only_unlink(self, missing_ok=False):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", read_only_unlink)
+    monkeypatch.setattr(lite_weights, "_save_npz_atomically", lambda *_: (_ for _ in ()).throw(
+        AssertionError("wrote the cache it was told it cannot remove")))
+    model = build_efficientnet_lite0(include_top=True)
+    with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
+        lite_weights.assign_pretrained_weights(model)
+    for layer in _weighted_layers(model):
+        _assert_same_layers({layer.name: [np.asarray(w) for w in layer.get_weights()]}, {layer.name: good[layer.name]})
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER_NAME]
+    assert any("does not fit the model" in m for m in messages)
+    assert any("Could not remove the weight cache" in m and "converting without the cache" in m for m in messages)
+    assert path.read_bytes() == damaged  # left as it was: nothing was half-written over it
 
 
 # --------------------------------------------------------------------------- registry
