@@ -23,6 +23,16 @@ FEWSHOT_DEFAULTS = {"ways": 5, "shots": 1, "queries": 15, "seed": 0}
 FEWSHOT_ONLY = {"support_finetune": "--support-finetune"}
 
 
+def bootstrap_resamples(text: str) -> int:
+    """argparse type for --bootstrap: 1 to app/metrics.MAX_BOOTSTRAP_RESAMPLES."""
+    from app.metrics import MAX_BOOTSTRAP_RESAMPLES
+
+    value = positive_int(text)
+    if value > MAX_BOOTSTRAP_RESAMPLES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BOOTSTRAP_RESAMPLES} (1000 is usual). Received: {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -37,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Evaluate even if some of the run's classes have no examples in the folder.")
     parser.add_argument("--apply-temperature", action="store_true",
                         help="Rescale probabilities with the temperature fitted on validation data at training time.")
-    parser.add_argument("--bootstrap", type=positive_int, default=1000, help="Bootstrap resamples for the 95%% intervals.")
+    parser.add_argument("--bootstrap", type=bootstrap_resamples, default=1000,
+                        help="Bootstrap resamples for the 95%% intervals (at most 100000).")
     parser.add_argument("--unknown", type=path_argument, default=None, metavar="UNKNOWN_DIR",
                         help="A folder of files of classes the model does not know: adds `open_set` to metrics.json "
                              "(AUROC, FPR at 95%% TPR and accuracy with rejection of the run's unknown-class score) "

@@ -111,7 +111,12 @@ def prepare_environment(*, splits_batches: bool) -> None:
 
     if splits_batches:
         avoid_onednn_for_split_batches()  # before the import: TensorFlow reads it once
-    import_tensorflow_quietly()
+    try:
+        import_tensorflow_quietly()
+    except KeyboardInterrupt:  # Ctrl-C in a command's first seconds printed a traceback of TensorFlow's modules
+        setup_logging()
+        logging.getLogger("metatune").error("Interrupted.")
+        raise SystemExit(130) from None
 
     _environment_problem = split_cpu_from_environment()
 

@@ -618,13 +618,24 @@ OPTION_GROUPS = {
 }
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" except where X is None and the help text says the default itself: such a
+    default is decided at run time (the backbone's size, the data's recipe), and the appended "(default:
+    None)" contradicted the text before it ("... (default: 128). (default: None)")."""
+
+    def _get_help_string(self, action):
+        if action.default is None and "default" in (action.help or "").lower():
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser(explicit_only: bool = False) -> argparse.ArgumentParser:
     """The train.py parser. explicit_only: every default is SUPPRESS, so parsing yields only
     the options the user typed (a flag left at its default must not override a config file)."""
     parser = argparse.ArgumentParser(
         prog="train.py",
         description="Train a classifier on a folder of labelled examples (one subfolder per class).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
 
     def default(value):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,7 +48,7 @@ from app.config import META_STRATEGIES
 from app.errors import UserError
 from app.escaping import markdown_code
 from app.episode_learner import EPISODE_LEARNERS, learner_for
-from app.evaluation import LoadedRun, choose_evaluation_set, load_run, source_files
+from app.evaluation import LoadedRun, choose_evaluation_set, default_eval_name, load_run, source_files
 from app.report_staging import METRICS_FILE, staged_report_dir
 from app.run_integrity import load_model_file, retrain_remedy
 from app.features import cached_features, extract_features, feature_store_key, tokenizer_identity
@@ -460,8 +459,7 @@ def check_episode_count(episodes) -> int:
 
 
 def _default_name(data_dir, suffix: str, ways: int, shots: int) -> str:
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data_dir).expanduser().resolve().name) or "data"
-    return f"{base}-{suffix}-{ways}way-{shots}shot"
+    return default_eval_name(data_dir, f"{suffix}-{ways}way-{shots}shot")
 
 
 def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int, ways: int = 5, shots: int = 1,

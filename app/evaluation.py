@@ -170,9 +170,20 @@ def _files_of(modality: str) -> str:
     return ", ".join(sorted(extension.lstrip(".") for extension in IMAGE_EXTENSIONS))  # what the scan accepts
 
 
+def _looks_like_run_directory(folder: Path) -> bool:
+    """A folder train.py wrote (rd.is_run_directory) with its config.json: a data set may hold a metadata.json of its
+    own, not both."""
+    return rd.is_run_directory(folder) and (folder / rd.CONFIG_FILE).is_file()
+
+
 def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, any_classes: bool) -> EvaluationSet:
     # The run's kind: a folder that also holds files of the other kind is evaluated on the run's (an image run on
     # 12 .txt and 6 .png files warned that each PNG was "not a text file", then refused the folder as text).
+    if _looks_like_run_directory(Path(data_dir).expanduser()):
+        # Scanned as data, its eval/ and logs/ were "classes the model was not trained on" to remove or rename.
+        raise UserError(f"DATA_DIR {str(data_dir)!r} is a run directory (written by train.py), not a data folder. "
+                        "Pass the folder of class subfolders to evaluate on: evaluate.py RUN_DIR DATA_DIR (to "
+                        "compare runs: evaluate.py RUN_DIR DATA_DIR --compare OTHER_RUN_DIR).")
     scan = scan_folder(data_dir, modality=run.modality)
     if scan.modality != run.modality:
         raise UserError(f"The run expects {run.modality} data but {str(data_dir)!r} holds {scan.modality} files. "
@@ -238,9 +249,14 @@ def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, a
     return EvaluationSet(collect(None), "all files of the folder", "all", run_classes)
 
 
-def _eval_name(data_dir: str | Path, suffix: str) -> str:
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data_dir).expanduser().resolve().name) or "data"
-    return f"{base}-{suffix}"
+def default_eval_name(data_dir: str | Path, suffix: str) -> str:
+    """<folder>-<suffix>: the data folder's name cleaned to letters, digits, '_', '.' and '-', without leading dots
+    (a folder named .tmp-1-x gave a report name the next evaluation removed as a killed one's leftover) and cut so
+    that the whole, numbered -2, -3, ... by rd.default_report_dir, stays a name the file system takes (a folder
+    name of 250 characters failed with "File name too long" once the evaluation was done)."""
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data_dir).expanduser().resolve().name).lstrip(".")
+    room = rd.REPORT_NAME_MAX_BYTES - len(f"-{suffix}") - len("-999")
+    return f"{base[:max(room, 1)] or 'data'}-{suffix}"
 
 
 def _mistakes(chosen: EvaluationSet, probabilities: np.ndarray, class_names: list[str]) -> list[dict]:
@@ -295,6 +311,10 @@ def _evaluate(run: LoadedRun, chosen: EvaluationSet, data_dir: str | Path, name:
     """evaluate_run on an opened run and its chosen files."""
     unknown = (prepare_unknown_set(run, unknown_dir, frozenset(e.sha256 for e in chosen.examples if e.sha256))
                if unknown_dir is not None else None)  # checked before the pass
+    temperature = run.metadata.temperature
+    if apply_temperature_scaling and temperature is None:  # before the pass: it was refused after every prediction
+        raise UserError(f"{str(run.path)!r} has no fitted temperature (trained by an older metatune); "
+                        "evaluate without --apply-temperature.")
     logger.info("Evaluating %s on %d files: %s", run.path, len(chosen.paths), chosen.description)
     artifact_info = None
     if artifact is not None:
@@ -305,11 +325,7 @@ def _evaluate(run: LoadedRun, chosen: EvaluationSet, data_dir: str | Path, name:
         known_embeddings, probabilities = embed_examples(run, chosen.examples, batch_size=batch_size)
     else:
         probabilities = run.predict_examples(chosen.examples, batch_size)
-    temperature = run.metadata.temperature
     if apply_temperature_scaling:
-        if temperature is None:
-            raise UserError(f"{str(run.path)!r} has no fitted temperature (trained by an older metatune); "
-                            "evaluate without --apply-temperature.")
         probabilities = apply_temperature(probabilities, temperature)
     metrics = classification_metrics(chosen.labels, probabilities, run.class_names, k=top_k)
     metrics["ci95"] = bootstrap_ci95(chosen.labels, probabilities.argmax(axis=1), len(run.class_names),
@@ -324,7 +340,7 @@ def _evaluate(run: LoadedRun, chosen: EvaluationSet, data_dir: str | Path, name:
         suffix += f"-{artifact_info['label']}"
 
     out_dir = run.path / "eval" / name if name else rd.default_report_dir(run.path / "eval",
-                                                                          _eval_name(data_dir, suffix), data_dir)
+                                                                          default_eval_name(data_dir, suffix), data_dir)
     with staged_report_dir(out_dir, run.path) as staging:  # in place of out_dir only once written whole
         mistakes = _mistakes(chosen, probabilities, run.class_names)
         _write_mistakes_csv(mistakes, staging / "misclassified.csv")
@@ -357,11 +373,12 @@ def _warn_if_other_files(opened: list[tuple]) -> None:
         files = set(chosen.paths)
         if files == reference:
             continue
-        logger.warning("%s scores other files than %s: %d of its %d files (%s) are not among the %d of %s, so the "
-                       "table compares numbers on different files. For one set of files, evaluate the runs on a "
-                       "folder with a test/ split (or one they never saw), or train them with the same --seed.",
-                       path, first_path, len(files - reference), len(files), chosen.description, len(reference),
-                       first_path)
+        # The files in common, not those missing from the first run's: a run scoring a subset of the first's
+        # files was reported as "0 of its 4 files are not among the 20".
+        logger.warning("%s scores other files than %s: %d files (%s) against %d, %d of them the same, so the table "
+                       "compares numbers on different files. For one set of files, evaluate the runs on a folder "
+                       "with a test/ split (or one they never saw), or train them with the same --seed.",
+                       path, first_path, len(files), chosen.description, len(reference), len(files & reference))
 
 
 def _same_modality(run_paths: list[str | Path]) -> None:

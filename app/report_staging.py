@@ -18,7 +18,7 @@ from typing import Iterator
 
 from app import run_dir as rd
 from app.errors import UserError
-from data.atomic_write import dead_temporaries, temporary_name
+from data.atomic_write import dead_temporaries, live_temporaries, temporary_name
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ def staged_report_dir(out_dir: Path, run_path: Path) -> Iterator[Path]:
     try:
         shutil.rmtree(staging_root, ignore_errors=True)  # this process's own, from an earlier evaluation in it
         staging.mkdir(parents=True)
+        _refuse_a_concurrent_evaluation(out_dir, staging_root)
         # TensorBoard would show both evaluations at one step: the earlier events go aside, back if this one fails.
         had_events = events.is_dir() and not events.is_symlink()
         if had_events:
@@ -81,6 +82,18 @@ def staged_report_dir(out_dir: Path, run_path: Path) -> Iterator[Path]:
         raise
     shutil.rmtree(staging_root, ignore_errors=True)  # the earlier evaluation, set aside by _swap_in
     shutil.rmtree(events_aside, ignore_errors=True)
+
+
+def _refuse_a_concurrent_evaluation(out_dir: Path, staging_root: Path) -> None:
+    """A UserError (this process's staging folder removed) when another running process stages an evaluation of
+    the same name: both said "Report: RUN_DIR/eval/NAME/report.md", the second silently replaced the first, and
+    logs/eval_NAME held both one's events. Checked once this process's own staging folder exists, so of two that
+    start together at least one sees the other (both may refuse; never both go on)."""
+    for (name, pid), _ in live_temporaries(out_dir.parent).items():
+        if name == out_dir.name:
+            shutil.rmtree(staging_root, ignore_errors=True)
+            raise UserError(f"Another evaluation (PID {pid}) is writing {str(out_dir)!r} now. Wait for it to end, "
+                            "then run the same command again, or choose another --name.")
 
 
 def _events_aside(staging_root: Path, events: Path) -> Path:

@@ -15,13 +15,14 @@ import math
 import os
 import shlex
 import shutil
+import unicodedata
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from app.errors import UserError
-from data.atomic_write import boundary, write_atomically
+from data.atomic_write import TEMPORARY_PREFIX, boundary, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -240,12 +241,32 @@ def mark_complete(run_dir: Path) -> None:
     boundary("mark complete", run_dir / INCOMPLETE_MARKER)
 
 
+# RUN_DIR/eval/NAME is written as .tmp-PID-NAME first, and its TensorBoard events set aside as eval_NAME.replaced:
+# up to 18 bytes more than NAME in one folder name, of the 255 a file system takes. 200 leaves room for both.
+REPORT_NAME_MAX_BYTES = 200
+
+
 def check_report_name(name: str | None) -> None:
     """evaluate.py --name is one folder name under RUN_DIR/eval/: never a path that leads elsewhere
-    (`--name ../../x` or an absolute path wrote the report outside the run directory)."""
-    if name is not None and (not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0")):
-        raise UserError(f"--name must be a plain folder name (the report goes to RUN_DIR/eval/NAME/), without '/' or "
-                        f"'..'. Received: --name {name!r}")
+    (`--name ../../x` or an absolute path wrote the report outside the run directory), nor a name that fails only
+    once the evaluation is done (too long for the file system) or that a later evaluation would delete (`.tmp-...`)."""
+    if name is None:
+        return
+    if (not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0")
+            or any(unicodedata.category(c) == "Cc" for c in name)):  # a newline split the printed "Report:" path
+        raise UserError(f"--name must be a plain folder name (the report goes to RUN_DIR/eval/NAME/), without '/', "
+                        f"'..' or control characters. Received: --name {name!r}")
+    # An evaluation stages its report under data/atomic_write.temporary_name: a report named so would be taken
+    # for what a killed evaluation left, and removed by the next one.
+    if name.startswith(TEMPORARY_PREFIX):
+        raise UserError(f"--name must not begin with {TEMPORARY_PREFIX!r}: evaluations stage their reports under such "
+                        f"names, and the next evaluation would remove it as left over. Received: --name {name!r}. "
+                        "Choose another name.")
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > REPORT_NAME_MAX_BYTES:
+        raise UserError(f"--name is too long: {size} bytes, at most {REPORT_NAME_MAX_BYTES} (the file system takes "
+                        f"255 per folder name, and the evaluation is staged under a longer one). Received: --name "
+                        f"{name[:40]!r}... Choose a shorter name.")
 
 
 def _export_of(path: Path) -> str | None:

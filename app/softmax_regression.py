@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import logsumexp, softmax
-from threadpoolctl import threadpool_limits
+
+from app.small_fits import one_thread
 
 NEWTON_MAX_VARIABLES = 1000
 GRADIENT_TOLERANCE = 1e-7
@@ -115,7 +116,7 @@ def fit_predict(support: np.ndarray, support_labels: np.ndarray, query: np.ndarr
     """Fit on the support (float64 rows), return the predicted class of every query row."""
     labels = np.asarray(support_labels).astype(np.int64).reshape(-1)
     ways = max(int(ways), int(labels.max()) + 1)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_thread():  # app/small_fits.py
         basis = support_basis(support)
         problem = _Problem(support @ basis, labels, ways, c)
         w = problem.newton() if problem.size <= NEWTON_MAX_VARIABLES else problem.trust_region()

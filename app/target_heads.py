@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from app.small_fits import one_thread
 from models.meta import prototype_head_weights
 
 TARGET_HEADS = ("prototypes", "logistic_regression")
@@ -48,7 +49,7 @@ def logistic_regression_weights(embeddings: np.ndarray, labels: np.ndarray, num_
         bias[present[0]] = 0.0
         return kernel.astype(np.float32), bias.astype(np.float32)
     model = LogisticRegression(max_iter=1000)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_thread():  # app/small_fits.py: small fits run faster on one thread
         # Few files per class are often separable: lbfgs may stop at max_iter; the fit is still usable.
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(x, y)

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from app.small_fits import one_thread
 from app.threshold_transfer import transferred_threshold
 from app.unknown_scores import SCORES, UnknownScorer, auroc, threshold_for_recall
 
@@ -111,6 +112,14 @@ def fit_unknown_detector(train_embeddings, train_labels, val_embeddings, val_lab
     """The run's scorer (fitted on the training split with the run's head) and its detector settings.
     threshold_offsets: for a model that trained on the validation files, the first model's threshold per score
     (app/threshold_transfer.py); the threshold is then carried over from it instead of set on those files."""
+    with one_thread():  # the fold heads and covariances: small fits, faster on one thread (app/small_fits.py)
+        return _fit_unknown_detector(train_embeddings, train_labels, val_embeddings, val_labels, kernel, bias,
+                                     reject_recall, score, seed, threshold_offsets)
+
+
+def _fit_unknown_detector(train_embeddings, train_labels, val_embeddings, val_labels, kernel, bias,
+                          reject_recall: float, score: str, seed: int,
+                          threshold_offsets: dict[str, float] | None) -> tuple[UnknownScorer, UnknownDetector]:
     num_classes = kernel.shape[1]
     train_embeddings, val_embeddings = np.asarray(train_embeddings), np.asarray(val_embeddings)
     selection: dict = {}

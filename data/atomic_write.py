@@ -80,11 +80,14 @@ def boundary(label: str, path: str | Path) -> None:
         _die(fault[0])
 
 
+TEMPORARY_PREFIX = ".tmp-"  # a name beginning so is taken for a temporary: a killed writer's is removed
+
+
 def temporary_name(path: Path) -> Path:
     """Hidden, unique to this process, same folder (so the rename stays on one filesystem); it
     ends with the final name because some writers look at the suffix (np.savez appends ".npz"
     otherwise; Keras wants ".keras" and ".weights.h5")."""
-    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    return path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}-{path.name}")
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None], label: str | None = None) -> None:
@@ -120,19 +123,29 @@ def _remove(path: Path) -> None:
         pass  # the error being raised matters more than a leftover temporary file
 
 
-_TEMPORARY = re.compile(r"\.tmp-(\d+)-(.+)", re.DOTALL)
+_TEMPORARY = re.compile(re.escape(TEMPORARY_PREFIX) + r"(\d+)-(.+)", re.DOTALL)
+
+
+def _others_temporaries(folder: Path) -> dict[tuple[str, int], Path]:
+    """{(NAME, PID): path} of `folder`'s `.tmp-PID-NAME` entries of other processes than this one."""
+    found = {}
+    for entry in folder.glob(TEMPORARY_PREFIX + "*") if folder.is_dir() and not folder.is_symlink() else ():
+        match = _TEMPORARY.fullmatch(entry.name)
+        if match and int(match[1]) != os.getpid():
+            found[match[2], int(match[1])] = entry
+    return found
 
 
 def dead_temporaries(folder: Path) -> dict[tuple[str, int], Path]:
     """{(NAME, PID): path} of `folder`'s `.tmp-PID-NAME` entries (`temporary_name`'s, and the staging folders
     named the same way) whose process PID no longer runs: what a process killed mid-write (kill -9, a power
     cut) left. PIDs are this machine's: writers on other machines into one shared folder are not told apart."""
-    found = {}
-    for entry in folder.glob(".tmp-*") if folder.is_dir() and not folder.is_symlink() else ():
-        match = _TEMPORARY.fullmatch(entry.name)
-        if match and int(match[1]) != os.getpid() and not process_alive(int(match[1])):
-            found[match[2], int(match[1])] = entry
-    return found
+    return {key: entry for key, entry in _others_temporaries(folder).items() if not process_alive(key[1])}
+
+
+def live_temporaries(folder: Path) -> dict[tuple[str, int], Path]:
+    """{(NAME, PID): path} of `folder`'s `.tmp-PID-NAME` entries that another running process is writing."""
+    return {key: entry for key, entry in _others_temporaries(folder).items() if process_alive(key[1])}
 
 
 def process_alive(pid: int) -> bool:
