@@ -14,20 +14,10 @@ from PIL import Image
 import predict
 import train
 from app import run_dir as rd
+from colour_folders import write_colour_folder
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 WORDS = {"pos": ["good great love fine", "great film love", "good food fine service"],
          "neg": ["bad awful hate", "awful movie bad", "hate the service bad"]}
-
-
-def _image_folder(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for name, colour in COLOURS.items():
-        (root / name).mkdir(parents=True)
-        for i in range(8):
-            pixels = np.clip(np.asarray(colour) + rng.normal(0, 20, (12, 12, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
 
 
 def _text_folder(root: Path) -> Path:
@@ -42,7 +32,7 @@ def _text_folder(root: Path) -> Path:
 def image_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict-image")
     run = root / "run"
-    assert train.main([str(_image_folder(root / "data")), "--backbone", "tiny_image", "--epochs", "2", "--seed", "1",
+    assert train.main([str(write_colour_folder(root / "data", per_class=8)), "--backbone", "tiny_image", "--epochs", "2", "--seed", "1",
                        "--output", str(run)]) == 0
     return run
 
