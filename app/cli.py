@@ -247,9 +247,11 @@ def _reported(checked_command: Callable[[], int]) -> int:
         if _out_of_memory(error):
             _memory_error(error)
             return 2
+        cut_short = _image_store_cut_short(error)
+        if cut_short is not None:
+            _image_cache_error(cut_short)
+            return 2
         detail = unreadable_input(error)
-        if detail is None:
-            detail = _image_store_cut_short(error)
         if detail is None:
             raise
         if _in_image_cache(detail):
@@ -288,20 +290,22 @@ def _stdout_closed() -> bool:
 
 def _in_image_cache(detail: str) -> bool:
     """Whether TensorFlow's unreadable file is `--image-cache disk`'s store, not an input file."""
-    from data.image_store import STORE_CUT_SHORT, image_store_dir
+    from data.image_store import image_store_dir
 
-    return str(image_store_dir()) in detail or detail.startswith(STORE_CUT_SHORT)
+    return str(image_store_dir()) in detail
 
 
 # What TensorFlow says when `--image-cache disk`'s store was truncated while a run read it: the record reader on a
 # length that is no whole number of images (the message names the file), or, on a whole number of them, the row
-# count the store asserts (data/image_store.py: the only assert_cardinality metatune applies; no file named).
+# count the store asserts (data/image_store.py holds the only FixedLengthRecordDataset and assert_cardinality
+# metatune uses, so either message means the store).
 _STORE_LENGTH = re.compile(r"not an exact multiple of the record length|"
                            r"was expected to contain (\d+) elements but contained only (\d+)")
 
 
 def _image_store_cut_short(error: BaseException) -> str | None:
-    """The detail for _image_cache_error where `error` is the image store read short (a traceback before)."""
+    """The detail for _image_cache_error where `error` is the image store read short (a traceback before), else
+    None."""
     tensorflow = sys.modules.get("tensorflow")
     if tensorflow is None or not isinstance(error, tensorflow.errors.OpError):
         return None
@@ -310,9 +314,7 @@ def _image_store_cut_short(error: BaseException) -> str | None:
     if found is None:
         return None
     if found.group(1):
-        from data.image_store import STORE_CUT_SHORT
-
-        return f"{STORE_CUT_SHORT} ({found.group(2)} of its {found.group(1)} images left)"
+        return f"its store was cut short ({found.group(2)} of its {found.group(1)} images left)"
     return _first_matching_line(message, _STORE_LENGTH)
 
 

@@ -87,8 +87,7 @@ def exclude_label_issues(report: dict, issues: list[LabelIssue], setting: str, t
     if setting == "0" or not issues:
         return train_examples, train_features, val_examples, val_features
     train_keep, val_keep = choose_left_out(issues, setting, train_examples, val_examples)
-    left_out = sorted([e.path for e, keep in zip(train_examples, train_keep) if not keep]
-                      + [e.path for e, keep in zip(val_examples, val_keep) if not keep])
+    left_out = sorted(_left_out_paths(train_examples, train_keep, val_examples, val_keep))
     report["label_issues_excluded"] = left_out
     logger.info("--exclude-label-issues %s: %d file(s) left out of training and validation (listed in "
                 "data_report.json).", setting, len(left_out))
@@ -135,13 +134,17 @@ def choose_left_out(issues: list[LabelIssue], setting: str, train_examples, val_
     return train_keep, val_keep
 
 
+def _left_out_paths(train_examples, train_keep: list[bool], val_examples, val_keep: list[bool]) -> set[str]:
+    return ({e.path for e, keep in zip(train_examples, train_keep) if not keep}
+            | {e.path for e, keep in zip(val_examples, val_keep) if not keep})
+
+
 def format_left_out(setting: str, issues: list[LabelIssue], train_examples, val_examples) -> str:
     """`train.py --check --exclude-label-issues N`: what a training run with that setting would leave out."""
     if setting == "0" or not issues:
         return f"--exclude-label-issues {setting}: a training run would leave out no file."
     train_keep, val_keep = choose_left_out(issues, setting, train_examples, val_examples)
-    left_out = {e.path for e, keep in zip(train_examples, train_keep) if not keep}
-    left_out |= {e.path for e, keep in zip(val_examples, val_keep) if not keep}
+    left_out = _left_out_paths(train_examples, train_keep, val_examples, val_keep)
     ordered = [issue.path for issue in issues if issue.path in left_out]  # in the ranking's order, as listed above
     lines = [f"--exclude-label-issues {setting}: a training run would leave out {len(ordered)} file(s) of training "
              f"and validation" + (":" if ordered else ".")]

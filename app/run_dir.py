@@ -283,6 +283,11 @@ def _export_of(path: Path) -> str | None:
     return repr(run) if isinstance(run, str) else "by default an export of RUN_DIR is written under RUN_DIR/export/"
 
 
+def lock_file_pid(handle: int) -> str:
+    """The PID its holder wrote into an open RUN_DIR/.lock (app/run_lock.py), as text; "unknown" if none."""
+    return os.pread(handle, 32, 0).decode("ascii", "replace").strip() or "unknown"
+
+
 def lock_holder(run_dir: Path) -> str | None:
     """The PID in RUN_DIR/.lock while a process holds it (app/run_lock.py: training, resuming), else None. Only
     looks: a shared lock tried and released at once, nothing written."""
@@ -293,7 +298,7 @@ def lock_holder(run_dir: Path) -> str | None:
     try:
         fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return os.pread(handle, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        return lock_file_pid(handle)
     except OSError:
         return None
     finally:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from app.errors import UserError
-from app.run_dir import LOCK_FILE
+from app.run_dir import LOCK_FILE, lock_file_pid
 
 
 class RunLock:
@@ -28,7 +28,7 @@ class RunLock:
         try:
             _lock_exclusively(handle)
         except BlockingIOError:
-            holder = os.pread(handle, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            holder = lock_file_pid(handle)
             os.close(handle)
             raise UserError(f"{str(self.path.parent)!r} is in use by another metatune process (PID {holder}), which "
                             "is training, resuming or finishing it. Wait for it to end (or stop it), then try "

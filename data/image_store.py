@@ -47,9 +47,6 @@ IMAGE_STORE_FORMAT = 1
 FREE_SPACE_MARGIN = 1 << 30
 WRITE_BATCH = 64
 READ_BUFFER_BYTES = 4 << 20
-# The start of app/cli.py's message for a store that was cut short while a run read it (see the assert_cardinality
-# below, which raises TensorFlow's generic message that names no file).
-STORE_CUT_SHORT = "its store was cut short"
 
 
 def image_store_dir() -> Path:
