@@ -371,8 +371,10 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
         if "pixels_unknown_score" in result:
             unknown_checks.append(compare_unknown("pixels (uint8 [batch, H, W, 3])", score, threshold, reference_scores,
                                                   result["pixels_unknown_score"], paths))
-        notes.append(f"Both signatures also return unknown_score and unknown (score above {threshold:.6g}: a class the "
-                     f"run does not know; score {score!r}, as predict.py rejects).")
+        notes.append(f"Both signatures also return unknown_score and unknown (score above {threshold:.6g}: a class "
+                     f"the run does not know; score {score!r}, as predict.py rejects)." if np.isfinite(threshold) else
+                     f"Both signatures also return unknown_score (score {score!r}) and unknown, always false: the run "
+                     "had too few validation files to set a threshold, and predict.py rejects nothing either.")
     elif request.reject == "none":
         notes.append("Exported with --reject none: no unknown_score or unknown outputs; every input gets one of the "
                      "run's classes, as predict.py --reject none.")

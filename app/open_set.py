@@ -5,6 +5,7 @@ evaluate.py --unknown (`embed_examples`)."""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import keras
@@ -134,7 +135,13 @@ def fit_run_detector(task_model: keras.Model, config, modality: str, size: int, 
                                             [e.label for e in val_examples], kernel, bias, config.reject_recall,
                                             config.unknown_score, config.seed, threshold_offsets)
     transferred = "threshold_offset" in detector.selection
-    detector.fitted_on += _refit_note(held_out_head is not None, validation_trained, transferred)
+    rejects_nothing = math.isinf(detector.threshold)  # too few validation files: unknown_scores.detector_threshold
+    # Without a threshold, "it rejects more new known files than 1 - reject_recall" would be wrong: it rejects none.
+    detector.fitted_on += _refit_note(held_out_head is not None, validation_trained and not rejects_nothing,
+                                      transferred)
+    if rejects_nothing:
+        detector.fitted_on += ("; no threshold: too few validation files to keep reject_recall of known files, so the "
+                               "detector rejects nothing")
     save_detector(run_dir, scorer, detector)
     return detector
 

@@ -148,7 +148,8 @@ def plot_score_histogram(known_scores, unknown_scores, threshold: float, score: 
     bins = np.linspace(values.min(), values.max(), 41) if np.ptp(values) > 0 else 10
     axis.hist(known_scores, bins=bins, alpha=0.6, density=True, label=f"known classes ({len(known_scores)})")
     axis.hist(unknown_scores, bins=bins, alpha=0.6, density=True, label=f"unknown folder ({len(unknown_scores)})")
-    axis.axvline(threshold, color="black", linestyle="--", label="threshold")
+    if np.isfinite(threshold):  # infinite: the run's detector rejects nothing (too few validation files)
+        axis.axvline(threshold, color="black", linestyle="--", label="threshold")
     axis.set_xlabel(f"unknown-class score ({score})\nhigher: more likely unknown")  # two lines: long score names
     axis.set_ylabel("density")
     axis.legend(fontsize=8)
@@ -161,6 +162,14 @@ def _shown(value, spec: str) -> str:
     return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
 
 
+def _threshold_shown(result: dict) -> str:
+    threshold, recall = result["threshold"], 100 * result["reject_recall"]
+    if threshold is None or not np.isfinite(threshold):  # null in metrics.json: see unknown_scores.detector_threshold
+        return (f"No threshold (the run had too few validation files to set one that keeps {recall:.3g}% of known "
+                f"files: its detector rejects nothing)")
+    return f"Threshold {threshold:.4g} (keeps {recall:.3g}% of known validation files)"
+
+
 def render_open_set(result: dict) -> str:
     others = ", ".join(f"{name} {_shown(value, '.3f')}" for name, value in result["auroc_by_score"].items())
     return "\n".join([
@@ -171,8 +180,7 @@ def render_open_set(result: dict) -> str:
         f"{result['num_known']} evaluation files above",
         f"- Score: {result['score']} (chosen at training time), AUROC **{_shown(result['auroc'], '.3f')}**, "
         f"FPR at 95% TPR {_shown(result['fpr_at_95_tpr'], '.3f')}",
-        f"- Threshold {result['threshold']:.4g} (keeps {100 * result['reject_recall']:.3g}% of known validation "
-        f"files): known files accepted {100 * result['known_accepted']:.1f}%, unknown files rejected "
+        f"- {_threshold_shown(result)}: known files accepted {100 * result['known_accepted']:.1f}%, unknown files rejected "
         f"{100 * result['unknown_rejected']:.1f}%",
         f"- Accuracy with rejection (known and unknown files): {result['accuracy_with_rejection']:.4f}; known files "
         f"only: {result['known_accuracy']:.4f} (closed set), {_shown(result['known_accuracy_when_accepted'], '.4f')} "

@@ -85,6 +85,8 @@ BORDERLINE_RELATIVE = 1e-5
 
 def borderline(scores: np.ndarray, threshold: float) -> np.ndarray:
     """The scores too close to the threshold for a verdict to survive float rounding."""
+    if not np.isfinite(threshold):  # a detector that rejects nothing: no score is near its threshold
+        return np.zeros(np.shape(scores), bool)
     return np.abs(np.asarray(scores, np.float64) - threshold) <= BORDERLINE_RELATIVE * max(1.0, abs(threshold))
 
 

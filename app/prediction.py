@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -122,6 +123,10 @@ def prepare_prediction(run_dir: str, targets: list[str], top_k: int = 3, batch_s
     detector = load_detector(run.path, head_weights(run.model)[0].shape) if reject == "auto" else None
     if reject == "auto" and detector is None:
         logger.info("%s has no unknown-class detector (trained by an older metatune): no rejection.", run.path)
+    elif detector is not None and math.isinf(detector[1].threshold):
+        logger.warning("%s's unknown-class detector rejects nothing: the run had too few validation files to set a "
+                       "threshold that keeps %.3g%% of known files (its training log says how many it needs).",
+                       run.path, 100 * detector[1].reject_recall)
     return PredictionJob(run, examples, texts, skipped, max(1, min(top_k, len(run.class_names))), batch_size,
                          detector, explain, attributor)
 

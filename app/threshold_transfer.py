@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from app.unknown_scores import SCORES, UnknownScorer, threshold_for_recall
+from app.unknown_scores import SCORES, UnknownScorer, detector_threshold
 
 
 def _centre_and_spread(scores: np.ndarray) -> tuple[float, float]:
@@ -52,7 +52,7 @@ def held_out_offsets(train_embeddings: np.ndarray, train_labels, val_embeddings:
     for name in SCORES:
         if not scorer.available(name):
             continue
-        threshold = threshold_for_recall(scorer.score(name, val_embeddings), reject_recall)
+        threshold = detector_threshold(scorer.score(name, val_embeddings), reject_recall)
         centre, spread = _centre_and_spread(scorer.score(name, train_embeddings))
         # No spread (rounding aside): every training file scores the same, e.g. a saturated softmax, and an
         # offset would be a ratio of rounding errors.

@@ -32,6 +32,7 @@ Candidates (the literature each comes from):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -168,8 +169,31 @@ def auroc(known_scores: np.ndarray, unknown_scores: np.ndarray) -> float:
 
 
 def threshold_for_recall(known_scores: np.ndarray, recall: float) -> float:
-    """The score below or at which `recall` of the known examples fall (they are accepted)."""
+    """The score below or at which `recall` of the known examples fall (they are accepted): the empirical
+    quantile, as the open-set literature's FPR at 95% TPR measures it on an evaluation folder."""
     return float(np.quantile(np.asarray(known_scores, np.float64), recall, method="higher"))
+
+
+# (n + 1) * recall is computed in floating point: 10 * 0.9 may come out a hair above 9.
+_RANK_TOLERANCE = 1e-9
+
+
+def fewest_files_for_recall(recall: float) -> int:
+    """The fewest known files on which detector_threshold can keep `recall` of new known files: n with
+    ceil((n + 1) * recall) <= n, i.e. n >= recall / (1 - recall) (19 for 0.95)."""
+    return max(1, math.ceil(recall / (1.0 - recall) - _RANK_TOLERANCE))
+
+
+def detector_threshold(known_scores: np.ndarray, recall: float) -> float:
+    """The threshold a run stores: the ceil((n + 1) * recall)-th smallest of the n known scores (split conformal
+    prediction's quantile), so that a new file of a known class, exchangeable with these n, is accepted with
+    probability at least `recall`. The plain empirical quantile gives no such promise on few files: on 2 validation
+    files it is their maximum, which a new known file exceeds one time in three, and the run rejected its own
+    classes' files. Infinite (the detector rejects nothing) when n < fewest_files_for_recall(recall): no score
+    the files hold keeps that many."""
+    scores = np.sort(np.asarray(known_scores, np.float64))
+    rank = math.ceil((len(scores) + 1) * recall - _RANK_TOLERANCE)
+    return float(scores[rank - 1]) if rank <= len(scores) else math.inf
 
 
 def fpr_at_tpr(known_scores: np.ndarray, unknown_scores: np.ndarray, tpr: float = 0.95) -> float:

@@ -28,7 +28,7 @@ import numpy as np
 
 from app.small_fits import one_thread
 from app.threshold_transfer import transferred_threshold
-from app.unknown_scores import SCORES, UnknownScorer, auroc, threshold_for_recall
+from app.unknown_scores import SCORES, UnknownScorer, auroc, detector_threshold, fewest_files_for_recall
 
 logger = logging.getLogger(__name__)
 MAX_FOLDS = 5
@@ -106,6 +106,17 @@ def folds_choice(fold_aurocs: dict, among=None) -> str | None:
     return max(measured, key=fold_aurocs.get) if measured else None
 
 
+def _warn_rejects_nothing(num_files: int, reject_recall: float) -> None:
+    """A threshold no validation score can give (app/unknown_scores.detector_threshold): say so at training time,
+    not first when predict.py never rejects."""
+    logger.warning("The unknown-class detector rejects nothing: %d known validation file(s) are too few to set a "
+                   "threshold that keeps %.3g%% of known files (that needs at least %d; %d files can keep at most "
+                   "%.3g%%). Add files (the validation split is about 20%% of each class), or train with "
+                   "--reject-recall %.3g or lower.", num_files, 100 * reject_recall,
+                   fewest_files_for_recall(reject_recall), num_files, 100 * num_files / (num_files + 1),
+                   math.floor(1000 * num_files / (num_files + 1)) / 1000)
+
+
 def fit_unknown_detector(train_embeddings, train_labels, val_embeddings, val_labels, kernel, bias,
                          reject_recall: float, score: str = "auto", seed: int = 0,
                          threshold_offsets: dict[str, float] | None = None) -> tuple[UnknownScorer, UnknownDetector]:
@@ -144,8 +155,11 @@ def _fit_unknown_detector(train_embeddings, train_labels, val_embeddings, val_la
     # (app/threshold_transfer.py); otherwise on the validation files, new to the model.
     scorer.calibrate(val_embeddings if offset is None else train_embeddings)
     if offset is None:
-        threshold = threshold_for_recall(scorer.score(score, val_embeddings), reject_recall)
+        threshold = detector_threshold(scorer.score(score, val_embeddings), reject_recall)
         kept = f"keeps {100 * reject_recall:.3g}% of known validation files"
+        if math.isinf(threshold):
+            _warn_rejects_nothing(len(val_embeddings), reject_recall)
+            kept = f"(none: {len(val_embeddings)} validation files are too few to keep {100 * reject_recall:.3g}%)"
     else:
         threshold = transferred_threshold(scorer.score(score, train_embeddings), offset)
         selection["threshold_offset"] = round(offset, 6)

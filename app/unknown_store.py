@@ -6,11 +6,14 @@ whitening [dim, dim], bank [n, dim], background_mean [dim] and background_whiten
 (relative_mahalanobis; absent from detectors saved before it), standardise_names [m], standardise [m, 2]. All of them
 live in the space of the model's embedding, the input of its `head_dense` layer: a consumer runs
 the model up to that layer, computes the score as app/unknown_scores.py does, and reports
-"unknown" when it exceeds `threshold`. Both files are written atomically.
+"unknown" when it exceeds `threshold`. A `threshold` of null rejects nothing: the run had too few validation
+files to set one that keeps `reject_recall` of known files (app/unknown_scores.detector_threshold). Both files
+are written atomically.
 """
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import fields
 from pathlib import Path
@@ -58,13 +61,16 @@ def load_detector(run_dir: Path, head_shape: tuple[int, int] | None = None) -> t
     if detector.score not in SCORES:
         raise UserError(f"{str(path)!r} names an unknown-class score this metatune does not know. "
                         f"Received: score={detector.score!r}; known: {list(SCORES)}")
+    if detector.threshold is None:  # null: too few validation files to set one (unknown_scores.detector_threshold)
+        detector.threshold = math.inf
     # A threshold that is not a number (hand-edited, another tool's file) failed only at the comparison with
     # the scores, after the prediction pass, as a numpy/TypeError traceback.
     for key in ("threshold", "reject_recall"):
         value = getattr(detector, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise _damaged(run_dir, DETECTOR_FILE, f"unexpected content: {key} must be a finite number, "
-                                                   f"received {value!r}")
+        rejects_nothing = key == "threshold" and value == math.inf
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (rejects_nothing or np.isfinite(value)):
+            raise _damaged(run_dir, DETECTOR_FILE, f"unexpected content: {key} must be a finite number"
+                                                   f"{' or null' if key == 'threshold' else ''}, received {value!r}")
     # reject_recall outside (0, 1), which train.py never writes, was reported by evaluate.py --unknown as a
     # threshold that "keeps 700% of known validation files".
     if not 0.0 < detector.reject_recall < 1.0:
