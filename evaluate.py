@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from app.cli import batch_size, path_argument, positive_int, prepare_environment, run_safely, setup_logging
+from app.config import DefaultsHelpFormatter
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
 
@@ -35,7 +36,7 @@ def bootstrap_resamples(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("run_dir", type=path_argument, help="Run directory written by train.py.")
     parser.add_argument("data_dir", type=path_argument, help="Data folder with one subfolder per class (or train/val/test splits).")
     parser.add_argument("--name", default=None, help="Name of the eval/<name>/ output folder, replaced if used before (default: "
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--queries", "Query examples per class"),
                        ("--seed", "Episode seed: the same seed and --episodes replay the same episodes")):
         default = FEWSHOT_DEFAULTS[flag[2:]]
-        fewshot.add_argument(flag, type=int, default=argparse.SUPPRESS, help=f"{text} (default {default}).")
+        fewshot.add_argument(flag, type=int, default=argparse.SUPPRESS, help=f"{text} (default: {default}).")
     fewshot.add_argument("--support-finetune", choices=("auto", "off"), default=argparse.SUPPRESS,
                          help="auto (default): also score the run's learner fine-tuned on each support (meta runs on "
                          "cached features), at the learning rate and steps the run chose on its validation episodes; "
@@ -99,15 +100,15 @@ def _check_mode_flags(args, argv) -> None:
     if args.episodes is None:
         stray = [f"--{d}" for d in FEWSHOT_DEFAULTS if d in given] + [f for d, f in FEWSHOT_ONLY.items() if d in given]
         if stray:
-            verb = "applies" if len(stray) == 1 else "apply"
+            verb, them = ("applies", "it") if len(stray) == 1 else ("apply", "them")
             raise UserError(f"{', '.join(stray)} {verb} to few-shot evaluation only. Received: {' '.join(stray)} without "
-                            "--episodes. Add --episodes N (e.g. --episodes 600), or drop them.")
+                            f"--episodes. Add --episodes N (e.g. --episodes 600), or drop {them}.")
         return
     stray = [flag for dest, flag in CLASSIFICATION_ONLY.items() if dest in given]
     if stray:
-        verb = "does" if len(stray) == 1 else "do"
+        verb, them = ("does", "it") if len(stray) == 1 else ("do", "them")
         raise UserError(f"{', '.join(stray)} {verb} not apply to few-shot evaluation. Received: {' '.join(stray)} "
-                        f"with --episodes {args.episodes}. Drop them, or drop --episodes.")
+                        f"with --episodes {args.episodes}. Drop {them}, or drop --episodes.")
     if args.episodes < 1:
         raise UserError(f"--episodes must be at least 1 (600 is the usual protocol). Received: --episodes {args.episodes}")
     from app.episodic_evaluation import check_episode_count

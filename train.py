@@ -34,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         if modes.check:
             from app.data_report import build_data_report, format_data_report
             from data.errors import DataError
+            from app.data_folder import refuse_runs_as_data
             from data.scan import scan_folder
 
+            refuse_runs_as_data(config.data_dir)  # before the scan, which read a run's logs/ as a class
             scan = scan_folder(config.data_dir)
             try:
                 scan, examples, report = check_data(config, scan)

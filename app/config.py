@@ -21,7 +21,8 @@ import yaml
 
 from app.distribution import DISTRIBUTE_CHOICES
 from app.errors import UserError
-from app.run_dir import CONFIG_FILE, is_run_directory
+from app.run_dir import (CONFIG_FILE, INCOMPLETE_MARKER, MANIFEST_FILE, METADATA_FILE, MODEL_FILE, holds_a_run,
+                         is_run_directory, shell_path)
 
 TRANSFER_STRATEGIES = ("linear", "finetune")
 META_STRATEGIES = ("protonet", "reptile", "fomaml", "maml")
@@ -67,6 +68,15 @@ MAX_SEED = 2**32 - 1  # the largest seed numpy's global generator takes (keras.u
 # The largest --batch-size of every command: a batch holds that many files' tensors at once (65,536 images at 224 px
 # are 39 GB), and prediction with a batch near MAX_COUNT hung in TensorFlow instead of failing.
 MAX_BATCH_SIZE = 65536
+# The gradient learners' inner loop is unrolled into the training graph, one copy of the forward and backward pass
+# per step: measured on the smallest model (tests' tiny backbone over 8-d features), 200 steps took 38 s to build and
+# 2 MB of memory per step, so --inner-steps 1000000 built for days and ran out of memory, with no line saying why.
+# Published recipes adapt for 1 to 10 steps in training (MAML, Reptile; up to 50 at test time).
+MAX_INNER_STEPS = 100
+# Episodes per meta step are built one after the other, before the first log line: --meta-batch-size 10000000 held
+# the run for hours at its first meta-validation batch (deaf to Ctrl-C / SIGTERM, stuck in TensorFlow's iterator).
+# Recipes use 1 (ProtoNet) to 32 (MAML) episodes per step.
+MAX_META_BATCH_SIZE = 1024
 
 
 def is_count(text: str) -> bool:
@@ -135,7 +145,8 @@ class TrainConfig:
     shots: int = _help("Meta strategies: support examples per class in an episode (K-shot).", default=5)
     queries: int = _help("Meta strategies: query examples per class in an episode (fewer, down to 1, when most "
                          "meta-training classes hold less than --shots + --queries examples).", default=10)
-    meta_batch_size: int = _help("Meta strategies: episodes (tasks) per meta step.", default=4)
+    meta_batch_size: int = _help(f"Meta strategies: episodes (tasks) per meta step, 1 to {MAX_META_BATCH_SIZE}.",
+                                 default=4)
     meta_steps: int = _help("Meta strategies: meta steps per epoch.", default=100)
     meta_epochs: int = _help("Meta strategies: maximum epochs of meta-training (early stopping on meta-validation "
                              "episode loss); the top_blocks source stage trains all of them.", default=20)
@@ -144,7 +155,8 @@ class TrainConfig:
     meta_step_size: float = _help("reptile: step from the initial weights towards the adapted ones (SGD on "
                                   "theta - phi).", default=0.25)
     inner_learning_rate: float = _help("reptile, fomaml, maml: inner-loop SGD learning rate.", default=0.01)
-    inner_steps: int = _help("reptile, fomaml, maml: inner-loop steps on the support set.", default=5)
+    inner_steps: int = _help(f"reptile, fomaml, maml: inner-loop steps on the support set, 1 to {MAX_INNER_STEPS} "
+                             "(each step is unrolled into the training graph).", default=5)
     adapt: str = _help("reptile, fomaml, maml: what adapts in the inner loop: head, N (the top N layers with weights "
                        "of the embedding, plus the head), all, or auto (all for reptile, which only meta-learns "
                        "what adapts, and for fomaml on a backbone trained from scratch; head for maml, and for "
@@ -244,13 +256,17 @@ class TrainConfig:
             (self.ways >= 2, "ways must be at least 2"),
             (self.shots >= 1, "shots must be at least 1"),
             (self.queries >= 1, "queries must be at least 1"),
-            (self.meta_batch_size >= 1, "meta_batch_size must be at least 1"),
+            (1 <= self.meta_batch_size <= MAX_META_BATCH_SIZE,
+             f"meta_batch_size must be from 1 to {MAX_META_BATCH_SIZE} episodes per meta step (recipes use 1 to 32; "
+             "more meta steps, --meta-steps, train on more episodes)"),
             (self.meta_steps >= 1, "meta_steps must be at least 1"),
             (self.meta_epochs >= 1, "meta_epochs must be at least 1"),
             (self.meta_learning_rate > 0, "meta_learning_rate must be positive"),
             (0.0 < self.meta_step_size <= 1.0, "meta_step_size must be in (0, 1]"),
             (self.inner_learning_rate > 0, "inner_learning_rate must be positive"),
-            (self.inner_steps >= 1, "inner_steps must be at least 1"),
+            (1 <= self.inner_steps <= MAX_INNER_STEPS,
+             f"inner_steps must be from 1 to {MAX_INNER_STEPS} (each inner step is unrolled into the training graph, "
+             "which grows in build time and memory with every step; recipes use 1 to 10)"),
             (self.adapt in ("auto", "head", "all") or is_count(self.adapt), "adapt must be auto, head, all or a number of layers"),
             # Only the gradient learners have an inner loop: with protonet or a transfer strategy it was ignored silently.
             (self.adapt == "auto" or self.strategy in ("reptile", "fomaml", "maml"),
@@ -425,6 +441,10 @@ def _checked_value(key: str, value, where: Mapping[str, str]):
     accepts, expected = _TYPE_RULES[str(f.type)]
     expected = _EXPECTED.get(key, expected)
     if not accepts(value):
+        if "int" in str(f.type) and isinstance(value, float) and value.is_integer() and abs(value) < 1e18:
+            # `epochs: 1e3` is read as the float 1000.0: "must be an integer. Received: epochs=1000.0" did not say
+            # why a whole number was refused.
+            expected += f" (written without a decimal point or exponent: {int(value)})"
         raise UserError(f"{_invalid(key, where)}: {key} must be {expected}. Received: {key}={value!r}")
     # Store float fields as floats, so `learning_rate: 1` writes back as 1.0 in config.json.
     if str(f.type) not in ("float", "float | None") or value is None:
@@ -527,6 +547,11 @@ def load_config_file(path: str | Path, remedy: str | None = None) -> dict:
     fix it or pass flags (a resumed run takes no flags: it says what a resume can do)."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.is_dir():  # first: a folder (`--config RUN_DIR`, `--config DATA_DIR`) was told its extension was wrong
+        repeat = (f" To repeat that run, pass its {CONFIG_FILE}: --config {shell_path(path / CONFIG_FILE)} --output "
+                  "NEW_DIR" if holds_a_run(path) else "")
+        raise UserError(f"Config file is a folder, not a file: {str(path)!r}. Pass the path of a YAML or JSON file "
+                        f"(--config FILE).{repeat}")
     if suffix not in CONFIG_SUFFIXES:
         raise UserError(f"Config file {str(path)!r} must be YAML (.yaml, .yml) or JSON (.json). "
                         f"Received the extension {suffix or '(none)'!r}")
@@ -619,12 +644,17 @@ OPTION_GROUPS = {
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" except where X is None and the help text says the default itself: such a
-    default is decided at run time (the backbone's size, the data's recipe), and the appended "(default:
-    None)" contradicted the text before it ("... (default: 128). (default: None)")."""
+    """Appends "(default: X)" only where X tells the reader something (train.py, evaluate.py, predict.py).
+
+    Not None: an option without a default, or one decided at run time (the backbone's size, the data's recipe)
+    whose help text says what it is; the appended "(default: None)" read as a value, or contradicted the text
+    before it ("... (default: 128). (default: None)"). Not the False of an on-only flag (store_true) nor the empty
+    list of a repeatable option: both just mean "not given". An --x/--no-x flag keeps its default: either may be it.
+    """
 
     def _get_help_string(self, action):
-        if action.default is None and "default" in (action.help or "").lower():
+        on_only_flag = action.const is True and action.default is False
+        if action.default is None or on_only_flag or (isinstance(action.default, list) and not action.default):
             return action.help
         return super()._get_help_string(action)
 
@@ -679,13 +709,28 @@ class _OneConfigFile(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+class _OneRunDir(argparse.Action):
+    """--resume '' (an unset shell variable) resumed the run in the current folder, and --resume A --resume B
+    resumed B alone without a word about A: one run is resumed at a time, so two different ones are a usage error."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if not values:
+            raise argparse.ArgumentError(self, "is empty. Received: ''. Pass the run directory to continue (an "
+                                               "unset shell variable gives an empty one)")
+        earlier = getattr(namespace, self.dest, None)
+        if earlier is not None and earlier != values:
+            raise argparse.ArgumentError(self, f"given twice ({earlier!r}, then {values!r}); one run is resumed at "
+                                               "a time: run train.py --resume once for each")
+        setattr(namespace, self.dest, values)
+
+
 def _add_mode_arguments(parser, default) -> None:
     """Flags that choose what train.py does; they are not part of a run's configuration."""
     parser.add_argument("--config", metavar="FILE", default=default(None), action=_OneConfigFile,
                         help="YAML (.yaml, .yml) or JSON (.json) file of options, keys as in a run's config.json "
                              "(so `--config RUN_DIR/config.json --output NEW_DIR` repeats a run). Flags given on "
                              "the command line override it.")
-    parser.add_argument("--resume", metavar="RUN_DIR", default=default(None),
+    parser.add_argument("--resume", metavar="RUN_DIR", default=default(None), action=_OneRunDir,
                         help="Continue an interrupted run from its last completed epoch, with the run's own "
                              "config.json (takes no other options).")
     parser.add_argument("--check", action="store_true", default=default(False),
@@ -764,7 +809,9 @@ def _resume_config(run_dir: str, others: dict) -> TrainConfig:
     """The config a run was started with, read back from RUN_DIR/config.json."""
     if others:
         # What to do, too: someone moving a run to other devices (--distribute, --batch-size) has no other way.
-        settings = {k: v for k, v in others.items() if k not in ("config", "check", "label_issues", "list_backbones")}
+        # --output is left out too: the suggestion names NEW_DIR (it showed `--output RUN --output NEW_DIR`).
+        settings = {k: v for k, v in others.items()
+                    if k not in ("config", "check", "label_issues", "list_backbones", "output")}
         raise UserError("--resume continues a run with its own config.json; it takes no other options. "
                         f"Received: {_format_options(others)}. Continue it with python train.py --resume {run_dir} "
                         "alone (METATUNE_CPU_DEVICES and TF_CONFIG still choose its devices), or start it again "
@@ -783,7 +830,31 @@ def _resume_config(run_dir: str, others: dict) -> TrainConfig:
     values = load_config_file(config_path, f"The run cannot be resumed without it: restore {str(config_path)!r} from "
                               "a backup, or start a new run (python train.py DATA_DIR ... --output NEW_DIR). Received: "
                               f"--resume {run_dir}")
+    _check_resumable_keys(values, config_path, run_dir)
     return TrainConfig.from_dict(values, {key: _file_label(config_path) for key in values})
+
+
+def _check_resumable_keys(values: Mapping, config_path: Path, run_dir: str) -> None:
+    """A config.json this metatune cannot continue: keys it does not know (written by a newer metatune, or added by
+    hand) were refused as if the user had misspelt a --config file, with no word of where the file came from; and
+    one without data_dir said "data_dir is required" without naming the file."""
+    unknown = sorted(str(key) for key in values if key not in _FIELDS)
+    run_files = (INCOMPLETE_MARKER, MANIFEST_FILE, "checkpoints", METADATA_FILE, MODEL_FILE)  # app/checkpoints.py's
+    if unknown and not any((config_path.parent / name).exists() for name in run_files):
+        # A Hugging Face model folder has a config.json too: it is no run of a newer metatune.
+        raise UserError(f"{run_dir!r} is not a metatune run directory: its config.json is not a run's (keys "
+                        f"{', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}), and it has none of a run's "
+                        f"other files ({', '.join(run_files)}). Pass the folder of the run to continue (train.py's "
+                        f"--output). Received: --resume {run_dir}")
+    if unknown:
+        raise UserError(f"{str(config_path)!r} has setting(s) this metatune does not know: {', '.join(unknown)}. "
+                        "The run was probably started by a newer metatune: resume it with that version, or start a "
+                        "new run with this one (python train.py DATA_DIR ... --output NEW_DIR). Received: "
+                        f"--resume {run_dir}")
+    if not values.get("data_dir"):
+        raise UserError(f"{str(config_path)!r} names no data_dir, so the run's data folder is unknown: restore the "
+                        "file from a backup, or start a new run (python train.py DATA_DIR ... --output NEW_DIR). "
+                        f"Received: --resume {run_dir}")
 
 
 def option_text(key: str, value) -> str:

@@ -70,6 +70,7 @@ RUN_LEARNER = "run"
 FINETUNED_LEARNER = "run_support_finetuned"
 SUPPORT_FINETUNE_OPTIONS = ("auto", "off")
 EPISODES_FILE = "episodes.csv"
+CLASS_SEPARATOR = "/"  # between an episode's classes in episodes.csv, in episode label order
 # The most episodes one evaluation runs. An episode takes about 0.015 s on cached features (the run's learner and
 # both baselines; logistic regression most of it), 0.02-0.05 s in general and about 0.2 s with support fine-tuning:
 # 100000 episodes are half an hour to several hours, and their 95% interval (1.96 * std / sqrt(episodes)) is then
@@ -323,8 +324,7 @@ def support_finetuned_learner(run: LoadedRun, meta_learner, features: _Features,
     if reason is not None:
         logger.info("No support fine-tuning: %s.", reason)
         return None, {"applied": False, "reason": reason}
-    chosen = sft.setting_for(choice, shots)
-    shown = chosen if chosen.enabled else sft.best_enabled_setting(choice, shots)
+    chosen, shown = _saved_finetune_settings(run, choice, shots)
     info = {"applied": chosen.enabled, "chosen": {"learning_rate": chosen.learning_rate, "steps": chosen.steps},
             "validation_scores": choice["scores"], "augmentation": choice.get("augmentation")}
     if shown is None:
@@ -335,6 +335,26 @@ def support_finetuned_learner(run: LoadedRun, meta_learner, features: _Features,
              f"({shown.steps} Adam steps at learning rate {shown.learning_rate:g}, {origin})")
     info["shown"] = {"learning_rate": shown.learning_rate, "steps": shown.steps}
     return Learner(FINETUNED_LEARNER, label, features.run_features, finetuner.predictor(shown)), info
+
+
+def _saved_finetune_settings(run: LoadedRun, choice, shots: int) -> tuple[sft.FinetuneSetting,
+                                                                           sft.FinetuneSetting | None]:
+    """(the setting the run chose for `shots`, the one to show) from metadata.json's meta.support_finetuning.
+
+    A damaged entry (edited by hand, cut short) was an AttributeError or KeyError traceback after the feature pass.
+    """
+    try:
+        chosen = sft.setting_for(choice, shots)
+        if chosen is None:
+            raise ValueError("no setting per shot count (by_shots)")
+        if not isinstance(choice.get("scores"), dict):
+            raise ValueError("no validation scores (scores)")
+        return chosen, chosen if chosen.enabled else sft.best_enabled_setting(choice, shots)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise UserError(f"{str(run.path / rd.METADATA_FILE)!r} is damaged: its meta.support_finetuning entry cannot "
+                        f"be read ({type(error).__name__}: {error}), so the support fine-tuning the run chose is "
+                        f"unknown. Evaluate without it (--support-finetune off). "
+                        f"{rd.retrain_remedy(run.path)}") from None
 
 
 # ------------------------------------------------------------------------ the loop
@@ -436,15 +456,17 @@ def _write_episodes_csv(path: Path, sampler: EpisodeSampler, numbers: list[int],
             writer = csv.writer(handle)
             writer.writerow(["episode", "classes", *accuracies])
             for i, number in enumerate(numbers):
-                classes = " ".join(class_names[c] for c in sampler.episode(number).classes)
+                # "/", which no class folder's name holds: names with spaces ("golden retriever") were ambiguous.
+                classes = CLASS_SEPARATOR.join(class_names[c] for c in sampler.episode(number).classes)
                 writer.writerow([number, classes, *(f"{values[i]:.6f}" for values in accuracies.values())])
 
     write_atomically(path, write)
 
 
-def _check_count(flag: str, value, minimum: int) -> int:
+def _check_count(flag: str, value, minimum: int, why: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UserError(f"{flag} must be an integer >= {minimum}. Received: {flag} {value!r}")
+        raise UserError(f"{flag} must be an integer >= {minimum}{why}. Received: {flag} {value!r}. Pass {flag} "
+                        f"{minimum} or more.")
     return int(value)
 
 
@@ -456,6 +478,29 @@ def check_episode_count(episodes) -> int:
                         f"one; {MAX_EPISODES} take from half an hour to hours). Received: --episodes "
                         f"{episodes}. Pass --episodes {MAX_EPISODES} or fewer.")
     return episodes
+
+
+# Long lists of known classes are cut in the note: the first few tell the user enough.
+MAX_NAMED_CLASSES = 10
+
+
+def _named_classes(names: list[str]) -> str:
+    shown = ", ".join(repr(name) for name in names[:MAX_NAMED_CLASSES])
+    return shown + (f" and {len(names) - MAX_NAMED_CLASSES} more" if len(names) > MAX_NAMED_CLASSES else "")
+
+
+def known_classes_note(pool_classes: list[str], novel: list[str]) -> str | None:
+    """A note when the folder holds classes the run trained (or meta-trained) on, else None. Few-shot evaluation
+    measures learning new classes from a few examples; episodes of known classes were scored as such without a
+    word on the console (report.md only counted "N new to the run")."""
+    novel = set(novel)
+    known = [name for name in pool_classes if name not in novel]
+    if not known:
+        return None
+    share = (f"All {len(known)}" if len(known) == len(pool_classes) else f"{len(known)} of the {len(pool_classes)}")
+    return (f"{share} classes of the folder are classes the run trained on ({_named_classes(known)}): episodes of "
+            "them measure how well it tells known classes apart, not few-shot learning of new ones, so the result "
+            "is optimistic. For the few-shot protocol, evaluate on a folder of classes the run never saw.")
 
 
 def _default_name(data_dir, suffix: str, ways: int, shots: int) -> str:
@@ -471,6 +516,9 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
     message for bad counts or a folder with too few classes or examples.
     """
     episodes = check_episode_count(episodes)
+    # The episode shape before any file is read (the sampler checks it against the folder later, in its own words).
+    ways = _check_count("--ways", ways, 2, " (an episode tells at least 2 classes apart)")
+    shots, queries = _check_count("--shots", shots, 1), _check_count("--queries", queries, 1)
     batch_size = _check_count("--batch-size", batch_size, 1)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:  # numpy's generators: >= 0
         raise UserError(f"--seed must be a whole number >= 0. Received: --seed {seed!r}")
@@ -490,6 +538,11 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
     numbers = list(range(episodes))
     logger.info("Few-shot evaluation of %s: %d episodes, %d-way %d-shot, %d queries per class, from %d files (%s)",
                 run.path, episodes, ways, shots, queries, len(pool.examples), pool.description)
+    # Classes of the run's --meta-data source meta-trained it: not new to it either.
+    novel = sorted(set(pool.class_names) - set(run.class_names) - source_files(run.path)[1])
+    known_note = known_classes_note(pool.class_names, novel)
+    if known_note:  # said before the feature pass, so a wrong folder can be stopped early
+        logger.warning("%s", known_note)
 
     features = _Features(run, pool.examples, batch_size)
     mine, learner_info, meta_learner = run_learner(run, features, ways, shots, batch_size)
@@ -525,8 +578,7 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
         "data_dir": str(Path(data_dir).expanduser().resolve()),
         "split": pool.description,
         "class_names": pool.class_names,
-        # Classes of the run's --meta-data source meta-trained it: not new to it either.
-        "novel_classes": sorted(set(pool.class_names) - set(run.class_names) - source_files(run.path)[1]),
+        "novel_classes": novel,
         "num_examples": len(pool.examples),
         "run_dir": str(run.path),
         "backbone": run.metadata.backbone,
@@ -537,7 +589,13 @@ def evaluate_episodes(run_path: str | Path, data_dir: str | Path, episodes: int,
         b_mean, b_ci = mean_and_ci95(accuracies[key])
         metrics["baselines"][key] = {"mean_accuracy": b_mean, "ci95": b_ci}
     metrics["beats_baselines"], metrics["verdict"] = _verdict(metrics)
-    metrics["notes"] = []
+    metrics["notes"] = [known_note] if known_note else []
+    drawn = set(sampler.eligible.tolist())
+    never_drawn = [name for c, name in enumerate(pool.class_names) if c not in drawn]
+    if never_drawn:  # the sampler warned on the console; the report counted them among the classes evaluated
+        metrics["notes"].append(f"{len(never_drawn)} of the {len(pool.class_names)} classes have fewer than "
+                                f"{shots + queries} files (shots + queries) and are in no episode: "
+                                f"{_named_classes(never_drawn)}.")
     if not finetune_info["applied"] and finetune_info.get("reason"):
         metrics["notes"].append(f"No support fine-tuning: {finetune_info['reason']}.")
     if mine.predict is nearest_centroid_predict and np.array_equal(mine.inputs, baseline_inputs):

@@ -170,25 +170,20 @@ def _files_of(modality: str) -> str:
     return ", ".join(sorted(extension.lstrip(".") for extension in IMAGE_EXTENSIONS))  # what the scan accepts
 
 
-def _looks_like_run_directory(folder: Path) -> bool:
-    """A folder train.py wrote (rd.is_run_directory) with its config.json: a data set may hold a metadata.json of its
-    own, not both."""
-    return rd.is_run_directory(folder) and (folder / rd.CONFIG_FILE).is_file()
-
-
 def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, any_classes: bool) -> EvaluationSet:
     # The run's kind: a folder that also holds files of the other kind is evaluated on the run's (an image run on
     # 12 .txt and 6 .png files warned that each PNG was "not a text file", then refused the folder as text).
-    if _looks_like_run_directory(Path(data_dir).expanduser()):
+    if rd.holds_a_run(Path(data_dir).expanduser()):
         # Scanned as data, its eval/ and logs/ were "classes the model was not trained on" to remove or rename.
         raise UserError(f"DATA_DIR {str(data_dir)!r} is a run directory (written by train.py), not a data folder. "
                         "Pass the folder of class subfolders to evaluate on: evaluate.py RUN_DIR DATA_DIR (to "
                         "compare runs: evaluate.py RUN_DIR DATA_DIR --compare OTHER_RUN_DIR).")
     scan = scan_folder(data_dir, modality=run.modality)
     if scan.modality != run.modality:
+        # Few-shot evaluation takes any classes: naming the run's there sent the user after the wrong fix.
+        folders = "one subfolder per class" if any_classes else "class folders named as the run's classes"
         raise UserError(f"The run expects {run.modality} data but {str(data_dir)!r} holds {scan.modality} files. "
-                        f"Evaluate it on a folder of {run.modality} files ({_files_of(run.modality)}) in class "
-                        "folders named as the run's classes.")
+                        f"Evaluate it on a folder of {run.modality} files ({_files_of(run.modality)}) in {folders}.")
     run_classes = run.class_names
     folder_classes = sorted({scan.class_names[e.label] for e in scan.examples})
     if any_classes:

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from app import run_dir as rd
 from app.config import META_STRATEGIES, TrainConfig
 from app.errors import UserError
 from data.episodes import EpisodeSampler, check_disjoint_meta_classes
@@ -88,6 +89,7 @@ def check_source_folder(config: TrainConfig, scan) -> None:
         return
     listing = _scan_source(config, check_files_content=False)
     _check_source(listing, config, scan)
+    _refuse_a_source_inside_the_target(config, listing, scan)
     counts = Counter(e.label for e in listing.examples if e.split in (None, "train", "val"))
     need = config.shots + 1
     enough = sum(n >= need for n in counts.values())
@@ -97,6 +99,23 @@ def check_source_folder(config: TrainConfig, scan) -> None:
                         f"{enough} of its {len(listing.class_names)} classes have that many. Use fewer ways or shots "
                         f"(--ways, --shots) or add files. Received: ways={config.ways}, shots={config.shots}")
     _check_source_pool_fills_an_episode(config, listing)
+
+
+def _refuse_a_source_inside_the_target(config: TrainConfig, listing, scan) -> None:
+    """A source folder inside the target folder (DATA/extra/<classes>, scanned as the target's class `extra`) holds
+    the target's own files: each was left out of the source as a copy of a target file, which only the checked files
+    showed, after the run directory was made; the run then failed, INCOMPLETE, saying the source 'has 0 classes'."""
+    source_root = Path(listing.root).resolve()
+    target_root = Path(scan.root).resolve()
+    if target_root != source_root and target_root not in source_root.parents:
+        return
+    target_files = {str(Path(e.path).resolve()) for e in scan.examples}
+    shared = [e for e in listing.examples if str(Path(e.path).resolve()) in target_files]
+    if shared:
+        raise UserError(f"--meta-data {config.meta_data} lies inside the target folder {config.data_dir}: {len(shared)} "
+                        f"of its {len(listing.examples)} files are target files (e.g. {shared[0].path}), which no "
+                        "source may hold. Move the source folder out of the target folder. Received: --meta-data "
+                        f"{config.meta_data}")
 
 
 def _check_source_pool_fills_an_episode(config: TrainConfig, listing) -> None:
@@ -130,9 +149,29 @@ def _refuse_a_pool_without_an_episode(pools: MetaPools, seed: int) -> None:
     cannot fill one episode. The sampler is only built where it refuses: built otherwise, it would repeat its
     warnings about small classes, which the run's own sampler gives."""
     shape, counts = pools.train_shape, Counter(pools.train_labels)
+    if sum(n >= shape.shots + 1 for n in counts.values()) < shape.ways:
+        raise DataError(_no_episode_message(pools, counts))
     if sum(n >= shape.shots + shape.queries for n in counts.values()) < shape.ways:
         EpisodeSampler(pools.train_labels, shape.ways, shape.shots, shape.queries, seed=seed,
                        class_names=pools.class_names)
+
+
+def _no_episode_message(pools: MetaPools, counts: Counter) -> str:
+    """Fewer than `ways` classes of the meta-training pool hold the shots and one query. The sampler's own message
+    asked for shots + --queries files and to lower --queries, which cannot help: the queries are fitted down to what
+    the classes hold, at least 1 (fit_training_queries), so only the shots and the ways decide."""
+    shape, names = pools.train_shape, pools.class_names
+    need = shape.shots + 1
+    small = sorted((label, n) for label, n in counts.items() if n < need)
+    listed = ", ".join(f"{names[label]!r} ({n} files)" for label, n in small[:10]) + (
+        f" and {len(small) - 10} more" if len(small) > 10 else "")
+    enough = len(counts) - len(small)
+    remedy = (f"Too small: {listed}. Use fewer shots (--shots) or ways (--ways), or add files" if small else
+              f"There are only {len(counts)} classes: use fewer ways (--ways) or add classes")
+    return (f"A {shape.ways}-way {shape.shots}-shot episode needs {shape.ways} classes with at least {need} files "
+            f"each (the shots and one query; --queries is fitted down to what the classes hold); only {enough} of "
+            f"the {len(counts)} meta-training classes have that many. {remedy}. Received: ways={shape.ways}, "
+            f"shots={shape.shots}, queries={shape.queries}")
 
 
 def unused_source_warning(config: TrainConfig) -> str | None:
@@ -146,10 +185,22 @@ def unused_source_warning(config: TrainConfig) -> str | None:
 
 
 def _scan_source(config: TrainConfig, check_files_content: bool = True):
+    _refuse_a_run_directory(config.meta_data)
     try:  # the listing (no contents) is a first look: the full scan that follows reports the skipped files
         return scan_folder(config.meta_data, check_files_content=check_files_content, quiet=not check_files_content)
     except DataError as error:  # the scan's message names a data folder: say it is the --meta-data one
         raise DataError(f"--meta-data {config.meta_data}: {error}") from None
+
+
+def _refuse_a_run_directory(meta_data: str) -> None:
+    """A run directory passed as the source (mistaken for the way one source run serves many targets) was scanned
+    as data: its logs/ (and eval/) folders became classes and the error said it "has 1 class: ['logs']"."""
+    folder = Path(meta_data).expanduser()
+    if rd.holds_a_run(folder):
+        raise UserError(f"--meta-data {meta_data} is a run directory (written by train.py), not a folder of source "
+                        "classes. To build on that run, pass it as --backbone RUN_DIR (its trained backbone and "
+                        "embedding) or --init RUN_DIR (its meta-learned initialisation); --meta-data takes a folder "
+                        "of class subfolders of other classes than the target's.")
 
 
 def _check_source(meta_scan, config: TrainConfig, scan) -> None:

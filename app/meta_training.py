@@ -240,6 +240,50 @@ def check_init_run(config: TrainConfig) -> None:
                         "stage trained an embedding (--source-stage protonet or supervised).")
 
 
+def check_init_fits(config: TrainConfig, feature_extractor: keras.Model, backbone_name: str, weights: str) -> None:
+    """`--init RUN_DIR` whose learner cannot start this one (another backbone, --meta-input, --embedding-units, or
+    --ways for the fixed-head learners), refused once the backbone is built and before the run directory exists:
+    `_initialise_from` found it only after the feature pass, leaving an INCOMPLETE run directory (whose --resume
+    failed the same way) that blocked the same --output. Compares the weight shapes the learner will have."""
+    if not config.init or config.strategy not in META_STRATEGIES:
+        return
+    run_dir = Path(config.init)
+    source = _load_init_learner(run_dir)
+    mode = meta_input_mode(config, weights)
+    if mode == "features":  # the Dense embedding over the backbone's features (dense_embedding)
+        expected = [(int(feature_extractor.output_shape[-1]), config.embedding_units), (config.embedding_units,)]
+        out = config.embedding_units
+    else:  # the backbone itself
+        expected = [tuple(w.shape) for w in feature_extractor.weights]
+        out = int(feature_extractor.output_shape[-1])
+    saved = [tuple(w.shape) for w in source.embedding.weights]
+    if config.strategy != "protonet":  # a Dense head of --ways units on the embedding
+        expected += [(out, config.ways), (config.ways,)]
+        saved += [tuple(w.shape) for w in source.head.weights]
+    if sorted(saved) == sorted(expected):
+        return
+    differences = _init_differences(config, run_dir, backbone_name, mode)
+    raise UserError(f"--init {run_dir}: its meta-learner does not fit this run's ({differences}). Pass the options "
+                    f"that run was trained with, or leave --init out. Received: --init {run_dir}")
+
+
+def _init_differences(config: TrainConfig, run_dir: Path, backbone_name: str, mode: str) -> str:
+    """What differs between the --init run's settings and this run's, in flags (its config.json and metadata.json)."""
+    try:
+        saved = rd.read_json(run_dir / rd.CONFIG_FILE)
+        saved_mode = (rd.read_json(run_dir / rd.METADATA_FILE).get("meta") or {}).get("input")
+    except UserError:
+        saved, saved_mode = {}, None
+    pairs = [("--backbone", saved.get("backbone"), backbone_name), ("--meta-input", saved_mode, mode)]
+    if mode == "features":
+        pairs.append(("--embedding-units", saved.get("embedding_units"), config.embedding_units))
+    if config.strategy != "protonet":
+        pairs.append(("--ways", saved.get("ways"), config.ways))
+    differing = [f"{flag} {theirs} there, {ours} here" for flag, theirs, ours in pairs
+                 if theirs is not None and str(theirs) != str(ours)]
+    return "; ".join(differing) or "the backbone's weights differ in shape"
+
+
 def _load_init_learner(run_dir: Path) -> keras.Model:
     """The --init run's saved learner; a damaged or unsafe file is one UserError (it was a traceback)."""
     import models.layers  # noqa: F401  (registers the layers a saved learner may contain)

@@ -215,7 +215,7 @@ def run_phase(context: PhaseContext, spec: PhaseSpec) -> PhaseResult:
             "no epoch had completed, so there is no checkpoint"
         raise UserError(
             f"Training diverged: the {phase} loss became NaN/inf at epoch {epoch - epoch_offset}, batch {batch}. "
-            f"{kept}. Lower --learning-rate (head) or --finetune-learning-rate (finetune) and start a new run; "
+            f"{kept[0].upper()}{kept[1:]}. Lower {rates_to_lower(phase, config.strategy)} and start a new run; "
             "the run directory stays marked INCOMPLETE."
         )
     phase_epochs = sum(1 for entry in context.history if entry["phase"] == phase)
@@ -224,6 +224,22 @@ def run_phase(context: PhaseContext, spec: PhaseSpec) -> PhaseResult:
                             **extra_state)
     context.checkpoints.save(state, model)  # best weights restored: what the next phase starts from
     return PhaseResult(phase_epochs, best_epoch, steps, time.perf_counter() - started, model)
+
+
+# The learning rates each meta strategy's meta phase uses (app/meta_training.py::_build_learner).
+META_RATES = {"protonet": "--meta-learning-rate", "reptile": "--inner-learning-rate or --meta-step-size",
+              "fomaml": "--inner-learning-rate or --meta-learning-rate",
+              "maml": "--inner-learning-rate or --meta-learning-rate"}
+
+
+def rates_to_lower(phase: str, strategy: str) -> str:
+    """The options whose learning rate a phase that diverged trains with: a meta-training phase that diverged was
+    told to lower --learning-rate or --finetune-learning-rate, neither of which it uses."""
+    if phase == META:
+        return META_RATES.get(strategy, "--meta-learning-rate")
+    if FINETUNE in phase:  # finetune's phase 2, its refit, and protonet's target stage
+        return "--finetune-learning-rate"
+    return "--learning-rate"
 
 
 def fit_fixed_epochs(model: keras.Model, compile_spec: CompileSpec, dataset, epochs: int, class_weight=None) -> None:

@@ -44,6 +44,13 @@ def is_run_directory(path: Path) -> bool:
     return path.is_dir() and any((path / name).exists() for name in (INCOMPLETE_MARKER, METADATA_FILE, MODEL_FILE))
 
 
+def holds_a_run(path: Path) -> bool:
+    """Whether `path`, given where a folder of data is expected (DATA_DIR, --meta-data), is a run directory: one
+    train.py wrote (is_run_directory) with its config.json. Both, as a data set may hold a metadata.json of its own.
+    Scanned as data, a run's logs/ (and eval/) folders became classes ("has 1 class: ['logs']")."""
+    return is_run_directory(path) and (path / CONFIG_FILE).is_file()
+
+
 def shell_path(path: str | Path) -> str:
     """A path as it must be typed in a shell command the message suggests (quoted when it has spaces etc.)."""
     return shlex.quote(str(path))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import re
 from collections import Counter
@@ -22,8 +20,7 @@ from app.calibration import fit_temperature
 from app.config import TrainConfig
 from app import tensorboard_logging as tb
 from app.distribution import DistributeInfo, resolve_distribution
-from app.data_report import (build_data_report, build_manifest, format_data_report, mark_excluded,
-                             without_exclusion_marks)
+from app.data_report import build_data_report, build_manifest, format_data_report, mark_excluded
 from app.errors import USER_ERRORS, UserError
 from app.multi_worker import multi_worker_run
 from app.run_integrity import class_digest
@@ -41,8 +38,11 @@ from app.refit import (REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, RefitDecision, 
 from app.strategies import TrainingJob, strategy_for
 from app.label_issue_run import exclude_label_issues, log_label_issues, not_ranked, rank_label_issues
 from app.label_issues import require_enough_for_folds
+from app.data_folder import refuse_output_inside_data, refuse_runs_as_data, require_training_files
+from app.resume_checks import START_AGAIN, check_same_split, manifest_sha256, refuse_unmarked_run
 from app.meta_pools import check_source_folder, check_target_pools, unused_source_warning
-from app.meta_training import check_init_run, check_meta_input_options, meta_input_mode, source_candidates
+from app.meta_training import (check_init_fits, check_init_run, check_meta_input_options, meta_input_mode,
+                               source_candidates)
 from app.target_finetuning import target_finetune_applies
 from app.open_set import first_model_offsets, fit_run_detector, head_weights
 from app.unknown_store import DETECTOR_FILE
@@ -110,7 +110,10 @@ def check_data(config: TrainConfig, scan=None):
     Returns (scan, examples with splits, data report). Raises DataError when the
     folder cannot be used for training.
     """
-    scan = scan if scan is not None else scan_folder(config.data_dir)
+    if scan is None:
+        refuse_runs_as_data(config.data_dir)  # before the scan: it read a run's logs/ as a class
+        scan = scan_folder(config.data_dir)
+    require_training_files(scan)
     require_trainable(scan, min_per_class=2)
     examples = assign_splits(scan, config.val_fraction, config.seed, config.test_fraction)
     if "val" in scan.splits_present():  # the folder's own val/ (a carve-out holds out from every class it can)
@@ -133,6 +136,7 @@ def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manife
     The run directory's lock is taken into `locks` before anything in it is read or written."""
     if resume_dir is None:
         run_dir = Path(config.output).expanduser() if config.output else default_run_dir(config, backbone_name)
+        refuse_output_inside_data(config, run_dir, typed=bool(config.output))
         _refuse_used_output(run_dir, typed=bool(config.output))
         rd.create_run_dir(run_dir, typed=bool(config.output))  # checks again, then the lock file
         locks.enter_context(RunLock(run_dir))
@@ -140,40 +144,29 @@ def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manife
     run_dir = Path(resume_dir)
     locks.enter_context(RunLock(run_dir))
     if not (run_dir / rd.INCOMPLETE_MARKER).exists():
-        raise UserError(f"{str(run_dir)!r} is a finished run; there is nothing to resume. Received: --resume {run_dir}")
+        refuse_unmarked_run(run_dir)
     logs = run_dir / rd.LOGS_DIR
     tb.check_events_folders(logs, logs / tb.TRAIN, logs / tb.VALIDATION)  # before any work, not at the first epoch
     for leftover in rd.remove_leftover_temporaries(run_dir):
         logger.info("Removed %s, a file an interrupted write left", leftover.name)
     saved = run_dir / rd.MANIFEST_FILE
     if saved.is_file():
-        _check_same_split(config, run_dir, rd.read_json(saved, _START_AGAIN), manifest)
-    resume = Checkpoints(run_dir).latest()
+        check_same_split(config, run_dir, rd.read_json(saved, START_AGAIN), manifest)
+    checkpoints = Checkpoints(run_dir)
+    if checkpoints.root.exists() and not checkpoints.root.is_dir():  # its first save was a FileExistsError traceback
+        raise UserError(f"{str(checkpoints.root)!r} is a file, not the run's checkpoints folder. Move it away, then "
+                        f"resume again (the run starts its training from the beginning). Received: --resume {run_dir}")
+    resume = checkpoints.latest()
     if resume is None:
         logger.info("No completed epoch in %s yet: starting its training from the beginning.", run_dir)
+    elif not saved.is_file():
+        # Written before the first checkpoint, so it was removed since: without it the split went unchecked, and
+        # the run completed without the list of held-out files that evaluate.py and export.py then refused it for.
+        raise UserError(f"{str(saved)!r} is missing: without it, the split this run trained on cannot be checked "
+                        "or kept. Restore it from a backup and resume again, or start a new run (python train.py "
+                        f"--config {rd.shell_path(run_dir)}/config.json --output NEW_DIR). Received: --resume {run_dir}")
     _drop_stale_events(run_dir, resume)
     return run_dir, resume
-
-
-def _check_same_split(config: TrainConfig, run_dir: Path, saved: dict, manifest: dict) -> None:
-    """A resume continues the split the run started with. The data changing and config.json's split settings
-    (seed, val_fraction, test_fraction) edited by hand both change it; the message said "the data changed"
-    for both, sending the user to look for files that were never touched."""
-    if _manifest_sha256(saved) == _manifest_sha256(manifest):
-        return
-
-    def files(of: dict) -> set:
-        return {(f.get("path"), f.get("sha256"), f.get("label")) for f in of.get("files", [])
-                if isinstance(f, dict)}
-
-    if files(saved) == files(manifest):
-        raise UserError(f"The same files of {config.data_dir!r} now split differently from when {str(run_dir)!r} "
-                        "started: its config.json's seed, val_fraction or test_fraction were changed since. Put them "
-                        f"back as they were to continue it (Received: seed {config.seed}, val_fraction "
-                        f"{config.val_fraction}, test_fraction {config.test_fraction}), or start a new run with the "
-                        "new values (--config RUN_DIR/config.json --output NEW_DIR).")
-    raise UserError(f"The data in {config.data_dir!r} changed since {str(run_dir)!r} started (files added, removed "
-                    "or edited), so its split cannot be continued. Start a new run on the current data.")
 
 
 def _drop_stale_events(run_dir: Path, resume: ResumePoint | None) -> None:
@@ -194,14 +187,6 @@ def _refuse_used_output(run_dir: Path, typed: bool) -> None:
         with RunLock(run_dir):
             pass
     rd.check_new_run_dir(run_dir, typed)
-
-
-_START_AGAIN = "The run cannot be resumed; start a new run (python train.py --config RUN_DIR/config.json --output NEW_DIR)."
-
-
-def _manifest_sha256(manifest: dict) -> str:
-    """What a resume compares with the data's manifest now (without the run's own exclusion marks)."""
-    return hashlib.sha256(json.dumps(without_exclusion_marks(manifest), sort_keys=True).encode()).hexdigest()
 
 
 def _no_validation_message(class_names: list[str], train_examples: list[Example]) -> str:
@@ -240,7 +225,7 @@ def _mark_excluded(run_dir: Path, left_out: list[str]) -> None:
     if not left_out:
         return
     path = run_dir / rd.MANIFEST_FILE
-    manifest = rd.read_json(path, _START_AGAIN)
+    manifest = rd.read_json(path, START_AGAIN)
     if mark_excluded(manifest, left_out):
         rd.write_json(path, manifest)
 
@@ -265,13 +250,16 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
         # The scan's own message told the user to pass another folder, which --resume does not take.
         raise UserError(f"The data folder this run trained on is gone (or not a folder): {config.data_dir!r}, from "
                         f"{str(Path(resume_dir) / rd.CONFIG_FILE)!r}. Received: --resume {resume_dir}. A resumed run "
-                        "reads the files it started with: put the folder back at that path, then resume again; or "
-                        "start a new run on its new place (python train.py --config RUN_DIR/config.json DATA_DIR "
-                        "--output NEW_DIR).")
+                        "reads the files it started with: put the folder back at that path, then resume again (if "
+                        "it moved, setting data_dir in that config.json to its new place does too); or start a new "
+                        "run on other data (python train.py --config RUN_DIR/config.json DATA_DIR --output NEW_DIR).")
     if config.output and resume_dir is None:
         # Before any work, as the other checks of what the user typed: a used --output was refused only once the
         # data scan (minutes on a big folder) was done. create_run_dir checks again, under the run's lock.
-        _refuse_used_output(Path(config.output).expanduser(), typed=True)
+        output = Path(config.output).expanduser()
+        if output.exists():  # the data folder itself (or a class folder) is refused as that, not as "not empty"
+            refuse_output_inside_data(config, output, typed=True)
+        _refuse_used_output(output, typed=True)
     # Refuses what cannot run distributed before any work starts.
     distribution = resolve_distribution(config.distribute, config.batch_size,
                                         config.meta_batch_size if config.strategy in META_STRATEGIES else None,
@@ -376,7 +364,8 @@ def _prepare(config: TrainConfig) -> _Prepared:
     if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work
         require_enough_for_folds([e.label for e in train_examples + val_examples], scan.class_names)
     for warning in (unused_mixup_warning(config, scan.modality), unused_image_option_warning(config, scan.modality),
-                    unused_source_warning(config), unused_strategy_options_warning(config, scan.modality)):
+                    unused_source_warning(config),
+                    unused_strategy_options_warning(config, scan.modality, meta_input_mode(config, backbone.weights))):
         if warning:
             logger.warning(warning)
     check_source_folder(config, scan)  # a wrong --meta-data folder is refused before any work
@@ -398,6 +387,7 @@ def _prepare(config: TrainConfig) -> _Prepared:
     feature_extractor.trainable = False
     if unfreezes_blocks(config, backbone.weights, fine_tunes):
         cap_unfreeze(config, backbone.spec, feature_extractor, backbone.name)
+    check_init_fits(config, feature_extractor, backbone.name, backbone.weights)  # needs the built backbone
 
     if scan.modality == "text":
         texts = read_texts([e.path for e in examples], [e.encoding for e in examples])
@@ -436,7 +426,7 @@ def _open_run_directory(config: TrainConfig, prepared: _Prepared, resume_dir, lo
     """A new run directory with config.json, data_report.json and manifest.json, or the one to resume."""
     scan, backbone = prepared.scan, prepared.backbone
     manifest = build_manifest(scan, prepared.examples, config.seed)
-    manifest_hash = _manifest_sha256(manifest)
+    manifest_hash = manifest_sha256(manifest)
     run_dir, resume = _start_or_resume(config, resume_dir, backbone.name, manifest, locks)
     logger.info("Run directory: %s", run_dir)
     # The run directory as an absolute path, as the data folders are (app/config.py::_merged_config): config.json

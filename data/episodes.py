@@ -106,13 +106,25 @@ class EpisodeSampler:
     def _too_small(self) -> list[tuple[int, int]]:
         return [(c, len(m)) for c, m in sorted(self._members.items()) if len(m) < self.per_class]
 
+    def _advice(self, small: list[tuple[int, int]]) -> str:
+        """What to change when no episode can be drawn: with more ways than classes no number of shots or queries
+        helps, so the advice is then about classes only."""
+        classes = len(self._members)
+        if classes == 1:
+            return "There is only 1 class: an episode tells at least 2 apart, so add classes. "
+        advice = ""
+        if classes < self.ways or not small:
+            advice = f"There are only {classes} classes: use fewer ways (--ways {classes} or fewer) or add classes. "
+        if small:
+            advice += (f"Too small: {_describe_counts(small, self.class_names)}. Use fewer shots or queries (--shots, "
+                       "--queries), fewer ways (--ways), or add examples. ")
+        return advice
+
     def _check_enough_classes(self) -> None:
         small = self._too_small()
         need = f"{self.per_class} (shots={self.shots} + queries={self.queries})"
         if len(self.eligible) < self.ways:
-            too_small = (f"Too small: {_describe_counts(small, self.class_names)}. Use fewer shots or queries "
-                         "(--shots, --queries), fewer ways (--ways), or add examples. " if small
-                         else f"There are only {len(self._members)} classes: use fewer ways (--ways) or add classes. ")
+            too_small = self._advice(small)
             raise DataError(
                 f"A {self.ways}-way episode needs {self.ways} classes with at least {need} examples each; "
                 f"only {len(self.eligible)} of {len(self._members)} classes have that many. {too_small}"

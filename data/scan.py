@@ -160,11 +160,35 @@ def visible_files(folder: Path) -> list[Path]:
     return _files_under(Path(folder), set())
 
 
+# Split folders as other tools spell them. Only train/, val/ and test/ are split folders: read as classes, a
+# download's Train/ and Test/ trained a "Train vs Test" classifier (each class's own folders lost inside them, the
+# test files trained on) without a word, and train/ beside validation/ was told to rename its class folder `train`.
+OTHER_SPLIT_SPELLINGS = {"training": "train", "validation": "val", "valid": "val", "dev": "val", "testing": "test"}
+
+
+def _split_meant(name: str) -> str | None:
+    """The split folder a folder name spells otherwise (`Train`, `validation`), None for any other name."""
+    meant = name.lower() if name.lower() in SPLIT_NAMES else OTHER_SPLIT_SPELLINGS.get(name.lower())
+    return meant if meant != name else None
+
+
+def _refuse_split_folders_spelt_otherwise(root: Path, names: set[str]) -> None:
+    """A DataError when every top-level folder is a split folder, some of them spelt otherwise (`Train`, `valid`)."""
+    meant = {name: _split_meant(name) for name in names}
+    if not any(meant.values()) or not all(name in SPLIT_NAMES or meant[name] for name in names):
+        return
+    renames = ", ".join(f"{name}/ to {split}/" for name, split in sorted(meant.items()) if split)
+    raise DataError(f"{str(root)!r} holds split folders spelt otherwise than train/, val/ and test/ (lowercase): "
+                    "only those names are read as splits, and a folder named otherwise is read as a class. Received "
+                    f"the folders {', '.join(sorted(names))}. Rename {renames}, then run the command again.")
+
+
 def detect_layout(root: Path) -> str:
     """'split' when the top level holds only train/val/test folders (train/ or test/ among them). Split folders
     beside other folders are a DataError: read as a flat layout, `train` and `test` became classes, the real
     classes were lost inside them and the test files were trained on, without a word."""
     names = {p.name for p in _visible_subdirs(root)}
+    _refuse_split_folders_spelt_otherwise(root, names)
     splits, others = names & set(SPLIT_NAMES), names - set(SPLIT_NAMES)
     if splits and others:
         raise DataError(f"{str(root)!r} mixes split folders ({', '.join(sorted(splits))}) with other folders "
@@ -193,6 +217,7 @@ def _list_candidates(root: Path, layout: str):
         (split, root / split) for split in SPLIT_NAMES if (root / split).is_dir()
     ]
     class_dirs = [(split, d) for split, folder in split_dirs for d in _visible_subdirs(folder)]
+    _refuse_linked_class_folders(class_dirs)
     # A symlink inside a class folder must never lead into the root, a split or
     # another class folder (that would list files twice, under the wrong label).
     seen_dirs = {os.path.realpath(p) for p in [root, *(f for _, f in split_dirs)]}
@@ -206,6 +231,25 @@ def _list_candidates(root: Path, layout: str):
     return found, skipped, class_dirs
 
 
+def _refuse_linked_class_folders(class_dirs: list[tuple[str | None, Path]]) -> None:
+    """A DataError when two class folders of one split are the same folder (one a symlink to the other): every
+    file was trained under both labels, a class the model cannot tell from the other, with only a warning about
+    duplicates across classes."""
+    by_folder: dict[tuple, list[Path]] = {}
+    for split, folder in class_dirs:
+        by_folder.setdefault((split, os.path.realpath(folder)), []).append(folder)
+    for (split, real), folders in sorted(by_folder.items()):
+        if len(folders) > 1:
+            links = [f.name for f in folders if f.is_symlink()] or [f.name for f in folders[1:]]
+            named = ", ".join(repr(shown_path(f.name)) for f in folders)
+            where = f" of {split}/" if split else ""
+            linked = f"{', '.join(map(repr, links))} {'is a link' if len(links) == 1 else 'are links'}"
+            raise DataError(f"The class folders {named}{where} are one folder ({linked} to "
+                            f"'{shown_path(real)}'): each of its files would be one example of every one of those "
+                            "classes. Received: that link. Keep one class folder for those files (remove the link; "
+                            "copy the files that belong to the other class into a real folder of its own).")
+
+
 def scan_folder(root: str | Path, check_files_content: bool = True, use_cache: bool = True,
                 workers: int | None = None, quiet: bool = False, modality: str | None = None) -> ScanResult:
     """Scan `root`; raise DataError with an actionable message when it cannot be used.
@@ -214,6 +258,10 @@ def scan_folder(root: str | Path, check_files_content: bool = True, use_cache: b
     reports them). `modality`: the kind of files the caller needs (an evaluated run's): a folder holding any of
     them is read as that kind, its other files skipped. None: the kind most of its files are (a new run's)."""
     root = Path(root).expanduser()
+    if not root.exists() and root.is_symlink():  # "does not exist" sent the user looking for a folder that does
+        raise DataError(f"The data folder is a symbolic link that leads to no folder (its target is missing, or "
+                        f"links lead back to it in a loop). Received: {str(root)!r}, a link to "
+                        f"{os.readlink(root)!r}. Fix the link, or pass the folder it should lead to.")
     if not root.exists():
         raise DataError(f"Data folder does not exist. Received: {str(root)!r}. Pass a folder laid out as DATA_DIR/<class>/<files>.")
     if not root.is_dir():

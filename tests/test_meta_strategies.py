@@ -344,8 +344,8 @@ def test_a_source_whose_meta_training_pool_cannot_fill_an_episode_is_refused_bef
                        str(meta), "--output", str(tmp_path / "run"), *EPISODES, *FEATURES]) == 2
     err = capsys.readouterr().err
     assert (f"--meta-data {meta}: once a fifth of the files of each class of 3 or more are held out for "
-            "meta-validation, the 6 meta-training files cannot fill one episode. A 3-way episode needs 3 classes "
-            "with at least 4") in err and "Traceback" not in err
+            "meta-validation, the 6 meta-training files cannot fill one episode. A 3-way 2-shot episode needs 3 "
+            "classes with at least 3 files each (the shots and one query") in err and "Traceback" not in err
     assert "Features for" not in err and not (tmp_path / "run").exists()
 
 
@@ -355,8 +355,9 @@ def test_a_target_that_cannot_fill_the_episodes_is_one_error_before_any_work(col
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--output",
                        str(tmp_path / "run"), *EPISODES, *FEATURES, "--ways", "5"]) == 2
     err = capsys.readouterr().err
-    assert ("A 5-way episode needs 5 classes with at least 4 (shots=2 + queries=2) examples each; only 4 of 4 classes "
-            "have that many. There are only 4 classes") in err and "Traceback" not in err
+    assert ("A 5-way 2-shot episode needs 5 classes with at least 3 files each (the shots and one query; --queries "
+            "is fitted down to what the classes hold); only 4 of the 4 meta-training classes have that many. There "
+            "are only 4 classes") in err and "Traceback" not in err
     assert "Features for" not in err and not (tmp_path / "run").exists()
 
 

@@ -323,7 +323,7 @@ def test_fomaml_needs_its_own_ways(folders, capsys):
     (["--episodes", "5", "--top-k", "2"], "--top-k does not apply to few-shot evaluation"),
     (["--episodes", "5", "--ways", "6"], "6-way episode needs 6 classes"),
     (["--episodes", "5", "--shots", "5", "--queries", "2"], "at least 7 (shots=5 + queries=2)"),
-    (["--episodes", "5", "--ways", "1"], "Received: ways=1"),
+    (["--episodes", "5", "--ways", "1"], "Received: --ways 1"),
     (["--episodes", "5", "--seed", "-1"], "Received: --seed -1"),  # was numpy's traceback
 ])
 def test_clear_errors(folders, capsys, argv, expected):

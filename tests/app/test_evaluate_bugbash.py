@@ -20,7 +20,7 @@ import evaluate
 import train
 from app import cli, evaluation
 from app.errors import UserError
-from app.run_dir import REPORT_NAME_MAX_BYTES, check_report_name
+from app.run_dir import REPORT_NAME_MAX_BYTES, check_report_name, holds_a_run
 from colour_folders import write_colour_folder
 from error_lines import one_error_line
 
@@ -139,7 +139,7 @@ def test_a_run_directory_given_as_the_data_folder_is_named_as_such(trained, caps
 
 def test_a_data_set_with_a_metadata_json_of_its_own_is_still_a_data_folder(tmp_path):
     (tmp_path / "metadata.json").write_text("{}")
-    assert not evaluation._looks_like_run_directory(tmp_path)
+    assert not holds_a_run(tmp_path)
 
 
 # ----------------------------------------------------------------------------- --bootstrap, --apply-temperature
