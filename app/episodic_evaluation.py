@@ -60,6 +60,7 @@ from data.atomic_write import write_atomically
 from data.episodes import EpisodeSampler
 from data.errors import DataError
 from data.records import Example
+from data.shown_text import first_few
 from models.errors import ModelError
 from models.fingerprint import weights_fingerprint
 
@@ -480,13 +481,9 @@ def check_episode_count(episodes) -> int:
     return episodes
 
 
-# Long lists of known classes are cut in the note: the first few tell the user enough.
-MAX_NAMED_CLASSES = 10
-
-
 def _named_classes(names: list[str]) -> str:
-    shown = ", ".join(repr(name) for name in names[:MAX_NAMED_CLASSES])
-    return shown + (f" and {len(names) - MAX_NAMED_CLASSES} more" if len(names) > MAX_NAMED_CLASSES else "")
+    """Long lists of classes are cut in a note: the first few tell the user enough."""
+    return first_few([repr(name) for name in names])
 
 
 def known_classes_note(pool_classes: list[str], novel: list[str]) -> str | None:

@@ -28,6 +28,7 @@ from data.meta_pools import (CLASSIC_LAYOUT_WAYS_MULTIPLE, EpisodeShape, fit_tra
                              holdout_examples, validation_shape)
 from data.records import Example
 from data.scan import require_trainable, scan_folder
+from data.shown_text import first_few
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +164,7 @@ def _no_episode_message(pools: MetaPools, counts: Counter) -> str:
     shape, names = pools.train_shape, pools.class_names
     need = shape.shots + 1
     small = sorted((label, n) for label, n in counts.items() if n < need)
-    listed = ", ".join(f"{names[label]!r} ({n} files)" for label, n in small[:10]) + (
-        f" and {len(small) - 10} more" if len(small) > 10 else "")
+    listed = first_few([f"{names[label]!r} ({n} files)" for label, n in small])
     enough = len(counts) - len(small)
     remedy = (f"Too small: {listed}. Use fewer shots (--shots) or ways (--ways), or add files" if small else
               f"There are only {len(counts)} classes: use fewer ways (--ways) or add classes")

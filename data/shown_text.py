@@ -35,3 +35,9 @@ def shown_path(path) -> str:
     """`path` printable and encodable whatever its bytes: undecodable ones written as \\xNN, control
     characters (a newline in a file name) as escapes, so that the line naming it stays one line."""
     return visible(str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+
+
+def first_few(items: list[str], shown: int = 10) -> str:
+    """The first `shown` items, comma-separated, with "and N more" for the rest: a message names a few classes or
+    files, not all of a long list."""
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")

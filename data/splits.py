@@ -11,6 +11,7 @@ import numpy as np
 from data.errors import DataError
 from data.records import Example
 from data.scan import ScanResult
+from data.shown_text import first_few
 
 logger = logging.getLogger(__name__)
 META_SPLITS = ("meta_train", "meta_val", "meta_test")
@@ -100,15 +101,13 @@ def assign_splits(scan: ScanResult, val_fraction: float, seed: int, test_fractio
             no_val.append(f"{name!r} ({n} files)")
     # One line each, however many classes: 200 small classes used to print 200 identical warnings.
     if no_test:
-        logger.warning("%d class(es) have too few files to hold one out for testing: %s", len(no_test), _listed(no_test))
+        logger.warning("%d class(es) have too few files to hold one out for testing: %s", len(no_test), first_few(no_test))
     if no_val:
         logger.warning("%d class(es): no validation file could be held out (too few or identical files): %s",
-                       len(no_val), _listed(no_val))
+                       len(no_val), first_few(no_val))
     return sorted(result, key=lambda e: (e.split, e.label, e.path))
 
 
-def _listed(items: list[str], shown: int = 10) -> str:
-    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def select(examples: list[Example], split: str) -> tuple[list[str], list[int]]:
