@@ -18,14 +18,21 @@ def refuse_runs_as_data(data_dir: str) -> None:
     folder = Path(data_dir).expanduser()
     if rd.holds_a_run(folder):
         raise UserError(_run_given_as_data(data_dir, folder))
-    inside = _runs_among_class_folders(folder)
+    refuse_runs_inside(data_dir, "training data")
+
+
+def refuse_runs_inside(data_dir: str, read_as: str) -> None:
+    """A UserError when a data folder (train.py's DATA_DIR and --meta-data, evaluate.py's DATA_DIR) holds a run
+    directory where the scan would read it as a class; `read_as` says what its files would have been taken for."""
+    inside = _runs_among_class_folders(Path(data_dir).expanduser())
     if inside:
         # A run kept in the data folder (--output DATA_DIR/run, or the default runs/ of a command started in it):
         # its logs/ sprite became a class of the next run ("Too few training examples in classes {'run': 1}"), or,
-        # with two runs there, a class trained on without a word.
+        # with two runs there, a class trained on without a word; evaluate.py called it a class the model "was not
+        # trained on: ['run']".
         raise UserError(f"The data folder {data_dir!r} holds a run directory written by train.py: {str(inside[0])!r}"
                         f"{f' (and {len(inside) - 1} more)' if len(inside) > 1 else ''}, whose files would be read as "
-                        "training data. Move runs out of the data folder (keep them beside it: --output RUN_DIR), "
+                        f"{read_as}. Move runs out of the data folder (keep them beside it: --output RUN_DIR), "
                         "then run the same command again.")
 
 

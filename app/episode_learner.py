@@ -15,6 +15,7 @@ import logging
 
 import numpy as np
 
+from app.errors import UserError
 from app.fewshot_baselines import logistic_regression_predict, nearest_centroid_predict
 from data.episodes import EpisodeSampler
 from data.meta_pools import class_counts
@@ -58,9 +59,28 @@ def choose_episode_learners(embeddings: np.ndarray, labels, seed: int) -> dict |
 
 
 def learner_for(choice: dict | None, shots: int) -> str:
-    """The saved choice for the nearest shot count at or below `shots` (the smallest above when none is)."""
-    if not choice or not choice.get("by_shots"):
+    """The saved choice for the nearest shot count at or below `shots` (the smallest above when none is).
+    A choice that is not one metatune writes (metadata.json edited or damaged) is a UserError naming it: it was a
+    traceback (a shot count that is not a number, or an unknown learner's KeyError)."""
+    if not choice:
         return "prototypes"
-    saved = sorted(int(k) for k in choice["by_shots"])
-    below = [k for k in saved if k <= shots]
-    return choice["by_shots"][str(below[-1] if below else saved[0])]
+    by_shots = choice.get("by_shots") if isinstance(choice, dict) else None
+    if not isinstance(by_shots, dict) or not by_shots:
+        raise _damaged_choice(choice)
+    try:
+        saved = sorted(int(k) for k in by_shots)
+        below = [k for k in saved if k <= shots]
+        learner = by_shots[str(below[-1] if below else saved[0])]
+    except (TypeError, ValueError, KeyError):  # a shot count that is not a whole number ("x", "01")
+        raise _damaged_choice(choice) from None
+    if not isinstance(learner, str) or learner not in EPISODE_LEARNERS:
+        raise _damaged_choice(choice)
+    return learner
+
+
+def _damaged_choice(choice) -> UserError:
+    shown = repr(choice)
+    return UserError(f"metadata.json's meta.episode_learner is not a choice metatune writes (a mapping "
+                     f"{{\"by_shots\": {{\"SHOTS\": LEARNER}}}}, LEARNER one of {', '.join(EPISODE_LEARNERS)}). "
+                     f"Received: {shown[:200]}{'...' if len(shown) > 200 else ''}. Put back the run's own "
+                     "metadata.json, or delete meta.episode_learner to evaluate with prototypes.")

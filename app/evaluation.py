@@ -22,6 +22,7 @@ from app.open_set_evaluation import check_unknown_apart, evaluate_unknown, prepa
 from data.atomic_write import write_atomically
 from data.images import IMAGE_EXTENSIONS
 from data.records import Example
+from app.data_folder import refuse_runs_inside
 from data.scan import scan_folder, with_article
 from app.run_integrity import open_run
 from app.run_manifest import read_manifest, read_source_manifest
@@ -178,6 +179,7 @@ def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, a
         raise UserError(f"DATA_DIR {str(data_dir)!r} is a run directory (written by train.py), not a data folder. "
                         "Pass the folder of class subfolders to evaluate on: evaluate.py RUN_DIR DATA_DIR (to "
                         "compare runs: evaluate.py RUN_DIR DATA_DIR --compare OTHER_RUN_DIR).")
+    refuse_runs_inside(str(data_dir), "files to evaluate")
     scan = scan_folder(data_dir, modality=run.modality)
     if scan.modality != run.modality:
         # Few-shot evaluation takes any classes: naming the run's there sent the user after the wrong fix.

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from app import run_dir as rd
 from app.config import META_STRATEGIES, TrainConfig
+from app.data_folder import refuse_runs_inside
 from app.errors import UserError
 from data.episodes import EpisodeSampler, check_disjoint_meta_classes
 from data.errors import DataError
@@ -201,6 +202,7 @@ def _refuse_a_run_directory(meta_data: str) -> None:
                         "classes. To build on that run, pass it as --backbone RUN_DIR (its trained backbone and "
                         "embedding) or --init RUN_DIR (its meta-learned initialisation); --meta-data takes a folder "
                         "of class subfolders of other classes than the target's.")
+    refuse_runs_inside(meta_data, "classes of the --meta-data source")
 
 
 def _check_source(meta_scan, config: TrainConfig, scan) -> None:

@@ -464,7 +464,11 @@ def _training_job(config: TrainConfig, prepared: _Prepared, run: _OpenRun, chief
     # wrote, and a non-chief worker's report goes into a folder it removes, so those two rank only when files are
     # left out (the five-fold heads cost seconds to minutes on many files).
     report = prepared.report
-    if config.exclude_label_issues != "0" or (run.resume is None and chief):
+    # A resumed run whose data_report.json went missing or was damaged while it was stopped writes it again (the
+    # same scan, split, features and seed give the same report): otherwise it was marked complete with a report
+    # that evaluate.py's report.md then refused to read.
+    writes_report = chief and (run.resume is None or _report_lost(run.run_dir / rd.DATA_REPORT_FILE))
+    if config.exclude_label_issues != "0" or writes_report:
         issues = rank_label_issues(report, train_examples + val_examples,
                                    np.concatenate([train_features, val_features]), scan.class_names, config.seed,
                                    required=config.exclude_label_issues != "0")
@@ -477,8 +481,9 @@ def _training_job(config: TrainConfig, prepared: _Prepared, run: _OpenRun, chief
         _check_episodes_after_exclusion(config, scan, train_examples, val_examples, run.run_dir)
     if chief:
         _mark_excluded(run.run_dir, report.get("label_issues_excluded", []))
-    if run.resume is None:
+    if writes_report:
         rd.write_json(run.run_dir / rd.DATA_REPORT_FILE, report)
+    if run.resume is None:
         log_label_issues(run.log_dir, issues, scan.modality, backbone.size, config.resize)
 
     context = PhaseContext(config, run.log_dir, Checkpoints(run.run_dir, clock), scan.class_names,
@@ -491,6 +496,18 @@ def _training_job(config: TrainConfig, prepared: _Prepared, run: _OpenRun, chief
                                   "phase trains on features computed once from these.")
     return TrainingJob(context, scan, backbone, feature_extractor, train_examples, val_examples, train_features,
                        val_features, run.run_dir, store_key)
+
+
+def _report_lost(path: Path) -> bool:
+    """True when a resumed run's data report is missing or no longer a JSON object (logged: it is written again)."""
+    try:
+        intact = isinstance(rd.read_json(path), dict)
+    except UserError as error:
+        logger.warning("%s The resumed run writes it again.", error)
+        return True
+    if not intact:
+        logger.warning("%r does not hold a data report. The resumed run writes it again.", str(path))
+    return not intact
 
 
 @dataclass

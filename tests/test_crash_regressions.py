@@ -71,7 +71,16 @@ def test_resume_after_the_last_epoch_checkpoint_and_before_the_phase_end(tiny_fo
     monkeypatch.undo()
     state = Checkpoints(run).latest().state
     assert state.phase == phase and not state.done
+    # data_report.json lost (head) or damaged (finetune) while the run was stopped: the resume writes it again,
+    # the same report (it was marked complete with none, or with the damaged one).
+    written = rd.read_json(run / rd.DATA_REPORT_FILE)
+    assert written["label_issues"] is not None
+    if phase == "head":
+        (run / rd.DATA_REPORT_FILE).unlink()
+    else:
+        (run / rd.DATA_REPORT_FILE).write_text('{"label_issues": [')
     _resume_and_check(run)
+    assert rd.read_json(run / rd.DATA_REPORT_FILE) == written
 
 
 def test_resume_between_the_first_best_weights_of_a_phase_and_its_first_checkpoint(tiny_folder, tmp_path, monkeypatch,

@@ -35,6 +35,7 @@ import pytest
 
 from app import run_dir as rd
 from app.checkpoints import CHECKPOINTS_DIR
+from app.errors import UserError
 from colour_folders import write_colour_folder
 from data.atomic_write import FAULT_LOG_VARIABLE, FAULT_VARIABLE
 from models.task_model import load_task_model
@@ -154,6 +155,14 @@ def _usable_run(run: Path) -> list[str]:
         problems.append(f"{run}: model does not load: {error!r}")
     if json.loads((run / rd.METADATA_FILE).read_text())["class_names"] != ["blue", "green", "red"]:
         problems.append(f"{run}: metadata class names")
+    # Every JSON file of the run reads back (a resume did not read data_report.json, so one damaged while the run
+    # was stopped stayed damaged in a run marked complete).
+    for name in (rd.CONFIG_FILE, rd.DATA_REPORT_FILE, rd.MANIFEST_FILE, rd.HISTORY_FILE, rd.METADATA_FILE):
+        try:
+            if not isinstance(rd.read_json(run / name), dict):
+                problems.append(f"{run}: {name} is not a JSON object")
+        except UserError as error:
+            problems.append(f"{run}: {error}")
     # Every epoch of the history is in TensorBoard once (an epoch killed after its checkpoint was not, before the
     # checkpoint came last; one killed between its events and its checkpoint ran twice and showed twice, before the
     # resume dropped the events logged after its checkpoint), and so is every optimizer step.

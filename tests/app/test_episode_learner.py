@@ -7,6 +7,7 @@ import evaluate
 import train
 from app import run_dir as rd
 from app.episode_learner import choose_episode_learners, learner_for
+from app.errors import UserError
 from tests.test_meta_strategies import EPISODES, FEATURES, colour_folder  # noqa: F401  (a fixture)
 
 
@@ -32,6 +33,15 @@ def test_the_saved_choice_of_the_nearest_shot_count_at_or_below_applies():
                                                              "logistic_regression"]
     assert learner_for(None, 5) == "prototypes"
     assert learner_for({"by_shots": {"5": "logistic_regression"}}, 1) == "logistic_regression"
+
+
+@pytest.mark.parametrize("damaged", [{"by_shots": {"x": "prototypes"}}, {"by_shots": {"1": "svm"}}, "prototypes",
+                                     {"by_shots": [1]}, {"scores": {}}, {"by_shots": {}},
+                                     {"by_shots": {"1": ["prototypes"]}}])
+def test_a_choice_metatune_does_not_write_is_refused_naming_it(damaged):
+    """metadata.json edited or damaged: a traceback (int('x'), KeyError 'svm') or a silent fall back to prototypes."""
+    with pytest.raises(UserError, match=r"meta\.episode_learner is not a choice metatune writes.*Received: "):
+        learner_for(damaged, 1)
 
 
 def test_choice_too_small_targets_have_none():
@@ -63,3 +73,8 @@ def test_evaluate_applies_the_runs_choice(colour_folder, tmp_path):  # noqa: F81
     assert learner["source_stage"] == "none"
     assert learner["label"].startswith("protonet learner, prototypes on the pretrained features")
     assert "meta-learner" not in learner["label"]
+    metadata["meta"]["episode_learner"] = {"by_shots": {"1": "svm"}}  # edited by hand: one ERROR line, status 2
+    rd.write_json(run / rd.METADATA_FILE, metadata)
+    assert evaluate.main([str(run), str(colour_folder), "--episodes", "3", "--ways", "2", "--shots", "1",
+                          "--queries", "1", "--name", "edited"]) == 2
+    assert not (run / "eval" / "edited").exists()

@@ -79,6 +79,27 @@ def test_a_data_folder_holding_a_run_directory_is_refused_naming_it(tmp_path, ma
     assert not (tmp_path / "new").exists()
 
 
+def test_evaluate_and_a_meta_source_refuse_a_folder_holding_a_run_directory(tmp_path, make_image, capsys):
+    """evaluate.py scanned the run kept in its data folder as a class: "classes the model was not trained on:
+    ['run']"; --meta-data read it as a source class."""
+    import evaluate
+
+    data = _data(tmp_path / "data", make_image, per_class=4)
+    run = tmp_path / "run"
+    assert train.main([str(data), *FAST, "--output", str(run)]) == 0
+    _fake_run(data / "run", make_image)
+    assert evaluate.main([str(run), str(data)]) == 2
+    one_error_line(capsys.readouterr().err, "holds a run directory", str(data / "run"), "files to evaluate",
+                   "Move runs out")
+    source = _data(tmp_path / "source", make_image, classes=("birds", "fish", "frogs"))
+    _fake_run(source / "runs" / "old", make_image)
+    target = _data(tmp_path / "target", make_image, per_class=4)
+    assert train.main([str(target), *FAST, "--strategy", "protonet", "--meta-data", str(source),
+                       "--output", str(tmp_path / "meta")]) == 2
+    one_error_line(capsys.readouterr().err, "holds a run directory", str(source / "runs" / "old"), "--meta-data")
+    assert not (tmp_path / "meta").exists()
+
+
 def test_a_class_called_runs_and_a_data_set_metadata_file_are_still_data(tmp_path, make_image, capsys):
     data = _data(tmp_path / "data", make_image, classes=("runs", "logs"))
     (data / "runs" / rd.METADATA_FILE).write_text("{}")  # a data set's own metadata, no config.json: not a run
