@@ -1,5 +1,6 @@
 """What train.py refuses about its data folder and where its run goes, before any work: a run directory given or
-kept as data, a run directory placed inside the data folder, a split layout with nothing to train on."""
+kept as data, a run directory placed inside the data folder, a split layout with nothing to train on. evaluate.py's
+DATA_DIR and train.py's --meta-data refuse a run kept inside them here too (`refuse_runs_inside`)."""
 
 from __future__ import annotations
 
