@@ -499,15 +499,17 @@ def _training_job(config: TrainConfig, prepared: _Prepared, run: _OpenRun, chief
 
 
 def _report_lost(path: Path) -> bool:
-    """True when a resumed run's data report is missing or no longer a JSON object (logged: it is written again)."""
+    """True when a resumed run's data report is missing, damaged, or the first one written (before the label issues
+    were ranked into it: a run killed between the two writes); logged, as it is written again."""
     try:
-        intact = isinstance(rd.read_json(path), dict)
+        written = rd.read_json(path)
     except UserError as error:
         logger.warning("%s The resumed run writes it again.", error)
         return True
-    if not intact:
-        logger.warning("%r does not hold a data report. The resumed run writes it again.", str(path))
-    return not intact
+    if not isinstance(written, dict) or "label_issues" not in written:
+        logger.warning("%r does not hold a complete data report. The resumed run writes it again.", str(path))
+        return True
+    return False
 
 
 @dataclass

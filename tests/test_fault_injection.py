@@ -159,8 +159,11 @@ def _usable_run(run: Path) -> list[str]:
     # was stopped stayed damaged in a run marked complete).
     for name in (rd.CONFIG_FILE, rd.DATA_REPORT_FILE, rd.MANIFEST_FILE, rd.HISTORY_FILE, rd.METADATA_FILE):
         try:
-            if not isinstance(rd.read_json(run / name), dict):
+            written = rd.read_json(run / name)
+            if not isinstance(written, dict):
                 problems.append(f"{run}: {name} is not a JSON object")
+            elif name == rd.DATA_REPORT_FILE and "label_issues" not in written:  # the first of its two writes
+                problems.append(f"{run}: {name} lacks the label issues")
         except UserError as error:
             problems.append(f"{run}: {error}")
     # Every epoch of the history is in TensorBoard once (an epoch killed after its checkpoint was not, before the
