@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from app.backbone_reuse import is_run_dir, open_backbone_run
+from app.backbone_reuse import REUSED_WEIGHTS_PREFIX, is_run_dir, open_backbone_run
 from app.config import META_STRATEGIES, TrainConfig, is_count
 from app.errors import UserError
 from data.resize import RESAMPLING
@@ -43,7 +43,8 @@ def resolve_backbone(config: TrainConfig, modality: str) -> ResolvedBackbone:
     if modality == "text" and (config.image_size or config.resize != "stretch"):
         raise UserError("--image-size and --resize apply to image backbones only. Received them for a text folder.")
     if is_run_dir(config.backbone):
-        if config.weights:
+        if config.weights and not config.weights.startswith(REUSED_WEIGHTS_PREFIX):
+            # (A "run:..." value is config.json's record of the reused weights, which a resume checks.)
             raise UserError(f"--weights does not apply to --backbone RUN_DIR (the run's weights are the backbone's). "
                             f"Received: --weights {config.weights} --backbone {config.backbone}. Leave --weights out.")
         unfreeze_matters = config.strategy == "finetune" or (config.strategy in META_STRATEGIES

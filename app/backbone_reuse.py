@@ -13,11 +13,13 @@ refused for those strategies.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import keras
 
 from app import run_dir as rd
+from app.backbone_lineage import RECORDED_DIGEST, Lineage, backbone_lineage, files_digest
 from app.errors import UserError
 from app.model_parts import HEAD_LAYER
 from app.run_integrity import open_run
@@ -26,7 +28,9 @@ from data.scan import with_article
 from models.backbones import BackboneSpec, get_backbone
 from models.fingerprint import weights_fingerprint
 
+logger = logging.getLogger(__name__)
 REUSED_NAME = "reused_backbone"
+REUSED_WEIGHTS_PREFIX = "run:"  # `weights` of a run on a reused backbone: "run:" and its digest's first 16 digits
 
 
 def is_run_dir(value: str | None) -> bool:
@@ -58,17 +62,23 @@ class ReusedBackbone:
     size: int
     resize: str
     digest: str  # SHA-256 of the reused extractor's weights
+    lineage: Lineage  # the files that trained it (the source run's and, down the chain, its sources')
 
     @property
     def weights(self) -> str:
-        return f"run:{self.digest[:16]}"
+        return f"{REUSED_WEIGHTS_PREFIX}{self.digest[:16]}"
 
     @property
     def record(self) -> dict:
-        """metadata.json's `backbone_run`: where the backbone came from."""
-        return {"path": str(self.run_dir.resolve()), "backbone": self.metadata.backbone,
-                "weights": self.metadata.weights, "strategy": self.metadata.strategy,
-                "weights_sha256": self.digest}
+        """metadata.json's `backbone_run`: where the backbone came from, and (when the whole chain could be read)
+        a digest of the files that trained it, so that evaluate.py can tell a source trained again at the same
+        path from the one this run reused."""
+        record = {"path": str(self.run_dir.resolve()), "backbone": self.metadata.backbone,
+                  "weights": self.metadata.weights, "strategy": self.metadata.strategy,
+                  "weights_sha256": self.digest}
+        if self.lineage.complete:
+            record[RECORDED_DIGEST] = files_digest(self.lineage.hashes)
+        return record
 
 
 def _refuse_different(option: str, given, source_value, run_dir: Path) -> None:
@@ -115,5 +125,50 @@ def open_backbone_run(path: str, modality: str, image_size: int | None, sequence
 
     spec = dataclasses.replace(family, name=str(name), default_size=size, feature_dim=int(extractor.output_shape[-1]),
                                weights_source=f"the run {run_dir}", build_features=build,
-                               default_weights=f"run:{digest[:16]}")
-    return ReusedBackbone(run_dir, metadata, spec, size, source_resize, digest)
+                               default_weights=f"{REUSED_WEIGHTS_PREFIX}{digest[:16]}")
+    lineage = backbone_lineage({"path": str(run_dir.resolve())})
+    return ReusedBackbone(run_dir, metadata, spec, size, source_resize, digest, lineage)
+
+
+def check_recorded_weights(recorded: str | None, reused: ReusedBackbone, resume_dir) -> None:
+    """config.json's `weights` (the reused backbone's digest when the run started) against the source run now.
+
+    A source trained again at the same path since (or another run put there) has other weights: a resume went on
+    training the head (or the embedding) it had begun on the old backbone's features over the new one's, and wrote
+    a model of the two mixed, without a word. A new run from that config.json (`--config`) is whole on the new
+    backbone: it is told only. Runs started before config.json recorded the digest (weights null) are not checked.
+    """
+    if not recorded or not recorded.startswith(REUSED_WEIGHTS_PREFIX) or recorded == reused.weights:
+        return
+
+    def changed(since: str) -> str:
+        return (f"The run --backbone {reused.run_dir} changed since {since} recorded it: its weights are "
+                f"{reused.weights} now, {recorded} then (it was trained again, or another run was put at that path)")
+
+    if resume_dir is None:
+        logger.warning("%s. This new run builds on its weights as they are now.", changed("the config file"))
+        return
+    config_file = Path(resume_dir) / rd.CONFIG_FILE
+    raise UserError(f"{changed(repr(str(config_file)))}. Resuming would go on training over another backbone than "
+                    f"the epochs before the interruption. Put that run back, or start a new run on it as it is now "
+                    f"(python train.py --config {rd.shell_path(config_file)} --output NEW_DIR). Received: --resume "
+                    f"{resume_dir}")
+
+
+def warn_of_held_out_files_it_trained_on(reused: ReusedBackbone, examples) -> None:
+    """The target's validation and test files that trained the reused backbone (the source run split the same
+    folder otherwise: another --seed or fractions), said before training: its validation scores are optimistic on
+    them, and "training never sees" the test files held them out from the head only."""
+    counts = {split: sum(e.split == split and e.sha256 in reused.lineage.hashes for e in examples)
+              for split in ("val", "test")}
+    if not any(counts.values()):
+        if not reused.lineage.complete:
+            logger.warning("The files that trained --backbone %s cannot all be read (the run %s: %s): whether this "
+                           "run's validation and test files trained its backbone cannot be checked.", reused.run_dir,
+                           reused.lineage.broken_at, reused.lineage.problem)
+        return
+    logger.warning("%d validation and %d test file(s) of this run are byte-identical to files that trained its "
+                   "backbone (--backbone %s, or a run down its chain): validation accuracy, early stopping, the "
+                   "temperature and the unknown-class threshold are optimistic on them, and evaluate.py leaves those "
+                   "test files out. On the source run's own folder, pass its --seed, --val-fraction and "
+                   "--test-fraction to keep its split.", counts["val"], counts["test"], reused.run_dir)

@@ -25,6 +25,7 @@ from data.records import Example
 from app.data_folder import refuse_runs_inside
 from data.scan import scan_folder, with_article
 from app.run_integrity import open_run
+from app.backbone_lineage import RECORDED_DIGEST, backbone_lineage, files_digest
 from app.run_manifest import read_manifest, read_source_manifest
 from app.report_staging import METRICS_FILE, staged_report_dir
 from app.run_metadata import LoadedRun, RunMetadata
@@ -105,23 +106,25 @@ def backbone_training_files(run: LoadedRun) -> set[str]:
     metadata.json's `backbone_run`, followed down the chain): each such run's training and validation files and
     its --meta-data source. That run may have split the same folder differently (another --seed), so this run's
     test files can be files its backbone trained on."""
-    hashes: set[str] = set()
-    record, visited = run.metadata.backbone_run, set()
-    while record and record.get("path") and record["path"] not in visited:
-        visited.add(record["path"])
-        source = Path(record["path"])
-        try:  # that run's files are checked here only for their hashes: its damage is a warning, not this run's
-            if not (source / rd.MANIFEST_FILE).is_file():
-                raise UserError("it is gone")
-            hashes |= _seen_hashes(source, ("train", "val")) | source_files(source)[0]
-            metadata = source / rd.METADATA_FILE
-            record = rd.read_json(metadata).get("backbone_run") if metadata.is_file() else None
-        except UserError as error:
-            logger.warning("The run's backbone came from the run %s (--backbone RUN_DIR), whose files cannot be "
-                           "read (%s): the files that trained that backbone cannot be left out of this evaluation.",
-                           source, error)
-            break
-    return hashes
+    record = run.metadata.backbone_run
+    if not record:
+        return set()
+    lineage = backbone_lineage(record)
+    if not lineage.complete:  # that run's damage is its own: a warning, not this run's error
+        logger.warning("The run's backbone came from the run %s (--backbone RUN_DIR), whose files cannot be "
+                       "read (%s): the files that trained that backbone cannot be left out of this evaluation.",
+                       lineage.broken_at, lineage.problem)
+        return lineage.hashes
+    recorded = record.get(RECORDED_DIGEST)
+    if recorded is not None and recorded != files_digest(lineage.hashes):
+        # A run trained again at the same path (or another run put there) lists other files: leaving those out
+        # would drop files that never trained this backbone and keep the ones that did, silently.
+        logger.warning("The run's backbone came from the run %s (--backbone RUN_DIR), which has changed since this "
+                       "run trained (it, or a run down its chain, was trained again or replaced at its path): the "
+                       "files it lists now are not the ones that trained this backbone, so those cannot be left "
+                       "out of this evaluation. Evaluate on files that run never saw.", record.get("path"))
+        return set()
+    return lineage.hashes
 
 
 def source_files(run_path: Path) -> tuple[set[str], set[str]]:

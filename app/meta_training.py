@@ -38,6 +38,7 @@ from app.checkpoints import CHECKPOINTS_DIR
 from app.config import META_STRATEGIES, TrainConfig, is_count
 from app.errors import UserError, tensorflow_error_summary
 from app.run_integrity import load_model_file
+from app.backbone_reuse import REUSED_WEIGHTS_PREFIX
 from app.features import cached_features
 from app.meta_pools import build_meta_pools
 from app.meta_pools import describe as describe_pools
@@ -251,6 +252,7 @@ def check_init_fits(config: TrainConfig, feature_extractor: keras.Model, backbon
     source = _load_init_learner(run_dir)
     mode = meta_input_mode(config, weights)
     if mode == "features":  # the Dense embedding over the backbone's features (dense_embedding)
+        _refuse_other_reused_features(config, run_dir, backbone_name, weights)
         expected = [(int(feature_extractor.output_shape[-1]), config.embedding_units), (config.embedding_units,)]
         out = config.embedding_units
     else:  # the backbone itself
@@ -265,6 +267,26 @@ def check_init_fits(config: TrainConfig, feature_extractor: keras.Model, backbon
     differences = _init_differences(config, run_dir, backbone_name, mode)
     raise UserError(f"--init {run_dir}: its meta-learner does not fit this run's ({differences}). Pass the options "
                     f"that run was trained with, or leave --init out. Received: --init {run_dir}")
+
+
+def _refuse_other_reused_features(config: TrainConfig, run_dir: Path, backbone_name: str, weights: str) -> None:
+    """On features, the --init run's embedding was meta-trained over its backbone's features. A reused backbone
+    (`--backbone RUN_DIR`, weights "run:<digest>") on either side gives features of the same width as its family's
+    but other values, so the shapes matched and the run started from an embedding of another feature space without
+    a word."""
+    metadata = rd.read_json(run_dir / rd.METADATA_FILE, rd.retrain_remedy(run_dir))
+    theirs = metadata.get("weights") if isinstance(metadata, dict) else None
+    if not isinstance(theirs, str) or theirs == weights:
+        return
+    if not any(value.startswith(REUSED_WEIGHTS_PREFIX) for value in (theirs, weights)):
+        return  # pretrained weights of one name are the same features
+    source = metadata.get("backbone_run") if isinstance(metadata.get("backbone_run"), dict) else {}
+    there = f"the run {source['path']}'s" if source.get("path") else str(metadata.get("backbone"))
+    here = f"the run {config.backbone}'s" if weights.startswith(REUSED_WEIGHTS_PREFIX) else backbone_name
+    raise UserError(f"--init {run_dir}: its meta-learned embedding was trained on the features of another backbone "
+                    f"({there}, weights {theirs}) than this run's ({here}, weights {weights}): the same width, other "
+                    f"features. Pass the --backbone that run was trained on, or leave --init out. Received: --init "
+                    f"{run_dir} --backbone {config.backbone or backbone_name}")
 
 
 def _init_differences(config: TrainConfig, run_dir: Path, backbone_name: str, mode: str) -> str:

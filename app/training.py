@@ -28,6 +28,7 @@ from app.run_lock import RunLock
 from app.run_metadata import RunMetadata
 from app.versions import package_versions
 from app.backbone_choice import cap_unfreeze, input_spec, resolve_backbone
+from app.backbone_reuse import check_recorded_weights, warn_of_held_out_files_it_trained_on
 from app.checkpoint_state import ResumePoint, TrainingClock
 from app.checkpoints import Checkpoints
 from app.features import cached_features, feature_store_key, truncation_report
@@ -359,6 +360,8 @@ def _prepare(config: TrainConfig) -> _Prepared:
     )
     logger.info(held_out_line(config, scan, sum(e.split == "test" for e in examples),
                               median_files_per_class(examples, len(scan.class_names))))
+    if backbone.reused is not None:
+        warn_of_held_out_files_it_trained_on(backbone.reused, examples)
     if not val_examples:
         raise UserError(_no_validation_message(scan.class_names, train_examples))
     if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work
@@ -427,14 +430,16 @@ def _open_run_directory(config: TrainConfig, prepared: _Prepared, resume_dir, lo
     scan, backbone = prepared.scan, prepared.backbone
     manifest = build_manifest(scan, prepared.examples, config.seed)
     manifest_hash = manifest_sha256(manifest)
+    if backbone.reused is not None:  # a resume must go on over the backbone it started on
+        check_recorded_weights(config.weights, backbone.reused, resume_dir)
     run_dir, resume = _start_or_resume(config, resume_dir, backbone.name, manifest, locks)
     logger.info("Run directory: %s", run_dir)
     # The run directory as an absolute path, as the data folders are (app/config.py::_merged_config): config.json
     # says where the run is wherever `--config` or `--resume` is typed later.
     resolved = config.to_dict() | {"output": str(run_dir.absolute()), "backbone": backbone.name,
                                    "weights": backbone.weights}
-    if backbone.reused is not None:  # --resume and --config must open the same run again
-        resolved |= {"backbone": config.backbone, "weights": None}
+    if backbone.reused is not None:  # --resume and --config must open the same run again, with the same weights
+        resolved |= {"backbone": config.backbone, "weights": backbone.weights}
     resolved["image_size" if scan.modality == "image" else "sequence_length"] = backbone.size
     if resume is None:
         rd.write_json(run_dir / rd.CONFIG_FILE, resolved)
