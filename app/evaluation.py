@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from app.open_set import embed_examples
 from app.open_set_evaluation import check_unknown_apart, evaluate_unknown, prepare_unknown_set, render_open_set
 from data.atomic_write import write_atomically
 from data.images import IMAGE_EXTENSIONS
-from data.records import Example
+from data.records import Example, SkippedFile
 from app.data_folder import refuse_runs_inside
 from data.scan import scan_folder, with_article
 from app.run_integrity import open_run
@@ -45,6 +45,9 @@ class EvaluationSet:
     description: str
     name_suffix: str
     class_names: list[str]  # the run's classes (with any_classes: and the folder's)
+    # Files of the scored part of the folder that the scan could not read: not scored, and said so in metrics.json
+    # and report.md (the accuracy of a test folder with unreadable files was over fewer files without a word).
+    skipped: list[SkippedFile] = field(default_factory=list)
 
     @property
     def paths(self) -> list[str]:
@@ -73,13 +76,23 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
     hashes) are left out, with a warning: a copied or moved training folder must not
     be scored as new data.
     """
-    chosen = _choose(run, data_dir, allow_missing_classes, any_classes)
+    chosen = _leave_out_training_files(run, _choose(run, data_dir, allow_missing_classes, any_classes),
+                                                allow_missing_classes or any_classes)
+    if chosen.skipped:  # the description goes into metrics.json ("split"), report.md and the episodes' messages
+        chosen = replace(chosen, description=f"{chosen.description}; {len(chosen.skipped)} unreadable file(s) "
+                                             "skipped, not scored")
+    return chosen
+
+
+def _leave_out_training_files(run: LoadedRun, chosen: EvaluationSet, classes_may_go: bool) -> EvaluationSet:
+    """`chosen` without the files byte-identical to the run's training or validation files, said in its description.
+    `classes_may_go`: a class left with no file is allowed (else a UserError)."""
     kept, seen = _without_training_files(run, chosen)
     left_out = len(chosen.examples) - len(kept)
     if not left_out:
         return chosen
     lost = sorted({chosen.class_names[e.label] for e in chosen.examples} - {chosen.class_names[e.label] for e in kept})
-    if lost and not (allow_missing_classes or any_classes):
+    if lost and not classes_may_go:
         raise UserError(f"Without the files byte-identical to the run's {seen} files, no file of {lost} is left to "
                         "evaluate. Add files the run never saw, or pass --allow-missing-classes to evaluate on the "
                         "other classes.")
@@ -216,7 +229,9 @@ def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, a
         if lacking and not (allow_missing_classes or any_classes):
             raise UserError(f"The folder's {split}/ split lacks classes the model was trained on: {lacking}. Add "
                             "them, or pass --allow-missing-classes to evaluate on the classes present.")
-        return EvaluationSet(examples, description, split, run_classes)
+        split_root = Path(scan.root) / split
+        skipped = [item for item in scan.skipped if Path(item.path).is_relative_to(split_root)]
+        return EvaluationSet(examples, description, split, run_classes, skipped)
 
     if "test" in scan.splits_present():
         return split_set("test", "test/ split of the folder")
@@ -246,7 +261,7 @@ def _choose(run: LoadedRun, data_dir: str | Path, allow_missing_classes: bool, a
         return EvaluationSet(examples, description, suffix, run_classes)
     if "val" in scan.splits_present():
         return split_set("val", "val/ split of the folder")
-    return EvaluationSet(collect(None), "all files of the folder", "all", run_classes)
+    return EvaluationSet(collect(None), "all files of the folder", "all", run_classes, list(scan.skipped))
 
 
 def default_eval_name(data_dir: str | Path, suffix: str) -> str:
@@ -333,6 +348,7 @@ def _evaluate(run: LoadedRun, chosen: EvaluationSet, data_dir: str | Path, name:
     metrics["calibration"] = {"fitted_temperature": temperature, "temperature_applied": apply_temperature_scaling,
                               "reliability": reliability_bins(chosen.labels, probabilities)}
     metrics["split"] = chosen.description
+    metrics["skipped_files"] = [{"path": item.path, "reason": item.reason} for item in chosen.skipped]
     metrics["data_dir"] = str(Path(data_dir).expanduser().resolve())
     suffix = chosen.name_suffix
     if artifact_info:

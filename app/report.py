@@ -14,6 +14,7 @@ from app import fonts  # noqa: E402
 from app.escaping import markdown_cell, markdown_code, markdown_text, terminal_cell, visible  # noqa: E402
 from app.metrics import most_confused_pairs, scored_classes  # noqa: E402
 from data.atomic_write import write_atomically  # noqa: E402
+from data.shown_text import first_few  # noqa: E402
 
 
 MAX_LABEL_CHARS = 40  # a tick label longer than this is cut with "…": one 200-character name took the whole figure
@@ -81,6 +82,15 @@ def plot_confusion_matrix(matrix, class_names: list[str], path: Path) -> None:
         save_figure(confusion_figure(matrix, class_names), path)
 
 
+def _skipped_line(skipped: list[dict]) -> list[str]:
+    """The files of the scored part of the folder that could not be read (none: no line); all in metrics.json."""
+    if not skipped:
+        return []
+    shown = [f"{markdown_code(item['path'])} ({markdown_text(item['reason'])})" for item in skipped]
+    return [f"- Not scored, unreadable: {len(skipped)} file(s): {first_few(shown, 5)} (all in metrics.json's "
+            "`skipped_files`)"]
+
+
 def render_report(metrics: dict, context: dict, worst: list[dict]) -> str:
     ci = metrics["ci95"]
     temperature = metrics["calibration"]["fitted_temperature"]
@@ -92,6 +102,7 @@ def render_report(metrics: dict, context: dict, worst: list[dict]) -> str:
         f"# Evaluation: {markdown_text(context['run_dir'])}",
         "",
         f"- Data: {markdown_code(context['data_dir'])} ({context['split_description']})",
+        *_skipped_line(metrics.get("skipped_files") or []),
         f"- Model: {markdown_code(context.get('model') or 'model.keras')}",
         f"- Examples: {metrics['num_examples']}, classes: {len(metrics['class_names'])}",
         f"- Accuracy: **{metrics['accuracy']:.4f}** (bootstrap 95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}), "

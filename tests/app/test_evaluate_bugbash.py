@@ -137,6 +137,31 @@ def test_a_run_directory_given_as_the_data_folder_is_named_as_such(trained, caps
     assert _eval_entries(run) == before
 
 
+@pytest.mark.parametrize("layout", ["test", None])  # a test/ split (a skipped train/ file is not counted), no split
+def test_unreadable_files_of_the_scored_folder_are_named_in_metrics_and_report(trained, tmp_path, layout):
+    """The scan skipped them with a warning only: the report's accuracy was over fewer files without a word."""
+    folder = tmp_path / "held"
+    shutil.copytree(trained["fresh"], folder / layout if layout else folder)
+    scored = folder / (layout or "") / "red"
+    (scored / "broken.png").write_bytes(b"not a png")
+    (scored / "empty.png").write_bytes(b"")
+    if layout:
+        shutil.copytree(trained["fresh"], folder / "train")
+        (folder / "train" / "red" / "other.png").write_bytes(b"")  # not in the scored split
+    assert evaluate.main([str(trained["run"]), str(folder), "--name", f"skipped-{layout}"]) == 0
+    out = trained["run"] / "eval" / f"skipped-{layout}"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sorted(Path(item["path"]).name for item in metrics["skipped_files"]) == ["broken.png", "empty.png"]
+    assert metrics["num_examples"] == 9 and "2 unreadable file(s) skipped, not scored" in metrics["split"]
+    report = (out / "report.md").read_text()
+    assert "Not scored, unreadable: 2 file(s)" in report and "broken.png" in report and "other.png" not in report
+    # A folder whose files all read has an empty list and no line.
+    assert evaluate.main([str(trained["run"]), str(trained["fresh"]), "--name", f"clean-{layout}"]) == 0
+    clean = trained["run"] / "eval" / f"clean-{layout}"
+    assert json.loads((clean / "metrics.json").read_text())["skipped_files"] == []
+    assert "Not scored" not in (clean / "report.md").read_text()
+
+
 def test_a_data_set_with_a_metadata_json_of_its_own_is_still_a_data_folder(tmp_path):
     (tmp_path / "metadata.json").write_text("{}")
     assert not holds_a_run(tmp_path)
