@@ -196,6 +196,7 @@ def check_new_run_dir(path: Path, typed: bool = True) -> None:
     """A UserError when `path` cannot become a new run directory: not a folder path, or a folder with content
     (the lock file aside). `typed`: the user gave the path (--output)."""
     check_output_path(path, typed)
+    _refuse_inside_a_run(path, typed)
     _require_writable(path, typed)
     if path.exists() and any(entry.name != LOCK_FILE for entry in path.iterdir()):
         if not typed:  # the default name holds the time to the second: two runs started together
@@ -208,6 +209,19 @@ def check_new_run_dir(path: Path, typed: bool = True) -> None:
         raise UserError(f"Run directory already exists and is not empty. Received: --output {str(path)!r} (typed, or "
                         "the output of a --config file such as an earlier run's config.json). Choose a new one "
                         "(--output NEW_DIR).")
+
+
+def _refuse_inside_a_run(path: Path, typed: bool) -> None:
+    """A UserError when the new run directory would lie inside another run's directory (--output RUN/eval/x, or the
+    default runs/ of a command started in a run directory): that run's owners remove what they find there
+    (evaluate.py replaces its eval/NAME folders, a resume the leftovers at its top level), a run kept there with it."""
+    holder = next((parent for parent in Path(path).absolute().parents if holds_a_run(parent)), None)
+    if holder is None:
+        return
+    given = f"--output {str(path)!r}" if typed else f"the default run directory {str(path)!r} (runs/ of this folder)"
+    raise UserError(f"The new run directory would lie inside the run directory {str(holder)!r}, whose own commands "
+                    f"replace or remove what they find there (evaluate.py its eval/ folders). Received: {given}. "
+                    "Choose a folder outside it (beside it: --output RUN_DIR).")
 
 
 def _require_writable(path: Path, typed: bool) -> None:

@@ -247,6 +247,10 @@ def run_training(config: TrainConfig, resume_dir: str | Path | None = None) -> T
 def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainResult:
     clock = TrainingClock()
     config.validate()
+    if resume_dir is not None and not (Path(resume_dir) / rd.INCOMPLETE_MARKER).exists():
+        # A finished run was called finished only after the backbone was built and the data scanned (minutes on a big
+        # folder). The marker never comes back once removed, so the check needs no lock; it is made again under it.
+        refuse_unmarked_run(Path(resume_dir))
     if resume_dir is not None and not Path(config.data_dir).expanduser().is_dir():
         # The scan's own message told the user to pass another folder, which --resume does not take.
         raise UserError(f"The data folder this run trained on is gone (or not a folder): {config.data_dir!r}, from "

@@ -230,6 +230,11 @@ def test_resume_refuses_a_finished_run_and_changed_data(colour_folder, tmp_path,
     assert _train(colour_folder, run, "--epochs", "1") == 0
     assert train.main(["--resume", str(run)]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+    # Said before any work: with its data folder gone (it was said once the data was scanned, minutes on a big one).
+    moved = colour_folder.rename(colour_folder.with_name("moved"))
+    assert train.main(["--resume", str(run)]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    moved.rename(colour_folder)
     (run / rd.INCOMPLETE_MARKER).write_text("pretend it crashed")
     config = rd.read_json(run / rd.CONFIG_FILE)
     rd.write_json(run / rd.CONFIG_FILE, config | {"seed": config["seed"] + 1})  # edited by hand: another split

@@ -100,6 +100,21 @@ def test_evaluate_and_a_meta_source_refuse_a_folder_holding_a_run_directory(tmp_
     assert not (tmp_path / "meta").exists()
 
 
+def test_a_new_run_inside_another_run_directory_is_refused(tmp_path, make_image, capsys, monkeypatch):
+    """--output RUN/eval/sub was accepted: a later `evaluate.py RUN DATA --name sub` replaced that folder, and the run
+    kept in it with it. So was the default runs/ of a command started in a run directory."""
+    data = _data(tmp_path / "data", make_image)
+    run = _fake_run(tmp_path / "run", make_image)
+    before = _snapshot(run)
+    for output in ("eval/sub", "logs/new"):
+        assert train.main([str(data), *FAST, "--output", str(run / output)]) == 2
+        one_error_line(capsys.readouterr().err, "inside the run directory", str(run), f"--output {str(run / output)!r}")
+    monkeypatch.chdir(run)
+    assert train.main([str(data), *FAST]) == 2
+    one_error_line(capsys.readouterr().err, "inside the run directory", "default run directory")
+    assert _snapshot(run) == before
+
+
 def test_a_class_called_runs_and_a_data_set_metadata_file_are_still_data(tmp_path, make_image, capsys):
     data = _data(tmp_path / "data", make_image, classes=("runs", "logs"))
     (data / "runs" / rd.METADATA_FILE).write_text("{}")  # a data set's own metadata, no config.json: not a run
