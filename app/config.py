@@ -77,6 +77,12 @@ MAX_INNER_STEPS = 100
 # the run for hours at its first meta-validation batch (deaf to Ctrl-C / SIGTERM, stuck in TensorFlow's iterator).
 # Recipes use 1 (ProtoNet) to 32 (MAML) episodes per step.
 MAX_META_BATCH_SIZE = 1024
+# Adam moves every weight by about its learning rate at each step, whatever the gradient's scale: --learning-rate 1e9
+# trained the head to losses of 1e9 (1e30: 1e30) that stayed finite, so the NaN guard never fired, and the run ended
+# "complete" with a model that answers at random with full confidence. Recipes use 1e-5 to 1e-2.
+MAX_ADAM_LEARNING_RATE = 1.0
+ADAM_RATE_LIMIT = (f"must be at most {MAX_ADAM_LEARNING_RATE:g} (Adam moves each weight by about the learning rate at "
+                   "every step, so more diverges; 1e-5 to 1e-2 is usual)")
 
 
 def is_count(text: str) -> bool:
@@ -196,7 +202,7 @@ class TrainConfig:
                                  "preprocessing or a file's content change).", default=True)
     patience: int = _help("Early-stopping patience in epochs.", default=10)
     batch_size: int = _help("Batch size: the global batch, split across the replicas under --distribute.", default=32)
-    learning_rate: float = _help("Head learning rate (Adam).", default=1e-3)
+    learning_rate: float = _help("Head learning rate (Adam), above 0 and at most 1.", default=1e-3)
     dropout: float = _help("Dropout before the classification layer.", default=0.2)
     val_fraction: float = _help("Fraction of each class held out for validation when there is no val/ folder.", default=0.2)
     refit: str = _help("linear, finetune: once early stopping has chosen each phase's epochs on the validation split, "
@@ -239,7 +245,11 @@ class TrainConfig:
             (self.resize in CHOICES["resize"], f"resize must be one of {list(CHOICES['resize'])}"),
             (self.class_weight in CHOICES["class_weight"], f"class_weight must be one of {list(CHOICES['class_weight'])}"),
             (0.0 <= self.test_fraction < 1.0, "test_fraction must be in [0, 1)"),
-            (self.val_fraction + self.test_fraction < 1.0, "val_fraction + test_fraction must be below 1"),
+            # Each fraction's own range first: `val_fraction: 1` was told about the sum, naming one of its terms.
+            (0.0 < self.val_fraction < 1.0, "val_fraction must be in (0, 1)"),
+            (self.val_fraction + self.test_fraction < 1.0,
+             "val_fraction + test_fraction must be below 1 (the rest of each class trains): lower one of them",
+             f"val_fraction={self.val_fraction!r}, test_fraction={self.test_fraction!r}"),
             (self.image_size is None or 16 <= self.image_size <= 1024, "image_size must be between 16 and 1024"),
             (self.sequence_length is None or 8 <= self.sequence_length <= 512, "sequence_length must be between 8 and 512"),
             (self.pooling in CHOICES["pooling"], f"pooling must be one of {list(CHOICES['pooling'])}"),
@@ -248,8 +258,8 @@ class TrainConfig:
             (self.patience >= 1, "patience must be at least 1"),
             (1 <= self.batch_size <= MAX_BATCH_SIZE, f"batch_size must be from 1 to {MAX_BATCH_SIZE}"),
             (self.learning_rate > 0, "learning_rate must be positive"),
+            (self.learning_rate <= MAX_ADAM_LEARNING_RATE, f"learning_rate {ADAM_RATE_LIMIT}"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
-            (0.0 < self.val_fraction < 1.0, "val_fraction must be in (0, 1)"),
             (self.finetune_epochs >= 1, "finetune_epochs must be at least 1"),
             # numpy's global seed (keras.utils.set_random_seed) takes 0 to 2**32 - 1: -1 or 2**32 was a traceback.
             (0 <= self.seed <= MAX_SEED, f"seed must be a whole number from 0 to {MAX_SEED}"),
@@ -262,6 +272,7 @@ class TrainConfig:
             (self.meta_steps >= 1, "meta_steps must be at least 1"),
             (self.meta_epochs >= 1, "meta_epochs must be at least 1"),
             (self.meta_learning_rate > 0, "meta_learning_rate must be positive"),
+            (self.meta_learning_rate <= MAX_ADAM_LEARNING_RATE, f"meta_learning_rate {ADAM_RATE_LIMIT}"),
             (0.0 < self.meta_step_size <= 1.0, "meta_step_size must be in (0, 1]"),
             (self.inner_learning_rate > 0, "inner_learning_rate must be positive"),
             (1 <= self.inner_steps <= MAX_INNER_STEPS,
@@ -277,6 +288,8 @@ class TrainConfig:
              "unfreeze must be a positive number of blocks or 'all'"),
             (self.finetune_learning_rate is None or self.finetune_learning_rate > 0,
              "finetune_learning_rate must be positive"),
+            (self.finetune_learning_rate is None or self.finetune_learning_rate <= MAX_ADAM_LEARNING_RATE,
+             f"finetune_learning_rate {ADAM_RATE_LIMIT}"),
             (self.lr_decay is None or 0.0 < self.lr_decay <= 1.0, "lr_decay must be in (0, 1]"),
             (self.lr_schedule in CHOICES["lr_schedule"], f"lr_schedule must be one of {list(CHOICES['lr_schedule'])}"),
             (0.0 <= self.warmup_fraction < 1.0, "warmup_fraction must be in [0, 1)"),
@@ -332,10 +345,11 @@ class TrainConfig:
         checks += [(getattr(self, f.name) is None or getattr(self, f.name) <= MAX_COUNT,
                     f"{f.name} must be at most {MAX_COUNT}")
                    for f in fields(self) if str(f.type) in ("int", "int | None") and f.name != "seed"]
-        for ok, message in checks:
+        for ok, message, *received in checks:  # received: the values a check of several options shows
             if not ok:
                 key = message.split()[0]
-                raise UserError(f"{_invalid(key, where)}: {message}. Received: {key}={getattr(self, key)!r}")
+                shown = received[0] if received else f"{key}={getattr(self, key)!r}"
+                raise UserError(f"{_invalid(key, where)}: {message}. Received: {shown}")
         return self
 
     def to_dict(self) -> dict:
@@ -397,7 +411,10 @@ _TYPE_RULES = {
 # A value of the wrong type for these is told what the option takes, not its Python type: exclude_label_issues is
 # text only so that it takes `auto`, and `exclude_label_issues: no` (YAML's false), `1e3` or `null` was told it
 # "must be a string", which `"1e3"` then failed too.
-_EXPECTED = {"exclude_label_issues": "a whole number of files, auto or 0 (none)"}
+_EXPECTED = {"exclude_label_issues": "a whole number of files, auto or 0 (none)",
+             # text for the same reason (all, auto): `unfreeze: 2.5` was told it "must be a string or null".
+             "unfreeze": "a whole number of blocks (1 or more) or all, or null",
+             "adapt": "auto, head, all or a whole number of layers"}
 
 
 def _invalid(key: str, where: Mapping[str, str]) -> str:
@@ -785,7 +802,20 @@ def _merged_config(config_file: str | None, flags: dict) -> TrainConfig:
     for key in ("backbone", "weights", "init"):
         if isinstance(values.get(key), str) and _names_a_path(values[key], key):
             values[key] = str(Path(values[key]).expanduser().absolute())
-    return TrainConfig.from_dict(values, where)
+    config = TrainConfig.from_dict(values, where)
+    _refuse_double_imbalance_correction(config, where)
+    return config
+
+
+def _refuse_double_imbalance_correction(config: TrainConfig, where: Mapping[str, str]) -> None:
+    """--class-weight auto with --balanced-sampler: batches drawn class-balanced and then weighted by inverse
+    frequency as well over-weight a small class by its imbalance ratio a second time (1 file against 6: 6 times the
+    large class's weight in the loss, not 1). A new run only: a run started so before is still resumed as it was."""
+    if config.class_weight == "auto" and config.balanced_sampler:
+        raise UserError(f"{_invalid('class_weight', where)}: --class-weight auto and --balanced-sampler each correct "
+                        "for class imbalance; together they over-correct it (a small class then weighs as many times "
+                        "more as it has fewer files). Use one of them. Received: class_weight='auto', "
+                        "balanced_sampler=True")
 
 
 def _names_a_path(value: str, key: str) -> bool:

@@ -427,6 +427,28 @@ def phase2_training_model(task_model: keras.Model, augment: AugmentConfig | None
                        name=f"{task_model.name}_augmented")
 
 
+def phase2_schedule_warning(config: TrainConfig) -> str | None:
+    """What to tell a finetune run whose phase-2 schedule cannot do what its options say (None: nothing). The
+    cosine schedule spans all --finetune-epochs, a maximum that early stopping usually cuts short: with
+    --finetune-epochs 2147483647 the warm-up alone lasted 214 million epochs, phase 2 trained at a rate of 1e-13
+    until --patience ended it, and the run finished "complete" with a backbone that had not moved. And
+    --warmup-fraction with another schedule was ignored without a word."""
+    if config.strategy != "finetune":
+        return None
+    if config.lr_schedule != "cosine":
+        if config.warmup_fraction == TrainConfig().warmup_fraction:
+            return None
+        return (f"--warmup-fraction {config.warmup_fraction:g} has no effect with --lr-schedule {config.lr_schedule}: "
+                "only the cosine schedule warms up. The run goes on without it.")
+    warmup_epochs = config.finetune_epochs * config.warmup_fraction
+    if warmup_epochs <= config.patience:
+        return None
+    return (f"Phase 2 warms its learning rate up over {warmup_epochs:.3g} epochs (--warmup-fraction "
+            f"{config.warmup_fraction:g} of --finetune-epochs {config.finetune_epochs}, which the cosine schedule "
+            f"spans), longer than --patience {config.patience}: early stopping can end it before it trains at "
+            f"--finetune-learning-rate. Lower --finetune-epochs or --warmup-fraction, or use --lr-schedule constant.")
+
+
 def phase2_learning_rate(config: TrainConfig, steps_per_epoch: int):
     """Warm-up + cosine decay over the whole phase (default), or a constant rate."""
     if config.lr_schedule != "cosine":

@@ -32,7 +32,8 @@ from app.backbone_reuse import check_recorded_weights, warn_of_held_out_files_it
 from app.checkpoint_state import ResumePoint, TrainingClock
 from app.checkpoints import Checkpoints
 from app.features import cached_features, feature_store_key, truncation_report
-from app.phases import PhaseContext, unused_image_option_warning, unused_mixup_warning, unused_pair_loss_warning
+from app.phases import (PhaseContext, phase2_schedule_warning, unused_image_option_warning, unused_mixup_warning,
+                        unused_pair_loss_warning)
 from app.config import META_STRATEGIES
 from app.refit import (REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, RefitDecision, decide_refit, held_out_head_from_state,
                        held_out_head_state, refit_epochs, refit_keeps_embedding, refit_transfer)
@@ -117,6 +118,7 @@ def check_data(config: TrainConfig, scan=None):
     require_training_files(scan)
     require_trainable(scan, min_per_class=2)
     examples = assign_splits(scan, config.val_fraction, config.seed, config.test_fraction)
+    _warn_fractions_of_present_splits(config, scan.splits_present())
     if "val" in scan.splits_present():  # the folder's own val/ (a carve-out holds out from every class it can)
         lacking = sorted(set(scan.class_names) - {scan.class_names[e.label] for e in examples if e.split == "val"})
         if lacking:
@@ -130,6 +132,16 @@ def check_data(config: TrainConfig, scan=None):
     if across:
         logger.warning("%d val/test files have an exact duplicate in train: evaluation on them is optimistic.", across)
     return scan, examples, report
+
+
+def _warn_fractions_of_present_splits(config: TrainConfig, present) -> None:
+    """--val-fraction / --test-fraction set for a folder with its own val/ / test/: that split is used as it is, and
+    the value given was ignored without a word (config.json still records it as if it had split the data)."""
+    defaults = TrainConfig()
+    for split, key in (("val", "val_fraction"), ("test", "test_fraction")):
+        if split in present and getattr(config, key) != getattr(defaults, key):
+            logger.warning("--%s %g has no effect: %s has its own %s/ split, which is used as it is.",
+                           key.replace("_", "-"), getattr(config, key), config.data_dir, split)
 
 
 def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manifest: dict, locks: ExitStack):
@@ -322,14 +334,19 @@ class _Prepared:
 CARVE_OUT_COSTS_BELOW_PER_CLASS = 10
 
 
+def fraction_text(fraction: float) -> str:
+    """A split fraction as a percentage to 3 significant digits: `:.0%` showed --test-fraction 0.001 as "0%"."""
+    return f"{100 * fraction:.3g}%"
+
+
 def held_out_line(config: TrainConfig, scan, test_files: int, files_per_class: float | None = None) -> str:
     """One line saying which files no training step sees, and what to do with them."""
     if "test" in scan.splits_present():
         return f"Held out for testing: the folder's test/ split ({test_files} files); training never sees them."
     if test_files:
         few = files_per_class is not None and files_per_class < CARVE_OUT_COSTS_BELOW_PER_CLASS
-        return (f"Held out for testing: {test_files} files ({config.test_fraction:.0%} of each class, "
-                "--test-fraction); training never sees them and `evaluate.py RUN_DIR DATA_DIR` scores them. "
+        return (f"Held out for testing: {test_files} files ({fraction_text(config.test_fraction)} of each class, at "
+                "least 1 of every class with 3 files or more, --test-fraction); training never sees them and `evaluate.py RUN_DIR DATA_DIR` scores them. "
                 + (f"With {files_per_class:g} files per class that costs accuracy (a median 3.5 points at 5 per "
                    "class, measured): consider --test-fraction 0 and evaluating on another folder."
                    if few else "--test-fraction 0 trains on them instead (then evaluate on another folder)."))
@@ -371,7 +388,7 @@ def _prepare(config: TrainConfig) -> _Prepared:
     if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work
         require_enough_for_folds([e.label for e in train_examples + val_examples], scan.class_names)
     for warning in (unused_mixup_warning(config, scan.modality), unused_image_option_warning(config, scan.modality),
-                    unused_source_warning(config),
+                    unused_source_warning(config), phase2_schedule_warning(config),
                     unused_strategy_options_warning(config, scan.modality, meta_input_mode(config, backbone.weights))):
         if warning:
             logger.warning(warning)

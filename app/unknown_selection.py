@@ -111,7 +111,7 @@ def _warn_rejects_nothing(num_files: int, reject_recall: float) -> None:
     not first when predict.py never rejects."""
     logger.warning("The unknown-class detector rejects nothing: %d known validation file(s) are too few to set a "
                    "threshold that keeps %.3g%% of known files (that needs at least %d; %d files can keep at most "
-                   "%.3g%%). Add files (the validation split is about 20%% of each class), or train with "
+                   "%.3g%%). Add validation files (a larger --val-fraction, or more files in the folder's val/), or train with "
                    "--reject-recall %.3g or lower.", num_files, 100 * reject_recall,
                    fewest_files_for_recall(reject_recall), num_files, 100 * num_files / (num_files + 1),
                    math.floor(1000 * num_files / (num_files + 1)) / 1000)
