@@ -86,6 +86,14 @@ def check_same_command(strategy, fingerprint: str, run_dir: Path, resuming: bool
     gathered = strategy.experimental_local_results(tf.function(lambda: strategy.run(gather))())[0]
     different = int(np.sum(np.any(gathered.numpy() != mine.numpy(), axis=1)))
     if different:
+        # A second gather before stopping: a worker whose gather finished first stopped at once and took its server
+        # with it while another still fetched its part ("Socket closed"), and that one said another worker had
+        # stopped, not that the commands differ. Each worker knows the verdict already, so that second gather's own
+        # failure (the last worker's part fetched after its peer stopped) changes nothing.
+        try:
+            strategy.experimental_local_results(tf.function(lambda: strategy.run(gather))())
+        except tf.errors.OpError:
+            pass
         received = f"--resume {run_dir}" if resuming else f"a new run with --output {run_dir}"
         raise UserError(f"--distribute multi-worker: the workers were not started with the same train.py command "
                         f"({different} of {len(gathered)} differ from this worker's options, data folder or "

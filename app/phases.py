@@ -449,6 +449,17 @@ def phase2_schedule_warning(config: TrainConfig) -> str | None:
             f"--finetune-learning-rate. Lower --finetune-epochs or --warmup-fraction, or use --lr-schedule constant.")
 
 
+def phase2_imbalance_warning(config: TrainConfig) -> str | None:
+    """--class-weight auto and --balanced-sampler shape the head phase, trained on cached features (and its refit);
+    finetune's phase 2 draws the files as they are and weighs them alike. The run said nothing, so a user who asked for
+    either on an imbalanced folder took the whole training for corrected."""
+    if config.strategy != "finetune" or not (config.class_weight == "auto" or config.balanced_sampler):
+        return None
+    given = "--class-weight auto" if config.class_weight == "auto" else "--balanced-sampler"
+    return (f"{given} applies to the head phase (trained on cached features) only: phase 2, which fine-tunes the "
+            "backbone, trains on the files as they are, each weighing the same.")
+
+
 def phase2_learning_rate(config: TrainConfig, steps_per_epoch: int):
     """Warm-up + cosine decay over the whole phase (default), or a constant rate."""
     if config.lr_schedule != "cosine":

@@ -32,8 +32,8 @@ from app.backbone_reuse import check_recorded_weights, warn_of_held_out_files_it
 from app.checkpoint_state import ResumePoint, TrainingClock
 from app.checkpoints import Checkpoints
 from app.features import cached_features, feature_store_key, truncation_report
-from app.phases import (PhaseContext, phase2_schedule_warning, unused_image_option_warning, unused_mixup_warning,
-                        unused_pair_loss_warning)
+from app.phases import (PhaseContext, phase2_imbalance_warning, phase2_schedule_warning, unused_image_option_warning,
+                        unused_mixup_warning, unused_pair_loss_warning)
 from app.config import META_STRATEGIES
 from app.refit import (REFIT_FINETUNE, REFIT_HEAD, REFIT_PHASES, RefitDecision, decide_refit, held_out_head_from_state,
                        held_out_head_state, refit_epochs, refit_keeps_embedding, refit_transfer)
@@ -388,7 +388,7 @@ def _prepare(config: TrainConfig) -> _Prepared:
     if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work
         require_enough_for_folds([e.label for e in train_examples + val_examples], scan.class_names)
     for warning in (unused_mixup_warning(config, scan.modality), unused_image_option_warning(config, scan.modality),
-                    unused_source_warning(config), phase2_schedule_warning(config),
+                    unused_source_warning(config), phase2_schedule_warning(config), phase2_imbalance_warning(config),
                     unused_strategy_options_warning(config, scan.modality, meta_input_mode(config, backbone.weights))):
         if warning:
             logger.warning(warning)

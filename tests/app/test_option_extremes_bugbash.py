@@ -140,3 +140,16 @@ def test_a_warm_up_longer_than_the_patience_or_one_no_schedule_uses_is_warned_ab
                                                                                          warmup_fraction=0.5)
     assert warning(lr_schedule="constant") is None
     assert phase2_schedule_warning(TrainConfig(data_dir="d", finetune_epochs=2147483647, patience=1)) is None  # linear
+
+
+def test_an_imbalance_correction_finetune_phase_2_does_not_apply_is_said():
+    """--class-weight auto / --balanced-sampler shape the head phase only; finetune's phase 2 was unweighted without a
+    word."""
+    from app.phases import phase2_imbalance_warning
+
+    for values, given in (({"class_weight": "auto"}, "--class-weight auto"), ({"balanced_sampler": True},
+                                                                              "--balanced-sampler")):
+        warning = phase2_imbalance_warning(TrainConfig(data_dir="d", strategy="finetune", **values))
+        assert warning and warning.startswith(given) and "phase 2" in warning
+        assert phase2_imbalance_warning(TrainConfig(data_dir="d", strategy="linear", **values)) is None
+    assert phase2_imbalance_warning(TrainConfig(data_dir="d", strategy="finetune")) is None
