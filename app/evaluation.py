@@ -87,7 +87,9 @@ def choose_evaluation_set(run: LoadedRun, data_dir: str | Path, allow_missing_cl
 def _leave_out_training_files(run: LoadedRun, chosen: EvaluationSet, classes_may_go: bool) -> EvaluationSet:
     """`chosen` without the files byte-identical to the run's training or validation files, said in its description.
     `classes_may_go`: a class left with no file is allowed (else a UserError)."""
-    kept, seen = _without_training_files(run, chosen)
+    kept, seen, caveat = _without_training_files(run, chosen)
+    if caveat:  # the description goes into metrics.json ("split") and report.md
+        chosen = replace(chosen, description=f"{chosen.description}; {caveat}")
     left_out = len(chosen.examples) - len(kept)
     if not left_out:
         return chosen
@@ -119,15 +121,23 @@ def backbone_training_files(run: LoadedRun) -> set[str]:
     metadata.json's `backbone_run`, followed down the chain): each such run's training and validation files and
     its --meta-data source. That run may have split the same folder differently (another --seed), so this run's
     test files can be files its backbone trained on."""
+    return _backbone_files_and_caveat(run)[0]
+
+
+def _backbone_files_and_caveat(run: LoadedRun) -> tuple[set[str], str | None]:
+    """backbone_training_files, and what the evaluation's description must say when they cannot all be known (the
+    run of the chain is gone, damaged, or trained again at its path): said in a warning only, report.md and
+    metrics.json presented a score that may include the backbone's own training files as an honest one."""
     record = run.metadata.backbone_run
     if not record:
-        return set()
+        return set(), None
     lineage = backbone_lineage(record)
     if not lineage.complete:  # that run's damage is its own: a warning, not this run's error
         logger.warning("The run's backbone came from the run %s (--backbone RUN_DIR), whose files cannot be "
                        "read (%s): the files that trained that backbone cannot be left out of this evaluation.",
                        lineage.broken_at, lineage.problem)
-        return lineage.hashes
+        return lineage.hashes, (f"the files that trained its --backbone run could not all be left out (the run "
+                                f"{lineage.broken_at} cannot be read), so this may be optimistic")
     recorded = record.get(RECORDED_DIGEST)
     if recorded is not None and recorded != files_digest(lineage.hashes):
         # A run trained again at the same path (or another run put there) lists other files: leaving those out
@@ -136,8 +146,9 @@ def backbone_training_files(run: LoadedRun) -> set[str]:
                        "run trained (it, or a run down its chain, was trained again or replaced at its path): the "
                        "files it lists now are not the ones that trained this backbone, so those cannot be left "
                        "out of this evaluation. Evaluate on files that run never saw.", record.get("path"))
-        return set()
-    return lineage.hashes
+        return set(), (f"the files that trained its --backbone run could not be left out (the run {record.get('path')} "
+                       "changed since), so this may be optimistic")
+    return lineage.hashes, None
 
 
 def source_files(run_path: Path) -> tuple[set[str], set[str]]:
@@ -147,8 +158,9 @@ def source_files(run_path: Path) -> tuple[set[str], set[str]]:
     return (set(), set()) if source is None else (source.hashes(), set(source.class_splits))
 
 
-def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> tuple[list[Example], str]:
-    """The chosen examples without those the run saw, and which of its splits that means."""
+def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> tuple[list[Example], str, str | None]:
+    """The chosen examples without those the run saw, which of its splits that means, and a caveat when the files
+    that trained a reused backbone cannot all be known (_backbone_files_and_caveat)."""
     # The validation files steered early stopping, the temperature and the unknown threshold (and a refit trained
     # on them): scoring them is optimistic, so they go too, except where they are what was chosen on purpose (the
     # run's own folder without a test split, which says it is optimistic).
@@ -162,14 +174,15 @@ def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> tuple[list
     if (source := source_files(run.path)[0]) & chosen_hashes:
         trained |= source
         fitted += " (or --meta-data source)"
-    if (backbone := backbone_training_files(run)) & chosen_hashes:
+    backbone, caveat = _backbone_files_and_caveat(run)
+    if backbone & chosen_hashes:
         trained |= backbone
         fitted += " (or --backbone run's training)"
     if own_validation:
         fitted = fitted.replace("training or validation", "training", 1)
     leaked = [e for e in chosen.examples if e.sha256 and e.sha256 in trained]
     if not leaked:
-        return chosen.examples, fitted
+        return chosen.examples, fitted, caveat
     kept = [e for e in chosen.examples if not (e.sha256 and e.sha256 in trained)]
     if not kept:
         raise UserError(f"Every one of the {len(leaked)} files chosen ({chosen.description}) is byte-identical to a "
@@ -178,7 +191,7 @@ def _without_training_files(run: LoadedRun, chosen: EvaluationSet) -> tuple[list
     logger.warning("%d of %d files chosen (%s) are byte-identical to files of the run's %s split (by "
                    "the manifest's hashes; e.g. %s): left out of the evaluation, which scores the other %d.",
                    len(leaked), len(chosen.examples), chosen.description, fitted, leaked[0].path, len(kept))
-    return kept, fitted
+    return kept, fitted, caveat
 
 
 def _files_of(modality: str) -> str:

@@ -26,7 +26,7 @@ from app import run_dir as rd
 from app.backbone_lineage import RECORDED_DIGEST, backbone_lineage, files_digest
 from app.backbone_reuse import REUSED_WEIGHTS_PREFIX, check_recorded_weights
 from app.errors import UserError
-from app.evaluation import backbone_training_files
+from app.evaluation import _backbone_files_and_caveat, backbone_training_files
 from app.meta_training import META_LEARNER_FILE, check_init_fits
 from app.config import TrainConfig
 from app.source_stage import dense_embedding
@@ -152,6 +152,9 @@ def test_a_chain_of_sources_is_followed_and_its_digest_checked(tmp_path, caplog)
     with caplog.at_level(logging.WARNING):
         assert backbone_training_files(_run_with(record)) == set()
     assert "has changed since this run trained" in caplog.text and str(second) in caplog.text
+    # ... and the evaluation's description (metrics.json's split, report.md) says what the warning said.
+    _, caveat = _backbone_files_and_caveat(_run_with(record))
+    assert "could not be left out" in caveat and "changed since" in caveat and "optimistic" in caveat
 
 
 def test_a_source_gone_or_a_record_without_a_path_is_a_warning_not_a_traceback(tmp_path, caplog):
@@ -160,6 +163,9 @@ def test_a_source_gone_or_a_record_without_a_path_is_a_warning_not_a_traceback(t
         assert backbone_training_files(_run_with({"path": 5, "weights": "run:x"})) == set()
     assert "it is gone" in caplog.text and "names no run directory" in caplog.text
     assert not backbone_lineage({"path": ["a"]}).complete
+    _, caveat = _backbone_files_and_caveat(_run_with({"path": str(tmp_path / "gone")}))
+    assert "could not all be left out" in caveat and "optimistic" in caveat
+    assert _backbone_files_and_caveat(_run_with(None)) == (set(), None)
 
 
 # ---------------------------------------------------------------- --init across reused backbones
@@ -192,3 +198,19 @@ def test_init_from_an_embedding_over_another_backbones_features_is_refused(tmp_p
         check_init_fits(TrainConfig(data_dir="d", strategy="protonet", embedding_units=8, meta_input="features",
                                     backbone="/runs/source", init=str(pretrained_run)),
                         extractor, "tiny_image", "run:aaaaaaaaaaaaaaaa")
+
+
+def test_evaluate_says_in_its_report_when_the_backbones_training_files_cannot_be_left_out(reuse):
+    """With the source run gone, evaluate.py warned on stderr only: metrics.json and report.md presented the score
+    (which may include files the backbone trained on) as an honest one."""
+    import evaluate
+
+    moved = reuse.source.rename(reuse.root / "source-moved")
+    try:
+        assert evaluate.main([str(reuse.target), str(reuse.data), "--name", "source-gone"]) == 0
+    finally:
+        moved.rename(reuse.source)
+    out = reuse.target / "eval" / "source-gone"
+    split = json.loads((out / "metrics.json").read_text())["split"]
+    assert "could not all be left out" in split and "optimistic" in split
+    assert "could not all be left out" in (out / "report.md").read_text()
