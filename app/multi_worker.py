@@ -83,7 +83,8 @@ def check_same_command(strategy, fingerprint: str, run_dir: Path, resuming: bool
     def gather():
         return tf.distribute.get_replica_context().all_gather(mine, axis=0)
 
-    gathered = strategy.experimental_local_results(tf.function(lambda: strategy.run(gather))())[0]
+    gather_all = tf.function(lambda: strategy.run(gather))
+    gathered = strategy.experimental_local_results(gather_all())[0]
     different = int(np.sum(np.any(gathered.numpy() != mine.numpy(), axis=1)))
     if different:
         # A second gather before stopping: a worker whose gather finished first stopped at once and took its server
@@ -91,7 +92,7 @@ def check_same_command(strategy, fingerprint: str, run_dir: Path, resuming: bool
         # stopped, not that the commands differ. Each worker knows the verdict already, so that second gather's own
         # failure (the last worker's part fetched after its peer stopped) changes nothing.
         try:
-            strategy.experimental_local_results(tf.function(lambda: strategy.run(gather))())
+            gather_all()
         except tf.errors.OpError:
             pass
         received = f"--resume {run_dir}" if resuming else f"a new run with --output {run_dir}"
