@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.cli import batch_size, path_argument, positive_int, prepare_environment, run_safely, setup_logging
+from app.cli import (OneErrorLineParser, batch_size, path_argument, positive_int, prepare_environment, run_safely,
+                     setup_logging)
 from app.config import DefaultsHelpFormatter
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
@@ -35,8 +36,8 @@ def bootstrap_resamples(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0],
-                                     formatter_class=DefaultsHelpFormatter)
+    parser = OneErrorLineParser(prog="evaluate.py", description=__doc__.splitlines()[0],
+                                formatter_class=DefaultsHelpFormatter)
     parser.add_argument("run_dir", type=path_argument, help="Run directory written by train.py.")
     parser.add_argument("data_dir", type=path_argument, help="Data folder with one subfolder per class (or train/val/test splits).")
     parser.add_argument("--name", default=None, help="Name of the eval/<name>/ output folder, replaced if used before (default: "

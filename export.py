@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.cli import batch_size, path_argument, positive_int, prepare_environment, run_safely, setup_logging
+from app.cli import (OneErrorLineParser, batch_size, path_argument, positive_int, prepare_environment, run_safely,
+                     setup_logging)
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
 
@@ -25,9 +26,9 @@ QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="export.py", description=__doc__.splitlines()[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneErrorLineParser(prog="export.py", description=__doc__.splitlines()[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=path_argument, help="Run directory written by train.py.")
     parser.add_argument("--format", choices=FORMATS, default="savedmodel",
                         help="savedmodel: TF Serving / tf.saved_model.load; signature serving_default takes encoded "

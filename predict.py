@@ -16,15 +16,16 @@ import argparse
 import json
 import sys
 
-from app.cli import batch_size, path_argument, positive_int, prepare_environment, run_safely, setup_logging
+from app.cli import (OneErrorLineParser, batch_size, path_argument, positive_int, prepare_environment, run_safely,
+                     setup_logging)
 from app.config import DefaultsHelpFormatter
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="predict.py", description=__doc__.splitlines()[0],
-                                     formatter_class=DefaultsHelpFormatter)
+    parser = OneErrorLineParser(prog="predict.py", description=__doc__.splitlines()[0],
+                                formatter_class=DefaultsHelpFormatter)
     parser.add_argument("run_dir", type=path_argument, help="Run directory written by train.py.")
     parser.add_argument("inputs", nargs="*", type=path_argument, help="Files and/or folders (searched recursively): images for an image "
                         "model, .txt files (one example each) for a text model.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import logging
 import os
@@ -77,13 +78,14 @@ def path_argument(text: str) -> str:
     return text
 
 
+# The largest --batch-size of every command: a batch holds that many files' tensors at once (65,536 images at 224 px
+# are 39 GB), and prediction with a batch near 2**31 - 1 hung in TensorFlow instead of failing.
+MAX_BATCH_SIZE = 65536
+
+
 def batch_size(text: str) -> int:
     """argparse type for --batch-size: a positive count up to MAX_BATCH_SIZE (10**20 overflowed TensorFlow's
     int64 in a traceback, 2**31 - 1 hung prediction)."""
-    import argparse
-
-    from app.config import MAX_BATCH_SIZE
-
     value = positive_int(text)
     if value > MAX_BATCH_SIZE:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH_SIZE} (32 to 256 is usual). Received: {value}")
@@ -170,6 +172,18 @@ def setup_logging(verbose: bool = False) -> None:
 class _DropRuntimeNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not RUNTIME_NOISE.search(record.getMessage())
+
+
+class OneErrorLineParser(argparse.ArgumentParser):
+    """The entry scripts' parser: a usage error (a misspelt flag, a value of the wrong type or outside the
+    choices, a missing argument) is the one ERROR line every other bad input gets, exit status 2. argparse's own
+    error() printed the whole usage first: about 40 lines for train.py, above a line of another form."""
+
+    def error(self, message: str):
+        setup_logging()  # evaluate.py, predict.py and export.py parse before they set logging up
+        logging.getLogger("metatune").error("%s. See python %s --help for the options and their values.",
+                                            message.rstrip("."), self.prog)
+        self.exit(2)
 
 
 def run_safely(command: Callable[[], int]) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from app.cli import MAX_BATCH_SIZE, OneErrorLineParser
 from app.distribution import DISTRIBUTE_CHOICES
 from app.errors import UserError
 from app.run_dir import (CONFIG_FILE, INCOMPLETE_MARKER, MANIFEST_FILE, METADATA_FILE, MODEL_FILE, holds_a_run,
@@ -65,9 +66,6 @@ OTHER_STRATEGIES_RECIPE = TOP_BLOCKS_RECIPE
 REFIT_AUTO_BELOW_PER_CLASS = 20  # auto refits when the training split has fewer files per class than this
 MAX_COUNT = 2**31 - 1  # the largest count an integer option takes (TensorFlow's int32)
 MAX_SEED = 2**32 - 1  # the largest seed numpy's global generator takes (keras.utils.set_random_seed seeds it)
-# The largest --batch-size of every command: a batch holds that many files' tensors at once (65,536 images at 224 px
-# are 39 GB), and prediction with a batch near MAX_COUNT hung in TensorFlow instead of failing.
-MAX_BATCH_SIZE = 65536
 # The gradient learners' inner loop is unrolled into the training graph, one copy of the forward and backward pass
 # per step: measured on the smallest model (tests' tiny backbone over 8-d features), 200 steps took 38 s to build and
 # 2 MB of memory per step, so --inner-steps 1000000 built for days and ran out of memory, with no line saying why.
@@ -679,7 +677,7 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser(explicit_only: bool = False) -> argparse.ArgumentParser:
     """The train.py parser. explicit_only: every default is SUPPRESS, so parsing yields only
     the options the user typed (a flag left at its default must not override a config file)."""
-    parser = argparse.ArgumentParser(
+    parser = OneErrorLineParser(
         prog="train.py",
         description="Train a classifier on a folder of labelled examples (one subfolder per class).",
         formatter_class=DefaultsHelpFormatter,

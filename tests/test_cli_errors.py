@@ -10,6 +10,7 @@ import evaluate
 import predict
 import train
 from app import run_dir as rd
+from error_lines import one_error_line
 
 FAST = ["--weights", "none", "--image-size", "32", "--epochs", "2"]
 
@@ -202,3 +203,23 @@ def test_an_empty_path_argument_is_a_usage_error_not_the_current_folder(script, 
         module.build_parser().parse_args(argv)
     assert exit_.value.code == 2
     assert f"argument {flag}: is empty. Received: ''. Pass a path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script, argv, fragment", [
+    ("train", ["DATA", "--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
+    ("train", ["DATA", "--bogus"], "unrecognized arguments: --bogus"),
+    ("evaluate", [], "the following arguments are required: run_dir, data_dir"),
+    ("predict", ["RUN", "a.png", "--reject", "sometimes"], "argument --reject: invalid choice: 'sometimes'"),
+    ("export", ["RUN", "--format", "onnx"], "argument --format: invalid choice: 'onnx'"),
+])
+def test_a_usage_error_is_one_error_line_naming_the_value_and_help(script, argv, fragment, capsys):
+    """argparse printed the whole usage (about 40 lines for train.py) above an error line of its own form."""
+    import export
+
+    module = {"train": train, "predict": predict, "evaluate": evaluate, "export": export}[script]
+    with pytest.raises(SystemExit) as exit_:
+        module.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    line = one_error_line(err, fragment, f"See python {script}.py --help")
+    assert "usage:" not in err and err.strip().splitlines() == [line]
