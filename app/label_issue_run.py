@@ -84,7 +84,11 @@ def exclude_label_issues(report: dict, issues: list[LabelIssue], setting: str, t
                          train_features: np.ndarray, val_examples, val_features: np.ndarray):
     """Train and validation examples (and features) without the excluded label issues (`setting`: 0, N or auto),
     as chosen by `choose_left_out`; the files left out go into `report` (data_report.json's label_issues_excluded)."""
-    if setting == "0" or not issues:
+    if setting == "0":
+        return train_examples, train_features, val_examples, val_features
+    if not issues:  # said, or the user could not tell an empty list from a setting that was ignored
+        logger.info("--exclude-label-issues %s: the ranking lists no likely mislabelled file, so none is left out.",
+                    setting)
         return train_examples, train_features, val_examples, val_features
     train_keep, val_keep = choose_left_out(issues, setting, train_examples, val_examples)
     left_out = sorted(_left_out_paths(train_examples, train_keep, val_examples, val_keep))

@@ -43,13 +43,17 @@ def test_a_class_keeps_one_training_file_and_validation_is_never_emptied(caplog)
     assert "each its class's last training file: train1" in err and "every validation file is listed" in err
 
 
-def test_zero_or_no_issues_changes_nothing():
+def test_zero_or_no_issues_changes_nothing(caplog):
     train, train_f = _split("train", [0, 1], 0)
     val, val_f = _split("val", [0], 100)
     report = {}
+    caplog.set_level("INFO")
     assert exclude_label_issues(report, _issues("train0"), "0", train, train_f, val, val_f)[0] == train
+    assert "--exclude-label-issues" not in caplog.text  # 0 is the default: nothing to say
     assert exclude_label_issues(report, [], "auto", train, train_f, val, val_f)[2] == val
     assert "label_issues_excluded" not in report
+    # Asked for and found nothing to leave out: said, not silent (it read as a setting that was ignored).
+    assert "--exclude-label-issues auto: the ranking lists no likely mislabelled file, so none is left out" in caplog.text
 
 
 def test_a_class_left_without_validation_files_is_named(caplog):
