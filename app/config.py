@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import codecs
 import dataclasses
+import datetime
 import difflib
 import json
+import logging
 import math
 import re
 import sys
@@ -24,6 +26,8 @@ from app.distribution import DISTRIBUTE_CHOICES
 from app.errors import UserError
 from app.run_dir import (CONFIG_FILE, INCOMPLETE_MARKER, MANIFEST_FILE, METADATA_FILE, MODEL_FILE, holds_a_run,
                          is_run_directory, shell_path)
+
+logger = logging.getLogger(__name__)
 
 TRANSFER_STRATEGIES = ("linear", "finetune")
 META_STRATEGIES = ("protonet", "reptile", "fomaml", "maml")
@@ -460,6 +464,11 @@ def _checked_value(key: str, value, where: Mapping[str, str]):
             # `epochs: 1e3` is read as the float 1000.0: "must be an integer. Received: epochs=1000.0" did not say
             # why a whole number was refused.
             expected += f" (written without a decimal point or exponent: {int(value)})"
+        elif str(f.type).startswith("str") and (_is_int(value) or isinstance(value, datetime.date)):
+            # YAML reads an unquoted `output: 2024-01-01` as a date (and `output: 123` as a number): "must be a
+            # string. Received: output=datetime.date(2024, 1, 1)" did not say that quoting the name keeps it.
+            kind = "a number" if _is_int(value) else "a date"
+            expected += f" (an unquoted {value} is read as {kind}: quote it, {key}: '{value}')"
         raise UserError(f"{_invalid(key, where)}: {key} must be {expected}. Received: {key}={value!r}")
     # Store float fields as floats, so `learning_rate: 1` writes back as 1.0 in config.json.
     if str(f.type) not in ("float", "float | None") or value is None:
@@ -781,6 +790,8 @@ def config_from_args(argv: list[str] | None) -> tuple[TrainConfig | None, argpar
 def _merged_config(config_file: str | None, flags: dict) -> TrainConfig:
     """Defaults < the config file < the flags the user typed."""
     file_values = load_config_file(config_file) if config_file else {}
+    _refuse_other_run_files(config_file, file_values)
+    file_values = _without_values_of_replaced_choices(file_values, flags, config_file)
     where = {key: _file_label(config_file) for key in file_values if key not in flags}
     values = file_values | flags
     _reject_unknown_keys(values, where)  # first: a misspelt `data-dir:` deserves "did you mean", not "missing"
@@ -803,6 +814,66 @@ def _merged_config(config_file: str | None, flags: dict) -> TrainConfig:
     config = TrainConfig.from_dict(values, where)
     _refuse_double_imbalance_correction(config, where)
     return config
+
+
+def _refuse_other_run_files(config_file: str | None, file_values: Mapping) -> None:
+    """A run's other JSON file passed for its config.json (`--config RUN_DIR/metadata.json`) was told its keys were
+    unknown, each with a did-you-mean ('class_names' (did you mean 'class_weight'?)) that led nowhere."""
+    if not config_file or not any(key not in _FIELDS for key in file_values):
+        return
+    path = Path(config_file)
+    if path.name != CONFIG_FILE and holds_a_run(path.parent):
+        raise UserError(f"Config file {str(path)!r} is the run's {path.name}, not its settings. To repeat that run, "
+                        f"pass its {CONFIG_FILE}: --config {shell_path(path.parent / CONFIG_FILE)} --output NEW_DIR")
+
+
+# What a run's config.json records because of its backbone or strategy rather than because the user chose it: the
+# weights it loaded (for a reused run, `run:` and the digest of its weights) and its input size (the backbone's
+# default when none was typed); the finetune recipe's values filled in for its strategy (apply_modality_defaults).
+RECORDED_FOR = {"backbone": ("weights", "image_size", "sequence_length"), "strategy": tuple(TOP_BLOCKS_RECIPE)}
+
+
+def _without_values_of_replaced_choices(file_values: dict, flags: dict, config_file: str | None) -> dict:
+    """The config file's values, less those that went with the backbone or strategy a typed flag replaces.
+
+    `--config RUN_DIR/config.json --backbone OTHER_RUN` was refused for a "--weights none" no one typed (the weights
+    config.json records), a reused run's `weights: run:<digest>` was refused by another backbone as a weights file
+    that does not exist, a conv4 run's `weights: none` and 84 px trained efficientnet_lite0 from scratch at 84 px, and
+    a linear run's record with `--strategy finetune` trained the small-set recipe (top 2 blocks, no MixUp) on a large
+    image set, all without a word. Left out where the file is a run's record (it holds every setting), and for a new
+    backbone that is a run directory (whose own weights and input size are used) or a `run:` record from any file.
+    A value written in a recipe of one's own stays (`weights: none` to train another backbone from scratch too)."""
+    run_record = set(_FIELDS) <= set(file_values)
+    kept = dict(file_values)
+    for flag, keys in RECORDED_FOR.items():
+        typed, recorded = flags.get(flag), file_values.get(flag)
+        if not typed or not isinstance(recorded, str) or _same_path(typed, recorded):
+            continue
+        try:
+            to_run = flag == "backbone" and is_run_directory(Path(typed).expanduser())
+        except OSError:  # a name too long to be a path (ENAMETOOLONG): a name, for the error that names it
+            to_run = False
+        dropped = {key: kept.pop(key) for key in keys
+                   if kept.get(key) is not None and key not in flags
+                   and (run_record or to_run or key == "weights" and str(kept[key]).startswith("run:"))}
+        # Advice to keep a value only where it can apply: not to a run directory, and not a `run:` record.
+        keepable = {key: value for key, value in dropped.items() if not to_run and not str(value).startswith("run:")}
+        if dropped:
+            logger.warning("--%s %s replaces the %s of %s (%s), so its %s, which went with that %s, %s left out "
+                           "(%s are used)%s.", flag, typed, flag, _file_label(config_file), recorded,
+                           ", ".join(f"{key}={value!r}" for key, value in dropped.items()), flag,
+                           "is" if len(dropped) == 1 else "are", "that run's own" if to_run else f"{typed}'s defaults",
+                           f"; pass {_format_options(keepable)} to keep {'it' if len(keepable) == 1 else 'them'}"
+                           if keepable else "")
+    return kept
+
+
+def _same_path(first: str, second: str) -> bool:
+    """Whether two --backbone values name the same thing (a run directory typed relative, recorded absolute)."""
+    try:
+        return first == second or Path(first).expanduser().absolute() == Path(second).expanduser().absolute()
+    except (OSError, ValueError):
+        return False
 
 
 def _refuse_double_imbalance_correction(config: TrainConfig, where: Mapping[str, str]) -> None:
