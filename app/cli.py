@@ -194,9 +194,11 @@ def run_safely(command: Callable[[], int]) -> int:
     def checked_command() -> int:
         from app.run_dir import set_active_run
 
+        from data.atomic_write import fault_setting_problem
+
         set_active_run(None)  # each command starts with no run of its own (tests call main() again and again)
-        if _environment_problem:
-            raise UserError(_environment_problem)
+        if problem := _environment_problem or fault_setting_problem():
+            raise UserError(problem)
         status = command()
         if sys.stdout is not None:  # None: started with standard output closed (`>&-`); nothing to flush
             sys.stdout.flush()  # here, not at exit: a reader gone away (`| head`) is then handled below

@@ -197,6 +197,7 @@ def check_new_run_dir(path: Path, typed: bool = True) -> None:
     (the lock file aside). `typed`: the user gave the path (--output)."""
     check_output_path(path, typed)
     _refuse_inside_a_run(path, typed)
+    _refuse_cache_inside(path, typed)
     _require_writable(path, typed)
     if path.exists() and any(entry.name != LOCK_FILE for entry in path.iterdir()):
         if not typed:  # the default name holds the time to the second: two runs started together
@@ -222,6 +223,21 @@ def _refuse_inside_a_run(path: Path, typed: bool) -> None:
     raise UserError(f"The new run directory would lie inside the run directory {str(holder)!r}, whose own commands "
                     f"replace or remove what they find there (evaluate.py its eval/ folders). Received: {given}. "
                     "Choose a folder outside it (beside it: --output RUN_DIR).")
+
+
+def _refuse_cache_inside(path: Path, typed: bool) -> None:
+    """A UserError when metatune's cache (METATUNE_CACHE_DIR) is the new run directory or lies inside it: the data
+    check writes the cache before the run directory is made, which was then refused as "already exists and is not
+    empty", a folder the user never filled."""
+    from data.cache import cache_dir
+
+    cache, where = Path(os.path.realpath(cache_dir())), Path(os.path.realpath(path.expanduser()))
+    if cache != where and where not in cache.parents:
+        return
+    given = f"--output {str(path)!r}" if typed else f"the default run directory {str(path)!r}"
+    raise UserError(f"metatune's cache folder {str(cache_dir())!r} (METATUNE_CACHE_DIR) would lie inside the new run "
+                    f"directory, which must start empty. Received: {given}. Set METATUNE_CACHE_DIR to a folder "
+                    "outside the run directory, or choose another run directory.")
 
 
 def _require_writable(path: Path, typed: bool) -> None:

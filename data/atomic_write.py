@@ -50,6 +50,29 @@ def _fault() -> tuple[str, int | str] | None:
     return (mode, where.removeprefix("label=")) if where.startswith("label=") else (mode, int(where))
 
 
+def fault_setting_problem() -> str | None:
+    """Why METATUNE_FAULT or METATUNE_FAULT_LOG cannot be used (the message to show), else None. Checked when a
+    command starts (app/cli.run_safely): a value such as "kill" or a log in a missing folder was a ValueError or
+    FileNotFoundError traceback at the run's first write, and an unknown mode ("kil@3") injected nothing."""
+    spec = os.environ.get(FAULT_VARIABLE)
+    if spec:
+        mode, _, where = spec.partition("@")
+        counted = where.isascii() and where.isdigit() and int(where) >= 1
+        named = where.startswith("label=") and len(where) > len("label=")
+        if mode not in ("kill", "term", "enospc") or not (counted or named):
+            return (f"{FAULT_VARIABLE} must be kill@N, enospc@N (N from 1), kill@label=TEXT or term@label=TEXT: "
+                    f"a test switch (data/atomic_write.py). Received: {FAULT_VARIABLE}={spec!r}. Unset it.")
+    log = os.environ.get(FAULT_LOG_VARIABLE)
+    if log:
+        try:
+            with open(log, "a", encoding="utf-8"):
+                pass
+        except OSError as error:
+            return (f"{FAULT_LOG_VARIABLE} names a file this command cannot append to ({error.strerror or error}). "
+                    f"Received: {FAULT_LOG_VARIABLE}={log!r}. Name a file in an existing folder, or unset it.")
+    return None
+
+
 def _reach(label: str, path: Path) -> tuple[str, int | str] | None:
     """Count one boundary, log it, and return the fault to inject here (None: none)."""
     global _count

@@ -1,9 +1,9 @@
-"""The data doctor's per-file check: read once, hash, decode, classify; cached by size + mtime.
+"""The data doctor's per-file check: read once, hash, decode, classify; cached by what stat() says.
 
 Every candidate file is read once: its SHA-256 (for duplicate detection and the
 manifest) and a full decode (images) or encoding check (text) come from the same
-bytes. Results are cached per folder keyed by (size, mtime), so a second scan of
-an unchanged 100k-file folder only stats the files.
+bytes. Results are cached per folder keyed by (size, mtime, ctime, inode), so a second
+scan of an unchanged 100k-file folder only stats the files.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from data.text import inspect_text_bytes
 logger = logging.getLogger(__name__)
 # 2: float TIFFs scaled or refused, UTF-16 without a BOM read, text holding NUL refused (2026-12-06): verdicts
 # cached by version 1 for such files are wrong, so they are checked again. 3: texts over MAX_TEXT_BYTES noted.
-CACHE_VERSION = 3
+# 4: a text over MAX_TEXT_BYTES judged by the part that is read (a stray byte past it made UTF-8 read as cp1252),
+# and entries keyed by ctime and inode too (_stamp).
+CACHE_VERSION = 4
 PROGRESS_MIN_FILES = 200
 
 
@@ -63,8 +65,16 @@ def _cached_check(fields: dict) -> FileCheck:
     return check
 
 
+def _stamp(stat: os.stat_result) -> list[int]:
+    """What must be unchanged for a cached verdict to stand. Size and mtime alone missed a file rewritten in place
+    with both kept (`touch -r`, `cp -p`, a tar extracted again with the same mtimes): its old SHA-256 went on naming
+    the new content, so the feature cache gave the old file's features and the manifest its digest. No tool sets
+    the ctime back, and a replaced file has a new inode; a rename or chmod also changes the ctime (one re-check)."""
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+
+
 class _DoctorCache:
-    """{path relative to root: [size, mtime_ns, FileCheck fields]} in one JSON file per folder."""
+    """{path relative to root: [size, mtime_ns, ctime_ns, inode, FileCheck fields]} in one JSON file per folder."""
 
     def __init__(self, root: Path, modality: str):
         key = hashlib.sha256(f"{os.path.realpath(root)}|{modality}".encode()).hexdigest()[:20]
@@ -93,15 +103,15 @@ class _DoctorCache:
     def get(self, path: str, stat: os.stat_result) -> FileCheck | None:
         entry = self.entries.get(self._key(path))
         try:
-            size, mtime_ns, fields = entry
-            if size != stat.st_size or mtime_ns != stat.st_mtime_ns:
+            *stamp, fields = entry
+            if stamp != _stamp(stat):
                 return None
             return _cached_check(fields)
         except (TypeError, ValueError, KeyError):  # none, or a damaged entry: the file is checked again
             return None
 
     def put(self, path: str, stat: os.stat_result, check: FileCheck) -> None:
-        self.entries[self._key(path)] = [stat.st_size, stat.st_mtime_ns, asdict(check)]
+        self.entries[self._key(path)] = [*_stamp(stat), asdict(check)]
 
     def save(self, keep: set[str]) -> None:
         entries = {k: v for k, v in self.entries.items() if k in keep}

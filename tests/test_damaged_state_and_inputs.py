@@ -349,7 +349,7 @@ def test_a_weight_cache_missing_a_layer_is_named_and_rebuilt(tmp_path, monkeypat
 
 
 def _overwrite_keeping_size_and_mtime(path: Path) -> None:
-    """What the data doctor's cache (size, modification time) cannot see: a file rewritten in place."""
+    """A file rewritten in place, its size and modification time kept (the doctor's cache sees its new ctime)."""
     stat = path.stat()
     data = bytearray(path.read_bytes())
     data[40:] = bytes(len(data) - 40)
@@ -364,6 +364,12 @@ def test_a_file_that_no_longer_decodes_after_the_data_check_is_one_error_line(tm
     data = write_colour_folder(tmp_path / "data")
     assert train.main([str(data), "--check"]) == 0  # the doctor's cache now holds every file as readable
     broken = sorted((data / "red").iterdir())[0]
+    from data import doctor
+
+    # Broken after the data check: the doctor (its cache keys on the ctime) still gives the verdict it gave before.
+    before, inspect = doctor.inspect_file(str(broken), "image"), doctor.inspect_file
+    monkeypatch.setattr(doctor, "inspect_file", lambda path, modality: before if path == str(broken)
+                        else inspect(path, modality))
     _overwrite_keeping_size_and_mtime(broken)
     capsys.readouterr()
     assert train.main([str(data), "--backbone", "tiny_image", "--output", str(tmp_path / "run"), "--epochs", "1",

@@ -149,7 +149,7 @@ def checked(tmp_path, make_image, monkeypatch):
 def _one_entry(fields_change):
     def damage(payload):
         key = sorted(payload["files"])[0]
-        payload["files"][key][2] = fields_change(payload["files"][key][2])
+        payload["files"][key][-1] = fields_change(payload["files"][key][-1])  # the verdict, after the file's stat
         return payload
     return damage
 
