@@ -83,6 +83,10 @@ MAX_META_BATCH_SIZE = 1024
 # trained the head to losses of 1e9 (1e30: 1e30) that stayed finite, so the NaN guard never fired, and the run ended
 # "complete" with a model that answers at random with full confidence. Recipes use 1e-5 to 1e-2.
 MAX_ADAM_LEARNING_RATE = 1.0
+# A head layer of 65,536 units over EfficientNet-Lite0's 1,280 features holds 84 million weights (335 MB); heads use 0 to
+# 1,024. --hidden-units 1000000000 built the run directory, computed every feature and ranked the label issues before
+# TensorFlow ran out of memory on the layer, leaving an INCOMPLETE run whose resume could only fail the same way.
+MAX_LAYER_UNITS = 65536
 ADAM_RATE_LIMIT = (f"must be at most {MAX_ADAM_LEARNING_RATE:g} (Adam moves each weight by about the learning rate at "
                    "every step, so more diverges; 1e-5 to 1e-2 is usual)")
 
@@ -255,7 +259,8 @@ class TrainConfig:
             (self.image_size is None or 16 <= self.image_size <= 1024, "image_size must be between 16 and 1024"),
             (self.sequence_length is None or 8 <= self.sequence_length <= 512, "sequence_length must be between 8 and 512"),
             (self.pooling in CHOICES["pooling"], f"pooling must be one of {list(CHOICES['pooling'])}"),
-            (self.hidden_units >= 0, "hidden_units must be >= 0"),
+            (0 <= self.hidden_units <= MAX_LAYER_UNITS,
+             f"hidden_units must be from 0 (none) to {MAX_LAYER_UNITS} (heads use 0 to 1024)"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.patience >= 1, "patience must be at least 1"),
             (1 <= self.batch_size <= MAX_BATCH_SIZE, f"batch_size must be from 1 to {MAX_BATCH_SIZE}"),
@@ -284,7 +289,8 @@ class TrainConfig:
             # Only the gradient learners have an inner loop: with protonet or a transfer strategy it was ignored silently.
             (self.adapt == "auto" or self.strategy in ("reptile", "fomaml", "maml"),
              f"adapt applies to --strategy reptile, fomaml or maml (strategy={self.strategy!r}); leave it at auto otherwise"),
-            (self.embedding_units >= 1, "embedding_units must be at least 1"),
+            (1 <= self.embedding_units <= MAX_LAYER_UNITS,
+             f"embedding_units must be from 1 to {MAX_LAYER_UNITS} (embeddings use 64 to 1024)"),
             (self.meta_input in CHOICES["meta_input"], f"meta_input must be one of {list(CHOICES['meta_input'])}"),
             (self.unfreeze is None or self.unfreeze == "all" or is_count(self.unfreeze) and int(self.unfreeze) >= 1,
              "unfreeze must be a positive number of blocks or 'all'"),

@@ -54,6 +54,20 @@ def test_a_learning_rate_of_1_is_still_taken_and_a_config_file_above_it_is_named
         config_from_args(["--config", str(path)])
 
 
+@pytest.mark.parametrize("flag,key,strategy", [("--hidden-units", "hidden_units", "linear"),
+                                               ("--embedding-units", "embedding_units", "protonet")])
+def test_a_layer_too_large_for_memory_is_refused_before_any_run_directory(tmp_path, capsys, flag, key, strategy):
+    """--hidden-units 1000000000 computed every feature and ranked the label issues, then ran out of memory, leaving an
+    INCOMPLETE run whose resume could only fail the same way."""
+    data = tmp_path / "data"
+    data.mkdir()
+    assert train.main([str(data), *FAST, "--strategy", strategy, flag, "1000000000",
+                       "--output", str(tmp_path / "run")]) == 2
+    one_error_line(capsys.readouterr().err, f"{key} must be from", "to 65536", f"Received: {key}=1000000000")
+    assert not (tmp_path / "run").exists()
+    assert getattr(TrainConfig.from_dict({"data_dir": "d", key: 65536}).validate(), key) == 65536  # the bound is taken
+
+
 # ----------------------------------------------------------------------------- imbalance corrected twice
 
 def test_class_weight_auto_with_the_balanced_sampler_is_refused_from_flags_and_files(tmp_path, capsys):
