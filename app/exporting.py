@@ -371,9 +371,10 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
         if "pixels_unknown_score" in result:
             unknown_checks.append(compare_unknown("pixels (uint8 [batch, H, W, 3])", score, threshold, reference_scores,
                                                   result["pixels_unknown_score"], paths))
-        notes.append(f"Both signatures also return unknown_score and unknown (score above {threshold:.6g}: a class "
+        signatures = "serving_default also returns" if run.modality == "text" else "Both signatures also return"
+        notes.append(f"{signatures} unknown_score and unknown (score above {threshold:.6g}: a class "
                      f"the run does not know; score {score!r}, as predict.py rejects)." if np.isfinite(threshold) else
-                     f"Both signatures also return unknown_score (score {score!r}) and unknown, always false: the run "
+                     f"{signatures} unknown_score (score {score!r}) and unknown, always false: the run "
                      "had too few validation files to set a threshold, and predict.py rejects nothing either.")
     elif request.reject == "none":
         notes.append("Exported with --reject none: no unknown_score or unknown outputs; every input gets one of the "

@@ -20,7 +20,7 @@ from app.run_metadata import LoadedRun
 from data.images import IMAGE_EXTENSIONS
 from data.records import Example, SkippedFile
 from data.scan import TEXT_EXTENSIONS, with_article
-from data.text import inspect_text_bytes
+from data.text import INVISIBLE_ONLY, holds_words, inspect_text_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +102,12 @@ def prepare_prediction(run_dir: str, targets: list[str], top_k: int = 3, batch_s
                        explain: str | None = None) -> PredictionJob:
     """Check the inputs, load the run and its detector (`predict` says what the arguments mean)."""
     texts = [_decoded_argument(text, i + 1, len(texts)) for i, text in enumerate(texts or [])]
-    blank = [i + 1 for i, text in enumerate(texts) if not text.strip()]
+    blank = [i + 1 for i, text in enumerate(texts) if not holds_words(text)]
     if blank:  # as an empty or whitespace-only file is unusable: there is nothing to classify
+        first = texts[blank[0] - 1]
+        what = "is empty or whitespace only" if not first.strip() else f"holds {INVISIBLE_ONLY}"
         raise UserError(f"--text needs words to classify; text number {', '.join(map(str, blank))} of "
-                        f"{len(texts)} is empty or whitespace only. Received: {texts[blank[0] - 1]!r}")
+                        f"{len(texts)} {what}. Received: {first!r}")
     if not targets and not texts:
         raise UserError("Give at least one file or folder to predict (or --text STRING for a text model). Received: "
                         "no file, no folder and no --text.")

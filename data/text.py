@@ -7,6 +7,7 @@ requests) instead of guessing by hand.
 from __future__ import annotations
 
 import codecs
+import unicodedata
 from dataclasses import dataclass
 
 from data.file_kinds import open_regular
@@ -23,32 +24,55 @@ class TextInspection:
 
 
 def inspect_text_bytes(raw: bytes) -> TextInspection:
-    """Decide how to decode a text file: UTF-8 (with or without BOM), a detected encoding, or unusable."""
+    """Decide how to decode a text file: UTF-8 (with or without BOM), a detected encoding, or unusable.
+    Whether it is UTF-8 is judged on its first MAX_TEXT_BYTES, all that read_text_prefix reads: a stray byte past
+    them (a UTF-8 file with one Latin-1 byte at its end) had the whole prefix decoded as cp1252, "café" read as
+    "cafÃ©" in training and prediction alike."""
     if not raw:
         return TextInspection(False, "", (), "empty file (0 bytes)")
+    cut, head = len(raw) > MAX_TEXT_BYTES, raw[:MAX_TEXT_BYTES]
     if raw.startswith(codecs.BOM_UTF8):
         encoding, notes = "utf-8-sig", ("UTF-8 with BOM (BOM removed)",)
     else:
         encoding, notes = UTF8, ()
     try:
-        text = raw.decode(encoding)
+        text = _decoded(head, encoding, cut)
     except UnicodeDecodeError:
-        encoding = _legacy_encoding(raw)
+        encoding = _legacy_encoding(raw)  # all of it: a detector given bytes cut inside a character misjudges them
         if encoding is None:
             return TextInspection(False, "", (), "not valid UTF-8 and no text encoding could be detected (binary file?)")
         notes = (f"not UTF-8: decoded as {encoding} (detected)",)
-        text = raw.decode(encoding)
+        text = _decoded(head, encoding, cut)
     if "\x00" in text:  # valid UTF-8 never holds NUL in text: UTF-16 without its byte-order mark, or binary
         encoding = _bomless_utf16(raw)
         if encoding is None:
             return TextInspection(False, "", (), "holds NUL characters (a binary file, or UTF-16 without a "
                                                  "byte-order mark that does not read as text)")
-        notes, text = (f"UTF-16 without a byte-order mark: decoded as {encoding} (detected)",), raw.decode(encoding)
+        notes = (f"UTF-16 without a byte-order mark: decoded as {encoding} (detected)",)
+        text = _decoded(head, encoding, cut)
     if not text.strip():
         return TextInspection(False, "", (), "empty text (whitespace only)")
-    if len(raw) > MAX_TEXT_BYTES:  # said here too, so `train.py --check` lists it before any training reads it
+    if not holds_words(text):
+        return TextInspection(False, "", (), f"empty text ({INVISIBLE_ONLY})")
+    if cut:  # said here too, so `train.py --check` lists it before any training reads it
         notes += (f"over {MAX_TEXT_BYTES // 1024} KiB: read up to its first {MAX_TEXT_BYTES // 1024} KiB",)
     return TextInspection(True, encoding, notes)
+
+
+INVISIBLE_ONLY = "only control or invisible format characters, such as zero-width spaces, which the tokenizer drops"
+
+
+def holds_words(text: str) -> bool:
+    """Whether `text` holds a character the model reads: keras-hub's WordPiece splits on, and drops, whitespace,
+    control (Cc) and format (Cf) characters, so a text of only those (zero-width spaces, \\x01) reached the
+    model as no token at all, as an empty file would, and was trained on or predicted as such."""
+    return any(not char.isspace() and unicodedata.category(char) not in ("Cc", "Cf") for char in text)
+
+
+def _decoded(raw: bytes, encoding: str, cut: bool) -> str:
+    """`raw` decoded as read_text_prefix decodes it: a multi-byte character split by the cut is dropped, not an
+    error."""
+    return codecs.getincrementaldecoder(encoding)().decode(raw, final=not cut)
 
 
 def _bomless_utf16(raw: bytes) -> str | None:

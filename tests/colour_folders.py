@@ -1,4 +1,4 @@
-"""A tiny learnable image folder for crash and damage tests: noisy solid-colour PNGs, one class per colour."""
+"""Tiny learnable folders for tests: noisy solid-colour PNGs, one class per colour; short sentiment texts."""
 
 from __future__ import annotations
 
@@ -19,4 +19,16 @@ def write_colour_folder(root: Path, per_class: int = 6, size: int = 12, colours:
         for i in range(per_class):
             pixels = np.clip(np.asarray(colour) + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def write_sentiment_folder(root: Path, seed: int = 0) -> Path:
+    """ROOT/neg, ROOT/pos: 6 short .txt sentences each, three neutral words and three of the class's; returns `root`."""
+    rng = np.random.default_rng(seed)
+    neutral = ["the", "movie", "film", "food", "service", "was", "is", "very", "and", "it"]
+    for name, words in (("neg", ["bad", "awful", "hate", "not"]), ("pos", ["good", "great", "love", "fine"])):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            sentence = " ".join(rng.choice(neutral, 3).tolist() + rng.choice(words, 3).tolist())
+            (root / name / f"{i}.txt").write_text(sentence, encoding="utf-8")
     return root

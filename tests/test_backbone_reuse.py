@@ -14,7 +14,7 @@ import train
 from app import run_dir as rd
 from app.backbone_reuse import REUSED_NAME
 from app.model_parts import feature_extractor_of
-from colour_folders import write_colour_folder
+from colour_folders import write_colour_folder, write_sentiment_folder
 from data.images import load_image
 from models.task_model import load_task_model
 
@@ -193,22 +193,11 @@ def test_meta_strategy_on_a_reused_backbone(folders, linear_source, meta_input):
                           "--name", "episodes"]) == 0
 
 
-def _text_folder(root, seed):
-    rng = np.random.default_rng(seed)
-    neutral = ["the", "movie", "film", "food", "service", "was", "is", "very", "and", "it"]
-    for name, words in (("neg", ["bad", "awful", "hate", "not"]), ("pos", ["good", "great", "love", "fine"])):
-        (root / name).mkdir(parents=True)
-        for i in range(6):
-            sentence = " ".join(rng.choice(neutral, 3).tolist() + rng.choice(words, 3).tolist())
-            (root / name / f"{i}.txt").write_text(sentence, encoding="utf-8")
-    return root
-
-
 def test_text_reuse_round_trip_and_sequence_length(tmp_path, capsys):
     source_run, run = tmp_path / "source_run", tmp_path / "target_run"
-    assert train.main([str(_text_folder(tmp_path / "source", 0)), "--backbone", "tiny_text", "--sequence-length",
+    assert train.main([str(write_sentiment_folder(tmp_path / "source", 0)), "--backbone", "tiny_text", "--sequence-length",
                        "16", "--output", str(source_run), *QUICK]) == 0
-    target = _text_folder(tmp_path / "target", 1)
+    target = write_sentiment_folder(tmp_path / "target", 1)
     line = _error(capsys, [str(target), "--backbone", str(source_run), "--sequence-length", "32",
                            "--output", str(run)])
     assert "--sequence-length 16" in line and "Received: --sequence-length 32" in line
