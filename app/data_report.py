@@ -116,10 +116,10 @@ def _report_lines(report: dict) -> list[str]:
             lines.append(f"    {note}: {len(paths)} file(s), e.g. {examples}")
     duplicates = report["duplicates"]
     if duplicates["num_conflicting_label_groups"]:
-        lines += ["", f"WARNING: {duplicates['num_conflicting_label_groups']} groups of identical files under different classes:"]
+        lines += ["", f"WARNING: {duplicates['num_conflicting_label_groups']} group(s) of identical files under different classes:"]
         lines += _listed([", ".join(f"{f['path']} ({f['label']})" for f in g["files"]) for g in duplicates["conflicting_labels"]])
     if duplicates["num_within_class_groups"]:
-        lines += ["", f"{duplicates['num_within_class_groups']} groups of identical files within a class:"]
+        lines += ["", f"{duplicates['num_within_class_groups']} group(s) of identical files within a class:"]
         lines += _listed([", ".join(f["path"] for f in g["files"]) for g in duplicates["within_class"]])
     across = duplicates.get("across_splits")
     if across and across["num_files"]:

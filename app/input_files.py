@@ -63,6 +63,9 @@ def collect_inputs(targets: list[str], modality: str) -> tuple[list[Example], li
             elif path.is_symlink():  # `ls` lists it, so "no such file" read as wrong
                 skipped.append(SkippedFile(shown_path(path), "a symbolic link to nothing (its target is missing, or "
                                                              "links lead back to themselves)"))
+            elif target == "-":  # a Unix habit: read as a file named "-", with no word of what was meant
+                skipped.append(SkippedFile(target, "no such file or folder (for paths on standard input, one per line: "
+                                                   "--files-from -; for a text to classify: --text STRING)"))
             else:
                 skipped.append(SkippedFile(shown_path(path), "no such file or folder"))
         except OSError as error:  # a name over 255 bytes (a line of text in a --files-from list): one input skipped

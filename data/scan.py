@@ -334,7 +334,7 @@ def scan_folder(root: str | Path, check_files_content: bool = True, use_cache: b
         logger.warning("%d files have an exact duplicate under another class (conflicting labels); see data_report.json",
                        sum(len(g["files"]) for g in result.duplicates["conflicting_labels"]))
     if result.duplicates["num_within_class_groups"]:
-        logger.info("%d groups of identical files within a class", result.duplicates["num_within_class_groups"])
+        logger.info("%d group(s) of identical files within a class", result.duplicates["num_within_class_groups"])
     return result
 
 

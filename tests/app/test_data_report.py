@@ -83,10 +83,10 @@ def test_formatted_report_lists_counts_skips_conversions_and_warnings(split_fold
     assert str(root / "train/cat/b.png") in lines[converted_at + 1] and str(root / "train/cat/c.png") in lines[converted_at + 1]
     assert lines[converted_at + 2].strip() == f"CMYK converted to RGB: 1 file(s), e.g. {root / 'train/cat/d.jpg'}"
     # duplicates: conflicting labels, within a class, leakage across splits
-    conflict_at = lines.index("WARNING: 1 groups of identical files under different classes:")
+    conflict_at = lines.index("WARNING: 1 group(s) of identical files under different classes:")
     assert f"{root / 'train/cat/a.png'} (cat)" in lines[conflict_at + 1]
     assert f"{root / 'val/dog/leak.png'} (dog)" in lines[conflict_at + 1]
-    within_at = lines.index("1 groups of identical files within a class:")
+    within_at = lines.index("1 group(s) of identical files within a class:")
     assert str(root / "train/dog/e.png") in lines[within_at + 1] and str(root / "train/dog/e_copy.png") in lines[within_at + 1]
     leak_at = lines.index("WARNING: 1 val/test files have an exact duplicate in train (leakage):")
     assert lines[leak_at + 1].strip() == str(root / "val/dog/leak.png")

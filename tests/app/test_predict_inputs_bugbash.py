@@ -104,6 +104,18 @@ def test_a_dangling_or_looping_symbolic_link_is_not_called_missing(image_run, tm
     assert [Path(line["file"]).name for line in lines if "top" in line] == ["ok.png"]
 
 
+def test_a_dash_for_standard_input_says_how_to_read_it(image_run, tmp_path, monkeypatch, capsys):
+    """`predict.py RUN -` (a Unix habit) was skipped as "no such file or folder", with no word of --files-from -."""
+    monkeypatch.chdir(tmp_path)
+    good = _picture(tmp_path / "ok.png")
+    assert predict.main([str(image_run), "-", str(good), "--jsonl"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["skipped"] for line in lines if line["file"] == "-"] == [
+        "no such file or folder (for paths on standard input, one per line: --files-from -; for a text to classify: "
+        "--text STRING)"]
+    assert [Path(line["file"]).name for line in lines if "top" in line] == ["ok.png"]
+
+
 # ------------------------------------------------------------------------------------------------ output
 
 def test_a_closed_standard_output_is_refused_before_any_work(image_run, tmp_path, monkeypatch, capsys):

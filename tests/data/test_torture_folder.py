@@ -279,7 +279,7 @@ def test_check_prints_the_report_and_trains_nothing(torture, tmp_path, monkeypat
     for rel, fragments in expected["skipped"].items():
         line = next(line for line in out.splitlines() if line.strip().startswith(str(root / rel) + ":"))
         assert all(fragment in line for fragment in fragments), line
-    assert "WARNING: 1 groups of identical files under different classes" in out
+    assert "WARNING: 1 group(s) of identical files under different classes" in out
     assert f"{root / 'cat/plain_0.png'} (cat)" in out and f"{root / 'dog/conflict.png'} (dog)" in out
     assert "fish" in out  # the empty class folder
     assert "CMYK converted to RGB: 1 file(s)" in out
@@ -377,7 +377,7 @@ def test_text_check_succeeds(text_torture, tmp_path, monkeypatch, capsys):
     assert "modality: text" in captured.out
     assert "usable: 9, skipped: 5" in captured.out
     assert "not a text file (extension '.md')" in captured.out
-    assert "WARNING: 1 groups of identical files under different classes" in captured.out
+    assert "WARNING: 1 group(s) of identical files under different classes" in captured.out
     assert not (tmp_path / "runs").exists()
 
 
