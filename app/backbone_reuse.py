@@ -167,8 +167,13 @@ def warn_of_held_out_files_it_trained_on(reused: ReusedBackbone, examples) -> No
                            "run's validation and test files trained its backbone cannot be checked.", reused.run_dir,
                            reused.lineage.broken_at, reused.lineage.problem)
         return
+    # The split settings help only where test files overlap: on the source run's own folder with its own split, the
+    # validation files are the source's too (they chose its epochs, and its refit trained on them), and advising its
+    # --seed then told users to pass what they had passed.
+    advice = ("On the source run's own folder, pass its --seed, --val-fraction and --test-fraction to keep its split."
+              if counts["test"] else "Validation files that the source run never saw (a val/ folder of other files) "
+              "give scores that are not optimistic.")
     logger.warning("%d validation and %d test file(s) of this run are byte-identical to files that trained its "
                    "backbone (--backbone %s, or a run down its chain): validation accuracy, early stopping, the "
                    "temperature and the unknown-class threshold are optimistic on them, and evaluate.py leaves those "
-                   "test files out. On the source run's own folder, pass its --seed, --val-fraction and "
-                   "--test-fraction to keep its split.", counts["val"], counts["test"], reused.run_dir)
+                   "test files out. %s", counts["val"], counts["test"], reused.run_dir, advice)

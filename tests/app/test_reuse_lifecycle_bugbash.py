@@ -23,8 +23,8 @@ import pytest
 
 import train
 from app import run_dir as rd
-from app.backbone_lineage import RECORDED_DIGEST, backbone_lineage, files_digest
-from app.backbone_reuse import REUSED_WEIGHTS_PREFIX, check_recorded_weights
+from app.backbone_lineage import RECORDED_DIGEST, Lineage, backbone_lineage, files_digest
+from app.backbone_reuse import REUSED_WEIGHTS_PREFIX, check_recorded_weights, warn_of_held_out_files_it_trained_on
 from app.errors import UserError
 from app.evaluation import _backbone_files_and_caveat, backbone_training_files
 from app.meta_training import META_LEARNER_FILE, check_init_fits
@@ -102,6 +102,21 @@ def test_held_out_files_that_trained_the_backbone_are_said_at_training(reuse):
     assert counts["test"] > 0
     [line] = [w for w in reuse.warnings if "byte-identical to files that trained its backbone" in w]
     assert f"{counts['val']} validation and {counts['test']} test file(s)" in line and str(reuse.source) in line
+
+
+@pytest.mark.parametrize("test_overlap", [True, False])
+def test_the_advice_on_held_out_overlap_fits_what_overlaps(test_overlap, caplog):
+    """Only validation files overlap on the source run's own folder and split (the source's validation files chose its
+    epochs): "pass its --seed, --val-fraction and --test-fraction" told the user to pass what they had passed."""
+    reused = SimpleNamespace(lineage=Lineage(hashes={"a", "b"}), run_dir=Path("source_run"))
+    examples = [SimpleNamespace(split="val", sha256="a"),
+                SimpleNamespace(split="test", sha256="b" if test_overlap else "c")]
+    with caplog.at_level(logging.WARNING):
+        warn_of_held_out_files_it_trained_on(reused, examples)
+    [line] = [r.getMessage() for r in caplog.records if "byte-identical" in r.getMessage()]
+    assert f"1 validation and {int(test_overlap)} test file(s)" in line
+    assert ("pass its --seed, --val-fraction and --test-fraction" in line) == test_overlap
+    assert ("Validation files that the source run never saw" in line) == (not test_overlap)
 
 
 # ---------------------------------------------------------------- train.py --resume over a changed source
