@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from app.cli import prepare_environment, run_safely, setup_logging
+from app.cli import prepare_environment, run_safely, setup_logging, tensorboard_command
 
 prepare_environment(splits_batches=True)  # training splits batches across replicas (app/cli.py)
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"Validation accuracy {result.val_accuracy:.3f} after {result.epochs_trained} epochs "
             f"in {result.time_text}.\nRun directory: {result.run_dir}\n"
-            f"TensorBoard:   tensorboard --logdir {result.run_dir / 'logs'}"
+            f"TensorBoard:   {tensorboard_command()} --logdir {result.run_dir / 'logs'}"
         )
         return 0
 

@@ -24,5 +24,7 @@ def backbone_table() -> str:
         rows.append((spec.name, spec.modality, params, f"{spec.default_size} {unit}", spec.weights_source))
     rows.append(("<keras-hub preset>", "text", "", "128 tokens", "e.g. bert_tiny_en_uncased; downloaded (network)"))
     rows.append(("<folder path>", "text", "", "128 tokens", "a local Hugging Face BERT folder"))
+    # --backbone takes a finished run too; the README's table lists it, and this one left it out.
+    rows.append(("<run directory>", "the run's", "", "the run's", "a finished run's (meta-)trained backbone (RUN_DIR)"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)) for row in rows)

@@ -8,9 +8,11 @@ import logging
 import os
 import re
 import select
+import shutil
 import signal
 import sys
 import tempfile
+from pathlib import Path
 from typing import Callable
 
 # TensorFlow's start-up lines that say nothing actionable to a metatune user. TF 2.21 writes them
@@ -172,6 +174,15 @@ def setup_logging(verbose: bool = False) -> None:
 class _DropRuntimeNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not RUNTIME_NOISE.search(record.getMessage())
+
+
+def tensorboard_command() -> str:
+    """`tensorboard`, or this environment's own where that is not on PATH: the README runs `.venv/bin/python
+    train.py` without activating the environment, and the bare command it was given then was "command not found"."""
+    if shutil.which("tensorboard"):
+        return "tensorboard"
+    beside = Path(sys.executable).parent / "tensorboard"
+    return str(beside) if beside.is_file() else "tensorboard"
 
 
 class OneErrorLineParser(argparse.ArgumentParser):

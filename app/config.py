@@ -114,7 +114,8 @@ class TrainConfig:
                           "meta-learning options; --meta-data SOURCE meta-trains on a source of other classes).",
                           default="linear")
     weights: str | None = _help("Backbone weights: images imagenet|none|PATH (a Keras weights file), text "
-                                "pretrained|none (default: the backbone's pretrained weights).", default=None)
+                                "pretrained|none (default: the backbone's pretrained weights; none for conv4 and "
+                                "conv4_gray, which have none).", default=None)
     output: str | None = _help("Run directory (default: runs/<time>-<dataset>-<backbone>-<strategy>).", default=None)
     image_size: int | None = _help("Square input size in pixels for images (default: the backbone's).", default=None)
     sequence_length: int | None = _help("Tokens per text example, longer ones truncated (default: 128).", default=None)

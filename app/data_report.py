@@ -77,7 +77,8 @@ def build_data_report(scan: ScanResult, examples: list[Example] | None = None,
 def _listed(items: list[str]) -> list[str]:
     lines = [f"    {item}" for item in items[:MAX_LISTED]]
     if len(items) > MAX_LISTED:
-        lines.append(f"    ... and {len(items) - MAX_LISTED} more (all in data_report.json)")
+        # "a run's": train.py --check prints this report too and writes no data_report.json (it has no run directory).
+        lines.append(f"    ... and {len(items) - MAX_LISTED} more (all in a run's data_report.json)")
     return lines
 
 
@@ -110,7 +111,7 @@ def _report_lines(report: dict) -> list[str]:
         for item in report["converted"]:
             for note in item["notes"]:
                 by_note.setdefault(note, []).append(item["path"])
-        lines += ["", "Converted when loaded (every file is listed in data_report.json):"]
+        lines += ["", "Converted when loaded (a run's data_report.json lists every file):"]
         for note, paths in sorted(by_note.items(), key=lambda kv: -len(kv[1])):
             examples = ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
             lines.append(f"    {note}: {len(paths)} file(s), e.g. {examples}")

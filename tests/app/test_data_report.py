@@ -126,7 +126,7 @@ def test_long_lists_are_truncated_with_a_pointer_to_the_json(tmp_path, make_imag
     text = format_data_report(report)
 
     assert sum("empty file (0 bytes)" in line for line in text.splitlines()) == MAX_LISTED
-    assert "    ... and 5 more (all in data_report.json)" in text.splitlines()
+    assert "    ... and 5 more (all in a run's data_report.json)" in text.splitlines()
 
 
 def test_manifest_paths_are_relative_with_sha256_label_and_split(split_folder):
