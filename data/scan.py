@@ -321,7 +321,7 @@ def scan_folder(root: str | Path, check_files_content: bool = True, use_cache: b
         if c in index
     ]
     if not quiet:
-        warn_skipped(skipped)  # all of them in data_report.json (train.py) and in --check's listing
+        warn_skipped(skipped)  # all of them in a run's data_report.json; --check lists the first 20 (app/data_report.py)
     if empty_classes and not quiet:
         logger.warning("Class folders with no usable files (ignored): %s", empty_classes)
     if not examples:
