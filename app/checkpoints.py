@@ -46,6 +46,7 @@ import numpy as np
 from app import run_dir as rd
 from app.checkpoint_state import CheckpointState, ResumePoint, TrainingClock
 from app.errors import UserError
+from app.run_lock import require_still_held
 from data.atomic_write import boundary, write_atomically
 from models.layer_walk import flat_layers
 
@@ -138,6 +139,7 @@ class Checkpoints:
         # flushed it before (app/phases.py lists this callback last), so what comes after is not in this checkpoint.
         state = dataclasses.replace(state, logged_until=time.time(),
                                     elapsed_s=self.clock.total_s() if self.clock else state.elapsed_s)
+        require_still_held(self.root.parent)  # a run directory moved away: mkdir made its old path again
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / self._next_name(state)
         previous = self._folders()[:1]
@@ -185,6 +187,7 @@ class Checkpoints:
 
     def save_best(self, model: keras.Model, phase: str, epoch: int) -> str:
         """Write the best weights of `phase` so far (its epoch `epoch`); returns the file's name."""
+        require_still_held(self.root.parent)
         self.root.mkdir(parents=True, exist_ok=True)
         name = f"{phase}-best-epoch-{epoch:04d}.weights.npz"
         write_atomically(self.root / name, lambda temporary: self._weights.save(model, temporary))

@@ -49,6 +49,7 @@ def staged_report_dir(out_dir: Path, run_path: Path) -> Iterator[Path]:
     events = logs / f"eval_{out_dir.name}"
     from app.tensorboard_logging import check_events_folders
 
+    rd.require_still_there(run_path)  # moved away since it was opened: mkdir would make RUN_DIR/eval/ there anew
     check_events_folders(logs, events)  # before any work: the evaluation writes its events there
     _recover_leftovers(out_dir.parent, logs)
     staging_root = temporary_name(out_dir)
@@ -77,6 +78,8 @@ def staged_report_dir(out_dir: Path, run_path: Path) -> Iterator[Path]:
         _restore_events(events, events_aside if had_events else None)
         _restore_replaced(staging_root, out_dir)
         shutil.rmtree(staging_root, ignore_errors=True)
+        if isinstance(error, OSError) and not run_path.is_dir():  # its writes failed as the run went: not a bug
+            raise rd.folder_gone(run_path) from None
         if isinstance(error, OSError) and isinstance(error.filename, str) and error.filename.startswith(str(staging)):
             error.filename = str(out_dir) + error.filename[len(str(staging)):]  # the file the user knows (a full disk)
         raise

@@ -98,9 +98,26 @@ def read_json(path: Path, remedy: str = ""):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if not path.parent.is_dir():  # not a lost file: its whole folder went, and retraining was no remedy
+            raise folder_gone(path.parent) from None
         raise UserError(f"{str(path)!r} is missing. {remedy}".rstrip()) from None
     except (OSError, ValueError) as error:  # ValueError: JSONDecodeError, UnicodeDecodeError
         raise UserError(f"{str(path)!r} is damaged ({type(error).__name__}: {error}). {remedy}".rstrip()) from None
+
+
+def folder_gone(folder: Path) -> UserError:
+    """The error for a run directory (or another folder a command reads) that went while the command ran."""
+    return UserError(f"{str(folder)!r} is gone: it was moved, renamed or removed while this command was using it. "
+                     "Run the command again with the folder where it is now, and leave it in place until the command "
+                     "ends.")
+
+
+def require_still_there(run_dir: Path) -> None:
+    """folder_gone when `run_dir`, opened earlier by this command, is no longer a folder: what the command would
+    read next is missing for that reason, not because the run is damaged or old, and what it would write there
+    (mkdir with parents) would make the old path again, holding nothing else."""
+    if not Path(run_dir).is_dir():
+        raise folder_gone(Path(run_dir))
 
 
 def archive_problem(path: Path) -> str | None:

@@ -24,7 +24,7 @@ from app.data_report import build_data_report, build_manifest, format_data_repor
 from app.errors import USER_ERRORS, UserError
 from app.multi_worker import multi_worker_run
 from app.run_integrity import class_digest
-from app.run_lock import RunLock
+from app.run_lock import RunLock, refuse_if_held, require_still_held
 from app.run_metadata import RunMetadata
 from app.versions import package_versions
 from app.backbone_choice import cap_unfreeze, input_spec, resolve_backbone
@@ -281,6 +281,8 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
     distribution = resolve_distribution(config.distribute, config.batch_size,
                                         config.meta_batch_size if config.strategy in META_STRATEGIES else None,
                                         config.strategy, resume_dir=None if resume_dir is None else str(resume_dir))
+    if resume_dir is not None and distribution.chief:  # a non-chief worker resumes from a copy, unlocked
+        refuse_if_held(resume_dir)  # now, not after the data scan and backbone build (minutes) as RunLock would
     precision = apply_precision(config.precision)
     # Every model, optimizer and metric of the run is built in the strategy's scope (the default
     # strategy's for --distribute none): backbone, head, phase 2, refit. fit() and predict() then
@@ -641,6 +643,7 @@ def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job:
                    clock: TrainingClock, chief: bool = True) -> TrainResult:
     """model.keras, history.json and metadata.json; then the run is marked complete and its checkpoints go."""
     scan, backbone, run_dir = prepared.scan, prepared.backbone, run.run_dir
+    require_still_held(run_dir)  # moved away: model.keras would make its old path again, as a run without config
     rd.save_model(result.task_model, run_dir)
     history = job.context.history
     rd.write_json(run_dir / rd.HISTORY_FILE, {
@@ -675,6 +678,7 @@ def _write_results(config: TrainConfig, prepared: _Prepared, run: _OpenRun, job:
         versions=package_versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     ).write(run_dir)
+    require_still_held(run_dir)
     rd.mark_complete(run_dir)
     job.context.checkpoints.remove()  # only needed to resume (a crash before this only leaves them behind)
     refit_count = sum(e["phase"].startswith("refit") for e in history)  # refit_head, refit_finetune, refit_target_...

@@ -49,6 +49,8 @@ def load_detector(run_dir: Path, head_shape: tuple[int, int] | None = None) -> t
     run_dir = Path(run_dir)
     path = run_dir / DETECTOR_FILE
     if not path.is_file():
+        # Not "trained without one" (no rejection, silently) when the whole run went after it was opened.
+        rd.require_still_there(run_dir)
         if _recorded(run_dir):
             raise UserError(f"{str(run_dir)!r} is a damaged run directory: {DETECTOR_FILE} (its unknown-class "
                             f"detector, named in {rd.METADATA_FILE}) is missing. {rd.retrain_remedy(run_dir)} "

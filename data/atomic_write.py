@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -150,11 +151,13 @@ _TEMPORARY = re.compile(re.escape(TEMPORARY_PREFIX) + r"(\d+)-(.+)", re.DOTALL)
 
 
 def _others_temporaries(folder: Path) -> dict[tuple[str, int], Path]:
-    """{(NAME, PID): path} of `folder`'s `.tmp-PID-NAME` entries of other processes than this one."""
+    """{(NAME, PID): path} of `folder`'s `.tmp-PID-NAME` entries of other processes than this one: another PID, or
+    this one's number on an entry last changed before this process started (a killed process's, whose number came
+    back: a container restarted runs its command under the same small PID)."""
     found = {}
     for entry in folder.glob(TEMPORARY_PREFIX + "*") if folder.is_dir() and not folder.is_symlink() else ():
         match = _TEMPORARY.fullmatch(entry.name)
-        if match and int(match[1]) != os.getpid():
+        if match and (int(match[1]) != os.getpid() or _changed_before_start(entry, os.getpid())):
             found[match[2], int(match[1])] = entry
     return found
 
@@ -163,12 +166,37 @@ def dead_temporaries(folder: Path) -> dict[tuple[str, int], Path]:
     """{(NAME, PID): path} of `folder`'s `.tmp-PID-NAME` entries (`temporary_name`'s, and the staging folders
     named the same way) whose process PID no longer runs: what a process killed mid-write (kill -9, a power
     cut) left. PIDs are this machine's: writers on other machines into one shared folder are not told apart."""
-    return {key: entry for key, entry in _others_temporaries(folder).items() if not process_alive(key[1])}
+    return {key: entry for key, entry in _others_temporaries(folder).items() if not _writer_alive(key[1], entry)}
 
 
 def live_temporaries(folder: Path) -> dict[tuple[str, int], Path]:
     """{(NAME, PID): path} of `folder`'s `.tmp-PID-NAME` entries that another running process is writing."""
-    return {key: entry for key, entry in _others_temporaries(folder).items() if process_alive(key[1])}
+    return {key: entry for key, entry in _others_temporaries(folder).items() if _writer_alive(key[1], entry)}
+
+
+def _writer_alive(pid: int, entry: Path) -> bool:
+    """Whether process `pid` runs and may be the writer of `entry`: a process that started after the entry was last
+    changed is another one under a reused number (Linux gives out at most 32768 by default; fewer in a container),
+    and took a killed evaluation's leftover for a live one ("Another evaluation (PID N) is writing") for as long as
+    it ran."""
+    return process_alive(pid) and not _changed_before_start(entry, pid)
+
+
+# Clock skew allowed between a file's change time (the wall clock) and a process's start (the boot clock).
+_START_SLACK_S = 1.0
+
+
+def _changed_before_start(entry: Path, pid: int) -> bool:
+    """Whether `entry` was last changed (its ctime: a write, a rename, never set back by a copy) before process
+    `pid` started, by more than the clocks' slack; False when either is unknown (not Linux: as before)."""
+    try:
+        after_paren = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        started_ago = float(Path("/proc/uptime").read_text().split()[0]) - int(after_paren[19]) / os.sysconf(
+            "SC_CLK_TCK")
+        changed_ago = time.time() - os.lstat(entry).st_ctime
+    except (OSError, ValueError, IndexError):
+        return False
+    return changed_ago > started_ago + _START_SLACK_S
 
 
 def process_alive(pid: int) -> bool:
