@@ -150,9 +150,12 @@ def _start_or_resume(config: TrainConfig, resume_dir, backbone_name: str, manife
     if resume_dir is None:
         run_dir = Path(config.output).expanduser() if config.output else default_run_dir(config, backbone_name)
         refuse_output_inside_data(config, run_dir, typed=bool(config.output))
-        _refuse_used_output(run_dir, typed=bool(config.output))
-        rd.create_run_dir(run_dir, typed=bool(config.output))  # checks again, then the lock file
+        _refuse_used_output(run_dir, typed=bool(config.output))  # before the folder is made
+        # The lock before the INCOMPLETE marker: two commands started together with one --output each found the
+        # other's marker before either held the lock, and the second was told the run was "unfinished: --resume it".
+        run_dir.mkdir(parents=True, exist_ok=True)
         locks.enter_context(RunLock(run_dir))
+        rd.create_run_dir(run_dir, typed=bool(config.output))  # checks again under the lock, then the marker
         return run_dir, None
     run_dir = Path(resume_dir)
     locks.enter_context(RunLock(run_dir))

@@ -54,6 +54,23 @@ def _park_at(monkeypatch, module, name: str, action) -> None:
     monkeypatch.setattr(module, name, wrapped)
 
 
+def test_a_new_run_holds_its_lock_before_its_incomplete_marker_exists(finished, tmp_path, monkeypatch):
+    """Two commands started together with one --output: the marker came before the lock, so the second one found it
+    with no lock held and was told the folder was "an unfinished run: --resume it" instead of who trains it."""
+    import app.training
+
+    _, data = finished
+    seen, original = [], rd.create_run_dir
+
+    def create_run_dir(path, typed=True):
+        seen.append((rd.lock_holder(Path(path)), (Path(path) / rd.INCOMPLETE_MARKER).exists()))
+        return original(path, typed)
+
+    monkeypatch.setattr(app.training.rd, "create_run_dir", create_run_dir)
+    _train(data, tmp_path / "new")
+    assert seen == [(str(os.getpid()), False)]
+
+
 def test_every_command_is_refused_on_a_run_another_process_trains(finished, tmp_path, monkeypatch, capsys):
     import app.training
 
