@@ -27,7 +27,7 @@ from data.scan import scan_folder, with_article
 from app.run_integrity import open_run
 from app.backbone_lineage import RECORDED_DIGEST, backbone_lineage, files_digest
 from app.run_manifest import read_manifest, read_source_manifest
-from app.report_staging import METRICS_FILE, staged_report_dir
+from app.report_staging import METRICS_FILE, refuse_if_being_written, staged_report_dir
 from app.run_metadata import LoadedRun, RunMetadata
 
 logger = logging.getLogger(__name__)
@@ -343,6 +343,8 @@ def _evaluate(run: LoadedRun, chosen: EvaluationSet, data_dir: str | Path, name:
     if apply_temperature_scaling and temperature is None:  # before the pass: it was refused after every prediction
         raise UserError(f"{str(run.path)!r} has no fitted temperature (trained by an older metatune); "
                         "evaluate without --apply-temperature.")
+    if name:  # the folder is known before the pass (the default name waits for an --artifact's label)
+        refuse_if_being_written(run.path / "eval" / name)
     logger.info("Evaluating %s on %d files: %s", run.path, len(chosen.paths), chosen.description)
     artifact_info = None
     if artifact is not None:

@@ -92,9 +92,18 @@ def _refuse_a_concurrent_evaluation(out_dir: Path, staging_root: Path) -> None:
     the same name: both said "Report: RUN_DIR/eval/NAME/report.md", the second silently replaced the first, and
     logs/eval_NAME held both one's events. Checked once this process's own staging folder exists, so of two that
     start together at least one sees the other (both may refuse; never both go on)."""
-    for (name, pid), _ in live_temporaries(out_dir.parent).items():
-        if name == out_dir.name:
-            shutil.rmtree(staging_root, ignore_errors=True)
+    try:
+        refuse_if_being_written(out_dir)
+    except UserError:
+        shutil.rmtree(staging_root, ignore_errors=True)
+        raise
+
+
+def refuse_if_being_written(out_dir: Path) -> None:
+    """The UserError of a running evaluation staging `out_dir`'s name, only looking (nothing is written). evaluate.py
+    with --name asks before its prediction pass too: the refusal came after every file was predicted (minutes)."""
+    for (name, pid), _ in live_temporaries(Path(out_dir).parent).items():
+        if name == Path(out_dir).name:
             raise UserError(f"Another evaluation (PID {pid}) is writing {str(out_dir)!r} now. Wait for it to end, "
                             "then run the same command again, or choose another --name.")
 

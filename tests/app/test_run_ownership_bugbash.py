@@ -210,6 +210,23 @@ def _staged_evaluation(eval_root: Path, pid: int, name: str, content: str) -> Pa
     return aside
 
 
+def test_a_named_evaluation_another_process_writes_is_refused_before_the_prediction_pass(finished, tmp_path,
+                                                                                          monkeypatch, capsys):
+    """The refusal came once every file was predicted (minutes on a large test folder), then was thrown away."""
+    from app.run_metadata import LoadedRun
+
+    run = _copy(finished[0], tmp_path / "run")
+    writer = subprocess.Popen(["sleep", "30"])  # started before its staging folder, as a live evaluation is
+    try:
+        _staged_evaluation(run / "eval", writer.pid, "mine", "earlier")
+        monkeypatch.setattr(LoadedRun, "predict_examples", lambda *a, **k: pytest.fail("predicted before refusing"))
+        assert evaluate.main([str(run), str(finished[1]), "--name", "mine"]) == 2
+        one_error_line(capsys.readouterr().err, f"Another evaluation (PID {writer.pid}) is writing")
+    finally:
+        writer.kill()
+        writer.wait()
+
+
 def test_a_killed_evaluations_leftover_under_a_reused_pid_is_tidied_not_taken_for_a_live_one(tmp_path, monkeypatch):
     from app import report_staging
     from data import atomic_write
