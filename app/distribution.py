@@ -282,6 +282,7 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
                                                                   len(cluster.workers)), cluster.is_chief),
                             batch_size, meta_batch_size, resume_dir)
     gpus = tf.config.list_logical_devices("GPU")
+    requested = mode
     if mode == "auto":
         mode = "mirrored" if len(gpus) > 1 else "none"
         if mode == "mirrored" and training_strategy and unsupported_reason(mode, training_strategy):
@@ -289,6 +290,8 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
                         "MirroredStrategy yet; training on one device.", len(gpus), training_strategy)
             mode = "none"
     if mode == "none":
+        _say_one_device(requested, len(gpus), environ, resume_dir)
+        _warn_unused_tf_config(requested, environ)
         return Distribution(tf.distribute.get_strategy(), DistributeInfo("none", 1, 1))
     if training_strategy and (reason := unsupported_reason(mode, training_strategy)):
         raise UserError(reason)
@@ -298,8 +301,40 @@ def resolve_distribution(mode: str, batch_size: int, meta_batch_size: int | None
                        "Use a machine with several GPUs, or METATUNE_CPU_DEVICES=N to try N replicas on the CPU.",
                        devices[0])
     strategy = _mirrored_strategy(tuple(devices))
+    _warn_unused_tf_config(requested, environ)
     return _distributed(Distribution(strategy, DistributeInfo(mode, strategy.num_replicas_in_sync, 1)), batch_size,
                         meta_batch_size, resume_dir)
+
+
+def _say_one_device(requested: str, gpus: int, environ, resume_dir: str | None) -> None:
+    """Say that this run trains on one device, and why. Why: METATUNE_CPU_DEVICES=2 with the default --distribute
+    auto trained on one device without a word (auto mirrors over GPUs only), though the user had split the CPU to
+    try 2 replicas (the README's own example left --distribute out); nor did auto say what it had chosen."""
+    from app.cpu_devices import ENV_VAR, requested_cpu_devices
+
+    try:
+        split = requested_cpu_devices(environ.get(ENV_VAR))
+    except ValueError:  # reported by app/cli.prepare_environment
+        split = 1
+    if split > 1:
+        instead = (f"resumed, the run keeps its --distribute {requested}; to train on the {split} logical CPUs start it "
+                   f"again with python train.py --config {resume_dir}/config.json --distribute mirrored --output NEW_DIR"
+                   if resume_dir is not None else f"pass --distribute mirrored to train on the {split} logical CPUs")
+        logger.warning("%s=%d splits the CPU into %d devices, but --distribute %s trains on one device (auto mirrors "
+                       "over several GPUs only, never over logical CPUs): %s, or unset %s.", ENV_VAR, split, split,
+                       requested, instead, ENV_VAR)
+    elif requested == "auto" and gpus < 2:  # with several GPUs, auto already said why it trains on one
+        logger.info("--distribute auto: %s visible, so training runs on one device (--distribute none).",
+                    "no GPU is" if not gpus else "one GPU is")
+
+
+def _warn_unused_tf_config(requested: str, environ) -> None:
+    """Why: TF_CONFIG set on two machines with the default --distribute auto trained two separate runs, one on each
+    machine, without a word: only --distribute multi-worker reads it."""
+    if (environ.get("TF_CONFIG") or "").strip():
+        logger.warning("TF_CONFIG is set, but --distribute %s trains on this machine alone: only --distribute "
+                       "multi-worker reads TF_CONFIG (every worker started with it and the same --output RUN_DIR). "
+                       "Unset TF_CONFIG if this is meant to be one machine's run.", requested)
 
 
 def _warn_unused_cpu_split(environ, replicas: int, workers: int) -> None:
