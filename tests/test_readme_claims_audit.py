@@ -109,6 +109,7 @@ def _constants():
         (r"`--episodes` \(1 to (\d+):", episodic_evaluation.MAX_EPISODES),
         (r"`--inner-steps` above (\d+)", config.MAX_INNER_STEPS),
         (r"`--meta-batch-size` above (\d+)", config.MAX_META_BATCH_SIZE),
+        (r"`--hidden-units` or `--embedding-units` above (\d+)", config.MAX_LAYER_UNITS),
         (r"every whole-number option at most (\d+)", config.MAX_COUNT),
         (r"the seed up to (\d+)", config.MAX_SEED),
         (r"a whole number from 0 to (\d+), 2\*\*32 - 1", config.MAX_SEED),
