@@ -372,25 +372,26 @@ def test_a_source_the_listing_cannot_judge_is_left_to_the_checked_files(colour_f
 
 def test_an_embedding_too_large_for_memory_is_one_error_naming_the_sizes(colour_folder, tmp_path, monkeypatch,
                                                                         capsys):
-    """--embedding-units 100000000 (a 1280 x 10^8 kernel) or --meta-batch-size 100000000 was TensorFlow's
-    ResourceExhaustedError traceback; here the allocation fails as it does there."""
+    """--embedding-units 100000000 (a 1280 x 10^8 kernel; now above the bound, refused before any work) or a
+    --meta-batch-size too large for memory was TensorFlow's ResourceExhaustedError traceback; here the allocation
+    fails as it does there, for a size within the bounds that this machine's memory still cannot hold."""
     import tensorflow as tf
 
     from app import meta_training
 
     def too_large(*args, **kwargs):
         raise tf.errors.ResourceExhaustedError(None, None, "{{function_node __wrapped__X_device_/job:localhost}} OOM "
-                                               "when allocating tensor with shape[8,100000000] and type float on "
+                                               "when allocating tensor with shape[8,65536] and type float on "
                                                "/job:localhost/replica:0/task:0/device:CPU:0 by allocator mklcpu")
 
     monkeypatch.setattr(meta_training, "dense_embedding", too_large)
     run = tmp_path / "run"
     assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--output", str(run),
-                       *EPISODES, *FEATURES, "--embedding-units", "100000000"]) == 2
+                       *EPISODES, *FEATURES, "--embedding-units", "65536"]) == 2
     err = capsys.readouterr().err
-    assert ("Meta-training ran out of memory (OOM when allocating tensor with shape[8,100000000] and type float): "
+    assert ("Meta-training ran out of memory (OOM when allocating tensor with shape[8,65536] and type float): "
             "the embedding") in err
-    assert "Received: --embedding-units 100000000, --meta-batch-size 2, --ways 3 --shots 2 --queries 2" in err
+    assert "Received: --embedding-units 65536, --meta-batch-size 2, --ways 3 --shots 2 --queries 2" in err
     assert "Traceback" not in err and err.count("ERROR") == 1 and (run / rd.INCOMPLETE_MARKER).exists()
 
 
