@@ -229,6 +229,11 @@ def check_new_run_dir(path: Path, typed: bool = True) -> None:
                         "(--output NEW_DIR).")
 
 
+def _output_given(path: Path, typed: bool) -> str:
+    """How an error names the new run directory: the --output typed (`typed`), or the default one."""
+    return f"--output {str(path)!r}" if typed else f"the default run directory {str(path)!r}"
+
+
 def _refuse_inside_a_run(path: Path, typed: bool) -> None:
     """A UserError when the new run directory would lie inside another run's directory (--output RUN/eval/x, or the
     default runs/ of a command started in a run directory): that run's owners remove what they find there
@@ -236,7 +241,7 @@ def _refuse_inside_a_run(path: Path, typed: bool) -> None:
     holder = next((parent for parent in Path(path).absolute().parents if holds_a_run(parent)), None)
     if holder is None:
         return
-    given = f"--output {str(path)!r}" if typed else f"the default run directory {str(path)!r} (runs/ of this folder)"
+    given = _output_given(path, typed) + ("" if typed else " (runs/ of this folder)")
     raise UserError(f"The new run directory would lie inside the run directory {str(holder)!r}, whose own commands "
                     f"replace or remove what they find there (evaluate.py its eval/ folders). Received: {given}. "
                     "Choose a folder outside it (beside it: --output RUN_DIR).")
@@ -251,7 +256,7 @@ def _refuse_cache_inside(path: Path, typed: bool) -> None:
     cache, where = Path(os.path.realpath(cache_dir())), Path(os.path.realpath(path.expanduser()))
     if cache != where and where not in cache.parents:
         return
-    given = f"--output {str(path)!r}" if typed else f"the default run directory {str(path)!r}"
+    given = _output_given(path, typed)
     raise UserError(f"metatune's cache folder {str(cache_dir())!r} (METATUNE_CACHE_DIR) would lie inside the new run "
                     f"directory, which must start empty. Received: {given}. Set METATUNE_CACHE_DIR to a folder "
                     "outside the run directory, or choose another run directory.")
@@ -265,9 +270,9 @@ def _require_writable(path: Path, typed: bool) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
-        given = f"--output {str(path)!r}" if typed else f"the default run directory {str(path)!r}"
         raise UserError(f"Cannot write the run directory: {str(existing)!r} is not writable by this user. Received: "
-                        f"{given}. Choose a folder you can write to (--output RUN_DIR), or fix its permissions.")
+                        f"{_output_given(path, typed)}. Choose a folder you can write to (--output RUN_DIR), or fix "
+                        "its permissions.")
 
 
 def save_model(model, run_dir: Path) -> None:

@@ -351,7 +351,8 @@ def held_out_line(config: TrainConfig, scan, test_files: int, files_per_class: f
     if test_files:
         few = files_per_class is not None and files_per_class < CARVE_OUT_COSTS_BELOW_PER_CLASS
         return (f"Held out for testing: {test_files} files ({fraction_text(config.test_fraction)} of each class, at "
-                "least 1 of every class with 3 files or more, --test-fraction); training never sees them and `evaluate.py RUN_DIR DATA_DIR` scores them. "
+                "least 1 of every class with 3 files or more, --test-fraction); training never sees them and "
+                "`evaluate.py RUN_DIR DATA_DIR` scores them. "
                 + (f"With {files_per_class:g} files per class that costs accuracy (a median 3.5 points at 5 per "
                    "class, measured): consider --test-fraction 0 and evaluating on another folder."
                    if few else "--test-fraction 0 trains on them instead (then evaluate on another folder)."))
