@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from app.cli import (OneErrorLineParser, batch_size, path_argument, positive_int, prepare_environment, run_safely,
-                     setup_logging)
+                     setup_logging, whole_number)
 from app.config import DefaultsHelpFormatter
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
@@ -66,14 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
         "N-way K-shot episodes drawn from the evaluation files (any classes, also ones the run never saw); "
         "mean accuracy with a 95% interval, beside nearest-centroid and logistic-regression baselines on "
         "frozen pretrained features, all on the same episodes.")
-    fewshot.add_argument("--episodes", type=int, default=None,
+    fewshot.add_argument("--episodes", type=whole_number, default=None,
                          help="Number of episodes (600 is the usual protocol); turns on few-shot evaluation.")
     # SUPPRESS: absent unless given, so a flag without --episodes is reported, not ignored.
     for flag, text in (("--ways", "Classes per episode (N)"), ("--shots", "Support examples per class (K)"),
                        ("--queries", "Query examples per class"),
                        ("--seed", "Episode seed: the same seed and --episodes replay the same episodes")):
         default = FEWSHOT_DEFAULTS[flag[2:]]
-        fewshot.add_argument(flag, type=int, default=argparse.SUPPRESS, help=f"{text} (default: {default}).")
+        fewshot.add_argument(flag, type=whole_number, default=argparse.SUPPRESS, help=f"{text} (default: {default}).")
     fewshot.add_argument("--support-finetune", choices=("auto", "off"), default=argparse.SUPPRESS,
                          help="auto (default): also score the run's learner fine-tuned on each support (meta runs on "
                          "cached features), at the learning rate and steps the run chose on its validation episodes; "

@@ -57,12 +57,30 @@ UNREADABLE_INPUT = re.compile(
 )
 
 
+def _ascii_number(kind: type, example: str):
+    """argparse type: `kind`(text) for a number written in ASCII. int() and float() also take other scripts' digits
+    (`--epochs ٣` trained 3 epochs, `--learning-rate ١e-3` at 0.001), which a config file refuses; the command line
+    now agrees. Named like `kind`, so other bad text keeps argparse's "invalid int value: 'abc'"."""
+
+    def parse(text: str):
+        if not text.isascii():
+            raise argparse.ArgumentTypeError(f"must be {example} written in the ASCII digits 0-9, as a config file "
+                                             f"takes it. Received: {text!r}")
+        return kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+# The entry scripts' number types (never int or float themselves: tests/app/test_config_leftovers.py checks).
+whole_number = _ascii_number(int, "a whole number")
+number = _ascii_number(float, "a number (like 0.001 or 1e-3)")
+
+
 def positive_int(text: str) -> int:
     """argparse type for counts such as --top-k: 0 and negatives were silently taken as 1."""
-    import argparse
-
     try:
-        value = int(text)
+        value = whole_number(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number. Received: {text!r}") from None
     if value < 1:
@@ -73,8 +91,6 @@ def positive_int(text: str) -> int:
 def path_argument(text: str) -> str:
     """argparse type for a path: an empty one (`""`, an unset shell variable) named the current folder, so
     `predict.py RUN_DIR ""` predicted every image under it and `evaluate.py --unknown ""` scored it as unknown."""
-    import argparse
-
     if not text:
         raise argparse.ArgumentTypeError("is empty. Received: ''. Pass a path (an unset shell variable gives an "
                                          "empty one)")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from app.cli import MAX_BATCH_SIZE, OneErrorLineParser
+from app.cli import MAX_BATCH_SIZE, OneErrorLineParser, number, whole_number
 from app.distribution import DISTRIBUTE_CHOICES
 from app.errors import UserError
 from app.run_dir import (CONFIG_FILE, INCOMPLETE_MARKER, MANIFEST_FILE, METADATA_FILE, MODEL_FILE, holds_a_run,
@@ -244,7 +244,8 @@ class TrainConfig:
     profile: bool = _help("Record a TensorFlow profiler trace of a few batches of the backbone pass (TensorBoard's "
                           "Profile tab; needs the tensorboard-plugin-profile package to view).", default=False)
 
-    def validate(self, where: Mapping[str, str] | None = None) -> "TrainConfig":
+    def validate(self, where: Mapping[str, str] | None = None, trains: bool = True) -> "TrainConfig":
+        """`trains`: false for `train.py --check`, which writes no run and joins no cluster, so needs no --output."""
         where = where or {}
         checks = [
             (bool(self.data_dir), "data_dir is required"),
@@ -325,7 +326,7 @@ class TrainConfig:
              "init must be a run directory, or left out to start from a fresh initialisation"),
             (self.backbone is None or bool(str(self.backbone).strip()),
              "backbone must be a backbone name or path, or left out for the modality's default"),
-            (self.distribute != "multi-worker" or bool(self.output),
+            (self.distribute != "multi-worker" or bool(self.output) or not trains,
              "distribute multi-worker needs --output RUN_DIR, the same on every worker (the default name carries "
              "each worker's own start time)"),
             (self.source_stage in CHOICES["source_stage"],
@@ -383,16 +384,16 @@ class TrainConfig:
         return filled
 
     @classmethod
-    def from_dict(cls, values: Mapping, where: Mapping[str, str] | None = None) -> "TrainConfig":
+    def from_dict(cls, values: Mapping, where: Mapping[str, str] | None = None, trains: bool = True) -> "TrainConfig":
         """A validated config from plain values (a config file, config.json, parsed flags).
 
         `where` maps a key to where its value came from (e.g. "config file 'run.yaml'"), so
-        an error names the file to fix; keys not in it get the plain message.
+        an error names the file to fix; keys not in it get the plain message. `trains`: see validate.
         """
         where = where or {}
         _reject_unknown_keys(values, where)
         typed = {key: _checked_value(key, value, where) for key, value in values.items()}
-        return cls(**typed).validate(where)
+        return cls(**typed).validate(where, trains)
 
 
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
@@ -592,10 +593,14 @@ def load_config_file(path: str | Path, remedy: str | None = None) -> dict:
     kind = "JSON" if suffix == ".json" else "YAML"
     _refuse_oversized(path, remedy)
     try:
-        # utf-8-sig: a byte-order mark (Windows editors write one) is skipped. A stream: YAML errors show the line.
+        # utf-8-sig: a byte-order mark (Windows editors write one) is skipped.
         with path.open(encoding="utf-8-sig") as stream:
-            values = (json.load(stream, object_pairs_hook=_json_object_without_duplicates) if kind == "JSON"
-                      else yaml.load(stream, Loader=_YamlLoader))
+            text = stream.read()
+        _refuse_empty(path, text, remedy)  # JSON's parser said "Expecting value: line 1 column 1 (char 0)"
+        values = (json.loads(text, object_pairs_hook=_json_object_without_duplicates) if kind == "JSON"
+                  else yaml.load(text, Loader=_YamlLoader))
+    except UserError:  # a ValueError too: already the message
+        raise
     except UnicodeDecodeError:  # codec jargon ("can't decode byte 0xff in position 0") did not say what to do
         raise UserError(f"Config file {str(path)!r} is not UTF-8 text: {_first_non_utf8(path)}. Save it as UTF-8 "
                         f"(in an editor: Save As, encoding UTF-8) and run again{'. ' + remedy if remedy else ''}"
@@ -603,13 +608,29 @@ def load_config_file(path: str | Path, remedy: str | None = None) -> dict:
     except (OSError, ValueError, yaml.YAMLError) as error:  # ValueError: JSONDecodeError too
         raise UserError(f"Config file {str(path)!r} could not be read as {kind}: {_one_line(error)}. "
                         f"{remedy or CONFIG_FILE_REMEDY}") from None
-    if values is None:  # an empty YAML file (or only comments): nothing to set
+    if values is None and kind == "YAML" and _only_comments(text):  # a file of commented-out settings: none set
         return {}
-    if not isinstance(values, dict):
+    if not isinstance(values, dict):  # `null` too: it was taken for "no settings" (JSON's too)
+        shown = "null" if values is None else f"{values!r:.100} ({type(values).__name__})"
         raise UserError(f"Config file {str(path)!r} must hold a mapping of option names to values "
-                        f"(like `epochs: 5`). Received: {values!r:.100} ({type(values).__name__})"
+                        f"(like `epochs: 5`). Received: {shown}"
                         + (f". {remedy}" if remedy else ""))
     return values
+
+
+def _only_comments(text: str) -> bool:
+    return all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
+
+
+def _refuse_empty(path: Path, text: str, remedy: str | None) -> None:
+    """An empty file (0 bytes, or blanks only) is a save that did not happen or a truncated file, not a choice of
+    the defaults: YAML's read it as "no settings" and trained with every default without a word."""
+    if text.strip():
+        return
+    what = "only blank space" if text else "no text"
+    raise UserError(f"Config file {str(path)!r} is empty ({what}): it sets no option. "
+                    + (remedy or "Write the settings into it (like `epochs: 5`, keys as in a run's config.json), or "
+                                 "leave out --config to train with the defaults"))
 
 
 # A configuration is a few kilobytes (a run's config.json: about 2). PyYAML parses about 1 MB a second, so a data
@@ -716,8 +737,8 @@ def build_parser(explicit_only: bool = False) -> argparse.ArgumentParser:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=default(getattr(defaults, f.name)), help=f.metadata["help"])
             continue
-        kind = {"int | None": int, "str | None": str, "float | None": float, "int": int, "float": float,
-                "str": str}[str(f.type)]
+        kind = {"int | None": whole_number, "str | None": str, "float | None": number, "int": whole_number,
+                "float": number, "str": str}[str(f.type)]
         kwargs = {"type": kind, "default": default(getattr(defaults, f.name)), "help": f.metadata["help"]}
         if f.name in CHOICES:
             kwargs["choices"] = CHOICES[f.name]
@@ -790,11 +811,11 @@ def config_from_args(argv: list[str] | None) -> tuple[TrainConfig | None, argpar
         raise UserError("--label-issues goes with --check (python train.py DATA_DIR --check --label-issues); a "
                         "training run ranks label issues into data_report.json anyway. Received: --label-issues "
                         "without --check")
-    config = _merged_config(explicit.pop("config", None), explicit)
+    config = _merged_config(explicit.pop("config", None), explicit, trains=not check)
     return config, argparse.Namespace(check=check, list_backbones=False, resume=None, label_issues=label_issues)
 
 
-def _merged_config(config_file: str | None, flags: dict) -> TrainConfig:
+def _merged_config(config_file: str | None, flags: dict, trains: bool = True) -> TrainConfig:
     """Defaults < the config file < the flags the user typed."""
     file_values = load_config_file(config_file) if config_file else {}
     _refuse_other_run_files(config_file, file_values)
@@ -818,7 +839,7 @@ def _merged_config(config_file: str | None, flags: dict) -> TrainConfig:
     for key in ("backbone", "weights", "init"):
         if isinstance(values.get(key), str) and _names_a_path(values[key], key):
             values[key] = str(Path(values[key]).expanduser().absolute())
-    config = TrainConfig.from_dict(values, where)
+    config = TrainConfig.from_dict(values, where, trains)
     _refuse_double_imbalance_correction(config, where)
     return config
 

@@ -15,7 +15,7 @@ from app.inputs import example_dataset
 from app.progress import BatchProgress
 from data.feature_cache import FeatureStore
 from data.resize import RESAMPLING
-from models.fingerprint import weights_fingerprint
+from models.fingerprint import reduced_compute_dtype, weights_fingerprint
 from models.layer_walk import flat_layers
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def feature_store_key(feature_extractor: keras.Model, backbone_name: str, weight
 
     Text keys also cover the tokenizer (`tokenizer_identity`: its vocabulary and normalisation), which
     has no weights: features of "café" read as [UNK] (before tokenizers followed their checkpoint's
-    accent stripping) are never reused for "café" read as "cafe". Image keys are unchanged."""
+    accent stripping) are never reused for "café" read as "cafe". Image keys are unchanged. Features computed
+    in mixed precision (a GPU run) name their compute dtype, so a float32 run never reuses them."""
     identity = {
         "format": FEATURE_CACHE_FORMAT, "backbone": backbone_name, "weights": weights, "modality": modality,
         "size": size, "resize": resize if modality == "image" else None, "pooling": pooling,
@@ -50,6 +51,8 @@ def feature_store_key(feature_extractor: keras.Model, backbone_name: str, weight
     }
     if modality == "text":
         identity["tokenizer"] = tokenizer_identity(feature_extractor)
+    if reduced_compute_dtype(feature_extractor):
+        identity["compute_dtype"] = reduced_compute_dtype(feature_extractor)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 

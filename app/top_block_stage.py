@@ -48,7 +48,7 @@ from data.pipeline import image_dataset
 from models.backbone_split import BackboneSplit, split_backbone
 from models.errors import ModelError
 from models.finetuning import unfreeze_top_blocks
-from models.fingerprint import weights_fingerprint
+from models.fingerprint import reduced_compute_dtype, weights_fingerprint
 from models.meta import build_meta_learner
 from models.optimizers import DiscriminativeAdam
 
@@ -96,6 +96,8 @@ def cut_backbone(feature_extractor: keras.Model, spec, backbone_name: str, weigh
     identity = {"backbone": backbone_name, "weights": weights, "weights_sha256": weights_fingerprint(split.bottom),
                 "size": size, "resize": resize, "cut": split.cut_layer,
                 "augmentation": vars(AUGMENTATION)}
+    if reduced_compute_dtype(split.bottom):  # activations computed in float16 on a GPU are not a float32 run's
+        identity["compute_dtype"] = reduced_compute_dtype(split.bottom)
     return TopBlockCut(split, identity), ""
 
 

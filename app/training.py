@@ -302,7 +302,8 @@ def _run_training(config: TrainConfig, resume_dir, locks: ExitStack) -> TrainRes
 
 def _train_in_scope(config: TrainConfig, resume_dir, locks: ExitStack, distribute: DistributeInfo, precision: str,
                     clock: TrainingClock, chief: bool) -> TrainResult:
-    prepared = _prepare(config)  # data checked, backbone built: nothing is written before this succeeds
+    # data checked, backbone built: nothing is written before this succeeds
+    prepared = _prepare(config, resuming=resume_dir is not None)
     run = _open_run_directory(config, prepared, resume_dir, locks)
     if run.resume is not None:  # the earlier sessions' time, as its checkpoint recorded it
         clock.resume_from(run.resume.state)
@@ -366,8 +367,9 @@ def median_files_per_class(examples, num_classes: int) -> float:
     return float(np.median([counts.get(label, 0) for label in range(num_classes)]))
 
 
-def _prepare(config: TrainConfig) -> _Prepared:
-    """The data doctor, the checks that need no backbone, then the backbone itself."""
+def _prepare(config: TrainConfig, resuming: bool = False) -> _Prepared:
+    """The data doctor, the checks that need no backbone, then the backbone itself. `resuming`: the options'
+    warnings were given when the run started (config.json's options, which a resume cannot change)."""
     scan, examples, report = check_data(config)
     per_class = median_files_per_class([e for e in examples if e.split == "train"], len(scan.class_names))
     if (filled := config.apply_modality_defaults(scan.modality, per_class)) and config.strategy == "finetune":
@@ -393,10 +395,16 @@ def _prepare(config: TrainConfig) -> _Prepared:
         raise UserError(_no_validation_message(scan.class_names, train_examples))
     if config.exclude_label_issues != "0":  # the ranking needs enough files per class: say so before any work
         require_enough_for_folds([e.label for e in train_examples + val_examples], scan.class_names)
-    for warning in (unused_mixup_warning(config, scan.modality), unused_image_option_warning(config, scan.modality),
-                    unused_source_warning(config), phase2_schedule_warning(config), phase2_imbalance_warning(config),
-                    unused_strategy_options_warning(config, scan.modality, meta_input_mode(config, backbone.weights))):
-        if warning:
+    warnings = [warning for warning in (
+        unused_mixup_warning(config, scan.modality), unused_image_option_warning(config, scan.modality),
+        unused_source_warning(config), phase2_schedule_warning(config), phase2_imbalance_warning(config),
+        unused_strategy_options_warning(config, scan.modality, meta_input_mode(config, backbone.weights))) if warning]
+    if warnings and resuming:
+        # The same warnings on every resume said nothing new, about options --resume takes no others for; one INFO
+        # line keeps them in this session's log (the console is a run's only log).
+        logger.info("As warned when this run started (a resume keeps its options): %s", " ".join(warnings))
+    else:
+        for warning in warnings:
             logger.warning(warning)
     check_source_folder(config, scan)  # a wrong --meta-data folder is refused before any work
     check_target_pools(config, scan, train_examples, val_examples)  # so is a target that cannot fill an episode

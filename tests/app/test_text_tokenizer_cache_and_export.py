@@ -8,6 +8,7 @@ import hashlib
 import json
 
 import numpy as np
+import keras
 import pytest
 import tensorflow as tf
 
@@ -16,7 +17,7 @@ from app.savedmodel_export import SERVING_SIGNATURE, ServingSpec, write_savedmod
 from data.resize import RESAMPLING
 from models.backbones import get_backbone
 from models.backbones.text_bert import bert_feature_model
-from models.fingerprint import weights_fingerprint
+from models.fingerprint import reduced_compute_dtype, weights_fingerprint
 from models.heads import ClassificationHead
 from models.task_model import build_task_model
 from models.text_layers import InlineVocabularyBertTokenizer
@@ -63,6 +64,25 @@ def test_image_feature_keys_are_unchanged():
                 "weights_sha256": weights_fingerprint(extractor)}
     expected = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
     assert feature_store_key(extractor, "tiny_image", "none", "image", 32, "stretch", None) == expected
+
+
+def test_features_computed_in_mixed_precision_have_their_own_key():
+    """float16 features (a GPU run under --precision mixed_float16) differ from float32 ones by about 1e-3
+    with the same weights: a float32 run must not reuse them, nor they a float32 run's."""
+    float32 = get_backbone("tiny_image").build_features(32, "none")
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = get_backbone("tiny_image").build_features(32, "none")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mixed.set_weights(float32.get_weights())
+    assert reduced_compute_dtype(float32) is None and reduced_compute_dtype(mixed) == "float16"
+    assert weights_fingerprint(mixed) == weights_fingerprint(float32)  # the variables stay float32
+
+    def key(extractor):
+        return feature_store_key(extractor, "tiny_image", "none", "image", 32, "stretch", None)
+    assert key(mixed) != key(float32)
+    assert key(mixed) == key(mixed)
 
 
 @pytest.mark.parametrize("strip", [True, False])
