@@ -465,7 +465,15 @@ def _check_source_unchanged(run_dir: Path, manifest: dict, config: TrainConfig) 
         return
     start_again = ("The run cannot be resumed; start a new run (python train.py --config RUN_DIR/config.json "
                    "--output NEW_DIR).")
-    if rd.read_json(saved, start_again) != json.loads(json.dumps(manifest)):
+    recorded, now = rd.read_json(saved, start_again), json.loads(json.dumps(manifest))
+    if isinstance(recorded, dict) and recorded != now and recorded | {"root": now.get("root")} == now:
+        # The same files under another folder: the source was moved and config.json's meta_data set to its new
+        # place (this said "changed": files added, removed or edited, none of which had happened). The caller
+        # rewrites meta_manifest.json, which then names the new folder.
+        logger.info("The run's --meta-data folder moved from %s to %s (the same files): continuing",
+                    recorded.get("root"), now.get("root"))
+        return
+    if recorded != now:
         raise UserError(f"The --meta-data folder {config.meta_data!r} changed since {str(run_dir)!r} started (files "
                         "added, removed or edited), so its meta-training and meta-validation classes cannot be "
                         "continued. Put the folder back as it was and resume again, or start a new run (python "

@@ -495,3 +495,34 @@ def test_resume_refuses_a_meta_data_folder_changed_since_the_run_started(colour_
     err = capsys.readouterr().err
     assert f"The --meta-data folder {str(meta)!r} changed since {str(run)!r} started" in err and "Traceback" not in err
     assert rd.read_json(run / "meta_manifest.json") == before and (run / rd.INCOMPLETE_MARKER).exists()
+
+
+def test_resume_continues_on_a_meta_data_folder_moved_with_its_files(colour_folder, tmp_path, monkeypatch, capsys):
+    """The source moved elsewhere, config.json's meta_data set to its new place (as README says for data_dir): the
+    same files, so the run continues, and meta_manifest.json names the new folder. It was refused as "changed
+    (files added, removed or edited)", none of which had happened."""
+    import json
+
+    from app import meta_training
+
+    meta = _folder(tmp_path / "meta", {f"c{i}": (40 * i, 255 - 40 * i, 90) for i in range(6)}, per_class=6, seed=3)
+    run = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(meta_training, "target_classifier", interrupted)
+        assert train.main([str(colour_folder), "--backbone", "tiny_image", "--strategy", "protonet", "--meta-data",
+                           str(meta), "--source-stage", "protonet", "--output", str(run), *EPISODES,
+                           *FEATURES]) == 130
+    before = rd.read_json(run / "meta_manifest.json")
+    moved = meta.rename(tmp_path / "moved_meta")
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(config | {"meta_data": str(moved)}))
+    capsys.readouterr()
+    assert train.main(["--resume", str(run)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    after = rd.read_json(run / "meta_manifest.json")
+    assert after["root"] == str(moved) and after | {"root": before["root"]} == before
+    assert not (run / rd.INCOMPLETE_MARKER).exists()
