@@ -108,12 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.jsonl:  # known before any prediction: first, so a reader learns of them at once
             for skipped in job.skipped:
                 print(json.dumps({"file": skipped.path, "skipped": skipped.reason}))
-        predictions, probabilities = [], []
+        predictions, probabilities, unknown = [], [], []
         progress = input_progress(len(job.examples) + len(job.texts), "Predicting")
         try:  # cleared before an error line too
             for chunk, chunk_probabilities in predictions_in_chunks(job):
                 progress.update(len(chunk))
                 probabilities.append(chunk_probabilities)
+                unknown += [p.unknown for p in chunk]  # a rejected text's explanation says so
                 if args.json:  # one document, printed once every input is predicted
                     predictions += chunk
                 elif args.jsonl:
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(_json_document(predictions, job.skipped))
         if args.explain is not None:
-            write_explanations(job, np.concatenate(probabilities))
+            write_explanations(job, np.concatenate(probabilities), unknown)
         return 0
 
     return run_safely(command)

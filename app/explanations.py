@@ -92,6 +92,9 @@ def explain_folder(out_dir: str | Path) -> Path:
     if not str(out_dir).strip():  # '' wrote the overlays into the current folder, whatever it held
         raise UserError("--explain needs a folder to write explanations into. Received: --explain '' (empty). "
                         "Pass a folder, e.g. --explain explanations/")
+    if str(out_dir) == "-":  # elsewhere standard output, which cannot hold a folder of files: not a folder named -
+        raise UserError("--explain writes files into a folder, not to standard output. Received: --explain -. Pass a "
+                        "folder, e.g. --explain explanations/ (./- for a folder named -)")
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"--explain needs a folder to write explanations into. Received: --explain {out_dir} (a file)")
@@ -107,6 +110,26 @@ def explain_folder(out_dir: str | Path) -> Path:
         raise UserError(f"--explain cannot write into {str(out)!r}: {error.strerror or error}. Received: --explain "
                         f"{out_dir}. Choose a folder you can write to (it is created when missing).") from None
     return out
+
+
+def refuse_input_folder(out_dir: str | Path, targets: list[str]) -> None:
+    """UserError when the --explain folder is a folder being predicted or lies in one: the overlays were written
+    among the inputs, so the next prediction of that folder predicted them too, and train.py on it trained on
+    them as the class's files."""
+    out = Path(out_dir).expanduser().resolve()
+    for target in targets:
+        try:
+            folder = Path(target).expanduser()
+            if not folder.is_dir():
+                continue
+            folder = folder.resolve()
+        except (OSError, ValueError):  # collect_inputs reports a path it cannot read
+            continue
+        if out == folder or folder in out.parents:
+            raise UserError(f"--explain {out_dir} lies in {target!r}, a folder being predicted: its explanation files "
+                            f"would be read as inputs by the next prediction of that folder (and as training files by "
+                            f"train.py). Pass a folder outside it, e.g. --explain "
+                            f"{str(folder.parent / (folder.name + '-explanations'))!r}")
 
 
 # A run directory's folders that its own commands replace or empty: evaluate.py swaps in RUN_DIR/eval/NAME and
@@ -161,13 +184,20 @@ def write_overlays(run, paths: list[str], classes, out_dir: str | Path) -> list[
     written = [out / f"{_output_stem(i, Path(path).stem)}-gradcam.png" for i, path in enumerate(paths)]
     replaced = [target for target in written if target.exists()]
     cam = GradCam(run.model) if paths else None
+    blank = []
     for start in range(0, len(paths), OVERLAY_GROUP):
         group = slice(start, start + OVERLAY_GROUP)
         images, maps = heatmaps_for(run, paths[group], classes[group], cam=cam)
         for target, image, heatmap in zip(written[group], images, maps):
             _save_png(overlay(image, heatmap), target)
+            if not np.max(heatmap, initial=0.0) > 0:
+                blank.append(target)
     logger.info("Grad-CAM overlays of %d file(s) written to %s", len(written), out)
-    _note_earlier_files(out, written, "[0-9][0-9][0-9][0-9]-*-gradcam.png", replaced)
+    if blank:  # blue all over reads as "looked nowhere", and looks like a heatmap whose hot spot is off-screen
+        logger.warning("%d of %d overlay(s) show no positive Grad-CAM evidence for the top class (blue all over, e.g. "
+                       "%s): the class's gradient on the last feature map weighs against it everywhere, or is zero (a "
+                       "blank or uniform image)", len(blank), len(written), blank[0].name)
+    _note_earlier_files(out, written, "[0-9][0-9][0-9][0-9]*-*-gradcam.png", replaced)
     return written
 
 
@@ -226,11 +256,29 @@ def explanations_section(run, paths: list[str], labels, probabilities: np.ndarra
     with tf.summary.create_file_writer(str(run.path / "logs" / f"eval_{out_dir.name}")).as_default():
         tf.summary.image("explanations/gradcam", grid[None], step=0,
                          description="Grad-CAM of the predicted class: most confident mistakes, then correct ones.")
+    wrong, right = _choose(labels, probabilities, GRID_MISTAKES, GRID_CORRECT, seed=0)  # explanation_grid's
     return "\n".join(["## Where the model looked (Grad-CAM)", "",
-                      f"Heatmaps of the predicted class on the backbone's last convolutional block: the most "
-                      f"confident mistakes (up to {GRID_MISTAKES}, marked WRONG, true -> predicted confidence), "
-                      f"then {GRID_CORRECT} correct predictions drawn at random.", "",
+                      f"Heatmaps of the predicted class on the backbone's last convolutional block, captioned true "
+                      f"-> predicted confidence: {_shown(labels, probabilities, wrong, right)}. Red marks where the "
+                      "evidence for the predicted class is strongest, blue where there is none; each heatmap is scaled "
+                      "to its own maximum, so colours compare places within a tile, not tiles (a tile blue all over "
+                      "had no positive evidence anywhere).", "",
                       f"![Grad-CAM]({EXPLANATIONS_IMAGE})", ""])
+
+
+def _shown(labels, probabilities: np.ndarray, wrong: list[int], right: list[int]) -> str:
+    """What an explanations section shows, counted: it said "then 4 correct predictions" of a grid that had none
+    (a model wrong on every file), and "up to 8" mistakes left the reader to count the tiles."""
+    mistakes = int(np.sum(probabilities.argmax(axis=1) != np.asarray(labels)))
+    if not wrong:
+        shown = "no mistakes (there were none)"
+    elif len(wrong) == mistakes:
+        shown = f"every mistake ({mistakes}, marked WRONG, most confident first)"
+    else:
+        shown = f"the {len(wrong)} most confident of the {mistakes} mistakes (marked WRONG)"
+    correct = (f"{len(right)} correct prediction{'s' if len(right) != 1 else ''} drawn at random" if right
+               else "no correct predictions (there were none)")
+    return f"{shown}, then {correct}"
 
 
 # ----------------------------------------------------------------------------------------- text
@@ -306,8 +354,8 @@ def text_explanations_section(run, paths: list[str], encodings: list[str], label
              "Gradient x input on the token embeddings, summed over the embedding dimension, for the predicted "
              "class's log-odds (log p - log(1 - p)); wordpieces merged back into words. Signed: a positive share is evidence "
              "for the predicted class, a negative one against it (shares of the total absolute attribution). "
-             f"The most confident mistakes (up to {GRID_MISTAKES}), then {TEXT_CORRECT} correct predictions "
-             f"drawn at random; the top {TOP_TOKENS} words in bold.", ""]
+             f"Shown: {_shown(labels, probabilities, wrong, right)}; the top {TOP_TOKENS} words for the "
+             "predicted class in bold.", ""]
     for number, (i, result) in enumerate(zip(chosen, results), 1):
         verdict = "WRONG" if i in wrong else "correct"
         shown = markdown_code(f"{Path(paths[i]).parent.name}/{Path(paths[i]).name}")
@@ -332,9 +380,10 @@ def text_attributor(run, out_dir: str | Path):
 
 
 def write_text_attributions(run, names: list[str], texts: list[str], probabilities: np.ndarray,
-                            out_dir: str | Path, attributor=None) -> list[Path]:
+                            out_dir: str | Path, attributor=None, unknown: list | None = None) -> list[Path]:
     """One `<index>-<name>-tokens.md` per input: the attributions of its top class. `attributor`: the run's
-    `text_attributor`, when the caller already built it."""
+    `text_attributor`, when the caller already built it; `unknown`: whether predict.py rejected each input as a
+    class the run does not know (None: no rejection)."""
     predicted = probabilities.argmax(axis=1)
     attributor = attributor if attributor is not None else text_attributor(run, out_dir)
     results = attributor.attribute(list(texts), np.asarray(predicted))
@@ -344,12 +393,15 @@ def write_text_attributions(run, names: list[str], texts: list[str], probabiliti
     replaced = [target for target in written if target.exists()]
     for i, (target, name, result) in enumerate(zip(written, names, results)):
         predicted_name = run.class_names[predicted[i]]
+        # A rejected input's line reads "unknown (closest: CLASS p)": "Predicted CLASS" here contradicted it.
+        verdict = ("Rejected as unknown (a class the run does not know); closest class" if unknown and unknown[i]
+                   else "Predicted")
         lines = [f"# {markdown_code(name)}", "",
-                 f"Predicted {markdown_text(predicted_name)} ({probabilities[i, predicted[i]]:.3f}). Token "
+                 f"{verdict} {markdown_text(predicted_name)} ({probabilities[i, predicted[i]]:.3f}). Token "
                  "attributions (gradient x input on the token embeddings, signed share of the total; the top "
                  f"{TOP_TOKENS} words for {markdown_text(predicted_name)} in bold):", "",
                  *render_attributions(result)]
         write_bytes_atomically(target, "\n".join(lines).encode("utf-8"))
     logger.info("Token attributions of %d input(s) written to %s", len(written), out)
-    _note_earlier_files(out, written, "[0-9][0-9][0-9][0-9]-*-tokens.md", replaced)
+    _note_earlier_files(out, written, "[0-9][0-9][0-9][0-9]*-*-tokens.md", replaced)
     return written

@@ -11,8 +11,8 @@ import numpy as np
 
 from app.errors import UserError
 from app.evaluation import load_run
-from app.explanations import (explain_folder, read_again_error, text_attributor, write_overlays,
-                              write_text_attributions)
+from app.explanations import (explain_folder, read_again_error, refuse_input_folder, text_attributor,
+                              write_overlays, write_text_attributions)
 from app.open_set import embed_examples, embedding_model, head_weights
 from app.unknown_store import load_detector
 from app.input_files import collect_inputs
@@ -119,6 +119,7 @@ def prepare_prediction(run_dir: str, targets: list[str], top_k: int = 3, batch_s
         raise UserError(_no_readable_inputs(run.modality, skipped))
     attributor = None
     if explain is not None:  # before the prediction pass: refused in seconds, and before any line is printed
+        refuse_input_folder(explain, targets)
         explain_folder(explain)
         if run.modality == "text":
             attributor = text_attributor(run, explain)
@@ -173,12 +174,13 @@ def _text_read_again(example: Example) -> str:
         raise read_again_error(example.path, error) from None
 
 
-def write_explanations(job: PredictionJob, probabilities: np.ndarray) -> None:
-    """--explain's files for every input (`probabilities`: all of them, in order)."""
+def write_explanations(job: PredictionJob, probabilities: np.ndarray, unknown: list | None = None) -> None:
+    """--explain's files for every input (`probabilities`: all of them, in order; `unknown`: each prediction's
+    `unknown`, to say so in a text's file)."""
     run, examples = job.run, job.examples
     if run.modality == "text":
         contents = [_text_read_again(example) for example in examples] + list(job.texts)
-        write_text_attributions(run, job.names, contents, probabilities, job.explain, job.attributor)
+        write_text_attributions(run, job.names, contents, probabilities, job.explain, job.attributor, unknown)
     else:
         write_overlays(run, [e.path for e in examples], probabilities[:len(examples)].argmax(axis=1), job.explain)
 
@@ -197,5 +199,6 @@ def predict(run_dir: str, targets: list[str], top_k: int = 3, batch_size: int = 
     chunks = list(predictions_in_chunks(job))
     predictions = [p for chunk, _ in chunks for p in chunk]
     if explain is not None:
-        write_explanations(job, np.concatenate([probabilities for _, probabilities in chunks]))
+        write_explanations(job, np.concatenate([probabilities for _, probabilities in chunks]),
+                           [p.unknown for p in predictions])
     return predictions, job.skipped

@@ -146,11 +146,22 @@ class TokenAttribution:
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start:start + batch_size])
             _, scores, tokens = self.probabilities_and_attributions(batch, np.asarray(classes[start:start + batch_size]))
+            counts = self._token_counts(batch)
             for row in range(len(batch)):
-                results.append(self._words(tokens["token_ids"][row], tokens["padding_mask"][row], scores[row]))
+                results.append(self._words(tokens["token_ids"][row], tokens["padding_mask"][row], scores[row],
+                                           counts[row] > self.sequence_length - 2))
         return results
 
-    def _words(self, ids: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> TokenAttributions:
+    def _token_counts(self, texts: list[str]) -> list[int]:
+        """Each text's wordpieces before the preprocessor cuts it to sequence_length ([CLS] and [SEP] take two
+        positions). Asked of the tokenizer: a text that exactly fills the positions looks like a cut one once
+        packed, and was marked "cut" though the model read every word."""
+        ids = self.preprocessor.tokenizer(tf.constant(texts, tf.string))
+        if isinstance(ids, tf.RaggedTensor):
+            return [int(n) for n in ids.row_lengths().numpy()]
+        return [len(row) for row in ids]
+
+    def _words(self, ids: np.ndarray, mask: np.ndarray, scores: np.ndarray, truncated: bool) -> TokenAttributions:
         words: list[str] = []
         values: list[float] = []
         real = [i for i in range(len(ids)) if mask[i] and int(ids[i]) not in self.special]
@@ -162,6 +173,4 @@ class TokenAttribution:
             else:
                 words.append(piece)
                 values.append(float(scores[i]))
-        # Full: every position held a token and the last one is [SEP], so the text may have been cut.
-        truncated = bool(mask.all()) and len(real) == len(ids) - 2
         return TokenAttributions(words, values, truncated)
