@@ -118,6 +118,8 @@ def export_run(request: ExportRequest) -> ExportResult:
         raise UserError(f"The output path already exists{dangling}. Received: {given}. Choose a new path with "
                         "--output, or delete the old export first.")
     _check_export_path(output, request.output)
+    if _drops_detector(run, request):  # said, or the phone app silently names a known class for every input
+        logger.warning("--format litert: %s", _LITERT_NO_DETECTOR)
     examples, files_note = held_out_examples(run)
     representative = representative_paths(run, request.representative_files) if request.quantize == "int8" else []
 
@@ -390,6 +392,18 @@ def _export_savedmodel(run: LoadedRun, staging: Path, examples: list[Example], r
                         unknown_checks, run.metadata.class_digest)
 
 
+_LITERT_NO_DETECTOR = ("model.tflite carries probabilities only, not the run's unknown-class detector (unknown.json): "
+                       "it names one of the run's classes for every input, where predict.py and a SavedModel export "
+                       "reject files of classes the run does not know. Export --format savedmodel to serve rejection.")
+
+
+def _drops_detector(run: LoadedRun, request: ExportRequest) -> bool:
+    """A LiteRT export (--reject auto) of a run that has an unknown-class detector: the .tflite cannot reject."""
+    from app.unknown_store import DETECTOR_FILE
+
+    return request.format == "litert" and request.reject == "auto" and (run.path / DETECTOR_FILE).is_file()
+
+
 def _unknown_serving(run: LoadedRun):
     """The run's unknown-class detector for the export, or None (a run trained by an older metatune)."""
     from app.unknown_graph import UnknownServing
@@ -465,6 +479,8 @@ def _export_litert(run: LoadedRun, staging: Path, examples: list[Example], repre
                        f"'{spec.resize}' as in training (Pillow BILINEAR)",
               "output": "float32 probabilities [batch, classes], classes in labels.txt order"}
     notes = [f"{len(representative)} training files calibrated the int8 ranges"] if representative else []
+    if _drops_detector(run, request):
+        notes.append(_LITERT_NO_DETECTOR)
     return ParityReport("litert", request.quantize, "", str(run.path), run.class_names, inputs, "", [check], notes,
                         class_digest=run.metadata.class_digest)
 

@@ -223,11 +223,28 @@ def label_issues_section(run_path: Path, modality: str, size: int, resize: str, 
         lines += [f"| {i.score:.3f} | {markdown_cell(i.path)} | {markdown_cell(i.given)} | "
                   f"{markdown_cell(i.suggested)} |" + ((" yes |" if i.path in left_out else " no |")
                                                        if excluded is not None else "") for i in existing]
-    if existing and modality == "image":
+    shown = _readable_images(existing) if modality == "image" else []
+    if shown:
         from app import tensorboard_logging as tb
 
-        grid = tb.image_grid([i.path for i in existing], [f"{i.given} -> {i.suggested} {i.score:.2f}" for i in existing],
+        grid = tb.image_grid([i.path for i in shown], [f"{i.given} -> {i.suggested} {i.score:.2f}" for i in shown],
                              (size, size), resize)
         write_atomically(out_dir / LABEL_ISSUES_IMAGE, lambda temporary: Image.fromarray(grid).save(temporary, format="PNG"))
         lines += ["", f"![label issues]({LABEL_ISSUES_IMAGE})"]
     return "\n".join(lines) + "\n"
+
+
+def _readable_images(issues: list[LabelIssue]) -> list[LabelIssue]:
+    """The listed files that still decode as images, for the thumbnails. They were read at training time, but a file
+    rewritten since (a fix in progress, a truncated copy, no read permission) made evaluate.py's report a Pillow
+    traceback after the whole prediction pass; such a file keeps its table row and is named in a warning."""
+    from data.images import check_image
+
+    readable, unreadable = [], []
+    for issue in issues:
+        ok, reason = check_image(issue.path)
+        (readable if ok else unreadable).append(issue if ok else f"{issue.path} ({reason})")
+    if unreadable:
+        logger.warning("report.md's label-issue thumbnails leave out %d listed file(s) that no longer read as an "
+                       "image: %s", len(unreadable), "; ".join(unreadable[:3]) + (" ..." if len(unreadable) > 3 else ""))
+    return readable

@@ -17,7 +17,7 @@ from app.input_files import collect_inputs
 from app.open_set import embed_examples, head_weights
 from app.report import save_figure
 from app.run_manifest import read_manifest
-from app.unknown_scores import SCORES, UnknownScorer, auroc, fpr_at_tpr
+from app.unknown_scores import SCORES, UnknownScorer, auroc, fpr_at_tpr, percent
 from app.unknown_selection import UnknownDetector
 from app.unknown_store import load_detector
 from data.records import Example
@@ -82,7 +82,10 @@ def prepare_unknown_set(run, unknown_dir: str, evaluated: frozenset[str] = froze
         why = " or ".join(text for text, found in reasons if found)
         raise UserError(f"--unknown {unknown_dir} holds no readable {run.modality} files of classes the model does "
                         "not know" + (f" (every file {why})" if why else "") + ". Put files of other classes in it.")
-    return UnknownSet(*detected, examples, str(folder.resolve()), [str(p) for p in shared], len(copies))
+    # Under the resolved folder, as `unknown_dir` is recorded: paths as typed (`red`, `../par/red`) were relative to
+    # wherever evaluate.py was started, and metrics.json named no folder a later reader could find.
+    return UnknownSet(*detected, examples, str(folder.resolve()),
+                      [str(folder.resolve() / p.relative_to(folder)) for p in shared], len(copies))
 
 
 def _without_known_files(run_path: Path, examples: list[Example],
@@ -163,11 +166,11 @@ def _shown(value, spec: str) -> str:
 
 
 def _threshold_shown(result: dict) -> str:
-    threshold, recall = result["threshold"], 100 * result["reject_recall"]
+    threshold, recall = result["threshold"], percent(result["reject_recall"])
     if threshold is None or not np.isfinite(threshold):  # null in metrics.json: see unknown_scores.detector_threshold
-        return (f"No threshold (the run had too few validation files to set one that keeps {recall:.3g}% of known "
+        return (f"No threshold (the run had too few validation files to set one that keeps {recall}% of known "
                 f"files: its detector rejects nothing)")
-    return f"Threshold {threshold:.4g} (keeps {recall:.3g}% of known validation files)"
+    return f"Threshold {threshold:.4g} (keeps {recall}% of known validation files)"
 
 
 def render_open_set(result: dict) -> str:

@@ -14,6 +14,7 @@ from app.evaluation import load_run
 from app.explanations import (explain_folder, read_again_error, refuse_input_folder, text_attributor,
                               write_overlays, write_text_attributions)
 from app.open_set import embed_examples, embedding_model, head_weights
+from app.unknown_scores import percent
 from app.unknown_store import load_detector
 from app.input_files import collect_inputs
 from app.run_metadata import LoadedRun
@@ -128,8 +129,8 @@ def prepare_prediction(run_dir: str, targets: list[str], top_k: int = 3, batch_s
         logger.info("%s has no unknown-class detector (trained by an older metatune): no rejection.", run.path)
     elif detector is not None and math.isinf(detector[1].threshold):
         logger.warning("%s's unknown-class detector rejects nothing: the run had too few validation files to set a "
-                       "threshold that keeps %.3g%% of known files (its training log says how many it needs).",
-                       run.path, 100 * detector[1].reject_recall)
+                       "threshold that keeps %s%% of known files (its training log says how many it needs).",
+                       run.path, percent(detector[1].reject_recall))
     return PredictionJob(run, examples, texts, skipped, max(1, min(top_k, len(run.class_names))), batch_size,
                          detector, explain, attributor)
 

@@ -176,6 +176,19 @@ def threshold_for_recall(known_scores: np.ndarray, recall: float) -> float:
 
 # (n + 1) * recall is computed in floating point: 10 * 0.9 may come out a hair above 9.
 _RANK_TOLERANCE = 1e-9
+# Relative distance of a threshold above the validation score that sets it (detector_threshold): above the noise
+# between computations of one file's score (float32 embeddings in other batches, the export's graph; 1e-7 here).
+_THRESHOLD_MARGIN = 1e-6
+
+
+def percent(fraction: float) -> str:
+    """`fraction` as a percentage for messages, to 3 significant digits, more where those round a fraction below 1 up
+    to "100" (--reject-recall 0.99999 was said to keep "100%" of known files, a value the option refuses)."""
+    for digits in range(3, 16):
+        text = f"{100 * fraction:.{digits}g}"
+        if text != "100" or fraction >= 1:
+            return text
+    return text
 
 
 def fewest_files_for_recall(recall: float) -> int:
@@ -192,8 +205,17 @@ def detector_threshold(known_scores: np.ndarray, recall: float) -> float:
     classes' files. Infinite (the detector rejects nothing) when n < fewest_files_for_recall(recall): no score
     the files hold keeps that many."""
     scores = np.sort(np.asarray(known_scores, np.float64))
-    rank = math.ceil((len(scores) + 1) * recall - _RANK_TOLERANCE)
-    return float(scores[rank - 1]) if rank <= len(scores) else math.inf
+    # At least the smallest: below a recall of about 1e-9 / (n + 1) the tolerance made the rank 0, and index -1
+    # took the largest score, a threshold that rejected nothing (and an IndexError on no scores at all).
+    rank = max(1, math.ceil((len(scores) + 1) * recall - _RANK_TOLERANCE))
+    if rank > len(scores):
+        return math.inf
+    # Just above that score, not on it: the file that set it lay exactly at the threshold, so its verdict was float
+    # noise (the SavedModel's graph, or another batch, computed 1e-16 more and rejected a validation file that
+    # predict.py accepted). Below the next score, so the same validation files are kept.
+    threshold = float(scores[rank - 1])
+    gap = float(scores[rank]) - threshold if rank < len(scores) else math.inf
+    return threshold + min(_THRESHOLD_MARGIN * max(1.0, abs(threshold)), gap / 2) if gap > 0 else threshold
 
 
 def fpr_at_tpr(known_scores: np.ndarray, unknown_scores: np.ndarray, tpr: float = 0.95) -> float:

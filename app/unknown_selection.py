@@ -28,7 +28,7 @@ import numpy as np
 
 from app.small_fits import one_thread
 from app.threshold_transfer import transferred_threshold
-from app.unknown_scores import SCORES, UnknownScorer, auroc, detector_threshold, fewest_files_for_recall
+from app.unknown_scores import SCORES, UnknownScorer, auroc, detector_threshold, fewest_files_for_recall, percent
 
 logger = logging.getLogger(__name__)
 MAX_FOLDS = 5
@@ -110,10 +110,10 @@ def _warn_rejects_nothing(num_files: int, reject_recall: float) -> None:
     """A threshold no validation score can give (app/unknown_scores.detector_threshold): say so at training time,
     not first when predict.py never rejects."""
     logger.warning("The unknown-class detector rejects nothing: %d known validation file(s) are too few to set a "
-                   "threshold that keeps %.3g%% of known files (that needs at least %d; %d files can keep at most "
-                   "%.3g%%). Add validation files (a larger --val-fraction, or more files in the folder's val/), or train with "
-                   "--reject-recall %.3g or lower.", num_files, 100 * reject_recall,
-                   fewest_files_for_recall(reject_recall), num_files, 100 * num_files / (num_files + 1),
+                   "threshold that keeps %s%% of known files (that needs at least %d; %d files can keep at most "
+                   "%s%%). Add validation files (a larger --val-fraction, or more files in the folder's val/), or train with "
+                   "--reject-recall %.3g or lower.", num_files, percent(reject_recall),
+                   fewest_files_for_recall(reject_recall), num_files, percent(num_files / (num_files + 1)),
                    math.floor(1000 * num_files / (num_files + 1)) / 1000)
 
 
@@ -156,14 +156,14 @@ def _fit_unknown_detector(train_embeddings, train_labels, val_embeddings, val_la
     scorer.calibrate(val_embeddings if offset is None else train_embeddings)
     if offset is None:
         threshold = detector_threshold(scorer.score(score, val_embeddings), reject_recall)
-        kept = f"keeps {100 * reject_recall:.3g}% of known validation files"
+        kept = f"keeps {percent(reject_recall)}% of known validation files"
         if math.isinf(threshold):
             _warn_rejects_nothing(len(val_embeddings), reject_recall)
-            kept = f"(none: {len(val_embeddings)} validation files are too few to keep {100 * reject_recall:.3g}%)"
+            kept = f"(none: {len(val_embeddings)} validation files are too few to keep {percent(reject_recall)}%)"
     else:
         threshold = transferred_threshold(scorer.score(score, train_embeddings), offset)
         selection["threshold_offset"] = round(offset, 6)
-        kept = (f"carried over from the first model's, which kept {100 * reject_recall:.3g}% of known validation "
+        kept = (f"carried over from the first model's, which kept {percent(reject_recall)}% of known validation "
                 f"files it had not trained on ({offset:+.3f} interquartile ranges from the median training score)")
     logger.info("Unknown-class score: %s (leave-classes-out AUROC %s), threshold %.4g %s", score,
                 selection.get("auroc", {}).get(score, "not measured"), threshold, kept)
