@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.cli import (OneErrorLineParser, batch_size, path_argument, positive_int, prepare_environment, run_safely,
-                     setup_logging, whole_number)
+from app.cli import (OneErrorLineParser, batch_size, exit_command, path_argument, positive_int, prepare_environment,
+                     run_safely, setup_logging, whole_number)
 from app.config import DefaultsHelpFormatter
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
@@ -188,4 +188,4 @@ def fewshot_command(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_command(main())

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.cli import (OneErrorLineParser, batch_size, path_argument, positive_int, prepare_environment, run_safely,
-                     setup_logging)
+from app.cli import (OneErrorLineParser, batch_size, exit_command, path_argument, positive_int, prepare_environment,
+                     run_safely, setup_logging)
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
 
@@ -71,4 +71,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_command(main())

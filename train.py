@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from app.cli import prepare_environment, run_safely, setup_logging, tensorboard_command
+from app.cli import exit_command, prepare_environment, run_safely, setup_logging, tensorboard_command
 
 prepare_environment(splits_batches=True)  # training splits batches across replicas (app/cli.py)
 
@@ -69,4 +69,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_command(main())

@@ -14,7 +14,9 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
+
+from app.interrupt_watchdog import InterruptWatch, unanswered_interrupts_end_the_process
 
 # TensorFlow's start-up lines that say nothing actionable to a metatune user. TF 2.21 writes them
 # through absl before its logging is initialised, so TF_CPP_MIN_LOG_LEVEL does not hide them.
@@ -243,11 +245,38 @@ def run_safely(command: Callable[[], int]) -> int:
     if installed:
         sys.unraisablehook = _redeliver_lost_interrupt(previous_hook)
     try:
-        return _reported(checked_command)
+        with unanswered_interrupts_end_the_process(_end_unanswered_interrupt) as watch:
+            return _reported(checked_command, watch)
     finally:
         if installed:  # None: a handler not set from Python, which is the default one here
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
             sys.unraisablehook = previous_hook
+
+
+# The statuses of a command stopped by Ctrl-C (130) or SIGTERM (143): see _reported.
+INTERRUPTED_STATUSES = (130, 143)
+
+
+def exit_command(status: int) -> NoReturn:
+    """The entry scripts' sys.exit(main()); after Ctrl-C or SIGTERM, os._exit once the output is flushed. Why: Python's
+    finalization collects what the interrupted command left, tf.data iterators among them, and one whose Pillow decode
+    (tf.numpy_function) was still running waits for it forever, since a finalizing Python lets no other thread run
+    Python code again: a SIGTERM'd run printed its ERROR line, then hung until SIGKILL (every time, with decodes of
+    0.3 s). The command's own cleanup (finally blocks, temporary files) ran before main() returned; logging's flush is
+    done here. Other statuses exit as before."""
+    if status not in INTERRUPTED_STATUSES:
+        sys.exit(status)
+    _flush_output()
+    os._exit(status)
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be shown
+            pass
 
 
 def _redeliver_lost_interrupt(previous_hook):
@@ -271,7 +300,7 @@ def _redeliver_lost_interrupt(previous_hook):
     return hook
 
 
-def _reported(checked_command: Callable[[], int]) -> int:
+def _reported(checked_command: Callable[[], int], watch: InterruptWatch) -> int:
     """checked_command's status, or that of the one ERROR line its failure becomes (see run_safely)."""
     from app.errors import USER_ERRORS
 
@@ -299,13 +328,8 @@ def _reported(checked_command: Callable[[], int]) -> int:
         _disk_error(f" {error.filename}" if error.filename else "", error.strerror or str(error))
         return 2
     except (KeyboardInterrupt, Terminated) as error:
-        from app.run_dir import active_run, shell_path
-
-        run = active_run()
-        resume = (f" {shell_path(run)} stays INCOMPLETE: continue it with python train.py --resume "
-                  f"{shell_path(run)}." if run is not None else "")
-        logging.getLogger("metatune").error("Interrupted%s.%s", " (SIGTERM)" if isinstance(error, Terminated) else "",
-                                            resume)
+        if watch.first_to_report():  # else the watchdog said it, and is ending the process
+            _interrupted(isinstance(error, Terminated))
         return 143 if isinstance(error, Terminated) else 130
     except Exception as error:  # noqa: BLE001  only an input file that became unreadable is turned into a message
         disk = DISK_MESSAGES.search(str(error))
@@ -332,6 +356,40 @@ def _reported(checked_command: Callable[[], int]) -> int:
             "(train.py DATA_DIR --check) and run the command again (an interrupted train.py run stays INCOMPLETE; "
             "--resume RUN_DIR continues it if its files are as before).", detail)
         return 2
+
+
+def _interrupted(terminated: bool) -> None:
+    """The one line of a command stopped by Ctrl-C or SIGTERM (`terminated`), naming the run to resume."""
+    from app.run_dir import active_run, shell_path
+
+    run = active_run()
+    resume = (f" {shell_path(run)} stays INCOMPLETE: continue it with python train.py --resume "
+              f"{shell_path(run)}." if run is not None else "")
+    logging.getLogger("metatune").error("Interrupted%s.%s", " (SIGTERM)" if terminated else "", resume)
+
+
+# How long a process ending itself on an unanswered interrupt waits for the atomic writes in progress (a checkpoint of
+# a large model on a slow disk), so that it leaves none half-done: a scheduler's grace period is 30 s by default.
+WRITE_WAIT_S = 15.0
+
+
+def _end_unanswered_interrupt(signum: int, watch: InterruptWatch) -> None:
+    """The main thread did not act on Ctrl-C or SIGTERM in time, stuck inside a call into TensorFlow
+    (app/interrupt_watchdog.py): end the process from the watchdog thread as the main thread would have, with
+    its line and status. os._exit runs no cleanup: the writes in progress finish first, and what is left is what a
+    `kill -9` between two writes leaves (the run lock goes with the process), which a resume continues from."""
+    from data.atomic_write import stop_writes
+
+    unfinished = stop_writes(WRITE_WAIT_S)
+    if unfinished:
+        logging.getLogger("metatune").warning(
+            "A write did not finish within %.0f s; its temporary file is left (%s), never taken for the file itself: "
+            "the next run of the command (train.py --resume RUN_DIR) removes it.",
+            WRITE_WAIT_S, ", ".join(str(path) for path in unfinished))
+    if watch.first_to_report():
+        _interrupted(signum == signal.SIGTERM)
+    _flush_output()
+    os._exit(143 if signum == signal.SIGTERM else 130)
 
 
 # What a shell reports for a command that a closed pipe ended (128 + SIGPIPE), as for `cat FILE | head`.

@@ -32,7 +32,9 @@ import os
 import re
 import shutil
 import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -120,10 +122,11 @@ def write_atomically(path: str | Path, write: Callable[[Path], None], label: str
     temporary = temporary_name(path)
     fault = _reach(label or path.name, path)
     try:
-        write(temporary)
-        if fault and fault[0] == "enospc":
-            raise _disk_full(path)
-        os.replace(temporary, path)
+        with _in_progress(temporary):
+            write(temporary)
+            if fault and fault[0] == "enospc":
+                raise _disk_full(path)
+            os.replace(temporary, path)
     except BaseException as error:  # Ctrl-C included: no temporary file is left behind
         _remove(temporary)
         if isinstance(error, OSError) and (error.filename is None or str(temporary) in str(error.filename)):
@@ -131,6 +134,39 @@ def write_atomically(path: str | Path, write: Callable[[Path], None], label: str
         raise
     if fault and fault[0] in ("kill", "term"):
         _die(fault[0])
+
+
+# The writes in progress (their temporary names), for a process that ends itself: app/interrupt_watchdog.py ends
+# one whose main thread does not act on Ctrl-C or SIGTERM, and first lets these finish (`stop_writes`).
+_writes = threading.Condition()
+_writing: list[Path] = []
+_stopping = False
+
+
+@contextmanager
+def _in_progress(temporary: Path):
+    with _writes:
+        while _stopping:  # the process is ending itself: a write started now would be cut short
+            _writes.wait()
+        _writing.append(temporary)
+    try:
+        yield
+    finally:
+        with _writes:
+            _writing.remove(temporary)
+            _writes.notify_all()
+
+
+def stop_writes(timeout_s: float) -> list[Path]:
+    """For a process about to end itself with os._exit: start no new write (one that begins blocks until the end),
+    wait up to `timeout_s` for those in progress to finish, and return the temporary names of those still unfinished
+    (left as they are: removing one while its writer renames it could cut a final file short; a temporary name is
+    never taken for a final file, and a resume removes it as it does a `kill -9`'s)."""
+    global _stopping
+    with _writes:
+        _stopping = True
+        _writes.wait_for(lambda: not _writing, timeout_s)
+        return list(_writing)
 
 
 def write_bytes_atomically(path: str | Path, data: bytes, label: str | None = None) -> None:
