@@ -13,11 +13,10 @@ With --episodes: few-shot (episodic) evaluation; the folder's classes may be new
 from __future__ import annotations
 
 import argparse
-import sys
 
 from app.cli import (OneErrorLineParser, batch_size, exit_command, path_argument, positive_int, prepare_environment,
                      run_safely, setup_logging, whole_number)
-from app.config import DefaultsHelpFormatter
+from app.config_cli import DefaultsHelpFormatter
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import sys
 
 from app.cli import exit_command, prepare_environment, run_safely, setup_logging, tensorboard_command
 
@@ -21,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def command() -> int:
-        from app.config import config_from_args
+        from app.config_cli import config_from_args
 
         config, modes = config_from_args(argv)
         from app.training import check_data, run_training

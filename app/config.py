@@ -1,33 +1,22 @@
-"""Training configuration: one typed dataclass, its CLI, config files, validation and JSON round trip.
+"""Training configuration: one typed dataclass, its defaults and recipes, and the validation of its values.
 
-Precedence: TrainConfig defaults < the --config file < the flags the user actually typed.
+Where the values come from is elsewhere: app/config_file.py reads a --config file (or a run's config.json),
+app/config_cli.py parses train.py's flags and merges them with a file. Precedence: TrainConfig defaults < the
+--config file < the flags the user actually typed.
 """
 
 from __future__ import annotations
 
-import argparse
-import codecs
 import dataclasses
 import datetime
 import difflib
-import json
-import logging
 import math
-import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
-import yaml
-
-from app.cli import MAX_BATCH_SIZE, OneErrorLineParser, number, whole_number
+from app.cli import MAX_BATCH_SIZE
 from app.distribution import DISTRIBUTE_CHOICES
 from app.errors import UserError
-from app.run_dir import (CONFIG_FILE, INCOMPLETE_MARKER, MANIFEST_FILE, METADATA_FILE, MODEL_FILE, holds_a_run,
-                         is_run_directory, shell_path)
-
-logger = logging.getLogger(__name__)
 
 TRANSFER_STRATEGIES = ("linear", "finetune")
 META_STRATEGIES = ("protonet", "reptile", "fomaml", "maml")
@@ -359,7 +348,7 @@ class TrainConfig:
             if not ok:
                 key = message.split()[0]
                 shown = received[0] if received else f"{key}={getattr(self, key)!r}"
-                raise UserError(f"{_invalid(key, where)}: {message}. Received: {shown}")
+                raise UserError(f"{invalid_configuration(key, where)}: {message}. Received: {shown}")
         return self
 
     def to_dict(self) -> dict:
@@ -391,12 +380,12 @@ class TrainConfig:
         an error names the file to fix; keys not in it get the plain message. `trains`: see validate.
         """
         where = where or {}
-        _reject_unknown_keys(values, where)
+        reject_unknown_keys(values, where)
         typed = {key: _checked_value(key, value, where) for key, value in values.items()}
         return cls(**typed).validate(where, trains)
 
 
-_FIELDS = {f.name: f for f in fields(TrainConfig)}
+FIELDS = {f.name: f for f in fields(TrainConfig)}
 
 
 def _is_int(value) -> bool:
@@ -427,7 +416,7 @@ _EXPECTED = {"exclude_label_issues": "a whole number of files, auto or 0 (none)"
              "adapt": "auto, head, all or a whole number of layers"}
 
 
-def _invalid(key: str, where: Mapping[str, str]) -> str:
+def invalid_configuration(key: str, where: Mapping[str, str]) -> str:
     source = where.get(key)
     return f"Invalid configuration in {source}" if source else "Invalid configuration"
 
@@ -437,13 +426,13 @@ _MODE_KEYS = {"config": "--config FILE", "resume": "train.py --resume RUN_DIR", 
               "label_issues": "--check --label-issues", "list_backbones": "--list-backbones"}
 
 
-def _reject_unknown_keys(values: Mapping, where: Mapping[str, str]) -> None:
-    unknown = [key for key in values if key not in _FIELDS]
+def reject_unknown_keys(values: Mapping, where: Mapping[str, str]) -> None:
+    unknown = [key for key in values if key not in FIELDS]
     if not unknown:
         return
     named = []
     for key in unknown:
-        close = difflib.get_close_matches(str(key), list(_FIELDS), n=1)
+        close = difflib.get_close_matches(str(key), list(FIELDS), n=1)
         if key in _MODE_KEYS:  # `resume: RUN_DIR` was asked "did you mean 'resize'?"
             named.append(f"{key!r} (a command-line flag, {_MODE_KEYS[key]}, not a setting of a run)")
         else:
@@ -451,11 +440,11 @@ def _reject_unknown_keys(values: Mapping, where: Mapping[str, str]) -> None:
     sources = sorted({where[key] for key in unknown if key in where})
     place = f" in {', '.join(sources)}" if sources else ""
     raise UserError(f"Unknown configuration key{'s' if len(unknown) > 1 else ''}{place}: {', '.join(named)}. "
-                    f"Valid keys: {', '.join(_FIELDS)}")
+                    f"Valid keys: {', '.join(FIELDS)}")
 
 
 def _checked_value(key: str, value, where: Mapping[str, str]):
-    f = _FIELDS[key]
+    f = FIELDS[key]
     if f.metadata.get("accept_int") and _is_int(value):
         value = str(value)
     if isinstance(value, bool) and "yes" in CHOICES.get(key, ()):
@@ -463,7 +452,7 @@ def _checked_value(key: str, value, where: Mapping[str, str]):
     elif isinstance(value, bool) and key in CHOICES:
         # `distribute: no` or `image_cache: off` was told "must be a string. Received: distribute=False": neither
         # what the option takes nor why a word became False.
-        raise UserError(f"{_invalid(key, where)}: {key} must be one of {', '.join(CHOICES[key])}; YAML reads an "
+        raise UserError(f"{invalid_configuration(key, where)}: {key} must be one of {', '.join(CHOICES[key])}; YAML reads an "
                         f"unquoted yes/no/on/off as true/false. Write one of those values. Received: {key}={value!r}")
     accepts, expected = _TYPE_RULES[str(f.type)]
     expected = _EXPECTED.get(key, expected)
@@ -477,525 +466,12 @@ def _checked_value(key: str, value, where: Mapping[str, str]):
             # string. Received: output=datetime.date(2024, 1, 1)" did not say that quoting the name keeps it.
             kind = "a number" if _is_int(value) else "a date"
             expected += f" (an unquoted {value} is read as {kind}: quote it, {key}: '{value}')"
-        raise UserError(f"{_invalid(key, where)}: {key} must be {expected}. Received: {key}={value!r}")
+        raise UserError(f"{invalid_configuration(key, where)}: {key} must be {expected}. Received: {key}={value!r}")
     # Store float fields as floats, so `learning_rate: 1` writes back as 1.0 in config.json.
     if str(f.type) not in ("float", "float | None") or value is None:
         return value
     try:
         return float(value)
     except OverflowError:  # an integer of hundreds of digits: past float's range, as inf is refused
-        raise UserError(f"{_invalid(key, where)}: {key} must be a finite number. Received: {key}={str(value)[:40]}..."
+        raise UserError(f"{invalid_configuration(key, where)}: {key} must be a finite number. Received: {key}={str(value)[:40]}..."
                         ) from None
-
-
-# ---------------------------------------------------------------- config files
-
-CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
-
-
-class _YamlLoader(yaml.SafeLoader):
-    """yaml.safe_load's loader, plus floats without a dot or exponent sign (1e-3, 2.5e4).
-
-    PyYAML follows YAML 1.1, which reads `learning_rate: 1e-3` as the string '1e-3': the
-    way everyone writes a learning rate would then fail the type check.
-    """
-
-
-def _mapping_without_duplicates(loader: _YamlLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    """A mapping whose keys are unique: PyYAML keeps the last of two same keys silently, and a setting written
-    twice (one of them forgotten) must not decide the run unseen."""
-    seen = {}
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: construct_mapping merges it
-            continue
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            hash(key)
-        except TypeError:  # an unhashable key: construct_mapping refuses it with its own marked error
-            continue
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"found the key {key!r} a second time (first at line {seen[key] + 1}); keep one",
-                key_node.start_mark)
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-def _json_object_without_duplicates(pairs: list) -> dict:
-    keys = [key for key, _ in pairs]
-    twice = sorted({key for key in keys if keys.count(key) > 1})
-    if twice:
-        raise ValueError(f"the key(s) {', '.join(map(repr, twice))} appear more than once; keep one")
-    return dict(pairs)
-
-
-# YAML 1.1 numbers that do not mean what they look like: `seed: 010` is the octal 8, `epochs: 1:30` the base-60 90.
-_LEADING_ZERO = re.compile(r"^[-+]?0[0-9_]+$")
-
-
-def _number_as_written(loader: _YamlLoader, node: yaml.ScalarNode):
-    """An int or float scalar, refused where YAML 1.1 reads it other than as written (a leading 0: octal; a `:`:
-    base 60), with its line and column: `seed: 010` silently seeded 8, which no one writing it means."""
-    construct = loader.construct_yaml_int if node.tag.endswith(":int") else loader.construct_yaml_float
-    text = loader.construct_scalar(node)
-    if _LEADING_ZERO.match(text):
-        sign, digits = ("-" if text.startswith("-") else ""), text.lstrip("+-").replace("_", "").lstrip("0") or "0"
-        advice = f"write {sign}{digits} for the number as written"
-        base = "an octal number"
-    elif ":" in text:
-        advice, base = "write the number itself", "a base-60 number"
-    else:
-        return construct(node)
-    raise yaml.constructor.ConstructorError(
-        None, None, f"found {text}, which YAML 1.1 reads as {base} ({construct(node)}); {advice}, or quote it if it "
-        "is text", node.start_mark)
-
-
-_YamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
-_YamlLoader.add_constructor("tag:yaml.org,2002:int", _number_as_written)
-_YamlLoader.add_constructor("tag:yaml.org,2002:float", _number_as_written)
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
-
-
-def _one_line(error: Exception) -> str:
-    """A parse error as one line: PyYAML's messages span several (the problem, its context, each with a mark)."""
-    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
-        mark = error.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
-        if error.context and error.context_mark is not None:
-            where += f" ({error.context} that starts at line {error.context_mark.line + 1}, " \
-                     f"column {error.context_mark.column + 1})"
-        return where
-    return " ".join(str(error).split())
-
-
-CONFIG_FILE_REMEDY = "Fix the file (or pass the settings as flags) and run again"
-
-
-def load_config_file(path: str | Path, remedy: str | None = None) -> dict:
-    """The mapping in a YAML or JSON config file; a clear UserError naming the file otherwise. `remedy`: what the
-    message of a damaged file (unreadable, or not a mapping) says to do; by default, an unreadable one's says to
-    fix it or pass flags (a resumed run takes no flags: it says what a resume can do)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if path.is_dir():  # first: a folder (`--config RUN_DIR`, `--config DATA_DIR`) was told its extension was wrong
-        repeat = (f" To repeat that run, pass its {CONFIG_FILE}: --config {shell_path(path / CONFIG_FILE)} --output "
-                  "NEW_DIR" if holds_a_run(path) else "")
-        raise UserError(f"Config file is a folder, not a file: {str(path)!r}. Pass the path of a YAML or JSON file "
-                        f"(--config FILE).{repeat}")
-    if suffix not in CONFIG_SUFFIXES:
-        raise UserError(f"Config file {str(path)!r} must be YAML (.yaml, .yml) or JSON (.json). "
-                        f"Received the extension {suffix or '(none)'!r}")
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "is not a regular file" if path.exists() else "not found"
-        raise UserError(f"Config file {what}: {str(path)!r}. Pass the path of a YAML or JSON file (--config FILE).")
-    kind = "JSON" if suffix == ".json" else "YAML"
-    _refuse_oversized(path, remedy)
-    try:
-        # utf-8-sig: a byte-order mark (Windows editors write one) is skipped.
-        with path.open(encoding="utf-8-sig") as stream:
-            text = stream.read()
-        _refuse_empty(path, text, remedy)  # JSON's parser said "Expecting value: line 1 column 1 (char 0)"
-        values = (json.loads(text, object_pairs_hook=_json_object_without_duplicates) if kind == "JSON"
-                  else yaml.load(text, Loader=_YamlLoader))
-    except UserError:  # a ValueError too: already the message
-        raise
-    except UnicodeDecodeError:  # codec jargon ("can't decode byte 0xff in position 0") did not say what to do
-        raise UserError(f"Config file {str(path)!r} is not UTF-8 text: {_first_non_utf8(path)}. Save it as UTF-8 "
-                        f"(in an editor: Save As, encoding UTF-8) and run again{'. ' + remedy if remedy else ''}"
-                        ) from None
-    except (OSError, ValueError, yaml.YAMLError) as error:  # ValueError: JSONDecodeError too
-        raise UserError(f"Config file {str(path)!r} could not be read as {kind}: {_one_line(error)}. "
-                        f"{remedy or CONFIG_FILE_REMEDY}") from None
-    if values is None and kind == "YAML" and _only_comments(text):  # a file of commented-out settings: none set
-        return {}
-    if not isinstance(values, dict):  # `null` too: it was taken for "no settings" (JSON's too)
-        shown = "null" if values is None else f"{values!r:.100} ({type(values).__name__})"
-        raise UserError(f"Config file {str(path)!r} must hold a mapping of option names to values "
-                        f"(like `epochs: 5`). Received: {shown}"
-                        + (f". {remedy}" if remedy else ""))
-    return values
-
-
-def _only_comments(text: str) -> bool:
-    return all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
-
-
-def _refuse_empty(path: Path, text: str, remedy: str | None) -> None:
-    """An empty file (0 bytes, or blanks only) is a save that did not happen or a truncated file, not a choice of
-    the defaults: YAML's read it as "no settings" and trained with every default without a word."""
-    if text.strip():
-        return
-    what = "only blank space" if text else "no text"
-    raise UserError(f"Config file {str(path)!r} is empty ({what}): it sets no option. "
-                    + (remedy or "Write the settings into it (like `epochs: 5`, keys as in a run's config.json), or "
-                                 "leave out --config to train with the defaults"))
-
-
-# A configuration is a few kilobytes (a run's config.json: about 2). PyYAML parses about 1 MB a second, so a data
-# file passed by mistake (`--config data.yaml`, hundreds of MB) held the command for minutes before any message.
-MAX_CONFIG_BYTES = 1024 * 1024
-
-
-def _refuse_oversized(path: Path, remedy: str | None) -> None:
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return  # the read that follows reports it
-    if size > MAX_CONFIG_BYTES:
-        raise UserError(f"Config file {str(path)!r} is {size / 2**20:.1f} MiB; a configuration holds a few settings "
-                        f"(at most {MAX_CONFIG_BYTES // 2**20} MiB is read). "
-                        + (remedy or "Pass the YAML or JSON file of options (--config FILE, keys as in a run's "
-                                     "config.json), not a data file."))
-
-
-def _first_non_utf8(path: Path) -> str:
-    """Where a file stops being UTF-8, and what it probably is, for the message that says to save it as UTF-8 (the
-    decoder's own position counts from the chunk a stream read, not from the file's start)."""
-    try:
-        raw = path.read_bytes()  # at most MAX_CONFIG_BYTES
-    except OSError as error:
-        return f"it could not be read again ({error.strerror or error})"
-    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    try:
-        raw[skip:].decode("utf-8")
-        return "it changed while being read"
-    except UnicodeDecodeError as error:
-        start = skip + error.start
-    line = raw[:start].count(b"\n") + 1
-    where = f"byte {raw[start]:#04x} on line {line}"
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return f"{where}; it is UTF-16, by its byte-order mark (Windows Notepad's 'Unicode')"
-    return f"{where}; perhaps a legacy encoding such as Latin-1 or Windows-1252"
-
-
-def _file_label(path: str | Path) -> str:
-    return f"config file {str(path)!r}"
-
-
-# ---------------------------------------------------------------- command line
-
-# train.py --help lists the options under these headings, in this order (tests check that every option has one).
-OPTION_GROUPS = {
-    "data": ("data_dir", "val_fraction", "test_fraction", "resize", "image_size", "sequence_length", "class_weight",
-             "balanced_sampler", "exclude_label_issues", "seed"),
-    "backbone": ("backbone", "weights", "pooling", "cache_features", "precision"),
-    "training (every strategy)": ("strategy", "epochs", "batch_size", "learning_rate", "dropout", "hidden_units",
-                                  "label_smoothing", "patience", "refit"),
-    "finetune": ("finetune_epochs", "unfreeze", "finetune_learning_rate", "lr_decay", "lr_schedule",
-                 "warmup_fraction", "mixup", "pair_loss", "augment", "image_cache"),
-    "meta strategies (protonet, reptile, fomaml, maml)": (
-        "ways", "shots", "queries", "meta_batch_size", "meta_steps", "meta_epochs", "meta_learning_rate",
-        "meta_step_size", "inner_learning_rate", "inner_steps", "adapt", "embedding_units", "meta_input",
-        "transductive", "meta_data", "source_stage", "target_head", "target_finetune", "init"),
-    "unknown classes": ("reject_recall", "unknown_score"),
-    "scaling out (several devices or machines)": ("distribute",),
-    "output": ("output", "profile"),
-}
-
-
-class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" only where X tells the reader something (train.py, evaluate.py, predict.py).
-
-    Not None: an option without a default, or one decided at run time (the backbone's size, the data's recipe)
-    whose help text says what it is; the appended "(default: None)" read as a value, or contradicted the text
-    before it ("... (default: 128). (default: None)"). Not the False of an on-only flag (store_true) nor the empty
-    list of a repeatable option: both just mean "not given". An --x/--no-x flag keeps its default: either may be it.
-    """
-
-    def _get_help_string(self, action):
-        on_only_flag = action.const is True and action.default is False
-        if action.default is None or on_only_flag or (isinstance(action.default, list) and not action.default):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def build_parser(explicit_only: bool = False) -> argparse.ArgumentParser:
-    """The train.py parser. explicit_only: every default is SUPPRESS, so parsing yields only
-    the options the user typed (a flag left at its default must not override a config file)."""
-    parser = OneErrorLineParser(
-        prog="train.py",
-        description="Train a classifier on a folder of labelled examples (one subfolder per class).",
-        formatter_class=DefaultsHelpFormatter,
-    )
-
-    def default(value):
-        return argparse.SUPPRESS if explicit_only else value
-
-    defaults = TrainConfig()
-    sections = {title: parser.add_argument_group(title) for title in OPTION_GROUPS}
-    section_of = {name: sections[title] for title, names in OPTION_GROUPS.items() for name in names}
-    for f in fields(TrainConfig):
-        group = section_of[f.name]
-        if f.name == "data_dir":
-            group.add_argument("data_dir", nargs="?", default=default(None),
-                                help=f.metadata["help"] + " May come from --config instead; not used with --resume.")
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if str(f.type) == "bool":
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                               default=default(getattr(defaults, f.name)), help=f.metadata["help"])
-            continue
-        kind = {"int | None": whole_number, "str | None": str, "float | None": number, "int": whole_number,
-                "float": number, "str": str}[str(f.type)]
-        kwargs = {"type": kind, "default": default(getattr(defaults, f.name)), "help": f.metadata["help"]}
-        if f.name in CHOICES:
-            kwargs["choices"] = CHOICES[f.name]
-        group.add_argument(flag, dest=f.name, **kwargs)
-    _add_mode_arguments(parser.add_argument_group("what train.py does (not part of a run's configuration)"), default)
-    return parser
-
-
-class _OneConfigFile(argparse.Action):
-    """--config given twice (a recipe and a file of one's own) read the last file only: the first one's settings
-    were dropped without a word. One file is read, so a second is a usage error; so is an empty one."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if not values:  # '' (an unset shell variable) read no file and said nothing
-            raise argparse.ArgumentError(self, "is empty. Received: ''. Pass a YAML or JSON file")
-        earlier = getattr(namespace, self.dest, None)
-        if earlier is not None:
-            raise argparse.ArgumentError(self, f"given twice ({earlier!r}, then {values!r}); one file is read, not "
-                                               "merged: put the settings in one file, or pass the others as flags")
-        setattr(namespace, self.dest, values)
-
-
-class _OneRunDir(argparse.Action):
-    """--resume '' (an unset shell variable) resumed the run in the current folder, and --resume A --resume B
-    resumed B alone without a word about A: one run is resumed at a time, so two different ones are a usage error."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if not values:
-            raise argparse.ArgumentError(self, "is empty. Received: ''. Pass the run directory to continue (an "
-                                               "unset shell variable gives an empty one)")
-        earlier = getattr(namespace, self.dest, None)
-        if earlier is not None and earlier != values:
-            raise argparse.ArgumentError(self, f"given twice ({earlier!r}, then {values!r}); one run is resumed at "
-                                               "a time: run train.py --resume once for each")
-        setattr(namespace, self.dest, values)
-
-
-def _add_mode_arguments(parser, default) -> None:
-    """Flags that choose what train.py does; they are not part of a run's configuration."""
-    parser.add_argument("--config", metavar="FILE", default=default(None), action=_OneConfigFile,
-                        help="YAML (.yaml, .yml) or JSON (.json) file of options, keys as in a run's config.json "
-                             "(so `--config RUN_DIR/config.json --output NEW_DIR` repeats a run). Flags given on "
-                             "the command line override it.")
-    parser.add_argument("--resume", metavar="RUN_DIR", default=default(None), action=_OneRunDir,
-                        help="Continue an interrupted run from its last completed epoch, with the run's own "
-                             "config.json (takes no other options).")
-    parser.add_argument("--check", action="store_true", default=default(False),
-                        help="Only run the data doctor: check every file, print the report, train nothing.")
-    parser.add_argument("--label-issues", action="store_true", default=default(False),
-                        help="With --check: also rank likely mislabelled files (needs the backbone's features and "
-                             "5 labelled files per class); training runs always rank them into data_report.json.")
-    parser.add_argument("--list-backbones", action="store_true", default=default(False),
-                        help="List the registered backbones (modality, parameters, default size, weights) and exit.")
-
-
-def config_from_args(argv: list[str] | None) -> tuple[TrainConfig | None, argparse.Namespace]:
-    """The training config, plus the mode flags (check, list_backbones, resume) that are not part of it."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "--list-backbones" in argv:
-        return None, argparse.Namespace(check=False, list_backbones=True, resume=None, label_issues=False)
-    build_parser().parse_args(argv)  # the full parse first: --help, usage errors, types and choices
-    explicit = vars(build_parser(explicit_only=True).parse_args(argv))
-    if "resume" in explicit:
-        run_dir = explicit.pop("resume")
-        return _resume_config(run_dir, explicit), argparse.Namespace(check=False, list_backbones=False, resume=run_dir,
-                                                                     label_issues=False)
-    check = explicit.pop("check", False)
-    label_issues = explicit.pop("label_issues", False)
-    if label_issues and not check:
-        raise UserError("--label-issues goes with --check (python train.py DATA_DIR --check --label-issues); a "
-                        "training run ranks label issues into data_report.json anyway. Received: --label-issues "
-                        "without --check")
-    config = _merged_config(explicit.pop("config", None), explicit, trains=not check)
-    return config, argparse.Namespace(check=check, list_backbones=False, resume=None, label_issues=label_issues)
-
-
-def _merged_config(config_file: str | None, flags: dict, trains: bool = True) -> TrainConfig:
-    """Defaults < the config file < the flags the user typed."""
-    file_values = load_config_file(config_file) if config_file else {}
-    _refuse_other_run_files(config_file, file_values)
-    file_values = _without_values_of_replaced_choices(file_values, flags, config_file)
-    where = {key: _file_label(config_file) for key in file_values if key not in flags}
-    values = file_values | flags
-    _reject_unknown_keys(values, where)  # first: a misspelt `data-dir:` deserves "did you mean", not "missing"
-    if "data_dir" not in values:
-        source = f" and {_file_label(config_file)} sets no data_dir" if config_file else ""
-        raise UserError(f"No data folder: pass DATA_DIR (python train.py DATA_DIR ...) or set data_dir in a "
-                        f"--config file. Received no DATA_DIR argument{source}")
-    # Data folders as absolute paths (as typed under the working folder: symlinks and ".." kept, which
-    # os.path.abspath would fold before the filesystem follows a link): the run records them (config.json,
-    # manifest.json, metadata.json), and a relative one would point elsewhere for `--resume`, `evaluate.py`
-    # (which must recognise the training folder to evaluate on held-out files only) or `export.py` run elsewhere.
-    for key in ("data_dir", "meta_data"):
-        if isinstance(values.get(key), str) and values[key]:
-            values[key] = str(Path(values[key]).expanduser().absolute())
-    # The same for the settings that may name a path (--backbone RUN_DIR or a Hugging Face folder, --weights
-    # FILE, --init RUN_DIR), where the path exists: a name (a backbone, imagenet) stays a name.
-    for key in ("backbone", "weights", "init"):
-        if isinstance(values.get(key), str) and _names_a_path(values[key], key):
-            values[key] = str(Path(values[key]).expanduser().absolute())
-    config = TrainConfig.from_dict(values, where, trains)
-    _refuse_double_imbalance_correction(config, where)
-    return config
-
-
-def _refuse_other_run_files(config_file: str | None, file_values: Mapping) -> None:
-    """A run's other JSON file passed for its config.json (`--config RUN_DIR/metadata.json`) was told its keys were
-    unknown, each with a did-you-mean ('class_names' (did you mean 'class_weight'?)) that led nowhere."""
-    if not config_file or not any(key not in _FIELDS for key in file_values):
-        return
-    path = Path(config_file)
-    if path.name != CONFIG_FILE and holds_a_run(path.parent):
-        raise UserError(f"Config file {str(path)!r} is the run's {path.name}, not its settings. To repeat that run, "
-                        f"pass its {CONFIG_FILE}: --config {shell_path(path.parent / CONFIG_FILE)} --output NEW_DIR")
-
-
-# What a run's config.json records because of its backbone or strategy rather than because the user chose it: the
-# weights it loaded (for a reused run, `run:` and the digest of its weights) and its input size (the backbone's
-# default when none was typed); the finetune recipe's values filled in for its strategy (apply_modality_defaults).
-RECORDED_FOR = {"backbone": ("weights", "image_size", "sequence_length"), "strategy": tuple(TOP_BLOCKS_RECIPE)}
-
-
-def _without_values_of_replaced_choices(file_values: dict, flags: dict, config_file: str | None) -> dict:
-    """The config file's values, less those that went with the backbone or strategy a typed flag replaces.
-
-    `--config RUN_DIR/config.json --backbone OTHER_RUN` was refused for a "--weights none" no one typed (the weights
-    config.json records), a reused run's `weights: run:<digest>` was refused by another backbone as a weights file
-    that does not exist, a conv4 run's `weights: none` and 84 px trained efficientnet_lite0 from scratch at 84 px, and
-    a linear run's record with `--strategy finetune` trained the small-set recipe (top 2 blocks, no MixUp) on a large
-    image set, all without a word. Left out where the file is a run's record (it holds every setting), and for a new
-    backbone that is a run directory (whose own weights and input size are used) or a `run:` record from any file.
-    A value written in a recipe of one's own stays (`weights: none` to train another backbone from scratch too)."""
-    run_record = set(_FIELDS) <= set(file_values)
-    kept = dict(file_values)
-    for flag, keys in RECORDED_FOR.items():
-        typed, recorded = flags.get(flag), file_values.get(flag)
-        if not typed or not isinstance(recorded, str) or _same_path(typed, recorded):
-            continue
-        try:
-            to_run = flag == "backbone" and is_run_directory(Path(typed).expanduser())
-        except OSError:  # a name too long to be a path (ENAMETOOLONG): a name, for the error that names it
-            to_run = False
-        dropped = {key: kept.pop(key) for key in keys
-                   if kept.get(key) is not None and key not in flags
-                   and (run_record or to_run or key == "weights" and str(kept[key]).startswith("run:"))}
-        # Advice to keep a value only where it can apply: not to a run directory, and not a `run:` record.
-        keepable = {key: value for key, value in dropped.items() if not to_run and not str(value).startswith("run:")}
-        if dropped:
-            logger.warning("--%s %s replaces the %s of %s (%s), so its %s, which went with that %s, %s left out "
-                           "(%s are used)%s.", flag, typed, flag, _file_label(config_file), recorded,
-                           ", ".join(f"{key}={value!r}" for key, value in dropped.items()), flag,
-                           "is" if len(dropped) == 1 else "are", "that run's own" if to_run else f"{typed}'s defaults",
-                           f"; pass {_format_options(keepable)} to keep {'it' if len(keepable) == 1 else 'them'}"
-                           if keepable else "")
-    return kept
-
-
-def _same_path(first: str, second: str) -> bool:
-    """Whether two --backbone values name the same thing (a run directory typed relative, recorded absolute)."""
-    try:
-        return first == second or Path(first).expanduser().absolute() == Path(second).expanduser().absolute()
-    except (OSError, ValueError):
-        return False
-
-
-def _refuse_double_imbalance_correction(config: TrainConfig, where: Mapping[str, str]) -> None:
-    """--class-weight auto with --balanced-sampler: batches drawn class-balanced and then weighted by inverse
-    frequency as well over-weight a small class by its imbalance ratio a second time (1 file against 6: 6 times the
-    large class's weight in the loss, not 1). A new run only: a run started so before is still resumed as it was."""
-    if config.class_weight == "auto" and config.balanced_sampler:
-        raise UserError(f"{_invalid('class_weight', where)}: --class-weight auto and --balanced-sampler each correct "
-                        "for class imbalance; together they over-correct it (a small class then weighs as many times "
-                        "more as it has fewer files). Use one of them. Received: class_weight='auto', "
-                        "balanced_sampler=True")
-
-
-def _names_a_path(value: str, key: str) -> bool:
-    path = Path(value).expanduser()
-    try:
-        exists = bool(value) and path.exists()
-    except OSError:  # a name too long to be a path (ENAMETOOLONG): a name, for the error that names it
-        return False
-    if not exists:
-        return False  # a name, or a path that does not exist: kept as typed for the error that names it
-    if key == "weights" and value in ("imagenet", "none", "pretrained"):
-        return False
-    if key in ("init", "weights") or "/" in value or value.startswith(("~", ".")):
-        return True
-    # A plain word (no "/") names a run directory rather than a backbone only when it is one (as
-    # app/backbone_reuse.is_run_dir, which resolve_backbone checks before the backbone registry).
-    return is_run_directory(path)
-
-
-def _resume_config(run_dir: str, others: dict) -> TrainConfig:
-    """The config a run was started with, read back from RUN_DIR/config.json."""
-    if others:
-        # What to do, too: someone moving a run to other devices (--distribute, --batch-size) has no other way.
-        # --output is left out too: the suggestion names NEW_DIR (it showed `--output RUN --output NEW_DIR`).
-        settings = {k: v for k, v in others.items()
-                    if k not in ("config", "check", "label_issues", "list_backbones", "output")}
-        raise UserError("--resume continues a run with its own config.json; it takes no other options. "
-                        f"Received: {_format_options(others)}. Continue it with python train.py --resume {run_dir} "
-                        "alone (METATUNE_CPU_DEVICES and TF_CONFIG still choose its devices), or start it again "
-                        f"with other options: python train.py --config {run_dir}/config.json "
-                        f"{_format_options(settings) if settings else 'OPTIONS'} --output NEW_DIR")
-    path = Path(run_dir)
-    if not path.is_dir():
-        what = f"{run_dir!r} is a file, not a run directory" if path.exists() else f"Run directory not found: {run_dir!r}"
-        raise UserError(f"{what}. Received: --resume {run_dir}. Pass the folder of the run to continue (train.py's "
-                        "--output).")
-    config_path = path / CONFIG_FILE  # training writes it before the first epoch
-    if not config_path.is_file():
-        raise UserError(f"{run_dir!r} has no config.json, so it is not a metatune run directory (or its training "
-                        f"stopped before starting; start a new run). Received: --resume {run_dir}")
-    # The usual advice (fix the file, or pass flags) does not fit a resume, which takes no flags.
-    values = load_config_file(config_path, f"The run cannot be resumed without it: restore {str(config_path)!r} from "
-                              "a backup, or start a new run (python train.py DATA_DIR ... --output NEW_DIR). Received: "
-                              f"--resume {run_dir}")
-    _check_resumable_keys(values, config_path, run_dir)
-    return TrainConfig.from_dict(values, {key: _file_label(config_path) for key in values})
-
-
-def _check_resumable_keys(values: Mapping, config_path: Path, run_dir: str) -> None:
-    """A config.json this metatune cannot continue: keys it does not know (written by a newer metatune, or added by
-    hand) were refused as if the user had misspelt a --config file, with no word of where the file came from; and
-    one without data_dir said "data_dir is required" without naming the file."""
-    unknown = sorted(str(key) for key in values if key not in _FIELDS)
-    run_files = (INCOMPLETE_MARKER, MANIFEST_FILE, "checkpoints", METADATA_FILE, MODEL_FILE)  # app/checkpoints.py's
-    if unknown and not any((config_path.parent / name).exists() for name in run_files):
-        # A Hugging Face model folder has a config.json too: it is no run of a newer metatune.
-        raise UserError(f"{run_dir!r} is not a metatune run directory: its config.json is not a run's (keys "
-                        f"{', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}), and it has none of a run's "
-                        f"other files ({', '.join(run_files)}). Pass the folder of the run to continue (train.py's "
-                        f"--output). Received: --resume {run_dir}")
-    if unknown:
-        raise UserError(f"{str(config_path)!r} has setting(s) this metatune does not know: {', '.join(unknown)}. "
-                        "The run was probably started by a newer metatune: resume it with that version, or start a "
-                        "new run with this one (python train.py DATA_DIR ... --output NEW_DIR). Received: "
-                        f"--resume {run_dir}")
-    if not values.get("data_dir"):
-        raise UserError(f"{str(config_path)!r} names no data_dir, so the run's data folder is unknown: restore the "
-                        "file from a backup, or start a new run (python train.py DATA_DIR ... --output NEW_DIR). "
-                        f"Received: --resume {run_dir}")
-
-
-def option_text(key: str, value) -> str:
-    """One option back in command-line form: `--ways 3`, `--transductive`, `--no-augment` (data_dir: the folder)."""
-    flag = "--" + key.replace("_", "-")
-    if key == "data_dir":
-        return str(value)
-    if value is True:
-        return flag
-    if value is False:
-        return "--no-" + key.replace("_", "-")
-    return f"{flag} {value}"
-
-
-def _format_options(values: dict) -> str:
-    """Parsed options back in command-line form, for error messages."""
-    return " ".join(option_text(key, value) for key, value in values.items())

@@ -469,7 +469,7 @@ def _open_run_directory(config: TrainConfig, prepared: _Prepared, resume_dir, lo
         check_recorded_weights(config.weights, backbone.reused, resume_dir)
     run_dir, resume = _start_or_resume(config, resume_dir, backbone.name, manifest, locks)
     logger.info("Run directory: %s", run_dir)
-    # The run directory as an absolute path, as the data folders are (app/config.py::_merged_config): config.json
+    # The run directory as an absolute path, as the data folders are (app/config_cli.py::_merged_config): config.json
     # says where the run is wherever `--config` or `--resume` is typed later.
     resolved = config.to_dict() | {"output": str(run_dir.absolute()), "backbone": backbone.name,
                                    "weights": backbone.weights}

@@ -10,7 +10,8 @@ strategies, the options only some of them read.
 
 from __future__ import annotations
 
-from app.config import META_STRATEGIES, OPTION_GROUPS, OTHER_STRATEGIES_RECIPE, TrainConfig, option_text
+from app.config import META_STRATEGIES, OTHER_STRATEGIES_RECIPE, TrainConfig
+from app.config_cli import OPTION_GROUPS, option_text
 
 FINETUNE_GROUP, META_GROUP = "finetune", "meta strategies (protonet, reptile, fomaml, maml)"
 # Warned about (or refused) elsewhere: see the module docstring.

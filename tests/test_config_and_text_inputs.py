@@ -5,7 +5,7 @@ import errno
 import pytest
 
 import train
-from app.config import config_from_args
+from app.config_cli import config_from_args
 from app.errors import UserError
 from data.records import SkippedFile
 
@@ -64,7 +64,7 @@ def test_a_config_file_that_is_not_utf8_says_so_and_to_save_it_as_utf8(tmp_path,
 
 def test_an_oversized_config_file_is_refused_before_it_is_parsed(tmp_path):
     """A data file passed as --config (PyYAML parses about 1 MB a second) held the command for minutes."""
-    from app.config import MAX_CONFIG_BYTES
+    from app.config_file import MAX_CONFIG_BYTES
 
     path = write(tmp_path / "data.yaml", "data_dir: d\n" + "# x\n" * (MAX_CONFIG_BYTES // 4))
     with pytest.raises(UserError, match=r"is 1\.0 MiB; a configuration holds a few settings.*not a data file"):

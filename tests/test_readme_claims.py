@@ -21,7 +21,7 @@ def _parsers():
     import evaluate
     import export
     import predict
-    from app.config import build_parser
+    from app.config_cli import build_parser
 
     return {"train.py": build_parser(), "evaluate.py": evaluate.build_parser(), "predict.py": predict.build_parser(),
             "export.py": export.build_parser()}
@@ -60,7 +60,7 @@ def test_the_commands_synopsis_names_only_options_that_exist():
 def test_train_help_never_contradicts_a_default_its_text_states():
     # "--sequence-length ... (default: 128). (default: None)": argparse appended the None of a default decided at
     # run time after the text that says what it is.
-    from app.config import build_parser
+    from app.config_cli import build_parser
 
     text = re.sub(r"\s+", " ", build_parser().format_help())
     assert "(default: 128)." in text
@@ -139,7 +139,7 @@ def test_the_two_set_up_commands_are_the_makefile_targets_ci_runs():
 
 
 def test_the_readme_names_every_heading_of_train_help():
-    from app.config import OPTION_GROUPS
+    from app.config_cli import OPTION_GROUPS
 
     sentence = re.sub(r"\s+", " ", README.split("`train.py --help` groups them:", 1)[1].split(")", 1)[0])
     headings = [title.split(" (")[0] for title in OPTION_GROUPS]

@@ -26,7 +26,7 @@ def _parsers():
     import evaluate
     import export
     import predict
-    from app.config import build_parser
+    from app.config_cli import build_parser
 
     return {"train.py": build_parser(), "evaluate.py": evaluate.build_parser(), "predict.py": predict.build_parser(),
             "export.py": export.build_parser()}

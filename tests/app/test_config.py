@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import TrainConfig, build_parser, config_from_args
+from app.config import TrainConfig
+from app.config_cli import build_parser, config_from_args
 from app.errors import UserError
 
 
@@ -366,7 +367,7 @@ def test_the_duplicate_key_check_keeps_yaml_merge_keys_and_refuses_unhashable_ke
     path = write(tmp_path / "merge.yaml", "defaults: &d {epochs: 3}\n")
     import yaml
 
-    from app.config import _YamlLoader
+    from app.config_file import _YamlLoader
 
     assert yaml.load("c: {<<: {a: 1}, b: 2}\n", Loader=_YamlLoader) == {"c": {"a": 1, "b": 2}}
     with pytest.raises(UserError, match="unknown|Unknown"):  # a mapping as such: its key is not an option

@@ -22,7 +22,7 @@ import pytest
 
 import train
 from app import run_dir as rd
-from app.config import config_from_args
+from app.config_cli import config_from_args
 from app.errors import UserError
 from colour_folders import write_colour_folder
 from error_lines import one_error_line
@@ -45,7 +45,7 @@ def _weights(run) -> list[np.ndarray]:
 
 
 def _warnings(caplog) -> str:
-    return " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "app.config")
+    return " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "app.config_cli")
 
 
 # ---------------------------------------------------------------- reproducibility
@@ -82,7 +82,7 @@ def test_a_runs_config_json_without_output_is_refused_not_written_over(first_run
 
 def test_another_backbone_over_a_runs_config_leaves_that_backbones_weights_and_size_out(first_run, tmp_path, caplog):
     run, _ = first_run
-    with caplog.at_level(logging.WARNING, logger="app.config"):
+    with caplog.at_level(logging.WARNING, logger="app.config_cli"):
         config, _ = config_from_args(["--config", str(run / rd.CONFIG_FILE), "--backbone", "efficientnet_lite0",
                                       "--output", str(tmp_path / "new")])
     # Was weights='none' at 16 px: efficientnet_lite0 trained from scratch on tiny_image's input size.
@@ -91,7 +91,7 @@ def test_another_backbone_over_a_runs_config_leaves_that_backbones_weights_and_s
     assert "weights='none'" in warning and "image_size=16" in warning and "--weights none --image-size 16" in warning
     # Typed as well, they win as any flag does, without a warning.
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="app.config"):
+    with caplog.at_level(logging.WARNING, logger="app.config_cli"):
         config, _ = config_from_args(["--config", str(run / rd.CONFIG_FILE), "--backbone", "efficientnet_lite0",
                                       "--weights", "none", "--output", str(tmp_path / "new")])
     assert config.weights == "none" and config.image_size is None and "weights=" not in _warnings(caplog)
@@ -117,7 +117,7 @@ def test_a_run_directory_as_backbone_over_a_runs_config_trains_and_its_record_re
 
 def test_another_strategy_over_a_runs_config_gets_its_own_recipe(first_run, tmp_path, caplog):
     run, _ = first_run
-    with caplog.at_level(logging.WARNING, logger="app.config"):
+    with caplog.at_level(logging.WARNING, logger="app.config_cli"):
         config, _ = config_from_args(["--config", str(run / rd.CONFIG_FILE), "--strategy", "finetune",
                                       "--output", str(tmp_path / "new")])
     # The linear run's record held the recipe filled in for linear (top 2 blocks, no MixUp): on 100 images per
@@ -131,7 +131,7 @@ def test_a_recipe_of_ones_own_keeps_its_values_under_another_backbone_and_strate
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("data_dir: d\nbackbone: tiny_image\nweights: none\nimage_size: 24\nstrategy: linear\n"
                       "unfreeze: 3\nmixup: 0.1\n")
-    with caplog.at_level(logging.WARNING, logger="app.config"):
+    with caplog.at_level(logging.WARNING, logger="app.config_cli"):
         config, _ = config_from_args(["--config", str(recipe), "--backbone", "conv4", "--strategy", "finetune"])
     assert (config.weights, config.image_size, config.unfreeze, config.mixup) == ("none", 24, "3", 0.1)
     assert _warnings(caplog) == ""

@@ -19,7 +19,7 @@ import predict
 import train
 from app import run_dir as rd
 from app.checkpoints import Checkpoints
-from app.config import build_parser, config_from_args
+from app.config_cli import build_parser, config_from_args
 from app.errors import UserError
 from colour_folders import write_colour_folder
 from error_lines import one_error_line

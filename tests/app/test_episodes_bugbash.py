@@ -20,8 +20,8 @@ from PIL import Image
 import evaluate
 import predict
 import train
-from app.config import DefaultsHelpFormatter
-from app.config import build_parser as train_parser
+from app.config_cli import DefaultsHelpFormatter
+from app.config_cli import build_parser as train_parser
 from app.episodic_evaluation import (CLASS_SEPARATOR, _saved_finetune_settings, evaluate_episodes,
                                      known_classes_note)
 from app.errors import UserError

@@ -2,7 +2,8 @@
 
 from dataclasses import fields
 
-from app.config import OPTION_GROUPS, TrainConfig, build_parser
+from app.config import TrainConfig
+from app.config_cli import OPTION_GROUPS, build_parser
 
 
 def test_every_option_is_in_exactly_one_group():

@@ -15,7 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 import train
-from app.config import TrainConfig, config_from_args
+from app.config import TrainConfig
+from app.config_cli import config_from_args
 from app.errors import UserError
 from app.training import check_data, held_out_line
 from app.unknown_selection import _warn_rejects_nothing

@@ -18,7 +18,8 @@ import pytest
 import train
 from app import run_dir as rd
 from app.checkpoints import Checkpoints
-from app.config import TrainConfig, config_from_args
+from app.config import TrainConfig
+from app.config_cli import config_from_args
 from app.errors import UserError
 from colour_folders import write_colour_folder
 from error_lines import one_error_line

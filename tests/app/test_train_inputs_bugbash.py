@@ -14,7 +14,8 @@ import pytest
 
 import train
 from app import run_dir as rd
-from app.config import TrainConfig, config_from_args
+from app.config import TrainConfig
+from app.config_cli import config_from_args
 from app.data_folder import refuse_output_inside_data
 from app.errors import UserError
 from data.errors import DataError

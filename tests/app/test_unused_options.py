@@ -1,6 +1,7 @@
 """One warning for the options a run's strategy does not use (app/unused_options.py)."""
 
-from app.config import META_STRATEGIES, OPTION_GROUPS, TrainConfig
+from app.config import META_STRATEGIES, TrainConfig
+from app.config_cli import OPTION_GROUPS
 from app.unused_options import FINETUNE_GROUP, META_GROUP, unused_strategy_options_warning
 
 
