@@ -1,4 +1,4 @@
-"""What the three entry scripts share: environment, logging, and turning errors into messages."""
+"""What the four entry scripts share: environment, logging, and turning errors into messages."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Reading a --config file (YAML or JSON) or a run's config.json into plain values, strictly.
 
-A typo or an ambiguous value in a file is refused with the line to fix rather than read some other way: duplicate
-keys, YAML 1.1's octal and base-60 numbers, floats without a dot, encodings other than UTF-8, oversized and empty
-files. The values are checked against TrainConfig's fields by app/config.py.
+A typo or an ambiguous value in a file is refused with what to fix (the line, where there is one) rather than read some
+other way: duplicate keys, YAML 1.1's octal and base-60 numbers, encodings other than UTF-8, oversized and empty
+files. A float without a dot (`1e-3`, a string to YAML 1.1) is read as the number it looks like. The values are
+checked against TrainConfig's fields by app/config.py.
 """
 
 from __future__ import annotations

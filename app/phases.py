@@ -4,8 +4,9 @@ and can start again from its last completed epoch (see app/checkpoints.py). A ph
 no validation data (the refit, app/refit.py) trains for exactly its number of epochs.
 
 Every phase, meta-training's included (app/meta_training.py), runs through `run_phase`, given
-one `PhaseSpec`: it is the one place a model is compiled (`compile_model`) and fit, so that
-running under a distribution strategy changes this module, not its callers."""
+one `PhaseSpec`: it is where every phase's model is compiled (`compile_model`) and fit, so that
+running under a distribution strategy changes this module, not its callers. (The source stages of
+--meta-data fit their own models, and `fit_fixed_epochs` is a plain, seconds-long fit.)"""
 
 from __future__ import annotations
 
