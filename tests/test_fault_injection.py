@@ -17,7 +17,7 @@ And two resumes of one interrupted run at once: one finishes it, the other stops
 line. Nowhere a traceback, and never a run marked complete whose model does not load.
 
 The runs go through tests/fault_runner.py (forked children of one process that imported
-TensorFlow once), two at a time.
+TensorFlow once, running Keras' steps eagerly: where files are written does not depend on it), two at a time.
 """
 
 from __future__ import annotations
