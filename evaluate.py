@@ -187,4 +187,4 @@ def fewshot_command(args) -> int:
 
 
 if __name__ == "__main__":
-    exit_command(main())
+    exit_command(main)

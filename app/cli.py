@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import logging
 import os
 import re
@@ -257,17 +258,51 @@ def run_safely(command: Callable[[], int]) -> int:
 INTERRUPTED_STATUSES = (130, 143)
 
 
-def exit_command(status: int) -> NoReturn:
-    """The entry scripts' sys.exit(main()); after Ctrl-C or SIGTERM, os._exit once the output is flushed. Why: Python's
-    finalization collects what the interrupted command left, tf.data iterators among them, and one whose Pillow decode
-    (tf.numpy_function) was still running waits for it forever, since a finalizing Python lets no other thread run
-    Python code again: a SIGTERM'd run printed its ERROR line, then hung until SIGKILL (every time, with decodes of
-    0.3 s). The command's own cleanup (finally blocks, temporary files) ran before main() returned; logging's flush is
-    done here. Other statuses exit as before."""
-    if status not in INTERRUPTED_STATUSES:
-        sys.exit(status)
+# How long exit_command waits for what a command left behind to be released (a tf.data iterator waits for its decodes
+# in progress, one file's decode each) before it ends the process without Python's finalization: a decode that hangs
+# (a hung network file system) would otherwise hold the exit for good.
+RELEASE_WAIT_S = 15.0
+
+
+def exit_command(main: Callable[[], int]) -> NoReturn:
+    """The entry scripts' sys.exit(main()), without the hang at exit. Why: Python's finalization collects what the
+    command left, tf.data iterators among them (kept alive by reference cycles: an exception's traceback holds the
+    frames that held them), and one whose Pillow decode (tf.numpy_function) was still running waits for it forever,
+    since a finalizing Python lets no other thread run Python code again. A run whose input file became unreadable
+    during a pass, whose disk filled, that was SIGTERM'd or that hit a bug printed its ERROR line (or traceback), then
+    hung until SIGKILL (most runs that failed early in a pass, with decodes of 0.3 s: tests/test_exit_after_errors.py).
+
+    So: after Ctrl-C or SIGTERM (the command may be stuck in a decode), os._exit once the output is flushed; the
+    command's own cleanup (finally blocks, temporary files) ran before main() returned. Any other status, a bug's
+    traceback (printed as Python prints it, status 1) included: the cycles are collected while those decodes can still
+    finish, then Python exits as usual (atexit handlers, logging's flush); only if that collection has not ended after
+    RELEASE_WAIT_S (a decode that hangs) does the process end with os._exit and the same status."""
+    try:
+        status = main()
+    except Exception:  # a bug: its traceback is printed here, so that the frames it holds can be released below
+        sys.excepthook(*sys.exc_info())
+        status = 1
     _flush_output()
-    os._exit(status)
+    if status in INTERRUPTED_STATUSES:
+        os._exit(status)
+    _release_leftovers(status)
+    sys.exit(status)
+
+
+def _release_leftovers(status: int) -> None:
+    """Collect the reference cycles the command left (see exit_command), ending the process with `status` if that
+    takes more than RELEASE_WAIT_S."""
+    def give_up() -> None:
+        _flush_output()
+        os._exit(status)
+
+    timer = threading.Timer(RELEASE_WAIT_S, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        gc.collect()
+    finally:
+        timer.cancel()
 
 
 def _flush_output() -> None:
