@@ -14,7 +14,6 @@ parity.json beside the artifact (PATH.parity-failed.json when the check failed a
 from __future__ import annotations
 
 import argparse
-import sys
 
 from app.cli import (OneErrorLineParser, batch_size, exit_command, path_argument, positive_int, prepare_environment,
                      run_safely, setup_logging)

@@ -22,6 +22,15 @@ def write_colour_folder(root: Path, per_class: int = 6, size: int = 12, colours:
     return root
 
 
+def write_pillow_colour_folder(root: Path, per_class: int) -> Path:
+    """Colour folders as RGBA PNGs: a file with an alpha channel takes Pillow's decoder inside tf.numpy_function
+    (data/decode_route.py), where the tests that slow or park decoding patch it."""
+    write_colour_folder(root, per_class=per_class, size=8)
+    for path in root.rglob("*.png"):
+        Image.open(path).convert("RGBA").save(path)
+    return root
+
+
 def write_sentiment_folder(root: Path, seed: int = 0) -> Path:
     """ROOT/neg, ROOT/pos: 6 short .txt sentences each, three neutral words and three of the class's; returns `root`."""
     rng = np.random.default_rng(seed)

@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 import app.cli as cli
 import data.atomic_write as atomic_write
 import tiny_backbones  # noqa: F401  (registers tiny_image for the in-process runs)
 import train
 from app import run_dir as rd
-from colour_folders import write_colour_folder
+from colour_folders import write_pillow_colour_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 60  # the subprocess imports TensorFlow, checks the folder and reaches its first decode
@@ -57,14 +56,6 @@ pipeline.decode_rgb = slow_decode
 sys.argv[0] = {script!r}
 runpy.run_path({script!r}, run_name="__main__")
 """
-
-
-def _pillow_folder(root: Path) -> Path:
-    """Colour folders as RGBA PNGs: a file with an alpha channel takes Pillow's decoder (data/decode_route.py)."""
-    write_colour_folder(root, per_class=8, size=8)
-    for path in root.rglob("*.png"):
-        Image.open(path).convert("RGBA").save(path)
-    return root
 
 
 def _run_corrupting_one_file(tmp_path: Path, script: str, args: list[str]) -> tuple[int, str, Path, float]:
@@ -102,7 +93,7 @@ def _one_unreadable_error(err: str, path: Path) -> None:
 
 
 def test_train_whose_file_turns_corrupt_mid_feature_pass_exits_promptly_and_resumes(tmp_path):
-    data, run = _pillow_folder(tmp_path / "data"), tmp_path / "run"
+    data, run = write_pillow_colour_folder(tmp_path / "data", 8), tmp_path / "run"
     originals = {path: path.read_bytes() for path in data.rglob("*.png")}
     status, err, corrupted, took = _run_corrupting_one_file(
         tmp_path, "train.py", [str(data), "--backbone", "tiny_image", "--output", str(run), "--epochs", "1",
@@ -118,7 +109,7 @@ def test_train_whose_file_turns_corrupt_mid_feature_pass_exits_promptly_and_resu
 
 
 def test_predict_whose_file_turns_corrupt_mid_pass_exits_promptly(tmp_path):
-    data, run = _pillow_folder(tmp_path / "data"), tmp_path / "run"
+    data, run = write_pillow_colour_folder(tmp_path / "data", 8), tmp_path / "run"
     assert train.main([str(data), "--backbone", "tiny_image", "--output", str(run), "--epochs", "1", "--image-size",
                        "16", "--batch-size", "8", "--refit", "no", "--seed", "3", "--test-fraction", "0"]) == 0
     status, err, corrupted, took = _run_corrupting_one_file(tmp_path, "predict.py",

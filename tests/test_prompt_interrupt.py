@@ -19,14 +19,13 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 import app.interrupt_watchdog as watchdog
 import data.atomic_write as atomic_write
 import tiny_backbones  # noqa: F401  (registers tiny_image for the in-process resume)
 import train
 from app import run_dir as rd
-from colour_folders import write_colour_folder
+from colour_folders import write_pillow_colour_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 40  # the subprocess imports TensorFlow, checks the folder and reaches the feature pass
@@ -53,16 +52,8 @@ runpy.run_path({train!r}, run_name="__main__")
 """
 
 
-def _pillow_folder(root: Path) -> Path:
-    """The colour folder as RGBA PNGs: a file with an alpha channel takes Pillow's decoder (data/decode_route.py)."""
-    write_colour_folder(root, per_class=5, size=8)
-    for path in root.rglob("*.png"):
-        Image.open(path).convert("RGBA").save(path)
-    return root
-
-
 def test_sigterm_during_a_hung_feature_pass_stops_the_run_within_seconds_and_resume_finishes_it(tmp_path):
-    data, run, marker = _pillow_folder(tmp_path / "data"), tmp_path / "run", tmp_path / "parked"
+    data, run, marker = write_pillow_colour_folder(tmp_path / "data", 5), tmp_path / "run", tmp_path / "parked"
     script = PARKED_DECODE.format(root=str(ROOT), tests=str(ROOT / "tests"), marker=str(marker),
                                   train=str(ROOT / "train.py"))
     args = [str(data), "--backbone", "tiny_image", "--output", str(run), "--epochs", "1", "--image-size", "16",
