@@ -36,15 +36,8 @@ import app.training  # noqa: E402,F401
 import models.backbones.text_bert  # noqa: E402,F401  (keras_hub, tensorflow_text: 0.5 s a child otherwise)
 import sklearn.linear_model  # noqa: E402,F401
 import sklearn.model_selection  # noqa: E402,F401
-import tensorflow as tf  # noqa: E402
 
 PARALLEL = 2
-# The children run Keras' train and predict steps eagerly: tracing them into graphs took about half of each
-# child's time (4 of 8 s), for models this tiny run for one epoch. What these runs prove is where files are
-# written and what a resume finds, which graph or eager execution does not change; the other tests (end to end,
-# finetune and resume, the meta-learners) run the steps as graphs, as a user's run does. A flag only: it starts
-# no TensorFlow thread, and tf.data functions stay graphs either way.
-tf.config.run_functions_eagerly(True)
 
 
 def _start(step: dict) -> int:
@@ -97,5 +90,14 @@ def run_cases(cases: list[list[dict]]) -> list[list[dict]]:
 
 
 if __name__ == "__main__":
+    # The children run Keras' train and predict steps eagerly: tracing them into graphs took about half of each
+    # child's time (4 of 8 s), for models this tiny run for one epoch. What these runs prove is where files are
+    # written and what a resume finds, which graph or eager execution does not change; the other tests (end to end,
+    # finetune and resume, the meta-learners) run the steps as graphs, as a user's run does. A flag only: it starts
+    # no TensorFlow thread, and tf.data functions stay graphs either way. Not for tests/multi_worker_runner.py, which
+    # imports this module: a multi-worker run's collectives (all_gather) need graphs.
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
     cases_path, results_path = sys.argv[1:3]
     Path(results_path).write_text(json.dumps(run_cases(json.loads(Path(cases_path).read_text()))))
