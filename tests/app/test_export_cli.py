@@ -139,7 +139,8 @@ def test_savedmodel_signatures_serve_file_bytes_without_metatune_or_keras(image_
     from app.prediction import predict
     predicted = {p.file: p for p in predict(str(run), files)[0]}
     np.testing.assert_allclose(served["unknown_score"], [predicted[f].unknown_score for f in files], rtol=1e-4, atol=1e-5)
-    # The threshold is one validation file's score: that file, served, may land either side by rounding.
+    # The threshold sits 1e-6 (relative) above one validation file's score (app/unknown_scores.detector_threshold);
+    # files within float noise of it (the graph computes in float32) are left out of the comparison.
     from app.parity import borderline
     clear = ~borderline(np.array([predicted[f].unknown_score for f in files]), detector["threshold"])
     assert clear.sum() >= len(files) - 2
