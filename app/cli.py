@@ -548,7 +548,12 @@ def unreadable_input(error: BaseException) -> str | None:
     message = getattr(error, "message", str(error))
     if not UNREADABLE_INPUT.search(message):
         return None
-    return _first_matching_line(message, UNREADABLE_INPUT)
+    return TF_DATA_PREFIX.sub("", _first_matching_line(message, UNREADABLE_INPUT))
+
+
+# tf.data's wrapping of an error raised inside a map function (a file that turned unreadable during a training
+# epoch): the ERROR line began with it, before the file it named.
+TF_DATA_PREFIX = re.compile(r"^Error in user-defined function passed to \S+ transformation with iterator: \S+: ")
 
 
 def _first_matching_line(message: str, pattern: re.Pattern) -> str:

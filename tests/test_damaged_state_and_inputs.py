@@ -390,6 +390,11 @@ def test_only_tensorflow_errors_about_input_files_become_messages():
     assert unreadable_input(gone) == "/data/red/1.png; No such file or directory"
     corrupt = tf.errors.InvalidArgumentError(None, None, "{{function_node f}} Invalid PNG data, size 40\n\t [[{{node x}}]]")
     assert unreadable_input(corrupt) == "Invalid PNG data, size 40"
+    in_an_epoch = tf.errors.InvalidArgumentError(None, None, (
+        "Error in user-defined function passed to ParallelMapDatasetV2:60 transformation with iterator: "
+        "Iterator::Root::Prefetch::ParallelMapV2: UnidentifiedImageError: cannot identify image file '/data/red/1.png'"
+        "\n\t [[{{node x}}]]"))
+    assert unreadable_input(in_an_epoch) == "UnidentifiedImageError: cannot identify image file '/data/red/1.png'"
     assert unreadable_input(tf.errors.InvalidArgumentError(None, None, "Incompatible shapes: [2] vs. [3]")) is None
     assert unreadable_input(FileNotFoundError("No such file or directory")) is None  # not TensorFlow's
 
