@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli import (OneErrorLineParser, batch_size, exit_command, path_argument, positive_int, prepare_environment,
-                     run_safely, setup_logging, whole_number)
-from app.config_cli import DefaultsHelpFormatter
+from app.cli import (DefaultsHelpFormatter, OneErrorLineParser, batch_size, exit_command, path_argument,
+                     positive_int, prepare_environment, run_safely, setup_logging, whole_number)
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
 

@@ -16,9 +16,8 @@ import argparse
 import json
 import sys
 
-from app.cli import (OneErrorLineParser, batch_size, exit_command, path_argument, positive_int, prepare_environment,
-                     run_safely, setup_logging)
-from app.config_cli import DefaultsHelpFormatter
+from app.cli import (DefaultsHelpFormatter, OneErrorLineParser, batch_size, exit_command, path_argument,
+                     positive_int, prepare_environment, run_safely, setup_logging)
 
 prepare_environment(splits_batches=False)  # one device, whole batches: oneDNN stays on (app/cli.py)
 

@@ -205,6 +205,22 @@ def tensorboard_command() -> str:
     return str(beside) if beside.is_file() else "tensorboard"
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where X tells the reader something (the entry scripts' --help).
+
+    Not None: an option without a default, or one decided at run time (the backbone's size, the data's recipe)
+    whose help text says what it is; the appended "(default: None)" read as a value, or contradicted the text
+    before it ("... (default: 128). (default: None)"). Not the False of an on-only flag (store_true) nor the empty
+    list of a repeatable option: both just mean "not given". An --x/--no-x flag keeps its default: either may be it.
+    """
+
+    def _get_help_string(self, action):
+        on_only_flag = action.const is True and action.default is False
+        if action.default is None or on_only_flag or (isinstance(action.default, list) and not action.default):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class OneErrorLineParser(argparse.ArgumentParser):
     """The entry scripts' parser: a usage error (a misspelt flag, a value of the wrong type or outside the
     choices, a missing argument) is the one ERROR line every other bad input gets, exit status 2. argparse's own
@@ -254,8 +270,12 @@ def run_safely(command: Callable[[], int]) -> int:
             sys.unraisablehook = previous_hook
 
 
-# The statuses of a command stopped by Ctrl-C (130) or SIGTERM (143): see _reported.
+# The statuses of a command stopped by Ctrl-C (130) or SIGTERM (143), as a shell reports them (128 + the signal).
 INTERRUPTED_STATUSES = (130, 143)
+
+
+def _interrupt_status(terminated: bool) -> int:
+    return 143 if terminated else 130
 
 
 # How long exit_command waits for what a command left behind to be released (a tf.data iterator waits for its decodes
@@ -365,7 +385,7 @@ def _reported(checked_command: Callable[[], int], watch: InterruptWatch) -> int:
     except (KeyboardInterrupt, Terminated) as error:
         if watch.first_to_report():  # else the watchdog said it, and is ending the process
             _interrupted(isinstance(error, Terminated))
-        return 143 if isinstance(error, Terminated) else 130
+        return _interrupt_status(isinstance(error, Terminated))
     except Exception as error:  # noqa: BLE001  only an input file that became unreadable is turned into a message
         disk = DISK_MESSAGES.search(str(error))
         if disk is not None:  # TensorFlow's own writers: the message names no file we can trust, the reason
@@ -424,7 +444,7 @@ def _end_unanswered_interrupt(signum: int, watch: InterruptWatch) -> None:
     if watch.first_to_report():
         _interrupted(signum == signal.SIGTERM)
     _flush_output()
-    os._exit(143 if signum == signal.SIGTERM else 130)
+    os._exit(_interrupt_status(signum == signal.SIGTERM))
 
 
 # What a shell reports for a command that a closed pipe ended (128 + SIGPIPE), as for `cat FILE | head`.

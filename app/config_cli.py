@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 
-from app.cli import OneErrorLineParser, number, whole_number
+from app.cli import DefaultsHelpFormatter, OneErrorLineParser, number, whole_number
 from app.config import CHOICES, FIELDS, TOP_BLOCKS_RECIPE, TrainConfig, invalid_configuration, reject_unknown_keys
 from app.config_file import config_file_label, load_config_file
 from app.errors import UserError
@@ -40,22 +40,6 @@ OPTION_GROUPS = {
     "scaling out (several devices or machines)": ("distribute",),
     "output": ("output", "profile"),
 }
-
-
-class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" only where X tells the reader something (train.py, evaluate.py, predict.py).
-
-    Not None: an option without a default, or one decided at run time (the backbone's size, the data's recipe)
-    whose help text says what it is; the appended "(default: None)" read as a value, or contradicted the text
-    before it ("... (default: 128). (default: None)"). Not the False of an on-only flag (store_true) nor the empty
-    list of a repeatable option: both just mean "not given". An --x/--no-x flag keeps its default: either may be it.
-    """
-
-    def _get_help_string(self, action):
-        on_only_flag = action.const is True and action.default is False
-        if action.default is None or on_only_flag or (isinstance(action.default, list) and not action.default):
-            return action.help
-        return super()._get_help_string(action)
 
 
 def build_parser(explicit_only: bool = False) -> argparse.ArgumentParser:

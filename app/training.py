@@ -47,6 +47,7 @@ from app.meta_training import (check_init_fits, check_init_run, check_meta_input
                                source_candidates)
 from app.target_finetuning import target_finetune_applies
 from app.open_set import first_model_offsets, fit_run_detector, head_weights
+from app.unknown_scores import percent
 from app.unknown_store import DETECTOR_FILE
 from app.unused_options import unused_strategy_options_warning
 from app.precision import apply_precision
@@ -342,7 +343,7 @@ CARVE_OUT_COSTS_BELOW_PER_CLASS = 10
 
 def fraction_text(fraction: float) -> str:
     """A split fraction as a percentage to 3 significant digits: `:.0%` showed --test-fraction 0.001 as "0%"."""
-    return f"{100 * fraction:.3g}%"
+    return f"{percent(fraction)}%"
 
 
 def held_out_line(config: TrainConfig, scan, test_files: int, files_per_class: float | None = None) -> str:

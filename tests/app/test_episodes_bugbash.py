@@ -20,7 +20,7 @@ from PIL import Image
 import evaluate
 import predict
 import train
-from app.config_cli import DefaultsHelpFormatter
+from app.cli import DefaultsHelpFormatter
 from app.config_cli import build_parser as train_parser
 from app.episodic_evaluation import (CLASS_SEPARATOR, _saved_finetune_settings, evaluate_episodes,
                                      known_classes_note)
